@@ -1,0 +1,103 @@
+//! Attribution methods: one relevance score per input pixel for one prediction.
+//!
+//! Every method implements [`Attribution`]: images `x` [B,C,H,W] and one target class per image
+//! in, raw attributions [B,C,H,W] out (before any channel reduction). [`saliency`] is the one
+//! post-processing that turns them into the maps the metrics and attacks use: |attribution|
+//! summed over channels, [B,H,W], as in Ghorbani, Abid and Zou (AAAI 2019).
+//!
+//! All gradient-based methods go through one helper, [`target_gradient`], which batches and
+//! chunks the model's explicit input-gradient. Passing [`Activation::Softplus`] computes the
+//! same map on the smooth surrogate, as a differentiable function of `x`: that is how the
+//! attacks get exact second-order directions.
+
+mod gradient;
+mod integrated;
+mod smoothgrad;
+
+pub use gradient::{Gradient, GradientXInput};
+pub use integrated::{quadrature, IntegratedGradients, Quadrature};
+pub use smoothgrad::SmoothGrad;
+
+use crate::error::{Error, Result};
+use crate::model::{one_hot, Activation, Classifier};
+use candle_core::Tensor;
+
+/// Rows per model call: bounds memory when a method expands a batch (IG steps, noise samples).
+pub const MAX_ROWS_PER_PASS: usize = 512;
+
+/// An attribution method.
+pub trait Attribution: Send + Sync {
+    /// The name used in configs and file names (`integrated_gradients`).
+    fn name(&self) -> &'static str;
+    /// Raw attributions [B,C,H,W] of `x` [B,C,H,W] for the classes `targets` (one per image),
+    /// computed through the model with activation `act`.
+    fn attribute(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<Tensor>;
+    /// The method's hyperparameters, for the run's metadata.
+    fn params(&self) -> serde_json::Value;
+}
+
+/// The names of every method this build knows, in the order the README lists them.
+pub const METHOD_NAMES: [&str; 4] = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad"];
+
+/// Gradient of each image's target logit with respect to the input: [B,C,H,W].
+///
+/// The one gradient helper every gradient-based method uses. Inputs with more than
+/// [`MAX_ROWS_PER_PASS`] rows are processed in chunks (results are identical, since rows are
+/// independent).
+pub fn target_gradient(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    act: Activation,
+) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    if targets.len() != n {
+        return Err(Error::Invalid(format!("{} targets for {n} images", targets.len())));
+    }
+    let mut parts = Vec::with_capacity(n.div_ceil(MAX_ROWS_PER_PASS));
+    let mut start = 0;
+    while start < n {
+        let len = MAX_ROWS_PER_PASS.min(n - start);
+        let xs = x.narrow(0, start, len)?;
+        let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
+            .to_dtype(x.dtype())?;
+        parts.push(model.input_gradient(&xs, &g, act)?.1);
+        start += len;
+    }
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
+    }
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Saliency maps [B,H,W]: |attribution| summed over channels (the paper's post-processing).
+pub fn saliency(attr: &Tensor) -> Result<Tensor> {
+    Ok(attr.abs()?.sum(1)?)
+}
+
+/// Saliency maps normalised to sum to one per image, [B,H,W] (the maps attack objectives use).
+/// An all-zero map stays zero rather than becoming NaN.
+pub fn normalized_saliency(attr: &Tensor) -> Result<Tensor> {
+    let s = saliency(attr)?;
+    let (b, h, w) = s.dims3()?;
+    let total = s.reshape((b, h * w))?.sum_keepdim(1)?.clamp(1e-30, f64::INFINITY)?;
+    Ok(s.reshape((b, h * w))?.broadcast_div(&total)?.reshape((b, h, w))?)
+}
+
+/// Builds a method by name with its default hyperparameters (configs override them through
+/// [`crate::config`]).
+pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
+    match name {
+        "gradient" => Some(Box::new(Gradient)),
+        "gradient_x_input" => Some(Box::new(GradientXInput)),
+        "integrated_gradients" => Some(Box::new(IntegratedGradients::default())),
+        "smoothgrad" => Some(Box::new(SmoothGrad { seed, ..SmoothGrad::default() })),
+        _ => None,
+    }
+}

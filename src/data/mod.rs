@@ -1,0 +1,234 @@
+//! Image and label files: reading idx and npy, writing npy.
+//!
+//! Everything the tool computes starts from an [`ImageSet`]: `n` images stored contiguously in
+//! NCHW order (`data.len() == n * c * h * w`), float32 pixels in `[0, 1]`, with optional
+//! integer labels. Two on-disk formats are read, recognised by their content, never by the
+//! file name:
+//!
+//! - **idx** (the MNIST / Fashion-MNIST format; submodule `idx`), raw or gzipped. Unsigned bytes,
+//!   divided by 255. `N×H×W` becomes `N×1×H×W`; `N×C×H×W` is kept as stored.
+//! - **npy** (NumPy's format; submodule `npy`): float32 `N×C×H×W` already in `[0, 1]`, or uint8
+//!   `N×H×W` / `N×C×H×W` divided by 255. Labels: 1-D integers.
+//!
+//! A gzip stream (first bytes `1f 8b`) is decompressed first, whatever the file is called.
+//! Results are written as npy ([`write_npy_f32`], [`write_npy_i64`]) so that NumPy reads them
+//! directly.
+//!
+//! We read idx ourselves instead of using `candle-datasets`: that crate's MNIST reader needs
+//! uncompressed files and adds hundreds of crates (hf-hub, reqwest, arrow) to the build for
+//! about forty lines of parsing (measured; see DESIGN.md).
+
+mod idx;
+mod npy;
+
+pub use npy::{write_npy_f32, write_npy_i64};
+
+use crate::error::{Error, Result};
+use std::io::Read;
+use std::path::Path;
+
+/// A batch of images in NCHW float32, pixels in `[0, 1]`, with optional integer labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageSet {
+    /// Pixels, image after image, each `c × h × w` in row-major order.
+    pub data: Vec<f32>,
+    /// Number of images.
+    pub n: usize,
+    /// Channels per image (1 for grey, 3 for RGB).
+    pub c: usize,
+    /// Height in pixels.
+    pub h: usize,
+    /// Width in pixels.
+    pub w: usize,
+    /// One class label per image, when known.
+    pub labels: Option<Vec<i64>>,
+}
+
+impl ImageSet {
+    /// Number of values in one image: `c * h * w`.
+    pub fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// The pixels of image `i`, `c × h × w` values in row-major order.
+    ///
+    /// # Panics
+    /// If `i >= self.n` (an indexing bug in the caller, like slicing out of bounds).
+    pub fn image(&self, i: usize) -> &[f32] {
+        let len = self.image_len();
+        &self.data[i * len..(i + 1) * len]
+    }
+
+    /// A new set holding the images (and labels) at `idx`, in that order; repeats are allowed.
+    ///
+    /// # Panics
+    /// If an index is `>= self.n`.
+    pub fn select(&self, idx: &[usize]) -> ImageSet {
+        let mut data = Vec::with_capacity(idx.len() * self.image_len());
+        for &i in idx {
+            data.extend_from_slice(self.image(i));
+        }
+        let labels = self.labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect());
+        ImageSet { data, n: idx.len(), c: self.c, h: self.h, w: self.w, labels }
+    }
+
+    /// Attaches `labels` read from `path`; an error naming `path` if there is not exactly one
+    /// label per image.
+    pub fn with_labels(self, labels: Vec<i64>, path: &Path) -> Result<ImageSet> {
+        if labels.len() != self.n {
+            return Err(Error::data(
+                path,
+                format!("holds {} labels but there are {} images", labels.len(), self.n),
+            ));
+        }
+        Ok(ImageSet { labels: Some(labels), ..self })
+    }
+}
+
+/// Loads images from an npy or idx file (raw or gzipped), recognised by content.
+///
+/// The result has no labels; attach them with [`ImageSet::with_labels`].
+pub fn load_images(path: &Path) -> Result<ImageSet> {
+    let bytes = read_maybe_gzip(path)?;
+    match Format::sniff(&bytes) {
+        Some(Format::Npy) => npy::parse_images(&bytes, path),
+        Some(Format::Idx) => idx::parse_images(&bytes, path),
+        None => Err(unknown_format(&bytes, path)),
+    }
+}
+
+/// Loads 1-D integer labels from an idx1 ubyte file (raw or gzipped) or an npy file of
+/// int64, int32, int16 or uint8.
+pub fn load_labels(path: &Path) -> Result<Vec<i64>> {
+    let bytes = read_maybe_gzip(path)?;
+    match Format::sniff(&bytes) {
+        Some(Format::Npy) => npy::parse_labels(&bytes, path),
+        Some(Format::Idx) => idx::parse_labels(&bytes, path),
+        None => Err(unknown_format(&bytes, path)),
+    }
+}
+
+/// The two formats we read, told apart by their first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Npy,
+    Idx,
+}
+
+impl Format {
+    fn sniff(bytes: &[u8]) -> Option<Format> {
+        if bytes.starts_with(npy::MAGIC) {
+            Some(Format::Npy)
+        } else if bytes.starts_with(&[0, 0]) {
+            // idx has no real magic beyond two zero bytes; its parser checks the rest.
+            Some(Format::Idx)
+        } else {
+            None
+        }
+    }
+}
+
+fn unknown_format(bytes: &[u8], path: &Path) -> Error {
+    Error::data(
+        path,
+        format!(
+            "not an idx or npy file: starts with {}, expected idx (00 00 <dtype> <ndim>) or \
+             npy (93 'NUMPY'), optionally gzipped",
+            hex_prefix(bytes, 6)
+        ),
+    )
+}
+
+/// The first `n` bytes as space-separated hex, for error messages.
+pub(crate) fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    if bytes.is_empty() {
+        return "nothing (empty file)".to_string();
+    }
+    let hex: Vec<String> = bytes.iter().take(n).map(|b| format!("{b:02x}")).collect();
+    hex.join(" ")
+}
+
+/// Reads the whole file, decompressing it if it starts with the gzip header `1f 8b`.
+fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    // MultiGzDecoder: a file may hold several concatenated gzip members (e.g. `cat a.gz b.gz`).
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .read_to_end(&mut out)
+        .map_err(|e| Error::data(path, format!("corrupt gzip stream: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn set() -> ImageSet {
+        // 3 images of 1×1×2: image i holds [i/10, i/10 + 0.05].
+        let data = vec![0.0, 0.05, 0.1, 0.15, 0.2, 0.25];
+        ImageSet { data, n: 3, c: 1, h: 1, w: 2, labels: Some(vec![7, 8, 9]) }
+    }
+
+    #[test]
+    fn image_and_select_keep_rows_and_labels_in_order() {
+        let s = set();
+        assert_eq!(s.image_len(), 2);
+        assert_eq!(s.image(1), &[0.1, 0.15]);
+        let t = s.select(&[2, 0, 2]);
+        assert_eq!(t.n, 3);
+        assert_eq!(t.data, vec![0.2, 0.25, 0.0, 0.05, 0.2, 0.25]);
+        assert_eq!(t.labels, Some(vec![9, 7, 9]));
+    }
+
+    #[test]
+    fn with_labels_rejects_wrong_count_naming_the_file() {
+        let s = ImageSet { labels: None, ..set() };
+        let err = s.clone().with_labels(vec![1, 2], Path::new("lab.npy")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("lab.npy") && msg.contains("2 labels") && msg.contains("3 images"));
+        assert_eq!(s.with_labels(vec![1, 2, 3], Path::new("x")).unwrap().labels, Some(vec![1, 2, 3]));
+    }
+
+    #[test]
+    fn unknown_format_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("junk.bin");
+        std::fs::write(&p, b"hello world").unwrap();
+        let msg = load_images(&p).unwrap_err().to_string();
+        assert!(msg.contains("junk.bin") && msg.contains("not an idx or npy file"), "{msg}");
+        assert!(msg.contains("68 65 6c"), "{msg}");
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content_not_name() {
+        // An npy file, gzipped, under a name that says neither.
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("a.npy");
+        write_npy_f32(&plain, &[0.0, 0.5, 1.0, 0.25], &[1, 1, 2, 2]).unwrap();
+        let gz = dir.path().join("images.dat");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        assert_eq!(load_images(&gz).unwrap(), load_images(&plain).unwrap());
+    }
+
+    #[test]
+    fn corrupt_gzip_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.gz");
+        std::fs::write(&p, [0x1f, 0x8b, 8, 0, 0, 0]).unwrap();
+        let msg = load_labels(&p).unwrap_err().to_string();
+        assert!(msg.contains("bad.gz") && msg.contains("gzip"), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error_naming_it() {
+        let err = load_images(Path::new("/nonexistent/x.npy")).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }));
+        assert!(err.to_string().contains("/nonexistent/x.npy"));
+    }
+}

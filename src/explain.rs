@@ -1,0 +1,96 @@
+//! `fragility explain`: attribution maps for a set of images, as `.npy` files.
+//!
+//! Writes `DIR/<method>.npy` (float32 [N,C,H,W], raw attributions for the predicted class,
+//! before any channel reduction), `DIR/preds.npy` (int64 [N]) and `DIR/logits.npy` (float32
+//! [N,K]). Every method is computed (and every input checked) before the first file is written.
+
+use crate::attribution::{by_name, Attribution, METHOD_NAMES};
+use crate::data::{load_images, write_npy_f32, write_npy_i64};
+use crate::error::{Error, Result};
+use crate::model::{self, Activation};
+use crate::run::{batch_tensor, progress_bar};
+use candle_core::Tensor;
+use std::path::{Path, PathBuf};
+
+/// What to explain.
+#[derive(Debug, Clone)]
+pub struct ExplainRequest {
+    /// Model architecture name.
+    pub model: String,
+    /// Safetensors weights.
+    pub weights: PathBuf,
+    /// Images (.npy or idx).
+    pub images: PathBuf,
+    /// Method names.
+    pub methods: Vec<String>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Seed of the stochastic methods.
+    pub seed: u64,
+    /// Images per batch.
+    pub batch_size: usize,
+    /// Device name ("cpu", "cuda", "auto").
+    pub device: String,
+}
+
+/// Resolves method names (for `explain` and tests), rejecting unknown ones.
+pub fn methods_by_name(names: &[String], seed: u64) -> Result<Vec<Box<dyn Attribution>>> {
+    names
+        .iter()
+        .map(|n| {
+            by_name(n, seed).ok_or_else(|| {
+                Error::Invalid(format!("unknown method `{n}` (known: {})", METHOD_NAMES.join(", ")))
+            })
+        })
+        .collect()
+}
+
+/// Computes and writes the maps; returns the files written.
+pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
+    if req.batch_size == 0 {
+        return Err(Error::Invalid("--batch-size must be at least 1".into()));
+    }
+    let methods = methods_by_name(&req.methods, req.seed)?;
+    let device = crate::device::resolve(&req.device)?;
+    let model = model::load(&req.model, &req.weights, &device)?;
+    let set = load_images(&req.images)?;
+    let (c, h, w) = model.input_shape();
+    if (set.c, set.h, set.w) != (c, h, w) {
+        return Err(Error::data(
+            &req.images,
+            format!("images are {}×{}×{}, model `{}` expects {c}×{h}×{w}", set.c, set.h, set.w, req.model),
+        ));
+    }
+    let ids: Vec<usize> = (0..set.n).collect();
+    let mut logits_all: Vec<f32> = Vec::new();
+    let mut preds_all: Vec<i64> = Vec::new();
+    let mut maps: Vec<Vec<f32>> = vec![Vec::new(); methods.len()];
+    let bar = progress_bar(progress, set.n as u64);
+    for chunk in ids.chunks(req.batch_size) {
+        let x = batch_tensor(&set, chunk, &device)?;
+        let logits = model.logits(&x, Activation::Relu)?;
+        let preds = logits.argmax(1)?.to_vec1::<u32>()?;
+        logits_all.extend(logits.flatten_all()?.to_vec1::<f32>()?);
+        preds_all.extend(preds.iter().map(|&p| p as i64));
+        for (m, method) in methods.iter().enumerate() {
+            let a: Tensor = method.attribute(model.as_ref(), &x, &preds, Activation::Relu)?;
+            maps[m].extend(a.flatten_all()?.to_vec1::<f32>()?);
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let out: &Path = &req.out;
+    let mut files = Vec::new();
+    for (method, data) in methods.iter().zip(&maps) {
+        let p = out.join(format!("{}.npy", method.name()));
+        write_npy_f32(&p, data, &[set.n, c, h, w])?;
+        files.push(p);
+    }
+    let p = out.join("preds.npy");
+    write_npy_i64(&p, &preds_all, &[set.n])?;
+    files.push(p);
+    let p = out.join("logits.npy");
+    write_npy_f32(&p, &logits_all, &[set.n, model.num_classes()])?;
+    files.push(p);
+    Ok(files)
+}

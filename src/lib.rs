@@ -1,0 +1,24 @@
+//! fragility: measure how fragile the attribution maps of image classifiers are.
+//!
+//! Ghorbani, Abid and Zou ("Interpretation of neural networks is fragile", AAAI 2019) showed
+//! that tiny perturbations that keep a classifier's label can move its saliency maps almost
+//! anywhere. This crate loads a model and images, computes attribution maps, perturbs the
+//! images with label-keeping attacks, recomputes the maps and scores how much they changed.
+//! See the README for the command-line tool and ../shared/DESIGN.md for the architecture.
+
+pub mod atomic;
+pub mod data;
+pub mod error;
+pub mod metric;
+pub mod report;
+
+pub use error::{Error, Result};
+pub mod attack;
+pub mod attribution;
+pub mod config;
+pub mod device;
+pub mod explain;
+pub mod model;
+pub mod run;
+pub mod seed;
+pub mod train;

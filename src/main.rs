@@ -1,0 +1,110 @@
+//! The `fragility` command line: a thin layer over the library that maps errors to exit codes
+//! (2 for bad input, 1 for failures while running) and prints the error with its cause.
+
+use clap::{Parser, Subcommand};
+use fragility::config::Plan;
+use fragility::explain::{explain, ExplainRequest};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Measure how fragile the attribution maps of image classifiers are.
+///
+/// Reads a TOML experiment, computes attribution maps, perturbs the images with label-keeping
+/// attacks (Ghorbani, Abid and Zou, AAAI 2019), recomputes the maps and scores how much they
+/// moved. `fragility CONFIG.toml` is short for `fragility run CONFIG.toml`.
+#[derive(Parser)]
+#[command(name = "fragility", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a fragility experiment: writes samples.parquet, summary.parquet, plots/*.png and
+    /// run.json to the config's `out` folder.
+    Run {
+        /// The experiment config (see experiments/fragility.toml).
+        config: PathBuf,
+        /// Print only the summary table (no progress bar).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Train fmnist_cnn on Fashion-MNIST (see configs/train_fmnist.toml).
+    Train {
+        /// The training config.
+        config: PathBuf,
+    },
+    /// Write attribution maps for a set of images as .npy files.
+    Explain {
+        /// Model architecture.
+        #[arg(long, default_value = "fmnist_cnn")]
+        model: String,
+        /// Safetensors weights (PyTorch state_dict names).
+        #[arg(long)]
+        weights: PathBuf,
+        /// Images: .npy (float32 N×C×H×W in [0,1], or uint8) or idx (raw or .gz).
+        #[arg(long)]
+        images: PathBuf,
+        /// Comma-separated methods: gradient, gradient_x_input, integrated_gradients, smoothgrad.
+        #[arg(long, value_delimiter = ',', default_value = "gradient")]
+        methods: Vec<String>,
+        /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the stochastic methods (smoothgrad).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Images per batch.
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Device: cpu, cuda, cuda:N or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+const SUBCOMMANDS: [&str; 5] = ["run", "train", "explain", "help", "--help"];
+
+fn main() -> ExitCode {
+    // A bare config path means `run`.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(first) = args.get(1).and_then(|a| a.to_str()) {
+        if !first.starts_with('-') && !SUBCOMMANDS.contains(&first) {
+            args.insert(1, "run".into());
+        }
+    }
+    let cli = Cli::parse_from(args);
+    let progress = std::io::stderr().is_terminal();
+    let result = match cli.command {
+        Command::Run { config, quiet } => Plan::load(&config).and_then(|plan| {
+            let report = fragility::run::run(&plan, progress && !quiet)?;
+            eprintln!(
+                "{} images, {} rows in {:.1} s → {}",
+                report.images,
+                report.rows,
+                report.seconds,
+                report.out.display()
+            );
+            Ok(())
+        }),
+        Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
+        Command::Explain { model, weights, images, methods, out, seed, batch_size, device } => {
+            let req = ExplainRequest { model, weights, images, methods, out, seed, batch_size, device };
+            explain(&req, progress).map(|files| {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Every variant's message already includes its cause.
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

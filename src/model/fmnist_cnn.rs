@@ -1,0 +1,194 @@
+//! `fmnist_cnn`: the default Fashion-MNIST classifier.
+//!
+//! conv1 Conv2d(1→32, 3×3, padding 1) → act → MaxPool 2×2 → conv2 Conv2d(32→64, 3×3, padding 1)
+//! → act → MaxPool 2×2 → flatten in NCHW order (index = c·49 + h·7 + w) → fc1 Linear(3136→128)
+//! → act → fc2 Linear(128→10) → logits. Input [B,1,28,28], pixels = byte/255.
+//!
+//! Weights are safetensors with PyTorch's `state_dict` names and layouts ([`PARAM_SHAPES`]), so
+//! the same file loads in PyTorch and a model trained in PyTorch loads here.
+
+use super::pool::{max_pool2, unpool2};
+use super::{Activation, Classifier};
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Parameter names and shapes, exactly as in the PyTorch `state_dict`.
+pub const PARAM_SHAPES: [(&str, &[usize]); 8] = [
+    ("conv1.weight", &[32, 1, 3, 3]),
+    ("conv1.bias", &[32]),
+    ("conv2.weight", &[64, 32, 3, 3]),
+    ("conv2.bias", &[64]),
+    ("fc1.weight", &[128, 3136]),
+    ("fc1.bias", &[128]),
+    ("fc2.weight", &[10, 128]),
+    ("fc2.bias", &[10]),
+];
+
+/// The model: its weights plus the two transposed, flipped kernels the explicit backward uses
+/// (precomputed once, since the weights are frozen).
+#[derive(Debug, Clone)]
+pub struct FmnistCnn {
+    conv1_w: Tensor,
+    conv1_b: Tensor,
+    conv2_w: Tensor,
+    conv2_b: Tensor,
+    fc1_w: Tensor,
+    fc1_b: Tensor,
+    fc2_w: Tensor,
+    fc2_b: Tensor,
+    /// conv1 kernel as the input-gradient conv: [1,32,3,3], spatially flipped.
+    conv1_back: Tensor,
+    /// conv2 kernel as the input-gradient conv: [32,64,3,3], spatially flipped.
+    conv2_back: Tensor,
+}
+
+/// Forward activations kept for the explicit backward pass.
+struct Cache {
+    z1: Tensor,
+    mask1: Tensor,
+    z2: Tensor,
+    mask2: Tensor,
+    z3: Tensor,
+}
+
+impl FmnistCnn {
+    /// Builds the model from named tensors (PyTorch names, [`PARAM_SHAPES`]); `source` names the
+    /// file in errors. Tensors are converted to f32 on `device`.
+    pub fn from_tensors(
+        mut tensors: HashMap<String, Tensor>,
+        device: &Device,
+        source: &Path,
+    ) -> Result<Self> {
+        let mut take = |name: &str, shape: &[usize]| -> Result<Tensor> {
+            let t = tensors.remove(name).ok_or_else(|| {
+                Error::data(source, format!("missing tensor `{name}` (expected shape {shape:?})"))
+            })?;
+            if t.dims() != shape {
+                return Err(Error::data(
+                    source,
+                    format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.dims()),
+                ));
+            }
+            Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+        };
+        let [c1w, c1b, c2w, c2b, f1w, f1b, f2w, f2b] = PARAM_SHAPES;
+        let conv1_w = take(c1w.0, c1w.1)?;
+        let conv1_b = take(c1b.0, c1b.1)?;
+        let conv2_w = take(c2w.0, c2w.1)?;
+        let conv2_b = take(c2b.0, c2b.1)?;
+        let fc1_w = take(f1w.0, f1w.1)?;
+        let fc1_b = take(f1b.0, f1b.1)?;
+        let fc2_w = take(f2w.0, f2w.1)?;
+        let fc2_b = take(f2b.0, f2b.1)?;
+        if let Some(extra) = tensors.keys().min() {
+            return Err(Error::data(source, format!("unexpected tensor `{extra}` for fmnist_cnn")));
+        }
+        Self::new(conv1_w, conv1_b, conv2_w, conv2_b, fc1_w, fc1_b, fc2_w, fc2_b)
+    }
+
+    /// Builds the model from its eight parameter tensors (shapes as in [`PARAM_SHAPES`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        conv1_w: Tensor,
+        conv1_b: Tensor,
+        conv2_w: Tensor,
+        conv2_b: Tensor,
+        fc1_w: Tensor,
+        fc1_b: Tensor,
+        fc2_w: Tensor,
+        fc2_b: Tensor,
+    ) -> Result<Self> {
+        // The input-gradient of a padding-1 3×3 conv is a padding-1 conv of the upstream
+        // gradient with the kernel's in/out channels swapped and its taps flipped.
+        let conv1_back = conv1_w.detach().transpose(0, 1)?.contiguous()?.flip(&[2, 3])?;
+        let conv2_back = conv2_w.detach().transpose(0, 1)?.contiguous()?.flip(&[2, 3])?;
+        Ok(Self { conv1_w, conv1_b, conv2_w, conv2_b, fc1_w, fc1_b, fc2_w, fc2_b, conv1_back, conv2_back })
+    }
+
+    /// Loads safetensors weights from `path` onto `device`, checking every name and shape.
+    pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        if !path.exists() {
+            return Err(Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
+        }
+        let tensors = candle_core::safetensors::load(path, device)
+            .map_err(|e| Error::data(path, format!("not a readable safetensors file: {e}")))?;
+        Self::from_tensors(tensors, device, path)
+    }
+
+    /// The parameters by PyTorch name, for saving.
+    pub fn named_tensors(&self) -> Vec<(&'static str, Tensor)> {
+        let t = [
+            &self.conv1_w,
+            &self.conv1_b,
+            &self.conv2_w,
+            &self.conv2_b,
+            &self.fc1_w,
+            &self.fc1_b,
+            &self.fc2_w,
+            &self.fc2_b,
+        ];
+        PARAM_SHAPES.iter().zip(t).map(|((n, _), t)| (*n, t.detach())).collect()
+    }
+
+    /// Saves the weights as safetensors, atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let map: HashMap<String, Tensor> =
+            self.named_tensors().into_iter().map(|(n, t)| (n.to_string(), t)).collect();
+        let tmp = path.with_extension("safetensors.tmp");
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        candle_core::safetensors::save(&map, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    fn forward_cached(&self, x: &Tensor, act: Activation) -> Result<(Tensor, Cache)> {
+        let b = x.dim(0)?;
+        let z1 = x.conv2d(&self.conv1_w, 1, 1, 1, 1)?.broadcast_add(&self.conv1_b.reshape((1, 32, 1, 1))?)?;
+        let (p1, mask1) = max_pool2(&act.apply(&z1)?)?;
+        let z2 =
+            p1.conv2d(&self.conv2_w, 1, 1, 1, 1)?.broadcast_add(&self.conv2_b.reshape((1, 64, 1, 1))?)?;
+        let (p2, mask2) = max_pool2(&act.apply(&z2)?)?;
+        let z3 = p2.reshape((b, 3136))?.matmul(&self.fc1_w.t()?)?.broadcast_add(&self.fc1_b)?;
+        let logits = act.apply(&z3)?.matmul(&self.fc2_w.t()?)?.broadcast_add(&self.fc2_b)?;
+        Ok((logits, Cache { z1, mask1, z2, mask2, z3 }))
+    }
+}
+
+impl Classifier for FmnistCnn {
+    fn name(&self) -> &str {
+        "fmnist_cnn"
+    }
+
+    fn input_shape(&self) -> (usize, usize, usize) {
+        (1, 28, 28)
+    }
+
+    fn num_classes(&self) -> usize {
+        10
+    }
+
+    fn device(&self) -> &Device {
+        self.conv1_w.device()
+    }
+
+    fn logits(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        Ok(self.forward_cached(x, act)?.0)
+    }
+
+    fn input_gradient(&self, x: &Tensor, grad_logits: &Tensor, act: Activation) -> Result<(Tensor, Tensor)> {
+        let (logits, c) = self.forward_cached(x, act)?;
+        let b = x.dim(0)?;
+        // fc2, fc1: upstream @ W; activations: × act'(z); pools: route to the arg-max;
+        // convs: padding-1 conv with the flipped, transposed kernel.
+        let g3 = grad_logits.matmul(&self.fc2_w)?.mul(&act.derivative(&c.z3)?)?;
+        let gp2 = g3.matmul(&self.fc1_w)?.reshape((b, 64, 7, 7))?;
+        let gz2 = unpool2(&gp2, &c.mask2)?.mul(&act.derivative(&c.z2)?)?;
+        let gp1 = gz2.conv2d(&self.conv2_back, 1, 1, 1, 1)?;
+        let gz1 = unpool2(&gp1, &c.mask1)?.mul(&act.derivative(&c.z1)?)?;
+        let gx = gz1.conv2d(&self.conv1_back, 1, 1, 1, 1)?;
+        Ok((logits, gx))
+    }
+}

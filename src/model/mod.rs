@@ -1,0 +1,145 @@
+//! Classifiers: the models whose attributions we measure.
+//!
+//! A [`Classifier`] maps images [B,C,H,W] (pixels in [0,1]) to logits [B,K]. Besides the
+//! forward pass it exposes an *explicit* input-gradient: the backward pass written layer by
+//! layer as ordinary tensor ops (see ../shared/DESIGN.md). That buys three things:
+//!
+//! 1. speed — no weight gradients and no transposed convolutions for frozen weights;
+//! 2. one mechanism for modified back-propagation rules (guided backprop, DeepLIFT, ...);
+//! 3. exact second-order attack directions — the map is itself a differentiable graph of the
+//!    input, so one ordinary `backward()` of an attack objective differentiates through it.
+//!
+//! Every nonlinearity can run as ReLU (the real model) or as softplus(β) (the smooth surrogate
+//! Ghorbani et al. 2019 use for second derivatives), selected per call by [`Activation`].
+
+mod fmnist_cnn;
+pub mod pool;
+
+pub use fmnist_cnn::{FmnistCnn, PARAM_SHAPES};
+
+use crate::error::Result;
+use candle_core::{Device, Tensor};
+
+/// The nonlinearity used in place of every ReLU for one pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    /// The real model: max(z, 0); derivative = step(z > 0).
+    Relu,
+    /// The smooth surrogate softplus_β(z) = log(1 + exp(βz)) / β; derivative = sigmoid(βz).
+    Softplus {
+        /// Sharpness: larger β is closer to ReLU.
+        beta: f64,
+    },
+}
+
+impl Activation {
+    /// Applies the nonlinearity.
+    pub fn apply(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        match *self {
+            Activation::Relu => z.relu(),
+            // Stable form: relu(z) + log(1 + exp(-β|z|)) / β (no overflow for large |βz|).
+            Activation::Softplus { beta } => {
+                let tail = z.abs()?.affine(-beta, 0.0)?.exp()?.affine(1.0, 1.0)?.log()?;
+                z.relu()? + tail.affine(1.0 / beta, 0.0)?
+            }
+        }
+    }
+
+    /// Its derivative at `z`, as a tensor of the same shape. For softplus this is
+    /// sigmoid(βz) = (1 + tanh(βz/2)) / 2, differentiable in `z` (second-order attacks need it).
+    pub fn derivative(&self, z: &Tensor) -> candle_core::Result<Tensor> {
+        match *self {
+            Activation::Relu => z.gt(0.0)?.to_dtype(z.dtype()),
+            Activation::Softplus { beta } => z.affine(beta / 2.0, 0.0)?.tanh()?.affine(0.5, 0.5),
+        }
+    }
+}
+
+/// An image classifier with an explicit, differentiable input-gradient.
+pub trait Classifier: Send + Sync {
+    /// The model's name as used in configs (`fmnist_cnn`).
+    fn name(&self) -> &str;
+    /// The input shape (C, H, W) it expects.
+    fn input_shape(&self) -> (usize, usize, usize);
+    /// The number of classes K.
+    fn num_classes(&self) -> usize;
+    /// The device its weights live on.
+    fn device(&self) -> &Device;
+    /// Logits [B,K] for images `x` [B,C,H,W].
+    fn logits(&self, x: &Tensor, act: Activation) -> Result<Tensor>;
+    /// The logits [B,K] and the gradient [B,C,H,W] of Σ_b ⟨grad_logits[b], logits(x)[b]⟩ with
+    /// respect to `x`, computed by the explicit backward pass. With a softplus activation the
+    /// result is a differentiable function of `x` (autograd can go through it).
+    fn input_gradient(&self, x: &Tensor, grad_logits: &Tensor, act: Activation) -> Result<(Tensor, Tensor)>;
+}
+
+/// One-hot rows [B,K] (float32) of the `targets`, the upstream gradient that selects each
+/// image's target logit.
+pub fn one_hot(targets: &[u32], k: usize, device: &Device) -> Result<Tensor> {
+    let mut v = vec![0f32; targets.len() * k];
+    for (row, &t) in targets.iter().enumerate() {
+        if (t as usize) < k {
+            v[row * k + t as usize] = 1.0;
+        }
+    }
+    Ok(Tensor::from_vec(v, (targets.len(), k), device)?)
+}
+
+/// Predicted classes (arg-max of the real model's logits) for `x` [B,C,H,W].
+pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
+    Ok(model.logits(x, Activation::Relu)?.argmax(1)?.to_vec1::<u32>()?)
+}
+
+/// Model names this build can load.
+pub const MODEL_NAMES: [&str; 1] = ["fmnist_cnn"];
+
+/// Loads the model `name` with safetensors `weights` onto `device`.
+pub fn load(
+    name: &str,
+    weights: &std::path::Path,
+    device: &Device,
+) -> Result<std::sync::Arc<dyn Classifier>> {
+    match name {
+        "fmnist_cnn" => Ok(std::sync::Arc::new(FmnistCnn::load(weights, device)?)),
+        other => {
+            Err(crate::Error::Invalid(format!("unknown model `{other}` (known: {})", MODEL_NAMES.join(", "))))
+        }
+    }
+}
+
+/// Softmax probabilities [B] of each row's `targets` class, from logits [B,K] (f64 math).
+pub fn target_probability(logits: &Tensor, targets: &[u32]) -> Result<Vec<f64>> {
+    let rows = logits.to_vec2::<f32>()?;
+    Ok(rows
+        .iter()
+        .zip(targets)
+        .map(|(l, &t)| {
+            let m = l.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+            let z: f64 = l.iter().map(|&v| (v as f64 - m).exp()).sum();
+            (l[t as usize] as f64 - m).exp() / z
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softplus_is_stable_and_close_to_relu_for_large_beta() {
+        let dev = Device::Cpu;
+        let z = Tensor::new(&[-100f32, -1.0, 0.0, 1.0, 100.0], &dev).unwrap();
+        let sp = Activation::Softplus { beta: 1.0 }.apply(&z).unwrap().to_vec1::<f32>().unwrap();
+        // softplus(0) = ln 2; softplus(±100) = 100 / ~0 with no overflow.
+        assert!((sp[2] - std::f32::consts::LN_2).abs() < 1e-6);
+        assert!((sp[4] - 100.0).abs() < 1e-4 && sp[0] >= 0.0 && sp[0] < 1e-30);
+        let sharp = Activation::Softplus { beta: 1000.0 }.apply(&z).unwrap().to_vec1::<f32>().unwrap();
+        let relu = z.relu().unwrap().to_vec1::<f32>().unwrap();
+        for (a, b) in sharp.iter().zip(relu.iter()) {
+            assert!((a - b).abs() < 1e-3);
+        }
+        // d/dz softplus_β = sigmoid(βz): sigmoid(0) = 1/2, sigmoid(2) = 0.880797.
+        let d = Activation::Softplus { beta: 2.0 }.derivative(&z).unwrap().to_vec1::<f32>().unwrap();
+        assert!((d[2] - 0.5).abs() < 1e-6 && (d[3] - 0.880_797).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,20 @@
+//! The run's outputs: the per-sample table, its summary and the metric-vs-ε plots.
+//!
+//! A run produces one row per image × attribution method × attack × ε ([`SampleRow`], written
+//! to `samples.parquet` by [`write_samples`]); [`summarize`] reduces those rows to one
+//! [`SummaryRow`] per method × attack × ε × metric (written to `summary.parquet` by
+//! [`write_summary`]), and [`plot_metric`] draws one PNG per metric from the summary.
+//! Parquet keeps the raw rows analysable with any dataframe tool; the summary and the plots
+//! are what a reader looks at first. Every file is written atomically (see [`crate::atomic`]).
+//!
+//! - [`table`]: the sample rows and their Parquet file.
+//! - [`summary`]: the per-group statistics and their Parquet file.
+//! - [`plot`]: the PNG charts.
+
+pub mod plot;
+pub mod summary;
+pub mod table;
+
+pub use plot::plot_metric;
+pub use summary::{read_summary, summarize, write_summary, SummaryRow};
+pub use table::{read_samples, write_samples, SampleRow, SampleTable};

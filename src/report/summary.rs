@@ -1,0 +1,369 @@
+//! The summary table, `summary.parquet`: one row per method × attack × ε × metric.
+//!
+//! The per-sample table is too long to read; the question the paper asks is "how far do the
+//! maps of method M move under attack A at budget ε", which is a mean over images. Only the
+//! rows whose attack kept the label enter the statistics (a perturbation that changes the
+//! class is not a fragility result); how often the label was kept is reported beside them.
+//! The aggregation is plain Rust over the rows (our polars build has no lazy/group-by
+//! feature, and the groups are few), and its order is deterministic: groups appear in the
+//! order of their first row.
+//!
+//! Columns, in this order:
+//!
+//! | column            | type      | meaning                                                      |
+//! |-------------------|-----------|--------------------------------------------------------------|
+//! | `method`          | str       | attribution method                                           |
+//! | `attack`          | str       | attack                                                       |
+//! | `epsilon`         | f64       | L∞ budget on the [0, 1] pixel scale                          |
+//! | `metric`          | str       | metric column of `samples.parquet` (its units are in its name)|
+//! | `n`               | u32       | label-kept rows with a value for the metric                  |
+//! | `nulls`           | u32       | label-kept rows where the metric is undefined                |
+//! | `mean`            | f64, null | mean over the `n` values, in the metric's units; null if n = 0 |
+//! | `std`             | f64, null | sample standard deviation (divisor n − 1); null if n < 2     |
+//! | `label_kept_rate` | f64       | label-kept rows / all rows of the group, in [0, 1]           |
+
+use crate::atomic;
+use crate::error::{Error, Result};
+use crate::report::table::{required, table_error, SampleTable};
+use polars::prelude::{
+    Column, DataFrame, ParquetCompression, ParquetReader, ParquetWriter, PolarsError, SerReader,
+};
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+/// The columns of `summary.parquet`, in file order.
+pub const SUMMARY_COLUMNS: [&str; 9] =
+    ["method", "attack", "epsilon", "metric", "n", "nulls", "mean", "std", "label_kept_rate"];
+
+/// Statistics of one metric over the images of one method × attack × ε.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    /// The attribution method.
+    pub method: String,
+    /// The attack.
+    pub attack: String,
+    /// The L∞ budget on the [0, 1] pixel scale.
+    pub epsilon: f64,
+    /// The metric's column name in `samples.parquet`.
+    pub metric: String,
+    /// Number of label-kept rows with a (finite) value of the metric.
+    pub n: u32,
+    /// Number of label-kept rows where the metric is null (or not finite).
+    pub nulls: u32,
+    /// Mean of the `n` values; `None` when `n = 0`.
+    pub mean: Option<f64>,
+    /// Sample standard deviation of the `n` values (divisor `n − 1`); `None` when `n < 2`.
+    pub std: Option<f64>,
+    /// Label-kept rows divided by all rows of the group.
+    pub label_kept_rate: f64,
+}
+
+/// The values collected for one group before the statistics are taken.
+struct Group {
+    /// Index of the first row of the group (gives the group its name).
+    first_row: usize,
+    /// Index of the metric column.
+    metric: usize,
+    /// Finite values of label-kept rows.
+    values: Vec<f64>,
+    /// Label-kept rows without a finite value.
+    nulls: u32,
+    /// Label-kept rows.
+    kept: u32,
+    /// All rows.
+    total: u32,
+}
+
+/// Mean and sample standard deviation of `values`, each `None` where undefined.
+///
+/// Two passes (mean, then squared deviations) rather than Σx² − n·mean², which cancels
+/// catastrophically when the spread is small next to the mean (rank correlations near 1).
+fn mean_std(values: &[f64]) -> (Option<f64>, Option<f64>) {
+    if values.is_empty() {
+        return (None, None);
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let std = (values.len() >= 2)
+        .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    // Finite inputs give no NaN except when a sum overflows to +∞ and −∞ at once; a NaN would
+    // poison every later reader, so such a statistic is reported as missing.
+    (Some(mean).filter(|m| !m.is_nan()), std.filter(|s| !s.is_nan()))
+}
+
+/// Reduces the per-sample table to one row per method × attack × ε × metric.
+///
+/// Groups are ordered by their first appearance in `table.rows` (row by row, metrics in column
+/// order). Only label-kept rows enter `n`, `nulls`, `mean` and `std`. A non-finite metric value
+/// is counted as null: metrics return `None` where they are undefined, so a NaN or ±∞ is an
+/// upstream bug that would otherwise poison the whole group's mean. The output holds no NaN.
+pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
+    let mut index: HashMap<(&str, &str, u64, usize), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    for (i, row) in table.rows.iter().enumerate() {
+        // 0.0 and −0.0 are the same budget; normalise before keying on the bits.
+        let eps_bits = if row.epsilon == 0.0 { 0.0f64 } else { row.epsilon }.to_bits();
+        for metric in 0..table.metric_columns.len() {
+            let key = (row.method.as_str(), row.attack.as_str(), eps_bits, metric);
+            let g = *index.entry(key).or_insert_with(|| {
+                groups.push(Group { first_row: i, metric, values: Vec::new(), nulls: 0, kept: 0, total: 0 });
+                groups.len() - 1
+            });
+            let group = &mut groups[g];
+            group.total += 1;
+            if row.label_kept {
+                group.kept += 1;
+                match row.metrics.get(metric).copied().flatten().filter(|v| v.is_finite()) {
+                    Some(v) => group.values.push(v),
+                    None => group.nulls += 1,
+                }
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let first = &table.rows[g.first_row];
+            let (mean, std) = mean_std(&g.values);
+            SummaryRow {
+                method: first.method.clone(),
+                attack: first.attack.clone(),
+                epsilon: first.epsilon,
+                metric: table.metric_columns[g.metric].clone(),
+                n: g.values.len() as u32,
+                nulls: g.nulls,
+                mean,
+                std,
+                // `total ≥ 1`: a group exists only once a row has entered it.
+                label_kept_rate: f64::from(g.kept) / f64::from(g.total),
+            }
+        })
+        .collect()
+}
+
+/// Builds the DataFrame of `rows` (columns as in the module docs).
+fn summary_frame(rows: &[SummaryRow]) -> std::result::Result<DataFrame, PolarsError> {
+    fn col<'a, T, F: Fn(&'a SummaryRow) -> T>(rows: &'a [SummaryRow], f: F) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let columns = vec![
+        Column::new("method".into(), col(rows, |r| r.method.as_str())),
+        Column::new("attack".into(), col(rows, |r| r.attack.as_str())),
+        Column::new("epsilon".into(), col(rows, |r| r.epsilon)),
+        Column::new("metric".into(), col(rows, |r| r.metric.as_str())),
+        Column::new("n".into(), col(rows, |r| r.n)),
+        Column::new("nulls".into(), col(rows, |r| r.nulls)),
+        Column::new("mean".into(), col(rows, |r| r.mean)),
+        Column::new("std".into(), col(rows, |r| r.std)),
+        Column::new("label_kept_rate".into(), col(rows, |r| r.label_kept_rate)),
+    ];
+    DataFrame::new(rows.len(), columns)
+}
+
+/// Writes the summary rows to `path` as Parquet (Zstandard), atomically.
+pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> Result<()> {
+    let mut df = summary_frame(rows).map_err(table_error(path))?;
+    atomic::write_with(path, |w| {
+        ParquetWriter::new(w)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(&mut df)
+            .map(|_bytes| ())
+            .map_err(table_error(path))
+    })
+}
+
+/// Reads a table written by [`write_summary`] (for `fragility report`, which plots an
+/// existing run without recomputing it).
+///
+/// Fails with [`Error::Data`] if the columns differ from the documented ones or a
+/// non-nullable column holds a null, and with [`Error::Table`] on a wrong column type.
+pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let df = ParquetReader::new(file).finish().map_err(table_error(path))?;
+    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    if names != SUMMARY_COLUMNS {
+        return Err(Error::data(path, format!("columns are {names:?}, expected {SUMMARY_COLUMNS:?}")));
+    }
+    let column = |name: &str| df.column(name).map_err(table_error(path));
+    let method = required(path, "method", column("method")?.str().map_err(table_error(path))?.iter())?;
+    let attack = required(path, "attack", column("attack")?.str().map_err(table_error(path))?.iter())?;
+    let epsilon = required(path, "epsilon", column("epsilon")?.f64().map_err(table_error(path))?.iter())?;
+    let metric = required(path, "metric", column("metric")?.str().map_err(table_error(path))?.iter())?;
+    let n = required(path, "n", column("n")?.u32().map_err(table_error(path))?.iter())?;
+    let nulls = required(path, "nulls", column("nulls")?.u32().map_err(table_error(path))?.iter())?;
+    let mean: Vec<Option<f64>> = column("mean")?.f64().map_err(table_error(path))?.iter().collect();
+    let std: Vec<Option<f64>> = column("std")?.f64().map_err(table_error(path))?.iter().collect();
+    let label_kept_rate = required(
+        path,
+        "label_kept_rate",
+        column("label_kept_rate")?.f64().map_err(table_error(path))?.iter(),
+    )?;
+    Ok((0..df.height())
+        .map(|i| SummaryRow {
+            method: method[i].to_string(),
+            attack: attack[i].to_string(),
+            epsilon: epsilon[i],
+            metric: metric[i].to_string(),
+            n: n[i],
+            nulls: nulls[i],
+            mean: mean[i],
+            std: std[i],
+            label_kept_rate: label_kept_rate[i],
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metric::Direction;
+    use crate::report::table::SampleRow;
+
+    fn row(method: &str, attack: &str, kept: bool, m: [Option<f64>; 2]) -> SampleRow {
+        SampleRow {
+            image_id: 0,
+            label: 1,
+            predicted: 1,
+            method: method.into(),
+            attack: attack.into(),
+            epsilon: 0.03,
+            label_kept: kept,
+            iterations: 1,
+            linf: 0.03,
+            confidence_before: 0.9,
+            confidence_after: 0.7,
+            metrics: m.to_vec(),
+        }
+    }
+
+    /// Three groups per metric, interleaved so that first-appearance order is tested:
+    /// gradient/top_k (5 rows), gradient/random_sign (1 row), smoothgrad/top_k (1 row, not kept).
+    fn hand_table() -> SampleTable {
+        SampleTable {
+            metric_columns: vec!["spearman".into(), "center_shift_px".into()],
+            directions: vec![Direction::HigherIsMoreSimilar, Direction::LowerIsMoreSimilar],
+            rows: vec![
+                row("gradient", "top_k", true, [Some(0.5), None]),
+                row("gradient", "random_sign", true, [Some(0.4), Some(2.0)]),
+                row("gradient", "top_k", true, [Some(0.7), None]),
+                row("smoothgrad", "top_k", false, [Some(0.2), Some(1.0)]),
+                row("gradient", "top_k", true, [None, None]),
+                row("gradient", "top_k", false, [Some(0.1), Some(3.0)]),
+                row("gradient", "top_k", true, [Some(0.9), Some(f64::NAN)]),
+            ],
+        }
+    }
+
+    fn expect(
+        (method, attack, metric): (&str, &str, &str),
+        n: u32,
+        nulls: u32,
+        mean: Option<f64>,
+        std: Option<f64>,
+        label_kept_rate: f64,
+    ) -> SummaryRow {
+        SummaryRow {
+            method: method.into(),
+            attack: attack.into(),
+            epsilon: 0.03,
+            metric: metric.into(),
+            n,
+            nulls,
+            mean,
+            std,
+            label_kept_rate,
+        }
+    }
+
+    fn assert_close(got: &[SummaryRow], want: &[SummaryRow]) {
+        assert_eq!(got.len(), want.len(), "{got:#?}");
+        let close = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+            (a, b) => a == b,
+        };
+        for (g, w) in got.iter().zip(want) {
+            let same_stats = close(g.mean, w.mean) && close(g.std, w.std);
+            let same_rest = SummaryRow { mean: None, std: None, ..g.clone() }
+                == SummaryRow { mean: None, std: None, ..w.clone() };
+            assert!(same_stats && same_rest, "got {g:#?}\nwant {w:#?}");
+        }
+    }
+
+    #[test]
+    fn summarize_matches_hand_computed_statistics() {
+        // gradient/top_k has 5 rows, 4 of them label-kept (rows 0, 2, 4, 6): rate 4/5 = 0.8.
+        //   spearman over kept rows: 0.5, 0.7, null, 0.9 (row 5's 0.1 is not kept)
+        //     n = 3, nulls = 1, mean = 2.1 / 3 = 0.7,
+        //     std = sqrt(((−0.2)² + 0² + 0.2²) / (3 − 1)) = sqrt(0.04) = 0.2.
+        //   center_shift_px over kept rows: null, null, null, NaN (counts as null); row 5's 3.0
+        //     is not kept: n = 0, nulls = 4, mean and std None.
+        // gradient/random_sign: 1 kept row, spearman 0.4 and center 2.0: n = 1, mean = the
+        //   value, std None (n < 2), rate 1.
+        // smoothgrad/top_k: its only row lost the label: n = 0, nulls = 0, rate 0.
+        // Order: first appearance, row by row, metrics in column order.
+        let want = [
+            expect(("gradient", "top_k", "spearman"), 3, 1, Some(0.7), Some(0.2), 0.8),
+            expect(("gradient", "top_k", "center_shift_px"), 0, 4, None, None, 0.8),
+            expect(("gradient", "random_sign", "spearman"), 1, 0, Some(0.4), None, 1.0),
+            expect(("gradient", "random_sign", "center_shift_px"), 1, 0, Some(2.0), None, 1.0),
+            expect(("smoothgrad", "top_k", "spearman"), 0, 0, None, None, 0.0),
+            expect(("smoothgrad", "top_k", "center_shift_px"), 0, 0, None, None, 0.0),
+        ];
+        assert_close(&summarize(&hand_table()), &want);
+    }
+
+    #[test]
+    fn summarize_separates_epsilons_and_never_yields_nan() {
+        let mut table = hand_table();
+        table.rows[2].epsilon = 0.06;
+        let rows = summarize(&table);
+        // Row 2 now forms its own gradient/top_k group at ε = 0.06, after row 1's groups.
+        let keys: Vec<(&str, &str, f64)> =
+            rows.iter().map(|r| (r.method.as_str(), r.attack.as_str(), r.epsilon)).collect();
+        assert_eq!(keys[4], ("gradient", "top_k", 0.06));
+        assert_eq!(rows[4].mean, Some(0.7));
+        assert_eq!(rows.len(), 8);
+        for r in &rows {
+            let values = [r.mean, r.std, Some(r.label_kept_rate)];
+            assert!(values.iter().flatten().all(|v| !v.is_nan()), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn summarize_of_empty_table_is_empty() {
+        let table = SampleTable { rows: vec![], ..hand_table() };
+        assert!(summarize(&table).is_empty());
+    }
+
+    #[test]
+    fn summary_round_trip_keeps_values_and_nulls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.parquet");
+        let rows = summarize(&hand_table());
+        write_summary(&path, &rows).unwrap();
+        assert_eq!(read_summary(&path).unwrap(), rows);
+    }
+
+    #[test]
+    fn summary_file_has_the_documented_columns_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.parquet");
+        write_summary(&path, &summarize(&hand_table())).unwrap();
+        let df = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, SUMMARY_COLUMNS);
+    }
+
+    #[test]
+    fn failed_summary_write_leaves_no_file() {
+        // The target is an existing folder: the rename fails after the bytes were written.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.parquet");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), b"x").unwrap();
+        assert!(write_summary(&path, &summarize(&hand_table())).is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert!(path.is_dir());
+    }
+}

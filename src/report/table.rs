@@ -1,0 +1,420 @@
+//! The per-sample table, `samples.parquet`: one row per image × method × attack × ε.
+//!
+//! This is the run's primary output; the summary and the plots are derived from it, so it keeps
+//! every measured value (including the rows whose attack lost the label, flagged by
+//! `label_kept`) and can be re-analysed without re-running anything.
+//!
+//! Columns, in this order:
+//!
+//! | column              | type        | meaning                                                   |
+//! |---------------------|-------------|-----------------------------------------------------------|
+//! | `image_id`          | u32         | index of the image in the input file                      |
+//! | `label`             | i64         | the true class                                            |
+//! | `predicted`         | i64         | the class predicted on the clean image (the attack target)|
+//! | `method`            | str         | attribution method, e.g. `gradient`                       |
+//! | `attack`            | str         | attack, e.g. `random_sign`, `top_k`                       |
+//! | `epsilon`           | f64         | L∞ budget, on the [0, 1] pixel scale                      |
+//! | `label_kept`        | bool        | whether the perturbed image keeps the predicted class     |
+//! | `iterations`        | u32         | attack iterations used (tries, for `random_sign`)         |
+//! | `linf`              | f64         | ‖x′ − x‖∞ actually used, same scale as `epsilon`          |
+//! | `confidence_before` | f64         | softmax probability of `predicted` on the clean image     |
+//! | `confidence_after`  | f64         | the same on the perturbed image                           |
+//! | one per metric      | f64, null   | the metric's value, named by the metric (units in the name, e.g. `center_shift_px`); null where it is undefined |
+//!
+//! Whether a higher metric value means more similar maps is stored in the file's key-value
+//! metadata (key `fragility.direction.<metric>`, value `higher_is_more_similar` or
+//! `lower_is_more_similar`), so that a later `fragility report` can read the file alone.
+//! The file is Zstandard-compressed and written atomically.
+
+use crate::atomic;
+use crate::error::{Error, Result};
+use crate::metric::Direction;
+use polars::prelude::{
+    Column, DataFrame, KeyValueMetadata, ParquetCompression, ParquetReader, ParquetWriter, PolarsError,
+    SerReader,
+};
+use std::fs::File;
+use std::path::Path;
+
+/// The fixed columns of `samples.parquet`, in file order; the metric columns follow them.
+pub const FIXED_COLUMNS: [&str; 11] = [
+    "image_id",
+    "label",
+    "predicted",
+    "method",
+    "attack",
+    "epsilon",
+    "label_kept",
+    "iterations",
+    "linf",
+    "confidence_before",
+    "confidence_after",
+];
+
+/// Prefix of the key-value metadata keys that record each metric's direction.
+const DIRECTION_KEY_PREFIX: &str = "fragility.direction.";
+
+/// One row of `samples.parquet`: one image × method × attack × ε.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleRow {
+    /// Index of the image in the input file.
+    pub image_id: u32,
+    /// The true label.
+    pub label: i64,
+    /// The class predicted on the clean image (the class the attack must keep).
+    pub predicted: i64,
+    /// The attribution method, e.g. `"gradient"`.
+    pub method: String,
+    /// The attack, e.g. `"random_sign"`, `"top_k"`.
+    pub attack: String,
+    /// The L∞ budget on the [0, 1] pixel scale.
+    pub epsilon: f64,
+    /// Whether the perturbed image is still classified as `predicted`.
+    pub label_kept: bool,
+    /// Attack iterations used (tries, for `random_sign`).
+    pub iterations: u32,
+    /// ‖x′ − x‖∞ actually used, on the same scale as `epsilon`.
+    pub linf: f64,
+    /// Softmax probability of `predicted` on the clean image.
+    pub confidence_before: f64,
+    /// Softmax probability of `predicted` on the perturbed image.
+    pub confidence_after: f64,
+    /// One value per metric, in the order of [`SampleTable::metric_columns`]; `None` where the
+    /// metric is undefined for this pair of maps.
+    pub metrics: Vec<Option<f64>>,
+}
+
+/// The whole per-sample table: the metric columns' names and directions, and the rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleTable {
+    /// The metric columns' names, in file order (e.g. `"spearman"`, `"center_shift_px"`).
+    pub metric_columns: Vec<String>,
+    /// For each metric column, whether a higher value means more similar maps.
+    pub directions: Vec<Direction>,
+    /// The rows.
+    pub rows: Vec<SampleRow>,
+}
+
+impl SampleTable {
+    /// Checks that the table is well formed: one direction per metric column, metric names
+    /// unique and distinct from the fixed columns, and one metric value per column in every row.
+    pub fn validate(&self) -> Result<()> {
+        if self.directions.len() != self.metric_columns.len() {
+            return Err(Error::Invalid(format!(
+                "sample table has {} metric columns but {} directions",
+                self.metric_columns.len(),
+                self.directions.len()
+            )));
+        }
+        for (i, name) in self.metric_columns.iter().enumerate() {
+            if FIXED_COLUMNS.contains(&name.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "metric column {name:?} has the name of a fixed column of the sample table"
+                )));
+            }
+            if self.metric_columns[..i].contains(name) {
+                return Err(Error::Invalid(format!(
+                    "metric column {name:?} appears twice in the sample table"
+                )));
+            }
+        }
+        for (i, row) in self.rows.iter().enumerate() {
+            if row.metrics.len() != self.metric_columns.len() {
+                return Err(Error::Invalid(format!(
+                    "sample row {i} has {} metric values, expected {} ({:?})",
+                    row.metrics.len(),
+                    self.metric_columns.len(),
+                    self.metric_columns
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The metadata value that records `direction`.
+fn direction_tag(direction: Direction) -> &'static str {
+    match direction {
+        Direction::HigherIsMoreSimilar => "higher_is_more_similar",
+        Direction::LowerIsMoreSimilar => "lower_is_more_similar",
+    }
+}
+
+/// The inverse of [`direction_tag`].
+fn parse_direction(tag: &str) -> Option<Direction> {
+    match tag {
+        "higher_is_more_similar" => Some(Direction::HigherIsMoreSimilar),
+        "lower_is_more_similar" => Some(Direction::LowerIsMoreSimilar),
+        _ => None,
+    }
+}
+
+/// Wraps a polars error with the table's path.
+pub(super) fn table_error(path: &Path) -> impl Fn(PolarsError) -> Error + '_ {
+    move |source| Error::Table { path: path.to_path_buf(), source }
+}
+
+/// Builds the DataFrame of `table` (columns as in the module docs).
+fn samples_frame(table: &SampleTable) -> std::result::Result<DataFrame, PolarsError> {
+    let rows = &table.rows;
+    fn col<'a, T, F: Fn(&'a SampleRow) -> T>(rows: &'a [SampleRow], f: F) -> Vec<T> {
+        rows.iter().map(f).collect()
+    }
+    let mut columns = vec![
+        Column::new("image_id".into(), col(rows, |r| r.image_id)),
+        Column::new("label".into(), col(rows, |r| r.label)),
+        Column::new("predicted".into(), col(rows, |r| r.predicted)),
+        Column::new("method".into(), col(rows, |r| r.method.as_str())),
+        Column::new("attack".into(), col(rows, |r| r.attack.as_str())),
+        Column::new("epsilon".into(), col(rows, |r| r.epsilon)),
+        Column::new("label_kept".into(), col(rows, |r| r.label_kept)),
+        Column::new("iterations".into(), col(rows, |r| r.iterations)),
+        Column::new("linf".into(), col(rows, |r| r.linf)),
+        Column::new("confidence_before".into(), col(rows, |r| r.confidence_before)),
+        Column::new("confidence_after".into(), col(rows, |r| r.confidence_after)),
+    ];
+    for (j, name) in table.metric_columns.iter().enumerate() {
+        // `validate` has checked every row's length, so `get` only guards against misuse.
+        let values: Vec<Option<f64>> = rows.iter().map(|r| r.metrics.get(j).copied().flatten()).collect();
+        columns.push(Column::new(name.as_str().into(), values));
+    }
+    DataFrame::new(rows.len(), columns)
+}
+
+/// Writes `table` to `path` as Parquet (Zstandard), atomically.
+pub fn write_samples(path: &Path, table: &SampleTable) -> Result<()> {
+    table.validate()?;
+    let mut df = samples_frame(table).map_err(table_error(path))?;
+    let directions = table
+        .metric_columns
+        .iter()
+        .zip(&table.directions)
+        .map(|(name, d)| (format!("{DIRECTION_KEY_PREFIX}{name}"), direction_tag(*d).to_string()))
+        .collect();
+    atomic::write_with(path, |w| {
+        ParquetWriter::new(w)
+            .with_compression(ParquetCompression::Zstd(None))
+            .with_key_value_metadata(Some(KeyValueMetadata::from_static(directions)))
+            .finish(&mut df)
+            .map(|_bytes| ())
+            .map_err(table_error(path))
+    })
+}
+
+/// Collects a column that may hold no null (a null means a malformed file).
+pub(super) fn required<T, I>(path: &Path, name: &str, values: I) -> Result<Vec<T>>
+where
+    I: IntoIterator<Item = Option<T>>,
+{
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v.ok_or_else(|| Error::data(path, format!("column {name:?}: null in row {i}"))))
+        .collect()
+}
+
+/// Reads a table written by [`write_samples`].
+///
+/// Fails with [`Error::Data`] if the fixed columns are missing or out of order, hold a null, or
+/// a metric column has no recorded direction, and with [`Error::Table`] if a column has the
+/// wrong type or the file is not Parquet.
+pub fn read_samples(path: &Path) -> Result<SampleTable> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = ParquetReader::new(file);
+    let metadata =
+        reader.get_metadata().map_err(table_error(path))?.key_value_metadata().clone().unwrap_or_default();
+    let df = reader.finish().map_err(table_error(path))?;
+
+    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    for (i, want) in FIXED_COLUMNS.iter().enumerate() {
+        match names.get(i) {
+            Some(got) if got == want => {}
+            got => {
+                return Err(Error::data(
+                    path,
+                    format!("column {i} is {got:?}, expected {want:?} (columns: {names:?})"),
+                ))
+            }
+        }
+    }
+    let metric_columns = names[FIXED_COLUMNS.len()..].to_vec();
+    let directions = metric_columns
+        .iter()
+        .map(|name| {
+            let key = format!("{DIRECTION_KEY_PREFIX}{name}");
+            let tag = metadata.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_deref());
+            tag.and_then(parse_direction).ok_or_else(|| {
+                Error::data(
+                    path,
+                    format!("metric column {name:?}: metadata {key:?} is {tag:?}, expected a direction"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let column = |name: &str| df.column(name).map_err(table_error(path));
+    let image_id = required(path, "image_id", column("image_id")?.u32().map_err(table_error(path))?.iter())?;
+    let label = required(path, "label", column("label")?.i64().map_err(table_error(path))?.iter())?;
+    let predicted =
+        required(path, "predicted", column("predicted")?.i64().map_err(table_error(path))?.iter())?;
+    let method = required(path, "method", column("method")?.str().map_err(table_error(path))?.iter())?;
+    let attack = required(path, "attack", column("attack")?.str().map_err(table_error(path))?.iter())?;
+    let epsilon = required(path, "epsilon", column("epsilon")?.f64().map_err(table_error(path))?.iter())?;
+    let label_kept =
+        required(path, "label_kept", column("label_kept")?.bool().map_err(table_error(path))?.iter())?;
+    let iterations =
+        required(path, "iterations", column("iterations")?.u32().map_err(table_error(path))?.iter())?;
+    let linf = required(path, "linf", column("linf")?.f64().map_err(table_error(path))?.iter())?;
+    let confidence_before = required(
+        path,
+        "confidence_before",
+        column("confidence_before")?.f64().map_err(table_error(path))?.iter(),
+    )?;
+    let confidence_after = required(
+        path,
+        "confidence_after",
+        column("confidence_after")?.f64().map_err(table_error(path))?.iter(),
+    )?;
+    let metric_values = metric_columns
+        .iter()
+        .map(|name| {
+            let values: Vec<Option<f64>> = column(name)?.f64().map_err(table_error(path))?.iter().collect();
+            Ok(values)
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let rows = (0..df.height())
+        .map(|i| SampleRow {
+            image_id: image_id[i],
+            label: label[i],
+            predicted: predicted[i],
+            method: method[i].to_string(),
+            attack: attack[i].to_string(),
+            epsilon: epsilon[i],
+            label_kept: label_kept[i],
+            iterations: iterations[i],
+            linf: linf[i],
+            confidence_before: confidence_before[i],
+            confidence_after: confidence_after[i],
+            metrics: metric_values.iter().map(|column| column[i]).collect(),
+        })
+        .collect();
+    Ok(SampleTable { metric_columns, directions, rows })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small table with two metrics of opposite directions and some nulls.
+    pub(crate) fn example_table() -> SampleTable {
+        let row = |image_id: u32, attack: &str, epsilon: f64, kept: bool, m: [Option<f64>; 2]| SampleRow {
+            image_id,
+            label: 3,
+            predicted: 3,
+            method: "gradient".into(),
+            attack: attack.into(),
+            epsilon,
+            label_kept: kept,
+            iterations: 7,
+            linf: epsilon * 0.5,
+            confidence_before: 0.9,
+            confidence_after: 0.8,
+            metrics: m.to_vec(),
+        };
+        SampleTable {
+            metric_columns: vec!["spearman".into(), "center_shift_px".into()],
+            directions: vec![Direction::HigherIsMoreSimilar, Direction::LowerIsMoreSimilar],
+            rows: vec![
+                row(0, "random_sign", 0.01, true, [Some(0.9), Some(1.5)]),
+                row(1, "top_k", 8.0 / 255.0, false, [None, Some(0.0)]),
+                row(2, "top_k", 8.0 / 255.0, true, [None, None]),
+            ],
+        }
+    }
+
+    #[test]
+    fn samples_round_trip_keeps_values_nulls_and_directions() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        let table = example_table();
+        write_samples(&path, &table).unwrap();
+        assert_eq!(read_samples(&path).unwrap(), table);
+    }
+
+    #[test]
+    fn samples_round_trip_of_an_empty_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        let table = SampleTable { rows: vec![], ..example_table() };
+        write_samples(&path, &table).unwrap();
+        assert_eq!(read_samples(&path).unwrap(), table);
+    }
+
+    #[test]
+    fn samples_file_has_the_documented_columns_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        write_samples(&path, &example_table()).unwrap();
+        let df = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        let mut want: Vec<String> = FIXED_COLUMNS.iter().map(|s| s.to_string()).collect();
+        want.extend(["spearman".to_string(), "center_shift_px".to_string()]);
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn samples_file_is_zstd_compressed() {
+        // Guards the claim in the module docs: our polars build (features = ["parquet"]) does
+        // include the Zstandard codec.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        write_samples(&path, &example_table()).unwrap();
+        let mut reader = ParquetReader::new(File::open(&path).unwrap());
+        let metadata = reader.get_metadata().unwrap();
+        let codecs: Vec<String> = metadata
+            .row_groups
+            .iter()
+            .flat_map(|g| g.parquet_columns().iter().map(|c| format!("{:?}", c.compression())))
+            .collect();
+        assert_eq!(codecs.len(), FIXED_COLUMNS.len() + 2);
+        assert!(codecs.iter().all(|c| c == "Zstd"), "{codecs:?}");
+    }
+
+    #[test]
+    fn row_with_wrong_metric_count_is_rejected_and_no_file_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        let mut table = example_table();
+        table.rows[1].metrics.pop();
+        let err = write_samples(&path, &table).unwrap_err();
+        assert!(err.to_string().contains("sample row 1 has 1 metric values"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn failed_write_leaves_no_file() {
+        // The target is an existing folder, so the final rename fails after the Parquet bytes
+        // were written to the temporary file: neither a file nor the temporary may remain.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), b"x").unwrap();
+        assert!(write_samples(&path, &example_table()).is_err());
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "only the folder itself remains");
+        assert!(path.is_dir());
+    }
+
+    #[test]
+    fn missing_direction_metadata_is_a_data_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        let mut df = samples_frame(&example_table()).unwrap();
+        let mut f = File::create(&path).unwrap();
+        ParquetWriter::new(&mut f).finish(&mut df).unwrap();
+        let err = read_samples(&path).unwrap_err();
+        assert!(matches!(err, Error::Data { .. }), "{err}");
+        assert!(err.to_string().contains("fragility.direction.spearman"), "{err}");
+    }
+}

@@ -1,0 +1,262 @@
+//! The fragility study: the loop of ../shared/DESIGN.md.
+//!
+//! For each chunk of (correctly classified) images: compute every method's clean map once;
+//! for each attack, stack the chunk at every ε into one batch of rows, perturb, recompute every
+//! method's map on the perturbed rows and score each against its clean map. Rows go to
+//! `samples.parquet`; `summary.parquet`, one plot per metric and `run.json` follow. Nothing is
+//! written until every row is computed, and each file is written atomically.
+
+use crate::attack::AttackInput;
+use crate::attribution::saliency;
+use crate::config::Plan;
+use crate::data::{load_images, load_labels, ImageSet};
+use crate::error::{Error, Result};
+use crate::metric::default_metrics;
+use crate::model::{self, target_probability, Activation, Classifier};
+use crate::report::{plot_metric, summarize, write_samples, write_summary, SampleRow, SampleTable};
+use crate::seed;
+use candle_core::{Device, Tensor};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// What a finished run reports back.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The output folder.
+    pub out: PathBuf,
+    /// Images studied.
+    pub images: usize,
+    /// Rows written to samples.parquet.
+    pub rows: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+/// Converts images `ids` of `set` to a tensor [B,C,H,W] on `device`.
+pub fn batch_tensor(set: &ImageSet, ids: &[usize], device: &Device) -> Result<Tensor> {
+    let sub = set.select(ids);
+    Ok(Tensor::from_vec(sub.data, (ids.len(), set.c, set.h, set.w), device)?)
+}
+
+/// Predicted classes and their softmax probabilities for every image of `set`.
+pub fn predict_all(model: &dyn Classifier, set: &ImageSet, device: &Device) -> Result<(Vec<u32>, Vec<f64>)> {
+    let mut preds = Vec::with_capacity(set.n);
+    let mut probs = Vec::with_capacity(set.n);
+    let ids: Vec<usize> = (0..set.n).collect();
+    for chunk in ids.chunks(256) {
+        let logits = model.logits(&batch_tensor(set, chunk, device)?, Activation::Relu)?;
+        let p = logits.argmax(1)?.to_vec1::<u32>()?;
+        probs.extend(target_probability(&logits, &p)?);
+        preds.extend(p);
+    }
+    Ok((preds, probs))
+}
+
+/// Flat saliency maps [R][H·W] (|attribution| summed over channels) as f32 rows.
+fn maps(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(saliency(attr)?.flatten_from(1)?.to_vec2::<f32>()?)
+}
+
+/// A stable 64-bit tag of a name, for seed derivation.
+fn tag(name: &str) -> u64 {
+    name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3))
+}
+
+/// Runs the study described by `plan`; `progress` shows a progress bar on the terminal.
+pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
+    let t0 = Instant::now();
+    let dev = &plan.device;
+    let model = model::load(&plan.model, &plan.weights, dev)?;
+    let mut set = load_images(&plan.images)?;
+    if let Some(l) = &plan.labels {
+        set = set.with_labels(load_labels(l)?, l)?;
+    }
+    let (c, h, w) = model.input_shape();
+    if (set.c, set.h, set.w) != (c, h, w) {
+        return Err(Error::data(
+            &plan.images,
+            format!("images are {}×{}×{}, model `{}` expects {c}×{h}×{w}", set.c, set.h, set.w, plan.model),
+        ));
+    }
+    let t_load = t0.elapsed().as_secs_f64();
+
+    let (preds, probs) = predict_all(model.as_ref(), &set, dev)?;
+    let mut ids: Vec<usize> = (0..set.n)
+        .filter(|&i| match (&set.labels, plan.correct_only) {
+            (Some(l), true) => l[i] == preds[i] as i64,
+            _ => true,
+        })
+        .collect();
+    let eligible = ids.len();
+    if let Some(n) = plan.count {
+        ids.truncate(n);
+    }
+    if ids.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no image to study ({} images, none classified correctly)",
+            plan.images.display(),
+            set.n
+        )));
+    }
+
+    let metrics = default_metrics(plan.metric_k);
+    let chunks: Vec<&[usize]> = ids.chunks(plan.batch_size).collect();
+    let bar = progress_bar(progress, (chunks.len() * plan.attacks.len()) as u64);
+    let mut rows = Vec::new();
+    let mut attack_seconds = vec![0f64; plan.attacks.len()];
+    let eps_count = plan.epsilons.len();
+    for chunk in &chunks {
+        let x = batch_tensor(&set, chunk, dev)?;
+        let targets: Vec<u32> = chunk.iter().map(|&i| preds[i]).collect();
+        let clean: Vec<Vec<Vec<f32>>> = plan
+            .methods
+            .iter()
+            .map(|m| maps(&m.attribute(model.as_ref(), &x, &targets, Activation::Relu)?))
+            .collect::<Result<_>>()?;
+        // Rows are ε-major: row e·B + i is image i of the chunk at ε_e.
+        let b = chunk.len();
+        let xs = Tensor::cat(&vec![x.clone(); eps_count], 0)?;
+        let row_targets: Vec<u32> = (0..eps_count).flat_map(|_| targets.iter().copied()).collect();
+        let row_eps: Vec<f32> =
+            plan.epsilons.iter().flat_map(|&e| std::iter::repeat_n(e as f32, b)).collect();
+        for (ai, attack) in plan.attacks.iter().enumerate() {
+            bar.set_message(format!("{} on images {}..{}", attack.name(), chunk[0], chunk[b - 1]));
+            let ta = Instant::now();
+            let seeds: Vec<u64> = (0..eps_count)
+                .flat_map(|e| {
+                    let eps_bits = plan.epsilons[e].to_bits();
+                    chunk
+                        .iter()
+                        .map(move |&i| seed::derive(plan.seed, &[tag(attack.name()), i as u64, eps_bits]))
+                })
+                .collect();
+            let input = AttackInput {
+                model: model.as_ref(),
+                x: &xs,
+                eps: &row_eps,
+                targets: &row_targets,
+                seeds: &seeds,
+            };
+            let outcome = attack.perturb(&input)?;
+            let after_conf =
+                target_probability(&model.logits(&outcome.x_adv, Activation::Relu)?, &row_targets)?;
+            for (mi, method) in plan.methods.iter().enumerate() {
+                let after = maps(&method.attribute(
+                    model.as_ref(),
+                    &outcome.x_adv,
+                    &row_targets,
+                    Activation::Relu,
+                )?)?;
+                for (r, map) in after.iter().enumerate() {
+                    let (e, i) = (r / b, r % b);
+                    let id = chunk[i];
+                    rows.push(SampleRow {
+                        image_id: id as u32,
+                        label: set.labels.as_ref().map_or(-1, |l| l[id]),
+                        predicted: preds[id] as i64,
+                        method: method.name().to_string(),
+                        attack: attack.name().to_string(),
+                        epsilon: plan.epsilons[e],
+                        label_kept: outcome.label_kept[r],
+                        iterations: outcome.iterations[r],
+                        linf: outcome.linf[r] as f64,
+                        confidence_before: probs[id],
+                        confidence_after: after_conf[r],
+                        metrics: metrics.iter().map(|m| m.score(&clean[mi][i], map, h, w)).collect(),
+                    });
+                }
+            }
+            attack_seconds[ai] += ta.elapsed().as_secs_f64();
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+
+    // Deterministic row order whatever the chunking: image, method, attack, ε.
+    let method_pos = |n: &str| plan.methods.iter().position(|m| m.name() == n);
+    let attack_pos = |n: &str| plan.attacks.iter().position(|a| a.name() == n);
+    rows.sort_by(|a, b| {
+        (method_pos(&a.method), attack_pos(&a.attack), a.image_id)
+            .cmp(&(method_pos(&b.method), attack_pos(&b.attack), b.image_id))
+            .then(a.epsilon.total_cmp(&b.epsilon))
+    });
+    let table = SampleTable {
+        metric_columns: metrics.iter().map(|m| m.column()).collect(),
+        directions: metrics.iter().map(|m| m.direction()).collect(),
+        rows,
+    };
+    let summary = summarize(&table);
+    let out = &plan.out;
+    let mut files = vec![out.join("samples.parquet"), out.join("summary.parquet")];
+    write_samples(&files[0], &table)?;
+    write_summary(&files[1], &summary)?;
+    for m in &metrics {
+        let p = out.join("plots").join(format!("{}.png", m.column()));
+        plot_metric(&p, &summary, &m.column(), m.direction())?;
+        files.push(p);
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    let meta = serde_json::json!({
+        "fragility_version": env!("CARGO_PKG_VERSION"),
+        "candle_version": "0.11.1",
+        "git_revision": git_revision(),
+        "settings": plan.resolved,
+        "seed": plan.seed,
+        "threads": candle_core::utils::get_num_threads(),
+        "images": { "in_file": set.n, "eligible": eligible, "studied": ids.len(), "ids": ids },
+        "rows": table.rows.len(),
+        "timings_s": {
+            "load": t_load,
+            "attacks": plan.attacks.iter().zip(&attack_seconds).map(|(a, s)| (a.name().to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(),
+            "total": seconds,
+        },
+    });
+    let run_json = out.join("run.json");
+    let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::atomic::write_bytes(&run_json, text.as_bytes())?;
+    files.push(run_json);
+    print_summary(&summary);
+    Ok(RunReport { out: out.clone(), images: ids.len(), rows: table.rows.len(), seconds, files })
+}
+
+fn print_summary(rows: &[crate::report::SummaryRow]) {
+    println!(
+        "{:<22} {:<12} {:>7} {:<22} {:>5} {:>9} {:>9} {:>6}",
+        "method", "attack", "epsilon", "metric", "n", "mean", "std", "kept"
+    );
+    for r in rows {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{:<22} {:<12} {:>7} {:<22} {:>5} {:>9} {:>9} {:>5.0}%",
+            r.method,
+            r.attack,
+            r.epsilon,
+            r.metric,
+            r.n,
+            f(r.mean),
+            f(r.std),
+            100.0 * r.label_kept_rate
+        );
+    }
+}
+
+fn git_revision() -> Option<String> {
+    let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A progress bar on stderr, hidden when `show` is false.
+pub fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} (eta {eta}) {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

@@ -1,0 +1,79 @@
+//! Shared fixtures: models with fixed weights, the shipped images, temporary folders.
+
+use candle_core::{DType, Device, Tensor};
+use fragility::data::{load_images, load_labels, ImageSet};
+use fragility::model::FmnistCnn;
+use std::path::{Path, PathBuf};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shipped_weights() -> PathBuf {
+    root().join("assets/models/fmnist_cnn.safetensors")
+}
+
+/// The shipped 1,000 Fashion-MNIST test images with labels.
+pub fn shipped_images() -> ImageSet {
+    let dir = root().join("assets/fashion-mnist");
+    let labels = load_labels(&dir.join("t10k-labels-1000-idx1-ubyte.gz")).unwrap();
+    load_images(&dir.join("t10k-images-1000-idx3-ubyte.gz"))
+        .unwrap()
+        .with_labels(labels, Path::new("labels"))
+        .unwrap()
+}
+
+/// The shipped trained model.
+pub fn shipped_model() -> FmnistCnn {
+    FmnistCnn::load(&shipped_weights(), &Device::Cpu).unwrap()
+}
+
+/// fmnist_cnn with PyTorch-default random weights from `seed`, in `dtype`.
+pub fn random_model(seed: u64, dtype: DType) -> FmnistCnn {
+    let vars = fragility::train::init_vars(seed, &Device::Cpu).unwrap();
+    let t: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach().to_dtype(dtype).unwrap()).collect();
+    FmnistCnn::new(
+        t[0].clone(),
+        t[1].clone(),
+        t[2].clone(),
+        t[3].clone(),
+        t[4].clone(),
+        t[5].clone(),
+        t[6].clone(),
+        t[7].clone(),
+    )
+    .unwrap()
+}
+
+/// Images `ids` of `set` as a [B,1,28,28] tensor.
+pub fn images(set: &ImageSet, ids: &[usize]) -> Tensor {
+    fragility::run::batch_tensor(set, ids, &Device::Cpu).unwrap()
+}
+
+pub fn flat(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+pub fn max_abs(a: &[f32]) -> f32 {
+    a.iter().map(|x| x.abs()).fold(0.0, f32::max)
+}
+
+/// Pearson correlation in f64.
+pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (&x, &y) in a.iter().zip(b) {
+        let (dx, dy) = (x as f64 - ma, y as f64 - mb);
+        sab += dx * dy;
+        saa += dx * dx;
+        sbb += dy * dy;
+    }
+    sab / (saa * sbb).sqrt()
+}

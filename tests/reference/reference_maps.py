@@ -1,0 +1,432 @@
+#!/usr/bin/env python3
+"""Independent numpy reference for the `fmnist_cnn` model and three attributions.
+
+This file deliberately shares no code with the Rust crate (no candle, no torch):
+forward pass, hand-written backward pass and the attribution definitions are all
+re-derived here in float64 so that the Rust integration test can compare against
+them.  See tests/reference/README.md for the conventions.
+
+Usage:
+    python3 tests/reference/reference_maps.py --weights W.safetensors --images X.npy --out DIR
+    python3 tests/reference/reference_maps.py --self-test
+"""
+
+import argparse
+import json
+import os
+import struct
+import sys
+import time
+
+import numpy as np
+
+IG_STEPS = 50
+NUM_CLASSES = 10
+
+# --------------------------------------------------------------------------------------
+# I/O
+# --------------------------------------------------------------------------------------
+
+_ST_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "U8": "u1",
+}
+
+PARAM_SHAPES = {
+    "conv1.weight": (32, 1, 3, 3),
+    "conv1.bias": (32,),
+    "conv2.weight": (64, 32, 3, 3),
+    "conv2.bias": (64,),
+    "fc1.weight": (128, 3136),
+    "fc1.bias": (128,),
+    "fc2.weight": (10, 128),
+    "fc2.bias": (10,),
+}
+
+
+def read_safetensors(path):
+    """Parse a .safetensors file by hand; returns {name: float64 ndarray}."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n].decode("utf-8"))
+    base = 8 + n
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = info["dtype"]
+        if dtype == "BF16":
+            begin, end = info["data_offsets"]
+            u16 = np.frombuffer(raw[base + begin : base + end], dtype="<u2")
+            arr = (u16.astype(np.uint32) << 16).view(np.float32)
+        elif dtype in _ST_DTYPES:
+            begin, end = info["data_offsets"]
+            arr = np.frombuffer(raw[base + begin : base + end], dtype=_ST_DTYPES[dtype])
+        else:
+            raise ValueError(f"{path}: tensor {name}: unsupported dtype {dtype}")
+        shape = tuple(info["shape"])
+        if arr.size != int(np.prod(shape, dtype=np.int64)):
+            raise ValueError(f"{path}: tensor {name}: {arr.size} elements for shape {shape}")
+        out[name] = arr.reshape(shape).astype(np.float64)
+    return out
+
+
+def write_safetensors(path, tensors):
+    """Minimal F32 writer (used only by the self-test / timing helpers)."""
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors.items():
+        b = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
+    h = json.dumps(header).encode("utf-8")
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)))
+        f.write(h)
+        for b in blobs:
+            f.write(b)
+
+
+def load_params(path):
+    t = read_safetensors(path)
+    params = {}
+    for name, shape in PARAM_SHAPES.items():
+        if name not in t:
+            raise KeyError(f"{path}: missing tensor {name} (have {sorted(t)})")
+        if t[name].shape != shape:
+            raise ValueError(f"{path}: {name} has shape {t[name].shape}, expected {shape}")
+        params[name] = t[name]
+    return params
+
+
+def load_images(path):
+    x = np.load(path)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float64) / 255.0
+    else:
+        x = x.astype(np.float64)
+    if x.ndim == 3:  # [N,28,28]
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+        raise ValueError(f"{path}: expected [N,1,28,28] images, got {x.shape}")
+    return x
+
+
+# --------------------------------------------------------------------------------------
+# Layers (float64, batch-first NCHW)
+# --------------------------------------------------------------------------------------
+
+
+def conv3x3_forward(x, w, b):
+    """Cross-correlation, 3x3, stride 1, zero padding 1: [B,C,H,W] -> [B,O,H,W]."""
+    B, C, H, W = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    z = np.zeros((B, w.shape[0], H, W))
+    for i in range(3):
+        for j in range(3):
+            # z[b,o,h,w] += sum_c W[o,c,i,j] * xp[b,c,h+i,w+j]
+            z += np.einsum("bchw,oc->bohw", xp[:, :, i : i + H, j : j + W], w[:, :, i, j], optimize=True)
+    return z + b[None, :, None, None]
+
+
+def conv3x3_input_grad(g, w):
+    """Gradient w.r.t. the conv input given upstream g [B,O,H,W]: scatter of the forward."""
+    B, O, H, W = g.shape
+    C = w.shape[1]
+    gp = np.zeros((B, C, H + 2, W + 2))
+    for i in range(3):
+        for j in range(3):
+            # xp[b,c,h+i,w+j] received W[o,c,i,j] * g[b,o,h,w]
+            gp[:, :, i : i + H, j : j + W] += np.einsum("bohw,oc->bchw", g, w[:, :, i, j], optimize=True)
+    return gp[:, :, 1:-1, 1:-1]
+
+
+def maxpool2_forward(a):
+    """2x2/2 max-pool. Returns (pooled, argmax) where argmax in {0,1,2,3} indexes the window
+    in row-major order (0,0),(0,1),(1,0),(1,1); np.argmax picks the FIRST maximum."""
+    B, C, H, W = a.shape
+    win = a.reshape(B, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // 2, W // 2, 4)
+    idx = np.argmax(win, axis=-1)
+    pooled = np.take_along_axis(win, idx[..., None], axis=-1)[..., 0]
+    return pooled, idx
+
+
+def maxpool2_backward(g, idx):
+    """Route the whole upstream gradient to the first arg-max of each window."""
+    B, C, h, w = g.shape
+    win = np.zeros((B, C, h, w, 4))
+    np.put_along_axis(win, idx[..., None], g[..., None], axis=-1)
+    return win.reshape(B, C, h, w, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, 2 * h, 2 * w)
+
+
+def forward(p, x):
+    """Returns logits [B,10] and a cache for backward."""
+    z1 = conv3x3_forward(x, p["conv1.weight"], p["conv1.bias"])
+    a1 = np.maximum(z1, 0.0)
+    m1, i1 = maxpool2_forward(a1)
+    z2 = conv3x3_forward(m1, p["conv2.weight"], p["conv2.bias"])
+    a2 = np.maximum(z2, 0.0)
+    m2, i2 = maxpool2_forward(a2)
+    f = m2.reshape(m2.shape[0], -1)  # NCHW flatten: c*49 + h*7 + w
+    z3 = f @ p["fc1.weight"].T + p["fc1.bias"]
+    a3 = np.maximum(z3, 0.0)
+    logits = a3 @ p["fc2.weight"].T + p["fc2.bias"]
+    return logits, (z1, i1, z2, i2, m2.shape, z3)
+
+
+def input_gradient(p, x, target):
+    """d logit_target / d x for each image; target int array [B]. Returns (grad, logits)."""
+    logits, (z1, i1, z2, i2, m2_shape, z3) = forward(p, x)
+    B = x.shape[0]
+    g = np.zeros((B, NUM_CLASSES))
+    g[np.arange(B), target] = 1.0
+    g = g @ p["fc2.weight"]  # [B,128]
+    g = g * (z3 > 0)
+    g = g @ p["fc1.weight"]  # [B,3136]
+    g = g.reshape(m2_shape)  # [B,64,7,7]
+    g = maxpool2_backward(g, i2) * (z2 > 0)
+    g = conv3x3_input_grad(g, p["conv2.weight"])  # [B,32,14,14]
+    g = maxpool2_backward(g, i1) * (z1 > 0)
+    g = conv3x3_input_grad(g, p["conv1.weight"])  # [B,1,28,28]
+    return g, logits
+
+
+# --------------------------------------------------------------------------------------
+# Attributions
+# --------------------------------------------------------------------------------------
+
+
+def gauss_legendre_01(n):
+    u, wu = np.polynomial.legendre.leggauss(n)
+    return (u + 1.0) / 2.0, wu / 2.0
+
+
+def integrated_gradients(p, x, target, steps=IG_STEPS, chunk_images=256):
+    """Zero baseline, Gauss-Legendre on [0,1]: x * sum_i w_i grad(alpha_i x)."""
+    alphas, weights = gauss_legendre_01(steps)
+    B = x.shape[0]
+    acc = np.zeros_like(x)
+    # Flatten (alpha, image) pairs and process in chunks to bound memory.
+    a_idx = np.repeat(np.arange(steps), B)
+    b_idx = np.tile(np.arange(B), steps)
+    for s in range(0, steps * B, chunk_images):
+        ai, bi = a_idx[s : s + chunk_images], b_idx[s : s + chunk_images]
+        xs = alphas[ai][:, None, None, None] * x[bi]
+        g, _ = input_gradient(p, xs, target[bi])
+        np.add.at(acc, bi, weights[ai][:, None, None, None] * g)
+    return x * acc
+
+
+def compute_all(p, x):
+    logits, _ = forward(p, x)
+    preds = np.argmax(logits, axis=1).astype(np.int64)
+    grad, _ = input_gradient(p, x, preds)
+    return {
+        "logits": logits,
+        "preds": preds,
+        "gradient": grad,
+        "gradient_x_input": x * grad,
+        "integrated_gradients": integrated_gradients(p, x, preds),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Self-test
+# --------------------------------------------------------------------------------------
+
+
+def random_params(rng, scale=1.0):
+    """He-style random weights (float64), so activations stay O(1)."""
+    p = {}
+    for name, shape in PARAM_SHAPES.items():
+        if name.endswith("weight"):
+            fan_in = int(np.prod(shape[1:]))
+            p[name] = rng.normal(0.0, scale * np.sqrt(2.0 / fan_in), size=shape)
+        else:
+            p[name] = rng.normal(0.0, 0.05, size=shape)
+    return p
+
+
+def naive_forward(p, x1):
+    """Loop-based forward for ONE image [1,28,28] (checks conv orientation and flatten order)."""
+
+    def conv(x, w, b):
+        C, H, W = x.shape
+        xp = np.pad(x, ((0, 0), (1, 1), (1, 1)))
+        out = np.empty((w.shape[0], H, W))
+        for h in range(H):
+            for ww in range(W):
+                patch = xp[:, h : h + 3, ww : ww + 3].ravel()
+                out[:, h, ww] = w.reshape(w.shape[0], -1) @ patch + b
+        return out
+
+    def pool(a):
+        C, H, W = a.shape
+        out = np.empty((C, H // 2, W // 2))
+        for c in range(C):
+            for h in range(H // 2):
+                for ww in range(W // 2):
+                    out[c, h, ww] = max(a[c, 2 * h, 2 * ww], a[c, 2 * h, 2 * ww + 1],
+                                        a[c, 2 * h + 1, 2 * ww], a[c, 2 * h + 1, 2 * ww + 1])
+        return out
+
+    a = pool(np.maximum(conv(x1, p["conv1.weight"], p["conv1.bias"]), 0))
+    a = pool(np.maximum(conv(a, p["conv2.weight"], p["conv2.bias"]), 0))
+    f = np.array([a[c, h, w] for c in range(64) for h in range(7) for w in range(7)])
+    hdn = np.maximum(p["fc1.weight"] @ f + p["fc1.bias"], 0)
+    return p["fc2.weight"] @ hdn + p["fc2.bias"]
+
+
+def self_test():
+    rng = np.random.default_rng(12345)
+    p = random_params(rng)
+    x = rng.uniform(0.0, 1.0, size=(3, 1, 28, 28))
+    ok = True
+
+    def report(name, value, tol):
+        nonlocal ok
+        passed = value <= tol
+        ok &= passed
+        print(f"[{'PASS' if passed else 'FAIL'}] {name}: {value:.3e} (tol {tol:.0e})")
+
+    # 0. vectorised forward == loop forward
+    logits, cache = forward(p, x)
+    err = max(np.max(np.abs(naive_forward(p, x[b]) - logits[b])) for b in range(2))
+    report("forward vs naive loops, max |diff|", err, 1e-10)
+
+    # Continuous random inputs/weights: no tied non-zero pool maxima; check the margin.
+    z1, i1, z2, i2, _, z3 = cache
+
+    def tie_margin(a):
+        B, C, H, W = a.shape
+        win = np.sort(a.reshape(B, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5)
+                      .reshape(B, C, H // 2, W // 2, 4), axis=-1)
+        live = win[..., 3] > 0  # all-zero windows carry no gradient (ReLU mask is 0)
+        return (win[..., 3] - win[..., 2])[live].min()
+
+    print(f"       min |pre-activation| (conv1, conv2, fc1): "
+          f"{np.abs(z1).min():.2e}, {np.abs(z2).min():.2e}, {np.abs(z3).min():.2e}; "
+          f"min top1-top2 gap in live pool windows: "
+          f"{tie_margin(np.maximum(z1, 0)):.2e}, {tie_margin(np.maximum(z2, 0)):.2e}")
+
+    # 1. gradient vs central finite differences
+    preds = np.argmax(logits, axis=1)
+    grad, _ = input_gradient(p, x, preds)
+    h = 1e-6
+    worst_rel = 0.0
+    n_checked = 0
+    n_pattern_changes = 0
+    for b in range(x.shape[0]):
+        pix = [(rng.integers(28), rng.integers(28)) for _ in range(8)]
+        pix.append(tuple(np.unravel_index(np.argmax(np.abs(grad[b, 0])), (28, 28))))
+        for (r, c) in pix:
+            xp_, xm_ = x[b : b + 1].copy(), x[b : b + 1].copy()
+            xp_[0, 0, r, c] += h
+            xm_[0, 0, r, c] -= h
+            lp, cp = forward(p, xp_)
+            lm, cm = forward(p, xm_)
+            # FD is only meaningful if x+h and x-h lie on the same linear piece as x:
+            # identical ReLU masks and identical pool arg-max choices.
+            for cache_pm in (cp, cm):
+                same = all(np.array_equal(u > 0, v[b : b + 1] > 0) for u, v in
+                           ((cache_pm[0], z1), (cache_pm[2], z2), (cache_pm[5], z3)))
+                same &= np.array_equal(cache_pm[1], i1[b : b + 1])
+                same &= np.array_equal(cache_pm[3], i2[b : b + 1])
+                n_pattern_changes += 0 if same else 1
+            fd = (lp[0, preds[b]] - lm[0, preds[b]]) / (2 * h)
+            an = grad[b, 0, r, c]
+            rel = abs(fd - an) / max(abs(fd), abs(an), 1e-3)
+            worst_rel = max(worst_rel, rel)
+            n_checked += 1
+    print(f"       gradient checked on {n_checked} pixels, max |grad| = {np.abs(grad).max():.3e}")
+    report("FD points that changed ReLU/max-pool pattern (must be 0)", float(n_pattern_changes), 0.0)
+    report("gradient vs central FD (h=1e-6), max rel err", worst_rel, 1e-5)
+
+    # also the full gradient for every class on one image, via a batch of targets
+    xb = np.repeat(x[:1], NUM_CLASSES, axis=0)
+    gall, _ = input_gradient(p, xb, np.arange(NUM_CLASSES))
+    r, c = 13, 17
+    xp_, xm_ = x[:1].copy(), x[:1].copy()
+    xp_[0, 0, r, c] += h
+    xm_[0, 0, r, c] -= h
+    fd = (forward(p, xp_)[0][0] - forward(p, xm_)[0][0]) / (2 * h)
+    report("all-class gradient at pixel (13,17), max abs err", np.max(np.abs(fd - gall[:, 0, r, c])), 1e-7)
+
+    # 2. max-pool tie routing: all-equal window -> gradient on (0,0)
+    a = np.zeros((1, 1, 4, 4))
+    a[0, 0, 2:, 2:] = [[1.0, 2.0], [2.0, 0.5]]  # tie between (0,1) and (1,0): first is (0,1)
+    _, idx = maxpool2_forward(a)
+    gb = maxpool2_backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), idx)
+    expect = np.zeros((4, 4))
+    expect[0, 0], expect[0, 2], expect[2, 0], expect[2, 3] = 1.0, 2.0, 3.0, 4.0
+    report("max-pool first-argmax tie routing, max abs err", np.max(np.abs(gb[0, 0] - expect)), 0.0)
+
+    # 3. IG completeness: sum IG = logit_t(x) - logit_t(0)
+    ig = integrated_gradients(p, x, preds)
+    l0, _ = forward(p, np.zeros_like(x))
+    gap = logits[np.arange(3), preds] - l0[np.arange(3), preds]
+    sums = ig.reshape(3, -1).sum(axis=1)
+    rel = np.abs(sums - gap) / np.maximum(np.abs(gap), 1e-12)
+    for b in range(3):
+        print(f"       image {b}: sum IG = {sums[b]:+.6f}, logit_t(x)-logit_t(0) = {gap[b]:+.6f}, "
+              f"abs err {abs(sums[b] - gap[b]):.2e}")
+    report("IG completeness (50 GL steps), max rel err", rel.max(), 1e-2)
+
+    # 4. IG with chunking == IG without chunking (bookkeeping of the (alpha, image) pairs)
+    ig2 = integrated_gradients(p, x, preds, chunk_images=7)
+    report("IG chunk-size invariance, max abs diff", np.max(np.abs(ig - ig2)), 1e-12)
+
+    # 5. safetensors round trip through the hand-written reader
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "w.safetensors")
+        write_safetensors(path, p)
+        q = load_params(path)
+        err = max(np.max(np.abs(q[k] - p[k].astype(np.float32))) for k in p)
+    report("safetensors round trip, max abs err", err, 0.0)
+
+    print("self-test:", "OK" if ok else "FAILED")
+    return 0 if ok else 1
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", help="fmnist_cnn weights (.safetensors, PyTorch names)")
+    ap.add_argument("--images", help=".npy images, float32 [N,1,28,28] in [0,1] or uint8")
+    ap.add_argument("--out", help="output directory")
+    ap.add_argument("--self-test", action="store_true", help="run the numerical self-checks")
+    args = ap.parse_args(argv)
+
+    if args.self_test:
+        return self_test()
+    if not (args.weights and args.images and args.out):
+        ap.error("--weights, --images and --out are required (or --self-test)")
+
+    t0 = time.perf_counter()
+    p = load_params(args.weights)
+    x = load_images(args.images)
+    res = compute_all(p, x)
+    os.makedirs(args.out, exist_ok=True)
+    for name in ("gradient", "gradient_x_input", "integrated_gradients"):
+        np.save(os.path.join(args.out, f"{name}.npy"), res[name].astype(np.float32))
+    np.save(os.path.join(args.out, "preds.npy"), res["preds"].astype(np.int64))
+    np.save(os.path.join(args.out, "logits.npy"), res["logits"].astype(np.float32))
+    print(f"wrote {x.shape[0]} images' maps to {args.out} in {time.perf_counter() - t0:.2f}s",
+          file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
