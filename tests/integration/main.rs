@@ -1,4 +1,9 @@
 //! The one integration-test binary (ripgrep style): each module guards one part of the tool.
 
+mod attacks;
+mod attributions;
+mod cli;
 mod common;
 mod gradients;
+mod reference;
+mod training;

@@ -1,0 +1,149 @@
+//! Every attribution method through the same invariants, plus analytic identities.
+
+use crate::common::*;
+use candle_core::{DType, Device, Tensor};
+use fragility::attribution::{
+    by_name, quadrature, Attribution, IntegratedGradients, Quadrature, METHOD_NAMES,
+};
+use fragility::model::{Activation, Classifier};
+
+/// A linear classifier logits = x·Wᵀ + b on 1×4×4 images, 3 classes.
+struct Linear {
+    w: Tensor, // [3,16]
+    b: Tensor, // [3]
+}
+
+impl Linear {
+    fn new() -> Self {
+        let w: Vec<f32> = (0..48).map(|i| ((i * 37 % 11) as f32 - 5.0) / 4.0).collect();
+        Linear {
+            w: Tensor::from_vec(w, (3, 16), &Device::Cpu).unwrap(),
+            b: Tensor::new(&[0.5f32, -1.0, 2.0], &Device::Cpu).unwrap(),
+        }
+    }
+}
+
+impl Classifier for Linear {
+    fn name(&self) -> &str {
+        "linear"
+    }
+    fn input_shape(&self) -> (usize, usize, usize) {
+        (1, 4, 4)
+    }
+    fn num_classes(&self) -> usize {
+        3
+    }
+    fn device(&self) -> &Device {
+        self.w.device()
+    }
+    fn logits(&self, x: &Tensor, _act: Activation) -> fragility::Result<Tensor> {
+        let b = x.dim(0)?;
+        Ok(x.reshape((b, 16))?.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
+    }
+    fn input_gradient(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+    ) -> fragility::Result<(Tensor, Tensor)> {
+        let g = grad_logits.matmul(&self.w)?.reshape(x.shape())?;
+        Ok((self.logits(x, act)?, g))
+    }
+}
+
+fn all_methods() -> Vec<Box<dyn Attribution>> {
+    METHOD_NAMES.iter().map(|n| by_name(n, 42).unwrap()).collect()
+}
+
+#[test]
+fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
+    // logit_t = w_t·x + b_t, so ∇ = w_t everywhere: gradient = w_t, SmoothGrad = mean of w_t
+    // = w_t, gradient × input = w_t ⊙ x, and IG with a zero baseline = x ⊙ Σ wᵢ·w_t = w_t ⊙ x
+    // (quadrature weights sum to one) for every quadrature rule.
+    let model = Linear::new();
+    let x = Tensor::rand(0f32, 1f32, (2, 1, 4, 4), &Device::Cpu).unwrap();
+    let targets = [2u32, 0];
+    let w = model.w.to_vec2::<f32>().unwrap();
+    let xs = flat(&x);
+    let want_grad: Vec<f32> = targets.iter().flat_map(|&t| w[t as usize].clone()).collect();
+    let want_gxi: Vec<f32> = want_grad.iter().zip(&xs).map(|(a, b)| a * b).collect();
+    for m in all_methods() {
+        let got = flat(&m.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+        let want = match m.name() {
+            "gradient" | "smoothgrad" => &want_grad,
+            _ => &want_gxi,
+        };
+        assert!(max_abs_diff(&got, want) < 1e-5, "{}", m.name());
+    }
+    for rule in [Quadrature::Trapezoid, Quadrature::LeftRiemann, Quadrature::RightRiemann] {
+        let ig = IntegratedGradients { steps: 7, quadrature: rule };
+        let got = flat(&ig.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+        assert!(max_abs_diff(&got, &want_gxi) < 1e-5, "{rule:?}");
+    }
+}
+
+#[test]
+fn every_method_has_the_input_shape_finite_values_and_is_batch_independent() {
+    // A batch of 7 equals 7 batches of 1, and the same seed gives identical maps.
+    let model = random_model(1, DType::F32);
+    let set = shipped_images();
+    let ids: Vec<usize> = (10..17).collect();
+    let x = images(&set, &ids);
+    let targets = [0u32, 1, 2, 3, 4, 5, 6];
+    for m in all_methods() {
+        let whole = m.attribute(&model, &x, &targets, Activation::Relu).unwrap();
+        assert_eq!(whole.dims(), &[7, 1, 28, 28], "{}", m.name());
+        let whole = flat(&whole);
+        assert!(whole.iter().all(|v| v.is_finite()), "{}", m.name());
+        for (i, &id) in ids.iter().enumerate() {
+            let one =
+                flat(&m.attribute(&model, &images(&set, &[id]), &targets[i..=i], Activation::Relu).unwrap());
+            let part = &whole[i * 784..(i + 1) * 784];
+            let tol = 1e-5 * max_abs(part).max(1e-6);
+            assert!(max_abs_diff(&one, part) <= tol, "{} image {i}", m.name());
+        }
+        let again =
+            flat(&by_name(m.name(), 42).unwrap().attribute(&model, &x, &targets, Activation::Relu).unwrap());
+        assert_eq!(again, whole, "{} is not deterministic", m.name());
+    }
+    // A different seed changes SmoothGrad's noise, hence its map.
+    let other =
+        flat(&by_name("smoothgrad", 43).unwrap().attribute(&model, &x, &targets, Activation::Relu).unwrap());
+    let sg =
+        flat(&by_name("smoothgrad", 42).unwrap().attribute(&model, &x, &targets, Activation::Relu).unwrap());
+    assert_ne!(other, sg);
+}
+
+#[test]
+fn integrated_gradients_is_complete_on_the_real_model() {
+    // Completeness: Σ IG(x) = logit_t(x) − logit_t(0), up to the quadrature error. On the ReLU
+    // network the integrand is piecewise smooth; 50 Gauss–Legendre nodes resolve it to well
+    // under 1% of the logit gap on the shipped model.
+    let model = shipped_model();
+    let set = shipped_images();
+    let ids: Vec<usize> = (0..8).collect();
+    let x = images(&set, &ids);
+    let targets = fragility::model::predict(&model, &x).unwrap();
+    let ig = flat(&IntegratedGradients::default().attribute(&model, &x, &targets, Activation::Relu).unwrap());
+    let lx = model.logits(&x, Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
+    let l0 = model.logits(&x.zeros_like().unwrap(), Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
+    for i in 0..ids.len() {
+        let t = targets[i] as usize;
+        let sum: f64 = ig[i * 784..(i + 1) * 784].iter().map(|&v| v as f64).sum();
+        let gap = (lx[i][t] - l0[i][t]) as f64;
+        assert!((sum - gap).abs() <= 1e-2 * gap.abs().max(1.0), "image {i}: Σ IG {sum} vs gap {gap}");
+    }
+}
+
+#[test]
+fn quadrature_weights_sum_to_one_for_every_rule() {
+    for rule in
+        [Quadrature::GaussLegendre, Quadrature::Trapezoid, Quadrature::LeftRiemann, Quadrature::RightRiemann]
+    {
+        for n in [1, 2, 50, 100] {
+            let (a, w) = quadrature(rule, n);
+            assert_eq!(a.len(), n);
+            assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{rule:?} {n}");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The real program in fresh temporary folders: config errors, `explain`, `run`.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fragility(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fragility")).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A small but complete experiment config using the shipped data, written into `dir`.
+pub fn small_config(dir: &Path, weights: &Path, extra_attacks: &str) -> PathBuf {
+    let assets = root().join("assets/fashion-mnist");
+    let text = format!(
+        r#"seed = 7
+out = "out"
+batch_size = 4
+
+[model]
+name = "fmnist_cnn"
+weights = "{weights}"
+
+[data]
+images = "{images}"
+labels = "{labels}"
+count = 6
+
+[methods]
+names = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad"]
+integrated_gradients = {{ steps = 8 }}
+smoothgrad = {{ samples = 4, sigma = 0.15 }}
+
+[attacks]
+names = ["random_sign", "top_k"]
+epsilons = [0.02, 0.1]
+top_k = {{ k = 50, iterations = 4, step = 0.25, beta = 10.0 }}
+{extra_attacks}
+"#,
+        weights = weights.display(),
+        images = assets.join("t10k-images-1000-idx3-ubyte.gz").display(),
+        labels = assets.join("t10k-labels-1000-idx1-ubyte.gz").display(),
+    );
+    let p = dir.join("exp.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Replaces `from` by `to` in the config and expects a clean failure: exit code 2, a message
+/// naming the file, the line and `needle`, and no output folder.
+fn expect_config_error(from: &str, to: &str, line: usize, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights(), "");
+    let text = std::fs::read_to_string(&p).unwrap();
+    assert!(text.contains(from), "fixture lacks {from:?}");
+    std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("exp.toml"), "no file name in: {err}");
+    assert!(err.contains(&format!("line {line}")), "no line {line} in: {err}");
+    assert!(err.contains(needle), "no {needle:?} in: {err}");
+    assert!(!dir.path().join("out").exists(), "output written despite the error");
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    expect_config_error("batch_size = 4", "batch_size = 4\nbatchsize = 3", 4, "batchsize");
+}
+
+#[test]
+fn wrong_type_is_named_with_its_line() {
+    expect_config_error("count = 6", "count = \"six\"", 12, "count");
+}
+
+#[test]
+fn unknown_method_is_named_with_its_line() {
+    expect_config_error("\"smoothgrad\"]", "\"smoothgard\"]", 15, "smoothgard");
+}
+
+#[test]
+fn negative_epsilon_is_refused_with_its_line() {
+    expect_config_error("epsilons = [0.02, 0.1]", "epsilons = [0.02, -0.1]", 21, "attacks.epsilons[1]");
+}
+
+#[test]
+fn missing_weights_file_is_named() {
+    expect_config_error("fmnist_cnn.safetensors", "nothing.safetensors", 7, "model.weights");
+}
+
+#[test]
+fn malformed_weights_file_is_named_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, b"this is not safetensors").unwrap();
+    small_config(dir.path(), &bad, "");
+    let o = fragility(&["run", "exp.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad.safetensors"), "{}", stderr(&o));
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn missing_config_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = fragility(&["nope.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("nope.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn run_writes_tables_plots_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    small_config(dir.path(), &shipped_weights(), "");
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("out");
+    let table = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    // 6 images × 4 methods × 2 attacks × 2 ε.
+    assert_eq!(table.rows.len(), 6 * 4 * 2 * 2);
+    assert_eq!(table.metric_columns, vec!["spearman", "top100_intersection", "center_shift_px"]);
+    for r in &table.rows {
+        assert!(r.linf <= r.epsilon + 1e-6);
+        assert_eq!(r.predicted, r.label, "only correctly classified images are studied");
+        if r.attack == "top_k" {
+            assert!(r.label_kept);
+        }
+    }
+    let summary = fragility::report::read_summary(&out.join("summary.parquet")).unwrap();
+    assert_eq!(summary.len(), 4 * 2 * 2 * 3);
+    for m in ["spearman", "top100_intersection", "center_shift_px"] {
+        let png = std::fs::read(out.join("plots").join(format!("{m}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(meta["seed"], 7);
+    assert_eq!(meta["images"]["studied"], 6);
+    assert_eq!(meta["settings"]["methods"]["integrated_gradients"]["steps"], 8);
+
+    // The same config again gives identical rows (one seed fixes everything).
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success());
+    let again = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    assert_eq!(again.rows, table.rows);
+}
+
+#[test]
+fn results_do_not_depend_on_batch_size_or_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights(), "");
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = fragility::report::read_samples(&dir.path().join("out/samples.parquet")).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap().replace("batch_size = 4", "batch_size = 5");
+    std::fs::write(&p, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fragility"))
+        .arg("exp.toml")
+        .env("RAYON_NUM_THREADS", "1")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let second = fragility::report::read_samples(&dir.path().join("out/samples.parquet")).unwrap();
+    assert_eq!(first.rows.len(), second.rows.len());
+    for (a, b) in first.rows.iter().zip(&second.rows) {
+        assert_eq!(
+            (a.image_id, &a.method, &a.attack, a.epsilon),
+            (b.image_id, &b.method, &b.attack, b.epsilon)
+        );
+        assert_eq!(a.label_kept, b.label_kept);
+        for (x, y) in a.metrics.iter().zip(&b.metrics) {
+            match (x, y) {
+                (Some(x), Some(y)) => assert!((x - y).abs() < 1e-4, "{a:?} vs {b:?}"),
+                _ => assert_eq!(x, y),
+            }
+        }
+    }
+}
+
+/// The first `n` shipped images as a float32 .npy file in `dir`.
+pub fn images_npy(dir: &Path, n: usize) -> PathBuf {
+    let set = shipped_images();
+    let p = dir.join("images.npy");
+    fragility::data::write_npy_f32(&p, &set.data[..n * 784], &[n, 1, 28, 28]).unwrap();
+    p
+}
+
+/// The shape recorded in an .npy header.
+fn npy_shape(p: &Path) -> String {
+    let bytes = std::fs::read(p).unwrap();
+    let header = String::from_utf8_lossy(&bytes[..128]).into_owned();
+    let start = header.find("'shape': (").unwrap() + 10;
+    header[start..start + header[start..].find(')').unwrap()].to_string()
+}
+
+#[test]
+fn explain_writes_maps_predictions_and_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = images_npy(dir.path(), 12);
+    let w = shipped_weights();
+    let o = fragility(
+        &[
+            "explain",
+            "--weights",
+            w.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--methods",
+            "gradient,gradient_x_input,integrated_gradients,smoothgrad",
+            "--out",
+            "maps",
+            "--batch-size",
+            "5",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("maps");
+    for m in ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad"] {
+        assert_eq!(npy_shape(&out.join(format!("{m}.npy"))), "12, 1, 28, 28", "{m}");
+    }
+    assert_eq!(npy_shape(&out.join("logits.npy")), "12, 10");
+    let preds = fragility::data::load_labels(&out.join("preds.npy")).unwrap();
+    let model = shipped_model();
+    let x = images_tensor(12);
+    let want = fragility::model::predict(&model, &x).unwrap();
+    assert_eq!(preds, want.iter().map(|&p| p as i64).collect::<Vec<_>>());
+}
+
+fn images_tensor(n: usize) -> candle_core::Tensor {
+    images(&shipped_images(), &(0..n).collect::<Vec<_>>())
+}
+
+#[test]
+fn shipped_model_reaches_its_recorded_accuracy_on_the_shipped_images() {
+    // The shipped weights were trained by `fragility train configs/train_fmnist.toml` to ≥ 89%
+    // on the 10,000 test images; the first 1,000 of them are shipped.
+    let set = shipped_images();
+    let (preds, _) = fragility::run::predict_all(&shipped_model(), &set, &candle_core::Device::Cpu).unwrap();
+    let labels = set.labels.as_ref().unwrap();
+    let acc = preds.iter().zip(labels).filter(|(p, l)| **p as i64 == **l).count() as f64 / set.n as f64;
+    assert!(acc > 0.87, "accuracy on the shipped 1,000 images: {acc}");
+}
+
+#[test]
+fn explain_rejects_unknown_method_without_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = root().join("assets/fashion-mnist/t10k-images-1000-idx3-ubyte.gz");
+    let w = shipped_weights();
+    let o = fragility(
+        &[
+            "explain",
+            "--weights",
+            w.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--methods",
+            "gradient,lrp",
+            "--out",
+            "maps",
+        ],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("lrp"), "{}", stderr(&o));
+    assert!(!dir.path().join("maps").exists());
+}
