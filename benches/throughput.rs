@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn setup(batch: usize) -> (FmnistCnn, Tensor, Vec<u32>) {
+    fragility::alloc::tune();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model = FmnistCnn::load(&root.join("assets/models/fmnist_cnn.safetensors"), &Device::Cpu).unwrap();
     let set = load_images(&root.join("assets/fashion-mnist/t10k-images-1000-idx3-ubyte.gz")).unwrap();

@@ -6,6 +6,7 @@
 //! images with label-keeping attacks, recomputes the maps and scores how much they changed.
 //! See the README for the command-line tool and ../shared/DESIGN.md for the architecture.
 
+pub mod alloc;
 pub mod atomic;
 pub mod data;
 pub mod error;

@@ -68,6 +68,7 @@ enum Command {
 const SUBCOMMANDS: [&str; 5] = ["run", "train", "explain", "help", "--help"];
 
 fn main() -> ExitCode {
+    fragility::alloc::tune();
     // A bare config path means `run`.
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(first) = args.get(1).and_then(|a| a.to_str()) {

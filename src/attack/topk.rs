@@ -13,7 +13,7 @@
 //! intersection 1) is the fallback. Shapes: rows [R,C,H,W]; maps [R,H·W].
 
 use super::{linf_per_row, project, row_column, Attack, AttackInput, Outcome};
-use crate::attribution::{normalized_saliency, Attribution};
+use crate::attribution::{normalized_saliency, Attribution, MAX_ROWS_PER_PASS};
 use crate::error::Result;
 use crate::metric::top_k_indices;
 use crate::model::{predict, Activation, Classifier};
@@ -116,20 +116,28 @@ impl Attack for TopK {
         let mut iterations = vec![0u32; rows];
         let mut x = x0.clone();
         for it in 1..=self.settings.iterations {
-            let xv = Var::from_tensor(&x.detach())?;
-            let objective = top_k_objective(
-                self.method.as_ref(),
-                input.model,
-                xv.as_tensor(),
-                input.targets,
-                &mask,
-                surrogate,
-            )?;
-            let grads = objective.backward()?;
-            let g = match grads.get(xv.as_tensor()) {
-                Some(g) => g.clone(),
-                None => break, // the map does not depend on x (constant model): nothing to do
-            };
+            // The direction row chunk by row chunk: rows are independent, so each chunk's
+            // objective has the same gradient as the whole sum, with smaller intermediates.
+            let mut parts = Vec::new();
+            for start in (0..rows).step_by(MAX_ROWS_PER_PASS) {
+                let len = MAX_ROWS_PER_PASS.min(rows - start);
+                let xv = Var::from_tensor(&x.narrow(0, start, len)?.detach())?;
+                let objective = top_k_objective(
+                    self.method.as_ref(),
+                    input.model,
+                    xv.as_tensor(),
+                    &input.targets[start..start + len],
+                    &mask.narrow(0, start, len)?,
+                    surrogate,
+                )?;
+                let grads = objective.backward()?;
+                // No gradient: the map does not depend on x here (e.g. a constant model).
+                parts.push(match grads.get(xv.as_tensor()) {
+                    Some(g) => g.clone(),
+                    None => xv.as_tensor().zeros_like()?,
+                });
+            }
+            let g = Tensor::cat(&parts, 0)?;
             let stepped = x.sub(&g.sign()?.broadcast_mul(&alpha)?)?;
             x = project(&stepped, x0, input.eps)?;
 

@@ -7,6 +7,7 @@
 //! Weights are safetensors with PyTorch's `state_dict` names and layouts ([`PARAM_SHAPES`]), so
 //! the same file loads in PyTorch and a model trained in PyTorch loads here.
 
+use super::conv::Conv3x3;
 use super::pool::{max_pool2, unpool2};
 use super::{Activation, Classifier};
 use crate::error::{Error, Result};
@@ -38,10 +39,13 @@ pub struct FmnistCnn {
     fc1_b: Tensor,
     fc2_w: Tensor,
     fc2_b: Tensor,
-    /// conv1 kernel as the input-gradient conv: [1,32,3,3], spatially flipped.
-    conv1_back: Tensor,
-    /// conv2 kernel as the input-gradient conv: [32,64,3,3], spatially flipped.
-    conv2_back: Tensor,
+    /// conv1 and conv2 as batched GEMMs.
+    conv1: Conv3x3,
+    conv2: Conv3x3,
+    /// conv1's input-gradient: a conv with kernel [1,32,3,3] (transposed, spatially flipped).
+    conv1_back: Conv3x3,
+    /// conv2's input-gradient: a conv with kernel [32,64,3,3] (transposed, spatially flipped).
+    conv2_back: Conv3x3,
 }
 
 /// Forward activations kept for the explicit backward pass.
@@ -102,9 +106,25 @@ impl FmnistCnn {
     ) -> Result<Self> {
         // The input-gradient of a padding-1 3×3 conv is a padding-1 conv of the upstream
         // gradient with the kernel's in/out channels swapped and its taps flipped.
-        let conv1_back = conv1_w.detach().transpose(0, 1)?.contiguous()?.flip(&[2, 3])?;
-        let conv2_back = conv2_w.detach().transpose(0, 1)?.contiguous()?.flip(&[2, 3])?;
-        Ok(Self { conv1_w, conv1_b, conv2_w, conv2_b, fc1_w, fc1_b, fc2_w, fc2_b, conv1_back, conv2_back })
+        let back = |w: &Tensor| Conv3x3::new(&w.detach().transpose(0, 1)?.contiguous()?.flip(&[2, 3])?);
+        let conv1_back = back(&conv1_w)?;
+        let conv2_back = back(&conv2_w)?;
+        let conv1 = Conv3x3::new(&conv1_w)?;
+        let conv2 = Conv3x3::new(&conv2_w)?;
+        Ok(Self {
+            conv1_w,
+            conv1_b,
+            conv2_w,
+            conv2_b,
+            fc1_w,
+            fc1_b,
+            fc2_w,
+            fc2_b,
+            conv1,
+            conv2,
+            conv1_back,
+            conv2_back,
+        })
     }
 
     /// Loads safetensors weights from `path` onto `device`, checking every name and shape.
@@ -146,10 +166,9 @@ impl FmnistCnn {
 
     fn forward_cached(&self, x: &Tensor, act: Activation) -> Result<(Tensor, Cache)> {
         let b = x.dim(0)?;
-        let z1 = x.conv2d(&self.conv1_w, 1, 1, 1, 1)?.broadcast_add(&self.conv1_b.reshape((1, 32, 1, 1))?)?;
+        let z1 = self.conv1.forward(x)?.broadcast_add(&self.conv1_b.reshape((1, 32, 1, 1))?)?;
         let (p1, mask1) = max_pool2(&act.apply(&z1)?)?;
-        let z2 =
-            p1.conv2d(&self.conv2_w, 1, 1, 1, 1)?.broadcast_add(&self.conv2_b.reshape((1, 64, 1, 1))?)?;
+        let z2 = self.conv2.forward(&p1)?.broadcast_add(&self.conv2_b.reshape((1, 64, 1, 1))?)?;
         let (p2, mask2) = max_pool2(&act.apply(&z2)?)?;
         let z3 = p2.reshape((b, 3136))?.matmul(&self.fc1_w.t()?)?.broadcast_add(&self.fc1_b)?;
         let logits = act.apply(&z3)?.matmul(&self.fc2_w.t()?)?.broadcast_add(&self.fc2_b)?;
@@ -186,9 +205,9 @@ impl Classifier for FmnistCnn {
         let g3 = grad_logits.matmul(&self.fc2_w)?.mul(&act.derivative(&c.z3)?)?;
         let gp2 = g3.matmul(&self.fc1_w)?.reshape((b, 64, 7, 7))?;
         let gz2 = unpool2(&gp2, &c.mask2)?.mul(&act.derivative(&c.z2)?)?;
-        let gp1 = gz2.conv2d(&self.conv2_back, 1, 1, 1, 1)?;
+        let gp1 = self.conv2_back.forward(&gz2)?;
         let gz1 = unpool2(&gp1, &c.mask1)?.mul(&act.derivative(&c.z1)?)?;
-        let gx = gz1.conv2d(&self.conv1_back, 1, 1, 1, 1)?;
+        let gx = self.conv1_back.forward(&gz1)?;
         Ok((logits, gx))
     }
 }

@@ -12,6 +12,7 @@
 //! Every nonlinearity can run as ReLU (the real model) or as softplus(β) (the smooth surrogate
 //! Ghorbani et al. 2019 use for second derivatives), selected per call by [`Activation`].
 
+pub mod conv;
 mod fmnist_cnn;
 pub mod pool;
 
