@@ -62,6 +62,13 @@ pub fn linf_per_row(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
     Ok(a.sub(b)?.abs()?.flatten_from(1)?.max(1)?.to_vec1::<f32>()?)
 }
 
+/// Row-wise choice between two [R,...] tensors: row r of `new` where `take[r]`, else of `old`.
+pub(crate) fn select_rows(take: &[bool], new: &Tensor, old: &Tensor) -> Result<Tensor> {
+    let t: Vec<f32> = take.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+    let t = row_column(&t, new)?;
+    Ok(new.broadcast_mul(&t)?.add(&old.broadcast_mul(&t.affine(-1.0, 1.0)?)?)?)
+}
+
 /// A per-row scalar column [R,1,1,1] for broadcasting against images.
 pub(crate) fn row_column(values: &[f32], like: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(values.to_vec(), (values.len(), 1, 1, 1), like.device())?)

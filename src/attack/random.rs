@@ -4,7 +4,7 @@
 //! changes the real model's label is discarded and redrawn, up to `tries` times; a row that
 //! never keeps its label is reported with `label_kept = false` (its last draw is returned).
 
-use super::{linf_per_row, project, row_column, Attack, AttackInput, Outcome};
+use super::{linf_per_row, project, row_column, select_rows, Attack, AttackInput, Outcome};
 use crate::error::Result;
 use crate::model::predict;
 use crate::seed;
@@ -57,17 +57,16 @@ impl Attack for RandomSign {
             let step = signs.broadcast_mul(&row_column(input.eps, x0)?)?;
             let candidate = project(&x0.add(&step)?, x0, input.eps)?;
             let preds = predict(input.model, &candidate)?;
-            let mut take = vec![0f32; rows];
+            let mut take = vec![false; rows];
             for &r in &pending {
                 iterations[r] += 1;
                 if preds[r] == input.targets[r] {
                     kept[r] = true;
                 }
                 // Pending rows take this draw: the kept one, or the latest failed one.
-                take[r] = 1.0;
+                take[r] = true;
             }
-            let t = row_column(&take, x0)?;
-            best = candidate.broadcast_mul(&t)?.add(&best.broadcast_mul(&t.affine(-1.0, 1.0)?)?)?;
+            best = select_rows(&take, &candidate, &best)?;
         }
         let linf = linf_per_row(&best, x0)?;
         Ok(Outcome { x_adv: best, label_kept: kept, iterations, linf })

@@ -12,7 +12,7 @@
 //! the clean map (ties: lower mass on K) is the result. The clean image itself (iteration 0,
 //! intersection 1) is the fallback. Shapes: rows [R,C,H,W]; maps [R,H·W].
 
-use super::{linf_per_row, project, row_column, Attack, AttackInput, Outcome};
+use super::{linf_per_row, project, row_column, select_rows, Attack, AttackInput, Outcome};
 use crate::attribution::{normalized_saliency, Attribution, MAX_ROWS_PER_PASS};
 use crate::error::Result;
 use crate::metric::top_k_indices;
@@ -143,7 +143,7 @@ impl Attack for TopK {
 
             let preds = predict(input.model, &x)?;
             let maps = self.real_maps(input, &x)?;
-            let mut take = vec![0f32; rows];
+            let mut take = vec![false; rows];
             for r in 0..rows {
                 if preds[r] != input.targets[r] {
                     continue;
@@ -155,12 +155,11 @@ impl Attack for TopK {
                 if cand.0 < score[r].0 || (cand.0 == score[r].0 && cand.1 < score[r].1) {
                     score[r] = cand;
                     iterations[r] = it;
-                    take[r] = 1.0;
+                    take[r] = true;
                 }
             }
-            if take.iter().any(|&t| t > 0.0) {
-                let t = row_column(&take, x0)?;
-                best = x.broadcast_mul(&t)?.add(&best.broadcast_mul(&t.affine(-1.0, 1.0)?)?)?;
+            if take.iter().any(|&t| t) {
+                best = select_rows(&take, &x, &best)?;
             }
         }
         let preds = predict(input.model, &best)?;

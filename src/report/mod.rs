@@ -12,6 +12,7 @@
 //! - [`plot`]: the PNG charts.
 
 pub mod plot;
+mod png;
 pub mod summary;
 pub mod table;
 

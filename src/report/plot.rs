@@ -17,22 +17,20 @@
 //! embedded by the `dejavu` crate is therefore registered as `sans-serif` once per process
 //! before any drawing, and the tests check that the title area holds dark pixels.
 //!
-//! Output: the chart is rendered into an in-memory RGB buffer and encoded as PNG here (8-bit
-//! RGB, zlib via `flate2`): plotters' own encoder only writes to a path, which would bypass
-//! the atomic temp-file-and-rename that every output goes through.
+//! Output: the chart is rendered into an in-memory RGB buffer and encoded by [`super::png`]:
+//! plotters' own encoder only writes to a path, which would bypass the atomic
+//! temp-file-and-rename that every output goes through.
 
 use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
+use crate::report::png::{encode_png, Rendering};
 use crate::report::summary::SummaryRow;
-use flate2::write::ZlibEncoder;
-use flate2::{Compression, Crc};
 use plotters::backend::RGBPixel;
 use plotters::prelude::{
     BitMapBackend, ChartBuilder, Circle, Color, FontStyle, IntoDrawingArea, LineSeries, PathElement,
     RGBColor, SeriesLabelPosition, BLACK, WHITE,
 };
-use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -64,17 +62,6 @@ const COLOURS: [RGBColor; 10] = [
 
 /// The error of a failed drawing step, whatever its backend type.
 type DrawError = Box<dyn std::error::Error + Send + Sync>;
-
-/// A rendered chart: `rgb` holds `height` rows of `width` RGB pixels.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Rendering {
-    /// Width in pixels.
-    pub(crate) width: u32,
-    /// Height in pixels.
-    pub(crate) height: u32,
-    /// Row-major 8-bit RGB pixels, `3 · width · height` bytes.
-    pub(crate) rgb: Vec<u8>,
-}
 
 /// Registers DejaVu Sans as the `sans-serif` family, once per process.
 ///
@@ -256,38 +243,6 @@ pub(crate) fn render(
     Ok(Rendering { width, height, rgb })
 }
 
-/// Writes one PNG chunk: length, type, data and the CRC-32 of type and data.
-fn write_chunk<W: Write>(w: &mut W, kind: &[u8; 4], data: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(data.len())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "PNG chunk over 4 GiB"))?;
-    let mut crc = Crc::new();
-    crc.update(kind);
-    crc.update(data);
-    w.write_all(&len.to_be_bytes())?;
-    w.write_all(kind)?;
-    w.write_all(data)?;
-    w.write_all(&crc.sum().to_be_bytes())
-}
-
-/// Encodes `image` as an 8-bit RGB PNG (no filtering: charts are mostly flat colour, which
-/// deflate compresses well as it is).
-fn encode_png<W: Write>(w: &mut W, image: &Rendering) -> std::io::Result<()> {
-    w.write_all(b"\x89PNG\r\n\x1a\n")?;
-    let mut header = Vec::with_capacity(13);
-    header.extend_from_slice(&image.width.to_be_bytes());
-    header.extend_from_slice(&image.height.to_be_bytes());
-    // Bit depth 8, colour type 2 (RGB), deflate, adaptive filtering method, no interlace.
-    header.extend_from_slice(&[8, 2, 0, 0, 0]);
-    write_chunk(w, b"IHDR", &header)?;
-    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
-    for row in image.rgb.chunks_exact(3 * image.width as usize) {
-        z.write_all(&[0])?; // filter type None
-        z.write_all(row)?;
-    }
-    write_chunk(w, b"IDAT", &z.finish()?)?;
-    write_chunk(w, b"IEND", &[])
-}
-
 /// Draws the mean of `metric` against ε, one panel per attack and one line per method, and
 /// writes it to `path` as PNG, atomically.
 ///
@@ -347,7 +302,7 @@ mod tests {
             let kind: [u8; 4] = bytes[at + 4..at + 8].try_into().unwrap();
             let data = &bytes[at + 8..at + 8 + len];
             let stored = u32::from_be_bytes(bytes[at + 8 + len..at + 12 + len].try_into().unwrap());
-            let mut crc = Crc::new();
+            let mut crc = flate2::Crc::new();
             crc.update(&kind);
             crc.update(data);
             assert_eq!(crc.sum(), stored, "CRC of {:?}", String::from_utf8_lossy(&kind));

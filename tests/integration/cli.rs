@@ -13,7 +13,7 @@ fn stderr(o: &Output) -> String {
 }
 
 /// A small but complete experiment config using the shipped data, written into `dir`.
-pub fn small_config(dir: &Path, weights: &Path, extra_attacks: &str) -> PathBuf {
+pub fn small_config(dir: &Path, weights: &Path) -> PathBuf {
     let assets = root().join("assets/fashion-mnist");
     let text = format!(
         r#"seed = 7
@@ -38,7 +38,6 @@ smoothgrad = {{ samples = 4, sigma = 0.15 }}
 names = ["random_sign", "top_k"]
 epsilons = [0.02, 0.1]
 top_k = {{ k = 50, iterations = 4, step = 0.25, beta = 10.0 }}
-{extra_attacks}
 "#,
         weights = weights.display(),
         images = assets.join("t10k-images-1000-idx3-ubyte.gz").display(),
@@ -53,7 +52,7 @@ top_k = {{ k = 50, iterations = 4, step = 0.25, beta = 10.0 }}
 /// naming the file, the line and `needle`, and no output folder.
 fn expect_config_error(from: &str, to: &str, line: usize, needle: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let p = small_config(dir.path(), &shipped_weights(), "");
+    let p = small_config(dir.path(), &shipped_weights());
     let text = std::fs::read_to_string(&p).unwrap();
     assert!(text.contains(from), "fixture lacks {from:?}");
     std::fs::write(&p, text.replacen(from, to, 1)).unwrap();
@@ -96,7 +95,7 @@ fn malformed_weights_file_is_named_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.safetensors");
     std::fs::write(&bad, b"this is not safetensors").unwrap();
-    small_config(dir.path(), &bad, "");
+    small_config(dir.path(), &bad);
     let o = fragility(&["run", "exp.toml"], dir.path());
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("bad.safetensors"), "{}", stderr(&o));
@@ -114,7 +113,7 @@ fn missing_config_is_an_error_naming_it() {
 #[test]
 fn run_writes_tables_plots_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
-    small_config(dir.path(), &shipped_weights(), "");
+    small_config(dir.path(), &shipped_weights());
     let o = fragility(&["exp.toml"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
     let out = dir.path().join("out");
@@ -151,7 +150,7 @@ fn run_writes_tables_plots_and_metadata() {
 #[test]
 fn results_do_not_depend_on_batch_size_or_thread_count() {
     let dir = tempfile::tempdir().unwrap();
-    let p = small_config(dir.path(), &shipped_weights(), "");
+    let p = small_config(dir.path(), &shipped_weights());
     let o = fragility(&["exp.toml"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
     let first = fragility::report::read_samples(&dir.path().join("out/samples.parquet")).unwrap();
@@ -189,6 +188,24 @@ pub fn images_npy(dir: &Path, n: usize) -> PathBuf {
     p
 }
 
+/// Runs `explain` with the shipped weights on `images`, writing to `dir/out`.
+pub fn explain_shipped(dir: &Path, images: &Path, methods: &str, out: &str, extra: &[&str]) -> Output {
+    let w = shipped_weights();
+    let mut args = vec![
+        "explain",
+        "--weights",
+        w.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--methods",
+        methods,
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    fragility(&args, dir)
+}
+
 /// The shape recorded in an .npy header.
 fn npy_shape(p: &Path) -> String {
     let bytes = std::fs::read(p).unwrap();
@@ -201,22 +218,12 @@ fn npy_shape(p: &Path) -> String {
 fn explain_writes_maps_predictions_and_logits() {
     let dir = tempfile::tempdir().unwrap();
     let images = images_npy(dir.path(), 12);
-    let w = shipped_weights();
-    let o = fragility(
-        &[
-            "explain",
-            "--weights",
-            w.to_str().unwrap(),
-            "--images",
-            images.to_str().unwrap(),
-            "--methods",
-            "gradient,gradient_x_input,integrated_gradients,smoothgrad",
-            "--out",
-            "maps",
-            "--batch-size",
-            "5",
-        ],
+    let o = explain_shipped(
         dir.path(),
+        &images,
+        "gradient,gradient_x_input,integrated_gradients,smoothgrad",
+        "maps",
+        &["--batch-size", "5"],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = dir.path().join("maps");

@@ -4,7 +4,7 @@
 //! Needs python3 with numpy. Without it the test says so and passes, unless
 //! FRAGILITY_REQUIRE_REFERENCE is set (CI sets it and installs numpy).
 
-use crate::cli::{fragility, images_npy};
+use crate::cli::{explain_shipped, images_npy};
 use crate::common::*;
 use std::process::Command;
 
@@ -34,26 +34,20 @@ fn explain_maps_equal_an_independent_numpy_implementation() {
     let n = 16;
     let dir = tempfile::tempdir().unwrap();
     let images = images_npy(dir.path(), n);
-    let w = shipped_weights();
-    let o = fragility(
-        &[
-            "explain",
-            "--weights",
-            w.to_str().unwrap(),
-            "--images",
-            images.to_str().unwrap(),
-            "--methods",
-            "gradient,gradient_x_input,integrated_gradients",
-            "--out",
-            "ours",
-        ],
-        dir.path(),
-    );
+    let o =
+        explain_shipped(dir.path(), &images, "gradient,gradient_x_input,integrated_gradients", "ours", &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let script = root().join("tests/reference/reference_maps.py");
     let o = Command::new("python3")
         .arg(&script)
-        .args(["--weights", w.to_str().unwrap(), "--images", images.to_str().unwrap(), "--out", "theirs"])
+        .args([
+            "--weights",
+            shipped_weights().to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--out",
+            "theirs",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
