@@ -61,7 +61,7 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     // = w_t, gradient × input = w_t ⊙ x, and IG with a zero baseline = x ⊙ Σ wᵢ·w_t = w_t ⊙ x
     // (quadrature weights sum to one) for every quadrature rule.
     let model = Linear::new();
-    let x = Tensor::rand(0f32, 1f32, (2, 1, 4, 4), &Device::Cpu).unwrap();
+    let x = seeded_uniform(&[2, 1, 4, 4], 0.0, 1.0, 1).to_dtype(DType::F32).unwrap();
     let targets = [2u32, 0];
     let w = model.w.to_vec2::<f32>().unwrap();
     let xs = flat(&x);

@@ -77,3 +77,12 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
     sab / (saa * sbb).sqrt()
 }
+
+/// A reproducible tensor of `shape` with entries uniform in [lo, hi) (f64), from `seed`.
+pub fn seeded_uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
+    use rand::Rng;
+    let mut rng = fragility::seed::rng(seed);
+    let n: usize = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}

@@ -43,11 +43,12 @@ fn top_k_attack_direction_is_the_exact_second_derivative() {
     // The top-k objective D(x) (normalised |gradient map| mass on a fixed pixel set) through the
     // softplus surrogate. Its autograd gradient goes through the explicit backward pass, i.e.
     // it is a second derivative of the network. Check ∇D·v against central differences along
-    // random directions, in f64 at random continuous inputs (no max-pool ties, and at h = 1e-5
-    // no arg-max switches).
+    // seeded random directions, in f64 at random continuous inputs. D is smooth only while no
+    // max-pool arg-max switches (the routing jumps there), so a direction counts only where the
+    // central differences at h and h/10 agree, i.e. no switch lies within ±h.
     let model = random_model(11, DType::F64);
     let dev = Device::Cpu;
-    let x = Tensor::rand(0f64, 1f64, (2, 1, 28, 28), &dev).unwrap();
+    let x = seeded_uniform(&[2, 1, 28, 28], 0.0, 1.0, 100);
     let targets = [2u32, 6];
     let mut m = vec![0f64; 2 * 784];
     for (i, v) in m.iter_mut().enumerate() {
@@ -61,13 +62,20 @@ fn top_k_attack_direction_is_the_exact_second_derivative() {
     let xv = Var::from_tensor(&x).unwrap();
     let d = top_k_objective(&Gradient, &model, xv.as_tensor(), &targets, &mask, act).unwrap();
     let grad = d.backward().unwrap().get(xv.as_tensor()).unwrap().clone();
-    for seed in 0..3 {
-        let v = Tensor::randn(0f64, 1f64, (2, 1, 28, 28), &dev).unwrap();
+    let mut checked = 0;
+    for seed in 0..12 {
+        let v = seeded_uniform(&[2, 1, 28, 28], -1.0, 1.0, 200 + seed);
         let analytic = grad.mul(&v).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
-        let numeric = directional_fd(objective, &x, &v, 1e-5);
-        let rel = (analytic - numeric).abs() / numeric.abs().max(1e-12);
-        assert!(rel < 1e-4, "direction {seed}: autograd {analytic} vs finite difference {numeric}");
+        let (coarse, fine) =
+            (directional_fd(objective, &x, &v, 1e-6), directional_fd(objective, &x, &v, 1e-7));
+        if (coarse - fine).abs() > 1e-5 * fine.abs().max(1e-9) {
+            continue; // an arg-max switch within ±h along v
+        }
+        let rel = (analytic - fine).abs() / fine.abs().max(1e-12);
+        assert!(rel < 1e-5, "direction {seed}: autograd {analytic} vs finite difference {fine}");
+        checked += 1;
     }
+    assert!(checked >= 5, "only {checked} directions free of arg-max switches");
 }
 
 #[test]
@@ -75,7 +83,7 @@ fn surrogate_gradient_map_has_a_nonzero_second_order_gradient() {
     // The softplus surrogate's derivative sigmoid(βz) depends on x, so the map has a non-zero
     // gradient. Guards against accidentally detaching the surrogate's derivative.
     let model = random_model(5, DType::F64);
-    let x = Tensor::rand(0f64, 1f64, (1, 1, 28, 28), &Device::Cpu).unwrap();
+    let x = seeded_uniform(&[1, 1, 28, 28], 0.0, 1.0, 5);
     let mask = Tensor::ones((1, 784), DType::F64, &Device::Cpu).unwrap().narrow(1, 0, 392).unwrap();
     let mask = Tensor::cat(&[mask.clone(), mask.zeros_like().unwrap()], 1).unwrap();
     let xv = Var::from_tensor(&x).unwrap();
