@@ -7,7 +7,7 @@
 use crate::attribution::{by_name, Attribution, METHOD_NAMES};
 use crate::data::{load_images, write_npy_f32, write_npy_i64};
 use crate::error::{Error, Result};
-use crate::model::{self, Activation};
+use crate::model::{self, logits_in_passes, Activation};
 use crate::run::{batch_tensor, progress_bar};
 use candle_core::Tensor;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     let bar = progress_bar(progress, set.n as u64);
     for chunk in ids.chunks(req.batch_size) {
         let x = batch_tensor(&set, chunk, &device)?;
-        let logits = model.logits(&x, Activation::Relu)?;
+        let logits = logits_in_passes(model.as_ref(), &x)?;
         let preds = logits.argmax(1)?.to_vec1::<u32>()?;
         logits_all.extend(logits.flatten_all()?.to_vec1::<f32>()?);
         preds_all.extend(preds.iter().map(|&p| p as i64));

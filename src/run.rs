@@ -12,7 +12,7 @@ use crate::config::Plan;
 use crate::data::{load_images, load_labels, ImageSet};
 use crate::error::{Error, Result};
 use crate::metric::default_metrics;
-use crate::model::{self, target_probability, Activation, Classifier};
+use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
 use crate::report::{plot_metric, summarize, write_samples, write_summary, SampleRow, SampleTable};
 use crate::seed;
 use candle_core::{Device, Tensor};
@@ -46,7 +46,7 @@ pub fn predict_all(model: &dyn Classifier, set: &ImageSet, device: &Device) -> R
     let mut probs = Vec::with_capacity(set.n);
     let ids: Vec<usize> = (0..set.n).collect();
     for chunk in ids.chunks(256) {
-        let logits = model.logits(&batch_tensor(set, chunk, device)?, Activation::Relu)?;
+        let logits = logits_in_passes(model, &batch_tensor(set, chunk, device)?)?;
         let p = logits.argmax(1)?.to_vec1::<u32>()?;
         probs.extend(target_probability(&logits, &p)?);
         preds.extend(p);
@@ -141,7 +141,7 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             };
             let outcome = attack.perturb(&input)?;
             let after_conf =
-                target_probability(&model.logits(&outcome.x_adv, Activation::Relu)?, &row_targets)?;
+                target_probability(&logits_in_passes(model.as_ref(), &outcome.x_adv)?, &row_targets)?;
             for (mi, method) in plan.methods.iter().enumerate() {
                 let after = maps(&method.attribute(
                     model.as_ref(),

@@ -22,10 +22,7 @@ use crate::error::{Error, Result};
 use crate::model::{one_hot, Activation, Classifier};
 use candle_core::Tensor;
 
-/// Rows per model call: bounds memory when a method expands a batch (IG steps, noise samples).
-/// 64 was the fastest of 64/128/512 for IG-50 on 2 cores (smaller intermediates stay in cache
-/// and in the allocator's free lists).
-pub const MAX_ROWS_PER_PASS: usize = 64;
+pub use crate::model::MAX_ROWS_PER_PASS;
 
 /// An attribution method.
 pub trait Attribution: Send + Sync {
