@@ -47,7 +47,8 @@ enum Command {
         /// Images: .npy (float32 N×C×H×W in [0,1], or uint8) or idx (raw or .gz).
         #[arg(long)]
         images: PathBuf,
-        /// Comma-separated methods: gradient, gradient_x_input, integrated_gradients, smoothgrad.
+        /// Comma-separated methods: gradient, gradient_x_input, integrated_gradients, smoothgrad,
+        /// guided_backprop, deconvnet.
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
         /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy.

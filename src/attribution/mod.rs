@@ -11,15 +11,17 @@
 //! attacks get exact second-order directions.
 
 mod gradient;
+mod guided;
 mod integrated;
 mod smoothgrad;
 
 pub use gradient::{Gradient, GradientXInput};
+pub use guided::{Deconvnet, GuidedBackprop};
 pub use integrated::{quadrature, IntegratedGradients, Quadrature};
 pub use smoothgrad::SmoothGrad;
 
 use crate::error::{Error, Result};
-use crate::model::{one_hot, Activation, Classifier};
+use crate::model::{one_hot, Activation, Classifier, ReluRule};
 use candle_core::Tensor;
 
 pub use crate::model::MAX_ROWS_PER_PASS;
@@ -55,6 +57,18 @@ pub fn target_gradient(
     targets: &[u32],
     act: Activation,
 ) -> Result<Tensor> {
+    target_backward(model, x, targets, act, ReluRule::Gradient)
+}
+
+/// [`target_gradient`] with a modified backward rule through the ReLUs (guided backprop,
+/// deconvnet): [B,C,H,W].
+pub fn target_backward(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    act: Activation,
+    rule: ReluRule,
+) -> Result<Tensor> {
     let n = x.dim(0)?;
     if targets.len() != n {
         return Err(Error::Invalid(format!("{} targets for {n} images", targets.len())));
@@ -66,7 +80,7 @@ pub fn target_gradient(
         let xs = x.narrow(0, start, len)?;
         let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
             .to_dtype(x.dtype())?;
-        parts.push(model.input_gradient(&xs, &g, act)?.1);
+        parts.push(model.input_gradient(&xs, &g, act, rule)?.1);
         start += len;
     }
     if parts.len() == 1 {
@@ -97,6 +111,8 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "gradient_x_input" => Some(Box::new(GradientXInput)),
         "integrated_gradients" => Some(Box::new(IntegratedGradients::default())),
         "smoothgrad" => Some(Box::new(SmoothGrad { seed, ..SmoothGrad::default() })),
+        "guided_backprop" => Some(Box::new(GuidedBackprop)),
+        "deconvnet" => Some(Box::new(Deconvnet)),
         _ => None,
     }
 }

@@ -9,7 +9,7 @@
 
 use super::conv::Conv3x3;
 use super::pool::{max_pool2, unpool2};
-use super::{Activation, Classifier};
+use super::{Activation, Classifier, ReluRule};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -197,16 +197,22 @@ impl Classifier for FmnistCnn {
         Ok(self.forward_cached(x, act)?.0)
     }
 
-    fn input_gradient(&self, x: &Tensor, grad_logits: &Tensor, act: Activation) -> Result<(Tensor, Tensor)> {
+    fn input_gradient(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+        rule: ReluRule,
+    ) -> Result<(Tensor, Tensor)> {
         let (logits, c) = self.forward_cached(x, act)?;
         let b = x.dim(0)?;
-        // fc2, fc1: upstream @ W; activations: × act'(z); pools: route to the arg-max;
-        // convs: padding-1 conv with the flipped, transposed kernel.
-        let g3 = grad_logits.matmul(&self.fc2_w)?.mul(&act.derivative(&c.z3)?)?;
+        // fc2, fc1: upstream @ W; activations: the rule (× act'(z) for the true gradient);
+        // pools: route to the arg-max; convs: padding-1 conv with the flipped, transposed kernel.
+        let g3 = rule.backward(act, &c.z3, &grad_logits.matmul(&self.fc2_w)?)?;
         let gp2 = g3.matmul(&self.fc1_w)?.reshape((b, 64, 7, 7))?;
-        let gz2 = unpool2(&gp2, &c.mask2)?.mul(&act.derivative(&c.z2)?)?;
+        let gz2 = rule.backward(act, &c.z2, &unpool2(&gp2, &c.mask2)?)?;
         let gp1 = self.conv2_back.forward(&gz2)?;
-        let gz1 = unpool2(&gp1, &c.mask1)?.mul(&act.derivative(&c.z1)?)?;
+        let gz1 = rule.backward(act, &c.z1, &unpool2(&gp1, &c.mask1)?)?;
         let gx = self.conv1_back.forward(&gz1)?;
         Ok((logits, gx))
     }

@@ -56,6 +56,36 @@ impl Activation {
     }
 }
 
+/// How the backward pass treats each ReLU (max-pool and linear layers are unchanged).
+///
+/// With upstream gradient g at a nonlinearity whose pre-activation is z:
+/// * `Gradient`: g ⊙ act'(z) — the true gradient;
+/// * `Guided` (guided backprop, Springenberg et al. 2015): relu(g) ⊙ act'(z) — only positive
+///   gradients pass, and only where the forward input was positive;
+/// * `Deconvnet` (Zeiler and Fergus 2014): relu(g) — the forward input is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReluRule {
+    /// The true derivative.
+    #[default]
+    Gradient,
+    /// Guided backpropagation.
+    Guided,
+    /// Zeiler and Fergus's deconvnet.
+    Deconvnet,
+}
+
+impl ReluRule {
+    /// The gradient with respect to the pre-activation `z`, given the upstream gradient `g`
+    /// with respect to `act(z)`.
+    pub fn backward(&self, act: Activation, z: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            ReluRule::Gradient => g.mul(&act.derivative(z)?),
+            ReluRule::Guided => g.relu()?.mul(&act.derivative(z)?),
+            ReluRule::Deconvnet => g.relu(),
+        }
+    }
+}
+
 /// An image classifier with an explicit, differentiable input-gradient.
 pub trait Classifier: Send + Sync {
     /// The model's name as used in configs (`fmnist_cnn`).
@@ -70,8 +100,16 @@ pub trait Classifier: Send + Sync {
     fn logits(&self, x: &Tensor, act: Activation) -> Result<Tensor>;
     /// The logits [B,K] and the gradient [B,C,H,W] of Σ_b ⟨grad_logits[b], logits(x)[b]⟩ with
     /// respect to `x`, computed by the explicit backward pass. With a softplus activation the
-    /// result is a differentiable function of `x` (autograd can go through it).
-    fn input_gradient(&self, x: &Tensor, grad_logits: &Tensor, act: Activation) -> Result<(Tensor, Tensor)>;
+    /// result is a differentiable function of `x` (autograd can go through it). `rule` selects
+    /// a modified backward pass through the ReLUs ([`ReluRule`]); `ReluRule::Gradient` is the
+    /// true gradient.
+    fn input_gradient(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+        rule: ReluRule,
+    ) -> Result<(Tensor, Tensor)>;
 }
 
 /// One-hot rows [B,K] (float32) of the `targets`, the upstream gradient that selects each

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use fragility::attribution::{
     by_name, quadrature, Attribution, IntegratedGradients, Quadrature, METHOD_NAMES,
 };
-use fragility::model::{Activation, Classifier};
+use fragility::model::{Activation, Classifier, ReluRule};
 
 /// A linear classifier logits = x·Wᵀ + b on 1×4×4 images, 3 classes.
 struct Linear {
@@ -45,6 +45,7 @@ impl Classifier for Linear {
         x: &Tensor,
         grad_logits: &Tensor,
         act: Activation,
+        _rule: ReluRule,
     ) -> fragility::Result<(Tensor, Tensor)> {
         let g = grad_logits.matmul(&self.w)?.reshape(x.shape())?;
         Ok((self.logits(x, act)?, g))
@@ -70,7 +71,8 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     for m in all_methods() {
         let got = flat(&m.attribute(&model, &x, &targets, Activation::Relu).unwrap());
         let want = match m.name() {
-            "gradient" | "smoothgrad" => &want_grad,
+            // No ReLU in a linear model: guided backprop and deconvnet are the gradient.
+            "gradient" | "smoothgrad" | "guided_backprop" | "deconvnet" => &want_grad,
             _ => &want_gxi,
         };
         assert!(max_abs_diff(&got, want) < 1e-5, "{}", m.name());
@@ -146,4 +148,81 @@ fn quadrature_weights_sum_to_one_for_every_rule() {
             assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12, "{rule:?} {n}");
         }
     }
+}
+
+/// fmnist_cnn with hand-set weights that reduce it to a function of two block maxima.
+///
+/// conv1: channel 0 copies the input (centre tap 1, bias 0); channels 1–31 have zero weights
+/// and bias −1 (always off). conv2: channel 0 copies conv1's channel 0; the others are off.
+/// After the two pools, p[0] = A = max of x over rows 0–3 × cols 0–3 and p[1] = B = max over
+/// rows 0–3 × cols 4–7 (flattened indices 0 and 1 of channel 0). fc1: u0 = relu(A − B),
+/// u1 = relu(A + B), u2 = relu(A − 10) (always off); every other unit has zero weights and
+/// bias. fc2: logit_0 = u0 − u1 + u2; other logits 0.
+fn two_block_cnn() -> fragility::model::FmnistCnn {
+    let dev = Device::Cpu;
+    let mut c1w = vec![0f32; 32 * 9];
+    c1w[4] = 1.0; // channel 0, centre tap
+    let mut c1b = vec![-1f32; 32];
+    c1b[0] = 0.0;
+    let mut c2w = vec![0f32; 64 * 32 * 9];
+    c2w[4] = 1.0; // output 0, input 0, centre tap
+    let mut c2b = vec![-1f32; 64];
+    c2b[0] = 0.0;
+    let mut f1w = vec![0f32; 128 * 3136];
+    let mut f1b = vec![0f32; 128];
+    f1w[0] = 1.0; // u0: A − B
+    f1w[1] = -1.0;
+    f1w[3136] = 1.0; // u1: A + B
+    f1w[3136 + 1] = 1.0;
+    f1w[2 * 3136] = 1.0; // u2: A − 10
+    f1b[2] = -10.0;
+    let mut f2w = vec![0f32; 10 * 128];
+    f2w[0] = 1.0;
+    f2w[1] = -1.0;
+    f2w[2] = 1.0;
+    let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, &dev).unwrap();
+    fragility::model::FmnistCnn::new(
+        t(c1w, &[32, 1, 3, 3]),
+        t(c1b, &[32]),
+        t(c2w, &[64, 32, 3, 3]),
+        t(c2b, &[64]),
+        t(f1w, &[128, 3136]),
+        t(f1b, &[128]),
+        t(f2w, &[10, 128]),
+        t(vec![0f32; 10], &[10]),
+    )
+    .unwrap()
+}
+
+#[test]
+fn relu_rules_on_a_hand_built_cnn() {
+    // Image: 0 except x(1,2) = 0.9 (the maximum A of block A) and x(2,5) = 0.5 (B). Then
+    // u0 = 0.4, u1 = 1.4, u2 = 0 (z = −9.1), logit_0 = 0.4 − 1.4 = −1.0. Upstream at fc1's
+    // output: (1, −1, 1).
+    // * gradient: the ReLU of u2 is off, so ∂/∂A = 1·1 + (−1)·1 = 0 and ∂/∂B = −1 − 1 = −2:
+    //   the map is −2 at (2,5) and 0 elsewhere.
+    // * guided: at fc1, relu(1, −1, 1) ⊙ step(0.4, 1.4, −9.1) = (1, 0, 0), so ∂/∂A = 1 and
+    //   ∂/∂B = −1; at conv2's ReLU the −1 is cut: the map is 1 at (1,2) and 0 elsewhere.
+    // * deconvnet: at fc1, relu(1, −1, 1) = (1, 0, 1) whatever z, so ∂/∂A = 1 + 1 = 2 and
+    //   ∂/∂B = −1, cut at conv2: the map is 2 at (1,2) and 0 elsewhere.
+    let model = two_block_cnn();
+    let mut img = vec![0f32; 784];
+    img[28 + 2] = 0.9;
+    img[2 * 28 + 5] = 0.5;
+    let x = Tensor::from_vec(img, (1, 1, 28, 28), &Device::Cpu).unwrap();
+    let logits = model.logits(&x, Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
+    assert!((logits[0][0] + 1.0).abs() < 1e-6, "{:?}", logits[0]);
+    let expect = |name: &str, pixel: usize, value: f32| {
+        let map = flat(&by_name(name, 0).unwrap().attribute(&model, &x, &[0], Activation::Relu).unwrap());
+        let mut want = vec![0f32; 784];
+        want[pixel] = value;
+        assert!(
+            max_abs_diff(&map, &want) < 1e-6,
+            "{name}: {:?}",
+            map.iter().enumerate().filter(|(_, v)| **v != 0.0).collect::<Vec<_>>()
+        );
+    };
+    expect("gradient", 2 * 28 + 5, -2.0);
+    expect("guided_backprop", 28 + 2, 1.0);
+    expect("deconvnet", 28 + 2, 2.0);
 }

@@ -4,7 +4,7 @@ use crate::common::*;
 use candle_core::{DType, Device, Tensor, Var};
 use fragility::attack::top_k_objective;
 use fragility::attribution::Gradient;
-use fragility::model::{one_hot, Activation, Classifier};
+use fragility::model::{one_hot, Activation, Classifier, ReluRule};
 
 /// Autograd gradient of Σ_b logits[b, t_b] with respect to x.
 fn autograd_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], act: Activation) -> Vec<f32> {
@@ -24,7 +24,7 @@ fn explicit_gradient_equals_autograd_on_real_images_with_ties() {
     let targets = [0u32, 3, 9, 1, 5, 7];
     for act in [Activation::Relu, Activation::Softplus { beta: 10.0 }] {
         let g = one_hot(&targets, 10, &Device::Cpu).unwrap();
-        let explicit = flat(&model.input_gradient(&x, &g, act).unwrap().1);
+        let explicit = flat(&model.input_gradient(&x, &g, act, ReluRule::Gradient).unwrap().1);
         let auto = autograd_gradient(&model, &x, &targets, act);
         let tol = 1e-5 * max_abs(&auto).max(1e-3);
         assert!(max_abs_diff(&explicit, &auto) <= tol, "{act:?}: {} > {tol}", max_abs_diff(&explicit, &auto));

@@ -1,0 +1,62 @@
+//! Guided backpropagation (Springenberg et al. 2015) and deconvnet (Zeiler and Fergus 2014).
+//!
+//! Both are the backward pass of the target logit with a modified rule at every ReLU
+//! ([`ReluRule`]): guided backprop passes only positive gradients, and only where the forward
+//! input was positive; deconvnet passes the positive part of the gradient whatever the forward
+//! input. Max-pooling routes to the arg-max as usual (the "switches" of Zeiler and Fergus).
+//! Shapes: x [B,C,H,W] → [B,C,H,W]. Through the softplus surrogate the forward-input factor
+//! becomes sigmoid(βz), so guided backprop stays differentiable in x; deconvnet's map depends
+//! on x only through the pooling switches, so it has no useful gradient for attacks.
+
+use super::{target_backward, Attribution};
+use crate::error::Result;
+use crate::model::{Activation, Classifier, ReluRule};
+use candle_core::Tensor;
+
+/// Guided backpropagation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GuidedBackprop;
+
+impl Attribution for GuidedBackprop {
+    fn name(&self) -> &'static str {
+        "guided_backprop"
+    }
+
+    fn attribute(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<Tensor> {
+        target_backward(model, x, targets, act, ReluRule::Guided)
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+}
+
+/// Zeiler and Fergus's deconvnet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deconvnet;
+
+impl Attribution for Deconvnet {
+    fn name(&self) -> &'static str {
+        "deconvnet"
+    }
+
+    fn attribute(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<Tensor> {
+        target_backward(model, x, targets, act, ReluRule::Deconvnet)
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+}
