@@ -6,7 +6,9 @@
 //! See `experiments/fragility.toml` for a commented example of every key.
 
 use crate::attack::{Attack, RandomSign, TopK, TopKSettings, ATTACK_NAMES};
-use crate::attribution::{by_name, Attribution, IntegratedGradients, SmoothGrad, METHOD_NAMES};
+use crate::attribution::{
+    by_name, Attribution, GradCam, GuidedGradCam, IntegratedGradients, SmoothGrad, METHOD_NAMES,
+};
 use crate::error::{Error, Result};
 use candle_core::Device;
 use serde::Deserialize;
@@ -67,6 +69,7 @@ struct RawMethods {
     names: Spanned<Vec<Spanned<String>>>,
     integrated_gradients: Option<Spanned<IntegratedGradients>>,
     smoothgrad: Option<Spanned<SmoothGrad>>,
+    grad_cam: Option<Spanned<GradCam>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,10 +250,14 @@ impl Plan {
             }
             None => SmoothGrad { seed: raw.seed, ..SmoothGrad::default() },
         };
+        // One layer setting for Grad-CAM and guided Grad-CAM; the model checks the name.
+        let cam = raw.methods.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
         let make_method = |name: &Spanned<String>, field: &str| -> Result<Arc<dyn Attribution>> {
             match name.get_ref().as_str() {
                 "integrated_gradients" => Ok(Arc::new(ig)),
                 "smoothgrad" => Ok(Arc::new(sg)),
+                "grad_cam" => Ok(Arc::new(cam.clone())),
+                "guided_grad_cam" => Ok(Arc::new(GuidedGradCam { cam: cam.clone() })),
                 n => by_name(n, raw.seed).map(Arc::from).ok_or_else(|| {
                     cx.err(
                         name.span(),

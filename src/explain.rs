@@ -53,6 +53,9 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     let methods = methods_by_name(&req.methods, req.seed)?;
     let device = crate::device::resolve(&req.device)?;
     let model = model::load(&req.model, &req.weights, &device)?;
+    for m in &methods {
+        m.check(model.as_ref())?;
+    }
     let set = load_images(&req.images)?;
     let (c, h, w) = model.input_shape();
     if (set.c, set.h, set.w) != (c, h, w) {

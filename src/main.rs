@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         images: PathBuf,
         /// Comma-separated methods: gradient, gradient_x_input, integrated_gradients, smoothgrad,
-        /// guided_backprop, deconvnet.
+        /// guided_backprop, deconvnet, grad_cam, guided_grad_cam.
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
         /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy.

@@ -80,6 +80,13 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             format!("images are {}×{}×{}, model `{}` expects {c}×{h}×{w}", set.c, set.h, set.w, plan.model),
         ));
     }
+    for m in &plan.methods {
+        m.check(model.as_ref()).map_err(|e| Error::Config {
+            file: plan.config_path.clone(),
+            line: None,
+            message: format!("method `{}`: {e}", m.name()),
+        })?;
+    }
     let t_load = t0.elapsed().as_secs_f64();
 
     let (preds, probs) = predict_all(model.as_ref(), &set, dev)?;

@@ -10,11 +10,13 @@
 //! same map on the smooth surrogate, as a differentiable function of `x`: that is how the
 //! attacks get exact second-order directions.
 
+mod gradcam;
 mod gradient;
 mod guided;
 mod integrated;
 mod smoothgrad;
 
+pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
 pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};
 pub use integrated::{quadrature, IntegratedGradients, Quadrature};
@@ -41,6 +43,11 @@ pub trait Attribution: Send + Sync {
     ) -> Result<Tensor>;
     /// The method's hyperparameters, for the run's metadata.
     fn params(&self) -> serde_json::Value;
+    /// Checks that the method can run on `model` (e.g. that a named layer exists), so that a
+    /// run fails before computing anything.
+    fn check(&self, _model: &dyn Classifier) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The names of every method this build knows, in the order the README lists them.
@@ -69,19 +76,26 @@ pub fn target_backward(
     act: Activation,
     rule: ReluRule,
 ) -> Result<Tensor> {
+    in_passes(x, targets, |xs, ts| {
+        let g = one_hot(ts, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
+        Ok(model.input_gradient(xs, &g, act, rule)?.1)
+    })
+}
+
+/// Applies `f` to [`MAX_ROWS_PER_PASS`]-row slices of `x` (and their targets) and concatenates
+/// the results: identical to one call, since rows are independent, with bounded memory.
+pub fn in_passes<F>(x: &Tensor, targets: &[u32], f: F) -> Result<Tensor>
+where
+    F: Fn(&Tensor, &[u32]) -> Result<Tensor>,
+{
     let n = x.dim(0)?;
     if targets.len() != n {
         return Err(Error::Invalid(format!("{} targets for {n} images", targets.len())));
     }
     let mut parts = Vec::with_capacity(n.div_ceil(MAX_ROWS_PER_PASS));
-    let mut start = 0;
-    while start < n {
+    for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
         let len = MAX_ROWS_PER_PASS.min(n - start);
-        let xs = x.narrow(0, start, len)?;
-        let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
-            .to_dtype(x.dtype())?;
-        parts.push(model.input_gradient(&xs, &g, act, rule)?.1);
-        start += len;
+        parts.push(f(&x.narrow(0, start, len)?, &targets[start..start + len])?);
     }
     if parts.len() == 1 {
         return Ok(parts.remove(0));
@@ -113,6 +127,8 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "smoothgrad" => Some(Box::new(SmoothGrad { seed, ..SmoothGrad::default() })),
         "guided_backprop" => Some(Box::new(GuidedBackprop)),
         "deconvnet" => Some(Box::new(Deconvnet)),
+        "grad_cam" => Some(Box::new(GradCam::default())),
+        "guided_grad_cam" => Some(Box::new(GuidedGradCam::default())),
         _ => None,
     }
 }

@@ -174,7 +174,28 @@ impl FmnistCnn {
         let logits = act.apply(&z3)?.matmul(&self.fc2_w.t()?)?.broadcast_add(&self.fc2_b)?;
         Ok((logits, Cache { z1, mask1, z2, mask2, z3 }))
     }
+
+    /// The explicit backward pass from the logits down to conv2's post-activation output
+    /// (before pooling): [B,64,14,14].
+    fn backward_to_conv2(
+        &self,
+        c: &Cache,
+        grad_logits: &Tensor,
+        act: Activation,
+        rule: ReluRule,
+    ) -> Result<Tensor> {
+        let b = grad_logits.dim(0)?;
+        // fc2, fc1: upstream @ W; activations: the rule (× act'(z) for the true gradient);
+        // pools: route to the arg-max.
+        let g3 = rule.backward(act, &c.z3, &grad_logits.matmul(&self.fc2_w)?)?;
+        let gp2 = g3.matmul(&self.fc1_w)?.reshape((b, 64, 7, 7))?;
+        Ok(unpool2(&gp2, &c.mask2)?)
+    }
 }
+
+/// Layers whose activations [`Classifier::layer_gradient`] exposes: conv2's pre-activation
+/// (`conv2`) and its output after the nonlinearity, before pooling (`conv2_relu`).
+const LAYERS: [&str; 2] = ["conv2", "conv2_relu"];
 
 impl Classifier for FmnistCnn {
     fn name(&self) -> &str {
@@ -205,15 +226,38 @@ impl Classifier for FmnistCnn {
         rule: ReluRule,
     ) -> Result<(Tensor, Tensor)> {
         let (logits, c) = self.forward_cached(x, act)?;
-        let b = x.dim(0)?;
-        // fc2, fc1: upstream @ W; activations: the rule (× act'(z) for the true gradient);
-        // pools: route to the arg-max; convs: padding-1 conv with the flipped, transposed kernel.
-        let g3 = rule.backward(act, &c.z3, &grad_logits.matmul(&self.fc2_w)?)?;
-        let gp2 = g3.matmul(&self.fc1_w)?.reshape((b, 64, 7, 7))?;
-        let gz2 = rule.backward(act, &c.z2, &unpool2(&gp2, &c.mask2)?)?;
+        // Below conv2: the rule at each activation, arg-max routing at the pool, and each
+        // conv's input-gradient as a padding-1 conv with the flipped, transposed kernel.
+        let gz2 = rule.backward(act, &c.z2, &self.backward_to_conv2(&c, grad_logits, act, rule)?)?;
         let gp1 = self.conv2_back.forward(&gz2)?;
         let gz1 = rule.backward(act, &c.z1, &unpool2(&gp1, &c.mask1)?)?;
         let gx = self.conv1_back.forward(&gz1)?;
         Ok((logits, gx))
+    }
+
+    fn layers(&self) -> &[&'static str] {
+        &LAYERS
+    }
+
+    fn layer_gradient(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+        layer: &str,
+    ) -> Result<(Tensor, Tensor)> {
+        let (_, c) = self.forward_cached(x, act)?;
+        let ga2 = self.backward_to_conv2(&c, grad_logits, act, ReluRule::Gradient)?;
+        match layer {
+            "conv2_relu" => Ok((act.apply(&c.z2)?, ga2)),
+            "conv2" => {
+                let gz2 = ReluRule::Gradient.backward(act, &c.z2, &ga2)?;
+                Ok((c.z2, gz2))
+            }
+            other => Err(Error::Invalid(format!(
+                "model fmnist_cnn has no layer `{other}` (known: {})",
+                LAYERS.join(", ")
+            ))),
+        }
     }
 }

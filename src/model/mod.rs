@@ -110,6 +110,23 @@ pub trait Classifier: Send + Sync {
         act: Activation,
         rule: ReluRule,
     ) -> Result<(Tensor, Tensor)>;
+
+    /// Names of the internal layers [`Classifier::layer_gradient`] accepts (none by default).
+    fn layers(&self) -> &[&'static str] {
+        &[]
+    }
+
+    /// The activations [B,C',h,w] of internal layer `layer` and the gradient of
+    /// Σ_b ⟨grad_logits[b], logits(x)[b]⟩ with respect to them (for Grad-CAM).
+    fn layer_gradient(
+        &self,
+        _x: &Tensor,
+        _grad_logits: &Tensor,
+        _act: Activation,
+        layer: &str,
+    ) -> Result<(Tensor, Tensor)> {
+        Err(crate::Error::Invalid(format!("model `{}` exposes no layer `{layer}`", self.name())))
+    }
 }
 
 /// One-hot rows [B,K] (float32) of the `targets`, the upstream gradient that selects each

@@ -68,7 +68,8 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     let xs = flat(&x);
     let want_grad: Vec<f32> = targets.iter().flat_map(|&t| w[t as usize].clone()).collect();
     let want_gxi: Vec<f32> = want_grad.iter().zip(&xs).map(|(a, b)| a * b).collect();
-    for m in all_methods() {
+    // Grad-CAM needs a conv layer; the linear model has none.
+    for m in all_methods().into_iter().filter(|m| !m.name().contains("grad_cam")) {
         let got = flat(&m.attribute(&model, &x, &targets, Activation::Relu).unwrap());
         let want = match m.name() {
             // No ReLU in a linear model: guided backprop and deconvnet are the gradient.
@@ -157,7 +158,7 @@ fn quadrature_weights_sum_to_one_for_every_rule() {
 /// After the two pools, p[0] = A = max of x over rows 0–3 × cols 0–3 and p[1] = B = max over
 /// rows 0–3 × cols 4–7 (flattened indices 0 and 1 of channel 0). fc1: u0 = relu(A − B),
 /// u1 = relu(A + B), u2 = relu(A − 10) (always off); every other unit has zero weights and
-/// bias. fc2: logit_0 = u0 − u1 + u2; other logits 0.
+/// bias. fc2: logit_0 = u0 − u1 + u2, logit_1 = u0 + u1; other logits 0.
 fn two_block_cnn() -> fragility::model::FmnistCnn {
     let dev = Device::Cpu;
     let mut c1w = vec![0f32; 32 * 9];
@@ -180,6 +181,8 @@ fn two_block_cnn() -> fragility::model::FmnistCnn {
     f2w[0] = 1.0;
     f2w[1] = -1.0;
     f2w[2] = 1.0;
+    f2w[128] = 1.0;
+    f2w[129] = 1.0;
     let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, &dev).unwrap();
     fragility::model::FmnistCnn::new(
         t(c1w, &[32, 1, 3, 3]),
@@ -206,10 +209,7 @@ fn relu_rules_on_a_hand_built_cnn() {
     // * deconvnet: at fc1, relu(1, −1, 1) = (1, 0, 1) whatever z, so ∂/∂A = 1 + 1 = 2 and
     //   ∂/∂B = −1, cut at conv2: the map is 2 at (1,2) and 0 elsewhere.
     let model = two_block_cnn();
-    let mut img = vec![0f32; 784];
-    img[28 + 2] = 0.9;
-    img[2 * 28 + 5] = 0.5;
-    let x = Tensor::from_vec(img, (1, 1, 28, 28), &Device::Cpu).unwrap();
+    let x = two_block_image();
     let logits = model.logits(&x, Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
     assert!((logits[0][0] + 1.0).abs() < 1e-6, "{:?}", logits[0]);
     let expect = |name: &str, pixel: usize, value: f32| {
@@ -225,4 +225,46 @@ fn relu_rules_on_a_hand_built_cnn() {
     expect("gradient", 2 * 28 + 5, -2.0);
     expect("guided_backprop", 28 + 2, 1.0);
     expect("deconvnet", 28 + 2, 2.0);
+}
+
+/// The two-block test image: 0 except x(1,2) = 0.9 (block A's maximum) and x(2,5) = 0.5 (B's).
+fn two_block_image() -> Tensor {
+    let mut img = vec![0f32; 784];
+    img[28 + 2] = 0.9;
+    img[2 * 28 + 5] = 0.5;
+    Tensor::from_vec(img, (1, 1, 28, 28), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn grad_cam_on_a_hand_built_cnn() {
+    // Layer conv2_relu: channel 0 equals pool1 of x, so a(0,1) = 0.9 and a(1,2) = 0.5 on the
+    // 14×14 grid; every other channel is 0. Target 1: logit_1 = (A − B) + (A + B) = 2A, so
+    // ∂/∂a is 2 at (0,1) (A's arg-max) and 0 elsewhere: α₀ = 2/196, cam = (2/196)·a, i.e.
+    // 1.8/196 at (0,1) and 1.0/196 at (1,2). Bilinear ×2 with align_corners = false: output o
+    // samples o/2 − 1/4 (clamped at 0), so rows/cols weights U[0] = (1), U[1] = (.75,.25),
+    // U[2] = (.25,.75), U[3] = (0,.75,.25), U[4] = (0,.25,.75). Hence
+    //   up(0,2) = 1·.75·1.8/196, up(0,3) = .75·1.8/196, up(3,4) = .75·.75·1.0/196,
+    //   up(2,3) = .25·.75·1.8/196 + .75·.25·1.0/196, and Σ up = 4·Σ cam = 11.2/196.
+    // Target 0 (logit_0 = −2B): α₀ = −2/196 < 0 on a non-negative map, so the ReLU gives 0.
+    let model = two_block_cnn();
+    let x = two_block_image();
+    let cam = flat(&by_name("grad_cam", 0).unwrap().attribute(&model, &x, &[1], Activation::Relu).unwrap());
+    let at = |r: usize, c: usize| cam[r * 28 + c];
+    for (r, c, want) in
+        [(0, 2, 0.75 * 1.8), (0, 3, 0.75 * 1.8), (3, 4, 0.5625), (2, 3, 0.1875 * 2.8), (10, 10, 0.0)]
+    {
+        assert!((at(r, c) - want / 196.0).abs() < 1e-7, "({r},{c}): {} vs {}", at(r, c), want / 196.0);
+    }
+    assert!((cam.iter().sum::<f32>() - 11.2 / 196.0).abs() < 1e-6);
+    let zero = flat(&by_name("grad_cam", 0).unwrap().attribute(&model, &x, &[0], Activation::Relu).unwrap());
+    assert!(zero.iter().all(|&v| v == 0.0));
+
+    // Guided Grad-CAM, target 1: guided backprop is 2 at (1,2) (fc1 upstream (1,1,0), so
+    // ∂/∂A = 2 and ∂/∂B = −1 + 1 = 0), times up(1,2) = .75·.75·1.8/196: 2.025/196 there, 0
+    // elsewhere.
+    let ggc =
+        flat(&by_name("guided_grad_cam", 0).unwrap().attribute(&model, &x, &[1], Activation::Relu).unwrap());
+    let mut want = vec![0f32; 784];
+    want[28 + 2] = 2.025 / 196.0;
+    assert!(max_abs_diff(&ggc, &want) < 1e-7);
 }

@@ -276,3 +276,26 @@ fn explain_rejects_unknown_method_without_writing() {
     assert!(stderr(&o).contains("lrp"), "{}", stderr(&o));
     assert!(!dir.path().join("maps").exists());
 }
+
+#[test]
+fn grad_cam_layer_is_configurable_and_an_unknown_layer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "names = [\"gradient\", \"gradient_x_input\", \"integrated_gradients\", \"smoothgrad\"]",
+        "names = [\"grad_cam\", \"guided_grad_cam\"]\ngrad_cam = { layer = \"conv2\" }",
+    );
+    assert!(text.contains("conv2"));
+    std::fs::write(&p, &text).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/run.json")).unwrap()).unwrap();
+    assert_eq!(meta["settings"]["methods"]["grad_cam"]["layer"], "conv2");
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(&p, text.replace("layer = \"conv2\"", "layer = \"fc9\"")).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("fc9") && stderr(&o).contains("exp.toml"), "{}", stderr(&o));
+    assert!(!dir.path().join("out").exists());
+}

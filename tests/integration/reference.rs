@@ -34,8 +34,13 @@ fn explain_maps_equal_an_independent_numpy_implementation() {
     let n = 16;
     let dir = tempfile::tempdir().unwrap();
     let images = images_npy(dir.path(), n);
-    let o =
-        explain_shipped(dir.path(), &images, "gradient,gradient_x_input,integrated_gradients", "ours", &[]);
+    let o = explain_shipped(
+        dir.path(),
+        &images,
+        "gradient,gradient_x_input,integrated_gradients,guided_backprop,deconvnet",
+        "ours",
+        &[],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let script = root().join("tests/reference/reference_maps.py");
     let o = Command::new("python3")
@@ -59,7 +64,7 @@ fn explain_maps_equal_an_independent_numpy_implementation() {
     assert!(max_abs_diff(&lo, &lt) < 1e-3 * max_abs(&lt), "logits differ");
     let po = fragility::data::load_labels(&dir.path().join("ours/preds.npy")).unwrap();
     let pt = fragility::data::load_labels(&dir.path().join("theirs/preds.npy")).unwrap();
-    for method in ["gradient", "gradient_x_input", "integrated_gradients"] {
+    for method in ["gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "deconvnet"] {
         let (a, b) = (ours(&format!("{method}.npy")), theirs(&format!("{method}.npy")));
         for i in 0..n {
             if po[i] != pt[i] {

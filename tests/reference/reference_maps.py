@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent numpy reference for the `fmnist_cnn` model and three attributions.
+"""Independent numpy reference for the `fmnist_cnn` model and five attributions.
 
 This file deliberately shares no code with the Rust crate (no candle, no torch):
 forward pass, hand-written backward pass and the attribution definitions are all
@@ -180,19 +180,44 @@ def forward(p, x):
     return logits, (z1, i1, z2, i2, m2.shape, z3)
 
 
-def input_gradient(p, x, target):
-    """d logit_target / d x for each image; target int array [B]. Returns (grad, logits)."""
+BACKWARD_RULES = ("gradient", "guided", "deconvnet")
+
+
+def relu_backward(g, z, rule):
+    """Backward through a ReLU with pre-activation z, given upstream g (w.r.t. its output).
+
+    'gradient':  g * (z > 0)           (true derivative, 0 at z = 0)
+    'guided':    relu(g) * (z > 0)     (guided backprop, Springenberg et al. 2015)
+    'deconvnet': relu(g)               (deconvnet, Zeiler & Fergus 2014; z is ignored)
+    """
+    if rule == "gradient":
+        return g * (z > 0)
+    if rule == "guided":
+        return np.maximum(g, 0.0) * (z > 0)
+    if rule == "deconvnet":
+        return np.maximum(g, 0.0)
+    raise ValueError(f"unknown backward rule {rule!r} (expected one of {BACKWARD_RULES})")
+
+
+def input_gradient(p, x, target, rule="gradient"):
+    """Backward pass of logit_target to x for each image; target int array [B].
+
+    rule selects the ReLU backward rule (see relu_backward); it is applied at EVERY ReLU
+    (after conv1, conv2 and fc1). Max-pool, conv and linear backward are the same for all
+    rules. rule='gradient' gives d logit_target / d x. Returns (map, logits)."""
+    if rule not in BACKWARD_RULES:
+        raise ValueError(f"unknown backward rule {rule!r} (expected one of {BACKWARD_RULES})")
     logits, (z1, i1, z2, i2, m2_shape, z3) = forward(p, x)
     B = x.shape[0]
     g = np.zeros((B, NUM_CLASSES))
     g[np.arange(B), target] = 1.0
     g = g @ p["fc2.weight"]  # [B,128]
-    g = g * (z3 > 0)
+    g = relu_backward(g, z3, rule)
     g = g @ p["fc1.weight"]  # [B,3136]
     g = g.reshape(m2_shape)  # [B,64,7,7]
-    g = maxpool2_backward(g, i2) * (z2 > 0)
+    g = relu_backward(maxpool2_backward(g, i2), z2, rule)
     g = conv3x3_input_grad(g, p["conv2.weight"])  # [B,32,14,14]
-    g = maxpool2_backward(g, i1) * (z1 > 0)
+    g = relu_backward(maxpool2_backward(g, i1), z1, rule)
     g = conv3x3_input_grad(g, p["conv1.weight"])  # [B,1,28,28]
     return g, logits
 
@@ -233,6 +258,8 @@ def compute_all(p, x):
         "gradient": grad,
         "gradient_x_input": x * grad,
         "integrated_gradients": integrated_gradients(p, x, preds),
+        "guided_backprop": input_gradient(p, x, preds, rule="guided")[0],
+        "deconvnet": input_gradient(p, x, preds, rule="deconvnet")[0],
     }
 
 
@@ -281,6 +308,57 @@ def naive_forward(p, x1):
     f = np.array([a[c, h, w] for c in range(64) for h in range(7) for w in range(7)])
     hdn = np.maximum(p["fc1.weight"] @ f + p["fc1.bias"], 0)
     return p["fc2.weight"] @ hdn + p["fc2.bias"]
+
+
+def _input_gradient_frozen(p, x, target):
+    """Verbatim copy of input_gradient from before the `rule` argument was added (plain
+    gradient only). The self-test checks that rule='gradient' reproduces it bit for bit."""
+    logits, (z1, i1, z2, i2, m2_shape, z3) = forward(p, x)
+    B = x.shape[0]
+    g = np.zeros((B, NUM_CLASSES))
+    g[np.arange(B), target] = 1.0
+    g = g @ p["fc2.weight"]  # [B,128]
+    g = g * (z3 > 0)
+    g = g @ p["fc1.weight"]  # [B,3136]
+    g = g.reshape(m2_shape)  # [B,64,7,7]
+    g = maxpool2_backward(g, i2) * (z2 > 0)
+    g = conv3x3_input_grad(g, p["conv2.weight"])  # [B,32,14,14]
+    g = maxpool2_backward(g, i1) * (z1 > 0)
+    g = conv3x3_input_grad(g, p["conv1.weight"])  # [B,1,28,28]
+    return g, logits
+
+
+def hand_built_rules_case():
+    """Tiny hand-built network on which gradient, guided backprop and deconvnet differ.
+
+    conv1: channel 0 copies the input (centre tap 1, bias 0); channels 1..31 zero weights,
+           bias -1.  conv2: channel 0 copies conv1-pooled channel 0 likewise; others off.
+    Image: zero except x[1,2] = 0.9, x[2,5] = 0.5.  After pool1 (7x7 windows of 2x2) these
+    sit at (0,1) and (1,2) of the 14x14 map; after pool2 at (0,0) and (0,1) of the 7x7 map,
+    i.e. flattened features A = f[0] = 0.9 and B = f[1] = 0.5 (index c*49 + h*7 + w).
+    fc1: u0 = A - B = 0.4, u1 = A + B = 1.4, u2 = A - 10 = -9.1 (others zero weights, bias -1).
+    fc2: logit 0 = u0 - u1 + u2.  Upstream at the fc1 ReLU outputs: (1, -1, 1).
+      gradient : (1,-1,0)           -> dA = 0, dB = -2 -> -2 at (2,5)
+      guided   : relu(.)*(z>0) = (1,0,0) -> dA = 1, dB = -1 -> conv2 ReLU keeps only A -> 1 at (1,2)
+      deconvnet: relu(.)       = (1,0,1) -> dA = 2, dB = -1 -> conv2 ReLU keeps only A -> 2 at (1,2)
+    Returns (params, x [1,1,28,28], target [1], {rule: expected map [28,28]})."""
+    p = {name: np.zeros(shape) for name, shape in PARAM_SHAPES.items()}
+    p["conv1.weight"][0, 0, 1, 1] = 1.0
+    p["conv1.bias"][1:] = -1.0
+    p["conv2.weight"][0, 0, 1, 1] = 1.0
+    p["conv2.bias"][1:] = -1.0
+    p["fc1.weight"][0, 0], p["fc1.weight"][0, 1] = 1.0, -1.0
+    p["fc1.weight"][1, 0], p["fc1.weight"][1, 1] = 1.0, 1.0
+    p["fc1.weight"][2, 0], p["fc1.bias"][2] = 1.0, -10.0
+    p["fc1.bias"][3:] = -1.0
+    p["fc2.weight"][0, :3] = [1.0, -1.0, 1.0]
+    x = np.zeros((1, 1, 28, 28))
+    x[0, 0, 1, 2], x[0, 0, 2, 5] = 0.9, 0.5
+    expect = {r: np.zeros((28, 28)) for r in BACKWARD_RULES}
+    expect["gradient"][2, 5] = -2.0
+    expect["guided"][1, 2] = 1.0
+    expect["deconvnet"][1, 2] = 2.0
+    return p, x, np.array([0]), expect
 
 
 def self_test():
@@ -382,7 +460,40 @@ def self_test():
     ig2 = integrated_gradients(p, x, preds, chunk_images=7)
     report("IG chunk-size invariance, max abs diff", np.max(np.abs(ig - ig2)), 1e-12)
 
-    # 5. safetensors round trip through the hand-written reader
+    # 5. backward rules
+    # 5a. hand-built case: the three rules give different, hand-derived maps
+    hp, hx, ht, hexp = hand_built_rules_case()
+    hlog, hcache = forward(hp, hx)
+    hpre = hcache[5][0, :3]
+    print(f"       hand-built case: logit_0 = {hlog[0, 0]:+.3f} (expect 0.4 - 1.4 + relu(-9.1) = -1), "
+          f"fc1 pre-activations u0..u2 = {hpre[0]:+.2f}, {hpre[1]:+.2f}, {hpre[2]:+.2f}")
+    report("hand-built case logit_0 vs -1, abs err", abs(hlog[0, 0] - (-1.0)), 1e-12)
+    hmaps = {}
+    for rule in BACKWARD_RULES:
+        hmaps[rule] = input_gradient(hp, hx, ht, rule=rule)[0][0, 0]
+        nz = [(int(r), int(c), float(hmaps[rule][r, c])) for r, c in zip(*np.nonzero(hmaps[rule]))]
+        print(f"       hand-built case, rule {rule!r}: non-zeros (row, col, value) = {nz}")
+        report(f"hand-built case, rule {rule!r} vs hand-derived, max abs err",
+               np.max(np.abs(hmaps[rule] - hexp[rule])), 1e-12)
+    n_same = sum(np.array_equal(hmaps[a], hmaps[b])
+                 for i, a in enumerate(BACKWARD_RULES) for b in BACKWARD_RULES[i + 1 :])
+    report("hand-built case, rule pairs giving identical maps (must be 0)", float(n_same), 0.0)
+
+    # 5b. rule='gradient' == the backward from before the rule argument existed (bit for bit),
+    #     on random weights and images, for the predicted and for all classes
+    gnew, _ = input_gradient(p, x, preds, rule="gradient")
+    gold, _ = _input_gradient_frozen(p, x, preds)
+    gnew_all, _ = input_gradient(p, xb, np.arange(NUM_CLASSES))
+    gold_all, _ = _input_gradient_frozen(p, xb, np.arange(NUM_CLASSES))
+    diff = max(np.max(np.abs(gnew - gold)), np.max(np.abs(gnew_all - gold_all)))
+    report("rule='gradient' vs pre-change backward (random weights), max abs diff", diff, 0.0)
+    gp_rand = input_gradient(p, x, preds, rule="guided")[0]
+    dc_rand = input_gradient(p, x, preds, rule="deconvnet")[0]
+    print(f"       random net: max|guided - gradient| = {np.max(np.abs(gp_rand - gnew)):.3e}, "
+          f"max|deconvnet - gradient| = {np.max(np.abs(dc_rand - gnew)):.3e}, "
+          f"max|deconvnet - guided| = {np.max(np.abs(dc_rand - gp_rand)):.3e}")
+
+    # 6. safetensors round trip through the hand-written reader
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
@@ -419,7 +530,7 @@ def main(argv=None):
     x = load_images(args.images)
     res = compute_all(p, x)
     os.makedirs(args.out, exist_ok=True)
-    for name in ("gradient", "gradient_x_input", "integrated_gradients"):
+    for name in ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "deconvnet"):
         np.save(os.path.join(args.out, f"{name}.npy"), res[name].astype(np.float32))
     np.save(os.path.join(args.out, "preds.npy"), res["preds"].astype(np.int64))
     np.save(os.path.join(args.out, "logits.npy"), res["logits"].astype(np.float32))
