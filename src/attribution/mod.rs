@@ -10,12 +10,14 @@
 //! same map on the smooth surrogate, as a differentiable function of `x`: that is how the
 //! attacks get exact second-order directions.
 
+mod deeplift;
 mod gradcam;
 mod gradient;
 mod guided;
 mod integrated;
 mod smoothgrad;
 
+pub use deeplift::DeepLift;
 pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
 pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};
@@ -129,6 +131,7 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "deconvnet" => Some(Box::new(Deconvnet)),
         "grad_cam" => Some(Box::new(GradCam::default())),
         "guided_grad_cam" => Some(Box::new(GuidedGradCam::default())),
+        "deeplift" => Some(Box::new(DeepLift)),
         _ => None,
     }
 }

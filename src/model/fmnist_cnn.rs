@@ -176,22 +176,33 @@ impl FmnistCnn {
     }
 
     /// The explicit backward pass from the logits down to conv2's post-activation output
-    /// (before pooling): [B,64,14,14].
-    fn backward_to_conv2(
-        &self,
-        c: &Cache,
-        grad_logits: &Tensor,
-        act: Activation,
-        rule: ReluRule,
-    ) -> Result<Tensor> {
+    /// (before pooling): [B,64,14,14]. `back(layer, z, g)` is the backward rule of the
+    /// nonlinearity `layer` (0 = after conv1, 1 = after conv2, 2 = after fc1).
+    fn backward_to_conv2(&self, c: &Cache, grad_logits: &Tensor, back: &ReluBack) -> Result<Tensor> {
         let b = grad_logits.dim(0)?;
-        // fc2, fc1: upstream @ W; activations: the rule (× act'(z) for the true gradient);
-        // pools: route to the arg-max.
-        let g3 = rule.backward(act, &c.z3, &grad_logits.matmul(&self.fc2_w)?)?;
+        // fc2, fc1: upstream @ W; nonlinearity: the rule; pool: route to the arg-max.
+        let g3 = back(2, &c.z3, &grad_logits.matmul(&self.fc2_w)?)?;
         let gp2 = g3.matmul(&self.fc1_w)?.reshape((b, 64, 7, 7))?;
         Ok(unpool2(&gp2, &c.mask2)?)
     }
+
+    /// The rest of the backward pass, from conv2's post-activation gradient to the input:
+    /// the rule at each nonlinearity, arg-max routing at the pool, and each conv's
+    /// input-gradient as a padding-1 conv with the flipped, transposed kernel.
+    fn backward_from_conv2(&self, c: &Cache, ga2: &Tensor, back: &ReluBack) -> Result<Tensor> {
+        let gz2 = back(1, &c.z2, ga2)?;
+        let gp1 = self.conv2_back.forward(&gz2)?;
+        let gz1 = back(0, &c.z1, &unpool2(&gp1, &c.mask1)?)?;
+        Ok(self.conv1_back.forward(&gz1)?)
+    }
 }
+
+/// A backward rule at a nonlinearity: (layer index, pre-activation z, upstream gradient) →
+/// gradient with respect to z.
+type ReluBack<'a> = dyn Fn(usize, &Tensor, &Tensor) -> candle_core::Result<Tensor> + 'a;
+
+/// |z − z₀| below which DeepLIFT's rescale multiplier falls back to the plain derivative.
+const RESCALE_EPS: f64 = 1e-6;
 
 /// Layers whose activations [`Classifier::layer_gradient`] exposes: conv2's pre-activation
 /// (`conv2`) and its output after the nonlinearity, before pooling (`conv2_relu`).
@@ -226,13 +237,33 @@ impl Classifier for FmnistCnn {
         rule: ReluRule,
     ) -> Result<(Tensor, Tensor)> {
         let (logits, c) = self.forward_cached(x, act)?;
-        // Below conv2: the rule at each activation, arg-max routing at the pool, and each
-        // conv's input-gradient as a padding-1 conv with the flipped, transposed kernel.
-        let gz2 = rule.backward(act, &c.z2, &self.backward_to_conv2(&c, grad_logits, act, rule)?)?;
-        let gp1 = self.conv2_back.forward(&gz2)?;
-        let gz1 = rule.backward(act, &c.z1, &unpool2(&gp1, &c.mask1)?)?;
-        let gx = self.conv1_back.forward(&gz1)?;
-        Ok((logits, gx))
+        let back = |_: usize, z: &Tensor, g: &Tensor| rule.backward(act, z, g);
+        let ga2 = self.backward_to_conv2(&c, grad_logits, &back)?;
+        Ok((logits, self.backward_from_conv2(&c, &ga2, &back)?))
+    }
+
+    fn rescale_gradient(
+        &self,
+        x: &Tensor,
+        baseline: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let (_, c) = self.forward_cached(x, act)?;
+        // The reference network's pre-activations (with its own pooling), one per layer.
+        let (_, c0) = self.forward_cached(&baseline.broadcast_as(x.shape())?.contiguous()?, act)?;
+        let refs = [&c0.z1, &c0.z2, &c0.z3];
+        let back = |layer: usize, z: &Tensor, g: &Tensor| -> candle_core::Result<Tensor> {
+            let z0 = refs[layer];
+            let dz = (z - z0)?;
+            let far = dz.abs()?.gt(RESCALE_EPS)?;
+            // Rescale multiplier where z moved from its reference, the derivative elsewhere.
+            let safe = far.where_cond(&dz, &dz.ones_like()?)?;
+            let rescale = ((act.apply(z)? - act.apply(z0)?)? / safe)?;
+            g.mul(&far.where_cond(&rescale, &act.derivative(z)?)?)
+        };
+        let ga2 = self.backward_to_conv2(&c, grad_logits, &back)?;
+        self.backward_from_conv2(&c, &ga2, &back)
     }
 
     fn layers(&self) -> &[&'static str] {
@@ -247,7 +278,8 @@ impl Classifier for FmnistCnn {
         layer: &str,
     ) -> Result<(Tensor, Tensor)> {
         let (_, c) = self.forward_cached(x, act)?;
-        let ga2 = self.backward_to_conv2(&c, grad_logits, act, ReluRule::Gradient)?;
+        let back = |_: usize, z: &Tensor, g: &Tensor| ReluRule::Gradient.backward(act, z, g);
+        let ga2 = self.backward_to_conv2(&c, grad_logits, &back)?;
         match layer {
             "conv2_relu" => Ok((act.apply(&c.z2)?, ga2)),
             "conv2" => {

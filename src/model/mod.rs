@@ -111,6 +111,21 @@ pub trait Classifier: Send + Sync {
         rule: ReluRule,
     ) -> Result<(Tensor, Tensor)>;
 
+    /// DeepLIFT's rescale rule (Shrikumar et al. 2017): the backward pass of
+    /// Σ_b ⟨grad_logits[b], logits⟩ where each nonlinearity's derivative is replaced by the
+    /// multiplier (act(z) − act(z₀)) / (z − z₀), z₀ its pre-activation on `baseline` (the plain
+    /// derivative where |z − z₀| is tiny), and max-pooling routes to the arg-max of the real
+    /// input. Multiply by (x − baseline) for the attribution. [B,C,H,W].
+    fn rescale_gradient(
+        &self,
+        _x: &Tensor,
+        _baseline: &Tensor,
+        _grad_logits: &Tensor,
+        _act: Activation,
+    ) -> Result<Tensor> {
+        Err(crate::Error::Invalid(format!("model `{}` has no DeepLIFT rule", self.name())))
+    }
+
     /// Names of the internal layers [`Classifier::layer_gradient`] accepts (none by default).
     fn layers(&self) -> &[&'static str] {
         &[]

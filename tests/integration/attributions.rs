@@ -50,6 +50,16 @@ impl Classifier for Linear {
         let g = grad_logits.matmul(&self.w)?.reshape(x.shape())?;
         Ok((self.logits(x, act)?, g))
     }
+    fn rescale_gradient(
+        &self,
+        x: &Tensor,
+        _baseline: &Tensor,
+        grad_logits: &Tensor,
+        _act: Activation,
+    ) -> fragility::Result<Tensor> {
+        // No nonlinearity: the multipliers are the weights.
+        Ok(grad_logits.matmul(&self.w)?.reshape(x.shape())?)
+    }
 }
 
 fn all_methods() -> Vec<Box<dyn Attribution>> {
@@ -59,8 +69,9 @@ fn all_methods() -> Vec<Box<dyn Attribution>> {
 #[test]
 fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     // logit_t = w_t·x + b_t, so ∇ = w_t everywhere: gradient = w_t, SmoothGrad = mean of w_t
-    // = w_t, gradient × input = w_t ⊙ x, and IG with a zero baseline = x ⊙ Σ wᵢ·w_t = w_t ⊙ x
-    // (quadrature weights sum to one) for every quadrature rule.
+    // = w_t, gradient × input = w_t ⊙ x, IG with a zero baseline = x ⊙ Σ wᵢ·w_t = w_t ⊙ x
+    // (quadrature weights sum to one) for every quadrature rule, and DeepLIFT (multipliers =
+    // weights) = w_t ⊙ (x − 0).
     let model = Linear::new();
     let x = seeded_uniform(&[2, 1, 4, 4], 0.0, 1.0, 1).to_dtype(DType::F32).unwrap();
     let targets = [2u32, 0];
@@ -158,7 +169,8 @@ fn quadrature_weights_sum_to_one_for_every_rule() {
 /// After the two pools, p[0] = A = max of x over rows 0–3 × cols 0–3 and p[1] = B = max over
 /// rows 0–3 × cols 4–7 (flattened indices 0 and 1 of channel 0). fc1: u0 = relu(A − B),
 /// u1 = relu(A + B), u2 = relu(A − 10) (always off); every other unit has zero weights and
-/// bias. fc2: logit_0 = u0 − u1 + u2, logit_1 = u0 + u1; other logits 0.
+/// bias, except u3 = relu(A − 0.5). fc2: logit_0 = u0 − u1 + u2, logit_1 = u0 + u1,
+/// logit_2 = u3; other logits 0.
 fn two_block_cnn() -> fragility::model::FmnistCnn {
     let dev = Device::Cpu;
     let mut c1w = vec![0f32; 32 * 9];
@@ -177,12 +189,15 @@ fn two_block_cnn() -> fragility::model::FmnistCnn {
     f1w[3136 + 1] = 1.0;
     f1w[2 * 3136] = 1.0; // u2: A − 10
     f1b[2] = -10.0;
+    f1w[3 * 3136] = 1.0; // u3: A − 0.5
+    f1b[3] = -0.5;
     let mut f2w = vec![0f32; 10 * 128];
     f2w[0] = 1.0;
     f2w[1] = -1.0;
     f2w[2] = 1.0;
     f2w[128] = 1.0;
     f2w[129] = 1.0;
+    f2w[2 * 128 + 3] = 1.0;
     let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, &dev).unwrap();
     fragility::model::FmnistCnn::new(
         t(c1w, &[32, 1, 3, 3]),
@@ -267,4 +282,49 @@ fn grad_cam_on_a_hand_built_cnn() {
     let mut want = vec![0f32; 784];
     want[28 + 2] = 2.025 / 196.0;
     assert!(max_abs_diff(&ggc, &want) < 1e-7);
+}
+
+#[test]
+fn deeplift_rescale_on_a_hand_built_cnn() {
+    // Zero baseline: the reference pre-activations are 0 for the copied channels and
+    // (0, 0, −10, −0.5) at fc1.
+    // * Target 2, logit_2 = relu(A − 0.5): z = 0.4, z₀ = −0.5, multiplier (0.4 − 0)/0.9 = 4/9
+    //   (the gradient would say 1); the copy layers have z = 0.9 against z₀ = 0, multiplier 1.
+    //   So m = 4/9 at (1,2) and DeepLIFT = 4/9 · 0.9 = 0.4 there, 0 elsewhere: exactly
+    //   logit_2(x) − logit_2(0) = 0.4 − 0 (summation to delta). Gradient × input gives 0.9.
+    // * Target 0, logit_0 = −2B: multipliers 1 on the active units, (0 − 0)/0.9 = 0 on u2,
+    //   so m = −2 at (2,5) and DeepLIFT = −2 · 0.5 = −1.0 = logit_0(x) − logit_0(0).
+    let model = two_block_cnn();
+    let x = two_block_image();
+    let dl = by_name("deeplift", 0).unwrap();
+    let map2 = flat(&dl.attribute(&model, &x, &[2], Activation::Relu).unwrap());
+    let mut want = vec![0f32; 784];
+    want[28 + 2] = 0.4;
+    assert!(max_abs_diff(&map2, &want) < 1e-6, "target 2: {}", map2[28 + 2]);
+    let map0 = flat(&dl.attribute(&model, &x, &[0], Activation::Relu).unwrap());
+    let mut want = vec![0f32; 784];
+    want[2 * 28 + 5] = -1.0;
+    assert!(max_abs_diff(&map0, &want) < 1e-6);
+}
+
+#[test]
+fn deeplift_sums_to_the_logit_difference_on_the_real_model() {
+    // Summation to delta holds exactly where x's and the baseline's pooling arg-maxes agree;
+    // on real images they differ in places (measured: within 1.5% of the logit gap on these 8
+    // images), so allow 3%.
+    let model = shipped_model();
+    let set = shipped_images();
+    let ids: Vec<usize> = (0..8).collect();
+    let x = images(&set, &ids);
+    let targets = fragility::model::predict(&model, &x).unwrap();
+    let dl =
+        flat(&by_name("deeplift", 0).unwrap().attribute(&model, &x, &targets, Activation::Relu).unwrap());
+    let lx = model.logits(&x, Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
+    let l0 = model.logits(&x.zeros_like().unwrap(), Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
+    for i in 0..ids.len() {
+        let t = targets[i] as usize;
+        let sum: f64 = dl[i * 784..(i + 1) * 784].iter().map(|&v| v as f64).sum();
+        let gap = (lx[i][t] - l0[i][t]) as f64;
+        assert!((sum - gap).abs() <= 0.03 * gap.abs().max(1.0), "image {i}: Σ DeepLIFT {sum} vs gap {gap}");
+    }
 }

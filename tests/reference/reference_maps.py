@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent numpy reference for the `fmnist_cnn` model and five attributions.
+"""Independent numpy reference for the `fmnist_cnn` model and six attributions.
 
 This file deliberately shares no code with the Rust crate (no candle, no torch):
 forward pass, hand-written backward pass and the attribution definitions are all
@@ -180,15 +180,21 @@ def forward(p, x):
     return logits, (z1, i1, z2, i2, m2.shape, z3)
 
 
-BACKWARD_RULES = ("gradient", "guided", "deconvnet")
+BACKWARD_RULES = ("gradient", "guided", "deconvnet", "rescale")
+
+# DeepLIFT rescale: below this |z - z0| the multiplier falls back to the plain derivative.
+RESCALE_EPS = 1e-6
 
 
-def relu_backward(g, z, rule):
+def relu_backward(g, z, rule, z0=None):
     """Backward through a ReLU with pre-activation z, given upstream g (w.r.t. its output).
 
     'gradient':  g * (z > 0)           (true derivative, 0 at z = 0)
     'guided':    relu(g) * (z > 0)     (guided backprop, Springenberg et al. 2015)
     'deconvnet': relu(g)               (deconvnet, Zeiler & Fergus 2014; z is ignored)
+    'rescale':   g * m, m = (relu(z) - relu(z0)) / (z - z0) where |z - z0| > 1e-6, else
+                 (z > 0)               (DeepLIFT rescale, Shrikumar et al. 2017; z0 is the
+                                        same ReLU's pre-activation on the reference input)
     """
     if rule == "gradient":
         return g * (z > 0)
@@ -196,28 +202,41 @@ def relu_backward(g, z, rule):
         return np.maximum(g, 0.0) * (z > 0)
     if rule == "deconvnet":
         return np.maximum(g, 0.0)
+    if rule == "rescale":
+        if z0 is None or z0.shape != z.shape:
+            raise ValueError("rule 'rescale' needs the reference pre-activation z0 (same shape as z)")
+        dz = z - z0
+        far = np.abs(dz) > RESCALE_EPS
+        ratio = (np.maximum(z, 0.0) - np.maximum(z0, 0.0)) / np.where(far, dz, 1.0)
+        return g * np.where(far, ratio, (z > 0).astype(np.float64))
     raise ValueError(f"unknown backward rule {rule!r} (expected one of {BACKWARD_RULES})")
 
 
-def input_gradient(p, x, target, rule="gradient"):
+def input_gradient(p, x, target, rule="gradient", ref_pre=None):
     """Backward pass of logit_target to x for each image; target int array [B].
 
     rule selects the ReLU backward rule (see relu_backward); it is applied at EVERY ReLU
     (after conv1, conv2 and fc1). Max-pool, conv and linear backward are the same for all
-    rules. rule='gradient' gives d logit_target / d x. Returns (map, logits)."""
+    rules (max-pool routes to the first arg-max of x's own forward pass, also for 'rescale').
+    rule='gradient' gives d logit_target / d x. rule='rescale' needs ref_pre = (z1_0, z2_0,
+    z3_0), the reference input's pre-activations at the conv1, conv2 and fc1 ReLUs (shapes as
+    for x), and gives DeepLIFT's multipliers at the input. Returns (map, logits)."""
     if rule not in BACKWARD_RULES:
         raise ValueError(f"unknown backward rule {rule!r} (expected one of {BACKWARD_RULES})")
+    if (rule == "rescale") != (ref_pre is not None):
+        raise ValueError("ref_pre must be given exactly when rule == 'rescale'")
     logits, (z1, i1, z2, i2, m2_shape, z3) = forward(p, x)
+    z1_0, z2_0, z3_0 = ref_pre if ref_pre is not None else (None, None, None)
     B = x.shape[0]
     g = np.zeros((B, NUM_CLASSES))
     g[np.arange(B), target] = 1.0
     g = g @ p["fc2.weight"]  # [B,128]
-    g = relu_backward(g, z3, rule)
+    g = relu_backward(g, z3, rule, z3_0)
     g = g @ p["fc1.weight"]  # [B,3136]
     g = g.reshape(m2_shape)  # [B,64,7,7]
-    g = relu_backward(maxpool2_backward(g, i2), z2, rule)
+    g = relu_backward(maxpool2_backward(g, i2), z2, rule, z2_0)
     g = conv3x3_input_grad(g, p["conv2.weight"])  # [B,32,14,14]
-    g = relu_backward(maxpool2_backward(g, i1), z1, rule)
+    g = relu_backward(maxpool2_backward(g, i1), z1, rule, z1_0)
     g = conv3x3_input_grad(g, p["conv1.weight"])  # [B,1,28,28]
     return g, logits
 
@@ -248,6 +267,19 @@ def integrated_gradients(p, x, target, steps=IG_STEPS, chunk_images=256):
     return x * acc
 
 
+def deeplift(p, x, target, x0=None):
+    """DeepLIFT, rescale rule, for logit_target: multipliers at the input (x) * (x - x0).
+
+    x0 defaults to the all-zero image. The reference forward pass is an ordinary forward
+    pass on x0 (its own max-pooling); its ReLU pre-activations feed the 'rescale' rule."""
+    if x0 is None:
+        x0 = np.zeros_like(x)
+    x0 = np.broadcast_to(x0, x.shape)
+    _, (z1_0, _, z2_0, _, _, z3_0) = forward(p, x0)
+    mult, _ = input_gradient(p, x, target, rule="rescale", ref_pre=(z1_0, z2_0, z3_0))
+    return mult * (x - x0)
+
+
 def compute_all(p, x):
     logits, _ = forward(p, x)
     preds = np.argmax(logits, axis=1).astype(np.int64)
@@ -260,6 +292,7 @@ def compute_all(p, x):
         "integrated_gradients": integrated_gradients(p, x, preds),
         "guided_backprop": input_gradient(p, x, preds, rule="guided")[0],
         "deconvnet": input_gradient(p, x, preds, rule="deconvnet")[0],
+        "deeplift": deeplift(p, x, preds),
     }
 
 
@@ -530,7 +563,8 @@ def main(argv=None):
     x = load_images(args.images)
     res = compute_all(p, x)
     os.makedirs(args.out, exist_ok=True)
-    for name in ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "deconvnet"):
+    for name in ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "deconvnet",
+                 "deeplift"):
         np.save(os.path.join(args.out, f"{name}.npy"), res[name].astype(np.float32))
     np.save(os.path.join(args.out, "preds.npy"), res["preds"].astype(np.int64))
     np.save(os.path.join(args.out, "logits.npy"), res["logits"].astype(np.float32))
