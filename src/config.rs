@@ -7,7 +7,8 @@
 
 use crate::attack::{Attack, RandomSign, TopK, TopKSettings, ATTACK_NAMES};
 use crate::attribution::{
-    by_name, Attribution, GradCam, GuidedGradCam, IntegratedGradients, SmoothGrad, METHOD_NAMES,
+    by_name, Aggregate, Attribution, GradCam, GuidedGradCam, IntegratedGradients, NoiseSettings, NoiseTunnel,
+    METHOD_NAMES, NOISE_METHODS,
 };
 use crate::error::{Error, Result};
 use candle_core::Device;
@@ -68,7 +69,7 @@ fn yes() -> bool {
 struct RawMethods {
     names: Spanned<Vec<Spanned<String>>>,
     integrated_gradients: Option<Spanned<IntegratedGradients>>,
-    smoothgrad: Option<Spanned<SmoothGrad>>,
+    smoothgrad: Option<Spanned<NoiseSettings>>,
     grad_cam: Option<Spanned<GradCam>>,
 }
 
@@ -236,9 +237,31 @@ impl Plan {
             }
             None => IntegratedGradients::default(),
         };
-        let sg = match &raw.methods.smoothgrad {
+        // One layer setting for Grad-CAM and guided Grad-CAM; the model checks the name.
+        let cam = raw.methods.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
+        let unknown = |name: &Spanned<String>, field: &str| {
+            cx.err(
+                name.span(),
+                format!(
+                    "field `{field}`: unknown method `{}` (known: {})",
+                    name.get_ref(),
+                    METHOD_NAMES.join(", ")
+                ),
+            )
+        };
+        // Methods that wrap nothing, with their configured settings.
+        let base_method = |name: &str| -> Option<Arc<dyn Attribution>> {
+            match name {
+                "integrated_gradients" => Some(Arc::new(ig)),
+                "grad_cam" => Some(Arc::new(cam.clone())),
+                "guided_grad_cam" => Some(Arc::new(GuidedGradCam { cam: cam.clone() })),
+                n if NOISE_METHODS.contains(&n) => None,
+                n => by_name(n, raw.seed).map(Arc::from),
+            }
+        };
+        let noise = match &raw.methods.smoothgrad {
             Some(s) => {
-                let v = *s.get_ref();
+                let v = s.get_ref().clone();
                 if v.samples == 0 || !(v.sigma >= 0.0 && v.sigma.is_finite()) {
                     return Err(cx.err(
                         s.span(),
@@ -246,25 +269,29 @@ impl Plan {
                             .into(),
                     ));
                 }
-                SmoothGrad { seed: raw.seed, ..v }
+                if base_method(&v.wrap).is_none() {
+                    return Err(cx.err(
+                        s.span(),
+                        format!(
+                            "field `methods.smoothgrad.wrap`: `{}` is not a method that can be wrapped (known: {})",
+                            v.wrap,
+                            METHOD_NAMES.iter().filter(|m| !NOISE_METHODS.contains(m)).copied().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                v
             }
-            None => SmoothGrad { seed: raw.seed, ..SmoothGrad::default() },
+            None => NoiseSettings::default(),
         };
-        // One layer setting for Grad-CAM and guided Grad-CAM; the model checks the name.
-        let cam = raw.methods.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
         let make_method = |name: &Spanned<String>, field: &str| -> Result<Arc<dyn Attribution>> {
-            match name.get_ref().as_str() {
-                "integrated_gradients" => Ok(Arc::new(ig)),
-                "smoothgrad" => Ok(Arc::new(sg)),
-                "grad_cam" => Ok(Arc::new(cam.clone())),
-                "guided_grad_cam" => Ok(Arc::new(GuidedGradCam { cam: cam.clone() })),
-                n => by_name(n, raw.seed).map(Arc::from).ok_or_else(|| {
-                    cx.err(
-                        name.span(),
-                        format!("field `{field}`: unknown method `{n}` (known: {})", METHOD_NAMES.join(", ")),
-                    )
-                }),
-            }
+            let aggregate = match name.get_ref().as_str() {
+                "smoothgrad" => Aggregate::Mean,
+                "smoothgrad_sq" => Aggregate::MeanSquare,
+                "vargrad" => Aggregate::Variance,
+                n => return base_method(n).ok_or_else(|| unknown(name, field)),
+            };
+            let inner = base_method(&noise.wrap).ok_or_else(|| unknown(name, field))?;
+            Ok(Arc::new(NoiseTunnel::new(aggregate, noise.clone(), raw.seed, inner)))
         };
         if raw.methods.names.get_ref().is_empty() {
             return Err(cx.err(raw.methods.names.span(), "field `methods.names` lists no method".into()));

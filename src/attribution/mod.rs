@@ -22,11 +22,12 @@ pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
 pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};
 pub use integrated::{quadrature, IntegratedGradients, Quadrature};
-pub use smoothgrad::SmoothGrad;
+pub use smoothgrad::{Aggregate, NoiseSettings, NoiseTunnel};
 
 use crate::error::{Error, Result};
 use crate::model::{one_hot, Activation, Classifier, ReluRule};
 use candle_core::Tensor;
+use std::sync::Arc;
 
 pub use crate::model::MAX_ROWS_PER_PASS;
 
@@ -119,6 +120,9 @@ pub fn normalized_saliency(attr: &Tensor) -> Result<Tensor> {
     Ok(s.reshape((b, h * w))?.broadcast_div(&total)?.reshape((b, h, w))?)
 }
 
+/// The noise-tunnel methods, which wrap another method.
+pub const NOISE_METHODS: [&str; 3] = ["smoothgrad", "smoothgrad_sq", "vargrad"];
+
 /// Builds a method by name with its default hyperparameters (configs override them through
 /// [`crate::config`]).
 pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
@@ -126,7 +130,11 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "gradient" => Some(Box::new(Gradient)),
         "gradient_x_input" => Some(Box::new(GradientXInput)),
         "integrated_gradients" => Some(Box::new(IntegratedGradients::default())),
-        "smoothgrad" => Some(Box::new(SmoothGrad { seed, ..SmoothGrad::default() })),
+        "smoothgrad" => Some(Box::new(NoiseTunnel::smoothgrad(seed))),
+        "smoothgrad_sq" | "vargrad" => {
+            let aggregate = if name == "vargrad" { Aggregate::Variance } else { Aggregate::MeanSquare };
+            Some(Box::new(NoiseTunnel::new(aggregate, NoiseSettings::default(), seed, Arc::new(Gradient))))
+        }
         "guided_backprop" => Some(Box::new(GuidedBackprop)),
         "deconvnet" => Some(Box::new(Deconvnet)),
         "grad_cam" => Some(Box::new(GradCam::default())),

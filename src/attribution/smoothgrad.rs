@@ -1,65 +1,112 @@
-//! SmoothGrad (Smilkov et al. 2017): the mean gradient over noisy copies of the input.
+//! The noise tunnel: SmoothGrad, SmoothGrad² and VarGrad over any method.
 //!
-//! SG(x) = (1/S) Σₛ ∇ logit_t(x + εₛ), εₛ ~ N(0, σ²) per pixel, σ = `sigma` × (max − min of
-//! the input range; 1 for pixels in [0,1]). The noisy copies are not clipped (as in Captum).
-//! The noise of an image is drawn from a stream keyed by the seed and the image's exact pixel
-//! values, so a map does not depend on the batch it was computed in. Shapes: [B,C,H,W] →
-//! [B,C,H,W]; the B·S noisy copies are evaluated in chunks.
+//! For S noisy copies x + εₛ, εₛ ~ N(0, σ²) per pixel, σ = `sigma` × (max − min of the input
+//! range; 1 for pixels in [0,1]), and a wrapped method h (the plain gradient by default):
+//! * `smoothgrad` (Smilkov et al. 2017): (1/S) Σₛ h(x + εₛ);
+//! * `smoothgrad_sq`: (1/S) Σₛ h(x + εₛ)²;
+//! * `vargrad` (Adebayo et al. 2018): (1/S) Σₛ h(x + εₛ)² − ((1/S) Σₛ h(x + εₛ))² (the
+//!   population variance, as Captum computes it).
+//!
+//! The noisy copies are not clipped (as in Captum). The noise of an image is drawn from a
+//! stream keyed by the seed and the image's exact pixel values, so a map does not depend on
+//! the batch it was computed in. Shapes: [B,C,H,W] → [B,C,H,W] (Grad-CAM wrapped: [B,1,H,W]);
+//! the B·S noisy copies go to the wrapped method, which evaluates them in chunks.
 
-use super::{target_gradient, Attribution};
+use super::{Attribution, Gradient};
 use crate::error::Result;
 use crate::model::{Activation, Classifier};
 use crate::seed;
 use candle_core::Tensor;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-/// SmoothGrad over the plain gradient.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Settings shared by the three noise-tunnel methods (`methods.smoothgrad` in a config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct SmoothGrad {
+pub struct NoiseSettings {
     /// Number of noisy samples S.
     pub samples: usize,
     /// Noise standard deviation as a fraction of the input range.
     pub sigma: f64,
-    /// Seed of the noise (the run's seed unless set).
-    #[serde(skip)]
-    pub seed: u64,
+    /// The wrapped method's name (any method that is not itself a noise tunnel).
+    pub wrap: String,
 }
 
-impl Default for SmoothGrad {
+impl Default for NoiseSettings {
     fn default() -> Self {
-        Self { samples: 50, sigma: 0.15, seed: 0 }
+        Self { samples: 50, sigma: 0.15, wrap: "gradient".into() }
     }
 }
 
-impl SmoothGrad {
+/// How the S maps of the noisy copies are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Their mean (SmoothGrad).
+    Mean,
+    /// The mean of their squares (SmoothGrad²).
+    MeanSquare,
+    /// Their population variance (VarGrad).
+    Variance,
+}
+
+/// A noise tunnel over a wrapped method.
+pub struct NoiseTunnel {
+    /// Samples, σ and the wrapped method's name.
+    pub settings: NoiseSettings,
+    /// How the noisy maps are combined.
+    pub aggregate: Aggregate,
+    /// Seed of the noise.
+    pub seed: u64,
+    /// The wrapped method.
+    pub inner: Arc<dyn Attribution>,
+}
+
+impl NoiseTunnel {
+    /// SmoothGrad over the plain gradient with default settings.
+    pub fn smoothgrad(seed: u64) -> Self {
+        Self::new(Aggregate::Mean, NoiseSettings::default(), seed, Arc::new(Gradient))
+    }
+
+    /// A noise tunnel with the given pieces.
+    pub fn new(
+        aggregate: Aggregate,
+        settings: NoiseSettings,
+        seed: u64,
+        inner: Arc<dyn Attribution>,
+    ) -> Self {
+        Self { settings, aggregate, seed, inner }
+    }
+
     /// The noise [S,B,C,H,W] for images `x` [B,C,H,W].
     pub fn noise(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let b = dims[0];
         let per = dims[1] * dims[2] * dims[3];
-        let flat = x.flatten_from(1)?.to_vec2::<f32>()?;
-        let s = self.samples;
-        let sigma = self.sigma; // input range is [0,1]
+        let flat = x.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        let s = self.settings.samples;
+        let sigma = self.settings.sigma; // input range is [0,1]
         let mut v = vec![0f32; s * b * per];
         for (i, img) in flat.iter().enumerate() {
             let mut rng = seed::rng(seed::mix(self.seed, seed::hash_f32s(img)));
             for k in 0..s {
-                let row = &mut v[(k * b + i) * per..(k * b + i + 1) * per];
-                for p in row.iter_mut() {
+                for p in &mut v[(k * b + i) * per..(k * b + i + 1) * per] {
                     let z: f64 = StandardNormal.sample(&mut rng);
                     *p = (z * sigma) as f32;
                 }
             }
         }
-        Ok(Tensor::from_vec(v, (s, b, dims[1], dims[2], dims[3]), x.device())?)
+        Ok(Tensor::from_vec(v, (s, b, dims[1], dims[2], dims[3]), x.device())?.to_dtype(x.dtype())?)
     }
 }
 
-impl Attribution for SmoothGrad {
+impl Attribution for NoiseTunnel {
     fn name(&self) -> &'static str {
-        "smoothgrad"
+        match self.aggregate {
+            Aggregate::Mean => "smoothgrad",
+            Aggregate::MeanSquare => "smoothgrad_sq",
+            Aggregate::Variance => "vargrad",
+        }
     }
 
     fn attribute(
@@ -70,15 +117,28 @@ impl Attribution for SmoothGrad {
         act: Activation,
     ) -> Result<Tensor> {
         let dims = x.dims().to_vec();
-        let (b, s) = (dims[0], self.samples);
+        let (b, s) = (dims[0], self.settings.samples);
         let noisy = self.noise(x)?.broadcast_add(&x.unsqueeze(0)?)?;
         let flat = noisy.reshape((s * b, dims[1], dims[2], dims[3]))?;
         let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
-        let g = target_gradient(model, &flat, &reps, act)?;
-        Ok(g.reshape((s, b, dims[1], dims[2], dims[3]))?.mean(0)?)
+        let maps = self.inner.attribute(model, &flat, &reps, act)?;
+        let out = maps.dims()[1..].to_vec();
+        let maps = maps.reshape([&[s, b][..], &out].concat())?;
+        Ok(match self.aggregate {
+            Aggregate::Mean => maps.mean(0)?,
+            Aggregate::MeanSquare => maps.sqr()?.mean(0)?,
+            Aggregate::Variance => (maps.sqr()?.mean(0)? - maps.mean(0)?.sqr()?)?,
+        })
     }
 
     fn params(&self) -> serde_json::Value {
-        serde_json::json!({ "samples": self.samples, "sigma": self.sigma, "seed": self.seed })
+        serde_json::json!({
+            "samples": self.settings.samples, "sigma": self.settings.sigma, "seed": self.seed,
+            "wrap": self.inner.name(), "wrapped_params": self.inner.params(),
+        })
+    }
+
+    fn check(&self, model: &dyn Classifier) -> Result<()> {
+        self.inner.check(model)
     }
 }

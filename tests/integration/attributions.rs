@@ -71,7 +71,8 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     // logit_t = w_t·x + b_t, so ∇ = w_t everywhere: gradient = w_t, SmoothGrad = mean of w_t
     // = w_t, gradient × input = w_t ⊙ x, IG with a zero baseline = x ⊙ Σ wᵢ·w_t = w_t ⊙ x
     // (quadrature weights sum to one) for every quadrature rule, and DeepLIFT (multipliers =
-    // weights) = w_t ⊙ (x − 0).
+    // weights) = w_t ⊙ (x − 0). The noise tunnel over a constant gradient: SmoothGrad² = w_t²
+    // and VarGrad = 0.
     let model = Linear::new();
     let x = seeded_uniform(&[2, 1, 4, 4], 0.0, 1.0, 1).to_dtype(DType::F32).unwrap();
     let targets = [2u32, 0];
@@ -82,9 +83,13 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     // Grad-CAM needs a conv layer; the linear model has none.
     for m in all_methods().into_iter().filter(|m| !m.name().contains("grad_cam")) {
         let got = flat(&m.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+        let want_sq: Vec<f32> = want_grad.iter().map(|w| w * w).collect();
+        let zeros = vec![0f32; want_grad.len()];
         let want = match m.name() {
             // No ReLU in a linear model: guided backprop and deconvnet are the gradient.
             "gradient" | "smoothgrad" | "guided_backprop" | "deconvnet" => &want_grad,
+            "smoothgrad_sq" => &want_sq,
+            "vargrad" => &zeros,
             _ => &want_gxi,
         };
         assert!(max_abs_diff(&got, want) < 1e-5, "{}", m.name());

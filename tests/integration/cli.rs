@@ -299,3 +299,30 @@ fn grad_cam_layer_is_configurable_and_an_unknown_layer_is_refused() {
     assert!(stderr(&o).contains("fc9") && stderr(&o).contains("exp.toml"), "{}", stderr(&o));
     assert!(!dir.path().join("out").exists());
 }
+
+#[test]
+fn noise_tunnel_wraps_the_configured_method() {
+    // `methods.smoothgrad.wrap` applies to smoothgrad, smoothgrad_sq and vargrad; a noise method
+    // cannot wrap another one.
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        "smoothgrad = { samples = 4, sigma = 0.15 }",
+        "smoothgrad = { samples = 3, sigma = 0.1, wrap = \"integrated_gradients\" }",
+    );
+    let text = text.replace("\"smoothgrad\"]", "\"smoothgrad\", \"vargrad\"]");
+    std::fs::write(&p, &text).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/run.json")).unwrap()).unwrap();
+    let vg = &meta["settings"]["methods"]["vargrad"];
+    assert_eq!(vg["wrap"], "integrated_gradients");
+    assert_eq!(vg["wrapped_params"]["steps"], 8);
+    assert_eq!(vg["samples"], 3);
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
+    std::fs::write(&p, text.replace("wrap = \"integrated_gradients\"", "wrap = \"vargrad\"")).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("methods.smoothgrad.wrap"), "{}", stderr(&o));
+}

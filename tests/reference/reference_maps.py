@@ -343,6 +343,18 @@ def naive_forward(p, x1):
     return p["fc2.weight"] @ hdn + p["fc2.bias"]
 
 
+PLAIN_RULES = ("gradient", "guided", "deconvnet")  # the rules that need no reference input
+
+
+def pool_ref_breaks(a, a0, idx):
+    """Number of 2x2 windows where the reference activation a0 at x's arg-max idx is below
+    the reference window's own max; only there can max-pool break DeepLIFT's summation."""
+    B, C, H, W = a0.shape
+    win0 = a0.reshape(B, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // 2, W // 2, 4)
+    at_idx = np.take_along_axis(win0, idx[..., None], axis=-1)[..., 0]
+    return int(np.sum(at_idx < win0.max(axis=-1)))
+
+
 def _input_gradient_frozen(p, x, target):
     """Verbatim copy of input_gradient from before the `rule` argument was added (plain
     gradient only). The self-test checks that rule='gradient' reproduces it bit for bit."""
@@ -374,7 +386,15 @@ def hand_built_rules_case():
       gradient : (1,-1,0)           -> dA = 0, dB = -2 -> -2 at (2,5)
       guided   : relu(.)*(z>0) = (1,0,0) -> dA = 1, dB = -1 -> conv2 ReLU keeps only A -> 1 at (1,2)
       deconvnet: relu(.)       = (1,0,1) -> dA = 2, dB = -1 -> conv2 ReLU keeps only A -> 2 at (1,2)
-    Returns (params, x [1,1,28,28], target [1], {rule: expected map [28,28]})."""
+    DeepLIFT (zero baseline; the zero image gives A = B = 0 and fc1 pre-activations
+    u0..u3 = 0, 0, -10, -0.5): fc1 unit u3 = relu(A - 0.5) (= 0.4) and logit 2 = u3 are added
+    for it; fc2 row 0 does not read u3, so nothing above changes.
+      target 2: multiplier of u3 = (0.4 - 0) / (0.4 - (-0.5)) = 4/9 -> dA = 4/9; conv ReLUs
+                have multiplier 1 on A's path -> 4/9 * x[1,2] = 0.4 at (1,2)
+      target 0: multipliers of u0..u2 = 0.4/0.4, 1.4/1.4, (0 - 0)/0.9 = (1, 1, 0) -> as for
+                'gradient' dB = -2 -> -2 * x[2,5] = -1.0 at (2,5)
+    Returns (params, x [1,1,28,28], target [1], {rule: expected map [28,28]} for target 0,
+    {target: expected deeplift map [28,28]})."""
     p = {name: np.zeros(shape) for name, shape in PARAM_SHAPES.items()}
     p["conv1.weight"][0, 0, 1, 1] = 1.0
     p["conv1.bias"][1:] = -1.0
@@ -383,15 +403,20 @@ def hand_built_rules_case():
     p["fc1.weight"][0, 0], p["fc1.weight"][0, 1] = 1.0, -1.0
     p["fc1.weight"][1, 0], p["fc1.weight"][1, 1] = 1.0, 1.0
     p["fc1.weight"][2, 0], p["fc1.bias"][2] = 1.0, -10.0
-    p["fc1.bias"][3:] = -1.0
+    p["fc1.weight"][3, 0], p["fc1.bias"][3] = 1.0, -0.5
+    p["fc1.bias"][4:] = -1.0
     p["fc2.weight"][0, :3] = [1.0, -1.0, 1.0]
+    p["fc2.weight"][2, 3] = 1.0
     x = np.zeros((1, 1, 28, 28))
     x[0, 0, 1, 2], x[0, 0, 2, 5] = 0.9, 0.5
-    expect = {r: np.zeros((28, 28)) for r in BACKWARD_RULES}
+    expect = {r: np.zeros((28, 28)) for r in PLAIN_RULES}
     expect["gradient"][2, 5] = -2.0
     expect["guided"][1, 2] = 1.0
     expect["deconvnet"][1, 2] = 2.0
-    return p, x, np.array([0]), expect
+    expect_dl = {t: np.zeros((28, 28)) for t in (0, 2)}
+    expect_dl[2][1, 2] = 0.4
+    expect_dl[0][2, 5] = -1.0
+    return p, x, np.array([0]), expect, expect_dl
 
 
 def self_test():
@@ -495,22 +520,32 @@ def self_test():
 
     # 5. backward rules
     # 5a. hand-built case: the three rules give different, hand-derived maps
-    hp, hx, ht, hexp = hand_built_rules_case()
+    hp, hx, ht, hexp, hexp_dl = hand_built_rules_case()
     hlog, hcache = forward(hp, hx)
-    hpre = hcache[5][0, :3]
+    hpre = hcache[5][0, :4]
     print(f"       hand-built case: logit_0 = {hlog[0, 0]:+.3f} (expect 0.4 - 1.4 + relu(-9.1) = -1), "
-          f"fc1 pre-activations u0..u2 = {hpre[0]:+.2f}, {hpre[1]:+.2f}, {hpre[2]:+.2f}")
+          f"logit_2 = {hlog[0, 2]:+.3f} (expect relu(0.4) = 0.4), fc1 pre-activations u0..u3 = "
+          f"{hpre[0]:+.2f}, {hpre[1]:+.2f}, {hpre[2]:+.2f}, {hpre[3]:+.2f}")
     report("hand-built case logit_0 vs -1, abs err", abs(hlog[0, 0] - (-1.0)), 1e-12)
+    report("hand-built case logit_2 vs 0.4, abs err", abs(hlog[0, 2] - 0.4), 1e-12)
     hmaps = {}
-    for rule in BACKWARD_RULES:
+    for rule in PLAIN_RULES:
         hmaps[rule] = input_gradient(hp, hx, ht, rule=rule)[0][0, 0]
         nz = [(int(r), int(c), float(hmaps[rule][r, c])) for r, c in zip(*np.nonzero(hmaps[rule]))]
         print(f"       hand-built case, rule {rule!r}: non-zeros (row, col, value) = {nz}")
         report(f"hand-built case, rule {rule!r} vs hand-derived, max abs err",
                np.max(np.abs(hmaps[rule] - hexp[rule])), 1e-12)
     n_same = sum(np.array_equal(hmaps[a], hmaps[b])
-                 for i, a in enumerate(BACKWARD_RULES) for b in BACKWARD_RULES[i + 1 :])
+                 for i, a in enumerate(PLAIN_RULES) for b in PLAIN_RULES[i + 1 :])
     report("hand-built case, rule pairs giving identical maps (must be 0)", float(n_same), 0.0)
+    hl0, _ = forward(hp, np.zeros_like(hx))
+    for t in (2, 0):
+        dl = deeplift(hp, hx, np.array([t]))[0, 0]
+        nz = [(int(r), int(c), float(dl[r, c])) for r, c in zip(*np.nonzero(dl))]
+        print(f"       hand-built case, deeplift target {t}: non-zeros (row, col, value) = {nz}, "
+              f"sum = {dl.sum():+.6f}, logit_{t}(x) - logit_{t}(0) = {hlog[0, t] - hl0[0, t]:+.6f}")
+        report(f"hand-built case, deeplift target {t} vs hand-derived, max abs err",
+               np.max(np.abs(dl - hexp_dl[t])), 1e-12)
 
     # 5b. rule='gradient' == the backward from before the rule argument existed (bit for bit),
     #     on random weights and images, for the predicted and for all classes
@@ -526,7 +561,52 @@ def self_test():
           f"max|deconvnet - gradient| = {np.max(np.abs(dc_rand - gnew)):.3e}, "
           f"max|deconvnet - guided| = {np.max(np.abs(dc_rand - gp_rand)):.3e}")
 
-    # 6. safetensors round trip through the hand-written reader
+    # 5c. rule='rescale' with a reference equal to x itself (|z - z0| = 0 everywhere) takes the
+    #     fallback branch everywhere and must reproduce rule='gradient' bit for bit
+    own = (z1, z2, z3)
+    gres, _ = input_gradient(p, x, preds, rule="rescale", ref_pre=own)
+    report("rule='rescale' with z0 = z vs rule='gradient', max abs diff",
+           float(np.max(np.abs(gres - gnew))), 0.0)
+
+    # 6. DeepLIFT summation-to-delta: sum deeplift = logit_t(x) - logit_t(0).
+    # 6a. random net: not exact, because max-pool routes by x's arg-max; the zero image's
+    #     conv1 windows are all tied (bias only), but its conv2 windows at the border are not.
+    dl = deeplift(p, x, preds)
+    l0, c0 = forward(p, np.zeros_like(x))
+    gap = logits[np.arange(3), preds] - l0[np.arange(3), preds]
+    sums = dl.reshape(3, -1).sum(axis=1)
+    rel = np.abs(sums - gap) / np.maximum(np.abs(gap), 1e-12)
+    brk1 = pool_ref_breaks(np.maximum(z1, 0), np.maximum(c0[0], 0), i1)
+    brk2 = pool_ref_breaks(np.maximum(z2, 0), np.maximum(c0[2], 0), i2)
+    for b in range(3):
+        print(f"       image {b}: sum deeplift = {sums[b]:+.6f}, logit_t(x)-logit_t(0) = {gap[b]:+.6f}, "
+              f"rel err {rel[b]:.2e}")
+    print(f"       pool windows where x's arg-max is not a max of the zero image's window "
+          f"(pool1, pool2): {brk1}, {brk2}")
+    report("DeepLIFT summation-to-delta, random net, max rel err", rel.max(), 5e-2)
+    print(f"       max|deeplift - gradient_x_input| = {np.max(np.abs(dl - x * gnew)):.3e}, "
+          f"max|deeplift - IG| = {np.max(np.abs(dl - ig)):.3e}")
+
+    # 6b. same net with conv2 reduced to its centre taps: the zero image's conv2 output is then
+    #     constant per channel, every reference pool window is tied, and summation is exact.
+    pc = dict(p)
+    pc["conv2.weight"] = np.zeros_like(p["conv2.weight"])
+    pc["conv2.weight"][:, :, 1, 1] = p["conv2.weight"][:, :, 1, 1] * 3.0
+    lc, cc = forward(pc, x)
+    lc0, cc0 = forward(pc, np.zeros_like(x))
+    tc = np.argmax(lc, axis=1)
+    dlc = deeplift(pc, x, tc)
+    gapc = lc[np.arange(3), tc] - lc0[np.arange(3), tc]
+    sumsc = dlc.reshape(3, -1).sum(axis=1)
+    relc = np.abs(sumsc - gapc) / np.maximum(np.abs(gapc), 1e-12)
+    brkc = (pool_ref_breaks(np.maximum(cc[0], 0), np.maximum(cc0[0], 0), cc[1])
+            + pool_ref_breaks(np.maximum(cc[2], 0), np.maximum(cc0[2], 0), cc[3]))
+    print(f"       centre-tap conv2 net: gaps {', '.join(f'{v:+.4f}' for v in gapc)}, "
+          f"{brkc} pool windows break the arg-max condition")
+    report("DeepLIFT summation-to-delta, centre-tap conv2 net (all reference windows tied), max rel err",
+           relc.max(), 1e-10)
+
+    # 7. safetensors round trip through the hand-written reader
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
