@@ -8,7 +8,7 @@
 use crate::attack::{Attack, RandomSign, TopK, TopKSettings, ATTACK_NAMES};
 use crate::attribution::{
     by_name, Aggregate, Attribution, GradCam, GuidedGradCam, IntegratedGradients, NoiseSettings, NoiseTunnel,
-    METHOD_NAMES, NOISE_METHODS,
+    Occlusion, METHOD_NAMES, NOISE_METHODS,
 };
 use crate::error::{Error, Result};
 use candle_core::Device;
@@ -71,6 +71,7 @@ struct RawMethods {
     integrated_gradients: Option<Spanned<IntegratedGradients>>,
     smoothgrad: Option<Spanned<NoiseSettings>>,
     grad_cam: Option<Spanned<GradCam>>,
+    occlusion: Option<Spanned<Occlusion>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,11 +250,25 @@ impl Plan {
                 ),
             )
         };
+        let occlusion = match &raw.methods.occlusion {
+            Some(o) => {
+                let v = *o.get_ref();
+                if v.window.contains(&0) || v.stride == 0 || !v.baseline.is_finite() {
+                    return Err(cx.err(
+                        o.span(),
+                        "field `methods.occlusion`: `window` sizes and `stride` must be ≥ 1, `baseline` finite".into(),
+                    ));
+                }
+                v
+            }
+            None => Occlusion::default(),
+        };
         // Methods that wrap nothing, with their configured settings.
         let base_method = |name: &str| -> Option<Arc<dyn Attribution>> {
             match name {
                 "integrated_gradients" => Some(Arc::new(ig)),
                 "grad_cam" => Some(Arc::new(cam.clone())),
+                "occlusion" => Some(Arc::new(occlusion)),
                 "guided_grad_cam" => Some(Arc::new(GuidedGradCam { cam: cam.clone() })),
                 n if NOISE_METHODS.contains(&n) => None,
                 n => by_name(n, raw.seed).map(Arc::from),

@@ -15,6 +15,7 @@ mod gradcam;
 mod gradient;
 mod guided;
 mod integrated;
+mod occlusion;
 mod smoothgrad;
 
 pub use deeplift::DeepLift;
@@ -22,6 +23,7 @@ pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
 pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};
 pub use integrated::{quadrature, IntegratedGradients, Quadrature};
+pub use occlusion::Occlusion;
 pub use smoothgrad::{Aggregate, NoiseSettings, NoiseTunnel};
 
 use crate::error::{Error, Result};
@@ -140,6 +142,7 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "grad_cam" => Some(Box::new(GradCam::default())),
         "guided_grad_cam" => Some(Box::new(GuidedGradCam::default())),
         "deeplift" => Some(Box::new(DeepLift)),
+        "occlusion" => Some(Box::new(Occlusion::default())),
         _ => None,
     }
 }

@@ -3,7 +3,7 @@
 use crate::common::*;
 use candle_core::{DType, Device, Tensor};
 use fragility::attribution::{
-    by_name, quadrature, Attribution, IntegratedGradients, Quadrature, METHOD_NAMES,
+    by_name, quadrature, Attribution, IntegratedGradients, Occlusion, Quadrature, METHOD_NAMES,
 };
 use fragility::model::{Activation, Classifier, ReluRule};
 
@@ -80,8 +80,8 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     let xs = flat(&x);
     let want_grad: Vec<f32> = targets.iter().flat_map(|&t| w[t as usize].clone()).collect();
     let want_gxi: Vec<f32> = want_grad.iter().zip(&xs).map(|(a, b)| a * b).collect();
-    // Grad-CAM needs a conv layer; the linear model has none.
-    for m in all_methods().into_iter().filter(|m| !m.name().contains("grad_cam")) {
+    // Grad-CAM needs a conv layer, which the linear model lacks; occlusion has its own test.
+    for m in all_methods().into_iter().filter(|m| !m.name().contains("grad_cam") && m.name() != "occlusion") {
         let got = flat(&m.attribute(&model, &x, &targets, Activation::Relu).unwrap());
         let want_sq: Vec<f32> = want_grad.iter().map(|w| w * w).collect();
         let zeros = vec![0f32; want_grad.len()];
@@ -332,4 +332,40 @@ fn deeplift_sums_to_the_logit_difference_on_the_real_model() {
         let gap = (lx[i][t] - l0[i][t]) as f64;
         assert!((sum - gap).abs() <= 0.03 * gap.abs().max(1.0), "image {i}: Σ DeepLIFT {sum} vs gap {gap}");
     }
+}
+
+#[test]
+fn occlusion_on_a_linear_model_by_hand() {
+    // Linear model, 4×4 image, target t: occluding a window with baseline 0 drops the logit by
+    // Σ_{p ∈ window} w_t[p]·x[p]. 2×2 windows with stride 1 sit at 3×3 positions; pixel (0,0)
+    // is covered by the window at (0,0) only, pixel (1,1) by the four windows at (0,0), (0,1),
+    // (1,0), (1,1), so its value is the mean of their four drops. With stride 2 the four
+    // windows tile the image and each pixel gets its own window's drop.
+    let model = Linear::new();
+    let x = seeded_uniform(&[1, 1, 4, 4], 0.0, 1.0, 4).to_dtype(DType::F32).unwrap();
+    let xs = flat(&x);
+    let w = model.w.to_vec2::<f32>().unwrap();
+    let t = 1usize;
+    let contrib: Vec<f32> = (0..16).map(|p| w[t][p] * xs[p]).collect();
+    let drop = |r: usize, c: usize| {
+        contrib[r * 4 + c] + contrib[r * 4 + c + 1] + contrib[(r + 1) * 4 + c] + contrib[(r + 1) * 4 + c + 1]
+    };
+    let occ = Occlusion { window: [2, 2], stride: 1, baseline: 0.0 };
+    let map = flat(&occ.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
+    assert!((map[0] - drop(0, 0)).abs() < 1e-6);
+    let centre = (drop(0, 0) + drop(0, 1) + drop(1, 0) + drop(1, 1)) / 4.0;
+    assert!((map[5] - centre).abs() < 1e-6, "{} vs {centre}", map[5]);
+    let tiles = Occlusion { window: [2, 2], stride: 2, baseline: 0.0 };
+    let map = flat(&tiles.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
+    for r in 0..4 {
+        for c in 0..4 {
+            let want = drop(r / 2 * 2, c / 2 * 2);
+            assert!((map[r * 4 + c] - want).abs() < 1e-6, "({r},{c})");
+        }
+    }
+    // A baseline of 1 drops the logit by Σ w·(x − 1) instead.
+    let ones = Occlusion { window: [2, 2], stride: 2, baseline: 1.0 };
+    let map = flat(&ones.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
+    let want: f32 = [0, 1, 4, 5].iter().map(|&p| w[t][p] * (xs[p] - 1.0)).sum();
+    assert!((map[0] - want).abs() < 1e-6);
 }
