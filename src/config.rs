@@ -7,8 +7,8 @@
 
 use crate::attack::{Attack, RandomSign, TopK, TopKSettings, ATTACK_NAMES};
 use crate::attribution::{
-    by_name, Aggregate, Attribution, GradCam, GuidedGradCam, IntegratedGradients, NoiseSettings, NoiseTunnel,
-    Occlusion, METHOD_NAMES, NOISE_METHODS,
+    by_name, Aggregate, Attribution, GradCam, GuidedGradCam, IntegratedGradients, KernelShap, Lime,
+    NoiseSettings, NoiseTunnel, Occlusion, METHOD_NAMES, NOISE_METHODS,
 };
 use crate::error::{Error, Result};
 use candle_core::Device;
@@ -72,6 +72,8 @@ struct RawMethods {
     smoothgrad: Option<Spanned<NoiseSettings>>,
     grad_cam: Option<Spanned<GradCam>>,
     occlusion: Option<Spanned<Occlusion>>,
+    lime: Option<Spanned<Lime>>,
+    kernel_shap: Option<Spanned<KernelShap>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,12 +265,43 @@ impl Plan {
             }
             None => Occlusion::default(),
         };
+        let lime = match &raw.methods.lime {
+            Some(l) => {
+                let v = *l.get_ref();
+                let width_ok = v.kernel_width.is_finite() && v.kernel_width > 0.0;
+                if v.samples < 2 || v.cell == 0 || !width_ok || v.ridge.is_nan() || v.ridge < 0.0 {
+                    return Err(cx.err(
+                        l.span(),
+                        "field `methods.lime`: `samples` ≥ 2, `cell` ≥ 1, `kernel_width` > 0, `ridge` ≥ 0"
+                            .into(),
+                    ));
+                }
+                Lime { seed: raw.seed, ..v }
+            }
+            None => Lime { seed: raw.seed, ..Lime::default() },
+        };
+        let shap = match &raw.methods.kernel_shap {
+            Some(k) => {
+                let v = *k.get_ref();
+                if v.samples == 0 || v.cell == 0 || v.exact_max_features > 20 {
+                    return Err(cx.err(
+                        k.span(),
+                        "field `methods.kernel_shap`: `samples` ≥ 1, `cell` ≥ 1, `exact_max_features` ≤ 20"
+                            .into(),
+                    ));
+                }
+                KernelShap { seed: raw.seed, ..v }
+            }
+            None => KernelShap { seed: raw.seed, ..KernelShap::default() },
+        };
         // Methods that wrap nothing, with their configured settings.
         let base_method = |name: &str| -> Option<Arc<dyn Attribution>> {
             match name {
                 "integrated_gradients" => Some(Arc::new(ig)),
                 "grad_cam" => Some(Arc::new(cam.clone())),
                 "occlusion" => Some(Arc::new(occlusion)),
+                "lime" => Some(Arc::new(lime)),
+                "kernel_shap" => Some(Arc::new(shap)),
                 "guided_grad_cam" => Some(Arc::new(GuidedGradCam { cam: cam.clone() })),
                 n if NOISE_METHODS.contains(&n) => None,
                 n => by_name(n, raw.seed).map(Arc::from),

@@ -15,15 +15,20 @@ mod gradcam;
 mod gradient;
 mod guided;
 mod integrated;
+mod lime;
 mod occlusion;
+mod shap;
 mod smoothgrad;
+pub mod surrogate;
 
 pub use deeplift::DeepLift;
 pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
 pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};
 pub use integrated::{quadrature, IntegratedGradients, Quadrature};
+pub use lime::Lime;
 pub use occlusion::Occlusion;
+pub use shap::KernelShap;
 pub use smoothgrad::{Aggregate, NoiseSettings, NoiseTunnel};
 
 use crate::error::{Error, Result};
@@ -143,6 +148,8 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "guided_grad_cam" => Some(Box::new(GuidedGradCam::default())),
         "deeplift" => Some(Box::new(DeepLift)),
         "occlusion" => Some(Box::new(Occlusion::default())),
+        "lime" => Some(Box::new(Lime { seed, ..Lime::default() })),
+        "kernel_shap" => Some(Box::new(KernelShap { seed, ..KernelShap::default() })),
         _ => None,
     }
 }

@@ -3,7 +3,8 @@
 use crate::common::*;
 use candle_core::{DType, Device, Tensor};
 use fragility::attribution::{
-    by_name, quadrature, Attribution, IntegratedGradients, Occlusion, Quadrature, METHOD_NAMES,
+    by_name, quadrature, Attribution, IntegratedGradients, KernelShap, Lime, Occlusion, Quadrature,
+    METHOD_NAMES,
 };
 use fragility::model::{Activation, Classifier, ReluRule};
 
@@ -80,8 +81,10 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     let xs = flat(&x);
     let want_grad: Vec<f32> = targets.iter().flat_map(|&t| w[t as usize].clone()).collect();
     let want_gxi: Vec<f32> = want_grad.iter().zip(&xs).map(|(a, b)| a * b).collect();
-    // Grad-CAM needs a conv layer, which the linear model lacks; occlusion has its own test.
-    for m in all_methods().into_iter().filter(|m| !m.name().contains("grad_cam") && m.name() != "occlusion") {
+    // Grad-CAM needs a conv layer, which the linear model lacks; the perturbation methods have
+    // their own tests below.
+    let own_test = ["grad_cam", "guided_grad_cam", "occlusion", "lime", "kernel_shap"];
+    for m in all_methods().into_iter().filter(|m| !own_test.contains(&m.name())) {
         let got = flat(&m.attribute(&model, &x, &targets, Activation::Relu).unwrap());
         let want_sq: Vec<f32> = want_grad.iter().map(|w| w * w).collect();
         let zeros = vec![0f32; want_grad.len()];
@@ -368,4 +371,76 @@ fn occlusion_on_a_linear_model_by_hand() {
     let map = flat(&ones.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
     let want: f32 = [0, 1, 4, 5].iter().map(|&p| w[t][p] * (xs[p] - 1.0)).sum();
     assert!((map[0] - want).abs() < 1e-6);
+}
+
+#[test]
+fn lime_and_kernel_shap_recover_a_linear_model_exactly() {
+    // One feature per pixel (cell 1, F = 16) and no penalty: the target logit of a coalition is
+    // b_t + Σ_p w_t[p]·x[p]·z_p, exactly linear in z, so the weighted least-squares fit returns
+    // β_p = w_t[p]·x[p] whatever the sample weights (LIME's kernel, or KernelSHAP's sampled
+    // coalitions with the pinned empty and full ones).
+    let model = Linear::new();
+    let x = seeded_uniform(&[2, 1, 4, 4], 0.0, 1.0, 8).to_dtype(DType::F32).unwrap();
+    let targets = [0u32, 2];
+    let xs = flat(&x);
+    let w = model.w.to_vec2::<f32>().unwrap();
+    let want: Vec<f32> = (0..32).map(|i| w[targets[i / 16] as usize][i % 16] * xs[i]).collect();
+    let lime = Lime { samples: 300, cell: 1, ridge: 0.0, seed: 1, ..Lime::default() };
+    let got = flat(&lime.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+    assert!(max_abs_diff(&got, &want) < 1e-4, "lime");
+    let shap = KernelShap { samples: 300, cell: 1, seed: 1, ..KernelShap::default() };
+    let got = flat(&shap.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+    assert!(max_abs_diff(&got, &want) < 1e-4, "kernel_shap");
+}
+
+#[test]
+fn kernel_shap_with_every_coalition_gives_exact_shapley_values() {
+    // 3×3 grid of 10-pixel cells (F = 9 ≤ 12): every coalition is enumerated. Reference: the
+    // Shapley formula φ_i = Σ_{S ∌ i} |S|!(F−|S|−1)!/F! · (v(S ∪ {i}) − v(S)), with v(S) the
+    // shipped model's target logit on the image with only the cells in S kept (others 0),
+    // computed here directly from the model.
+    let model = shipped_model();
+    let set = shipped_images();
+    let x = images(&set, &[3]);
+    let t = fragility::model::predict(&model, &x).unwrap()[0];
+    let (features, nf) = fragility::attribution::surrogate::grid_features(28, 28, 10);
+    assert_eq!(nf, 9);
+    let img = flat(&x);
+    let masked: Vec<f32> = (0..1usize << nf)
+        .flat_map(|s| (0..784).map(move |p| (s, p)))
+        .map(|(s, p)| if (s >> features[p]) & 1 == 1 { img[p] } else { 0.0 })
+        .collect();
+    let batch = Tensor::from_vec(masked, (1 << nf, 1, 28, 28), &Device::Cpu).unwrap();
+    let v: Vec<f64> = fragility::model::logits_in_passes(&model, &batch)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
+        .iter()
+        .map(|l| l[t as usize] as f64)
+        .collect();
+    let fact = |n: usize| (1..=n).map(|k| k as f64).product::<f64>();
+    let phi: Vec<f64> = (0..nf)
+        .map(|i| {
+            (0..1usize << nf)
+                .filter(|s| (s >> i) & 1 == 0)
+                .map(|s| {
+                    let k = s.count_ones() as usize;
+                    fact(k) * fact(nf - k - 1) / fact(nf) * (v[s | 1 << i] - v[s])
+                })
+                .sum()
+        })
+        .collect();
+    let shap = KernelShap { cell: 10, ..KernelShap::default() };
+    let map = flat(&shap.attribute(&model, &x, &[t], Activation::Relu).unwrap());
+    for (p, &f) in features.iter().enumerate() {
+        assert!(
+            (map[p] as f64 - phi[f]).abs() < 1e-3 * phi.iter().fold(1.0f64, |a, b| a.max(b.abs())),
+            "feature {f}: {} vs {}",
+            map[p],
+            phi[f]
+        );
+    }
+    // Efficiency: Σ φ = v(all) − v(none).
+    let total: f64 = phi.iter().sum();
+    assert!((total - (v[(1 << nf) - 1] - v[0])).abs() < 1e-3);
 }

@@ -1,0 +1,109 @@
+//! KernelSHAP (Lundberg and Lee, NeurIPS 2017): LIME's machinery with the Shapley kernel.
+//!
+//! The Shapley kernel weighs a coalition of size k among F features by
+//! π(k) = (F − 1) / (C(F, k)·k·(F − k)). The empty and the full coalitions (infinite weight:
+//! they pin the intercept to f(baseline) and the sum of the values to f(x) − f(baseline)) get
+//! weight 1e6, and there is no ridge penalty. With F ≤ `exact_max_features` every coalition
+//! is enumerated with its kernel weight, which gives the exact Shapley values of the game
+//! v(S) = f(x with only S kept)ₜ; otherwise N coalitions are sampled the way the kernel
+//! weighs them — a size k with probability ∝ (F − 1)/(k(F − k)), then a uniform subset of that
+//! size — each with weight 1. Features, shapes and seeding as in [`super::surrogate`].
+
+use super::surrogate::{coalition_values, explain_batch, weighted_ridge};
+use super::Attribution;
+use crate::error::Result;
+use crate::model::{Activation, Classifier};
+use candle_core::Tensor;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Weight standing in for the infinite kernel weight of the empty and full coalitions.
+const PIN: f64 = 1e6;
+
+/// KernelSHAP settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelShap {
+    /// Number of sampled coalitions N (when not enumerating).
+    pub samples: usize,
+    /// Superpixel side in pixels (square grid).
+    pub cell: usize,
+    /// Value of switched-off pixels.
+    pub baseline: f32,
+    /// Enumerate every coalition (exact Shapley values) when F is at most this.
+    pub exact_max_features: usize,
+    /// Seed of the sampling (the run's seed unless set).
+    #[serde(skip)]
+    pub seed: u64,
+}
+
+impl Default for KernelShap {
+    fn default() -> Self {
+        Self { samples: 1000, cell: 4, baseline: 0.0, exact_max_features: 12, seed: 0 }
+    }
+}
+
+/// Binomial coefficient C(n, k) in f64.
+fn choose(n: usize, k: usize) -> f64 {
+    (0..k).fold(1.0, |acc, i| acc * (n - i) as f64 / (i + 1) as f64)
+}
+
+impl Attribution for KernelShap {
+    fn name(&self) -> &'static str {
+        "kernel_shap"
+    }
+
+    fn attribute(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        targets: &[u32],
+        _act: Activation,
+    ) -> Result<Tensor> {
+        explain_batch(x, targets, self.seed, self.cell, |image, target, features, nf, rng| {
+            let mut z: Vec<Vec<f32>> = vec![vec![0.0; nf], vec![1.0; nf]];
+            let mut weights = vec![PIN, PIN];
+            if nf <= self.exact_max_features {
+                for mask in 1..(1u64 << nf) - 1 {
+                    let zs: Vec<f32> = (0..nf).map(|f| ((mask >> f) & 1) as f32).collect();
+                    let k = mask.count_ones() as usize;
+                    weights.push((nf - 1) as f64 / (choose(nf, k) * k as f64 * (nf - k) as f64));
+                    z.push(zs);
+                }
+            } else {
+                let size_weights: Vec<f64> =
+                    (1..nf).map(|k| (nf - 1) as f64 / (k * (nf - k)) as f64).collect();
+                let total: f64 = size_weights.iter().sum();
+                let mut order: Vec<usize> = (0..nf).collect();
+                for _ in 0..self.samples {
+                    let mut u = rng.random::<f64>() * total;
+                    let mut k = nf - 1;
+                    for (i, w) in size_weights.iter().enumerate() {
+                        if u < *w {
+                            k = i + 1;
+                            break;
+                        }
+                        u -= w;
+                    }
+                    order.shuffle(rng);
+                    let mut zs = vec![0.0; nf];
+                    for &f in &order[..k] {
+                        zs[f] = 1.0;
+                    }
+                    z.push(zs);
+                    weights.push(1.0);
+                }
+            }
+            let y = coalition_values(model, image, target, features, &z, self.baseline)?;
+            weighted_ridge(&z, &y, &weights, 0.0)
+        })
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({
+            "samples": self.samples, "cell": self.cell, "baseline": self.baseline,
+            "exact_max_features": self.exact_max_features, "seed": self.seed, "features": "square grid",
+        })
+    }
+}
