@@ -2,12 +2,14 @@
 //!
 //! Writes `DIR/<method>.npy` (float32 [N,C,H,W], raw attributions for the predicted class,
 //! before any channel reduction), `DIR/preds.npy` (int64 [N]) and `DIR/logits.npy` (float32
-//! [N,K]). Every method is computed (and every input checked) before the first file is written.
+//! [N,K]), plus `DIR/<method>.png`: the first images with the method's maps as heat-map
+//! overlays. Every method is computed (and every input checked) before the first file is written.
 
 use crate::attribution::{by_name, Attribution, METHOD_NAMES};
 use crate::data::{load_images, write_npy_f32, write_npy_i64};
 use crate::error::{Error, Result};
 use crate::model::{self, logits_in_passes, Activation};
+use crate::report::heatmap::{write_heatmap_grid, Panel};
 use crate::run::{batch_tensor, progress_bar};
 use candle_core::Tensor;
 use std::path::{Path, PathBuf};
@@ -31,6 +33,8 @@ pub struct ExplainRequest {
     pub batch_size: usize,
     /// Device name ("cpu", "cuda", "auto").
     pub device: String,
+    /// How many of the first images the per-method PNG grid shows (0: no PNG).
+    pub grid_images: usize,
 }
 
 /// Resolves method names (for `explain` and tests), rejecting unknown ones.
@@ -88,6 +92,31 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
         let p = out.join(format!("{}.npy", method.name()));
         write_npy_f32(&p, data, &[set.n, c, h, w])?;
         files.push(p);
+    }
+    let shown = req.grid_images.min(set.n);
+    if shown > 0 {
+        // Grey image (channel mean) and saliency (|attribution| summed over channels) per panel.
+        let hw = h * w;
+        let grey: Vec<Vec<f32>> = (0..shown)
+            .map(|i| {
+                (0..hw).map(|p| (0..c).map(|ch| set.image(i)[ch * hw + p]).sum::<f32>() / c as f32).collect()
+            })
+            .collect();
+        for (method, data) in methods.iter().zip(&maps) {
+            let sal: Vec<Vec<f32>> = (0..shown)
+                .map(|i| (0..hw).map(|p| (0..c).map(|ch| data[(i * c + ch) * hw + p].abs()).sum()).collect())
+                .collect();
+            let panels: Vec<Panel> = (0..shown)
+                .map(|i| Panel {
+                    image: &grey[i],
+                    map: &sal[i],
+                    label: format!("#{i} pred {}", preds_all[i]),
+                })
+                .collect();
+            let p = out.join(format!("{}.png", method.name()));
+            write_heatmap_grid(&p, method.name(), &panels, h, w)?;
+            files.push(p);
+        }
     }
     let p = out.join("preds.npy");
     write_npy_i64(&p, &preds_all, &[set.n])?;

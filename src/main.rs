@@ -63,6 +63,9 @@ enum Command {
         /// Device: cpu, cuda, cuda:N or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// How many of the first images each method's PNG grid (DIR/<method>.png) shows; 0 for none.
+        #[arg(long, default_value_t = 8)]
+        grid_images: usize,
     },
 }
 
@@ -92,8 +95,18 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
-        Command::Explain { model, weights, images, methods, out, seed, batch_size, device } => {
-            let req = ExplainRequest { model, weights, images, methods, out, seed, batch_size, device };
+        Command::Explain { model, weights, images, methods, out, seed, batch_size, device, grid_images } => {
+            let req = ExplainRequest {
+                model,
+                weights,
+                images,
+                methods,
+                out,
+                seed,
+                batch_size,
+                device,
+                grid_images,
+            };
             explain(&req, progress).map(|files| {
                 for f in files {
                     println!("{}", f.display());

@@ -11,6 +11,7 @@
 //! - [`summary`]: the per-group statistics and their Parquet file.
 //! - [`plot`]: the PNG charts.
 
+pub mod heatmap;
 pub mod plot;
 mod png;
 pub mod summary;

@@ -66,7 +66,7 @@ type DrawError = Box<dyn std::error::Error + Send + Sync>;
 /// Registers DejaVu Sans as the `sans-serif` family, once per process.
 ///
 /// Without it every text of every chart is silently missing (see the module docs).
-fn ensure_font() -> std::result::Result<(), String> {
+pub(crate) fn ensure_font() -> std::result::Result<(), String> {
     static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {

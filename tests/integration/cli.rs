@@ -231,6 +231,13 @@ fn explain_writes_maps_predictions_and_logits() {
         assert_eq!(npy_shape(&out.join(format!("{m}.npy"))), "12, 1, 28, 28", "{m}");
     }
     assert_eq!(npy_shape(&out.join("logits.npy")), "12, 10");
+    // One heat-map grid per method: 8 panels of 112 px with 16 px gaps, plus the colour bar.
+    for m in ["gradient", "integrated_gradients"] {
+        let png = std::fs::read(out.join(format!("{m}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let width = u32::from_be_bytes([png[16], png[17], png[18], png[19]]);
+        assert_eq!(width, 16 + 8 * (112 + 16) + 110, "{m}");
+    }
     let preds = fragility::data::load_labels(&out.join("preds.npy")).unwrap();
     let model = shipped_model();
     let x = images_tensor(12);

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent numpy reference for the `fmnist_cnn` model and six attributions.
+"""Independent numpy reference for the `fmnist_cnn` model and nine attributions.
 
 This file deliberately shares no code with the Rust crate (no candle, no torch):
 forward pass, hand-written backward pass and the attribution definitions are all
@@ -280,19 +280,121 @@ def deeplift(p, x, target, x0=None):
     return mult * (x - x0)
 
 
+def conv2_activation_gradient(p, x, target):
+    """Grad-CAM's layer: A = conv2's output after its ReLU, before pooling [B,64,14,14], and
+    G = d logit_target / d A (ordinary backward: fc2, fc1 ReLU derivative [z > 0], fc1,
+    reshape to [B,64,7,7], max-pool backward to the first arg-max of each window of A).
+    Returns (A, G, logits)."""
+    logits, (z1, i1, z2, i2, m2_shape, z3) = forward(p, x)
+    B = x.shape[0]
+    g = np.zeros((B, NUM_CLASSES))
+    g[np.arange(B), target] = 1.0
+    g = g @ p["fc2.weight"]  # [B,128]
+    g = g * (z3 > 0)
+    g = g @ p["fc1.weight"]  # [B,3136]
+    g = maxpool2_backward(g.reshape(m2_shape), i2)  # [B,64,14,14]
+    return np.maximum(z2, 0.0), g, logits
+
+
+def forward_from_conv2_activation(p, a2):
+    """logits from A = relu(conv2) [B,64,14,14] (A is taken as is: no ReLU re-applied)."""
+    m2, _ = maxpool2_forward(a2)
+    f = m2.reshape(m2.shape[0], -1)
+    return np.maximum(f @ p["fc1.weight"].T + p["fc1.bias"], 0.0) @ p["fc2.weight"].T + p["fc2.bias"]
+
+
+def bilinear_matrix(n_in, n_out):
+    """[n_out, n_in] interpolation matrix of PyTorch's F.interpolate(mode='bilinear',
+    align_corners=False) along one axis: src = (o + 0.5) * n_in / n_out - 0.5, clamped below
+    at 0; i0 = floor(src) (<= n_in - 1), i1 = min(i0 + 1, n_in - 1), frac = src - i0."""
+    m = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        src = max((o + 0.5) * (n_in / n_out) - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        frac = src - i0
+        m[o, i0] += 1.0 - frac
+        m[o, i1] += frac
+    return m
+
+
+def bilinear_upsample(a, out_hw=(28, 28)):
+    """Separable bilinear resize (align_corners=False) of the last two axes of a."""
+    mr = bilinear_matrix(a.shape[-2], out_hw[0])
+    mc = bilinear_matrix(a.shape[-1], out_hw[1])
+    return np.einsum("rh,...hw,cw->...rc", mr, a, mc)
+
+
+def grad_cam(p, x, target):
+    """Grad-CAM (Selvaraju et al. 2017) at conv2's post-ReLU, pre-pool output A:
+    alpha_k = mean_{h,w} G_k, cam = relu(sum_k alpha_k A_k) [B,14,14], bilinearly upsampled
+    to [B,1,28,28]. Returns (upsampled map, cam [B,14,14])."""
+    a2, g, _ = conv2_activation_gradient(p, x, target)
+    alpha = g.mean(axis=(2, 3))  # [B,64]
+    cam = np.maximum(np.einsum("bk,bkhw->bhw", alpha, a2), 0.0)
+    return bilinear_upsample(cam)[:, None], cam
+
+
+OCC_WINDOW = 4
+OCC_STRIDE = 2
+
+
+def occlusion_masks(size=28, window=OCC_WINDOW, stride=OCC_STRIDE):
+    """[P,size,size] 0/1 masks of the occlusion windows, top-left (r, c) with
+    r, c in range(0, size - window + 1, stride), row-major."""
+    starts = range(0, size - window + 1, stride)
+    masks = []
+    for r in starts:
+        for c in starts:
+            m = np.zeros((size, size))
+            m[r : r + window, c : c + window] = 1.0
+            masks.append(m)
+    return np.stack(masks)
+
+
+def occlusion(p, x, target, chunk_images=512):
+    """Occlusion (Zeiler & Fergus 2014): 4x4 windows (all channels), stride 2, baseline 0.
+    drop_w = logit_t(x) - logit_t(x with window w set to 0); a pixel's value is the mean of
+    the drops of the windows covering it (0 if none)."""
+    masks = occlusion_masks()  # [P,28,28]
+    P = masks.shape[0]
+    B = x.shape[0]
+    base, _ = forward(p, x)
+    base_t = base[np.arange(B), target]
+    keep = 1.0 - masks
+    b_idx = np.repeat(np.arange(B), P)
+    w_idx = np.tile(np.arange(P), B)
+    occ_t = np.empty(B * P)
+    for s in range(0, B * P, chunk_images):
+        bi, wi = b_idx[s : s + chunk_images], w_idx[s : s + chunk_images]
+        xs = x[bi] * keep[wi][:, None]
+        lg, _ = forward(p, xs)
+        occ_t[s : s + chunk_images] = lg[np.arange(len(bi)), target[bi]]
+    drops = base_t[:, None] - occ_t.reshape(B, P)  # [B,P]
+    count = masks.sum(axis=0)  # [28,28]
+    total = np.einsum("bp,phw->bhw", drops, masks)
+    out = np.where(count > 0, total / np.maximum(count, 1.0), 0.0)
+    return out[:, None]
+
+
 def compute_all(p, x):
     logits, _ = forward(p, x)
     preds = np.argmax(logits, axis=1).astype(np.int64)
     grad, _ = input_gradient(p, x, preds)
+    guided = input_gradient(p, x, preds, rule="guided")[0]
+    gcam, _ = grad_cam(p, x, preds)
     return {
         "logits": logits,
         "preds": preds,
         "gradient": grad,
         "gradient_x_input": x * grad,
         "integrated_gradients": integrated_gradients(p, x, preds),
-        "guided_backprop": input_gradient(p, x, preds, rule="guided")[0],
+        "guided_backprop": guided,
         "deconvnet": input_gradient(p, x, preds, rule="deconvnet")[0],
         "deeplift": deeplift(p, x, preds),
+        "grad_cam": gcam,
+        "guided_grad_cam": guided * gcam,
+        "occlusion": occlusion(p, x, preds),
     }
 
 
@@ -644,7 +746,7 @@ def main(argv=None):
     res = compute_all(p, x)
     os.makedirs(args.out, exist_ok=True)
     for name in ("gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "deconvnet",
-                 "deeplift"):
+                 "deeplift", "grad_cam", "guided_grad_cam", "occlusion"):
         np.save(os.path.join(args.out, f"{name}.npy"), res[name].astype(np.float32))
     np.save(os.path.join(args.out, "preds.npy"), res["preds"].astype(np.int64))
     np.save(os.path.join(args.out, "logits.npy"), res["logits"].astype(np.float32))

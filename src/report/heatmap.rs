@@ -1,0 +1,138 @@
+//! Heat-map grids: the first images of a set with one method's maps overlaid, as one PNG.
+//!
+//! Each panel is the grey image scaled up, with the saliency map (|attribution| summed over
+//! channels, normalised per image to its maximum) blended on top in a black–red–yellow–white
+//! colour map; a colour bar on the right reads from 0 to the image's maximum. Drawn with
+//! plotters into memory (DejaVu font, see [`super::plot`]) and encoded by [`super::png`], so the
+//! file is written atomically.
+
+use super::plot::ensure_font;
+use super::png::{encode_png, Rendering};
+use crate::atomic;
+use crate::error::{Error, Result};
+use plotters::backend::RGBPixel;
+use plotters::prelude::*;
+use std::path::Path;
+
+/// Scale factor from image pixels to drawn pixels.
+const ZOOM: u32 = 4;
+/// Gap between panels, and outer margin, in drawn pixels.
+const GAP: u32 = 16;
+/// Height of the title band.
+const TITLE: u32 = 44;
+/// Height of the label band under the panels.
+const LABEL: u32 = 28;
+/// Width reserved for the colour bar and its labels.
+const BAR: u32 = 110;
+
+/// One panel: a grey image [H·W] in [0,1], its saliency map [H·W] (non-negative) and a label.
+pub struct Panel<'a> {
+    /// Grey pixels in [0,1], row-major.
+    pub image: &'a [f32],
+    /// Saliency, row-major, non-negative.
+    pub map: &'a [f32],
+    /// Text under the panel.
+    pub label: String,
+}
+
+/// The heat colour of t ∈ [0,1]: black → red → yellow → white.
+fn heat(t: f32) -> [f32; 3] {
+    let t = t.clamp(0.0, 1.0);
+    [(3.0 * t).min(1.0), (3.0 * t - 1.0).clamp(0.0, 1.0), (3.0 * t - 2.0).clamp(0.0, 1.0)]
+}
+
+/// Renders the grid (`h`×`w` images) into an RGB buffer.
+pub(crate) fn render(
+    title: &str,
+    panels: &[Panel],
+    h: usize,
+    w: usize,
+) -> std::result::Result<Rendering, String> {
+    ensure_font()?;
+    let n = panels.len().max(1) as u32;
+    let (pw, ph) = (w as u32 * ZOOM, h as u32 * ZOOM);
+    let width = GAP + n * (pw + GAP) + BAR;
+    let height = TITLE + ph + LABEL + GAP;
+    let mut rgb = vec![255u8; (3 * width * height) as usize];
+    {
+        let root = BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut rgb, (width, height))
+            .map_err(|e| e.to_string())?
+            .into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let title_style = TextStyle::from(("sans-serif", 24).into_font()).color(&BLACK);
+        root.draw_text(title, &title_style, (GAP as i32, 10)).map_err(|e| e.to_string())?;
+        let label_style = TextStyle::from(("sans-serif", 13).into_font()).color(&BLACK);
+        for (k, p) in panels.iter().enumerate() {
+            let x0 = GAP + k as u32 * (pw + GAP);
+            let max = p.map.iter().fold(0f32, |a, &b| a.max(b));
+            for y in 0..ph {
+                for x in 0..pw {
+                    let i = (y / ZOOM) as usize * w + (x / ZOOM) as usize;
+                    let g = p.image[i].clamp(0.0, 1.0);
+                    let s = if max > 0.0 { p.map[i] / max } else { 0.0 };
+                    let c = heat(s);
+                    let a = 0.8 * s;
+                    let px = |ch: usize| (255.0 * ((1.0 - a) * g * 0.8 + a * c[ch])) as u8;
+                    root.draw_pixel(((x0 + x) as i32, (TITLE + y) as i32), &RGBColor(px(0), px(1), px(2)))
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            root.draw_text(&p.label, &label_style, (x0 as i32, (TITLE + ph + 6) as i32))
+                .map_err(|e| e.to_string())?;
+        }
+        // Colour bar: 0 at the bottom, the image's maximum at the top.
+        let bx = (GAP + n * (pw + GAP)) as i32;
+        for y in 0..ph {
+            let c = heat(1.0 - y as f32 / (ph - 1).max(1) as f32);
+            let col = RGBColor((255.0 * c[0]) as u8, (255.0 * c[1]) as u8, (255.0 * c[2]) as u8);
+            root.draw(&Rectangle::new(
+                [(bx, (TITLE + y) as i32), (bx + 18, (TITLE + y + 1) as i32)],
+                col.filled(),
+            ))
+            .map_err(|e| e.to_string())?;
+        }
+        root.draw_text("max", &label_style, (bx + 24, TITLE as i32)).map_err(|e| e.to_string())?;
+        root.draw_text("0", &label_style, (bx + 24, (TITLE + ph - 14) as i32)).map_err(|e| e.to_string())?;
+        root.draw_text("(per image)", &label_style, (bx - 4, (TITLE + ph + 6) as i32))
+            .map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(Rendering { width, height, rgb })
+}
+
+/// Writes the grid of `panels` to `path` as PNG, atomically.
+pub fn write_heatmap_grid(path: &Path, title: &str, panels: &[Panel], h: usize, w: usize) -> Result<()> {
+    let image =
+        render(title, panels, h, w).map_err(|message| Error::Plot { path: path.to_path_buf(), message })?;
+    atomic::write_with(path, |out| encode_png(out, &image).map_err(|e| Error::io(path, e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_has_title_text_and_heat_colours() {
+        let image = vec![0.5f32; 16];
+        let mut map = vec![0f32; 16];
+        map[5] = 1.0;
+        let panels = [Panel { image: &image, map: &map, label: "#0 pred 3".into() }];
+        let r = render("gradient", &panels, 4, 4).unwrap();
+        let px = |x: u32, y: u32| {
+            let i = (3 * (y * r.width + x)) as usize;
+            [r.rgb[i], r.rgb[i + 1], r.rgb[i + 2]]
+        };
+        // Title text: dark pixels in the title band (a missing font would leave it white).
+        let dark = (0..TITLE)
+            .flat_map(|y| (0..r.width).map(move |x| (x, y)))
+            .filter(|&(x, y)| px(x, y)[0] < 80)
+            .count();
+        assert!(dark > 30, "{dark}");
+        // Pixel (1,1) of the image is the map's maximum: drawn hot (red and green high, i.e.
+        // towards white/yellow); pixel (0,0) has no saliency: plain grey 0.5·0.8.
+        let hot = px(GAP + ZOOM + 1, TITLE + ZOOM + 1);
+        assert!(hot[0] > 200 && hot[1] > 150, "{hot:?}");
+        let grey = px(GAP + 1, TITLE + 1);
+        assert_eq!(grey, [102, 102, 102]);
+    }
+}
