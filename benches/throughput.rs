@@ -26,17 +26,32 @@ fn setup(batch: usize) -> (FmnistCnn, Tensor, Vec<u32>) {
     (model, x, targets)
 }
 
+/// Batch sizes per method: 64 and 256 for the gradient-based methods; the perturbation
+/// methods (thousands of forward passes per image) at smaller batches, to keep a run of the
+/// whole bench within minutes.
+fn batches(name: &str) -> &'static [usize] {
+    match name {
+        "occlusion" => &[64],
+        "lime" | "kernel_shap" => &[16],
+        _ => &[64, 256],
+    }
+}
+
 fn methods(c: &mut Criterion) {
     let mut group = c.benchmark_group("methods");
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
     for batch in [64, 256] {
-        let (model, x, targets) = setup(batch);
+        let (model, x, _) = setup(batch);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new("forward", batch), |b| {
             b.iter(|| fragility::model::Classifier::logits(&model, &x, Activation::Relu).unwrap())
         });
-        for name in METHOD_NAMES {
-            let m = by_name(name, 0).unwrap();
+    }
+    for name in METHOD_NAMES {
+        let m = by_name(name, 0).unwrap();
+        for &batch in batches(name) {
+            let (model, x, targets) = setup(batch);
+            group.throughput(Throughput::Elements(batch as u64));
             group.bench_function(BenchmarkId::new(name, batch), |b| {
                 b.iter(|| m.attribute(&model, &x, &targets, Activation::Relu).unwrap())
             });

@@ -37,7 +37,7 @@ fn explain_maps_equal_an_independent_numpy_implementation() {
     let o = explain_shipped(
         dir.path(),
         &images,
-        "gradient,gradient_x_input,integrated_gradients,guided_backprop,deconvnet,deeplift",
+        "gradient,gradient_x_input,integrated_gradients,guided_backprop,deconvnet,deeplift,grad_cam,guided_grad_cam,occlusion",
         "ours",
         &[],
     );
@@ -64,9 +64,17 @@ fn explain_maps_equal_an_independent_numpy_implementation() {
     assert!(max_abs_diff(&lo, &lt) < 1e-3 * max_abs(&lt), "logits differ");
     let po = fragility::data::load_labels(&dir.path().join("ours/preds.npy")).unwrap();
     let pt = fragility::data::load_labels(&dir.path().join("theirs/preds.npy")).unwrap();
-    for method in
-        ["gradient", "gradient_x_input", "integrated_gradients", "guided_backprop", "deconvnet", "deeplift"]
-    {
+    for method in [
+        "gradient",
+        "gradient_x_input",
+        "integrated_gradients",
+        "guided_backprop",
+        "deconvnet",
+        "deeplift",
+        "grad_cam",
+        "guided_grad_cam",
+        "occlusion",
+    ] {
         let (a, b) = (ours(&format!("{method}.npy")), theirs(&format!("{method}.npy")));
         for i in 0..n {
             if po[i] != pt[i] {

@@ -708,6 +708,151 @@ def self_test():
     report("DeepLIFT summation-to-delta, centre-tap conv2 net (all reference windows tied), max rel err",
            relc.max(), 1e-10)
 
+    # 8. bilinear upsampling 14 -> 28 (align_corners=False) on a hand case: with
+    #    src = (o + 0.5)/2 - 0.5 the output rows/columns 0..3 read input (0) | .75(0)+.25(1) |
+    #    .25(0)+.75(1) | .75(1)+.25(2), and every input index has total weight 2 per axis.
+    hin = np.zeros((14, 14))
+    hin[0, 1], hin[1, 2] = 1.8, 1.0
+    up = bilinear_upsample(hin)
+    bil_expect = [((0, 2), 0.75 * 1.8), ((0, 3), 0.75 * 1.8), ((3, 4), 0.5625 * 1.0),
+                  ((2, 3), 0.1875 * 1.8 + 0.1875 * 1.0)]
+    err = max(abs(up[rc] - v) for rc, v in bil_expect)
+    err = max(err, abs(up.sum() - 4 * 2.8))
+    print(f"       bilinear hand case: out[0,2] = {up[0, 2]:.4f}, out[0,3] = {up[0, 3]:.4f}, "
+          f"out[3,4] = {up[3, 4]:.4f}, out[2,3] = {up[2, 3]:.4f}, sum = {up.sum():.4f} (expect 11.2)")
+    report("bilinear upsampling hand case (4 entries and the sum), max abs err", err, 1e-12)
+
+    # 9. occlusion
+    # 9a. hand-built net, predicted class 2: logit_2 = relu(A - 0.5) = 0.4 with A = max of
+    #     x[0:4, 0:4] (= x[1,2] = 0.9). Only the windows (0,0) and (0,2) cover (1,2); they drop
+    #     logit_2 to relu(-0.5) = 0 (drop 0.4), every other window drops 0 (logit_2 does not
+    #     read B). A pixel's share of dropping windows: rows 0-1 are covered only by window row
+    #     0 (1), rows 2-3 by rows 0 and 2 (1/2); columns 0-3 only by columns 0 and/or 2 (1),
+    #     columns 4-5 by columns 2 and 4 (1/2). So the map is 0.4 * rowfac (x) colfac with
+    #     rowfac = [1,1,.5,.5,0,...], colfac = [1,1,1,1,.5,.5,0,...], sum 0.4 * 3 * 5 = 6.
+    htp = np.argmax(hlog, axis=1)
+    occ_h = occlusion(hp, hx, htp)[0, 0]
+    rowfac = np.zeros(28)
+    rowfac[:4] = [1.0, 1.0, 0.5, 0.5]
+    colfac = np.zeros(28)
+    colfac[:6] = [1.0, 1.0, 1.0, 1.0, 0.5, 0.5]
+    occ_expect = 0.4 * np.outer(rowfac, colfac)
+    print(f"       hand-built case, occlusion (predicted class {int(htp[0])}): (1,2) = {occ_h[1, 2]:.4f}, "
+          f"(3,3) = {occ_h[3, 3]:.4f}, (1,4) = {occ_h[1, 4]:.4f}, (3,5) = {occ_h[3, 5]:.4f}, "
+          f"sum = {occ_h.sum():.4f} (expect 0.4, 0.2, 0.2, 0.1, 6)")
+    report("hand-built case, occlusion vs hand-derived, max abs err",
+           float(np.max(np.abs(occ_h - occ_expect))) if htp[0] == 2 else np.inf, 1e-12)
+    # 9b. random net: vectorised occlusion vs a loop over windows and pixels
+    occ = occlusion(p, x, preds)
+    occ_loop = np.zeros_like(occ)
+    for b in range(2):
+        t = preds[b]
+        drops = {}
+        for r in range(0, 25, 2):
+            for c in range(0, 25, 2):
+                xo = x[b : b + 1].copy()
+                xo[0, 0, r : r + 4, c : c + 4] = 0.0
+                drops[(r, c)] = logits[b, t] - forward(p, xo)[0][0, t]
+        for i in range(28):
+            for j in range(28):
+                cov = [v for (r, c), v in drops.items() if r <= i < r + 4 and c <= j < c + 4]
+                occ_loop[b, 0, i, j] = np.mean(cov) if cov else 0.0
+    report("occlusion, vectorised vs loop over windows (random net, 2 images), max abs diff",
+           float(np.max(np.abs(occ[:2] - occ_loop[:2]))), 1e-12)
+    report("occlusion chunk-size invariance, max abs diff",
+           float(np.max(np.abs(occ - occlusion(p, x, preds, chunk_images=37)))), 1e-12)
+
+    # 10. Grad-CAM
+    # 10a. G = d logit_t / d A vs central FD of the logit as a function of A, on entries whose
+    #      pool window has a clear top-1 (FD must stay on one linear piece; checked).
+    a2, G, _ = conv2_activation_gradient(p, x, preds)
+    _, i2_ref = maxpool2_forward(a2)
+
+    def fwd_a(a):
+        m2, idx = maxpool2_forward(a)
+        z = m2.reshape(m2.shape[0], -1) @ p["fc1.weight"].T + p["fc1.bias"]
+        return np.maximum(z, 0.0) @ p["fc2.weight"].T + p["fc2.bias"], idx, z > 0
+
+    report("forward from A vs forward from x, max abs diff",
+           float(np.max(np.abs(forward_from_conv2_activation(p, a2) - logits))), 1e-12)
+    win = np.sort(a2.reshape(3, 64, 7, 2, 7, 2).transpose(0, 1, 2, 4, 3, 5).reshape(3, 64, 7, 7, 4), axis=-1)
+    gap_win = win[..., 3] - win[..., 2]  # [3,64,7,7]
+    n_tied = int(np.sum(gap_win <= 1e-4))
+    h = 1e-6
+    worst, n_chk, n_pat = 0.0, 0, 0
+    for b in range(3):
+        clear = np.repeat(np.repeat(gap_win[b] > 1e-4, 2, axis=1), 2, axis=2)  # [64,14,14]
+        cand_nz = np.argwhere(clear & (G[b] != 0))
+        cand_z = np.argwhere(clear & (G[b] == 0))
+        pick = [cand_nz[i] for i in rng.choice(len(cand_nz), 20, replace=False)]
+        pick += [cand_z[i] for i in rng.choice(len(cand_z), 10, replace=False)]
+        _, idx0, mask0 = fwd_a(a2[b : b + 1])
+        for (k, r, c) in pick:
+            ap_, am_ = a2[b : b + 1].copy(), a2[b : b + 1].copy()
+            ap_[0, k, r, c] += h
+            am_[0, k, r, c] -= h
+            (lp, ip, mp), (lm, im, mm) = fwd_a(ap_), fwd_a(am_)
+            n_pat += int(not (np.array_equal(ip, idx0) and np.array_equal(im, idx0)
+                              and np.array_equal(mp, mask0) and np.array_equal(mm, mask0)))
+            fd = (lp[0, preds[b]] - lm[0, preds[b]]) / (2 * h)
+            worst = max(worst, abs(fd - G[b, k, r, c]) / max(abs(fd), abs(G[b, k, r, c]), 1e-3))
+            n_chk += 1
+    print(f"       Grad-CAM layer: {n_tied} of {3 * 64 * 49} conv2 pool windows tied (gap <= 1e-4, "
+          f"excluded from the per-entry FD); {n_chk} entries checked")
+    report("Grad-CAM FD points that changed the pool/ReLU pattern (must be 0)", float(n_pat), 0.0)
+    report("Grad-CAM G vs central FD on A (h=1e-6), max rel err", worst, 1e-5)
+    # 10b. alpha_k = mean_hw G_k is a directional derivative: (1/196) d/de logit_t(A + e*1_k).
+    #      A shift that is constant over a channel keeps every pool arg-max (ties included), so
+    #      this covers all entries of G, tied windows too, in 64 directions per image.
+    he = 1e-5
+    alpha_fd = np.zeros((3, 64))
+    n_pat = 0
+    for b in range(3):
+        _, idx0, mask0 = fwd_a(a2[b : b + 1])
+        for k in range(64):
+            ap_, am_ = a2[b : b + 1].copy(), a2[b : b + 1].copy()
+            ap_[0, k] += he
+            am_[0, k] -= he
+            (lp, ip, mp), (lm, im, mm) = fwd_a(ap_), fwd_a(am_)
+            n_pat += int(not (np.array_equal(ip, idx0) and np.array_equal(im, idx0)
+                              and np.array_equal(mp, mask0) and np.array_equal(mm, mask0)))
+            alpha_fd[b, k] = (lp[0, preds[b]] - lm[0, preds[b]]) / (2 * he) / 196.0
+    alpha = G.mean(axis=(2, 3))
+    report("Grad-CAM channel-shift FD points that changed the pattern (must be 0)", float(n_pat), 0.0)
+    report("Grad-CAM alpha vs channel-shift FD, max abs err / max |alpha|",
+           float(np.max(np.abs(alpha - alpha_fd)) / np.max(np.abs(alpha))), 1e-6)
+    # 10c. the whole map from the FD alphas, with the upsampling written as a per-pixel loop
+    gc, cam = grad_cam(p, x, preds)
+    cam_fd = np.maximum(np.einsum("bk,bkhw->bhw", alpha_fd, a2), 0.0)
+    up_loop = np.zeros((3, 28, 28))
+    for o_r in range(28):
+        sr = max((o_r + 0.5) * 0.5 - 0.5, 0.0)
+        r0 = int(sr)
+        r1, fr = min(r0 + 1, 13), sr - r0
+        for o_c in range(28):
+            sc = max((o_c + 0.5) * 0.5 - 0.5, 0.0)
+            c0 = int(sc)
+            c1, fc = min(c0 + 1, 13), sc - c0
+            up_loop[:, o_r, o_c] = ((1 - fr) * ((1 - fc) * cam_fd[:, r0, c0] + fc * cam_fd[:, r0, c1])
+                                    + fr * ((1 - fc) * cam_fd[:, r1, c0] + fc * cam_fd[:, r1, c1]))
+    print(f"       Grad-CAM random net: cam > 0 at {int(np.sum(cam > 0))} of {3 * 196} positions, "
+          f"max map {gc.max():.3e}")
+    report("grad_cam vs (FD alphas, loop upsampling), max abs err / max map",
+           float(np.max(np.abs(gc[:, 0] - up_loop)) / np.max(np.abs(gc))), 1e-6)
+    # 10d. hand-built net, predicted class 2: A_0 is the pool1 map (0.9 at (0,1), 0.5 at (1,2)),
+    #      the other channels are 0; G_0 = 1 at (0,1) only (B does not reach logit_2), so
+    #      alpha_0 = 1/196 and cam = A_0 / 196, i.e. the bilinear hand case above / 392.
+    #      guided backprop is 1 at (1,2) (see 5a's derivation for target 2), and the upsampled cam
+    #      there is .75*.75*0.9/196 (rows/cols 1 and 2 read input (0) and (1) with .75 on 0 and 1).
+    hgc, _ = grad_cam(hp, hx, htp)
+    hgg = input_gradient(hp, hx, htp, rule="guided")[0] * hgc
+    hgg_expect = np.zeros((28, 28))
+    hgg_expect[1, 2] = 0.5625 * 0.9 / 196.0
+    report("hand-built case, grad_cam vs bilinear hand case / 392, max abs err",
+           float(np.max(np.abs(hgc[0, 0] - up / 392.0))), 1e-15)
+    report("hand-built case, guided_grad_cam = .5625*.9/196 at (1,2), 0 elsewhere, max abs err",
+           float(np.max(np.abs(hgg[0, 0] - hgg_expect))), 1e-15)
+
     # 7. safetensors round trip through the hand-written reader
     import tempfile
 
