@@ -61,7 +61,22 @@ pub trait Attribution: Send + Sync {
 }
 
 /// The names of every method this build knows, in the order the README lists them.
-pub const METHOD_NAMES: [&str; 4] = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad"];
+pub const METHOD_NAMES: [&str; 14] = [
+    "gradient",
+    "gradient_x_input",
+    "integrated_gradients",
+    "smoothgrad",
+    "smoothgrad_sq",
+    "vargrad",
+    "guided_backprop",
+    "deconvnet",
+    "deeplift",
+    "grad_cam",
+    "guided_grad_cam",
+    "occlusion",
+    "lime",
+    "kernel_shap",
+];
 
 /// Gradient of each image's target logit with respect to the input: [B,C,H,W].
 ///
