@@ -5,8 +5,10 @@
 //! post-processing that turns them into the maps the metrics and attacks use: |attribution|
 //! summed over channels, [B,H,W], as in Ghorbani, Abid and Zou (AAAI 2019).
 //!
-//! All gradient-based methods go through one helper, [`target_gradient`], which batches and
-//! chunks the model's explicit input-gradient. Passing [`Activation::Softplus`] computes the
+//! All backpropagation-based methods go through one helper, [`target_backward`] (with
+//! [`target_gradient`] its plain-gradient case), which chunks the model's explicit backward
+//! pass; the perturbation methods share [`surrogate`] (LIME, KernelSHAP) and the chunked
+//! forward pass. Passing [`Activation::Softplus`] computes the
 //! same map on the smooth surrogate, as a differentiable function of `x`: that is how the
 //! attacks get exact second-order directions.
 

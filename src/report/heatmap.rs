@@ -3,7 +3,7 @@
 //! Each panel is the grey image scaled up, with the saliency map (|attribution| summed over
 //! channels, normalised per image to its maximum) blended on top in a black–red–yellow–white
 //! colour map; a colour bar on the right reads from 0 to the image's maximum. Drawn with
-//! plotters into memory (DejaVu font, see [`super::plot`]) and encoded by [`super::png`], so the
+//! plotters into memory (DejaVu font, see [`super::plot`]) and encoded by the `png` module, so the
 //! file is written atomically.
 
 use super::plot::ensure_font;

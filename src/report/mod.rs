@@ -10,6 +10,8 @@
 //! - [`table`]: the sample rows and their Parquet file.
 //! - [`summary`]: the per-group statistics and their Parquet file.
 //! - [`plot`]: the PNG charts.
+//! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
+//! - `png`: the in-memory PNG encoder both use.
 
 pub mod heatmap;
 pub mod plot;

@@ -17,7 +17,7 @@
 //! embedded by the `dejavu` crate is therefore registered as `sans-serif` once per process
 //! before any drawing, and the tests check that the title area holds dark pixels.
 //!
-//! Output: the chart is rendered into an in-memory RGB buffer and encoded by [`super::png`]:
+//! Output: the chart is rendered into an in-memory RGB buffer and encoded by the `png` module:
 //! plotters' own encoder only writes to a path, which would bypass the atomic
 //! temp-file-and-rename that every output goes through.
 
