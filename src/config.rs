@@ -144,6 +144,11 @@ pub struct Plan {
     pub resolved: serde_json::Value,
 }
 
+/// The 1-based line of byte `offset` in `text` (for error messages about TOML files).
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
 /// Builds config errors that name the file and the line of a span.
 struct Ctx<'a> {
     file: &'a Path,
@@ -155,7 +160,7 @@ impl Ctx<'_> {
         if span.start == 0 && span.end == 0 {
             return None; // a default value: no line in the file
         }
-        Some(self.text[..span.start.min(self.text.len())].matches('\n').count() + 1)
+        Some(line_of(self.text, span.start))
     }
 
     fn err(&self, span: std::ops::Range<usize>, message: String) -> Error {

@@ -59,11 +59,6 @@ fn maps(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(saliency(attr)?.flatten_from(1)?.to_vec2::<f32>()?)
 }
 
-/// A stable 64-bit tag of a name, for seed derivation.
-fn tag(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3))
-}
-
 /// Runs the study described by `plan`; `progress` shows a progress bar on the terminal.
 pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
     let t0 = Instant::now();
@@ -134,9 +129,9 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             let seeds: Vec<u64> = (0..eps_count)
                 .flat_map(|e| {
                     let eps_bits = plan.epsilons[e].to_bits();
-                    chunk
-                        .iter()
-                        .map(move |&i| seed::derive(plan.seed, &[tag(attack.name()), i as u64, eps_bits]))
+                    chunk.iter().map(move |&i| {
+                        seed::derive(plan.seed, &[seed::hash_str(attack.name()), i as u64, eps_bits])
+                    })
                 })
                 .collect();
             let input = AttackInput {

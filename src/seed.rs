@@ -26,6 +26,11 @@ pub fn hash_f32s(v: &[f32]) -> u64 {
     v.iter().fold(0xCBF2_9CE4_8422_2325u64, |acc, x| mix(acc, x.to_bits() as u64))
 }
 
+/// A stable 64-bit hash of a name (FNV-1a), for keying draws to an attack or a method.
+pub fn hash_str(name: &str) -> u64 {
+    name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3))
+}
+
 /// A seeded random stream.
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)

@@ -67,7 +67,7 @@ impl TrainConfig {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut cfg: TrainConfig = toml::from_str(&text).map_err(|e| Error::Config {
             file: path.to_path_buf(),
-            line: e.span().map(|s| text[..s.start].matches('\n').count() + 1),
+            line: e.span().map(|s| crate::config::line_of(&text, s.start)),
             message: e.message().trim_end().to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
