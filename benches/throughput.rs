@@ -1,15 +1,20 @@
 //! Throughput of every attribution method and attack step on the shipped model, on this CPU.
 //!
 //!     cargo bench --bench throughput            # all groups
-//!     cargo bench --bench throughput -- topk    # one group
+//!     cargo bench --bench throughput -- attacks/    # one group
 //!
-//! Figures are images (maps) per second at batch 64 and 256; the attack group counts
+//! Figures are images (maps) per second at batch 64 and 256; the attacks group counts
 //! image-iterations per second. Results are recorded in reports/bench/README.md.
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fragility::attack::{Attack, AttackInput, TopK, TopKSettings};
-use fragility::attribution::{by_name, Gradient, METHOD_NAMES};
+use fragility::attack::{
+    Attack, AttackInput, IterSettings, ManipulateObjective, MassCenterObjective, Objective, RandomWalk,
+    Region, Steered, TargetMap, TargetedObjective, TopKObjective,
+};
+use fragility::attribution::{
+    by_name, Aggregate, Attribution, Gradient, IntegratedGradients, NoiseSettings, NoiseTunnel, METHOD_NAMES,
+};
 use fragility::data::load_images;
 use fragility::model::{predict, Activation, FmnistCnn};
 use std::path::PathBuf;
@@ -60,30 +65,74 @@ fn methods(c: &mut Criterion) {
     group.finish();
 }
 
-fn topk(c: &mut Criterion) {
-    let mut group = c.benchmark_group("topk");
+/// One steered attack (or the walk) with `iterations` per call against `method`.
+fn attack(name: &str, method: Arc<dyn Attribution>, iterations: u32) -> Arc<dyn Attack> {
+    let settings = if name == "manipulate" {
+        IterSettings { iterations, ..IterSettings::dombrowski() }
+    } else {
+        IterSettings { iterations, ..IterSettings::ghorbani() }
+    };
+    let objective: Arc<dyn Objective> = match name {
+        "random_walk" => return Arc::new(RandomWalk { settings }),
+        "top_k" => Arc::new(TopKObjective { k: 100 }),
+        "mass_center" => Arc::new(MassCenterObjective),
+        "targeted" => Arc::new(TargetedObjective { region: Region::Rect { x0: 0, y0: 0, x1: 10, y1: 10 } }),
+        _ => {
+            let pixels = setup(1).1;
+            Arc::new(ManipulateObjective { target: TargetMap::Image { id: 0, pixels } })
+        }
+    };
+    Arc::new(Steered { objective, method, settings })
+}
+
+/// Attack throughput in image-iterations per second: every attack against the gradient map
+/// at batch 64 and 256, and top_k against every attackable method at batch 64 (integrated
+/// gradients with 8 steps and SmoothGrad with 8 samples: their cost grows linearly with
+/// either). Each call runs 2 iterations after computing the clean maps once, as in a run.
+fn attacks(c: &mut Criterion) {
+    let mut group = c.benchmark_group("attacks");
     group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
-    for batch in [64, 256] {
+    let iterations = 2;
+    let mut cases: Vec<(&str, Arc<dyn Attribution>, usize)> = Vec::new();
+    for name in ["random_walk", "top_k", "mass_center", "targeted", "manipulate"] {
+        for batch in [64, 256] {
+            cases.push((name, Arc::new(Gradient), batch));
+        }
+    }
+    let ig = IntegratedGradients { steps: 8, ..IntegratedGradients::default() };
+    let sg = NoiseTunnel::new(
+        Aggregate::Mean,
+        NoiseSettings { samples: 8, ..NoiseSettings::default() },
+        0,
+        Arc::new(Gradient),
+    );
+    let others: Vec<Arc<dyn Attribution>> = vec![
+        Arc::from(by_name("gradient_x_input", 0).unwrap()),
+        Arc::new(ig),
+        Arc::new(sg),
+        Arc::from(by_name("guided_backprop", 0).unwrap()),
+        Arc::from(by_name("deeplift", 0).unwrap()),
+        Arc::from(by_name("grad_cam", 0).unwrap()),
+    ];
+    for m in others {
+        cases.push(("top_k", m, 64));
+    }
+    for (name, method, batch) in cases {
         let (model, x, targets) = setup(batch);
         let eps = vec![0.05f32; batch];
         let seeds: Vec<u64> = (0..batch as u64).collect();
-        // 5 iterations per call; throughput in image-iterations (the clean map is computed once
-        // per call, as in a run).
-        let iterations = 5;
-        let attack = TopK {
-            settings: TopKSettings { iterations, ..TopKSettings::default() },
-            method: Arc::new(Gradient),
-        };
+        let a = attack(name, method.clone(), iterations);
         group.throughput(Throughput::Elements((batch * iterations as usize) as u64));
-        group.bench_function(BenchmarkId::new("top_k_gradient", batch), |b| {
+        let id = if name == "random_walk" { name.to_string() } else { format!("{name}/{}", method.name()) };
+        group.bench_function(BenchmarkId::new(id, batch), |b| {
             b.iter(|| {
                 let input = AttackInput { model: &model, x: &x, eps: &eps, targets: &targets, seeds: &seeds };
-                attack.perturb(&input).unwrap()
+                a.perturb(&input).unwrap()
             })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, methods, topk);
+criterion_group!(benches, methods, attacks);
 criterion_main!(benches);

@@ -5,7 +5,10 @@
 //! nothing downstream reads TOML. Every error names the file, the line and the field.
 //! See `experiments/fragility.toml` for a commented example of every key.
 
-use crate::attack::{Attack, RandomSign, TopK, TopKSettings, ATTACK_NAMES};
+use crate::attack::{
+    Attack, IterSettings, ManipulateObjective, MassCenterObjective, Objective, Optimizer, RandomSign,
+    RandomWalk, Region, Steered, Step, TargetMap, TargetedObjective, TopKObjective, ATTACK_NAMES,
+};
 use crate::attribution::{
     by_name, Aggregate, Attribution, GradCam, GuidedGradCam, IntegratedGradients, KernelShap, Lime,
     NoiseSettings, NoiseTunnel, Occlusion, METHOD_NAMES, NOISE_METHODS,
@@ -82,13 +85,124 @@ struct RawAttacks {
     names: Spanned<Vec<Spanned<String>>>,
     epsilons: Spanned<Vec<Spanned<f64>>>,
     #[serde(default = "default_target")]
-    target_method: Spanned<String>,
+    target_method: Spanned<OneOrMany>,
     random_sign: Option<Spanned<RandomSign>>,
-    top_k: Option<Spanned<TopKSettings>>,
+    random_walk: Option<Spanned<RawSteer>>,
+    top_k: Option<Spanned<RawSteer>>,
+    mass_center: Option<Spanned<RawSteer>>,
+    targeted: Option<Spanned<RawSteer>>,
+    manipulate: Option<Spanned<RawSteer>>,
 }
 
-fn default_target() -> Spanned<String> {
-    Spanned::new(0..0, "gradient".into())
+/// `target_method = "gradient"` or `target_method = ["gradient", "deeplift"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+fn default_target() -> Spanned<OneOrMany> {
+    Spanned::new(0..0, OneOrMany::One("gradient".into()))
+}
+
+/// The settings table of a steered attack (and of `random_walk`), as written; which fields
+/// apply to which attack is checked in [`Plan::parse`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSteer {
+    iterations: Option<u32>,
+    step: Option<f64>,
+    step_absolute: Option<f64>,
+    beta: Option<f64>,
+    beta_end: Option<f64>,
+    restarts: Option<u32>,
+    patience: Option<u32>,
+    optimizer: Option<Optimizer>,
+    gamma: Option<f64>,
+    k: Option<usize>,
+    region: Option<[usize; 4]>,
+    mask: Option<String>,
+    target_image: Option<usize>,
+    target_map: Option<String>,
+}
+
+impl RawSteer {
+    /// The fields that were given, by name.
+    fn given(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut add = |on: bool, n: &'static str| {
+            if on {
+                v.push(n)
+            }
+        };
+        add(self.iterations.is_some(), "iterations");
+        add(self.step.is_some(), "step");
+        add(self.step_absolute.is_some(), "step_absolute");
+        add(self.beta.is_some(), "beta");
+        add(self.beta_end.is_some(), "beta_end");
+        add(self.restarts.is_some(), "restarts");
+        add(self.patience.is_some(), "patience");
+        add(self.optimizer.is_some(), "optimizer");
+        add(self.gamma.is_some(), "gamma");
+        add(self.k.is_some(), "k");
+        add(self.region.is_some(), "region");
+        add(self.mask.is_some(), "mask");
+        add(self.target_image.is_some(), "target_image");
+        add(self.target_map.is_some(), "target_map");
+        v
+    }
+
+    /// The loop settings: `defaults` overridden by the given fields, validated.
+    fn settings(&self, defaults: IterSettings) -> std::result::Result<IterSettings, String> {
+        let mut s = defaults;
+        if let Some(v) = self.iterations {
+            if v == 0 {
+                return Err("`iterations` must be at least 1".into());
+            }
+            s.iterations = v;
+        }
+        let positive = |v: f64, n: &str| {
+            if v > 0.0 && v.is_finite() {
+                Ok(v)
+            } else {
+                Err(format!("`{n}` must be finite and > 0, got {v}"))
+            }
+        };
+        match (self.step, self.step_absolute) {
+            (Some(_), Some(_)) => {
+                return Err("give `step` (a fraction of ε) or `step_absolute`, not both".into())
+            }
+            (Some(f), None) => s.step = Step::FractionOfEps(positive(f, "step")?),
+            (None, Some(a)) => s.step = Step::Absolute(positive(a, "step_absolute")?),
+            (None, None) => {}
+        }
+        if let Some(b) = self.beta {
+            s.beta = positive(b, "beta")?;
+            if self.beta_end.is_none() && defaults.beta_end == defaults.beta {
+                s.beta_end = s.beta;
+            }
+        }
+        if let Some(b) = self.beta_end {
+            s.beta_end = positive(b, "beta_end")?;
+        }
+        if let Some(r) = self.restarts {
+            s.restarts = r;
+        }
+        if let Some(p) = self.patience {
+            s.patience = p;
+        }
+        if let Some(o) = self.optimizer {
+            s.optimizer = o;
+        }
+        if let Some(g) = self.gamma {
+            if !(g >= 0.0 && g.is_finite()) {
+                return Err(format!("`gamma` must be finite and ≥ 0, got {g}"));
+            }
+            s.gamma = g;
+        }
+        Ok(s)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -374,41 +488,7 @@ impl Plan {
             }
             epsilons.push(v);
         }
-        let target = make_method(&raw.attacks.target_method, "attacks.target_method")?;
-        let rs = raw.attacks.random_sign.as_ref().map(|s| *s.get_ref()).unwrap_or_default();
-        let tk = match &raw.attacks.top_k {
-            Some(s) => {
-                let v = *s.get_ref();
-                if v.k == 0 || !(v.step > 0.0 && v.step.is_finite()) || !(v.beta > 0.0 && v.beta.is_finite())
-                {
-                    return Err(cx.err(
-                        s.span(),
-                        "field `attacks.top_k`: `k` must be ≥ 1, `step` and `beta` finite and > 0".into(),
-                    ));
-                }
-                v
-            }
-            None => TopKSettings::default(),
-        };
-        let mut attacks: Vec<Arc<dyn Attack>> = Vec::new();
-        for n in raw.attacks.names.get_ref() {
-            attacks.push(match n.get_ref().as_str() {
-                "random_sign" => Arc::new(rs),
-                "top_k" => Arc::new(TopK { settings: tk, method: target.clone() }),
-                other => {
-                    return Err(cx.err(
-                        n.span(),
-                        format!(
-                            "field `attacks.names`: unknown attack `{other}` (known: {})",
-                            ATTACK_NAMES.join(", ")
-                        ),
-                    ))
-                }
-            });
-        }
-        if attacks.is_empty() {
-            return Err(cx.err(raw.attacks.names.span(), "field `attacks.names` lists no attack".into()));
-        }
+        let attacks = build_attacks(&cx, &raw, &make_method, &images)?;
         let metric_k = *raw.metrics.top_k.get_ref();
         if metric_k == 0 {
             return Err(cx.err(raw.metrics.top_k.span(), "field `metrics.top_k` must be at least 1".into()));
@@ -430,7 +510,7 @@ impl Plan {
                 "correct_only": raw.data.correct_only,
             },
             "methods": methods.iter().map(|m| (m.name().to_string(), m.params())).collect::<serde_json::Map<_, _>>(),
-            "attacks": attacks.iter().map(|a| (a.name().to_string(), a.params())).collect::<serde_json::Map<_, _>>(),
+            "attacks": attacks.iter().map(|a| serde_json::json!({ "name": a.name(), "params": a.params() })).collect::<Vec<_>>(),
             "epsilons": epsilons,
             "metrics": { "top_k": metric_k },
         });
@@ -452,5 +532,224 @@ impl Plan {
             metric_k,
             resolved,
         })
+    }
+}
+
+/// Builds a method from its name (and the config field that named it).
+type MethodMaker<'a> = dyn Fn(&Spanned<String>, &str) -> Result<Arc<dyn Attribution>> + 'a;
+
+/// The fields of a steered attack's table that only some attacks take.
+const ONLY_FOR: [(&str, &str); 5] = [
+    ("k", "top_k"),
+    ("region", "targeted"),
+    ("mask", "targeted"),
+    ("target_image", "manipulate"),
+    ("target_map", "manipulate"),
+];
+
+/// Builds `attacks.names` × `attacks.target_method` (the steered attacks get one instance per
+/// target method; the random baselines one in all).
+fn build_attacks(
+    cx: &Ctx,
+    raw: &RawConfig,
+    make_method: &MethodMaker,
+    images: &Path,
+) -> Result<Vec<Arc<dyn Attack>>> {
+    let a = &raw.attacks;
+    let target_span = a.target_method.span();
+    let target_names: Vec<String> = match a.target_method.get_ref() {
+        OneOrMany::One(n) => vec![n.clone()],
+        OneOrMany::Many(v) => v.clone(),
+    };
+    if target_names.is_empty() {
+        return Err(cx.err(target_span, "field `attacks.target_method` lists no method".into()));
+    }
+    let mut targets = Vec::new();
+    for (i, n) in target_names.iter().enumerate() {
+        if target_names[..i].contains(n) {
+            return Err(
+                cx.err(target_span.clone(), format!("field `attacks.target_method`: `{n}` is listed twice"))
+            );
+        }
+        targets.push(make_method(&Spanned::new(target_span.clone(), n.clone()), "attacks.target_method")?);
+    }
+    let section = |name: &str| -> Option<&Spanned<RawSteer>> {
+        match name {
+            "random_walk" => a.random_walk.as_ref(),
+            "top_k" => a.top_k.as_ref(),
+            "mass_center" => a.mass_center.as_ref(),
+            "targeted" => a.targeted.as_ref(),
+            "manipulate" => a.manipulate.as_ref(),
+            _ => None,
+        }
+    };
+    // Fields that do not apply to an attack are errors, not silently ignored.
+    for name in ["random_walk", "top_k", "mass_center", "targeted", "manipulate"] {
+        let Some(sec) = section(name) else { continue };
+        for field in sec.get_ref().given() {
+            let applies = match name {
+                "random_walk" => matches!(field, "iterations" | "step" | "step_absolute"),
+                _ => ONLY_FOR.iter().all(|(f, who)| *f != field || *who == name),
+            };
+            if !applies {
+                return Err(
+                    cx.err(sec.span(), format!("field `attacks.{name}.{field}` does not apply to {name}"))
+                );
+            }
+        }
+    }
+    let settings_of = |name: &str, defaults: IterSettings| -> Result<IterSettings> {
+        match section(name) {
+            Some(sec) => sec
+                .get_ref()
+                .settings(defaults)
+                .map_err(|e| cx.err(sec.span(), format!("field `attacks.{name}`: {e}"))),
+            None => Ok(defaults),
+        }
+    };
+    let names = a.names.get_ref();
+    let mut attacks: Vec<Arc<dyn Attack>> = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let name = n.get_ref().as_str();
+        if names[..i].iter().any(|m| m.get_ref() == n.get_ref()) {
+            return Err(cx.err(n.span(), format!("field `attacks.names`: `{name}` is listed twice")));
+        }
+        let objective: Arc<dyn Objective> = match name {
+            "random_sign" => {
+                attacks.push(Arc::new(a.random_sign.as_ref().map(|s| *s.get_ref()).unwrap_or_default()));
+                continue;
+            }
+            "random_walk" => {
+                // Same budget as top_k unless given: the fair baseline of the steered attacks.
+                let budget = settings_of("top_k", IterSettings::ghorbani())?;
+                attacks.push(Arc::new(RandomWalk { settings: settings_of("random_walk", budget)? }));
+                continue;
+            }
+            "top_k" => {
+                let k = a.top_k.as_ref().and_then(|s| s.get_ref().k).unwrap_or(100);
+                if k == 0 {
+                    return Err(cx.err(
+                        a.top_k.as_ref().map_or(0..0, |s| s.span()),
+                        "field `attacks.top_k.k` must be at least 1".into(),
+                    ));
+                }
+                Arc::new(TopKObjective { k })
+            }
+            "mass_center" => Arc::new(MassCenterObjective),
+            "targeted" => Arc::new(TargetedObjective { region: region(cx, a.targeted.as_ref())? }),
+            "manipulate" => {
+                Arc::new(ManipulateObjective { target: target_map(cx, a.manipulate.as_ref(), images)? })
+            }
+            other => {
+                return Err(cx.err(
+                    n.span(),
+                    format!(
+                        "field `attacks.names`: unknown attack `{other}` (known: {})",
+                        ATTACK_NAMES.join(", ")
+                    ),
+                ))
+            }
+        };
+        let defaults =
+            if name == "manipulate" { IterSettings::dombrowski() } else { IterSettings::ghorbani() };
+        let settings = settings_of(name, defaults)?;
+        for method in &targets {
+            if !method.differentiable() {
+                return Err(cx.err(
+                    target_span.clone(),
+                    format!(
+                        "field `attacks.target_method`: `{}`'s map is not differentiable through the surrogate, so \
+                         `{name}` cannot steer it (attack a differentiable method and measure this one by transfer)",
+                        method.name()
+                    ),
+                ));
+            }
+            attacks.push(Arc::new(Steered {
+                objective: objective.clone(),
+                method: method.clone(),
+                settings,
+            }));
+        }
+    }
+    if attacks.is_empty() {
+        return Err(cx.err(a.names.span(), "field `attacks.names` lists no attack".into()));
+    }
+    Ok(attacks)
+}
+
+/// The `targeted` attack's region: `region = [x0, y0, x1, y1]` or `mask = "file"`.
+fn region(cx: &Ctx, sec: Option<&Spanned<RawSteer>>) -> Result<Region> {
+    let missing = || {
+        cx.err(
+            sec.map_or(0..0, |s| s.span()),
+            "field `attacks.targeted`: give the target region as `region = [x0, y0, x1, y1]` (pixels, \
+             end-exclusive) or `mask = \"file.npy\"` (or .png)"
+                .into(),
+        )
+    };
+    let sec = sec.ok_or_else(missing)?;
+    match (&sec.get_ref().region, &sec.get_ref().mask) {
+        (Some(_), Some(_)) => {
+            Err(cx.err(sec.span(), "field `attacks.targeted`: give `region` or `mask`, not both".into()))
+        }
+        (Some([x0, y0, x1, y1]), None) => {
+            if x0 >= x1 || y0 >= y1 {
+                return Err(cx.err(
+                    sec.span(),
+                    format!("field `attacks.targeted.region`: [{x0}, {y0}, {x1}, {y1}] is empty (need x0 < x1, y0 < y1)"),
+                ));
+            }
+            Ok(Region::Rect { x0: *x0, y0: *y0, x1: *x1, y1: *y1 })
+        }
+        (None, Some(m)) => {
+            let path = cx.path("attacks.targeted.mask", &Spanned::new(sec.span(), m.clone()))?;
+            let map = crate::data::load_map(&path)?;
+            Ok(Region::Mask { path, data: map.data, h: map.h, w: map.w })
+        }
+        (None, None) => Err(missing()),
+    }
+}
+
+/// The `manipulate` attack's target: `target_image = id` or `target_map = "file"`.
+fn target_map(cx: &Ctx, sec: Option<&Spanned<RawSteer>>, images: &Path) -> Result<TargetMap> {
+    let missing = || {
+        cx.err(
+            sec.map_or(0..0, |s| s.span()),
+            "field `attacks.manipulate`: give the target as `target_image = N` (an image of the data file) \
+             or `target_map = \"file.npy\"` (or .png)"
+                .into(),
+        )
+    };
+    let sec = sec.ok_or_else(missing)?;
+    match (sec.get_ref().target_image, &sec.get_ref().target_map) {
+        (Some(_), Some(_)) => Err(cx.err(
+            sec.span(),
+            "field `attacks.manipulate`: give `target_image` or `target_map`, not both".into(),
+        )),
+        (Some(id), None) => {
+            let set = crate::data::load_images(images)?;
+            if id >= set.n {
+                return Err(cx.err(
+                    sec.span(),
+                    format!(
+                        "field `attacks.manipulate.target_image`: {id} is out of range ({} has {} images)",
+                        images.display(),
+                        set.n
+                    ),
+                ));
+            }
+            let pixels = candle_core::Tensor::from_vec(
+                set.image(id).to_vec(),
+                (1, set.c, set.h, set.w),
+                &Device::Cpu,
+            )?;
+            Ok(TargetMap::Image { id, pixels })
+        }
+        (None, Some(m)) => {
+            let path = cx.path("attacks.manipulate.target_map", &Spanned::new(sec.span(), m.clone()))?;
+            let map = crate::data::load_map(&path)?;
+            Ok(TargetMap::File { path, data: map.data, h: map.h, w: map.w })
+        }
+        (None, None) => Err(missing()),
     }
 }

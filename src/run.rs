@@ -6,7 +6,7 @@
 //! `samples.parquet`; `summary.parquet`, one plot per metric and `run.json` follow. Nothing is
 //! written until every row is computed, and each file is written atomically.
 
-use crate::attack::AttackInput;
+use crate::attack::{normalized, AttackInput, Goal, Objective, PrepareContext};
 use crate::attribution::saliency;
 use crate::config::Plan;
 use crate::data::{load_images, load_labels, ImageSet};
@@ -82,6 +82,13 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             message: format!("method `{}`: {e}", m.name()),
         })?;
     }
+    for a in &plan.attacks {
+        a.check(model.as_ref()).map_err(|e| Error::Config {
+            file: plan.config_path.clone(),
+            line: None,
+            message: format!("attack `{}`: {e}", a.name()),
+        })?;
+    }
     let t_load = t0.elapsed().as_secs_f64();
 
     let (preds, probs) = predict_all(model.as_ref(), &set, dev)?;
@@ -104,6 +111,16 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
     }
 
     let metrics = default_metrics(plan.metric_k);
+    // Each steered attack's objective is also measured on every row (every method, every
+    // attack), before and after: one pair of columns per distinct measure.
+    let mut measures: Vec<&dyn Objective> = Vec::new();
+    for a in &plan.attacks {
+        if let Some(o) = a.objective() {
+            if !measures.iter().any(|m| m.measure_name() == o.measure_name()) {
+                measures.push(o);
+            }
+        }
+    }
     let chunks: Vec<&[usize]> = ids.chunks(plan.batch_size).collect();
     let bar = progress_bar(progress, (chunks.len() * plan.attacks.len()) as u64);
     let mut rows = Vec::new();
@@ -117,6 +134,27 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             .iter()
             .map(|m| maps(&m.attribute(model.as_ref(), &x, &targets, Activation::Relu)?))
             .collect::<Result<_>>()?;
+        // goals[mi][k]: measure k prepared on method mi's clean maps, with their clean values.
+        let mut goals = Vec::with_capacity(plan.methods.len());
+        let mut measured_before = Vec::with_capacity(plan.methods.len());
+        for (mi, method) in plan.methods.iter().enumerate() {
+            let normal: Vec<Vec<f32>> = clean[mi].iter().map(|m| normalized(m)).collect();
+            let cx = PrepareContext {
+                model: model.as_ref(),
+                method: method.as_ref(),
+                clean: &normal,
+                h,
+                w,
+                device: dev,
+            };
+            let g: Vec<Box<dyn Goal>> = measures.iter().map(|o| o.prepare(&cx)).collect::<Result<_>>()?;
+            measured_before.push(
+                g.iter()
+                    .map(|g| normal.iter().enumerate().map(|(i, m)| g.measure(i, m)).collect())
+                    .collect::<Vec<Vec<f64>>>(),
+            );
+            goals.push(g);
+        }
         // Rows are ε-major: row e·B + i is image i of the chunk at ε_e.
         let b = chunk.len();
         let xs = Tensor::cat(&vec![x.clone(); eps_count], 0)?;
@@ -124,13 +162,22 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
         let row_eps: Vec<f32> =
             plan.epsilons.iter().flat_map(|&e| std::iter::repeat_n(e as f32, b)).collect();
         for (ai, attack) in plan.attacks.iter().enumerate() {
-            bar.set_message(format!("{} on images {}..{}", attack.name(), chunk[0], chunk[b - 1]));
+            let target = attack.target_method().map(|t| t.name().to_string());
+            let label = match &target {
+                Some(t) => format!("{} → {t}", attack.name()),
+                None => attack.name().to_string(),
+            };
+            bar.set_message(format!("{label} on images {}..{}", chunk[0], chunk[b - 1]));
             let ta = Instant::now();
             let seeds: Vec<u64> = (0..eps_count)
                 .flat_map(|e| {
                     let eps_bits = plan.epsilons[e].to_bits();
                     chunk.iter().map(move |&i| {
-                        seed::derive(plan.seed, &[seed::hash_str(attack.name()), i as u64, eps_bits])
+                        let mut key = vec![seed::hash_str(attack.name()), i as u64, eps_bits];
+                        if let Some(t) = attack.target_method() {
+                            key.push(seed::hash_str(t.name()));
+                        }
+                        seed::derive(plan.seed, &key)
                     })
                 })
                 .collect();
@@ -154,19 +201,28 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
                 for (r, map) in after.iter().enumerate() {
                     let (e, i) = (r / b, r % b);
                     let id = chunk[i];
+                    let mut values: Vec<Option<f64>> =
+                        metrics.iter().map(|m| m.score(&clean[mi][i], map, h, w)).collect();
+                    let normal = normalized(map);
+                    for (k, g) in goals[mi].iter().enumerate() {
+                        let finite = |v: f64| Some(v).filter(|v| v.is_finite());
+                        values.push(finite(measured_before[mi][k][i]));
+                        values.push(finite(g.measure(i, &normal)));
+                    }
                     rows.push(SampleRow {
                         image_id: id as u32,
                         label: set.labels.as_ref().map_or(-1, |l| l[id]),
                         predicted: preds[id] as i64,
                         method: method.name().to_string(),
                         attack: attack.name().to_string(),
+                        target_method: target.clone(),
                         epsilon: plan.epsilons[e],
                         label_kept: outcome.label_kept[r],
                         iterations: outcome.iterations[r],
                         linf: outcome.linf[r] as f64,
                         confidence_before: probs[id],
                         confidence_after: after_conf[r],
-                        metrics: metrics.iter().map(|m| m.score(&clean[mi][i], map, h, w)).collect(),
+                        metrics: values,
                     });
                 }
             }
@@ -176,27 +232,40 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
     }
     bar.finish_and_clear();
 
-    // Deterministic row order whatever the chunking: image, method, attack, ε.
+    // Deterministic row order whatever the chunking: method, attack (in config order, each
+    // target method after the other), image, ε.
     let method_pos = |n: &str| plan.methods.iter().position(|m| m.name() == n);
-    let attack_pos = |n: &str| plan.attacks.iter().position(|a| a.name() == n);
+    let attack_pos = |r: &SampleRow| {
+        plan.attacks.iter().position(|a| {
+            a.name() == r.attack && a.target_method().map(|t| t.name()) == r.target_method.as_deref()
+        })
+    };
     rows.sort_by(|a, b| {
-        (method_pos(&a.method), attack_pos(&a.attack), a.image_id)
-            .cmp(&(method_pos(&b.method), attack_pos(&b.attack), b.image_id))
+        (method_pos(&a.method), attack_pos(a), a.image_id)
+            .cmp(&(method_pos(&b.method), attack_pos(b), b.image_id))
             .then(a.epsilon.total_cmp(&b.epsilon))
     });
-    let table = SampleTable {
-        metric_columns: metrics.iter().map(|m| m.column()).collect(),
-        directions: metrics.iter().map(|m| m.direction()).collect(),
-        rows,
-    };
+    let mut metric_columns: Vec<String> = metrics.iter().map(|m| m.column()).collect();
+    let mut directions: Vec<_> = metrics.iter().map(|m| m.direction()).collect();
+    for o in &measures {
+        for when in ["before", "after"] {
+            metric_columns.push(format!("{}_{when}", o.measure_name()));
+            directions.push(o.measure_direction());
+        }
+    }
+    let table = SampleTable { metric_columns, directions, rows };
     let summary = summarize(&table);
     let out = &plan.out;
     let mut files = vec![out.join("samples.parquet"), out.join("summary.parquet")];
     write_samples(&files[0], &table)?;
     write_summary(&files[1], &summary)?;
-    for m in &metrics {
-        let p = out.join("plots").join(format!("{}.png", m.column()));
-        plot_metric(&p, &summary, &m.column(), m.direction())?;
+    // One plot per metric and per measure after the attack (the clean values are flat lines).
+    for (column, direction) in table.metric_columns.iter().zip(&table.directions) {
+        if column.ends_with("_before") {
+            continue;
+        }
+        let p = out.join("plots").join(format!("{column}.png"));
+        plot_metric(&p, &summary, column, *direction)?;
         files.push(p);
     }
     let seconds = t0.elapsed().as_secs_f64();
@@ -211,7 +280,10 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
         "rows": table.rows.len(),
         "timings_s": {
             "load": t_load,
-            "attacks": plan.attacks.iter().zip(&attack_seconds).map(|(a, s)| (a.name().to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(),
+            "attacks": plan.attacks.iter().zip(&attack_seconds).map(|(a, s)| {
+                let label = match a.target_method() { Some(t) => format!("{} → {}", a.name(), t.name()), None => a.name().to_string() };
+                (label, serde_json::json!(s))
+            }).collect::<serde_json::Map<_, _>>(),
             "total": seconds,
         },
     });
@@ -225,15 +297,15 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
 
 fn print_summary(rows: &[crate::report::SummaryRow]) {
     println!(
-        "{:<22} {:<12} {:>7} {:<22} {:>5} {:>9} {:>9} {:>6}",
+        "{:<22} {:<30} {:>7} {:<24} {:>5} {:>9} {:>9} {:>6}",
         "method", "attack", "epsilon", "metric", "n", "mean", "std", "kept"
     );
     for r in rows {
         let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
         println!(
-            "{:<22} {:<12} {:>7} {:<22} {:>5} {:>9} {:>9} {:>5.0}%",
+            "{:<22} {:<30} {:>7} {:<24} {:>5} {:>9} {:>9} {:>5.0}%",
             r.method,
-            r.attack,
+            r.attack_label(),
             r.epsilon,
             r.metric,
             r.n,

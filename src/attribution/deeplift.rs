@@ -26,6 +26,10 @@ impl Attribution for DeepLift {
         "deeplift"
     }
 
+    fn differentiable(&self) -> bool {
+        true
+    }
+
     fn attribute(
         &self,
         model: &dyn Classifier,

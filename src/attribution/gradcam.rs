@@ -80,6 +80,10 @@ impl Attribution for GradCam {
         "grad_cam"
     }
 
+    fn differentiable(&self) -> bool {
+        true
+    }
+
     fn attribute(
         &self,
         model: &dyn Classifier,
@@ -119,6 +123,10 @@ pub struct GuidedGradCam {
 impl Attribution for GuidedGradCam {
     fn name(&self) -> &'static str {
         "guided_grad_cam"
+    }
+
+    fn differentiable(&self) -> bool {
+        true
     }
 
     fn attribute(

@@ -17,6 +17,10 @@ impl Attribution for Gradient {
         "gradient"
     }
 
+    fn differentiable(&self) -> bool {
+        true
+    }
+
     fn attribute(
         &self,
         model: &dyn Classifier,
@@ -39,6 +43,10 @@ pub struct GradientXInput;
 impl Attribution for GradientXInput {
     fn name(&self) -> &'static str {
         "gradient_x_input"
+    }
+
+    fn differentiable(&self) -> bool {
+        true
     }
 
     fn attribute(

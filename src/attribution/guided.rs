@@ -22,6 +22,10 @@ impl Attribution for GuidedBackprop {
         "guided_backprop"
     }
 
+    fn differentiable(&self) -> bool {
+        true
+    }
+
     fn attribute(
         &self,
         model: &dyn Classifier,
@@ -44,6 +48,13 @@ pub struct Deconvnet;
 impl Attribution for Deconvnet {
     fn name(&self) -> &'static str {
         "deconvnet"
+    }
+
+    // The deconvnet map depends on x only through the max-pool routing (its ReLU rule looks at
+    // the backward signal, never at the forward activations): piecewise constant, nothing to
+    // steer with gradients. It is attacked by transfer only.
+    fn differentiable(&self) -> bool {
+        false
     }
 
     fn attribute(

@@ -104,6 +104,10 @@ impl Attribution for IntegratedGradients {
         "integrated_gradients"
     }
 
+    fn differentiable(&self) -> bool {
+        true
+    }
+
     fn attribute(
         &self,
         model: &dyn Classifier,
@@ -116,18 +120,14 @@ impl Attribution for IntegratedGradients {
         let dims = x.dims().to_vec();
         // All B·S path points at once, node-major: row s·B + i is αₛ·xᵢ (zero baseline).
         let dev = x.device();
-        let alpha = Tensor::from_vec(
-            alphas.iter().map(|&a| a as f32).collect::<Vec<_>>(),
-            (alphas.len(), 1, 1, 1, 1),
-            dev,
-        )?;
+        // Nodes and weights in f64, then the input's dtype (an f64 model keeps full precision).
+        let alpha = Tensor::from_vec(alphas.clone(), (alphas.len(), 1, 1, 1, 1), dev)?.to_dtype(x.dtype())?;
         let path = alpha.broadcast_mul(&x.unsqueeze(0)?)?;
         let s = alphas.len();
         let flat = path.reshape((s * b, dims[1], dims[2], dims[3]))?;
         let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
         let grads = target_gradient(model, &flat, &reps, act)?.reshape((s, b, dims[1], dims[2], dims[3]))?;
-        let w =
-            Tensor::from_vec(weights.iter().map(|&w| w as f32).collect::<Vec<_>>(), (s, 1, 1, 1, 1), dev)?;
+        let w = Tensor::from_vec(weights.clone(), (s, 1, 1, 1, 1), dev)?.to_dtype(x.dtype())?;
         let avg = grads.broadcast_mul(&w)?.sum(0)?;
         Ok(avg.mul(x)?)
     }

@@ -60,6 +60,26 @@ pub trait Attribution: Send + Sync {
     fn check(&self, _model: &dyn Classifier) -> Result<()> {
         Ok(())
     }
+    /// Whether the map computed with [`Activation::Softplus`] is a differentiable function of
+    /// `x` (a candle graph through the explicit backward pass), so that attacks can steer it
+    /// directly; each such method is checked against finite differences in the tests. The
+    /// others (occlusion, LIME, KernelSHAP) are only ever attacked by transfer.
+    fn differentiable(&self) -> bool {
+        false
+    }
+    /// [`Attribution::attribute`] with the method's own randomness drawn from `anchor` (one
+    /// image per row of `x`, the clean images) instead of from `x`. Attacks use it so that a
+    /// noise tunnel's noise stays fixed over the iterations; deterministic methods ignore it.
+    fn attribute_anchored(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<Tensor> {
+        self.attribute(model, x, targets, act)
+    }
 }
 
 /// The names of every method this build knows, in the order the README lists them.

@@ -116,9 +116,24 @@ impl Attribution for NoiseTunnel {
         targets: &[u32],
         act: Activation,
     ) -> Result<Tensor> {
+        self.attribute_anchored(model, x, x, targets, act)
+    }
+
+    fn differentiable(&self) -> bool {
+        self.inner.differentiable()
+    }
+
+    fn attribute_anchored(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (b, s) = (dims[0], self.settings.samples);
-        let noisy = self.noise(x)?.broadcast_add(&x.unsqueeze(0)?)?;
+        let noisy = self.noise(anchor)?.broadcast_add(&x.unsqueeze(0)?)?;
         let flat = noisy.reshape((s * b, dims[1], dims[2], dims[3]))?;
         let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
         let maps = self.inner.attribute(model, &flat, &reps, act)?;

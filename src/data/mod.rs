@@ -108,6 +108,66 @@ pub fn load_labels(path: &Path) -> Result<Vec<i64>> {
     }
 }
 
+/// A 2-D map of f32 values [h·w] (row-major) with its height and width.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Map2d {
+    /// The values, row-major.
+    pub data: Vec<f32>,
+    /// Height.
+    pub h: usize,
+    /// Width.
+    pub w: usize,
+}
+
+/// Loads a 2-D map (a region mask, a target attribution map) from an npy file (any integer or
+/// float32 dtype; shape H×W, or 1×H×W / 1×1×H×W) or a PNG image (8- or 16-bit grey, grey+alpha,
+/// RGB or RGBA; the first channel scaled to [0, 1]). The format is told by the content.
+pub fn load_map(path: &Path) -> Result<Map2d> {
+    let bytes = read_maybe_gzip(path)?;
+    if bytes.starts_with(npy::MAGIC) {
+        let (data, shape) = npy::parse_array(&bytes, path)?;
+        let dims: Vec<usize> = shape.iter().copied().skip_while(|&d| d == 1).collect();
+        return match (dims.as_slice(), shape.len()) {
+            (&[h, w], _) => Ok(Map2d { data, h, w }),
+            (&[w], 2..) => Ok(Map2d { data, h: 1, w }),
+            _ => Err(Error::data(path, format!("a map must be H×W (or 1×H×W), found shape {shape:?}"))),
+        };
+    }
+    if bytes.starts_with(b"\x89PNG") {
+        return load_png(&bytes, path);
+    }
+    Err(Error::data(path, format!("not an npy or PNG file (first bytes {})", hex_prefix(&bytes, 8))))
+}
+
+fn load_png(bytes: &[u8], path: &Path) -> Result<Map2d> {
+    let bad = |e: String| Error::data(path, format!("unreadable PNG: {e}"));
+    let mut decoder = png::Decoder::new(bytes);
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| bad(e.to_string()))?;
+    let mut buf = vec![0u8; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).map_err(|e| bad(e.to_string()))?;
+    let (h, w) = (info.height as usize, info.width as usize);
+    let channels = info.color_type.samples();
+    let (bytes_per, max) = match info.bit_depth {
+        png::BitDepth::Sixteen => (2, 65535.0f32),
+        _ => (1, 255.0f32),
+    };
+    let stride = channels * bytes_per;
+    let data = (0..h * w)
+        .map(|i| {
+            let (row, col) = (i / w, i % w);
+            let at = row * info.line_size + col * stride;
+            let v = if bytes_per == 2 {
+                u16::from_be_bytes([buf[at], buf[at + 1]]) as f32
+            } else {
+                buf[at] as f32
+            };
+            v / max
+        })
+        .collect();
+    Ok(Map2d { data, h, w })
+}
+
 /// The two formats we read, told apart by their first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {

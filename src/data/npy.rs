@@ -160,6 +160,26 @@ pub(crate) fn parse_labels(bytes: &[u8], path: &Path) -> Result<Vec<i64>> {
     Ok(labels)
 }
 
+/// Parses an npy array of any supported dtype as f32 values with its shape (masks and maps
+/// given by the user).
+pub(crate) fn parse_array(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
+    let header = parse_header(bytes, path)?;
+    let body = &bytes[header.data_start..];
+    let data = match header.dtype {
+        Dtype::U1 => body.iter().map(|&b| f32::from(b)).collect(),
+        Dtype::I2 => body.chunks_exact(2).map(|x| f32::from(i16::from_le_bytes([x[0], x[1]]))).collect(),
+        Dtype::I4 => {
+            body.chunks_exact(4).map(|x| i32::from_le_bytes([x[0], x[1], x[2], x[3]]) as f32).collect()
+        }
+        Dtype::I8 => body
+            .chunks_exact(8)
+            .map(|x| i64::from_le_bytes([x[0], x[1], x[2], x[3], x[4], x[5], x[6], x[7]]) as f32)
+            .collect(),
+        Dtype::F4 => body.chunks_exact(4).map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]])).collect(),
+    };
+    Ok((data, header.shape))
+}
+
 /// Reads and checks the header: magic, version, dict, C order, dtype, and that the data length
 /// equals the product of the shape times the element size.
 fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {

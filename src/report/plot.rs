@@ -34,6 +34,9 @@ use plotters::prelude::{
 use std::path::Path;
 use std::sync::OnceLock;
 
+/// Most panels in one row of a chart; more attacks wrap to further rows.
+const MAX_COLUMNS: usize = 4;
+
 /// Width of one attack's panel, in pixels.
 const PANEL_WIDTH: u32 = 600;
 /// The narrowest chart, in pixels (a single panel is drawn this wide).
@@ -148,6 +151,24 @@ fn segments(points: &[(f64, Option<f64>)]) -> Vec<Vec<(f64, f64)>> {
     out
 }
 
+/// The panels' titles (one per attack and target method), in order of first appearance.
+fn panel_labels(rows: &[&SummaryRow]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in rows {
+        let l = r.attack_label();
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    out
+}
+
+/// Rows and columns of the panel grid: at most [`MAX_COLUMNS`] panels side by side.
+fn grid(panels: usize) -> (usize, usize) {
+    let cols = panels.clamp(1, MAX_COLUMNS);
+    (panels.div_ceil(cols).max(1), cols)
+}
+
 /// Draws the chart of `metric` into `rgb` (a `width × height` RGB buffer).
 fn draw(
     rgb: &mut [u8],
@@ -156,7 +177,7 @@ fn draw(
     metric: &str,
     direction: Direction,
 ) -> std::result::Result<(), DrawError> {
-    let attacks = distinct(rows, |r| r.attack.as_str());
+    let attacks = panel_labels(rows);
     let methods = distinct(rows, |r| r.method.as_str());
     let x_range = padded_range(rows.iter().map(|r| r.epsilon));
     let y_range = padded_range(rows.iter().filter_map(|r| r.mean));
@@ -173,9 +194,10 @@ fn draw(
     root.fill(&WHITE)?;
     let title = format!("{metric} ({})", direction_text(direction));
     let body = root.titled(&title, ("sans-serif", TITLE_SIZE))?;
-    for (panel, attack) in body.split_evenly((1, attacks.len())).iter().zip(&attacks) {
+    let (grid_rows, grid_cols) = grid(attacks.len());
+    for (panel, attack) in body.split_evenly((grid_rows, grid_cols)).iter().zip(&attacks) {
         let mut chart = ChartBuilder::on(panel)
-            .caption(*attack, ("sans-serif", 22))
+            .caption(attack.as_str(), ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(50)
             .y_label_area_size(70)
@@ -202,7 +224,7 @@ fn draw(
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], line));
             let mut points: Vec<(f64, Option<f64>)> = rows
                 .iter()
-                .filter(|r| r.attack == *attack && r.method == *method)
+                .filter(|r| r.attack_label() == *attack && r.method == *method)
                 .map(|r| (r.epsilon, r.mean))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -236,8 +258,8 @@ pub(crate) fn render(
     if rows.is_empty() {
         return Err(format!("no summary rows for metric {metric:?}"));
     }
-    let panels = distinct(&rows, |r| r.attack.as_str()).len() as u32;
-    let (width, height) = ((PANEL_WIDTH * panels).max(MIN_WIDTH), HEIGHT);
+    let (grid_rows, grid_cols) = grid(panel_labels(&rows).len());
+    let (width, height) = ((PANEL_WIDTH * grid_cols as u32).max(MIN_WIDTH), HEIGHT * grid_rows as u32);
     let mut rgb = vec![0u8; 3 * width as usize * height as usize];
     draw(&mut rgb, (width, height), &rows, metric, direction).map_err(|e| e.to_string())?;
     Ok(Rendering { width, height, rgb })
@@ -265,6 +287,7 @@ mod tests {
         SummaryRow {
             method: method.into(),
             attack: attack.into(),
+            target_method: None,
             epsilon,
             metric: "spearman".into(),
             n: 10,

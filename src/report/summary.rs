@@ -14,6 +14,7 @@
 //! |-------------------|-----------|--------------------------------------------------------------|
 //! | `method`          | str       | attribution method                                           |
 //! | `attack`          | str       | attack                                                       |
+//! | `target_method`   | str, null | the method a steered attack steered; null for random baselines |
 //! | `epsilon`         | f64       | L∞ budget on the [0, 1] pixel scale                          |
 //! | `metric`          | str       | metric column of `samples.parquet` (its units are in its name)|
 //! | `n`               | u32       | label-kept rows with a value for the metric                  |
@@ -33,8 +34,18 @@ use std::fs::File;
 use std::path::Path;
 
 /// The columns of `summary.parquet`, in file order.
-pub const SUMMARY_COLUMNS: [&str; 9] =
-    ["method", "attack", "epsilon", "metric", "n", "nulls", "mean", "std", "label_kept_rate"];
+pub const SUMMARY_COLUMNS: [&str; 10] = [
+    "method",
+    "attack",
+    "target_method",
+    "epsilon",
+    "metric",
+    "n",
+    "nulls",
+    "mean",
+    "std",
+    "label_kept_rate",
+];
 
 /// Statistics of one metric over the images of one method × attack × ε.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +54,8 @@ pub struct SummaryRow {
     pub method: String,
     /// The attack.
     pub attack: String,
+    /// The method a steered attack steered (`None` for the random baselines).
+    pub target_method: Option<String>,
     /// The L∞ budget on the [0, 1] pixel scale.
     pub epsilon: f64,
     /// The metric's column name in `samples.parquet`.
@@ -79,6 +92,17 @@ struct Group {
 ///
 /// Two passes (mean, then squared deviations) rather than Σx² − n·mean², which cancels
 /// catastrophically when the spread is small next to the mean (rank correlations near 1).
+impl SummaryRow {
+    /// The attack as plots and printed tables name it: `top_k → gradient` for a steered
+    /// attack, the bare name for a random baseline.
+    pub fn attack_label(&self) -> String {
+        match &self.target_method {
+            Some(t) => format!("{} → {t}", self.attack),
+            None => self.attack.clone(),
+        }
+    }
+}
+
 fn mean_std(values: &[f64]) -> (Option<f64>, Option<f64>) {
     if values.is_empty() {
         return (None, None);
@@ -99,13 +123,14 @@ fn mean_std(values: &[f64]) -> (Option<f64>, Option<f64>) {
 /// is counted as null: metrics return `None` where they are undefined, so a NaN or ±∞ is an
 /// upstream bug that would otherwise poison the whole group's mean. The output holds no NaN.
 pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
-    let mut index: HashMap<(&str, &str, u64, usize), usize> = HashMap::new();
+    let mut index: HashMap<(&str, &str, Option<&str>, u64, usize), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for (i, row) in table.rows.iter().enumerate() {
         // 0.0 and −0.0 are the same budget; normalise before keying on the bits.
         let eps_bits = if row.epsilon == 0.0 { 0.0f64 } else { row.epsilon }.to_bits();
         for metric in 0..table.metric_columns.len() {
-            let key = (row.method.as_str(), row.attack.as_str(), eps_bits, metric);
+            let key =
+                (row.method.as_str(), row.attack.as_str(), row.target_method.as_deref(), eps_bits, metric);
             let g = *index.entry(key).or_insert_with(|| {
                 groups.push(Group { first_row: i, metric, values: Vec::new(), nulls: 0, kept: 0, total: 0 });
                 groups.len() - 1
@@ -129,6 +154,7 @@ pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
             SummaryRow {
                 method: first.method.clone(),
                 attack: first.attack.clone(),
+                target_method: first.target_method.clone(),
                 epsilon: first.epsilon,
                 metric: table.metric_columns[g.metric].clone(),
                 n: g.values.len() as u32,
@@ -150,6 +176,7 @@ fn summary_frame(rows: &[SummaryRow]) -> std::result::Result<DataFrame, PolarsEr
     let columns = vec![
         Column::new("method".into(), col(rows, |r| r.method.as_str())),
         Column::new("attack".into(), col(rows, |r| r.attack.as_str())),
+        Column::new("target_method".into(), col(rows, |r| r.target_method.as_deref())),
         Column::new("epsilon".into(), col(rows, |r| r.epsilon)),
         Column::new("metric".into(), col(rows, |r| r.metric.as_str())),
         Column::new("n".into(), col(rows, |r| r.n)),
@@ -188,6 +215,8 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
     let column = |name: &str| df.column(name).map_err(table_error(path));
     let method = required(path, "method", column("method")?.str().map_err(table_error(path))?.iter())?;
     let attack = required(path, "attack", column("attack")?.str().map_err(table_error(path))?.iter())?;
+    let target_method: Vec<Option<&str>> =
+        column("target_method")?.str().map_err(table_error(path))?.iter().collect();
     let epsilon = required(path, "epsilon", column("epsilon")?.f64().map_err(table_error(path))?.iter())?;
     let metric = required(path, "metric", column("metric")?.str().map_err(table_error(path))?.iter())?;
     let n = required(path, "n", column("n")?.u32().map_err(table_error(path))?.iter())?;
@@ -203,6 +232,7 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
         .map(|i| SummaryRow {
             method: method[i].to_string(),
             attack: attack[i].to_string(),
+            target_method: target_method[i].map(str::to_string),
             epsilon: epsilon[i],
             metric: metric[i].to_string(),
             n: n[i],
@@ -227,6 +257,7 @@ mod tests {
             predicted: 1,
             method: method.into(),
             attack: attack.into(),
+            target_method: None,
             epsilon: 0.03,
             label_kept: kept,
             iterations: 1,
@@ -266,6 +297,7 @@ mod tests {
         SummaryRow {
             method: method.into(),
             attack: attack.into(),
+            target_method: None,
             epsilon: 0.03,
             metric: metric.into(),
             n,

@@ -13,6 +13,7 @@
 //! | `predicted`         | i64         | the class predicted on the clean image (the attack target)|
 //! | `method`            | str         | attribution method, e.g. `gradient`                       |
 //! | `attack`            | str         | attack, e.g. `random_sign`, `top_k`                       |
+//! | `target_method`     | str, null   | the method a steered attack steered; null for the random baselines |
 //! | `epsilon`           | f64         | L∞ budget, on the [0, 1] pixel scale                      |
 //! | `label_kept`        | bool        | whether the perturbed image keeps the predicted class     |
 //! | `iterations`        | u32         | attack iterations used (tries, for `random_sign`)         |
@@ -37,12 +38,13 @@ use std::fs::File;
 use std::path::Path;
 
 /// The fixed columns of `samples.parquet`, in file order; the metric columns follow them.
-pub const FIXED_COLUMNS: [&str; 11] = [
+pub const FIXED_COLUMNS: [&str; 12] = [
     "image_id",
     "label",
     "predicted",
     "method",
     "attack",
+    "target_method",
     "epsilon",
     "label_kept",
     "iterations",
@@ -67,6 +69,8 @@ pub struct SampleRow {
     pub method: String,
     /// The attack, e.g. `"random_sign"`, `"top_k"`.
     pub attack: String,
+    /// The method a steered attack steered (`None` for the random baselines).
+    pub target_method: Option<String>,
     /// The L∞ budget on the [0, 1] pixel scale.
     pub epsilon: f64,
     /// Whether the perturbed image is still classified as `predicted`.
@@ -166,6 +170,7 @@ fn samples_frame(table: &SampleTable) -> std::result::Result<DataFrame, PolarsEr
         Column::new("predicted".into(), col(rows, |r| r.predicted)),
         Column::new("method".into(), col(rows, |r| r.method.as_str())),
         Column::new("attack".into(), col(rows, |r| r.attack.as_str())),
+        Column::new("target_method".into(), col(rows, |r| r.target_method.as_deref())),
         Column::new("epsilon".into(), col(rows, |r| r.epsilon)),
         Column::new("label_kept".into(), col(rows, |r| r.label_kept)),
         Column::new("iterations".into(), col(rows, |r| r.iterations)),
@@ -259,6 +264,8 @@ pub fn read_samples(path: &Path) -> Result<SampleTable> {
         required(path, "predicted", column("predicted")?.i64().map_err(table_error(path))?.iter())?;
     let method = required(path, "method", column("method")?.str().map_err(table_error(path))?.iter())?;
     let attack = required(path, "attack", column("attack")?.str().map_err(table_error(path))?.iter())?;
+    let target_method: Vec<Option<&str>> =
+        column("target_method")?.str().map_err(table_error(path))?.iter().collect();
     let epsilon = required(path, "epsilon", column("epsilon")?.f64().map_err(table_error(path))?.iter())?;
     let label_kept =
         required(path, "label_kept", column("label_kept")?.bool().map_err(table_error(path))?.iter())?;
@@ -290,6 +297,7 @@ pub fn read_samples(path: &Path) -> Result<SampleTable> {
             predicted: predicted[i],
             method: method[i].to_string(),
             attack: attack[i].to_string(),
+            target_method: target_method[i].map(str::to_string),
             epsilon: epsilon[i],
             label_kept: label_kept[i],
             iterations: iterations[i],
@@ -314,6 +322,7 @@ pub(crate) mod tests {
             predicted: 3,
             method: "gradient".into(),
             attack: attack.into(),
+            target_method: (attack == "top_k").then(|| "gradient".to_string()),
             epsilon,
             label_kept: kept,
             iterations: 7,

@@ -120,17 +120,23 @@ fn run_writes_tables_plots_and_metadata() {
     let table = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
     // 6 images × 4 methods × 2 attacks × 2 ε.
     assert_eq!(table.rows.len(), 6 * 4 * 2 * 2);
-    assert_eq!(table.metric_columns, vec!["spearman", "top100_intersection", "center_shift_px"]);
+    // The metrics, then top_k's own measure before and after, for every row.
+    let columns =
+        ["spearman", "top100_intersection", "center_shift_px", "topk_mass_before", "topk_mass_after"];
+    assert_eq!(table.metric_columns, columns);
     for r in &table.rows {
         assert!(r.linf <= r.epsilon + 1e-6);
         assert_eq!(r.predicted, r.label, "only correctly classified images are studied");
         if r.attack == "top_k" {
             assert!(r.label_kept);
+            assert_eq!(r.target_method.as_deref(), Some("gradient"));
+        } else {
+            assert_eq!(r.target_method, None);
         }
     }
     let summary = fragility::report::read_summary(&out.join("summary.parquet")).unwrap();
-    assert_eq!(summary.len(), 4 * 2 * 2 * 3);
-    for m in ["spearman", "top100_intersection", "center_shift_px"] {
+    assert_eq!(summary.len(), 4 * 2 * 2 * 5);
+    for m in ["spearman", "top100_intersection", "center_shift_px", "topk_mass_after"] {
         let png = std::fs::read(out.join("plots").join(format!("{m}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     }
@@ -332,4 +338,90 @@ fn noise_tunnel_wraps_the_configured_method() {
     let o = fragility(&["exp.toml"], dir.path());
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("methods.smoothgrad.wrap"), "{}", stderr(&o));
+}
+
+#[test]
+fn every_attack_runs_from_a_config_against_two_target_methods() {
+    // All six attacks; the four steered ones against gradient and DeepLIFT; the region given
+    // as a mask file, the manipulation target as another image of the data file.
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let mut mask = vec![0f32; 784];
+    for r in 0..10 {
+        for c in 18..28 {
+            mask[r * 28 + c] = 1.0;
+        }
+    }
+    fragility::data::write_npy_f32(&dir.path().join("corner.npy"), &mask, &[28, 28]).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        r#"names = ["random_sign", "top_k"]"#,
+        r#"names = ["random_sign", "random_walk", "top_k", "mass_center", "targeted", "manipulate"]
+target_method = ["gradient", "deeplift"]
+mass_center = { iterations = 3, step_absolute = 0.01, restarts = 1 }
+targeted = { iterations = 3, mask = "corner.npy", patience = 2 }
+manipulate = { iterations = 3, target_image = 5 }"#,
+    );
+    std::fs::write(&p, text).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("out");
+    let table = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    // 6 images × 4 methods × (2 random + 4 steered × 2 targets) × 2 ε.
+    assert_eq!(table.rows.len(), 6 * 4 * 10 * 2);
+    for m in ["topk_mass", "center_distance_px", "region_mass", "target_mse"] {
+        for when in ["before", "after"] {
+            let c = format!("{m}_{when}");
+            assert!(table.metric_columns.contains(&c), "no column {c}: {:?}", table.metric_columns);
+        }
+    }
+    let region = table.metric_columns.iter().position(|c| c == "region_mass_after").unwrap();
+    for r in &table.rows {
+        assert!(r.linf <= r.epsilon + 1e-6);
+        if r.attack != "random_sign" {
+            assert!(r.label_kept, "{} kept no label", r.attack);
+        }
+        let v = r.metrics[region].unwrap();
+        assert!((0.0..=1.0 + 1e-9).contains(&v), "region mass {v}");
+    }
+    let targets: std::collections::BTreeSet<_> =
+        table.rows.iter().filter_map(|r| r.target_method.clone()).collect();
+    assert_eq!(targets.into_iter().collect::<Vec<_>>(), ["deeplift", "gradient"]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(meta["settings"]["attacks"].as_array().unwrap().len(), 10);
+    assert!(out.join("plots/region_mass_after.png").exists());
+}
+
+/// The attacks section of the small config replaced by `attacks`, expecting a config error
+/// that mentions `needle`.
+fn expect_attack_error(attacks: &str, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap();
+    let head = &text[..text.find("[attacks]").unwrap()];
+    std::fs::write(&p, format!("{head}[attacks]\nepsilons = [0.1]\n{attacks}\n")).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("exp.toml"), "no file name in: {err}");
+    assert!(err.contains(needle), "no {needle:?} in: {err}");
+    assert!(!dir.path().join("out").exists(), "output written despite the error");
+}
+
+#[test]
+fn attack_settings_errors_name_the_field() {
+    expect_attack_error(r#"names = ["targeted"]"#, "region = [x0, y0, x1, y1]");
+    expect_attack_error("names = [\"targeted\"]\ntargeted = { region = [5, 5, 5, 9] }", "is empty");
+    expect_attack_error("names = [\"targeted\"]\ntargeted = { region = [0, 0, 40, 9] }", "does not fit");
+    expect_attack_error(r#"names = ["manipulate"]"#, "target_image = N");
+    expect_attack_error("names = [\"manipulate\"]\nmanipulate = { target_image = 5000 }", "out of range");
+    expect_attack_error("names = [\"top_k\"]\ntop_k = { region = [0, 0, 2, 2] }", "attacks.top_k.region");
+    expect_attack_error("names = [\"top_k\"]\ntop_k = { step = 0.1, step_absolute = 0.01 }", "not both");
+    expect_attack_error("names = [\"top_k\"]\ntarget_method = \"occlusion\"", "not differentiable");
+    expect_attack_error(
+        "names = [\"random_walk\"]\nrandom_walk = { beta = 3.0 }",
+        "attacks.random_walk.beta",
+    );
+    expect_attack_error(r#"names = ["top_k", "top_k"]"#, "listed twice");
+    expect_attack_error(r#"names = ["mass_centre"]"#, "unknown attack");
 }

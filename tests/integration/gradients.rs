@@ -2,9 +2,13 @@
 
 use crate::common::*;
 use candle_core::{DType, Device, Tensor, Var};
-use fragility::attack::top_k_objective;
-use fragility::attribution::Gradient;
+use fragility::attack::{objective_loss, Objective, PrepareContext, TopKObjective};
+use fragility::attribution::{
+    by_name, normalized_saliency, Aggregate, Attribution, Gradient, IntegratedGradients, NoiseSettings,
+    NoiseTunnel, METHOD_NAMES,
+};
 use fragility::model::{one_hot, Activation, Classifier, ReluRule};
+use std::sync::Arc;
 
 /// Autograd gradient of Σ_b logits[b, t_b] with respect to x.
 fn autograd_gradient(model: &dyn Classifier, x: &Tensor, targets: &[u32], act: Activation) -> Vec<f32> {
@@ -38,44 +42,98 @@ fn directional_fd(f: impl Fn(&Tensor) -> f64, x: &Tensor, v: &Tensor, h: f64) ->
     (f(&xp) - f(&xm)) / (2.0 * h)
 }
 
+/// The methods whose maps attacks steer directly, with small settings for f64 checks.
+fn differentiable_methods() -> Vec<Arc<dyn Attribution>> {
+    let all: Vec<Arc<dyn Attribution>> = METHOD_NAMES
+        .iter()
+        .map(|&n| -> Arc<dyn Attribution> {
+            match n {
+                "integrated_gradients" => {
+                    Arc::new(IntegratedGradients { steps: 8, ..IntegratedGradients::default() })
+                }
+                "smoothgrad" | "smoothgrad_sq" | "vargrad" => {
+                    let aggregate = match n {
+                        "smoothgrad" => Aggregate::Mean,
+                        "smoothgrad_sq" => Aggregate::MeanSquare,
+                        _ => Aggregate::Variance,
+                    };
+                    let settings = NoiseSettings { samples: 3, ..NoiseSettings::default() };
+                    Arc::new(NoiseTunnel::new(aggregate, settings, 7, Arc::new(Gradient)))
+                }
+                n => Arc::from(by_name(n, 7).unwrap()),
+            }
+        })
+        .collect();
+    all.into_iter().filter(|m| m.differentiable()).collect()
+}
+
+/// The top-k loss of `method` on a fixed pixel set, through the softplus surrogate, in f64.
+fn top_k_loss(
+    method: &dyn Attribution,
+    model: &dyn Classifier,
+    x: &Tensor,
+    anchor: &Tensor,
+    targets: &[u32],
+) -> Tensor {
+    // Pixel sets: every pixel i with (i·7919) mod 13 < 3, the same for both rows.
+    let clean: Vec<Vec<f32>> =
+        (0..2).map(|_| (0..784).map(|i| if (i * 7919) % 13 < 3 { 1.0 } else { 0.0 }).collect()).collect();
+    let goal = TopKObjective { k: 784 * 3 / 13 }
+        .prepare(&PrepareContext { model, method, clean: &clean, h: 28, w: 28, device: &Device::Cpu })
+        .unwrap();
+    let rows = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    let act = Activation::Softplus { beta: 10.0 };
+    objective_loss(goal.as_ref(), method, model, x, anchor, targets, &rows, act, 0.0, None).unwrap()
+}
+
 #[test]
-fn top_k_attack_direction_is_the_exact_second_derivative() {
-    // The top-k objective D(x) (normalised |gradient map| mass on a fixed pixel set) through the
-    // softplus surrogate. Its autograd gradient goes through the explicit backward pass, i.e.
-    // it is a second derivative of the network. Check ∇D·v against central differences along
-    // seeded random directions, in f64 at random continuous inputs. D is smooth only while no
-    // max-pool arg-max switches (the routing jumps there), so a direction counts only where the
-    // central differences at h and h/10 agree, i.e. no switch lies within ±h.
+fn every_attack_direction_is_the_exact_second_derivative() {
+    // For every method attacks can steer: the top-k loss D(x) (normalised |map| mass on a fixed
+    // pixel set) through the softplus surrogate. Its autograd gradient goes through the
+    // explicit backward pass, i.e. it is a second derivative of the network. Check ∇D·v
+    // against central differences along seeded random directions, in f64 at random continuous
+    // inputs. D is smooth only while no max-pool arg-max (or DeepLIFT's fallback, or
+    // Grad-CAM's ReLU) switches, so a direction counts only where the central differences at
+    // h and h/10 agree, i.e. no switch lies within ±h. Noise tunnels are anchored at x (the
+    // noise stays fixed while x moves), as in the attacks.
     let model = random_model(11, DType::F64);
-    let dev = Device::Cpu;
     let x = seeded_uniform(&[2, 1, 28, 28], 0.0, 1.0, 100);
     let targets = [2u32, 6];
-    let mut m = vec![0f64; 2 * 784];
-    for (i, v) in m.iter_mut().enumerate() {
-        *v = if (i * 7919) % 13 < 3 { 1.0 } else { 0.0 };
+    let methods = differentiable_methods();
+    let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+    for want in
+        ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift"]
+    {
+        assert!(names.contains(&want), "{want} must be attackable; attackable: {names:?}");
     }
-    let mask = Tensor::from_vec(m, (2, 784), &dev).unwrap();
-    let act = Activation::Softplus { beta: 10.0 };
-    let objective = |x: &Tensor| {
-        top_k_objective(&Gradient, &model, x, &targets, &mask, act).unwrap().to_scalar::<f64>().unwrap()
-    };
-    let xv = Var::from_tensor(&x).unwrap();
-    let d = top_k_objective(&Gradient, &model, xv.as_tensor(), &targets, &mask, act).unwrap();
-    let grad = d.backward().unwrap().get(xv.as_tensor()).unwrap().clone();
-    let mut checked = 0;
-    for seed in 0..12 {
-        let v = seeded_uniform(&[2, 1, 28, 28], -1.0, 1.0, 200 + seed);
-        let analytic = grad.mul(&v).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
-        let (coarse, fine) =
-            (directional_fd(objective, &x, &v, 1e-6), directional_fd(objective, &x, &v, 1e-7));
-        if (coarse - fine).abs() > 1e-5 * fine.abs().max(1e-9) {
-            continue; // an arg-max switch within ±h along v
+    for method in &methods {
+        let m = method.as_ref();
+        let objective = |y: &Tensor| top_k_loss(m, &model, y, &x, &targets).to_scalar::<f64>().unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let d = top_k_loss(m, &model, xv.as_tensor(), &x, &targets);
+        let grads = d.backward().unwrap();
+        let grad =
+            grads.get(xv.as_tensor()).unwrap_or_else(|| panic!("{}: the map does not depend on x", m.name()));
+        assert!(max_abs(&flat(grad)) > 0.0, "{}: zero attack direction", m.name());
+        let mut checked = 0;
+        for seed in 0..10 {
+            let v = seeded_uniform(&[2, 1, 28, 28], -1.0, 1.0, 200 + seed);
+            let analytic = grad.mul(&v).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+            let (coarse, fine) =
+                (directional_fd(objective, &x, &v, 1e-6), directional_fd(objective, &x, &v, 1e-7));
+            if (coarse - fine).abs() > 1e-5 * fine.abs().max(1e-9) {
+                continue; // a switch within ±h along v
+            }
+            let rel = (analytic - fine).abs() / fine.abs().max(1e-12);
+            assert!(
+                rel < 1e-5,
+                "{} direction {seed}: autograd {analytic} vs finite difference {fine}",
+                m.name()
+            );
+            checked += 1;
         }
-        let rel = (analytic - fine).abs() / fine.abs().max(1e-12);
-        assert!(rel < 1e-5, "direction {seed}: autograd {analytic} vs finite difference {fine}");
-        checked += 1;
+        assert!(checked >= 4, "{}: only {checked} directions free of switches", m.name());
     }
-    assert!(checked >= 5, "only {checked} directions free of arg-max switches");
 }
 
 #[test]
@@ -87,9 +145,9 @@ fn surrogate_gradient_map_has_a_nonzero_second_order_gradient() {
     let mask = Tensor::ones((1, 784), DType::F64, &Device::Cpu).unwrap().narrow(1, 0, 392).unwrap();
     let mask = Tensor::cat(&[mask.clone(), mask.zeros_like().unwrap()], 1).unwrap();
     let xv = Var::from_tensor(&x).unwrap();
-    let d =
-        top_k_objective(&Gradient, &model, xv.as_tensor(), &[4], &mask, Activation::Softplus { beta: 10.0 })
-            .unwrap();
+    let act = Activation::Softplus { beta: 10.0 };
+    let s = normalized_saliency(&Gradient.attribute(&model, xv.as_tensor(), &[4], act).unwrap()).unwrap();
+    let d = s.flatten_from(1).unwrap().mul(&mask).unwrap().sum_all().unwrap();
     let g = flat(d.backward().unwrap().get(xv.as_tensor()).unwrap());
     assert!(max_abs(&g) > 0.0);
 }

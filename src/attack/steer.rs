@@ -1,0 +1,380 @@
+//! The one iterative loop every steered attack (top_k, mass_center, targeted, manipulate) runs.
+//!
+//! Each iteration takes the exact gradient of the objective's loss (see [`super::objective`])
+//! with respect to the image, through the attacked method's map computed on the softplus(β)
+//! surrogate: the map is the model's explicit backward pass, a differentiable candle graph of
+//! x′, so one autograd `backward()` gives the second derivative. Then it steps
+//! * `sign` (Ghorbani et al.): x ← Π(x − α·sign(∇L)), or
+//! * `adam` (Dombrowski et al.): x ← Π(x − α·m̂/(√v̂ + 10⁻⁸)), with β₁ = 0.9, β₂ = 0.999,
+//!
+//! with Π the projection onto the ε-ball and [0,1] ([`super::project`]) and α = `step`·ε (or an
+//! absolute step). β of the surrogate goes geometrically from `beta` to `beta_end`.
+//!
+//! Every iterate is judged on the real (ReLU) model: one whose predicted class differs from
+//! the target is never kept (the walk continues); among the others the best by the
+//! objective's rank is the result, the clean image (iteration 0) being the fallback, so every
+//! row keeps its label. `restarts` repeats the walk from uniform random points of the ball
+//! (seeded per row). With `patience` > 0 a row stops once its best has not improved for that
+//! many iterations, and only the rows still moving are computed. A row's result depends on its
+//! own seed and data only, never on the other rows of the batch. Shapes: rows [R,C,H,W];
+//! maps [R,H·W].
+
+use super::objective::{normalized, Goal, Objective, PrepareContext};
+use super::{linf_per_row, merge_rows, project, row_column, Attack, AttackInput, Outcome};
+use crate::attribution::{normalized_saliency, Attribution, MAX_ROWS_PER_PASS};
+use crate::error::Result;
+use crate::model::{logits_in_passes, predict, Activation, Classifier};
+use crate::seed;
+use candle_core::{DType, Tensor, Var};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// How an iteration moves the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// Signed gradient step (Ghorbani et al.).
+    Sign,
+    /// Adam (Dombrowski et al.).
+    Adam,
+}
+
+/// The step size.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// α = this × ε of the row.
+    FractionOfEps(f64),
+    /// α in pixel units ([0,1] scale), whatever ε.
+    Absolute(f64),
+}
+
+/// Settings of the iterative loop, shared by every steered attack (and by `random_walk`'s
+/// budget).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct IterSettings {
+    /// Iterations per start.
+    pub iterations: u32,
+    /// Step size α.
+    pub step: Step,
+    /// Softplus β of the surrogate at the first iteration.
+    pub beta: f64,
+    /// β at the last iteration (geometric growth; = `beta` for a constant β).
+    pub beta_end: f64,
+    /// Extra starts from random points of the ε-ball (0: only from the clean image).
+    pub restarts: u32,
+    /// Stop a row after this many iterations without improvement (0: never).
+    pub patience: u32,
+    /// Update rule.
+    pub optimizer: Optimizer,
+    /// Weight γ of ‖softmax(x′) − softmax(x)‖² added to the loss (keeps the output).
+    pub gamma: f64,
+}
+
+impl IterSettings {
+    /// Ghorbani et al.'s loop: 100 signed steps of 0.1·ε, β = 10.
+    pub fn ghorbani() -> Self {
+        Self {
+            iterations: 100,
+            step: Step::FractionOfEps(0.1),
+            beta: 10.0,
+            beta_end: 10.0,
+            restarts: 0,
+            patience: 0,
+            optimizer: Optimizer::Sign,
+            gamma: 0.0,
+        }
+    }
+
+    /// Dombrowski et al.'s loop: Adam, β from 10 to 100, γ = 25 (see [`super::manipulate`]);
+    /// 200 iterations of step 0.05·ε.
+    pub fn dombrowski() -> Self {
+        Self {
+            iterations: 200,
+            step: Step::FractionOfEps(0.05),
+            beta: 10.0,
+            beta_end: 100.0,
+            optimizer: Optimizer::Adam,
+            gamma: 25.0,
+            ..Self::ghorbani()
+        }
+    }
+
+    /// β at iteration `it` (1-based).
+    pub fn beta_at(&self, it: u32) -> f64 {
+        if self.iterations <= 1 || self.beta_end == self.beta {
+            return self.beta;
+        }
+        let t = f64::from(it.saturating_sub(1)) / f64::from(self.iterations - 1);
+        self.beta * (self.beta_end / self.beta).powf(t)
+    }
+
+    /// α of a row with budget `eps`.
+    pub fn alpha(&self, eps: f32) -> f32 {
+        match self.step {
+            Step::FractionOfEps(f) => eps * f as f32,
+            Step::Absolute(a) => a as f32,
+        }
+    }
+}
+
+/// A steered attack: an objective, the method whose map it steers, and the loop's settings.
+pub struct Steered {
+    /// What is optimised.
+    pub objective: Arc<dyn Objective>,
+    /// The attacked method.
+    pub method: Arc<dyn Attribution>,
+    /// The loop's settings.
+    pub settings: IterSettings,
+}
+
+/// The loss of `goal` for rows `rows` (u32 indices into the goal's batch) at images `x`,
+/// through `method`'s map computed with activation `act` (noise anchored at `anchor`), plus
+/// γ‖softmax(x) − `p0`‖² when `gamma` > 0 (`p0`: clean probabilities of the whole batch,
+/// [R,K]). A scalar, differentiable in `x` when `act` is the softplus surrogate.
+#[allow(clippy::too_many_arguments)]
+pub fn objective_loss(
+    goal: &dyn Goal,
+    method: &dyn Attribution,
+    model: &dyn Classifier,
+    x: &Tensor,
+    anchor: &Tensor,
+    targets: &[u32],
+    rows: &Tensor,
+    act: Activation,
+    gamma: f64,
+    p0: Option<&Tensor>,
+) -> Result<Tensor> {
+    let attr = method.attribute_anchored(model, x, anchor, targets, act)?;
+    let s = normalized_saliency(&attr)?.flatten_from(1)?;
+    let mut loss = goal.loss(&s, rows)?;
+    if let (Some(p0), true) = (p0, gamma > 0.0) {
+        let p = candle_nn::ops::softmax(&model.logits(x, act)?, 1)?;
+        let d = p.sub(&p0.index_select(rows, 0)?.to_dtype(p.dtype())?)?.sqr()?.sum_all()?;
+        loss = loss.add(&d.affine(gamma, 0.0)?)?;
+    }
+    Ok(loss)
+}
+
+/// Normalised real-model maps [n][H·W] of `x` (noise anchored at `anchor`), and (H, W).
+pub(crate) fn real_maps(
+    method: &dyn Attribution,
+    model: &dyn Classifier,
+    x: &Tensor,
+    anchor: &Tensor,
+    targets: &[u32],
+) -> Result<(Vec<Vec<f32>>, usize, usize)> {
+    let s = normalized_saliency(&method.attribute_anchored(model, x, anchor, targets, Activation::Relu)?)?;
+    let (_, h, w) = s.dims3()?;
+    Ok((s.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?, h, w))
+}
+
+fn better(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 < b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+fn index_tensor(rows: &[usize], device: &candle_core::Device) -> Result<Tensor> {
+    let v: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+    Ok(Tensor::from_vec(v, rows.len(), device)?)
+}
+
+impl Steered {
+    /// ∇ₓ of the loss for the batch rows `active` at images `xa` (their rows), chunk by chunk:
+    /// rows are independent, so each chunk's loss has the same gradient as the whole sum.
+    #[allow(clippy::too_many_arguments)]
+    fn direction(
+        &self,
+        input: &AttackInput,
+        goal: &dyn Goal,
+        active: &[usize],
+        xa: &Tensor,
+        x0a: &Tensor,
+        act: Activation,
+        p0: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let n = active.len();
+        let mut parts = Vec::with_capacity(n.div_ceil(MAX_ROWS_PER_PASS));
+        for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
+            let len = MAX_ROWS_PER_PASS.min(n - start);
+            let ids = &active[start..start + len];
+            let targets: Vec<u32> = ids.iter().map(|&r| input.targets[r]).collect();
+            let xv = Var::from_tensor(&xa.narrow(0, start, len)?.detach())?;
+            let loss = objective_loss(
+                goal,
+                self.method.as_ref(),
+                input.model,
+                xv.as_tensor(),
+                &x0a.narrow(0, start, len)?,
+                &targets,
+                &index_tensor(ids, xa.device())?,
+                act,
+                self.settings.gamma,
+                p0,
+            )?;
+            let grads = loss.backward()?;
+            // No gradient: the loss does not depend on x here (e.g. a constant model).
+            parts.push(match grads.get(xv.as_tensor()) {
+                Some(g) => g.clone(),
+                None => xv.as_tensor().zeros_like()?,
+            });
+        }
+        Ok(if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 0)? })
+    }
+
+    /// The start of restart `restart`: the clean image, or a uniform point of the ball.
+    fn start(&self, input: &AttackInput, restart: u32) -> Result<Tensor> {
+        let x0 = input.x;
+        if restart == 0 {
+            return Ok(x0.clone());
+        }
+        let rows = x0.dim(0)?;
+        let per = x0.elem_count() / rows.max(1);
+        let mut u = vec![0f32; rows * per];
+        for r in 0..rows {
+            let mut rng = seed::rng(seed::mix(input.seeds[r], u64::from(restart)));
+            for v in &mut u[r * per..(r + 1) * per] {
+                *v = rng.random_range(-1.0f32..=1.0) * input.eps[r];
+            }
+        }
+        let u = Tensor::from_vec(u, x0.shape(), x0.device())?.to_dtype(x0.dtype())?;
+        project(&x0.add(&u)?, x0, input.eps)
+    }
+}
+
+impl Attack for Steered {
+    fn name(&self) -> &'static str {
+        self.objective.name()
+    }
+
+    fn objective(&self) -> Option<&dyn Objective> {
+        Some(self.objective.as_ref())
+    }
+
+    fn target_method(&self) -> Option<&dyn Attribution> {
+        Some(self.method.as_ref())
+    }
+
+    fn perturb(&self, input: &AttackInput) -> Result<Outcome> {
+        let x0 = input.x;
+        let dev = x0.device();
+        let rows = x0.dim(0)?;
+        let method = self.method.as_ref();
+        let (clean, h, w) = real_maps(method, input.model, x0, x0, input.targets)?;
+        let goal = self.objective.prepare(&PrepareContext {
+            model: input.model,
+            method,
+            clean: &clean,
+            h,
+            w,
+            device: dev,
+        })?;
+        let p0 = if self.settings.gamma > 0.0 {
+            Some(candle_nn::ops::softmax(&logits_in_passes(input.model, x0)?, 1)?)
+        } else {
+            None
+        };
+        let mut best = x0.clone();
+        let mut best_rank: Vec<(f64, f64)> = (0..rows).map(|r| goal.rank(r, &clean[r])).collect();
+        let mut used = vec![0u32; rows];
+        for restart in 0..=self.settings.restarts {
+            let mut x = self.start(input, restart)?;
+            let (mut m, mut v) = (x0.zeros_like()?, x0.zeros_like()?);
+            let mut active: Vec<usize> = (0..rows).collect();
+            let mut stall = vec![0u32; rows];
+            for it in 1..=self.settings.iterations {
+                if active.is_empty() {
+                    break;
+                }
+                let act = Activation::Softplus { beta: self.settings.beta_at(it) };
+                let idx = index_tensor(&active, dev)?;
+                let xa = x.index_select(&idx, 0)?;
+                let x0a = x0.index_select(&idx, 0)?;
+                let eps_a: Vec<f32> = active.iter().map(|&r| input.eps[r]).collect();
+                let alpha: Vec<f32> = eps_a.iter().map(|&e| self.settings.alpha(e)).collect();
+                let alpha = row_column(&alpha, &xa)?.to_dtype(xa.dtype())?;
+                let g = self.direction(input, goal.as_ref(), &active, &xa, &x0a, act, p0.as_ref())?;
+                let moved = match self.settings.optimizer {
+                    Optimizer::Sign => xa.sub(&g.sign()?.broadcast_mul(&alpha)?)?,
+                    Optimizer::Adam => {
+                        let (b1, b2) = (0.9f64, 0.999f64);
+                        let ma = m.index_select(&idx, 0)?.affine(b1, 0.0)?.add(&g.affine(1.0 - b1, 0.0)?)?;
+                        let va = v
+                            .index_select(&idx, 0)?
+                            .affine(b2, 0.0)?
+                            .add(&g.sqr()?.affine(1.0 - b2, 0.0)?)?;
+                        let t = f64::from(it);
+                        let mhat = ma.affine(1.0 / (1.0 - b1.powf(t)), 0.0)?;
+                        let vhat = va.affine(1.0 / (1.0 - b2.powf(t)), 0.0)?;
+                        let upd = mhat.div(&vhat.sqrt()?.affine(1.0, 1e-8)?)?;
+                        m = merge_rows(&m, &active, &ma)?;
+                        v = merge_rows(&v, &active, &va)?;
+                        xa.sub(&upd.broadcast_mul(&alpha)?)?
+                    }
+                };
+                let moved = project(&moved, &x0a, &eps_a)?;
+                x = merge_rows(&x, &active, &moved)?;
+
+                let targets: Vec<u32> = active.iter().map(|&r| input.targets[r]).collect();
+                let preds = predict(input.model, &moved)?;
+                let (maps, _, _) = real_maps(method, input.model, &moved, &x0a, &targets)?;
+                let mut improved = Vec::new();
+                let mut took = Vec::new();
+                for (j, &r) in active.iter().enumerate() {
+                    used[r] += 1;
+                    stall[r] += 1;
+                    if preds[j] != input.targets[r] {
+                        continue;
+                    }
+                    let rank = goal.rank(r, &maps[j]);
+                    if better(rank, best_rank[r]) {
+                        best_rank[r] = rank;
+                        stall[r] = 0;
+                        improved.push(r);
+                        took.push(j);
+                    }
+                }
+                if !improved.is_empty() {
+                    let picked = moved.index_select(&index_tensor(&took, dev)?, 0)?;
+                    best = merge_rows(&best, &improved, &picked)?;
+                }
+                if self.settings.patience > 0 {
+                    active.retain(|&r| stall[r] < self.settings.patience);
+                }
+            }
+        }
+        let preds = predict(input.model, &best)?;
+        let label_kept = preds.iter().zip(input.targets).map(|(p, t)| p == t).collect();
+        let linf = linf_per_row(&best, x0)?;
+        Ok(Outcome { x_adv: best, label_kept, iterations: used, linf })
+    }
+
+    fn params(&self) -> serde_json::Value {
+        let mut p = serde_json::json!({
+            "target_method": self.method.name(),
+            "settings": self.settings,
+        });
+        if let (Some(map), serde_json::Value::Object(o)) = (p.as_object_mut(), self.objective.params()) {
+            map.extend(o);
+        }
+        p
+    }
+
+    fn check(&self, model: &dyn Classifier) -> Result<()> {
+        self.method.check(model)?;
+        // Prepare on a blank map of the model's size: catches a region or target map that
+        // does not fit before anything is computed.
+        let (_, h, w) = model.input_shape();
+        let blank = vec![normalized(&vec![1.0; h * w])];
+        self.objective
+            .prepare(&PrepareContext {
+                model,
+                method: self.method.as_ref(),
+                clean: &blank,
+                h,
+                w,
+                device: model.device(),
+            })
+            .map(|_| ())
+    }
+}
