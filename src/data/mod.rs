@@ -291,4 +291,38 @@ mod tests {
         assert!(matches!(err, Error::Io { .. }));
         assert!(err.to_string().contains("/nonexistent/x.npy"));
     }
+
+    #[test]
+    fn maps_load_from_npy_and_png_with_their_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        // npy 1×2×3 (a leading 1 is dropped).
+        let npy = dir.path().join("m.npy");
+        write_npy_f32(&npy, &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], &[1, 2, 3]).unwrap();
+        assert_eq!(load_map(&npy).unwrap(), Map2d { data: vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], h: 2, w: 3 });
+        // An 8-bit RGB PNG 3×2 (our own encoder): the first channel, scaled to [0, 1].
+        let png = dir.path().join("m.png");
+        let image = crate::report::png::Rendering {
+            width: 3,
+            height: 2,
+            rgb: vec![
+                0, 9, 9, 255, 9, 9, 51, 9, 9, //
+                102, 0, 0, 204, 0, 0, 255, 255, 255,
+            ],
+        };
+        let mut bytes = Vec::new();
+        crate::report::png::encode_png(&mut bytes, &image).unwrap();
+        std::fs::write(&png, bytes).unwrap();
+        let m = load_map(&png).unwrap();
+        assert_eq!((m.h, m.w), (2, 3));
+        let want = [0.0, 1.0, 0.2, 0.4, 0.8, 1.0];
+        assert!(m.data.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{:?}", m.data);
+        // 3-D with a real first dimension is refused, naming the file.
+        let bad = dir.path().join("bad.npy");
+        write_npy_f32(&bad, &[0.0; 8], &[2, 2, 2]).unwrap();
+        let err = load_map(&bad).unwrap_err().to_string();
+        assert!(err.contains("bad.npy") && err.contains("H×W"), "{err}");
+        let txt = dir.path().join("x.txt");
+        std::fs::write(&txt, "hello").unwrap();
+        assert!(load_map(&txt).unwrap_err().to_string().contains("not an npy or PNG"));
+    }
 }

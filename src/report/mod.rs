@@ -15,7 +15,7 @@
 
 pub mod heatmap;
 pub mod plot;
-mod png;
+pub(crate) mod png;
 pub mod summary;
 pub mod table;
 

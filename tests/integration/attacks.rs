@@ -206,3 +206,74 @@ fn each_steered_attack_beats_the_random_walk_on_its_own_objective() {
         assert!(steered_wins, "{name}: steered {s:.4} vs random walk {r:.4} (clean {clean:.4})");
     }
 }
+
+#[test]
+fn objectives_have_hand_derived_losses_ranks_and_measures() {
+    // 2×2 maps, row-major: index = 2·row + col.
+    let model = random_model(1, DType::F32);
+    let dev = candle_core::Device::Cpu;
+    let prepare = |o: &dyn Objective, clean: Vec<Vec<f32>>| {
+        o.prepare(&PrepareContext {
+            model: &model,
+            method: &Gradient,
+            clean: &clean,
+            h: 2,
+            w: 2,
+            device: &dev,
+        })
+        .unwrap()
+    };
+    let rows = Tensor::new(&[0u32], &dev).unwrap();
+    let scalar = |t: Tensor| t.to_scalar::<f32>().unwrap();
+
+    // top_k, k = 2: the clean map [0.1, 0.4, 0.2, 0.3] has top set {1, 3}. The map
+    // [0.4, 0.1, 0.3, 0.2] has top set {0, 2}: intersection 0, mass on {1, 3} = 0.1 + 0.2.
+    let g = prepare(&TopKObjective { k: 2 }, vec![vec![0.1, 0.4, 0.2, 0.3]]);
+    let m = [0.4f32, 0.1, 0.3, 0.2];
+    let (inter, mass) = g.rank(0, &m);
+    assert_eq!(inter, 0.0);
+    assert!((mass - 0.3).abs() < 1e-6 && (g.measure(0, &m) - 0.3).abs() < 1e-6);
+    let s = Tensor::new(&[m], &dev).unwrap();
+    assert!((scalar(g.loss(&s, &rows).unwrap()) - 0.3).abs() < 1e-6);
+
+    // mass_center: clean [1, 0, 0, 0] has its center at (0, 0); [0, 0, 0, 1] at (1, 1):
+    // distance √2; the loss is its negative, rank (−√2, 0).
+    let g = prepare(&MassCenterObjective, vec![vec![1.0, 0.0, 0.0, 0.0]]);
+    let m = [0.0f32, 0.0, 0.0, 1.0];
+    assert!((g.measure(0, &m) - 2f64.sqrt()).abs() < 1e-9);
+    assert!((g.rank(0, &m).0 + 2f64.sqrt()).abs() < 1e-9);
+    let s = Tensor::new(&[m], &dev).unwrap();
+    assert!((scalar(g.loss(&s, &rows).unwrap()) + 2f32.sqrt()).abs() < 1e-5);
+
+    // targeted, region x ∈ [1, 2), y ∈ [0, 2): pixels 1 and 3. Map [0.1, 0.4, 0.2, 0.3]:
+    // mass 0.7, loss −0.7.
+    let region = Region::Rect { x0: 1, y0: 0, x1: 2, y1: 2 };
+    let g = prepare(&TargetedObjective { region }, vec![vec![0.25; 4]]);
+    let m = [0.1f32, 0.4, 0.2, 0.3];
+    assert!((g.measure(0, &m) - 0.7).abs() < 1e-6);
+    let s = Tensor::new(&[m], &dev).unwrap();
+    assert!((scalar(g.loss(&s, &rows).unwrap()) + 0.7).abs() < 1e-6);
+
+    // manipulate, target map [1, 1, 1, 1] → 0.25 each. The map [0.5, 0.5, 0, 0] scaled by
+    // H·W = 4 is [2, 2, 0, 0] against [1, 1, 1, 1]: every squared difference is 1, MSE 1.
+    let target = TargetMap::File { path: "t.npy".into(), data: vec![1.0; 4], h: 2, w: 2 };
+    let g = prepare(&ManipulateObjective { target }, vec![vec![0.25; 4]]);
+    let m = [0.5f32, 0.5, 0.0, 0.0];
+    assert!((g.measure(0, &m) - 1.0).abs() < 1e-9);
+    assert!((g.rank(0, &[0.25; 4]).0).abs() < 1e-12);
+    let s = Tensor::new(&[m], &dev).unwrap();
+    assert!((scalar(g.loss(&s, &rows).unwrap()) - 1.0).abs() < 1e-6);
+
+    // A region that does not fit, or a target map of the wrong size, is an error.
+    let off = Region::Rect { x0: 0, y0: 0, x1: 3, y1: 1 };
+    assert!(TargetedObjective { region: off }
+        .prepare(&PrepareContext {
+            model: &model,
+            method: &Gradient,
+            clean: &[vec![0.25; 4]],
+            h: 2,
+            w: 2,
+            device: &dev
+        })
+        .is_err());
+}
