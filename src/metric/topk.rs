@@ -22,6 +22,25 @@ pub struct TopKIntersection {
     pub k: usize,
 }
 
+impl TopKIntersection {
+    /// The intersection of the `k` most salient pixels.
+    pub fn new(k: usize) -> Self {
+        Self { k }
+    }
+
+    /// One metric per `k` in `ks`, in the given order, each `k` once (a repeated `k` would
+    /// give two identical columns `top{k}_intersection`, so later repeats are dropped).
+    pub fn for_ks(ks: &[usize]) -> Vec<Self> {
+        let mut out: Vec<Self> = Vec::with_capacity(ks.len());
+        for &k in ks {
+            if !out.iter().any(|m| m.k == k) {
+                out.push(Self::new(k));
+            }
+        }
+        out
+    }
+}
+
 impl Metric for TopKIntersection {
     fn name(&self) -> &'static str {
         "top_k_intersection"
@@ -133,6 +152,14 @@ mod tests {
         assert_eq!(top_k_intersection(&[1.0, 2.0], &[2.0, 1.0], 5), Some(1.0));
         assert_eq!(top_k_intersection(&[1.0, f32::NAN], &[2.0, 1.0], 1), None);
         assert_eq!(top_k_intersection(&[1.0, 2.0], &[2.0], 1), None);
+    }
+
+    #[test]
+    fn for_ks_builds_one_metric_per_distinct_k_in_order() {
+        let cols: Vec<_> = TopKIntersection::for_ks(&[100, 10, 100, 50]).iter().map(|m| m.column()).collect();
+        assert_eq!(cols, ["top100_intersection", "top10_intersection", "top50_intersection"]);
+        assert_eq!(TopKIntersection::for_ks(&[]), Vec::new());
+        assert_eq!(TopKIntersection::new(7), TopKIntersection { k: 7 });
     }
 
     #[test]
