@@ -209,7 +209,7 @@ impl RawSteer {
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
     #[serde(default = "default_k")]
-    top_k: Spanned<usize>,
+    top_k: Spanned<KList>,
 }
 
 impl Default for RawMetrics {
@@ -218,8 +218,16 @@ impl Default for RawMetrics {
     }
 }
 
-fn default_k() -> Spanned<usize> {
-    Spanned::new(0..0, 100)
+fn default_k() -> Spanned<KList> {
+    Spanned::new(0..0, KList::One(100))
+}
+
+/// `top_k = 100` or `top_k = [10, 100]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum KList {
+    One(usize),
+    Many(Vec<usize>),
 }
 
 /// A validated run: everything [`crate::run`] needs, with paths resolved.
@@ -252,8 +260,8 @@ pub struct Plan {
     pub attacks: Vec<Arc<dyn Attack>>,
     /// L∞ budgets on the [0,1] pixel scale.
     pub epsilons: Vec<f64>,
-    /// k of the top-k intersection metric.
-    pub metric_k: usize,
+    /// The k of each top-k intersection metric (at least one, distinct, each ≥ 1).
+    pub metric_ks: Vec<usize>,
     /// The resolved settings, for run.json.
     pub resolved: serde_json::Value,
 }
@@ -489,9 +497,16 @@ impl Plan {
             epsilons.push(v);
         }
         let attacks = build_attacks(&cx, &raw, &make_method, &images)?;
-        let metric_k = *raw.metrics.top_k.get_ref();
-        if metric_k == 0 {
-            return Err(cx.err(raw.metrics.top_k.span(), "field `metrics.top_k` must be at least 1".into()));
+        let metric_ks = match raw.metrics.top_k.get_ref() {
+            KList::One(k) => vec![*k],
+            KList::Many(v) => v.clone(),
+        };
+        let distinct = metric_ks.iter().enumerate().all(|(i, k)| !metric_ks[..i].contains(k));
+        if metric_ks.is_empty() || metric_ks.contains(&0) || !distinct {
+            return Err(cx.err(
+                raw.metrics.top_k.span(),
+                format!("field `metrics.top_k` must be one k or a list of distinct k, each ≥ 1; got {metric_ks:?}"),
+            ));
         }
 
         let base = path.parent().unwrap_or(Path::new(""));
@@ -512,7 +527,7 @@ impl Plan {
             "methods": methods.iter().map(|m| (m.name().to_string(), m.params())).collect::<serde_json::Map<_, _>>(),
             "attacks": attacks.iter().map(|a| serde_json::json!({ "name": a.name(), "params": a.params() })).collect::<Vec<_>>(),
             "epsilons": epsilons,
-            "metrics": { "top_k": metric_k },
+            "metrics": { "top_k": metric_ks },
         });
         Ok(Plan {
             config_path: path.to_path_buf(),
@@ -529,7 +544,7 @@ impl Plan {
             methods,
             attacks,
             epsilons,
-            metric_k,
+            metric_ks,
             resolved,
         })
     }

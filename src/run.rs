@@ -11,7 +11,7 @@ use crate::attribution::saliency;
 use crate::config::Plan;
 use crate::data::{load_images, load_labels, ImageSet};
 use crate::error::{Error, Result};
-use crate::metric::default_metrics;
+use crate::metric::all_metrics;
 use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
 use crate::report::{plot_metric, summarize, write_samples, write_summary, SampleRow, SampleTable};
 use crate::seed;
@@ -110,7 +110,7 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
         )));
     }
 
-    let metrics = default_metrics(plan.metric_k);
+    let metrics = all_metrics(&plan.metric_ks);
     // Each steered attack's objective is also measured on every row (every method, every
     // attack), before and after: one pair of columns per distinct measure.
     let mut measures: Vec<&dyn Objective> = Vec::new();

@@ -173,15 +173,16 @@ fn mean(v: &[f64]) -> f64 {
 
 #[test]
 fn each_steered_attack_beats_the_random_walk_on_its_own_objective() {
-    // On the shipped model, 8 test images at ε = 0.05 with the same budget (20 iterations of
-    // 0.1·ε): the steered attack must beat the unsteered walk on its own measure — lower
-    // top-k mass, larger center distance, more mass in the region, lower MSE to the target.
+    // On the shipped model, 6 test images at ε = 0.02 and 0.1 with the same budget (20
+    // iterations of 0.1·ε; manipulate: 20 Adam steps): at each ε the steered attack must beat
+    // the unsteered walk on its own measure — lower top-k mass, larger center distance, more
+    // mass in the region, lower MSE to the target.
     let model = shipped_model();
     let set = shipped_images();
-    let ids: Vec<usize> = (0..8).collect();
-    let x = images(&set, &ids);
-    let eps = vec![0.05f32; 8];
-    let seeds: Vec<u64> = (0..8).collect();
+    let x1 = images(&set, &[0, 1, 2, 3, 4, 5]);
+    let x = Tensor::cat(&[x1.clone(), x1], 0).unwrap();
+    let eps: Vec<f32> = [0.02f32, 0.1].iter().flat_map(|&e| [e; 6]).collect();
+    let seeds: Vec<u64> = (0..12).collect();
     let budget = IterSettings { iterations: 20, ..IterSettings::ghorbani() };
     let walk = RandomWalk { settings: budget };
     let (random, targets) = attack_rows(&model, &walk, &x, &eps, &seeds);
@@ -196,14 +197,16 @@ fn each_steered_attack_beats_the_random_walk_on_its_own_objective() {
         let attack = Steered { objective: obj.clone(), method: Arc::new(Gradient), settings };
         let (steered, _) = attack_rows(&model, &attack, &x, &eps, &seeds);
         check_invariants(&model, &x, &eps, &steered, &targets, name);
-        let r = mean(&measures(&model, obj.as_ref(), &Gradient, &x, &random.x_adv));
-        let s = mean(&measures(&model, obj.as_ref(), &Gradient, &x, &steered.x_adv));
-        let clean = mean(&measures(&model, obj.as_ref(), &Gradient, &x, &x));
-        let steered_wins = match name {
-            "mass_center" | "targeted" => s > r,
-            _ => s < r,
-        };
-        assert!(steered_wins, "{name}: steered {s:.4} vs random walk {r:.4} (clean {clean:.4})");
+        let r = measures(&model, obj.as_ref(), &Gradient, &x, &random.x_adv);
+        let s = measures(&model, obj.as_ref(), &Gradient, &x, &steered.x_adv);
+        for (e, rows) in [(0.02, 0..6), (0.1, 6..12)] {
+            let (r, s) = (mean(&r[rows.clone()]), mean(&s[rows]));
+            let steered_wins = match name {
+                "mass_center" | "targeted" => s > r,
+                _ => s < r,
+            };
+            assert!(steered_wins, "{name} at ε = {e}: steered {s:.4} vs random walk {r:.4}");
+        }
     }
 }
 

@@ -121,8 +121,18 @@ fn run_writes_tables_plots_and_metadata() {
     // 6 images × 4 methods × 2 attacks × 2 ε.
     assert_eq!(table.rows.len(), 6 * 4 * 2 * 2);
     // The metrics, then top_k's own measure before and after, for every row.
-    let columns =
-        ["spearman", "top100_intersection", "center_shift_px", "topk_mass_before", "topk_mass_after"];
+    let columns = [
+        "spearman",
+        "kendall",
+        "pearson",
+        "cosine",
+        "ssim",
+        "top100_intersection",
+        "center_shift_px",
+        "mse_normalized",
+        "topk_mass_before",
+        "topk_mass_after",
+    ];
     assert_eq!(table.metric_columns, columns);
     for r in &table.rows {
         assert!(r.linf <= r.epsilon + 1e-6);
@@ -135,7 +145,7 @@ fn run_writes_tables_plots_and_metadata() {
         }
     }
     let summary = fragility::report::read_summary(&out.join("summary.parquet")).unwrap();
-    assert_eq!(summary.len(), 4 * 2 * 2 * 5);
+    assert_eq!(summary.len(), 4 * 2 * 2 * columns.len());
     for m in ["spearman", "top100_intersection", "center_shift_px", "topk_mass_after"] {
         let png = std::fs::read(out.join("plots").join(format!("{m}.png"))).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
@@ -424,4 +434,26 @@ fn attack_settings_errors_name_the_field() {
     );
     expect_attack_error(r#"names = ["top_k", "top_k"]"#, "listed twice");
     expect_attack_error(r#"names = ["mass_centre"]"#, "unknown attack");
+}
+
+#[test]
+fn a_list_of_k_gives_one_intersection_column_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace("count = 6", "count = 2")
+        + "\n[metrics]\ntop_k = [10, 50]\n";
+    std::fs::write(&p, text).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = fragility::report::read_samples(&dir.path().join("out/samples.parquet")).unwrap();
+    let tops: Vec<&String> = table.metric_columns.iter().filter(|c| c.ends_with("_intersection")).collect();
+    assert_eq!(tops, ["top10_intersection", "top50_intersection"]);
+    // k = 0 and repeated k are refused.
+    for bad in ["[10, 10]", "[0]", "[]"] {
+        let t = std::fs::read_to_string(&p).unwrap().replace("top_k = [10, 50]", &format!("top_k = {bad}"));
+        std::fs::write(&p, t).unwrap();
+        let o = fragility(&["exp.toml"], dir.path());
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("metrics.top_k"), "{}", stderr(&o));
+    }
 }
