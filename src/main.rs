@@ -31,6 +31,12 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Regenerate summary.parquet, plots/*.png and index.html of a finished study from its
+    /// samples.parquet (and run.json, if present) alone.
+    Report {
+        /// The study's output folder (holding samples.parquet).
+        dir: PathBuf,
+    },
     /// Train fmnist_cnn on Fashion-MNIST (see configs/train_fmnist.toml).
     Train {
         /// The training config.
@@ -69,7 +75,7 @@ enum Command {
     },
 }
 
-const SUBCOMMANDS: [&str; 5] = ["run", "train", "explain", "help", "--help"];
+const SUBCOMMANDS: [&str; 6] = ["run", "report", "train", "explain", "help", "--help"];
 
 fn main() -> ExitCode {
     fragility::alloc::tune();
@@ -93,6 +99,12 @@ fn main() -> ExitCode {
                 report.out.display()
             );
             Ok(())
+        }),
+        Command::Report { dir } => fragility::report::regenerate(&dir).map(|(summary, files)| {
+            fragility::report::summary::print_summary(&summary);
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
         }),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
         Command::Explain { model, weights, images, methods, out, seed, batch_size, device, grid_images } => {

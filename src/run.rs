@@ -13,7 +13,7 @@ use crate::data::{load_images, load_labels, ImageSet};
 use crate::error::{Error, Result};
 use crate::metric::all_metrics;
 use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
-use crate::report::{plot_metric, summarize, write_samples, write_summary, SampleRow, SampleTable};
+use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
 use crate::seed;
 use candle_core::{Device, Tensor};
 use std::path::PathBuf;
@@ -253,21 +253,10 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             directions.push(o.measure_direction());
         }
     }
-    let table = SampleTable { metric_columns, directions, rows };
-    let summary = summarize(&table);
+    let table = SampleTable { metric_columns, directions, rows, seed: plan.seed };
     let out = &plan.out;
-    let mut files = vec![out.join("samples.parquet"), out.join("summary.parquet")];
+    let mut files = vec![out.join("samples.parquet")];
     write_samples(&files[0], &table)?;
-    write_summary(&files[1], &summary)?;
-    // One plot per metric and per measure after the attack (the clean values are flat lines).
-    for (column, direction) in table.metric_columns.iter().zip(&table.directions) {
-        if column.ends_with("_before") {
-            continue;
-        }
-        let p = out.join("plots").join(format!("{column}.png"));
-        plot_metric(&p, &summary, column, *direction)?;
-        files.push(p);
-    }
     let seconds = t0.elapsed().as_secs_f64();
     let meta = serde_json::json!({
         "fragility_version": env!("CARGO_PKG_VERSION"),
@@ -291,29 +280,11 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
     let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
     crate::atomic::write_bytes(&run_json, text.as_bytes())?;
     files.push(run_json);
-    print_summary(&summary);
+    // Summary, plots (one per metric and per measure after the attack) and index.html.
+    let (summary, derived) = write_derived(out, &table, Some(&meta))?;
+    files.extend(derived);
+    crate::report::summary::print_summary(&summary);
     Ok(RunReport { out: out.clone(), images: ids.len(), rows: table.rows.len(), seconds, files })
-}
-
-fn print_summary(rows: &[crate::report::SummaryRow]) {
-    println!(
-        "{:<22} {:<30} {:>7} {:<24} {:>5} {:>9} {:>9} {:>6}",
-        "method", "attack", "epsilon", "metric", "n", "mean", "std", "kept"
-    );
-    for r in rows {
-        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-        println!(
-            "{:<22} {:<30} {:>7} {:<24} {:>5} {:>9} {:>9} {:>5.0}%",
-            r.method,
-            r.attack_label(),
-            r.epsilon,
-            r.metric,
-            r.n,
-            f(r.mean),
-            f(r.std),
-            100.0 * r.label_kept_rate
-        );
-    }
 }
 
 fn git_revision() -> Option<String> {

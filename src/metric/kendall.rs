@@ -107,7 +107,8 @@ pub fn kendall_tau_b(a: &[f32], b: &[f32]) -> Option<f64> {
         return None;
     }
     // n_c − n_d = (n₀ − n₁ − n₂ + n₃) − 2·n_d, in signed exact integers.
-    let untied = (total - tied_a - tied_b + tied_ab) as i128;
+    // Signed: with many ties in both maps n₁ + n₂ can exceed n₀ (n₃ is counted in both).
+    let untied = total as i128 - tied_a as i128 - tied_b as i128 + tied_ab as i128;
     let diff = untied - 2 * exchanges as i128;
     let (da, db) = ((total - tied_a) as f64, (total - tied_b) as f64);
     // √(da·db) rather than √da·√db: IEEE sqrt(v·v) is exactly v, so identical maps (da = db =
@@ -284,5 +285,35 @@ mod tests {
         assert_eq!(kendall_tau_b(&[], &[]), None);
         assert_eq!(kendall_tau_b(&[1.0, 2.0], &[1.0, 2.0, 3.0]), None);
         assert_eq!(KendallTauB.score(&[1.0, 2.0, 3.0, 4.0], &[1.0, 2.0, 3.0, 4.0], 1, 3), None);
+    }
+
+    #[test]
+    fn tau_b_with_most_pairs_tied_in_both_maps_does_not_overflow() {
+        // Real saliency maps have large blank areas: 700 of 784 pixels zero in both maps, so
+        // n₁ + n₂ > n₀. Regression: the unsigned n₀ − n₁ − n₂ + n₃ overflowed. Against the
+        // pairwise definition.
+        let a: Vec<f32> = (0..784).map(|i| if i < 84 { (i % 7) as f32 + 1.0 } else { 0.0 }).collect();
+        let b: Vec<f32> = (0..784).map(|i| if i < 84 { (i % 5) as f32 + 1.0 } else { 0.0 }).collect();
+        let (mut nc, mut nd, mut ta, mut tb) = (0i64, 0i64, 0i64, 0i64);
+        for i in 0..784 {
+            for j in i + 1..784 {
+                let (da, db) = (a[i] - a[j], b[i] - b[j]);
+                if da == 0.0 {
+                    ta += 1;
+                }
+                if db == 0.0 {
+                    tb += 1;
+                }
+                if da * db > 0.0 {
+                    nc += 1;
+                } else if da * db < 0.0 {
+                    nd += 1;
+                }
+            }
+        }
+        let n0 = 784 * 783 / 2;
+        let want = (nc - nd) as f64 / (((n0 - ta) as f64) * ((n0 - tb) as f64)).sqrt();
+        let got = kendall_tau_b(&a, &b).unwrap();
+        assert!((got - want).abs() < 1e-12, "{got} vs {want}");
     }
 }

@@ -10,15 +10,19 @@
 //! - [`table`]: the sample rows and their Parquet file.
 //! - [`summary`]: the per-group statistics and their Parquet file.
 //! - [`plot`]: the PNG charts.
+//! - [`index`]: `index.html`, and [`write_derived`], which writes summary, plots and page from
+//!   the sample table (shared by `run` and `report`).
 //! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
 //! - `png`: the in-memory PNG encoder both use.
 
 pub mod heatmap;
+pub mod index;
 pub mod plot;
 pub(crate) mod png;
 pub mod summary;
 pub mod table;
 
+pub use index::{regenerate, write_derived};
 pub use plot::plot_metric;
 pub use summary::{read_summary, summarize, write_summary, SummaryRow};
 pub use table::{read_samples, write_samples, SampleRow, SampleTable};

@@ -6,7 +6,8 @@
 //! side, panel title = attack), x = ε on the [0, 1] pixel scale (the budgets present in the
 //! summary), y = the metric's mean over label-kept images in the metric's own units (the
 //! column name carries them, e.g. `center_shift_px`), one coloured line with point markers per
-//! method and a legend naming the methods. The chart title names the metric and its direction
+//! method over a translucent band of the same colour (the 95% bootstrap confidence interval of
+//! the mean) and a legend naming the methods. The chart title names the metric and its direction
 //! ("higher = more similar"), because for some metrics (rank correlation) a falling curve means
 //! fragile maps and for others (centre shift) a rising one does. All panels share the y range so
 //! that attacks can be compared at a glance. A group whose mean is undefined (no label-kept
@@ -29,7 +30,7 @@ use crate::report::summary::SummaryRow;
 use plotters::backend::RGBPixel;
 use plotters::prelude::{
     BitMapBackend, ChartBuilder, Circle, Color, FontStyle, IntoDrawingArea, LineSeries, PathElement,
-    RGBColor, SeriesLabelPosition, BLACK, WHITE,
+    Polygon, RGBColor, SeriesLabelPosition, BLACK, WHITE,
 };
 use std::path::Path;
 use std::sync::OnceLock;
@@ -180,7 +181,7 @@ fn draw(
     let attacks = panel_labels(rows);
     let methods = distinct(rows, |r| r.method.as_str());
     let x_range = padded_range(rows.iter().map(|r| r.epsilon));
-    let y_range = padded_range(rows.iter().filter_map(|r| r.mean));
+    let y_range = padded_range(rows.iter().flat_map(|r| [r.mean, r.ci_low, r.ci_high]).flatten());
     let (x_span, y_span) = (x_range.end - x_range.start, y_range.end - y_range.start);
     // Curves of a higher-is-similar metric fall from the upper left, those of a lower-is-similar
     // metric rise to the upper right: put the legend in the corner they leave free.
@@ -228,6 +229,19 @@ fn draw(
                 .map(|r| (r.epsilon, r.mean))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            // The 95% bootstrap interval as a translucent band under the line.
+            let mut band: Vec<(f64, Option<(f64, f64)>)> = rows
+                .iter()
+                .filter(|r| r.attack_label() == *attack && r.method == *method)
+                .map(|r| (r.epsilon, r.ci_low.zip(r.ci_high).filter(|(l, h)| l.is_finite() && h.is_finite())))
+                .collect();
+            band.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for part in band.split(|(_, ci)| ci.is_none()).filter(|p| !p.is_empty()) {
+                let upper = part.iter().filter_map(|&(x, ci)| ci.map(|c| (x, c.1)));
+                let lower = part.iter().rev().filter_map(|&(x, ci)| ci.map(|c| (x, c.0)));
+                let outline: Vec<(f64, f64)> = upper.chain(lower).collect();
+                chart.draw_series(std::iter::once(Polygon::new(outline, colour.mix(0.18).filled())))?;
+            }
             for run in segments(&points) {
                 chart.draw_series(LineSeries::new(run.iter().copied(), line))?;
                 chart.draw_series(run.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
@@ -294,6 +308,9 @@ mod tests {
             nulls: 0,
             mean,
             std: Some(0.1),
+            median: mean,
+            ci_low: mean.map(|m| m - 0.05),
+            ci_high: mean.map(|m| m + 0.05),
             label_kept_rate: 1.0,
         }
     }
@@ -396,6 +413,23 @@ mod tests {
         // Only two methods: the third colour must not appear.
         let third = COLOURS[2];
         assert_eq!(count_pixels(&img, body, [third.0, third.1, third.2], 10), 0);
+    }
+
+    #[test]
+    fn plot_draws_the_confidence_band_in_a_light_tint() {
+        // The band is the method's colour at 18% over white: 255 − 0.18·(255 − c) per channel.
+        let tint = |c: RGBColor| {
+            let f = |v: u8| (255.0 - 0.18 * (255.0 - f64::from(v))).round() as u8;
+            [f(c.0), f(c.1), f(c.2)]
+        };
+        let img = render(&example_rows(), "spearman", Direction::HigherIsMoreSimilar).unwrap();
+        let n = count_pixels(&img, 40..img.height, tint(COLOURS[0]), 3);
+        assert!(n > 500, "{n} band pixels");
+        // Without intervals there is no band.
+        let rows: Vec<SummaryRow> =
+            example_rows().into_iter().map(|r| SummaryRow { ci_low: None, ci_high: None, ..r }).collect();
+        let img = render(&rows, "spearman", Direction::HigherIsMoreSimilar).unwrap();
+        assert!(count_pixels(&img, 40..img.height, tint(COLOURS[0]), 3) < 50);
     }
 
     #[test]

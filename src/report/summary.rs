@@ -21,6 +21,8 @@
 //! | `nulls`           | u32       | label-kept rows where the metric is undefined                |
 //! | `mean`            | f64, null | mean over the `n` values, in the metric's units; null if n = 0 |
 //! | `std`             | f64, null | sample standard deviation (divisor n − 1); null if n < 2     |
+//! | `median`          | f64, null | median of the `n` values (mean of the middle two for even n) |
+//! | `ci_low`, `ci_high` | f64, null | 95% percentile-bootstrap confidence interval of the mean: [`BOOTSTRAP_RESAMPLES`] resamples with replacement, the 2.5th and 97.5th percentiles of their means; seeded by the run's seed and the group, so it is reproducible; null if n = 0 |
 //! | `label_kept_rate` | f64       | label-kept rows / all rows of the group, in [0, 1]           |
 
 use crate::atomic;
@@ -34,7 +36,7 @@ use std::fs::File;
 use std::path::Path;
 
 /// The columns of `summary.parquet`, in file order.
-pub const SUMMARY_COLUMNS: [&str; 10] = [
+pub const SUMMARY_COLUMNS: [&str; 13] = [
     "method",
     "attack",
     "target_method",
@@ -44,8 +46,14 @@ pub const SUMMARY_COLUMNS: [&str; 10] = [
     "nulls",
     "mean",
     "std",
+    "median",
+    "ci_low",
+    "ci_high",
     "label_kept_rate",
 ];
+
+/// Resamples of the bootstrap confidence interval.
+pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 
 /// Statistics of one metric over the images of one method × attack × ε.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,6 +76,12 @@ pub struct SummaryRow {
     pub mean: Option<f64>,
     /// Sample standard deviation of the `n` values (divisor `n − 1`); `None` when `n < 2`.
     pub std: Option<f64>,
+    /// Median of the `n` values; `None` when `n = 0`.
+    pub median: Option<f64>,
+    /// Lower end of the 95% bootstrap confidence interval of the mean; `None` when `n = 0`.
+    pub ci_low: Option<f64>,
+    /// Upper end of the 95% bootstrap confidence interval of the mean; `None` when `n = 0`.
+    pub ci_high: Option<f64>,
     /// Label-kept rows divided by all rows of the group.
     pub label_kept_rate: f64,
 }
@@ -100,6 +114,64 @@ impl SummaryRow {
             Some(t) => format!("{} → {t}", self.attack),
             None => self.attack.clone(),
         }
+    }
+}
+
+/// Median of `values` (mean of the two middle values for an even count); `None` if empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+/// 95% percentile-bootstrap confidence interval of the mean of `values`: the means of
+/// [`BOOTSTRAP_RESAMPLES`] resamples (with replacement, drawn from `seed`), sorted; the
+/// interval runs from the one at rank ⌊0.025·B⌋ to the one at rank ⌈0.975·B⌉ − 1 (0-based).
+/// `None` if `values` is empty; a single value (or identical values) gives a zero-width interval.
+pub fn bootstrap_ci(values: &[f64], seed: u64) -> Option<(f64, f64)> {
+    use rand::Rng;
+    if values.is_empty() {
+        return None;
+    }
+    let n = values.len();
+    let mut rng = crate::seed::rng(seed);
+    let mut means: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
+        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let b = BOOTSTRAP_RESAMPLES as f64;
+    let lo = (0.025 * b).floor() as usize;
+    let hi = ((0.975 * b).ceil() as usize).saturating_sub(1);
+    Some((means[lo], means[hi.min(means.len() - 1)]))
+}
+
+/// Prints the summary as a fixed-width table on stdout (the end of `run` and `report`).
+pub fn print_summary(rows: &[SummaryRow]) {
+    println!(
+        "{:<22} {:<30} {:>7} {:<26} {:>5} {:>9} {:>21} {:>6}",
+        "method", "attack", "epsilon", "metric", "n", "mean", "95% CI", "kept"
+    );
+    for r in rows {
+        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let ci = match (r.ci_low, r.ci_high) {
+            (Some(l), Some(h)) => format!("[{l:.4}, {h:.4}]"),
+            _ => "-".into(),
+        };
+        println!(
+            "{:<22} {:<30} {:>7} {:<26} {:>5} {:>9} {:>21} {:>5.0}%",
+            r.method,
+            r.attack_label(),
+            r.epsilon,
+            r.metric,
+            r.n,
+            f(r.mean),
+            ci,
+            100.0 * r.label_kept_rate
+        );
     }
 }
 
@@ -151,6 +223,15 @@ pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
         .map(|g| {
             let first = &table.rows[g.first_row];
             let (mean, std) = mean_std(&g.values);
+            let column = &table.metric_columns[g.metric];
+            let key = [
+                crate::seed::hash_str(&first.method),
+                crate::seed::hash_str(&first.attack),
+                crate::seed::hash_str(first.target_method.as_deref().unwrap_or("")),
+                first.epsilon.to_bits(),
+                crate::seed::hash_str(column),
+            ];
+            let ci = bootstrap_ci(&g.values, crate::seed::derive(table.seed, &key));
             SummaryRow {
                 method: first.method.clone(),
                 attack: first.attack.clone(),
@@ -161,6 +242,9 @@ pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
                 nulls: g.nulls,
                 mean,
                 std,
+                median: median(&g.values),
+                ci_low: ci.map(|c| c.0),
+                ci_high: ci.map(|c| c.1),
                 // `total ≥ 1`: a group exists only once a row has entered it.
                 label_kept_rate: f64::from(g.kept) / f64::from(g.total),
             }
@@ -183,6 +267,9 @@ fn summary_frame(rows: &[SummaryRow]) -> std::result::Result<DataFrame, PolarsEr
         Column::new("nulls".into(), col(rows, |r| r.nulls)),
         Column::new("mean".into(), col(rows, |r| r.mean)),
         Column::new("std".into(), col(rows, |r| r.std)),
+        Column::new("median".into(), col(rows, |r| r.median)),
+        Column::new("ci_low".into(), col(rows, |r| r.ci_low)),
+        Column::new("ci_high".into(), col(rows, |r| r.ci_high)),
         Column::new("label_kept_rate".into(), col(rows, |r| r.label_kept_rate)),
     ];
     DataFrame::new(rows.len(), columns)
@@ -223,6 +310,10 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
     let nulls = required(path, "nulls", column("nulls")?.u32().map_err(table_error(path))?.iter())?;
     let mean: Vec<Option<f64>> = column("mean")?.f64().map_err(table_error(path))?.iter().collect();
     let std: Vec<Option<f64>> = column("std")?.f64().map_err(table_error(path))?.iter().collect();
+    let opt = |name: &str| -> Result<Vec<Option<f64>>> {
+        Ok(column(name)?.f64().map_err(table_error(path))?.iter().collect())
+    };
+    let (med, ci_low, ci_high) = (opt("median")?, opt("ci_low")?, opt("ci_high")?);
     let label_kept_rate = required(
         path,
         "label_kept_rate",
@@ -239,6 +330,9 @@ pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
             nulls: nulls[i],
             mean: mean[i],
             std: std[i],
+            median: med[i],
+            ci_low: ci_low[i],
+            ci_high: ci_high[i],
             label_kept_rate: label_kept_rate[i],
         })
         .collect())
@@ -283,6 +377,7 @@ mod tests {
                 row("gradient", "top_k", false, [Some(0.1), Some(3.0)]),
                 row("gradient", "top_k", true, [Some(0.9), Some(f64::NAN)]),
             ],
+            seed: 3,
         }
     }
 
@@ -304,6 +399,9 @@ mod tests {
             nulls,
             mean,
             std,
+            median: None,
+            ci_low: None,
+            ci_high: None,
             label_kept_rate,
         }
     }
@@ -316,8 +414,16 @@ mod tests {
         };
         for (g, w) in got.iter().zip(want) {
             let same_stats = close(g.mean, w.mean) && close(g.std, w.std);
-            let same_rest = SummaryRow { mean: None, std: None, ..g.clone() }
-                == SummaryRow { mean: None, std: None, ..w.clone() };
+            // The median and the interval are checked by their own tests.
+            let strip = |r: &SummaryRow| SummaryRow {
+                mean: None,
+                std: None,
+                median: None,
+                ci_low: None,
+                ci_high: None,
+                ..r.clone()
+            };
+            let same_rest = strip(g) == strip(w);
             assert!(same_stats && same_rest, "got {g:#?}\nwant {w:#?}");
         }
     }
@@ -397,5 +503,40 @@ mod tests {
         assert!(write_summary(&path, &summarize(&hand_table())).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(path.is_dir());
+    }
+
+    #[test]
+    fn median_by_hand() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[0.9, 0.5, 0.7]), Some(0.7));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5)); // (2 + 3) / 2
+        // The gradient/top_k spearman group of the hand table: kept values 0.5, 0.7, 0.9.
+        let rows = summarize(&hand_table());
+        assert_eq!(rows[0].median, Some(0.7));
+    }
+
+    #[test]
+    fn bootstrap_interval_is_seeded_bracketing_and_of_the_right_width() {
+        // Degenerate cases: no value, one value, identical values.
+        assert_eq!(bootstrap_ci(&[], 1), None);
+        assert_eq!(bootstrap_ci(&[0.25], 1), Some((0.25, 0.25)));
+        assert_eq!(bootstrap_ci(&[2.0; 9], 1), Some((2.0, 2.0)));
+        // 400 values spread evenly over [0, 1): σ ≈ 1/√12, so the 95% interval of the mean
+        // is about ±1.96·σ/√400 = ±0.0283 around 0.49875.
+        let v: Vec<f64> = (0..400).map(|i| i as f64 / 400.0).collect();
+        let (lo, hi) = bootstrap_ci(&v, 7).unwrap();
+        let m = v.iter().sum::<f64>() / 400.0;
+        assert!(lo < m && m < hi, "({lo}, {hi}) vs {m}");
+        let half = 1.96 * (1.0f64 / 12.0).sqrt() / 20.0;
+        assert!(((hi - lo) / 2.0 - half).abs() < 0.15 * half, "half-width {} vs {half}", (hi - lo) / 2.0);
+        assert_eq!(bootstrap_ci(&v, 7), Some((lo, hi)), "same seed, same interval");
+        assert_ne!(bootstrap_ci(&v, 8), Some((lo, hi)), "another seed, another interval");
+        // In the summary: inside [min, max] of the group, reproducible, and keyed by the seed.
+        let rows = summarize(&hand_table());
+        let (lo, hi) = (rows[0].ci_low.unwrap(), rows[0].ci_high.unwrap());
+        assert!((0.5..=0.9).contains(&lo) && (0.5..=0.9).contains(&hi) && lo <= hi, "({lo}, {hi})");
+        assert_eq!(summarize(&hand_table()), rows);
+        assert_eq!(rows[1].ci_low, None, "n = 0 has no interval");
     }
 }

@@ -24,7 +24,8 @@
 //!
 //! Whether a higher metric value means more similar maps is stored in the file's key-value
 //! metadata (key `fragility.direction.<metric>`, value `higher_is_more_similar` or
-//! `lower_is_more_similar`), so that a later `fragility report` can read the file alone.
+//! `lower_is_more_similar`), and so is the run's seed (`fragility.seed`), so that a later
+//! `fragility report` can rebuild the summary from the file alone.
 //! The file is Zstandard-compressed and written atomically.
 
 use crate::atomic;
@@ -52,6 +53,9 @@ pub const FIXED_COLUMNS: [&str; 12] = [
     "confidence_before",
     "confidence_after",
 ];
+
+/// Key-value metadata key of the run's seed.
+const SEED_KEY: &str = "fragility.seed";
 
 /// Prefix of the key-value metadata keys that record each metric's direction.
 const DIRECTION_KEY_PREFIX: &str = "fragility.direction.";
@@ -97,6 +101,9 @@ pub struct SampleTable {
     pub directions: Vec<Direction>,
     /// The rows.
     pub rows: Vec<SampleRow>,
+    /// The run's seed (stored in the file's metadata as `fragility.seed`); the summary's
+    /// bootstrap draws from it.
+    pub seed: u64,
 }
 
 impl SampleTable {
@@ -190,12 +197,13 @@ fn samples_frame(table: &SampleTable) -> std::result::Result<DataFrame, PolarsEr
 pub fn write_samples(path: &Path, table: &SampleTable) -> Result<()> {
     table.validate()?;
     let mut df = samples_frame(table).map_err(table_error(path))?;
-    let directions = table
+    let mut directions: Vec<(String, String)> = table
         .metric_columns
         .iter()
         .zip(&table.directions)
         .map(|(name, d)| (format!("{DIRECTION_KEY_PREFIX}{name}"), direction_tag(*d).to_string()))
         .collect();
+    directions.push((SEED_KEY.to_string(), table.seed.to_string()));
     atomic::write_with(path, |w| {
         ParquetWriter::new(w)
             .with_compression(ParquetCompression::Zstd(None))
@@ -307,7 +315,12 @@ pub fn read_samples(path: &Path) -> Result<SampleTable> {
             metrics: metric_values.iter().map(|column| column[i]).collect(),
         })
         .collect();
-    Ok(SampleTable { metric_columns, directions, rows })
+    // Files written before the seed was recorded read as seed 0.
+    let seed = match metadata.iter().find(|kv| kv.key == SEED_KEY).and_then(|kv| kv.value.as_deref()) {
+        Some(v) => v.parse().map_err(|_| Error::data(path, format!("metadata {SEED_KEY:?} is {v:?}, not a u64")))?,
+        None => 0,
+    };
+    Ok(SampleTable { metric_columns, directions, rows, seed })
 }
 
 #[cfg(test)]
@@ -339,6 +352,7 @@ pub(crate) mod tests {
                 row(1, "top_k", 8.0 / 255.0, false, [None, Some(0.0)]),
                 row(2, "top_k", 8.0 / 255.0, true, [None, None]),
             ],
+            seed: 42,
         }
     }
 

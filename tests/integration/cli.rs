@@ -457,3 +457,30 @@ fn a_list_of_k_gives_one_intersection_column_each() {
         assert!(stderr(&o).contains("metrics.top_k"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn report_regenerates_summary_plots_and_page_from_the_samples_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace("count = 6", "count = 3");
+    std::fs::write(&p, text).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("out");
+    let summary = std::fs::read(out.join("summary.parquet")).unwrap();
+    let page = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(page.contains("<img src=\"plots/spearman.png\""));
+    // Everything derived goes; the samples (and run.json) stay.
+    std::fs::remove_file(out.join("summary.parquet")).unwrap();
+    std::fs::remove_file(out.join("index.html")).unwrap();
+    std::fs::remove_dir_all(out.join("plots")).unwrap();
+    let o = fragility(&["report", "out"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(out.join("summary.parquet")).unwrap(), summary, "the summary is not the same");
+    assert_eq!(std::fs::read_to_string(out.join("index.html")).unwrap(), page);
+    assert!(out.join("plots/ssim.png").exists());
+    // A folder without samples is refused.
+    let o = fragility(&["report", "."], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("samples.parquet"), "{}", stderr(&o));
+}
