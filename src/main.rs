@@ -37,6 +37,31 @@ enum Command {
         /// The study's output folder (holding samples.parquet).
         dir: PathBuf,
     },
+    /// Compare two runs of the same study (e.g. two model versions) and flag regressions.
+    ///
+    /// Matches summary rows by method × attack × target method × ε × metric. A row regresses
+    /// when the current mean is worse (less similar maps) than the baseline's by more than
+    /// --tolerance and the 95% bootstrap intervals do not overlap. Writes compare.parquet and
+    /// compare.md. Exit code: 0 no regression, 1 a regression, 2 an error (e.g. the runs used
+    /// different settings).
+    Compare {
+        /// Output folder of the baseline run.
+        baseline: PathBuf,
+        /// Output folder of the current run.
+        current: PathBuf,
+        /// Smallest change of a mean that counts, in the metric's units.
+        #[arg(long, default_value_t = 0.02)]
+        tolerance: f64,
+        /// Compare only these metric columns (repeatable; default: all).
+        #[arg(long = "metric")]
+        metrics: Vec<String>,
+        /// Where compare.parquet and compare.md go (default: the current run's folder).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print every compared row, not only regressions and improvements.
+        #[arg(long)]
+        all: bool,
+    },
     /// Train fmnist_cnn on Fashion-MNIST (see configs/train_fmnist.toml).
     Train {
         /// The training config.
@@ -75,7 +100,40 @@ enum Command {
     },
 }
 
-const SUBCOMMANDS: [&str; 6] = ["run", "report", "train", "explain", "help", "--help"];
+const SUBCOMMANDS: [&str; 7] = ["run", "report", "compare", "train", "explain", "help", "--help"];
+
+/// `fragility compare`: 0 no regression, 1 a regression, 2 any error.
+fn compare(
+    baseline: &std::path::Path,
+    current: &std::path::Path,
+    tolerance: f64,
+    metrics: &[String],
+    out: Option<&std::path::Path>,
+    all: bool,
+) -> ExitCode {
+    use fragility::report::compare as c;
+    let result = c::compare(baseline, current, tolerance, metrics).and_then(|report| {
+        let files = c::write_compare(out.unwrap_or(current), &report, baseline, current)?;
+        Ok((report, files))
+    });
+    match result {
+        Ok((report, files)) => {
+            c::print_compare(&report, all);
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+            if report.regressions().next().is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
 
 fn main() -> ExitCode {
     fragility::alloc::tune();
@@ -88,6 +146,9 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     let progress = std::io::stderr().is_terminal();
+    if let Command::Compare { baseline, current, tolerance, metrics, out, all } = &cli.command {
+        return compare(baseline, current, *tolerance, metrics, out.as_deref(), *all);
+    }
     let result = match cli.command {
         Command::Run { config, quiet } => Plan::load(&config).and_then(|plan| {
             let report = fragility::run::run(&plan, progress && !quiet)?;
@@ -106,6 +167,7 @@ fn main() -> ExitCode {
                 eprintln!("wrote {}", f.display());
             }
         }),
+        Command::Compare { .. } => unreachable!("handled above"),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
         Command::Explain { model, weights, images, methods, out, seed, batch_size, device, grid_images } => {
             let req = ExplainRequest {

@@ -142,9 +142,11 @@ pub fn index_html(
             escape(p)
         );
     }
-    h.push_str("<h2 id=\"summary\">Summary</h2>\n<table>\n<tr><th>method</th><th>attack</th><th>target method</th>\
+    h.push_str(
+        "<h2 id=\"summary\">Summary</h2>\n<table>\n<tr><th>method</th><th>attack</th><th>target method</th>\
         <th>ε</th><th>metric</th><th>n</th><th>nulls</th><th>mean</th><th>95% CI</th><th>median</th>\
-        <th>std</th><th>label kept</th></tr>\n");
+        <th>std</th><th>label kept</th></tr>\n",
+    );
     for r in summary {
         let ci = match (r.ci_low, r.ci_high) {
             (Some(l), Some(hi)) => format!("[{l:.4}, {hi:.4}]"),

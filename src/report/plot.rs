@@ -29,8 +29,8 @@ use crate::report::png::{encode_png, Rendering};
 use crate::report::summary::SummaryRow;
 use plotters::backend::RGBPixel;
 use plotters::prelude::{
-    BitMapBackend, ChartBuilder, Circle, Color, FontStyle, IntoDrawingArea, LineSeries, PathElement,
-    Polygon, RGBColor, SeriesLabelPosition, BLACK, WHITE,
+    BitMapBackend, ChartBuilder, Circle, Color, FontStyle, IntoDrawingArea, LineSeries, PathElement, Polygon,
+    RGBColor, SeriesLabelPosition, BLACK, WHITE,
 };
 use std::path::Path;
 use std::sync::OnceLock;

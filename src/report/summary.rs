@@ -511,7 +511,7 @@ mod tests {
         assert_eq!(median(&[3.0]), Some(3.0));
         assert_eq!(median(&[0.9, 0.5, 0.7]), Some(0.7));
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5)); // (2 + 3) / 2
-        // The gradient/top_k spearman group of the hand table: kept values 0.5, 0.7, 0.9.
+                                                              // The gradient/top_k spearman group of the hand table: kept values 0.5, 0.7, 0.9.
         let rows = summarize(&hand_table());
         assert_eq!(rows[0].median, Some(0.7));
     }

@@ -226,6 +226,22 @@ where
         .collect()
 }
 
+/// The metric columns of a `samples.parquet` and their directions, from its metadata alone
+/// (the rows are not read).
+pub fn read_directions(path: &Path) -> Result<Vec<(String, Direction)>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = ParquetReader::new(file);
+    let meta = reader.get_metadata().map_err(table_error(path))?.clone();
+    let kv = meta.key_value_metadata().clone().unwrap_or_default();
+    Ok(kv
+        .iter()
+        .filter_map(|e| {
+            let name = e.key.strip_prefix(DIRECTION_KEY_PREFIX)?;
+            Some((name.to_string(), parse_direction(e.value.as_deref()?)?))
+        })
+        .collect())
+}
+
 /// Reads a table written by [`write_samples`].
 ///
 /// Fails with [`Error::Data`] if the fixed columns are missing or out of order, hold a null, or
@@ -317,7 +333,9 @@ pub fn read_samples(path: &Path) -> Result<SampleTable> {
         .collect();
     // Files written before the seed was recorded read as seed 0.
     let seed = match metadata.iter().find(|kv| kv.key == SEED_KEY).and_then(|kv| kv.value.as_deref()) {
-        Some(v) => v.parse().map_err(|_| Error::data(path, format!("metadata {SEED_KEY:?} is {v:?}, not a u64")))?,
+        Some(v) => {
+            v.parse().map_err(|_| Error::data(path, format!("metadata {SEED_KEY:?} is {v:?}, not a u64")))?
+        }
         None => 0,
     };
     Ok(SampleTable { metric_columns, directions, rows, seed })

@@ -484,3 +484,76 @@ fn report_regenerates_summary_plots_and_page_from_the_samples_alone() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("samples.parquet"), "{}", stderr(&o));
 }
+
+#[test]
+fn compare_flags_regressions_and_refuses_different_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace("count = 6", "count = 3");
+    std::fs::write(&p, text.replace("out = \"out\"", "out = \"base\"")).unwrap();
+    assert!(fragility(&["exp.toml"], dir.path()).status.success());
+    std::fs::write(&p, text.replace("out = \"out\"", "out = \"cur\"")).unwrap();
+    assert!(fragility(&["exp.toml"], dir.path()).status.success());
+
+    // The same study twice: no regression, exit 0, both files written.
+    let o = fragility(&["compare", "base", "cur"], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let md = std::fs::read_to_string(dir.path().join("cur/compare.md")).unwrap();
+    assert!(md.contains("**0 regressions**"), "{md}");
+    assert!(dir.path().join("cur/compare.parquet").exists());
+
+    // Make the current gradient/top_k Spearman clearly worse (lower, interval disjoint): exit 1.
+    let path = dir.path().join("cur/summary.parquet");
+    let mut rows = fragility::report::read_summary(&path).unwrap();
+    let r = rows
+        .iter_mut()
+        .find(|r| r.method == "gradient" && r.attack == "top_k" && r.metric == "spearman")
+        .unwrap();
+    let m = r.mean.unwrap();
+    (r.mean, r.ci_low, r.ci_high) = (Some(m - 0.5), Some(m - 0.55), Some(m - 0.45));
+    fragility::report::write_summary(&path, &rows).unwrap();
+    let o = fragility(&["compare", "base", "cur", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
+    assert!(
+        md.contains("**1 regressions**") && md.contains("| regression | gradient | top_k → gradient |"),
+        "{md}"
+    );
+    // Restricted to another metric, the same pair passes.
+    let o = fragility(&["compare", "base", "cur", "--metric", "kendall", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A larger tolerance than the change also passes.
+    let o = fragility(&["compare", "base", "cur", "--tolerance", "0.6", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // Different budgets: exit 2, naming the setting.
+    let run_json = dir.path().join("cur/run.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&run_json).unwrap()).unwrap();
+    meta["settings"]["epsilons"] = serde_json::json!([0.02, 0.2]);
+    std::fs::write(&run_json, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let o = fragility(&["compare", "base", "cur", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("`epsilons`"), "{}", stderr(&o));
+    // A folder that is not a run: exit 2.
+    let o = fragility(&["compare", "base", "nowhere"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn our_numbers_match_the_committed_baseline() {
+    // The project's own regression tracking: experiments/regression.toml again, compared with
+    // the results committed in reports/regression-baseline/ (see that config's header).
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("experiments/regression.toml")).unwrap();
+    let text =
+        text.replace("\"../reports/regression-baseline\"", &format!("{:?}", dir.path().join("current")));
+    let text = text.replace("\"../", &format!("\"{}/", root().display()));
+    std::fs::write(dir.path().join("regression.toml"), text).unwrap();
+    let o = fragility(&["run", "--quiet", "regression.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let baseline = root().join("reports/regression-baseline");
+    let o = fragility(&["compare", baseline.to_str().unwrap(), "current", "--out", "."], dir.path());
+    let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap_or_default();
+    assert_eq!(o.status.code(), Some(0), "{}\n{}\n{md}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(md.contains("**0 regressions**, 0 improvements"), "{md}");
+}
