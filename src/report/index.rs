@@ -122,11 +122,11 @@ pub fn index_html(
         escape(&title),
         escape(&title)
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<p>{} rows of <code>samples.parquet</code>: {} images, seed {}. Statistics over the rows \
          whose attack kept the label; the interval is a 95% percentile bootstrap of the mean \
-         ({} resamples).</p>\n",
+         ({} resamples).</p>",
         table.rows.len(),
         images.len(),
         table.seed,
@@ -134,9 +134,9 @@ pub fn index_html(
     );
     h.push_str("<h2 id=\"plots\">Plots</h2>\n");
     for p in plots {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<h3>{}</h3>\n<p><img src=\"plots/{}.png\" alt=\"{} against epsilon\"></p>\n",
+            "<h3>{}</h3>\n<p><img src=\"plots/{}.png\" alt=\"{} against epsilon\"></p>",
             escape(p),
             escape(p),
             escape(p)
