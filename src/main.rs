@@ -30,6 +30,22 @@ enum Command {
         /// Print only the summary table (no progress bar).
         #[arg(long)]
         quiet: bool,
+        /// Recompute even if the output folder holds a finished run (which is otherwise left
+        /// as it is) or an interrupted one (which is otherwise continued).
+        #[arg(long)]
+        force: bool,
+        /// Run only part i of n of the images (0-based, e.g. 2/8), into OUT/shards/i-of-n/;
+        /// combine the parts with `fragility merge OUT`. Without it, a Slurm array task
+        /// (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT) or a Kubernetes indexed job
+        /// (JOB_COMPLETION_INDEX with FRAGILITY_SHARDS=n) picks its part itself.
+        #[arg(long)]
+        shard: Option<String>,
+    },
+    /// Combine the finished shards of a study (OUT/shards/i-of-n/) into OUT: the same
+    /// samples.parquet, summary.parquet, plots and index.html as a single run.
+    Merge {
+        /// The study's output folder (the config's `out`).
+        dir: PathBuf,
     },
     /// Regenerate summary.parquet, plots/*.png and index.html of a finished study from its
     /// samples.parquet (and run.json, if present) alone.
@@ -100,7 +116,7 @@ enum Command {
     },
 }
 
-const SUBCOMMANDS: [&str; 7] = ["run", "report", "compare", "train", "explain", "help", "--help"];
+const SUBCOMMANDS: [&str; 8] = ["run", "report", "merge", "compare", "train", "explain", "help", "--help"];
 
 /// `fragility compare`: 0 no regression, 1 a regression, 2 any error.
 fn compare(
@@ -150,8 +166,21 @@ fn main() -> ExitCode {
         return compare(baseline, current, *tolerance, metrics, out.as_deref(), *all);
     }
     let result = match cli.command {
-        Command::Run { config, quiet } => Plan::load(&config).and_then(|plan| {
-            let report = fragility::run::run(&plan, progress && !quiet)?;
+        Command::Run { config, quiet, force, shard } => Plan::load(&config).and_then(|plan| {
+            let shard = match shard {
+                Some(text) => Some(fragility::run::Shard::parse(&text).map_err(fragility::Error::Invalid)?),
+                None => fragility::run::Shard::from_env(|k| std::env::var(k).ok()).map_err(fragility::Error::Invalid)?,
+            };
+            let opts = fragility::run::RunOptions { progress: progress && !quiet, force, shard };
+            let report = fragility::run::run(&plan, &opts)?;
+            if report.already_finished {
+                eprintln!(
+                    "{} already holds this finished run ({} rows); nothing to do (--force recomputes it)",
+                    report.out.display(),
+                    report.rows
+                );
+                return Ok(());
+            }
             eprintln!(
                 "{} images, {} rows in {:.1} s → {}",
                 report.images,
@@ -168,6 +197,9 @@ fn main() -> ExitCode {
             }
         }),
         Command::Compare { .. } => unreachable!("handled above"),
+        Command::Merge { dir } => fragility::run::merge(&dir).map(|report| {
+            eprintln!("shards merged: {} images, {} rows → {}", report.images, report.rows, report.out.display());
+        }),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
         Command::Explain { model, weights, images, methods, out, seed, batch_size, device, grid_images } => {
             let req = ExplainRequest {

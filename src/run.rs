@@ -16,7 +16,7 @@ use crate::model::{self, logits_in_passes, target_probability, Activation, Class
 use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
 use crate::seed;
 use candle_core::{Device, Tensor};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// What a finished run reports back.
@@ -32,6 +32,8 @@ pub struct RunReport {
     pub seconds: f64,
     /// Files written.
     pub files: Vec<PathBuf>,
+    /// The folder already held this finished run: nothing was computed or written.
+    pub already_finished: bool,
 }
 
 /// Converts images `ids` of `set` to a tensor [B,C,H,W] on `device`.
@@ -59,9 +61,125 @@ fn maps(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(saliency(attr)?.flatten_from(1)?.to_vec2::<f32>()?)
 }
 
-/// Runs the study described by `plan`; `progress` shows a progress bar on the terminal.
-pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
+/// One of `count` deterministic parts of a study (0-based `index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// Which part, 0-based.
+    pub index: usize,
+    /// How many parts.
+    pub count: usize,
+}
+
+impl Shard {
+    /// Parses `i/n` (0 ≤ i < n).
+    pub fn parse(text: &str) -> std::result::Result<Shard, String> {
+        let bad = || format!("--shard wants i/n with 0 ≤ i < n (e.g. 0/4), got {text:?}");
+        let (i, n) = text.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// The shard an array job assigns: Slurm (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN`
+    /// of `SLURM_ARRAY_TASK_COUNT`) or a Kubernetes indexed job (`JOB_COMPLETION_INDEX` of
+    /// `FRAGILITY_SHARDS`); `None` outside an array job.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> std::result::Result<Option<Shard>, String> {
+        let num = |name: &str| -> std::result::Result<Option<usize>, String> {
+            var(name).map(|v| v.trim().parse().map_err(|_| format!("{name}={v:?} is not a number"))).transpose()
+        };
+        let (index, count) = match (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+            (Some(id), Some(count)) => (id.checked_sub(num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0)), count),
+            _ => match (num("JOB_COMPLETION_INDEX")?, num("FRAGILITY_SHARDS")?) {
+                (Some(i), Some(n)) => (Some(i), n),
+                (Some(_), None) => return Err("JOB_COMPLETION_INDEX is set: give the shard count as FRAGILITY_SHARDS".into()),
+                _ => return Ok(None),
+            },
+        };
+        match index {
+            Some(index) if index < count => Ok(Some(Shard { index, count })),
+            _ => Err(format!("array task index {index:?} is not below the task count {count}")),
+        }
+    }
+
+    /// The shard's folder inside a study's output folder.
+    pub fn dir(&self, out: &Path) -> PathBuf {
+        out.join("shards").join(format!("{}-of-{}", self.index, self.count))
+    }
+}
+
+/// How to run a plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Recompute even if the output folder holds a finished or an interrupted run.
+    pub force: bool,
+    /// Run only this part of the images (chunk k goes to shard k mod n).
+    pub shard: Option<Shard>,
+}
+
+/// The settings that identify a study (everything but the config's own path and `out`): a
+/// finished or interrupted run continues only with the same fingerprint.
+pub fn fingerprint(plan: &Plan) -> String {
+    let mut v = plan.resolved.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("config");
+        o.remove("out");
+    }
+    format!("{:016x}", seed::hash_str(&v.to_string()))
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
+}
+
+/// Runs the study described by `plan` (see [`RunOptions`]). Rows are written chunk by chunk
+/// to `<out>/.partial/` as they are computed, so a killed run continues where it stopped when
+/// started again; the final tables equal those of an uninterrupted run. A finished run in
+/// `out` is left as it is (the report says so) unless `force`.
+pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     let t0 = Instant::now();
+    let progress = opts.progress;
+    let dir = match opts.shard {
+        Some(s) => s.dir(&plan.out),
+        None => plan.out.clone(),
+    };
+    let fp = fingerprint(plan);
+    let run_json = dir.join("run.json");
+    if !opts.force && run_json.is_file() && dir.join("samples.parquet").is_file() {
+        let meta = read_json(&run_json)?;
+        if meta.get("fingerprint").and_then(|f| f.as_str()) == Some(fp.as_str()) {
+            return Ok(RunReport {
+                out: dir.clone(),
+                images: meta["images"]["studied"].as_u64().unwrap_or(0) as usize,
+                rows: meta["rows"].as_u64().unwrap_or(0) as usize,
+                seconds: 0.0,
+                files: Vec::new(),
+                already_finished: true,
+            });
+        }
+        return Err(Error::Invalid(format!(
+            "{} holds a finished run with other settings; rerun with --force to replace it, or set another `out`",
+            dir.display()
+        )));
+    }
+    let partial = dir.join(".partial");
+    if opts.force && partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    let stamp = partial.join("fingerprint");
+    if stamp.is_file() {
+        let old = std::fs::read_to_string(&stamp).map_err(|e| Error::io(&stamp, e))?;
+        if old.trim() != fp {
+            return Err(Error::Invalid(format!(
+                "{} holds an interrupted run with other settings; rerun with --force to discard it, or set another `out`",
+                dir.display()
+            )));
+        }
+    }
     let dev = &plan.device;
     let model = model::load(&plan.model, &plan.weights, dev)?;
     let mut set = load_images(&plan.images)?;
@@ -121,12 +239,38 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             }
         }
     }
-    let chunks: Vec<&[usize]> = ids.chunks(plan.batch_size).collect();
+    let mut metric_columns: Vec<String> = metrics.iter().map(|m| m.column()).collect();
+    let mut directions: Vec<_> = metrics.iter().map(|m| m.direction()).collect();
+    for o in &measures {
+        for when in ["before", "after"] {
+            metric_columns.push(format!("{}_{when}", o.measure_name()));
+            directions.push(o.measure_direction());
+        }
+    }
+    std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    crate::atomic::write_bytes(&stamp, fp.as_bytes())?;
+    // Chunk k (of `batch_size` images) belongs to shard k mod n: the same chunks, hence the
+    // same computations, as in a single run.
+    let chunks: Vec<(usize, &[usize])> = ids
+        .chunks(plan.batch_size)
+        .enumerate()
+        .filter(|(k, _)| opts.shard.is_none_or(|s| k % s.count == s.index))
+        .collect();
+    let studied: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
     let bar = progress_bar(progress, (chunks.len() * plan.attacks.len()) as u64);
     let mut rows = Vec::new();
     let mut attack_seconds = vec![0f64; plan.attacks.len()];
+    let mut resumed = 0usize;
     let eps_count = plan.epsilons.len();
-    for chunk in &chunks {
+    for &(k, chunk) in &chunks {
+        let chunk_file = partial.join(format!("chunk-{k:06}.parquet"));
+        if chunk_file.is_file() {
+            rows.extend(crate::report::read_samples(&chunk_file)?.rows);
+            resumed += 1;
+            bar.inc(plan.attacks.len() as u64);
+            continue;
+        }
+        let mut chunk_rows = Vec::new();
         let x = batch_tensor(&set, chunk, dev)?;
         let targets: Vec<u32> = chunk.iter().map(|&i| preds[i]).collect();
         let clean: Vec<Vec<Vec<f32>>> = plan
@@ -209,7 +353,7 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
                         values.push(finite(measured_before[mi][k][i]));
                         values.push(finite(g.measure(i, &normal)));
                     }
-                    rows.push(SampleRow {
+                    chunk_rows.push(SampleRow {
                         image_id: id as u32,
                         label: set.labels.as_ref().map_or(-1, |l| l[id]),
                         predicted: preds[id] as i64,
@@ -229,32 +373,29 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             attack_seconds[ai] += ta.elapsed().as_secs_f64();
             bar.inc(1);
         }
+        // The chunk is done: keep its rows on disk before anything else can go wrong.
+        let table = SampleTable {
+            metric_columns: metric_columns.clone(),
+            directions: directions.clone(),
+            rows: chunk_rows,
+            seed: plan.seed,
+        };
+        write_samples(&chunk_file, &table)?;
+        rows.extend(table.rows);
     }
     bar.finish_and_clear();
 
     // Deterministic row order whatever the chunking: method, attack (in config order, each
     // target method after the other), image, ε.
-    let method_pos = |n: &str| plan.methods.iter().position(|m| m.name() == n);
-    let attack_pos = |r: &SampleRow| {
-        plan.attacks.iter().position(|a| {
-            a.name() == r.attack && a.target_method().map(|t| t.name()) == r.target_method.as_deref()
-        })
-    };
-    rows.sort_by(|a, b| {
-        (method_pos(&a.method), attack_pos(a), a.image_id)
-            .cmp(&(method_pos(&b.method), attack_pos(b), b.image_id))
-            .then(a.epsilon.total_cmp(&b.epsilon))
-    });
-    let mut metric_columns: Vec<String> = metrics.iter().map(|m| m.column()).collect();
-    let mut directions: Vec<_> = metrics.iter().map(|m| m.direction()).collect();
-    for o in &measures {
-        for when in ["before", "after"] {
-            metric_columns.push(format!("{}_{when}", o.measure_name()));
-            directions.push(o.measure_direction());
-        }
-    }
+    let method_order: Vec<String> = plan.methods.iter().map(|m| m.name().to_string()).collect();
+    let attack_order: Vec<(String, Option<String>)> = plan
+        .attacks
+        .iter()
+        .map(|a| (a.name().to_string(), a.target_method().map(|t| t.name().to_string())))
+        .collect();
+    sort_rows(&mut rows, &method_order, &attack_order);
     let table = SampleTable { metric_columns, directions, rows, seed: plan.seed };
-    let out = &plan.out;
+    let out = &dir;
     let mut files = vec![out.join("samples.parquet")];
     write_samples(&files[0], &table)?;
     let seconds = t0.elapsed().as_secs_f64();
@@ -265,7 +406,10 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
         "settings": plan.resolved,
         "seed": plan.seed,
         "threads": candle_core::utils::get_num_threads(),
-        "images": { "in_file": set.n, "eligible": eligible, "studied": ids.len(), "ids": ids },
+        "fingerprint": fp,
+        "shard": opts.shard.map(|s| serde_json::json!({ "index": s.index, "count": s.count })),
+        "resumed_chunks": resumed,
+        "images": { "in_file": set.n, "eligible": eligible, "studied": studied.len(), "ids": studied },
         "rows": table.rows.len(),
         "timings_s": {
             "load": t_load,
@@ -276,15 +420,122 @@ pub fn run(plan: &Plan, progress: bool) -> Result<RunReport> {
             "total": seconds,
         },
     });
+    let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
+    // The page shows run.json as `report` will read it back (serde_json's float parsing may
+    // differ from the in-memory value in the last bit), so a regenerated page is identical.
+    let meta: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Invalid(e.to_string()))?;
+    // Summary, plots (one per metric and per measure after the attack) and index.html; a
+    // shard leaves those to `fragility merge`.
+    if opts.shard.is_none() {
+        let (summary, derived) = write_derived(out, &table, Some(&meta))?;
+        files.extend(derived);
+        crate::report::summary::print_summary(&summary);
+    }
+    // run.json last: its presence marks the run as finished.
+    crate::atomic::write_bytes(&run_json, text.as_bytes())?;
+    files.push(run_json.clone());
+    std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    Ok(RunReport {
+        out: out.clone(),
+        images: studied.len(),
+        rows: table.rows.len(),
+        seconds,
+        files,
+        already_finished: false,
+    })
+}
+
+/// Sorts rows by method, then attack × target method (both in the given orders), image, ε.
+pub fn sort_rows(rows: &mut [SampleRow], methods: &[String], attacks: &[(String, Option<String>)]) {
+    let method_pos = |n: &str| methods.iter().position(|m| m == n);
+    let attack_pos = |r: &SampleRow| attacks.iter().position(|(a, t)| *a == r.attack && *t == r.target_method);
+    rows.sort_by(|a, b| {
+        (method_pos(&a.method), attack_pos(a), a.image_id)
+            .cmp(&(method_pos(&b.method), attack_pos(b), b.image_id))
+            .then(a.epsilon.total_cmp(&b.epsilon))
+    });
+}
+
+/// `fragility merge OUT`: combines the finished shards in `OUT/shards/` into `OUT`'s
+/// `samples.parquet`, `run.json`, summary, plots and page — the same tables as a single run.
+pub fn merge(out: &Path) -> Result<RunReport> {
+    let t0 = Instant::now();
+    let shards_dir = out.join("shards");
+    let entries = std::fs::read_dir(&shards_dir).map_err(|e| Error::io(&shards_dir, e))?;
+    let mut shards: Vec<(Shard, PathBuf)> = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::io(&shards_dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(s) = name.split_once("-of-").and_then(|(i, n)| Shard::parse(&format!("{i}/{n}")).ok()) {
+            shards.push((s, e.path()));
+        }
+    }
+    shards.sort_by_key(|(s, _)| (s.count, s.index));
+    let count = shards.first().map(|(s, _)| s.count).ok_or_else(|| Error::data(&shards_dir, "no shard folders (i-of-n)"))?;
+    if shards.iter().any(|(s, _)| s.count != count) {
+        return Err(Error::data(&shards_dir, "shard folders of different shard counts"));
+    }
+    let missing: Vec<usize> = (0..count).filter(|i| !shards.iter().any(|(s, _)| s.index == *i)).collect();
+    if !missing.is_empty() {
+        return Err(Error::data(&shards_dir, format!("shards {missing:?} of {count} are missing")));
+    }
+    let mut tables = Vec::new();
+    let mut metas = Vec::new();
+    for (s, p) in &shards {
+        let run_json = p.join("run.json");
+        if !run_json.is_file() {
+            return Err(Error::data(p, format!("shard {}/{} has not finished (no run.json)", s.index, s.count)));
+        }
+        metas.push(read_json(&run_json)?);
+        tables.push(crate::report::read_samples(&p.join("samples.parquet"))?);
+    }
+    if metas.iter().any(|m| m["fingerprint"] != metas[0]["fingerprint"]) {
+        return Err(Error::data(&shards_dir, "the shards ran different settings (their fingerprints differ)"));
+    }
+    let first = &tables[0];
+    if tables.iter().any(|t| t.metric_columns != first.metric_columns || t.seed != first.seed) {
+        return Err(Error::data(&shards_dir, "the shards' tables have different columns or seeds"));
+    }
+    // The config's order of methods and attacks, as the first shard with rows lists them.
+    let (mut methods, mut attacks) = (Vec::<String>::new(), Vec::<(String, Option<String>)>::new());
+    for r in tables.iter().flat_map(|t| &t.rows) {
+        if !methods.contains(&r.method) {
+            methods.push(r.method.clone());
+        }
+        let a = (r.attack.clone(), r.target_method.clone());
+        if !attacks.contains(&a) {
+            attacks.push(a);
+        }
+    }
+    let (metric_columns, directions, seed) = (first.metric_columns.clone(), first.directions.clone(), first.seed);
+    let mut rows: Vec<SampleRow> = tables.into_iter().flat_map(|t| t.rows).collect();
+    sort_rows(&mut rows, &methods, &attacks);
+    let table = SampleTable { metric_columns, directions, rows, seed };
+    let mut ids: Vec<u64> = metas.iter().flat_map(|m| m["images"]["ids"].as_array().cloned().unwrap_or_default()).filter_map(|v| v.as_u64()).collect();
+    ids.sort_unstable();
+    let mut meta = metas[0].clone();
+    meta["shard"] = serde_json::json!({ "merged": count });
+    meta["images"]["studied"] = serde_json::json!(ids.len());
+    meta["images"]["ids"] = serde_json::json!(ids);
+    meta["rows"] = serde_json::json!(table.rows.len());
+    meta["timings_s"] = serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });
+    let mut files = vec![out.join("samples.parquet")];
+    write_samples(&files[0], &table)?;
+    let (summary, derived) = write_derived(out, &table, Some(&meta))?;
+    files.extend(derived);
     let run_json = out.join("run.json");
     let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
     crate::atomic::write_bytes(&run_json, text.as_bytes())?;
     files.push(run_json);
-    // Summary, plots (one per metric and per measure after the attack) and index.html.
-    let (summary, derived) = write_derived(out, &table, Some(&meta))?;
-    files.extend(derived);
     crate::report::summary::print_summary(&summary);
-    Ok(RunReport { out: out.clone(), images: ids.len(), rows: table.rows.len(), seconds, files })
+    Ok(RunReport {
+        out: out.to_path_buf(),
+        images: ids.len(),
+        rows: table.rows.len(),
+        seconds: t0.elapsed().as_secs_f64(),
+        files,
+        already_finished: false,
+    })
 }
 
 fn git_revision() -> Option<String> {
@@ -305,4 +556,34 @@ pub fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(500));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_parses_i_of_n() {
+        assert_eq!(Shard::parse("2/8"), Ok(Shard { index: 2, count: 8 }));
+        assert_eq!(Shard::parse(" 0 / 1 "), Ok(Shard { index: 0, count: 1 }));
+        for bad in ["8/8", "1/0", "a/3", "3", "-1/3", ""] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Shard { index: 1, count: 3 }.dir(Path::new("o")), Path::new("o/shards/1-of-3"));
+    }
+
+    #[test]
+    fn shard_comes_from_slurm_or_an_indexed_job() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(Shard::from_env(env(&[])), Ok(None));
+        let slurm = [("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "3")];
+        assert_eq!(Shard::from_env(env(&slurm)), Ok(Some(Shard { index: 2, count: 4 })));
+        let k8s = [("JOB_COMPLETION_INDEX", "1"), ("FRAGILITY_SHARDS", "3")];
+        assert_eq!(Shard::from_env(env(&k8s)), Ok(Some(Shard { index: 1, count: 3 })));
+        assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "1")])).is_err());
+        assert!(Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
+        assert!(Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
+    }
 }

@@ -181,7 +181,8 @@ fn index_tensor(rows: &[usize], device: &candle_core::Device) -> Result<Tensor> 
 
 impl Steered {
     /// ∇ₓ of the loss for the batch rows `active` at images `xa` (their rows), chunk by chunk:
-    /// rows are independent, so each chunk's loss has the same gradient as the whole sum.
+    /// rows are independent, so each chunk's loss has the same gradient as the whole sum, and
+    /// the chunks bound the memory of the second-order graph.
     #[allow(clippy::too_many_arguments)]
     fn direction(
         &self,
@@ -194,9 +195,12 @@ impl Steered {
         p0: Option<&Tensor>,
     ) -> Result<Tensor> {
         let n = active.len();
-        let mut parts = Vec::with_capacity(n.div_ceil(MAX_ROWS_PER_PASS));
-        for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
-            let len = MAX_ROWS_PER_PASS.min(n - start);
+        // The graph of a chunk holds every backward pass of its maps: keep it at about
+        // MAX_ROWS_PER_PASS image-passes (~1.7 GB for the shipped model), whatever the method.
+        let rows = (MAX_ROWS_PER_PASS / self.method.passes_per_image()).max(1);
+        let mut parts = Vec::with_capacity(n.div_ceil(rows));
+        for start in (0..n).step_by(rows) {
+            let len = rows.min(n - start);
             let ids = &active[start..start + len];
             let targets: Vec<u32> = ids.iter().map(|&r| input.targets[r]).collect();
             let xv = Var::from_tensor(&xa.narrow(0, start, len)?.detach())?;
@@ -215,7 +219,7 @@ impl Steered {
             let grads = loss.backward()?;
             // No gradient: the loss does not depend on x here (e.g. a constant model).
             parts.push(match grads.get(xv.as_tensor()) {
-                Some(g) => g.clone(),
+                Some(g) => g.detach(),
                 None => xv.as_tensor().zeros_like()?,
             });
         }

@@ -132,6 +132,10 @@ impl Attribution for IntegratedGradients {
         Ok(avg.mul(x)?)
     }
 
+    fn passes_per_image(&self) -> usize {
+        self.steps.max(1)
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "steps": self.steps, "quadrature": self.quadrature, "baseline": "zero" })
     }

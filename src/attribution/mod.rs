@@ -67,6 +67,12 @@ pub trait Attribution: Send + Sync {
     fn differentiable(&self) -> bool {
         false
     }
+    /// How many backward passes one image's map costs (integrated gradients: its steps; a
+    /// noise tunnel: its samples × the wrapped method's). Attacks size their second-order
+    /// chunks by it: the autograd graph of a chunk holds every pass, so memory grows with it.
+    fn passes_per_image(&self) -> usize {
+        1
+    }
     /// [`Attribution::attribute`] with the method's own randomness drawn from `anchor` (one
     /// image per row of `x`, the clean images) instead of from `x`. Attacks use it so that a
     /// noise tunnel's noise stays fixed over the iterations; deterministic methods ignore it.

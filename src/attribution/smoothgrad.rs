@@ -146,6 +146,10 @@ impl Attribution for NoiseTunnel {
         })
     }
 
+    fn passes_per_image(&self) -> usize {
+        self.settings.samples.max(1) * self.inner.passes_per_image()
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
             "samples": self.settings.samples, "sigma": self.settings.sigma, "seed": self.seed,

@@ -279,9 +279,10 @@ pub fn markdown(report: &CompareReport, baseline: &Path, current: &Path) -> Stri
 }
 
 fn fmt_row(r: &SummaryRow) -> String {
+    use super::summary::show;
     match (r.mean, r.ci_low, r.ci_high) {
-        (Some(v), Some(l), Some(h)) => format!("{v:.4} [{l:.4}, {h:.4}]"),
-        (Some(v), _, _) => format!("{v:.4}"),
+        (Some(_), Some(_), Some(_)) => format!("{} [{}, {}]", show(r.mean), show(r.ci_low), show(r.ci_high)),
+        (Some(_), _, _) => show(r.mean),
         _ => "–".into(),
     }
 }

@@ -94,7 +94,7 @@ pub fn regenerate(dir: &Path) -> Result<(Vec<SummaryRow>, Vec<PathBuf>)> {
 }
 
 fn opt(v: Option<f64>) -> String {
-    v.map_or("–".to_string(), |v| format!("{v:.4}"))
+    super::summary::show(v)
 }
 
 /// The page's HTML.
@@ -149,7 +149,7 @@ pub fn index_html(
     );
     for r in summary {
         let ci = match (r.ci_low, r.ci_high) {
-            (Some(l), Some(hi)) => format!("[{l:.4}, {hi:.4}]"),
+            (Some(l), Some(hi)) => format!("[{}, {}]", opt(Some(l)), opt(Some(hi))),
             _ => "–".into(),
         };
         let _ = writeln!(

@@ -149,6 +149,16 @@ pub fn bootstrap_ci(values: &[f64], seed: u64) -> Option<(f64, f64)> {
     Some((means[lo], means[hi.min(means.len() - 1)]))
 }
 
+/// A statistic for display: four decimals, or four significant digits in scientific notation
+/// for magnitudes below 10⁻³ (the normalised MSE is ~10⁻⁶), `-` for none.
+pub fn show(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v != 0.0 && v.abs() < 1e-3 => format!("{v:.3e}"),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
 /// Prints the summary as a fixed-width table on stdout (the end of `run` and `report`).
 pub fn print_summary(rows: &[SummaryRow]) {
     println!(
@@ -156,9 +166,9 @@ pub fn print_summary(rows: &[SummaryRow]) {
         "method", "attack", "epsilon", "metric", "n", "mean", "95% CI", "kept"
     );
     for r in rows {
-        let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        let f = show;
         let ci = match (r.ci_low, r.ci_high) {
-            (Some(l), Some(h)) => format!("[{l:.4}, {h:.4}]"),
+            (Some(l), Some(h)) => format!("[{}, {}]", show(Some(l)), show(Some(h))),
             _ => "-".into(),
         };
         println!(

@@ -156,11 +156,23 @@ fn run_writes_tables_plots_and_metadata() {
     assert_eq!(meta["images"]["studied"], 6);
     assert_eq!(meta["settings"]["methods"]["integrated_gradients"]["steps"], 8);
 
-    // The same config again gives identical rows (one seed fixes everything).
+    // The same config again leaves the finished run as it is.
     let o = fragility(&["exp.toml"], dir.path());
     assert!(o.status.success());
+    assert!(stderr(&o).contains("already holds this finished run"), "{}", stderr(&o));
+    // --force recomputes it: identical rows (one seed fixes everything).
+    let o = fragility(&["exp.toml", "--force"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
     let again = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
     assert_eq!(again.rows, table.rows);
+    assert!(!out.join(".partial").exists(), "chunk files are removed once the run is finished");
+    // Other settings into the same folder: refused, nothing overwritten.
+    let text = std::fs::read_to_string(dir.path().join("exp.toml")).unwrap().replace("seed = 7", "seed = 8");
+    std::fs::write(dir.path().join("exp.toml"), text).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(fragility::report::read_samples(&out.join("samples.parquet")).unwrap().rows, table.rows);
 }
 
 #[test]
@@ -173,7 +185,7 @@ fn results_do_not_depend_on_batch_size_or_thread_count() {
     let text = std::fs::read_to_string(&p).unwrap().replace("batch_size = 4", "batch_size = 5");
     std::fs::write(&p, text).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_fragility"))
-        .arg("exp.toml")
+        .args(["exp.toml", "--force"])
         .env("RAYON_NUM_THREADS", "1")
         .current_dir(dir.path())
         .output()
@@ -556,4 +568,97 @@ fn our_numbers_match_the_committed_baseline() {
     let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap_or_default();
     assert_eq!(o.status.code(), Some(0), "{}\n{}\n{md}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     assert!(md.contains("**0 regressions**, 0 improvements"), "{md}");
+}
+
+/// The small config with 12 images in chunks of 2 (6 chunks), written into `dir`.
+fn chunked_config(dir: &Path) -> PathBuf {
+    let p = small_config(dir, &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace("count = 6", "count = 12").replace("batch_size = 4", "batch_size = 2");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_killed_run_continues_where_it_stopped_and_ends_with_the_same_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    chunked_config(dir.path());
+    // The uninterrupted run, for reference.
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("out");
+    let whole = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    let summary = std::fs::read(out.join("summary.parquet")).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // Start it again and kill -9 it as soon as its first chunk is on disk.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fragility"))
+        .arg("exp.toml")
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = out.join(".partial/chunk-000000.parquet");
+    let t = std::time::Instant::now();
+    while !first.exists() {
+        assert!(t.elapsed().as_secs() < 120, "no chunk written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!out.join("run.json").exists(), "the run finished before it could be killed");
+    assert!(!out.join("samples.parquet").exists());
+
+    // The same command continues: it reuses the chunks on disk.
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert!(meta["resumed_chunks"].as_u64().unwrap() >= 1, "{}", meta["resumed_chunks"]);
+    let resumed = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    assert_eq!(resumed, whole);
+    assert_eq!(std::fs::read(out.join("summary.parquet")).unwrap(), summary);
+}
+
+#[test]
+fn three_shards_in_three_processes_merge_into_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    chunked_config(dir.path());
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let single = fragility::report::read_samples(&dir.path().join("out/samples.parquet")).unwrap();
+    let single_summary = std::fs::read(dir.path().join("out/summary.parquet")).unwrap();
+
+    // The same study as 3 shards into another folder, 3 processes at once (two by flag, one
+    // the way a Slurm array task finds its part).
+    let text = std::fs::read_to_string(dir.path().join("exp.toml")).unwrap().replace("out = \"out\"", "out = \"sharded\"");
+    std::fs::write(dir.path().join("exp.toml"), text).unwrap();
+    let spawn = |args: &[&str], env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_fragility"))
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+    };
+    let (a, b, c) = std::thread::scope(|s| {
+        let a = s.spawn(|| spawn(&["exp.toml", "--shard", "0/3"], &[]));
+        let b = s.spawn(|| spawn(&["exp.toml", "--shard", "1/3"], &[]));
+        let c = s.spawn(|| spawn(&["exp.toml"], &[("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "3")]));
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap(), c.join().unwrap().unwrap())
+    });
+    for o in [&a, &b, &c] {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    let sharded = dir.path().join("sharded");
+    assert!(sharded.join("shards/2-of-3/samples.parquet").exists());
+    // Merging before every shard is there fails; with all three it gives the single run.
+    let o = fragility(&["merge", "sharded"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let merged = fragility::report::read_samples(&sharded.join("samples.parquet")).unwrap();
+    assert_eq!(merged, single);
+    assert_eq!(std::fs::read(sharded.join("summary.parquet")).unwrap(), single_summary);
+    assert!(sharded.join("index.html").exists());
+    std::fs::remove_dir_all(sharded.join("shards/1-of-3")).unwrap();
+    let o = fragility(&["merge", "sharded"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("[1]"), "{}", stderr(&o));
 }
