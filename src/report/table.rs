@@ -16,11 +16,12 @@
 //! | `target_method`     | str, null   | the method a steered attack steered; null for the random baselines |
 //! | `epsilon`           | f64         | L∞ budget, on the [0, 1] pixel scale                      |
 //! | `label_kept`        | bool        | whether the perturbed image keeps the predicted class     |
-//! | `iterations`        | u32         | attack iterations used (tries, for `random_sign`)         |
+//! | `iterations`        | u32         | iterations the attack ran on the row, over all starts (draws, for `random_sign`) |
 //! | `linf`              | f64         | ‖x′ − x‖∞ actually used, same scale as `epsilon`          |
 //! | `confidence_before` | f64         | softmax probability of `predicted` on the clean image     |
 //! | `confidence_after`  | f64         | the same on the perturbed image                           |
 //! | one per metric      | f64, null   | the metric's value, named by the metric (units in the name, e.g. `center_shift_px`); null where it is undefined |
+//! | `<measure>_before`, `<measure>_after` | f64, null | each steered attack's objective measure (e.g. `region_mass`) on the clean and the perturbed map |
 //!
 //! Whether a higher metric value means more similar maps is stored in the file's key-value
 //! metadata (key `fragility.direction.<metric>`, value `higher_is_more_similar` or
@@ -79,7 +80,7 @@ pub struct SampleRow {
     pub epsilon: f64,
     /// Whether the perturbed image is still classified as `predicted`.
     pub label_kept: bool,
-    /// Attack iterations used (tries, for `random_sign`).
+    /// Iterations the attack ran on the row, over all starts (draws, for `random_sign`).
     pub iterations: u32,
     /// ‖x′ − x‖∞ actually used, on the same scale as `epsilon`.
     pub linf: f64,
