@@ -169,7 +169,8 @@ fn main() -> ExitCode {
         Command::Run { config, quiet, force, shard } => Plan::load(&config).and_then(|plan| {
             let shard = match shard {
                 Some(text) => Some(fragility::run::Shard::parse(&text).map_err(fragility::Error::Invalid)?),
-                None => fragility::run::Shard::from_env(|k| std::env::var(k).ok()).map_err(fragility::Error::Invalid)?,
+                None => fragility::run::Shard::from_env(|k| std::env::var(k).ok())
+                    .map_err(fragility::Error::Invalid)?,
             };
             let opts = fragility::run::RunOptions { progress: progress && !quiet, force, shard };
             let report = fragility::run::run(&plan, &opts)?;
@@ -198,7 +199,12 @@ fn main() -> ExitCode {
         }),
         Command::Compare { .. } => unreachable!("handled above"),
         Command::Merge { dir } => fragility::run::merge(&dir).map(|report| {
-            eprintln!("shards merged: {} images, {} rows → {}", report.images, report.rows, report.out.display());
+            eprintln!(
+                "shards merged: {} images, {} rows → {}",
+                report.images,
+                report.rows,
+                report.out.display()
+            );
         }),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
         Command::Explain { model, weights, images, methods, out, seed, batch_size, device, grid_images } => {

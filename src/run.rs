@@ -87,13 +87,17 @@ impl Shard {
     /// `FRAGILITY_SHARDS`); `None` outside an array job.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> std::result::Result<Option<Shard>, String> {
         let num = |name: &str| -> std::result::Result<Option<usize>, String> {
-            var(name).map(|v| v.trim().parse().map_err(|_| format!("{name}={v:?} is not a number"))).transpose()
+            var(name)
+                .map(|v| v.trim().parse().map_err(|_| format!("{name}={v:?} is not a number")))
+                .transpose()
         };
         let (index, count) = match (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
             (Some(id), Some(count)) => (id.checked_sub(num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0)), count),
             _ => match (num("JOB_COMPLETION_INDEX")?, num("FRAGILITY_SHARDS")?) {
                 (Some(i), Some(n)) => (Some(i), n),
-                (Some(_), None) => return Err("JOB_COMPLETION_INDEX is set: give the shard count as FRAGILITY_SHARDS".into()),
+                (Some(_), None) => {
+                    return Err("JOB_COMPLETION_INDEX is set: give the shard count as FRAGILITY_SHARDS".into())
+                }
                 _ => return Ok(None),
             },
         };
@@ -448,7 +452,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
 /// Sorts rows by method, then attack × target method (both in the given orders), image, ε.
 pub fn sort_rows(rows: &mut [SampleRow], methods: &[String], attacks: &[(String, Option<String>)]) {
     let method_pos = |n: &str| methods.iter().position(|m| m == n);
-    let attack_pos = |r: &SampleRow| attacks.iter().position(|(a, t)| *a == r.attack && *t == r.target_method);
+    let attack_pos =
+        |r: &SampleRow| attacks.iter().position(|(a, t)| *a == r.attack && *t == r.target_method);
     rows.sort_by(|a, b| {
         (method_pos(&a.method), attack_pos(a), a.image_id)
             .cmp(&(method_pos(&b.method), attack_pos(b), b.image_id))
@@ -471,7 +476,10 @@ pub fn merge(out: &Path) -> Result<RunReport> {
         }
     }
     shards.sort_by_key(|(s, _)| (s.count, s.index));
-    let count = shards.first().map(|(s, _)| s.count).ok_or_else(|| Error::data(&shards_dir, "no shard folders (i-of-n)"))?;
+    let count = shards
+        .first()
+        .map(|(s, _)| s.count)
+        .ok_or_else(|| Error::data(&shards_dir, "no shard folders (i-of-n)"))?;
     if shards.iter().any(|(s, _)| s.count != count) {
         return Err(Error::data(&shards_dir, "shard folders of different shard counts"));
     }
@@ -484,13 +492,19 @@ pub fn merge(out: &Path) -> Result<RunReport> {
     for (s, p) in &shards {
         let run_json = p.join("run.json");
         if !run_json.is_file() {
-            return Err(Error::data(p, format!("shard {}/{} has not finished (no run.json)", s.index, s.count)));
+            return Err(Error::data(
+                p,
+                format!("shard {}/{} has not finished (no run.json)", s.index, s.count),
+            ));
         }
         metas.push(read_json(&run_json)?);
         tables.push(crate::report::read_samples(&p.join("samples.parquet"))?);
     }
     if metas.iter().any(|m| m["fingerprint"] != metas[0]["fingerprint"]) {
-        return Err(Error::data(&shards_dir, "the shards ran different settings (their fingerprints differ)"));
+        return Err(Error::data(
+            &shards_dir,
+            "the shards ran different settings (their fingerprints differ)",
+        ));
     }
     let first = &tables[0];
     if tables.iter().any(|t| t.metric_columns != first.metric_columns || t.seed != first.seed) {
@@ -507,18 +521,24 @@ pub fn merge(out: &Path) -> Result<RunReport> {
             attacks.push(a);
         }
     }
-    let (metric_columns, directions, seed) = (first.metric_columns.clone(), first.directions.clone(), first.seed);
+    let (metric_columns, directions, seed) =
+        (first.metric_columns.clone(), first.directions.clone(), first.seed);
     let mut rows: Vec<SampleRow> = tables.into_iter().flat_map(|t| t.rows).collect();
     sort_rows(&mut rows, &methods, &attacks);
     let table = SampleTable { metric_columns, directions, rows, seed };
-    let mut ids: Vec<u64> = metas.iter().flat_map(|m| m["images"]["ids"].as_array().cloned().unwrap_or_default()).filter_map(|v| v.as_u64()).collect();
+    let mut ids: Vec<u64> = metas
+        .iter()
+        .flat_map(|m| m["images"]["ids"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_u64())
+        .collect();
     ids.sort_unstable();
     let mut meta = metas[0].clone();
     meta["shard"] = serde_json::json!({ "merged": count });
     meta["images"]["studied"] = serde_json::json!(ids.len());
     meta["images"]["ids"] = serde_json::json!(ids);
     meta["rows"] = serde_json::json!(table.rows.len());
-    meta["timings_s"] = serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });
+    meta["timings_s"] =
+        serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });
     let mut files = vec![out.join("samples.parquet")];
     write_samples(&files[0], &table)?;
     let (summary, derived) = write_derived(out, &table, Some(&meta))?;
@@ -578,12 +598,17 @@ mod tests {
             move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         };
         assert_eq!(Shard::from_env(env(&[])), Ok(None));
-        let slurm = [("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "3")];
-        assert_eq!(Shard::from_env(env(&slurm)), Ok(Some(Shard { index: 2, count: 4 })));
-        let k8s = [("JOB_COMPLETION_INDEX", "1"), ("FRAGILITY_SHARDS", "3")];
-        assert_eq!(Shard::from_env(env(&k8s)), Ok(Some(Shard { index: 1, count: 3 })));
+        const SLURM: [(&str, &str); 3] =
+            [("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "3")];
+        assert_eq!(Shard::from_env(env(&SLURM)), Ok(Some(Shard { index: 2, count: 4 })));
+        const K8S: [(&str, &str); 2] = [("JOB_COMPLETION_INDEX", "1"), ("FRAGILITY_SHARDS", "3")];
+        assert_eq!(Shard::from_env(env(&K8S)), Ok(Some(Shard { index: 1, count: 3 })));
         assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "1")])).is_err());
-        assert!(Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
-        assert!(Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
+        assert!(
+            Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err()
+        );
+        assert!(
+            Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err()
+        );
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The page holds the run's settings (from `run.json`, when there is one), the summary table
 //! (mean, 95% bootstrap interval, median, n, nulls, label-kept rate per method × attack ×
-//! target method × ε × metric) and every plot, linked by relative paths (`plots/<metric>.png`),
+//! target method × ε × metric) and every plot (mean against ε, and the per-image box plots), linked by relative paths (`plots/<metric>.png`),
 //! so the folder can be moved, zipped or served as it is. No script, no external stylesheet.
 //!
 //! [`write_derived`] is shared by `fragility run` (after the rows are computed) and
@@ -59,8 +59,19 @@ pub fn write_derived(
     for (column, direction) in plotted_columns(table) {
         let p = out.join("plots").join(format!("{column}.png"));
         plot_metric(&p, &summary, &column, direction)?;
-        plots.push(column);
         files.push(p);
+        // The per-image spread, where there is any label-kept value to show.
+        let j = table.metric_columns.iter().position(|c| *c == column);
+        let any = table
+            .rows
+            .iter()
+            .any(|r| r.label_kept && j.and_then(|j| r.metrics[j]).is_some_and(f64::is_finite));
+        if any {
+            let d = out.join("plots").join(format!("{column}_distribution.png"));
+            super::distribution::plot_distribution(&d, table, &column, direction)?;
+            files.push(d);
+        }
+        plots.push((column, any));
     }
     let page = out.join("index.html");
     let html = index_html(out, table, &summary, &plots, run);
@@ -102,7 +113,7 @@ pub fn index_html(
     out: &Path,
     table: &SampleTable,
     summary: &[SummaryRow],
-    plots: &[String],
+    plots: &[(String, bool)],
     run: Option<&serde_json::Value>,
 ) -> String {
     let title = out.file_name().map_or("study".into(), |n| n.to_string_lossy().into_owned());
@@ -133,14 +144,15 @@ pub fn index_html(
         super::summary::BOOTSTRAP_RESAMPLES
     );
     h.push_str("<h2 id=\"plots\">Plots</h2>\n");
-    for p in plots {
-        let _ = writeln!(
-            h,
-            "<h3>{}</h3>\n<p><img src=\"plots/{}.png\" alt=\"{} against epsilon\"></p>",
-            escape(p),
-            escape(p),
-            escape(p)
-        );
+    for (p, spread) in plots {
+        let p = escape(p);
+        let _ = writeln!(h, "<h3>{p}</h3>\n<p><img src=\"plots/{p}.png\" alt=\"{p} against epsilon\"></p>");
+        if *spread {
+            let _ = writeln!(
+                h,
+                "<p><img src=\"plots/{p}_distribution.png\" alt=\"{p} per image, box plots\"></p>"
+            );
+        }
     }
     h.push_str(
         "<h2 id=\"summary\">Summary</h2>\n<table>\n<tr><th>method</th><th>attack</th><th>target method</th>\
@@ -205,6 +217,8 @@ mod tests {
         assert_eq!(html.matches("<tr><td").count(), summary.len());
         assert!(html.contains("&lt;b&gt;") && !html.contains("<b>"), "settings not escaped");
         assert!(!html.contains("src=\"/") && !html.contains("http"), "only relative links");
-        assert_eq!(files.len(), 1 + 2 + 1);
+        // summary, 2 metric plots, 2 distribution plots, page.
+        assert_eq!(files.len(), 1 + 2 + 2 + 1);
+        assert!(html.contains("<img src=\"plots/spearman_distribution.png\""));
     }
 }

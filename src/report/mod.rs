@@ -12,11 +12,13 @@
 //! - [`plot`]: the PNG charts.
 //! - [`index`]: `index.html`, and [`write_derived`], which writes summary, plots and page from
 //!   the sample table (shared by `run` and `report`).
+//! - [`distribution`]: per-image box plots of each metric.
 //! - [`compare`]: `fragility compare`, regression tracking between two runs.
 //! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
 //! - `png`: the in-memory PNG encoder both use.
 
 pub mod compare;
+pub mod distribution;
 pub mod heatmap;
 pub mod index;
 pub mod plot;

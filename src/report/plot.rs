@@ -36,22 +36,22 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 /// Most panels in one row of a chart; more attacks wrap to further rows.
-const MAX_COLUMNS: usize = 4;
+pub(crate) const MAX_COLUMNS: usize = 4;
 
 /// Width of one attack's panel, in pixels.
-const PANEL_WIDTH: u32 = 600;
+pub(crate) const PANEL_WIDTH: u32 = 600;
 /// The narrowest chart, in pixels (a single panel is drawn this wide).
-const MIN_WIDTH: u32 = 1200;
+pub(crate) const MIN_WIDTH: u32 = 1200;
 /// Chart height, in pixels: the title band plus one row of panels.
-const HEIGHT: u32 = 500;
+pub(crate) const HEIGHT: u32 = 500;
 /// Font size of the chart title, in pixels.
-const TITLE_SIZE: u32 = 28;
+pub(crate) const TITLE_SIZE: u32 = 28;
 /// Label of the x axis.
-const X_LABEL: &str = "epsilon (L∞, pixel scale [0,1])";
+pub(crate) const X_LABEL: &str = "epsilon (L∞, pixel scale [0,1])";
 
 /// Line colours, one per method in order of first appearance (Tableau 10): distinct, and all
 /// dark enough to read on white, unlike plotters' `Palette99` whose third colour is yellow.
-const COLOURS: [RGBColor; 10] = [
+pub(crate) const COLOURS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -65,7 +65,7 @@ const COLOURS: [RGBColor; 10] = [
 ];
 
 /// The error of a failed drawing step, whatever its backend type.
-type DrawError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type DrawError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Registers DejaVu Sans as the `sans-serif` family, once per process.
 ///
@@ -88,7 +88,7 @@ pub(crate) fn ensure_font() -> std::result::Result<(), String> {
 }
 
 /// The chart title's note on how to read the metric.
-fn direction_text(direction: Direction) -> &'static str {
+pub(crate) fn direction_text(direction: Direction) -> &'static str {
     match direction {
         Direction::HigherIsMoreSimilar => "higher = more similar",
         Direction::LowerIsMoreSimilar => "lower = more similar",
@@ -109,7 +109,7 @@ fn distinct<'a>(rows: &[&'a SummaryRow], key: impl Fn(&'a SummaryRow) -> &'a str
 
 /// An axis range covering `values` with a margin; a single value gets a window around it, no
 /// value the unit interval (plotters needs a non-empty range).
-fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+pub(crate) fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
@@ -123,7 +123,7 @@ fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
 
 /// Formats a tick value with enough decimals for an axis spanning `span`, without trailing
 /// zeros (ε values like 8/255 would otherwise print as 0.03137254901960784).
-fn tick_label(value: f64, span: f64) -> String {
+pub(crate) fn tick_label(value: f64, span: f64) -> String {
     let decimals = if span > 0.0 { (2.0 - span.log10().floor()).clamp(0.0, 8.0) as usize } else { 3 };
     let text = format!("{value:.decimals$}");
     let text = if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { &text };
@@ -165,7 +165,7 @@ fn panel_labels(rows: &[&SummaryRow]) -> Vec<String> {
 }
 
 /// Rows and columns of the panel grid: at most [`MAX_COLUMNS`] panels side by side.
-fn grid(panels: usize) -> (usize, usize) {
+pub(crate) fn grid(panels: usize) -> (usize, usize) {
     let cols = panels.clamp(1, MAX_COLUMNS);
     (panels.div_ceil(cols).max(1), cols)
 }

@@ -573,7 +573,10 @@ fn our_numbers_match_the_committed_baseline() {
 /// The small config with 12 images in chunks of 2 (6 chunks), written into `dir`.
 fn chunked_config(dir: &Path) -> PathBuf {
     let p = small_config(dir, &shipped_weights());
-    let text = std::fs::read_to_string(&p).unwrap().replace("count = 6", "count = 12").replace("batch_size = 4", "batch_size = 2");
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("count = 6", "count = 12")
+        .replace("batch_size = 4", "batch_size = 2");
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -612,7 +615,8 @@ fn a_killed_run_continues_where_it_stopped_and_ends_with_the_same_tables() {
     // The same command continues: it reuses the chunks on disk.
     let o = fragility(&["exp.toml"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
-    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert!(meta["resumed_chunks"].as_u64().unwrap() >= 1, "{}", meta["resumed_chunks"]);
     let resumed = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
     assert_eq!(resumed, whole);
@@ -630,7 +634,9 @@ fn three_shards_in_three_processes_merge_into_the_single_run() {
 
     // The same study as 3 shards into another folder, 3 processes at once (two by flag, one
     // the way a Slurm array task finds its part).
-    let text = std::fs::read_to_string(dir.path().join("exp.toml")).unwrap().replace("out = \"out\"", "out = \"sharded\"");
+    let text = std::fs::read_to_string(dir.path().join("exp.toml"))
+        .unwrap()
+        .replace("out = \"out\"", "out = \"sharded\"");
     std::fs::write(dir.path().join("exp.toml"), text).unwrap();
     let spawn = |args: &[&str], env: &[(&str, &str)]| {
         Command::new(env!("CARGO_BIN_EXE_fragility"))
@@ -642,7 +648,8 @@ fn three_shards_in_three_processes_merge_into_the_single_run() {
     let (a, b, c) = std::thread::scope(|s| {
         let a = s.spawn(|| spawn(&["exp.toml", "--shard", "0/3"], &[]));
         let b = s.spawn(|| spawn(&["exp.toml", "--shard", "1/3"], &[]));
-        let c = s.spawn(|| spawn(&["exp.toml"], &[("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "3")]));
+        let c = s
+            .spawn(|| spawn(&["exp.toml"], &[("SLURM_ARRAY_TASK_ID", "2"), ("SLURM_ARRAY_TASK_COUNT", "3")]));
         (a.join().unwrap().unwrap(), b.join().unwrap().unwrap(), c.join().unwrap().unwrap())
     });
     for o in [&a, &b, &c] {

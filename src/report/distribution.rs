@@ -1,0 +1,274 @@
+//! Distribution plots: how a metric's per-image values spread, per method, attack and ε.
+//!
+//! The mean-vs-ε charts ([`super::plot`]) hide how the images differ: a mean Spearman of 0.5
+//! can be every map moving halfway or half the maps moving entirely. [`plot_distribution`]
+//! draws, from the sample rows, one panel per attack (and target method) with a box per method
+//! at each ε: the box spans the first to the third quartile, the line inside is the median,
+//! the whiskers reach the most extreme values within 1.5 interquartile ranges of the box
+//! (Tukey), and the values beyond are drawn as dots. Only label-kept rows with a value enter,
+//! as in the summary. Quartiles interpolate linearly between order statistics (type 7, the
+//! default of NumPy and R).
+
+use super::plot::{
+    direction_text, ensure_font, grid, padded_range, tick_label, DrawError, COLOURS, HEIGHT, MIN_WIDTH,
+    PANEL_WIDTH, TITLE_SIZE, X_LABEL,
+};
+use super::png::{encode_png, Rendering};
+use super::table::SampleTable;
+use crate::atomic;
+use crate::error::{Error, Result};
+use crate::metric::Direction;
+use plotters::backend::RGBPixel;
+use plotters::prelude::{
+    BitMapBackend, ChartBuilder, Circle, Color, IntoDrawingArea, PathElement, Rectangle, SeriesLabelPosition,
+    BLACK, WHITE,
+};
+use std::path::Path;
+
+/// Quantile `q` of sorted values (linear interpolation between order statistics).
+pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let h = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    Some(sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo]))
+}
+
+/// A Tukey box: quartiles, whisker ends and the outliers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoxStats {
+    /// First quartile.
+    pub q1: f64,
+    /// Median.
+    pub median: f64,
+    /// Third quartile.
+    pub q3: f64,
+    /// Smallest value ≥ q1 − 1.5·IQR.
+    pub low: f64,
+    /// Largest value ≤ q3 + 1.5·IQR.
+    pub high: f64,
+    /// Values beyond the whiskers.
+    pub outliers: Vec<f64>,
+}
+
+/// The box of `values` (non-finite values ignored); `None` without a finite value.
+pub fn box_stats(values: &[f64]) -> Option<BoxStats> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    v.sort_by(f64::total_cmp);
+    let (q1, median, q3) = (quantile(&v, 0.25)?, quantile(&v, 0.5)?, quantile(&v, 0.75)?);
+    let (lo_fence, hi_fence) = (q1 - 1.5 * (q3 - q1), q3 + 1.5 * (q3 - q1));
+    let inside: Vec<f64> = v.iter().copied().filter(|x| (lo_fence..=hi_fence).contains(x)).collect();
+    let low = inside.first().copied().unwrap_or(q1);
+    let high = inside.last().copied().unwrap_or(q3);
+    let outliers = v.iter().copied().filter(|x| !(lo_fence..=hi_fence).contains(x)).collect();
+    Some(BoxStats { q1, median, q3, low, high, outliers })
+}
+
+type Groups = Vec<(String, Vec<(String, Vec<(f64, Vec<f64>)>)>)>;
+
+/// Values of `metric` per panel (attack label) → method → ε, in order of first appearance.
+fn groups(table: &SampleTable, column: usize) -> Groups {
+    let mut out: Groups = Vec::new();
+    for r in table.rows.iter().filter(|r| r.label_kept) {
+        let Some(v) = r.metrics.get(column).copied().flatten().filter(|v| v.is_finite()) else { continue };
+        let label = match &r.target_method {
+            Some(t) => format!("{} → {t}", r.attack),
+            None => r.attack.clone(),
+        };
+        let p = match out.iter().position(|(l, _)| *l == label) {
+            Some(p) => p,
+            None => {
+                out.push((label, Vec::new()));
+                out.len() - 1
+            }
+        };
+        let methods = &mut out[p].1;
+        let m = match methods.iter().position(|(n, _)| *n == r.method) {
+            Some(m) => m,
+            None => {
+                methods.push((r.method.clone(), Vec::new()));
+                methods.len() - 1
+            }
+        };
+        let eps = &mut methods[m].1;
+        match eps.iter_mut().find(|(e, _)| *e == r.epsilon) {
+            Some((_, vals)) => vals.push(v),
+            None => eps.push((r.epsilon, vec![v])),
+        }
+    }
+    out
+}
+
+fn draw(
+    rgb: &mut [u8],
+    (width, height): (u32, u32),
+    groups: &Groups,
+    metric: &str,
+    direction: Direction,
+) -> std::result::Result<(), DrawError> {
+    let mut methods: Vec<&str> = Vec::new();
+    let mut epsilons: Vec<f64> = Vec::new();
+    for (_, ms) in groups {
+        for (m, es) in ms {
+            if !methods.contains(&m.as_str()) {
+                methods.push(m);
+            }
+            for (e, _) in es {
+                if !epsilons.contains(e) {
+                    epsilons.push(*e);
+                }
+            }
+        }
+    }
+    epsilons.sort_by(f64::total_cmp);
+    let all = groups
+        .iter()
+        .flat_map(|(_, ms)| ms.iter().flat_map(|(_, es)| es.iter().flat_map(|(_, v)| v.iter().copied())));
+    let y_range = padded_range(all);
+    let y_span = y_range.end - y_range.start;
+    let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(rgb, (width, height))?;
+    let root = backend.into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!("{metric} per image ({}): box = quartiles, line = median", direction_text(direction));
+    let body = root.titled(&title, ("sans-serif", TITLE_SIZE))?;
+    let (grid_rows, grid_cols) = grid(groups.len());
+    let slot = 0.8 / methods.len().max(1) as f64; // width of one method's box slot, in ε slots
+    for (panel, (label, ms)) in body.split_evenly((grid_rows, grid_cols)).iter().zip(groups) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(label.as_str(), ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5..epsilons.len() as f64 - 0.5, y_range.clone())?;
+        let eps_label = |x: &f64| {
+            let i = x.round();
+            match epsilons.get(i as usize) {
+                Some(e) if (x - i).abs() < 1e-9 && i >= 0.0 => format!("{e}"),
+                _ => String::new(),
+            }
+        };
+        chart
+            .configure_mesh()
+            .x_desc(X_LABEL)
+            .y_desc(metric)
+            .x_labels(epsilons.len().max(2) * 2 + 1)
+            .x_label_formatter(&eps_label)
+            .y_label_formatter(&|y| tick_label(*y, y_span))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .disable_x_mesh()
+            .draw()?;
+        for (mi, method) in methods.iter().enumerate() {
+            let colour = COLOURS[mi % COLOURS.len()];
+            let style = colour.stroke_width(2);
+            chart.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?.label(*method).legend(
+                move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], colour.mix(0.3).filled()),
+            );
+            let Some((_, es)) = ms.iter().find(|(m, _)| m == method) else { continue };
+            for (e, vals) in es {
+                let Some(b) = box_stats(vals) else { continue };
+                let ei = epsilons.iter().position(|x| x == e).unwrap_or(0) as f64;
+                let x = ei - 0.4 + slot * (mi as f64 + 0.5);
+                let (l, r) = (x - 0.35 * slot, x + 0.35 * slot);
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(l, b.q1), (r, b.q3)],
+                    colour.mix(0.3).filled(),
+                )))?;
+                chart.draw_series(std::iter::once(Rectangle::new([(l, b.q1), (r, b.q3)], style)))?;
+                chart.draw_series([
+                    PathElement::new(vec![(l, b.median), (r, b.median)], colour.stroke_width(3)),
+                    PathElement::new(vec![(x, b.q3), (x, b.high)], style),
+                    PathElement::new(vec![(x, b.q1), (x, b.low)], style),
+                    PathElement::new(vec![(x - 0.2 * slot, b.high), (x + 0.2 * slot, b.high)], style),
+                    PathElement::new(vec![(x - 0.2 * slot, b.low), (x + 0.2 * slot, b.low)], style),
+                ])?;
+                chart.draw_series(b.outliers.iter().map(|&o| Circle::new((x, o), 2, colour.filled())))?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 14))
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// Renders the distribution chart of metric column `metric` of `table`.
+pub(crate) fn render_distribution(
+    table: &SampleTable,
+    metric: &str,
+    direction: Direction,
+) -> std::result::Result<Rendering, String> {
+    ensure_font()?;
+    let column = table
+        .metric_columns
+        .iter()
+        .position(|c| c == metric)
+        .ok_or(format!("no metric column {metric:?}"))?;
+    let groups = groups(table, column);
+    if groups.is_empty() {
+        return Err(format!("no label-kept value of {metric:?}"));
+    }
+    let (grid_rows, grid_cols) = grid(groups.len());
+    let (width, height) = ((PANEL_WIDTH * grid_cols as u32).max(MIN_WIDTH), HEIGHT * grid_rows as u32);
+    let mut rgb = vec![0u8; 3 * width as usize * height as usize];
+    draw(&mut rgb, (width, height), &groups, metric, direction).map_err(|e| e.to_string())?;
+    Ok(Rendering { width, height, rgb })
+}
+
+/// Draws the per-image distribution of `metric` (box plots per method, at each ε, one panel
+/// per attack) from the sample rows and writes it to `path` as PNG, atomically.
+pub fn plot_distribution(path: &Path, table: &SampleTable, metric: &str, direction: Direction) -> Result<()> {
+    let image = render_distribution(table, metric, direction)
+        .map_err(|message| Error::Plot { path: path.to_path_buf(), message })?;
+    atomic::write_with(path, |w| encode_png(w, &image).map_err(|e| Error::io(path, e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quartiles_interpolate_linearly() {
+        // Sorted 1..=5: positions q·4 → q1 at 1 (value 2), median at 2 (3), q3 at 3 (4).
+        let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(
+            (quantile(&v, 0.25), quantile(&v, 0.5), quantile(&v, 0.75)),
+            (Some(2.0), Some(3.0), Some(4.0))
+        );
+        // 1..=4: median at position 1.5 → 2.5; q1 at 0.75 → 1.75.
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), Some(2.5));
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.25), Some(1.75));
+        assert_eq!(quantile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn tukey_whiskers_stop_at_the_fences_and_the_rest_are_outliers() {
+        // 1..=8 and 100: q1 = 3, q3 = 7 (positions 2 and 6), IQR 4, fences −3 and 13:
+        // whiskers 1 and 8, 100 is an outlier.
+        let mut v: Vec<f64> = (1..=8).map(f64::from).collect();
+        v.push(100.0);
+        let b = box_stats(&v).unwrap();
+        assert_eq!((b.q1, b.median, b.q3, b.low, b.high), (3.0, 5.0, 7.0, 1.0, 8.0));
+        assert_eq!(b.outliers, vec![100.0]);
+        assert_eq!(box_stats(&[f64::NAN]), None);
+    }
+
+    #[test]
+    fn distribution_chart_draws_each_method_and_skips_lost_labels() {
+        let table = crate::report::table::tests::example_table();
+        // example_table: spearman has one label-kept value (0.9, random_sign); a lost-label
+        // row and nulls are left out.
+        let img = render_distribution(&table, "spearman", Direction::HigherIsMoreSimilar).unwrap();
+        assert_eq!(img.width, MIN_WIDTH);
+        let c = COLOURS[0];
+        let n = img.rgb.chunks(3).filter(|p| p[0] == c.0 && p[1] == c.1 && p[2] == c.2).count();
+        assert!(n > 20, "{n} pixels of the method's colour");
+        assert!(render_distribution(&table, "nope", Direction::HigherIsMoreSimilar).is_err());
+    }
+}
