@@ -36,6 +36,27 @@ struct RawConfig {
     attacks: RawAttacks,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    report: RawReport,
+}
+
+/// `[report]`: what goes into the study's folder besides the tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    /// Example panels (the paper's figure 1) for the first this many studied images.
+    #[serde(default = "default_examples")]
+    examples: usize,
+}
+
+impl Default for RawReport {
+    fn default() -> Self {
+        Self { examples: default_examples() }
+    }
+}
+
+fn default_examples() -> usize {
+    3
 }
 
 fn default_device() -> Spanned<String> {
@@ -262,6 +283,9 @@ pub struct Plan {
     pub epsilons: Vec<f64>,
     /// The k of each top-k intersection metric (at least one, distinct, each ≥ 1).
     pub metric_ks: Vec<usize>,
+    /// How many of the first studied images get example panels (clean and perturbed image with
+    /// every method's map, per attack, at the largest ε) in `examples/`.
+    pub examples: usize,
     /// The resolved settings, for run.json.
     pub resolved: serde_json::Value,
 }
@@ -528,6 +552,7 @@ impl Plan {
             "attacks": attacks.iter().map(|a| serde_json::json!({ "name": a.name(), "params": a.params() })).collect::<Vec<_>>(),
             "epsilons": epsilons,
             "metrics": { "top_k": metric_ks },
+            "report": { "examples": raw.report.examples },
         });
         Ok(Plan {
             config_path: path.to_path_buf(),
@@ -545,6 +570,7 @@ impl Plan {
             attacks,
             epsilons,
             metric_ks,
+            examples: raw.report.examples,
             resolved,
         })
     }

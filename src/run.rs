@@ -261,6 +261,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         .filter(|(k, _)| opts.shard.is_none_or(|s| k % s.count == s.index))
         .collect();
     let studied: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+    // Position of an image among all studied images (all shards): example panels go to the first.
+    let studied_order = |id: usize| ids.iter().position(|&j| j == id).unwrap_or(usize::MAX);
     let bar = progress_bar(progress, (chunks.len() * plan.attacks.len()) as u64);
     let mut rows = Vec::new();
     let mut attack_seconds = vec![0f64; plan.attacks.len()];
@@ -305,6 +307,11 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         }
         // Rows are ε-major: row e·B + i is image i of the chunk at ε_e.
         let b = chunk.len();
+        // Example panels: the chunk's images among the first `examples` studied, at the largest ε.
+        let example_rows: Vec<usize> = (0..b).filter(|&i| studied_order(chunk[i]) < plan.examples).collect();
+        let largest =
+            (0..eps_count).max_by(|&a, &b| plan.epsilons[a].total_cmp(&plan.epsilons[b])).unwrap_or(0);
+        let x_rows = if example_rows.is_empty() { Vec::new() } else { flat_rows(&x)? };
         let xs = Tensor::cat(&vec![x.clone(); eps_count], 0)?;
         let row_targets: Vec<u32> = (0..eps_count).flat_map(|_| targets.iter().copied()).collect();
         let row_eps: Vec<f32> =
@@ -339,6 +346,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             let outcome = attack.perturb(&input)?;
             let after_conf =
                 target_probability(&logits_in_passes(model.as_ref(), &outcome.x_adv)?, &row_targets)?;
+            let mut panels: Vec<(usize, Vec<(String, Vec<f32>)>)> = Vec::new(); // (chunk index, method maps)
             for (mi, method) in plan.methods.iter().enumerate() {
                 let after = maps(&method.attribute(
                     model.as_ref(),
@@ -346,6 +354,13 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                     &row_targets,
                     Activation::Relu,
                 )?)?;
+                for &i in &example_rows {
+                    let r = largest * b + i;
+                    match panels.iter_mut().find(|(j, _)| *j == i) {
+                        Some((_, v)) => v.push((method.name().to_string(), after[r].clone())),
+                        None => panels.push((i, vec![(method.name().to_string(), after[r].clone())])),
+                    }
+                }
                 for (r, map) in after.iter().enumerate() {
                     let (e, i) = (r / b, r % b);
                     let id = chunk[i];
@@ -373,6 +388,18 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                         metrics: values,
                     });
                 }
+            }
+            for (i, after_maps) in &panels {
+                write_example(
+                    &dir,
+                    &label,
+                    chunk[*i],
+                    plan.epsilons[largest],
+                    (&x_rows[*i], &clean, *i),
+                    (&flat_rows(&outcome.x_adv.narrow(0, largest * b + i, 1)?)?[0], after_maps),
+                    plan,
+                    (h, w),
+                )?;
             }
             attack_seconds[ai] += ta.elapsed().as_secs_f64();
             bar.inc(1);
@@ -447,6 +474,58 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         files,
         already_finished: false,
     })
+}
+
+/// Flat f32 rows of a [B,...] tensor.
+fn flat_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(t.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+}
+
+/// Writes `examples/<attack>_image<id>.png`: for each method, the clean image with its map and
+/// the perturbed image with its map (the paper's figure 1), at budget `eps`.
+#[allow(clippy::too_many_arguments)]
+fn write_example(
+    dir: &Path,
+    attack_label: &str,
+    image_id: usize,
+    eps: f64,
+    (clean_image, clean_maps, i): (&[f32], &[Vec<Vec<f32>>], usize),
+    (adv_image, adv_maps): (&[f32], &[(String, Vec<f32>)]),
+    plan: &Plan,
+    (h, w): (usize, usize),
+) -> Result<()> {
+    let mut panels = Vec::new();
+    for (mi, (name, adv_map)) in adv_maps.iter().enumerate() {
+        panels.push(crate::report::heatmap::Panel {
+            image: &clean_image[..h * w],
+            map: &clean_maps[mi][i],
+            label: short_name(name).to_string(),
+        });
+        panels.push(crate::report::heatmap::Panel {
+            image: &adv_image[..h * w],
+            map: adv_map,
+            label: "→ perturbed".to_string(),
+        });
+    }
+    let safe: String =
+        attack_label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
+    let safe = safe.replace("---", "-");
+    let path = dir.join("examples").join(format!("{safe}_image{image_id}.png"));
+    let title = format!("image {image_id}, {attack_label}, ε = {eps} (seed {})", plan.seed);
+    crate::report::heatmap::write_heatmap_grid(&path, &title, &panels, h, w)
+}
+
+/// A method's name short enough for a 112-pixel panel label.
+fn short_name(name: &str) -> &str {
+    match name {
+        "integrated_gradients" => "int. gradients",
+        "gradient_x_input" => "grad × input",
+        "guided_backprop" => "guided BP",
+        "guided_grad_cam" => "guided CAM",
+        "smoothgrad_sq" => "smoothgrad²",
+        "kernel_shap" => "KernelSHAP",
+        n => n,
+    }
 }
 
 /// Sorts rows by method, then attack × target method (both in the given orders), image, ε.

@@ -155,6 +155,19 @@ fn run_writes_tables_plots_and_metadata() {
     assert_eq!(meta["seed"], 7);
     assert_eq!(meta["images"]["studied"], 6);
     assert_eq!(meta["settings"]["methods"]["integrated_gradients"]["steps"], 8);
+    // Example panels (default: the first 3 studied images), one per attack, at the largest ε.
+    let ids = meta["images"]["ids"].as_array().unwrap();
+    let mut examples: Vec<String> = std::fs::read_dir(out.join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    examples.sort();
+    let mut want: Vec<String> = ids[..3]
+        .iter()
+        .flat_map(|id| [format!("random_sign_image{id}.png"), format!("top_k-gradient_image{id}.png")])
+        .collect();
+    want.sort();
+    assert_eq!(examples, want);
 
     // The same config again leaves the finished run as it is.
     let o = fragility(&["exp.toml"], dir.path());
