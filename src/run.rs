@@ -346,7 +346,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             let outcome = attack.perturb(&input)?;
             let after_conf =
                 target_probability(&logits_in_passes(model.as_ref(), &outcome.x_adv)?, &row_targets)?;
-            let mut panels: Vec<(usize, Vec<(String, Vec<f32>)>)> = Vec::new(); // (chunk index, method maps)
+            // Per example image (its index in the chunk): each method's perturbed map.
+            let mut panels: Vec<(usize, MethodMaps)> = Vec::new();
             for (mi, method) in plan.methods.iter().enumerate() {
                 let after = maps(&method.attribute(
                     model.as_ref(),
@@ -475,6 +476,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         already_finished: false,
     })
 }
+
+/// Each method's name with one flat map.
+type MethodMaps = Vec<(String, Vec<f32>)>;
 
 /// Flat f32 rows of a [B,...] tensor.
 fn flat_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
