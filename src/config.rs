@@ -38,6 +38,25 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     report: RawReport,
+    robustness: Option<Spanned<RawRobustness>>,
+}
+
+/// `[robustness]`: sampling-robustness estimates of every method at the clean images.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRobustness {
+    #[serde(default = "default_radius")]
+    radius: f64,
+    #[serde(default = "default_samples")]
+    samples: usize,
+}
+
+fn default_radius() -> f64 {
+    0.02
+}
+
+fn default_samples() -> usize {
+    10
 }
 
 /// `[report]`: what goes into the study's folder besides the tables.
@@ -286,6 +305,8 @@ pub struct Plan {
     /// How many of the first studied images get example panels (clean and perturbed image with
     /// every method's map, per attack, at the largest ε) in `examples/`.
     pub examples: usize,
+    /// Sampling-robustness settings (seeded by the run's seed), if the config asks for them.
+    pub robustness: Option<crate::robustness::RobustnessSettings>,
     /// The resolved settings, for run.json.
     pub resolved: serde_json::Value,
 }
@@ -533,6 +554,19 @@ impl Plan {
             ));
         }
 
+        let robustness = match &raw.robustness {
+            Some(r) => {
+                let v = r.get_ref();
+                let settings = crate::robustness::RobustnessSettings {
+                    radius: v.radius,
+                    samples: v.samples,
+                    seed: raw.seed,
+                };
+                settings.validate().map_err(|e| cx.err(r.span(), format!("field `robustness`: {e}")))?;
+                Some(settings)
+            }
+            None => None,
+        };
         let base = path.parent().unwrap_or(Path::new(""));
         let out = base.join(raw.out.get_ref());
         let resolved = serde_json::json!({
@@ -553,6 +587,7 @@ impl Plan {
             "epsilons": epsilons,
             "metrics": { "top_k": metric_ks },
             "report": { "examples": raw.report.examples },
+            "robustness": robustness.map(|r| serde_json::json!({ "radius": r.radius, "samples": r.samples })),
         });
         Ok(Plan {
             config_path: path.to_path_buf(),
@@ -571,6 +606,7 @@ impl Plan {
             epsilons,
             metric_ks,
             examples: raw.report.examples,
+            robustness,
             resolved,
         })
     }

@@ -12,8 +12,11 @@ use crate::config::Plan;
 use crate::data::{load_images, load_labels, ImageSet};
 use crate::error::{Error, Result};
 use crate::metric::all_metrics;
+use crate::metric::Direction;
 use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
+use crate::report::summary::SAMPLING;
 use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
+use crate::robustness::{estimate, ROBUSTNESS_COLUMNS};
 use crate::seed;
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
@@ -251,6 +254,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             directions.push(o.measure_direction());
         }
     }
+    // The sampling-robustness estimates (rows of the pseudo-attack `sampling`) come last.
+    let attack_columns = metric_columns.len();
+    if plan.robustness.is_some() {
+        for c in ROBUSTNESS_COLUMNS {
+            metric_columns.push(c.to_string());
+            directions.push(Direction::LowerIsMoreSimilar);
+        }
+    }
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     crate::atomic::write_bytes(&stamp, fp.as_bytes())?;
     // Chunk k (of `batch_size` images) belongs to shard k mod n: the same chunks, hence the
@@ -316,6 +327,32 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         let row_targets: Vec<u32> = (0..eps_count).flat_map(|_| targets.iter().copied()).collect();
         let row_eps: Vec<f32> =
             plan.epsilons.iter().flat_map(|&e| std::iter::repeat_n(e as f32, b)).collect();
+        if let Some(settings) = &plan.robustness {
+            bar.set_message(format!("sampling robustness on images {}..{}", chunk[0], chunk[b - 1]));
+            let image_ids: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
+            for method in &plan.methods {
+                for r in estimate(model.as_ref(), method.as_ref(), &x, &image_ids, &targets, settings)? {
+                    let id = r.image_id as usize;
+                    let mut values = vec![None; attack_columns];
+                    values.extend(r.values().iter().map(|v| v.filter(|v| v.is_finite())));
+                    chunk_rows.push(SampleRow {
+                        image_id: r.image_id,
+                        label: set.labels.as_ref().map_or(-1, |l| l[id]),
+                        predicted: preds[id] as i64,
+                        method: method.name().to_string(),
+                        attack: SAMPLING.to_string(),
+                        target_method: None,
+                        epsilon: settings.radius,
+                        label_kept: true,
+                        iterations: r.kept_samples,
+                        linf: settings.radius,
+                        confidence_before: probs[id],
+                        confidence_after: probs[id],
+                        metrics: values,
+                    });
+                }
+            }
+        }
         for (ai, attack) in plan.attacks.iter().enumerate() {
             let target = attack.target_method().map(|t| t.name().to_string());
             let label = match &target {
@@ -373,6 +410,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                         values.push(finite(measured_before[mi][k][i]));
                         values.push(finite(g.measure(i, &normal)));
                     }
+                    values.resize(metric_columns.len(), None);
                     chunk_rows.push(SampleRow {
                         image_id: id as u32,
                         label: set.labels.as_ref().map_or(-1, |l| l[id]),
@@ -424,6 +462,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         .attacks
         .iter()
         .map(|a| (a.name().to_string(), a.target_method().map(|t| t.name().to_string())))
+        .chain(std::iter::once((SAMPLING.to_string(), None)))
         .collect();
     sort_rows(&mut rows, &method_order, &attack_order);
     let table = SampleTable { metric_columns, directions, rows, seed: plan.seed };

@@ -12,7 +12,7 @@
 //!
 //! The two runs must have studied the same thing: the settings of their `run.json` are
 //! compared (methods and their parameters, attacks and theirs, budgets, metrics, image count,
-//! seed; not paths nor the model weights, which are what changes between versions), and any
+//! seed, robustness settings; not paths nor the model weights, which are what changes between versions), and any
 //! difference is an error naming the keys. Outputs: a table on stdout, `compare.parquet` and
 //! `compare.md` (written atomically into the chosen folder). The command exits 0 (no
 //! regression), 1 (a regression) or 2 (an error).
@@ -119,7 +119,8 @@ fn key(r: &SummaryRow) -> Key {
 }
 
 /// The settings of a run that must agree between baseline and current.
-const COMPARED_SETTINGS: [&str; 6] = ["methods", "attacks", "epsilons", "metrics", "seed", "data.count"];
+const COMPARED_SETTINGS: [&str; 7] =
+    ["methods", "attacks", "epsilons", "metrics", "seed", "data.count", "robustness"];
 
 fn settings(dir: &Path) -> Result<serde_json::Value> {
     let p = dir.join("run.json");

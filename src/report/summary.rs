@@ -52,6 +52,16 @@ pub const SUMMARY_COLUMNS: [&str; 13] = [
     "label_kept_rate",
 ];
 
+/// The `attack` of the sampling-robustness rows (no attack: uniform noise of radius
+/// `epsilon`, see [`crate::robustness`]); only the robustness columns are summarised for them,
+/// and only the other columns for the attacks.
+pub const SAMPLING: &str = "sampling";
+
+/// Whether metric column `column` is summarised for rows of attack `attack`.
+pub fn applies(attack: &str, column: &str) -> bool {
+    (attack == SAMPLING) == crate::robustness::ROBUSTNESS_COLUMNS.contains(&column)
+}
+
 /// Resamples of the bootstrap confidence interval.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 
@@ -211,6 +221,9 @@ pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
         // 0.0 and −0.0 are the same budget; normalise before keying on the bits.
         let eps_bits = if row.epsilon == 0.0 { 0.0f64 } else { row.epsilon }.to_bits();
         for metric in 0..table.metric_columns.len() {
+            if !applies(&row.attack, &table.metric_columns[metric]) {
+                continue;
+            }
             let key =
                 (row.method.as_str(), row.attack.as_str(), row.target_method.as_deref(), eps_bits, metric);
             let g = *index.entry(key).or_insert_with(|| {

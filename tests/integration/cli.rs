@@ -682,3 +682,41 @@ fn three_shards_in_three_processes_merge_into_the_single_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("[1]"), "{}", stderr(&o));
 }
+
+#[test]
+fn sampling_robustness_rows_join_the_tables_and_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace("count = 6", "count = 3")
+        + "\n[robustness]\nradius = 0.02\nsamples = 4\n";
+    std::fs::write(&p, text).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("out");
+    let table = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    let cols = &table.metric_columns;
+    let robust: Vec<usize> = fragility::robustness::ROBUSTNESS_COLUMNS
+        .iter()
+        .map(|c| cols.iter().position(|x| x == c).unwrap())
+        .collect();
+    let sampling: Vec<_> = table.rows.iter().filter(|r| r.attack == "sampling").collect();
+    assert_eq!(sampling.len(), 3 * 4, "one row per image and method");
+    for r in &table.rows {
+        for (j, v) in r.metrics.iter().enumerate() {
+            if r.attack == "sampling" && !robust.contains(&j) || r.attack != "sampling" && robust.contains(&j)
+            {
+                assert_eq!(*v, None, "{} {}", r.attack, cols[j]);
+            }
+        }
+        if r.attack == "sampling" && r.method == "gradient" {
+            assert!(r.iterations <= 4, "kept samples");
+            let lip = r.metrics[robust[2]].unwrap();
+            assert!(lip.is_finite() && lip > 0.0, "{lip}");
+        }
+    }
+    let summary = fragility::report::read_summary(&out.join("summary.parquet")).unwrap();
+    assert!(summary.iter().any(|s| s.attack == "sampling" && s.metric == "max_sensitivity" && s.n == 3));
+    assert!(!summary.iter().any(|s| s.attack == "sampling" && s.metric == "spearman"));
+    assert!(!summary.iter().any(|s| s.attack == "top_k" && s.metric == "local_lipschitz"));
+    assert!(out.join("plots/local_lipschitz_distribution.png").exists());
+}
