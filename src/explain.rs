@@ -1,7 +1,7 @@
 //! `fragility explain`: attribution maps for a set of images, as `.npy` files.
 //!
-//! Writes `DIR/<method>.npy` (float32 [N,C,H,W], raw attributions for the predicted class,
-//! before any channel reduction), `DIR/preds.npy` (int64 [N]) and `DIR/logits.npy` (float32
+//! Writes `DIR/<method>.npy` (float32 [N,C,H,W], raw attributions for the predicted class, or
+//! for one chosen class with `--target`, before any channel reduction), `DIR/preds.npy` (int64 [N]) and `DIR/logits.npy` (float32
 //! [N,K]), plus `DIR/<method>.png`: the first images with the method's maps as heat-map
 //! overlays. Every method is computed (and every input checked) before the first file is written.
 
@@ -35,6 +35,8 @@ pub struct ExplainRequest {
     pub device: String,
     /// How many of the first images the per-method PNG grid shows (0: no PNG).
     pub grid_images: usize,
+    /// The class every map explains; `None`: each image's predicted class.
+    pub target: Option<u32>,
 }
 
 /// Resolves method names (for `explain` and tests), rejecting unknown ones.
@@ -60,6 +62,15 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     for m in &methods {
         m.check(model.as_ref())?;
     }
+    if let Some(t) = req.target {
+        if t as usize >= model.num_classes() {
+            return Err(Error::Invalid(format!(
+                "--target {t}: model `{}` has classes 0..{}",
+                req.model,
+                model.num_classes() - 1
+            )));
+        }
+    }
     let set = load_images(&req.images)?;
     let (c, h, w) = model.input_shape();
     if (set.c, set.h, set.w) != (c, h, w) {
@@ -79,8 +90,12 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
         let preds = logits.argmax(1)?.to_vec1::<u32>()?;
         logits_all.extend(logits.flatten_all()?.to_vec1::<f32>()?);
         preds_all.extend(preds.iter().map(|&p| p as i64));
+        let targets: Vec<u32> = match req.target {
+            Some(t) => vec![t; preds.len()],
+            None => preds.clone(),
+        };
         for (m, method) in methods.iter().enumerate() {
-            let a: Tensor = method.attribute(model.as_ref(), &x, &preds, Activation::Relu)?;
+            let a: Tensor = method.attribute(model.as_ref(), &x, &targets, Activation::Relu)?;
             maps[m].extend(a.flatten_all()?.to_vec1::<f32>()?);
         }
         bar.inc(chunk.len() as u64);
@@ -110,7 +125,10 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
                 .map(|i| Panel {
                     image: &grey[i],
                     map: &sal[i],
-                    label: format!("#{i} pred {}", preds_all[i]),
+                    label: match req.target {
+                        Some(t) => format!("#{i} pred {} → {t}", preds_all[i]),
+                        None => format!("#{i} pred {}", preds_all[i]),
+                    },
                 })
                 .collect();
             let p = out.join(format!("{}.png", method.name()));

@@ -113,6 +113,9 @@ enum Command {
         /// How many of the first images each method's PNG grid (DIR/<method>.png) shows; 0 for none.
         #[arg(long, default_value_t = 8)]
         grid_images: usize,
+        /// Explain this class for every image instead of each image's predicted class.
+        #[arg(long)]
+        target: Option<u32>,
     },
 }
 
@@ -207,7 +210,18 @@ fn main() -> ExitCode {
             );
         }),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
-        Command::Explain { model, weights, images, methods, out, seed, batch_size, device, grid_images } => {
+        Command::Explain {
+            model,
+            weights,
+            images,
+            methods,
+            out,
+            seed,
+            batch_size,
+            device,
+            grid_images,
+            target,
+        } => {
             let req = ExplainRequest {
                 model,
                 weights,
@@ -218,6 +232,7 @@ fn main() -> ExitCode {
                 batch_size,
                 device,
                 grid_images,
+                target,
             };
             explain(&req, progress).map(|files| {
                 for f in files {

@@ -720,3 +720,38 @@ fn sampling_robustness_rows_join_the_tables_and_the_summary() {
     assert!(!summary.iter().any(|s| s.attack == "top_k" && s.metric == "local_lipschitz"));
     assert!(out.join("plots/local_lipschitz_distribution.png").exists());
 }
+
+/// The float32 values of an .npy file (little-endian, C order), whatever its shape.
+fn npy_f32(p: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(p).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+#[test]
+fn explain_target_explains_a_chosen_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = images_npy(dir.path(), 4);
+    let o =
+        explain_shipped(dir.path(), &images, "gradient", "maps", &["--target", "3", "--grid-images", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = npy_f32(&dir.path().join("maps/gradient.npy"));
+    let model = shipped_model();
+    let want = fragility::attribution::target_gradient(
+        &model,
+        &images_tensor(4),
+        &[3; 4],
+        fragility::model::Activation::Relu,
+    )
+    .unwrap();
+    assert!(max_abs_diff(&got, &flat(&want)) < 1e-6);
+    // Without --target the maps are for the predicted classes, which are not all 3 here.
+    let o = explain_shipped(dir.path(), &images, "gradient", "pred", &["--grid-images", "0"]);
+    assert!(o.status.success());
+    assert!(max_abs_diff(&npy_f32(&dir.path().join("pred/gradient.npy")), &got) > 1e-3);
+    // A class the model does not have: exit 2, nothing written.
+    let o = explain_shipped(dir.path(), &images, "gradient", "bad", &["--target", "10"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--target 10"), "{}", stderr(&o));
+    assert!(!dir.path().join("bad").exists());
+}
