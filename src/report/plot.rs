@@ -49,9 +49,10 @@ pub(crate) const TITLE_SIZE: u32 = 28;
 /// Label of the x axis.
 pub(crate) const X_LABEL: &str = "epsilon (L∞, pixel scale [0,1])";
 
-/// Line colours, one per method in order of first appearance (Tableau 10): distinct, and all
-/// dark enough to read on white, unlike plotters' `Palette99` whose third colour is yellow.
-pub(crate) const COLOURS: [RGBColor; 10] = [
+/// Line colours, one per method in order of first appearance: Tableau 10, then the darker
+/// half of Tableau 20's light tones, so that up to 16 methods get distinct colours that all
+/// read on white (plotters' `Palette99` has yellow third). More methods repeat the cycle.
+pub(crate) const COLOURS: [RGBColor; 16] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -62,6 +63,12 @@ pub(crate) const COLOURS: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(120, 160, 210),
+    RGBColor(230, 160, 90),
+    RGBColor(110, 200, 100),
+    RGBColor(240, 120, 120),
+    RGBColor(175, 150, 210),
 ];
 
 /// The error of a failed drawing step, whatever its backend type.
