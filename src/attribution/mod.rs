@@ -20,6 +20,7 @@ mod integrated;
 mod lime;
 mod occlusion;
 mod shap;
+pub mod slic;
 mod smoothgrad;
 pub mod surrogate;
 
@@ -31,7 +32,9 @@ pub use integrated::{quadrature, IntegratedGradients, Quadrature};
 pub use lime::Lime;
 pub use occlusion::Occlusion;
 pub use shap::KernelShap;
+pub use slic::slic;
 pub use smoothgrad::{Aggregate, NoiseSettings, NoiseTunnel};
+pub use surrogate::Segmentation;
 
 use crate::error::{Error, Result};
 use crate::model::{one_hot, Activation, Classifier, ReluRule};

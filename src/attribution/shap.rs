@@ -7,9 +7,14 @@
 //! is enumerated with its kernel weight, which gives the exact Shapley values of the game
 //! v(S) = f(x with only S kept)ₜ; otherwise N coalitions are sampled the way the kernel
 //! weighs them — a size k with probability ∝ (F − 1)/(k(F − k)), then a uniform subset of that
-//! size — each with weight 1. Features, shapes and seeding as in [`super::surrogate`].
+//! size — each with weight 1. Features (a square grid, or SLIC superpixels of each image with
+//! `segments = "slic"`, whose count F varies per image), shapes and seeding as in
+//! [`super::surrogate`].
 
-use super::surrogate::{coalition_values, explain_batch, weighted_ridge};
+use super::surrogate::{
+    coalition_values, explain_batch, weighted_ridge, FeatureSpec, Segmentation, DEFAULT_COMPACTNESS,
+    DEFAULT_N_SEGMENTS,
+};
 use super::Attribution;
 use crate::error::Result;
 use crate::model::{Activation, Classifier};
@@ -27,8 +32,14 @@ const PIN: f64 = 1e6;
 pub struct KernelShap {
     /// Number of sampled coalitions N (when not enumerating).
     pub samples: usize,
-    /// Superpixel side in pixels (square grid).
+    /// How the image is cut into features: a square grid (default) or SLIC superpixels.
+    pub segments: Segmentation,
+    /// Superpixel side in pixels (square grid; `segments = "grid"` only).
     pub cell: usize,
+    /// Approximate number of SLIC superpixels (`segments = "slic"` only).
+    pub n_segments: usize,
+    /// SLIC compactness m (`segments = "slic"` only; see [`slic`](mod@super::slic)).
+    pub compactness: f64,
     /// Value of switched-off pixels.
     pub baseline: f32,
     /// Enumerate every coalition (exact Shapley values) when F is at most this.
@@ -40,7 +51,25 @@ pub struct KernelShap {
 
 impl Default for KernelShap {
     fn default() -> Self {
-        Self { samples: 1000, cell: 4, baseline: 0.0, exact_max_features: 12, seed: 0 }
+        Self {
+            samples: 1000,
+            segments: Segmentation::Grid,
+            cell: 4,
+            n_segments: DEFAULT_N_SEGMENTS,
+            compactness: DEFAULT_COMPACTNESS,
+            baseline: 0.0,
+            exact_max_features: 12,
+            seed: 0,
+        }
+    }
+}
+
+impl KernelShap {
+    /// The feature settings.
+    pub fn features(&self) -> FeatureSpec {
+        let (segments, cell, n_segments, compactness) =
+            (self.segments, self.cell, self.n_segments, self.compactness);
+        FeatureSpec { segments, cell, n_segments, compactness }
     }
 }
 
@@ -61,7 +90,7 @@ impl Attribution for KernelShap {
         targets: &[u32],
         _act: Activation,
     ) -> Result<Tensor> {
-        explain_batch(x, targets, self.seed, self.cell, |image, target, features, nf, rng| {
+        explain_batch(x, targets, self.seed, &self.features(), |image, target, features, nf, rng| {
             let mut z: Vec<Vec<f32>> = vec![vec![0.0; nf], vec![1.0; nf]];
             let mut weights = vec![PIN, PIN];
             if nf <= self.exact_max_features {
@@ -102,8 +131,44 @@ impl Attribution for KernelShap {
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
-            "samples": self.samples, "cell": self.cell, "baseline": self.baseline,
-            "exact_max_features": self.exact_max_features, "seed": self.seed, "features": "square grid",
+            "samples": self.samples, "segments": self.segments, "cell": self.cell,
+            "n_segments": self.n_segments, "compactness": self.compactness, "baseline": self.baseline,
+            "exact_max_features": self.exact_max_features, "seed": self.seed,
+            "features": self.features().describe(),
         })
+    }
+
+    fn check(&self, _model: &dyn Classifier) -> Result<()> {
+        self.features().check(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::slic::{slic, DEFAULT_ITERATIONS};
+    use crate::attribution::surrogate::testing::{assert_half_sums, two_tone, HalfSums};
+    use candle_core::Device;
+
+    #[test]
+    fn kernel_shap_on_slic_segments_gives_each_segment_its_pixel_sum() {
+        // v(S) = logit_t of the image with only the segments in S kept is additive:
+        // v(S) = Σ_{f∈S} a_f, a_f the sum of segment f's pixels in the target's half. The
+        // Shapley value of an additive game is φ_f = a_f. F ≤ 12, so every coalition is
+        // enumerated and the fit is exact.
+        let img = two_tone();
+        let labels = slic(&img, 8, 16, 8, DEFAULT_COMPACTNESS, DEFAULT_ITERATIONS);
+        assert!(*labels.iter().max().unwrap() < 12, "F ≤ 12");
+        let shap = KernelShap { segments: Segmentation::Slic, n_segments: 8, ..KernelShap::default() };
+        let model = HalfSums::new(8, 16);
+        let x = Tensor::from_vec(img, (1, 1, 8, 16), &Device::Cpu).unwrap();
+        for target in [0u32, 1] {
+            let map = shap.attribute(&model, &x, &[target], Activation::Relu).unwrap();
+            assert_half_sums(&map.flatten_all().unwrap().to_vec1::<f32>().unwrap(), &labels, target as usize);
+        }
+        let params = shap.params();
+        assert_eq!((params["segments"].as_str(), params["n_segments"].as_u64()), (Some("slic"), Some(8)));
+        assert!(shap.check(&model).is_ok());
+        assert!(KernelShap { compactness: -1.0, ..shap }.check(&model).is_err());
     }
 }

@@ -444,3 +444,55 @@ fn kernel_shap_with_every_coalition_gives_exact_shapley_values() {
     let total: f64 = phi.iter().sum();
     assert!((total - (v[(1 << nf) - 1] - v[0])).abs() < 1e-3);
 }
+
+#[test]
+fn lime_with_slic_segments_parses_from_a_config_and_is_constant_on_each_superpixel() {
+    // `methods.lime = { segments = "slic", n_segments = 30 }`: the other keys keep their
+    // defaults (compactness 3, cell 4 unused), KernelSHAP stays on the grid, and the map of an
+    // image is one value per SLIC superpixel of that image. An unknown segmentation is refused.
+    let assets = root().join("assets/fashion-mnist");
+    let text = format!(
+        r#"out = "out"
+[model]
+name = "fmnist_cnn"
+weights = "{weights}"
+[data]
+images = "{images}"
+correct_only = false
+[methods]
+names = ["lime", "kernel_shap"]
+lime = {{ segments = "slic", n_segments = 30 }}
+[attacks]
+names = ["random_sign"]
+epsilons = [0.1]
+"#,
+        weights = shipped_weights().display(),
+        images = assets.join("t10k-images-1000-idx3-ubyte.gz").display(),
+    );
+    let path = root().join("slic.toml"); // never read: `parse` takes the text
+    let plan = fragility::config::Plan::parse(&path, &text).unwrap();
+    let lime = plan.methods.iter().find(|m| m.name() == "lime").unwrap();
+    let params = lime.params();
+    assert_eq!(params["segments"], "slic");
+    assert_eq!(params["n_segments"], 30);
+    assert_eq!(params["compactness"], 3.0);
+    assert_eq!(params["cell"], 4);
+    let shap = plan.methods.iter().find(|m| m.name() == "kernel_shap").unwrap();
+    assert_eq!(shap.params()["segments"], "grid");
+
+    let model = shipped_model();
+    let x = images(&shipped_images(), &[0]);
+    lime.check(&model).unwrap();
+    let map = flat(&lime.attribute(&model, &x, &[9], Activation::Relu).unwrap());
+    let labels = fragility::attribution::slic(&flat(&x), 28, 28, 30, 3.0, 10);
+    let k = labels.iter().max().unwrap() + 1;
+    assert!((20..=40).contains(&k), "{k} superpixels for 30 requested");
+    for p in 0..784 {
+        let first = labels.iter().position(|&l| l == labels[p]).unwrap();
+        assert_eq!(map[p], map[first], "pixel {p} differs from its superpixel");
+    }
+
+    let bad = text.replace("segments = \"slic\"", "segments = \"quickshift\"");
+    let Err(err) = fragility::config::Plan::parse(&path, &bad) else { panic!("quickshift accepted") };
+    assert!(err.to_string().contains("quickshift"), "{err}");
+}
