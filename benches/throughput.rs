@@ -85,8 +85,8 @@ fn attack(name: &str, method: Arc<dyn Attribution>, iterations: u32) -> Arc<dyn 
     Arc::new(Steered { objective, method, settings })
 }
 
-/// Attack throughput in image-iterations per second: every attack against the gradient map
-/// at batch 64 and 256, and top_k against every attackable method at batch 64 (integrated
+/// Attack throughput in image-iterations per second: every attack against the gradient map,
+/// and top_k against every attackable method, at batch 64 and 256 (integrated
 /// gradients with 8 steps and SmoothGrad with 8 samples: their cost grows linearly with
 /// either). Each call runs 2 iterations after computing the clean maps once, as in a run.
 fn attacks(c: &mut Criterion) {
@@ -115,7 +115,9 @@ fn attacks(c: &mut Criterion) {
         Arc::from(by_name("grad_cam", 0).unwrap()),
     ];
     for m in others {
-        cases.push(("top_k", m, 64));
+        for batch in [64, 256] {
+            cases.push(("top_k", m.clone(), batch));
+        }
     }
     for (name, method, batch) in cases {
         let (model, x, targets) = setup(batch);
