@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::metric::all_metrics;
 use crate::metric::Direction;
 use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
-use crate::report::summary::SAMPLING;
+use crate::report::summary::{attack_label, SAMPLING};
 use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
 use crate::robustness::{estimate, ROBUSTNESS_COLUMNS};
 use crate::seed;
@@ -355,10 +355,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         }
         for (ai, attack) in plan.attacks.iter().enumerate() {
             let target = attack.target_method().map(|t| t.name().to_string());
-            let label = match &target {
-                Some(t) => format!("{} → {t}", attack.name()),
-                None => attack.name().to_string(),
-            };
+            let label = attack_label(attack.name(), target.as_deref());
             bar.set_message(format!("{label} on images {}..{}", chunk[0], chunk[b - 1]));
             let ta = Instant::now();
             let seeds: Vec<u64> = (0..eps_count)
@@ -485,8 +482,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         "timings_s": {
             "load": t_load,
             "attacks": plan.attacks.iter().zip(&attack_seconds).map(|(a, s)| {
-                let label = match a.target_method() { Some(t) => format!("{} → {}", a.name(), t.name()), None => a.name().to_string() };
-                (label, serde_json::json!(s))
+                (attack_label(a.name(), a.target_method().map(|t| t.name())), serde_json::json!(s))
             }).collect::<serde_json::Map<_, _>>(),
             "total": seconds,
         },

@@ -72,10 +72,7 @@ fn groups(table: &SampleTable, column: usize) -> Groups {
     let mut out: Groups = Vec::new();
     for r in table.rows.iter().filter(|r| r.label_kept) {
         let Some(v) = r.metrics.get(column).copied().flatten().filter(|v| v.is_finite()) else { continue };
-        let label = match &r.target_method {
-            Some(t) => format!("{} → {t}", r.attack),
-            None => r.attack.clone(),
-        };
+        let label = super::summary::attack_label(&r.attack, r.target_method.as_deref());
         let p = match out.iter().position(|(l, _)| *l == label) {
             Some(p) => p,
             None => {

@@ -112,18 +112,20 @@ struct Group {
     total: u32,
 }
 
-/// Mean and sample standard deviation of `values`, each `None` where undefined.
-///
-/// Two passes (mean, then squared deviations) rather than Σx² − n·mean², which cancels
-/// catastrophically when the spread is small next to the mean (rank correlations near 1).
 impl SummaryRow {
     /// The attack as plots and printed tables name it: `top_k → gradient` for a steered
     /// attack, the bare name for a random baseline.
     pub fn attack_label(&self) -> String {
-        match &self.target_method {
-            Some(t) => format!("{} → {t}", self.attack),
-            None => self.attack.clone(),
-        }
+        attack_label(&self.attack, self.target_method.as_deref())
+    }
+}
+
+/// `top_k → gradient` for a steered attack and its target method, the bare name otherwise: how
+/// plots, printed tables, progress messages and timings name an attack.
+pub fn attack_label(attack: &str, target_method: Option<&str>) -> String {
+    match target_method {
+        Some(t) => format!("{attack} → {t}"),
+        None => attack.to_string(),
     }
 }
 
@@ -195,6 +197,10 @@ pub fn print_summary(rows: &[SummaryRow]) {
     }
 }
 
+/// Mean and sample standard deviation of `values`, each `None` where undefined.
+///
+/// Two passes (mean, then squared deviations) rather than Σx² − n·mean², which cancels
+/// catastrophically when the spread is small next to the mean (rank correlations near 1).
 fn mean_std(values: &[f64]) -> (Option<f64>, Option<f64>) {
     if values.is_empty() {
         return (None, None);
