@@ -272,8 +272,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         .filter(|(k, _)| opts.shard.is_none_or(|s| k % s.count == s.index))
         .collect();
     let studied: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
-    // Position of an image among all studied images (all shards): example panels go to the first.
-    let studied_order = |id: usize| ids.iter().position(|&j| j == id).unwrap_or(usize::MAX);
+    // Example panels go to the first `examples` studied images (of all shards).
+    let example_ids = &ids[..plan.examples.min(ids.len())];
     let bar = progress_bar(progress, (chunks.len() * plan.attacks.len()) as u64);
     let mut rows = Vec::new();
     let mut attack_seconds = vec![0f64; plan.attacks.len()];
@@ -319,7 +319,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         // Rows are ε-major: row e·B + i is image i of the chunk at ε_e.
         let b = chunk.len();
         // Example panels: the chunk's images among the first `examples` studied, at the largest ε.
-        let example_rows: Vec<usize> = (0..b).filter(|&i| studied_order(chunk[i]) < plan.examples).collect();
+        let example_rows: Vec<usize> = (0..b).filter(|&i| example_ids.contains(&chunk[i])).collect();
         let largest =
             (0..eps_count).max_by(|&a, &b| plan.epsilons[a].total_cmp(&plan.epsilons[b])).unwrap_or(0);
         let x_rows = if example_rows.is_empty() { Vec::new() } else { flat_rows(&x)? };
@@ -464,8 +464,6 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     sort_rows(&mut rows, &method_order, &attack_order);
     let table = SampleTable { metric_columns, directions, rows, seed: plan.seed };
     let out = &dir;
-    let mut files = vec![out.join("samples.parquet")];
-    write_samples(&files[0], &table)?;
     let seconds = t0.elapsed().as_secs_f64();
     let meta = serde_json::json!({
         "fragility_version": env!("CARGO_PKG_VERSION"),
@@ -487,20 +485,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             "total": seconds,
         },
     });
-    let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
-    // The page shows run.json as `report` will read it back (serde_json's float parsing may
-    // differ from the in-memory value in the last bit), so a regenerated page is identical.
-    let meta: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Invalid(e.to_string()))?;
-    // Summary, plots (one per metric and per measure after the attack) and index.html; a
-    // shard leaves those to `fragility merge`.
-    if opts.shard.is_none() {
-        let (summary, derived) = write_derived(out, &table, Some(&meta))?;
-        files.extend(derived);
-        crate::report::summary::print_summary(&summary);
-    }
-    // run.json last: its presence marks the run as finished.
-    crate::atomic::write_bytes(&run_json, text.as_bytes())?;
-    files.push(run_json.clone());
+    // A shard leaves summary, plots and page to `fragility merge`.
+    let files = write_finished(out, &table, &meta, opts.shard.is_none())?;
     std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     Ok(RunReport {
         out: out.clone(),
@@ -565,6 +551,34 @@ fn short_name(name: &str) -> &str {
         "kernel_shap" => "KernelSHAP",
         n => n,
     }
+}
+
+/// Writes a finished study into `out`: `samples.parquet`; with `derived`, the summary, plots
+/// and `index.html` (and prints the summary); and `run.json` last, whose presence marks the
+/// study as finished. Shared by `run` and `merge`. Returns the files written.
+fn write_finished(
+    out: &Path,
+    table: &SampleTable,
+    meta: &serde_json::Value,
+    derived: bool,
+) -> Result<Vec<PathBuf>> {
+    let mut files = vec![out.join("samples.parquet")];
+    write_samples(&files[0], table)?;
+    let text = serde_json::to_string_pretty(meta).map_err(|e| Error::Invalid(e.to_string()))?;
+    if derived {
+        // The page shows run.json as `report` will read it back (serde_json's float parsing
+        // may differ from the in-memory value in the last bit), so a regenerated page is
+        // identical.
+        let meta: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::Invalid(e.to_string()))?;
+        let (summary, written) = write_derived(out, table, Some(&meta))?;
+        files.extend(written);
+        crate::report::summary::print_summary(&summary);
+    }
+    let run_json = out.join("run.json");
+    crate::atomic::write_bytes(&run_json, text.as_bytes())?;
+    files.push(run_json);
+    Ok(files)
 }
 
 /// Sorts rows by method, then attack × target method (both in the given orders), image, ε.
@@ -657,15 +671,7 @@ pub fn merge(out: &Path) -> Result<RunReport> {
     meta["rows"] = serde_json::json!(table.rows.len());
     meta["timings_s"] =
         serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });
-    let mut files = vec![out.join("samples.parquet")];
-    write_samples(&files[0], &table)?;
-    let (summary, derived) = write_derived(out, &table, Some(&meta))?;
-    files.extend(derived);
-    let run_json = out.join("run.json");
-    let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Invalid(e.to_string()))?;
-    crate::atomic::write_bytes(&run_json, text.as_bytes())?;
-    files.push(run_json);
-    crate::report::summary::print_summary(&summary);
+    let files = write_finished(out, &table, &meta, true)?;
     Ok(RunReport {
         out: out.to_path_buf(),
         images: ids.len(),

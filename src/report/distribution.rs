@@ -10,8 +10,8 @@
 //! default of NumPy and R).
 
 use super::plot::{
-    direction_text, ensure_font, grid, padded_range, tick_label, DrawError, COLOURS, HEIGHT, MIN_WIDTH,
-    PANEL_WIDTH, TITLE_SIZE, X_LABEL,
+    canvas, direction_text, ensure_font, grid, padded_range, tick_label, DrawError, COLOURS, TITLE_SIZE,
+    X_LABEL,
 };
 use super::png::{encode_png, Rendering};
 use super::table::SampleTable;
@@ -211,8 +211,7 @@ pub(crate) fn render_distribution(
     if groups.is_empty() {
         return Err(format!("no label-kept value of {metric:?}"));
     }
-    let (grid_rows, grid_cols) = grid(groups.len());
-    let (width, height) = ((PANEL_WIDTH * grid_cols as u32).max(MIN_WIDTH), HEIGHT * grid_rows as u32);
+    let (width, height) = canvas(groups.len());
     let mut rgb = vec![0u8; 3 * width as usize * height as usize];
     draw(&mut rgb, (width, height), &groups, metric, direction).map_err(|e| e.to_string())?;
     Ok(Rendering { width, height, rgb })
@@ -262,7 +261,7 @@ mod tests {
         // example_table: spearman has one label-kept value (0.9, random_sign); a lost-label
         // row and nulls are left out.
         let img = render_distribution(&table, "spearman", Direction::HigherIsMoreSimilar).unwrap();
-        assert_eq!(img.width, MIN_WIDTH);
+        assert_eq!(img.width, super::super::plot::MIN_WIDTH);
         let c = COLOURS[0];
         let n = img.rgb.chunks(3).filter(|p| p[0] == c.0 && p[1] == c.1 && p[2] == c.2).count();
         assert!(n > 20, "{n} pixels of the method's colour");

@@ -171,6 +171,12 @@ fn panel_labels(rows: &[&SummaryRow]) -> Vec<String> {
     out
 }
 
+/// Width and height in pixels of a chart of `panels` panels laid out by [`grid`].
+pub(crate) fn canvas(panels: usize) -> (u32, u32) {
+    let (rows, cols) = grid(panels);
+    ((PANEL_WIDTH * cols as u32).max(MIN_WIDTH), HEIGHT * rows as u32)
+}
+
 /// Rows and columns of the panel grid: at most [`MAX_COLUMNS`] panels side by side.
 pub(crate) fn grid(panels: usize) -> (usize, usize) {
     let cols = panels.clamp(1, MAX_COLUMNS);
@@ -279,8 +285,7 @@ pub(crate) fn render(
     if rows.is_empty() {
         return Err(format!("no summary rows for metric {metric:?}"));
     }
-    let (grid_rows, grid_cols) = grid(panel_labels(&rows).len());
-    let (width, height) = ((PANEL_WIDTH * grid_cols as u32).max(MIN_WIDTH), HEIGHT * grid_rows as u32);
+    let (width, height) = canvas(panel_labels(&rows).len());
     let mut rgb = vec![0u8; 3 * width as usize * height as usize];
     draw(&mut rgb, (width, height), &rows, metric, direction).map_err(|e| e.to_string())?;
     Ok(Rendering { width, height, rgb })
