@@ -8,12 +8,14 @@
 //! the same file loads in PyTorch and a model trained in PyTorch loads here.
 
 use super::conv::Conv3x3;
+use super::kernels::{Kernels, Rule, Stop};
 use super::pool::{max_pool2, unpool2};
 use super::{Activation, Classifier, ReluRule};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Parameter names and shapes, exactly as in the PyTorch `state_dict`.
 pub const PARAM_SHAPES: [(&str, &[usize]); 8] = [
@@ -46,6 +48,9 @@ pub struct FmnistCnn {
     conv1_back: Conv3x3,
     /// conv2's input-gradient: a conv with kernel [32,64,3,3] (transposed, spatially flipped).
     conv2_back: Conv3x3,
+    /// The hand-written CPU passes ([`super::kernels`]) for calls autograd need not see;
+    /// `None` off the CPU and when the weights are trainable variables.
+    kernels: Option<Arc<Kernels>>,
 }
 
 /// Forward activations kept for the explicit backward pass.
@@ -111,6 +116,14 @@ impl FmnistCnn {
         let conv2_back = back(&conv2_w)?;
         let conv1 = Conv3x3::new(&conv1_w)?;
         let conv2 = Conv3x3::new(&conv2_w)?;
+        let params = [&conv1_w, &conv1_b, &conv2_w, &conv2_b, &fc1_w, &fc1_b, &fc2_w, &fc2_b];
+        let kernels = if conv1_w.device().is_cpu() && params.iter().all(|t| !t.track_op()) {
+            let flat = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+            let [a, b, c, d, e, f, g, h] = params.map(flat);
+            Kernels::new(a?, b?, c?, d?, e?, f?, g?, h?).map(Arc::new)
+        } else {
+            None
+        };
         Ok(Self {
             conv1_w,
             conv1_b,
@@ -124,7 +137,24 @@ impl FmnistCnn {
             conv2,
             conv1_back,
             conv2_back,
+            kernels,
         })
+    }
+
+    /// The same model with every pass on candle ops (the path autograd sees), for checking
+    /// and benchmarking the CPU kernels against it.
+    pub fn without_kernels(mut self) -> Self {
+        self.kernels = None;
+        self
+    }
+
+    /// The CPU kernels, when they can serve a call on `x` [B,1,28,28] with these other
+    /// tensors: all f32 on the CPU, none part of an autograd graph.
+    fn kernels_for(&self, x: &Tensor, others: &[&Tensor]) -> Option<(&Kernels, usize)> {
+        let k = self.kernels.as_deref()?;
+        let (b, c, h, w) = x.dims4().ok()?;
+        let plain = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op();
+        ((c, h, w) == (1, 28, 28) && plain(x) && others.iter().all(|t| plain(t))).then_some((k, b))
     }
 
     /// Loads safetensors weights from `path` onto `device`, checking every name and shape.
@@ -197,6 +227,11 @@ impl FmnistCnn {
     }
 }
 
+/// A tensor's values, row-major, for the CPU kernels.
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
 /// A backward rule at a nonlinearity: (layer index, pre-activation z, upstream gradient) →
 /// gradient with respect to z.
 type ReluBack<'a> = dyn Fn(usize, &Tensor, &Tensor) -> candle_core::Result<Tensor> + 'a;
@@ -226,6 +261,10 @@ impl Classifier for FmnistCnn {
     }
 
     fn logits(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        if let Some((k, n)) = self.kernels_for(x, &[]) {
+            let out = k.pass(&flat(x)?, n, act, None, None);
+            return Ok(Tensor::from_vec(out.logits, (n, 10), x.device())?);
+        }
         Ok(self.forward_cached(x, act)?.0)
     }
 
@@ -236,10 +275,34 @@ impl Classifier for FmnistCnn {
         act: Activation,
         rule: ReluRule,
     ) -> Result<(Tensor, Tensor)> {
+        if let Some((k, n)) =
+            self.kernels_for(x, &[grad_logits]).filter(|_| grad_logits.dims() == [x.dim(0).unwrap_or(0), 10])
+        {
+            let out =
+                k.pass(&flat(x)?, n, act, Some((&flat(grad_logits)?, Rule::Relu(rule), Stop::Input)), None);
+            let logits = Tensor::from_vec(out.logits, (n, 10), x.device())?;
+            return Ok((logits, Tensor::from_vec(out.grad, (n, 1, 28, 28), x.device())?));
+        }
         let (logits, c) = self.forward_cached(x, act)?;
         let back = |_: usize, z: &Tensor, g: &Tensor| rule.backward(act, z, g);
         let ga2 = self.backward_to_conv2(&c, grad_logits, &back)?;
         Ok((logits, self.backward_from_conv2(&c, &ga2, &back)?))
+    }
+
+    fn hessian_vector(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        v: &Tensor,
+        act: Activation,
+    ) -> Result<(Tensor, Tensor)> {
+        let fits = |n: usize| grad_logits.dims() == [n, 10] && v.dims() == x.dims();
+        if let Some((k, n)) = self.kernels_for(x, &[grad_logits, v]).filter(|&(_, n)| fits(n)) {
+            let (g, hv) = k.hessian_vector(&flat(x)?, &flat(v)?, &flat(grad_logits)?, n, act);
+            let shape = (n, 1, 28, 28);
+            return Ok((Tensor::from_vec(g, shape, x.device())?, Tensor::from_vec(hv, shape, x.device())?));
+        }
+        super::autograd_hessian_vector(self, x, grad_logits, v, act)
     }
 
     fn rescale_gradient(
@@ -249,6 +312,13 @@ impl Classifier for FmnistCnn {
         grad_logits: &Tensor,
         act: Activation,
     ) -> Result<Tensor> {
+        let fits =
+            |n: usize| grad_logits.dims() == [n, 10] && [784, n * 784].contains(&baseline.elem_count());
+        if let Some((k, n)) = self.kernels_for(x, &[grad_logits, baseline]).filter(|&(_, n)| fits(n)) {
+            let back = Some((&flat(grad_logits)?[..], Rule::Rescale, Stop::Input));
+            let out = k.pass(&flat(x)?, n, act, back, Some(&flat(baseline)?));
+            return Ok(Tensor::from_vec(out.grad, (n, 1, 28, 28), x.device())?);
+        }
         let (_, c) = self.forward_cached(x, act)?;
         // The reference network's pre-activations (with its own pooling), one per layer.
         let (_, c0) = self.forward_cached(&baseline.broadcast_as(x.shape())?.contiguous()?, act)?;
@@ -277,6 +347,21 @@ impl Classifier for FmnistCnn {
         act: Activation,
         layer: &str,
     ) -> Result<(Tensor, Tensor)> {
+        let stop = match layer {
+            "conv2_relu" => Some(Stop::Conv2Relu),
+            "conv2" => Some(Stop::Conv2),
+            _ => None,
+        };
+        let fast = self.kernels_for(x, &[grad_logits]).filter(|&(_, n)| grad_logits.dims() == [n, 10]);
+        if let (Some((k, n)), Some(stop)) = (fast, stop) {
+            let back = Some((&flat(grad_logits)?[..], Rule::Relu(ReluRule::Gradient), stop));
+            let out = k.pass(&flat(x)?, n, act, back, None);
+            let shape = (n, 64, 14, 14);
+            return Ok((
+                Tensor::from_vec(out.layer, shape, x.device())?,
+                Tensor::from_vec(out.grad, shape, x.device())?,
+            ));
+        }
         let (_, c) = self.forward_cached(x, act)?;
         let back = |_: usize, z: &Tensor, g: &Tensor| ReluRule::Gradient.backward(act, z, g);
         let ga2 = self.backward_to_conv2(&c, grad_logits, &back)?;
@@ -291,5 +376,141 @@ impl Classifier for FmnistCnn {
                 LAYERS.join(", ")
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::*;
+
+    pub fn shipped() -> FmnistCnn {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/fmnist_cnn.safetensors");
+        FmnistCnn::load(&path, &Device::Cpu).unwrap()
+    }
+
+    /// 11 images (one full block of 8 and a partial one): uniform noise with about half the
+    /// pixels zeroed, so that many pooling windows tie exactly as on real backgrounds.
+    pub fn images(n: usize) -> Tensor {
+        let dev = Device::Cpu;
+        let u = Tensor::rand(0f32, 1f32, (n, 1, 28, 28), &dev).unwrap();
+        let keep = Tensor::rand(0f32, 1f32, (n, 1, 28, 28), &dev).unwrap().gt(0.5).unwrap();
+        (u * keep.to_dtype(DType::F32).unwrap()).unwrap()
+    }
+
+    pub fn grad_logits(n: usize) -> Tensor {
+        Tensor::randn(0f32, 1f32, (n, 10), &Device::Cpu).unwrap()
+    }
+
+    /// max |a − b| / max |b|: float32 rounding of sums of a few thousand terms stays far
+    /// below 1e-4 of the scale; a wrong index, rule or tap is of order 1.
+    pub fn rel(a: &Tensor, b: &Tensor) -> f32 {
+        assert_eq!(a.dims(), b.dims());
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let s = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(s > 0.0, "reference is all zero");
+        d / s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+    use crate::model::Classifier;
+
+    const ACTS: [Activation; 2] = [Activation::Relu, Activation::Softplus { beta: 10.0 }];
+
+    #[test]
+    fn kernels_equal_the_candle_passes() {
+        let fast = shipped();
+        assert!(fast.kernels.is_some(), "shipped CPU model must use the kernels");
+        let slow = shipped().without_kernels();
+        let (x, g) = (images(11), grad_logits(11));
+        for act in ACTS {
+            assert!(rel(&fast.logits(&x, act).unwrap(), &slow.logits(&x, act).unwrap()) < 1e-5);
+            for rule in [ReluRule::Gradient, ReluRule::Guided, ReluRule::Deconvnet] {
+                let (lf, gf) = fast.input_gradient(&x, &g, act, rule).unwrap();
+                let (ls, gs) = slow.input_gradient(&x, &g, act, rule).unwrap();
+                assert!(rel(&lf, &ls) < 1e-5, "{act:?} {rule:?} logits");
+                assert!(rel(&gf, &gs) < 1e-4, "{act:?} {rule:?}: {}", rel(&gf, &gs));
+            }
+            // DeepLIFT against one broadcast baseline and against one baseline per row.
+            for baseline in [Tensor::full(0.1f32, (1, 1, 28, 28), &Device::Cpu).unwrap(), images(11)] {
+                let f = fast.rescale_gradient(&x, &baseline, &g, act).unwrap();
+                let s = slow.rescale_gradient(&x, &baseline, &g, act).unwrap();
+                assert!(rel(&f, &s) < 1e-4, "{act:?} rescale: {}", rel(&f, &s));
+            }
+            for layer in LAYERS {
+                let (af, gf) = fast.layer_gradient(&x, &g, act, layer).unwrap();
+                let (as_, gs) = slow.layer_gradient(&x, &g, act, layer).unwrap();
+                assert!(rel(&af, &as_) < 1e-5 && rel(&gf, &gs) < 1e-4, "{act:?} {layer}");
+            }
+        }
+    }
+
+    #[test]
+    fn kernels_step_aside_for_autograd() {
+        // An input in an autograd graph must take the candle path, whose result autograd
+        // can differentiate: the gradient of Σ logits[target] must arrive at x.
+        let m = shipped();
+        let xv = candle_core::Var::from_tensor(&images(2)).unwrap();
+        let (_, map) =
+            m.input_gradient(xv.as_tensor(), &grad_logits(2), ACTS[1], ReluRule::Gradient).unwrap();
+        let grads = map.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(xv.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn kernels_do_not_depend_on_threads_or_batch() {
+        let m = shipped();
+        let (x, g) = (images(19), grad_logits(19));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                m.input_gradient(&x, &g, ACTS[0], ReluRule::Gradient)
+                    .unwrap()
+                    .1
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+        };
+        assert_eq!(run(1), run(2), "1 and 2 threads must give identical bits");
+        // Row 13 alone (first in its block) against row 13 in the batch of 19 (sixth of its block).
+        let alone = m
+            .input_gradient(
+                &x.narrow(0, 13, 1).unwrap(),
+                &g.narrow(0, 13, 1).unwrap(),
+                ACTS[0],
+                ReluRule::Gradient,
+            )
+            .unwrap()
+            .1;
+        let within =
+            m.input_gradient(&x, &g, ACTS[0], ReluRule::Gradient).unwrap().1.narrow(0, 13, 1).unwrap();
+        assert!(rel(&alone, &within) < 1e-6, "{}", rel(&alone, &within));
+    }
+}
+
+#[cfg(test)]
+mod hessian_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn kernel_hessian_vector_equals_autograd() {
+        let (fast, slow) = (shipped(), shipped().without_kernels());
+        let (x, g) = (images(11), grad_logits(11));
+        let v = Tensor::randn(0f32, 1f32, (11, 1, 28, 28), &Device::Cpu).unwrap();
+        for act in [Activation::Softplus { beta: 10.0 }, Activation::Softplus { beta: 2.0 }] {
+            let (gf, hf) = fast.hessian_vector(&x, &g, &v, act).unwrap();
+            let (gs, hs) = slow.hessian_vector(&x, &g, &v, act).unwrap();
+            assert!(rel(&gf, &gs) < 1e-4, "{act:?} gradient");
+            assert!(rel(&hf, &hs) < 1e-4, "{act:?} Hv: {}", rel(&hf, &hs));
+        }
+        // ReLU networks are piecewise linear: the Hessian is zero wherever it exists.
+        let (_, h) = fast.hessian_vector(&x, &g, &v, Activation::Relu).unwrap();
+        assert_eq!(h.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     }
 }

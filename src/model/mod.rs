@@ -14,6 +14,7 @@
 
 pub mod conv;
 mod fmnist_cnn;
+mod kernels;
 pub mod pool;
 
 pub use fmnist_cnn::{FmnistCnn, PARAM_SHAPES};
@@ -42,6 +43,39 @@ impl Activation {
             Activation::Softplus { beta } => {
                 let tail = z.abs()?.affine(-beta, 0.0)?.exp()?.affine(1.0, 1.0)?.log()?;
                 z.relu()? + tail.affine(1.0 / beta, 0.0)?
+            }
+        }
+    }
+
+    /// [`Activation::apply`] on one value (the CPU kernels' form).
+    pub fn apply_scalar(&self, z: f32) -> f32 {
+        match *self {
+            Activation::Relu => z.max(0.0),
+            Activation::Softplus { beta } => {
+                let beta = beta as f32;
+                // ln(1 + e), not ln_1p: the same rounding as the tensor form, so both paths
+                // see the same ties at pooling (far below zero both give exactly 0).
+                z.max(0.0) + (1.0 + (-beta * z.abs()).exp()).ln() / beta
+            }
+        }
+    }
+
+    /// [`Activation::derivative`] on one value.
+    pub fn derivative_scalar(&self, z: f32) -> f32 {
+        match *self {
+            Activation::Relu => f32::from(u8::from(z > 0.0)),
+            Activation::Softplus { beta } => (beta as f32 / 2.0 * z).tanh() * 0.5 + 0.5,
+        }
+    }
+
+    /// The second derivative on one value: 0 for ReLU (almost everywhere); β·s·(1 − s) with
+    /// s = sigmoid(βz) for softplus.
+    pub fn second_derivative_scalar(&self, z: f32) -> f32 {
+        match *self {
+            Activation::Relu => 0.0,
+            Activation::Softplus { beta } => {
+                let s = self.derivative_scalar(z);
+                beta as f32 * s * (1.0 - s)
             }
         }
     }
@@ -111,6 +145,21 @@ pub trait Classifier: Send + Sync {
         rule: ReluRule,
     ) -> Result<(Tensor, Tensor)>;
 
+    /// The gradient g = ∇ₓ Σ_b ⟨grad_logits[b], logits(x)[b]⟩ (true gradient rule) and the
+    /// Hessian–vector product ∇ₓ Σ ⟨g, v⟩ for `v` shaped like `x`: the vector–Jacobian
+    /// product of a gradient map, which steered attacks need (with the softplus surrogate).
+    /// Both [B,C,H,W], without autograd graphs. The default differentiates the explicit
+    /// backward pass with autograd; models may compute it directly.
+    fn hessian_vector(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        v: &Tensor,
+        act: Activation,
+    ) -> Result<(Tensor, Tensor)> {
+        autograd_hessian_vector(self, x, grad_logits, v, act)
+    }
+
     /// DeepLIFT's rescale rule (Shrikumar et al. 2017): the backward pass of
     /// Σ_b ⟨grad_logits[b], logits⟩ where each nonlinearity's derivative is replaced by the
     /// multiplier (act(z) − act(z₀)) / (z − z₀), z₀ its pre-activation on `baseline` (the plain
@@ -142,6 +191,25 @@ pub trait Classifier: Send + Sync {
     ) -> Result<(Tensor, Tensor)> {
         Err(crate::Error::Invalid(format!("model `{}` exposes no layer `{layer}`", self.name())))
     }
+}
+
+/// [`Classifier::hessian_vector`] by autograd through the model's explicit backward pass.
+pub fn autograd_hessian_vector<M: Classifier + ?Sized>(
+    model: &M,
+    x: &Tensor,
+    grad_logits: &Tensor,
+    v: &Tensor,
+    act: Activation,
+) -> Result<(Tensor, Tensor)> {
+    let xv = candle_core::Var::from_tensor(&x.detach())?;
+    let (_, g) = model.input_gradient(xv.as_tensor(), grad_logits, act, ReluRule::Gradient)?;
+    let grads = g.mul(&v.detach())?.sum_all()?.backward()?;
+    // No entry: ⟨g, v⟩ does not depend on x (a linear model), so Hv = 0.
+    let hv = match grads.get(xv.as_tensor()) {
+        Some(h) => h.detach(),
+        None => x.zeros_like()?,
+    };
+    Ok((g.detach(), hv))
 }
 
 /// One-hot rows [B,K] (float32) of the `targets`, the upstream gradient that selects each

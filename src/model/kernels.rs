@@ -1,0 +1,671 @@
+//! Hand-written CPU passes of `fmnist_cnn` for every call that needs no autograd.
+//!
+//! Why: candle runs each layer as a chain of generic ops, each allocating its output and
+//! walking memory again (bias add, activation, arg-max mask, mask product, pad, stack, ...).
+//! On this small CNN that per-op cost, not arithmetic, dominated: ~1,300 gradients/s on two
+//! cores against ~3,300 for PyTorch (reports/bench/README.md). Here one image goes through
+//! conv1 → act → pool → conv2 → act → pool in reused buffers, with each conv as im2col + one
+//! GEMM of the `gemm` crate (the one candle itself uses), bias, activation and pooling fused
+//! into single sweeps, and the backward pass routing through the pools' stored arg-max
+//! indices instead of dense masks. The fully connected layers run as GEMMs over a block of
+//! images so that fc1's 1.6 MB of weights are read once per block, not once per image.
+//!
+//! The math is exactly that of [`super::FmnistCnn`]'s candle passes (which remain the path
+//! for anything autograd must see: second-order attacks, training): the same activations,
+//! the same first-arg-max pooling on the activated values, the same [`ReluRule`]s and
+//! DeepLIFT rescale rule. Results agree to float32 rounding (tested in `fmnist_cnn`).
+//!
+//! Determinism: images are processed in fixed blocks of [`BLOCK`] rows, one rayon task per
+//! block, and every GEMM inside a task is single-threaded. The work of a block, and so every
+//! float operation, is the same whatever the number of threads.
+//!
+//! Shapes (per image, row-major): x [1,28,28]; z1 [32,28·28]; p1 [32,14·14];
+//! z2 [64,14·14]; p2 [64·7·7] (flattened in NCHW order, as fc1 expects); z3 [128]; logits [10].
+
+use super::{Activation, ReluRule};
+use rayon::prelude::*;
+
+/// Images per parallel task (fixed, so results do not depend on the thread count).
+const BLOCK: usize = 8;
+const C1: usize = 32;
+const C2: usize = 64;
+const S1: usize = 28 * 28;
+const S2: usize = 14 * 14;
+const S3: usize = 7 * 7;
+const FLAT: usize = C2 * S3;
+const HIDDEN: usize = 128;
+const CLASSES: usize = 10;
+/// |z − z₀| below which DeepLIFT's multiplier falls back to the derivative (as the candle
+/// path's `RESCALE_EPS`).
+const RESCALE_EPS: f32 = 1e-6;
+
+/// The weights, as flat row-major f32 arrays in the layouts the GEMMs read.
+#[derive(Debug, Clone)]
+pub(crate) struct Kernels {
+    /// conv1 [32, 9] (out channel, tap).
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    /// conv2 [64, 32·9] (out channel, in channel · 9 + tap).
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+    /// fc1 [128, 3136].
+    fc1: Vec<f32>,
+    fc1_b: Vec<f32>,
+    /// fc2 [10, 128].
+    fc2: Vec<f32>,
+    fc2_b: Vec<f32>,
+}
+
+/// The backward rule at every nonlinearity of one pass.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Rule {
+    /// A [`ReluRule`] (gradient, guided backprop, deconvnet).
+    Relu(ReluRule),
+    /// DeepLIFT's rescale multiplier against the baseline's pre-activations.
+    Rescale,
+}
+
+/// Where the backward pass stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// At the input: the gradient [B, 784].
+    Input,
+    /// At conv2's post-activation output, before pooling: (act(z2), gradient) [B, 64·196].
+    Conv2Relu,
+    /// At conv2's pre-activation: (z2, gradient) [B, 64·196].
+    Conv2,
+}
+
+/// One block's forward state, kept for its backward pass.
+struct Block {
+    n: usize,
+    z1: Vec<f32>,
+    idx1: Vec<u8>,
+    z2: Vec<f32>,
+    idx2: Vec<u8>,
+    p2: Vec<f32>,
+    z3: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+/// What one pass returns: logits [B,10], and the backward output (empty for a forward
+/// pass) with, for the layer stops, the layer's activations.
+pub(crate) struct PassOut {
+    pub logits: Vec<f32>,
+    pub grad: Vec<f32>,
+    pub layer: Vec<f32>,
+}
+
+/// A row-major matrix operand: element (i, j) is `data[i·rs + j·cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self { data, rs: 1, cs: cols }
+    }
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// dst [m,n] (row-major, contiguous) = a [m,k] · b [k,n], plus dst's old value if
+/// `accumulate`. Single-threaded (the parallelism is over image blocks).
+fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], a: View, b: View, accumulate: bool) {
+    assert!(
+        dst.len() >= m * n && a.fits(m, k) && b.fits(k, n),
+        "kernel matmul: operands too small for {m}×{k}·{k}×{n}"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the assertion above keeps every index the kernel reads or writes in bounds of
+    // its slice; `dst` is borrowed mutably, so it does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Patches of a 3×3, padding-1 convolution: x [c, h·w] → cols [c·9, h·w], row c·9 + 3i + j
+/// holding x[c, y+i−1, x+j−1] (zero outside).
+fn im2col(x: &[f32], c: usize, h: usize, w: usize, cols: &mut [f32]) {
+    for ci in 0..c {
+        let plane = &x[ci * h * w..][..h * w];
+        for i in 0..3 {
+            for j in 0..3 {
+                let row = &mut cols[(ci * 9 + i * 3 + j) * h * w..][..h * w];
+                for y in 0..h {
+                    let dst = &mut row[y * w..][..w];
+                    let sy = y + i;
+                    if sy == 0 || sy > h {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[(sy - 1) * w..][..w];
+                    match j {
+                        0 => {
+                            dst[0] = 0.0;
+                            dst[1..].copy_from_slice(&src[..w - 1]);
+                        }
+                        1 => dst.copy_from_slice(src),
+                        _ => {
+                            dst[..w - 1].copy_from_slice(&src[1..]);
+                            dst[w - 1] = 0.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: cols [c·9, h·w] → x [c, h·w], summing every patch entry back
+/// onto the pixel it was copied from.
+fn col2im(cols: &[f32], c: usize, h: usize, w: usize, x: &mut [f32]) {
+    x[..c * h * w].fill(0.0);
+    for ci in 0..c {
+        let plane = &mut x[ci * h * w..][..h * w];
+        for i in 0..3 {
+            for j in 0..3 {
+                let row = &cols[(ci * 9 + i * 3 + j) * h * w..][..h * w];
+                for y in 0..h {
+                    let sy = y + i;
+                    if sy == 0 || sy > h {
+                        continue;
+                    }
+                    let src = &row[y * w..][..w];
+                    let dst = &mut plane[(sy - 1) * w..][..w];
+                    let (d, s) = match j {
+                        0 => (&mut dst[..w - 1], &src[1..]),
+                        1 => (&mut dst[..], src),
+                        _ => (&mut dst[1..], &src[..w - 1]),
+                    };
+                    for (d, s) in d.iter_mut().zip(s) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds `bias[r]` to every entry of row r of `m` [rows, cols].
+fn fill_rows(m: &mut [f32], bias: &[f32], cols: usize) {
+    for (row, &b) in m.chunks_exact_mut(cols).zip(bias) {
+        row.fill(b);
+    }
+}
+
+/// 2×2 max-pooling of act(z) for z [c, h·w]: pooled [c, h/2·w/2] and the index (2·di + dj)
+/// of each window's first maximum in row-major order, as PyTorch and the candle path pick it.
+fn pool(z: &[f32], c: usize, h: usize, w: usize, act: Activation, out: &mut [f32], idx: &mut [u8]) {
+    let (h2, w2) = (h / 2, w / 2);
+    for ci in 0..c {
+        let plane = &z[ci * h * w..][..h * w];
+        for py in 0..h2 {
+            for px in 0..w2 {
+                let at = |q: usize| plane[(2 * py + q / 2) * w + 2 * px + q % 2];
+                let mut best = act.apply_scalar(at(0));
+                let mut arg = 0u8;
+                for q in 1..4 {
+                    let v = act.apply_scalar(at(q));
+                    if v > best {
+                        best = v;
+                        arg = q as u8;
+                    }
+                }
+                let o = ci * h2 * w2 + py * w2 + px;
+                out[o] = best;
+                idx[o] = arg;
+            }
+        }
+    }
+}
+
+/// The gradient with respect to z [c, h·w] at one pool + nonlinearity: each pooled
+/// gradient goes whole to its window's arg-max, through the rule there (`z0` are the
+/// baseline's pre-activations, for the rescale rule); everything else is zero. With
+/// `rule = None` only the routing is done (the gradient with respect to act(z)).
+#[allow(clippy::too_many_arguments)]
+fn unpool(
+    g: &[f32],
+    idx: &[u8],
+    z: &[f32],
+    z0: Option<&[f32]>,
+    c: usize,
+    h: usize,
+    w: usize,
+    act: Activation,
+    rule: Option<Rule>,
+    out: &mut [f32],
+) {
+    out[..c * h * w].fill(0.0);
+    let (h2, w2) = (h / 2, w / 2);
+    for ci in 0..c {
+        for py in 0..h2 {
+            for px in 0..w2 {
+                let o = ci * h2 * w2 + py * w2 + px;
+                let q = idx[o] as usize;
+                let at = ci * h * w + (2 * py + q / 2) * w + 2 * px + q % 2;
+                let base = z0.map(|z0| z0[at]);
+                out[at] = match rule {
+                    None => g[o],
+                    Some(rule) => backward_scalar(rule, act, z[at], base, g[o]),
+                };
+            }
+        }
+    }
+}
+
+/// One nonlinearity's backward rule on scalars (see [`ReluRule::backward`] and the candle
+/// path's rescale closure).
+fn backward_scalar(rule: Rule, act: Activation, z: f32, z0: Option<f32>, g: f32) -> f32 {
+    match (rule, z0) {
+        (Rule::Relu(ReluRule::Gradient), _) => g * act.derivative_scalar(z),
+        (Rule::Relu(ReluRule::Guided), _) => g.max(0.0) * act.derivative_scalar(z),
+        (Rule::Relu(ReluRule::Deconvnet), _) => g.max(0.0),
+        (Rule::Rescale, Some(z0)) => {
+            let dz = z - z0;
+            if dz.abs() > RESCALE_EPS {
+                g * ((act.apply_scalar(z) - act.apply_scalar(z0)) / dz)
+            } else {
+                g * act.derivative_scalar(z)
+            }
+        }
+        (Rule::Rescale, None) => g * act.derivative_scalar(z),
+    }
+}
+
+/// One pool + nonlinearity of the Hessian–vector pass (Pearlmutter's R-operator): from the
+/// pooled gradient `g` and its directional derivative `rg`, the gradient with respect to z,
+/// g·σ'(z), and its directional derivative rg·σ'(z) + g·σ''(z)·rz, both at the arg-max only.
+#[allow(clippy::too_many_arguments)]
+fn unpool_r(
+    g: &[f32],
+    rg: &[f32],
+    idx: &[u8],
+    z: &[f32],
+    rz: &[f32],
+    (c, h, w): (usize, usize, usize),
+    act: Activation,
+    out: &mut [f32],
+    rout: &mut [f32],
+) {
+    out[..c * h * w].fill(0.0);
+    rout[..c * h * w].fill(0.0);
+    let (h2, w2) = (h / 2, w / 2);
+    for ci in 0..c {
+        for py in 0..h2 {
+            for px in 0..w2 {
+                let o = ci * h2 * w2 + py * w2 + px;
+                let q = idx[o] as usize;
+                let at = ci * h * w + (2 * py + q / 2) * w + 2 * px + q % 2;
+                let d1 = act.derivative_scalar(z[at]);
+                out[at] = g[o] * d1;
+                rout[at] = rg[o] * d1 + g[o] * act.second_derivative_scalar(z[at]) * rz[at];
+            }
+        }
+    }
+}
+
+/// The directional derivative of pooling along `rz` [c, h·w]: σ'(z)·rz at each window's
+/// arg-max (the arg-max itself is held fixed, as in every pass).
+fn pool_r(
+    z: &[f32],
+    rz: &[f32],
+    idx: &[u8],
+    (c, h, w): (usize, usize, usize),
+    act: Activation,
+    out: &mut [f32],
+) {
+    let (h2, w2) = (h / 2, w / 2);
+    for ci in 0..c {
+        for py in 0..h2 {
+            for px in 0..w2 {
+                let o = ci * h2 * w2 + py * w2 + px;
+                let q = idx[o] as usize;
+                let at = ci * h * w + (2 * py + q / 2) * w + 2 * px + q % 2;
+                out[o] = act.derivative_scalar(z[at]) * rz[at];
+            }
+        }
+    }
+}
+
+impl Kernels {
+    /// Takes the weights in PyTorch layouts: conv1 [32,1,3,3], conv2 [64,32,3,3],
+    /// fc1 [128,3136], fc2 [10,128] and their biases, all flattened row-major.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        w1: Vec<f32>,
+        b1: Vec<f32>,
+        w2: Vec<f32>,
+        b2: Vec<f32>,
+        fc1: Vec<f32>,
+        fc1_b: Vec<f32>,
+        fc2: Vec<f32>,
+        fc2_b: Vec<f32>,
+    ) -> Option<Self> {
+        let sizes = [
+            (w1.len(), C1 * 9),
+            (b1.len(), C1),
+            (w2.len(), C2 * C1 * 9),
+            (b2.len(), C2),
+            (fc1.len(), HIDDEN * FLAT),
+            (fc1_b.len(), HIDDEN),
+            (fc2.len(), CLASSES * HIDDEN),
+            (fc2_b.len(), CLASSES),
+        ];
+        sizes.iter().all(|(have, want)| have == want).then_some(Self {
+            w1,
+            b1,
+            w2,
+            b2,
+            fc1,
+            fc1_b,
+            fc2,
+            fc2_b,
+        })
+    }
+
+    /// The forward pass of `n` images `x` [n, 784] (each block's state kept).
+    fn forward_block(&self, x: &[f32], n: usize, act: Activation) -> Block {
+        let mut b = Block {
+            n,
+            z1: vec![0.0; n * C1 * S1],
+            idx1: vec![0; n * C1 * S2],
+            z2: vec![0.0; n * C2 * S2],
+            idx2: vec![0; n * FLAT],
+            p2: vec![0.0; n * FLAT],
+            z3: vec![0.0; n * HIDDEN],
+            logits: vec![0.0; n * CLASSES],
+        };
+        let mut cols1 = vec![0.0; 9 * S1];
+        let mut p1 = vec![0.0; C1 * S2];
+        let mut cols2 = vec![0.0; C1 * 9 * S2];
+        for i in 0..n {
+            im2col(&x[i * S1..][..S1], 1, 28, 28, &mut cols1);
+            let z1 = &mut b.z1[i * C1 * S1..][..C1 * S1];
+            fill_rows(z1, &self.b1, S1);
+            matmul(C1, S1, 9, z1, View::rows(&self.w1, 9), View::rows(&cols1, S1), true);
+            pool(z1, C1, 28, 28, act, &mut p1, &mut b.idx1[i * C1 * S2..][..C1 * S2]);
+            im2col(&p1, C1, 14, 14, &mut cols2);
+            let z2 = &mut b.z2[i * C2 * S2..][..C2 * S2];
+            fill_rows(z2, &self.b2, S2);
+            matmul(C2, S2, C1 * 9, z2, View::rows(&self.w2, C1 * 9), View::rows(&cols2, S2), true);
+            let (p2, idx2) = (&mut b.p2[i * FLAT..][..FLAT], &mut b.idx2[i * FLAT..][..FLAT]);
+            pool(z2, C2, 14, 14, act, p2, idx2);
+        }
+        for row in b.z3.chunks_exact_mut(HIDDEN) {
+            row.copy_from_slice(&self.fc1_b);
+        }
+        matmul(n, HIDDEN, FLAT, &mut b.z3, View::rows(&b.p2, FLAT), View::transposed(&self.fc1, FLAT), true);
+        let a3: Vec<f32> = b.z3.iter().map(|&z| act.apply_scalar(z)).collect();
+        for row in b.logits.chunks_exact_mut(CLASSES) {
+            row.copy_from_slice(&self.fc2_b);
+        }
+        matmul(
+            n,
+            CLASSES,
+            HIDDEN,
+            &mut b.logits,
+            View::rows(&a3, HIDDEN),
+            View::transposed(&self.fc2, HIDDEN),
+            true,
+        );
+        b
+    }
+
+    /// The backward pass of one block from `gl` [n,10] (the upstream gradient of the
+    /// logits) down to `stop`; `base` is the baseline block for the rescale rule (one row
+    /// broadcast, or one row per image). Returns (gradient, layer activations).
+    fn backward_block(
+        &self,
+        b: &Block,
+        gl: &[f32],
+        act: Activation,
+        rule: Rule,
+        base: Option<&Block>,
+        stop: Stop,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let n = b.n;
+        let base_row = |i: usize| base.map(|z| if z.n == 1 { 0 } else { i });
+        let mut g3 = vec![0.0; n * HIDDEN];
+        matmul(n, HIDDEN, CLASSES, &mut g3, View::rows(gl, CLASSES), View::rows(&self.fc2, HIDDEN), false);
+        for i in 0..n {
+            for j in 0..HIDDEN {
+                let z0 = base.zip(base_row(i)).map(|(z, r)| z.z3[r * HIDDEN + j]);
+                let at = i * HIDDEN + j;
+                g3[at] = backward_scalar(rule, act, b.z3[at], z0, g3[at]);
+            }
+        }
+        let mut gp2 = vec![0.0; n * FLAT];
+        matmul(n, FLAT, HIDDEN, &mut gp2, View::rows(&g3, HIDDEN), View::rows(&self.fc1, FLAT), false);
+        let per_image = match stop {
+            Stop::Input => S1,
+            Stop::Conv2 | Stop::Conv2Relu => C2 * S2,
+        };
+        let mut grad = vec![0.0; n * per_image];
+        let mut layer = Vec::new();
+        let mut g2 = vec![0.0; C2 * S2];
+        let mut gcols2 = vec![0.0; C1 * 9 * S2];
+        let mut gp1 = vec![0.0; C1 * S2];
+        let mut gz1 = vec![0.0; C1 * S1];
+        let mut gcols1 = vec![0.0; 9 * S1];
+        for i in 0..n {
+            let z2 = &b.z2[i * C2 * S2..][..C2 * S2];
+            let z2_0 = base.zip(base_row(i)).map(|(z, r)| &z.z2[r * C2 * S2..][..C2 * S2]);
+            let (gp2_i, idx2) = (&gp2[i * FLAT..][..FLAT], &b.idx2[i * FLAT..][..FLAT]);
+            let out = &mut grad[i * per_image..][..per_image];
+            match stop {
+                Stop::Conv2Relu => {
+                    unpool(gp2_i, idx2, z2, None, C2, 14, 14, act, None, out);
+                    layer.extend(z2.iter().map(|&z| act.apply_scalar(z)));
+                    continue;
+                }
+                Stop::Conv2 => {
+                    unpool(gp2_i, idx2, z2, z2_0, C2, 14, 14, act, Some(rule), out);
+                    layer.extend_from_slice(z2);
+                    continue;
+                }
+                Stop::Input => unpool(gp2_i, idx2, z2, z2_0, C2, 14, 14, act, Some(rule), &mut g2),
+            }
+            matmul(
+                C1 * 9,
+                S2,
+                C2,
+                &mut gcols2,
+                View::transposed(&self.w2, C1 * 9),
+                View::rows(&g2, S2),
+                false,
+            );
+            col2im(&gcols2, C1, 14, 14, &mut gp1);
+            let z1 = &b.z1[i * C1 * S1..][..C1 * S1];
+            let z1_0 = base.zip(base_row(i)).map(|(z, r)| &z.z1[r * C1 * S1..][..C1 * S1]);
+            let idx1 = &b.idx1[i * C1 * S2..][..C1 * S2];
+            unpool(&gp1, idx1, z1, z1_0, C1, 28, 28, act, Some(rule), &mut gz1);
+            matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(&gz1, S1), false);
+            col2im(&gcols1, 1, 28, 28, out);
+        }
+        (grad, layer)
+    }
+
+    /// The gradient g of ⟨gl, logits⟩ and the Hessian–vector product ∇ₓ⟨g, v⟩ for one block
+    /// (true gradient rule): the forward pass, its directional derivative along `v`, then
+    /// the backward pass and its directional derivative, layer by layer. Each costs about
+    /// one gradient. Returns (g, Hv), each [n·784].
+    fn hessian_vector_block(
+        &self,
+        x: &[f32],
+        v: &[f32],
+        gl: &[f32],
+        n: usize,
+        act: Activation,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let b = self.forward_block(x, n, act);
+        let mut rz1 = vec![0.0; n * C1 * S1];
+        let mut rz2 = vec![0.0; n * C2 * S2];
+        let mut rp2 = vec![0.0; n * FLAT];
+        let mut cols1 = vec![0.0; 9 * S1];
+        let mut rp1 = vec![0.0; C1 * S2];
+        let mut cols2 = vec![0.0; C1 * 9 * S2];
+        for i in 0..n {
+            im2col(&v[i * S1..][..S1], 1, 28, 28, &mut cols1);
+            let rz1_i = &mut rz1[i * C1 * S1..][..C1 * S1];
+            matmul(C1, S1, 9, rz1_i, View::rows(&self.w1, 9), View::rows(&cols1, S1), false);
+            let (z1, idx1) = (&b.z1[i * C1 * S1..][..C1 * S1], &b.idx1[i * C1 * S2..][..C1 * S2]);
+            pool_r(z1, rz1_i, idx1, (C1, 28, 28), act, &mut rp1);
+            im2col(&rp1, C1, 14, 14, &mut cols2);
+            let rz2_i = &mut rz2[i * C2 * S2..][..C2 * S2];
+            matmul(C2, S2, C1 * 9, rz2_i, View::rows(&self.w2, C1 * 9), View::rows(&cols2, S2), false);
+            let (z2, idx2) = (&b.z2[i * C2 * S2..][..C2 * S2], &b.idx2[i * FLAT..][..FLAT]);
+            pool_r(z2, rz2_i, idx2, (C2, 14, 14), act, &mut rp2[i * FLAT..][..FLAT]);
+        }
+        let mut rz3 = vec![0.0; n * HIDDEN];
+        matmul(n, HIDDEN, FLAT, &mut rz3, View::rows(&rp2, FLAT), View::transposed(&self.fc1, FLAT), false);
+        // Rows 0..n: the gradient at z3; rows n..2n: its directional derivative. fc2 is
+        // linear and gl constant, so the derivative of ga3 is zero.
+        let mut ga3 = vec![0.0; n * HIDDEN];
+        matmul(n, HIDDEN, CLASSES, &mut ga3, View::rows(gl, CLASSES), View::rows(&self.fc2, HIDDEN), false);
+        let mut gz3 = vec![0.0; 2 * n * HIDDEN];
+        for at in 0..n * HIDDEN {
+            let z = b.z3[at];
+            gz3[at] = ga3[at] * act.derivative_scalar(z);
+            gz3[n * HIDDEN + at] = ga3[at] * act.second_derivative_scalar(z) * rz3[at];
+        }
+        let mut gp2 = vec![0.0; 2 * n * FLAT];
+        matmul(2 * n, FLAT, HIDDEN, &mut gp2, View::rows(&gz3, HIDDEN), View::rows(&self.fc1, FLAT), false);
+        let (mut g_out, mut hv_out) = (vec![0.0; n * S1], vec![0.0; n * S1]);
+        let (mut gz2, mut rgz2) = (vec![0.0; C2 * S2], vec![0.0; C2 * S2]);
+        let (mut gp1, mut rgp1) = (vec![0.0; C1 * S2], vec![0.0; C1 * S2]);
+        let (mut gz1, mut rgz1) = (vec![0.0; C1 * S1], vec![0.0; C1 * S1]);
+        let mut gcols2 = vec![0.0; C1 * 9 * S2];
+        let mut gcols1 = vec![0.0; 9 * S1];
+        for i in 0..n {
+            let (g, rg) = (&gp2[i * FLAT..][..FLAT], &gp2[(n + i) * FLAT..][..FLAT]);
+            let (z2, idx2) = (&b.z2[i * C2 * S2..][..C2 * S2], &b.idx2[i * FLAT..][..FLAT]);
+            let rz2_i = &rz2[i * C2 * S2..][..C2 * S2];
+            unpool_r(g, rg, idx2, z2, rz2_i, (C2, 14, 14), act, &mut gz2, &mut rgz2);
+            for (src, dst) in [(&gz2, &mut gp1), (&rgz2, &mut rgp1)] {
+                matmul(
+                    C1 * 9,
+                    S2,
+                    C2,
+                    &mut gcols2,
+                    View::transposed(&self.w2, C1 * 9),
+                    View::rows(src, S2),
+                    false,
+                );
+                col2im(&gcols2, C1, 14, 14, dst);
+            }
+            let (z1, idx1) = (&b.z1[i * C1 * S1..][..C1 * S1], &b.idx1[i * C1 * S2..][..C1 * S2]);
+            let rz1_i = &rz1[i * C1 * S1..][..C1 * S1];
+            unpool_r(&gp1, &rgp1, idx1, z1, rz1_i, (C1, 28, 28), act, &mut gz1, &mut rgz1);
+            let outs = [(&gz1, &mut g_out[i * S1..][..S1]), (&rgz1, &mut hv_out[i * S1..][..S1])];
+            for (src, dst) in outs {
+                matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(src, S1), false);
+                col2im(&gcols1, 1, 28, 28, dst);
+            }
+        }
+        (g_out, hv_out)
+    }
+
+    /// [`Self::hessian_vector_block`] over `n` images in parallel blocks: (g, Hv), [n·784] each.
+    pub(crate) fn hessian_vector(
+        &self,
+        x: &[f32],
+        v: &[f32],
+        gl: &[f32],
+        n: usize,
+        act: Activation,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let blocks: Vec<(Vec<f32>, Vec<f32>)> = (0..n.div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|k| {
+                let (start, len) = (k * BLOCK, BLOCK.min(n - k * BLOCK));
+                let (xs, vs) = (&x[start * S1..][..len * S1], &v[start * S1..][..len * S1]);
+                self.hessian_vector_block(xs, vs, &gl[start * CLASSES..][..len * CLASSES], len, act)
+            })
+            .collect();
+        let (mut g, mut hv) = (Vec::with_capacity(n * S1), Vec::with_capacity(n * S1));
+        for (a, b) in blocks {
+            g.extend(a);
+            hv.extend(b);
+        }
+        (g, hv)
+    }
+
+    /// Runs `n` images `x` [n·784] through the forward pass and, when `grad_logits`
+    /// [n·10] is given, the backward pass to `stop` with `rule`. `baseline` ([784] or
+    /// [n·784]) is the reference input of the rescale rule.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn pass(
+        &self,
+        x: &[f32],
+        n: usize,
+        act: Activation,
+        backward: Option<(&[f32], Rule, Stop)>,
+        baseline: Option<&[f32]>,
+    ) -> PassOut {
+        let blocks: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..n.div_ceil(BLOCK))
+            .into_par_iter()
+            .map(|k| {
+                let (start, len) = (k * BLOCK, BLOCK.min(n - k * BLOCK));
+                let block = self.forward_block(&x[start * S1..][..len * S1], len, act);
+                let Some((gl, rule, stop)) = backward else {
+                    return (block.logits, Vec::new(), Vec::new());
+                };
+                let base = baseline.map(|b0| {
+                    if b0.len() == S1 {
+                        self.forward_block(b0, 1, act)
+                    } else {
+                        self.forward_block(&b0[start * S1..][..len * S1], len, act)
+                    }
+                });
+                let gl = &gl[start * CLASSES..][..len * CLASSES];
+                let (grad, layer) = self.backward_block(&block, gl, act, rule, base.as_ref(), stop);
+                (block.logits, grad, layer)
+            })
+            .collect();
+        let mut out = PassOut { logits: Vec::new(), grad: Vec::new(), layer: Vec::new() };
+        for (l, g, a) in blocks {
+            out.logits.extend(l);
+            out.grad.extend(g);
+            out.layer.extend(a);
+        }
+        out
+    }
+}
