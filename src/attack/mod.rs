@@ -28,7 +28,7 @@ pub use manipulate::{ManipulateObjective, TargetMap};
 pub use objective::{normalized, Goal, Objective, PrepareContext};
 pub use project::project;
 pub use random::RandomSign;
-pub use steer::{objective_loss, IterSettings, Optimizer, Steered, Step};
+pub use steer::{objective_gradient, objective_loss, IterSettings, Optimizer, Steered, Step};
 pub use targeted::{Region, TargetedObjective};
 pub use topk::TopKObjective;
 pub use walk::RandomWalk;

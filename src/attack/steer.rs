@@ -23,7 +23,7 @@ use super::objective::{normalized, Goal, Objective, PrepareContext};
 use super::{linf_per_row, merge_rows, project, row_column, Attack, AttackInput, Outcome};
 use crate::attribution::{normalized_saliency, Attribution, MAX_ROWS_PER_PASS};
 use crate::error::Result;
-use crate::model::{logits_in_passes, predict, Activation, Classifier};
+use crate::model::{logits_in_passes, predict, Activation, Classifier, ReluRule};
 use crate::seed;
 use candle_core::{DType, Tensor, Var};
 use rand::Rng;
@@ -147,14 +147,95 @@ pub fn objective_loss(
     p0: Option<&Tensor>,
 ) -> Result<Tensor> {
     let attr = method.attribute_anchored(model, x, anchor, targets, act)?;
-    let s = normalized_saliency(&attr)?.flatten_from(1)?;
+    let logits = match (p0, gamma > 0.0) {
+        (Some(_), true) => Some(model.logits(x, act)?),
+        _ => None,
+    };
+    loss_of(goal, &attr, logits.as_ref(), rows, gamma, p0)
+}
+
+/// The loss of `goal` on the map `attr` [R,C,H,W], plus γ‖softmax(`logits`) − `p0`‖² when
+/// the logits [R,K] are given: [`objective_loss`] from its two inputs.
+fn loss_of(
+    goal: &dyn Goal,
+    attr: &Tensor,
+    logits: Option<&Tensor>,
+    rows: &Tensor,
+    gamma: f64,
+    p0: Option<&Tensor>,
+) -> Result<Tensor> {
+    let s = normalized_saliency(attr)?.flatten_from(1)?;
     let mut loss = goal.loss(&s, rows)?;
-    if let (Some(p0), true) = (p0, gamma > 0.0) {
-        let p = candle_nn::ops::softmax(&model.logits(x, act)?, 1)?;
+    if let (Some(p0), Some(logits)) = (p0, logits) {
+        let p = candle_nn::ops::softmax(logits, 1)?;
         let d = p.sub(&p0.index_select(rows, 0)?.to_dtype(p.dtype())?)?.sqr()?.sum_all()?;
         loss = loss.add(&d.affine(gamma, 0.0)?)?;
     }
     Ok(loss)
+}
+
+/// ∇ₓ of [`objective_loss`] (same arguments), detached. For methods with a vector–Jacobian
+/// product no autograd graph goes through the map: the loss is differentiated with respect
+/// to the map (and the logits) as leaves, and the chain rule goes on through
+/// [`Attribution::map_vjp`] (and an input gradient), which the CPU kernels compute directly.
+/// Other methods: autograd through the map's graph. Both give the same value to rounding.
+#[allow(clippy::too_many_arguments)]
+pub fn objective_gradient(
+    goal: &dyn Goal,
+    method: &dyn Attribution,
+    model: &dyn Classifier,
+    x: &Tensor,
+    anchor: &Tensor,
+    targets: &[u32],
+    rows: &Tensor,
+    act: Activation,
+    gamma: f64,
+    p0: Option<&Tensor>,
+) -> Result<Tensor> {
+    let x = x.detach();
+    if method.has_map_vjp() {
+        return direction_by_vjp(goal, method, model, &x, anchor, targets, rows, act, gamma, p0);
+    }
+    let xv = Var::from_tensor(&x)?;
+    let loss = objective_loss(goal, method, model, xv.as_tensor(), anchor, targets, rows, act, gamma, p0)?;
+    // No gradient: the loss does not depend on x here (e.g. a constant model).
+    Ok(match loss.backward()?.get(xv.as_tensor()) {
+        Some(g) => g.detach(),
+        None => x.zeros_like()?,
+    })
+}
+
+/// [`objective_gradient`] through [`Attribution::map_vjp`].
+#[allow(clippy::too_many_arguments)]
+fn direction_by_vjp(
+    goal: &dyn Goal,
+    method: &dyn Attribution,
+    model: &dyn Classifier,
+    x: &Tensor,
+    anchor: &Tensor,
+    targets: &[u32],
+    rows: &Tensor,
+    act: Activation,
+    gamma: f64,
+    p0: Option<&Tensor>,
+) -> Result<Tensor> {
+    let attr = Var::from_tensor(&method.attribute_anchored(model, x, anchor, targets, act)?)?;
+    let logits = match (p0, gamma > 0.0) {
+        (Some(_), true) => Some(Var::from_tensor(&model.logits(x, act)?)?),
+        _ => None,
+    };
+    let loss = loss_of(goal, attr.as_tensor(), logits.as_ref().map(|l| l.as_tensor()), rows, gamma, p0)?;
+    let grads = loss.backward()?;
+    // Detached: candle's gradients still carry their graph, which would send the products
+    // below down the autograd path instead of the CPU kernels.
+    let mut dir = match grads.get(attr.as_tensor()) {
+        Some(v) => method.map_vjp(model, x, anchor, targets, act, &v.detach())?,
+        None => x.zeros_like()?,
+    };
+    if let Some(dl) = logits.as_ref().and_then(|l| grads.get(l.as_tensor())) {
+        dir = dir.add(&model.input_gradient(x, &dl.detach(), act, ReluRule::Gradient)?.1)?;
+    }
+    Ok(dir)
 }
 
 /// Normalised real-model maps [n][H·W] of `x` (noise anchored at `anchor`), and (H, W).
@@ -203,25 +284,18 @@ impl Steered {
             let len = rows.min(n - start);
             let ids = &active[start..start + len];
             let targets: Vec<u32> = ids.iter().map(|&r| input.targets[r]).collect();
-            let xv = Var::from_tensor(&xa.narrow(0, start, len)?.detach())?;
-            let loss = objective_loss(
+            parts.push(objective_gradient(
                 goal,
                 self.method.as_ref(),
                 input.model,
-                xv.as_tensor(),
+                &xa.narrow(0, start, len)?,
                 &x0a.narrow(0, start, len)?,
                 &targets,
                 &index_tensor(ids, xa.device())?,
                 act,
                 self.settings.gamma,
                 p0,
-            )?;
-            let grads = loss.backward()?;
-            // No gradient: the loss does not depend on x here (e.g. a constant model).
-            parts.push(match grads.get(xv.as_tensor()) {
-                Some(g) => g.detach(),
-                None => xv.as_tensor().zeros_like()?,
-            });
+            )?);
         }
         Ok(if parts.len() == 1 { parts.remove(0) } else { Tensor::cat(&parts, 0)? })
     }

@@ -3,7 +3,7 @@
 //! `gradient`: ∂ logit_t / ∂x, the pre-softmax logit of the target class, as in Ghorbani et
 //! al.'s reference code. `gradient_x_input`: x ⊙ ∂ logit_t / ∂x. Both [B,C,H,W].
 
-use super::{target_gradient, Attribution};
+use super::{target_gradient, target_hessian_vector, Attribution};
 use crate::error::Result;
 use crate::model::{Activation, Classifier};
 use candle_core::Tensor;
@@ -29,6 +29,23 @@ impl Attribution for Gradient {
         act: Activation,
     ) -> Result<Tensor> {
         target_gradient(model, x, targets, act)
+    }
+
+    fn has_map_vjp(&self) -> bool {
+        true
+    }
+
+    /// ∇ₓ⟨g(x), v⟩ = H(x)·v (the Hessian of the target logit is symmetric).
+    fn map_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        Ok(target_hessian_vector(model, x, targets, v, act)?.1)
     }
 
     fn params(&self) -> serde_json::Value {
@@ -57,6 +74,24 @@ impl Attribution for GradientXInput {
         act: Activation,
     ) -> Result<Tensor> {
         Ok(target_gradient(model, x, targets, act)?.mul(x)?)
+    }
+
+    fn has_map_vjp(&self) -> bool {
+        true
+    }
+
+    /// ∇ₓ⟨x ⊙ g(x), v⟩ = v ⊙ g(x) + H(x)·(x ⊙ v).
+    fn map_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let (g, hv) = target_hessian_vector(model, x, targets, &x.mul(v)?, act)?;
+        Ok(v.mul(&g)?.add(&hv)?)
     }
 
     fn params(&self) -> serde_json::Value {

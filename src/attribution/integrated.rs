@@ -10,7 +10,7 @@
 //! 50 steps); ours sum to one, so completeness holds for the trapezoid rule too. Ghorbani et
 //! al.'s reference code uses 100 right-Riemann steps (`quadrature = "right_riemann"`).
 
-use super::{target_gradient, Attribution};
+use super::{target_gradient, target_hessian_vector, Attribution};
 use crate::error::Result;
 use crate::model::{Activation, Classifier};
 use candle_core::Tensor;
@@ -134,6 +134,39 @@ impl Attribution for IntegratedGradients {
 
     fn passes_per_image(&self) -> usize {
         self.steps.max(1)
+    }
+
+    fn has_map_vjp(&self) -> bool {
+        true
+    }
+
+    /// IG(x) = x ⊙ Σₛ wₛ g(αₛx), so ∇ₓ⟨IG(x), v⟩ = v ⊙ Σₛ wₛ g(αₛx) + Σₛ wₛ αₛ H(αₛx)·(x ⊙ v).
+    fn map_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let (alphas, weights) = quadrature(self.quadrature, self.steps);
+        let (b, s, dev) = (x.dim(0)?, alphas.len(), x.device());
+        let dims = x.dims().to_vec();
+        let column = |v: Vec<f64>| -> Result<Tensor> {
+            Ok(Tensor::from_vec(v, (s, 1, 1, 1, 1), dev)?.to_dtype(x.dtype())?)
+        };
+        // Node-major path points, as in `attribute`, each with the vector x ⊙ v.
+        let path = column(alphas.clone())?.broadcast_mul(&x.unsqueeze(0)?)?;
+        let flat = |t: Tensor| t.reshape((s * b, dims[1], dims[2], dims[3]));
+        let u = x.mul(v)?.unsqueeze(0)?.broadcast_as(path.shape())?.contiguous()?;
+        let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
+        let (g, hv) = target_hessian_vector(model, &flat(path)?, &reps, &flat(u)?, act)?;
+        let per_node = |t: Tensor| t.reshape((s, b, dims[1], dims[2], dims[3]));
+        let wa: Vec<f64> = alphas.iter().zip(&weights).map(|(a, w)| a * w).collect();
+        let avg = per_node(g)?.broadcast_mul(&column(weights)?)?.sum(0)?;
+        let curv = per_node(hv)?.broadcast_mul(&column(wa)?)?.sum(0)?;
+        Ok(v.mul(&avg)?.add(&curv)?)
     }
 
     fn params(&self) -> serde_json::Value {

@@ -89,6 +89,27 @@ pub trait Attribution: Send + Sync {
     ) -> Result<Tensor> {
         self.attribute(model, x, targets, act)
     }
+
+    /// Whether [`Attribution::map_vjp`] is implemented. Steered attacks then take their
+    /// direction from it (no autograd graph) instead of from autograd through the map.
+    fn has_map_vjp(&self) -> bool {
+        false
+    }
+
+    /// The vector–Jacobian product of the anchored map: ∇ₓ Σ ⟨attribute_anchored(x), v⟩ for
+    /// `v` shaped like the map [B,C,H,W], through the model's Hessian–vector products
+    /// ([`Classifier::hessian_vector`]). Only where [`Attribution::has_map_vjp`].
+    fn map_vjp(
+        &self,
+        _model: &dyn Classifier,
+        _x: &Tensor,
+        _anchor: &Tensor,
+        _targets: &[u32],
+        _act: Activation,
+        _v: &Tensor,
+    ) -> Result<Tensor> {
+        Err(Error::Invalid(format!("method `{}` has no vector–Jacobian product", self.name())))
+    }
 }
 
 /// The names of every method this build knows, in the order the README lists them.
@@ -121,6 +142,36 @@ pub fn target_gradient(
     act: Activation,
 ) -> Result<Tensor> {
     target_backward(model, x, targets, act, ReluRule::Gradient)
+}
+
+/// The target logits' gradients g at points `p` [N,C,H,W] and the Hessian–vector products
+/// H(p)·u for `u` [N,C,H,W] (true gradient rule), [`MAX_ROWS_PER_PASS`] rows at a time.
+pub fn target_hessian_vector(
+    model: &dyn Classifier,
+    p: &Tensor,
+    targets: &[u32],
+    u: &Tensor,
+    act: Activation,
+) -> Result<(Tensor, Tensor)> {
+    let n = p.dim(0)?;
+    if targets.len() != n || u.dims() != p.dims() {
+        return Err(Error::Invalid(format!(
+            "{} targets and vectors {:?} for points {:?}",
+            targets.len(),
+            u.dims(),
+            p.dims()
+        )));
+    }
+    let (mut gs, mut hs) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
+        let len = MAX_ROWS_PER_PASS.min(n - start);
+        let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
+            .to_dtype(p.dtype())?;
+        let (gr, hv) = model.hessian_vector(&p.narrow(0, start, len)?, &g, &u.narrow(0, start, len)?, act)?;
+        gs.push(gr);
+        hs.push(hv);
+    }
+    Ok((Tensor::cat(&gs, 0)?, Tensor::cat(&hs, 0)?))
 }
 
 /// [`target_gradient`] with a modified backward rule through the ReLUs (guided backprop,

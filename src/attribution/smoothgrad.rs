@@ -150,6 +150,44 @@ impl Attribution for NoiseTunnel {
         self.settings.samples.max(1) * self.inner.passes_per_image()
     }
 
+    fn has_map_vjp(&self) -> bool {
+        self.inner.has_map_vjp()
+    }
+
+    /// The noise is fixed by the anchor, so with mₖ the wrapped map at x + nₖ and J its
+    /// vector–Jacobian product: ∇ₓ⟨mean mₖ, v⟩ = mean Jₖ(v); ∇ₓ⟨mean mₖ², v⟩ = mean Jₖ(2mₖ ⊙ v);
+    /// ∇ₓ⟨mean mₖ² − m̄², v⟩ = mean Jₖ(2(mₖ − m̄) ⊙ v).
+    fn map_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (b, s) = (dims[0], self.settings.samples);
+        let noisy = self.noise(anchor)?.broadcast_add(&x.unsqueeze(0)?)?;
+        let flat = noisy.reshape((s * b, dims[1], dims[2], dims[3]))?;
+        let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
+        let per_sample = v.unsqueeze(0)?.broadcast_as(noisy.shape())?;
+        let u = match self.aggregate {
+            Aggregate::Mean => per_sample.contiguous()?,
+            Aggregate::MeanSquare | Aggregate::Variance => {
+                let maps = self.inner.attribute(model, &flat, &reps, act)?.reshape(noisy.shape())?;
+                let centred = match self.aggregate {
+                    Aggregate::Variance => maps.broadcast_sub(&maps.mean_keepdim(0)?)?,
+                    _ => maps,
+                };
+                centred.mul(&per_sample)?.affine(2.0, 0.0)?
+            }
+        };
+        let u = u.reshape(flat.shape())?;
+        let j = self.inner.map_vjp(model, &flat, &flat, &reps, act, &u)?;
+        Ok(j.reshape(noisy.shape())?.mean(0)?)
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
             "samples": self.settings.samples, "sigma": self.settings.sigma, "seed": self.seed,

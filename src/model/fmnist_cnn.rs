@@ -9,7 +9,7 @@
 
 use super::conv::Conv3x3;
 use super::kernels::{Kernels, Rule, Stop};
-use super::pool::{max_pool2, unpool2};
+use super::pool::{max_pool2_ranked, unpool2};
 use super::{Activation, Classifier, ReluRule};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -197,9 +197,13 @@ impl FmnistCnn {
     fn forward_cached(&self, x: &Tensor, act: Activation) -> Result<(Tensor, Cache)> {
         let b = x.dim(0)?;
         let z1 = self.conv1.forward(x)?.broadcast_add(&self.conv1_b.reshape((1, 32, 1, 1))?)?;
-        let (p1, mask1) = max_pool2(&act.apply(&z1)?)?;
+        let pool = |z: &Tensor| -> candle_core::Result<(Tensor, Tensor)> {
+            let a = act.apply(z)?;
+            max_pool2_ranked(&a, if act.pool_ranks_outputs() { &a } else { z })
+        };
+        let (p1, mask1) = pool(&z1)?;
         let z2 = self.conv2.forward(&p1)?.broadcast_add(&self.conv2_b.reshape((1, 64, 1, 1))?)?;
-        let (p2, mask2) = max_pool2(&act.apply(&z2)?)?;
+        let (p2, mask2) = pool(&z2)?;
         let z3 = p2.reshape((b, 3136))?.matmul(&self.fc1_w.t()?)?.broadcast_add(&self.fc1_b)?;
         let logits = act.apply(&z3)?.matmul(&self.fc2_w.t()?)?.broadcast_add(&self.fc2_b)?;
         Ok((logits, Cache { z1, mask1, z2, mask2, z3 }))

@@ -81,8 +81,12 @@ struct Block {
     n: usize,
     z1: Vec<f32>,
     idx1: Vec<u8>,
+    /// act′ at each pool-1 window's arg-max [n, 32·196].
+    d1: Vec<f32>,
     z2: Vec<f32>,
     idx2: Vec<u8>,
+    /// act′ at each pool-2 window's arg-max [n, 3136].
+    d2: Vec<f32>,
     p2: Vec<f32>,
     z3: Vec<f32>,
     logits: Vec<f32>,
@@ -230,27 +234,41 @@ fn fill_rows(m: &mut [f32], bias: &[f32], cols: usize) {
     }
 }
 
-/// 2×2 max-pooling of act(z) for z [c, h·w]: pooled [c, h/2·w/2] and the index (2·di + dj)
-/// of each window's first maximum in row-major order, as PyTorch and the candle path pick it.
-fn pool(z: &[f32], c: usize, h: usize, w: usize, act: Activation, out: &mut [f32], idx: &mut [u8]) {
+/// 2×2 max-pooling of act(z) for z [c, h·w]: pooled [c, h/2·w/2], the index (2·di + dj) of
+/// each window's first maximum in row-major order (ranked as [`Activation::pool_rank`]
+/// says, as PyTorch and the candle path pick it), and act′ at that maximum, which every
+/// backward pass through the window needs: one activation and one derivative per window.
+#[allow(clippy::too_many_arguments)]
+fn pool(
+    z: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    act: Activation,
+    out: &mut [f32],
+    idx: &mut [u8],
+    deriv: &mut [f32],
+) {
     let (h2, w2) = (h / 2, w / 2);
+    let by_output = act.pool_ranks_outputs();
     for ci in 0..c {
         let plane = &z[ci * h * w..][..h * w];
         for py in 0..h2 {
             for px in 0..w2 {
                 let at = |q: usize| plane[(2 * py + q / 2) * w + 2 * px + q % 2];
-                let mut best = act.apply_scalar(at(0));
-                let mut arg = 0u8;
+                let rank = |v: f32| if by_output { act.apply_scalar(v) } else { v };
+                let mut best = rank(at(0));
+                let mut arg = 0usize;
                 for q in 1..4 {
-                    let v = act.apply_scalar(at(q));
+                    let v = rank(at(q));
                     if v > best {
                         best = v;
-                        arg = q as u8;
+                        arg = q;
                     }
                 }
                 let o = ci * h2 * w2 + py * w2 + px;
-                out[o] = best;
-                idx[o] = arg;
+                (out[o], deriv[o]) = act.apply_and_derivative(at(arg));
+                idx[o] = arg as u8;
             }
         }
     }
@@ -264,6 +282,7 @@ fn pool(z: &[f32], c: usize, h: usize, w: usize, act: Activation, out: &mut [f32
 fn unpool(
     g: &[f32],
     idx: &[u8],
+    deriv: &[f32],
     z: &[f32],
     z0: Option<&[f32]>,
     c: usize,
@@ -281,10 +300,11 @@ fn unpool(
                 let o = ci * h2 * w2 + py * w2 + px;
                 let q = idx[o] as usize;
                 let at = ci * h * w + (2 * py + q / 2) * w + 2 * px + q % 2;
-                let base = z0.map(|z0| z0[at]);
                 out[at] = match rule {
                     None => g[o],
-                    Some(rule) => backward_scalar(rule, act, z[at], base, g[o]),
+                    Some(Rule::Relu(ReluRule::Gradient)) => g[o] * deriv[o],
+                    Some(Rule::Relu(ReluRule::Guided)) => g[o].max(0.0) * deriv[o],
+                    Some(rule) => backward_scalar(rule, act, z[at], z0.map(|z0| z0[at]), g[o]),
                 };
             }
         }
@@ -318,7 +338,7 @@ fn unpool_r(
     g: &[f32],
     rg: &[f32],
     idx: &[u8],
-    z: &[f32],
+    deriv: &[f32],
     rz: &[f32],
     (c, h, w): (usize, usize, usize),
     act: Activation,
@@ -334,9 +354,9 @@ fn unpool_r(
                 let o = ci * h2 * w2 + py * w2 + px;
                 let q = idx[o] as usize;
                 let at = ci * h * w + (2 * py + q / 2) * w + 2 * px + q % 2;
-                let d1 = act.derivative_scalar(z[at]);
+                let d1 = deriv[o];
                 out[at] = g[o] * d1;
-                rout[at] = rg[o] * d1 + g[o] * act.second_derivative_scalar(z[at]) * rz[at];
+                rout[at] = rg[o] * d1 + g[o] * act.second_derivative_from_first(d1) * rz[at];
             }
         }
     }
@@ -344,14 +364,7 @@ fn unpool_r(
 
 /// The directional derivative of pooling along `rz` [c, h·w]: σ'(z)·rz at each window's
 /// arg-max (the arg-max itself is held fixed, as in every pass).
-fn pool_r(
-    z: &[f32],
-    rz: &[f32],
-    idx: &[u8],
-    (c, h, w): (usize, usize, usize),
-    act: Activation,
-    out: &mut [f32],
-) {
+fn pool_r(deriv: &[f32], rz: &[f32], idx: &[u8], (c, h, w): (usize, usize, usize), out: &mut [f32]) {
     let (h2, w2) = (h / 2, w / 2);
     for ci in 0..c {
         for py in 0..h2 {
@@ -359,7 +372,7 @@ fn pool_r(
                 let o = ci * h2 * w2 + py * w2 + px;
                 let q = idx[o] as usize;
                 let at = ci * h * w + (2 * py + q / 2) * w + 2 * px + q % 2;
-                out[o] = act.derivative_scalar(z[at]) * rz[at];
+                out[o] = deriv[o] * rz[at];
             }
         }
     }
@@ -407,8 +420,10 @@ impl Kernels {
             n,
             z1: vec![0.0; n * C1 * S1],
             idx1: vec![0; n * C1 * S2],
+            d1: vec![0.0; n * C1 * S2],
             z2: vec![0.0; n * C2 * S2],
             idx2: vec![0; n * FLAT],
+            d2: vec![0.0; n * FLAT],
             p2: vec![0.0; n * FLAT],
             z3: vec![0.0; n * HIDDEN],
             logits: vec![0.0; n * CLASSES],
@@ -421,13 +436,14 @@ impl Kernels {
             let z1 = &mut b.z1[i * C1 * S1..][..C1 * S1];
             fill_rows(z1, &self.b1, S1);
             matmul(C1, S1, 9, z1, View::rows(&self.w1, 9), View::rows(&cols1, S1), true);
-            pool(z1, C1, 28, 28, act, &mut p1, &mut b.idx1[i * C1 * S2..][..C1 * S2]);
+            let (idx1, d1) = (&mut b.idx1[i * C1 * S2..][..C1 * S2], &mut b.d1[i * C1 * S2..][..C1 * S2]);
+            pool(z1, C1, 28, 28, act, &mut p1, idx1, d1);
             im2col(&p1, C1, 14, 14, &mut cols2);
             let z2 = &mut b.z2[i * C2 * S2..][..C2 * S2];
             fill_rows(z2, &self.b2, S2);
             matmul(C2, S2, C1 * 9, z2, View::rows(&self.w2, C1 * 9), View::rows(&cols2, S2), true);
             let (p2, idx2) = (&mut b.p2[i * FLAT..][..FLAT], &mut b.idx2[i * FLAT..][..FLAT]);
-            pool(z2, C2, 14, 14, act, p2, idx2);
+            pool(z2, C2, 14, 14, act, p2, idx2, &mut b.d2[i * FLAT..][..FLAT]);
         }
         for row in b.z3.chunks_exact_mut(HIDDEN) {
             row.copy_from_slice(&self.fc1_b);
@@ -489,19 +505,20 @@ impl Kernels {
             let z2 = &b.z2[i * C2 * S2..][..C2 * S2];
             let z2_0 = base.zip(base_row(i)).map(|(z, r)| &z.z2[r * C2 * S2..][..C2 * S2]);
             let (gp2_i, idx2) = (&gp2[i * FLAT..][..FLAT], &b.idx2[i * FLAT..][..FLAT]);
+            let d2 = &b.d2[i * FLAT..][..FLAT];
             let out = &mut grad[i * per_image..][..per_image];
             match stop {
                 Stop::Conv2Relu => {
-                    unpool(gp2_i, idx2, z2, None, C2, 14, 14, act, None, out);
+                    unpool(gp2_i, idx2, d2, z2, None, C2, 14, 14, act, None, out);
                     layer.extend(z2.iter().map(|&z| act.apply_scalar(z)));
                     continue;
                 }
                 Stop::Conv2 => {
-                    unpool(gp2_i, idx2, z2, z2_0, C2, 14, 14, act, Some(rule), out);
+                    unpool(gp2_i, idx2, d2, z2, z2_0, C2, 14, 14, act, Some(rule), out);
                     layer.extend_from_slice(z2);
                     continue;
                 }
-                Stop::Input => unpool(gp2_i, idx2, z2, z2_0, C2, 14, 14, act, Some(rule), &mut g2),
+                Stop::Input => unpool(gp2_i, idx2, d2, z2, z2_0, C2, 14, 14, act, Some(rule), &mut g2),
             }
             matmul(
                 C1 * 9,
@@ -515,8 +532,8 @@ impl Kernels {
             col2im(&gcols2, C1, 14, 14, &mut gp1);
             let z1 = &b.z1[i * C1 * S1..][..C1 * S1];
             let z1_0 = base.zip(base_row(i)).map(|(z, r)| &z.z1[r * C1 * S1..][..C1 * S1]);
-            let idx1 = &b.idx1[i * C1 * S2..][..C1 * S2];
-            unpool(&gp1, idx1, z1, z1_0, C1, 28, 28, act, Some(rule), &mut gz1);
+            let (idx1, d1) = (&b.idx1[i * C1 * S2..][..C1 * S2], &b.d1[i * C1 * S2..][..C1 * S2]);
+            unpool(&gp1, idx1, d1, z1, z1_0, C1, 28, 28, act, Some(rule), &mut gz1);
             matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(&gz1, S1), false);
             col2im(&gcols1, 1, 28, 28, out);
         }
@@ -546,13 +563,13 @@ impl Kernels {
             im2col(&v[i * S1..][..S1], 1, 28, 28, &mut cols1);
             let rz1_i = &mut rz1[i * C1 * S1..][..C1 * S1];
             matmul(C1, S1, 9, rz1_i, View::rows(&self.w1, 9), View::rows(&cols1, S1), false);
-            let (z1, idx1) = (&b.z1[i * C1 * S1..][..C1 * S1], &b.idx1[i * C1 * S2..][..C1 * S2]);
-            pool_r(z1, rz1_i, idx1, (C1, 28, 28), act, &mut rp1);
+            let (d1, idx1) = (&b.d1[i * C1 * S2..][..C1 * S2], &b.idx1[i * C1 * S2..][..C1 * S2]);
+            pool_r(d1, rz1_i, idx1, (C1, 28, 28), &mut rp1);
             im2col(&rp1, C1, 14, 14, &mut cols2);
             let rz2_i = &mut rz2[i * C2 * S2..][..C2 * S2];
             matmul(C2, S2, C1 * 9, rz2_i, View::rows(&self.w2, C1 * 9), View::rows(&cols2, S2), false);
-            let (z2, idx2) = (&b.z2[i * C2 * S2..][..C2 * S2], &b.idx2[i * FLAT..][..FLAT]);
-            pool_r(z2, rz2_i, idx2, (C2, 14, 14), act, &mut rp2[i * FLAT..][..FLAT]);
+            let (d2, idx2) = (&b.d2[i * FLAT..][..FLAT], &b.idx2[i * FLAT..][..FLAT]);
+            pool_r(d2, rz2_i, idx2, (C2, 14, 14), &mut rp2[i * FLAT..][..FLAT]);
         }
         let mut rz3 = vec![0.0; n * HIDDEN];
         matmul(n, HIDDEN, FLAT, &mut rz3, View::rows(&rp2, FLAT), View::transposed(&self.fc1, FLAT), false);
@@ -562,9 +579,9 @@ impl Kernels {
         matmul(n, HIDDEN, CLASSES, &mut ga3, View::rows(gl, CLASSES), View::rows(&self.fc2, HIDDEN), false);
         let mut gz3 = vec![0.0; 2 * n * HIDDEN];
         for at in 0..n * HIDDEN {
-            let z = b.z3[at];
-            gz3[at] = ga3[at] * act.derivative_scalar(z);
-            gz3[n * HIDDEN + at] = ga3[at] * act.second_derivative_scalar(z) * rz3[at];
+            let d = act.derivative_scalar(b.z3[at]);
+            gz3[at] = ga3[at] * d;
+            gz3[n * HIDDEN + at] = ga3[at] * act.second_derivative_from_first(d) * rz3[at];
         }
         let mut gp2 = vec![0.0; 2 * n * FLAT];
         matmul(2 * n, FLAT, HIDDEN, &mut gp2, View::rows(&gz3, HIDDEN), View::rows(&self.fc1, FLAT), false);
@@ -576,9 +593,9 @@ impl Kernels {
         let mut gcols1 = vec![0.0; 9 * S1];
         for i in 0..n {
             let (g, rg) = (&gp2[i * FLAT..][..FLAT], &gp2[(n + i) * FLAT..][..FLAT]);
-            let (z2, idx2) = (&b.z2[i * C2 * S2..][..C2 * S2], &b.idx2[i * FLAT..][..FLAT]);
+            let (d2, idx2) = (&b.d2[i * FLAT..][..FLAT], &b.idx2[i * FLAT..][..FLAT]);
             let rz2_i = &rz2[i * C2 * S2..][..C2 * S2];
-            unpool_r(g, rg, idx2, z2, rz2_i, (C2, 14, 14), act, &mut gz2, &mut rgz2);
+            unpool_r(g, rg, idx2, d2, rz2_i, (C2, 14, 14), act, &mut gz2, &mut rgz2);
             for (src, dst) in [(&gz2, &mut gp1), (&rgz2, &mut rgp1)] {
                 matmul(
                     C1 * 9,
@@ -591,9 +608,9 @@ impl Kernels {
                 );
                 col2im(&gcols2, C1, 14, 14, dst);
             }
-            let (z1, idx1) = (&b.z1[i * C1 * S1..][..C1 * S1], &b.idx1[i * C1 * S2..][..C1 * S2]);
+            let (d1, idx1) = (&b.d1[i * C1 * S2..][..C1 * S2], &b.idx1[i * C1 * S2..][..C1 * S2]);
             let rz1_i = &rz1[i * C1 * S1..][..C1 * S1];
-            unpool_r(&gp1, &rgp1, idx1, z1, rz1_i, (C1, 28, 28), act, &mut gz1, &mut rgz1);
+            unpool_r(&gp1, &rgp1, idx1, d1, rz1_i, (C1, 28, 28), act, &mut gz1, &mut rgz1);
             let outs = [(&gz1, &mut g_out[i * S1..][..S1]), (&rgz1, &mut hv_out[i * S1..][..S1])];
             for (src, dst) in outs {
                 matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(src, S1), false);

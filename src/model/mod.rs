@@ -47,15 +47,35 @@ impl Activation {
         }
     }
 
+    /// Whether 2×2 max-pooling after this nonlinearity ranks a window by its outputs act(z)
+    /// (ReLU: a window of negatives ties at zero and goes to its first position, as in
+    /// PyTorch) or by its inputs z (softplus: the same order in exact arithmetic, without
+    /// float32's collapse of far-negative outputs to exactly zero).
+    pub fn pool_ranks_outputs(&self) -> bool {
+        matches!(self, Activation::Relu)
+    }
+
     /// [`Activation::apply`] on one value (the CPU kernels' form).
     pub fn apply_scalar(&self, z: f32) -> f32 {
         match *self {
             Activation::Relu => z.max(0.0),
             Activation::Softplus { beta } => {
                 let beta = beta as f32;
-                // ln(1 + e), not ln_1p: the same rounding as the tensor form, so both paths
-                // see the same ties at pooling (far below zero both give exactly 0).
-                z.max(0.0) + (1.0 + (-beta * z.abs()).exp()).ln() / beta
+                z.max(0.0) + (-beta * z.abs()).exp().ln_1p() / beta
+            }
+        }
+    }
+
+    /// act(z) and act′(z) together; for softplus from one exponential e = exp(−β|z|):
+    /// relu(z) + ln(1 + e)/β, and sigmoid(βz) = 1/(1 + e) for z ≥ 0, e/(1 + e) below.
+    pub fn apply_and_derivative(&self, z: f32) -> (f32, f32) {
+        match *self {
+            Activation::Relu => (z.max(0.0), f32::from(u8::from(z > 0.0))),
+            Activation::Softplus { beta } => {
+                let beta = beta as f32;
+                let e = (-beta * z.abs()).exp();
+                let s = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+                (z.max(0.0) + e.ln_1p() / beta, s)
             }
         }
     }
@@ -68,15 +88,12 @@ impl Activation {
         }
     }
 
-    /// The second derivative on one value: 0 for ReLU (almost everywhere); β·s·(1 − s) with
-    /// s = sigmoid(βz) for softplus.
-    pub fn second_derivative_scalar(&self, z: f32) -> f32 {
+    /// The second derivative at z from the first, s = act′(z): 0 for ReLU (almost
+    /// everywhere); β·s·(1 − s) for softplus, whose derivative is s = sigmoid(βz).
+    pub fn second_derivative_from_first(&self, s: f32) -> f32 {
         match *self {
             Activation::Relu => 0.0,
-            Activation::Softplus { beta } => {
-                let s = self.derivative_scalar(z);
-                beta as f32 * s * (1.0 - s)
-            }
+            Activation::Softplus { beta } => beta as f32 * s * (1.0 - s),
         }
     }
 
@@ -280,6 +297,36 @@ pub fn target_probability(logits: &Tensor, targets: &[u32]) -> Result<Vec<f64>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scalar_forms_match_the_tensor_forms_and_differences() {
+        let dev = Device::Cpu;
+        let zs = [-100f32, -3.0, -0.5, -0.01, 0.0, 0.01, 0.5, 3.0, 100.0];
+        let z = Tensor::new(&zs, &dev).unwrap();
+        for act in [Activation::Relu, Activation::Softplus { beta: 10.0 }, Activation::Softplus { beta: 1.0 }]
+        {
+            let a = act.apply(&z).unwrap().to_vec1::<f32>().unwrap();
+            let d = act.derivative(&z).unwrap().to_vec1::<f32>().unwrap();
+            for (i, &zi) in zs.iter().enumerate() {
+                let (ap, dp) = act.apply_and_derivative(zi);
+                assert!((act.apply_scalar(zi) - a[i]).abs() <= 1e-6 * a[i].abs().max(1.0), "{act:?} {zi}");
+                assert!(
+                    (ap - a[i]).abs() <= 1e-6 * a[i].abs().max(1.0) && (dp - d[i]).abs() <= 1e-6,
+                    "{act:?} {zi}"
+                );
+                assert!((act.derivative_scalar(zi) - d[i]).abs() <= 1e-6, "{act:?} {zi}");
+            }
+        }
+        // σ'' from σ' against a central difference of σ' (f64 math on the f32 forms, h = 1e-3).
+        let act = Activation::Softplus { beta: 2.0 };
+        for z in [-1.5f32, -0.2, 0.0, 0.7] {
+            let h = 1e-3f32;
+            let fd = (act.derivative_scalar(z + h) - act.derivative_scalar(z - h)) / (2.0 * h);
+            let s = act.derivative_scalar(z);
+            assert!((act.second_derivative_from_first(s) - fd).abs() < 1e-3, "{z}");
+        }
+        assert_eq!(Activation::Relu.second_derivative_from_first(1.0), 0.0);
+    }
 
     #[test]
     fn softplus_is_stable_and_close_to_relu_for_large_beta() {

@@ -46,7 +46,13 @@ pub fn upsample2(g: &Tensor) -> Result<Tensor> {
 
 /// Max-pools `a` and returns the pooled tensor and the routing mask.
 pub fn max_pool2(a: &Tensor) -> Result<(Tensor, Tensor)> {
-    let mask = argmax_mask(a)?;
+    max_pool2_ranked(a, a)
+}
+
+/// Pools `a` at the first arg-max of each window of `rank` (same shape; a monotone
+/// function of `a`, e.g. its pre-activation), and returns the pooled tensor and the mask.
+pub fn max_pool2_ranked(a: &Tensor, rank: &Tensor) -> Result<(Tensor, Tensor)> {
+    let mask = argmax_mask(rank)?;
     let pooled = window_sum(&a.mul(&mask)?)?;
     Ok((pooled, mask))
 }

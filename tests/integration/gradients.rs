@@ -2,12 +2,12 @@
 
 use crate::common::*;
 use candle_core::{DType, Device, Tensor, Var};
-use fragility::attack::{objective_loss, Objective, PrepareContext, TopKObjective};
+use fragility::attack::{objective_gradient, objective_loss, Objective, PrepareContext, TopKObjective};
 use fragility::attribution::{
     by_name, normalized_saliency, Aggregate, Attribution, Gradient, IntegratedGradients, NoiseSettings,
     NoiseTunnel, METHOD_NAMES,
 };
-use fragility::model::{one_hot, Activation, Classifier, ReluRule};
+use fragility::model::{one_hot, Activation, Classifier, FmnistCnn, ReluRule};
 use std::sync::Arc;
 
 /// Autograd gradient of Σ_b logits[b, t_b] with respect to x.
@@ -150,4 +150,68 @@ fn surrogate_gradient_map_has_a_nonzero_second_order_gradient() {
     let d = s.flatten_from(1).unwrap().mul(&mask).unwrap().sum_all().unwrap();
     let g = flat(d.backward().unwrap().get(xv.as_tensor()).unwrap());
     assert!(max_abs(&g) > 0.0);
+}
+
+#[test]
+fn vector_jacobian_directions_equal_autograd_through_the_map() {
+    // Methods with a vector–Jacobian product (gradient, gradient × input, IG, the noise
+    // tunnels) give attacks their direction as H·v products, without an autograd graph
+    // through the map; on the shipped model the CPU kernels compute them. The result must be
+    // autograd's gradient of the same loss: exactly (f64, random model, autograd H·v) and to
+    // float32 rounding (shipped model, kernels, real images, with the γ softmax term on).
+    let methods: Vec<_> = differentiable_methods().into_iter().filter(|m| m.has_map_vjp()).collect();
+    let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+    assert_eq!(
+        names,
+        ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad"]
+    );
+    let set = shipped_images();
+    let cases: [(FmnistCnn, Tensor, f64, f64); 2] = [
+        (random_model(11, DType::F64), seeded_uniform(&[2, 1, 28, 28], 0.0, 1.0, 100), 0.0, 1e-9),
+        (shipped_model(), images(&set, &[0, 1]), 25.0, 2e-4),
+    ];
+    let targets = [2u32, 6];
+    let rows = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    let act = Activation::Softplus { beta: 10.0 };
+    for (model, x, gamma, tol) in &cases {
+        let p0 = candle_nn::ops::softmax(&model.logits(x, Activation::Relu).unwrap(), 1).unwrap();
+        for method in &methods {
+            let m = method.as_ref();
+            let clean: Vec<Vec<f32>> =
+                (0..2).map(|_| (0..784).map(|i| ((i * 7919) % 13 < 3) as u8 as f32).collect()).collect();
+            let goal = TopKObjective { k: 784 * 3 / 13 }
+                .prepare(&PrepareContext {
+                    model,
+                    method: m,
+                    clean: &clean,
+                    h: 28,
+                    w: 28,
+                    device: &Device::Cpu,
+                })
+                .unwrap();
+            let fast =
+                objective_gradient(goal.as_ref(), m, model, x, x, &targets, &rows, act, *gamma, Some(&p0))
+                    .unwrap();
+            let xv = Var::from_tensor(x).unwrap();
+            let loss = objective_loss(
+                goal.as_ref(),
+                m,
+                model,
+                xv.as_tensor(),
+                x,
+                &targets,
+                &rows,
+                act,
+                *gamma,
+                Some(&p0),
+            )
+            .unwrap();
+            let auto = loss.backward().unwrap().get(xv.as_tensor()).unwrap().to_dtype(DType::F64).unwrap();
+            let max = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+            let scale = max(&auto);
+            assert!(scale > 0.0, "{}: zero direction", m.name());
+            let d = max(&(fast.to_dtype(DType::F64).unwrap() - &auto).unwrap()) / scale;
+            assert!(d < *tol, "{} ({:?}): relative difference {d}", m.name(), x.dtype());
+        }
+    }
 }
