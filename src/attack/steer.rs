@@ -219,36 +219,46 @@ fn direction_by_vjp(
     gamma: f64,
     p0: Option<&Tensor>,
 ) -> Result<Tensor> {
-    let attr = Var::from_tensor(&method.attribute_anchored(model, x, anchor, targets, act)?)?;
     let logits = match (p0, gamma > 0.0) {
         (Some(_), true) => Some(Var::from_tensor(&model.logits(x, act)?)?),
         _ => None,
     };
-    let loss = loss_of(goal, attr.as_tensor(), logits.as_ref().map(|l| l.as_tensor()), rows, gamma, p0)?;
-    let grads = loss.backward()?;
-    // Detached: candle's gradients still carry their graph, which would send the products
-    // below down the autograd path instead of the CPU kernels.
-    let mut dir = match grads.get(attr.as_tensor()) {
-        Some(v) => method.map_vjp(model, x, anchor, targets, act, &v.detach())?,
-        None => x.zeros_like()?,
-    };
-    if let Some(dl) = logits.as_ref().and_then(|l| grads.get(l.as_tensor())) {
-        dir = dir.add(&model.input_gradient(x, &dl.detach(), act, ReluRule::Gradient)?.1)?;
+    let mut logit_grad = None;
+    let mut dir = method.map_then_vjp(model, x, anchor, targets, act, &mut |map| {
+        let attr = Var::from_tensor(map)?;
+        let loss = loss_of(goal, attr.as_tensor(), logits.as_ref().map(|l| l.as_tensor()), rows, gamma, p0)?;
+        let grads = loss.backward()?;
+        logit_grad = logits.as_ref().and_then(|l| grads.get(l.as_tensor())).map(|g| g.detach());
+        // Detached: candle's gradients still carry their graph, which would send the
+        // products that follow down the autograd path instead of the CPU kernels.
+        Ok(match grads.get(attr.as_tensor()) {
+            Some(v) => v.detach(),
+            None => map.zeros_like()?,
+        })
+    })?;
+    if let Some(dl) = logit_grad {
+        dir = dir.add(&model.input_gradient(x, &dl, act, ReluRule::Gradient)?.1)?;
     }
     Ok(dir)
 }
 
-/// Normalised real-model maps [n][H·W] of `x` (noise anchored at `anchor`), and (H, W).
+/// Normalised real-model maps [n][H·W] of `x` (noise anchored at `anchor`), (H, W), and the
+/// real model's predicted classes at `x` (from the map's own forward pass where it has one).
 pub(crate) fn real_maps(
     method: &dyn Attribution,
     model: &dyn Classifier,
     x: &Tensor,
     anchor: &Tensor,
     targets: &[u32],
-) -> Result<(Vec<Vec<f32>>, usize, usize)> {
-    let s = normalized_saliency(&method.attribute_anchored(model, x, anchor, targets, Activation::Relu)?)?;
+) -> Result<(Vec<Vec<f32>>, usize, usize, Vec<u32>)> {
+    let (attr, logits) = method.attribute_with_logits(model, x, anchor, targets, Activation::Relu)?;
+    let s = normalized_saliency(&attr)?;
     let (_, h, w) = s.dims3()?;
-    Ok((s.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?, h, w))
+    let preds = match logits {
+        Some(l) => l.argmax(1)?.to_vec1::<u32>()?,
+        None => predict(model, x)?,
+    };
+    Ok((s.flatten_from(1)?.to_dtype(DType::F32)?.to_vec2::<f32>()?, h, w, preds))
 }
 
 fn better(a: (f64, f64), b: (f64, f64)) -> bool {
@@ -338,7 +348,7 @@ impl Attack for Steered {
         let dev = x0.device();
         let rows = x0.dim(0)?;
         let method = self.method.as_ref();
-        let (clean, h, w) = real_maps(method, input.model, x0, x0, input.targets)?;
+        let (clean, h, w, _) = real_maps(method, input.model, x0, x0, input.targets)?;
         let goal = self.objective.prepare(&PrepareContext {
             model: input.model,
             method,
@@ -394,8 +404,7 @@ impl Attack for Steered {
                 x = merge_rows(&x, &active, &moved)?;
 
                 let targets: Vec<u32> = active.iter().map(|&r| input.targets[r]).collect();
-                let preds = predict(input.model, &moved)?;
-                let (maps, _, _) = real_maps(method, input.model, &moved, &x0a, &targets)?;
+                let (maps, _, _, preds) = real_maps(method, input.model, &moved, &x0a, &targets)?;
                 let mut improved = Vec::new();
                 let mut took = Vec::new();
                 for (j, &r) in active.iter().enumerate() {

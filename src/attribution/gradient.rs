@@ -3,8 +3,11 @@
 //! `gradient`: ∂ logit_t / ∂x, the pre-softmax logit of the target class, as in Ghorbani et
 //! al.'s reference code. `gradient_x_input`: x ⊙ ∂ logit_t / ∂x. Both [B,C,H,W].
 
+use super::target_backward_with_logits;
 use super::{target_gradient, target_hessian_vector, Attribution};
+use crate::error::Error;
 use crate::error::Result;
+use crate::model::{one_hot, ReluRule};
 use crate::model::{Activation, Classifier};
 use candle_core::Tensor;
 
@@ -46,6 +49,32 @@ impl Attribution for Gradient {
         v: &Tensor,
     ) -> Result<Tensor> {
         Ok(target_hessian_vector(model, x, targets, v, act)?.1)
+    }
+
+    fn attribute_with_logits(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (logits, g) = target_backward_with_logits(model, x, targets, act, ReluRule::Gradient)?;
+        Ok((g, Some(logits)))
+    }
+
+    /// One pass: the map g is the gradient the Hessian–vector product starts from.
+    fn map_then_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let g = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
+        Ok(model.gradient_then_hessian_vector(x, &g, act, loss_grad)?.1)
     }
 
     fn params(&self) -> serde_json::Value {
@@ -91,6 +120,40 @@ impl Attribution for GradientXInput {
         v: &Tensor,
     ) -> Result<Tensor> {
         let (g, hv) = target_hessian_vector(model, x, targets, &x.mul(v)?, act)?;
+        Ok(v.mul(&g)?.add(&hv)?)
+    }
+
+    fn attribute_with_logits(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (logits, g) = target_backward_with_logits(model, x, targets, act, ReluRule::Gradient)?;
+        Ok((g.mul(x)?, Some(logits)))
+    }
+
+    /// One pass: the map x ⊙ g from the gradient g, then v, then v ⊙ g + H·(x ⊙ v).
+    fn map_then_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let one_hot = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
+        let mut v_kept = None;
+        let (g, hv) = model.gradient_then_hessian_vector(x, &one_hot, act, &mut |g| {
+            let v = loss_grad(&g.mul(x)?)?;
+            let u = x.mul(&v)?;
+            v_kept = Some(v);
+            Ok(u)
+        })?;
+        let v = v_kept.ok_or_else(|| Error::Invalid("gradient_x_input: no loss gradient".into()))?;
         Ok(v.mul(&g)?.add(&hv)?)
     }
 

@@ -8,7 +8,7 @@
 //! becomes sigmoid(βz), so guided backprop stays differentiable in x; deconvnet's map depends
 //! on x only through the pooling switches, so it has no useful gradient for attacks.
 
-use super::{target_backward, Attribution};
+use super::{target_backward, target_backward_with_logits, Attribution};
 use crate::error::Result;
 use crate::model::{Activation, Classifier, ReluRule};
 use candle_core::Tensor;
@@ -34,6 +34,18 @@ impl Attribution for GuidedBackprop {
         act: Activation,
     ) -> Result<Tensor> {
         target_backward(model, x, targets, act, ReluRule::Guided)
+    }
+
+    fn attribute_with_logits(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (logits, g) = target_backward_with_logits(model, x, targets, act, ReluRule::Guided)?;
+        Ok((g, Some(logits)))
     }
 
     fn params(&self) -> serde_json::Value {

@@ -110,6 +110,38 @@ pub trait Attribution: Send + Sync {
     ) -> Result<Tensor> {
         Err(Error::Invalid(format!("method `{}` has no vector–Jacobian product", self.name())))
     }
+
+    /// The anchored map and, where the method's own pass computes them at `x`, the model's
+    /// logits [B,K] there (a caller that needs both saves a forward pass). By default the
+    /// map alone.
+    fn attribute_with_logits(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((self.attribute_anchored(model, x, anchor, targets, act)?, None))
+    }
+
+    /// The anchored map m, then v = `loss_grad(m)`, then ∇ₓ Σ ⟨m(x), v⟩ with v held fixed:
+    /// the direction of a loss of the map, as steered attacks take it. By default the map
+    /// and [`Attribution::map_vjp`] in turn; methods may share one model pass between them.
+    #[allow(clippy::too_many_arguments)]
+    fn map_then_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let map = self.attribute_anchored(model, x, anchor, targets, act)?;
+        let v = loss_grad(&map)?;
+        self.map_vjp(model, x, anchor, targets, act, &v)
+    }
 }
 
 /// The names of every method this build knows, in the order the README lists them.
@@ -183,10 +215,34 @@ pub fn target_backward(
     act: Activation,
     rule: ReluRule,
 ) -> Result<Tensor> {
-    in_passes(x, targets, |xs, ts| {
-        let g = one_hot(ts, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
-        Ok(model.input_gradient(xs, &g, act, rule)?.1)
-    })
+    Ok(target_backward_with_logits(model, x, targets, act, rule)?.1)
+}
+
+/// [`target_backward`] and the logits [B,K] its forward pass computed on the way.
+pub fn target_backward_with_logits(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    act: Activation,
+    rule: ReluRule,
+) -> Result<(Tensor, Tensor)> {
+    let n = x.dim(0)?;
+    if targets.len() != n {
+        return Err(Error::Invalid(format!("{} targets for {n} images", targets.len())));
+    }
+    let (mut logits, mut grads) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
+        let len = MAX_ROWS_PER_PASS.min(n - start);
+        let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
+            .to_dtype(x.dtype())?;
+        let (l, gr) = model.input_gradient(&x.narrow(0, start, len)?, &g, act, rule)?;
+        logits.push(l);
+        grads.push(gr);
+    }
+    if grads.len() == 1 {
+        return Ok((logits.remove(0), grads.remove(0)));
+    }
+    Ok((Tensor::cat(&logits, 0)?, Tensor::cat(&grads, 0)?))
 }
 
 /// Applies `f` to [`MAX_ROWS_PER_PASS`]-row slices of `x` (and their targets) and concatenates

@@ -293,20 +293,30 @@ impl Classifier for FmnistCnn {
         Ok((logits, self.backward_from_conv2(&c, &ga2, &back)?))
     }
 
-    fn hessian_vector(
+    fn gradient_then_hessian_vector(
         &self,
         x: &Tensor,
         grad_logits: &Tensor,
-        v: &Tensor,
         act: Activation,
+        then: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<(Tensor, Tensor)> {
-        let fits = |n: usize| grad_logits.dims() == [n, 10] && v.dims() == x.dims();
-        if let Some((k, n)) = self.kernels_for(x, &[grad_logits, v]).filter(|&(_, n)| fits(n)) {
-            let (g, hv) = k.hessian_vector(&flat(x)?, &flat(v)?, &flat(grad_logits)?, n, act);
-            let shape = (n, 1, 28, 28);
-            return Ok((Tensor::from_vec(g, shape, x.device())?, Tensor::from_vec(hv, shape, x.device())?));
-        }
-        super::autograd_hessian_vector(self, x, grad_logits, v, act)
+        let fast = self.kernels_for(x, &[grad_logits]).filter(|&(_, n)| grad_logits.dims() == [n, 10]);
+        let Some((k, n)) = fast else {
+            return super::autograd_gradient_then_hessian_vector(self, x, grad_logits, act, then);
+        };
+        let (dev, shape) = (x.device(), (n, 1, 28, 28));
+        let (g, hv) = k.gradient_then_hessian_vector(&flat(x)?, &flat(grad_logits)?, n, act, |g| {
+            let v = then(&Tensor::from_vec(g.to_vec(), shape, dev)?)?;
+            if v.dims() != x.dims() {
+                return Err(Error::Invalid(format!(
+                    "H·v: vector of shape {:?} for input {:?}",
+                    v.dims(),
+                    x.dims()
+                )));
+            }
+            flat(&v.detach().to_dtype(DType::F32)?)
+        })?;
+        Ok((Tensor::from_vec(g, shape, dev)?, Tensor::from_vec(hv, shape, dev)?))
     }
 
     fn rescale_gradient(

@@ -92,6 +92,17 @@ struct Block {
     logits: Vec<f32>,
 }
 
+/// One block's forward state and the intermediate gradients of ⟨gl, logits⟩ that the
+/// Hessian–vector stage reuses: at fc1's output (before the nonlinearity's derivative), at
+/// the pooled outputs of conv2 and conv1, and at the input.
+struct GradState {
+    block: Block,
+    ga3: Vec<f32>,
+    gp2: Vec<f32>,
+    gp1: Vec<f32>,
+    g: Vec<f32>,
+}
+
 /// What one pass returns: logits [B,10], and the backward output (empty for a forward
 /// pass) with, for the layer stops, the layer's activations.
 pub(crate) struct PassOut {
@@ -254,23 +265,29 @@ fn pool(
     for ci in 0..c {
         let plane = &z[ci * h * w..][..h * w];
         for py in 0..h2 {
+            let (top, bottom) = (&plane[2 * py * w..][..w], &plane[(2 * py + 1) * w..][..w]);
+            let o = ci * h2 * w2 + py * w2;
+            let (out, idx) = (&mut out[o..][..w2], &mut idx[o..][..w2]);
             for px in 0..w2 {
-                let at = |q: usize| plane[(2 * py + q / 2) * w + 2 * px + q % 2];
-                let rank = |v: f32| if by_output { act.apply_scalar(v) } else { v };
-                let mut best = rank(at(0));
-                let mut arg = 0usize;
+                let v = [top[2 * px], top[2 * px + 1], bottom[2 * px], bottom[2 * px + 1]];
+                let rank = |q: usize| if by_output { v[q].max(0.0) } else { v[q] };
+                // ReLU's outputs are max(z, 0): rank by that so a window of negatives ties
+                // at zero and keeps its first position. Strict > keeps the first maximum.
+                let (mut best, mut arg) = (rank(0), 0);
                 for q in 1..4 {
-                    let v = rank(at(q));
-                    if v > best {
-                        best = v;
+                    if rank(q) > best {
+                        best = rank(q);
                         arg = q;
                     }
                 }
-                let o = ci * h2 * w2 + py * w2 + px;
-                (out[o], deriv[o]) = act.apply_and_derivative(at(arg));
-                idx[o] = arg as u8;
+                out[px] = v[arg];
+                idx[px] = arg as u8;
             }
         }
+    }
+    // One activation and derivative per window, on the maxima gathered above.
+    for (o, d) in out[..c * h2 * w2].iter_mut().zip(deriv.iter_mut()) {
+        (*o, *d) = act.apply_and_derivative(*o);
     }
 }
 
@@ -540,19 +557,55 @@ impl Kernels {
         (grad, layer)
     }
 
-    /// The gradient g of ⟨gl, logits⟩ and the Hessian–vector product ∇ₓ⟨g, v⟩ for one block
-    /// (true gradient rule): the forward pass, its directional derivative along `v`, then
-    /// the backward pass and its directional derivative, layer by layer. Each costs about
-    /// one gradient. Returns (g, Hv), each [n·784].
-    fn hessian_vector_block(
-        &self,
-        x: &[f32],
-        v: &[f32],
-        gl: &[f32],
-        n: usize,
-        act: Activation,
-    ) -> (Vec<f32>, Vec<f32>) {
+    /// Stage one of the Hessian–vector pass for one block (true gradient rule): the forward
+    /// pass and the backward pass of ⟨gl, logits⟩, keeping what stage two needs.
+    fn gradient_state(&self, x: &[f32], gl: &[f32], n: usize, act: Activation) -> GradState {
         let b = self.forward_block(x, n, act);
+        let mut ga3 = vec![0.0; n * HIDDEN];
+        matmul(n, HIDDEN, CLASSES, &mut ga3, View::rows(gl, CLASSES), View::rows(&self.fc2, HIDDEN), false);
+        let gz3: Vec<f32> = ga3.iter().zip(&b.z3).map(|(&g, &z)| g * act.derivative_scalar(z)).collect();
+        let mut gp2 = vec![0.0; n * FLAT];
+        matmul(n, FLAT, HIDDEN, &mut gp2, View::rows(&gz3, HIDDEN), View::rows(&self.fc1, FLAT), false);
+        let mut gp1 = vec![0.0; n * C1 * S2];
+        let mut g = vec![0.0; n * S1];
+        let mut gz2 = vec![0.0; C2 * S2];
+        let mut gcols2 = vec![0.0; C1 * 9 * S2];
+        let mut gz1 = vec![0.0; C1 * S1];
+        let mut gcols1 = vec![0.0; 9 * S1];
+        let rule = Some(Rule::Relu(ReluRule::Gradient));
+        for i in 0..n {
+            let (idx2, d2, z2) =
+                (&b.idx2[i * FLAT..][..FLAT], &b.d2[i * FLAT..][..FLAT], &b.z2[i * C2 * S2..][..C2 * S2]);
+            unpool(&gp2[i * FLAT..][..FLAT], idx2, d2, z2, None, C2, 14, 14, act, rule, &mut gz2);
+            matmul(
+                C1 * 9,
+                S2,
+                C2,
+                &mut gcols2,
+                View::transposed(&self.w2, C1 * 9),
+                View::rows(&gz2, S2),
+                false,
+            );
+            let gp1_i = &mut gp1[i * C1 * S2..][..C1 * S2];
+            col2im(&gcols2, C1, 14, 14, gp1_i);
+            let (idx1, d1, z1) = (
+                &b.idx1[i * C1 * S2..][..C1 * S2],
+                &b.d1[i * C1 * S2..][..C1 * S2],
+                &b.z1[i * C1 * S1..][..C1 * S1],
+            );
+            unpool(gp1_i, idx1, d1, z1, None, C1, 28, 28, act, rule, &mut gz1);
+            matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(&gz1, S1), false);
+            col2im(&gcols1, 1, 28, 28, &mut g[i * S1..][..S1]);
+        }
+        GradState { block: b, ga3, gp2, gp1, g }
+    }
+
+    /// Stage two: H·v for one block from its [`GradState`] (Pearlmutter's R-operator): the
+    /// forward pass's directional derivative along `v` [n·784], then the backward pass's,
+    /// layer by layer. Costs about one gradient.
+    fn hessian_vector_from(&self, st: &GradState, v: &[f32], act: Activation) -> Vec<f32> {
+        let b = &st.block;
+        let n = b.n;
         let mut rz1 = vec![0.0; n * C1 * S1];
         let mut rz2 = vec![0.0; n * C2 * S2];
         let mut rp2 = vec![0.0; n * FLAT];
@@ -573,76 +626,78 @@ impl Kernels {
         }
         let mut rz3 = vec![0.0; n * HIDDEN];
         matmul(n, HIDDEN, FLAT, &mut rz3, View::rows(&rp2, FLAT), View::transposed(&self.fc1, FLAT), false);
-        // Rows 0..n: the gradient at z3; rows n..2n: its directional derivative. fc2 is
-        // linear and gl constant, so the derivative of ga3 is zero.
-        let mut ga3 = vec![0.0; n * HIDDEN];
-        matmul(n, HIDDEN, CLASSES, &mut ga3, View::rows(gl, CLASSES), View::rows(&self.fc2, HIDDEN), false);
-        let mut gz3 = vec![0.0; 2 * n * HIDDEN];
-        for at in 0..n * HIDDEN {
-            let d = act.derivative_scalar(b.z3[at]);
-            gz3[at] = ga3[at] * d;
-            gz3[n * HIDDEN + at] = ga3[at] * act.second_derivative_from_first(d) * rz3[at];
-        }
-        let mut gp2 = vec![0.0; 2 * n * FLAT];
-        matmul(2 * n, FLAT, HIDDEN, &mut gp2, View::rows(&gz3, HIDDEN), View::rows(&self.fc1, FLAT), false);
-        let (mut g_out, mut hv_out) = (vec![0.0; n * S1], vec![0.0; n * S1]);
+        // fc2 is linear and gl constant, so only the nonlinearity's derivative moves at fc1.
+        let rgz3: Vec<f32> = (0..n * HIDDEN)
+            .map(|at| {
+                let d = act.derivative_scalar(b.z3[at]);
+                st.ga3[at] * act.second_derivative_from_first(d) * rz3[at]
+            })
+            .collect();
+        let mut rgp2 = vec![0.0; n * FLAT];
+        matmul(n, FLAT, HIDDEN, &mut rgp2, View::rows(&rgz3, HIDDEN), View::rows(&self.fc1, FLAT), false);
+        let mut hv = vec![0.0; n * S1];
         let (mut gz2, mut rgz2) = (vec![0.0; C2 * S2], vec![0.0; C2 * S2]);
-        let (mut gp1, mut rgp1) = (vec![0.0; C1 * S2], vec![0.0; C1 * S2]);
+        let mut rgp1 = vec![0.0; C1 * S2];
         let (mut gz1, mut rgz1) = (vec![0.0; C1 * S1], vec![0.0; C1 * S1]);
         let mut gcols2 = vec![0.0; C1 * 9 * S2];
         let mut gcols1 = vec![0.0; 9 * S1];
         for i in 0..n {
-            let (g, rg) = (&gp2[i * FLAT..][..FLAT], &gp2[(n + i) * FLAT..][..FLAT]);
+            let (g, rg) = (&st.gp2[i * FLAT..][..FLAT], &rgp2[i * FLAT..][..FLAT]);
             let (d2, idx2) = (&b.d2[i * FLAT..][..FLAT], &b.idx2[i * FLAT..][..FLAT]);
             let rz2_i = &rz2[i * C2 * S2..][..C2 * S2];
             unpool_r(g, rg, idx2, d2, rz2_i, (C2, 14, 14), act, &mut gz2, &mut rgz2);
-            for (src, dst) in [(&gz2, &mut gp1), (&rgz2, &mut rgp1)] {
-                matmul(
-                    C1 * 9,
-                    S2,
-                    C2,
-                    &mut gcols2,
-                    View::transposed(&self.w2, C1 * 9),
-                    View::rows(src, S2),
-                    false,
-                );
-                col2im(&gcols2, C1, 14, 14, dst);
-            }
+            matmul(
+                C1 * 9,
+                S2,
+                C2,
+                &mut gcols2,
+                View::transposed(&self.w2, C1 * 9),
+                View::rows(&rgz2, S2),
+                false,
+            );
+            col2im(&gcols2, C1, 14, 14, &mut rgp1);
             let (d1, idx1) = (&b.d1[i * C1 * S2..][..C1 * S2], &b.idx1[i * C1 * S2..][..C1 * S2]);
             let rz1_i = &rz1[i * C1 * S1..][..C1 * S1];
-            unpool_r(&gp1, &rgp1, idx1, d1, rz1_i, (C1, 28, 28), act, &mut gz1, &mut rgz1);
-            let outs = [(&gz1, &mut g_out[i * S1..][..S1]), (&rgz1, &mut hv_out[i * S1..][..S1])];
-            for (src, dst) in outs {
-                matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(src, S1), false);
-                col2im(&gcols1, 1, 28, 28, dst);
-            }
+            let gp1 = &st.gp1[i * C1 * S2..][..C1 * S2];
+            unpool_r(gp1, &rgp1, idx1, d1, rz1_i, (C1, 28, 28), act, &mut gz1, &mut rgz1);
+            matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(&rgz1, S1), false);
+            col2im(&gcols1, 1, 28, 28, &mut hv[i * S1..][..S1]);
         }
-        (g_out, hv_out)
+        hv
     }
 
-    /// [`Self::hessian_vector_block`] over `n` images in parallel blocks: (g, Hv), [n·784] each.
-    pub(crate) fn hessian_vector(
+    /// The gradients g of ⟨gl, logits⟩ for `n` images, then `then(g)` = v (all rows at
+    /// once), then H·v, the forward and backward passes shared by both: (g, Hv), [n·784]
+    /// each, or `then`'s error.
+    pub(crate) fn gradient_then_hessian_vector<E>(
         &self,
         x: &[f32],
-        v: &[f32],
         gl: &[f32],
         n: usize,
         act: Activation,
-    ) -> (Vec<f32>, Vec<f32>) {
-        let blocks: Vec<(Vec<f32>, Vec<f32>)> = (0..n.div_ceil(BLOCK))
+        then: impl FnOnce(&[f32]) -> Result<Vec<f32>, E>,
+    ) -> Result<(Vec<f32>, Vec<f32>), E> {
+        let states: Vec<GradState> = (0..n.div_ceil(BLOCK))
             .into_par_iter()
             .map(|k| {
                 let (start, len) = (k * BLOCK, BLOCK.min(n - k * BLOCK));
-                let (xs, vs) = (&x[start * S1..][..len * S1], &v[start * S1..][..len * S1]);
-                self.hessian_vector_block(xs, vs, &gl[start * CLASSES..][..len * CLASSES], len, act)
+                self.gradient_state(
+                    &x[start * S1..][..len * S1],
+                    &gl[start * CLASSES..][..len * CLASSES],
+                    len,
+                    act,
+                )
             })
             .collect();
-        let (mut g, mut hv) = (Vec::with_capacity(n * S1), Vec::with_capacity(n * S1));
-        for (a, b) in blocks {
-            g.extend(a);
-            hv.extend(b);
-        }
-        (g, hv)
+        let g: Vec<f32> = states.iter().flat_map(|st| st.g.iter().copied()).collect();
+        let v = then(&g)?;
+        assert_eq!(v.len(), n * S1, "kernel H·v: the vector must be shaped like the input");
+        let hv: Vec<Vec<f32>> = states
+            .par_iter()
+            .enumerate()
+            .map(|(k, st)| self.hessian_vector_from(st, &v[k * BLOCK * S1..][..st.block.n * S1], act))
+            .collect();
+        Ok((g, hv.concat()))
     }
 
     /// Runs `n` images `x` [n·784] through the forward pass and, when `grad_logits`

@@ -162,11 +162,24 @@ pub trait Classifier: Send + Sync {
         rule: ReluRule,
     ) -> Result<(Tensor, Tensor)>;
 
-    /// The gradient g = ∇ₓ Σ_b ⟨grad_logits[b], logits(x)[b]⟩ (true gradient rule) and the
-    /// Hessian–vector product ∇ₓ Σ ⟨g, v⟩ for `v` shaped like `x`: the vector–Jacobian
-    /// product of a gradient map, which steered attacks need (with the softplus surrogate).
-    /// Both [B,C,H,W], without autograd graphs. The default differentiates the explicit
-    /// backward pass with autograd; models may compute it directly.
+    /// The gradient g = ∇ₓ Σ_b ⟨grad_logits[b], logits(x)[b]⟩ (true gradient rule), then
+    /// v = `then(g)` (shaped like `x`), then the Hessian–vector product ∇ₓ Σ ⟨g, v⟩ with v
+    /// held fixed: the vector–Jacobian product of a gradient map, which steered attacks
+    /// need (with the softplus surrogate), where v is the loss's gradient at the map. One
+    /// forward and backward pass serves both. Returns (g, Hv), [B,C,H,W], without autograd
+    /// graphs. The default differentiates the explicit backward pass with autograd; models
+    /// may compute it directly.
+    fn gradient_then_hessian_vector(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+        then: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        autograd_gradient_then_hessian_vector(self, x, grad_logits, act, then)
+    }
+
+    /// [`Classifier::gradient_then_hessian_vector`] for a known `v`: (g, Hv).
     fn hessian_vector(
         &self,
         x: &Tensor,
@@ -174,7 +187,7 @@ pub trait Classifier: Send + Sync {
         v: &Tensor,
         act: Activation,
     ) -> Result<(Tensor, Tensor)> {
-        autograd_hessian_vector(self, x, grad_logits, v, act)
+        self.gradient_then_hessian_vector(x, grad_logits, act, &mut |_| Ok(v.clone()))
     }
 
     /// DeepLIFT's rescale rule (Shrikumar et al. 2017): the backward pass of
@@ -210,16 +223,18 @@ pub trait Classifier: Send + Sync {
     }
 }
 
-/// [`Classifier::hessian_vector`] by autograd through the model's explicit backward pass.
-pub fn autograd_hessian_vector<M: Classifier + ?Sized>(
+/// [`Classifier::gradient_then_hessian_vector`] by autograd through the model's explicit
+/// backward pass.
+pub fn autograd_gradient_then_hessian_vector<M: Classifier + ?Sized>(
     model: &M,
     x: &Tensor,
     grad_logits: &Tensor,
-    v: &Tensor,
     act: Activation,
+    then: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     let xv = candle_core::Var::from_tensor(&x.detach())?;
     let (_, g) = model.input_gradient(xv.as_tensor(), grad_logits, act, ReluRule::Gradient)?;
+    let v = then(&g.detach())?;
     let grads = g.mul(&v.detach())?.sum_all()?.backward()?;
     // No entry: ⟨g, v⟩ does not depend on x (a linear model), so Hv = 0.
     let hv = match grads.get(xv.as_tensor()) {

@@ -221,6 +221,36 @@ fn results_do_not_depend_on_batch_size_or_thread_count() {
     }
 }
 
+#[test]
+fn results_are_identical_for_one_and_two_threads() {
+    // The same study (the default study's methods plus every other family: modified
+    // backprop, DeepLIFT, Grad-CAM, occlusion, LIME) with 1 and 2 rayon threads must give
+    // the same bits: the CPU kernels split work into fixed blocks, never by thread count.
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace(
+        r#"names = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad"]"#,
+        r#"names = ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "guided_backprop", "deeplift", "grad_cam", "occlusion", "lime"]
+lime = { samples = 200 }"#,
+    );
+    std::fs::write(&p, text).unwrap();
+    let run = |threads: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_fragility"))
+            .args(["exp.toml", "--force", "--quiet"])
+            .env("RAYON_NUM_THREADS", threads)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        fragility::report::read_samples(&dir.path().join("out/samples.parquet")).unwrap()
+    };
+    let (one, two) = (run("1"), run("2"));
+    assert_eq!(one.rows.len(), 6 * 9 * 2 * 2);
+    for (a, b) in one.rows.iter().zip(&two.rows) {
+        assert_eq!(format!("{a:?}"), format!("{b:?}"), "1 thread vs 2 threads");
+    }
+}
+
 /// The first `n` shipped images as a float32 .npy file in `dir`.
 pub fn images_npy(dir: &Path, n: usize) -> PathBuf {
     let set = shipped_images();
