@@ -268,26 +268,81 @@ fn pool(
             let (top, bottom) = (&plane[2 * py * w..][..w], &plane[(2 * py + 1) * w..][..w]);
             let o = ci * h2 * w2 + py * w2;
             let (out, idx) = (&mut out[o..][..w2], &mut idx[o..][..w2]);
+            // ReLU's outputs are max(z, 0): rank by that, so a window of negatives ties at
+            // zero and keeps its first position; strict > keeps the first maximum. The
+            // pooled value is the best rank either way: relu(z_max), or z_max for softplus,
+            // whose activation and derivative follow below (relu′(z_max) = [relu(z_max) > 0]).
+            // Selects, not branches: the compiler vectorises this loop.
+            let floor = if by_output { 0.0 } else { f32::NEG_INFINITY };
             for px in 0..w2 {
-                let v = [top[2 * px], top[2 * px + 1], bottom[2 * px], bottom[2 * px + 1]];
-                let rank = |q: usize| if by_output { v[q].max(0.0) } else { v[q] };
-                // ReLU's outputs are max(z, 0): rank by that so a window of negatives ties
-                // at zero and keeps its first position. Strict > keeps the first maximum.
-                let (mut best, mut arg) = (rank(0), 0);
-                for q in 1..4 {
-                    if rank(q) > best {
-                        best = rank(q);
-                        arg = q;
-                    }
+                let r =
+                    [top[2 * px], top[2 * px + 1], bottom[2 * px], bottom[2 * px + 1]].map(|v| v.max(floor));
+                let (mut best, mut arg) = (r[0], 0u8);
+                for (q, &v) in r.iter().enumerate().skip(1) {
+                    let up = v > best;
+                    best = if up { v } else { best };
+                    arg = if up { q as u8 } else { arg };
                 }
-                out[px] = v[arg];
-                idx[px] = arg as u8;
+                out[px] = best;
+                idx[px] = arg;
             }
         }
     }
     // One activation and derivative per window, on the maxima gathered above.
-    for (o, d) in out[..c * h2 * w2].iter_mut().zip(deriv.iter_mut()) {
-        (*o, *d) = act.apply_and_derivative(*o);
+    let (out, deriv) = (&mut out[..c * h2 * w2], &mut deriv[..c * h2 * w2]);
+    match act {
+        Activation::Relu => {
+            for (o, d) in out.iter_mut().zip(deriv.iter_mut()) {
+                (*o, *d) = act.apply_and_derivative(*o);
+            }
+        }
+        Activation::Softplus { beta } => softplus_sweep(beta as f32, out, deriv),
+    }
+}
+
+/// exp(x) for x ≤ 0 without a library call, so loops over it vectorise: x = n·ln 2 + r with
+/// |r| ≤ ln 2 / 2, Cephes' degree-6 polynomial for e^r (relative error ~1e-7), times 2^n
+/// built in the exponent bits; 0 below −87 (where f32 would go subnormal).
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting it rounds to an integer
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits((((n as i32).max(-126) + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        e * scale
+    }
+}
+
+/// ln(1 + e) for e in [0, 1]: 2·atanh(t) with t = e / (2 + e) ≤ 1/3, its odd series to t¹⁵
+/// (the next term is below 1e-8 of the sum).
+#[inline(always)]
+fn ln_1p_unit(e: f32) -> f32 {
+    let t = e / (2.0 + e);
+    let t2 = t * t;
+    let series = 1.0
+        + t2 * (1.0 / 3.0
+            + t2 * (1.0 / 5.0
+                + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 / 15.0))))));
+    2.0 * t * series
+}
+
+/// softplus_β and its derivative sigmoid(βz) in place of each z in `z` (derivatives into
+/// `deriv`), from one e = exp(−β|z|) as [`Activation::apply_and_derivative`], with the
+/// library calls replaced by the polynomials above so that the loop vectorises.
+fn softplus_sweep(beta: f32, z: &mut [f32], deriv: &mut [f32]) {
+    for (z, d) in z.iter_mut().zip(deriv.iter_mut()) {
+        let e = exp_nonpositive(-beta * z.abs());
+        let inv = 1.0 / (1.0 + e);
+        *d = if *z >= 0.0 { inv } else { e * inv };
+        *z = z.max(0.0) + ln_1p_unit(e) / beta;
     }
 }
 
@@ -739,5 +794,40 @@ impl Kernels {
             out.layer.extend(a);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polynomial_softplus_matches_the_library_functions() {
+        // A sweep over the range pooling sees, and the far tails: softplus and sigmoid to a
+        // few float32 ulps of the libm forms (relative 1e-6, absolute 1e-12 near zero).
+        for beta in [1.0f32, 10.0, 100.0] {
+            let zs: Vec<f32> =
+                (-20_000..=20_000).map(|i| i as f32 * 1e-3).chain([-1e4, -90.0, 90.0, 1e4]).collect();
+            let (mut sp, mut d) = (zs.clone(), vec![0.0; zs.len()]);
+            softplus_sweep(beta, &mut sp, &mut d);
+            let act = Activation::Softplus { beta: f64::from(beta) };
+            for (i, &z) in zs.iter().enumerate() {
+                let (want, want_d) = act.apply_and_derivative(z);
+                assert!(
+                    (sp[i] - want).abs() <= 1e-6 * want.abs() + 1e-12,
+                    "β={beta} z={z}: {} vs {want}",
+                    sp[i]
+                );
+                assert!(
+                    (d[i] - want_d).abs() <= 1e-6 * want_d.abs() + 1e-12,
+                    "β={beta} z={z}: {} vs {want_d}",
+                    d[i]
+                );
+            }
+        }
+        for x in [0.0f32, -1e-8, -0.3, -1.0, -10.0, -50.0, -86.9] {
+            assert!((exp_nonpositive(x) - x.exp()).abs() <= 2e-7 * x.exp(), "{x}");
+        }
+        assert_eq!(exp_nonpositive(-88.0), 0.0);
     }
 }
