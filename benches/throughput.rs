@@ -1,7 +1,7 @@
 //! Throughput of every attribution method and attack step on the shipped model, on this CPU.
 //!
 //!     cargo bench --bench throughput            # all groups
-//!     cargo bench --bench throughput -- attacks/    # one group
+//!     cargo bench --bench throughput -- attacks/    # one group (methods/, attacks/, matmul/)
 //!
 //! Figures are images (maps) per second at batch 64 and 256; the attacks group counts
 //! image-iterations per second. Results are recorded in reports/bench/README.md.
@@ -36,7 +36,7 @@ fn setup(batch: usize) -> (FmnistCnn, Tensor, Vec<u32>) {
 /// whole bench within minutes.
 fn batches(name: &str) -> &'static [usize] {
     match name {
-        "occlusion" => &[64],
+        "occlusion" => &[64, 256],
         "lime" | "kernel_shap" => &[16],
         _ => &[64, 256],
     }
@@ -136,5 +136,22 @@ fn attacks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, methods, attacks);
+/// The machine's matrix-multiply rate, the ceiling the methods' figures are compared with:
+/// FLOP/s (criterion's elem/s) of candle's f32 matmul (the `gemm` crate our kernels call, on
+/// all rayon threads) at 1024³, and at conv2's per-image shape, [64, 288]·[288, 196].
+fn matmul(c: &mut Criterion) {
+    let mut group = c.benchmark_group("matmul");
+    group.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for (m, k, n) in [(1024, 1024, 1024), (64, 288, 196)] {
+        let a = Tensor::rand(0f32, 1f32, (m, k), &Device::Cpu).unwrap();
+        let b = Tensor::rand(0f32, 1f32, (k, n), &Device::Cpu).unwrap();
+        group.throughput(Throughput::Elements((2 * m * k * n) as u64));
+        group.bench_function(BenchmarkId::new("f32", format!("{m}x{k}x{n}")), |bench| {
+            bench.iter(|| a.matmul(&b).unwrap())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, methods, attacks, matmul);
 criterion_main!(benches);

@@ -242,6 +242,9 @@ fn direction_by_vjp(
     Ok(dir)
 }
 
+/// Normalised maps [n][H·W], their height and width, and predicted classes.
+type RealMaps = (Vec<Vec<f32>>, usize, usize, Vec<u32>);
+
 /// Normalised real-model maps [n][H·W] of `x` (noise anchored at `anchor`), (H, W), and the
 /// real model's predicted classes at `x` (from the map's own forward pass where it has one).
 pub(crate) fn real_maps(
@@ -250,7 +253,7 @@ pub(crate) fn real_maps(
     x: &Tensor,
     anchor: &Tensor,
     targets: &[u32],
-) -> Result<(Vec<Vec<f32>>, usize, usize, Vec<u32>)> {
+) -> Result<RealMaps> {
     let (attr, logits) = method.attribute_with_logits(model, x, anchor, targets, Activation::Relu)?;
     let s = normalized_saliency(&attr)?;
     let (_, h, w) = s.dims3()?;
