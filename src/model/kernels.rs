@@ -92,15 +92,22 @@ struct Block {
     logits: Vec<f32>,
 }
 
-/// One block's forward state and the intermediate gradients of ⟨gl, logits⟩ that the
-/// Hessian–vector stage reuses: at fc1's output (before the nonlinearity's derivative), at
-/// the pooled outputs of conv2 and conv1, and at the input.
-struct GradState {
-    block: Block,
+/// One block's backward pass: its output (`grad`, and `layer`'s activations for the layer
+/// stops) and the intermediate gradients the Hessian–vector stage reuses: at fc1's output
+/// before the nonlinearity (`ga3` [n,128]) and at the pooled outputs of conv2 (`gp2`
+/// [n,3136]) and conv1 (`gp1` [n,32·196], only for [`Stop::Input`]).
+struct Backward {
     ga3: Vec<f32>,
     gp2: Vec<f32>,
     gp1: Vec<f32>,
-    g: Vec<f32>,
+    grad: Vec<f32>,
+    layer: Vec<f32>,
+}
+
+/// One block's forward state and its backward pass (true gradient rule, to the input).
+struct GradState {
+    block: Block,
+    back: Backward,
 }
 
 /// What one pass returns: logits [B,10], and the backward output (empty for a forward
@@ -548,16 +555,17 @@ impl Kernels {
         rule: Rule,
         base: Option<&Block>,
         stop: Stop,
-    ) -> (Vec<f32>, Vec<f32>) {
+    ) -> Backward {
         let n = b.n;
         let base_row = |i: usize| base.map(|z| if z.n == 1 { 0 } else { i });
+        let mut ga3 = vec![0.0; n * HIDDEN];
+        matmul(n, HIDDEN, CLASSES, &mut ga3, View::rows(gl, CLASSES), View::rows(&self.fc2, HIDDEN), false);
         let mut g3 = vec![0.0; n * HIDDEN];
-        matmul(n, HIDDEN, CLASSES, &mut g3, View::rows(gl, CLASSES), View::rows(&self.fc2, HIDDEN), false);
         for i in 0..n {
             for j in 0..HIDDEN {
                 let z0 = base.zip(base_row(i)).map(|(z, r)| z.z3[r * HIDDEN + j]);
                 let at = i * HIDDEN + j;
-                g3[at] = backward_scalar(rule, act, b.z3[at], z0, g3[at]);
+                g3[at] = backward_scalar(rule, act, b.z3[at], z0, ga3[at]);
             }
         }
         let mut gp2 = vec![0.0; n * FLAT];
@@ -570,7 +578,7 @@ impl Kernels {
         let mut layer = Vec::new();
         let mut g2 = vec![0.0; C2 * S2];
         let mut gcols2 = vec![0.0; C1 * 9 * S2];
-        let mut gp1 = vec![0.0; C1 * S2];
+        let mut gp1 = vec![0.0; if stop == Stop::Input { n * C1 * S2 } else { 0 }];
         let mut gz1 = vec![0.0; C1 * S1];
         let mut gcols1 = vec![0.0; 9 * S1];
         for i in 0..n {
@@ -601,58 +609,24 @@ impl Kernels {
                 View::rows(&g2, S2),
                 false,
             );
-            col2im(&gcols2, C1, 14, 14, &mut gp1);
+            let gp1_i = &mut gp1[i * C1 * S2..][..C1 * S2];
+            col2im(&gcols2, C1, 14, 14, gp1_i);
             let z1 = &b.z1[i * C1 * S1..][..C1 * S1];
             let z1_0 = base.zip(base_row(i)).map(|(z, r)| &z.z1[r * C1 * S1..][..C1 * S1]);
             let (idx1, d1) = (&b.idx1[i * C1 * S2..][..C1 * S2], &b.d1[i * C1 * S2..][..C1 * S2]);
-            unpool(&gp1, idx1, d1, z1, z1_0, C1, 28, 28, act, Some(rule), &mut gz1);
+            unpool(gp1_i, idx1, d1, z1, z1_0, C1, 28, 28, act, Some(rule), &mut gz1);
             matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(&gz1, S1), false);
             col2im(&gcols1, 1, 28, 28, out);
         }
-        (grad, layer)
+        Backward { ga3, gp2, gp1, grad, layer }
     }
 
     /// Stage one of the Hessian–vector pass for one block (true gradient rule): the forward
     /// pass and the backward pass of ⟨gl, logits⟩, keeping what stage two needs.
     fn gradient_state(&self, x: &[f32], gl: &[f32], n: usize, act: Activation) -> GradState {
-        let b = self.forward_block(x, n, act);
-        let mut ga3 = vec![0.0; n * HIDDEN];
-        matmul(n, HIDDEN, CLASSES, &mut ga3, View::rows(gl, CLASSES), View::rows(&self.fc2, HIDDEN), false);
-        let gz3: Vec<f32> = ga3.iter().zip(&b.z3).map(|(&g, &z)| g * act.derivative_scalar(z)).collect();
-        let mut gp2 = vec![0.0; n * FLAT];
-        matmul(n, FLAT, HIDDEN, &mut gp2, View::rows(&gz3, HIDDEN), View::rows(&self.fc1, FLAT), false);
-        let mut gp1 = vec![0.0; n * C1 * S2];
-        let mut g = vec![0.0; n * S1];
-        let mut gz2 = vec![0.0; C2 * S2];
-        let mut gcols2 = vec![0.0; C1 * 9 * S2];
-        let mut gz1 = vec![0.0; C1 * S1];
-        let mut gcols1 = vec![0.0; 9 * S1];
-        let rule = Some(Rule::Relu(ReluRule::Gradient));
-        for i in 0..n {
-            let (idx2, d2, z2) =
-                (&b.idx2[i * FLAT..][..FLAT], &b.d2[i * FLAT..][..FLAT], &b.z2[i * C2 * S2..][..C2 * S2]);
-            unpool(&gp2[i * FLAT..][..FLAT], idx2, d2, z2, None, C2, 14, 14, act, rule, &mut gz2);
-            matmul(
-                C1 * 9,
-                S2,
-                C2,
-                &mut gcols2,
-                View::transposed(&self.w2, C1 * 9),
-                View::rows(&gz2, S2),
-                false,
-            );
-            let gp1_i = &mut gp1[i * C1 * S2..][..C1 * S2];
-            col2im(&gcols2, C1, 14, 14, gp1_i);
-            let (idx1, d1, z1) = (
-                &b.idx1[i * C1 * S2..][..C1 * S2],
-                &b.d1[i * C1 * S2..][..C1 * S2],
-                &b.z1[i * C1 * S1..][..C1 * S1],
-            );
-            unpool(gp1_i, idx1, d1, z1, None, C1, 28, 28, act, rule, &mut gz1);
-            matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(&gz1, S1), false);
-            col2im(&gcols1, 1, 28, 28, &mut g[i * S1..][..S1]);
-        }
-        GradState { block: b, ga3, gp2, gp1, g }
+        let block = self.forward_block(x, n, act);
+        let back = self.backward_block(&block, gl, act, Rule::Relu(ReluRule::Gradient), None, Stop::Input);
+        GradState { block, back }
     }
 
     /// Stage two: H·v for one block from its [`GradState`] (Pearlmutter's R-operator): the
@@ -685,7 +659,7 @@ impl Kernels {
         let rgz3: Vec<f32> = (0..n * HIDDEN)
             .map(|at| {
                 let d = act.derivative_scalar(b.z3[at]);
-                st.ga3[at] * act.second_derivative_from_first(d) * rz3[at]
+                st.back.ga3[at] * act.second_derivative_from_first(d) * rz3[at]
             })
             .collect();
         let mut rgp2 = vec![0.0; n * FLAT];
@@ -697,7 +671,7 @@ impl Kernels {
         let mut gcols2 = vec![0.0; C1 * 9 * S2];
         let mut gcols1 = vec![0.0; 9 * S1];
         for i in 0..n {
-            let (g, rg) = (&st.gp2[i * FLAT..][..FLAT], &rgp2[i * FLAT..][..FLAT]);
+            let (g, rg) = (&st.back.gp2[i * FLAT..][..FLAT], &rgp2[i * FLAT..][..FLAT]);
             let (d2, idx2) = (&b.d2[i * FLAT..][..FLAT], &b.idx2[i * FLAT..][..FLAT]);
             let rz2_i = &rz2[i * C2 * S2..][..C2 * S2];
             unpool_r(g, rg, idx2, d2, rz2_i, (C2, 14, 14), act, &mut gz2, &mut rgz2);
@@ -713,7 +687,7 @@ impl Kernels {
             col2im(&gcols2, C1, 14, 14, &mut rgp1);
             let (d1, idx1) = (&b.d1[i * C1 * S2..][..C1 * S2], &b.idx1[i * C1 * S2..][..C1 * S2]);
             let rz1_i = &rz1[i * C1 * S1..][..C1 * S1];
-            let gp1 = &st.gp1[i * C1 * S2..][..C1 * S2];
+            let gp1 = &st.back.gp1[i * C1 * S2..][..C1 * S2];
             unpool_r(gp1, &rgp1, idx1, d1, rz1_i, (C1, 28, 28), act, &mut gz1, &mut rgz1);
             matmul(9, S1, C1, &mut gcols1, View::transposed(&self.w1, 9), View::rows(&rgz1, S1), false);
             col2im(&gcols1, 1, 28, 28, &mut hv[i * S1..][..S1]);
@@ -744,7 +718,7 @@ impl Kernels {
                 )
             })
             .collect();
-        let g: Vec<f32> = states.iter().flat_map(|st| st.g.iter().copied()).collect();
+        let g: Vec<f32> = states.iter().flat_map(|st| st.back.grad.iter().copied()).collect();
         let v = then(&g)?;
         assert_eq!(v.len(), n * S1, "kernel H·v: the vector must be shaped like the input");
         let hv: Vec<Vec<f32>> = states
@@ -758,7 +732,6 @@ impl Kernels {
     /// Runs `n` images `x` [n·784] through the forward pass and, when `grad_logits`
     /// [n·10] is given, the backward pass to `stop` with `rule`. `baseline` ([784] or
     /// [n·784]) is the reference input of the rescale rule.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn pass(
         &self,
         x: &[f32],
@@ -767,6 +740,8 @@ impl Kernels {
         backward: Option<(&[f32], Rule, Stop)>,
         baseline: Option<&[f32]>,
     ) -> PassOut {
+        // One baseline for every row: its forward pass once, shared by all blocks.
+        let shared_base = baseline.filter(|b0| b0.len() == S1).map(|b0| self.forward_block(b0, 1, act));
         let blocks: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..n.div_ceil(BLOCK))
             .into_par_iter()
             .map(|k| {
@@ -775,16 +750,13 @@ impl Kernels {
                 let Some((gl, rule, stop)) = backward else {
                     return (block.logits, Vec::new(), Vec::new());
                 };
-                let base = baseline.map(|b0| {
-                    if b0.len() == S1 {
-                        self.forward_block(b0, 1, act)
-                    } else {
-                        self.forward_block(&b0[start * S1..][..len * S1], len, act)
-                    }
-                });
+                let per_row = baseline
+                    .filter(|b0| b0.len() != S1)
+                    .map(|b0| self.forward_block(&b0[start * S1..][..len * S1], len, act));
+                let base = per_row.as_ref().or(shared_base.as_ref());
                 let gl = &gl[start * CLASSES..][..len * CLASSES];
-                let (grad, layer) = self.backward_block(&block, gl, act, rule, base.as_ref(), stop);
-                (block.logits, grad, layer)
+                let back = self.backward_block(&block, gl, act, rule, base, stop);
+                (block.logits, back.grad, back.layer)
             })
             .collect();
         let mut out = PassOut { logits: Vec::new(), grad: Vec::new(), layer: Vec::new() };

@@ -44,11 +44,6 @@ pub fn upsample2(g: &Tensor) -> Result<Tensor> {
     g.reshape((b, c, h, 1, w, 1))?.broadcast_as((b, c, h, 2, w, 2))?.reshape((b, c, 2 * h, 2 * w))
 }
 
-/// Max-pools `a` and returns the pooled tensor and the routing mask.
-pub fn max_pool2(a: &Tensor) -> Result<(Tensor, Tensor)> {
-    max_pool2_ranked(a, a)
-}
-
 /// Pools `a` at the first arg-max of each window of `rank` (same shape; a monotone
 /// function of `a`, e.g. its pre-activation), and returns the pooled tensor and the mask.
 pub fn max_pool2_ranked(a: &Tensor, rank: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -73,7 +68,7 @@ mod tests {
         // One 2×2 window [[1,2],[3,4]]: max 4 at (1,1); a second window all ties [[5,5],[5,5]]:
         // the gradient must go to (0,0) alone, whole (1.0), not 1/4 and not to all four.
         let x = Var::from_vec(vec![1f32, 2., 5., 5., 3., 4., 5., 5.], (1, 1, 2, 4), &dev).unwrap();
-        let (p, _) = max_pool2(x.as_tensor()).unwrap();
+        let (p, _) = max_pool2_ranked(x.as_tensor(), x.as_tensor()).unwrap();
         assert_eq!(p.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![4., 5.]);
         let grads = p.sum_all().unwrap().backward().unwrap();
         let g = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -84,7 +79,7 @@ mod tests {
     fn unpool_is_the_adjoint_of_pooling() {
         let dev = Device::Cpu;
         let a = Tensor::new(&[[[[0.3f32, 0.9, 0.1, 0.2], [0.5, 0.4, 0.8, 0.7]]]], &dev).unwrap();
-        let (_, mask) = max_pool2(&a).unwrap();
+        let (_, mask) = max_pool2_ranked(&a, &a).unwrap();
         let g = Tensor::new(&[[[[10f32, 20.]]]], &dev).unwrap();
         let back = unpool2(&g, &mask).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(back, vec![0., 10., 0., 0., 0., 0., 20., 0.]);
