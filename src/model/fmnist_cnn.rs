@@ -404,15 +404,20 @@ mod tests_support {
 
     /// 11 images (one full block of 8 and a partial one): uniform noise with about half the
     /// pixels zeroed, so that many pooling windows tie exactly as on real backgrounds.
-    pub fn images(n: usize) -> Tensor {
-        let dev = Device::Cpu;
-        let u = Tensor::rand(0f32, 1f32, (n, 1, 28, 28), &dev).unwrap();
-        let keep = Tensor::rand(0f32, 1f32, (n, 1, 28, 28), &dev).unwrap().gt(0.5).unwrap();
-        (u * keep.to_dtype(DType::F32).unwrap()).unwrap()
+    pub fn images(n: usize, seed: u64) -> Tensor {
+        use rand::Rng;
+        let mut rng = crate::seed::rng(seed);
+        let v: Vec<f32> = (0..n * 784)
+            .map(|_| if rng.random_bool(0.5) { rng.random_range(0.0f32..1.0) } else { 0.0 })
+            .collect();
+        Tensor::from_vec(v, (n, 1, 28, 28), &Device::Cpu).unwrap()
     }
 
-    pub fn grad_logits(n: usize) -> Tensor {
-        Tensor::randn(0f32, 1f32, (n, 10), &Device::Cpu).unwrap()
+    pub fn grad_logits(n: usize, seed: u64) -> Tensor {
+        use rand::Rng;
+        let mut rng = crate::seed::rng(seed);
+        let v: Vec<f32> = (0..n * 10).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Tensor::from_vec(v, (n, 10), &Device::Cpu).unwrap()
     }
 
     /// max |a − b| / max |b|: float32 rounding of sums of a few thousand terms stays far
@@ -439,7 +444,7 @@ mod tests {
         let fast = shipped();
         assert!(fast.kernels.is_some(), "shipped CPU model must use the kernels");
         let slow = shipped().without_kernels();
-        let (x, g) = (images(11), grad_logits(11));
+        let (x, g) = (images(11, 1), grad_logits(11, 2));
         for act in ACTS {
             assert!(rel(&fast.logits(&x, act).unwrap(), &slow.logits(&x, act).unwrap()) < 1e-5);
             for rule in [ReluRule::Gradient, ReluRule::Guided, ReluRule::Deconvnet] {
@@ -449,7 +454,7 @@ mod tests {
                 assert!(rel(&gf, &gs) < 1e-4, "{act:?} {rule:?}: {}", rel(&gf, &gs));
             }
             // DeepLIFT against one broadcast baseline and against one baseline per row.
-            for baseline in [Tensor::full(0.1f32, (1, 1, 28, 28), &Device::Cpu).unwrap(), images(11)] {
+            for baseline in [Tensor::full(0.1f32, (1, 1, 28, 28), &Device::Cpu).unwrap(), images(11, 3)] {
                 let f = fast.rescale_gradient(&x, &baseline, &g, act).unwrap();
                 let s = slow.rescale_gradient(&x, &baseline, &g, act).unwrap();
                 assert!(rel(&f, &s) < 1e-4, "{act:?} rescale: {}", rel(&f, &s));
@@ -467,9 +472,9 @@ mod tests {
         // An input in an autograd graph must take the candle path, whose result autograd
         // can differentiate: the gradient of Σ logits[target] must arrive at x.
         let m = shipped();
-        let xv = candle_core::Var::from_tensor(&images(2)).unwrap();
+        let xv = candle_core::Var::from_tensor(&images(2, 4)).unwrap();
         let (_, map) =
-            m.input_gradient(xv.as_tensor(), &grad_logits(2), ACTS[1], ReluRule::Gradient).unwrap();
+            m.input_gradient(xv.as_tensor(), &grad_logits(2, 5), ACTS[1], ReluRule::Gradient).unwrap();
         let grads = map.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         assert!(grads.get(xv.as_tensor()).is_some());
     }
@@ -477,7 +482,7 @@ mod tests {
     #[test]
     fn kernels_do_not_depend_on_threads_or_batch() {
         let m = shipped();
-        let (x, g) = (images(19), grad_logits(19));
+        let (x, g) = (images(19, 6), grad_logits(19, 7));
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
@@ -515,7 +520,7 @@ mod hessian_tests {
     #[test]
     fn kernel_hessian_vector_equals_autograd() {
         let (fast, slow) = (shipped(), shipped().without_kernels());
-        let (x, g) = (images(11), grad_logits(11));
+        let (x, g) = (images(11, 8), grad_logits(11, 9));
         let v = Tensor::randn(0f32, 1f32, (11, 1, 28, 28), &Device::Cpu).unwrap();
         for act in [Activation::Softplus { beta: 10.0 }, Activation::Softplus { beta: 2.0 }] {
             let (gf, hf) = fast.hessian_vector(&x, &g, &v, act).unwrap();
