@@ -194,16 +194,12 @@ pub fn target_hessian_vector(
             p.dims()
         )));
     }
-    let (mut gs, mut hs) = (Vec::new(), Vec::new());
-    for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
-        let len = MAX_ROWS_PER_PASS.min(n - start);
+    let parts = row_passes(n, targets, |start, len| {
         let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
             .to_dtype(p.dtype())?;
-        let (gr, hv) = model.hessian_vector(&p.narrow(0, start, len)?, &g, &u.narrow(0, start, len)?, act)?;
-        gs.push(gr);
-        hs.push(hv);
-    }
-    Ok((Tensor::cat(&gs, 0)?, Tensor::cat(&hs, 0)?))
+        model.hessian_vector(&p.narrow(0, start, len)?, &g, &u.narrow(0, start, len)?, act)
+    })?;
+    cat_pairs(parts)
 }
 
 /// [`target_gradient`] with a modified backward rule through the ReLUs (guided backprop,
@@ -226,23 +222,12 @@ pub fn target_backward_with_logits(
     act: Activation,
     rule: ReluRule,
 ) -> Result<(Tensor, Tensor)> {
-    let n = x.dim(0)?;
-    if targets.len() != n {
-        return Err(Error::Invalid(format!("{} targets for {n} images", targets.len())));
-    }
-    let (mut logits, mut grads) = (Vec::new(), Vec::new());
-    for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
-        let len = MAX_ROWS_PER_PASS.min(n - start);
+    let parts = row_passes(x.dim(0)?, targets, |start, len| {
         let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
             .to_dtype(x.dtype())?;
-        let (l, gr) = model.input_gradient(&x.narrow(0, start, len)?, &g, act, rule)?;
-        logits.push(l);
-        grads.push(gr);
-    }
-    if grads.len() == 1 {
-        return Ok((logits.remove(0), grads.remove(0)));
-    }
-    Ok((Tensor::cat(&logits, 0)?, Tensor::cat(&grads, 0)?))
+        model.input_gradient(&x.narrow(0, start, len)?, &g, act, rule)
+    })?;
+    cat_pairs(parts)
 }
 
 /// Applies `f` to [`MAX_ROWS_PER_PASS`]-row slices of `x` (and their targets) and concatenates
@@ -251,19 +236,34 @@ pub fn in_passes<F>(x: &Tensor, targets: &[u32], f: F) -> Result<Tensor>
 where
     F: Fn(&Tensor, &[u32]) -> Result<Tensor>,
 {
-    let n = x.dim(0)?;
+    let parts = row_passes(x.dim(0)?, targets, |start, len| {
+        f(&x.narrow(0, start, len)?, &targets[start..start + len])
+    })?;
+    cat_rows(parts)
+}
+
+/// Runs `f(start, len)` over consecutive slices of at most [`MAX_ROWS_PER_PASS`] of `n` rows,
+/// after checking that there is one target per row: the one chunking loop of the passes above.
+fn row_passes<T>(n: usize, targets: &[u32], f: impl FnMut(usize, usize) -> Result<T>) -> Result<Vec<T>> {
     if targets.len() != n {
         return Err(Error::Invalid(format!("{} targets for {n} images", targets.len())));
     }
-    let mut parts = Vec::with_capacity(n.div_ceil(MAX_ROWS_PER_PASS));
-    for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
-        let len = MAX_ROWS_PER_PASS.min(n - start);
-        parts.push(f(&x.narrow(0, start, len)?, &targets[start..start + len])?);
-    }
+    let mut f = f;
+    (0..n).step_by(MAX_ROWS_PER_PASS).map(|start| f(start, MAX_ROWS_PER_PASS.min(n - start))).collect()
+}
+
+/// Concatenates row slices (one slice is returned as it is, without a copy).
+fn cat_rows(mut parts: Vec<Tensor>) -> Result<Tensor> {
     if parts.len() == 1 {
         return Ok(parts.remove(0));
     }
     Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// [`cat_rows`] for passes that return two tensors.
+fn cat_pairs(parts: Vec<(Tensor, Tensor)>) -> Result<(Tensor, Tensor)> {
+    let (a, b): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    Ok((cat_rows(a)?, cat_rows(b)?))
 }
 
 /// Saliency maps [B,H,W]: |attribution| summed over channels (the paper's post-processing).
