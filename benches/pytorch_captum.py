@@ -16,7 +16,10 @@ Two parts (``--part methods|study|all``):
   grad_cam (``LayerGradCam`` on the conv2 ReLU output, upsampled bilinearly with
   ``LayerAttribution.interpolate``), deeplift (``DeepLift``, zero baseline), occlusion
   (``Occlusion``, 4x4 window, stride 2, baseline 0; at ``--occlusion-batches``), and the
-  ``top_k`` attack against the gradient map in image-iterations per second. Targets are the
+  ``top_k`` attack against the gradient map in image-iterations per second; with
+  scikit-learn installed also lime (``Lime``, ridge alpha 1, exponential cosine kernel of
+  width 0.25) and kernel_shap (``KernelShap``) on a 4x4-pixel grid of 49 features, 1000
+  samples, baseline 0, at ``--surrogate-batches`` (default 16). Targets are the
   predicted classes. Each measurement is warmed up once, then timed ``--reps`` times; the
   table shows the BEST repetition (the JSON also has the median).
 
@@ -260,6 +263,49 @@ def make_methods(model: FmnistCnn, args) -> dict:
     }
 
 
+def grid_mask(cell: int) -> torch.Tensor:
+    """[1,1,H,W] feature ids of a square grid of cell x cell pixels (the crate's
+    `segments = "grid"`, row-major cell numbering)."""
+    per_row = -(-W // cell)
+    rows = torch.arange(H).div(cell, rounding_mode="floor")
+    cols = torch.arange(W).div(cell, rounding_mode="floor")
+    return (rows[:, None] * per_row + cols[None, :]).reshape(1, 1, H, W)
+
+
+def surrogate_methods(model: FmnistCnn, args) -> dict:
+    """LIME and KernelSHAP as Captum runs them, on the crate's default features (4x4 grid,
+    49 features, baseline 0) and sample count (1000). Captum fits its surrogates with
+    scikit-learn; without it they are left out (with a notice)."""
+    try:
+        from captum._utils.models.linear_model import SkLearnRidge
+        import sklearn  # noqa: F401  (SkLearnRidge imports it lazily)
+    except ImportError:
+        print("  lime and kernel_shap skipped: scikit-learn is not installed "
+              "(pip install scikit-learn)", file=sys.stderr, flush=True)
+        return {}
+    from captum.attr import KernelShap, Lime
+    from captum.attr._core.lime import get_exp_kernel_similarity_function
+
+    mask = grid_mask(args.lime_cell)
+    lime = Lime(model, interpretable_model=SkLearnRidge(alpha=1.0),
+                similarity_func=get_exp_kernel_similarity_function("cosine", kernel_width=0.25))
+    shap = KernelShap(model)
+
+    def per_image(explainer):
+        # Captum fits one surrogate per example and, given a batch, loops over it itself
+        # (with a warning recommending one example per call); the loop here is the same.
+        def run(x, t):
+            return torch.cat([
+                explainer.attribute(x[i : i + 1], target=int(t[i]), feature_mask=mask.to(x.device),
+                                    baselines=0.0, n_samples=args.lime_samples,
+                                    perturbations_per_eval=args.lime_ppe)
+                for i in range(len(x))
+            ])
+        return run
+
+    return {"lime": per_image(lime), "kernel_shap": per_image(shap)}
+
+
 def saliency_map(attr: torch.Tensor) -> torch.Tensor:
     """The paper's post-processing: |attribution| summed over channels, flattened [B,H*W]."""
     return attr.detach().abs().sum(1).flatten(1)
@@ -468,12 +514,13 @@ def timed(fn, reps, device):
 
 
 def part_methods(args, model, surrogate, x_all, preds_all, ids, device):
-    methods = make_methods(model, args)
+    methods = {**make_methods(model, args), **surrogate_methods(model, args)}
     saliency = Saliency(model)
     results = []
     order = ["forward"] + list(methods) + ["top_k_attack"]
     for name in order:
-        batches = args.occlusion_batches if name == "occlusion" else args.batches
+        batches = (args.occlusion_batches if name == "occlusion"
+                   else args.surrogate_batches if name in ("lime", "kernel_shap") else args.batches)
         for bsz in batches:
             # The study's images, repeated to fill the batch.
             sel = torch.tensor([ids[i % len(ids)] for i in range(bsz)])
@@ -720,9 +767,14 @@ def parse_args(argv=None):
     p.add_argument("--sg-sigma", type=float, default=0.15)
     p.add_argument("--sg-samples-batch", type=int, default=2, help="NoiseTunnel nt_samples_batch_size")
     p.add_argument("--occlusion-ppe", type=int, default=2, help="Occlusion perturbations_per_eval")
+    p.add_argument("--lime-samples", type=int, default=1000, help="LIME / KernelSHAP n_samples")
+    p.add_argument("--lime-cell", type=int, default=4, help="LIME / KernelSHAP grid cell (pixels)")
+    p.add_argument("--lime-ppe", type=int, default=250, help="LIME / KernelSHAP perturbations_per_eval")
     # Part 1.
     p.add_argument("--batches", type=csv_list(int), default=[64, 256])
     p.add_argument("--occlusion-batches", type=csv_list(int), default=[64])
+    p.add_argument("--surrogate-batches", type=csv_list(int), default=[16],
+                   help="batch sizes of lime and kernel_shap (one Captum call per image)")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--attack-iterations", type=int, default=5, help="top_k iterations per timed call (part 1)")
     p.add_argument("--attack-eps", type=float, default=0.05, help="eps of the timed top_k attack (part 1)")
