@@ -231,7 +231,7 @@ mod tests {
             let got = cam_on_slices(&a, &g, dims, hh, ww);
             assert_eq!(got.len(), want.len());
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            assert!(scale > 0.0 && want.iter().any(|&v| v == 0.0), "some maps rectified, some not");
+            assert!(scale > 0.0 && want.contains(&0.0), "some maps rectified, some not");
             for (i, (x, y)) in got.iter().zip(&want).enumerate() {
                 assert!((x - y).abs() <= 1e-5 * scale, "{dims:?} at {i}: {x} vs {y}");
             }
