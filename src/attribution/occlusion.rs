@@ -76,13 +76,19 @@ impl Attribution for Occlusion {
         }
         let dev = x.device();
         let masks = Tensor::from_vec(m, (p, h * w), dev)?.to_dtype(x.dtype())?;
-        // Occluded copies, position-major: row k·B + i is image i with window k replaced.
-        let keep = masks.affine(-1.0, 1.0)?.reshape((p, 1, 1, h, w))?;
-        let fill = masks.affine(self.baseline as f64, 0.0)?.reshape((p, 1, 1, h, w))?;
-        let occluded =
-            x.unsqueeze(0)?.broadcast_mul(&keep)?.broadcast_add(&fill)?.reshape((p * b, c, h, w))?;
         let base = logits_in_passes(model, x)?;
-        let occ = logits_in_passes(model, &occluded)?;
+        // Logits of the occluded copies, position-major: row k·B + i is image i with window k
+        // replaced; from the model's own shortcut where it has one.
+        let occ = match model.occluded_logits(x, &pos, self.window, self.baseline, Activation::Relu)? {
+            Some(occ) => occ,
+            None => {
+                let keep = masks.affine(-1.0, 1.0)?.reshape((p, 1, 1, h, w))?;
+                let fill = masks.affine(self.baseline as f64, 0.0)?.reshape((p, 1, 1, h, w))?;
+                let occluded =
+                    x.unsqueeze(0)?.broadcast_mul(&keep)?.broadcast_add(&fill)?.reshape((p * b, c, h, w))?;
+                logits_in_passes(model, &occluded)?
+            }
+        };
         let t = Tensor::from_vec(targets.to_vec(), (b, 1), dev)?;
         let base_t = base.gather(&t, 1)?.reshape((1, b))?; // [1,B]
         let tp = Tensor::from_vec(

@@ -354,6 +354,24 @@ impl Classifier for FmnistCnn {
         &LAYERS
     }
 
+    fn occluded_logits(
+        &self,
+        x: &Tensor,
+        windows: &[(usize, usize)],
+        size: [usize; 2],
+        fill: f32,
+        act: Activation,
+    ) -> Result<Option<Tensor>> {
+        let fits = windows
+            .iter()
+            .all(|&(r, c)| size[0] > 0 && size[1] > 0 && r + size[0] <= 28 && c + size[1] <= 28);
+        let Some((k, n)) = self.kernels_for(x, &[]).filter(|_| fits) else {
+            return Ok(None);
+        };
+        let out = k.occluded_logits(&flat(x)?, n, windows, size, fill, act);
+        Ok(Some(Tensor::from_vec(out, (windows.len() * n, 10), x.device())?))
+    }
+
     fn layer_gradient(
         &self,
         x: &Tensor,
@@ -438,6 +456,52 @@ mod tests {
     use crate::model::Classifier;
 
     const ACTS: [Activation; 2] = [Activation::Relu, Activation::Softplus { beta: 10.0 }];
+
+    /// The occlusion shortcut (only what a window changes is recomputed) gives the logits of
+    /// full passes over the occluded copies: windows of several shapes at the corners, on the
+    /// borders (where the conv padding and the clamped regions meet) and inside, at odd and
+    /// even offsets (pool windows half inside), a whole-image window, fill 0 (which ties with
+    /// the zero background) and 0.5, both activations. A wrong region bound or a missed
+    /// restore changes a logit by order 1.
+    #[test]
+    fn occluded_logits_equal_full_passes_of_the_occluded_copies() {
+        let model = shipped();
+        let n = 3;
+        let x = images(n, 5);
+        let pixels = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let cases: [([usize; 2], Vec<(usize, usize)>); 4] = [
+            ([4, 4], vec![(0, 0), (2, 2), (24, 24), (0, 24), (13, 7), (11, 11)]),
+            ([1, 1], vec![(0, 0), (27, 27), (14, 3), (5, 26)]),
+            ([3, 5], vec![(25, 23), (1, 0), (9, 16)]),
+            ([28, 28], vec![(0, 0)]),
+        ];
+        for (size, windows) in &cases {
+            for fill in [0.0f32, 0.5] {
+                for act in ACTS {
+                    let got = model.occluded_logits(&x, windows, *size, fill, act).unwrap().unwrap();
+                    let mut copies = Vec::new();
+                    for &(r, c) in windows {
+                        for i in 0..n {
+                            let mut img = pixels[i * 784..][..784].to_vec();
+                            for y in r..r + size[0] {
+                                img[y * 28 + c..][..size[1]].fill(fill);
+                            }
+                            copies.extend(img);
+                        }
+                    }
+                    let copies =
+                        Tensor::from_vec(copies, (windows.len() * n, 1, 28, 28), &Device::Cpu).unwrap();
+                    let want = model.logits(&copies, act).unwrap();
+                    let err = rel(&got, &want);
+                    assert!(err < 1e-5, "{size:?} fill {fill} {act:?}: {err}");
+                }
+            }
+        }
+        // Windows that do not fit, and the candle path, leave the caller to run the copies.
+        assert!(model.occluded_logits(&x, &[(26, 0)], [4, 4], 0.0, Activation::Relu).unwrap().is_none());
+        let slow = shipped().without_kernels();
+        assert!(slow.occluded_logits(&x, &[(0, 0)], [4, 4], 0.0, Activation::Relu).unwrap().is_none());
+    }
 
     #[test]
     fn kernels_equal_the_candle_passes() {

@@ -296,7 +296,11 @@ fn pool(
         }
     }
     // One activation and derivative per window, on the maxima gathered above.
-    let (out, deriv) = (&mut out[..c * h2 * w2], &mut deriv[..c * h2 * w2]);
+    activate_pooled(act, &mut out[..c * h2 * w2], &mut deriv[..c * h2 * w2]);
+}
+
+/// The activation of each pooled maximum in place, and its derivative into `deriv`.
+fn activate_pooled(act: Activation, out: &mut [f32], deriv: &mut [f32]) {
     match act {
         Activation::Relu => {
             for (o, d) in out.iter_mut().zip(deriv.iter_mut()) {
@@ -304,6 +308,111 @@ fn pool(
             }
         }
         Activation::Softplus { beta } => softplus_sweep(beta as f32, out, deriv),
+    }
+}
+
+/// A half-open range of rows (or columns) of a feature map.
+type Span = std::ops::Range<usize>;
+
+/// The outputs of a 3×3, padding-1 convolution that read any of `r` (of `len` positions).
+fn conv_reach(r: &Span, len: usize) -> Span {
+    r.start.saturating_sub(1)..(r.end + 1).min(len)
+}
+
+/// The 2×2 pooling windows that contain any of `r`.
+fn pool_reach(r: &Span) -> Span {
+    r.start / 2..(r.end - 1) / 2 + 1
+}
+
+/// One region of a 3×3, padding-1 convolution: z[:, rows × cols] = bias + w · patches of
+/// x [cin, h·w], written into `z` [cout, h·w] (the rest of `z` untouched). The patches are
+/// [`im2col`]'s rows for those positions, so the arithmetic is that of the full pass.
+#[allow(clippy::too_many_arguments)]
+fn conv_region(
+    x: &[f32],
+    (cin, h, w): (usize, usize, usize),
+    weights: &[f32],
+    bias: &[f32],
+    (rows, cols): (&Span, &Span),
+    scratch: &mut Vec<f32>,
+    z: &mut [f32],
+) {
+    let np = rows.len() * cols.len();
+    let cout = bias.len();
+    scratch.clear();
+    scratch.resize(cin * 9 * np + cout * np, 0.0);
+    let (patches, out) = scratch.split_at_mut(cin * 9 * np);
+    for ci in 0..cin {
+        let plane = &x[ci * h * w..][..h * w];
+        for tap in 0..9 {
+            let (i, j) = (tap / 3, tap % 3);
+            let row = &mut patches[(ci * 9 + tap) * np..][..np];
+            let mut at = 0;
+            for y in rows.clone() {
+                for xx in cols.clone() {
+                    let (sy, sx) = (y + i, xx + j);
+                    let inside = sy >= 1 && sy <= h && sx >= 1 && sx <= w;
+                    row[at] = if inside { plane[(sy - 1) * w + sx - 1] } else { 0.0 };
+                    at += 1;
+                }
+            }
+        }
+    }
+    fill_rows(out, bias, np);
+    matmul(cout, np, cin * 9, out, View::rows(weights, cin * 9), View::rows(patches, np), true);
+    for (co, vals) in out.chunks_exact(np).enumerate() {
+        let mut at = 0;
+        for y in rows.clone() {
+            let dst = &mut z[co * h * w + y * w..][..w];
+            dst[cols.clone()].copy_from_slice(&vals[at..at + cols.len()]);
+            at += cols.len();
+        }
+    }
+}
+
+/// [`pool`] for the windows `rows × cols` (pooled coordinates) of z [c, h·w]: their
+/// activated maxima written into `out` [c, h/2·w/2], the rest untouched. The same ranking and
+/// activation as [`pool`].
+fn pool_region(
+    z: &[f32],
+    (c, h, w): (usize, usize, usize),
+    act: Activation,
+    (rows, cols): (&Span, &Span),
+    out: &mut [f32],
+) {
+    let (h2, w2) = (h / 2, w / 2);
+    let floor = if act.pool_ranks_outputs() { 0.0 } else { f32::NEG_INFINITY };
+    let mut best = Vec::with_capacity(c * rows.len() * cols.len());
+    for ci in 0..c {
+        let plane = &z[ci * h * w..][..h * w];
+        for py in rows.clone() {
+            for px in cols.clone() {
+                let at = |dy: usize, dx: usize| plane[(2 * py + dy) * w + 2 * px + dx].max(floor);
+                let r = [at(0, 0), at(0, 1), at(1, 0), at(1, 1)];
+                // The first maximum, as `pool` keeps it (strict >).
+                best.push(r[1..].iter().fold(r[0], |m, &v| if v > m { v } else { m }));
+            }
+        }
+    }
+    let mut deriv = vec![0.0; best.len()];
+    activate_pooled(act, &mut best, &mut deriv);
+    let mut vals = best.into_iter();
+    for ci in 0..c {
+        for py in rows.clone() {
+            for px in cols.clone() {
+                out[ci * h2 * w2 + py * w2 + px] = vals.next().unwrap_or(0.0);
+            }
+        }
+    }
+}
+
+/// Copies `rows × cols` of every channel of `clean` [c, h·w] back into `z`.
+fn restore(z: &mut [f32], clean: &[f32], (c, h, w): (usize, usize, usize), (rows, cols): (&Span, &Span)) {
+    for ci in 0..c {
+        for y in rows.clone() {
+            let at = ci * h * w + y * w;
+            z[at..][cols.clone()].copy_from_slice(&clean[at..][cols.clone()]);
+        }
     }
 }
 
@@ -766,6 +875,103 @@ impl Kernels {
             out.layer.extend(a);
         }
         out
+    }
+
+    /// Logits [P·n, 10] of `n` images `x` [n·784] with each window (top, left) of `size`
+    /// [h, w] in turn set to `fill`; row k·n + i is image i under window k. Every window must
+    /// fit the 28×28 image.
+    ///
+    /// Occlusion changes a small patch, so most of each pass equals the clean image's: per
+    /// image the clean pass runs once, and per window only the conv1 outputs that read the
+    /// window, the pool-1 windows over them, the conv2 outputs that read those and the pool-2
+    /// windows over these are recomputed (from 4×4 pixels: 6×6 of conv1's 28×28 outputs and at
+    /// most 6×6 of conv2's 14×14), in working copies restored after each window; fc1 and fc2
+    /// then run as GEMMs over all of an image's windows. With 4×4 windows at stride 2 this
+    /// does about a quarter of the arithmetic of the occluded copies' full passes. One rayon
+    /// task per image, so the result does not depend on the number of threads.
+    pub(crate) fn occluded_logits(
+        &self,
+        x: &[f32],
+        n: usize,
+        windows: &[(usize, usize)],
+        size: [usize; 2],
+        fill: f32,
+        act: Activation,
+    ) -> Vec<f32> {
+        let p = windows.len();
+        let per_image: Vec<Vec<f32>> = (0..n)
+            .into_par_iter()
+            .map(|i| self.occluded_image(&x[i * S1..][..S1], windows, size, fill, act))
+            .collect();
+        let mut out = vec![0.0; p * n * CLASSES];
+        for (i, logits) in per_image.iter().enumerate() {
+            for (k, row) in logits.chunks_exact(CLASSES).enumerate() {
+                out[(k * n + i) * CLASSES..][..CLASSES].copy_from_slice(row);
+            }
+        }
+        out
+    }
+
+    /// [`Kernels::occluded_logits`] for one image: [P, 10].
+    fn occluded_image(
+        &self,
+        x: &[f32],
+        windows: &[(usize, usize)],
+        [wh, ww]: [usize; 2],
+        fill: f32,
+        act: Activation,
+    ) -> Vec<f32> {
+        let clean = self.forward_block(x, 1, act);
+        let mut p1 = vec![0.0; C1 * S2];
+        let (mut idx, mut deriv) = (vec![0; C1 * S2], vec![0.0; C1 * S2]);
+        pool(&clean.z1, C1, 28, 28, act, &mut p1, &mut idx, &mut deriv);
+        // Working copies: each window writes its patch, then restores the clean values.
+        let (mut xw, mut z1, mut p1w, mut z2) = (x.to_vec(), clean.z1.clone(), p1.clone(), clean.z2.clone());
+        let mut scratch = Vec::new();
+        let mut p2 = Vec::with_capacity(windows.len() * FLAT);
+        for &(r0, c0) in windows {
+            let (wr, wc) = (r0..r0 + wh, c0..c0 + ww);
+            for y in wr.clone() {
+                xw[y * 28..][wc.clone()].fill(fill);
+            }
+            let (r1, c1) = (conv_reach(&wr, 28), conv_reach(&wc, 28));
+            conv_region(&xw, (1, 28, 28), &self.w1, &self.b1, (&r1, &c1), &mut scratch, &mut z1);
+            let (q1r, q1c) = (pool_reach(&r1), pool_reach(&c1));
+            pool_region(&z1, (C1, 28, 28), act, (&q1r, &q1c), &mut p1w);
+            let (r2, c2) = (conv_reach(&q1r, 14), conv_reach(&q1c, 14));
+            conv_region(&p1w, (C1, 14, 14), &self.w2, &self.b2, (&r2, &c2), &mut scratch, &mut z2);
+            let start = p2.len();
+            p2.extend_from_slice(&clean.p2);
+            pool_region(&z2, (C2, 14, 14), act, (&pool_reach(&r2), &pool_reach(&c2)), &mut p2[start..]);
+            // Restore the clean values the window changed.
+            for y in wr {
+                xw[y * 28..][wc.clone()].copy_from_slice(&x[y * 28..][wc.clone()]);
+            }
+            restore(&mut z1, &clean.z1, (C1, 28, 28), (&r1, &c1));
+            restore(&mut p1w, &p1, (C1, 14, 14), (&q1r, &q1c));
+            restore(&mut z2, &clean.z2, (C2, 14, 14), (&r2, &c2));
+        }
+        let p = windows.len();
+        let mut z3 = vec![0.0; p * HIDDEN];
+        for row in z3.chunks_exact_mut(HIDDEN) {
+            row.copy_from_slice(&self.fc1_b);
+        }
+        matmul(p, HIDDEN, FLAT, &mut z3, View::rows(&p2, FLAT), View::transposed(&self.fc1, FLAT), true);
+        let a3: Vec<f32> = z3.iter().map(|&z| act.apply_scalar(z)).collect();
+        let mut logits = vec![0.0; p * CLASSES];
+        for row in logits.chunks_exact_mut(CLASSES) {
+            row.copy_from_slice(&self.fc2_b);
+        }
+        matmul(
+            p,
+            CLASSES,
+            HIDDEN,
+            &mut logits,
+            View::rows(&a3, HIDDEN),
+            View::transposed(&self.fc2, HIDDEN),
+            true,
+        );
+        logits
     }
 }
 

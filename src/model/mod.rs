@@ -221,6 +221,21 @@ pub trait Classifier: Send + Sync {
     ) -> Result<(Tensor, Tensor)> {
         Err(crate::Error::Invalid(format!("model `{}` exposes no layer `{layer}`", self.name())))
     }
+
+    /// Logits [P·B,K] of `x` [B,C,H,W] with each window (top, left) of `size` [h,w] (all
+    /// channels) in turn set to `fill`; row k·B + i is image i under window k. For occlusion,
+    /// where most of each pass equals the clean image's: a model may compute only what a
+    /// window changes. `None` (the default) leaves the caller to run the occluded copies.
+    fn occluded_logits(
+        &self,
+        _x: &Tensor,
+        _windows: &[(usize, usize)],
+        _size: [usize; 2],
+        _fill: f32,
+        _act: Activation,
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
 }
 
 /// [`Classifier::gradient_then_hessian_vector`] by autograd through the model's explicit
