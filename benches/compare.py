@@ -145,7 +145,9 @@ def main() -> int:
         "",
         "Rows marked (b16) were run at batch 16 only, shown in the b64 columns; (b64) rows at 64 "
         "only. Ratios and GFLOP/s are at the largest batch measured. The top_k attack row is in "
-        "image-iterations per second.",
+        "image-iterations per second. GFLOP/s counts each method's arithmetic as full passes "
+        "(17 MFLOP per gradient, 8.5 per forward); occlusion's is the effective rate, since "
+        "fragility recomputes only the part of each pass a window changes (about a quarter).",
         "",
         "The default study (`experiments/fragility.toml`: 200 images, 4 methods, random_sign and top_k at 4 ε, "
         "100 top-k iterations), wall clock:",

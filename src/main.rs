@@ -94,8 +94,9 @@ enum Command {
         /// Images: .npy (float32 N×C×H×W in [0,1], or uint8) or idx (raw or .gz).
         #[arg(long)]
         images: PathBuf,
-        /// Comma-separated methods: gradient, gradient_x_input, integrated_gradients, smoothgrad,
-        /// guided_backprop, deconvnet, grad_cam, guided_grad_cam.
+        /// Comma-separated methods, with default settings: gradient, gradient_x_input,
+        /// integrated_gradients, smoothgrad, smoothgrad_sq, vargrad, guided_backprop, deconvnet,
+        /// deeplift, grad_cam, guided_grad_cam, occlusion, lime, kernel_shap.
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
         /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy.

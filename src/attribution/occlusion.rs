@@ -5,9 +5,12 @@
 //! f(x)ₜ − f(x with the window occluded)ₜ, is recorded. A pixel's value is the mean of the drops
 //! of the windows that cover it (0 if none does). Positions: 0, s, 2s, … while the window fits;
 //! with the defaults (4×4, stride 2) on 28×28 every pixel is covered. Shapes: x [B,C,H,W] →
-//! [B,C,H,W] (the same value in every channel). The B·P occluded copies (P positions) are
-//! evaluated as one stream of forward passes in chunks; no gradient is needed, and the map
-//! is not differentiable (attacks can only transfer to it).
+//! [B,C,H,W] (the same value in every channel). The logits of the B·P occluded copies (P
+//! positions) come from the model's [`Classifier::occluded_logits`] where it has that shortcut
+//! (`fmnist_cnn` on the CPU recomputes only the part of each pass a window changes, the
+//! "reuse the unchanged part" of the speed issue); otherwise the copies are built and run as
+//! one stream of forward passes in chunks. No gradient is needed, and the map is not
+//! differentiable (attacks can only transfer to it).
 
 use super::Attribution;
 use crate::error::{Error, Result};

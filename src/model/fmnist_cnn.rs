@@ -469,16 +469,18 @@ mod tests {
         let n = 3;
         let x = images(n, 5);
         let pixels = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let cases: [([usize; 2], Vec<(usize, usize)>); 4] = [
-            ([4, 4], vec![(0, 0), (2, 2), (24, 24), (0, 24), (13, 7), (11, 11)]),
-            ([1, 1], vec![(0, 0), (27, 27), (14, 3), (5, 26)]),
-            ([3, 5], vec![(25, 23), (1, 0), (9, 16)]),
-            ([28, 28], vec![(0, 0)]),
+        // (window size, window positions)
+        type Case = ([usize; 2], &'static [(usize, usize)]);
+        let cases: [Case; 4] = [
+            ([4, 4], &[(0, 0), (2, 2), (24, 24), (0, 24), (13, 7), (11, 11)]),
+            ([1, 1], &[(0, 0), (27, 27), (14, 3), (5, 26)]),
+            ([3, 5], &[(25, 23), (1, 0), (9, 16)]),
+            ([28, 28], &[(0, 0)]),
         ];
-        for (size, windows) in &cases {
+        for (size, windows) in cases {
             for fill in [0.0f32, 0.5] {
                 for act in ACTS {
-                    let got = model.occluded_logits(&x, windows, *size, fill, act).unwrap().unwrap();
+                    let got = model.occluded_logits(&x, windows, size, fill, act).unwrap().unwrap();
                     let mut copies = Vec::new();
                     for &(r, c) in windows {
                         for i in 0..n {

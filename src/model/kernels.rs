@@ -9,6 +9,8 @@
 //! into single sweeps, and the backward pass routing through the pools' stored arg-max
 //! indices instead of dense masks. The fully connected layers run as GEMMs over a block of
 //! images so that fc1's 1.6 MB of weights are read once per block, not once per image.
+//! Occlusion has its own pass ([`Kernels::occluded_logits`]): the clean pass once per image,
+//! then per window only the region of each layer that the window reaches.
 //!
 //! The math is exactly that of [`super::FmnistCnn`]'s candle passes (which remain the path
 //! for anything autograd must see: second-order attacks, training): the same activations,
