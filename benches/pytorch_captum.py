@@ -47,6 +47,7 @@ Setup (Python >= 3.9; CPU wheels are enough):
 
     python3 -m venv /work/torchenv
     /work/torchenv/bin/pip install torch captum numpy scipy
+    /work/torchenv/bin/pip install scikit-learn   # optional: the lime / kernel_shap rows
 
 (tested with torch 2.15.0, captum 0.9.0, numpy 2.4.6, scipy 1.17.1; scipy is used only for
 ``scipy.stats.rankdata`` and ``scipy.stats.kendalltau``). The weights are read from the
