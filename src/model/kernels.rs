@@ -329,7 +329,6 @@ fn pool_reach(r: &Span) -> Span {
 /// One region of a 3×3, padding-1 convolution: z[:, rows × cols] = bias + w · patches of
 /// x [cin, h·w], written into `z` [cout, h·w] (the rest of `z` untouched). The patches are
 /// [`im2col`]'s rows for those positions, so the arithmetic is that of the full pass.
-#[allow(clippy::too_many_arguments)]
 fn conv_region(
     x: &[f32],
     (cin, h, w): (usize, usize, usize),
