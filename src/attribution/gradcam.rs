@@ -18,8 +18,8 @@
 
 use super::{target_backward, Attribution};
 use crate::error::{Error, Result};
-use crate::model::{one_hot, Activation, Classifier, ReluRule};
-use candle_core::{DType, Device, Tensor};
+use crate::model::{flat_f32, one_hot, plain_cpu_f32, Activation, Classifier, ReluRule};
+use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -113,10 +113,8 @@ impl GradCam {
                 self.layer
             )));
         }
-        let plain = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op();
-        if plain(&a) && plain(&grad) {
-            let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
-            let up = cam_on_slices(&flat(&a)?, &flat(&grad)?, a.dims4()?.into(), hh, ww);
+        if plain_cpu_f32(&a) && plain_cpu_f32(&grad) {
+            let up = cam_on_slices(&flat_f32(&a)?, &flat_f32(&grad)?, a.dims4()?.into(), hh, ww);
             return Ok(Tensor::from_vec(up, (b, 1, hh, ww), x.device())?);
         }
         cam_on_tensors(&a, &grad, hh, ww)

@@ -10,7 +10,7 @@
 use super::conv::Conv3x3;
 use super::kernels::{Kernels, Rule, Stop};
 use super::pool::{max_pool2_ranked, unpool2};
-use super::{Activation, Classifier, ReluRule};
+use super::{flat_f32, plain_cpu_f32, Activation, Classifier, ReluRule};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -153,8 +153,8 @@ impl FmnistCnn {
     fn kernels_for(&self, x: &Tensor, others: &[&Tensor]) -> Option<(&Kernels, usize)> {
         let k = self.kernels.as_deref()?;
         let (b, c, h, w) = x.dims4().ok()?;
-        let plain = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op();
-        ((c, h, w) == (1, 28, 28) && plain(x) && others.iter().all(|t| plain(t))).then_some((k, b))
+        let all_plain = plain_cpu_f32(x) && others.iter().all(|t| plain_cpu_f32(t));
+        ((c, h, w) == (1, 28, 28) && all_plain).then_some((k, b))
     }
 
     /// Loads safetensors weights from `path` onto `device`, checking every name and shape.
@@ -232,10 +232,6 @@ impl FmnistCnn {
 }
 
 /// A tensor's values, row-major, for the CPU kernels.
-fn flat(t: &Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
-}
-
 /// A backward rule at a nonlinearity: (layer index, pre-activation z, upstream gradient) →
 /// gradient with respect to z.
 type ReluBack<'a> = dyn Fn(usize, &Tensor, &Tensor) -> candle_core::Result<Tensor> + 'a;
@@ -266,7 +262,7 @@ impl Classifier for FmnistCnn {
 
     fn logits(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         if let Some((k, n)) = self.kernels_for(x, &[]) {
-            let out = k.pass(&flat(x)?, n, act, None, None);
+            let out = k.pass(&flat_f32(x)?, n, act, None, None);
             return Ok(Tensor::from_vec(out.logits, (n, 10), x.device())?);
         }
         Ok(self.forward_cached(x, act)?.0)
@@ -282,8 +278,13 @@ impl Classifier for FmnistCnn {
         if let Some((k, n)) =
             self.kernels_for(x, &[grad_logits]).filter(|_| grad_logits.dims() == [x.dim(0).unwrap_or(0), 10])
         {
-            let out =
-                k.pass(&flat(x)?, n, act, Some((&flat(grad_logits)?, Rule::Relu(rule), Stop::Input)), None);
+            let out = k.pass(
+                &flat_f32(x)?,
+                n,
+                act,
+                Some((&flat_f32(grad_logits)?, Rule::Relu(rule), Stop::Input)),
+                None,
+            );
             let logits = Tensor::from_vec(out.logits, (n, 10), x.device())?;
             return Ok((logits, Tensor::from_vec(out.grad, (n, 1, 28, 28), x.device())?));
         }
@@ -305,17 +306,18 @@ impl Classifier for FmnistCnn {
             return super::autograd_gradient_then_hessian_vector(self, x, grad_logits, act, then);
         };
         let (dev, shape) = (x.device(), (n, 1, 28, 28));
-        let (g, hv) = k.gradient_then_hessian_vector(&flat(x)?, &flat(grad_logits)?, n, act, |g| {
-            let v = then(&Tensor::from_vec(g.to_vec(), shape, dev)?)?;
-            if v.dims() != x.dims() {
-                return Err(Error::Invalid(format!(
-                    "H·v: vector of shape {:?} for input {:?}",
-                    v.dims(),
-                    x.dims()
-                )));
-            }
-            flat(&v.detach().to_dtype(DType::F32)?)
-        })?;
+        let (g, hv) =
+            k.gradient_then_hessian_vector(&flat_f32(x)?, &flat_f32(grad_logits)?, n, act, |g| {
+                let v = then(&Tensor::from_vec(g.to_vec(), shape, dev)?)?;
+                if v.dims() != x.dims() {
+                    return Err(Error::Invalid(format!(
+                        "H·v: vector of shape {:?} for input {:?}",
+                        v.dims(),
+                        x.dims()
+                    )));
+                }
+                flat_f32(&v.detach().to_dtype(DType::F32)?)
+            })?;
         Ok((Tensor::from_vec(g, shape, dev)?, Tensor::from_vec(hv, shape, dev)?))
     }
 
@@ -329,8 +331,8 @@ impl Classifier for FmnistCnn {
         let fits =
             |n: usize| grad_logits.dims() == [n, 10] && [784, n * 784].contains(&baseline.elem_count());
         if let Some((k, n)) = self.kernels_for(x, &[grad_logits, baseline]).filter(|&(_, n)| fits(n)) {
-            let back = Some((&flat(grad_logits)?[..], Rule::Rescale, Stop::Input));
-            let out = k.pass(&flat(x)?, n, act, back, Some(&flat(baseline)?));
+            let back = Some((&flat_f32(grad_logits)?[..], Rule::Rescale, Stop::Input));
+            let out = k.pass(&flat_f32(x)?, n, act, back, Some(&flat_f32(baseline)?));
             return Ok(Tensor::from_vec(out.grad, (n, 1, 28, 28), x.device())?);
         }
         let (_, c) = self.forward_cached(x, act)?;
@@ -368,7 +370,7 @@ impl Classifier for FmnistCnn {
         let Some((k, n)) = self.kernels_for(x, &[]).filter(|_| fits) else {
             return Ok(None);
         };
-        let out = k.occluded_logits(&flat(x)?, n, windows, size, fill, act);
+        let out = k.occluded_logits(&flat_f32(x)?, n, windows, size, fill, act);
         Ok(Some(Tensor::from_vec(out, (windows.len() * n, 10), x.device())?))
     }
 
@@ -386,8 +388,8 @@ impl Classifier for FmnistCnn {
         };
         let fast = self.kernels_for(x, &[grad_logits]).filter(|&(_, n)| grad_logits.dims() == [n, 10]);
         if let (Some((k, n)), Some(stop)) = (fast, stop) {
-            let back = Some((&flat(grad_logits)?[..], Rule::Relu(ReluRule::Gradient), stop));
-            let out = k.pass(&flat(x)?, n, act, back, None);
+            let back = Some((&flat_f32(grad_logits)?[..], Rule::Relu(ReluRule::Gradient), stop));
+            let out = k.pass(&flat_f32(x)?, n, act, back, None);
             let shape = (n, 64, 14, 14);
             return Ok((
                 Tensor::from_vec(out.layer, shape, x.device())?,

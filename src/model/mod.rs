@@ -22,6 +22,17 @@ pub use fmnist_cnn::{FmnistCnn, PARAM_SHAPES};
 use crate::error::Result;
 use candle_core::{Device, Tensor};
 
+/// Whether a hand-written CPU pass may read `t` as plain memory: f32, on the CPU, and not
+/// part of an autograd graph (autograd would not see such a pass).
+pub fn plain_cpu_f32(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && !t.track_op()
+}
+
+/// `t`'s f32 elements, row-major, as one vector.
+pub fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
 /// The nonlinearity used in place of every ReLU for one pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
