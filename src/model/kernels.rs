@@ -614,8 +614,8 @@ impl Kernels {
             idx2: vec![0; n * FLAT],
             d2: vec![0.0; n * FLAT],
             p2: vec![0.0; n * FLAT],
-            z3: vec![0.0; n * HIDDEN],
-            logits: vec![0.0; n * CLASSES],
+            z3: Vec::new(),
+            logits: Vec::new(),
         };
         let mut cols1 = vec![0.0; 9 * S1];
         let mut p1 = vec![0.0; C1 * S2];
@@ -634,24 +634,27 @@ impl Kernels {
             let (p2, idx2) = (&mut b.p2[i * FLAT..][..FLAT], &mut b.idx2[i * FLAT..][..FLAT]);
             pool(z2, C2, 14, 14, act, p2, idx2, &mut b.d2[i * FLAT..][..FLAT]);
         }
-        for row in b.z3.chunks_exact_mut(HIDDEN) {
-            row.copy_from_slice(&self.fc1_b);
-        }
-        matmul(n, HIDDEN, FLAT, &mut b.z3, View::rows(&b.p2, FLAT), View::transposed(&self.fc1, FLAT), true);
-        let a3: Vec<f32> = b.z3.iter().map(|&z| act.apply_scalar(z)).collect();
-        for row in b.logits.chunks_exact_mut(CLASSES) {
-            row.copy_from_slice(&self.fc2_b);
-        }
+        (b.z3, b.logits) = self.dense_head(&b.p2, n, act);
+        b
+    }
+
+    /// fc1 → act → fc2 for `n` rows of pooled features `p2` [n, 3136], as two GEMMs over the
+    /// rows: (z3 [n,128] before the activation, logits [n,10]).
+    fn dense_head(&self, p2: &[f32], n: usize, act: Activation) -> (Vec<f32>, Vec<f32>) {
+        let mut z3 = self.fc1_b.repeat(n);
+        matmul(n, HIDDEN, FLAT, &mut z3, View::rows(p2, FLAT), View::transposed(&self.fc1, FLAT), true);
+        let a3: Vec<f32> = z3.iter().map(|&z| act.apply_scalar(z)).collect();
+        let mut logits = self.fc2_b.repeat(n);
         matmul(
             n,
             CLASSES,
             HIDDEN,
-            &mut b.logits,
+            &mut logits,
             View::rows(&a3, HIDDEN),
             View::transposed(&self.fc2, HIDDEN),
             true,
         );
-        b
+        (z3, logits)
     }
 
     /// The backward pass of one block from `gl` [n,10] (the upstream gradient of the
@@ -952,27 +955,7 @@ impl Kernels {
             restore(&mut p1w, &p1, (C1, 14, 14), (&q1r, &q1c));
             restore(&mut z2, &clean.z2, (C2, 14, 14), (&r2, &c2));
         }
-        let p = windows.len();
-        let mut z3 = vec![0.0; p * HIDDEN];
-        for row in z3.chunks_exact_mut(HIDDEN) {
-            row.copy_from_slice(&self.fc1_b);
-        }
-        matmul(p, HIDDEN, FLAT, &mut z3, View::rows(&p2, FLAT), View::transposed(&self.fc1, FLAT), true);
-        let a3: Vec<f32> = z3.iter().map(|&z| act.apply_scalar(z)).collect();
-        let mut logits = vec![0.0; p * CLASSES];
-        for row in logits.chunks_exact_mut(CLASSES) {
-            row.copy_from_slice(&self.fc2_b);
-        }
-        matmul(
-            p,
-            CLASSES,
-            HIDDEN,
-            &mut logits,
-            View::rows(&a3, HIDDEN),
-            View::transposed(&self.fc2, HIDDEN),
-            true,
-        );
-        logits
+        self.dense_head(&p2, windows.len(), act).1
     }
 }
 
