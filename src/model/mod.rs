@@ -13,6 +13,7 @@
 //! Ghorbani et al. 2019 use for second derivatives), selected per call by [`Activation`].
 
 pub mod conv;
+pub mod graph;
 mod fmnist_cnn;
 mod kernels;
 pub mod pool;

@@ -1,0 +1,638 @@
+//! The model as data: a topologically ordered graph of named layers.
+//!
+//! Every network the harness studies is a [`Graph`]: node 0 is the image batch, every other
+//! node applies one [`Op`] to earlier nodes, and one node gives the logits. Nodes carry the
+//! names of the PyTorch modules (or ONNX nodes) they come from (`layer4.1.conv2`,
+//! `features.12`), and containers get [aliases](Graph::alias) to the node that produces their
+//! output (`layer4` → its last block's final ReLU), so that Grad-CAM's `layer` names any of
+//! them. Batch norm is folded into the preceding convolution when the graph is built
+//! ([`fold_batch_norm`]); the graph itself only knows the ops below.
+//!
+//! What runs a graph is elsewhere: [`super::sweep`] holds the forward pass, the backward pass
+//! under a [`super::Rule`] and the second-order adjoint, written once over an executor
+//! trait; [`super::tensor_exec`] executes them on candle tensors (any device, and the path
+//! autograd sees) and [`super::kernels`] on plain f32 slices on the CPU.
+//!
+//! Shapes: images [B,C,H,W]; a node's output is either a feature map [B,C,H,W]
+//! ([`Shape::Map`]) or a flat vector [B,F] ([`Shape::Flat`]), inferred for a given input size
+//! by [`Graph::shapes`].
+
+use crate::error::{Error, Result};
+use candle_core::{DType, Tensor};
+use std::collections::BTreeMap;
+
+/// The index of a node in its graph (0 is the input).
+pub type NodeId = usize;
+
+/// A nonlinearity. Under the softplus(β) surrogate ([`super::Activation::Softplus`]) each
+/// kind is replaced by its smooth counterpart: ReLU by softplus, ReLU6 by
+/// softplus(z) − softplus(z − 6), leaky ReLU by αz + (1 − α)·softplus(z).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Nonlinearity {
+    /// max(z, 0).
+    Relu,
+    /// min(max(z, 0), 6) (MobileNet).
+    Relu6,
+    /// z for z ≥ 0, αz below.
+    LeakyRelu(f32),
+}
+
+/// A 2-D convolution (cross-correlation, PyTorch's convention).
+#[derive(Debug, Clone)]
+pub struct Conv {
+    /// Kernel [C_out, C_in/groups, kh, kw].
+    pub weight: Tensor,
+    /// Bias [C_out].
+    pub bias: Option<Tensor>,
+    /// Stride (rows, columns).
+    pub stride: [usize; 2],
+    /// Zero padding (top, left, bottom, right).
+    pub padding: [usize; 4],
+    /// Dilation (rows, columns).
+    pub dilation: [usize; 2],
+    /// Channel groups (C_in for a depthwise convolution).
+    pub groups: usize,
+}
+
+/// A fully connected layer y = x·Wᵀ + b.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Weight [out, in].
+    pub weight: Tensor,
+    /// Bias [out].
+    pub bias: Option<Tensor>,
+}
+
+/// The window of a max or average pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Kernel (rows, columns).
+    pub kernel: [usize; 2],
+    /// Stride (rows, columns).
+    pub stride: [usize; 2],
+    /// Implicit padding (top, left, bottom, right): never the maximum, and counted in an
+    /// average only with `count_include_pad`.
+    pub padding: [usize; 4],
+    /// Round the output size up (PyTorch's `ceil_mode`; a window must still start inside the
+    /// input or its leading padding).
+    pub ceil_mode: bool,
+}
+
+impl Window {
+    /// The output length along one axis (0 rows, 1 columns) for an input of `len`, or None
+    /// when no window fits.
+    pub fn out_len(&self, axis: usize, len: usize) -> Option<usize> {
+        let (k, s) = (self.kernel[axis], self.stride[axis]);
+        let (lead, trail) = (self.padding[axis], self.padding[axis + 2]);
+        let span = (len + lead + trail).checked_sub(k)?;
+        let mut out = if self.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
+        // PyTorch: the last window must start inside the input or the leading padding.
+        if self.ceil_mode && (out - 1) * s >= len + lead {
+            out -= 1;
+        }
+        Some(out)
+    }
+}
+
+/// A layer: what a node computes from its inputs.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// The image batch (node 0 only).
+    Input,
+    /// Convolution of one feature map.
+    Conv(Conv),
+    /// Fully connected layer of one flat vector.
+    Linear(Linear),
+    /// Elementwise nonlinearity of one input (map or flat).
+    Act(Nonlinearity),
+    /// Max-pooling of one feature map; the gradient goes whole to each window's first maximum.
+    MaxPool(Window),
+    /// Average pooling of one feature map.
+    AvgPool {
+        /// The window.
+        window: Window,
+        /// Whether padded positions count in the divisor.
+        count_include_pad: bool,
+    },
+    /// Adaptive average pooling to a fixed output size (PyTorch's bins:
+    /// ⌊i·H/out⌋ .. ⌈(i+1)·H/out⌉); [1, 1] is global average pooling.
+    AdaptiveAvgPool([usize; 2]),
+    /// [B,C,H,W] → [B,C·H·W] in NCHW order.
+    Flatten,
+    /// Elementwise sum of two inputs of one shape (residual connections).
+    Add,
+    /// Concatenation of feature maps along channels (SqueezeNet's Fire modules).
+    Concat,
+    /// Per-channel y = x·scale + shift: input normalisation (x − mean)/std, or a batch norm
+    /// that follows no convolution.
+    Affine {
+        /// Scale [C].
+        scale: Vec<f32>,
+        /// Shift [C].
+        shift: Vec<f32>,
+    },
+}
+
+impl Op {
+    /// A short name of the op's kind, for listings and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Conv(_) => "conv",
+            Op::Linear(_) => "linear",
+            Op::Act(Nonlinearity::Relu) => "relu",
+            Op::Act(Nonlinearity::Relu6) => "relu6",
+            Op::Act(Nonlinearity::LeakyRelu(_)) => "leaky_relu",
+            Op::MaxPool(_) => "max_pool",
+            Op::AvgPool { .. } => "avg_pool",
+            Op::AdaptiveAvgPool(_) => "adaptive_avg_pool",
+            Op::Flatten => "flatten",
+            Op::Add => "add",
+            Op::Concat => "concat",
+            Op::Affine { .. } => "affine",
+        }
+    }
+}
+
+/// One node: a named op applied to earlier nodes.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The module or ONNX name (`layer1.0.conv1`).
+    pub name: String,
+    /// What it computes.
+    pub op: Op,
+    /// The nodes it reads, in the op's order.
+    pub inputs: Vec<NodeId>,
+}
+
+/// The shape of one image's values at a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// A feature map (C, H, W).
+    Map(usize, usize, usize),
+    /// A flat vector of this length.
+    Flat(usize),
+}
+
+impl Shape {
+    /// Values per image.
+    pub fn len(&self) -> usize {
+        match *self {
+            Shape::Map(c, h, w) => c * h * w,
+            Shape::Flat(f) => f,
+        }
+    }
+
+    /// Whether it holds no value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Shape::Map(c, h, w) => write!(f, "{c}×{h}×{w}"),
+            Shape::Flat(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A network: nodes in topological order, the logits node, and container aliases.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    output: NodeId,
+    aliases: BTreeMap<String, NodeId>,
+    /// Input channels.
+    channels: usize,
+}
+
+impl Graph {
+    /// The nodes in topological order (node 0 is the input).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node whose output is the logits.
+    pub fn output(&self) -> NodeId {
+        self.output
+    }
+
+    /// Input channels C.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The node a name refers to: a node's own name or a container alias.
+    pub fn find(&self, name: &str) -> Option<NodeId> {
+        self.aliases.get(name).copied().or_else(|| self.nodes.iter().position(|n| n.name == name))
+    }
+
+    /// Every name [`Graph::find`] accepts for a node with a feature-map output at input size
+    /// `hw`, in graph order (a node's own name, then its aliases).
+    pub fn map_names(&self, hw: (usize, usize)) -> Vec<String> {
+        let Ok(shapes) = self.shapes(hw) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (id, node) in self.nodes.iter().enumerate().skip(1) {
+            if !matches!(shapes[id], Shape::Map(..)) {
+                continue;
+            }
+            out.push(node.name.clone());
+            out.extend(self.aliases.iter().filter(|(_, &v)| v == id).map(|(k, _)| k.clone()));
+        }
+        out
+    }
+
+    /// The output shape of every node for input images of size `hw` (rows, columns), or an
+    /// error naming the first node whose input does not fit.
+    pub fn shapes(&self, (h, w): (usize, usize)) -> Result<Vec<Shape>> {
+        let mut shapes: Vec<Shape> = Vec::with_capacity(self.nodes.len());
+        for node in &self.nodes {
+            let ins: Vec<Shape> = node.inputs.iter().map(|&i| shapes[i]).collect();
+            let shape = infer(&node.op, &ins, (self.channels, h, w))
+                .map_err(|m| Error::Invalid(format!("node `{}` ({}): {m}", node.name, node.op.kind())))?;
+            shapes.push(shape);
+        }
+        Ok(shapes)
+    }
+
+    /// The number of classes K: the length of the logits at input size `hw`.
+    pub fn classes(&self, hw: (usize, usize)) -> Result<usize> {
+        match self.shapes(hw)?[self.output] {
+            Shape::Flat(k) => Ok(k),
+            Shape::Map(c, 1, 1) => Ok(c),
+            s => Err(Error::Invalid(format!("the output node gives a {s} map, not logits"))),
+        }
+    }
+
+    /// For every node, the nodes that read it.
+    pub fn consumers(&self) -> Vec<Vec<NodeId>> {
+        let mut out = vec![Vec::new(); self.nodes.len()];
+        for (id, node) in self.nodes.iter().enumerate() {
+            for &i in &node.inputs {
+                out[i].push(id);
+            }
+        }
+        out
+    }
+
+    /// Whether `id` is the only reader's input: a max-pool reading a nonlinearity's output
+    /// ranks windows by the nonlinearity's input under the surrogate (see
+    /// [`super::sweep`]).
+    pub fn act_input(&self, id: NodeId) -> Option<NodeId> {
+        match self.nodes[id].op {
+            Op::Act(_) => Some(self.nodes[id].inputs[0]),
+            _ => None,
+        }
+    }
+
+    /// The same graph with every parameter tensor passed through `f` (moving it to a device,
+    /// detaching it).
+    pub fn map_tensors(&self, f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>) -> Result<Graph> {
+        let mut g = self.clone();
+        for node in &mut g.nodes {
+            match &mut node.op {
+                Op::Conv(c) => {
+                    c.weight = f(&c.weight)?;
+                    c.bias = c.bias.as_ref().map(f).transpose()?;
+                }
+                Op::Linear(l) => {
+                    l.weight = f(&l.weight)?;
+                    l.bias = l.bias.as_ref().map(f).transpose()?;
+                }
+                _ => {}
+            }
+        }
+        Ok(g)
+    }
+
+    /// All parameter tensors, in node order (weight, then bias).
+    pub fn tensors(&self) -> Vec<&Tensor> {
+        let mut out = Vec::new();
+        for node in &self.nodes {
+            match &node.op {
+                Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias }) => {
+                    out.push(weight);
+                    out.extend(bias.iter());
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// One node's output shape from its inputs' shapes, or what does not fit.
+fn infer(op: &Op, ins: &[Shape], input: (usize, usize, usize)) -> std::result::Result<Shape, String> {
+    let want = |n: usize| -> std::result::Result<(), String> {
+        (ins.len() == n).then_some(()).ok_or_else(|| format!("takes {n} input(s), got {}", ins.len()))
+    };
+    let map = |s: Shape| match s {
+        Shape::Map(c, h, w) => Ok((c, h, w)),
+        Shape::Flat(f) => Err(format!("needs a feature map, got a flat vector of {f}")),
+    };
+    match op {
+        Op::Input => Ok(Shape::Map(input.0, input.1, input.2)),
+        Op::Conv(conv) => {
+            want(1)?;
+            let (c, h, w) = map(ins[0])?;
+            let (o, ci, kh, kw) = conv.weight.dims4().map_err(|e| e.to_string())?;
+            if conv.groups == 0 || ci * conv.groups != c || o % conv.groups != 0 {
+                return Err(format!(
+                    "kernel [{o},{ci},{kh},{kw}] with {} groups does not take {c} channels",
+                    conv.groups
+                ));
+            }
+            let window = Window {
+                kernel: [conv.dilation[0] * (kh - 1) + 1, conv.dilation[1] * (kw - 1) + 1],
+                stride: conv.stride,
+                padding: conv.padding,
+                ceil_mode: false,
+            };
+            let too_small = || format!("input {h}×{w} is smaller than its {kh}×{kw} kernel");
+            let oh = window.out_len(0, h).ok_or_else(too_small)?;
+            let ow = window.out_len(1, w).ok_or_else(too_small)?;
+            Ok(Shape::Map(o, oh, ow))
+        }
+        Op::Linear(l) => {
+            want(1)?;
+            let (o, i) = l.weight.dims2().map_err(|e| e.to_string())?;
+            match ins[0] {
+                Shape::Flat(f) if f == i => Ok(Shape::Flat(o)),
+                s => Err(format!("weight [{o},{i}] does not take an input of {s}")),
+            }
+        }
+        Op::Act(_) => {
+            want(1)?;
+            Ok(ins[0])
+        }
+        Op::MaxPool(win) | Op::AvgPool { window: win, .. } => {
+            want(1)?;
+            let (c, h, w) = map(ins[0])?;
+            let too_small = || format!("input {h}×{w} is smaller than its {:?} window", win.kernel);
+            let oh = win.out_len(0, h).ok_or_else(too_small)?;
+            let ow = win.out_len(1, w).ok_or_else(too_small)?;
+            Ok(Shape::Map(c, oh, ow))
+        }
+        Op::AdaptiveAvgPool([oh, ow]) => {
+            want(1)?;
+            let (c, h, w) = map(ins[0])?;
+            if h == 0 || w == 0 || *oh == 0 || *ow == 0 {
+                return Err(format!("cannot pool {h}×{w} to {oh}×{ow}"));
+            }
+            Ok(Shape::Map(c, *oh, *ow))
+        }
+        Op::Flatten => {
+            want(1)?;
+            Ok(Shape::Flat(ins[0].len()))
+        }
+        Op::Add => {
+            want(2)?;
+            if ins[0] != ins[1] {
+                return Err(format!("adds {} and {}", ins[0], ins[1]));
+            }
+            Ok(ins[0])
+        }
+        Op::Concat => {
+            if ins.is_empty() {
+                return Err("concatenates nothing".into());
+            }
+            let (_, h, w) = map(ins[0])?;
+            let mut c = 0;
+            for s in ins {
+                let (ci, hi, wi) = map(*s)?;
+                if (hi, wi) != (h, w) {
+                    return Err(format!("concatenates {h}×{w} and {hi}×{wi} maps"));
+                }
+                c += ci;
+            }
+            Ok(Shape::Map(c, h, w))
+        }
+        Op::Affine { scale, shift } => {
+            want(1)?;
+            let c = match ins[0] {
+                Shape::Map(c, _, _) => c,
+                Shape::Flat(f) => f,
+            };
+            if scale.len() != c || shift.len() != c {
+                return Err(format!("{} scales and {} shifts for {c} channels", scale.len(), shift.len()));
+            }
+            Ok(ins[0])
+        }
+    }
+}
+
+/// Builds a [`Graph`] node by node; each method returns the new node's id.
+#[derive(Debug)]
+pub struct GraphBuilder {
+    nodes: Vec<Node>,
+    aliases: BTreeMap<String, NodeId>,
+    channels: usize,
+}
+
+impl GraphBuilder {
+    /// A graph whose input has `channels` channels (node 0, named `input`).
+    pub fn new(channels: usize) -> Self {
+        let input = Node { name: "input".into(), op: Op::Input, inputs: Vec::new() };
+        Self { nodes: vec![input], aliases: BTreeMap::new(), channels }
+    }
+
+    /// The input node.
+    pub fn input(&self) -> NodeId {
+        0
+    }
+
+    /// Appends a node applying `op` to `inputs`.
+    pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> NodeId {
+        self.nodes.push(Node { name: name.into(), op, inputs: inputs.to_vec() });
+        self.nodes.len() - 1
+    }
+
+    /// Appends a nonlinearity.
+    pub fn act(&mut self, name: impl Into<String>, kind: Nonlinearity, input: NodeId) -> NodeId {
+        self.push(name, Op::Act(kind), &[input])
+    }
+
+    /// Appends a convolution with square kernel stride, symmetric padding and dilation.
+    pub fn conv(
+        &mut self,
+        name: impl Into<String>,
+        input: NodeId,
+        (weight, bias): (Tensor, Option<Tensor>),
+        stride: usize,
+        padding: usize,
+        groups: usize,
+    ) -> NodeId {
+        let conv = Conv {
+            weight,
+            bias,
+            stride: [stride; 2],
+            padding: [padding; 4],
+            dilation: [1; 2],
+            groups,
+        };
+        self.push(name, Op::Conv(conv), &[input])
+    }
+
+    /// Appends a fully connected layer.
+    pub fn linear(&mut self, name: impl Into<String>, input: NodeId, (weight, bias): (Tensor, Option<Tensor>)) -> NodeId {
+        self.push(name, Op::Linear(Linear { weight, bias }), &[input])
+    }
+
+    /// Appends a square max-pool (PyTorch's `MaxPool2d(kernel, stride, padding, ceil_mode)`).
+    pub fn max_pool(
+        &mut self,
+        name: impl Into<String>,
+        input: NodeId,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        ceil_mode: bool,
+    ) -> NodeId {
+        let w = Window { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 4], ceil_mode };
+        self.push(name, Op::MaxPool(w), &[input])
+    }
+
+    /// Names `node` also as `alias` (a container whose output it is).
+    pub fn alias(&mut self, alias: impl Into<String>, node: NodeId) {
+        self.aliases.insert(alias.into(), node);
+    }
+
+    /// The id of the most recent node.
+    pub fn last(&self) -> NodeId {
+        self.nodes.len() - 1
+    }
+
+    /// Finishes the graph with `output` as the logits node, checking that every input refers
+    /// to an earlier node and that names are unique.
+    pub fn finish(self, output: NodeId) -> Result<Graph> {
+        let mut seen = std::collections::HashSet::new();
+        for (id, node) in self.nodes.iter().enumerate() {
+            if !seen.insert(node.name.as_str()) {
+                return Err(Error::Invalid(format!("two nodes are named `{}`", node.name)));
+            }
+            if (id == 0) != matches!(node.op, Op::Input) || node.inputs.iter().any(|&i| i >= id) {
+                return Err(Error::Invalid(format!("node `{}` is out of topological order", node.name)));
+            }
+        }
+        if output == 0 || output >= self.nodes.len() {
+            return Err(Error::Invalid(format!("output node {output} does not exist")));
+        }
+        Ok(Graph { nodes: self.nodes, output, aliases: self.aliases, channels: self.channels })
+    }
+}
+
+/// A convolution's weight and bias with an eval-mode batch norm folded in:
+/// w′ = w·γ/√(var + eps) per output channel, b′ = (b − mean)·γ/√(var + eps) + β.
+/// All tensors are read as f32 on the weight's device.
+pub fn fold_batch_norm(
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    bn: &BatchNorm,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let o = weight.dim(0)?;
+    let (scale, shift) = bn.scale_shift()?;
+    if scale.len() != o {
+        return Err(Error::Invalid(format!("batch norm of {} channels after a conv of {o}", scale.len())));
+    }
+    let dev = weight.device();
+    let s = Tensor::from_vec(scale.clone(), o, dev)?;
+    let shape: Vec<usize> = std::iter::once(o).chain(std::iter::repeat_n(1, weight.rank() - 1)).collect();
+    let w = weight.to_dtype(DType::F32)?.broadcast_mul(&s.reshape(shape)?)?;
+    let b0 = match bias {
+        Some(b) => b.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+        None => vec![0.0; o],
+    };
+    let b: Vec<f32> = (0..o).map(|c| b0[c] * scale[c] + shift[c]).collect();
+    Ok((w, Some(Tensor::from_vec(b, o, dev)?)))
+}
+
+/// An eval-mode batch norm's parameters.
+#[derive(Debug, Clone)]
+pub struct BatchNorm {
+    /// γ [C].
+    pub weight: Tensor,
+    /// β [C].
+    pub bias: Tensor,
+    /// Running mean [C].
+    pub mean: Tensor,
+    /// Running variance [C].
+    pub var: Tensor,
+    /// ε added to the variance.
+    pub eps: f64,
+}
+
+impl BatchNorm {
+    /// Per-channel (scale, shift) with y = x·scale + shift: scale = γ/√(var + eps),
+    /// shift = β − mean·scale (f64 math, rounded to f32).
+    pub fn scale_shift(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let v = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?) };
+        let (g, b, m, var) = (v(&self.weight)?, v(&self.bias)?, v(&self.mean)?, v(&self.var)?);
+        let c = g.len();
+        if [b.len(), m.len(), var.len()] != [c; 3] {
+            return Err(Error::Invalid("batch norm tensors of different lengths".into()));
+        }
+        let scale: Vec<f64> = (0..c).map(|i| g[i] / (var[i] + self.eps).sqrt()).collect();
+        let shift: Vec<f32> = (0..c).map(|i| (b[i] - m[i] * scale[i]) as f32).collect();
+        Ok((scale.into_iter().map(|s| s as f32).collect(), shift))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn window_sizes_follow_pytorch() {
+        // MaxPool2d(3, 2, ceil_mode=True) on 55 → 27 (SqueezeNet); on 13 → 6.
+        let w = Window { kernel: [3; 2], stride: [2; 2], padding: [0; 4], ceil_mode: true };
+        assert_eq!(w.out_len(0, 55), Some(27));
+        assert_eq!(w.out_len(0, 13), Some(6));
+        assert_eq!(w.out_len(0, 14), Some(7)); // floor would give 6
+        // MaxPool2d(3, 2, padding=1) on 112 → 56 (ResNet); a 2×2 on 1 fits nowhere.
+        let r = Window { kernel: [3; 2], stride: [2; 2], padding: [1; 4], ceil_mode: false };
+        assert_eq!(r.out_len(0, 112), Some(56));
+        let t = Window { kernel: [2; 2], stride: [2; 2], padding: [0; 4], ceil_mode: false };
+        assert_eq!(t.out_len(0, 1), None);
+        // ceil_mode with padding: 5 + 2·1 = 7, k 2, s 2 → ceil(5/2)+1 = 4, but the fourth
+        // window would start at 6 ≥ 5 + 1: dropped → 3 (PyTorch gives 3).
+        let p = Window { kernel: [2; 2], stride: [2; 2], padding: [1; 4], ceil_mode: true };
+        assert_eq!(p.out_len(0, 5), Some(3));
+    }
+
+    #[test]
+    fn shapes_name_the_node_that_does_not_fit() {
+        let dev = Device::Cpu;
+        let mut b = GraphBuilder::new(1);
+        let w = Tensor::zeros((4, 1, 3, 3), DType::F32, &dev).unwrap();
+        let c = b.conv("conv", 0, (w, None), 1, 0, 1);
+        let f = b.push("flatten", Op::Flatten, &[c]);
+        let lw = Tensor::zeros((2, 4 * 4 * 4), DType::F32, &dev).unwrap();
+        let out = b.linear("fc", f, (lw, None));
+        b.alias("features", c);
+        let g = b.finish(out).unwrap();
+        assert_eq!(g.shapes((6, 6)).unwrap()[out], Shape::Flat(2));
+        assert_eq!(g.classes((6, 6)).unwrap(), 2);
+        let err = g.shapes((7, 6)).unwrap_err().to_string();
+        assert!(err.contains("`fc`") && err.contains("64"), "{err}");
+        assert_eq!(g.find("features"), Some(c));
+        assert_eq!(g.map_names((6, 6)), vec!["input", "conv", "features"]);
+    }
+
+    #[test]
+    fn batch_norm_folds_into_the_conv() {
+        // One channel: γ = 2, β = 1, mean = 3, var = 4 − eps → scale 1, shift 1 − 3 = −2.
+        let dev = Device::Cpu;
+        let t = |v: f32| Tensor::new(&[v], &dev).unwrap();
+        let bn = BatchNorm { weight: t(2.0), bias: t(1.0), mean: t(3.0), var: t(4.0 - 1e-5), eps: 1e-5 };
+        let (s, b) = bn.scale_shift().unwrap();
+        assert!((s[0] - 1.0).abs() < 1e-6 && (b[0] + 2.0).abs() < 1e-6);
+        let w = Tensor::new(&[[[[0.5f32]]]], &dev).unwrap();
+        let (w2, b2) = fold_batch_norm(&w, Some(&t(10.0)), &bn).unwrap();
+        // conv(x) = 0.5x + 10 → bn: (0.5x + 10 − 3)·1 + 1 = 0.5x + 8.
+        assert!((w2.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] - 0.5).abs() < 1e-6);
+        assert!((b2.unwrap().to_vec1::<f32>().unwrap()[0] - 8.0).abs() < 1e-5);
+    }
+}
