@@ -16,15 +16,17 @@ use fragility::attribution::{
     by_name, Aggregate, Attribution, Gradient, IntegratedGradients, NoiseSettings, NoiseTunnel, METHOD_NAMES,
 };
 use fragility::data::load_images;
-use fragility::model::{predict, Activation, FmnistCnn};
+use fragility::model::{predict, Activation, Network};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-fn setup(batch: usize) -> (FmnistCnn, Tensor, Vec<u32>) {
+fn setup(batch: usize) -> (Network, Tensor, Vec<u32>) {
     fragility::alloc::tune();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let model = FmnistCnn::load(&root.join("assets/models/fmnist_cnn.safetensors"), &Device::Cpu).unwrap();
+    let model =
+        fragility::model::fmnist_cnn::load(&root.join("assets/models/fmnist_cnn.safetensors"), &Device::Cpu)
+            .unwrap();
     let set = load_images(&root.join("assets/fashion-mnist/t10k-images-1000-idx3-ubyte.gz")).unwrap();
     let x = Tensor::from_vec(set.data[..batch * 784].to_vec(), (batch, 1, 28, 28), &Device::Cpu).unwrap();
     let targets = predict(&model, &x).unwrap();

@@ -413,7 +413,10 @@ impl Plan {
             None => IntegratedGradients::default(),
         };
         // One layer setting for Grad-CAM and guided Grad-CAM; the model checks the name.
-        let cam = raw.methods.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
+        let mut cam = raw.methods.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
+        if cam.layer.is_empty() {
+            cam.layer = crate::model::default_layer(raw.model.name.get_ref()).unwrap_or_default().to_string();
+        }
         let unknown = |name: &Spanned<String>, field: &str| {
             cx.err(
                 name.span(),

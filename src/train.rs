@@ -8,7 +8,7 @@
 
 use crate::data::{load_images, load_labels, ImageSet};
 use crate::error::{Error, Result};
-use crate::model::{Activation, Classifier, FmnistCnn, PARAM_SHAPES};
+use crate::model::{Activation, Classifier, Network, PARAM_SHAPES};
 use crate::run::{batch_tensor, predict_all, progress_bar};
 use crate::seed;
 use candle_core::{DType, Device, Tensor, Var};
@@ -121,9 +121,9 @@ pub fn init_vars(seed_value: u64, device: &Device) -> Result<Vec<Var>> {
         .collect()
 }
 
-fn model_of(vars: &[Var]) -> Result<FmnistCnn> {
+fn model_of(vars: &[Var]) -> Result<Network> {
     let t: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
-    FmnistCnn::new(
+    crate::model::fmnist_cnn::new(
         t[0].clone(),
         t[1].clone(),
         t[2].clone(),
@@ -143,7 +143,7 @@ pub fn fit(
     device: &Device,
     steps: Option<usize>,
     progress: bool,
-) -> Result<(FmnistCnn, Vec<f32>)> {
+) -> Result<(Network, Vec<f32>)> {
     let labels = train.labels.as_ref().ok_or_else(|| Error::Invalid("training images need labels".into()))?;
     let vars = init_vars(seed::derive(cfg.seed, &[1]), device)?;
     let model = model_of(&vars)?;
@@ -202,7 +202,7 @@ pub fn train_command(config: &Path, progress: bool) -> Result<f64> {
     let (model, losses) = fit(&cfg, &train, &device, None, progress)?;
     let seconds = t0.elapsed().as_secs_f64();
     let acc = accuracy(&model, &test, &device)?;
-    model.save(&cfg.out)?;
+    crate::model::fmnist_cnn::save(&model, &cfg.out)?;
     let record = serde_json::json!({
         "model": "fmnist_cnn",
         "test_accuracy": acc,

@@ -23,7 +23,7 @@ use super::objective::{normalized, Goal, Objective, PrepareContext};
 use super::{linf_per_row, merge_rows, project, row_column, Attack, AttackInput, Outcome};
 use crate::attribution::{normalized_saliency, Attribution, MAX_ROWS_PER_PASS};
 use crate::error::Result;
-use crate::model::{logits_in_passes, predict, Activation, Classifier, ReluRule};
+use crate::model::{logits_in_passes, predict, Activation, Classifier, Rule};
 use crate::seed;
 use candle_core::{DType, Tensor, Var};
 use rand::Rng;
@@ -237,7 +237,7 @@ fn direction_by_vjp(
         })
     })?;
     if let Some(dl) = logit_grad {
-        dir = dir.add(&model.input_gradient(x, &dl, act, ReluRule::Gradient)?.1)?;
+        dir = dir.add(&model.input_gradient(x, &dl, act, Rule::Gradient)?.1)?;
     }
     Ok(dir)
 }

@@ -12,9 +12,9 @@
 //! the pooled outputs' difference; we route to the real input's arg-max, as Ghorbani et al.'s
 //! reference code does.
 
-use super::{in_passes, Attribution};
+use super::{backward_map_then_vjp, in_passes, Attribution};
 use crate::error::Result;
-use crate::model::{one_hot, Activation, Classifier};
+use crate::model::{one_hot, Activation, Classifier, Rule};
 use candle_core::Tensor;
 
 /// DeepLIFT (rescale rule) with a zero baseline.
@@ -39,10 +39,42 @@ impl Attribution for DeepLift {
     ) -> Result<Tensor> {
         in_passes(x, targets, |xs, ts| {
             let g = one_hot(ts, model.num_classes(), model.device())?.to_dtype(xs.dtype())?;
-            let baseline = xs.zeros_like()?;
+            let (_, c, h, w) = xs.dims4()?;
+            let baseline = candle_core::Tensor::zeros((1, c, h, w), xs.dtype(), xs.device())?;
             let m = model.rescale_gradient(xs, &baseline, &g, act)?;
-            Ok(m.mul(&(xs - &baseline)?)?)
+            Ok(m.mul(&xs.broadcast_sub(&baseline)?)?)
         })
+    }
+
+    fn has_map_vjp(&self) -> bool {
+        true
+    }
+
+    fn map_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        self.map_then_vjp(model, x, anchor, targets, act, &mut |_| Ok(v.clone()))
+    }
+
+    /// DL = m ⊙ (x − x₀): ∇ₓ⟨DL, v⟩ = v ⊙ m + the rescale pass's adjoint of (x − x₀) ⊙ v.
+    fn map_then_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let (_, c, h, w) = x.dims4()?;
+        let baseline = Tensor::zeros((1, c, h, w), x.dtype(), x.device())?;
+        backward_map_then_vjp(model, x, targets, act, Rule::Rescale, Some(&baseline), true, loss_grad)
     }
 
     fn params(&self) -> serde_json::Value {

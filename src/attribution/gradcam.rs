@@ -3,8 +3,9 @@
 //! For a layer with activations A [B,K,h,w]: weights αₖ = spatial mean of ∂ logit_t / ∂Aₖ;
 //! map = relu(Σₖ αₖ Aₖ) [B,h,w], upsampled bilinearly to the input size with
 //! align_corners = false (PyTorch's `F.interpolate(..., mode="bilinear")`), [B,1,H,W].
-//! Default layer: the last conv layer's output after its nonlinearity, before pooling
-//! (`conv2_relu` in `fmnist_cnn`); `conv2` takes the pre-activation instead.
+//! Default layer: the model's ([`Classifier::default_layer`]): the last convolutional
+//! block's output before global pooling (`conv2_relu` in `fmnist_cnn`, `layer4` in a ResNet);
+//! any node or container name of the model's graph can be given instead.
 //! Guided Grad-CAM = guided backprop ⊙ the upsampled Grad-CAM map, [B,C,H,W].
 //!
 //! The upsampling is a fixed linear map per axis (U_H [H,h], U_W [W,w]; map ↦ U_H·map·U_Wᵀ), so
@@ -18,7 +19,7 @@
 
 use super::{target_backward, Attribution};
 use crate::error::{Error, Result};
-use crate::model::{flat_f32, one_hot, plain_cpu_f32, Activation, Classifier, ReluRule};
+use crate::model::{flat_f32, one_hot, plain_cpu_f32, Activation, Backward, Classifier, Rule};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -82,20 +83,25 @@ pub fn cam_on_slices(a: &[f32], grad: &[f32], dims: [usize; 4], hh: usize, ww: u
 }
 
 /// Grad-CAM.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GradCam {
-    /// The layer whose activations are weighted (see [`Classifier::layers`]).
+    /// The layer whose activations are weighted (see [`Classifier::layers`]); empty: the
+    /// model's default layer.
     pub layer: String,
 }
 
-impl Default for GradCam {
-    fn default() -> Self {
-        Self { layer: "conv2_relu".into() }
-    }
-}
-
 impl GradCam {
+    /// The layer used on `model`: the configured one, or the model's default.
+    pub fn layer_of(&self, model: &dyn Classifier) -> Result<String> {
+        if !self.layer.is_empty() {
+            return Ok(self.layer.clone());
+        }
+        model.default_layer().ok_or_else(|| {
+            Error::Invalid(format!("Grad-CAM: model `{}` has no default layer; set `layer`", model.name()))
+        })
+    }
+
     /// The map [B,1,H,W] (before any multiplication with guided backprop).
     pub fn cam(
         &self,
@@ -106,18 +112,54 @@ impl GradCam {
     ) -> Result<Tensor> {
         let (b, _, hh, ww) = x.dims4()?;
         let g = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
-        let (a, grad) = model.layer_gradient(x, &g, act, &self.layer)?;
+        let layer = self.layer_of(model)?;
+        let (a, grad) = model.layer_gradient(x, &g, act, &layer)?;
         if grad.dims() != a.dims() {
-            return Err(Error::Invalid(format!(
-                "layer `{}`: gradient and activation shapes differ",
-                self.layer
-            )));
+            return Err(Error::Invalid(format!("layer `{layer}`: gradient and activation shapes differ")));
         }
         if plain_cpu_f32(&a) && plain_cpu_f32(&grad) {
             let up = cam_on_slices(&flat_f32(&a)?, &flat_f32(&grad)?, a.dims4()?.into(), hh, ww);
             return Ok(Tensor::from_vec(up, (b, 1, hh, ww), x.device())?);
         }
         cam_on_tensors(&a, &grad, hh, ww)
+    }
+}
+
+impl GradCam {
+    /// The map M [B,1,H,W], then v = `loss_grad(M)`, then ∇ₓ⟨M(x), v⟩ with v held fixed.
+    /// M is a function of the layer's activations A and their gradient G: autograd on
+    /// [`cam_on_tensors`] (A and G as leaves) gives Ā = ∂⟨M, v⟩/∂A and Ḡ = ∂⟨M, v⟩/∂G, and the
+    /// model's explicit adjoint of the pass stopped at the layer carries both to the input.
+    pub fn cam_then_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let (_, _, hh, ww) = x.dims4()?;
+        let layer = self.layer_of(model)?;
+        let seed = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
+        let pass = Backward { layer: Some(&layer), ..Backward::gradient(&seed, act) };
+        let (_, xbar) = model.backward_adjoint(x, &pass, &mut |bp| {
+            let a = bp
+                .layer
+                .as_ref()
+                .ok_or_else(|| Error::Invalid(format!("layer `{layer}`: no activations")))?;
+            let (av, gv) = (candle_core::Var::from_tensor(a)?, candle_core::Var::from_tensor(&bp.grad)?);
+            let cam = cam_on_tensors(av.as_tensor(), gv.as_tensor(), hh, ww)?;
+            let v = loss_grad(&cam.detach())?;
+            let grads = cam.mul(&v.detach())?.sum_all()?.backward()?;
+            let get = |t: &candle_core::Var| -> Result<Tensor> {
+                Ok(match grads.get(t.as_tensor()) {
+                    Some(g) => g.detach(),
+                    None => t.as_tensor().zeros_like()?,
+                })
+            };
+            Ok((get(&gv)?, Some(get(&av)?)))
+        })?;
+        Ok(xbar)
     }
 }
 
@@ -152,17 +194,46 @@ impl Attribution for GradCam {
         super::in_passes(x, targets, |xs, ts| self.cam(model, xs, ts, act))
     }
 
+    fn has_map_vjp(&self) -> bool {
+        true
+    }
+
+    fn map_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        self.cam_then_vjp(model, x, targets, act, &mut |_| Ok(v.clone()))
+    }
+
+    fn map_then_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        self.cam_then_vjp(model, x, targets, act, loss_grad)
+    }
+
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "layer": self.layer, "upsampling": "bilinear, align_corners = false" })
     }
 
     fn check(&self, model: &dyn Classifier) -> Result<()> {
-        if model.layers().contains(&self.layer.as_str()) {
+        let layer = self.layer_of(model)?;
+        if model.layers().contains(&layer) {
             return Ok(());
         }
         Err(Error::Invalid(format!(
             "Grad-CAM layer `{}`: model `{}` has no such layer (known: {})",
-            self.layer,
+            layer,
             model.name(),
             model.layers().join(", ")
         )))
@@ -194,9 +265,48 @@ impl Attribution for GuidedGradCam {
         targets: &[u32],
         act: Activation,
     ) -> Result<Tensor> {
-        let guided = target_backward(model, x, targets, act, ReluRule::Guided)?;
+        let guided = target_backward(model, x, targets, act, Rule::Guided)?;
         let cam = super::in_passes(x, targets, |xs, ts| self.cam.cam(model, xs, ts, act))?;
         Ok(guided.broadcast_mul(&cam)?)
+    }
+
+    fn has_map_vjp(&self) -> bool {
+        true
+    }
+
+    fn map_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        self.map_then_vjp(model, x, anchor, targets, act, &mut |_| Ok(v.clone()))
+    }
+
+    /// M = P ⊙ C (guided backprop P [B,C,H,W], Grad-CAM C [B,1,H,W]):
+    /// ∇ₓ⟨M, v⟩ = ∇ₓ⟨P, v ⊙ C⟩ + ∇ₓ⟨C, Σ_c P ⊙ v⟩, each through its own adjoint.
+    fn map_then_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let guided = target_backward(model, x, targets, act, Rule::Guided)?;
+        let cam = self.cam.cam(model, x, targets, act)?;
+        let v = loss_grad(&guided.broadcast_mul(&cam)?)?;
+        let through_guided =
+            super::backward_map_then_vjp(model, x, targets, act, Rule::Guided, None, false, &mut |_| {
+                Ok(v.broadcast_mul(&cam)?)
+            })?;
+        let to_cam = guided.mul(&v)?.sum_keepdim(1)?;
+        let through_cam = self.cam.cam_then_vjp(model, x, targets, act, &mut |_| Ok(to_cam.clone()))?;
+        Ok(through_guided.add(&through_cam)?)
     }
 
     fn params(&self) -> serde_json::Value {

@@ -4,10 +4,9 @@
 //! al.'s reference code. `gradient_x_input`: x ⊙ ∂ logit_t / ∂x. Both [B,C,H,W].
 
 use super::target_backward_with_logits;
-use super::{target_gradient, target_hessian_vector, Attribution};
-use crate::error::Error;
+use super::{backward_map_then_vjp, target_gradient, target_hessian_vector, Attribution};
 use crate::error::Result;
-use crate::model::{one_hot, ReluRule};
+use crate::model::Rule;
 use crate::model::{Activation, Classifier};
 use candle_core::Tensor;
 
@@ -59,7 +58,7 @@ impl Attribution for Gradient {
         targets: &[u32],
         act: Activation,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (logits, g) = target_backward_with_logits(model, x, targets, act, ReluRule::Gradient)?;
+        let (logits, g) = target_backward_with_logits(model, x, targets, act, Rule::Gradient)?;
         Ok((g, Some(logits)))
     }
 
@@ -73,8 +72,7 @@ impl Attribution for Gradient {
         act: Activation,
         loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let g = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
-        Ok(model.gradient_then_hessian_vector(x, &g, act, loss_grad)?.1)
+        backward_map_then_vjp(model, x, targets, act, Rule::Gradient, None, false, loss_grad)
     }
 
     fn params(&self) -> serde_json::Value {
@@ -131,7 +129,7 @@ impl Attribution for GradientXInput {
         targets: &[u32],
         act: Activation,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (logits, g) = target_backward_with_logits(model, x, targets, act, ReluRule::Gradient)?;
+        let (logits, g) = target_backward_with_logits(model, x, targets, act, Rule::Gradient)?;
         Ok((g.mul(x)?, Some(logits)))
     }
 
@@ -145,16 +143,7 @@ impl Attribution for GradientXInput {
         act: Activation,
         loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let one_hot = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
-        let mut v_kept = None;
-        let (g, hv) = model.gradient_then_hessian_vector(x, &one_hot, act, &mut |g| {
-            let v = loss_grad(&g.mul(x)?)?;
-            let u = x.mul(&v)?;
-            v_kept = Some(v);
-            Ok(u)
-        })?;
-        let v = v_kept.ok_or_else(|| Error::Invalid("gradient_x_input: no loss gradient".into()))?;
-        Ok(v.mul(&g)?.add(&hv)?)
+        backward_map_then_vjp(model, x, targets, act, Rule::Gradient, None, true, loss_grad)
     }
 
     fn params(&self) -> serde_json::Value {

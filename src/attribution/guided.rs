@@ -1,16 +1,16 @@
 //! Guided backpropagation (Springenberg et al. 2015) and deconvnet (Zeiler and Fergus 2014).
 //!
 //! Both are the backward pass of the target logit with a modified rule at every ReLU
-//! ([`ReluRule`]): guided backprop passes only positive gradients, and only where the forward
+//! ([`Rule`]): guided backprop passes only positive gradients, and only where the forward
 //! input was positive; deconvnet passes the positive part of the gradient whatever the forward
 //! input. Max-pooling routes to the arg-max as usual (the "switches" of Zeiler and Fergus).
 //! Shapes: x [B,C,H,W] → [B,C,H,W]. Through the softplus surrogate the forward-input factor
 //! becomes sigmoid(βz), so guided backprop stays differentiable in x; deconvnet's map depends
 //! on x only through the pooling switches, so it has no useful gradient for attacks.
 
-use super::{target_backward, target_backward_with_logits, Attribution};
+use super::{backward_map_then_vjp, target_backward, target_backward_with_logits, Attribution};
 use crate::error::Result;
-use crate::model::{Activation, Classifier, ReluRule};
+use crate::model::{Activation, Classifier, Rule};
 use candle_core::Tensor;
 
 /// Guided backpropagation.
@@ -33,7 +33,7 @@ impl Attribution for GuidedBackprop {
         targets: &[u32],
         act: Activation,
     ) -> Result<Tensor> {
-        target_backward(model, x, targets, act, ReluRule::Guided)
+        target_backward(model, x, targets, act, Rule::Guided)
     }
 
     fn attribute_with_logits(
@@ -44,8 +44,36 @@ impl Attribution for GuidedBackprop {
         targets: &[u32],
         act: Activation,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let (logits, g) = target_backward_with_logits(model, x, targets, act, ReluRule::Guided)?;
+        let (logits, g) = target_backward_with_logits(model, x, targets, act, Rule::Guided)?;
         Ok((g, Some(logits)))
+    }
+
+    fn has_map_vjp(&self) -> bool {
+        true
+    }
+
+    fn map_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        v: &Tensor,
+    ) -> Result<Tensor> {
+        backward_map_then_vjp(model, x, targets, act, Rule::Guided, None, false, &mut |_| Ok(v.clone()))
+    }
+
+    fn map_then_vjp(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        _anchor: &Tensor,
+        targets: &[u32],
+        act: Activation,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        backward_map_then_vjp(model, x, targets, act, Rule::Guided, None, false, loss_grad)
     }
 
     fn params(&self) -> serde_json::Value {
@@ -76,7 +104,7 @@ impl Attribution for Deconvnet {
         targets: &[u32],
         act: Activation,
     ) -> Result<Tensor> {
-        target_backward(model, x, targets, act, ReluRule::Deconvnet)
+        target_backward(model, x, targets, act, Rule::Deconvnet)
     }
 
     fn params(&self) -> serde_json::Value {

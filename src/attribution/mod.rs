@@ -37,7 +37,7 @@ pub use smoothgrad::{Aggregate, NoiseSettings, NoiseTunnel};
 pub use surrogate::Segmentation;
 
 use crate::error::{Error, Result};
-use crate::model::{one_hot, Activation, Classifier, ReluRule};
+use crate::model::{one_hot, Activation, Backward, Classifier, Rule};
 use candle_core::Tensor;
 use std::sync::Arc;
 
@@ -173,7 +173,7 @@ pub fn target_gradient(
     targets: &[u32],
     act: Activation,
 ) -> Result<Tensor> {
-    target_backward(model, x, targets, act, ReluRule::Gradient)
+    target_backward(model, x, targets, act, Rule::Gradient)
 }
 
 /// The target logits' gradients g at points `p` [N,C,H,W] and the Hessian–vector products
@@ -209,7 +209,7 @@ pub fn target_backward(
     x: &Tensor,
     targets: &[u32],
     act: Activation,
-    rule: ReluRule,
+    rule: Rule,
 ) -> Result<Tensor> {
     Ok(target_backward_with_logits(model, x, targets, act, rule)?.1)
 }
@@ -220,7 +220,7 @@ pub fn target_backward_with_logits(
     x: &Tensor,
     targets: &[u32],
     act: Activation,
-    rule: ReluRule,
+    rule: Rule,
 ) -> Result<(Tensor, Tensor)> {
     let parts = row_passes(x.dim(0)?, targets, |start, len| {
         let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
@@ -228,6 +228,45 @@ pub fn target_backward_with_logits(
         model.input_gradient(&x.narrow(0, start, len)?, &g, act, rule)
     })?;
     cat_pairs(parts)
+}
+
+/// The backward-pass map of each image's target under `rule` — M = g, or with
+/// `times_input` M = g ⊙ (x − x₀) — then v = `loss_grad(M)`, then ∇ₓ⟨M(x), v⟩ with v held
+/// fixed, through the model's explicit adjoint ([`Classifier::backward_adjoint`]):
+/// ∇ₓ⟨g, v⟩ is the adjoint of v, and ∇ₓ⟨g ⊙ (x − x₀), v⟩ = v ⊙ g + the adjoint of
+/// (x − x₀) ⊙ v. `baseline` x₀ ([1,C,H,W]) is the rescale rule's reference and, for
+/// `times_input`, the point the map is measured from (zero when `None`). [B,C,H,W].
+#[allow(clippy::too_many_arguments)]
+pub fn backward_map_then_vjp(
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+    act: Activation,
+    rule: Rule,
+    baseline: Option<&Tensor>,
+    times_input: bool,
+    loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let seed = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
+    let pass = Backward { rule, baseline, ..Backward::gradient(&seed, act) };
+    let delta = match baseline {
+        Some(b) if times_input => x.broadcast_sub(b)?,
+        _ => x.clone(),
+    };
+    let mut kept = None;
+    let (bp, xbar) = model.backward_adjoint(x, &pass, &mut |bp| {
+        if !times_input {
+            return Ok((loss_grad(&bp.grad)?, None));
+        }
+        let v = loss_grad(&bp.grad.mul(&delta)?)?;
+        let u = delta.mul(&v)?;
+        kept = Some(v);
+        Ok((u, None))
+    })?;
+    match kept {
+        Some(v) => Ok(v.mul(&bp.grad)?.add(&xbar)?),
+        None => Ok(xbar),
+    }
 }
 
 /// Applies `f` to [`MAX_ROWS_PER_PASS`]-row slices of `x` (and their targets) and concatenates
@@ -276,7 +315,11 @@ pub fn saliency(attr: &Tensor) -> Result<Tensor> {
 pub fn normalized_saliency(attr: &Tensor) -> Result<Tensor> {
     let s = saliency(attr)?;
     let (b, h, w) = s.dims3()?;
-    let total = s.reshape((b, h * w))?.sum_keepdim(1)?.clamp(1e-30, f64::INFINITY)?;
+    let total = s.reshape((b, h * w))?.sum_keepdim(1)?;
+    // An all-zero map (a rectified Grad-CAM) divides by one: no 0/0, and no gradient of
+    // 1/ε size that would meet a zero derivative downstream as inf·0 = NaN.
+    let empty = total.le(0.0)?;
+    let total = empty.where_cond(&total.ones_like()?, &total)?;
     Ok(s.reshape((b, h * w))?.broadcast_div(&total)?.reshape((b, h, w))?)
 }
 

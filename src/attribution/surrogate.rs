@@ -239,7 +239,7 @@ where
 #[cfg(test)]
 pub(crate) mod testing {
     use crate::error::Result;
-    use crate::model::{Activation, Classifier, ReluRule};
+    use crate::model::{Activation, Backprop, Backward, Classifier};
     use candle_core::{Device, Tensor};
 
     /// A linear two-class model on 1×H×W images: logit 0 is the sum of the pixels in the left
@@ -274,14 +274,10 @@ pub(crate) mod testing {
             let b = x.dim(0)?;
             Ok(x.reshape((b, self.shape.0 * self.shape.1))?.matmul(&self.w.t()?)?)
         }
-        fn input_gradient(
-            &self,
-            x: &Tensor,
-            grad_logits: &Tensor,
-            act: Activation,
-            _rule: ReluRule,
-        ) -> Result<(Tensor, Tensor)> {
-            Ok((self.logits(x, act)?, grad_logits.matmul(&self.w)?.reshape(x.shape())?))
+        fn backward(&self, x: &Tensor, pass: &Backward) -> Result<Backprop> {
+            // No nonlinearity: every rule's backward pass is seed · W.
+            let g = pass.seed.matmul(&self.w)?.reshape(x.shape())?;
+            Ok(Backprop { logits: self.logits(x, pass.act)?, grad: g, layer: None })
         }
     }
 

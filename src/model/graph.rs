@@ -229,8 +229,8 @@ impl Graph {
         self.aliases.get(name).copied().or_else(|| self.nodes.iter().position(|n| n.name == name))
     }
 
-    /// Every name [`Graph::find`] accepts for a node with a feature-map output at input size
-    /// `hw`, in graph order (a node's own name, then its aliases).
+    /// Every name [`Graph::find`] accepts for a node (not the input) with a feature-map output
+    /// at input size `hw`, in graph order (a node's own name, then its aliases).
     pub fn map_names(&self, hw: (usize, usize)) -> Vec<String> {
         let Ok(shapes) = self.shapes(hw) else { return Vec::new() };
         let mut out = Vec::new();
@@ -464,19 +464,18 @@ impl GraphBuilder {
         padding: usize,
         groups: usize,
     ) -> NodeId {
-        let conv = Conv {
-            weight,
-            bias,
-            stride: [stride; 2],
-            padding: [padding; 4],
-            dilation: [1; 2],
-            groups,
-        };
+        let conv =
+            Conv { weight, bias, stride: [stride; 2], padding: [padding; 4], dilation: [1; 2], groups };
         self.push(name, Op::Conv(conv), &[input])
     }
 
     /// Appends a fully connected layer.
-    pub fn linear(&mut self, name: impl Into<String>, input: NodeId, (weight, bias): (Tensor, Option<Tensor>)) -> NodeId {
+    pub fn linear(
+        &mut self,
+        name: impl Into<String>,
+        input: NodeId,
+        (weight, bias): (Tensor, Option<Tensor>),
+    ) -> NodeId {
         self.push(name, Op::Linear(Linear { weight, bias }), &[input])
     }
 
@@ -567,7 +566,8 @@ impl BatchNorm {
     /// Per-channel (scale, shift) with y = x·scale + shift: scale = γ/√(var + eps),
     /// shift = β − mean·scale (f64 math, rounded to f32).
     pub fn scale_shift(&self) -> Result<(Vec<f32>, Vec<f32>)> {
-        let v = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?) };
+        let v =
+            |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?) };
         let (g, b, m, var) = (v(&self.weight)?, v(&self.bias)?, v(&self.mean)?, v(&self.var)?);
         let c = g.len();
         if [b.len(), m.len(), var.len()] != [c; 3] {
@@ -591,7 +591,7 @@ mod tests {
         assert_eq!(w.out_len(0, 55), Some(27));
         assert_eq!(w.out_len(0, 13), Some(6));
         assert_eq!(w.out_len(0, 14), Some(7)); // floor would give 6
-        // MaxPool2d(3, 2, padding=1) on 112 → 56 (ResNet); a 2×2 on 1 fits nowhere.
+                                               // MaxPool2d(3, 2, padding=1) on 112 → 56 (ResNet); a 2×2 on 1 fits nowhere.
         let r = Window { kernel: [3; 2], stride: [2; 2], padding: [1; 4], ceil_mode: false };
         assert_eq!(r.out_len(0, 112), Some(56));
         let t = Window { kernel: [2; 2], stride: [2; 2], padding: [0; 4], ceil_mode: false };
@@ -618,7 +618,7 @@ mod tests {
         let err = g.shapes((7, 6)).unwrap_err().to_string();
         assert!(err.contains("`fc`") && err.contains("64"), "{err}");
         assert_eq!(g.find("features"), Some(c));
-        assert_eq!(g.map_names((6, 6)), vec!["input", "conv", "features"]);
+        assert_eq!(g.map_names((6, 6)), vec!["conv", "features"]);
     }
 
     #[test]

@@ -13,12 +13,18 @@
 //! Ghorbani et al. 2019 use for second derivatives), selected per call by [`Activation`].
 
 pub mod conv;
+pub mod fmnist_cnn;
 pub mod graph;
-mod fmnist_cnn;
 mod kernels;
-pub mod pool;
+mod network;
+pub mod nonlinearity;
+pub(crate) mod sweep;
+pub(crate) mod tensor_exec;
 
-pub use fmnist_cnn::{FmnistCnn, PARAM_SHAPES};
+pub use fmnist_cnn::PARAM_SHAPES;
+pub use graph::{Graph, GraphBuilder, Nonlinearity, Op, Shape};
+pub use network::Network;
+pub use nonlinearity::{Activation, Rule};
 
 use crate::error::Result;
 use candle_core::{Device, Tensor};
@@ -34,126 +40,54 @@ pub fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
-/// The nonlinearity used in place of every ReLU for one pass.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Activation {
-    /// The real model: max(z, 0); derivative = step(z > 0).
-    Relu,
-    /// The smooth surrogate softplus_β(z) = log(1 + exp(βz)) / β; derivative = sigmoid(βz).
-    Softplus {
-        /// Sharpness: larger β is closer to ReLU.
-        beta: f64,
-    },
+/// One backward pass: Σ_b ⟨seed[b], logits(x)[b]⟩ differentiated down to the input (or to
+/// a layer's output) with `rule` at every nonlinearity.
+#[derive(Debug, Clone, Copy)]
+pub struct Backward<'a> {
+    /// The logits' upstream gradient [B,K] (one-hot rows select each image's target).
+    pub seed: &'a Tensor,
+    /// The real nonlinearities or their softplus(β) surrogates.
+    pub act: Activation,
+    /// What the backward pass does at each nonlinearity.
+    pub rule: Rule,
+    /// The reference images of [`Rule::Rescale`], [1,C,H,W] or [B,C,H,W].
+    pub baseline: Option<&'a Tensor>,
+    /// Stop at this layer's output instead of the input (Grad-CAM).
+    pub layer: Option<&'a str>,
 }
 
-impl Activation {
-    /// Applies the nonlinearity.
-    pub fn apply(&self, z: &Tensor) -> candle_core::Result<Tensor> {
-        match *self {
-            Activation::Relu => z.relu(),
-            // Stable form: relu(z) + log(1 + exp(-β|z|)) / β (no overflow for large |βz|).
-            Activation::Softplus { beta } => {
-                let tail = z.abs()?.affine(-beta, 0.0)?.exp()?.affine(1.0, 1.0)?.log()?;
-                z.relu()? + tail.affine(1.0 / beta, 0.0)?
-            }
-        }
-    }
-
-    /// Whether 2×2 max-pooling after this nonlinearity ranks a window by its outputs act(z)
-    /// (ReLU: a window of negatives ties at zero and goes to its first position, as in
-    /// PyTorch) or by its inputs z (softplus: the same order in exact arithmetic, without
-    /// float32's collapse of far-negative outputs to exactly zero).
-    pub fn pool_ranks_outputs(&self) -> bool {
-        matches!(self, Activation::Relu)
-    }
-
-    /// [`Activation::apply`] on one value (the CPU kernels' form).
-    pub fn apply_scalar(&self, z: f32) -> f32 {
-        match *self {
-            Activation::Relu => z.max(0.0),
-            Activation::Softplus { beta } => {
-                let beta = beta as f32;
-                z.max(0.0) + (-beta * z.abs()).exp().ln_1p() / beta
-            }
-        }
-    }
-
-    /// act(z) and act′(z) together; for softplus from one exponential e = exp(−β|z|):
-    /// relu(z) + ln(1 + e)/β, and sigmoid(βz) = 1/(1 + e) for z ≥ 0, e/(1 + e) below.
-    pub fn apply_and_derivative(&self, z: f32) -> (f32, f32) {
-        match *self {
-            Activation::Relu => (z.max(0.0), f32::from(u8::from(z > 0.0))),
-            Activation::Softplus { beta } => {
-                let beta = beta as f32;
-                let e = (-beta * z.abs()).exp();
-                let s = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-                (z.max(0.0) + e.ln_1p() / beta, s)
-            }
-        }
-    }
-
-    /// [`Activation::derivative`] on one value.
-    pub fn derivative_scalar(&self, z: f32) -> f32 {
-        match *self {
-            Activation::Relu => f32::from(u8::from(z > 0.0)),
-            Activation::Softplus { beta } => (beta as f32 / 2.0 * z).tanh() * 0.5 + 0.5,
-        }
-    }
-
-    /// The second derivative at z from the first, s = act′(z): 0 for ReLU (almost
-    /// everywhere); β·s·(1 − s) for softplus, whose derivative is s = sigmoid(βz).
-    pub fn second_derivative_from_first(&self, s: f32) -> f32 {
-        match *self {
-            Activation::Relu => 0.0,
-            Activation::Softplus { beta } => beta as f32 * s * (1.0 - s),
-        }
-    }
-
-    /// Its derivative at `z`, as a tensor of the same shape. For softplus this is
-    /// sigmoid(βz) = (1 + tanh(βz/2)) / 2, differentiable in `z` (second-order attacks need it).
-    pub fn derivative(&self, z: &Tensor) -> candle_core::Result<Tensor> {
-        match *self {
-            Activation::Relu => z.gt(0.0)?.to_dtype(z.dtype()),
-            Activation::Softplus { beta } => z.affine(beta / 2.0, 0.0)?.tanh()?.affine(0.5, 0.5),
-        }
+impl<'a> Backward<'a> {
+    /// The gradient rule to the input.
+    pub fn gradient(seed: &'a Tensor, act: Activation) -> Self {
+        Self { seed, act, rule: Rule::Gradient, baseline: None, layer: None }
     }
 }
 
-/// How the backward pass treats each ReLU (max-pool and linear layers are unchanged).
+/// What a backward pass returns.
+#[derive(Debug, Clone)]
+pub struct Backprop {
+    /// The logits [B,K] of the forward pass.
+    pub logits: Tensor,
+    /// The backward pass's result at the stop: [B,C,H,W] at the input, the layer's shape at a
+    /// layer.
+    pub grad: Tensor,
+    /// The layer's output (layer stops only).
+    pub layer: Option<Tensor>,
+}
+
+/// What [`Classifier::backward_adjoint`] asks of its caller: from the backward pass's
+/// result, the vectors (v, a) to take the adjoint of (v shaped like its `grad`, a like its
+/// `layer`).
+pub type AdjointFn<'a> = dyn FnMut(&Backprop) -> Result<(Tensor, Option<Tensor>)> + 'a;
+
+/// An image classifier with explicit, differentiable backward passes.
 ///
-/// With upstream gradient g at a nonlinearity whose pre-activation is z:
-/// * `Gradient`: g ⊙ act'(z) — the true gradient;
-/// * `Guided` (guided backprop, Springenberg et al. 2015): relu(g) ⊙ act'(z) — only positive
-///   gradients pass, and only where the forward input was positive;
-/// * `Deconvnet` (Zeiler and Fergus 2014): relu(g) — the forward input is ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReluRule {
-    /// The true derivative.
-    #[default]
-    Gradient,
-    /// Guided backpropagation.
-    Guided,
-    /// Zeiler and Fergus's deconvnet.
-    Deconvnet,
-}
-
-impl ReluRule {
-    /// The gradient with respect to the pre-activation `z`, given the upstream gradient `g`
-    /// with respect to `act(z)`.
-    pub fn backward(&self, act: Activation, z: &Tensor, g: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            ReluRule::Gradient => g.mul(&act.derivative(z)?),
-            ReluRule::Guided => g.relu()?.mul(&act.derivative(z)?),
-            ReluRule::Deconvnet => g.relu(),
-        }
-    }
-}
-
-/// An image classifier with an explicit, differentiable input-gradient.
+/// [`Network`] implements it once for any layer graph; tests implement it for hand-made
+/// models.
 pub trait Classifier: Send + Sync {
-    /// The model's name as used in configs (`fmnist_cnn`).
+    /// The model's name as used in configs (`fmnist_cnn`, `resnet18`).
     fn name(&self) -> &str;
-    /// The input shape (C, H, W) it expects.
+    /// The nominal input shape (C, H, W).
     fn input_shape(&self) -> (usize, usize, usize);
     /// The number of classes K.
     fn num_classes(&self) -> usize;
@@ -161,77 +95,32 @@ pub trait Classifier: Send + Sync {
     fn device(&self) -> &Device;
     /// Logits [B,K] for images `x` [B,C,H,W].
     fn logits(&self, x: &Tensor, act: Activation) -> Result<Tensor>;
-    /// The logits [B,K] and the gradient [B,C,H,W] of Σ_b ⟨grad_logits[b], logits(x)[b]⟩ with
-    /// respect to `x`, computed by the explicit backward pass. With a softplus activation the
-    /// result is a differentiable function of `x` (autograd can go through it). `rule` selects
-    /// a modified backward pass through the ReLUs ([`ReluRule`]); `ReluRule::Gradient` is the
-    /// true gradient.
-    fn input_gradient(
+    /// The backward pass `pass` at images `x` [B,C,H,W]. With the softplus surrogate and
+    /// `x` in an autograd graph the result is differentiable in `x`.
+    fn backward(&self, x: &Tensor, pass: &Backward) -> Result<Backprop>;
+
+    /// The backward pass, then (v, a) = `then(result)` (v shaped like its `grad`, a like its
+    /// `layer`), then ∇ₓ(⟨grad(x), v⟩ + ⟨layer(x), a⟩) with v and a held fixed: the
+    /// vector–Jacobian product of a map, which steered attacks need. Returns the pass and that
+    /// gradient [B,C,H,W], without autograd graphs. The default differentiates
+    /// [`Classifier::backward`] with autograd.
+    fn backward_adjoint(
         &self,
         x: &Tensor,
-        grad_logits: &Tensor,
-        act: Activation,
-        rule: ReluRule,
-    ) -> Result<(Tensor, Tensor)>;
-
-    /// The gradient g = ∇ₓ Σ_b ⟨grad_logits[b], logits(x)[b]⟩ (true gradient rule), then
-    /// v = `then(g)` (shaped like `x`), then the Hessian–vector product ∇ₓ Σ ⟨g, v⟩ with v
-    /// held fixed: the vector–Jacobian product of a gradient map, which steered attacks
-    /// need (with the softplus surrogate), where v is the loss's gradient at the map. One
-    /// forward and backward pass serves both. Returns (g, Hv), [B,C,H,W], without autograd
-    /// graphs. The default differentiates the explicit backward pass with autograd; models
-    /// may compute it directly.
-    fn gradient_then_hessian_vector(
-        &self,
-        x: &Tensor,
-        grad_logits: &Tensor,
-        act: Activation,
-        then: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
-    ) -> Result<(Tensor, Tensor)> {
-        autograd_gradient_then_hessian_vector(self, x, grad_logits, act, then)
+        pass: &Backward,
+        then: &mut AdjointFn,
+    ) -> Result<(Backprop, Tensor)> {
+        autograd_backward_adjoint(self, x, pass, then)
     }
 
-    /// [`Classifier::gradient_then_hessian_vector`] for a known `v`: (g, Hv).
-    fn hessian_vector(
-        &self,
-        x: &Tensor,
-        grad_logits: &Tensor,
-        v: &Tensor,
-        act: Activation,
-    ) -> Result<(Tensor, Tensor)> {
-        self.gradient_then_hessian_vector(x, grad_logits, act, &mut |_| Ok(v.clone()))
+    /// Names of the internal layers a backward pass can stop at (none by default).
+    fn layers(&self) -> Vec<String> {
+        Vec::new()
     }
 
-    /// DeepLIFT's rescale rule (Shrikumar et al. 2017): the backward pass of
-    /// Σ_b ⟨grad_logits[b], logits⟩ where each nonlinearity's derivative is replaced by the
-    /// multiplier (act(z) − act(z₀)) / (z − z₀), z₀ its pre-activation on `baseline` (the plain
-    /// derivative where |z − z₀| is tiny), and max-pooling routes to the arg-max of the real
-    /// input. Multiply by (x − baseline) for the attribution. [B,C,H,W].
-    fn rescale_gradient(
-        &self,
-        _x: &Tensor,
-        _baseline: &Tensor,
-        _grad_logits: &Tensor,
-        _act: Activation,
-    ) -> Result<Tensor> {
-        Err(crate::Error::Invalid(format!("model `{}` has no DeepLIFT rule", self.name())))
-    }
-
-    /// Names of the internal layers [`Classifier::layer_gradient`] accepts (none by default).
-    fn layers(&self) -> &[&'static str] {
-        &[]
-    }
-
-    /// The activations [B,C',h,w] of internal layer `layer` and the gradient of
-    /// Σ_b ⟨grad_logits[b], logits(x)[b]⟩ with respect to them (for Grad-CAM).
-    fn layer_gradient(
-        &self,
-        _x: &Tensor,
-        _grad_logits: &Tensor,
-        _act: Activation,
-        layer: &str,
-    ) -> Result<(Tensor, Tensor)> {
-        Err(crate::Error::Invalid(format!("model `{}` exposes no layer `{layer}`", self.name())))
+    /// The layer Grad-CAM uses when none is configured.
+    fn default_layer(&self) -> Option<String> {
+        None
     }
 
     /// Logits [P·B,K] of `x` [B,C,H,W] with each window (top, left) of `size` [h,w] (all
@@ -248,27 +137,105 @@ pub trait Classifier: Send + Sync {
     ) -> Result<Option<Tensor>> {
         Ok(None)
     }
+
+    /// The logits [B,K] and the backward pass of Σ_b ⟨grad_logits[b], logits(x)[b]⟩ to the
+    /// input [B,C,H,W] under `rule`.
+    fn input_gradient(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+        rule: Rule,
+    ) -> Result<(Tensor, Tensor)> {
+        let bp = self.backward(x, &Backward { rule, ..Backward::gradient(grad_logits, act) })?;
+        Ok((bp.logits, bp.grad))
+    }
+
+    /// DeepLIFT's rescale rule against `baseline` ([1,C,H,W] or [B,C,H,W]): the multipliers
+    /// [B,C,H,W]; multiply by (x − baseline) for the attribution.
+    fn rescale_gradient(
+        &self,
+        x: &Tensor,
+        baseline: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let pass = Backward {
+            rule: Rule::Rescale,
+            baseline: Some(baseline),
+            ..Backward::gradient(grad_logits, act)
+        };
+        Ok(self.backward(x, &pass)?.grad)
+    }
+
+    /// The activations [B,C′,h,w] of `layer` and the gradient of Σ_b ⟨grad_logits[b],
+    /// logits(x)[b]⟩ with respect to them (Grad-CAM).
+    fn layer_gradient(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+        layer: &str,
+    ) -> Result<(Tensor, Tensor)> {
+        let bp =
+            self.backward(x, &Backward { layer: Some(layer), ..Backward::gradient(grad_logits, act) })?;
+        let a = bp.layer.ok_or_else(|| crate::Error::Invalid(format!("layer `{layer}`: no activations")))?;
+        Ok((a, bp.grad))
+    }
+
+    /// The gradient g = ∇ₓ Σ_b ⟨grad_logits[b], logits(x)[b]⟩, then v = `then(g)`, then the
+    /// Hessian–vector product H·v: (g, Hv) [B,C,H,W], one forward and backward pass for both.
+    fn gradient_then_hessian_vector(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        act: Activation,
+        then: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+    ) -> Result<(Tensor, Tensor)> {
+        let (bp, hv) = self.backward_adjoint(x, &Backward::gradient(grad_logits, act), &mut |bp| {
+            Ok((then(&bp.grad)?, None))
+        })?;
+        Ok((bp.grad, hv))
+    }
+
+    /// [`Classifier::gradient_then_hessian_vector`] for a known `v`: (g, Hv).
+    fn hessian_vector(
+        &self,
+        x: &Tensor,
+        grad_logits: &Tensor,
+        v: &Tensor,
+        act: Activation,
+    ) -> Result<(Tensor, Tensor)> {
+        self.gradient_then_hessian_vector(x, grad_logits, act, &mut |_| Ok(v.clone()))
+    }
 }
 
-/// [`Classifier::gradient_then_hessian_vector`] by autograd through the model's explicit
-/// backward pass.
-pub fn autograd_gradient_then_hessian_vector<M: Classifier + ?Sized>(
+/// [`Classifier::backward_adjoint`] by autograd through [`Classifier::backward`] (the
+/// trait's default; the reference the explicit adjoints are tested against).
+pub fn autograd_backward_adjoint<M: Classifier + ?Sized>(
     model: &M,
     x: &Tensor,
-    grad_logits: &Tensor,
-    act: Activation,
-    then: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
-) -> Result<(Tensor, Tensor)> {
+    pass: &Backward,
+    then: &mut AdjointFn,
+) -> Result<(Backprop, Tensor)> {
     let xv = candle_core::Var::from_tensor(&x.detach())?;
-    let (_, g) = model.input_gradient(xv.as_tensor(), grad_logits, act, ReluRule::Gradient)?;
-    let v = then(&g.detach())?;
-    let grads = g.mul(&v.detach())?.sum_all()?.backward()?;
-    // No entry: ⟨g, v⟩ does not depend on x (a linear model), so Hv = 0.
-    let hv = match grads.get(xv.as_tensor()) {
+    let bp = model.backward(xv.as_tensor(), pass)?;
+    let detached = Backprop {
+        logits: bp.logits.detach(),
+        grad: bp.grad.detach(),
+        layer: bp.layer.as_ref().map(|l| l.detach()),
+    };
+    let (v, a) = then(&detached)?;
+    let mut loss = bp.grad.mul(&v.detach())?.sum_all()?;
+    if let (Some(l), Some(a)) = (&bp.layer, a) {
+        loss = loss.add(&l.mul(&a.detach())?.sum_all()?)?;
+    }
+    // No entry: the loss does not depend on x (a linear model), so the product is 0.
+    let xbar = match loss.backward()?.get(xv.as_tensor()) {
         Some(h) => h.detach(),
         None => x.zeros_like()?,
     };
-    Ok((g.detach(), hv))
+    Ok((detached, xbar))
 }
 
 /// One-hot rows [B,K] (float32) of the `targets`, the upstream gradient that selects each
@@ -308,6 +275,14 @@ pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
 /// Model names this build can load.
 pub const MODEL_NAMES: [&str; 1] = ["fmnist_cnn"];
 
+/// The Grad-CAM default layer of model `name`.
+pub fn default_layer(name: &str) -> Option<&'static str> {
+    match name {
+        "fmnist_cnn" => Some(fmnist_cnn::DEFAULT_LAYER),
+        _ => None,
+    }
+}
+
 /// Loads the model `name` with safetensors `weights` onto `device`.
 pub fn load(
     name: &str,
@@ -315,7 +290,7 @@ pub fn load(
     device: &Device,
 ) -> Result<std::sync::Arc<dyn Classifier>> {
     match name {
-        "fmnist_cnn" => Ok(std::sync::Arc::new(FmnistCnn::load(weights, device)?)),
+        "fmnist_cnn" => Ok(std::sync::Arc::new(fmnist_cnn::load(weights, device)?)),
         other => {
             Err(crate::Error::Invalid(format!("unknown model `{other}` (known: {})", MODEL_NAMES.join(", "))))
         }

@@ -232,7 +232,7 @@ pub fn estimate(
 mod tests {
     use super::*;
     use crate::attribution::{Gradient, GradientXInput};
-    use crate::model::ReluRule;
+    use crate::model::{Backprop, Backward};
     use candle_core::Device;
 
     /// A linear classifier logits = x·Wᵀ + b on 1×4×4 images with two classes: class 0 has the
@@ -271,15 +271,10 @@ mod tests {
             let b = x.dim(0)?;
             Ok(x.reshape((b, 16))?.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
         }
-        fn input_gradient(
-            &self,
-            x: &Tensor,
-            grad_logits: &Tensor,
-            act: Activation,
-            _rule: ReluRule,
-        ) -> Result<(Tensor, Tensor)> {
-            let g = grad_logits.matmul(&self.w)?.reshape(x.shape())?;
-            Ok((self.logits(x, act)?, g))
+        fn backward(&self, x: &Tensor, pass: &Backward) -> Result<Backprop> {
+            // No nonlinearity: every rule's backward pass is seed · W.
+            let g = pass.seed.matmul(&self.w)?.reshape(x.shape())?;
+            Ok(Backprop { logits: self.logits(x, pass.act)?, grad: g, layer: None })
         }
     }
 

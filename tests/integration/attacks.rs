@@ -8,7 +8,7 @@ use fragility::attack::{
     TargetedObjective, TopKObjective, ATTACK_NAMES,
 };
 use fragility::attribution::{saliency, Attribution, Gradient};
-use fragility::model::{predict, Activation, Classifier, FmnistCnn};
+use fragility::model::{predict, Activation, Classifier, Network};
 use std::sync::Arc;
 
 fn attack_rows(
@@ -48,7 +48,7 @@ fn check_invariants(
     }
 }
 
-fn setup() -> (FmnistCnn, Tensor, Vec<f32>, Vec<u64>) {
+fn setup() -> (Network, Tensor, Vec<f32>, Vec<u64>) {
     let model = random_model(9, DType::F32);
     let set = shipped_images();
     let x1 = images(&set, &[20, 21, 22]);

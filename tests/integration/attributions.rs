@@ -6,7 +6,7 @@ use fragility::attribution::{
     by_name, quadrature, Attribution, IntegratedGradients, KernelShap, Lime, Occlusion, Quadrature,
     METHOD_NAMES,
 };
-use fragility::model::{Activation, Classifier, ReluRule};
+use fragility::model::{Activation, Backprop, Backward, Classifier};
 
 /// A linear classifier logits = x·Wᵀ + b on 1×4×4 images, 3 classes.
 struct Linear {
@@ -41,25 +41,10 @@ impl Classifier for Linear {
         let b = x.dim(0)?;
         Ok(x.reshape((b, 16))?.matmul(&self.w.t()?)?.broadcast_add(&self.b)?)
     }
-    fn input_gradient(
-        &self,
-        x: &Tensor,
-        grad_logits: &Tensor,
-        act: Activation,
-        _rule: ReluRule,
-    ) -> fragility::Result<(Tensor, Tensor)> {
-        let g = grad_logits.matmul(&self.w)?.reshape(x.shape())?;
-        Ok((self.logits(x, act)?, g))
-    }
-    fn rescale_gradient(
-        &self,
-        x: &Tensor,
-        _baseline: &Tensor,
-        grad_logits: &Tensor,
-        _act: Activation,
-    ) -> fragility::Result<Tensor> {
-        // No nonlinearity: the multipliers are the weights.
-        Ok(grad_logits.matmul(&self.w)?.reshape(x.shape())?)
+    fn backward(&self, x: &Tensor, pass: &Backward) -> fragility::Result<Backprop> {
+        // No nonlinearity: every rule's backward pass is seed · W.
+        let g = pass.seed.matmul(&self.w)?.reshape(x.shape())?;
+        Ok(Backprop { logits: self.logits(x, pass.act)?, grad: g, layer: None })
     }
 }
 
@@ -179,7 +164,7 @@ fn quadrature_weights_sum_to_one_for_every_rule() {
 /// u1 = relu(A + B), u2 = relu(A − 10) (always off); every other unit has zero weights and
 /// bias, except u3 = relu(A − 0.5). fc2: logit_0 = u0 − u1 + u2, logit_1 = u0 + u1,
 /// logit_2 = u3; other logits 0.
-fn two_block_cnn() -> fragility::model::FmnistCnn {
+fn two_block_cnn() -> fragility::model::Network {
     let dev = Device::Cpu;
     let mut c1w = vec![0f32; 32 * 9];
     c1w[4] = 1.0; // channel 0, centre tap
@@ -207,7 +192,7 @@ fn two_block_cnn() -> fragility::model::FmnistCnn {
     f2w[129] = 1.0;
     f2w[2 * 128 + 3] = 1.0;
     let t = |v: Vec<f32>, s: &[usize]| Tensor::from_vec(v, s, &dev).unwrap();
-    fragility::model::FmnistCnn::new(
+    fragility::model::fmnist_cnn::new(
         t(c1w, &[32, 1, 3, 3]),
         t(c1b, &[32]),
         t(c2w, &[64, 32, 3, 3]),

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use fragility::data::{load_images, load_labels, ImageSet};
-use fragility::model::FmnistCnn;
+use fragility::model::Network;
 use std::path::{Path, PathBuf};
 
 pub fn root() -> PathBuf {
@@ -24,15 +24,15 @@ pub fn shipped_images() -> ImageSet {
 }
 
 /// The shipped trained model.
-pub fn shipped_model() -> FmnistCnn {
-    FmnistCnn::load(&shipped_weights(), &Device::Cpu).unwrap()
+pub fn shipped_model() -> Network {
+    fragility::model::fmnist_cnn::load(&shipped_weights(), &Device::Cpu).unwrap()
 }
 
 /// fmnist_cnn with PyTorch-default random weights from `seed`, in `dtype`.
-pub fn random_model(seed: u64, dtype: DType) -> FmnistCnn {
+pub fn random_model(seed: u64, dtype: DType) -> Network {
     let vars = fragility::train::init_vars(seed, &Device::Cpu).unwrap();
     let t: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().detach().to_dtype(dtype).unwrap()).collect();
-    FmnistCnn::new(
+    fragility::model::fmnist_cnn::new(
         t[0].clone(),
         t[1].clone(),
         t[2].clone(),

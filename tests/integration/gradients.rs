@@ -7,7 +7,7 @@ use fragility::attribution::{
     by_name, normalized_saliency, Aggregate, Attribution, Gradient, IntegratedGradients, NoiseSettings,
     NoiseTunnel, METHOD_NAMES,
 };
-use fragility::model::{one_hot, Activation, Classifier, FmnistCnn, ReluRule};
+use fragility::model::{one_hot, Activation, Classifier, Network, Rule};
 use std::sync::Arc;
 
 /// Autograd gradient of Σ_b logits[b, t_b] with respect to x.
@@ -28,7 +28,7 @@ fn explicit_gradient_equals_autograd_on_real_images_with_ties() {
     let targets = [0u32, 3, 9, 1, 5, 7];
     for act in [Activation::Relu, Activation::Softplus { beta: 10.0 }] {
         let g = one_hot(&targets, 10, &Device::Cpu).unwrap();
-        let explicit = flat(&model.input_gradient(&x, &g, act, ReluRule::Gradient).unwrap().1);
+        let explicit = flat(&model.input_gradient(&x, &g, act, Rule::Gradient).unwrap().1);
         let auto = autograd_gradient(&model, &x, &targets, act);
         let tol = 1e-5 * max_abs(&auto).max(1e-3);
         assert!(max_abs_diff(&explicit, &auto) <= tol, "{act:?}: {} > {tol}", max_abs_diff(&explicit, &auto));
@@ -154,8 +154,9 @@ fn surrogate_gradient_map_has_a_nonzero_second_order_gradient() {
 
 #[test]
 fn vector_jacobian_directions_equal_autograd_through_the_map() {
-    // Methods with a vector–Jacobian product (gradient, gradient × input, IG, the noise
-    // tunnels) give attacks their direction as H·v products, without an autograd graph
+    // Every differentiable method has a vector–Jacobian product: attacks take their direction
+    // from the model's explicit adjoint (H·v for the gradient family; the adjoint of the
+    // guided, rescale and layer-stopped passes for the others), without an autograd graph
     // through the map; on the shipped model the CPU kernels compute them. The result must be
     // autograd's gradient of the same loss: exactly (f64, random model, autograd H·v) and to
     // float32 rounding (shipped model, kernels, real images, with the γ softmax term on).
@@ -163,10 +164,21 @@ fn vector_jacobian_directions_equal_autograd_through_the_map() {
     let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
     assert_eq!(
         names,
-        ["gradient", "gradient_x_input", "integrated_gradients", "smoothgrad", "smoothgrad_sq", "vargrad"]
+        [
+            "gradient",
+            "gradient_x_input",
+            "integrated_gradients",
+            "smoothgrad",
+            "smoothgrad_sq",
+            "vargrad",
+            "guided_backprop",
+            "deeplift",
+            "grad_cam",
+            "guided_grad_cam"
+        ]
     );
     let set = shipped_images();
-    let cases: [(FmnistCnn, Tensor, f64, f64); 2] = [
+    let cases: [(Network, Tensor, f64, f64); 2] = [
         (random_model(11, DType::F64), seeded_uniform(&[2, 1, 28, 28], 0.0, 1.0, 100), 0.0, 1e-9),
         (shipped_model(), images(&set, &[0, 1]), 25.0, 2e-4),
     ];

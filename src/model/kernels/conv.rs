@@ -1,0 +1,369 @@
+//! Convolutions on channel-major blocks: x [C, n, H, W] → y [O, n, OH, OW].
+//!
+//! With the images of a block side by side in each channel row, one convolution is one GEMM
+//! per group over all of them: y_g [O/G, n·OH·OW] = W_g [O/G, (C/G)·kh·kw] · cols_g, where
+//! cols (im2col) holds, for input channel c and tap (ky, kx), the input value each output
+//! position reads (row (c·kh + ky)·kw + kx, matching W's layout; zero in the padding). A 1×1,
+//! stride-1, unpadded convolution reads x directly, with no copy. A depthwise convolution (one
+//! input channel per group) skips the GEMM: per channel and tap it adds w·x over the output
+//! rows. The vector–Jacobian product is the transposed product W_gᵀ·g followed by the
+//! adjoint of im2col (col2im, summing every patch entry back onto its pixel); the tangent is
+//! the forward product without the bias.
+
+use super::gemm::{matmul, View};
+use crate::model::graph::Conv;
+
+/// One convolution's geometry and weights, flattened for the kernels.
+#[derive(Debug, Clone)]
+pub(crate) struct ConvKernel {
+    /// W [O, C/G·kh·kw], row-major.
+    pub w: Vec<f32>,
+    /// Bias [O] (zeros when the layer has none).
+    pub b: Vec<f32>,
+    pub o: usize,
+    pub c: usize,
+    pub groups: usize,
+    pub k: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub dil: [usize; 2],
+}
+
+/// Input and output plane sizes (H, W, OH, OW) and block size n.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Planes {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl ConvKernel {
+    /// Flattens a graph convolution (f32 on the CPU).
+    pub fn new(conv: &Conv) -> candle_core::Result<Self> {
+        let (o, cg, kh, kw) = conv.weight.dims4()?;
+        let w = conv.weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let b = match &conv.bias {
+            Some(b) => b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
+            None => vec![0.0; o],
+        };
+        Ok(Self {
+            w,
+            b,
+            o,
+            c: cg * conv.groups,
+            groups: conv.groups,
+            k: [kh, kw],
+            stride: conv.stride,
+            pad: [conv.padding[0], conv.padding[1]],
+            dil: conv.dilation,
+        })
+    }
+
+    fn taps(&self) -> usize {
+        self.k[0] * self.k[1]
+    }
+
+    fn pointwise(&self) -> bool {
+        self.k == [1, 1] && self.stride == [1, 1] && self.pad == [0, 0]
+    }
+
+    fn depthwise(&self) -> bool {
+        self.groups == self.c && self.o == self.c
+    }
+
+    /// The output columns (ox) whose input column ox·s + off lies in 0..len.
+    fn valid(off: isize, s: usize, len: usize, out: usize) -> std::ops::Range<usize> {
+        let s = s as isize;
+        let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+        let hi = ((len as isize - off) + s - 1).div_euclid(s).max(0);
+        (lo.max(0) as usize).min(out)..(hi as usize).min(out)
+    }
+
+    /// The input offset of tap (ky, kx) along each axis.
+    fn offsets(&self, ky: usize, kx: usize) -> (isize, isize) {
+        (
+            (ky * self.dil[0]) as isize - self.pad[0] as isize,
+            (kx * self.dil[1]) as isize - self.pad[1] as isize,
+        )
+    }
+
+    /// Fills `cols` [cg·kk, n·OH·OW] from input channels `c0..c0+cg` of x [C, n, H, W].
+    fn im2col(&self, x: &[f32], c0: usize, cg: usize, p: Planes, cols: &mut [f32]) {
+        let (kh, kw) = (self.k[0], self.k[1]);
+        let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &mut cols[((ci * kh + ky) * kw + kx) * p.n * ohw..][..p.n * ohw];
+                    let (oy_off, ox_off) = self.offsets(ky, kx);
+                    let xs = Self::valid(ox_off, self.stride[1], p.w, p.ow);
+                    for i in 0..p.n {
+                        let plane = &x[((c0 + ci) * p.n + i) * hw..][..hw];
+                        for oy in 0..p.oh {
+                            let dst = &mut row[(i * p.oh + oy) * p.ow..][..p.ow];
+                            let iy = (oy * self.stride[0]) as isize + oy_off;
+                            if iy < 0 || iy >= p.h as isize || xs.is_empty() {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            let src = &plane[iy as usize * p.w..][..p.w];
+                            dst[..xs.start].fill(0.0);
+                            dst[xs.end..].fill(0.0);
+                            let ix0 = (xs.start * self.stride[1]) as isize + ox_off;
+                            if self.stride[1] == 1 {
+                                dst[xs.clone()].copy_from_slice(&src[ix0 as usize..][..xs.len()]);
+                            } else {
+                                for (j, ox) in xs.clone().enumerate() {
+                                    dst[ox] = src[ix0 as usize + j * self.stride[1]];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`ConvKernel::im2col`]: adds `cols` back onto channels `c0..c0+cg` of
+    /// `x` (which the caller has zeroed).
+    fn col2im(&self, cols: &[f32], c0: usize, cg: usize, p: Planes, x: &mut [f32]) {
+        let (kh, kw) = (self.k[0], self.k[1]);
+        let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let row = &cols[((ci * kh + ky) * kw + kx) * p.n * ohw..][..p.n * ohw];
+                    let (oy_off, ox_off) = self.offsets(ky, kx);
+                    let xs = Self::valid(ox_off, self.stride[1], p.w, p.ow);
+                    if xs.is_empty() {
+                        continue;
+                    }
+                    for i in 0..p.n {
+                        let plane = &mut x[((c0 + ci) * p.n + i) * hw..][..hw];
+                        for oy in 0..p.oh {
+                            let iy = (oy * self.stride[0]) as isize + oy_off;
+                            if iy < 0 || iy >= p.h as isize {
+                                continue;
+                            }
+                            let src = &row[(i * p.oh + oy) * p.ow..][..p.ow];
+                            let dst = &mut plane[iy as usize * p.w..][..p.w];
+                            let ix0 = ((xs.start * self.stride[1]) as isize + ox_off) as usize;
+                            for (j, ox) in xs.clone().enumerate() {
+                                dst[ix0 + j * self.stride[1]] += src[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// y [O, n, OH, OW] = conv(x) (+ bias when `bias`); `scratch` is reused for the patches.
+    pub fn forward(&self, x: &[f32], p: Planes, bias: bool, scratch: &mut Vec<f32>) -> Vec<f32> {
+        let ohw = p.n * p.oh * p.ow;
+        let mut y = vec![0.0f32; self.o * ohw];
+        if bias {
+            for (row, &b) in y.chunks_exact_mut(ohw).zip(&self.b) {
+                row.fill(b);
+            }
+        }
+        if self.depthwise() {
+            self.depthwise_forward(x, p, &mut y);
+            return y;
+        }
+        let (cg, og, kk) = (self.c / self.groups, self.o / self.groups, self.taps());
+        for gi in 0..self.groups {
+            let w = &self.w[gi * og * cg * kk..][..og * cg * kk];
+            let out = &mut y[gi * og * ohw..][..og * ohw];
+            if self.pointwise() {
+                let xg = &x[gi * cg * ohw..][..cg * ohw];
+                matmul(og, ohw, cg, out, View::rows(w, cg), View::rows(xg, ohw), true);
+            } else {
+                scratch.clear();
+                scratch.resize(cg * kk * ohw, 0.0);
+                self.im2col(x, gi * cg, cg, p, scratch);
+                matmul(og, ohw, cg * kk, out, View::rows(w, cg * kk), View::rows(scratch, ohw), true);
+            }
+        }
+        y
+    }
+
+    /// g_x [C, n, H, W] from g_y [O, n, OH, OW].
+    pub fn vjp(&self, g: &[f32], p: Planes, scratch: &mut Vec<f32>) -> Vec<f32> {
+        let (hw, ohw) = (p.n * p.h * p.w, p.n * p.oh * p.ow);
+        let mut gx = vec![0.0f32; self.c * hw];
+        if self.depthwise() {
+            self.depthwise_vjp(g, p, &mut gx);
+            return gx;
+        }
+        let (cg, og, kk) = (self.c / self.groups, self.o / self.groups, self.taps());
+        for gi in 0..self.groups {
+            let w = &self.w[gi * og * cg * kk..][..og * cg * kk];
+            let gg = &g[gi * og * ohw..][..og * ohw];
+            if self.pointwise() {
+                let out = &mut gx[gi * cg * hw..][..cg * hw];
+                matmul(cg, ohw, og, out, View::transposed(w, cg), View::rows(gg, ohw), false);
+            } else {
+                scratch.clear();
+                scratch.resize(cg * kk * ohw, 0.0);
+                matmul(cg * kk, ohw, og, scratch, View::transposed(w, cg * kk), View::rows(gg, ohw), false);
+                self.col2im(scratch, gi * cg, cg, p, &mut gx);
+            }
+        }
+        gx
+    }
+
+    fn depthwise_forward(&self, x: &[f32], p: Planes, y: &mut [f32]) {
+        let (kh, kw) = (self.k[0], self.k[1]);
+        let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+        for c in 0..self.c {
+            let w = &self.w[c * kh * kw..][..kh * kw];
+            for i in 0..p.n {
+                let src = &x[(c * p.n + i) * hw..][..hw];
+                let dst = &mut y[(c * p.n + i) * ohw..][..ohw];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wt = w[ky * kw + kx];
+                        let (oy_off, ox_off) = self.offsets(ky, kx);
+                        let xs = Self::valid(ox_off, self.stride[1], p.w, p.ow);
+                        for oy in 0..p.oh {
+                            let iy = (oy * self.stride[0]) as isize + oy_off;
+                            if iy < 0 || iy >= p.h as isize || xs.is_empty() {
+                                continue;
+                            }
+                            let row = &src[iy as usize * p.w..][..p.w];
+                            let out = &mut dst[oy * p.ow..][..p.ow];
+                            let ix0 = ((xs.start * self.stride[1]) as isize + ox_off) as usize;
+                            if self.stride[1] == 1 {
+                                for (o, &v) in out[xs.clone()].iter_mut().zip(&row[ix0..]) {
+                                    *o += wt * v;
+                                }
+                            } else {
+                                for (j, ox) in xs.clone().enumerate() {
+                                    out[ox] += wt * row[ix0 + j * self.stride[1]];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn depthwise_vjp(&self, g: &[f32], p: Planes, gx: &mut [f32]) {
+        let (kh, kw) = (self.k[0], self.k[1]);
+        let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+        for c in 0..self.c {
+            let w = &self.w[c * kh * kw..][..kh * kw];
+            for i in 0..p.n {
+                let src = &g[(c * p.n + i) * ohw..][..ohw];
+                let dst = &mut gx[(c * p.n + i) * hw..][..hw];
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let wt = w[ky * kw + kx];
+                        let (oy_off, ox_off) = self.offsets(ky, kx);
+                        let xs = Self::valid(ox_off, self.stride[1], p.w, p.ow);
+                        for oy in 0..p.oh {
+                            let iy = (oy * self.stride[0]) as isize + oy_off;
+                            if iy < 0 || iy >= p.h as isize || xs.is_empty() {
+                                continue;
+                            }
+                            let row = &mut dst[iy as usize * p.w..][..p.w];
+                            let gr = &src[oy * p.ow..][..p.ow];
+                            let ix0 = ((xs.start * self.stride[1]) as isize + ox_off) as usize;
+                            for (j, ox) in xs.clone().enumerate() {
+                                row[ix0 + j * self.stride[1]] += wt * gr[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// Direct reference: y[o,i,oy,ox] = b[o] + Σ w[o,c',ky,kx]·x[c,i,oy·s+ky·d−p, ...].
+    fn reference(k: &ConvKernel, x: &[f32], p: Planes) -> Vec<f32> {
+        let (cg, og) = (k.c / k.groups, k.o / k.groups);
+        let mut y = vec![0.0; k.o * p.n * p.oh * p.ow];
+        for o in 0..k.o {
+            let gi = o / og;
+            for i in 0..p.n {
+                for oy in 0..p.oh {
+                    for ox in 0..p.ow {
+                        let mut s = k.b[o];
+                        for ci in 0..cg {
+                            let c = gi * cg + ci;
+                            for ky in 0..k.k[0] {
+                                for kx in 0..k.k[1] {
+                                    let iy = (oy * k.stride[0] + ky * k.dil[0]) as isize - k.pad[0] as isize;
+                                    let ix = (ox * k.stride[1] + kx * k.dil[1]) as isize - k.pad[1] as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < p.h && (ix as usize) < p.w {
+                                        let xv = x[((c * p.n + i) * p.h + iy as usize) * p.w + ix as usize];
+                                        s += k.w[((o * cg + ci) * k.k[0] + ky) * k.k[1] + kx] * xv;
+                                    }
+                                }
+                            }
+                        }
+                        y[((o * p.n + i) * p.oh + oy) * p.ow + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_geometry_equals_the_direct_sum_and_its_adjoint() {
+        let dev = Device::Cpu;
+        // (C, O, groups, k, stride, pad, dilation): plain, strided, 1×1, grouped, depthwise,
+        // dilated, rectangular.
+        let cases = [
+            (3, 4, 1, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (2, 3, 1, [3, 3], [2, 2], [1, 1], [1, 1]),
+            (4, 5, 1, [1, 1], [1, 1], [0, 0], [1, 1]),
+            (4, 6, 2, [3, 3], [1, 2], [0, 1], [1, 1]),
+            (3, 3, 3, [3, 3], [2, 2], [1, 1], [1, 1]),
+            (2, 2, 1, [3, 3], [1, 1], [2, 2], [2, 2]),
+            (2, 3, 1, [1, 3], [1, 1], [0, 1], [1, 1]),
+        ];
+        for (c, o, groups, k, stride, pad, dil) in cases {
+            let w = Tensor::randn(0f32, 1f32, (o, c / groups, k[0], k[1]), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1f32, o, &dev).unwrap();
+            let conv = Conv {
+                weight: w,
+                bias: Some(b),
+                stride,
+                padding: [pad[0], pad[1], pad[0], pad[1]],
+                dilation: dil,
+                groups,
+            };
+            let kern = ConvKernel::new(&conv).unwrap();
+            let (h, wd, n) = (7, 6, 2);
+            let oh = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) / stride[0] + 1;
+            let ow = (wd + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) / stride[1] + 1;
+            let p = Planes { n, h, w: wd, oh, ow };
+            let x = Tensor::randn(0f32, 1f32, c * n * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
+            let mut scratch = Vec::new();
+            let y = kern.forward(&x, p, true, &mut scratch);
+            let want = reference(&kern, &x, p);
+            for (a, b) in y.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-4, "{c}→{o} g{groups} k{k:?} s{stride:?}: {a} vs {b}");
+            }
+            // ⟨conv(x) − b, g⟩ = ⟨x, vjp(g)⟩.
+            let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
+            let gx = kern.vjp(&g, p, &mut scratch);
+            let lin = kern.forward(&x, p, false, &mut scratch);
+            let lhs: f64 = lin.iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum();
+            let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
+            assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint {c}→{o}: {lhs} vs {rhs}");
+        }
+    }
+}

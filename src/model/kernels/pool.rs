@@ -1,0 +1,116 @@
+//! Pooling on channel-major planes from one gather table per node: for each output
+//! position, the k input positions of its window (the plane length for padding) and, for
+//! averages, their weights ([`crate::model::tensor_exec::pool_table`], shared with the
+//! candle path so that both read the same windows).
+//!
+//! Max-pooling keeps each window's first maximum (strict >, row-major: PyTorch's choice) by
+//! a rank plane (the input itself, or the pre-activation under the surrogate) and routes
+//! gradients and tangents through it; averages are linear and their own tangents.
+
+/// A pool's gather table.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolTable {
+    /// Source positions [out·k]; `len` marks padding.
+    pub index: Vec<u32>,
+    /// Weights [out·k] (averages only).
+    pub weights: Option<Vec<f32>>,
+    /// Window size.
+    pub k: usize,
+    /// Input plane length H·W.
+    pub len: usize,
+    /// Output plane length OH·OW.
+    pub out: usize,
+}
+
+/// Max-pools each of the `planes` planes of `x` (ranked by `rank`): (values, routes), the
+/// route of an output being its source position in the plane (u32::MAX for a window with no
+/// input position, whose value is 0).
+pub(crate) fn max_forward(t: &PoolTable, x: &[f32], rank: &[f32], planes: usize) -> (Vec<f32>, Vec<u32>) {
+    let mut out = vec![0.0f32; planes * t.out];
+    let mut route = vec![u32::MAX; planes * t.out];
+    for p in 0..planes {
+        let (xs, rs) = (&x[p * t.len..][..t.len], &rank[p * t.len..][..t.len]);
+        for (o, win) in t.index.chunks_exact(t.k).enumerate() {
+            let mut best: Option<(f32, u32)> = None;
+            for &i in win {
+                if i as usize >= t.len {
+                    continue;
+                }
+                let r = rs[i as usize];
+                if best.is_none_or(|(b, _)| r > b) {
+                    best = Some((r, i));
+                }
+            }
+            if let Some((_, i)) = best {
+                out[p * t.out + o] = xs[i as usize];
+                route[p * t.out + o] = i;
+            }
+        }
+    }
+    (out, route)
+}
+
+/// Values of `t` [planes, len] at the routes: a max-pool's tangent.
+pub(crate) fn max_gather(t: &PoolTable, v: &[f32], route: &[u32], planes: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; planes * t.out];
+    for p in 0..planes {
+        let vs = &v[p * t.len..][..t.len];
+        for (o, &r) in out[p * t.out..][..t.out].iter_mut().zip(&route[p * t.out..][..t.out]) {
+            if (r as usize) < t.len {
+                *o = vs[r as usize];
+            }
+        }
+    }
+    out
+}
+
+/// A max-pool's vector–Jacobian product: each output gradient goes whole to its route.
+pub(crate) fn max_vjp(t: &PoolTable, g: &[f32], route: &[u32], planes: usize) -> Vec<f32> {
+    let mut gx = vec![0.0f32; planes * t.len];
+    for p in 0..planes {
+        let dst = &mut gx[p * t.len..][..t.len];
+        for (&gv, &r) in g[p * t.out..][..t.out].iter().zip(&route[p * t.out..][..t.out]) {
+            if (r as usize) < t.len {
+                dst[r as usize] += gv;
+            }
+        }
+    }
+    gx
+}
+
+/// Weighted window sums (average pools): forward and tangent.
+pub(crate) fn avg_forward(t: &PoolTable, x: &[f32], planes: usize) -> Vec<f32> {
+    let w = t.weights.as_deref().unwrap_or(&[]);
+    let mut out = vec![0.0f32; planes * t.out];
+    for p in 0..planes {
+        let xs = &x[p * t.len..][..t.len];
+        for (o, (win, ws)) in t.index.chunks_exact(t.k).zip(w.chunks_exact(t.k)).enumerate() {
+            let mut s = 0.0f32;
+            for (&i, &wt) in win.iter().zip(ws) {
+                if (i as usize) < t.len {
+                    s += wt * xs[i as usize];
+                }
+            }
+            out[p * t.out + o] = s;
+        }
+    }
+    out
+}
+
+/// The adjoint of [`avg_forward`].
+pub(crate) fn avg_vjp(t: &PoolTable, g: &[f32], planes: usize) -> Vec<f32> {
+    let w = t.weights.as_deref().unwrap_or(&[]);
+    let mut gx = vec![0.0f32; planes * t.len];
+    for p in 0..planes {
+        let dst = &mut gx[p * t.len..][..t.len];
+        for (o, (win, ws)) in t.index.chunks_exact(t.k).zip(w.chunks_exact(t.k)).enumerate() {
+            let gv = g[p * t.out + o];
+            for (&i, &wt) in win.iter().zip(ws) {
+                if (i as usize) < t.len {
+                    dst[i as usize] += wt * gv;
+                }
+            }
+        }
+    }
+    gx
+}

@@ -1,0 +1,382 @@
+//! [`Network`]: any [`Graph`] as a [`Classifier`], implemented once.
+//!
+//! Every call picks an executor: the CPU kernels ([`super::kernels`]) when the images, the
+//! other tensors of the call and every weight are f32 on the CPU and outside any autograd
+//! graph; otherwise the candle executor ([`super::tensor_exec`]), which runs on any device
+//! and which autograd can differentiate. Both run the same passes ([`super::sweep`]).
+
+use super::graph::{Graph, NodeId, Shape};
+use super::kernels::{BatchOut, CpuWeights, Pass, Prepared};
+use super::nonlinearity::{Activation, Rule};
+use super::sweep;
+use super::tensor_exec::TensorExec;
+use super::{flat_f32, plain_cpu_f32, AdjointFn, Backprop, Backward, Classifier};
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use std::sync::Arc;
+
+/// A classifier given as a layer graph.
+#[derive(Debug, Clone)]
+pub struct Network {
+    name: String,
+    graph: Graph,
+    /// The nominal input (C, H, W) (what `fragility models` lists).
+    nominal: (usize, usize, usize),
+    /// Whether only the nominal size fits (a fully connected layer reads the flattened map).
+    fixed_size: bool,
+    default_layer: String,
+    classes: usize,
+    device: Device,
+    cpu: Option<Arc<CpuWeights>>,
+}
+
+impl Network {
+    /// Wraps `graph` (parameters already on `device`) as the model `name` with nominal input
+    /// size `hw` and Grad-CAM default layer `default_layer`.
+    pub fn new(
+        name: &str,
+        graph: Graph,
+        hw: (usize, usize),
+        default_layer: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let classes = graph.classes(hw)?;
+        if graph.find(default_layer).is_none() {
+            return Err(Error::Invalid(format!(
+                "model `{name}`: default layer `{default_layer}` is not in the graph"
+            )));
+        }
+        // A fixed size: the graph fails one pixel larger.
+        let fixed_size = graph.shapes((hw.0 + 1, hw.1 + 1)).is_err();
+        let plain = graph.tensors().iter().all(|t| t.device().is_cpu() && !t.track_op());
+        let cpu = if plain { Some(Arc::new(CpuWeights::new(&graph)?)) } else { None };
+        Ok(Self {
+            name: name.into(),
+            nominal: (graph.channels(), hw.0, hw.1),
+            fixed_size,
+            default_layer: default_layer.into(),
+            classes,
+            device: device.clone(),
+            cpu,
+            graph,
+        })
+    }
+
+    /// The same model with every pass on candle ops (the path autograd sees), for checking
+    /// and benchmarking the CPU kernels against it.
+    pub fn without_kernels(mut self) -> Self {
+        self.cpu = None;
+        self
+    }
+
+    /// Whether the CPU kernels serve plain calls.
+    pub fn has_kernels(&self) -> bool {
+        self.cpu.is_some()
+    }
+
+    /// The layer graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The Grad-CAM default layer.
+    pub fn default_layer(&self) -> &str {
+        &self.default_layer
+    }
+
+    /// Checks that images of `hw` fit the graph: (H, W).
+    fn size_of(&self, x: &Tensor) -> Result<(usize, usize, usize)> {
+        let (b, c, h, w) = x.dims4()?;
+        if c != self.nominal.0 {
+            return Err(Error::Invalid(format!(
+                "model `{}` takes {} input channels, got images with {c}",
+                self.name, self.nominal.0
+            )));
+        }
+        if self.fixed_size && (h, w) != (self.nominal.1, self.nominal.2) {
+            return Err(Error::Invalid(format!(
+                "model `{}` takes {}×{} images, got {h}×{w}",
+                self.name, self.nominal.1, self.nominal.2
+            )));
+        }
+        Ok((b, h, w))
+    }
+
+    /// The CPU kernels prepared for `x`'s size, when they can serve a call on `x` and `others`.
+    fn kernels_for(&self, x: &Tensor, others: &[&Tensor]) -> Result<Option<Prepared<'_>>> {
+        let Some(cpu) = self.cpu.as_deref() else { return Ok(None) };
+        if !(plain_cpu_f32(x) && others.iter().all(|t| plain_cpu_f32(t))) {
+            return Ok(None);
+        }
+        let (_, h, w) = self.size_of(x)?;
+        Ok(Some(Prepared::new(&self.graph, cpu, (h, w))?))
+    }
+
+    /// The node a layer name refers to, or an error listing the names.
+    fn node(&self, layer: Option<&str>) -> Result<NodeId> {
+        let Some(layer) = layer else { return Ok(0) };
+        self.graph.find(layer).ok_or_else(|| {
+            Error::Invalid(format!(
+                "model `{}` has no layer `{layer}` (known: {})",
+                self.name,
+                self.layers().join(", ")
+            ))
+        })
+    }
+
+    /// Tensor dims [B, …] of node `id`'s output.
+    fn dims(shape: Shape, b: usize) -> Vec<usize> {
+        match shape {
+            Shape::Map(c, h, w) => vec![b, c, h, w],
+            Shape::Flat(f) => vec![b, f],
+        }
+    }
+
+    fn check_seed(&self, seed: &Tensor, b: usize) -> Result<()> {
+        if seed.dims() != [b, self.classes] {
+            return Err(Error::Invalid(format!(
+                "upstream gradient of shape {:?} for {b} images and {} classes",
+                seed.dims(),
+                self.classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// The kernel path's pass settings for `pass`, with the flattened tensors it reads.
+    fn kernel_pass<'s>(
+        &self,
+        stop: NodeId,
+        rule: Rule,
+        seed: &'s [f32],
+        baseline: Option<&'s [f32]>,
+    ) -> Pass<'s> {
+        Pass { seed, rule, baseline: baseline.filter(|_| rule == Rule::Rescale), stop }
+    }
+
+    /// [`BatchOut`] as tensors.
+    fn backprop_of(&self, out: BatchOut, shapes: &[Shape], stop: NodeId, b: usize) -> Result<Backprop> {
+        let dev = &self.device;
+        let logits = Tensor::from_vec(out.logits, (b, self.classes), dev)?;
+        let grad = Tensor::from_vec(out.grad, Self::dims(shapes[stop], b), dev)?;
+        let layer = if stop > 0 {
+            Some(Tensor::from_vec(out.layer, Self::dims(shapes[stop], b), dev)?)
+        } else {
+            None
+        };
+        Ok(Backprop { logits, grad, layer })
+    }
+
+    /// The candle path's forward and backward passes.
+    fn tensor_backward(&self, x: &Tensor, pass: &Backward, stop: NodeId) -> Result<Backprop> {
+        let (b, h, w) = self.size_of(x)?;
+        let shapes = self.graph.shapes((h, w))?;
+        let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
+        let keep: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
+        let fwd = sweep::forward(&self.graph, &mut e, x.clone(), pass.act, &keep)?;
+        let base = match (pass.rule, pass.baseline) {
+            (Rule::Rescale, Some(b0)) => {
+                let b0 = b0.to_dtype(x.dtype())?.broadcast_as(x.shape())?.contiguous()?;
+                Some(sweep::forward(&self.graph, &mut e, b0, pass.act, &[])?)
+            }
+            (Rule::Rescale, None) => {
+                return Err(Error::Invalid("DeepLIFT's rescale rule needs a baseline".into()))
+            }
+            _ => None,
+        };
+        let out = self.graph.output();
+        let mut seeds: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
+        seeds[out] = Some(pass.seed.to_dtype(x.dtype())?.reshape(Self::dims(shapes[out], b))?);
+        let g = sweep::backward(
+            &self.graph,
+            &mut e,
+            &fwd,
+            base.as_ref(),
+            seeds,
+            pass.act,
+            pass.rule,
+            stop,
+            false,
+        )?;
+        let logits = fwd.value(out)?.reshape((b, self.classes))?;
+        let layer = if stop > 0 { Some(fwd.value(stop)?.clone()) } else { None };
+        Ok(Backprop { logits, grad: g.grad, layer })
+    }
+}
+
+impl Classifier for Network {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn input_shape(&self) -> (usize, usize, usize) {
+        self.nominal
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn logits(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
+        let (b, h, w) = self.size_of(x)?;
+        if let Some(p) = self.kernels_for(x, &[])? {
+            let logits = p.logits(&flat_f32(x)?, b, act)?;
+            return Ok(Tensor::from_vec(logits, (b, self.classes), x.device())?);
+        }
+        let shapes = self.graph.shapes((h, w))?;
+        let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
+        let fwd = sweep::forward(&self.graph, &mut e, x.clone(), act, &[])?;
+        Ok(fwd.value(self.graph.output())?.reshape((b, self.classes))?)
+    }
+
+    fn backward(&self, x: &Tensor, pass: &Backward) -> Result<Backprop> {
+        let (b, h, w) = self.size_of(x)?;
+        self.check_seed(pass.seed, b)?;
+        let stop = self.node(pass.layer)?;
+        let others: Vec<&Tensor> = std::iter::once(pass.seed).chain(pass.baseline).collect();
+        if let Some(p) = self.kernels_for(x, &others)? {
+            let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
+            check_baseline(base.as_deref(), x)?;
+            let out = p.backward(
+                &flat_f32(x)?,
+                b,
+                pass.act,
+                &self.kernel_pass(stop, pass.rule, &seed, base.as_deref()),
+            )?;
+            return self.backprop_of(out, &self.graph.shapes((h, w))?, stop, b);
+        }
+        self.tensor_backward(x, pass, stop)
+    }
+
+    fn backward_adjoint(
+        &self,
+        x: &Tensor,
+        pass: &Backward,
+        then: &mut AdjointFn,
+    ) -> Result<(Backprop, Tensor)> {
+        let (b, h, w) = self.size_of(x)?;
+        self.check_seed(pass.seed, b)?;
+        let stop = self.node(pass.layer)?;
+        let others: Vec<&Tensor> = std::iter::once(pass.seed).chain(pass.baseline).collect();
+        let Some(p) = self.kernels_for(x, &others)? else {
+            return self.tensor_adjoint(x, pass, stop, then);
+        };
+        let shapes = self.graph.shapes((h, w))?;
+        let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
+        check_baseline(base.as_deref(), x)?;
+        let mut kept = None;
+        let (_, xbar) = p.adjoint(
+            &flat_f32(x)?,
+            b,
+            pass.act,
+            &self.kernel_pass(stop, pass.rule, &seed, base.as_deref()),
+            &mut |out| {
+                let bp = self.backprop_of(
+                    BatchOut { logits: out.logits.clone(), grad: out.grad.clone(), layer: out.layer.clone() },
+                    &shapes,
+                    stop,
+                    b,
+                )?;
+                let (v, a) = then(&bp)?;
+                if v.dims() != bp.grad.dims()
+                    || a.as_ref().is_some_and(|a| Some(a.dims()) != bp.layer.as_ref().map(|l| l.dims()))
+                {
+                    return Err(Error::Invalid(format!(
+                        "adjoint vector of shape {:?} for a map of {:?}",
+                        v.dims(),
+                        bp.grad.dims()
+                    )));
+                }
+                let v = flat_f32(&v.detach().to_dtype(DType::F32)?)?;
+                let a = a.map(|a| flat_f32(&a.detach().to_dtype(DType::F32)?)).transpose()?;
+                kept = Some(bp);
+                Ok((v, a))
+            },
+        )?;
+        let bp = kept.ok_or_else(|| Error::Invalid("adjoint: no backward pass".into()))?;
+        Ok((bp, Tensor::from_vec(xbar, x.dims(), x.device())?))
+    }
+
+    fn layers(&self) -> Vec<String> {
+        let hw = (self.nominal.1, self.nominal.2);
+        self.graph.map_names(hw).into_iter().filter(|n| n != "input").collect()
+    }
+
+    fn default_layer(&self) -> Option<String> {
+        Some(self.default_layer.clone())
+    }
+}
+
+impl Network {
+    /// The candle path's second-order adjoint (explicit, no autograd graph).
+    fn tensor_adjoint(
+        &self,
+        x: &Tensor,
+        pass: &Backward,
+        stop: NodeId,
+        then: &mut AdjointFn,
+    ) -> Result<(Backprop, Tensor)> {
+        let (b, h, w) = self.size_of(x)?;
+        let x = x.detach();
+        let shapes = self.graph.shapes((h, w))?;
+        let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
+        let keep: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
+        let fwd = sweep::forward(&self.graph, &mut e, x.clone(), pass.act, &keep)?;
+        let base = match pass.baseline {
+            Some(b0) if pass.rule == Rule::Rescale => {
+                let b0 = b0.to_dtype(x.dtype())?.broadcast_as(x.shape())?.contiguous()?;
+                Some(sweep::forward(&self.graph, &mut e, b0, pass.act, &[])?)
+            }
+            _ => None,
+        };
+        let out = self.graph.output();
+        let mut seeds: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
+        seeds[out] = Some(pass.seed.to_dtype(x.dtype())?.reshape(Self::dims(shapes[out], b))?);
+        let sweep::Backwarded { grad: g, upstream } = sweep::backward(
+            &self.graph,
+            &mut e,
+            &fwd,
+            base.as_ref(),
+            seeds,
+            pass.act,
+            pass.rule,
+            stop,
+            true,
+        )?;
+        let bp = Backprop {
+            logits: fwd.value(out)?.reshape((b, self.classes))?,
+            grad: g,
+            layer: if stop > 0 { Some(fwd.value(stop)?.clone()) } else { None },
+        };
+        let (v, a) = then(&bp)?;
+        let v = v.detach().to_dtype(x.dtype())?;
+        let a = a.map(|a| a.detach().to_dtype(x.dtype())).transpose()?;
+        let xbar = sweep::adjoint(
+            &self.graph,
+            &mut e,
+            &fwd,
+            base.as_ref(),
+            &upstream,
+            pass.act,
+            pass.rule,
+            stop,
+            v,
+            a,
+        )?;
+        Ok((bp, xbar))
+    }
+}
+
+/// A flattened baseline holds one image or one per row of `x`.
+fn check_baseline(base: Option<&[f32]>, x: &Tensor) -> Result<()> {
+    let Some(base) = base else { return Ok(()) };
+    let (b, per) = (x.dim(0)?, x.elem_count() / x.dim(0)?.max(1));
+    if base.len() != per && base.len() != b * per {
+        return Err(Error::Invalid(format!("a baseline of {} values for images of {per}", base.len())));
+    }
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! The passes over a [`Graph`], written once for every executor.
+//!
+//! * [`forward`]: every node in topological order, keeping what the backward pass needs:
+//!   each nonlinearity's input z and derivative φ′(z), each max-pool's routes, and the values
+//!   the caller asks for (a Grad-CAM layer, the logits).
+//! * [`backward`]: from gradients seeded at some nodes (the logits' upstream gradient) down
+//!   to a stop node (the input, or a layer), each op's vector–Jacobian product and at each
+//!   nonlinearity the pass's [`Rule`] (gradient, guided, deconvnet, DeepLIFT rescale against
+//!   a baseline's forward pass). Max-pools route to the arg-max of the real input, whatever
+//!   the rule.
+//! * [`adjoint`]: the gradient ∇ₓ(⟨M(x), v⟩ + ⟨A(x), a⟩) of a map M = the backward pass's
+//!   result at the stop node, with A the stop node's activation (Grad-CAM weights both).
+//!   M depends on x through the pre-activations z of the nonlinearities above the stop node,
+//!   so its adjoint is a forward (tangent) sweep of v from the stop node up, multiplying by
+//!   ∂ρ/∂g at each nonlinearity and dropping z̄ = ∂ρ/∂z·λ there, then one ordinary gradient
+//!   pass of all the z̄ (and a) down to the input. For the gradient rule at the input this is
+//!   Pearlmutter's Hessian–vector product (R-operator); for the other rules the map's
+//!   Jacobian is not symmetric and this reverse form is the one that is right. Only
+//!   nonlinearities add second-order terms; every other op reuses its linear part.
+//!
+//! An executor ([`Exec`]) supplies the per-op arithmetic on its own buffers: candle tensors
+//! [B,…] ([`super::tensor_exec`]) or one block of images in plain f32 slices
+//! ([`super::kernels`]).
+
+use super::graph::{Graph, NodeId, Nonlinearity, Op};
+use super::nonlinearity::{Activation, Rule};
+use crate::error::{Error, Result};
+
+/// The per-op arithmetic of one executor. Buffers hold one node's values for the batch (or
+/// block) in the executor's layout.
+pub(crate) trait Exec {
+    /// One node's values.
+    type Buf: Clone;
+    /// What a max-pool's forward pass keeps for routing (its arg-maxes).
+    type Route;
+
+    /// The output of `op` (not an input, not a nonlinearity) at node `id` from its inputs;
+    /// a max-pool ranks windows by `rank` when given (same layout as its input) and returns
+    /// its routes.
+    fn forward(
+        &mut self,
+        id: NodeId,
+        op: &Op,
+        ins: &[&Self::Buf],
+        rank: Option<&Self::Buf>,
+    ) -> Result<(Self::Buf, Option<Self::Route>)>;
+
+    /// The linear part of `op` applied to tangents `ins` (no bias; max-pools follow `route`).
+    fn tangent(
+        &mut self,
+        id: NodeId,
+        op: &Op,
+        ins: &[&Self::Buf],
+        route: Option<&Self::Route>,
+    ) -> Result<Self::Buf>;
+
+    /// The vector–Jacobian product of `op` at node `id`: one gradient per input.
+    fn vjp(
+        &mut self,
+        id: NodeId,
+        op: &Op,
+        g: &Self::Buf,
+        route: Option<&Self::Route>,
+    ) -> Result<Vec<Self::Buf>>;
+
+    /// φ(z) and φ′(z) of a nonlinearity.
+    fn activate(
+        &mut self,
+        kind: Nonlinearity,
+        act: Activation,
+        z: &Self::Buf,
+    ) -> Result<(Self::Buf, Self::Buf)>;
+
+    /// The rule's gradient with respect to z (see [`super::nonlinearity::backward`]).
+    #[allow(clippy::too_many_arguments)]
+    fn rule_backward(
+        &mut self,
+        kind: Nonlinearity,
+        act: Activation,
+        rule: Rule,
+        z: &Self::Buf,
+        d: &Self::Buf,
+        z0: Option<&Self::Buf>,
+        g: &Self::Buf,
+    ) -> Result<Self::Buf>;
+
+    /// The rule's adjoint (see [`super::nonlinearity::adjoint`]): (λ for g, z̄), z̄ `None`
+    /// where it is zero (ReLU, deconvnet).
+    #[allow(clippy::too_many_arguments)]
+    fn rule_adjoint(
+        &mut self,
+        kind: Nonlinearity,
+        act: Activation,
+        rule: Rule,
+        z: &Self::Buf,
+        d: &Self::Buf,
+        z0: Option<&Self::Buf>,
+        g: &Self::Buf,
+        lam: &Self::Buf,
+    ) -> Result<(Self::Buf, Option<Self::Buf>)>;
+
+    /// a + b.
+    fn add(&mut self, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf>;
+
+    /// Zeros shaped like node `id`'s output.
+    fn zeros(&mut self, id: NodeId) -> Result<Self::Buf>;
+}
+
+/// What a forward pass keeps.
+pub(crate) struct Forward<E: Exec> {
+    /// Kept node outputs (the logits, and the nodes the caller asked for).
+    pub values: Vec<Option<E::Buf>>,
+    /// Each nonlinearity's input z.
+    pub pre: Vec<Option<E::Buf>>,
+    /// Each nonlinearity's derivative φ′(z).
+    pub deriv: Vec<Option<E::Buf>>,
+    /// Each max-pool's routes.
+    pub routes: Vec<Option<E::Route>>,
+}
+
+impl<E: Exec> Forward<E> {
+    /// The kept output of node `id`.
+    pub fn value(&self, id: NodeId) -> Result<&E::Buf> {
+        self.values[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id}'s output was not kept")))
+    }
+}
+
+/// Runs `graph` on input `x` with every nonlinearity under `act`. Node outputs are dropped
+/// after their last reader unless `keep` lists them (the output node is always kept).
+pub(crate) fn forward<E: Exec>(
+    graph: &Graph,
+    exec: &mut E,
+    x: E::Buf,
+    act: Activation,
+    keep: &[NodeId],
+) -> Result<Forward<E>> {
+    let nodes = graph.nodes();
+    let n = nodes.len();
+    let mut readers = vec![0usize; n];
+    for node in nodes {
+        for &i in &node.inputs {
+            readers[i] += 1;
+        }
+    }
+    let mut kept = vec![false; n];
+    kept[graph.output()] = true;
+    for &k in keep {
+        kept[k] = true;
+    }
+    let mut live: Vec<Option<E::Buf>> = vec![None; n];
+    let mut fwd =
+        Forward { values: vec![None; n], pre: vec![None; n], deriv: vec![None; n], routes: Vec::new() };
+    fwd.routes.resize_with(n, || None);
+    live[0] = Some(x);
+    for (id, node) in nodes.iter().enumerate().skip(1) {
+        let ins: Vec<&E::Buf> = node
+            .inputs
+            .iter()
+            .map(|&i| live[i].as_ref().ok_or_else(|| gone(graph, i)))
+            .collect::<Result<_>>()?;
+        let out = match &node.op {
+            Op::Act(kind) => {
+                let (a, d) = exec.activate(*kind, act, ins[0])?;
+                fwd.pre[id] = Some(ins[0].clone());
+                fwd.deriv[id] = Some(d);
+                a
+            }
+            op => {
+                // Under the surrogate a max-pool over a nonlinearity ranks its windows by the
+                // pre-activation: the same order in exact arithmetic, without float32's
+                // collapse of far-negative softplus outputs to one tied zero.
+                let rank = match (op, act) {
+                    (Op::MaxPool(_), Activation::Softplus { .. }) => {
+                        graph.act_input(node.inputs[0]).and(fwd.pre[node.inputs[0]].as_ref())
+                    }
+                    _ => None,
+                };
+                let (out, route) = exec.forward(id, op, &ins, rank)?;
+                fwd.routes[id] = route;
+                out
+            }
+        };
+        for &i in &node.inputs {
+            readers[i] -= 1;
+            if readers[i] == 0 && !kept[i] {
+                live[i] = None;
+            }
+        }
+        live[id] = Some(out);
+    }
+    for (id, k) in kept.iter().enumerate() {
+        if *k {
+            fwd.values[id] = live[id].take();
+        }
+    }
+    Ok(fwd)
+}
+
+fn gone(graph: &Graph, id: NodeId) -> Error {
+    Error::Invalid(format!("node `{}` was read after it was dropped", graph.nodes()[id].name))
+}
+
+/// The nodes that depend on `stop` (itself included).
+pub(crate) fn downstream(graph: &Graph, stop: NodeId) -> Vec<bool> {
+    let mut reach = vec![false; graph.nodes().len()];
+    reach[stop] = true;
+    for (id, node) in graph.nodes().iter().enumerate().skip(stop + 1) {
+        reach[id] = node.inputs.iter().any(|&i| reach[i]);
+    }
+    reach
+}
+
+/// The backward pass under `rule` from the gradients `seeds` (indexed by node, with respect
+/// to each node's output) down to node `stop`: the gradient there. With `keep_upstream`, also
+/// each nonlinearity's upstream gradient g (with respect to its output), which
+/// [`adjoint`] needs. `base` is the baseline's forward pass for the rescale rule.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward<E: Exec>(
+    graph: &Graph,
+    exec: &mut E,
+    fwd: &Forward<E>,
+    base: Option<&Forward<E>>,
+    mut grads: Vec<Option<E::Buf>>,
+    act: Activation,
+    rule: Rule,
+    stop: NodeId,
+    keep_upstream: bool,
+) -> Result<Backwarded<E::Buf>> {
+    let nodes = graph.nodes();
+    let reach = downstream(graph, stop);
+    let mut upstream: Vec<Option<E::Buf>> = vec![None; nodes.len()];
+    for id in (stop + 1..nodes.len()).rev() {
+        if !reach[id] {
+            continue;
+        }
+        let Some(g) = grads[id].take() else { continue };
+        let node = &nodes[id];
+        let parts = match node.op {
+            Op::Act(kind) => {
+                let (z, d) = (cached(&fwd.pre, id)?, cached(&fwd.deriv, id)?);
+                let z0 = match (rule, base) {
+                    (Rule::Rescale, Some(b)) => Some(cached(&b.pre, id)?),
+                    (Rule::Rescale, None) => {
+                        return Err(Error::Invalid("the rescale rule needs a baseline pass".into()))
+                    }
+                    _ => None,
+                };
+                let gz = exec.rule_backward(kind, act, rule, z, d, z0, &g)?;
+                if keep_upstream {
+                    upstream[id] = Some(g);
+                }
+                vec![gz]
+            }
+            ref op => exec.vjp(id, op, &g, fwd.routes[id].as_ref())?,
+        };
+        for (&i, gi) in node.inputs.iter().zip(parts) {
+            if reach[i] {
+                accumulate(exec, &mut grads[i], gi)?;
+            }
+        }
+    }
+    let grad = match grads[stop].take() {
+        Some(g) => g,
+        None => exec.zeros(stop)?,
+    };
+    Ok(Backwarded { grad, upstream })
+}
+
+/// What [`backward`] returns.
+pub(crate) struct Backwarded<B> {
+    /// The gradient at the stop node.
+    pub grad: B,
+    /// Each nonlinearity's upstream gradient (when kept).
+    pub upstream: Vec<Option<B>>,
+}
+
+fn cached<B>(v: &[Option<B>], id: NodeId) -> Result<&B> {
+    v[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id}: forward state missing")))
+}
+
+fn accumulate<E: Exec>(exec: &mut E, slot: &mut Option<E::Buf>, g: E::Buf) -> Result<()> {
+    *slot = Some(match slot.take() {
+        Some(old) => exec.add(&old, &g)?,
+        None => g,
+    });
+    Ok(())
+}
+
+/// ∇ₓ(⟨M, `v`⟩ + ⟨A, `a`⟩) for the map M that [`backward`] computed at `stop` under `rule`
+/// (with the nonlinearities' upstream gradients `upstream` it kept) and A = the stop node's
+/// output (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn adjoint<E: Exec>(
+    graph: &Graph,
+    exec: &mut E,
+    fwd: &Forward<E>,
+    base: Option<&Forward<E>>,
+    upstream: &[Option<E::Buf>],
+    act: Activation,
+    rule: Rule,
+    stop: NodeId,
+    v: E::Buf,
+    a: Option<E::Buf>,
+) -> Result<E::Buf> {
+    let nodes = graph.nodes();
+    let reach = downstream(graph, stop);
+    let mut sources: Vec<Option<E::Buf>> = vec![None; nodes.len()];
+    let mut lam: Vec<Option<E::Buf>> = vec![None; nodes.len()];
+    lam[stop] = Some(v);
+    // The last nonlinearity that depends on the stop node: nothing above it adds a term.
+    let top = (stop + 1..nodes.len()).rev().find(|&i| reach[i] && matches!(nodes[i].op, Op::Act(_)));
+    if let Some(top) = top {
+        for id in stop + 1..=top {
+            if !reach[id] {
+                continue;
+            }
+            let node = &nodes[id];
+            let mut ins = Vec::with_capacity(node.inputs.len());
+            for &i in &node.inputs {
+                ins.push(match &lam[i] {
+                    Some(t) => t.clone(),
+                    None => exec.zeros(i)?,
+                });
+            }
+            let refs: Vec<&E::Buf> = ins.iter().collect();
+            lam[id] = Some(match node.op {
+                Op::Act(kind) => {
+                    let (z, d) = (cached(&fwd.pre, id)?, cached(&fwd.deriv, id)?);
+                    let z0 = match (rule, base) {
+                        (Rule::Rescale, Some(b)) => Some(cached(&b.pre, id)?),
+                        _ => None,
+                    };
+                    let g = cached(upstream, id)?;
+                    let (up, zbar) = exec.rule_adjoint(kind, act, rule, z, d, z0, g, refs[0])?;
+                    if let Some(zbar) = zbar {
+                        accumulate(exec, &mut sources[node.inputs[0]], zbar)?;
+                    }
+                    up
+                }
+                ref op => exec.tangent(id, op, &refs, fwd.routes[id].as_ref())?,
+            });
+        }
+    }
+    if let Some(a) = a {
+        accumulate(exec, &mut sources[stop], a)?;
+    }
+    Ok(backward(graph, exec, fwd, None, sources, act, Rule::Gradient, 0, false)?.grad)
+}
