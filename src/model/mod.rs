@@ -17,6 +17,7 @@ pub mod graph;
 mod fmnist_cnn;
 mod kernels;
 pub mod pool;
+pub mod weights;
 
 pub use fmnist_cnn::{FmnistCnn, PARAM_SHAPES};
 
