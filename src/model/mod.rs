@@ -18,6 +18,7 @@ mod fmnist_cnn;
 mod kernels;
 pub mod pool;
 pub mod weights;
+pub mod zoo;
 
 pub use fmnist_cnn::{FmnistCnn, PARAM_SHAPES};
 
