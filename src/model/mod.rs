@@ -20,6 +20,8 @@ mod network;
 pub mod nonlinearity;
 pub(crate) mod sweep;
 pub(crate) mod tensor_exec;
+pub mod weights;
+pub mod zoo;
 
 pub use fmnist_cnn::PARAM_SHAPES;
 pub use graph::{Graph, GraphBuilder, Nonlinearity, Op, Shape};
