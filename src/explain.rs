@@ -58,7 +58,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     }
     let methods = methods_by_name(&req.methods, req.seed)?;
     let device = crate::device::resolve(&req.device)?;
-    let model = model::load(&req.model, &req.weights, &device)?;
+    let model = model::load(&req.model, &req.weights, req.normalize.as_ref(), &device)?;
     for m in &methods {
         m.check(model.as_ref())?;
     }

@@ -188,7 +188,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         }
     }
     let dev = &plan.device;
-    let model = model::load(&plan.model, &plan.weights, dev)?;
+    let model = model::load(&plan.model, &plan.weights, plan.normalize.as_ref(), dev)?;
     let mut set = load_images(&plan.images)?;
     if let Some(l) = &plan.labels {
         set = set.with_labels(load_labels(l)?, l)?;

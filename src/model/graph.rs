@@ -287,6 +287,32 @@ impl Graph {
         }
     }
 
+    /// The same graph with a per-channel `x·scale + shift` node named `normalize` reading the
+    /// input, in front of everything that read the input: input normalisation
+    /// ((x − mean)/std) inside the model, so that images, attacks and ε stay in [0,1] pixels.
+    pub fn with_input_affine(&self, scale: Vec<f32>, shift: Vec<f32>) -> Result<Graph> {
+        if scale.len() != self.channels || shift.len() != self.channels {
+            return Err(Error::Invalid(format!(
+                "normalisation of {} channels for a model with {} input channels",
+                scale.len(),
+                self.channels
+            )));
+        }
+        let mut nodes = Vec::with_capacity(self.nodes.len() + 1);
+        nodes.push(self.nodes[0].clone());
+        nodes.push(Node { name: "normalize".into(), op: Op::Affine { scale, shift }, inputs: vec![0] });
+        for node in &self.nodes[1..] {
+            let mut n = node.clone();
+            n.inputs = n.inputs.iter().map(|&i| i + 1).collect();
+            nodes.push(n);
+        }
+        if self.nodes.iter().any(|n| n.name == "normalize") {
+            return Err(Error::Invalid("the graph already has a node named `normalize`".into()));
+        }
+        let aliases = self.aliases.iter().map(|(k, &v)| (k.clone(), if v == 0 { 0 } else { v + 1 })).collect();
+        Ok(Graph { nodes, output: self.output + 1, aliases, channels: self.channels })
+    }
+
     /// The same graph with every parameter tensor passed through `f` (moving it to a device,
     /// detaching it).
     pub fn map_tensors(&self, f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>) -> Result<Graph> {

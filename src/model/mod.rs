@@ -115,6 +115,22 @@ pub trait Classifier: Send + Sync {
         autograd_backward_adjoint(self, x, pass, then)
     }
 
+    /// Checks that images of `c` channels and `h`×`w` pixels fit the model (by default: the
+    /// nominal shape exactly).
+    fn accepts(&self, c: usize, h: usize, w: usize) -> Result<()> {
+        let want = self.input_shape();
+        if (c, h, w) != want {
+            return Err(crate::Error::Invalid(format!(
+                "model `{}` expects {}×{}×{} images, got {c}×{h}×{w}",
+                self.name(),
+                want.0,
+                want.1,
+                want.2
+            )));
+        }
+        Ok(())
+    }
+
     /// Names of the internal layers a backward pass can stop at (none by default).
     fn layers(&self) -> Vec<String> {
         Vec::new()
@@ -274,29 +290,96 @@ pub fn predict(model: &dyn Classifier, x: &Tensor) -> Result<Vec<u32>> {
     Ok(logits_in_passes(model, x)?.argmax(1)?.to_vec1::<u32>()?)
 }
 
-/// Model names this build can load.
-pub const MODEL_NAMES: [&str; 1] = ["fmnist_cnn"];
+/// Per-channel input normalisation (x − mean)/std, applied inside the model as its first
+/// node, so that images, attacks, ε and projections stay in [0,1] pixel space.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Normalize {
+    /// Mean per channel.
+    pub mean: Vec<f32>,
+    /// Standard deviation per channel (each > 0).
+    pub std: Vec<f32>,
+}
+
+impl Normalize {
+    /// torchvision's ImageNet statistics.
+    pub fn imagenet() -> Self {
+        Self { mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225] }
+    }
+
+    /// `imagenet`, or `M1,M2,…/S1,S2,…` (means, a slash, standard deviations).
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        if text == "imagenet" {
+            return Ok(Self::imagenet());
+        }
+        let (m, s) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}`: expected `imagenet` or `MEANS/STDS` (e.g. 0.5,0.5,0.5/0.25,0.25,0.25)"))?;
+        let list = |t: &str| -> std::result::Result<Vec<f32>, String> {
+            t.split(',').map(|v| v.trim().parse::<f32>().map_err(|_| format!("`{v}` is not a number"))).collect()
+        };
+        Self::new(list(m)?, list(s)?)
+    }
+
+    /// Checks the lists: equal lengths, finite means, positive finite deviations.
+    pub fn new(mean: Vec<f32>, std: Vec<f32>) -> std::result::Result<Self, String> {
+        if mean.is_empty() || mean.len() != std.len() {
+            return Err(format!("{} means and {} standard deviations", mean.len(), std.len()));
+        }
+        if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err("means must be finite and standard deviations finite and > 0".into());
+        }
+        Ok(Self { mean, std })
+    }
+
+    /// (scale, shift) with (x − mean)/std = x·scale + shift.
+    pub fn scale_shift(&self) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = self.std.iter().map(|s| 1.0 / s).collect();
+        let shift = self.mean.iter().zip(&self.std).map(|(m, s)| -m / s).collect();
+        (scale, shift)
+    }
+}
+
+/// Model names this build can load: `fmnist_cnn` and torchvision's architectures.
+pub fn model_names() -> Vec<&'static str> {
+    std::iter::once("fmnist_cnn").chain(zoo::ARCHITECTURES.iter().map(|a| a.name)).collect()
+}
 
 /// The Grad-CAM default layer of model `name`.
 pub fn default_layer(name: &str) -> Option<&'static str> {
     match name {
         "fmnist_cnn" => Some(fmnist_cnn::DEFAULT_LAYER),
-        _ => None,
+        other => zoo::architecture(other).map(|a| a.default_layer),
     }
 }
 
-/// Loads the model `name` with safetensors `weights` onto `device`.
+/// Loads the model `name` with safetensors `weights` (a PyTorch `state_dict`) onto `device`,
+/// with `normalize` as its first node when given.
 pub fn load(
     name: &str,
     weights: &std::path::Path,
+    normalize: Option<&Normalize>,
     device: &Device,
 ) -> Result<std::sync::Arc<dyn Classifier>> {
-    match name {
-        "fmnist_cnn" => Ok(std::sync::Arc::new(fmnist_cnn::load(weights, device)?)),
-        other => {
-            Err(crate::Error::Invalid(format!("unknown model `{other}` (known: {})", MODEL_NAMES.join(", "))))
+    let (graph, hw, layer) = if name == "fmnist_cnn" {
+        let net = fmnist_cnn::load(weights, device)?;
+        if normalize.is_none() {
+            return Ok(std::sync::Arc::new(net));
         }
-    }
+        (net.graph().clone(), (28, 28), fmnist_cnn::DEFAULT_LAYER)
+    } else {
+        let arch = zoo::architecture(name).ok_or_else(|| {
+            crate::Error::Invalid(format!("unknown model `{name}` (known: {})", model_names().join(", ")))
+        })?;
+        (arch.load(weights::Weights::load(weights, device)?)?, arch.input, arch.default_layer)
+    };
+    let graph = match normalize {
+        Some(n) => {
+            let (scale, shift) = n.scale_shift();
+            graph.with_input_affine(scale, shift).map_err(|e| crate::Error::data(weights, e.to_string()))?
+        }
+        None => graph,
+    };
+    Ok(std::sync::Arc::new(Network::new(name, graph, hw, layer, device)?))
 }
 
 /// Softmax probabilities [B] of each row's `targets` class, from logits [B,K] (f64 math).

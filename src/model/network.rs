@@ -301,6 +301,14 @@ impl Classifier for Network {
         Ok((bp, Tensor::from_vec(xbar, x.dims(), x.device())?))
     }
 
+    fn accepts(&self, c: usize, h: usize, w: usize) -> Result<()> {
+        let x = Tensor::zeros((1, c, h, w), DType::F32, &Device::Cpu)?;
+        self.size_of(&x)?;
+        self.graph.shapes((h, w)).map(|_| ()).map_err(|e| {
+            Error::Invalid(format!("model `{}` cannot take {h}×{w} images: {e}", self.name))
+        })
+    }
+
     fn layers(&self) -> Vec<String> {
         let hw = (self.nominal.1, self.nominal.2);
         self.graph.map_names(hw).into_iter().filter(|n| n != "input").collect()
