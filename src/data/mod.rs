@@ -2,13 +2,17 @@
 //!
 //! Everything the tool computes starts from an [`ImageSet`]: `n` images stored contiguously in
 //! NCHW order (`data.len() == n * c * h * w`), float32 pixels in `[0, 1]`, with optional
-//! integer labels. Two on-disk formats are read, recognised by their content, never by the
-//! file name:
+//! integer labels (and class names, when a source gives them). Two on-disk formats are read,
+//! recognised by their content, never by the file name:
 //!
 //! - **idx** (the MNIST / Fashion-MNIST format; submodule `idx`), raw or gzipped. Unsigned bytes,
 //!   divided by 255. `N×H×W` becomes `N×1×H×W`; `N×C×H×W` is kept as stored.
 //! - **npy** (NumPy's format; submodule `npy`): float32 `N×C×H×W` already in `[0, 1]`, or uint8
-//!   `N×H×W` / `N×C×H×W` divided by 255. Labels: 1-D integers.
+//!   `N×H×W` / `N×C×H×W` divided by 255, for any channel count C. Labels: 1-D integers.
+//!
+//! Every source can then be preprocessed the same way ([`ImageOptions`]: resize the shorter
+//! side with antialiased bilinear filtering as torchvision, center crop, grey ↔ RGB; submodules
+//! `preprocess` and `resize`), so a 28×28 Fashion-MNIST file can feed a model trained at 64×64.
 //!
 //! A gzip stream (first bytes `1f 8b`) is decompressed first, whatever the file is called.
 //! Results are written as npy ([`write_npy_f32`], [`write_npy_i64`]) so that NumPy reads them
@@ -20,8 +24,11 @@
 
 mod idx;
 mod npy;
+mod preprocess;
+mod resize;
 
 pub use npy::{write_npy_f32, write_npy_i64};
+pub use preprocess::ImageOptions;
 
 use crate::error::{Error, Result};
 use std::io::Read;
@@ -42,6 +49,9 @@ pub struct ImageSet {
     pub w: usize,
     /// One class label per image, when known.
     pub labels: Option<Vec<i64>>,
+    /// The name of each class, indexed by label, when known (a folder of class sub-folders
+    /// gives them; idx and npy do not).
+    pub class_names: Option<Vec<String>>,
 }
 
 impl ImageSet {
@@ -69,7 +79,8 @@ impl ImageSet {
             data.extend_from_slice(self.image(i));
         }
         let labels = self.labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect());
-        ImageSet { data, n: idx.len(), c: self.c, h: self.h, w: self.w, labels }
+        let class_names = self.class_names.clone();
+        ImageSet { data, n: idx.len(), c: self.c, h: self.h, w: self.w, labels, class_names }
     }
 
     /// Attaches `labels` read from `path`; an error naming `path` if there is not exactly one
@@ -85,16 +96,25 @@ impl ImageSet {
     }
 }
 
-/// Loads images from an npy or idx file (raw or gzipped), recognised by content.
+/// Loads images from an npy or idx file (raw or gzipped), recognised by content, as they are:
+/// [`load_images_with`] with default options.
 ///
 /// The result has no labels; attach them with [`ImageSet::with_labels`].
 pub fn load_images(path: &Path) -> Result<ImageSet> {
+    load_images_with(path, &ImageOptions::default())
+}
+
+/// Loads images from an npy or idx file (raw or gzipped), then applies `opts` (resize,
+/// center crop, channels) to every image.
+pub fn load_images_with(path: &Path, opts: &ImageOptions) -> Result<ImageSet> {
+    opts.validate()?;
     let bytes = read_maybe_gzip(path)?;
-    match Format::sniff(&bytes) {
+    let set = match Format::sniff(&bytes) {
         Some(Format::Npy) => npy::parse_images(&bytes, path),
         Some(Format::Idx) => idx::parse_images(&bytes, path),
         None => Err(unknown_format(&bytes, path)),
-    }
+    }?;
+    set.preprocess(opts, path)
 }
 
 /// Loads 1-D integer labels from an idx1 ubyte file (raw or gzipped) or an npy file of
@@ -230,7 +250,7 @@ mod tests {
     fn set() -> ImageSet {
         // 3 images of 1×1×2: image i holds [i/10, i/10 + 0.05].
         let data = vec![0.0, 0.05, 0.1, 0.15, 0.2, 0.25];
-        ImageSet { data, n: 3, c: 1, h: 1, w: 2, labels: Some(vec![7, 8, 9]) }
+        ImageSet { data, n: 3, c: 1, h: 1, w: 2, labels: Some(vec![7, 8, 9]), class_names: None }
     }
 
     #[test]
