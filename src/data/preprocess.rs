@@ -94,12 +94,22 @@ impl ImageSet {
         if (h, w) == (self.h, self.w) {
             return Ok(self);
         }
+        let too_large =
+            || Error::Invalid(format!("{} images of {}×{h}×{w} do not fit in memory", self.n, self.c));
+        let len =
+            [self.n, self.c, h, w].iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(too_large)?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len).map_err(|_| too_large())?;
+        data.resize(len, 0.0f32);
         let plane = self.h * self.w;
-        let mut data = vec![0.0f32; self.n * self.c * h * w];
         if plane > 0 {
-            data.par_chunks_mut(h * w)
-                .zip(self.data.par_chunks(plane))
-                .for_each(|(out, src)| out.copy_from_slice(&resample(src, self.h, self.w, h, w)));
+            data.par_chunks_mut(h * w).zip(self.data.par_chunks(plane)).for_each(|(out, src)| {
+                // `resample` gives h × w values, or none for a plane of the wrong length.
+                let plane = resample(src, self.h, self.w, h, w);
+                if plane.len() == out.len() {
+                    out.copy_from_slice(&plane);
+                }
+            });
         }
         Ok(ImageSet { data, h, w, ..self })
     }
@@ -107,6 +117,9 @@ impl ImageSet {
     /// The central `size × size` square of every image, placed as torchvision's
     /// `CenterCrop(size)` places it; an error naming `path` if the images are smaller.
     pub fn center_cropped(self, size: usize, path: &Path) -> Result<ImageSet> {
+        if size == 0 {
+            return Err(Error::Invalid("a center crop must be at least 1 pixel".into()));
+        }
         let (top, left) = center_crop_origin(self.h, self.w, size).ok_or_else(|| {
             Error::data(
                 path,
@@ -133,7 +146,8 @@ impl ImageSet {
         if c == self.c {
             return Ok(self);
         }
-        let plane = self.h * self.w;
+        // At least 1, so that `chunks_exact` is valid even for empty images.
+        let plane = (self.h * self.w).max(1);
         let data: Vec<f32> = match (self.c, c) {
             (1, 3) => {
                 self.data.chunks_exact(plane).flat_map(|p| p.iter().chain(p).chain(p)).copied().collect()
@@ -258,6 +272,19 @@ mod tests {
         for bad in [ImageOptions { resize: Some(0), ..opts }, ImageOptions { crop: Some(0), ..opts }] {
             assert!(matches!(bad.validate(), Err(Error::Invalid(_))));
         }
+    }
+
+    #[test]
+    fn absurd_sizes_are_errors_not_crashes() {
+        // A typo such as `resize = 2240000000000` must fail cleanly, not abort on allocation.
+        assert!(matches!(set(1, 1, 2, 2).resized(usize::MAX / 2, 4), Err(Error::Invalid(_))));
+        assert!(matches!(set(1, 1, 2, 2).resized(1 << 30, 1 << 30), Err(Error::Invalid(_))));
+        let opts = ImageOptions { resize: Some(usize::MAX), ..Default::default() };
+        assert!(set(1, 1, 2, 3).preprocess(&opts, Path::new(P)).is_err());
+        assert!(matches!(set(1, 1, 2, 2).center_cropped(0, Path::new(P)), Err(Error::Invalid(_))));
+        // Empty images convert without dividing by zero.
+        let empty = ImageSet { data: vec![], n: 1, c: 1, h: 0, w: 0, labels: None, class_names: None };
+        assert_eq!(empty.with_channels(3, Path::new(P)).unwrap().data, Vec::<f32>::new());
     }
 
     #[test]
