@@ -1,14 +1,21 @@
-//! Image and label files: reading idx and npy, writing npy.
+//! Image and label files: reading idx, npy and folders of PNG/JPEG files, writing npy.
 //!
 //! Everything the tool computes starts from an [`ImageSet`]: `n` images stored contiguously in
 //! NCHW order (`data.len() == n * c * h * w`), float32 pixels in `[0, 1]`, with optional
-//! integer labels. Two on-disk formats are read, recognised by their content, never by the
-//! file name:
+//! integer labels (and class names, when a folder gives them). Three sources are read; files
+//! are recognised by their content, never by their name:
 //!
 //! - **idx** (the MNIST / Fashion-MNIST format; submodule `idx`), raw or gzipped. Unsigned bytes,
 //!   divided by 255. `N×H×W` becomes `N×1×H×W`; `N×C×H×W` is kept as stored.
 //! - **npy** (NumPy's format; submodule `npy`): float32 `N×C×H×W` already in `[0, 1]`, or uint8
-//!   `N×H×W` / `N×C×H×W` divided by 255. Labels: 1-D integers.
+//!   `N×H×W` / `N×C×H×W` divided by 255, for any channel count C. Labels: 1-D integers.
+//! - **a folder of PNG/JPEG files** (submodule `folder`), either one sub-folder per class (the
+//!   ImageNet layout) or flat with a `file,label` CSV; labels come with the images.
+//!
+//! Every source can then be preprocessed the same way ([`ImageOptions`]: resize the shorter
+//! side with antialiased bilinear filtering as torchvision, center crop, grey ↔ RGB; submodules
+//! `preprocess` and `resize`), so a 28×28 Fashion-MNIST file can feed a model trained at 64×64
+//! and a folder of JPEGs a torchvision model at 224×224.
 //!
 //! A gzip stream (first bytes `1f 8b`) is decompressed first, whatever the file is called.
 //! Results are written as npy ([`write_npy_f32`], [`write_npy_i64`]) so that NumPy reads them
@@ -18,10 +25,14 @@
 //! uncompressed files and adds hundreds of crates (hf-hub, reqwest, arrow) to the build for
 //! about forty lines of parsing (measured; see DESIGN.md).
 
+mod folder;
 mod idx;
 mod npy;
+mod preprocess;
+mod resize;
 
 pub use npy::{write_npy_f32, write_npy_i64};
+pub use preprocess::ImageOptions;
 
 use crate::error::{Error, Result};
 use std::io::Read;
@@ -42,6 +53,9 @@ pub struct ImageSet {
     pub w: usize,
     /// One class label per image, when known.
     pub labels: Option<Vec<i64>>,
+    /// The name of each class, indexed by label, when known (a folder of class sub-folders
+    /// gives them; idx and npy do not).
+    pub class_names: Option<Vec<String>>,
 }
 
 impl ImageSet {
@@ -69,7 +83,8 @@ impl ImageSet {
             data.extend_from_slice(self.image(i));
         }
         let labels = self.labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect());
-        ImageSet { data, n: idx.len(), c: self.c, h: self.h, w: self.w, labels }
+        let class_names = self.class_names.clone();
+        ImageSet { data, n: idx.len(), c: self.c, h: self.h, w: self.w, labels, class_names }
     }
 
     /// Attaches `labels` read from `path`; an error naming `path` if there is not exactly one
@@ -85,16 +100,49 @@ impl ImageSet {
     }
 }
 
-/// Loads images from an npy or idx file (raw or gzipped), recognised by content.
+/// Loads images from an npy or idx file (raw or gzipped), recognised by content, or from a
+/// folder of PNG/JPEG files, as they are: [`load_images_with`] with default options.
 ///
-/// The result has no labels; attach them with [`ImageSet::with_labels`].
+/// Files give no labels; attach them with [`ImageSet::with_labels`]. A folder of class
+/// sub-folders gives labels and class names.
 pub fn load_images(path: &Path) -> Result<ImageSet> {
+    load_images_with(path, &ImageOptions::default(), None, None)
+}
+
+/// Loads images from an npy or idx file or from a folder of PNG/JPEG files, then applies
+/// `opts` (resize, center crop, channels) to every image.
+///
+/// A folder is read in one of three layouts (see the `folder` submodule): one sub-folder per
+/// class (labels = index of the folder name sorted, or its line in the `classes` file), flat
+/// with a `labels_csv` of `file,label` lines (paths relative to the folder), or flat without
+/// labels. `classes` and `labels_csv` apply only to folders; given with a file, they are an
+/// error.
+pub fn load_images_with(
+    path: &Path,
+    opts: &ImageOptions,
+    classes: Option<&Path>,
+    labels_csv: Option<&Path>,
+) -> Result<ImageSet> {
+    opts.validate()?;
+    if path.is_dir() {
+        return folder::load_folder(path, opts, classes, labels_csv);
+    }
+    if let Some(extra) = classes.or(labels_csv) {
+        return Err(Error::data(
+            extra,
+            format!(
+                "a classes file or labels CSV applies to a folder of images, but {} is a file",
+                path.display()
+            ),
+        ));
+    }
     let bytes = read_maybe_gzip(path)?;
-    match Format::sniff(&bytes) {
+    let set = match Format::sniff(&bytes) {
         Some(Format::Npy) => npy::parse_images(&bytes, path),
         Some(Format::Idx) => idx::parse_images(&bytes, path),
         None => Err(unknown_format(&bytes, path)),
-    }
+    }?;
+    set.preprocess(opts, path)
 }
 
 /// Loads 1-D integer labels from an idx1 ubyte file (raw or gzipped) or an npy file of
@@ -230,7 +278,7 @@ mod tests {
     fn set() -> ImageSet {
         // 3 images of 1×1×2: image i holds [i/10, i/10 + 0.05].
         let data = vec![0.0, 0.05, 0.1, 0.15, 0.2, 0.25];
-        ImageSet { data, n: 3, c: 1, h: 1, w: 2, labels: Some(vec![7, 8, 9]) }
+        ImageSet { data, n: 3, c: 1, h: 1, w: 2, labels: Some(vec![7, 8, 9]), class_names: None }
     }
 
     #[test]
@@ -290,6 +338,35 @@ mod tests {
         let err = load_images(Path::new("/nonexistent/x.npy")).unwrap_err();
         assert!(matches!(err, Error::Io { .. }));
         assert!(err.to_string().contains("/nonexistent/x.npy"));
+    }
+
+    #[test]
+    fn npy_and_idx_images_are_preprocessed_like_folders() {
+        // A Fashion-MNIST-sized npy file (2×1×28×28) resized to 32×32 and made RGB.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fm.npy");
+        let data: Vec<f32> = (0..2 * 28 * 28).map(|i| (i % 29) as f32 / 28.0).collect();
+        write_npy_f32(&p, &data, &[2, 1, 28, 28]).unwrap();
+        let opts = ImageOptions { resize: Some(32), crop: None, channels: Some(3) };
+        let s = load_images_with(&p, &opts, None, None).unwrap();
+        assert_eq!((s.n, s.c, s.h, s.w), (2, 3, 32, 32));
+        let plain = load_images(&p).unwrap().resized(32, 32).unwrap();
+        assert_eq!(&s.image(1)[2 * 1024..], plain.image(1));
+        // A crop larger than the images names the file.
+        let big = ImageOptions { crop: Some(29), ..Default::default() };
+        let msg = load_images_with(&p, &big, None, None).unwrap_err().to_string();
+        assert!(msg.contains("fm.npy") && msg.contains("29×29"), "{msg}");
+    }
+
+    #[test]
+    fn classes_or_csv_with_a_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        write_npy_f32(&p, &[0.0; 4], &[1, 1, 2, 2]).unwrap();
+        let csv = dir.path().join("labels.csv");
+        let err = load_images_with(&p, &ImageOptions::default(), None, Some(&csv)).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("labels.csv") && err.to_string().contains("a.npy"), "{err}");
     }
 
     #[test]

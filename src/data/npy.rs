@@ -127,7 +127,7 @@ pub(crate) fn parse_images(bytes: &[u8], path: &Path) -> Result<ImageSet> {
             ),
         ));
     }
-    Ok(ImageSet { data, n, c, h, w, labels: None })
+    Ok(ImageSet { data, n, c, h, w, labels: None, class_names: None })
 }
 
 /// Parses an npy file as 1-D integer labels (int64, int32, int16 or uint8).
@@ -513,6 +513,23 @@ mod tests {
         let four = npy("{'descr': '|u1', 'fortran_order': False, 'shape': (1, 2, 1, 1), }", &[255, 0], false);
         let s = parse_images(&four, Path::new(P)).unwrap();
         assert_eq!((s.n, s.c, s.h, s.w, s.data), (1, 2, 1, 1, vec![1.0, 0.0]));
+    }
+
+    #[test]
+    fn rgb_images_keep_channel_planes_in_nchw_order() {
+        // uint8 (1, 3, 2, 2): one plane per channel, each row-major.
+        let body: Vec<u8> = vec![0, 51, 102, 153, 204, 255, 0, 51, 102, 153, 204, 255];
+        let b = npy("{'descr': '|u1', 'fortran_order': False, 'shape': (1, 3, 2, 2), }", &body, false);
+        let s = parse_images(&b, Path::new(P)).unwrap();
+        assert_eq!((s.n, s.c, s.h, s.w), (1, 3, 2, 2));
+        assert_eq!(&s.data[4..8], &[0.8, 1.0, 0.0, 0.2]);
+        // float32 (2, 3, 1, 2): image 1, channel 2 is the last pair.
+        let v: Vec<f32> = (0..12).map(|i| i as f32 / 11.0).collect();
+        let b =
+            npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3, 1, 2), }", &f32_bytes(&v), false);
+        let s = parse_images(&b, Path::new(P)).unwrap();
+        assert_eq!((s.n, s.c, s.h, s.w), (2, 3, 1, 2));
+        assert_eq!(&s.image(1)[4..], &[10.0 / 11.0, 1.0]);
     }
 
     #[test]
