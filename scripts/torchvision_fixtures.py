@@ -219,17 +219,17 @@ def make(arch):
         "made_by": "scripts/torchvision_fixtures.py",
     }
     os.makedirs(OUT_DIR, exist_ok=True)
-    save_file(arrays, os.path.join(OUT_DIR, f"{arch}.safetensors"), metadata=metadata)
-    keys_doc = {
-        "arch": arch,
-        "num_classes": NUM_CLASSES,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "keys": keys,
-    }
+    # One metadata entry holding sorted JSON: safetensors writes a metadata map in hash order,
+    # which would make reruns differ byte-wise although every value is the same.
+    save_file(arrays, os.path.join(OUT_DIR, f"{arch}.safetensors"),
+              metadata={"fixture": json.dumps(metadata, sort_keys=True)})
+    # One key a line: readable and diff-friendly.
+    head = {"arch": arch, "num_classes": NUM_CLASSES, "torch": torch.__version__,
+            "torchvision": torchvision.__version__}
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
+    entries = ",\n".join(f"    {json.dumps(k)}" for k in keys)
     with open(os.path.join(OUT_DIR, f"{arch}.keys.json"), "w") as f:
-        json.dump(keys_doc, f, indent=0)
-        f.write("\n")
+        f.write("{\n" + "\n".join(lines) + '\n  "keys": [\n' + entries + "\n  ]\n}\n")
 
     n_params = sum(int(np.prod(k["shape"])) for k in keys if k["dtype"] != "int64")
     total = time.time() - t0
