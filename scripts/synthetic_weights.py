@@ -107,6 +107,20 @@ def synthetic(key, shape, scale=None):
     return synthetic_f64(key, shape, scale).astype(np.float32)
 
 
+def checksum(values):
+    """Order-sensitive checksum of float32 values, bit-exact: sum_i (bits_i + 1) * (2i + 1) mod 2^64,
+    bits_i the IEEE-754 pattern of values[i] as an unsigned integer. Written into the fixtures'
+    .keys.json so the Rust side can check every generated tensor bit for bit."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).reshape(-1).view(np.uint32)
+    total = 0
+    with np.errstate(over="ignore"):
+        for start in range(0, len(bits), CHUNK):
+            b = bits[start : start + CHUNK].astype(np.uint64) + np.uint64(1)
+            i = np.arange(start, start + len(b), dtype=np.uint64)
+            total += int((b * (np.uint64(2) * i + np.uint64(1))).sum(dtype=np.uint64))
+    return total & MASK
+
+
 def main():
     for key, shape in (("layer1.0.conv1.weight", [64, 64, 3, 3]), ("bn1.running_var", [64])):
         v = synthetic(key, shape).reshape(-1)[:5]

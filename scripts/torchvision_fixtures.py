@@ -36,7 +36,7 @@ import torchvision
 from safetensors.numpy import save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from synthetic_weights import synthetic  # noqa: E402
+from synthetic_weights import checksum, synthetic  # noqa: E402
 
 NUM_CLASSES = 10
 IG_STEPS = 16
@@ -121,11 +121,14 @@ def build(arch):
     keys = []
     new_sd = {}
     for k, v in sd.items():
-        keys.append({"name": k, "shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")})
+        entry = {"name": k, "shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
         if k.endswith("num_batches_tracked"):
             new_sd[k] = v
         else:
-            new_sd[k] = torch.from_numpy(synthetic(k, list(v.shape)))
+            w = synthetic(k, list(v.shape))
+            entry["checksum"] = f"{checksum(w):#018x}"
+            new_sd[k] = torch.from_numpy(w)
+        keys.append(entry)
     model.load_state_dict(new_sd, strict=True)
     n_act = replace_activations(model)
     model.eval().double()
