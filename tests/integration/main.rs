@@ -6,4 +6,5 @@ mod cli;
 mod common;
 mod gradients;
 mod reference;
+mod synthetic;
 mod training;

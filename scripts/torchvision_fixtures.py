@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Reference outputs of torchvision architectures on synthetic weights (tests/fixtures/torchvision/).
+
+How the committed fixtures were made (a throwaway venv outside the repo, PyPI only):
+
+    python3 -m venv /work/torchenv
+    /work/torchenv/bin/pip install torch torchvision safetensors numpy
+    /work/torchenv/bin/python scripts/torchvision_fixtures.py            # all architectures
+    /work/torchenv/bin/python scripts/torchvision_fixtures.py resnet18   # or some of them
+
+with torch 2.15.0+cu132, torchvision 0.29.2+cu132, numpy 2.4.6, safetensors 0.8.0, on CPU
+(Python 3.11.7). The versions actually used are also written into each file's metadata.
+
+For each architecture: `torchvision.models.<arch>(weights=None, num_classes=10)`, every
+state_dict entry replaced by scripts/synthetic_weights.py's formula (same keys and shapes;
+num_batches_tracked left as torch has it), eval mode, computed in float64 and stored as
+float32. The input `x` is [2,3,64,64], the formula's key "input" scaled as u (in [0,1)); the
+targets are the argmax classes of each image's logits. Outputs (see the fixtures' README):
+logits, gradient, integrated_gradients (zero baseline, right Riemann sum, 16 steps), grad_cam
+(at the default layer below, bilinear upsampling, align_corners=False) and guided_backprop
+(at every ReLU/ReLU6 the gradient is relu(g) * 1[z > 0], for ReLU6 relu(g) * 1[0 < z < 6]).
+"""
+
+import datetime
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import safetensors
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+from safetensors.numpy import save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from synthetic_weights import checksum, synthetic  # noqa: E402
+
+NUM_CLASSES = 10
+IG_STEPS = 16
+INPUT_SHAPE = (2, 3, 64, 64)
+OUT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "torchvision")
+
+# Grad-CAM's default layer: the output of the last convolution's activation.
+GRAD_CAM_LAYER = {
+    "resnet18": "layer4",
+    "resnet34": "layer4",
+    "resnet50": "layer4",
+    "resnet101": "layer4",
+    "squeezenet1_0": "features.12",  # the last Fire module: cat(ReLU(expand1x1), ReLU(expand3x3))
+    "squeezenet1_1": "features.12",
+    "mobilenet_v2": "features.18",  # Conv2dNormActivation(320 -> 1280): conv, BN, ReLU6
+    "vgg11": "features.19",
+    "vgg16": "features.29",
+    "vgg11_bn": "features.27",
+    "vgg16_bn": "features.42",
+    "alexnet": "features.11",
+}
+ARCHS = list(GRAD_CAM_LAYER)
+
+
+class GuidedReLU(torch.autograd.Function):
+    """ReLU (or ReLU6 with `cap` = 6) whose backward is relu(g) * 1[0 < z (< cap)]."""
+
+    @staticmethod
+    def forward(ctx, z, cap):
+        ctx.save_for_backward(z)
+        ctx.cap = cap
+        return z.clamp(min=0) if cap is None else z.clamp(0, cap)
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        mask = z > 0
+        if ctx.cap is not None:
+            mask = mask & (z < ctx.cap)
+        return g.clamp(min=0) * mask.to(g.dtype), None
+
+
+class Act(nn.Module):
+    """Stands in for every nn.ReLU / nn.ReLU6 (never in place): plain, or guided when `guided`."""
+
+    def __init__(self, cap):
+        super().__init__()
+        self.cap = cap
+        self.guided = False
+
+    def forward(self, z):
+        if self.guided:
+            return GuidedReLU.apply(z, self.cap)
+        return F.relu(z) if self.cap is None else F.relu6(z)
+
+
+def replace_activations(model):
+    """Swap every ReLU/ReLU6 module for an Act; returns how many were swapped."""
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU6):  # ReLU6 subclasses Hardtanh, not ReLU; test it first
+                setattr(parent, name, Act(6.0))
+                count += 1
+            elif isinstance(child, nn.ReLU):
+                setattr(parent, name, Act(None))
+                count += 1
+            elif isinstance(child, (nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish)):
+                raise RuntimeError(f"unexpected activation {type(child).__name__}")
+    return count
+
+
+def set_guided(model, on):
+    for m in model.modules():
+        if isinstance(m, Act):
+            m.guided = on
+
+
+def build(arch):
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=NUM_CLASSES)
+    sd = model.state_dict()
+    keys = []
+    new_sd = {}
+    for k, v in sd.items():
+        entry = {"name": k, "shape": list(v.shape), "dtype": str(v.dtype).removeprefix("torch.")}
+        if k.endswith("num_batches_tracked"):
+            new_sd[k] = v
+        else:
+            w = synthetic(k, list(v.shape))
+            entry["checksum"] = f"{checksum(w):#018x}"
+            new_sd[k] = torch.from_numpy(w)
+        keys.append(entry)
+    model.load_state_dict(new_sd, strict=True)
+    n_act = replace_activations(model)
+    model.eval().double()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, keys, n_act
+
+
+def input_grad(model, x, targets):
+    """d sum_b logit_{targets[b]}(x_b) / dx, and the logits."""
+    x = x.detach().clone().requires_grad_(True)
+    logits = model(x)
+    sel = logits.gather(1, targets[:, None]).sum()
+    (g,) = torch.autograd.grad(sel, x)
+    return g, logits.detach()
+
+
+def grad_cam(model, layer, x, targets):
+    store = {}
+    module = dict(model.named_modules())[layer]
+    handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("A", o))
+    try:
+        # The parameters do not require grad: let the graph start at x so that A has one.
+        logits = model(x.detach().clone().requires_grad_(True))
+    finally:
+        handle.remove()
+    a = store["A"]
+    (ga,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), a)
+    alpha = ga.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((alpha * a).sum(dim=1))
+    up = F.interpolate(cam[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)
+    return up.detach(), tuple(a.shape)
+
+
+def make(arch):
+    t0 = time.time()
+    model, keys, n_act = build(arch)
+    t_build = time.time() - t0
+    x = torch.from_numpy(synthetic("input", INPUT_SHAPE, scale="u")).double()
+
+    with torch.no_grad():
+        logits = model(x)
+    targets = logits.argmax(dim=1)
+    grad, logits2 = input_grad(model, x, targets)
+    assert torch.equal(logits, logits2)
+
+    ig = torch.zeros_like(x)
+    for s in range(1, IG_STEPS + 1):
+        g, _ = input_grad(model, x * (s / IG_STEPS), targets)
+        ig += g
+    ig = x * ig / IG_STEPS
+
+    cam, a_shape = grad_cam(model, GRAD_CAM_LAYER[arch], x, targets)
+
+    set_guided(model, True)
+    try:
+        gbp, logits3 = input_grad(model, x, targets)
+    finally:
+        set_guided(model, False)
+    assert torch.equal(logits, logits3)
+
+    out = {
+        "x": x,
+        "logits": logits,
+        "gradient": grad,
+        "integrated_gradients": ig,
+        "grad_cam": cam,
+        "guided_backprop": gbp,
+    }
+    arrays = {k: v.detach().numpy().astype(np.float32) for k, v in out.items()}
+    arrays["targets"] = targets.numpy().astype(np.int64)
+    for k, v in arrays.items():
+        if not np.isfinite(v).all():
+            raise RuntimeError(f"{arch}: {k} has NaN/inf")
+    lg = arrays["logits"]
+    if np.ptp(lg, axis=1).min() == 0:
+        raise RuntimeError(f"{arch}: all logits equal in an image: {lg}")
+    for k in ("gradient", "integrated_gradients", "guided_backprop", "grad_cam"):
+        if not np.abs(arrays[k]).max() > 0:
+            print(f"  WARNING {arch}: {k} is all zero", flush=True)
+
+    metadata = {
+        "arch": arch,
+        "num_classes": str(NUM_CLASSES),
+        "grad_cam_layer": GRAD_CAM_LAYER[arch],
+        "ig_steps": str(IG_STEPS),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+        "made_by": "scripts/torchvision_fixtures.py",
+    }
+    os.makedirs(OUT_DIR, exist_ok=True)
+    # One metadata entry holding sorted JSON: safetensors writes a metadata map in hash order,
+    # which would make reruns differ byte-wise although every value is the same.
+    save_file(arrays, os.path.join(OUT_DIR, f"{arch}.safetensors"),
+              metadata={"fixture": json.dumps(metadata, sort_keys=True)})
+    # One key a line: readable and diff-friendly.
+    head = {"arch": arch, "num_classes": NUM_CLASSES, "torch": torch.__version__,
+            "torchvision": torchvision.__version__}
+    lines = [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
+    entries = ",\n".join(f"    {json.dumps(k)}" for k in keys)
+    with open(os.path.join(OUT_DIR, f"{arch}.keys.json"), "w") as f:
+        f.write("{\n" + "\n".join(lines) + '\n  "keys": [\n' + entries + "\n  ]\n}\n")
+
+    n_params = sum(int(np.prod(k["shape"])) for k in keys if k["dtype"] != "int64")
+    total = time.time() - t0
+    print(
+        f"{arch}: {n_params} params, {n_act} ReLU/ReLU6, Grad-CAM A {list(a_shape)}, "
+        f"targets {arrays['targets'].tolist()}, logits range {lg.min():.4g}..{lg.max():.4g} "
+        f"(per-image spread {np.ptp(lg, axis=1).round(4).tolist()}), "
+        f"|grad| max {np.abs(arrays['gradient']).max():.3g}, "
+        f"|gbp| max {np.abs(arrays['guided_backprop']).max():.3g}, "
+        f"cam max {arrays['grad_cam'].max():.3g}; weights {t_build:.1f} s, total {total:.1f} s",
+        flush=True,
+    )
+
+
+def main():
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    archs = sys.argv[1:] or ARCHS
+    for a in archs:
+        if a not in GRAD_CAM_LAYER:
+            sys.exit(f"unknown architecture {a!r}; known: {', '.join(ARCHS)}")
+    print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {np.__version__}, "
+          f"{datetime.date.today().isoformat()}", flush=True)
+    for a in archs:
+        make(a)
+
+
+if __name__ == "__main__":
+    main()
