@@ -13,7 +13,9 @@ use crate::attribution::{
     by_name, Aggregate, Attribution, GradCam, GuidedGradCam, IntegratedGradients, KernelShap, Lime,
     NoiseSettings, NoiseTunnel, Occlusion, METHOD_NAMES, NOISE_METHODS,
 };
+use crate::data::ImageOptions;
 use crate::error::{Error, Result};
+use crate::model::Normalize;
 use candle_core::Device;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -91,6 +93,16 @@ fn default_batch() -> Spanned<usize> {
 struct RawModel {
     name: Spanned<String>,
     weights: Spanned<String>,
+    /// `"imagenet"` or `{ mean = [...], std = [...] }`.
+    normalize: Option<Spanned<RawNormalize>>,
+}
+
+/// `[model] normalize`: a preset name or explicit per-channel statistics.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawNormalize {
+    Preset(String),
+    Stats { mean: Vec<f32>, std: Vec<f32> },
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,9 +110,17 @@ struct RawModel {
 struct RawData {
     images: Spanned<String>,
     labels: Option<Spanned<String>>,
+    /// A folder of class sub-folders: the class names in label order, one per line.
+    classes: Option<Spanned<String>>,
     count: Option<Spanned<usize>>,
     #[serde(default = "yes")]
     correct_only: bool,
+    /// Shorter side after resizing (antialiased bilinear).
+    resize: Option<Spanned<usize>>,
+    /// Central square crop after resizing.
+    crop: Option<Spanned<usize>>,
+    /// Convert to 1 (grey) or 3 (RGB) channels.
+    channels: Option<Spanned<usize>>,
 }
 
 fn yes() -> bool {
@@ -286,10 +306,16 @@ pub struct Plan {
     pub model: String,
     /// Safetensors weights.
     pub weights: PathBuf,
-    /// Image file (idx or npy).
+    /// Input normalisation inside the model, if any.
+    pub normalize: Option<Normalize>,
+    /// Images: an idx or npy file, or a folder of PNG/JPEG files.
     pub images: PathBuf,
-    /// Label file, if any (needed for `correct_only`).
+    /// Label file (idx or npy; for a flat folder of images, a CSV of file,label), if any.
     pub labels: Option<PathBuf>,
+    /// Class names of a folder of class sub-folders, one per line, in label order.
+    pub classes: Option<PathBuf>,
+    /// Resize, crop and channel conversion of every image.
+    pub image_options: ImageOptions,
     /// How many images to study (after filtering); all if `None`.
     pub count: Option<usize>,
     /// Keep only images the model classifies correctly (as the paper does).
@@ -375,19 +401,45 @@ impl Plan {
         if *raw.batch_size.get_ref() == 0 {
             return Err(cx.err(raw.batch_size.span(), "field `batch_size` must be at least 1".into()));
         }
-        if raw.model.name.get_ref() != "fmnist_cnn" {
+        if !crate::model::model_names().contains(&raw.model.name.get_ref().as_str()) {
             return Err(cx.err(
                 raw.model.name.span(),
                 format!(
-                    "field `model.name`: unknown model `{}` (known: fmnist_cnn)",
-                    raw.model.name.get_ref()
+                    "field `model.name`: unknown model `{}` (known: {})",
+                    raw.model.name.get_ref(),
+                    crate::model::model_names().join(", ")
                 ),
             ));
         }
+        let normalize = match &raw.model.normalize {
+            None => None,
+            Some(n) => Some(
+                match n.get_ref() {
+                    RawNormalize::Preset(p) if p == "imagenet" => Ok(Normalize::imagenet()),
+                    RawNormalize::Preset(p) => Err(format!("unknown preset `{p}` (known: imagenet)")),
+                    RawNormalize::Stats { mean, std } => Normalize::new(mean.clone(), std.clone()),
+                }
+                .map_err(|e| cx.err(n.span(), format!("field `model.normalize`: {e}")))?,
+            ),
+        };
         let weights = cx.path("model.weights", &raw.model.weights)?;
         let images = cx.path("data.images", &raw.data.images)?;
         let labels = raw.data.labels.as_ref().map(|l| cx.path("data.labels", l)).transpose()?;
-        if raw.data.correct_only && labels.is_none() {
+        let classes = raw.data.classes.as_ref().map(|l| cx.path("data.classes", l)).transpose()?;
+        let image_options = ImageOptions {
+            resize: raw.data.resize.as_ref().map(|v| *v.get_ref()),
+            crop: raw.data.crop.as_ref().map(|v| *v.get_ref()),
+            channels: raw.data.channels.as_ref().map(|v| *v.get_ref()),
+        };
+        if let Err(e) = image_options.validate() {
+            let span = [&raw.data.resize, &raw.data.crop, &raw.data.channels]
+                .iter()
+                .find_map(|v| v.as_ref().map(|v| v.span()))
+                .unwrap_or(raw.data.images.span());
+            return Err(cx.err(span, format!("section `data`: {e}")));
+        }
+        let folder_labels = images.is_dir();
+        if raw.data.correct_only && labels.is_none() && !folder_labels {
             return Err(cx.err(
                 raw.data.images.span(),
                 "field `data.correct_only` is true (the default) but no `data.labels` file is given".into(),
@@ -578,11 +630,19 @@ impl Plan {
             "device": raw.device.get_ref(),
             "out": out.display().to_string(),
             "batch_size": raw.batch_size.get_ref(),
-            "model": { "name": raw.model.name.get_ref(), "weights": weights.display().to_string() },
+            "model": {
+                "name": raw.model.name.get_ref(),
+                "weights": weights.display().to_string(),
+                "normalize": normalize,
+            },
             "data": {
                 "images": images.display().to_string(),
                 "labels": labels.as_ref().map(|l| l.display().to_string()),
                 "count": raw.data.count.as_ref().map(|c| *c.get_ref()),
+                "classes": classes.as_ref().map(|l| l.display().to_string()),
+                "resize": image_options.resize,
+                "crop": image_options.crop,
+                "channels": image_options.channels,
                 "correct_only": raw.data.correct_only,
             },
             "methods": methods.iter().map(|m| (m.name().to_string(), m.params())).collect::<serde_json::Map<_, _>>(),
@@ -600,8 +660,11 @@ impl Plan {
             batch_size: *raw.batch_size.get_ref(),
             model: raw.model.name.into_inner(),
             weights,
+            normalize,
             images,
             labels,
+            classes,
+            image_options,
             count: raw.data.count.map(|c| c.into_inner()),
             correct_only: raw.data.correct_only,
             methods,

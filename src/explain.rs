@@ -6,7 +6,7 @@
 //! overlays. Every method is computed (and every input checked) before the first file is written.
 
 use crate::attribution::{by_name, Attribution, METHOD_NAMES};
-use crate::data::{load_images, write_npy_f32, write_npy_i64};
+use crate::data::{write_npy_f32, write_npy_i64};
 use crate::error::{Error, Result};
 use crate::model::{self, logits_in_passes, Activation};
 use crate::report::heatmap::{write_heatmap_grid, Panel};
@@ -21,8 +21,12 @@ pub struct ExplainRequest {
     pub model: String,
     /// Safetensors weights.
     pub weights: PathBuf,
-    /// Images (.npy or idx).
+    /// Input normalisation inside the model, if any.
+    pub normalize: Option<crate::model::Normalize>,
+    /// Images (.npy, idx, or a folder of PNG/JPEG files).
     pub images: PathBuf,
+    /// Resize, crop and channel conversion of the images.
+    pub image_options: crate::data::ImageOptions,
     /// Method names.
     pub methods: Vec<String>,
     /// Output folder.
@@ -71,14 +75,9 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
             )));
         }
     }
-    let set = load_images(&req.images)?;
-    let (c, h, w) = model.input_shape();
-    if (set.c, set.h, set.w) != (c, h, w) {
-        return Err(Error::data(
-            &req.images,
-            format!("images are {}×{}×{}, model `{}` expects {c}×{h}×{w}", set.c, set.h, set.w, req.model),
-        ));
-    }
+    let set = crate::data::load_images_with(&req.images, &req.image_options, None, None)?;
+    model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
+    let (c, h, w) = (set.c, set.h, set.w);
     let ids: Vec<usize> = (0..set.n).collect();
     let mut logits_all: Vec<f32> = Vec::new();
     let mut preds_all: Vec<i64> = Vec::new();

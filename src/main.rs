@@ -85,15 +85,30 @@ enum Command {
     },
     /// Write attribution maps for a set of images as .npy files.
     Explain {
-        /// Model architecture.
+        /// Model architecture (`fragility models` lists them).
         #[arg(long, default_value = "fmnist_cnn")]
         model: String,
-        /// Safetensors weights (PyTorch state_dict names).
+        /// Safetensors weights (a PyTorch state_dict saved with safetensors.torch.save_file).
         #[arg(long)]
         weights: PathBuf,
-        /// Images: .npy (float32 N×C×H×W in [0,1], or uint8) or idx (raw or .gz).
+        /// Input normalisation inside the model: `imagenet` (torchvision's mean and std) or
+        /// `MEANS/STDS`, e.g. 0.5,0.5,0.5/0.25,0.25,0.25. Images stay in [0,1].
+        #[arg(long)]
+        normalize: Option<String>,
+        /// Images: .npy (float32 N×C×H×W in [0,1], or uint8), idx (raw or .gz), or a folder of
+        /// PNG/JPEG files (class sub-folders, or a flat folder).
         #[arg(long)]
         images: PathBuf,
+        /// Resize every image so that its shorter side has this many pixels (antialiased
+        /// bilinear), e.g. 256.
+        #[arg(long)]
+        resize: Option<usize>,
+        /// Cut the central square of this size after resizing, e.g. 224.
+        #[arg(long)]
+        crop: Option<usize>,
+        /// Convert the images to 1 (grey) or 3 (RGB) channels.
+        #[arg(long)]
+        channels: Option<usize>,
         /// Comma-separated methods, with default settings: gradient, gradient_x_input,
         /// integrated_gradients, smoothgrad, smoothgrad_sq, vargrad, guided_backprop, deconvnet,
         /// deeplift, grad_cam, guided_grad_cam, occlusion, lime, kernel_shap.
@@ -118,9 +133,28 @@ enum Command {
         #[arg(long)]
         target: Option<u32>,
     },
+    /// List the model architectures: name, Grad-CAM default layer, nominal input size.
+    Models,
 }
 
-const SUBCOMMANDS: [&str; 8] = ["run", "report", "merge", "compare", "train", "explain", "help", "--help"];
+const SUBCOMMANDS: [&str; 9] =
+    ["run", "report", "merge", "compare", "train", "explain", "models", "help", "--help"];
+
+/// `fragility models`: one line per architecture.
+fn list_models() {
+    println!("{:<16} {:<14} {:<10} weights", "model", "grad_cam", "input");
+    println!(
+        "{:<16} {:<14} {:<10} assets/models/fmnist_cnn.safetensors",
+        "fmnist_cnn", "conv2_relu", "1×28×28"
+    );
+    for a in fragility::model::zoo::ARCHITECTURES {
+        let input = format!("C×{}×{}", a.input.0, a.input.1);
+        println!(
+            "{:<16} {:<14} {:<10} torchvision state_dict (C and classes from the weights)",
+            a.name, a.default_layer, input
+        );
+    }
+}
 
 /// `fragility compare`: 0 no regression, 1 a regression, 2 any error.
 fn compare(
@@ -211,10 +245,18 @@ fn main() -> ExitCode {
             );
         }),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
+        Command::Models => {
+            list_models();
+            Ok(())
+        }
         Command::Explain {
             model,
             weights,
+            normalize,
             images,
+            resize,
+            crop,
+            channels,
             methods,
             out,
             seed,
@@ -223,23 +265,32 @@ fn main() -> ExitCode {
             grid_images,
             target,
         } => {
-            let req = ExplainRequest {
-                model,
-                weights,
-                images,
-                methods,
-                out,
-                seed,
-                batch_size,
-                device,
-                grid_images,
-                target,
-            };
-            explain(&req, progress).map(|files| {
-                for f in files {
-                    println!("{}", f.display());
-                }
-            })
+            let normalize = normalize
+                .map(|n| fragility::model::Normalize::parse(&n))
+                .transpose()
+                .map_err(|e| fragility::Error::Invalid(format!("--normalize {e}")));
+            let image_options = fragility::data::ImageOptions { resize, crop, channels };
+            normalize
+                .map(|normalize| ExplainRequest {
+                    model,
+                    weights,
+                    normalize,
+                    images,
+                    image_options,
+                    methods,
+                    out,
+                    seed,
+                    batch_size,
+                    device,
+                    grid_images,
+                    target,
+                })
+                .and_then(|req| explain(&req, progress))
+                .map(|files| {
+                    for f in files {
+                        println!("{}", f.display());
+                    }
+                })
         }
     };
     match result {

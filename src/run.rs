@@ -9,7 +9,7 @@
 use crate::attack::{normalized, AttackInput, Goal, Objective, PrepareContext};
 use crate::attribution::saliency;
 use crate::config::Plan;
-use crate::data::{load_images, load_labels, ImageSet};
+use crate::data::{load_labels, ImageSet};
 use crate::error::{Error, Result};
 use crate::metric::all_metrics;
 use crate::metric::Direction;
@@ -189,17 +189,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     }
     let dev = &plan.device;
     let model = model::load(&plan.model, &plan.weights, plan.normalize.as_ref(), dev)?;
-    let mut set = load_images(&plan.images)?;
-    if let Some(l) = &plan.labels {
-        set = set.with_labels(load_labels(l)?, l)?;
-    }
-    let (c, h, w) = model.input_shape();
-    if (set.c, set.h, set.w) != (c, h, w) {
-        return Err(Error::data(
-            &plan.images,
-            format!("images are {}×{}×{}, model `{}` expects {c}×{h}×{w}", set.c, set.h, set.w, plan.model),
-        ));
-    }
+    let set = load_study_images(
+        &plan.images,
+        plan.labels.as_deref(),
+        plan.classes.as_deref(),
+        &plan.image_options,
+    )?;
+    model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&plan.images, e.to_string()))?;
+    let (h, w) = (set.h, set.w);
     for m in &plan.methods {
         m.check(model.as_ref()).map_err(|e| Error::Config {
             file: plan.config_path.clone(),
@@ -208,7 +205,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         })?;
     }
     for a in &plan.attacks {
-        a.check(model.as_ref()).map_err(|e| Error::Config {
+        a.check(model.as_ref(), (h, w)).map_err(|e| Error::Config {
             file: plan.config_path.clone(),
             line: None,
             message: format!("attack `{}`: {e}", a.name()),
@@ -700,6 +697,25 @@ pub fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(500));
     bar
+}
+
+/// The images of a study with their labels: a folder of PNG/JPEG files (labels from its
+/// class sub-folders, or from `labels` as a CSV of file,label), or an idx/npy file with an
+/// optional idx/npy `labels` file; then resized, cropped and converted as `opts` says.
+pub fn load_study_images(
+    images: &Path,
+    labels: Option<&Path>,
+    classes: Option<&Path>,
+    opts: &crate::data::ImageOptions,
+) -> Result<ImageSet> {
+    if images.is_dir() {
+        return crate::data::load_images_with(images, opts, classes, labels);
+    }
+    let set = crate::data::load_images_with(images, opts, classes, None)?;
+    match labels {
+        Some(l) => set.with_labels(load_labels(l)?, l),
+        None => Ok(set),
+    }
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ pub trait Attack: Send + Sync {
         None
     }
     /// Checks that the attack can run on `model`, before anything is computed.
-    fn check(&self, _model: &dyn Classifier) -> Result<()> {
+    fn check(&self, _model: &dyn Classifier, _hw: (usize, usize)) -> Result<()> {
         Ok(())
     }
 }

@@ -450,11 +450,10 @@ impl Attack for Steered {
         p
     }
 
-    fn check(&self, model: &dyn Classifier) -> Result<()> {
+    fn check(&self, model: &dyn Classifier, (h, w): (usize, usize)) -> Result<()> {
         self.method.check(model)?;
         // Prepare on a blank map of the model's size: catches a region or target map that
         // does not fit before anything is computed.
-        let (_, h, w) = model.input_shape();
         let blank = vec![normalized(&vec![1.0; h * w])];
         self.objective
             .prepare(&PrepareContext {

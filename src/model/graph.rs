@@ -309,7 +309,8 @@ impl Graph {
         if self.nodes.iter().any(|n| n.name == "normalize") {
             return Err(Error::Invalid("the graph already has a node named `normalize`".into()));
         }
-        let aliases = self.aliases.iter().map(|(k, &v)| (k.clone(), if v == 0 { 0 } else { v + 1 })).collect();
+        let aliases =
+            self.aliases.iter().map(|(k, &v)| (k.clone(), if v == 0 { 0 } else { v + 1 })).collect();
         Ok(Graph { nodes, output: self.output + 1, aliases, channels: self.channels })
     }
 

@@ -311,11 +311,13 @@ impl Normalize {
         if text == "imagenet" {
             return Ok(Self::imagenet());
         }
-        let (m, s) = text
-            .split_once('/')
-            .ok_or_else(|| format!("`{text}`: expected `imagenet` or `MEANS/STDS` (e.g. 0.5,0.5,0.5/0.25,0.25,0.25)"))?;
+        let (m, s) = text.split_once('/').ok_or_else(|| {
+            format!("`{text}`: expected `imagenet` or `MEANS/STDS` (e.g. 0.5,0.5,0.5/0.25,0.25,0.25)")
+        })?;
         let list = |t: &str| -> std::result::Result<Vec<f32>, String> {
-            t.split(',').map(|v| v.trim().parse::<f32>().map_err(|_| format!("`{v}` is not a number"))).collect()
+            t.split(',')
+                .map(|v| v.trim().parse::<f32>().map_err(|_| format!("`{v}` is not a number")))
+                .collect()
         };
         Self::new(list(m)?, list(s)?)
     }

@@ -304,9 +304,10 @@ impl Classifier for Network {
     fn accepts(&self, c: usize, h: usize, w: usize) -> Result<()> {
         let x = Tensor::zeros((1, c, h, w), DType::F32, &Device::Cpu)?;
         self.size_of(&x)?;
-        self.graph.shapes((h, w)).map(|_| ()).map_err(|e| {
-            Error::Invalid(format!("model `{}` cannot take {h}×{w} images: {e}", self.name))
-        })
+        self.graph
+            .shapes((h, w))
+            .map(|_| ())
+            .map_err(|e| Error::Invalid(format!("model `{}` cannot take {h}×{w} images: {e}", self.name)))
     }
 
     fn layers(&self) -> Vec<String> {

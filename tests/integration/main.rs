@@ -7,4 +7,5 @@ mod common;
 mod gradients;
 mod reference;
 mod synthetic;
+mod torchvision;
 mod training;
