@@ -1,5 +1,6 @@
 //! The one integration-test binary (ripgrep style): each module guards one part of the tool.
 
+mod architectures;
 mod attacks;
 mod attributions;
 mod cli;

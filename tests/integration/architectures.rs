@@ -1,0 +1,137 @@
+//! Studies on torchvision architectures, end to end through the command line.
+
+use crate::cli::fragility;
+use crate::synthetic::synthetic_state_dict;
+use candle_core::Device;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// squeezenet1_1 with the fixtures' synthetic weights (10 classes), saved as a state_dict.
+fn squeezenet_weights(dir: &Path) -> PathBuf {
+    let keys = root().join("tests/fixtures/torchvision/squeezenet1_1.keys.json");
+    let dict = synthetic_state_dict(&keys, &Device::Cpu);
+    let path = dir.join("squeezenet1_1.safetensors");
+    candle_core::safetensors::save(&dict, &path).unwrap();
+    path
+}
+
+/// An ImageNet-style folder: two class sub-folders of two RGB PNGs, 48×40 (resized and
+/// cropped by the config).
+fn image_folder(dir: &Path) -> PathBuf {
+    let val = dir.join("val");
+    for (c, class) in ["n01440764", "n01443537"].iter().enumerate() {
+        std::fs::create_dir_all(val.join(class)).unwrap();
+        for i in 0..2u32 {
+            let img = image::RgbImage::from_fn(48, 40, |x, y| {
+                let v = |k: u32| ((x * (3 + k) + y * (5 + i) + 40 * c as u32 + 17 * k) % 256) as u8;
+                image::Rgb([v(0), v(1), v(2)])
+            });
+            img.save(val.join(class).join(format!("img{i}.png"))).unwrap();
+        }
+    }
+    val
+}
+
+/// experiments/ghorbani2019_imagenet.toml itself, with its paths pointed at a generated
+/// folder and random weights and its sizes cut down (40 → 32 pixels, 2 images, 2
+/// iterations), runs to the end: the config keeps parsing, the folder reader, resize, crop,
+/// normalisation and every attack on SqueezeNet keep working.
+#[test]
+fn the_imagenet_protocol_config_runs_on_a_generated_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("experiments/ghorbani2019_imagenet.toml")).unwrap();
+    let mut cfg: toml::Table = text.parse().unwrap();
+    let set = |cfg: &mut toml::Table, path: &[&str], value: toml::Value| {
+        let mut t = cfg;
+        for k in &path[..path.len() - 1] {
+            t = t.get_mut(*k).and_then(|v| v.as_table_mut()).unwrap_or_else(|| panic!("no table {k}"));
+        }
+        assert!(t.contains_key(path[path.len() - 1]), "the config has no {path:?}");
+        t.insert(path[path.len() - 1].to_string(), value);
+    };
+    let s = |p: &Path| toml::Value::String(p.display().to_string());
+    set(&mut cfg, &["model", "weights"], s(&squeezenet_weights(tmp.path())));
+    set(&mut cfg, &["data", "images"], s(&image_folder(tmp.path())));
+    set(&mut cfg, &["out"], s(&tmp.path().join("out")));
+    set(&mut cfg, &["device"], "cpu".into());
+    set(&mut cfg, &["data", "resize"], 40.into());
+    set(&mut cfg, &["data", "crop"], 32.into());
+    set(&mut cfg, &["data", "count"], 2.into());
+    set(&mut cfg, &["data", "correct_only"], false.into());
+    set(&mut cfg, &["metrics", "top_k"], 50.into());
+    set(&mut cfg, &["methods", "integrated_gradients", "steps"], 4.into());
+    for attack in ["top_k", "mass_center", "targeted"] {
+        set(&mut cfg, &["attacks", attack, "iterations"], 2.into());
+    }
+    set(&mut cfg, &["attacks", "top_k", "k"], 50.into());
+    let region = toml::Value::Array(vec![0.into(), 0.into(), 8.into(), 8.into()]);
+    set(&mut cfg, &["attacks", "targeted", "region"], region);
+    let config = tmp.path().join("imagenet.toml");
+    std::fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
+    let o = fragility(&["run", config.to_str().unwrap(), "--quiet"], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("out");
+    assert!(out.join("summary.parquet").is_file() && out.join("samples.parquet").is_file());
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let settings = &run["settings"];
+    assert_eq!(settings["model"]["name"], "squeezenet1_1", "{run}");
+    assert_eq!(settings["model"]["normalize"]["mean"][0].as_f64().map(|m| (m * 1000.0).round()), Some(485.0));
+    assert_eq!(settings["data"]["crop"], 32);
+}
+
+/// `fragility models` lists every architecture with its Grad-CAM default and input size.
+#[test]
+fn models_lists_every_architecture() {
+    let o = fragility(&["models"], &root());
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for a in fragility::model::zoo::ARCHITECTURES {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(a.name))
+            .unwrap_or_else(|| panic!("{}", a.name));
+        assert!(line.contains(a.default_layer) && line.contains("224×224"), "{line}");
+    }
+    assert!(text.lines().any(|l| l.starts_with("fmnist_cnn") && l.contains("conv2_relu")));
+}
+
+/// A state_dict with a wrongly shaped tensor: exit 2, the key and both shapes named, and
+/// nothing written.
+#[test]
+fn a_wrong_weight_shape_is_named_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = root().join("tests/fixtures/torchvision/squeezenet1_1.keys.json");
+    let mut dict = synthetic_state_dict(&keys, &Device::Cpu);
+    dict.insert(
+        "classifier.1.weight".into(),
+        candle_core::Tensor::zeros((10, 256, 1, 1), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    let w = tmp.path().join("bad.safetensors");
+    candle_core::safetensors::save(&dict, &w).unwrap();
+    let out = tmp.path().join("maps");
+    let images = root().join("assets/fashion-mnist/t10k-images-1000-idx3-ubyte.gz");
+    let args = [
+        "explain",
+        "--model",
+        "squeezenet1_1",
+        "--weights",
+        w.to_str().unwrap(),
+        "--images",
+        images.to_str().unwrap(),
+        "--resize",
+        "32",
+        "--channels",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = fragility(&args, tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("classifier.1.weight") && err.contains("256") && err.contains("512"), "{err}");
+    assert!(!out.exists());
+}
