@@ -310,6 +310,23 @@ impl Classifier for Network {
             .map_err(|e| Error::Invalid(format!("model `{}` cannot take {h}×{w} images: {e}", self.name)))
     }
 
+    fn occluded_logits(
+        &self,
+        x: &Tensor,
+        windows: &[(usize, usize)],
+        size: [usize; 2],
+        fill: f32,
+        act: Activation,
+    ) -> Result<Option<Tensor>> {
+        if act != Activation::Relu {
+            return Ok(None);
+        }
+        let Some(p) = self.kernels_for(x, &[])? else { return Ok(None) };
+        let b = x.dim(0)?;
+        let Some(out) = p.occluded_logits(&flat_f32(x)?, b, windows, size, fill)? else { return Ok(None) };
+        Ok(Some(Tensor::from_vec(out, (windows.len() * b, self.classes), x.device())?))
+    }
+
     fn layers(&self) -> Vec<String> {
         let hw = (self.nominal.1, self.nominal.2);
         self.graph.map_names(hw).into_iter().filter(|n| n != "input").collect()

@@ -99,6 +99,26 @@ pub(crate) trait Exec {
         lam: &Self::Buf,
     ) -> Result<(Self::Buf, Option<Self::Buf>)>;
 
+    /// Whether [`Exec::activate_pooled`] is implemented: a softplus nonlinearity read only
+    /// by a max-pool then runs on the pooled maxima alone.
+    fn pools_before_activating(&self) -> bool {
+        false
+    }
+
+    /// φ of the pooled pre-activations `pooled` (the window maxima of z at max-pool node
+    /// `pool`, whose routes `route` are) and φ′ at z's routed positions, zero elsewhere:
+    /// (pooled φ, full-size φ′).
+    fn activate_pooled(
+        &mut self,
+        _pool: NodeId,
+        _kind: Nonlinearity,
+        _act: Activation,
+        _pooled: &Self::Buf,
+        _route: &Self::Route,
+    ) -> Result<(Self::Buf, Self::Buf)> {
+        Err(Error::Invalid("internal: this executor does not pool before activating".into()))
+    }
+
     /// a + b.
     fn add(&mut self, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf>;
 
@@ -152,7 +172,43 @@ pub(crate) fn forward<E: Exec>(
         Forward { values: vec![None; n], pre: vec![None; n], deriv: vec![None; n], routes: Vec::new() };
     fwd.routes.resize_with(n, || None);
     live[0] = Some(x);
+    // Under the surrogate a max-pool ranks its windows by the pre-activation, so a
+    // nonlinearity read only by a max-pool (and not kept) need only be evaluated at the
+    // window maxima: the pool runs on z first (where the executor supports it).
+    let pools_first = matches!(act, Activation::Softplus { .. }) && exec.pools_before_activating();
+    let deferred: Vec<bool> = (0..n)
+        .map(|id| {
+            pools_first
+                && matches!(nodes[id].op, Op::Act(_))
+                && !kept[id]
+                && readers[id] == 1
+                && nodes.iter().skip(id + 1).any(|m| matches!(m.op, Op::MaxPool(_)) && m.inputs == [id])
+        })
+        .collect();
     for (id, node) in nodes.iter().enumerate().skip(1) {
+        if deferred[id] {
+            let z = node.inputs[0];
+            fwd.pre[id] = Some(live[z].clone().ok_or_else(|| gone(graph, z))?);
+            readers[z] -= 1;
+            if readers[z] == 0 && !kept[z] {
+                live[z] = None;
+            }
+            continue;
+        }
+        if let (Op::MaxPool(_), Some(&a)) = (&node.op, node.inputs.first()) {
+            if deferred[a] {
+                let (Op::Act(kind), Some(z)) = (&nodes[a].op, fwd.pre[a].as_ref()) else {
+                    return Err(gone(graph, a));
+                };
+                let (pooled, route) = exec.forward(id, &node.op, &[z], Some(z))?;
+                let route = route.ok_or_else(|| gone(graph, id))?;
+                let (out, d) = exec.activate_pooled(id, *kind, act, &pooled, &route)?;
+                fwd.deriv[a] = Some(d);
+                fwd.routes[id] = Some(route);
+                live[id] = Some(out);
+                continue;
+            }
+        }
         let ins: Vec<&E::Buf> = node
             .inputs
             .iter()
@@ -194,6 +250,34 @@ pub(crate) fn forward<E: Exec>(
         }
     }
     Ok(fwd)
+}
+
+/// The output node's value from `values` (some nodes' values given) computing only the nodes
+/// marked in `compute` (the rest must be given where they are read). For a graph's head run
+/// from captured inputs (occlusion).
+pub(crate) fn forward_masked<E: Exec>(
+    graph: &Graph,
+    exec: &mut E,
+    mut values: Vec<Option<E::Buf>>,
+    compute: &[bool],
+    act: Activation,
+) -> Result<E::Buf> {
+    for (id, node) in graph.nodes().iter().enumerate().skip(1) {
+        if !compute[id] {
+            continue;
+        }
+        let ins: Vec<&E::Buf> = node
+            .inputs
+            .iter()
+            .map(|&i| values[i].as_ref().ok_or_else(|| gone(graph, i)))
+            .collect::<Result<_>>()?;
+        let out = match &node.op {
+            Op::Act(kind) => exec.activate(*kind, act, ins[0])?.0,
+            op => exec.forward(id, op, &ins, None)?.0,
+        };
+        values[id] = Some(out);
+    }
+    values[graph.output()].take().ok_or_else(|| gone(graph, graph.output()))
 }
 
 fn gone(graph: &Graph, id: NodeId) -> Error {

@@ -102,3 +102,36 @@ fn the_candle_path_equals_torchvision_in_f64() {
         check(arch, &network(arch).without_kernels(), 2e-6, DType::F64);
     }
 }
+
+/// Occlusion's shortcut (only what a window changes is recomputed, the head batched over
+/// windows) on residual adds, concatenations, ceil-mode and padded pools, strided and
+/// depthwise convolutions: the logits of full passes over the occluded copies.
+#[test]
+fn occlusion_shortcut_equals_full_passes_on_every_family() {
+    let f = candle_core::safetensors::load(fixture_dir().join("resnet18.safetensors"), &Device::Cpu).unwrap();
+    let x = f["x"].clone();
+    let (n, c, h, w) = x.dims4().unwrap();
+    let windows = [(0usize, 0usize), (13, 29), (56, 56), (30, 0), (7, 50)];
+    let size = [8usize, 8];
+    for arch in ["resnet18", "resnet50", "squeezenet1_0", "mobilenet_v2", "vgg11_bn", "alexnet"] {
+        let model = network(arch);
+        let got = model.occluded_logits(&x, &windows, size, 0.5, Activation::Relu).unwrap().unwrap();
+        let pixels = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut copies = Vec::new();
+        for &(r, cc) in &windows {
+            for i in 0..n {
+                let mut img = pixels[i * c * h * w..][..c * h * w].to_vec();
+                for ch in 0..c {
+                    for y in r..r + size[0] {
+                        img[(ch * h + y) * w + cc..][..size[1]].fill(0.5);
+                    }
+                }
+                copies.extend(img);
+            }
+        }
+        let copies = Tensor::from_vec(copies, (windows.len() * n, c, h, w), &Device::Cpu).unwrap();
+        let want = model.logits(&copies, Activation::Relu).unwrap();
+        let err = rel(&got, &want);
+        assert!(err < 1e-5, "{arch}: {err}");
+    }
+}

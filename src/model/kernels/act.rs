@@ -55,15 +55,13 @@ fn softplus_sweep(beta: f32, z: &[f32], out: &mut [f32], deriv: &mut [f32]) {
 
 /// φ(z) and φ′(z) of every value.
 pub(crate) fn activate(kind: Nonlinearity, act: Activation, z: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    if let (Nonlinearity::Relu, Activation::Relu) = (kind, act) {
+        let out = z.iter().map(|&z| if z > 0.0 { z } else { 0.0 }).collect();
+        let deriv = z.iter().map(|&z| if z > 0.0 { 1.0 } else { 0.0 }).collect();
+        return (out, deriv);
+    }
     let (mut out, mut deriv) = (vec![0.0f32; z.len()], vec![0.0f32; z.len()]);
     match (kind, act) {
-        (Nonlinearity::Relu, Activation::Relu) => {
-            for ((&z, o), d) in z.iter().zip(&mut out).zip(&mut deriv) {
-                let open = z > 0.0;
-                *o = if open { z } else { 0.0 };
-                *d = if open { 1.0 } else { 0.0 };
-            }
-        }
         (Nonlinearity::Relu, Activation::Softplus { beta }) => {
             softplus_sweep(beta as f32, z, &mut out, &mut deriv)
         }
@@ -123,9 +121,17 @@ pub(crate) fn rule_adjoint(
     let mut up = vec![0.0f32; n];
     let mut zbar = vec![0.0f32; n];
     let z0 = z0.unwrap_or(&[]);
-    for i in 0..n {
-        let z0i = z0.get(i).copied().unwrap_or(z[i]);
-        (up[i], zbar[i]) = nonlinearity::adjoint(kind, act, rule, z[i], d[i], z0i, g[i], lam[i]);
+    if let (Nonlinearity::Relu, Rule::Gradient) = (kind, rule) {
+        // The attacks' case: φ″ = β·φ′·(1 − φ′) from the stored derivative, no exp.
+        for i in 0..n {
+            up[i] = d[i] * lam[i];
+            zbar[i] = g[i] * act.second_derivative_from_first(d[i]) * lam[i];
+        }
+    } else {
+        for i in 0..n {
+            let z0i = z0.get(i).copied().unwrap_or(z[i]);
+            (up[i], zbar[i]) = nonlinearity::adjoint(kind, act, rule, z[i], d[i], z0i, g[i], lam[i]);
+        }
     }
     let second = smooth && rule != Rule::Deconvnet || rule == Rule::Rescale;
     (up, second.then_some(zbar))

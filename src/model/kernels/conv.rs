@@ -150,8 +150,15 @@ impl ConvKernel {
                             let src = &row[(i * p.oh + oy) * p.ow..][..p.ow];
                             let dst = &mut plane[iy as usize * p.w..][..p.w];
                             let ix0 = ((xs.start * self.stride[1]) as isize + ox_off) as usize;
-                            for (j, ox) in xs.clone().enumerate() {
-                                dst[ix0 + j * self.stride[1]] += src[ox];
+                            if self.stride[1] == 1 {
+                                // Contiguous on both sides: a loop the compiler vectorises.
+                                for (d, s) in dst[ix0..ix0 + xs.len()].iter_mut().zip(&src[xs.clone()]) {
+                                    *d += s;
+                                }
+                            } else {
+                                for (j, ox) in xs.clone().enumerate() {
+                                    dst[ix0 + j * self.stride[1]] += src[ox];
+                                }
                             }
                         }
                     }
@@ -163,11 +170,10 @@ impl ConvKernel {
     /// y [O, n, OH, OW] = conv(x) (+ bias when `bias`); `scratch` is reused for the patches.
     pub fn forward(&self, x: &[f32], p: Planes, bias: bool, scratch: &mut Vec<f32>) -> Vec<f32> {
         let ohw = p.n * p.oh * p.ow;
-        let mut y = vec![0.0f32; self.o * ohw];
-        if bias {
-            for (row, &b) in y.chunks_exact_mut(ohw).zip(&self.b) {
-                row.fill(b);
-            }
+        // Each row starts at its bias (or zero); the products accumulate onto it.
+        let mut y = Vec::with_capacity(self.o * ohw);
+        for &b in &self.b {
+            y.extend(std::iter::repeat_n(if bias { b } else { 0.0 }, ohw));
         }
         if self.depthwise() {
             self.depthwise_forward(x, p, &mut y);
@@ -273,8 +279,14 @@ impl ConvKernel {
                             let row = &mut dst[iy as usize * p.w..][..p.w];
                             let gr = &src[oy * p.ow..][..p.ow];
                             let ix0 = ((xs.start * self.stride[1]) as isize + ox_off) as usize;
-                            for (j, ox) in xs.clone().enumerate() {
-                                row[ix0 + j * self.stride[1]] += wt * gr[ox];
+                            if self.stride[1] == 1 {
+                                for (d, g) in row[ix0..ix0 + xs.len()].iter_mut().zip(&gr[xs.clone()]) {
+                                    *d += wt * g;
+                                }
+                            } else {
+                                for (j, ox) in xs.clone().enumerate() {
+                                    row[ix0 + j * self.stride[1]] += wt * gr[ox];
+                                }
                             }
                         }
                     }

@@ -18,6 +18,7 @@
 mod act;
 pub(crate) mod conv;
 mod gemm;
+mod occlusion;
 pub(crate) mod pool;
 
 use super::graph::{Graph, NodeId, Nonlinearity, Op, Shape};
@@ -111,7 +112,11 @@ impl<'a> Prepared<'a> {
                         return Err(Error::Invalid(format!("pool `{}` on a flat vector", node.name)));
                     };
                     let (index, weights, k) = super::tensor_exec::pool_table(&node.op, (h, w), (oh, ow));
-                    Some(PoolTable { index, weights, k, len: h * w, out: oh * ow })
+                    let tiled = matches!(&node.op, Op::MaxPool(win)
+                        if win.kernel == [2, 2] && win.stride == [2, 2] && win.padding == [0; 4])
+                        && (2 * oh, 2 * ow) == (h, w);
+                    let tiles = tiled.then_some((h, w));
+                    Some(PoolTable { index, weights, k, len: h * w, out: oh * ow, tiles })
                 }
                 _ => None,
             });
@@ -371,6 +376,34 @@ impl Exec for CpuExec<'_> {
     ) -> Result<(Buf, Option<Buf>)> {
         let (up, zbar) = act::rule_adjoint(kind, act, rule, (z, d, z0.map(|b| b.as_slice())), g, lam);
         Ok((Arc::new(up), zbar.map(Arc::new)))
+    }
+
+    fn pools_before_activating(&self) -> bool {
+        true
+    }
+
+    fn activate_pooled(
+        &mut self,
+        pool: NodeId,
+        kind: Nonlinearity,
+        act: Activation,
+        pooled: &Buf,
+        route: &Vec<u32>,
+    ) -> Result<(Buf, Buf)> {
+        let (a, d) = act::activate(kind, act, pooled);
+        // φ′ back at each window's routed position of z (the only ones a gradient reaches).
+        let t = self.table(pool)?;
+        let planes = self.channels(pool) * self.n;
+        let mut full = vec![0.0f32; planes * t.len];
+        for p in 0..planes {
+            let plane = &mut full[p * t.len..][..t.len];
+            for (&r, &dv) in route[p * t.out..][..t.out].iter().zip(&d[p * t.out..][..t.out]) {
+                if (r as usize) < t.len {
+                    plane[r as usize] = dv;
+                }
+            }
+        }
+        Ok((Arc::new(a), Arc::new(full)))
     }
 
     fn add(&mut self, a: &Buf, b: &Buf) -> Result<Buf> {

@@ -20,12 +20,18 @@ pub(crate) struct PoolTable {
     pub len: usize,
     /// Output plane length OH·OW.
     pub out: usize,
+    /// (H, W) when the windows are 2×2 at stride 2 without padding and tile the plane
+    /// exactly (the fast path of [`max_forward`]).
+    pub tiles: Option<(usize, usize)>,
 }
 
 /// Max-pools each of the `planes` planes of `x` (ranked by `rank`): (values, routes), the
 /// route of an output being its source position in the plane (u32::MAX for a window with no
 /// input position, whose value is 0).
 pub(crate) fn max_forward(t: &PoolTable, x: &[f32], rank: &[f32], planes: usize) -> (Vec<f32>, Vec<u32>) {
+    if let Some(tiles) = t.tiles {
+        return max_tiled(t, tiles, x, rank, planes);
+    }
     let mut out = vec![0.0f32; planes * t.out];
     let mut route = vec![u32::MAX; planes * t.out];
     for p in 0..planes {
@@ -44,6 +50,44 @@ pub(crate) fn max_forward(t: &PoolTable, x: &[f32], rank: &[f32], planes: usize)
             if let Some((_, i)) = best {
                 out[p * t.out + o] = xs[i as usize];
                 route[p * t.out + o] = i;
+            }
+        }
+    }
+    (out, route)
+}
+
+/// [`max_forward`] for 2×2 windows that tile the plane exactly (stride 2, no padding):
+/// the same first-maximum choice, as branch-free selects over whole rows, which vectorise.
+fn max_tiled(
+    t: &PoolTable,
+    (h, w): (usize, usize),
+    x: &[f32],
+    rank: &[f32],
+    planes: usize,
+) -> (Vec<f32>, Vec<u32>) {
+    let (h2, w2) = (h / 2, w / 2);
+    let mut out = vec![0.0f32; planes * t.out];
+    let mut route = vec![0u32; planes * t.out];
+    for p in 0..planes {
+        let (xs, rs) = (&x[p * t.len..][..t.len], &rank[p * t.len..][..t.len]);
+        for py in 0..h2 {
+            let (top, bottom) = (2 * py * w, (2 * py + 1) * w);
+            let (rt, rb) = (&rs[top..][..w], &rs[bottom..][..w]);
+            let (xt, xb) = (&xs[top..][..w], &xs[bottom..][..w]);
+            let o = p * t.out + py * w2;
+            let (orow, rrow) = (&mut out[o..][..w2], &mut route[o..][..w2]);
+            let offsets = [top as u32, top as u32 + 1, bottom as u32, bottom as u32 + 1];
+            for px in 0..w2 {
+                let r = [rt[2 * px], rt[2 * px + 1], rb[2 * px], rb[2 * px + 1]];
+                let v = [xt[2 * px], xt[2 * px + 1], xb[2 * px], xb[2 * px + 1]];
+                let (mut best, mut q) = (r[0], 0usize);
+                for (k, &rk) in r.iter().enumerate().skip(1) {
+                    let up = rk > best;
+                    best = if up { rk } else { best };
+                    q = if up { k } else { q };
+                }
+                orow[px] = v[q];
+                rrow[px] = offsets[q] + 2 * px as u32;
             }
         }
     }
