@@ -172,12 +172,27 @@ impl Network {
         let (b, h, w) = self.size_of(x)?;
         let shapes = self.graph.shapes((h, w))?;
         let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
-        let keep: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
-        let fwd = sweep::forward(&self.graph, &mut e, x.clone(), pass.act, &keep)?;
+        Ok(self.tensor_stage(&mut e, &shapes, x, pass, stop, false)?.bp)
+    }
+
+    /// Stage one on the candle path: the forward passes (the baseline's too, for the rescale
+    /// rule) and the backward pass to `stop`, with what the adjoint needs when `keep`.
+    fn tensor_stage<'e>(
+        &self,
+        e: &mut TensorExec<'e>,
+        shapes: &[Shape],
+        x: &Tensor,
+        pass: &Backward,
+        stop: NodeId,
+        keep: bool,
+    ) -> Result<TensorStage<'e>> {
+        let b = x.dim(0)?;
+        let kept: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
+        let fwd = sweep::forward(&self.graph, e, x.clone(), pass.act, &kept)?;
         let base = match (pass.rule, pass.baseline) {
             (Rule::Rescale, Some(b0)) => {
                 let b0 = b0.to_dtype(x.dtype())?.broadcast_as(x.shape())?.contiguous()?;
-                Some(sweep::forward(&self.graph, &mut e, b0, pass.act, &[])?)
+                Some(sweep::forward(&self.graph, e, b0, pass.act, &[])?)
             }
             (Rule::Rescale, None) => {
                 return Err(Error::Invalid("DeepLIFT's rescale rule needs a baseline".into()))
@@ -187,21 +202,22 @@ impl Network {
         let out = self.graph.output();
         let mut seeds: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
         seeds[out] = Some(pass.seed.to_dtype(x.dtype())?.reshape(Self::dims(shapes[out], b))?);
-        let g = sweep::backward(
-            &self.graph,
-            &mut e,
-            &fwd,
-            base.as_ref(),
-            seeds,
-            pass.act,
-            pass.rule,
-            stop,
-            false,
-        )?;
-        let logits = fwd.value(out)?.reshape((b, self.classes))?;
-        let layer = if stop > 0 { Some(fwd.value(stop)?.clone()) } else { None };
-        Ok(Backprop { logits, grad: g.grad, layer })
+        let g = sweep::backward(&self.graph, e, &fwd, base.as_ref(), seeds, pass.act, pass.rule, stop, keep)?;
+        let bp = Backprop {
+            logits: fwd.value(out)?.reshape((b, self.classes))?,
+            grad: g.grad,
+            layer: if stop > 0 { Some(fwd.value(stop)?.clone()) } else { None },
+        };
+        Ok(TensorStage { fwd, base, upstream: g.upstream, bp })
     }
+}
+
+/// What [`Network::tensor_stage`] keeps.
+struct TensorStage<'e> {
+    fwd: sweep::Forward<TensorExec<'e>>,
+    base: Option<sweep::Forward<TensorExec<'e>>>,
+    upstream: Vec<Option<Tensor>>,
+    bp: Backprop,
 }
 
 impl Classifier for Network {
@@ -350,34 +366,8 @@ impl Network {
         let x = x.detach();
         let shapes = self.graph.shapes((h, w))?;
         let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
-        let keep: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
-        let fwd = sweep::forward(&self.graph, &mut e, x.clone(), pass.act, &keep)?;
-        let base = match pass.baseline {
-            Some(b0) if pass.rule == Rule::Rescale => {
-                let b0 = b0.to_dtype(x.dtype())?.broadcast_as(x.shape())?.contiguous()?;
-                Some(sweep::forward(&self.graph, &mut e, b0, pass.act, &[])?)
-            }
-            _ => None,
-        };
-        let out = self.graph.output();
-        let mut seeds: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
-        seeds[out] = Some(pass.seed.to_dtype(x.dtype())?.reshape(Self::dims(shapes[out], b))?);
-        let sweep::Backwarded { grad: g, upstream } = sweep::backward(
-            &self.graph,
-            &mut e,
-            &fwd,
-            base.as_ref(),
-            seeds,
-            pass.act,
-            pass.rule,
-            stop,
-            true,
-        )?;
-        let bp = Backprop {
-            logits: fwd.value(out)?.reshape((b, self.classes))?,
-            grad: g,
-            layer: if stop > 0 { Some(fwd.value(stop)?.clone()) } else { None },
-        };
+        let TensorStage { fwd, base, upstream, bp } =
+            self.tensor_stage(&mut e, &shapes, &x, pass, stop, true)?;
         let (v, a) = then(&bp)?;
         let v = v.detach().to_dtype(x.dtype())?;
         let a = a.map(|a| a.detach().to_dtype(x.dtype())).transpose()?;

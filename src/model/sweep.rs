@@ -322,13 +322,7 @@ pub(crate) fn backward<E: Exec>(
         let parts = match node.op {
             Op::Act(kind) => {
                 let (z, d) = (cached(&fwd.pre, id)?, cached(&fwd.deriv, id)?);
-                let z0 = match (rule, base) {
-                    (Rule::Rescale, Some(b)) => Some(cached(&b.pre, id)?),
-                    (Rule::Rescale, None) => {
-                        return Err(Error::Invalid("the rescale rule needs a baseline pass".into()))
-                    }
-                    _ => None,
-                };
+                let z0 = reference(rule, base, id)?;
                 let gz = exec.rule_backward(kind, act, rule, z, d, z0, &g)?;
                 if keep_upstream {
                     upstream[id] = Some(g);
@@ -356,6 +350,16 @@ pub(crate) struct Backwarded<B> {
     pub grad: B,
     /// Each nonlinearity's upstream gradient (when kept).
     pub upstream: Vec<Option<B>>,
+}
+
+/// The baseline's pre-activation at nonlinearity `id` for the rescale rule (None for the
+/// other rules).
+fn reference<E: Exec>(rule: Rule, base: Option<&Forward<E>>, id: NodeId) -> Result<Option<&E::Buf>> {
+    match (rule, base) {
+        (Rule::Rescale, Some(b)) => Ok(Some(cached(&b.pre, id)?)),
+        (Rule::Rescale, None) => Err(Error::Invalid("the rescale rule needs a baseline pass".into())),
+        _ => Ok(None),
+    }
 }
 
 fn cached<B>(v: &[Option<B>], id: NodeId) -> Result<&B> {
@@ -410,10 +414,7 @@ pub(crate) fn adjoint<E: Exec>(
             lam[id] = Some(match node.op {
                 Op::Act(kind) => {
                     let (z, d) = (cached(&fwd.pre, id)?, cached(&fwd.deriv, id)?);
-                    let z0 = match (rule, base) {
-                        (Rule::Rescale, Some(b)) => Some(cached(&b.pre, id)?),
-                        _ => None,
-                    };
+                    let z0 = reference(rule, base, id)?;
                     let g = cached(upstream, id)?;
                     let (up, zbar) = exec.rule_adjoint(kind, act, rule, z, d, z0, g, refs[0])?;
                     if let Some(zbar) = zbar {
