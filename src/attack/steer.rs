@@ -21,7 +21,7 @@
 
 use super::objective::{normalized, Goal, Objective, PrepareContext};
 use super::{linf_per_row, merge_rows, project, row_column, Attack, AttackInput, Outcome};
-use crate::attribution::{normalized_saliency, Attribution, MAX_ROWS_PER_PASS};
+use crate::attribution::{normalized_saliency, Attribution};
 use crate::error::Result;
 use crate::model::{logits_in_passes, predict, Activation, Classifier, Rule};
 use crate::seed;
@@ -290,8 +290,9 @@ impl Steered {
     ) -> Result<Tensor> {
         let n = active.len();
         // The graph of a chunk holds every backward pass of its maps: keep it at about
-        // MAX_ROWS_PER_PASS image-passes (~1.7 GB for the shipped model), whatever the method.
-        let rows = (MAX_ROWS_PER_PASS / self.method.passes_per_image()).max(1);
+        // the model's rows per pass in image-passes, whatever the method.
+        let (_, _, h, w) = xa.dims4()?;
+        let rows = (input.model.rows_per_pass(h, w) / self.method.passes_per_image()).max(1);
         let mut parts = Vec::with_capacity(n.div_ceil(rows));
         for start in (0..n).step_by(rows) {
             let len = rows.min(n - start);

@@ -37,7 +37,7 @@ impl Attribution for DeepLift {
         targets: &[u32],
         act: Activation,
     ) -> Result<Tensor> {
-        in_passes(x, targets, |xs, ts| {
+        in_passes(model, x, targets, |xs, ts| {
             let g = one_hot(ts, model.num_classes(), model.device())?.to_dtype(xs.dtype())?;
             let (_, c, h, w) = xs.dims4()?;
             let baseline = candle_core::Tensor::zeros((1, c, h, w), xs.dtype(), xs.device())?;

@@ -191,7 +191,7 @@ impl Attribution for GradCam {
         targets: &[u32],
         act: Activation,
     ) -> Result<Tensor> {
-        super::in_passes(x, targets, |xs, ts| self.cam(model, xs, ts, act))
+        super::in_passes(model, x, targets, |xs, ts| self.cam(model, xs, ts, act))
     }
 
     fn has_map_vjp(&self) -> bool {
@@ -266,7 +266,7 @@ impl Attribution for GuidedGradCam {
         act: Activation,
     ) -> Result<Tensor> {
         let guided = target_backward(model, x, targets, act, Rule::Guided)?;
-        let cam = super::in_passes(x, targets, |xs, ts| self.cam.cam(model, xs, ts, act))?;
+        let cam = super::in_passes(model, x, targets, |xs, ts| self.cam.cam(model, xs, ts, act))?;
         Ok(guided.broadcast_mul(&cam)?)
     }
 

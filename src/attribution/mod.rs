@@ -194,7 +194,7 @@ pub fn target_hessian_vector(
             p.dims()
         )));
     }
-    let parts = row_passes(n, targets, |start, len| {
+    let parts = row_passes(n, targets, rows_for(model, p)?, |start, len| {
         let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
             .to_dtype(p.dtype())?;
         model.hessian_vector(&p.narrow(0, start, len)?, &g, &u.narrow(0, start, len)?, act)
@@ -222,7 +222,7 @@ pub fn target_backward_with_logits(
     act: Activation,
     rule: Rule,
 ) -> Result<(Tensor, Tensor)> {
-    let parts = row_passes(x.dim(0)?, targets, |start, len| {
+    let parts = row_passes(x.dim(0)?, targets, rows_for(model, x)?, |start, len| {
         let g = one_hot(&targets[start..start + len], model.num_classes(), model.device())?
             .to_dtype(x.dtype())?;
         model.input_gradient(&x.narrow(0, start, len)?, &g, act, rule)
@@ -269,26 +269,38 @@ pub fn backward_map_then_vjp(
     }
 }
 
-/// Applies `f` to [`MAX_ROWS_PER_PASS`]-row slices of `x` (and their targets) and concatenates
+/// Applies `f` to slices of [`Classifier::rows_per_pass`] rows of `x` (and their targets) and concatenates
 /// the results: identical to one call, since rows are independent, with bounded memory.
-pub fn in_passes<F>(x: &Tensor, targets: &[u32], f: F) -> Result<Tensor>
+pub fn in_passes<F>(model: &dyn Classifier, x: &Tensor, targets: &[u32], f: F) -> Result<Tensor>
 where
     F: Fn(&Tensor, &[u32]) -> Result<Tensor>,
 {
-    let parts = row_passes(x.dim(0)?, targets, |start, len| {
+    let parts = row_passes(x.dim(0)?, targets, rows_for(model, x)?, |start, len| {
         f(&x.narrow(0, start, len)?, &targets[start..start + len])
     })?;
     cat_rows(parts)
 }
 
-/// Runs `f(start, len)` over consecutive slices of at most [`MAX_ROWS_PER_PASS`] of `n` rows,
+/// Runs `f(start, len)` over consecutive slices of at most `rows` of `n` rows,
 /// after checking that there is one target per row: the one chunking loop of the passes above.
-fn row_passes<T>(n: usize, targets: &[u32], f: impl FnMut(usize, usize) -> Result<T>) -> Result<Vec<T>> {
+fn row_passes<T>(
+    n: usize,
+    targets: &[u32],
+    rows: usize,
+    f: impl FnMut(usize, usize) -> Result<T>,
+) -> Result<Vec<T>> {
     if targets.len() != n {
         return Err(Error::Invalid(format!("{} targets for {n} images", targets.len())));
     }
     let mut f = f;
-    (0..n).step_by(MAX_ROWS_PER_PASS).map(|start| f(start, MAX_ROWS_PER_PASS.min(n - start))).collect()
+    let rows = rows.max(1);
+    (0..n).step_by(rows).map(|start| f(start, rows.min(n - start))).collect()
+}
+
+/// The rows per pass of `model` for images shaped like `x`.
+fn rows_for(model: &dyn Classifier, x: &Tensor) -> Result<usize> {
+    let (_, _, h, w) = x.dims4()?;
+    Ok(model.rows_per_pass(h, w))
 }
 
 /// Concatenates row slices (one slice is returned as it is, without a copy).

@@ -25,7 +25,7 @@ pub mod zoo;
 
 pub use fmnist_cnn::PARAM_SHAPES;
 pub use graph::{Graph, GraphBuilder, Nonlinearity, Op, Shape};
-pub use network::Network;
+pub use network::{Network, PASS_BYTES};
 pub use nonlinearity::{Activation, Rule};
 
 use crate::error::Result;
@@ -129,6 +129,13 @@ pub trait Classifier: Send + Sync {
             )));
         }
         Ok(())
+    }
+
+    /// Images per model call for `h`×`w` images: callers cut larger batches (and IG's path
+    /// points, SmoothGrad's samples) into passes of this many rows, which bounds memory. By
+    /// default [`MAX_ROWS_PER_PASS`]; a [`Network`] sizes it from its activations' bytes.
+    fn rows_per_pass(&self, _h: usize, _w: usize) -> usize {
+        MAX_ROWS_PER_PASS
     }
 
     /// Names of the internal layers a backward pass can stop at (none by default).
@@ -273,13 +280,14 @@ pub fn one_hot(targets: &[u32], k: usize, device: &Device) -> Result<Tensor> {
 /// intermediates stay in cache and in the allocator's free lists.
 pub const MAX_ROWS_PER_PASS: usize = 64;
 
-/// The real model's logits [B,K] for `x` [B,C,H,W], computed [`MAX_ROWS_PER_PASS`] rows at a
+/// The real model's logits [B,K] for `x` [B,C,H,W], computed [`Classifier::rows_per_pass`] rows at a
 /// time (rows are independent, so the result is the same as one call).
 pub fn logits_in_passes(model: &dyn Classifier, x: &Tensor) -> Result<Tensor> {
-    let n = x.dim(0)?;
-    let mut parts = Vec::with_capacity(n.div_ceil(MAX_ROWS_PER_PASS));
-    for start in (0..n).step_by(MAX_ROWS_PER_PASS) {
-        let len = MAX_ROWS_PER_PASS.min(n - start);
+    let (n, _, h, w) = x.dims4()?;
+    let rows = model.rows_per_pass(h, w).max(1);
+    let mut parts = Vec::with_capacity(n.div_ceil(rows));
+    for start in (0..n).step_by(rows) {
+        let len = rows.min(n - start);
         parts.push(model.logits(&x.narrow(0, start, len)?, Activation::Relu)?);
     }
     Ok(Tensor::cat(&parts, 0)?)

@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
+/// The memory one model call may take for its activations: a Network sizes its passes
+/// ([`Classifier::rows_per_pass`]) to stay under it. `fmnist_cnn` (about 1 MB per image)
+/// stays at [`super::MAX_ROWS_PER_PASS`] rows; resnet50 at 224×224 gets a few rows a pass.
+pub const PASS_BYTES: usize = 2 << 30;
+
 /// A classifier given as a layer graph.
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -341,6 +346,16 @@ impl Classifier for Network {
         let b = x.dim(0)?;
         let Some(out) = p.occluded_logits(&flat_f32(x)?, b, windows, size, fill)? else { return Ok(None) };
         Ok(Some(Tensor::from_vec(out, (windows.len() * b, self.classes), x.device())?))
+    }
+
+    /// Rows whose passes fit [`PASS_BYTES`]: every node's values, its gradient and what the
+    /// second-order adjoint keeps, about three copies of the activations per image.
+    fn rows_per_pass(&self, h: usize, w: usize) -> usize {
+        let per_image: usize = match self.graph.shapes((h, w)) {
+            Ok(shapes) => shapes.iter().map(|s| s.len()).sum::<usize>() * 4 * 3,
+            Err(_) => return super::MAX_ROWS_PER_PASS,
+        };
+        (PASS_BYTES / per_image.max(1)).clamp(1, super::MAX_ROWS_PER_PASS)
     }
 
     fn layers(&self) -> Vec<String> {

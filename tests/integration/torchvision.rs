@@ -135,3 +135,19 @@ fn occlusion_shortcut_equals_full_passes_on_every_family() {
         assert!(err < 1e-5, "{arch}: {err}");
     }
 }
+
+/// Memory is bounded by bytes, not rows: a model call takes as many images as fit
+/// `PASS_BYTES` of activations (three copies: values, gradients, the adjoint's state), at
+/// most 64. resnet50 at 224×224 (about 100 MB of activations an image) gets a few rows;
+/// the same network at 64×64 and fmnist_cnn keep 64.
+#[test]
+fn rows_per_pass_follow_the_activations() {
+    let r50 = network("resnet50");
+    let per_image: usize =
+        r50.graph().shapes((224, 224)).unwrap().iter().map(|s| s.len()).sum::<usize>() * 12;
+    let rows = r50.rows_per_pass(224, 224);
+    assert_eq!(rows, fragility::model::PASS_BYTES / per_image);
+    assert!((1..=16).contains(&rows), "{rows}");
+    assert_eq!(r50.rows_per_pass(64, 64), 64);
+    assert_eq!(crate::common::shipped_model().rows_per_pass(28, 28), 64);
+}
