@@ -16,6 +16,8 @@ pub mod conv;
 pub mod fmnist_cnn;
 pub mod graph;
 mod kernels;
+#[cfg(test)]
+mod layer_tests;
 mod network;
 pub mod nonlinearity;
 pub(crate) mod sweep;

@@ -146,14 +146,51 @@ pub fn eval(kind: Nonlinearity, act: Activation, z: f32) -> (f32, f32, f32) {
 }
 
 /// DeepLIFT's multiplier m(z) and its derivative m′(z) against z₀ (see the module docs).
+/// Computed in f64: m′ = (φ′ − m)/(z − z₀) cancels to a difference of nearly equal terms
+/// when z is near z₀, which float32 would leave with a relative error of order one.
 fn rescale(kind: Nonlinearity, act: Activation, z: f32, z0: f32) -> (f32, f32) {
-    let (v, d, s) = eval(kind, act, z);
-    let dz = z - z0;
-    if dz.abs() > RESCALE_EPS {
-        let m = (v - eval(kind, act, z0).0) / dz;
-        (m, (d - m) / dz)
-    } else {
-        (d, s / 2.0)
+    let dz = f64::from(z) - f64::from(z0);
+    if dz.abs() <= f64::from(RESCALE_EPS) {
+        let (_, d, s) = eval(kind, act, z);
+        return (d, s / 2.0);
+    }
+    let (v, d) = eval64(kind, act, f64::from(z));
+    let m = (v - eval64(kind, act, f64::from(z0)).0) / dz;
+    (m as f32, ((d - m) / dz) as f32)
+}
+
+/// φ(z) and φ′(z) in f64.
+fn eval64(kind: Nonlinearity, act: Activation, z: f64) -> (f64, f64) {
+    let base = |z: f64| match act {
+        Activation::Relu => (z.max(0.0), if z > 0.0 { 1.0 } else { 0.0 }),
+        Activation::Softplus { beta } => {
+            let e = (-beta * z.abs()).exp();
+            let s = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+            (z.max(0.0) + e.ln_1p() / beta, s)
+        }
+    };
+    match (kind, act) {
+        (Nonlinearity::Relu, _) => base(z),
+        (Nonlinearity::Relu6, Activation::Relu) => {
+            (z.clamp(0.0, 6.0), if z > 0.0 && z < 6.0 { 1.0 } else { 0.0 })
+        }
+        (Nonlinearity::Relu6, _) => {
+            let ((v1, d1), (v2, d2)) = (base(z), base(z - 6.0));
+            (v1 - v2, d1 - d2)
+        }
+        (Nonlinearity::LeakyRelu(a), Activation::Relu) => {
+            let a = f64::from(a);
+            if z > 0.0 {
+                (z, 1.0)
+            } else {
+                (a * z, a)
+            }
+        }
+        (Nonlinearity::LeakyRelu(a), _) => {
+            let a = f64::from(a);
+            let (v, d) = base(z);
+            (a * z + (1.0 - a) * v, a + (1.0 - a) * d)
+        }
     }
 }
 

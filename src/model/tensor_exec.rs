@@ -362,6 +362,9 @@ fn eval_tensor(
 }
 
 /// DeepLIFT's multiplier m and (with `second`) its derivative m′ as tensors.
+/// Computed in f64 and returned in `z`'s dtype: m′ = (φ′ − m)/(z − z₀) cancels to a
+/// difference of nearly equal terms when z is near z₀, which float32 would leave with a
+/// relative error of order one.
 fn rescale_tensor(
     kind: Nonlinearity,
     act: Activation,
@@ -369,6 +372,8 @@ fn rescale_tensor(
     z0: &Tensor,
     second: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    let dtype = z.dtype();
+    let (z, z0) = (&z.to_dtype(DType::F64)?, &z0.to_dtype(DType::F64)?);
     let (v, d, s) = eval_tensor(kind, act, z, second)?;
     let (v0, _, _) = eval_tensor(kind, act, z0, false)?;
     let dz = z.sub(z0)?;
@@ -376,10 +381,10 @@ fn rescale_tensor(
     let safe = far.where_cond(&dz, &dz.ones_like()?)?;
     let m = far.where_cond(&v.sub(&v0)?.div(&safe)?, &d)?;
     let dm = match s {
-        Some(s) => Some(far.where_cond(&d.sub(&m)?.div(&safe)?, &s.affine(0.5, 0.0)?)?),
+        Some(s) => Some(far.where_cond(&d.sub(&m)?.div(&safe)?, &s.affine(0.5, 0.0)?)?.to_dtype(dtype)?),
         None => None,
     };
-    Ok((m, dm))
+    Ok((m.to_dtype(dtype)?, dm))
 }
 
 impl Exec for TensorExec<'_> {
