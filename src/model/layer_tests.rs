@@ -34,6 +34,7 @@ impl Rng {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn conv(
     rng: &mut Rng,
     o: usize,
