@@ -109,20 +109,16 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     }
     let shown = req.grid_images.min(set.n);
     if shown > 0 {
-        // Grey image (channel mean) and saliency (|attribution| summed over channels) per panel.
+        // The image (RGB in colour, grey otherwise) and saliency (|attribution| summed over
+        // channels) per panel.
         let hw = h * w;
-        let grey: Vec<Vec<f32>> = (0..shown)
-            .map(|i| {
-                (0..hw).map(|p| (0..c).map(|ch| set.image(i)[ch * hw + p]).sum::<f32>() / c as f32).collect()
-            })
-            .collect();
         for (method, data) in methods.iter().zip(&maps) {
             let sal: Vec<Vec<f32>> = (0..shown)
                 .map(|i| (0..hw).map(|p| (0..c).map(|ch| data[(i * c + ch) * hw + p].abs()).sum()).collect())
                 .collect();
             let panels: Vec<Panel> = (0..shown)
                 .map(|i| Panel {
-                    image: &grey[i],
+                    image: set.image(i),
                     map: &sal[i],
                     label: match req.target {
                         Some(t) => format!("#{i} pred {} → {t}", preds_all[i]),

@@ -519,12 +519,12 @@ fn write_example(
     let mut panels = Vec::new();
     for (mi, (name, adv_map)) in adv_maps.iter().enumerate() {
         panels.push(crate::report::heatmap::Panel {
-            image: &clean_image[..h * w],
+            image: clean_image,
             map: &clean_maps[mi][i],
             label: short_name(name).to_string(),
         });
         panels.push(crate::report::heatmap::Panel {
-            image: &adv_image[..h * w],
+            image: adv_image,
             map: adv_map,
             label: "→ perturbed".to_string(),
         });

@@ -25,9 +25,11 @@ const LABEL: u32 = 28;
 /// Width reserved for the colour bar and its labels.
 const BAR: u32 = 110;
 
-/// One panel: a grey image [H·W] in [0,1], its saliency map [H·W] (non-negative) and a label.
+/// One panel: an image [C·H·W] in [0,1] (grey, or RGB shown in colour), its saliency map
+/// [H·W] (non-negative) and a label.
 pub struct Panel<'a> {
-    /// Grey pixels in [0,1], row-major.
+    /// Pixels in [0,1], channel planes in order (C·H·W); 3 channels are drawn as RGB, any
+    /// other count as the grey first channel.
     pub image: &'a [f32],
     /// Saliency, row-major, non-negative.
     pub map: &'a [f32],
@@ -68,11 +70,12 @@ pub(crate) fn render(
             for y in 0..ph {
                 for x in 0..pw {
                     let i = (y / ZOOM) as usize * w + (x / ZOOM) as usize;
-                    let g = p.image[i].clamp(0.0, 1.0);
+                    let rgb = p.image.len() == 3 * h * w;
+                    let g = |ch: usize| p.image[if rgb { ch * h * w + i } else { i }].clamp(0.0, 1.0);
                     let s = if max > 0.0 { p.map[i] / max } else { 0.0 };
                     let c = heat(s);
                     let a = 0.8 * s;
-                    let px = |ch: usize| (255.0 * ((1.0 - a) * g * 0.8 + a * c[ch])) as u8;
+                    let px = |ch: usize| (255.0 * ((1.0 - a) * g(ch) * 0.8 + a * c[ch])) as u8;
                     root.draw_pixel(((x0 + x) as i32, (TITLE + y) as i32), &RGBColor(px(0), px(1), px(2)))
                         .map_err(|e| e.to_string())?;
                 }
@@ -134,5 +137,17 @@ mod tests {
         assert!(hot[0] > 200 && hot[1] > 150, "{hot:?}");
         let grey = px(GAP + 1, TITLE + 1);
         assert_eq!(grey, [102, 102, 102]);
+    }
+
+    #[test]
+    fn rgb_images_are_drawn_in_colour() {
+        // A 2×2 image: pure red planes (R = 1, G = B = 0), no saliency: drawn as 0.8·red.
+        let mut image = vec![0f32; 12];
+        image[..4].fill(1.0);
+        let map = vec![0f32; 4];
+        let panels = [Panel { image: &image, map: &map, label: "rgb".into() }];
+        let r = render("rgb", &panels, 2, 2).unwrap();
+        let i = (3 * ((TITLE + 1) * r.width + GAP + 1)) as usize;
+        assert_eq!([r.rgb[i], r.rgb[i + 1], r.rgb[i + 2]], [204, 0, 0]);
     }
 }
