@@ -474,7 +474,50 @@ impl<'a> Prepared<'a> {
         Ok(parts.concat())
     }
 
+    /// The forward pass of a baseline given as one image for every row (computed once, not
+    /// once per block).
+    fn shared_baseline(&'a self, pass: &Pass, act: Activation) -> Result<Option<Forward<CpuExec<'a>>>> {
+        match pass.baseline {
+            Some(b0) if b0.len() == self.len(0) => {
+                let mut e = self.exec(1);
+                Ok(Some(sweep::forward(self.graph, &mut e, self.block_of(0, b0, 1), act, &[])?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A one-image forward pass's pre-activations repeated for a block of `n` images (all the
+    /// rescale rule reads of a baseline pass).
+    fn repeated(&self, one: &Forward<CpuExec<'a>>, n: usize) -> Forward<CpuExec<'a>> {
+        let nodes = self.graph.nodes().len();
+        let mut f = Forward {
+            values: vec![None; nodes],
+            pre: vec![None; nodes],
+            deriv: vec![None; nodes],
+            routes: Vec::new(),
+        };
+        f.routes.resize_with(nodes, || None);
+        for (id, z) in one.pre.iter().enumerate() {
+            if let Some(z) = z {
+                // [C, 1, len] → [C, n, len] (a flat [1, F] is one "channel" of F).
+                let (c, len) = match self.shapes[self.graph.nodes()[id].inputs[0]] {
+                    Shape::Map(c, h, w) => (c, h * w),
+                    Shape::Flat(f) => (1, f),
+                };
+                let mut out = Vec::with_capacity(c * n * len);
+                for plane in z.chunks_exact(len).take(c) {
+                    for _ in 0..n {
+                        out.extend_from_slice(plane);
+                    }
+                }
+                f.pre[id] = Some(Arc::new(out));
+            }
+        }
+        f
+    }
+
     /// Stage one for one block: forward passes (and the baseline's) and the backward pass.
+    #[allow(clippy::too_many_arguments)]
     fn block_state(
         &'a self,
         x: &[f32],
@@ -482,6 +525,7 @@ impl<'a> Prepared<'a> {
         n: usize,
         act: Activation,
         pass: &Pass,
+        shared: Option<&Forward<CpuExec<'a>>>,
         keep: bool,
     ) -> Result<BlockState<'a>> {
         let per = self.len(0);
@@ -495,13 +539,14 @@ impl<'a> Prepared<'a> {
             act,
             &keep_nodes,
         )?;
-        let base = match pass.baseline {
-            Some(b0) => {
-                let rows: Vec<f32> =
-                    if b0.len() == per { b0.repeat(n) } else { b0[start * per..][..n * per].to_vec() };
-                Some(sweep::forward(self.graph, &mut e, self.block_of(0, &rows, n), act, &[])?)
+        let base = match (pass.baseline, shared) {
+            // One baseline for every row: its pre-activations, computed once, repeated.
+            (Some(_), Some(one)) => Some(self.repeated(one, n)),
+            (Some(b0), None) => {
+                let rows = &b0[start * per..][..n * per];
+                Some(sweep::forward(self.graph, &mut e, self.block_of(0, rows, n), act, &[])?)
             }
-            None => None,
+            (None, _) => None,
         };
         let out_id = self.graph.output();
         let mut seeds: Vec<Option<Buf>> = vec![None; self.graph.nodes().len()];
@@ -518,10 +563,11 @@ impl<'a> Prepared<'a> {
 
     /// The backward pass of `pass` for `b` images `x`.
     pub fn backward(&self, x: &[f32], b: usize, act: Activation, pass: &Pass) -> Result<BatchOut> {
+        let shared = self.shared_baseline(pass, act)?;
         let parts: Vec<BatchOut> = self
             .blocks(b)
             .into_par_iter()
-            .map(|(start, n)| Ok(self.block_state(x, start, n, act, pass, false)?.out))
+            .map(|(start, n)| Ok(self.block_state(x, start, n, act, pass, shared.as_ref(), false)?.out))
             .collect::<Result<_>>()?;
         Ok(concat(parts))
     }
@@ -537,9 +583,10 @@ impl<'a> Prepared<'a> {
         then: &mut SliceAdjointFn,
     ) -> Result<(BatchOut, Vec<f32>)> {
         let blocks = self.blocks(b);
+        let shared = self.shared_baseline(pass, act)?;
         let states: Vec<BlockState> = blocks
             .par_iter()
-            .map(|&(start, n)| self.block_state(x, start, n, act, pass, true))
+            .map(|&(start, n)| self.block_state(x, start, n, act, pass, shared.as_ref(), true))
             .collect::<Result<_>>()?;
         let mut outs = Vec::with_capacity(states.len());
         let mut states = states;
