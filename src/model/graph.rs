@@ -277,8 +277,8 @@ impl Graph {
         out
     }
 
-    /// Whether `id` is the only reader's input: a max-pool reading a nonlinearity's output
-    /// ranks windows by the nonlinearity's input under the surrogate (see
+    /// The input of node `id` when it is a nonlinearity (a max-pool reading a
+    /// nonlinearity's output ranks its windows by that input under the surrogate; see
     /// [`super::sweep`]).
     pub fn act_input(&self, id: NodeId) -> Option<NodeId> {
         match self.nodes[id].op {

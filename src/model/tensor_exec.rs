@@ -180,14 +180,9 @@ impl<'a> TensorExec<'a> {
         })
     }
 
-    fn linear(
-        &self,
-        id: NodeId,
-        op: &Op,
-        ins: &[&Tensor],
-        route: Option<&Tensor>,
-        bias: bool,
-    ) -> Result<Tensor> {
+    /// The ops that are linear in their inputs (plus a bias): their forward pass with
+    /// `bias`, their tangent without. Pools go through [`TensorExec::windows`] instead.
+    fn linear(&self, id: NodeId, op: &Op, ins: &[&Tensor], bias: bool) -> Result<Tensor> {
         match op {
             Op::Conv(conv) => self.conv(conv, ins[0], bias),
             Op::Linear(l) => {
@@ -201,15 +196,9 @@ impl<'a> TensorExec<'a> {
             Op::Add => Ok(ins[0].add(ins[1])?),
             Op::Concat => Ok(Tensor::cat(ins, 1)?),
             Op::Affine { scale, shift } => self.affine(scale, bias.then_some(shift.as_slice()), ins[0]),
-            Op::MaxPool(_) => {
-                let route = route.ok_or_else(|| Error::Invalid("max-pool without routes".into()))?;
-                Err(Error::Invalid(format!(
-                    "internal: tangent of max-pool {id} goes through `pool_tangent` ({route:?})"
-                )))
-            }
-            Op::Input | Op::Act(_) | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Err(Error::Invalid(
-                format!("internal: op {} of node {id} has no linear form here", op.kind()),
-            )),
+            Op::Input | Op::Act(_) | Op::MaxPool(_) | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Err(
+                Error::Invalid(format!("internal: op {} of node {id} has no linear form here", op.kind())),
+            ),
         }
     }
 
@@ -406,7 +395,7 @@ impl Exec for TensorExec<'_> {
                 Ok((out, Some(route)))
             }
             Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => Ok((self.average(id, op, ins[0])?, None)),
-            _ => Ok((self.linear(id, op, ins, None, true)?, None)),
+            _ => Ok((self.linear(id, op, ins, true)?, None)),
         }
     }
 
@@ -417,7 +406,7 @@ impl Exec for TensorExec<'_> {
                 self.max_gather(id, op, ins[0], route)
             }
             Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => self.average(id, op, ins[0]),
-            _ => self.linear(id, op, ins, route, false),
+            _ => self.linear(id, op, ins, false),
         }
     }
 
