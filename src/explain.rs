@@ -1,6 +1,6 @@
 //! `fragility explain`: attribution maps for a set of images, as `.npy` files.
 //!
-//! Writes `DIR/<method>.npy` (float32 [N,C,H,W], raw attributions for the predicted class, or
+//! Writes `DIR/<method>.npy` (float32 [N,C,H,W] — C = 1 for Grad-CAM —, raw attributions for the predicted class, or
 //! for one chosen class with `--target`, before any channel reduction), `DIR/preds.npy` (int64 [N]) and `DIR/logits.npy` (float32
 //! [N,K]), plus `DIR/<method>.png`: the first images with the method's maps as heat-map
 //! overlays. Every method is computed (and every input checked) before the first file is written.
@@ -102,9 +102,12 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     bar.finish_and_clear();
     let out: &Path = &req.out;
     let mut files = Vec::new();
+    // Each method's own channel count: the input's, or 1 for a layer method (Grad-CAM) on
+    // RGB images.
+    let channels_of = |data: &[f32]| data.len() / (set.n * h * w).max(1);
     for (method, data) in methods.iter().zip(&maps) {
         let p = out.join(format!("{}.npy", method.name()));
-        write_npy_f32(&p, data, &[set.n, c, h, w])?;
+        write_npy_f32(&p, data, &[set.n, channels_of(data), h, w])?;
         files.push(p);
     }
     let shown = req.grid_images.min(set.n);
@@ -113,6 +116,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
         // channels) per panel.
         let hw = h * w;
         for (method, data) in methods.iter().zip(&maps) {
+            let c = channels_of(data);
             let sal: Vec<Vec<f32>> = (0..shown)
                 .map(|i| (0..hw).map(|p| (0..c).map(|ch| data[(i * c + ch) * hw + p].abs()).sum()).collect())
                 .collect();

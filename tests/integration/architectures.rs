@@ -161,3 +161,57 @@ fn shipped_mobilenet_predicts_what_pytorch_predicts() {
     let same = preds.iter().zip(&want).filter(|(p, w)| **p as i64 == **w).count();
     assert_eq!(same, 1000, "{same} of 1000 predictions agree with PyTorch");
 }
+
+/// `explain` on a torchvision architecture, the way the README shows it: a SqueezeNet
+/// state_dict, ImageNet normalisation, grey Fashion-MNIST images turned RGB and resized; every
+/// map has the images' shape and the predictions match the model's own.
+#[test]
+fn explain_runs_on_a_torchvision_state_dict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = squeezenet_weights(tmp.path());
+    // The first 4 shipped images as uint8 npy.
+    let set = crate::common::shipped_images();
+    let bytes: Vec<u8> = set.data[..4 * 784].iter().map(|v| (v * 255.0).round() as u8).collect();
+    let npy = tmp.path().join("four.npy");
+    let mut header = "{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28), }".to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut file = b"\x93NUMPY\x01\x00".to_vec();
+    file.extend((header.len() as u16).to_le_bytes());
+    file.extend(header.as_bytes());
+    file.extend(bytes);
+    std::fs::write(&npy, file).unwrap();
+    let out = tmp.path().join("maps");
+    let args = [
+        "explain",
+        "--model",
+        "squeezenet1_1",
+        "--weights",
+        w.to_str().unwrap(),
+        "--normalize",
+        "imagenet",
+        "--images",
+        npy.to_str().unwrap(),
+        "--channels",
+        "3",
+        "--resize",
+        "40",
+        "--crop",
+        "32",
+        "--methods",
+        "gradient,grad_cam,deeplift",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = fragility(&args, tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Grad-CAM is a layer method: one channel whatever the input's.
+    for (m, c) in [("gradient", 3), ("grad_cam", 1), ("deeplift", 3)] {
+        let bytes = std::fs::read(out.join(format!("{m}.npy"))).unwrap();
+        let text = String::from_utf8_lossy(&bytes[..128]);
+        assert!(text.contains(&format!("(4, {c}, 32, 32)")), "{m}: {text}");
+        assert!(out.join(format!("{m}.png")).is_file());
+    }
+}
