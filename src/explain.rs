@@ -77,7 +77,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     }
     let set = crate::data::load_images_with(&req.images, &req.image_options, None, None)?;
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
-    let (c, h, w) = (set.c, set.h, set.w);
+    let (h, w) = (set.h, set.w);
     let ids: Vec<usize> = (0..set.n).collect();
     let mut logits_all: Vec<f32> = Vec::new();
     let mut preds_all: Vec<i64> = Vec::new();
