@@ -174,7 +174,7 @@ fn explain_runs_on_a_torchvision_state_dict() {
     let bytes: Vec<u8> = set.data[..4 * 784].iter().map(|v| (v * 255.0).round() as u8).collect();
     let npy = tmp.path().join("four.npy");
     let mut header = "{'descr': '|u1', 'fortran_order': False, 'shape': (4, 28, 28), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
