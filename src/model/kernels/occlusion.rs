@@ -341,14 +341,17 @@ fn conv_region(
             for ky in 0..k.k[0] {
                 for kx in 0..k.k[1] {
                     let row = &mut patches[((ci * k.k[0] + ky) * k.k[1] + kx) * np..][..np];
-                    let mut at = 0;
-                    for oy in r.rows.clone() {
+                    let ncols = r.cols.len();
+                    for (oy, dst) in r.rows.clone().zip(row.chunks_exact_mut(ncols)) {
                         let iy = (oy * k.stride[0] + ky * k.dil[0]) as isize - k.pad[0] as isize;
-                        for ox in r.cols.clone() {
+                        if iy < 0 || iy >= h as isize {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * w..][..w];
+                        for (ox, d) in r.cols.clone().zip(dst.iter_mut()) {
                             let ix = (ox * k.stride[1] + kx * k.dil[1]) as isize - k.pad[1] as isize;
-                            let inside = iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w;
-                            row[at] = if inside { plane[iy as usize * w + ix as usize] } else { 0.0 };
-                            at += 1;
+                            *d = if ix >= 0 && (ix as usize) < w { src[ix as usize] } else { 0.0 };
                         }
                     }
                 }
@@ -388,15 +391,24 @@ fn pool_region(t: &PoolTable, max: bool, x: &[f32], c: usize, r: &Rect, ow: usiz
                 let o = oy * ow + ox;
                 let win = &t.index[o * t.k..][..t.k];
                 y[ch * t.out + o] = if max {
-                    // The first maximum, as the full pass keeps it (strict >).
-                    let mut best: Option<f32> = None;
-                    for &i in win.iter().filter(|&&i| (i as usize) < t.len) {
-                        let v = xs[i as usize];
-                        if best.is_none_or(|b| v > b) {
-                            best = Some(v);
+                    // The first maximum, as the full pass keeps it (strict >); padding never
+                    // wins, and a window of padding alone gives 0 as in the full pass.
+                    let mut best = f32::NEG_INFINITY;
+                    let mut any = false;
+                    for &i in win {
+                        if (i as usize) < t.len {
+                            let v = xs[i as usize];
+                            if !any || v > best {
+                                best = v;
+                                any = true;
+                            }
                         }
                     }
-                    best.unwrap_or(0.0)
+                    if any {
+                        best
+                    } else {
+                        0.0
+                    }
                 } else {
                     win.iter()
                         .zip(&w[o * t.k..][..t.k])
