@@ -92,6 +92,12 @@ impl Network {
     /// Checks that images of `hw` fit the graph: (H, W).
     fn size_of(&self, x: &Tensor) -> Result<(usize, usize, usize)> {
         let (b, c, h, w) = x.dims4()?;
+        self.check_size(c, h, w)?;
+        Ok((b, h, w))
+    }
+
+    /// Checks images of `c` channels and `h`×`w` pixels against the model's input.
+    fn check_size(&self, c: usize, h: usize, w: usize) -> Result<()> {
         if c != self.nominal.0 {
             return Err(Error::Invalid(format!(
                 "model `{}` takes {} input channels, got images with {c}",
@@ -104,7 +110,7 @@ impl Network {
                 self.name, self.nominal.1, self.nominal.2
             )));
         }
-        Ok((b, h, w))
+        Ok(())
     }
 
     /// The CPU kernels prepared for `x`'s size, when they can serve a call on `x` and `others`.
@@ -255,7 +261,7 @@ impl Classifier for Network {
     }
 
     fn backward(&self, x: &Tensor, pass: &Backward) -> Result<Backprop> {
-        let (b, h, w) = self.size_of(x)?;
+        let b = self.size_of(x)?.0;
         self.check_seed(pass.seed, b)?;
         let stop = self.node(pass.layer)?;
         let others: Vec<&Tensor> = std::iter::once(pass.seed).chain(pass.baseline).collect();
@@ -268,7 +274,7 @@ impl Classifier for Network {
                 pass.act,
                 &self.kernel_pass(stop, pass.rule, &seed, base.as_deref()),
             )?;
-            return self.backprop_of(out, &self.graph.shapes((h, w))?, stop, b);
+            return self.backprop_of(out, p.shapes(), stop, b);
         }
         self.tensor_backward(x, pass, stop)
     }
@@ -279,29 +285,24 @@ impl Classifier for Network {
         pass: &Backward,
         then: &mut AdjointFn,
     ) -> Result<(Backprop, Tensor)> {
-        let (b, h, w) = self.size_of(x)?;
+        let b = self.size_of(x)?.0;
         self.check_seed(pass.seed, b)?;
         let stop = self.node(pass.layer)?;
         let others: Vec<&Tensor> = std::iter::once(pass.seed).chain(pass.baseline).collect();
         let Some(p) = self.kernels_for(x, &others)? else {
             return self.tensor_adjoint(x, pass, stop, then);
         };
-        let shapes = self.graph.shapes((h, w))?;
+        let shapes = p.shapes();
         let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
         check_baseline(base.as_deref(), x)?;
         let mut kept = None;
-        let (_, xbar) = p.adjoint(
+        let xbar = p.adjoint(
             &flat_f32(x)?,
             b,
             pass.act,
             &self.kernel_pass(stop, pass.rule, &seed, base.as_deref()),
             &mut |out| {
-                let bp = self.backprop_of(
-                    BatchOut { logits: out.logits.clone(), grad: out.grad.clone(), layer: out.layer.clone() },
-                    &shapes,
-                    stop,
-                    b,
-                )?;
+                let bp = self.backprop_of(out, shapes, stop, b)?;
                 let (v, a) = then(&bp)?;
                 if v.dims() != bp.grad.dims()
                     || a.as_ref().is_some_and(|a| Some(a.dims()) != bp.layer.as_ref().map(|l| l.dims()))
@@ -323,8 +324,7 @@ impl Classifier for Network {
     }
 
     fn accepts(&self, c: usize, h: usize, w: usize) -> Result<()> {
-        let x = Tensor::zeros((1, c, h, w), DType::F32, &Device::Cpu)?;
-        self.size_of(&x)?;
+        self.check_size(c, h, w)?;
         self.graph
             .shapes((h, w))
             .map(|_| ())

@@ -209,11 +209,7 @@ pub(crate) fn forward<E: Exec>(
                 continue;
             }
         }
-        let ins: Vec<&E::Buf> = node
-            .inputs
-            .iter()
-            .map(|&i| live[i].as_ref().ok_or_else(|| gone(graph, i)))
-            .collect::<Result<_>>()?;
+        let ins = inputs_of(graph, id, &live)?;
         let out = match &node.op {
             Op::Act(kind) => {
                 let (a, d) = exec.activate(*kind, act, ins[0])?;
@@ -266,11 +262,7 @@ pub(crate) fn forward_masked<E: Exec>(
         if !compute[id] {
             continue;
         }
-        let ins: Vec<&E::Buf> = node
-            .inputs
-            .iter()
-            .map(|&i| values[i].as_ref().ok_or_else(|| gone(graph, i)))
-            .collect::<Result<_>>()?;
+        let ins = inputs_of(graph, id, &values)?;
         let out = match &node.op {
             Op::Act(kind) => exec.activate(*kind, act, ins[0])?.0,
             op => exec.forward(id, op, &ins, None)?.0,
@@ -278,6 +270,11 @@ pub(crate) fn forward_masked<E: Exec>(
         values[id] = Some(out);
     }
     values[graph.output()].take().ok_or_else(|| gone(graph, graph.output()))
+}
+
+/// The values node `id` reads, from `values` (indexed by node).
+fn inputs_of<'v, B>(graph: &Graph, id: NodeId, values: &'v [Option<B>]) -> Result<Vec<&'v B>> {
+    graph.nodes()[id].inputs.iter().map(|&i| values[i].as_ref().ok_or_else(|| gone(graph, i))).collect()
 }
 
 fn gone(graph: &Graph, id: NodeId) -> Error {

@@ -126,6 +126,11 @@ impl<'a> Prepared<'a> {
         Ok(Self { graph, weights, shapes, tables, block })
     }
 
+    /// Every node's output shape at this input size.
+    pub fn shapes(&self) -> &[Shape] {
+        &self.shapes
+    }
+
     /// Values per image at node `id`.
     pub fn len(&self, id: NodeId) -> usize {
         self.shapes[id].len()
@@ -440,7 +445,7 @@ pub(crate) struct Pass<'s> {
 }
 
 /// [`super::AdjointFn`] on flat slices.
-pub(crate) type SliceAdjointFn<'a> = dyn FnMut(&BatchOut) -> Result<(Vec<f32>, Option<Vec<f32>>)> + 'a;
+pub(crate) type SliceAdjointFn<'a> = dyn FnMut(BatchOut) -> Result<(Vec<f32>, Option<Vec<f32>>)> + 'a;
 
 /// One block's forward passes and backward state, kept between the two stages of
 /// [`adjoint_batch`].
@@ -573,7 +578,8 @@ impl<'a> Prepared<'a> {
     }
 
     /// The backward pass of `pass`, then `then(out)` = (v, a) for the whole batch (shaped like
-    /// `out.grad` and `out.layer`), then ∇ₓ(⟨grad, v⟩ + ⟨layer, a⟩) [B, C·H·W].
+    /// `out.grad` and `out.layer`; `then` keeps `out`), then ∇ₓ(⟨grad, v⟩ + ⟨layer, a⟩)
+    /// [B, C·H·W].
     pub fn adjoint(
         &self,
         x: &[f32],
@@ -581,22 +587,18 @@ impl<'a> Prepared<'a> {
         act: Activation,
         pass: &Pass,
         then: &mut SliceAdjointFn,
-    ) -> Result<(BatchOut, Vec<f32>)> {
+    ) -> Result<Vec<f32>> {
         let blocks = self.blocks(b);
         let shared = self.shared_baseline(pass, act)?;
-        let states: Vec<BlockState> = blocks
+        let mut states: Vec<BlockState> = blocks
             .par_iter()
             .map(|&(start, n)| self.block_state(x, start, n, act, pass, shared.as_ref(), true))
             .collect::<Result<_>>()?;
-        let mut outs = Vec::with_capacity(states.len());
-        let mut states = states;
-        for st in &mut states {
-            outs.push(std::mem::take(&mut st.out));
-        }
-        let out = concat(outs);
-        let (v, a) = then(&out)?;
-        let (gl, ll) = (self.len(pass.stop), self.len(pass.stop));
-        if v.len() != b * gl || a.as_ref().is_some_and(|a| a.len() != b * ll) {
+        let out = concat(states.iter_mut().map(|st| std::mem::take(&mut st.out)).collect());
+        let (v, a) = then(out)?;
+        // v is shaped like the gradient at the stop, a like the stop's output: the same shape.
+        let gl = self.len(pass.stop);
+        if v.len() != b * gl || a.as_ref().is_some_and(|a| a.len() != b * gl) {
             return Err(Error::Invalid(format!(
                 "adjoint: vectors of {} values for {b} rows of {gl}",
                 v.len()
@@ -608,7 +610,7 @@ impl<'a> Prepared<'a> {
             .map(|(st, &(start, n))| {
                 let mut e = self.exec(n);
                 let vb = self.block_of(pass.stop, &v[start * gl..][..n * gl], n);
-                let ab = a.as_ref().map(|a| self.block_of(pass.stop, &a[start * ll..][..n * ll], n));
+                let ab = a.as_ref().map(|a| self.block_of(pass.stop, &a[start * gl..][..n * gl], n));
                 let xbar = sweep::adjoint(
                     self.graph,
                     &mut e,
@@ -624,7 +626,7 @@ impl<'a> Prepared<'a> {
                 Ok(self.rows_of(0, &xbar, n))
             })
             .collect::<Result<_>>()?;
-        Ok((out, parts.concat()))
+        Ok(parts.concat())
     }
 }
 

@@ -87,8 +87,8 @@ impl Prepared<'_> {
                 Op::Conv(c) => {
                     let r = rects[0];
                     let (kh, kw) = (
-                        c.dilation[0] * (weight_dims(c)[2] - 1) + 1,
-                        c.dilation[1] * (weight_dims(c)[3] - 1) + 1,
+                        c.dilation[0] * (c.weight.dims()[2] - 1) + 1,
+                        c.dilation[1] * (c.weight.dims()[3] - 1) + 1,
                     );
                     Change::Rect(Rect {
                         rows: reach(&r.rows, c.stride[0], c.padding[0], kh, oh),
@@ -297,10 +297,6 @@ impl Prepared<'_> {
         work[id] = out;
         Ok(())
     }
-}
-
-fn weight_dims(c: &crate::model::graph::Conv) -> Vec<usize> {
-    c.weight.dims().to_vec()
 }
 
 /// Sets `r` of every channel of `v` [C, h, w] to `fill`, or (without one) copies it from `src`.
