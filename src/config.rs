@@ -91,8 +91,11 @@ fn default_batch() -> Spanned<usize> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawModel {
-    name: Spanned<String>,
-    weights: Spanned<String>,
+    /// A built-in architecture (`fragility models`), with `weights`.
+    name: Option<Spanned<String>>,
+    weights: Option<Spanned<String>>,
+    /// An ONNX file (weights inside), instead of `name` and `weights`.
+    onnx: Option<Spanned<String>>,
     /// `"imagenet"` or `{ mean = [...], std = [...] }`.
     normalize: Option<Spanned<RawNormalize>>,
 }
@@ -373,6 +376,42 @@ impl Ctx<'_> {
 }
 
 impl Plan {
+    /// `[model]`'s source: (model name, weights file). An ONNX model's name is its resolved
+    /// path (ending in `.onnx`, see [`crate::model::is_onnx`]), and it is its own weights file.
+    fn model_source(cx: &Ctx, m: &RawModel) -> Result<(String, PathBuf)> {
+        match (&m.name, &m.weights, &m.onnx) {
+            (None, None, Some(onnx)) => {
+                let p = cx.path("model.onnx", onnx)?;
+                if !crate::model::is_onnx(&p.to_string_lossy()) {
+                    return Err(cx.err(onnx.span(), format!("field `model.onnx`: {} does not end in .onnx", p.display())));
+                }
+                Ok((p.to_string_lossy().into_owned(), p))
+            }
+            (Some(name), Some(weights), None) => {
+                if !crate::model::model_names().contains(&name.get_ref().as_str()) {
+                    return Err(cx.err(
+                        name.span(),
+                        format!(
+                            "field `model.name`: unknown model `{}` (known: {}; an ONNX file goes in `model.onnx`)",
+                            name.get_ref(),
+                            crate::model::model_names().join(", ")
+                        ),
+                    ));
+                }
+                Ok((name.get_ref().clone(), cx.path("model.weights", weights)?))
+            }
+            (_, _, Some(onnx)) => Err(cx.err(
+                onnx.span(),
+                "field `model.onnx`: an ONNX file holds its own weights; give it without `name` and `weights`".into(),
+            )),
+            (Some(name), None, None) => {
+                Err(cx.err(name.span(), "field `model.weights` is missing (the safetensors state_dict)".into()))
+            }
+            (None, Some(w), None) => Err(cx.err(w.span(), "field `model.name` is missing (`fragility models` lists them)".into())),
+            (None, None, None) => Err(cx.err(0..0, "section `[model]` needs `name` and `weights`, or `onnx`".into())),
+        }
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Plan> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -401,16 +440,7 @@ impl Plan {
         if *raw.batch_size.get_ref() == 0 {
             return Err(cx.err(raw.batch_size.span(), "field `batch_size` must be at least 1".into()));
         }
-        if !crate::model::model_names().contains(&raw.model.name.get_ref().as_str()) {
-            return Err(cx.err(
-                raw.model.name.span(),
-                format!(
-                    "field `model.name`: unknown model `{}` (known: {})",
-                    raw.model.name.get_ref(),
-                    crate::model::model_names().join(", ")
-                ),
-            ));
-        }
+        let (model_name, weights) = Self::model_source(&cx, &raw.model)?;
         let normalize = match &raw.model.normalize {
             None => None,
             Some(n) => Some(
@@ -422,7 +452,6 @@ impl Plan {
                 .map_err(|e| cx.err(n.span(), format!("field `model.normalize`: {e}")))?,
             ),
         };
-        let weights = cx.path("model.weights", &raw.model.weights)?;
         let images = cx.path("data.images", &raw.data.images)?;
         let labels = raw.data.labels.as_ref().map(|l| cx.path("data.labels", l)).transpose()?;
         let classes = raw.data.classes.as_ref().map(|l| cx.path("data.classes", l)).transpose()?;
@@ -467,7 +496,8 @@ impl Plan {
         // One layer setting for Grad-CAM and guided Grad-CAM; the model checks the name.
         let mut cam = raw.methods.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
         if cam.layer.is_empty() {
-            cam.layer = crate::model::default_layer(raw.model.name.get_ref()).unwrap_or_default().to_string();
+            // An ONNX model's default is known once it is read: "" asks the model for it.
+            cam.layer = crate::model::default_layer(&model_name).unwrap_or_default().to_string();
         }
         let unknown = |name: &Spanned<String>, field: &str| {
             cx.err(
@@ -631,7 +661,7 @@ impl Plan {
             "out": out.display().to_string(),
             "batch_size": raw.batch_size.get_ref(),
             "model": {
-                "name": raw.model.name.get_ref(),
+                "name": model_name,
                 "weights": weights.display().to_string(),
                 "normalize": normalize,
             },
@@ -658,7 +688,7 @@ impl Plan {
             device,
             out,
             batch_size: *raw.batch_size.get_ref(),
-            model: raw.model.name.into_inner(),
+            model: model_name,
             weights,
             normalize,
             images,

@@ -85,12 +85,14 @@ enum Command {
     },
     /// Write attribution maps for a set of images as .npy files.
     Explain {
-        /// Model architecture (`fragility models` lists them).
+        /// Model architecture (`fragility models` lists them), or an ONNX file (a value ending
+        /// in .onnx; its weights are inside it).
         #[arg(long, default_value = "fmnist_cnn")]
         model: String,
-        /// Safetensors weights (a PyTorch state_dict saved with safetensors.torch.save_file).
+        /// Safetensors weights (a PyTorch state_dict saved with safetensors.torch.save_file);
+        /// required unless --model is an .onnx file.
         #[arg(long)]
-        weights: PathBuf,
+        weights: Option<PathBuf>,
         /// Input normalisation inside the model: `imagenet` (torchvision's mean and std) or
         /// `MEANS/STDS`, e.g. 0.5,0.5,0.5/0.25,0.25,0.25. Images stay in [0,1].
         #[arg(long)]
@@ -133,8 +135,16 @@ enum Command {
         #[arg(long)]
         target: Option<u32>,
     },
-    /// List the model architectures: name, Grad-CAM default layer, nominal input size.
-    Models,
+    /// List the model architectures (name, Grad-CAM default layer, nominal input size), or,
+    /// given an .onnx file, its imported layer graph: node, op, output shape, and the Grad-CAM
+    /// default layer.
+    Models {
+        /// An ONNX file to import and list.
+        onnx: Option<PathBuf>,
+        /// The input size (e.g. 224 or 224x224) for an ONNX file whose size is symbolic.
+        #[arg(long)]
+        size: Option<String>,
+    },
 }
 
 const SUBCOMMANDS: [&str; 9] =
@@ -154,6 +164,42 @@ fn list_models() {
             a.name, a.default_layer, input
         );
     }
+}
+
+/// `fragility models FILE.onnx`: the imported graph, one node per line.
+fn list_onnx(path: &std::path::Path, size: Option<&str>) -> fragility::Result<()> {
+    let hw = size
+        .map(|s| {
+            let (h, w) = s.split_once(['x', '×']).unwrap_or((s, s));
+            match (h.trim().parse::<usize>(), w.trim().parse::<usize>()) {
+                (Ok(h), Ok(w)) if h > 0 && w > 0 => Ok((h, w)),
+                _ => Err(fragility::Error::Invalid(format!("--size `{s}`: expected N or HxW, e.g. 224 or 224x224"))),
+            }
+        })
+        .transpose()?;
+    let m = fragility::model::onnx::load(path, hw)?;
+    for n in &m.notices {
+        eprintln!("{}: {n}", path.display());
+    }
+    let shapes = m.graph.shapes(m.hw)?;
+    let classes = m.graph.classes(m.hw)?;
+    println!(
+        "{}: opset {}, input {}×{}×{}, {} classes, {} nodes",
+        path.display(),
+        m.opset,
+        m.graph.channels(),
+        m.hw.0,
+        m.hw.1,
+        classes,
+        shapes.len()
+    );
+    println!("{:<48} {:<18} output", "node", "op");
+    for (name, op, shape) in m.listing() {
+        let mark = if name == m.default_layer { "  ← grad_cam default" } else { "" };
+        println!("{name:<48} {op:<18} {shape}{mark}");
+    }
+    println!("grad_cam default layer: {}", m.default_layer);
+    Ok(())
 }
 
 /// `fragility compare`: 0 no regression, 1 a regression, 2 any error.
@@ -245,10 +291,11 @@ fn main() -> ExitCode {
             );
         }),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
-        Command::Models => {
+        Command::Models { onnx: None, .. } => {
             list_models();
             Ok(())
         }
+        Command::Models { onnx: Some(path), size } => list_onnx(&path, size.as_deref()),
         Command::Explain {
             model,
             weights,
@@ -270,8 +317,19 @@ fn main() -> ExitCode {
                 .transpose()
                 .map_err(|e| fragility::Error::Invalid(format!("--normalize {e}")));
             let image_options = fragility::data::ImageOptions { resize, crop, channels };
+            let weights = match (fragility::model::is_onnx(&model), weights) {
+                (true, None) => Ok(PathBuf::from(&model)),
+                (true, Some(_)) => Err(fragility::Error::Invalid(
+                    "--weights: an ONNX model holds its own weights; leave --weights out".into(),
+                )),
+                (false, Some(w)) => Ok(w),
+                (false, None) => {
+                    Err(fragility::Error::Invalid(format!("--weights is required for model `{model}`")))
+                }
+            };
             normalize
-                .map(|normalize| ExplainRequest {
+                .and_then(|normalize| weights.map(|weights| (normalize, weights)))
+                .map(|(normalize, weights)| ExplainRequest {
                     model,
                     weights,
                     normalize,

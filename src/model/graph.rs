@@ -350,8 +350,9 @@ impl Graph {
     }
 }
 
-/// One node's output shape from its inputs' shapes, or what does not fit.
-fn infer(op: &Op, ins: &[Shape], input: (usize, usize, usize)) -> std::result::Result<Shape, String> {
+/// One node's output shape from its inputs' shapes (images of `input` = (C, H, W)), or what
+/// does not fit.
+pub(crate) fn infer(op: &Op, ins: &[Shape], input: (usize, usize, usize)) -> std::result::Result<Shape, String> {
     let want = |n: usize| -> std::result::Result<(), String> {
         (ins.len() == n).then_some(()).ok_or_else(|| format!("takes {n} input(s), got {}", ins.len()))
     };
@@ -465,6 +466,11 @@ impl GraphBuilder {
         Self { nodes: vec![input], aliases: BTreeMap::new(), channels }
     }
 
+    /// The nodes so far.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
     /// The input node.
     pub fn input(&self) -> NodeId {
         0
@@ -523,6 +529,17 @@ impl GraphBuilder {
     /// Names `node` also as `alias` (a container whose output it is).
     pub fn alias(&mut self, alias: impl Into<String>, node: NodeId) {
         self.aliases.insert(alias.into(), node);
+    }
+
+    /// The op of node `id`, to change it in place (an importer folding a batch norm or a
+    /// bias into the layer before it).
+    pub fn op_mut(&mut self, id: NodeId) -> Option<&mut Op> {
+        self.nodes.get_mut(id).map(|n| &mut n.op)
+    }
+
+    /// Whether a node or alias already has this name.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.aliases.contains_key(name) || self.nodes.iter().any(|n| n.name == name)
     }
 
     /// The id of the most recent node.

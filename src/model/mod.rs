@@ -20,6 +20,7 @@ mod kernels;
 mod layer_tests;
 mod network;
 pub mod nonlinearity;
+pub mod onnx;
 pub(crate) mod sweep;
 pub(crate) mod tensor_exec;
 pub mod weights;
@@ -364,15 +365,31 @@ pub fn default_layer(name: &str) -> Option<&'static str> {
     }
 }
 
+/// Whether a model name is an ONNX file (it ends in `.onnx`).
+pub fn is_onnx(name: &str) -> bool {
+    std::path::Path::new(name).extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
 /// Loads the model `name` with safetensors `weights` (a PyTorch `state_dict`) onto `device`,
-/// with `normalize` as its first node when given.
+/// with `normalize` as its first node when given. A `name` ending in `.onnx` is an ONNX file
+/// holding its own weights (`weights` is not read); its notices go to stderr.
 pub fn load(
     name: &str,
     weights: &std::path::Path,
     normalize: Option<&Normalize>,
     device: &Device,
 ) -> Result<std::sync::Arc<dyn Classifier>> {
-    let (graph, hw, layer) = if name == "fmnist_cnn" {
+    let layer_owned;
+    let (graph, hw, layer) = if is_onnx(name) {
+        let path = std::path::Path::new(name);
+        let imported = onnx::load(path, None)?;
+        for n in &imported.notices {
+            eprintln!("{}: {n}", path.display());
+        }
+        layer_owned = imported.default_layer;
+        let graph = imported.graph.map_tensors(&|t| t.to_device(device))?;
+        (graph, imported.hw, layer_owned.as_str())
+    } else if name == "fmnist_cnn" {
         let net = fmnist_cnn::load(weights, device)?;
         if normalize.is_none() {
             return Ok(std::sync::Arc::new(net));

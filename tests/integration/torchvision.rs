@@ -19,7 +19,7 @@ fn fixture_dir() -> PathBuf {
 }
 
 /// The network of `arch` with the fixture's weights.
-fn network(arch: &str) -> Network {
+pub(crate) fn network(arch: &str) -> Network {
     let a = zoo::architecture(arch).unwrap();
     let dev = Device::Cpu;
     let dict = synthetic_state_dict(&fixture_dir().join(format!("{arch}.keys.json")), &dev);
@@ -28,7 +28,7 @@ fn network(arch: &str) -> Network {
 }
 
 /// max |a − b| / max |b|.
-fn rel(a: &Tensor, b: &Tensor) -> f64 {
+pub(crate) fn rel(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims());
     let a = a.to_dtype(DType::F64).unwrap();
     let b = b.to_dtype(DType::F64).unwrap();
@@ -55,7 +55,7 @@ fn l2_rel(a: &Tensor, b: &Tensor) -> f64 {
 /// of the scale in vgg16's gradient, 7e-3 in IG), so those two must agree within 2e-2 in
 /// ‖·‖₂ and 0.1 of the scale everywhere: a wrong layer is off by order one. The float64 test
 /// below holds them to `tol` too, with no exception.
-fn check(arch: &str, model: &Network, tol: f64, dtype: DType) {
+pub(crate) fn check(arch: &str, model: &Network, tol: f64, dtype: DType) {
     let f = candle_core::safetensors::load(fixture_dir().join(format!("{arch}.safetensors")), &Device::Cpu)
         .unwrap();
     let x = &f["x"].to_dtype(dtype).unwrap();

@@ -1,0 +1,737 @@
+//! ONNX nodes mapped onto the layer graph's ops.
+//!
+//! Walks the file's nodes in order (the standard requires a topological order) and keeps,
+//! for every ONNX value name, either the graph node that computes it or the constant it holds.
+//! Each supported op becomes one [`Op`] (or none: Identity, Dropout and shape no-ops only
+//! rename a value); constants are folded where the graph has no op for them: a batch norm
+//! after a convolution is folded into its kernel, an Add after MatMul becomes the linear
+//! layer's bias, and Mul/Sub/Div/Add by a per-channel constant become one affine node (the
+//! in-graph input normalisation of many exports). Shapes are inferred node by node at the
+//! import size, so that a node that does not fit is named by its ONNX name.
+
+use super::proto::{Attribute, GraphProto, NodeProto};
+use super::tensor::{decode, Const};
+use crate::model::graph::{infer, Conv, GraphBuilder, Linear, NodeId, Nonlinearity, Op, Shape, Window};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+
+/// The ONNX ops the importer maps (standard domain, opsets 9 to 21).
+pub const SUPPORTED_OPS: [&str; 28] = [
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Flatten",
+    "Gemm",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "Identity",
+    "LeakyRelu",
+    "LogSoftmax",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "ReduceMean",
+    "Relu",
+    "Reshape",
+    "Softmax",
+    "Squeeze",
+    "Sub",
+    "Unsqueeze",
+    "Cast",
+    "Sum",
+];
+
+/// One ONNX value during the import: a graph node's output or a constant.
+#[derive(Debug, Clone)]
+enum Val {
+    Node(NodeId),
+    Const(Const),
+}
+
+type Step<T> = std::result::Result<T, String>;
+
+/// The import state: the graph so far, its shapes, and what every value name holds.
+pub(super) struct Importer {
+    pub(super) builder: GraphBuilder,
+    pub(super) shapes: Vec<Shape>,
+    input: (usize, usize, usize),
+    values: HashMap<String, Val>,
+    /// How often each value name is read (by nodes or as the graph's output).
+    uses: HashMap<String, usize>,
+    /// The value name each graph node wrote (its output in the file).
+    written: HashMap<NodeId, String>,
+    /// The graph output's value name.
+    output: String,
+    /// The declared batch size, when fixed (exports with a fixed batch reshape to it).
+    batch: Option<i64>,
+    /// Notices for the user (a dropped final softmax).
+    pub(super) notices: Vec<String>,
+}
+
+fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n Attribute> {
+    n.attributes.iter().find(|a| a.name == name)
+}
+
+fn int(n: &NodeProto, name: &str, default: i64) -> i64 {
+    attr(n, name).and_then(|a| a.i).unwrap_or(default)
+}
+
+fn float(n: &NodeProto, name: &str, default: f32) -> f32 {
+    attr(n, name).and_then(|a| a.f).unwrap_or(default)
+}
+
+fn string(n: &NodeProto, name: &str, default: &str) -> String {
+    attr(n, name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or(default.into())
+}
+
+/// A two-element attribute (strides, dilations, kernel_shape) as usizes ≥ `min`.
+fn pair(n: &NodeProto, name: &str, default: [usize; 2], min: usize) -> Step<[usize; 2]> {
+    let Some(a) = attr(n, name) else { return Ok(default) };
+    match a.ints.as_slice() {
+        &[r, c] if r >= min as i64 && c >= min as i64 => Ok([r as usize, c as usize]),
+        v => Err(format!("attribute `{name}` = {v:?}: expected two values ≥ {min} (2-D only)")),
+    }
+}
+
+/// The padding (top, left, bottom, right) of a conv or pool with effective kernel `k` and
+/// stride `s` on an input of `hw`: explicit `pads`, or `auto_pad`.
+fn padding(n: &NodeProto, k: [usize; 2], s: [usize; 2], hw: (usize, usize)) -> Step<[usize; 4]> {
+    match string(n, "auto_pad", "NOTSET").as_str() {
+        "NOTSET" => match attr(n, "pads").map(|a| a.ints.as_slice()) {
+            None => Ok([0; 4]),
+            Some(&[t, l, b, r]) if [t, l, b, r].iter().all(|&p| p >= 0) => {
+                Ok([t as usize, l as usize, b as usize, r as usize])
+            }
+            Some(v) => Err(format!("attribute `pads` = {v:?}: expected four values ≥ 0 (2-D only)")),
+        },
+        "VALID" => Ok([0; 4]),
+        mode @ ("SAME_UPPER" | "SAME_LOWER") => {
+            // Output ⌈in/s⌉; the padding that makes it so, the odd pixel at the end (UPPER)
+            // or the beginning (LOWER).
+            let mut p = [0; 4];
+            for (axis, len) in [hw.0, hw.1].into_iter().enumerate() {
+                let out = len.div_ceil(s[axis]);
+                let total = ((out - 1) * s[axis] + k[axis]).saturating_sub(len);
+                let lead = if mode == "SAME_UPPER" { total / 2 } else { total - total / 2 };
+                p[axis] = lead;
+                p[axis + 2] = total - lead;
+            }
+            Ok(p)
+        }
+        other => Err(format!("attribute `auto_pad` = `{other}` is not an ONNX value")),
+    }
+}
+
+fn tensor(values: Vec<f32>, dims: &[usize]) -> Step<Tensor> {
+    Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| e.to_string())
+}
+
+/// `c` as one value per channel of a `channels`-wide input, if it broadcasts that way over
+/// [N,C,H,W] (map) or [N,F] (flat): a scalar, [C,1,1] / [1,C,1,1] (maps) or [F] / [1,F] (flat).
+fn per_channel(c: &Const, shape: Shape) -> Step<Vec<f32>> {
+    let v = c.f32s();
+    let (width, ok) = match shape {
+        Shape::Map(ch, _, _) => {
+            let d: Vec<usize> = c.dims.iter().copied().skip_while(|&d| d == 1).collect();
+            (ch, v.len() == 1 || (v.len() == ch && c.dims.len() >= 3 && d.len() == 3 && d[1..] == [1, 1]))
+        }
+        Shape::Flat(f) => (f, v.len() == 1 || (v.len() == f && c.dims.last() == Some(&f))),
+    };
+    if !ok {
+        return Err(format!("a constant of shape {:?} does not broadcast per channel over a {shape} input", c.dims));
+    }
+    Ok(if v.len() == 1 { vec![v[0]; width] } else { v })
+}
+
+impl Importer {
+    /// An importer for `graph` whose image input (value `input`) has `chw` and a batch of
+    /// `batch` (when fixed).
+    pub(super) fn new(graph: &GraphProto, input: &str, chw: (usize, usize, usize), batch: Option<i64>) -> Self {
+        let mut uses: HashMap<String, usize> = HashMap::new();
+        for n in &graph.nodes {
+            for i in n.inputs.iter().filter(|i| !i.is_empty()) {
+                *uses.entry(i.clone()).or_default() += 1;
+            }
+        }
+        let output = graph.outputs.first().map(|o| o.name.clone()).unwrap_or_default();
+        *uses.entry(output.clone()).or_default() += 1;
+        let mut builder = GraphBuilder::new(chw.0);
+        if input != "input" {
+            builder.alias(input, 0);
+        }
+        let mut values = HashMap::new();
+        values.insert(input.to_string(), Val::Node(0));
+        Self {
+            builder,
+            shapes: vec![Shape::Map(chw.0, chw.1, chw.2)],
+            input: chw,
+            values,
+            uses,
+            written: HashMap::from([(0, input.to_string())]),
+            output,
+            batch,
+            notices: Vec::new(),
+        }
+    }
+
+    /// Records an initializer.
+    pub(super) fn constant(&mut self, name: &str, c: Const) {
+        self.values.insert(name.to_string(), Val::Const(c));
+    }
+
+    /// The node computing the graph's output.
+    pub(super) fn output(&self) -> Step<NodeId> {
+        match self.values.get(&self.output) {
+            Some(Val::Node(id)) => Ok(*id),
+            Some(Val::Const(_)) => Err(format!("the graph output `{}` is a constant", self.output)),
+            None => Err(format!("no node writes the graph output `{}`", self.output)),
+        }
+    }
+
+    fn val(&self, n: &NodeProto, i: usize) -> Step<Option<&Val>> {
+        match n.inputs.get(i).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(name) => {
+                self.values.get(name).map(Some).ok_or_else(|| format!("reads `{name}`, which no earlier node writes"))
+            }
+        }
+    }
+
+    fn node_in(&self, n: &NodeProto, i: usize) -> Step<NodeId> {
+        match self.val(n, i)? {
+            Some(Val::Node(id)) => Ok(*id),
+            Some(Val::Const(_)) => Err(format!("input {i} is a constant where a computed value is expected")),
+            None => Err(format!("input {i} is missing")),
+        }
+    }
+
+    fn const_in(&self, n: &NodeProto, i: usize) -> Step<Option<Const>> {
+        match self.val(n, i)? {
+            Some(Val::Const(c)) => Ok(Some(c.clone())),
+            Some(Val::Node(_)) => Err(format!(
+                "input {i} (`{}`) is computed from the image; only constants are supported there",
+                n.inputs[i]
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn map_hw(&self, id: NodeId) -> Step<(usize, usize, usize)> {
+        match self.shapes[id] {
+            Shape::Map(c, h, w) => Ok((c, h, w)),
+            s => Err(format!("needs a feature map, got a flat vector of {s}")),
+        }
+    }
+
+    /// Whether node `id` wrote exactly the value `n` reads as input 0, and nothing else reads
+    /// it: it may then absorb `n` (a batch norm into a conv, a bias into a linear layer).
+    fn sole_reader(&self, n: &NodeProto, id: NodeId) -> bool {
+        let name = &n.inputs[0];
+        self.written.get(&id) == Some(name) && self.uses.get(name) == Some(&1)
+    }
+
+    /// Appends a graph node for `n` (named `suffix` after its ONNX name for a second node).
+    fn push(&mut self, n: &NodeProto, op: Op, inputs: &[NodeId], suffix: &str) -> Step<NodeId> {
+        let base = if n.name.is_empty() { n.outputs.first().cloned().unwrap_or_default() } else { n.name.clone() };
+        let mut name = format!("{base}{suffix}");
+        let mut k = 1;
+        while name.is_empty() || self.builder.has_name(&name) {
+            name = format!("{base}{suffix}#{k}");
+            k += 1;
+        }
+        let ins: Vec<Shape> = inputs.iter().map(|&i| self.shapes[i]).collect();
+        let shape = infer(&op, &ins, self.input)?;
+        let id = self.builder.push(name, op, inputs);
+        self.shapes.push(shape);
+        Ok(id)
+    }
+
+    /// Binds `n`'s first output to `val`, naming a node output by its value name too.
+    fn set(&mut self, n: &NodeProto, val: Val) -> Step<()> {
+        for extra in n.outputs.iter().skip(1).filter(|o| !o.is_empty()) {
+            if self.uses.contains_key(extra) {
+                return Err(format!("its output `{extra}` is read, but only the first output is supported"));
+            }
+        }
+        let out = n.outputs.first().filter(|o| !o.is_empty()).ok_or("has no output")?.clone();
+        if let Val::Node(id) = val {
+            for name in [&n.name, &out] {
+                if !name.is_empty() && !self.builder.has_name(name) {
+                    self.builder.alias(name.clone(), id);
+                }
+            }
+            self.written.insert(id, out.clone());
+        }
+        self.values.insert(out, val);
+        Ok(())
+    }
+
+    /// Imports one node.
+    pub(super) fn node(&mut self, n: &NodeProto) -> Step<()> {
+        if !(n.domain.is_empty() || n.domain == "ai.onnx") {
+            return Err(format!("domain `{}` is not supported (standard ONNX ops only)", n.domain));
+        }
+        match n.op_type.as_str() {
+            "Conv" => self.conv(n),
+            "BatchNormalization" => self.batch_norm(n),
+            "Relu" => self.act(n, Nonlinearity::Relu),
+            "LeakyRelu" => self.act(n, Nonlinearity::LeakyRelu(float(n, "alpha", 0.01))),
+            "Clip" => self.clip(n),
+            "MaxPool" | "AveragePool" => self.pool(n),
+            "GlobalAveragePool" => self.global_pool(n, false),
+            "GlobalMaxPool" => self.global_pool(n, true),
+            "ReduceMean" => self.reduce_mean(n),
+            "Flatten" => self.flatten(n),
+            "Reshape" | "Squeeze" => self.reshape(n),
+            "Unsqueeze" => self.constant_only(n),
+            "Gemm" => self.gemm(n),
+            "MatMul" => self.matmul(n),
+            "Add" | "Sub" | "Mul" | "Div" | "Sum" => self.arith(n),
+            "Concat" => self.concat(n),
+            "Identity" | "Dropout" => self.identity(n),
+            "Cast" => match (self.val(n, 0)?, int(n, "to", 1)) {
+                (Some(Val::Node(_)), 1) => self.identity(n),
+                (Some(Val::Node(_)), to) => Err(format!("Cast of the image's values to type {to} (float only)")),
+                _ => self.constant_only(n),
+            },
+            "Constant" => self.constant_node(n),
+            "Softmax" | "LogSoftmax" => self.softmax(n),
+            _ => Err(format!("unsupported op (supported: {})", sorted_ops().join(", "))),
+        }
+    }
+
+    fn conv(&mut self, n: &NodeProto) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        let w = self.const_in(n, 1)?.ok_or("has no constant weight")?;
+        let &[o, ci, kh, kw] = w.dims.as_slice() else {
+            return Err(format!("weight of shape {:?}: only 2-D convolutions are supported", w.dims));
+        };
+        let bias = match self.const_in(n, 2)? {
+            Some(b) if b.len() == o => Some(tensor(b.f32s(), &[o])?),
+            Some(b) => return Err(format!("bias of {} values for {o} output channels", b.len())),
+            None => None,
+        };
+        if let Some(k) = attr(n, "kernel_shape") {
+            if k.ints != [kh as i64, kw as i64] {
+                return Err(format!("kernel_shape {:?} does not match the weight's {kh}×{kw}", k.ints));
+            }
+        }
+        let stride = pair(n, "strides", [1, 1], 1)?;
+        let dilation = pair(n, "dilations", [1, 1], 1)?;
+        let groups = usize::try_from(int(n, "group", 1)).ok().filter(|&g| g >= 1).ok_or("group must be ≥ 1")?;
+        let (_, h, wd) = self.map_hw(x)?;
+        let k = [dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1];
+        let padding = padding(n, k, stride, (h, wd))?;
+        let weight = tensor(w.f32s(), &[o, ci, kh, kw])?;
+        let id = self.push(n, Op::Conv(Conv { weight, bias, stride, padding, dilation, groups }), &[x], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    fn batch_norm(&mut self, n: &NodeProto) -> Step<()> {
+        if int(n, "training_mode", 0) != 0 {
+            return Err("training_mode = 1: export the model in eval mode".into());
+        }
+        let x = self.node_in(n, 0)?;
+        let mut p = Vec::new();
+        for (i, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "var")] {
+            p.push(self.const_in(n, i)?.ok_or(format!("has no constant {what}"))?.f32s());
+        }
+        let eps = f64::from(float(n, "epsilon", 1e-5));
+        let c = p[0].len();
+        if p.iter().any(|v| v.len() != c) {
+            return Err("scale, bias, mean and var differ in length".into());
+        }
+        // y = (x − mean)·γ/√(var + ε) + β = x·scale + shift, in f64 as the state_dict fold.
+        let scale64: Vec<f64> = (0..c).map(|i| f64::from(p[0][i]) / (f64::from(p[3][i]) + eps).sqrt()).collect();
+        let shift: Vec<f32> = (0..c).map(|i| (f64::from(p[1][i]) - f64::from(p[2][i]) * scale64[i]) as f32).collect();
+        let scale: Vec<f32> = scale64.iter().map(|&s| s as f32).collect();
+        if self.sole_reader(n, x) {
+            if let Some(Op::Conv(conv)) = self.builder.op_mut(x) {
+                fold_into_conv(conv, &scale, &shift)?;
+                return self.set(n, Val::Node(x));
+            }
+        }
+        let id = self.push(n, Op::Affine { scale, shift }, &[x], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    fn act(&mut self, n: &NodeProto, kind: Nonlinearity) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        let id = self.push(n, Op::Act(kind), &[x], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    /// Clip(0, 6) is ReLU6 and Clip(0, ∞) ReLU; the bounds are attributes before opset 11
+    /// and optional constant inputs since.
+    fn clip(&mut self, n: &NodeProto) -> Step<()> {
+        let bound = |i: usize, name: &str, default: f32| -> Step<f32> {
+            if let Some(c) = self.const_in(n, i)? {
+                return c.f32s().first().copied().ok_or(format!("empty `{name}` input"));
+            }
+            Ok(float(n, name, default))
+        };
+        let (lo, hi) = (bound(1, "min", f32::NEG_INFINITY)?, bound(2, "max", f32::INFINITY)?);
+        let kind = match (lo, hi) {
+            (0.0, 6.0) => Nonlinearity::Relu6,
+            (0.0, h) if h >= f32::MAX => Nonlinearity::Relu,
+            _ => return Err(format!("Clip({lo}, {hi}): only Clip(0, 6) (ReLU6) and Clip(0, ∞) (ReLU) are supported")),
+        };
+        self.act(n, kind)
+    }
+
+    fn pool(&mut self, n: &NodeProto) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        let (_, h, w) = self.map_hw(x)?;
+        let kernel = pair(n, "kernel_shape", [0, 0], 1)?;
+        if kernel == [0, 0] {
+            return Err("has no kernel_shape".into());
+        }
+        let stride = pair(n, "strides", [1, 1], 1)?;
+        if pair(n, "dilations", [1, 1], 1)? != [1, 1] {
+            return Err("dilated pooling is not supported".into());
+        }
+        let padding = padding(n, kernel, stride, (h, w))?;
+        let window = Window { kernel, stride, padding, ceil_mode: int(n, "ceil_mode", 0) != 0 };
+        let op = if n.op_type == "MaxPool" {
+            Op::MaxPool(window)
+        } else {
+            Op::AvgPool { window, count_include_pad: int(n, "count_include_pad", 0) != 0 }
+        };
+        let id = self.push(n, op, &[x], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    fn global_pool(&mut self, n: &NodeProto, max: bool) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        let (_, h, w) = self.map_hw(x)?;
+        let op = if max {
+            Op::MaxPool(Window { kernel: [h, w], stride: [1, 1], padding: [0; 4], ceil_mode: false })
+        } else {
+            Op::AdaptiveAvgPool([1, 1])
+        };
+        let id = self.push(n, op, &[x], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    /// ReduceMean over the two spatial axes: global average pooling (flattened without
+    /// keepdims). The axes are an attribute before opset 18 and an input since.
+    fn reduce_mean(&mut self, n: &NodeProto) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        self.map_hw(x)?;
+        let axes = match self.const_in(n, 1)? {
+            Some(c) => c.i64s().ok_or("non-integer axes")?,
+            None => attr(n, "axes").map(|a| a.ints.clone()).unwrap_or_default(),
+        };
+        let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect();
+        axes.sort_unstable();
+        if axes != [2, 3] {
+            return Err(format!("ReduceMean over axes {axes:?}: only the spatial axes [2, 3] are supported"));
+        }
+        let pooled = self.push(n, Op::AdaptiveAvgPool([1, 1]), &[x], "")?;
+        let id = if int(n, "keepdims", 1) == 0 { self.push(n, Op::Flatten, &[pooled], "/flatten")? } else { pooled };
+        self.set(n, Val::Node(id))
+    }
+
+    fn flatten(&mut self, n: &NodeProto) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        let axis = int(n, "axis", 1);
+        if !(axis == 1 || (axis == -3 && matches!(self.shapes[x], Shape::Map(..)))) {
+            return Err(format!("axis {axis}: only flattening after the batch axis (axis = 1) is supported"));
+        }
+        self.flat(n, x)
+    }
+
+    /// `x` as [N, F]: a Flatten node for a map, `x` itself when already flat.
+    fn flat(&mut self, n: &NodeProto, x: NodeId) -> Step<()> {
+        let id = match self.shapes[x] {
+            Shape::Map(..) => self.push(n, Op::Flatten, &[x], "")?,
+            Shape::Flat(_) => x,
+        };
+        self.set(n, Val::Node(id))
+    }
+
+    /// Reshape and Squeeze: only the forms that flatten a map to [N, F] (or leave the shape
+    /// as it is). A leading −1 / 0 / the fixed batch size is the batch axis.
+    fn reshape(&mut self, n: &NodeProto) -> Step<()> {
+        let x = match self.val(n, 0)? {
+            Some(Val::Node(id)) => *id,
+            Some(Val::Const(_)) => return self.constant_only(n),
+            None => return Err("input 0 is missing".into()),
+        };
+        let shape = self.shapes[x];
+        let dims: Vec<usize> = match shape {
+            Shape::Map(c, h, w) => vec![c, h, w],
+            Shape::Flat(f) => vec![f],
+        };
+        if n.op_type == "Squeeze" {
+            let axes = match self.const_in(n, 1)? {
+                Some(c) => c.i64s().ok_or("non-integer axes")?,
+                None => attr(n, "axes").map(|a| a.ints.clone()).unwrap_or_default(),
+            };
+            let rank = dims.len() as i64 + 1;
+            let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+            axes.sort_unstable();
+            return match shape {
+                Shape::Map(_, 1, 1) if axes.is_empty() || axes == [2, 3] => self.flat(n, x),
+                Shape::Flat(_) if axes.is_empty() => self.flat(n, x),
+                _ => Err(format!("Squeeze of axes {axes:?} of a {shape} input is not supported")),
+            };
+        }
+        let target = self.const_in(n, 1)?.ok_or("has no constant target shape")?.i64s().ok_or("non-integer shape")?;
+        let len = shape.len() as i64;
+        let batch_ok = |d: i64| d == 0 || d == -1 || Some(d) == self.batch || d == 1;
+        let copy = |i: usize, d: i64| if d == 0 { dims.get(i - 1).map(|&v| v as i64) } else { Some(d) };
+        match target.as_slice() {
+            &[b, f] if batch_ok(b) && (copy(1, f) == Some(len) || (f == -1 && b != -1)) => self.flat(n, x),
+            t if t.len() == dims.len() + 1
+                && batch_ok(t[0])
+                && t.iter().enumerate().skip(1).all(|(i, &d)| copy(i, d) == Some(dims[i - 1] as i64)) =>
+            {
+                self.set(n, Val::Node(x))
+            }
+            t => Err(format!("Reshape of a {shape} input to {t:?}: only flattening to [N, F] is supported")),
+        }
+    }
+
+    /// Shape ops on constants (what an exporter left of shape arithmetic): the values keep
+    /// their order, the dimensions change.
+    fn constant_only(&mut self, n: &NodeProto) -> Step<()> {
+        let Some(Val::Const(c)) = self.val(n, 0)?.cloned() else {
+            return Err("is only supported on constants".into());
+        };
+        let axes = |this: &Self| -> Step<Vec<i64>> {
+            Ok(match this.const_in(n, 1)? {
+                Some(a) => a.i64s().ok_or("non-integer axes")?,
+                None => attr(n, "axes").map(|a| a.ints.clone()).unwrap_or_default(),
+            })
+        };
+        let dims = match n.op_type.as_str() {
+            "Unsqueeze" => {
+                let axes = axes(self)?;
+                let rank = (c.dims.len() + axes.len()) as i64;
+                let mut at: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+                at.sort_unstable();
+                let mut dims = c.dims.clone();
+                for a in at {
+                    let a = usize::try_from(a).ok().filter(|&a| a <= dims.len()).ok_or("axis out of range")?;
+                    dims.insert(a, 1);
+                }
+                dims
+            }
+            "Squeeze" => {
+                let rank = c.dims.len() as i64;
+                let axes: Vec<i64> = axes(self)?.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+                let keep = |(i, &d): &(usize, &usize)| if axes.is_empty() { d != 1 } else { !axes.contains(&(*i as i64)) };
+                c.dims.iter().enumerate().filter(keep).map(|(_, &d)| d).collect()
+            }
+            "Reshape" => {
+                let t = self.const_in(n, 1)?.ok_or("has no constant target shape")?.i64s().ok_or("non-integer shape")?;
+                let known: i64 = t.iter().enumerate().map(|(i, &d)| if d == 0 { c.dims.get(i).map_or(1, |&v| v as i64) } else if d < 0 { 1 } else { d }).product();
+                t.iter()
+                    .enumerate()
+                    .map(|(i, &d)| match d {
+                        0 => c.dims.get(i).copied().unwrap_or(1),
+                        -1 if known > 0 => c.len() / known as usize,
+                        d => d.max(0) as usize,
+                    })
+                    .collect()
+            }
+            _ => c.dims.clone(),
+        };
+        if dims.iter().product::<usize>() != c.len() {
+            return Err(format!("{} of a constant of shape {:?} to {dims:?}", n.op_type, c.dims));
+        }
+        self.set(n, Val::Const(Const { dims, values: c.values }))
+    }
+
+    fn gemm(&mut self, n: &NodeProto) -> Step<()> {
+        let a = self.node_in(n, 0)?;
+        let b = self.const_in(n, 1)?.ok_or("has no constant B")?;
+        if int(n, "transA", 0) != 0 {
+            return Err("transA = 1 is not supported".into());
+        }
+        let &[r, c] = b.dims.as_slice() else { return Err(format!("B of shape {:?}", b.dims)) };
+        let alpha = float(n, "alpha", 1.0);
+        let trans_b = int(n, "transB", 0) != 0;
+        let (out, inp) = if trans_b { (r, c) } else { (c, r) };
+        let bv = b.f32s();
+        // Weight [out, in]: B as stored with transB, Bᵀ without; alpha folded in.
+        let weight: Vec<f32> = (0..out * inp)
+            .map(|k| {
+                let (o, i) = (k / inp, k % inp);
+                alpha * if trans_b { bv[o * inp + i] } else { bv[i * out + o] }
+            })
+            .collect();
+        let bias = match self.const_in(n, 2)? {
+            None => None,
+            Some(cb) => {
+                let beta = float(n, "beta", 1.0);
+                let v = cb.f32s();
+                let v = match v.len() {
+                    1 => vec![v[0]; out],
+                    l if l == out => v,
+                    l => return Err(format!("C of {l} values for {out} outputs")),
+                };
+                Some(tensor(v.iter().map(|x| beta * x).collect(), &[out])?)
+            }
+        };
+        let op = Op::Linear(Linear { weight: tensor(weight, &[out, inp])?, bias });
+        let id = self.push(n, op, &[a], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    fn matmul(&mut self, n: &NodeProto) -> Step<()> {
+        let a = self.node_in(n, 0)?;
+        let b = self.const_in(n, 1)?.ok_or("has no constant second input")?;
+        let &[inp, out] = b.dims.as_slice() else { return Err(format!("B of shape {:?}", b.dims)) };
+        let bv = b.f32s();
+        let weight: Vec<f32> = (0..out * inp).map(|k| bv[(k % inp) * out + k / inp]).collect();
+        let op = Op::Linear(Linear { weight: tensor(weight, &[out, inp])?, bias: None });
+        let id = self.push(n, op, &[a], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    /// Add, Sub, Mul, Div, Sum: of two computed values (Add/Sum: a residual sum), or of a
+    /// computed value and a per-channel constant (an affine node, or a linear layer's bias).
+    fn arith(&mut self, n: &NodeProto) -> Step<()> {
+        let op = n.op_type.as_str();
+        let (a, b) = (self.val(n, 0)?.cloned(), self.val(n, 1)?.cloned());
+        match (a, b) {
+            (Some(Val::Node(x)), None) if op == "Sum" => self.set(n, Val::Node(x)),
+            (Some(Val::Node(x)), Some(Val::Node(y))) if (op == "Add" || op == "Sum") && n.inputs.len() == 2 => {
+                let id = self.push(n, Op::Add, &[x, y], "")?;
+                self.set(n, Val::Node(id))
+            }
+            (Some(Val::Node(x)), Some(Val::Const(c))) => self.affine(n, x, &c, false),
+            (Some(Val::Const(c)), Some(Val::Node(x))) => self.affine(n, x, &c, true),
+            (Some(Val::Const(a)), Some(Val::Const(b))) => self.fold_constants(n, &a, &b),
+            _ => Err(format!("{op} of these inputs is not supported (two computed values: Add only)")),
+        }
+    }
+
+    /// x ∘ c (or c ∘ x when `const_first`) as y = x·scale + shift per channel.
+    fn affine(&mut self, n: &NodeProto, x: NodeId, c: &Const, const_first: bool) -> Step<()> {
+        let v = per_channel(c, self.shapes[x])?;
+        let ones = vec![1.0f32; v.len()];
+        let zeros = vec![0.0f32; v.len()];
+        let (scale, shift) = match (n.op_type.as_str(), const_first) {
+            ("Add" | "Sum", _) => (ones, v),
+            ("Sub", false) => (ones, v.iter().map(|s| -s).collect()),
+            ("Sub", true) => (vec![-1.0; v.len()], v),
+            ("Mul", _) => (v, zeros),
+            ("Div", false) if v.iter().all(|&d| d != 0.0) => (v.iter().map(|d| 1.0 / d).collect(), zeros),
+            (op, _) => return Err(format!("{op} with these constants is not supported")),
+        };
+        // A bias after MatMul (or a bias-free Gemm) becomes the linear layer's bias.
+        if scale.iter().all(|&s| s == 1.0) && self.sole_reader(n, x) {
+            if let Some(Op::Linear(l)) = self.builder.op_mut(x) {
+                if l.bias.is_none() {
+                    let len = shift.len();
+                    l.bias = Some(tensor(shift, &[len])?);
+                    return self.set(n, Val::Node(x));
+                }
+            }
+        }
+        let id = self.push(n, Op::Affine { scale, shift }, &[x], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    /// Two constants of one shape (or one a scalar), combined elementwise.
+    fn fold_constants(&mut self, n: &NodeProto, a: &Const, b: &Const) -> Step<()> {
+        let (av, bv) = (a.f32s(), b.f32s());
+        let dims = if av.len() >= bv.len() { a.dims.clone() } else { b.dims.clone() };
+        let len = av.len().max(bv.len());
+        if !(av.len() == bv.len() || av.len() == 1 || bv.len() == 1) {
+            return Err(format!("{} of constants of shapes {:?} and {:?}", n.op_type, a.dims, b.dims));
+        }
+        let at = |v: &[f32], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+        let f = |x: f32, y: f32| match n.op_type.as_str() {
+            "Sub" => x - y,
+            "Mul" => x * y,
+            "Div" => x / y,
+            _ => x + y,
+        };
+        let values = (0..len).map(|i| f(at(&av, i), at(&bv, i))).collect();
+        self.set(n, Val::Const(Const { dims, values: super::tensor::Values::F32(values) }))
+    }
+
+    fn concat(&mut self, n: &NodeProto) -> Step<()> {
+        let mut ins = Vec::new();
+        for i in 0..n.inputs.len() {
+            ins.push(self.node_in(n, i)?);
+        }
+        let axis = int(n, "axis", i64::MIN);
+        if !(axis == 1 || axis == -3) {
+            return Err(format!("axis {axis}: only concatenation along channels (axis = 1) is supported"));
+        }
+        let id = self.push(n, Op::Concat, &ins, "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    fn identity(&mut self, n: &NodeProto) -> Step<()> {
+        let v = self.val(n, 0)?.cloned().ok_or("input 0 is missing")?;
+        self.set(n, v)
+    }
+
+    fn constant_node(&mut self, n: &NodeProto) -> Step<()> {
+        use super::tensor::Values;
+        let a = n.attributes.first().ok_or("has no value attribute")?;
+        let c = match a.name.as_str() {
+            "value" => decode(a.t.as_ref().ok_or("`value` holds no tensor")?)?,
+            "value_float" => Const { dims: vec![], values: Values::F32(vec![a.f.unwrap_or(0.0)]) },
+            "value_floats" => Const { dims: vec![a.floats.len()], values: Values::F32(a.floats.clone()) },
+            "value_int" => Const { dims: vec![], values: Values::I64(vec![a.i.unwrap_or(0)]) },
+            "value_ints" => Const { dims: vec![a.ints.len()], values: Values::I64(a.ints.clone()) },
+            other => return Err(format!("attribute `{other}` is not supported")),
+        };
+        self.set(n, Val::Const(c))
+    }
+
+    /// A softmax that gives the graph's output is dropped: maps explain the logits.
+    fn softmax(&mut self, n: &NodeProto) -> Step<()> {
+        if n.outputs.first() != Some(&self.output) {
+            return Err("a softmax is supported only as the graph's final node (it is dropped)".into());
+        }
+        let x = self.node_in(n, 0)?;
+        self.notices.push(format!(
+            "dropped the final {} `{}`: maps and attacks use the logits before it",
+            n.op_type,
+            if n.name.is_empty() { &self.output } else { &n.name }
+        ));
+        self.set(n, Val::Node(x))
+    }
+}
+
+/// Folds y = conv(x)·scale + shift into the conv's kernel and bias.
+fn fold_into_conv(conv: &mut Conv, scale: &[f32], shift: &[f32]) -> Step<()> {
+    let dims = conv.weight.dims().to_vec();
+    let o = dims[0];
+    if scale.len() != o {
+        return Err(format!("batch norm of {} channels after a conv of {o}", scale.len()));
+    }
+    let mut w = conv.weight.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| e.to_string())?;
+    let per = w.len() / o;
+    for (k, v) in w.iter_mut().enumerate() {
+        *v *= scale[k / per];
+    }
+    let b0 = match &conv.bias {
+        Some(b) => b.to_vec1::<f32>().map_err(|e| e.to_string())?,
+        None => vec![0.0; o],
+    };
+    conv.weight = tensor(w, &dims)?;
+    conv.bias = Some(tensor((0..o).map(|c| b0[c] * scale[c] + shift[c]).collect(), &[o])?);
+    Ok(())
+}
+
+/// The supported op names, sorted.
+pub fn sorted_ops() -> Vec<&'static str> {
+    let mut v = SUPPORTED_OPS.to_vec();
+    v.sort_unstable();
+    v
+}

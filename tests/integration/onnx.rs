@@ -1,0 +1,273 @@
+//! ONNX import: torchvision exports, an op-coverage network at four opsets, the shipped
+//! CIFAR-style ResNet, and the files the importer must refuse.
+//!
+//! The torchvision exports (tests/fixtures/onnx/*.skeleton.onnx, scripts/onnx_fixtures.py) are
+//! `torch.onnx.export` files with their Conv/Gemm weights stripped; each test fills them, layer
+//! by layer in node order, with the weights of the same architecture built from the synthetic
+//! state_dict of tests/fixtures/torchvision, so the import must compute what that build
+//! computes — and what PyTorch computes, through the torchvision fixtures. Every structural
+//! choice (padding, stride, groups, ceil mode, pooling, Clip as ReLU6, Concat, Gemm's layout,
+//! the flatten) comes from the ONNX file.
+
+use crate::cli::fragility;
+use crate::torchvision::{check, network, rel};
+use candle_core::{DType, Device, Tensor};
+use fragility::attribution::{Attribution, GradCam, GuidedBackprop};
+use fragility::model::onnx::{self, proto};
+use fragility::model::{Activation, Classifier, Network, Op};
+use std::path::{Path, PathBuf};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
+}
+
+/// A float32 .npy file's values (little-endian, C order; the header is skipped).
+fn npy_f32(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY");
+    let start = 10 + u16::from_le_bytes([b[8], b[9]]) as usize;
+    b[start..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn bytes_of(t: &Tensor) -> Vec<u8> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The skeleton `file` filled with the conv and linear weights of `zoo` (in node order).
+fn filled(file: &str, zoo: &Network) -> proto::Model {
+    let bytes = std::fs::read(dir().join(file)).unwrap();
+    let mut m = proto::decode_model(&bytes).unwrap();
+    let params: Vec<(Tensor, Option<Tensor>)> = zoo
+        .graph()
+        .nodes()
+        .iter()
+        .filter_map(|n| match &n.op {
+            Op::Conv(c) => Some((c.weight.clone(), c.bias.clone())),
+            Op::Linear(l) => Some((l.weight.clone(), l.bias.clone())),
+            _ => None,
+        })
+        .collect();
+    let layers: Vec<(String, Option<String>)> = m
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "Conv" | "Gemm"))
+        .map(|n| (n.inputs[1].clone(), n.inputs.get(2).cloned()))
+        .collect();
+    assert_eq!(layers.len(), params.len(), "{file}: layers in the export and the build");
+    for ((w_name, b_name), (w, b)) in layers.iter().zip(&params) {
+        let init = |m: &proto::Model, name: &str| m.graph.initializers.iter().position(|t| t.name == name).unwrap();
+        let wi = init(&m, w_name);
+        let dims: Vec<usize> = m.graph.initializers[wi].dims.iter().map(|&d| d as usize).collect();
+        assert_eq!(dims, w.dims(), "{file}: `{w_name}` against the build's layer");
+        m.graph.initializers[wi].raw = bytes_of(w);
+        if let Some(b_name) = b_name {
+            let bi = init(&m, b_name);
+            // torch folds a batch norm into a bias-free conv: the build's folded bias.
+            let bias = b.clone().unwrap_or_else(|| Tensor::zeros(w.dim(0).unwrap(), DType::F32, &Device::Cpu).unwrap());
+            m.graph.initializers[bi].raw = bytes_of(&bias);
+        }
+    }
+    m
+}
+
+/// The import of `file` filled from `arch`'s build, with `layer` (a module path) as its
+/// Grad-CAM default: the last ONNX node inside that module (TorchScript names nodes by module
+/// path: `/layer4/layer4.1/relu_1/Relu`).
+fn imported(arch: &str, file: &str, layer: Option<&str>) -> (Network, Network) {
+    let zoo = network(arch);
+    let m = onnx::import(&filled(file, &zoo), None).unwrap();
+    let default = match layer {
+        Some(module) => {
+            let mut prefix = String::from("/");
+            let parts: Vec<&str> = module.split('.').collect();
+            for i in 0..parts.len() {
+                prefix += &parts[..=i].join(".");
+                prefix += "/";
+            }
+            let node = m.graph.nodes().iter().rev().find(|n| n.name.starts_with(&prefix));
+            node.unwrap_or_else(|| panic!("{file}: no node under {prefix}")).name.clone()
+        }
+        None => m.default_layer.clone(),
+    };
+    let net = Network::new(file, m.graph, m.hw, &default, &Device::Cpu).unwrap();
+    (net, zoo)
+}
+
+/// Every torchvision export at 64×64 equals PyTorch (the torchvision fixtures: logits,
+/// gradient, integrated gradients, Grad-CAM at the same layer, guided backprop) on the CPU
+/// kernels, to the tolerances the state_dict builds meet.
+#[test]
+fn torchvision_exports_equal_pytorch() {
+    let layers = [
+        ("resnet18", "layer4"),
+        ("resnet34", "layer4"),
+        ("resnet50", "layer4"),
+        ("resnet101", "layer4"),
+        ("squeezenet1_0", "features.12"),
+        ("squeezenet1_1", "features.12"),
+        ("mobilenet_v2", "features.18"),
+    ];
+    for (arch, layer) in layers {
+        let (net, _) = imported(arch, &format!("{arch}.skeleton.onnx"), Some(layer));
+        assert!(net.has_kernels());
+        check(arch, &net, 2e-4, DType::F32);
+    }
+}
+
+/// The logits and maps of `a` and `b` on `x`.
+fn same_maps(what: &str, a: &Network, b: &Network, x: &Tensor, tol: f64) {
+    let act = Activation::Relu;
+    let la = a.logits(x, act).unwrap();
+    let err = rel(&la, &b.logits(x, act).unwrap());
+    assert!(err < tol, "{what} logits: {err}");
+    let targets: Vec<u32> = la.argmax(1).unwrap().to_vec1::<u32>().unwrap();
+    let methods: [(&str, Box<dyn Attribution>); 3] = [
+        ("gradient", Box::new(fragility::attribution::Gradient)),
+        ("grad_cam", Box::new(GradCam::default())),
+        ("guided_backprop", Box::new(GuidedBackprop)),
+    ];
+    for (name, m) in methods {
+        let (ma, mb) = (m.attribute(a, x, &targets, act).unwrap(), m.attribute(b, x, &targets, act).unwrap());
+        let err = rel(&ma, &mb);
+        assert!(err < tol, "{what} {name}: {err}");
+    }
+}
+
+/// VGG and AlexNet export at 224×224 (their adaptive pools export only there): the import
+/// equals the state_dict build there, Grad-CAM at the build's default layer included.
+#[test]
+fn vgg_and_alexnet_exports_equal_their_builds() {
+    let x = crate::common::seeded_uniform(&[1, 3, 224, 224], 0.0, 1.0, 5).to_dtype(DType::F32).unwrap();
+    for (arch, layer) in
+        [("vgg11", "features.19"), ("vgg16", "features.29"), ("vgg11_bn", "features.27"), ("vgg16_bn", "features.42"), ("alexnet", "features.11")]
+    {
+        let (net, zoo) = imported(arch, &format!("{arch}.skeleton.onnx"), Some(layer));
+        same_maps(arch, &net, &zoo, &x, 1e-4);
+    }
+}
+
+/// The newer exporter (dynamo, opset 18: ReduceMean with axes as an input, Reshape to a fixed
+/// batch of 2) imports to the same network; a batch of 3 runs too (the batch is dynamic here).
+#[test]
+fn dynamo_exports_equal_their_builds() {
+    let x = crate::common::seeded_uniform(&[3, 3, 64, 64], 0.0, 1.0, 9).to_dtype(DType::F32).unwrap();
+    for (arch, layer) in [("resnet18", "layer4"), ("mobilenet_v2", "features.18")] {
+        let (net, zoo) = imported(arch, &format!("{arch}.dynamo.skeleton.onnx"), None);
+        // Grad-CAM at the build's default: compare the default the import chose with it.
+        let zoo_layer = zoo.graph().find(layer).unwrap();
+        let shapes = zoo.graph().shapes((64, 64)).unwrap();
+        let ours = net.graph().find(net.default_layer()).unwrap();
+        assert_eq!(net.graph().shapes((64, 64)).unwrap()[ours], shapes[zoo_layer], "{arch} default layer");
+        same_maps(arch, &net, &zoo, &x, 1e-4);
+    }
+}
+
+/// The op-coverage network at opsets 9, 13, 18 and 21 against onnxruntime's logits (before
+/// the softmax, which the import drops with a notice); its gradient on the kernels equals the
+/// candle path's (autograd-able, the CUDA path) in float64.
+#[test]
+fn every_op_matches_onnxruntime_at_every_opset() {
+    let x = Tensor::from_vec(npy_f32(&dir().join("ops_input.npy")), (4, 3, 16, 16), &Device::Cpu).unwrap();
+    for opset in [9, 13, 18, 21] {
+        let m = onnx::load(&dir().join(format!("ops_opset{opset}.onnx")), None).unwrap();
+        assert_eq!(m.opset, opset);
+        assert!(m.notices.iter().any(|n| n.contains("Softmax")), "{:?}", m.notices);
+        // Two batch norms fold into their convs; the one after an Add, the normalisation and
+        // the scaling stay affine nodes; the MatMul's Add is its linear layer's bias.
+        let kinds: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.kind()).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "conv").count(), 4, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "affine").count(), 4, "opset {opset}: {kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "linear").count(), 2);
+        let net = Network::new("ops", m.graph.clone(), m.hw, &m.default_layer, &Device::Cpu).unwrap();
+        let logits = net.logits(&x, Activation::Relu).unwrap();
+        let want = Tensor::from_vec(npy_f32(&dir().join(format!("ops_opset{opset}_logits.npy"))), (4, 5), &Device::Cpu)
+            .unwrap();
+        let err = rel(&logits, &want);
+        assert!(err < 1e-5, "opset {opset}: logits differ from onnxruntime by {err}");
+        let seed = fragility::model::one_hot(&[0, 1, 2, 3], 5, &Device::Cpu).unwrap();
+        let g = net.backward(&x, &fragility::model::Backward::gradient(&seed, Activation::Relu)).unwrap().grad;
+        let net64 = Network::new("ops", m.graph.map_tensors(&|t| t.to_dtype(DType::F64)).unwrap(), m.hw, &m.default_layer, &Device::Cpu)
+            .unwrap();
+        let x64 = x.to_dtype(DType::F64).unwrap();
+        let g64 = net64.backward(&x64, &fragility::model::Backward::gradient(&seed.to_dtype(DType::F64).unwrap(), Activation::Relu)).unwrap().grad;
+        assert!(rel(&g, &g64) < 1e-4, "opset {opset}: gradient kernels vs candle f64: {}", rel(&g, &g64));
+    }
+}
+
+/// Truncated and corrupted files are errors, never panics: every cut of a real file, and
+/// thousands of random byte flips.
+#[test]
+fn corrupt_files_are_errors_not_panics() {
+    let good = std::fs::read(dir().join("ops_opset13.onnx")).unwrap();
+    for cut in (0..good.len()).step_by(7) {
+        let _ = proto::decode_model(&good[..cut]).map(|m| onnx::import(&m, None));
+    }
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut refused = 0;
+    for _ in 0..3000 {
+        let mut b = good.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = (next() % b.len() as u64) as usize;
+            b[i] = next() as u8;
+        }
+        match proto::decode_model(&b) {
+            Err(_) => refused += 1,
+            Ok(m) => {
+                if onnx::import(&m, None).is_err() {
+                    refused += 1
+                }
+            }
+        }
+    }
+    assert!(refused > 300, "{refused} of 3000 corrupted files refused");
+}
+
+/// The command line: `models FILE.onnx` lists the graph, `explain --model FILE.onnx` needs no
+/// weights, and refused files, ops and images are exit 2 with the node or the size named.
+#[test]
+fn cli_lists_explains_and_refuses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ops = dir().join("ops_opset13.onnx");
+    let o = fragility(&["models", ops.to_str().unwrap()], tmp.path());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("opset 13, input 3×16×16, 5 classes"), "{out}");
+    assert!(out.contains("grad_cam default layer: scaled"), "{out}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("dropped the final Softmax"));
+
+    let images = dir().join("ops_input.npy");
+    let o = fragility(
+        &["explain", "--model", ops.to_str().unwrap(), "--images", images.to_str().unwrap(), "--methods", "gradient,grad_cam", "--out", "maps"],
+        tmp.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(tmp.path().join("maps/gradient.npy").exists() && tmp.path().join("maps/grad_cam.npy").exists());
+
+    let refused = |args: &[&str], needle: &str| {
+        let o = fragility(args, tmp.path());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    };
+    let unsupported = dir().join("unsupported_op.onnx");
+    refused(&["models", unsupported.to_str().unwrap()], "node `gate` (Sigmoid): unsupported op (supported: Add,");
+    refused(&["models", dir().join("two_outputs.onnx").to_str().unwrap()], "2 outputs (y, z)");
+    let cut = tmp.path().join("cut.onnx");
+    let bytes = std::fs::read(&ops).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    refused(&["models", cut.to_str().unwrap()], "not a readable ONNX model");
+    // Fashion-MNIST images (1×28×28) into a 3-channel model.
+    let fmnist = crate::common::root().join("assets/fashion-mnist/t10k-images-1000-idx3-ubyte.gz");
+    refused(
+        &["explain", "--model", ops.to_str().unwrap(), "--images", fmnist.to_str().unwrap(), "--out", "x"],
+        "3 input channels",
+    );
+    refused(&["explain", "--model", ops.to_str().unwrap(), "--weights", "w.safetensors", "--images", "i", "--out", "x"], "--weights");
+}
