@@ -62,7 +62,8 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     }
     let methods = methods_by_name(&req.methods, req.seed)?;
     let device = crate::device::resolve(&req.device)?;
-    let model = model::load(&req.model, &req.weights, req.normalize.as_ref(), &device)?;
+    let set = crate::data::load_images_with(&req.images, &req.image_options, None, None)?;
+    let model = model::load_sized(&req.model, &req.weights, req.normalize.as_ref(), &device, Some((set.h, set.w)))?;
     for m in &methods {
         m.check(model.as_ref())?;
     }
@@ -75,7 +76,6 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
             )));
         }
     }
-    let set = crate::data::load_images_with(&req.images, &req.image_options, None, None)?;
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
     let (h, w) = (set.h, set.w);
     let ids: Vec<usize> = (0..set.n).collect();

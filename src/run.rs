@@ -188,13 +188,13 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         }
     }
     let dev = &plan.device;
-    let model = model::load(&plan.model, &plan.weights, plan.normalize.as_ref(), dev)?;
     let set = load_study_images(
         &plan.images,
         plan.labels.as_deref(),
         plan.classes.as_deref(),
         &plan.image_options,
     )?;
+    let model = model::load_sized(&plan.model, &plan.weights, plan.normalize.as_ref(), dev, Some((set.h, set.w)))?;
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&plan.images, e.to_string()))?;
     let (h, w) = (set.h, set.w);
     for m in &plan.methods {

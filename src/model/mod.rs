@@ -379,10 +379,22 @@ pub fn load(
     normalize: Option<&Normalize>,
     device: &Device,
 ) -> Result<std::sync::Arc<dyn Classifier>> {
+    load_sized(name, weights, normalize, device, None)
+}
+
+/// [`load`] for images of `hw` (rows, columns): the size an ONNX file with a symbolic input
+/// size is imported at (its `auto_pad` and flattening depend on it).
+pub fn load_sized(
+    name: &str,
+    weights: &std::path::Path,
+    normalize: Option<&Normalize>,
+    device: &Device,
+    hw: Option<(usize, usize)>,
+) -> Result<std::sync::Arc<dyn Classifier>> {
     let layer_owned;
     let (graph, hw, layer) = if is_onnx(name) {
         let path = std::path::Path::new(name);
-        let imported = onnx::load(path, None)?;
+        let imported = onnx::load(path, hw)?;
         for n in &imported.notices {
             eprintln!("{}: {n}", path.display());
         }

@@ -271,3 +271,68 @@ fn cli_lists_explains_and_refuses() {
     );
     refused(&["explain", "--model", ops.to_str().unwrap(), "--weights", "w.safetensors", "--images", "i", "--out", "x"], "--weights");
 }
+
+/// A study config with `[model] onnx = ...` runs end to end (Grad-CAM at the import's default
+/// layer, an attack, the tables), and `[model]` mixing `onnx` with `name`/`weights` is exit 2
+/// naming the field and line.
+#[test]
+fn a_study_runs_on_an_onnx_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = |model: &str| {
+        format!(
+            r#"seed = 3
+out = "out"
+batch_size = 4
+
+[model]
+{model}
+
+[data]
+images = "{images}"
+correct_only = false
+
+[methods]
+names = ["gradient", "grad_cam"]
+
+[attacks]
+names = ["random_sign", "top_k"]
+epsilons = [0.05]
+random_sign = {{ tries = 2 }}
+top_k = {{ k = 20, iterations = 3, step = 0.25, beta = 10.0 }}
+
+[metrics]
+top_k = 20
+"#,
+            images = dir().join("ops_input.npy").display()
+        )
+    };
+    let onnx_line = format!("onnx = \"{}\"", dir().join("ops_opset13.onnx").display());
+    std::fs::write(tmp.path().join("exp.toml"), config(&onnx_line)).unwrap();
+    let o = fragility(&["run", "exp.toml", "--quiet"], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("out/run.json")).unwrap()).unwrap();
+    assert!(run.to_string().contains("ops_opset13.onnx"), "run.json names the model file");
+    assert!(tmp.path().join("out/samples.parquet").exists());
+
+    std::fs::write(tmp.path().join("bad.toml"), config(&format!("name = \"resnet18\"\n{onnx_line}"))).unwrap();
+    let o = fragility(&["run", "bad.toml"], tmp.path());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("line 7") && err.contains("model.onnx"), "{err}");
+}
+
+/// A file whose input size is symbolic imports at the size it is given (the images' size in
+/// `run` and `explain`), and says so when none is given.
+#[test]
+fn a_symbolic_input_size_takes_the_images_size() {
+    let bytes = std::fs::read(dir().join("ops_opset13.onnx")).unwrap();
+    let mut m = proto::decode_model(&bytes).unwrap();
+    m.graph.inputs[0].dims = vec![None, Some(3), None, None];
+    let err = onnx::import(&m, None).unwrap_err();
+    assert!(err.contains("symbolic size"), "{err}");
+    let sized = onnx::import(&m, Some((16, 16))).unwrap();
+    assert_eq!(sized.hw, (16, 16));
+    let fixed = onnx::import(&proto::decode_model(&bytes).unwrap(), None).unwrap();
+    assert_eq!(sized.graph.nodes().len(), fixed.graph.nodes().len());
+}
