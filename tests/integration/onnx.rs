@@ -90,7 +90,13 @@ fn imported(arch: &str, file: &str, layer: Option<&str>) -> (Network, Network) {
         }
         None => m.default_layer.clone(),
     };
+    // Node for node the same layers as the build (so the same kernels and speed), but for
+    // VGG's and AlexNet's adaptive pools, which the exporter writes as plain average pools.
+    let kinds = |n: &Network| -> Vec<&'static str> {
+        n.graph().nodes().iter().map(|n| n.op.kind()).map(|k| if k == "avg_pool" { "adaptive_avg_pool" } else { k }).collect()
+    };
     let net = Network::new(file, m.graph, m.hw, &default, &Device::Cpu).unwrap();
+    assert_eq!(kinds(&net), kinds(&zoo), "{file}: layers");
     (net, zoo)
 }
 
