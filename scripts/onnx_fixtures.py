@@ -28,7 +28,11 @@ Three kinds of files:
    grouped convolution, Concat, LeakyRelu, Gemm with alpha, beta and transB = 0, MatMul + Add,
    Dropout, Identity, Constant and a final Softmax. `ops_input.npy` (float32 [4,3,16,16]) and
    `ops_opset<N>_logits.npy` (onnxruntime's outputs before the softmax) are the reference.
-3. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
+3. `view_flatten.onnx`: a small CNN whose forward flattens with `x.view(x.size(0), -1)`,
+   exported by the TorchScript exporter with a dynamic batch, which writes that as shape
+   arithmetic (Shape, Gather, Unsqueeze, Concat into Reshape); `view_flatten_input.npy` (float32
+   [3,1,8,8]) and `view_flatten_logits.npy` (onnxruntime) are its reference.
+4. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
 """
 
 import os
@@ -171,6 +175,31 @@ def ops_model(opset, rng):
     return build("probs", nodes), build("logits", nodes[:-1])
 
 
+class ViewNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 4, 3)
+        self.fc = torch.nn.Linear(4 * 6 * 6, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def view_flatten():
+    torch.manual_seed(1)
+    path = os.path.join(OUT, "view_flatten.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ViewNet().eval(), (torch.rand(2, 1, 8, 8),), path, opset_version=17, dynamo=False,
+                          input_names=["x"], output_names=["logits"], dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    x = np.random.default_rng(1).random((3, 1, 8, 8)).astype(np.float32)
+    np.save(os.path.join(OUT, "view_flatten_input.npy"), x)
+    logits = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.save(os.path.join(OUT, "view_flatten_logits.npy"), logits.astype(np.float32))
+    print(f"{path}: ops {[n.op_type for n in onnx.load(path).graph.node]}")
+
+
 def refused():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])
@@ -202,6 +231,7 @@ def main():
         logits = sess.run(None, {"x": x})[0]
         np.save(os.path.join(OUT, f"ops_opset{opset}_logits.npy"), logits.astype(np.float32))
         print(f"{path}: {os.path.getsize(path)} bytes, logits[0] {logits[0]}")
+    view_flatten()
     refused()
 
 

@@ -164,6 +164,7 @@ fn list_models() {
             a.name, a.default_layer, input
         );
     }
+    println!("any CNN exported to ONNX: `--model FILE.onnx` / `[model] onnx = ...`; `fragility models FILE.onnx` lists its graph");
 }
 
 /// `fragility models FILE.onnx`: the imported graph, one node per line.

@@ -342,3 +342,18 @@ fn a_symbolic_input_size_takes_the_images_size() {
     let fixed = onnx::import(&proto::decode_model(&bytes).unwrap(), None).unwrap();
     assert_eq!(sized.graph.nodes().len(), fixed.graph.nodes().len());
 }
+
+/// `x.view(x.size(0), -1)` under a dynamic batch: the TorchScript exporter writes Shape,
+/// Gather, Unsqueeze and Concat into a Reshape, which imports as a flatten (onnxruntime's
+/// logits on a batch of 3).
+#[test]
+fn shape_arithmetic_flattens() {
+    let m = onnx::load(&dir().join("view_flatten.onnx"), None).unwrap();
+    let kinds: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.kind()).collect();
+    assert_eq!(kinds, ["input", "conv", "relu", "flatten", "linear"]);
+    let net = Network::new("view", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(npy_f32(&dir().join("view_flatten_input.npy")), (3, 1, 8, 8), &Device::Cpu).unwrap();
+    let want = Tensor::from_vec(npy_f32(&dir().join("view_flatten_logits.npy")), (3, 10), &Device::Cpu).unwrap();
+    let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
+    assert!(err < 1e-5, "{err}");
+}

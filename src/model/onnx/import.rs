@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21).
-pub const SUPPORTED_OPS: [&str; 28] = [
+pub const SUPPORTED_OPS: [&str; 30] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -45,6 +45,8 @@ pub const SUPPORTED_OPS: [&str; 28] = [
     "Unsqueeze",
     "Cast",
     "Sum",
+    "Shape",
+    "Gather",
 ];
 
 /// One ONNX value during the import: a graph node's output or a constant.
@@ -55,6 +57,10 @@ enum Val {
 }
 
 type Step<T> = std::result::Result<T, String>;
+
+/// The batch size in shape arithmetic (`Shape` of a computed value): a symbol, carried through
+/// Gather, Unsqueeze and Concat of constants into a Reshape, where it means "the batch".
+const BATCH: i64 = i64::MIN;
 
 /// The import state: the graph so far, its shapes, and what every value name holds.
 pub(super) struct Importer {
@@ -290,6 +296,8 @@ impl Importer {
             "Flatten" => self.flatten(n),
             "Reshape" | "Squeeze" => self.reshape(n),
             "Unsqueeze" => self.constant_only(n),
+            "Shape" => self.shape_of(n),
+            "Gather" => self.gather(n),
             "Gemm" => self.gemm(n),
             "MatMul" => self.matmul(n),
             "Add" | "Sub" | "Mul" | "Div" | "Sum" => self.arith(n),
@@ -485,7 +493,7 @@ impl Importer {
         }
         let target = self.const_in(n, 1)?.ok_or("has no constant target shape")?.i64s().ok_or("non-integer shape")?;
         let len = shape.len() as i64;
-        let batch_ok = |d: i64| d == 0 || d == -1 || Some(d) == self.batch || d == 1;
+        let batch_ok = |d: i64| d == 0 || d == -1 || d == BATCH || Some(d) == self.batch || d == 1;
         let copy = |i: usize, d: i64| if d == 0 { dims.get(i - 1).map(|&v| v as i64) } else { Some(d) };
         match target.as_slice() {
             &[b, f] if batch_ok(b) && (copy(1, f) == Some(len) || (f == -1 && b != -1)) => self.flat(n, x),
@@ -548,6 +556,39 @@ impl Importer {
             return Err(format!("{} of a constant of shape {:?} to {dims:?}", n.op_type, c.dims));
         }
         self.set(n, Val::Const(Const { dims, values: c.values }))
+    }
+
+    /// The shape of a computed value as an integer constant, its batch size a symbol.
+    fn shape_of(&mut self, n: &NodeProto) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        let mut dims = vec![BATCH];
+        match self.shapes[x] {
+            Shape::Map(c, h, w) => dims.extend([c as i64, h as i64, w as i64]),
+            Shape::Flat(f) => dims.push(f as i64),
+        }
+        let rank = dims.len() as i64;
+        let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+        let (start, end) = (clamp(int(n, "start", 0)), clamp(int(n, "end", rank)));
+        let dims = dims.get(start..end.max(start)).unwrap_or_default().to_vec();
+        let len = dims.len();
+        self.set(n, Val::Const(Const { dims: vec![len], values: super::tensor::Values::I64(dims) }))
+    }
+
+    /// Gather along axis 0 of a 1-D integer constant (shape arithmetic).
+    fn gather(&mut self, n: &NodeProto) -> Step<()> {
+        let data = self.const_in(n, 0)?.ok_or("is only supported on constants")?;
+        let idx = self.const_in(n, 1)?.ok_or("has no constant indices")?;
+        if data.dims.len() != 1 || int(n, "axis", 0) != 0 {
+            return Err("only Gather along axis 0 of a 1-D constant (shape arithmetic) is supported".into());
+        }
+        let v = data.i64s().ok_or("Gather of a non-integer constant")?;
+        let mut out = Vec::new();
+        for i in idx.i64s().ok_or("non-integer indices")? {
+            let j = if i < 0 { i + v.len() as i64 } else { i };
+            out.push(*usize::try_from(j).ok().and_then(|j| v.get(j)).ok_or(format!("index {i} out of range"))?);
+        }
+        let dims = if idx.dims.is_empty() { vec![] } else { vec![out.len()] };
+        self.set(n, Val::Const(Const { dims, values: super::tensor::Values::I64(out) }))
     }
 
     fn gemm(&mut self, n: &NodeProto) -> Step<()> {
@@ -662,6 +703,16 @@ impl Importer {
     }
 
     fn concat(&mut self, n: &NodeProto) -> Step<()> {
+        if let Some(Val::Const(_)) = self.val(n, 0)? {
+            // Shape arithmetic: 1-D integer constants joined end to end.
+            let mut out = Vec::new();
+            for i in 0..n.inputs.len() {
+                let c = self.const_in(n, i)?.ok_or("input missing")?;
+                out.extend(c.i64s().ok_or("Concat of non-integer constants")?);
+            }
+            let len = out.len();
+            return self.set(n, Val::Const(Const { dims: vec![len], values: super::tensor::Values::I64(out) }));
+        }
         let mut ins = Vec::new();
         for i in 0..n.inputs.len() {
             ins.push(self.node_in(n, i)?);
