@@ -201,6 +201,28 @@ fn every_op_matches_onnxruntime_at_every_opset() {
     }
 }
 
+/// The shipped CIFAR-style ResNet-20 (assets/models/cifar_resnet20_fmnist.onnx): onnxruntime's
+/// logits of the first 16 shipped images and its predictions for all 1,000.
+#[test]
+fn the_shipped_cifar_resnet_matches_onnxruntime() {
+    let root = crate::common::root();
+    let m = onnx::load(&root.join("assets/models/cifar_resnet20_fmnist.onnx"), None).unwrap();
+    assert_eq!(m.hw, (28, 28));
+    let net = Network::new("cifar_resnet20", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let set = crate::common::shipped_images();
+    let all: Vec<usize> = (0..set.n).collect();
+    let x = crate::common::images(&set, &all);
+    let logits = net.logits(&x, Activation::Relu).unwrap();
+    let want = Tensor::from_vec(npy_f32(&dir().join("cifar_resnet20_fmnist_logits16.npy")), (16, 10), &Device::Cpu).unwrap();
+    let err = rel(&logits.narrow(0, 0, 16).unwrap(), &want);
+    assert!(err < 1e-5, "logits differ from onnxruntime by {err}");
+    let preds = fragility::data::load_labels(&dir().join("cifar_resnet20_fmnist_preds.npy")).unwrap();
+    let ours: Vec<i64> = logits.argmax(1).unwrap().to_vec1::<u32>().unwrap().iter().map(|&p| p as i64).collect();
+    assert_eq!(ours, preds);
+    // Grad-CAM's default: the last residual block's output, 64×7×7.
+    assert_eq!(net.graph().shapes((28, 28)).unwrap()[net.graph().find(net.default_layer()).unwrap()].to_string(), "64×7×7");
+}
+
 /// Truncated and corrupted files are errors, never panics: every cut of a real file, and
 /// thousands of random byte flips.
 #[test]
