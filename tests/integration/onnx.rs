@@ -221,6 +221,14 @@ fn the_shipped_cifar_resnet_matches_onnxruntime() {
     assert_eq!(ours, preds);
     // Grad-CAM's default: the last residual block's output, 64×7×7.
     assert_eq!(net.graph().shapes((28, 28)).unwrap()[net.graph().find(net.default_layer()).unwrap()].to_string(), "64×7×7");
+    // Grad-CAM's layer takes the node's name or its output's.
+    let by_output = net.graph().find("/layer3/layer3.2/relu_1/Relu_output_0");
+    assert_eq!(by_output, net.graph().find(net.default_layer()));
+    let cam = |layer: &str| {
+        let g = GradCam { layer: layer.into() };
+        g.attribute(&net, &x.narrow(0, 0, 2).unwrap(), &[0, 1], Activation::Relu).unwrap()
+    };
+    assert_eq!(crate::common::flat(&cam("/layer3/layer3.2/relu_1/Relu_output_0")), crate::common::flat(&cam("")));
 }
 
 /// Truncated and corrupted files are errors, never panics: every cut of a real file, and
