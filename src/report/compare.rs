@@ -22,7 +22,7 @@ use super::table::{read_directions, table_error};
 use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
-use polars::prelude::{Column, DataFrame, ParquetCompression, ParquetWriter};
+use polars::prelude::{Column, DataFrame};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -229,13 +229,7 @@ pub fn write_compare(
         Column::new("status".into(), rows.iter().map(|c| c.status.as_str()).collect::<Vec<_>>()),
     ];
     let mut df = DataFrame::new(rows.len(), columns).map_err(table_error(&pq))?;
-    atomic::write_with(&pq, |w| {
-        ParquetWriter::new(w)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(&mut df)
-            .map(|_| ())
-            .map_err(table_error(&pq))
-    })?;
+    super::parquet::write_table(&pq, &mut df, Vec::new())?;
     let md = out.join("compare.md");
     atomic::write_bytes(&md, markdown(report, baseline, current).as_bytes())?;
     Ok(vec![pq, md])

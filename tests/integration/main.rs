@@ -6,6 +6,7 @@ mod attributions;
 mod cli;
 mod common;
 mod gradients;
+mod parquet;
 mod reference;
 mod synthetic;
 mod torchvision;
