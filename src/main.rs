@@ -56,19 +56,28 @@ enum Command {
     /// Compare two runs of the same study (e.g. two model versions) and flag regressions.
     ///
     /// Matches summary rows by method × attack × target method × ε × metric. A row regresses
-    /// when the current mean is worse (less similar maps) than the baseline's by more than
-    /// --tolerance and the 95% bootstrap intervals do not overlap. Writes compare.parquet and
-    /// compare.md. Exit code: 0 no regression, 1 a regression, 2 an error (e.g. the runs used
+    /// when the current mean is worse (less similar maps) than the baseline's by more than its
+    /// threshold and the 95% bootstrap intervals do not overlap: --tolerance for metrics with
+    /// a bounded range, --relative-tolerance × the baseline mean for the others. A mean that
+    /// became undefined (or defined) is reported, and fails a metric named with --metric.
+    /// Writes compare.parquet and compare.md. Exit code: 0 no failure, 1 a regression (or a
+    /// watched mean that became undefined or defined), 2 an error (e.g. the runs used
     /// different settings).
     Compare {
         /// Output folder of the baseline run.
         baseline: PathBuf,
         /// Output folder of the current run.
         current: PathBuf,
-        /// Smallest change of a mean that counts, in the metric's units.
+        /// Smallest change that counts for metrics with a bounded range (Spearman, Kendall,
+        /// Pearson, cosine, SSIM, top-k intersection), in the metric's units.
         #[arg(long, default_value_t = 0.02)]
         tolerance: f64,
-        /// Compare only these metric columns (repeatable; default: all).
+        /// Smallest change that counts for every other column (center shift in pixels,
+        /// normalised MSE, attack measures, robustness), as a fraction of the baseline mean.
+        #[arg(long, default_value_t = 0.1)]
+        relative_tolerance: f64,
+        /// Compare only these metric columns (repeatable; default: all). A named metric whose
+        /// mean became undefined or defined fails the comparison.
         #[arg(long = "metric")]
         metrics: Vec<String>,
         /// Where compare.parquet and compare.md go (default: the current run's folder).
@@ -156,11 +165,12 @@ fn list_models() {
     }
 }
 
-/// `fragility compare`: 0 no regression, 1 a regression, 2 any error.
+/// `fragility compare`: 0 no failure, 1 a regression (or a watched mean that became undefined
+/// or defined), 2 any error.
 fn compare(
     baseline: &std::path::Path,
     current: &std::path::Path,
-    tolerance: f64,
+    tolerance: fragility::report::compare::Tolerance,
     metrics: &[String],
     out: Option<&std::path::Path>,
     all: bool,
@@ -176,7 +186,7 @@ fn compare(
             for f in files {
                 eprintln!("wrote {}", f.display());
             }
-            if report.regressions().next().is_some() {
+            if report.failures().next().is_some() {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -200,8 +210,12 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     let progress = std::io::stderr().is_terminal();
-    if let Command::Compare { baseline, current, tolerance, metrics, out, all } = &cli.command {
-        return compare(baseline, current, *tolerance, metrics, out.as_deref(), *all);
+    if let Command::Compare { baseline, current, tolerance, relative_tolerance, metrics, out, all } =
+        &cli.command
+    {
+        let tolerance =
+            fragility::report::compare::Tolerance { absolute: *tolerance, relative: *relative_tolerance };
+        return compare(baseline, current, tolerance, metrics, out.as_deref(), *all);
     }
     let result = match cli.command {
         Command::Run { config, quiet, force, shard } => Plan::load(&config).and_then(|plan| {

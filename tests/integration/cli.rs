@@ -581,6 +581,40 @@ fn compare_flags_regressions_and_refuses_different_settings() {
     let o = fragility(&["compare", "base", "cur", "--tolerance", "0.6", "--out", "."], dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
+    // Plant a 5× normalised MSE (a ~1e-6 scale, so an absolute tolerance misses it): flagged
+    // against the baseline's own mean. (The baseline's interval ends below 3× its mean: the
+    // largest of 3 non-negative values.)
+    let row = |rows: &[fragility::report::SummaryRow], metric: &str| {
+        rows.iter().position(|r| r.method == "gradient" && r.attack == "top_k" && r.metric == metric).unwrap()
+    };
+    let i = row(&rows, "mse_normalized");
+    let m = rows[i].mean.unwrap();
+    assert!(m > 0.0 && m < 1e-3, "mse_normalized mean {m}");
+    (rows[i].mean, rows[i].ci_low, rows[i].ci_high) = (Some(5.0 * m), Some(4.5 * m), Some(5.5 * m));
+    // And a Kendall mean that became NaN.
+    let k = row(&rows, "kendall");
+    rows[k].mean = Some(f64::NAN);
+    fragility::report::write_summary(&path, &rows).unwrap();
+    let o = fragility(&["compare", "base", "cur", "--metric", "mse_normalized", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
+    assert!(md.contains("**1 regressions**") && md.contains("| mse_normalized |"), "{md}");
+    // The NaN mean: reported but not failing when not watched (here only Pearson is) ...
+    let o = fragility(
+        &["compare", "base", "cur", "--metric", "pearson", "--metric", "kendall", "--out", "."],
+        dir.path(),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("became undefined  gradient  top_k → gradient"), "{out}");
+    assert_eq!(o.status.code(), Some(1), "a watched metric became undefined: {out}");
+    let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
+    assert!(md.contains("**0 regressions**") && md.contains("1 became undefined"), "{md}");
+    let o = fragility(&["compare", "base", "cur", "--metric", "pearson", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // ... and listed among the changes of a full comparison.
+    let o = fragility(&["compare", "base", "cur", "--out", "."], dir.path());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("became undefined"));
+
     // Different budgets: exit 2, naming the setting.
     let run_json = dir.path().join("cur/run.json");
     let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&run_json).unwrap()).unwrap();
