@@ -23,4 +23,5 @@ pub mod model;
 pub mod robustness;
 pub mod run;
 pub mod seed;
+pub mod selection;
 pub mod train;

@@ -108,6 +108,13 @@ enum Command {
         /// PNG/JPEG files (class sub-folders, or a flat folder).
         #[arg(long)]
         images: PathBuf,
+        /// Explain only the first N images.
+        #[arg(long, value_name = "N", conflicts_with = "ids")]
+        count: Option<usize>,
+        /// Explain only these images: 0-based ids in the file, comma-separated, ranges
+        /// included (e.g. 3,7,12,40-47); the outputs keep this order (DIR/ids.npy lists it).
+        #[arg(long, value_name = "IDS")]
+        ids: Option<String>,
         /// Resize every image so that its shorter side has this many pixels (antialiased
         /// bilinear), e.g. 256.
         #[arg(long)]
@@ -123,7 +130,8 @@ enum Command {
         /// deeplift, grad_cam, guided_grad_cam, occlusion, lime, kernel_shap.
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
-        /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy.
+        /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy,
+        /// ids.npy (int64 [N]: each row's image id).
         #[arg(long)]
         out: PathBuf,
         /// Seed of the stochastic methods (smoothgrad).
@@ -268,6 +276,8 @@ fn main() -> ExitCode {
             weights,
             normalize,
             images,
+            count,
+            ids,
             resize,
             crop,
             channels,
@@ -283,13 +293,16 @@ fn main() -> ExitCode {
                 .map(|n| fragility::model::Normalize::parse(&n))
                 .transpose()
                 .map_err(|e| fragility::Error::Invalid(format!("--normalize {e}")));
+            let selection = fragility::selection::Selection::from_args(count, ids.as_deref());
             let image_options = fragility::data::ImageOptions { resize, crop, channels };
             normalize
-                .map(|normalize| ExplainRequest {
+                .and_then(|normalize| selection.map(|selection| (normalize, selection)))
+                .map(|(normalize, selection)| ExplainRequest {
                     model,
                     weights,
                     normalize,
                     images,
+                    selection,
                     image_options,
                     methods,
                     out,

@@ -823,3 +823,53 @@ fn explain_target_explains_a_chosen_class() {
     assert!(stderr(&o).contains("--target 10"), "{}", stderr(&o));
     assert!(!dir.path().join("bad").exists());
 }
+
+#[test]
+fn explain_count_and_ids_pick_images_and_refuse_ids_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = images_npy(dir.path(), 12);
+    let o = explain_shipped(dir.path(), &images, "gradient", "all", &["--grid-images", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = npy_f32(&dir.path().join("all/gradient.npy"));
+    let rows_of =
+        |ids: &[usize]| ids.iter().flat_map(|&i| all[i * 784..(i + 1) * 784].to_vec()).collect::<Vec<_>>();
+
+    // Ids and a range, in the order given: the same maps as those rows of the whole file.
+    let o = explain_shipped(
+        dir.path(),
+        &images,
+        "gradient",
+        "picked",
+        &["--ids", "7,3,10-11", "--grid-images", "2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("picked");
+    assert_eq!(npy_shape(&out.join("gradient.npy")), "4, 1, 28, 28");
+    assert_eq!(npy_f32(&out.join("gradient.npy")), rows_of(&[7, 3, 10, 11]));
+    assert_eq!(fragility::data::load_labels(&out.join("ids.npy")).unwrap(), [7, 3, 10, 11]);
+    let all_preds = fragility::data::load_labels(&dir.path().join("all/preds.npy")).unwrap();
+    let preds = fragility::data::load_labels(&out.join("preds.npy")).unwrap();
+    assert_eq!(preds, [all_preds[7], all_preds[3], all_preds[10], all_preds[11]]);
+    assert!(out.join("gradient.png").exists());
+
+    // The first N.
+    let o =
+        explain_shipped(dir.path(), &images, "gradient", "first", &["--count", "5", "--grid-images", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(npy_f32(&dir.path().join("first/gradient.npy")), rows_of(&[0, 1, 2, 3, 4]));
+    assert_eq!(fragility::data::load_labels(&dir.path().join("first/ids.npy")).unwrap(), [0, 1, 2, 3, 4]);
+
+    // Out of range, malformed or conflicting: exit 2, the reason named, nothing written.
+    for (extra, needle) in [
+        (&["--ids", "3,12"][..], "image 12 does not exist (the images hold 12: ids 0 to 11)"),
+        (&["--count", "13"][..], "--count 13: the images hold only 12"),
+        (&["--ids", "9-3"][..], "the range 9-3 runs backwards"),
+        (&["--ids", "2,x"][..], "`x` is not an image id"),
+        (&["--count", "2", "--ids", "1"][..], "cannot be used with"),
+    ] {
+        let o = explain_shipped(dir.path(), &images, "gradient", "bad", extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{extra:?}: {}", stderr(&o));
+        assert!(!dir.path().join("bad").exists(), "{extra:?}");
+    }
+}
