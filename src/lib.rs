@@ -20,6 +20,7 @@ pub mod config;
 pub mod device;
 pub mod explain;
 pub mod model;
+pub mod progress;
 pub mod robustness;
 pub mod run;
 pub mod seed;

@@ -19,7 +19,7 @@ fn attack_rows(
     seeds: &[u64],
 ) -> (Outcome, Vec<u32>) {
     let targets = predict(model, x).unwrap();
-    let input = AttackInput { model, x, eps, targets: &targets, seeds };
+    let input = AttackInput { model, x, eps, targets: &targets, seeds, progress: None };
     (attack.perturb(&input).unwrap(), targets)
 }
 
