@@ -120,6 +120,45 @@ fn every_attack_keeps_the_invariants_is_reproducible_and_row_independent() {
 }
 
 #[test]
+fn every_attack_reports_its_steps_in_order_without_changing_its_result() {
+    let (model, x, eps, seeds) = setup();
+    let targets = predict(&model, &x).unwrap();
+    let restarted = Steered {
+        objective: objective("top_k"),
+        method: Arc::new(Gradient),
+        settings: IterSettings { restarts: 1, ..short(3) },
+    };
+    let mut attacks = every_attack(4);
+    attacks.push(Arc::new(restarted));
+    for (i, attack) in attacks.iter().enumerate() {
+        let name = attack.name();
+        let steps = std::sync::Mutex::new(Vec::new());
+        let record = |done: usize, total: usize| steps.lock().unwrap().push((done, total));
+        let input = AttackInput {
+            model: &model,
+            x: &x,
+            eps: &eps,
+            targets: &targets,
+            seeds: &seeds,
+            progress: Some(&record),
+        };
+        let out = attack.perturb(&input).unwrap();
+        let steps = steps.into_inner().unwrap();
+        // random_sign stops drawing once every row kept its label; the others run every step:
+        // 4 iterations, or 2 starts × 3 for the restarted top_k.
+        let want = match (name, i == attacks.len() - 1) {
+            ("random_sign", _) => (1..=steps.len()).map(|d| (d, 5)).collect::<Vec<_>>(),
+            (_, true) => (1..=6).map(|d| (d, 6)).collect(),
+            _ => (1..=4).map(|d| (d, 4)).collect(),
+        };
+        assert!(!steps.is_empty(), "{name} reported no step");
+        assert_eq!(steps, want, "{name}");
+        let (quiet, _) = attack_rows(&model, attack.as_ref(), &x, &eps, &seeds);
+        assert_eq!(flat(&quiet.x_adv), flat(&out.x_adv), "{name}: watching changed the result");
+    }
+}
+
+#[test]
 fn random_sign_steps_to_a_corner_of_the_ball() {
     let (model, x, eps, seeds) = setup();
     let (out, _) = attack_rows(&model, &RandomSign { tries: 5 }, &x, &eps, &seeds);
