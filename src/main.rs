@@ -83,7 +83,7 @@ enum Command {
         /// Where compare.parquet and compare.md go (default: the current run's folder).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Print every compared row, not only regressions and improvements.
+        /// Print every compared row, not only those that changed.
         #[arg(long)]
         all: bool,
     },

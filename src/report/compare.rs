@@ -345,11 +345,12 @@ fn counts(report: &CompareReport) -> String {
     .join(", ")
 }
 
-/// The tolerances in words (the same line in the Markdown and on the terminal).
+/// The thresholds in words (the same line in the Markdown and on the terminal).
 fn tolerance_words(t: &Tolerance) -> String {
     format!(
-        "tolerance {} in the metric's units for bounded metrics (correlations, SSIM, top-k), {}× the baseline mean for the others",
-        t.absolute, t.relative
+        "thresholds: {} on bounded metrics (correlations, SSIM, top-k), {}% of the baseline mean on the others",
+        t.absolute,
+        t.relative * 100.0
     )
 }
 
@@ -360,7 +361,7 @@ pub fn markdown(report: &CompareReport, baseline: &Path, current: &Path) -> Stri
     let _ = writeln!(m, "- baseline: `{}`\n- current: `{}`", baseline.display(), current.display());
     let _ = writeln!(
         m,
-        "- a change counts past the row's threshold ({}) when the 95% bootstrap intervals do not overlap\n",
+        "- {}; a change past its threshold counts only where the 95% bootstrap intervals do not overlap\n",
         tolerance_words(&report.tolerance)
     );
     let (head, tail) =
@@ -432,7 +433,7 @@ pub fn print_compare(report: &CompareReport, all: bool) {
             println!("{}", line(c, "  "));
         }
     }
-    println!("{} ({})", counts(report), tolerance_words(&report.tolerance));
+    println!("{}\n{}", counts(report), tolerance_words(&report.tolerance));
 }
 
 #[cfg(test)]
