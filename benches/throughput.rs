@@ -130,7 +130,14 @@ fn attacks(c: &mut Criterion) {
         let id = if name == "random_walk" { name.to_string() } else { format!("{name}/{}", method.name()) };
         group.bench_function(BenchmarkId::new(id, batch), |b| {
             b.iter(|| {
-                let input = AttackInput { model: &model, x: &x, eps: &eps, targets: &targets, seeds: &seeds };
+                let input = AttackInput {
+                    model: &model,
+                    x: &x,
+                    eps: &eps,
+                    targets: &targets,
+                    seeds: &seeds,
+                    progress: None,
+                };
                 a.perturb(&input).unwrap()
             })
         });

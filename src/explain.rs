@@ -1,9 +1,11 @@
 //! `fragility explain`: attribution maps for a set of images, as `.npy` files.
 //!
 //! Writes `DIR/<method>.npy` (float32 [N,C,H,W] — C = 1 for Grad-CAM —, raw attributions for the predicted class, or
-//! for one chosen class with `--target`, before any channel reduction), `DIR/preds.npy` (int64 [N]) and `DIR/logits.npy` (float32
-//! [N,K]), plus `DIR/<method>.png`: the first images with the method's maps as heat-map
-//! overlays. Every method is computed (and every input checked) before the first file is written.
+//! for one chosen class with `--target`, before any channel reduction), `DIR/preds.npy` (int64 [N]), `DIR/logits.npy` (float32
+//! [N,K]) and `DIR/ids.npy` (int64 [N]: each row's position in the image file), plus
+//! `DIR/<method>.png`: the first images with the method's maps as heat-map overlays. The N
+//! images are the whole file or a [`Selection`] of it (`--count`, `--ids`). Every method is
+//! computed (and every input checked) before the first file is written.
 
 use crate::attribution::{by_name, Attribution, METHOD_NAMES};
 use crate::data::{write_npy_f32, write_npy_i64};
@@ -11,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::{self, logits_in_passes, Activation};
 use crate::report::heatmap::{write_heatmap_grid, Panel};
 use crate::run::{batch_tensor, progress_bar};
+use crate::selection::Selection;
 use candle_core::Tensor;
 use std::path::{Path, PathBuf};
 
@@ -25,6 +28,8 @@ pub struct ExplainRequest {
     pub normalize: Option<crate::model::Normalize>,
     /// Images (.npy, idx, or a folder of PNG/JPEG files).
     pub images: PathBuf,
+    /// Which of them to explain.
+    pub selection: Selection,
     /// Resize, crop and channel conversion of the images.
     pub image_options: crate::data::ImageOptions,
     /// Method names.
@@ -78,11 +83,12 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     }
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
     let (h, w) = (set.h, set.w);
-    let ids: Vec<usize> = (0..set.n).collect();
+    let ids = req.selection.resolve(set.n)?;
+    let n = ids.len();
     let mut logits_all: Vec<f32> = Vec::new();
     let mut preds_all: Vec<i64> = Vec::new();
     let mut maps: Vec<Vec<f32>> = vec![Vec::new(); methods.len()];
-    let bar = progress_bar(progress, set.n as u64);
+    let bar = progress_bar(progress, n as u64);
     for chunk in ids.chunks(req.batch_size) {
         let x = batch_tensor(&set, chunk, &device)?;
         let logits = logits_in_passes(model.as_ref(), &x)?;
@@ -104,13 +110,13 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     // Each method's own channel count: the input's, or 1 for a layer method (Grad-CAM) on
     // RGB images.
-    let channels_of = |data: &[f32]| data.len() / (set.n * h * w).max(1);
+    let channels_of = |data: &[f32]| data.len() / (n * h * w).max(1);
     for (method, data) in methods.iter().zip(&maps) {
         let p = out.join(format!("{}.npy", method.name()));
-        write_npy_f32(&p, data, &[set.n, channels_of(data), h, w])?;
+        write_npy_f32(&p, data, &[n, channels_of(data), h, w])?;
         files.push(p);
     }
-    let shown = req.grid_images.min(set.n);
+    let shown = req.grid_images.min(n);
     if shown > 0 {
         // The image (RGB in colour, grey otherwise) and saliency (|attribution| summed over
         // channels) per panel.
@@ -122,11 +128,11 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
                 .collect();
             let panels: Vec<Panel> = (0..shown)
                 .map(|i| Panel {
-                    image: set.image(i),
+                    image: set.image(ids[i]),
                     map: &sal[i],
                     label: match req.target {
-                        Some(t) => format!("#{i} pred {} → {t}", preds_all[i]),
-                        None => format!("#{i} pred {}", preds_all[i]),
+                        Some(t) => format!("#{} pred {} → {t}", ids[i], preds_all[i]),
+                        None => format!("#{} pred {}", ids[i], preds_all[i]),
                     },
                 })
                 .collect();
@@ -136,10 +142,13 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
         }
     }
     let p = out.join("preds.npy");
-    write_npy_i64(&p, &preds_all, &[set.n])?;
+    write_npy_i64(&p, &preds_all, &[n])?;
     files.push(p);
     let p = out.join("logits.npy");
-    write_npy_f32(&p, &logits_all, &[set.n, model.num_classes()])?;
+    write_npy_f32(&p, &logits_all, &[n, model.num_classes()])?;
+    files.push(p);
+    let p = out.join("ids.npy");
+    write_npy_i64(&p, &ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[n])?;
     files.push(p);
     Ok(files)
 }

@@ -56,25 +56,34 @@ enum Command {
     /// Compare two runs of the same study (e.g. two model versions) and flag regressions.
     ///
     /// Matches summary rows by method × attack × target method × ε × metric. A row regresses
-    /// when the current mean is worse (less similar maps) than the baseline's by more than
-    /// --tolerance and the 95% bootstrap intervals do not overlap. Writes compare.parquet and
-    /// compare.md. Exit code: 0 no regression, 1 a regression, 2 an error (e.g. the runs used
+    /// when the current mean is worse (less similar maps) than the baseline's by more than its
+    /// threshold and the 95% bootstrap intervals do not overlap: --tolerance for metrics with
+    /// a bounded range, --relative-tolerance × the baseline mean for the others. A mean that
+    /// became undefined (or defined) is reported, and fails a metric named with --metric.
+    /// Writes compare.parquet and compare.md. Exit code: 0 no failure, 1 a regression (or a
+    /// watched mean that became undefined or defined), 2 an error (e.g. the runs used
     /// different settings).
     Compare {
         /// Output folder of the baseline run.
         baseline: PathBuf,
         /// Output folder of the current run.
         current: PathBuf,
-        /// Smallest change of a mean that counts, in the metric's units.
+        /// Smallest change that counts for metrics with a bounded range (Spearman, Kendall,
+        /// Pearson, cosine, SSIM, top-k intersection), in the metric's units.
         #[arg(long, default_value_t = 0.02)]
         tolerance: f64,
-        /// Compare only these metric columns (repeatable; default: all).
+        /// Smallest change that counts for every other column (center shift in pixels,
+        /// normalised MSE, attack measures, robustness), as a fraction of the baseline mean.
+        #[arg(long, default_value_t = 0.1)]
+        relative_tolerance: f64,
+        /// Compare only these metric columns (repeatable; default: all). A named metric whose
+        /// mean became undefined or defined fails the comparison.
         #[arg(long = "metric")]
         metrics: Vec<String>,
         /// Where compare.parquet and compare.md go (default: the current run's folder).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Print every compared row, not only regressions and improvements.
+        /// Print every compared row, not only those that changed.
         #[arg(long)]
         all: bool,
     },
@@ -101,6 +110,13 @@ enum Command {
         /// PNG/JPEG files (class sub-folders, or a flat folder).
         #[arg(long)]
         images: PathBuf,
+        /// Explain only the first N images.
+        #[arg(long, value_name = "N", conflicts_with = "ids")]
+        count: Option<usize>,
+        /// Explain only these images: 0-based ids in the file, comma-separated, ranges
+        /// included (e.g. 3,7,12,40-47); the outputs keep this order (DIR/ids.npy lists it).
+        #[arg(long, value_name = "IDS")]
+        ids: Option<String>,
         /// Resize every image so that its shorter side has this many pixels (antialiased
         /// bilinear), e.g. 256.
         #[arg(long)]
@@ -116,7 +132,8 @@ enum Command {
         /// deeplift, grad_cam, guided_grad_cam, occlusion, lime, kernel_shap.
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
-        /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy.
+        /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy,
+        /// ids.npy (int64 [N]: each row's image id).
         #[arg(long)]
         out: PathBuf,
         /// Seed of the stochastic methods (smoothgrad).
@@ -203,11 +220,12 @@ fn list_onnx(path: &std::path::Path, size: Option<&str>) -> fragility::Result<()
     Ok(())
 }
 
-/// `fragility compare`: 0 no regression, 1 a regression, 2 any error.
+/// `fragility compare`: 0 no failure, 1 a regression (or a watched mean that became undefined
+/// or defined), 2 any error.
 fn compare(
     baseline: &std::path::Path,
     current: &std::path::Path,
-    tolerance: f64,
+    tolerance: fragility::report::compare::Tolerance,
     metrics: &[String],
     out: Option<&std::path::Path>,
     all: bool,
@@ -223,7 +241,7 @@ fn compare(
             for f in files {
                 eprintln!("wrote {}", f.display());
             }
-            if report.regressions().next().is_some() {
+            if report.failures().next().is_some() {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -247,8 +265,12 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse_from(args);
     let progress = std::io::stderr().is_terminal();
-    if let Command::Compare { baseline, current, tolerance, metrics, out, all } = &cli.command {
-        return compare(baseline, current, *tolerance, metrics, out.as_deref(), *all);
+    if let Command::Compare { baseline, current, tolerance, relative_tolerance, metrics, out, all } =
+        &cli.command
+    {
+        let tolerance =
+            fragility::report::compare::Tolerance { absolute: *tolerance, relative: *relative_tolerance };
+        return compare(baseline, current, tolerance, metrics, out.as_deref(), *all);
     }
     let result = match cli.command {
         Command::Run { config, quiet, force, shard } => Plan::load(&config).and_then(|plan| {
@@ -302,6 +324,8 @@ fn main() -> ExitCode {
             weights,
             normalize,
             images,
+            count,
+            ids,
             resize,
             crop,
             channels,
@@ -317,6 +341,7 @@ fn main() -> ExitCode {
                 .map(|n| fragility::model::Normalize::parse(&n))
                 .transpose()
                 .map_err(|e| fragility::Error::Invalid(format!("--normalize {e}")));
+            let selection = fragility::selection::Selection::from_args(count, ids.as_deref());
             let image_options = fragility::data::ImageOptions { resize, crop, channels };
             let weights = match (fragility::model::is_onnx(&model), weights) {
                 (true, None) => Ok(PathBuf::from(&model)),
@@ -330,11 +355,13 @@ fn main() -> ExitCode {
             };
             normalize
                 .and_then(|normalize| weights.map(|weights| (normalize, weights)))
-                .map(|(normalize, weights)| ExplainRequest {
+                .and_then(|(normalize, weights)| selection.map(|selection| (normalize, weights, selection)))
+                .map(|(normalize, weights, selection)| ExplainRequest {
                     model,
                     weights,
                     normalize,
                     images,
+                    selection,
                     image_options,
                     methods,
                     out,

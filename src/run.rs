@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::metric::all_metrics;
 use crate::metric::Direction;
 use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
+use crate::progress::Progress;
 use crate::report::summary::{attack_label, SAMPLING};
 use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
 use crate::robustness::{estimate, ROBUSTNESS_COLUMNS};
@@ -271,19 +272,31 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     let studied: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
     // Example panels go to the first `examples` studied images (of all shards).
     let example_ids = &ids[..plan.examples.min(ids.len())];
-    let bar = progress_bar(progress, (chunks.len() * plan.attacks.len()) as u64);
+    // Progress stages: the clean maps, the robustness estimates, each attack; each processes
+    // every studied image of this run once.
+    let mut stages = vec![("clean maps".to_string(), studied.len())];
+    if plan.robustness.is_some() {
+        stages.push(("sampling robustness".to_string(), studied.len()));
+    }
+    let first_attack_stage = stages.len();
+    for a in &plan.attacks {
+        stages.push((attack_label(a.name(), a.target_method().map(|t| t.name())), studied.len()));
+    }
+    let bar = Progress::new(progress, &stages);
     let mut rows = Vec::new();
     let mut attack_seconds = vec![0f64; plan.attacks.len()];
     let mut resumed = 0usize;
     let eps_count = plan.epsilons.len();
-    for &(k, chunk) in &chunks {
+    for (pos, &(k, chunk)) in chunks.iter().enumerate() {
         let chunk_file = partial.join(format!("chunk-{k:06}.parquet"));
         if chunk_file.is_file() {
             rows.extend(crate::report::read_samples(&chunk_file)?.rows);
             resumed += 1;
-            bar.inc(plan.attacks.len() as u64);
+            bar.resume(chunk.len());
             continue;
         }
+        let detail = format!("chunk {}/{} ({} images)", pos + 1, chunks.len(), chunk.len());
+        bar.begin(0, chunk.len(), detail.clone());
         let mut chunk_rows = Vec::new();
         let x = batch_tensor(&set, chunk, dev)?;
         let targets: Vec<u32> = chunk.iter().map(|&i| preds[i]).collect();
@@ -313,6 +326,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             );
             goals.push(g);
         }
+        bar.end();
         // Rows are ε-major: row e·B + i is image i of the chunk at ε_e.
         let b = chunk.len();
         // Example panels: the chunk's images among the first `examples` studied, at the largest ε.
@@ -325,9 +339,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         let row_eps: Vec<f32> =
             plan.epsilons.iter().flat_map(|&e| std::iter::repeat_n(e as f32, b)).collect();
         if let Some(settings) = &plan.robustness {
-            bar.set_message(format!("sampling robustness on images {}..{}", chunk[0], chunk[b - 1]));
+            bar.begin(1, b, detail.clone());
             let image_ids: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
-            for method in &plan.methods {
+            for (mi, method) in plan.methods.iter().enumerate() {
                 for r in estimate(model.as_ref(), method.as_ref(), &x, &image_ids, &targets, settings)? {
                     let id = r.image_id as usize;
                     let mut values = vec![None; attack_columns];
@@ -348,12 +362,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                         metrics: values,
                     });
                 }
+                bar.step(mi + 1, plan.methods.len());
             }
+            bar.end();
         }
         for (ai, attack) in plan.attacks.iter().enumerate() {
             let target = attack.target_method().map(|t| t.name().to_string());
             let label = attack_label(attack.name(), target.as_deref());
-            bar.set_message(format!("{label} on images {}..{}", chunk[0], chunk[b - 1]));
+            bar.begin(first_attack_stage + ai, b, detail.clone());
             let ta = Instant::now();
             let seeds: Vec<u64> = (0..eps_count)
                 .flat_map(|e| {
@@ -373,6 +389,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                 eps: &row_eps,
                 targets: &row_targets,
                 seeds: &seeds,
+                progress: Some(&|done, total| bar.step(done, total)),
             };
             let outcome = attack.perturb(&input)?;
             let after_conf =
@@ -435,7 +452,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                 )?;
             }
             attack_seconds[ai] += ta.elapsed().as_secs_f64();
-            bar.inc(1);
+            bar.end();
         }
         // The chunk is done: keep its rows on disk before anything else can go wrong.
         let table = SampleTable {
@@ -447,7 +464,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         write_samples(&chunk_file, &table)?;
         rows.extend(table.rows);
     }
-    bar.finish_and_clear();
+    bar.finish();
 
     // Deterministic row order whatever the chunking: method, attack (in config order, each
     // target method after the other), image, ε.
@@ -684,15 +701,17 @@ fn git_revision() -> Option<String> {
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// A progress bar on stderr, hidden when `show` is false.
+/// A progress bar on stderr with its rate and time left (for `explain` and `train`, whose
+/// steps all cost alike; a study's stages do not, see [`crate::progress`]), hidden when `show`
+/// is false.
 pub fn progress_bar(show: bool, len: u64) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) =
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-    {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} · {per_sec} · {eta} left {msg}",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.enable_steady_tick(std::time::Duration::from_millis(500));

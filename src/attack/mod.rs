@@ -50,6 +50,18 @@ pub struct AttackInput<'a> {
     pub targets: &'a [u32],
     /// A seed per row (derived from the run seed, the image id, the attack and ε).
     pub seeds: &'a [u64],
+    /// Called after each step (iteration, or draw) with the steps done and the total, for the
+    /// run's progress line; `None`: nobody is watching.
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+}
+
+impl AttackInput<'_> {
+    /// Reports `done` of `total` steps to the progress callback, if any.
+    pub fn step(&self, done: usize, total: usize) {
+        if let Some(f) = self.progress {
+            f(done, total);
+        }
+    }
 }
 
 /// What an attack produced, per row.

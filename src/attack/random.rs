@@ -39,7 +39,8 @@ impl Attack for RandomSign {
         let mut best = x0.clone();
         let mut kept = vec![false; rows];
         let mut iterations = vec![0u32; rows];
-        for _ in 0..self.tries.max(1) {
+        let tries = self.tries.max(1) as usize;
+        for t in 0..tries {
             let pending: Vec<usize> = (0..rows).filter(|&r| !kept[r]).collect();
             if pending.is_empty() {
                 break;
@@ -67,6 +68,7 @@ impl Attack for RandomSign {
                 take[r] = true;
             }
             best = select_rows(&take, &candidate, &best)?;
+            input.step(t + 1, tries);
         }
         let linf = linf_per_row(&best, x0)?;
         Ok(Outcome { x_adv: best, label_kept: kept, iterations, linf })

@@ -432,6 +432,8 @@ impl Attack for Steered {
                 if self.settings.patience > 0 {
                     active.retain(|&r| stall[r] < self.settings.patience);
                 }
+                let per = self.settings.iterations as usize;
+                input.step(restart as usize * per + it as usize, (self.settings.restarts as usize + 1) * per);
             }
         }
         let preds = predict(input.model, &best)?;

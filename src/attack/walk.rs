@@ -57,6 +57,7 @@ impl Attack for RandomWalk {
                 let idx = Tensor::from_vec(idx, kept.len(), x0.device())?;
                 last = merge_rows(&last, &kept, &x.index_select(&idx, 0)?)?;
             }
+            input.step(it as usize, self.settings.iterations as usize);
         }
         let preds = predict(input.model, &last)?;
         let label_kept = preds.iter().zip(input.targets).map(|(p, t)| p == t).collect();

@@ -91,6 +91,16 @@ pub fn all_metrics(ks: &[usize]) -> Vec<Box<dyn Metric>> {
     out
 }
 
+/// The range of the metric that writes the output column `column` (`"spearman"`,
+/// `"top100_intersection"`, `"center_shift_px"`, ...), from the metrics' own metadata; `None`
+/// for a column no metric writes (attack measures, robustness estimates).
+pub fn range_of_column(column: &str) -> Option<(f64, f64)> {
+    let k: Option<usize> =
+        column.strip_prefix("top").and_then(|s| s.strip_suffix("_intersection")).and_then(|k| k.parse().ok());
+    let ks: Vec<usize> = k.into_iter().collect();
+    all_metrics(&ks).iter().find(|m| m.column() == column).map(|m| m.range())
+}
+
 /// True when both maps hold exactly `h * w` values (shared by the `score` implementations).
 fn fits(a: &[f32], b: &[f32], h: usize, w: usize) -> bool {
     h.checked_mul(w).is_some_and(|len| a.len() == len && b.len() == len)
@@ -226,6 +236,16 @@ mod tests {
             undefined,
             ["spearman", "kendall", "pearson", "cosine", "ssim", "center_shift_px", "mse_normalized"]
         );
+    }
+
+    #[test]
+    fn a_column_names_its_metric_range() {
+        assert_eq!(range_of_column("spearman"), Some((-1.0, 1.0)));
+        assert_eq!(range_of_column("top7_intersection"), Some((0.0, 1.0)));
+        assert_eq!(range_of_column("mse_normalized"), Some((0.0, f64::INFINITY)));
+        assert_eq!(range_of_column("center_shift_px"), Some((0.0, f64::INFINITY)));
+        assert_eq!(range_of_column("top_mass_after"), None);
+        assert_eq!(range_of_column("topx_intersection"), None);
     }
 
     #[test]

@@ -4,25 +4,37 @@
 //! in their own CI: run the same experiment on both versions, then compare. Rows of the two
 //! `summary.parquet` files are matched by method × attack × target method × ε × metric. A row
 //! is a **regression** when the current mean is worse than the baseline's by more than the
-//! tolerance (in the metric's units; "worse" = less similar maps, i.e. lower for
-//! higher-is-more-similar metrics, higher for the others) *and* the two 95% bootstrap
-//! intervals do not overlap; an **improvement** is the same the other way round; everything
-//! else is **unchanged** (or **undefined** where a mean is missing). Requiring both guards
-//! against flagging noise (intervals) and against flagging tiny but certain shifts (tolerance).
+//! row's threshold ("worse" = less similar maps, i.e. lower for higher-is-more-similar
+//! metrics, higher for the others) *and* the two 95% bootstrap intervals do not overlap; an
+//! **improvement** is the same the other way round; everything else is **unchanged**.
+//! Requiring both guards against flagging noise (intervals) and against flagging tiny but
+//! certain shifts (threshold).
+//!
+//! The threshold suits each metric's scale ([`Tolerance`]): for a metric with a bounded range
+//! (correlations, cosine, SSIM, top-k intersection: the metric's own metadata says so) it is
+//! an absolute change in the metric's units (`--tolerance`, default 0.02); for any other
+//! column (center shift in pixels, normalised MSE around 1e-6, attack measures, robustness
+//! estimates) it is a fraction of the baseline's mean (`--relative-tolerance`, default 0.1),
+//! so that a doubled MSE is flagged although it moved by 1e-6.
+//!
+//! A mean that is undefined (no value, or NaN) on one side only **became undefined** or
+//! **became defined**: a change that is always reported, and a failure (exit 1) for the
+//! metrics named with `--metric`, since the numbers a user watches can no longer be compared.
+//! Undefined on both sides (or without intervals) is **undefined**.
 //!
 //! The two runs must have studied the same thing: the settings of their `run.json` are
 //! compared (methods and their parameters, attacks and theirs, budgets, metrics, image count,
 //! seed, robustness settings; not paths nor the model weights, which are what changes between versions), and any
 //! difference is an error naming the keys. Outputs: a table on stdout, `compare.parquet` and
 //! `compare.md` (written atomically into the chosen folder). The command exits 0 (no
-//! regression), 1 (a regression) or 2 (an error).
+//! failure), 1 (a regression, or a watched mean that became (un)defined) or 2 (an error).
 
 use super::summary::{read_summary, SummaryRow};
 use super::table::{read_directions, table_error};
 use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
-use polars::prelude::{Column, DataFrame, ParquetCompression, ParquetWriter};
+use polars::prelude::{Column, DataFrame};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,13 +42,17 @@ use std::path::{Path, PathBuf};
 /// The verdict on one matched row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    /// Worse by more than the tolerance, intervals disjoint.
+    /// Worse by more than the threshold, intervals disjoint.
     Regression,
-    /// Better by more than the tolerance, intervals disjoint.
+    /// Better by more than the threshold, intervals disjoint.
     Improvement,
     /// Neither.
     Unchanged,
-    /// A mean (or interval) is missing on either side.
+    /// The baseline's mean is defined, the current one is missing or NaN.
+    BecameUndefined,
+    /// The baseline's mean is missing or NaN, the current one is defined.
+    BecameDefined,
+    /// Both means undefined, or an interval missing on either side.
     Undefined,
 }
 
@@ -46,7 +62,42 @@ impl Status {
             Status::Regression => "regression",
             Status::Improvement => "improvement",
             Status::Unchanged => "unchanged",
+            Status::BecameUndefined => "became undefined",
+            Status::BecameDefined => "became defined",
             Status::Undefined => "undefined",
+        }
+    }
+
+    /// Whether the row is a change worth listing (everything but unchanged and undefined).
+    pub fn is_change(self) -> bool {
+        !matches!(self, Status::Unchanged | Status::Undefined)
+    }
+}
+
+/// How much a mean must move to count, per metric scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// For metrics with a bounded range (correlations, SSIM, top-k intersection): a change in
+    /// the metric's units.
+    pub absolute: f64,
+    /// For every other column (center shift, normalised MSE, attack measures, robustness): a
+    /// fraction of the baseline's |mean|.
+    pub relative: f64,
+}
+
+impl Default for Tolerance {
+    fn default() -> Self {
+        Self { absolute: 0.02, relative: 0.1 }
+    }
+}
+
+impl Tolerance {
+    /// The threshold, in the metric's units, for a row of `column` whose baseline mean is
+    /// `baseline`: absolute where the metric's range is bounded, relative otherwise.
+    pub fn threshold(&self, column: &str, baseline: f64) -> f64 {
+        match crate::metric::range_of_column(column) {
+            Some((lo, hi)) if lo.is_finite() && hi.is_finite() => self.absolute,
+            _ => self.relative * baseline.abs(),
         }
     }
 }
@@ -62,6 +113,8 @@ pub struct Comparison {
     pub direction: Direction,
     /// How much worse the current mean is (positive = less similar maps), in metric units.
     pub worse_by: Option<f64>,
+    /// The smallest change that counts for this row, in metric units (see [`Tolerance`]).
+    pub threshold: Option<f64>,
     /// The verdict.
     pub status: Status,
 }
@@ -71,8 +124,10 @@ pub struct Comparison {
 pub struct CompareReport {
     /// Every matched row, in the baseline's order.
     pub rows: Vec<Comparison>,
-    /// The tolerance used.
-    pub tolerance: f64,
+    /// The tolerances used.
+    pub tolerance: Tolerance,
+    /// The metric columns named with `--metric` (empty: all compared, none watched).
+    pub watched: Vec<String>,
 }
 
 impl CompareReport {
@@ -80,36 +135,56 @@ impl CompareReport {
     pub fn regressions(&self) -> impl Iterator<Item = &Comparison> {
         self.rows.iter().filter(|c| c.status == Status::Regression)
     }
+
+    /// The rows that make `compare` fail: regressions, and watched metrics whose mean became
+    /// undefined or defined.
+    pub fn failures(&self) -> impl Iterator<Item = &Comparison> {
+        self.rows.iter().filter(|c| match c.status {
+            Status::Regression => true,
+            Status::BecameUndefined | Status::BecameDefined => self.watched.contains(&c.baseline.metric),
+            _ => false,
+        })
+    }
 }
 
-/// Judges one pair of summary rows.
+/// A mean that can be compared: present and not NaN.
+fn defined(v: Option<f64>) -> Option<f64> {
+    v.filter(|v| !v.is_nan())
+}
+
+/// Judges one pair of summary rows of a metric column: how much worse the current mean is,
+/// the threshold that applies, and the verdict.
 pub fn judge(
     baseline: &SummaryRow,
     current: &SummaryRow,
     direction: Direction,
-    tolerance: f64,
-) -> (Option<f64>, Status) {
-    let (Some(b), Some(c)) = (baseline.mean, current.mean) else {
-        return (None, Status::Undefined);
+    tolerance: &Tolerance,
+) -> (Option<f64>, Option<f64>, Status) {
+    let (b, c) = match (defined(baseline.mean), defined(current.mean)) {
+        (Some(b), Some(c)) => (b, c),
+        (Some(_), None) => return (None, None, Status::BecameUndefined),
+        (None, Some(_)) => return (None, None, Status::BecameDefined),
+        (None, None) => return (None, None, Status::Undefined),
     };
     let worse_by = match direction {
         Direction::HigherIsMoreSimilar => b - c,
         Direction::LowerIsMoreSimilar => c - b,
     };
+    let threshold = tolerance.threshold(&baseline.metric, b);
     let (Some(bl), Some(bh), Some(cl), Some(ch)) =
         (baseline.ci_low, baseline.ci_high, current.ci_low, current.ci_high)
     else {
-        return (Some(worse_by), Status::Undefined);
+        return (Some(worse_by), Some(threshold), Status::Undefined);
     };
     let disjoint = ch < bl || cl > bh;
-    let status = if worse_by > tolerance && disjoint {
+    let status = if worse_by > threshold && disjoint {
         Status::Regression
-    } else if -worse_by > tolerance && disjoint {
+    } else if -worse_by > threshold && disjoint {
         Status::Improvement
     } else {
         Status::Unchanged
     };
-    (Some(worse_by), status)
+    (Some(worse_by), Some(threshold), status)
 }
 
 type Key = (String, String, Option<String>, u64, String);
@@ -136,9 +211,16 @@ fn lookup<'a>(v: &'a serde_json::Value, dotted: &str) -> Option<&'a serde_json::
 
 /// Compares the runs in `baseline` and `current`; `metrics` (empty: all) restricts the
 /// compared metric columns.
-pub fn compare(baseline: &Path, current: &Path, tolerance: f64, metrics: &[String]) -> Result<CompareReport> {
-    if !(tolerance >= 0.0 && tolerance.is_finite()) {
-        return Err(Error::Invalid(format!("--tolerance must be finite and ≥ 0, got {tolerance}")));
+pub fn compare(
+    baseline: &Path,
+    current: &Path,
+    tolerance: Tolerance,
+    metrics: &[String],
+) -> Result<CompareReport> {
+    for (flag, v) in [("--tolerance", tolerance.absolute), ("--relative-tolerance", tolerance.relative)] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(Error::Invalid(format!("{flag} must be finite and ≥ 0, got {v}")));
+        }
     }
     let (sb, sc) = (settings(baseline)?, settings(current)?);
     let differing: Vec<&str> =
@@ -181,8 +263,15 @@ pub fn compare(baseline: &Path, current: &Path, tolerance: f64, metrics: &[Strin
         let direction = *directions.get(&b.metric).ok_or_else(|| {
             Error::data(current.join("samples.parquet"), format!("no direction for {}", b.metric))
         })?;
-        let (worse_by, status) = judge(b, c, direction, tolerance);
-        rows.push(Comparison { baseline: b.clone(), current: (*c).clone(), direction, worse_by, status });
+        let (worse_by, threshold, status) = judge(b, c, direction, &tolerance);
+        rows.push(Comparison {
+            baseline: b.clone(),
+            current: (*c).clone(),
+            direction,
+            worse_by,
+            threshold,
+            status,
+        });
     }
     let extra = cur.len() + missing.len() - base_rows.iter().filter(|r| wanted(r)).count();
     if !missing.is_empty() || extra > 0 {
@@ -193,7 +282,7 @@ pub fn compare(baseline: &Path, current: &Path, tolerance: f64, metrics: &[Strin
             if extra > 0 { format!("; {extra} current rows have no baseline match") } else { String::new() }
         )));
     }
-    Ok(CompareReport { rows, tolerance })
+    Ok(CompareReport { rows, tolerance, watched: metrics.to_vec() })
 }
 
 /// Writes `compare.parquet` and `compare.md` into `out`; returns their paths.
@@ -226,16 +315,11 @@ pub fn write_compare(
         Column::new("current_ci_low".into(), f(|c| c.current.ci_low)),
         Column::new("current_ci_high".into(), f(|c| c.current.ci_high)),
         Column::new("worse_by".into(), f(|c| c.worse_by)),
+        Column::new("threshold".into(), f(|c| c.threshold)),
         Column::new("status".into(), rows.iter().map(|c| c.status.as_str()).collect::<Vec<_>>()),
     ];
     let mut df = DataFrame::new(rows.len(), columns).map_err(table_error(&pq))?;
-    atomic::write_with(&pq, |w| {
-        ParquetWriter::new(w)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(&mut df)
-            .map(|_| ())
-            .map_err(table_error(&pq))
-    })?;
+    super::parquet::write_table(&pq, &mut df, Vec::new())?;
     let md = out.join("compare.md");
     atomic::write_bytes(&md, markdown(report, baseline, current).as_bytes())?;
     Ok(vec![pq, md])
@@ -245,33 +329,51 @@ fn count(report: &CompareReport, s: Status) -> usize {
     report.rows.iter().filter(|c| c.status == s).count()
 }
 
-/// The Markdown summary: counts, then every regression and improvement.
+/// "3 regressions, 1 improvements, ..., 2 undefined": every status's count.
+fn counts(report: &CompareReport) -> String {
+    [
+        (Status::Regression, "regressions"),
+        (Status::Improvement, "improvements"),
+        (Status::Unchanged, "unchanged"),
+        (Status::BecameUndefined, "became undefined"),
+        (Status::BecameDefined, "became defined"),
+        (Status::Undefined, "undefined"),
+    ]
+    .iter()
+    .map(|(s, label)| format!("{} {label}", count(report, *s)))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// The thresholds in words (the same line in the Markdown and on the terminal).
+fn tolerance_words(t: &Tolerance) -> String {
+    format!(
+        "thresholds: {} on bounded metrics (correlations, SSIM, top-k), {}% of the baseline mean on the others",
+        t.absolute,
+        t.relative * 100.0
+    )
+}
+
+/// The Markdown summary: counts, then every row that changed.
 pub fn markdown(report: &CompareReport, baseline: &Path, current: &Path) -> String {
     let mut m = String::new();
     let _ = writeln!(m, "# fragility compare\n");
     let _ = writeln!(m, "- baseline: `{}`\n- current: `{}`", baseline.display(), current.display());
     let _ = writeln!(
         m,
-        "- tolerance: {} (metric units), and the 95% bootstrap intervals must not overlap\n",
-        report.tolerance
+        "- {}; a change past its threshold counts only where the 95% bootstrap intervals do not overlap\n",
+        tolerance_words(&report.tolerance)
     );
-    let _ = writeln!(
-        m,
-        "**{} regressions**, {} improvements, {} unchanged, {} undefined, of {} rows.\n",
-        count(report, Status::Regression),
-        count(report, Status::Improvement),
-        count(report, Status::Unchanged),
-        count(report, Status::Undefined),
-        report.rows.len()
-    );
-    let flagged: Vec<&Comparison> =
-        report.rows.iter().filter(|c| matches!(c.status, Status::Regression | Status::Improvement)).collect();
+    let (head, tail) =
+        counts(report).split_once(", ").map_or((String::new(), String::new()), |(h, t)| (h.into(), t.into()));
+    let _ = writeln!(m, "**{head}**, {tail}, of {} rows.\n", report.rows.len());
+    let flagged: Vec<&Comparison> = report.rows.iter().filter(|c| c.status.is_change()).collect();
     if !flagged.is_empty() {
         let _ = writeln!(
             m,
-            "| status | method | attack | ε | metric | baseline (95% CI) | current (95% CI) | worse by |"
+            "| status | method | attack | ε | metric | baseline (95% CI) | current (95% CI) | worse by | threshold |"
         );
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
         for c in flagged {
             let _ = writeln!(m, "{}", line(c, " | "));
         }
@@ -281,10 +383,31 @@ pub fn markdown(report: &CompareReport, baseline: &Path, current: &Path) -> Stri
 
 fn fmt_row(r: &SummaryRow) -> String {
     use super::summary::show;
-    match (r.mean, r.ci_low, r.ci_high) {
+    match (defined(r.mean), r.ci_low, r.ci_high) {
         (Some(_), Some(_), Some(_)) => format!("{} [{}, {}]", show(r.mean), show(r.ci_low), show(r.ci_high)),
         (Some(_), _, _) => show(r.mean),
         _ => "–".into(),
+    }
+}
+
+/// A change in metric units, readable at any scale (1e-6 for the normalised MSE).
+fn fmt_change(v: Option<f64>, sign: bool) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if v != 0.0 && v.abs() < 1e-3 => {
+            if sign {
+                format!("{v:+.2e}")
+            } else {
+                format!("{v:.2e}")
+            }
+        }
+        Some(v) => {
+            if sign {
+                format!("{v:+.4}")
+            } else {
+                format!("{v:.4}")
+            }
+        }
     }
 }
 
@@ -297,26 +420,20 @@ fn line(c: &Comparison, sep: &str) -> String {
         c.baseline.metric.clone(),
         fmt_row(&c.baseline),
         fmt_row(&c.current),
-        c.worse_by.map_or("–".into(), |w| format!("{w:+.4}")),
+        fmt_change(c.worse_by, true),
+        fmt_change(c.threshold, false),
     ];
     format!("{}{}{}", sep.trim_start(), cells.join(sep), sep.trim_end())
 }
 
-/// Prints the regressions and improvements (all rows with `all`) and the counts.
+/// Prints the rows that changed (all rows with `all`) and the counts.
 pub fn print_compare(report: &CompareReport, all: bool) {
     for c in &report.rows {
-        if all || matches!(c.status, Status::Regression | Status::Improvement) {
+        if all || c.status.is_change() {
             println!("{}", line(c, "  "));
         }
     }
-    println!(
-        "{} regressions, {} improvements, {} unchanged, {} undefined (tolerance {})",
-        count(report, Status::Regression),
-        count(report, Status::Improvement),
-        count(report, Status::Unchanged),
-        count(report, Status::Undefined),
-        report.tolerance
-    );
+    println!("{}\n{}", counts(report), tolerance_words(&report.tolerance));
 }
 
 #[cfg(test)]
@@ -344,22 +461,93 @@ mod tests {
     #[test]
     fn judge_needs_both_the_tolerance_and_disjoint_intervals() {
         let up = Direction::HigherIsMoreSimilar;
+        let t = Tolerance::default();
         let base = row(0.50, 0.48, 0.52);
         // 0.45: worse by 0.05 > 0.02, intervals [0.43, 0.47] and [0.48, 0.52] disjoint.
-        let (worse, status) = judge(&base, &row(0.45, 0.43, 0.47), up, 0.02);
+        let (worse, threshold, status) = judge(&base, &row(0.45, 0.43, 0.47), up, &t);
         assert_eq!(status, Status::Regression);
         assert!((worse.unwrap() - 0.05).abs() < 1e-12);
+        // Spearman's range is [-1, 1]: the absolute tolerance applies.
+        assert_eq!(threshold, Some(0.02));
         // Worse by 0.05 but overlapping intervals: noise.
-        assert_eq!(judge(&base, &row(0.45, 0.40, 0.49), up, 0.02).1, Status::Unchanged);
+        assert_eq!(judge(&base, &row(0.45, 0.40, 0.49), up, &t).2, Status::Unchanged);
         // Disjoint but within the tolerance: a small, certain shift.
-        assert_eq!(judge(&base, &row(0.515, 0.5205, 0.53), up, 0.02).1, Status::Unchanged);
+        assert_eq!(judge(&base, &row(0.515, 0.5205, 0.53), up, &t).2, Status::Unchanged);
         // Better by 0.1, disjoint.
-        assert_eq!(judge(&base, &row(0.60, 0.58, 0.62), up, 0.02).1, Status::Improvement);
+        assert_eq!(judge(&base, &row(0.60, 0.58, 0.62), up, &t).2, Status::Improvement);
         // For a lower-is-similar metric the same move up is a regression.
         let down = Direction::LowerIsMoreSimilar;
-        assert_eq!(judge(&base, &row(0.60, 0.58, 0.62), down, 0.02).1, Status::Regression);
-        // A missing mean is undefined, never a regression.
-        let none = SummaryRow { mean: None, ..row(0.0, 0.0, 0.0) };
-        assert_eq!(judge(&base, &none, up, 0.02), (None, Status::Undefined));
+        assert_eq!(judge(&base, &row(0.60, 0.58, 0.62), down, &t).2, Status::Regression);
+    }
+
+    fn mse(mean: f64, lo: f64, hi: f64) -> SummaryRow {
+        SummaryRow { metric: "mse_normalized".into(), ..row(mean, lo, hi) }
+    }
+
+    #[test]
+    fn an_mse_regression_at_the_1e6_scale_is_flagged_relative_to_the_baseline() {
+        let down = Direction::LowerIsMoreSimilar;
+        let t = Tolerance::default();
+        // 2.0e-6 → 3.0e-6, intervals [1.9, 2.1]e-6 and [2.9, 3.1]e-6: worse by 1e-6, more than
+        // 0.1 × 2.0e-6 = 2e-7.
+        let (worse, threshold, status) =
+            judge(&mse(2.0e-6, 1.9e-6, 2.1e-6), &mse(3.0e-6, 2.9e-6, 3.1e-6), down, &t);
+        assert_eq!(status, Status::Regression);
+        assert!((worse.unwrap() - 1.0e-6).abs() < 1e-18);
+        assert!((threshold.unwrap() - 2.0e-7).abs() < 1e-18);
+        // An absolute 0.02, as for the bounded metrics, could never see it.
+        let absolute_only = Tolerance { absolute: 0.02, relative: 1e4 };
+        assert_eq!(
+            judge(&mse(2.0e-6, 1.9e-6, 2.1e-6), &mse(3.0e-6, 2.9e-6, 3.1e-6), down, &absolute_only).2,
+            Status::Unchanged
+        );
+        // 2.0e-6 → 2.1e-6 (5%), disjoint intervals: within the 10%.
+        assert_eq!(
+            judge(&mse(2.0e-6, 1.99e-6, 2.01e-6), &mse(2.1e-6, 2.09e-6, 2.11e-6), down, &t).2,
+            Status::Unchanged
+        );
+        // Lower MSE: an improvement.
+        assert_eq!(
+            judge(&mse(2.0e-6, 1.9e-6, 2.1e-6), &mse(1.0e-6, 0.9e-6, 1.1e-6), down, &t).2,
+            Status::Improvement
+        );
+    }
+
+    #[test]
+    fn a_mean_that_becomes_nan_or_missing_is_a_change() {
+        let up = Direction::HigherIsMoreSimilar;
+        let t = Tolerance::default();
+        let base = row(0.50, 0.48, 0.52);
+        for gone in [None, Some(f64::NAN)] {
+            let cur = SummaryRow { mean: gone, ..row(0.0, 0.0, 0.0) };
+            assert_eq!(judge(&base, &cur, up, &t), (None, None, Status::BecameUndefined));
+            assert_eq!(judge(&cur, &base, up, &t), (None, None, Status::BecameDefined));
+            assert_eq!(judge(&cur, &cur, up, &t), (None, None, Status::Undefined));
+        }
+        // Only a watched metric fails the comparison.
+        let cur = SummaryRow { mean: Some(f64::NAN), ..row(0.0, 0.0, 0.0) };
+        let (worse_by, threshold, status) = judge(&base, &cur, up, &t);
+        let c =
+            Comparison { baseline: base.clone(), current: cur, direction: up, worse_by, threshold, status };
+        let mut report = CompareReport { rows: vec![c], tolerance: t, watched: Vec::new() };
+        assert_eq!(report.failures().count(), 0);
+        assert!(counts(&report).contains("1 became undefined"), "{}", counts(&report));
+        report.watched = vec!["spearman".into()];
+        assert_eq!(report.failures().count(), 1);
+        assert_eq!(report.regressions().count(), 0);
+    }
+
+    #[test]
+    fn thresholds_follow_each_metric_scale() {
+        let t = Tolerance { absolute: 0.05, relative: 0.2 };
+        assert_eq!(t.threshold("top100_intersection", 0.7), 0.05);
+        assert_eq!(t.threshold("ssim", -0.3), 0.05);
+        assert!((t.threshold("center_shift_px", 2.0) - 0.4).abs() < 1e-12);
+        assert!((t.threshold("mse_normalized", -1e-6) - 2e-7).abs() < 1e-20);
+        // Attack measures are not metrics: relative.
+        assert!((t.threshold("top_mass_after", 0.5) - 0.1).abs() < 1e-12);
+        assert_eq!(fmt_change(Some(1.5e-6), true), "+1.50e-6");
+        assert_eq!(fmt_change(Some(-0.25), true), "-0.2500");
+        assert_eq!(fmt_change(Some(2e-7), false), "2.00e-7");
     }
 }

@@ -8,6 +8,7 @@
 //! are what a reader looks at first. Every file is written atomically (see [`crate::atomic`]).
 //!
 //! - [`table`]: the sample rows and their Parquet file.
+//! - [`parquet`]: the one Parquet writer (plain string types, for every reader).
 //! - [`summary`]: the per-group statistics and their Parquet file.
 //! - [`plot`]: the PNG charts.
 //! - [`index`]: `index.html`, and [`write_derived`], which writes summary, plots and page from
@@ -21,6 +22,7 @@ pub mod compare;
 pub mod distribution;
 pub mod heatmap;
 pub mod index;
+pub mod parquet;
 pub mod plot;
 pub(crate) mod png;
 pub mod summary;

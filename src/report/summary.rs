@@ -25,12 +25,9 @@
 //! | `ci_low`, `ci_high` | f64, null | 95% percentile-bootstrap confidence interval of the mean: [`BOOTSTRAP_RESAMPLES`] resamples with replacement, the 2.5th and 97.5th percentiles of their means; seeded by the run's seed and the group, so it is reproducible; null if n = 0 |
 //! | `label_kept_rate` | f64       | label-kept rows / all rows of the group, in [0, 1]           |
 
-use crate::atomic;
 use crate::error::{Error, Result};
 use crate::report::table::{required, table_error, SampleTable};
-use polars::prelude::{
-    Column, DataFrame, ParquetCompression, ParquetReader, ParquetWriter, PolarsError, SerReader,
-};
+use polars::prelude::{Column, DataFrame, ParquetReader, PolarsError, SerReader};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
@@ -307,13 +304,7 @@ fn summary_frame(rows: &[SummaryRow]) -> std::result::Result<DataFrame, PolarsEr
 /// Writes the summary rows to `path` as Parquet (Zstandard), atomically.
 pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> Result<()> {
     let mut df = summary_frame(rows).map_err(table_error(path))?;
-    atomic::write_with(path, |w| {
-        ParquetWriter::new(w)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(&mut df)
-            .map(|_bytes| ())
-            .map_err(table_error(path))
-    })
+    super::parquet::write_table(path, &mut df, Vec::new())
 }
 
 /// Reads a table written by [`write_summary`] (for `fragility report`, which plots an

@@ -29,13 +29,9 @@
 //! `fragility report` can rebuild the summary from the file alone.
 //! The file is Zstandard-compressed and written atomically.
 
-use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
-use polars::prelude::{
-    Column, DataFrame, KeyValueMetadata, ParquetCompression, ParquetReader, ParquetWriter, PolarsError,
-    SerReader,
-};
+use polars::prelude::{Column, DataFrame, ParquetReader, PolarsError, SerReader};
 use std::fs::File;
 use std::path::Path;
 
@@ -205,14 +201,7 @@ pub fn write_samples(path: &Path, table: &SampleTable) -> Result<()> {
         .map(|(name, d)| (format!("{DIRECTION_KEY_PREFIX}{name}"), direction_tag(*d).to_string()))
         .collect();
     directions.push((SEED_KEY.to_string(), table.seed.to_string()));
-    atomic::write_with(path, |w| {
-        ParquetWriter::new(w)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_key_value_metadata(Some(KeyValueMetadata::from_static(directions)))
-            .finish(&mut df)
-            .map(|_bytes| ())
-            .map_err(table_error(path))
-    })
+    super::parquet::write_table(path, &mut df, directions)
 }
 
 /// Collects a column that may hold no null (a null means a malformed file).
@@ -454,7 +443,7 @@ pub(crate) mod tests {
         let path = dir.path().join("samples.parquet");
         let mut df = samples_frame(&example_table()).unwrap();
         let mut f = File::create(&path).unwrap();
-        ParquetWriter::new(&mut f).finish(&mut df).unwrap();
+        polars::prelude::ParquetWriter::new(&mut f).finish(&mut df).unwrap();
         let err = read_samples(&path).unwrap_err();
         assert!(matches!(err, Error::Data { .. }), "{err}");
         assert!(err.to_string().contains("fragility.direction.spearman"), "{err}");

@@ -19,7 +19,7 @@ fn attack_rows(
     seeds: &[u64],
 ) -> (Outcome, Vec<u32>) {
     let targets = predict(model, x).unwrap();
-    let input = AttackInput { model, x, eps, targets: &targets, seeds };
+    let input = AttackInput { model, x, eps, targets: &targets, seeds, progress: None };
     (attack.perturb(&input).unwrap(), targets)
 }
 
@@ -116,6 +116,45 @@ fn every_attack_keeps_the_invariants_is_reproducible_and_row_independent() {
             attack_rows(&model, attack.as_ref(), &x.narrow(0, 4, 1).unwrap(), &eps[4..5], &seeds[4..5]);
         let diff = max_abs_diff(&flat(&single.x_adv), &flat(&out.x_adv.narrow(0, 4, 1).unwrap()));
         assert!(diff <= 1e-6, "{name}: row 4 alone differs from row 4 in the batch by {diff}");
+    }
+}
+
+#[test]
+fn every_attack_reports_its_steps_in_order_without_changing_its_result() {
+    let (model, x, eps, seeds) = setup();
+    let targets = predict(&model, &x).unwrap();
+    let restarted = Steered {
+        objective: objective("top_k"),
+        method: Arc::new(Gradient),
+        settings: IterSettings { restarts: 1, ..short(3) },
+    };
+    let mut attacks = every_attack(4);
+    attacks.push(Arc::new(restarted));
+    for (i, attack) in attacks.iter().enumerate() {
+        let name = attack.name();
+        let steps = std::sync::Mutex::new(Vec::new());
+        let record = |done: usize, total: usize| steps.lock().unwrap().push((done, total));
+        let input = AttackInput {
+            model: &model,
+            x: &x,
+            eps: &eps,
+            targets: &targets,
+            seeds: &seeds,
+            progress: Some(&record),
+        };
+        let out = attack.perturb(&input).unwrap();
+        let steps = steps.into_inner().unwrap();
+        // random_sign stops drawing once every row kept its label; the others run every step:
+        // 4 iterations, or 2 starts × 3 for the restarted top_k.
+        let want = match (name, i == attacks.len() - 1) {
+            ("random_sign", _) => (1..=steps.len()).map(|d| (d, 5)).collect::<Vec<_>>(),
+            (_, true) => (1..=6).map(|d| (d, 6)).collect(),
+            _ => (1..=4).map(|d| (d, 4)).collect(),
+        };
+        assert!(!steps.is_empty(), "{name} reported no step");
+        assert_eq!(steps, want, "{name}");
+        let (quiet, _) = attack_rows(&model, attack.as_ref(), &x, &eps, &seeds);
+        assert_eq!(flat(&quiet.x_adv), flat(&out.x_adv), "{name}: watching changed the result");
     }
 }
 

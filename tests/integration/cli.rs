@@ -581,6 +581,40 @@ fn compare_flags_regressions_and_refuses_different_settings() {
     let o = fragility(&["compare", "base", "cur", "--tolerance", "0.6", "--out", "."], dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
+    // Plant a 5× normalised MSE (a ~1e-6 scale, so an absolute tolerance misses it): flagged
+    // against the baseline's own mean. (The baseline's interval ends below 3× its mean: the
+    // largest of 3 non-negative values.)
+    let row = |rows: &[fragility::report::SummaryRow], metric: &str| {
+        rows.iter().position(|r| r.method == "gradient" && r.attack == "top_k" && r.metric == metric).unwrap()
+    };
+    let i = row(&rows, "mse_normalized");
+    let m = rows[i].mean.unwrap();
+    assert!(m > 0.0 && m < 1e-3, "mse_normalized mean {m}");
+    (rows[i].mean, rows[i].ci_low, rows[i].ci_high) = (Some(5.0 * m), Some(4.5 * m), Some(5.5 * m));
+    // And a Kendall mean that became NaN.
+    let k = row(&rows, "kendall");
+    rows[k].mean = Some(f64::NAN);
+    fragility::report::write_summary(&path, &rows).unwrap();
+    let o = fragility(&["compare", "base", "cur", "--metric", "mse_normalized", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
+    assert!(md.contains("**1 regressions**") && md.contains("| mse_normalized |"), "{md}");
+    // The NaN mean: reported but not failing when not watched (here only Pearson is) ...
+    let o = fragility(
+        &["compare", "base", "cur", "--metric", "pearson", "--metric", "kendall", "--out", "."],
+        dir.path(),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("became undefined  gradient  top_k → gradient"), "{out}");
+    assert_eq!(o.status.code(), Some(1), "a watched metric became undefined: {out}");
+    let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
+    assert!(md.contains("**0 regressions**") && md.contains("1 became undefined"), "{md}");
+    let o = fragility(&["compare", "base", "cur", "--metric", "pearson", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // ... and listed among the changes of a full comparison.
+    let o = fragility(&["compare", "base", "cur", "--out", "."], dir.path());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("became undefined"));
+
     // Different budgets: exit 2, naming the setting.
     let run_json = dir.path().join("cur/run.json");
     let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&run_json).unwrap()).unwrap();
@@ -788,4 +822,54 @@ fn explain_target_explains_a_chosen_class() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--target 10"), "{}", stderr(&o));
     assert!(!dir.path().join("bad").exists());
+}
+
+#[test]
+fn explain_count_and_ids_pick_images_and_refuse_ids_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = images_npy(dir.path(), 12);
+    let o = explain_shipped(dir.path(), &images, "gradient", "all", &["--grid-images", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let all = npy_f32(&dir.path().join("all/gradient.npy"));
+    let rows_of =
+        |ids: &[usize]| ids.iter().flat_map(|&i| all[i * 784..(i + 1) * 784].to_vec()).collect::<Vec<_>>();
+
+    // Ids and a range, in the order given: the same maps as those rows of the whole file.
+    let o = explain_shipped(
+        dir.path(),
+        &images,
+        "gradient",
+        "picked",
+        &["--ids", "7,3,10-11", "--grid-images", "2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("picked");
+    assert_eq!(npy_shape(&out.join("gradient.npy")), "4, 1, 28, 28");
+    assert_eq!(npy_f32(&out.join("gradient.npy")), rows_of(&[7, 3, 10, 11]));
+    assert_eq!(fragility::data::load_labels(&out.join("ids.npy")).unwrap(), [7, 3, 10, 11]);
+    let all_preds = fragility::data::load_labels(&dir.path().join("all/preds.npy")).unwrap();
+    let preds = fragility::data::load_labels(&out.join("preds.npy")).unwrap();
+    assert_eq!(preds, [all_preds[7], all_preds[3], all_preds[10], all_preds[11]]);
+    assert!(out.join("gradient.png").exists());
+
+    // The first N.
+    let o =
+        explain_shipped(dir.path(), &images, "gradient", "first", &["--count", "5", "--grid-images", "0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(npy_f32(&dir.path().join("first/gradient.npy")), rows_of(&[0, 1, 2, 3, 4]));
+    assert_eq!(fragility::data::load_labels(&dir.path().join("first/ids.npy")).unwrap(), [0, 1, 2, 3, 4]);
+
+    // Out of range, malformed or conflicting: exit 2, the reason named, nothing written.
+    for (extra, needle) in [
+        (&["--ids", "3,12"][..], "image 12 does not exist (the images hold 12: ids 0 to 11)"),
+        (&["--count", "13"][..], "--count 13: the images hold only 12"),
+        (&["--ids", "9-3"][..], "the range 9-3 runs backwards"),
+        (&["--ids", "2,x"][..], "`x` is not an image id"),
+        (&["--count", "2", "--ids", "1"][..], "cannot be used with"),
+    ] {
+        let o = explain_shipped(dir.path(), &images, "gradient", "bad", extra);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{extra:?}: {}", stderr(&o));
+        assert!(!dir.path().join("bad").exists(), "{extra:?}");
+    }
 }

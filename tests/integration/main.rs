@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod gradients;
 mod onnx;
+mod parquet;
 mod reference;
 mod synthetic;
 mod torchvision;
