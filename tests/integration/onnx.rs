@@ -387,3 +387,20 @@ fn shape_arithmetic_flattens() {
     let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
     assert!(err < 1e-5, "{err}");
 }
+
+/// `normalize` puts (x − mean)/std in front of an ONNX model too: the model with it on x
+/// equals the model without it on the normalised x.
+#[test]
+fn normalize_goes_in_front_of_an_onnx_model() {
+    let path = dir().join("ops_opset13.onnx");
+    let name = path.to_str().unwrap();
+    let norm = fragility::model::Normalize::new(vec![0.5, 0.4, 0.3], vec![0.2, 0.25, 0.5]).unwrap();
+    let with = fragility::model::load(name, &path, Some(&norm), &Device::Cpu).unwrap();
+    let without = fragility::model::load(name, &path, None, &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(npy_f32(&dir().join("ops_input.npy")), (4, 3, 16, 16), &Device::Cpu).unwrap();
+    let mean = Tensor::new(&[0.5f32, 0.4, 0.3], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    let std = Tensor::new(&[0.2f32, 0.25, 0.5], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
+    let xn = x.broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap();
+    let err = rel(&with.logits(&x, Activation::Relu).unwrap(), &without.logits(&xn, Activation::Relu).unwrap());
+    assert!(err < 1e-5, "{err}");
+}
