@@ -32,7 +32,11 @@ Three kinds of files:
    exported by the TorchScript exporter with a dynamic batch, which writes that as shape
    arithmetic (Shape, Gather, Unsqueeze, Concat into Reshape); `view_flatten_input.npy` (float32
    [3,1,8,8]) and `view_flatten_logits.npy` (onnxruntime) are its reference.
-4. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
+4. `nhwc.onnx`: a channels-last graph as tf2onnx writes Keras models (input [N, 8, 8, 2], a
+   Transpose to channels-first, an asymmetrically padded strided Conv, Gemm);
+   `nhwc_input.npy` holds the images channels-first ([3, 2, 8, 8], as the harness reads them)
+   and `nhwc_logits.npy` onnxruntime's logits for the same images channels-last.
+5. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
 """
 
 import os
@@ -200,6 +204,31 @@ def view_flatten():
     print(f"{path}: ops {[n.op_type for n in onnx.load(path).graph.node]}")
 
 
+def nhwc():
+    rng = np.random.default_rng(2)
+    init = [const("w", rng.standard_normal((4, 2, 3, 3)) * 0.3), const("b", rng.standard_normal(4) * 0.1),
+            const("fc", rng.standard_normal((3, 4))), const("fcb", rng.standard_normal(3) * 0.1)]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["x_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["x_nchw", "w", "b"], ["c"], strides=[2, 2], pads=[0, 0, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 8, 2])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])
+    m = helper.make_model(helper.make_graph(nodes, "nhwc", [x], [y], init), opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    onnx.checker.check_model(m)
+    path = os.path.join(OUT, "nhwc.onnx")
+    onnx.save(m, path)
+    images = rng.random((3, 2, 8, 8)).astype(np.float32)
+    np.save(os.path.join(OUT, "nhwc_input.npy"), images)
+    logits = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": images.transpose(0, 2, 3, 1).copy()})[0]
+    np.save(os.path.join(OUT, "nhwc_logits.npy"), logits.astype(np.float32))
+
+
 def refused():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])
@@ -232,6 +261,7 @@ def main():
         np.save(os.path.join(OUT, f"ops_opset{opset}_logits.npy"), logits.astype(np.float32))
         print(f"{path}: {os.path.getsize(path)} bytes, logits[0] {logits[0]}")
     view_flatten()
+    nhwc()
     refused()
 
 

@@ -404,3 +404,17 @@ fn normalize_goes_in_front_of_an_onnx_model() {
     let err = rel(&with.logits(&x, Activation::Relu).unwrap(), &without.logits(&xn, Activation::Relu).unwrap());
     assert!(err < 1e-5, "{err}");
 }
+
+/// A channels-last graph (Keras through tf2onnx: [N, H, W, C] input, Transpose to
+/// channels-first) takes the harness's channels-first images: onnxruntime's logits for the same
+/// images channels-last.
+#[test]
+fn a_channels_last_graph_takes_channels_first_images() {
+    let m = onnx::load(&dir().join("nhwc.onnx"), None).unwrap();
+    assert_eq!((m.graph.channels(), m.hw), (2, (8, 8)));
+    let net = Network::new("nhwc", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(npy_f32(&dir().join("nhwc_input.npy")), (3, 2, 8, 8), &Device::Cpu).unwrap();
+    let want = Tensor::from_vec(npy_f32(&dir().join("nhwc_logits.npy")), (3, 3), &Device::Cpu).unwrap();
+    let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
+    assert!(err < 1e-5, "{err}");
+}

@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21).
-pub const SUPPORTED_OPS: [&str; 30] = [
+pub const SUPPORTED_OPS: [&str; 31] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -47,6 +47,7 @@ pub const SUPPORTED_OPS: [&str; 30] = [
     "Sum",
     "Shape",
     "Gather",
+    "Transpose",
 ];
 
 /// One ONNX value during the import: a graph node's output or a constant.
@@ -78,6 +79,8 @@ pub(super) struct Importer {
     batch: Option<i64>,
     /// Notices for the user (a dropped final softmax).
     pub(super) notices: Vec<String>,
+    /// Whether the file's input is channels-last, opened by a Transpose to channels-first.
+    nhwc: bool,
 }
 
 fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n Attribute> {
@@ -158,7 +161,14 @@ fn per_channel(c: &Const, shape: Shape) -> Step<Vec<f32>> {
 impl Importer {
     /// An importer for `graph` whose image input (value `input`) has `chw` and a batch of
     /// `batch` (when fixed).
-    pub(super) fn new(graph: &GraphProto, input: &str, chw: (usize, usize, usize), batch: Option<i64>) -> Self {
+    /// With `nhwc`, the Transposes reading the input are dropped (the images are [N,C,H,W]).
+    pub(super) fn new(
+        graph: &GraphProto,
+        input: &str,
+        chw: (usize, usize, usize),
+        batch: Option<i64>,
+        nhwc: bool,
+    ) -> Self {
         let mut uses: HashMap<String, usize> = HashMap::new();
         for n in &graph.nodes {
             for i in n.inputs.iter().filter(|i| !i.is_empty()) {
@@ -183,6 +193,7 @@ impl Importer {
             output,
             batch,
             notices: Vec::new(),
+            nhwc,
         }
     }
 
@@ -297,6 +308,10 @@ impl Importer {
             "Reshape" | "Squeeze" => self.reshape(n),
             "Unsqueeze" => self.constant_only(n),
             "Shape" => self.shape_of(n),
+            "Transpose" => match self.val(n, 0)? {
+                Some(Val::Node(0)) if self.nhwc => self.identity(n),
+                _ => Err("only the channels-last to channels-first Transpose of the input is supported".into()),
+            },
             "Gather" => self.gather(n),
             "Gemm" => self.gemm(n),
             "MatMul" => self.matmul(n),

@@ -114,6 +114,17 @@ fn image_input(g: &proto::GraphProto) -> std::result::Result<(String, Vec<Option
     Ok((i.name.clone(), i.dims.clone()))
 }
 
+/// Whether every node reading the image input is a Transpose from channels-last to
+/// channels-first.
+fn is_nhwc(g: &proto::GraphProto, input: &str) -> bool {
+    let readers: Vec<&proto::NodeProto> = g.nodes.iter().filter(|n| n.inputs.iter().any(|i| i == input)).collect();
+    !readers.is_empty()
+        && readers.iter().all(|n| {
+            n.op_type == "Transpose"
+                && n.attributes.iter().any(|a| a.name == "perm" && a.ints == [0, 3, 1, 2])
+        })
+}
+
 /// Imports a decoded model.
 pub fn import(model: &proto::Model, hw: Option<(usize, usize)>) -> std::result::Result<Imported, String> {
     let opset = model.opsets.iter().find(|(d, _)| d.is_empty() || d == "ai.onnx").map_or(0, |o| o.1);
@@ -126,14 +137,19 @@ pub fn import(model: &proto::Model, hw: Option<(usize, usize)>) -> std::result::
     }
     let (input, dims) = image_input(g)?;
     let positive = |d: Option<i64>| d.filter(|&v| v > 0).map(|v| v as usize);
-    let c = positive(dims[1]).ok_or(format!("input `{input}` has no fixed channel count"))?;
-    let size = match (positive(dims[2]), positive(dims[3])) {
+    // Channels-last files (Keras through tf2onnx) open with Transpose(perm [0, 3, 1, 2]) of an
+    // [N, H, W, C] input: the harness's images are [N, C, H, W] already, so that transpose is
+    // dropped and the dimensions read in that order.
+    let nhwc = is_nhwc(g, &input);
+    let (ci, hi, wi) = if nhwc { (3, 1, 2) } else { (1, 2, 3) };
+    let c = positive(dims[ci]).ok_or(format!("input `{input}` has no fixed channel count"))?;
+    let size = match (positive(dims[hi]), positive(dims[wi])) {
         (Some(h), Some(w)) => (h, w),
         _ => hw.ok_or(format!(
             "input `{input}` has a symbolic size; give the image size (resize/crop) to import it"
         ))?,
     };
-    let mut im = import::Importer::new(g, &input, (c, size.0, size.1), dims[0]);
+    let mut im = import::Importer::new(g, &input, (c, size.0, size.1), dims[0], nhwc);
     for t in &g.initializers {
         let c = tensor::decode(t).map_err(|m| format!("initializer `{}`: {m}", t.name))?;
         im.constant(&t.name, c);
