@@ -512,7 +512,7 @@ impl Plan {
         let occlusion = match &raw.methods.occlusion {
             Some(o) => {
                 let v = *o.get_ref();
-                if v.window.contains(&0) || v.stride == 0 || !v.baseline.is_finite() {
+                if v.window.is_some_and(|w| w.contains(&0)) || v.stride == Some(0) || !v.baseline.is_finite() {
                     return Err(cx.err(
                         o.span(),
                         "field `methods.occlusion`: `window` sizes and `stride` must be ≥ 1, `baseline` finite".into(),
@@ -526,7 +526,7 @@ impl Plan {
             Some(l) => {
                 let v = *l.get_ref();
                 let width_ok = v.kernel_width.is_finite() && v.kernel_width > 0.0;
-                if v.samples < 2 || v.cell == 0 || !width_ok || v.ridge.is_nan() || v.ridge < 0.0 {
+                if v.samples < 2 || v.cell == Some(0) || !width_ok || v.ridge.is_nan() || v.ridge < 0.0 {
                     return Err(cx.err(
                         l.span(),
                         "field `methods.lime`: `samples` ≥ 2, `cell` ≥ 1, `kernel_width` > 0, `ridge` ≥ 0"
@@ -540,7 +540,7 @@ impl Plan {
         let shap = match &raw.methods.kernel_shap {
             Some(k) => {
                 let v = *k.get_ref();
-                if v.samples == 0 || v.cell == 0 || v.exact_max_features > 20 {
+                if v.samples == 0 || v.cell == Some(0) || v.exact_max_features > 20 {
                     return Err(cx.err(
                         k.span(),
                         "field `methods.kernel_shap`: `samples` ≥ 1, `cell` ≥ 1, `exact_max_features` ≤ 20"

@@ -29,8 +29,9 @@ pub struct Lime {
     pub samples: usize,
     /// How the image is cut into features: a square grid (default) or SLIC superpixels.
     pub segments: Segmentation,
-    /// Superpixel side in pixels (square grid; `segments = "grid"` only).
-    pub cell: usize,
+    /// Grid cell side in pixels (`segments = "grid"` only); unset: about 7 cells along the
+    /// shorter side, at least 4 pixels ([`super::surrogate::auto_cell`]).
+    pub cell: Option<usize>,
     /// Approximate number of SLIC superpixels (`segments = "slic"` only).
     pub n_segments: usize,
     /// SLIC compactness m (`segments = "slic"` only; see [`slic`](mod@super::slic)).
@@ -51,7 +52,7 @@ impl Default for Lime {
         Self {
             samples: 1000,
             segments: Segmentation::Grid,
-            cell: 4,
+            cell: None,
             n_segments: DEFAULT_N_SEGMENTS,
             compactness: DEFAULT_COMPACTNESS,
             kernel_width: 0.25,
@@ -103,7 +104,7 @@ impl Attribution for Lime {
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
-            "samples": self.samples, "segments": self.segments, "cell": self.cell,
+            "samples": self.samples, "segments": self.segments, "cell": self.cell.map_or(serde_json::json!("auto"), |c| serde_json::json!(c)),
             "n_segments": self.n_segments, "compactness": self.compactness,
             "kernel_width": self.kernel_width, "ridge": self.ridge, "baseline": self.baseline,
             "seed": self.seed, "features": self.features().describe(),

@@ -22,25 +22,35 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Occlusion {
-    /// Window height and width in pixels.
-    pub window: [usize; 2],
-    /// Step between window positions, in pixels (both axes).
-    pub stride: usize,
+    /// Window height and width in pixels; unset: a sixteenth of each side, at least 4 pixels
+    /// (4×4 at 28×28 and 64×64, 14×14 at 224×224).
+    pub window: Option<[usize; 2]>,
+    /// Step between window positions, in pixels (both axes); unset: half the window's shorter
+    /// side, at least 1.
+    pub stride: Option<usize>,
     /// The value occluded pixels take.
     pub baseline: f32,
 }
 
 impl Default for Occlusion {
     fn default() -> Self {
-        Self { window: [4, 4], stride: 2, baseline: 0.0 }
+        Self { window: None, stride: None, baseline: 0.0 }
     }
 }
 
 impl Occlusion {
+    /// The window and stride used on an h×w image: the configured ones, or the defaults that
+    /// scale with the image (the same number of windows per side at any size).
+    pub fn resolved(&self, h: usize, w: usize) -> ([usize; 2], usize) {
+        let side = |len: usize| ((len as f64 / 16.0).round() as usize).max(4).min(len.max(1));
+        let window = self.window.unwrap_or([side(h), side(w)]);
+        (window, self.stride.unwrap_or((window[0].min(window[1]) / 2).max(1)))
+    }
+
     /// Window positions (top, left) for an h×w image.
     fn positions(&self, h: usize, w: usize) -> Vec<(usize, usize)> {
-        let [wh, ww] = self.window;
-        let s = self.stride.max(1);
+        let ([wh, ww], s) = self.resolved(h, w);
+        let s = s.max(1);
         let rows = (0..).map(|i| i * s).take_while(|&r| r + wh <= h);
         rows.flat_map(|r| (0..).map(move |j| j * s).take_while(move |&c| c + ww <= w).map(move |c| (r, c)))
             .collect()
@@ -60,7 +70,7 @@ impl Attribution for Occlusion {
         _act: Activation,
     ) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
-        let [wh, ww] = self.window;
+        let ([wh, ww], _) = self.resolved(h, w);
         if wh == 0 || ww == 0 || wh > h || ww > w {
             return Err(Error::Invalid(format!("occlusion window {wh}×{ww} does not fit a {h}×{w} image")));
         }
@@ -82,7 +92,7 @@ impl Attribution for Occlusion {
         let base = logits_in_passes(model, x)?;
         // Logits of the occluded copies, position-major: row k·B + i is image i with window k
         // replaced; from the model's own shortcut where it has one.
-        let occ = match model.occluded_logits(x, &pos, self.window, self.baseline, Activation::Relu)? {
+        let occ = match model.occluded_logits(x, &pos, [wh, ww], self.baseline, Activation::Relu)? {
             Some(occ) => occ,
             None => {
                 let keep = masks.affine(-1.0, 1.0)?.reshape((p, 1, 1, h, w))?;
@@ -112,6 +122,36 @@ impl Attribution for Occlusion {
     }
 
     fn params(&self) -> serde_json::Value {
-        serde_json::json!({ "window": self.window, "stride": self.stride, "baseline": self.baseline })
+        let auto = |v: serde_json::Value, unset: bool| if unset { serde_json::json!("auto") } else { v };
+        serde_json::json!({
+            "window": auto(serde_json::json!(self.window), self.window.is_none()),
+            "stride": auto(serde_json::json!(self.stride), self.stride.is_none()),
+            "baseline": self.baseline,
+        })
+    }
+}
+
+#[cfg(test)]
+mod default_tests {
+    use super::*;
+
+    #[test]
+    fn the_default_window_scales_with_the_image() {
+        let d = Occlusion::default();
+        // 28×28 keeps the tuned 4×4 window with stride 2 (13 positions a side); 224×224
+        // gets 14×14 with stride 7 (31 a side), not 111 a side.
+        assert_eq!(d.resolved(28, 28), ([4, 4], 2));
+        assert_eq!(d.resolved(64, 64), ([4, 4], 2));
+        assert_eq!(d.resolved(224, 224), ([14, 14], 7));
+        assert_eq!(d.resolved(224, 160), ([14, 10], 5));
+        assert_eq!(d.positions(224, 224).len(), 31 * 31);
+        // Never larger than a tiny image; a given window keeps its own default stride.
+        assert_eq!(d.resolved(3, 3), ([3, 3], 1));
+        let w = Occlusion { window: Some([8, 8]), ..d };
+        assert_eq!(w.resolved(28, 28), ([8, 8], 4));
+        let s = Occlusion { stride: Some(3), ..d };
+        assert_eq!(s.resolved(224, 224), ([14, 14], 3));
+        assert_eq!(d.params()["window"], "auto");
+        assert_eq!(w.params()["window"], serde_json::json!([8, 8]));
     }
 }

@@ -34,8 +34,9 @@ pub struct KernelShap {
     pub samples: usize,
     /// How the image is cut into features: a square grid (default) or SLIC superpixels.
     pub segments: Segmentation,
-    /// Superpixel side in pixels (square grid; `segments = "grid"` only).
-    pub cell: usize,
+    /// Grid cell side in pixels (`segments = "grid"` only); unset: about 7 cells along the
+    /// shorter side, at least 4 pixels ([`super::surrogate::auto_cell`]).
+    pub cell: Option<usize>,
     /// Approximate number of SLIC superpixels (`segments = "slic"` only).
     pub n_segments: usize,
     /// SLIC compactness m (`segments = "slic"` only; see [`slic`](mod@super::slic)).
@@ -54,7 +55,7 @@ impl Default for KernelShap {
         Self {
             samples: 1000,
             segments: Segmentation::Grid,
-            cell: 4,
+            cell: None,
             n_segments: DEFAULT_N_SEGMENTS,
             compactness: DEFAULT_COMPACTNESS,
             baseline: 0.0,
@@ -131,7 +132,7 @@ impl Attribution for KernelShap {
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
-            "samples": self.samples, "segments": self.segments, "cell": self.cell,
+            "samples": self.samples, "segments": self.segments, "cell": self.cell.map_or(serde_json::json!("auto"), |c| serde_json::json!(c)),
             "n_segments": self.n_segments, "compactness": self.compactness, "baseline": self.baseline,
             "exact_max_features": self.exact_max_features, "seed": self.seed,
             "features": self.features().describe(),

@@ -52,8 +52,8 @@ pub const DEFAULT_COMPACTNESS: f64 = 3.0;
 pub struct FeatureSpec {
     /// Which segmentation.
     pub segments: Segmentation,
-    /// Grid cell side in pixels.
-    pub cell: usize,
+    /// Grid cell side in pixels; `None`: [`auto_cell`] of the image size.
+    pub cell: Option<usize>,
     /// Approximate number of SLIC superpixels.
     pub n_segments: usize,
     /// SLIC compactness m.
@@ -100,7 +100,7 @@ pub fn image_features(
     w: usize,
 ) -> (Vec<usize>, usize) {
     match spec.segments {
-        Segmentation::Grid => grid_features(h, w, spec.cell),
+        Segmentation::Grid => grid_features(h, w, spec.cell.unwrap_or_else(|| auto_cell(h, w))),
         Segmentation::Slic => {
             let hw = h * w;
             let grey: Vec<f32> = if c == 1 {
@@ -116,6 +116,14 @@ pub fn image_features(
 }
 
 /// The grid feature of every pixel (row-major) and the number of features.
+/// The default grid cell for an h×w image: about 7 cells along the shorter side, at least 4
+/// pixels (4 at 28×28, the 49 features LIME and KernelSHAP were tuned with; 9 at 64×64, 32 at
+/// 224×224), so that the number of features, and with it the samples a good fit needs, does not
+/// grow with the image.
+pub fn auto_cell(h: usize, w: usize) -> usize {
+    ((h.min(w) as f64 / 7.0).round() as usize).max(4)
+}
+
 pub fn grid_features(h: usize, w: usize, cell: usize) -> (Vec<usize>, usize) {
     let cell = cell.max(1);
     let (gh, gw) = (h.div_ceil(cell), w.div_ceil(cell));
@@ -314,11 +322,23 @@ pub(crate) mod testing {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_default_cell_keeps_about_49_features() {
+        assert_eq!(auto_cell(28, 28), 4);
+        assert_eq!(auto_cell(64, 64), 9);
+        assert_eq!(auto_cell(224, 224), 32);
+        assert_eq!(auto_cell(10, 300), 4);
+        for side in [28usize, 64, 224] {
+            let (_, f) = grid_features(side, side, auto_cell(side, side));
+            assert!((49..=64).contains(&f), "{side}: {f} features");
+        }
+    }
+
     use super::*;
 
     #[test]
     fn image_features_grid_is_the_grid_and_slic_segments_the_channel_mean() {
-        let spec = FeatureSpec { segments: Segmentation::Grid, cell: 3, n_segments: 2, compactness: 1.0 };
+        let spec = FeatureSpec { segments: Segmentation::Grid, cell: Some(3), n_segments: 2, compactness: 1.0 };
         let pixels = vec![0.5f32; 3 * 4 * 6];
         assert_eq!(image_features(&spec, &pixels, 3, 4, 6), grid_features(4, 6, 3));
         // Three channels whose mean is 0 on the left half and 1 on the right of an 8×16 image
@@ -337,7 +357,7 @@ mod tests {
 
     #[test]
     fn slic_settings_are_checked() {
-        let ok = FeatureSpec { segments: Segmentation::Slic, cell: 4, n_segments: 1, compactness: 0.5 };
+        let ok = FeatureSpec { segments: Segmentation::Slic, cell: None, n_segments: 1, compactness: 0.5 };
         assert!(ok.check("lime").is_ok());
         for bad in [
             FeatureSpec { n_segments: 0, ..ok },

@@ -338,12 +338,12 @@ fn occlusion_on_a_linear_model_by_hand() {
     let drop = |r: usize, c: usize| {
         contrib[r * 4 + c] + contrib[r * 4 + c + 1] + contrib[(r + 1) * 4 + c] + contrib[(r + 1) * 4 + c + 1]
     };
-    let occ = Occlusion { window: [2, 2], stride: 1, baseline: 0.0 };
+    let occ = Occlusion { window: Some([2, 2]), stride: Some(1), baseline: 0.0 };
     let map = flat(&occ.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
     assert!((map[0] - drop(0, 0)).abs() < 1e-6);
     let centre = (drop(0, 0) + drop(0, 1) + drop(1, 0) + drop(1, 1)) / 4.0;
     assert!((map[5] - centre).abs() < 1e-6, "{} vs {centre}", map[5]);
-    let tiles = Occlusion { window: [2, 2], stride: 2, baseline: 0.0 };
+    let tiles = Occlusion { window: Some([2, 2]), stride: Some(2), baseline: 0.0 };
     let map = flat(&tiles.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
     for r in 0..4 {
         for c in 0..4 {
@@ -352,7 +352,7 @@ fn occlusion_on_a_linear_model_by_hand() {
         }
     }
     // A baseline of 1 drops the logit by Σ w·(x − 1) instead.
-    let ones = Occlusion { window: [2, 2], stride: 2, baseline: 1.0 };
+    let ones = Occlusion { window: Some([2, 2]), stride: Some(2), baseline: 1.0 };
     let map = flat(&ones.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
     let want: f32 = [0, 1, 4, 5].iter().map(|&p| w[t][p] * (xs[p] - 1.0)).sum();
     assert!((map[0] - want).abs() < 1e-6);
@@ -370,10 +370,10 @@ fn lime_and_kernel_shap_recover_a_linear_model_exactly() {
     let xs = flat(&x);
     let w = model.w.to_vec2::<f32>().unwrap();
     let want: Vec<f32> = (0..32).map(|i| w[targets[i / 16] as usize][i % 16] * xs[i]).collect();
-    let lime = Lime { samples: 300, cell: 1, ridge: 0.0, seed: 1, ..Lime::default() };
+    let lime = Lime { samples: 300, cell: Some(1), ridge: 0.0, seed: 1, ..Lime::default() };
     let got = flat(&lime.attribute(&model, &x, &targets, Activation::Relu).unwrap());
     assert!(max_abs_diff(&got, &want) < 1e-4, "lime");
-    let shap = KernelShap { samples: 300, cell: 1, seed: 1, ..KernelShap::default() };
+    let shap = KernelShap { samples: 300, cell: Some(1), seed: 1, ..KernelShap::default() };
     let got = flat(&shap.attribute(&model, &x, &targets, Activation::Relu).unwrap());
     assert!(max_abs_diff(&got, &want) < 1e-4, "kernel_shap");
 }
@@ -415,7 +415,7 @@ fn kernel_shap_with_every_coalition_gives_exact_shapley_values() {
                 .sum()
         })
         .collect();
-    let shap = KernelShap { cell: 10, ..KernelShap::default() };
+    let shap = KernelShap { cell: Some(10), ..KernelShap::default() };
     let map = flat(&shap.attribute(&model, &x, &[t], Activation::Relu).unwrap());
     for (p, &f) in features.iter().enumerate() {
         assert!(
@@ -461,7 +461,7 @@ epsilons = [0.1]
     assert_eq!(params["segments"], "slic");
     assert_eq!(params["n_segments"], 30);
     assert_eq!(params["compactness"], 3.0);
-    assert_eq!(params["cell"], 4);
+    assert_eq!(params["cell"], "auto");
     let shap = plan.methods.iter().find(|m| m.name() == "kernel_shap").unwrap();
     assert_eq!(shap.params()["segments"], "grid");
 
