@@ -13,14 +13,18 @@
 //! - [`index`]: `index.html`, and [`write_derived`], which writes summary, plots and page from
 //!   the sample table (shared by `run` and `report`).
 //! - [`distribution`]: per-image box plots of each metric.
+//! - [`headline`]: the paper's table and a few sentences, for the page and the terminal.
+//! - [`labels`]: the columns' names in words, with units, for axes and captions.
 //! - [`compare`]: `fragility compare`, regression tracking between two runs.
 //! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
 //! - `png`: the in-memory PNG encoder both use.
 
 pub mod compare;
 pub mod distribution;
+pub mod headline;
 pub mod heatmap;
 pub mod index;
+pub mod labels;
 pub mod plot;
 pub(crate) mod png;
 pub mod summary;
