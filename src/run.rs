@@ -37,6 +37,9 @@ pub struct RunReport {
     pub files: Vec<PathBuf>,
     /// The folder already held this finished run: nothing was computed or written.
     pub already_finished: bool,
+    /// The summary and headline, where this call wrote them (not for a shard or a finished
+    /// run left in place).
+    pub derived: Option<crate::report::Derived>,
 }
 
 /// Converts images `ids` of `set` to a tensor [B,C,H,W] on `device`.
@@ -166,6 +169,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                 seconds: 0.0,
                 files: Vec::new(),
                 already_finished: true,
+                derived: None,
             });
         }
         return Err(Error::Invalid(format!(
@@ -483,7 +487,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         },
     });
     // A shard leaves summary, plots and page to `fragility merge`.
-    let files = write_finished(out, &table, &meta, opts.shard.is_none())?;
+    let (files, derived) = write_finished(out, &table, &meta, opts.shard.is_none())?;
     std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     Ok(RunReport {
         out: out.clone(),
@@ -492,6 +496,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         seconds,
         files,
         already_finished: false,
+        derived,
     })
 }
 
@@ -551,31 +556,32 @@ fn short_name(name: &str) -> &str {
 }
 
 /// Writes a finished study into `out`: `samples.parquet`; with `derived`, the summary, plots
-/// and `index.html` (and prints the summary); and `run.json` last, whose presence marks the
-/// study as finished. Shared by `run` and `merge`. Returns the files written.
+/// and `index.html`; and `run.json` last, whose presence marks the study as finished. Shared
+/// by `run` and `merge`. Returns the files written and, with `derived`, what was derived.
 fn write_finished(
     out: &Path,
     table: &SampleTable,
     meta: &serde_json::Value,
     derived: bool,
-) -> Result<Vec<PathBuf>> {
+) -> Result<(Vec<PathBuf>, Option<crate::report::Derived>)> {
     let mut files = vec![out.join("samples.parquet")];
     write_samples(&files[0], table)?;
     let text = serde_json::to_string_pretty(meta).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut result = None;
     if derived {
         // The page shows run.json as `report` will read it back (serde_json's float parsing
         // may differ from the in-memory value in the last bit), so a regenerated page is
         // identical.
         let meta: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::Invalid(e.to_string()))?;
-        let (summary, written) = write_derived(out, table, Some(&meta))?;
-        files.extend(written);
-        crate::report::summary::print_summary(&summary);
+        let d = write_derived(out, table, Some(&meta))?;
+        files.extend(d.files.iter().cloned());
+        result = Some(d);
     }
     let run_json = out.join("run.json");
     crate::atomic::write_bytes(&run_json, text.as_bytes())?;
     files.push(run_json);
-    Ok(files)
+    Ok((files, result))
 }
 
 /// Sorts rows by method, then attack × target method (both in the given orders), image, ε.
@@ -668,7 +674,7 @@ pub fn merge(out: &Path) -> Result<RunReport> {
     meta["rows"] = serde_json::json!(table.rows.len());
     meta["timings_s"] =
         serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });
-    let files = write_finished(out, &table, &meta, true)?;
+    let (files, derived) = write_finished(out, &table, &meta, true)?;
     Ok(RunReport {
         out: out.to_path_buf(),
         images: ids.len(),
@@ -676,6 +682,7 @@ pub fn merge(out: &Path) -> Result<RunReport> {
         seconds: t0.elapsed().as_secs_f64(),
         files,
         already_finished: false,
+        derived,
     })
 }
 

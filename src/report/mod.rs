@@ -14,6 +14,7 @@
 //!   the sample table (shared by `run` and `report`).
 //! - [`distribution`]: per-image box plots of each metric.
 //! - [`headline`]: the paper's table and a few sentences, for the page and the terminal.
+//! - [`page`]: the HTML of `index.html`.
 //! - [`labels`]: the columns' names in words, with units, for axes and captions.
 //! - [`compare`]: `fragility compare`, regression tracking between two runs.
 //! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
@@ -25,12 +26,13 @@ pub mod headline;
 pub mod heatmap;
 pub mod index;
 pub mod labels;
+pub mod page;
 pub mod plot;
 pub(crate) mod png;
 pub mod summary;
 pub mod table;
 
-pub use index::{regenerate, write_derived};
+pub use index::{regenerate, tidy_path, write_derived, Derived};
 pub use plot::plot_metric;
 pub use summary::{read_summary, summarize, write_summary, SummaryRow};
 pub use table::{read_samples, write_samples, SampleRow, SampleTable};
