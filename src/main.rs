@@ -204,6 +204,8 @@ fn print_derived(d: &fragility::report::Derived, verbose: bool) {
         println!();
     }
     print!("{}", d.headline.text());
+    // The page's path follows on stderr: let the headline reach the terminal first.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
 fn main() -> ExitCode {

@@ -12,8 +12,8 @@
 
 use super::labels::describe;
 use super::plot::{
-    axis_scale, canvas, colour, direction_text, distinct, ensure_font, frame, grid, padded_range, render_twice,
-    tick_label, write_rendered, y_label, DrawError, Mark, Rendered, X_LABEL,
+    axis_scale, canvas, colour, direction_text, distinct, ensure_font, frame, grid, padded_range,
+    render_twice, tick_label, write_rendered, y_label, DrawError, Mark, Rendered, X_LABEL,
 };
 use super::png::Rendering;
 use super::table::SampleTable;

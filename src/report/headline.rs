@@ -308,7 +308,7 @@ impl Headline {
         for s in &self.sentences {
             let _ = writeln!(t, "{s}");
         }
-        t
+        t.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n"
     }
 
     /// The headline as HTML: the sentences, then one table per metric.

@@ -10,8 +10,8 @@ use super::headline::Headline;
 use super::page::{index_html, PlotEntry};
 use super::{plot_metric, summarize, write_summary, SampleTable, SummaryRow};
 use crate::atomic;
-use crate::metric::Direction;
 use crate::error::Result;
+use crate::metric::Direction;
 use std::path::{Path, PathBuf};
 
 /// Escapes text for HTML element content and attribute values.
@@ -160,7 +160,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("study<1>");
         let table = crate::report::table::tests::example_table();
-        let run = serde_json::json!({ "settings": { "seed": 42, "note": "<b>", "model": { "name": "cnn" } } });
+        let run =
+            serde_json::json!({ "settings": { "seed": 42, "note": "<b>", "model": { "name": "cnn" } } });
         let derived = write_derived(&out, &table, Some(&run)).unwrap();
         let html = std::fs::read_to_string(out.join("index.html")).unwrap();
         assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));

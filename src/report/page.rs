@@ -114,14 +114,16 @@ fn measured(table: &SampleTable, run: Option<&serde_json::Value>) -> String {
             .filter(|r| r.attack != super::summary::SAMPLING)
             .map(|r| super::summary::attack_label(&r.attack, r.target_method.as_deref())),
     );
-    let mut eps = distinct(table.rows.iter().filter(|r| r.attack != super::summary::SAMPLING).map(|r| r.epsilon));
+    let mut eps =
+        distinct(table.rows.iter().filter(|r| r.attack != super::summary::SAMPLING).map(|r| r.epsilon));
     eps.sort_by(f64::total_cmp);
     let eps: Vec<String> = eps.iter().map(|e| e.to_string()).collect();
     let model = run
         .and_then(|r| r["settings"]["model"]["name"].as_str())
         .map(|m| format!(" of the model <code>{}</code>", escape(m)))
         .unwrap_or_default();
-    let code = |v: &[String]| v.iter().map(|m| format!("<code>{}</code>", escape(m))).collect::<Vec<_>>().join(", ");
+    let code =
+        |v: &[String]| v.iter().map(|m| format!("<code>{}</code>", escape(m))).collect::<Vec<_>>().join(", ");
     format!(
         "<p>How far the attribution maps{model} move when an image is perturbed without changing \
          its predicted class (Ghorbani, Abid and Zou, AAAI 2019). {images} images; {} methods ({}); \

@@ -36,12 +36,12 @@ use crate::report::png::{encode_png, Rendering};
 use crate::report::summary::SummaryRow;
 use plotters::backend::RGBPixel;
 use plotters::coord::Shift;
-use plotters::style::IntoFont;
 use plotters::prelude::{
-    BitMapBackend, ChartBuilder, Circle, Color, Cross, DashedLineSeries, DrawingArea, DrawingBackend, EmptyElement, FontStyle,
-    IntoDrawingArea, LineSeries, PathElement, Polygon, RGBColor, Rectangle, SVGBackend, ShapeStyle, Text,
-    TriangleMarker, BLACK, WHITE,
+    BitMapBackend, ChartBuilder, Circle, Color, Cross, DashedLineSeries, DrawingArea, DrawingBackend,
+    EmptyElement, FontStyle, IntoDrawingArea, LineSeries, PathElement, Polygon, RGBColor, Rectangle,
+    SVGBackend, ShapeStyle, Text, TriangleMarker, BLACK, WHITE,
 };
+use plotters::style::IntoFont;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -54,7 +54,7 @@ pub(crate) const PANEL_WIDTH: u32 = 480;
 /// Height of one row of panels, in pixels.
 pub(crate) const PANEL_HEIGHT: u32 = 400;
 /// Width of the legend column right of the panels, in pixels.
-pub(crate) const LEGEND_WIDTH: u32 = 250;
+pub(crate) const LEGEND_WIDTH: u32 = 300;
 /// Height of the title band, in pixels.
 pub(crate) const TITLE_HEIGHT: u32 = 50;
 /// Font size of the chart title, in pixels.
@@ -119,7 +119,10 @@ pub(crate) fn direction_text(direction: Direction) -> &'static str {
 }
 
 /// The distinct values of `key` over `rows`, in order of first appearance.
-pub(crate) fn distinct<'a, T: 'a>(rows: impl IntoIterator<Item = &'a T>, key: impl Fn(&'a T) -> &'a str) -> Vec<&'a str> {
+pub(crate) fn distinct<'a, T: 'a>(
+    rows: impl IntoIterator<Item = &'a T>,
+    key: impl Fn(&'a T) -> &'a str,
+) -> Vec<&'a str> {
     let mut seen: Vec<&str> = Vec::new();
     for row in rows {
         let k = key(row);
@@ -234,7 +237,11 @@ where
     let (top, body) = root.split_vertically(TITLE_HEIGHT);
     top.draw(&Text::new(title.to_string(), (16, 12), ("sans-serif", TITLE_SIZE).into_font().color(&BLACK)))?;
     let (panels, legend) = body.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
-    legend.draw(&Text::new(heading.to_string(), (10, 30), ("sans-serif", 16, FontStyle::Bold).into_font()))?;
+    legend.draw(&Text::new(
+        heading.to_string(),
+        (10, 30),
+        ("sans-serif", 16, FontStyle::Bold).into_font(),
+    ))?;
     for (i, (label, c, mark)) in entries.iter().enumerate() {
         let y = 62 + 24 * i as i32;
         match *mark {
@@ -251,13 +258,21 @@ where
             }
             Mark::Box => legend.draw(&Rectangle::new([(12, y - 7), (44, y + 7)], c.mix(0.35).filled()))?,
         }
-        let text = if label.chars().count() > 24 { format!("{}…", label.chars().take(23).collect::<String>()) } else { label.clone() };
+        let text = if label.chars().count() > 30 {
+            format!("{}…", label.chars().take(29).collect::<String>())
+        } else {
+            label.clone()
+        };
         legend.draw(&Text::new(text, (54, y - 8), ("sans-serif", 15).into_font()))?;
     }
     Ok(panels)
 }
 
-/// Draws marker `shape` (0 circle, 1 triangle, 2 square, 3 cross, 4 ring) at pixel `at`.
+/// The marker shape that draws nothing (a legend entry of a plain line).
+pub(crate) const NO_MARKER: usize = usize::MAX;
+
+/// Draws marker `shape` (0 circle, 1 triangle, 2 square, 3 cross, 4 ring; [`NO_MARKER`]
+/// none) at pixel `at`.
 fn draw_marker<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     shape: usize,
@@ -268,6 +283,9 @@ where
     DB::ErrorType: 'static,
 {
     let (x, y) = at;
+    if shape == NO_MARKER {
+        return Ok(());
+    }
     match shape % 5 {
         0 => area.draw(&Circle::new(at, 4, c.filled()))?,
         1 => area.draw(&TriangleMarker::new(at, 6, c.filled()))?,
@@ -376,7 +394,8 @@ where
 /// is an `_after` column.
 fn clean_value(all: &[SummaryRow], metric: &str, keep: impl Fn(&SummaryRow) -> bool) -> Option<f64> {
     let before = format!("{}_before", metric.strip_suffix("_after")?);
-    let values: Vec<f64> = all.iter().filter(|r| r.metric == before && keep(r)).filter_map(|r| r.mean).collect();
+    let values: Vec<f64> =
+        all.iter().filter(|r| r.metric == before && keep(r)).filter_map(|r| r.mean).collect();
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
@@ -422,10 +441,17 @@ where
             })
             .collect()
     } else {
-        methods.iter().map(|m| (m.to_string(), method_colour(m), Mark::Line { marker: 0, dashed: false })).collect()
+        methods
+            .iter()
+            .map(|m| (m.to_string(), method_colour(m), Mark::Line { marker: 0, dashed: false }))
+            .collect()
     };
     if !refs_all.is_empty() {
-        entries.push(("clean value".into(), RGBColor(60, 60, 60), Mark::Line { marker: 5, dashed: true }));
+        entries.push((
+            "clean value".into(),
+            RGBColor(60, 60, 60),
+            Mark::Line { marker: NO_MARKER, dashed: true },
+        ));
     }
     let heading = if small_multiples { "attack (panel = method)" } else { "method" };
     let panels_area = frame(root, &title, heading, &entries)?;
@@ -440,8 +466,11 @@ where
                 .iter()
                 .enumerate()
                 .map(|(a, label)| {
-                    let sel: Vec<&SummaryRow> =
-                        rows.iter().copied().filter(|r| r.method == m && r.attack_label() == *label).collect();
+                    let sel: Vec<&SummaryRow> = rows
+                        .iter()
+                        .copied()
+                        .filter(|r| r.method == m && r.attack_label() == *label)
+                        .collect();
                     curve(&sel, c, a, !label.contains('→'))
                 })
                 .collect();
@@ -453,15 +482,19 @@ where
             let curves: Vec<Curve> = methods
                 .iter()
                 .map(|m| {
-                    let sel: Vec<&SummaryRow> =
-                        rows.iter().copied().filter(|r| r.method == *m && r.attack_label() == *label).collect();
+                    let sel: Vec<&SummaryRow> = rows
+                        .iter()
+                        .copied()
+                        .filter(|r| r.method == *m && r.attack_label() == *label)
+                        .collect();
                     curve(&sel, method_colour(m), 0, false)
                 })
                 .collect();
             let refs: Vec<(f64, RGBColor)> = methods
                 .iter()
                 .filter_map(|m| {
-                    clean_value(all, metric, |r| r.method == *m && r.attack_label() == *label).map(|v| (v, method_colour(m)))
+                    clean_value(all, metric, |r| r.method == *m && r.attack_label() == *label)
+                        .map(|v| (v, method_colour(m)))
                 })
                 .collect();
             (label.clone(), BLACK, curves, refs)
@@ -527,7 +560,11 @@ pub(crate) fn render_both(
 
 /// The bitmap of the chart of `metric` (see [`render_both`]).
 #[cfg(test)]
-pub(crate) fn render(rows: &[SummaryRow], metric: &str, direction: Direction) -> std::result::Result<Rendering, String> {
+pub(crate) fn render(
+    rows: &[SummaryRow],
+    metric: &str,
+    direction: Direction,
+) -> std::result::Result<Rendering, String> {
     render_both(rows, metric, direction).map(|r| r.png)
 }
 
@@ -647,7 +684,10 @@ mod tests {
         plot_metric(&path, &rows, "spearman", Direction::HigherIsMoreSimilar).unwrap();
         let decoded = decode_png(&std::fs::read(&path).unwrap());
         // Two attacks: two panels and the legend column, one row.
-        assert_eq!((decoded.width, decoded.height), (2 * PANEL_WIDTH + LEGEND_WIDTH, TITLE_HEIGHT + PANEL_HEIGHT));
+        assert_eq!(
+            (decoded.width, decoded.height),
+            (2 * PANEL_WIDTH + LEGEND_WIDTH, TITLE_HEIGHT + PANEL_HEIGHT)
+        );
         let svg = std::fs::read_to_string(path.with_extension("svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("Spearman rank correlation"), "{}", &svg[..200]);
         let rendered = render(&rows, "spearman", Direction::HigherIsMoreSimilar).unwrap();
@@ -745,5 +785,67 @@ mod tests {
     fn undefined_means_split_a_line() {
         let points = [(0.0, Some(1.0)), (0.1, None), (0.2, Some(0.5)), (0.3, Some(0.4))];
         assert_eq!(segments(&points), vec![vec![(0.0, 1.0)], vec![(0.2, 0.5), (0.3, 0.4)]]);
+    }
+
+    #[test]
+    fn tiny_values_are_shown_in_a_power_of_ten_named_on_the_axis() {
+        assert_eq!(axis_scale(&(1.2e-6..2.4e-6)), -6);
+        assert_eq!(axis_scale(&(0.0..1.0)), 0);
+        assert_eq!(axis_scale(&(0.0..250_000.0)), 5);
+        assert_eq!(y_label("mse_normalized", -6), "MSE of normalised maps, ×10^-6");
+        assert_eq!(y_label("center_shift_px", 0), "center-of-mass shift (px)");
+        // The ticks of such an axis read as short numbers once divided.
+        assert_eq!(tick_label(1.5e-6 / 1e-6, 1.2e-6 / 1e-6), "1.5");
+    }
+
+    #[test]
+    fn many_methods_become_small_multiples_with_one_panel_each() {
+        let rows: Vec<SummaryRow> = (0..7)
+            .flat_map(|m| {
+                [0.01, 0.1].map(|e| summary(&format!("method{m}"), "top_k", e, Some(0.5 + 0.01 * m as f64)))
+            })
+            .collect();
+        let img = render(&rows, "spearman", Direction::HigherIsMoreSimilar).unwrap();
+        // 7 panels: 4 + 3 in two rows.
+        assert_eq!(
+            (img.width, img.height),
+            (4 * PANEL_WIDTH + LEGEND_WIDTH, TITLE_HEIGHT + 2 * PANEL_HEIGHT)
+        );
+        // Each panel is in its method's colour: the seventh colour (black) is the 7th method's.
+        let c = COLOURS[5];
+        assert!(count_pixels(&img, 40..img.height, [c.0, c.1, c.2], 10) > 100);
+    }
+
+    #[test]
+    fn a_method_keeps_its_colour_in_a_metric_where_another_is_missing() {
+        // `center_shift_px` has only integrated_gradients, the study's second method.
+        let rows = example_rows();
+        let mut only = summary("integrated_gradients", "top_k", 0.01, Some(5.0));
+        only.metric = "center_shift_px".into();
+        let rows: Vec<SummaryRow> =
+            rows.into_iter().filter(|r| r.metric != "center_shift_px").chain([only]).collect();
+        let img = render(&rows, "center_shift_px", Direction::LowerIsMoreSimilar).unwrap();
+        let (first, second) = (COLOURS[0], COLOURS[1]);
+        assert!(count_pixels(&img, 40..img.height, [second.0, second.1, second.2], 10) > 30);
+        assert_eq!(count_pixels(&img, 40..img.height, [first.0, first.1, first.2], 10), 0);
+    }
+
+    #[test]
+    fn an_after_measure_gets_its_clean_value_as_a_reference() {
+        let mut rows = Vec::new();
+        for (metric, mean) in [("topk_mass_before", 0.43), ("topk_mass_after", 0.3)] {
+            for e in [0.01, 0.1] {
+                rows.push(SummaryRow {
+                    metric: metric.into(),
+                    ..summary("gradient", "top_k", e, Some(mean))
+                });
+            }
+        }
+        assert_eq!(clean_value(&rows, "topk_mass_after", |_| true), Some(0.43));
+        assert_eq!(clean_value(&rows, "spearman", |_| true), None);
+        let r = render_both(&rows, "topk_mass_after", Direction::HigherIsMoreSimilar).unwrap();
+        assert!(r.svg.contains("clean value"));
+        // The y axis reaches the clean value although no interval is near it (means 0.3 ± 0.05).
+        assert!(r.svg.lines().any(|l| l.trim() == "0.4"), "no tick at 0.4");
     }
 }
