@@ -17,11 +17,13 @@
 //! - [`page`]: the HTML of `index.html`.
 //! - [`labels`]: the columns' names in words, with units, for axes and captions.
 //! - [`compare`]: `fragility compare`, regression tracking between two runs.
+//! - [`figure`]: the paper's figure 1 for one example image and attack (`examples/`).
 //! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
 //! - `png`: the in-memory PNG encoder both use.
 
 pub mod compare;
 pub mod distribution;
+pub mod figure;
 pub mod headline;
 pub mod heatmap;
 pub mod index;
