@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::metric::all_metrics;
 use crate::metric::Direction;
 use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
-use crate::report::figure::{class_text, write_figure, Figure, FigureRow};
+use crate::report::figure::{class_text, example_file, write_figure, Figure, FigureRow};
 use crate::report::summary::{attack_label, SAMPLING};
 use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
 use crate::robustness::{estimate, ROBUSTNESS_COLUMNS};
@@ -597,10 +597,7 @@ fn write_example(
             scores: scores.clone(),
         })
         .collect();
-    let safe: String =
-        attack_label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
-    let safe = safe.replace("---", "-");
-    let path = dir.join("examples").join(format!("{safe}_image{image_id}.png"));
+    let path = dir.join("examples").join(example_file(attack_label, image_id));
     let figure = Figure {
         title: format!("image {image_id}, {attack_label}, ε = {eps} (seed {})", plan.seed),
         image: clean_image,

@@ -169,6 +169,15 @@ pub fn write_figure(path: &Path, fig: &Figure) -> Result<()> {
     atomic::write_with(path, |out| encode_png(out, &image).map_err(|e| Error::io(path, e)))
 }
 
+/// The file name of the figure of image `image_id` under the attack labelled `attack_label`
+/// (`top_k → gradient` gives `top_k-gradient_image3.png`): ASCII letters, digits and `_` kept,
+/// anything else a `-`.
+pub fn example_file(attack_label: &str, image_id: usize) -> String {
+    let safe: String =
+        attack_label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
+    format!("{}_image{image_id}.png", safe.replace("---", "-"))
+}
+
 /// "Ankle boot (class 9), 98.1%": a class by its name when known, and a probability.
 pub fn class_text(class: i64, names: Option<&[String]>, probability: f64) -> String {
     let name = usize::try_from(class).ok().and_then(|c| names.and_then(|n| n.get(c)));
@@ -228,6 +237,12 @@ mod tests {
             .filter(|&(x, y)| px(x, y)[0] < 100)
             .count();
         assert!(dark > 100, "{dark} dark pixels in the title");
+    }
+
+    #[test]
+    fn file_names_are_plain_ascii() {
+        assert_eq!(example_file("top_k → gradient", 3), "top_k-gradient_image3.png");
+        assert_eq!(example_file("random_sign", 0), "random_sign_image0.png");
     }
 
     #[test]

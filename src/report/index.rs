@@ -102,15 +102,16 @@ pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::V
         plots.push(PlotEntry { column, direction, distribution: any });
     }
     let page = out.join("index.html");
-    let html = index_html(out, table, &summary, &headline, &plots, &example_files(out), run);
+    let html = index_html(out, table, &summary, &headline, &plots, &example_files(out, table), run);
     atomic::write_bytes(&page, html.as_bytes())?;
     files.push(page);
     Ok(Derived { summary, headline, files })
 }
 
-/// The PNG files in `out/examples/` (the run's figure-1 panels), sorted by name; none if the
+/// The PNG files in `out/examples/` (the run's figure-1 panels): by attack in the table's
+/// order, then by image; files the table does not explain come last, by name. None if the
 /// folder does not exist.
-fn example_files(out: &Path) -> Vec<String> {
+fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(out.join("examples"))
         .into_iter()
         .flatten()
@@ -119,7 +120,30 @@ fn example_files(out: &Path) -> Vec<String> {
         .filter(|n| n.ends_with(".png"))
         .collect();
     names.sort();
-    names
+    let mut attacks: Vec<String> = Vec::new();
+    let mut images: Vec<u32> = Vec::new();
+    for r in &table.rows {
+        let label = super::summary::attack_label(&r.attack, r.target_method.as_deref());
+        if !attacks.contains(&label) {
+            attacks.push(label);
+        }
+        if !images.contains(&r.image_id) {
+            images.push(r.image_id);
+        }
+    }
+    images.sort_unstable();
+    let mut ordered: Vec<String> = Vec::new();
+    for a in &attacks {
+        for &i in &images {
+            let f = super::figure::example_file(a, i as usize);
+            if names.contains(&f) {
+                ordered.push(f);
+            }
+        }
+    }
+    let rest: Vec<String> = names.into_iter().filter(|n| !ordered.contains(n)).collect();
+    ordered.extend(rest);
+    ordered
 }
 
 /// `fragility report DIR`: reads `DIR/samples.parquet` (and `DIR/run.json` if present) and
