@@ -160,6 +160,7 @@ where
         };
         chart
             .configure_mesh()
+            .max_light_lines(0)
             .x_desc(X_LABEL)
             .y_desc(y_desc.as_str())
             .x_labels(epsilons.len().max(2) * 2 + 1)

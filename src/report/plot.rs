@@ -342,6 +342,7 @@ where
         .build_cartesian_2d(x_range.clone(), y_range.clone())?;
     chart
         .configure_mesh()
+        .max_light_lines(0)
         .x_desc(X_LABEL)
         .y_desc(y_desc)
         .x_labels(6)
