@@ -583,7 +583,7 @@ fn write_example(
     (image_id, (before, after)): (usize, (String, String)),
     eps: f64,
     (clean_image, clean_maps, i): (&[f32], &[Vec<Vec<f32>>], usize),
-    (adv_image, adv_maps): (&[f32], &[(String, Vec<f32>, String)]),
+    (adv_image, adv_maps): (&[f32], &MethodMaps),
     plan: &Plan,
     (h, w): (usize, usize),
 ) -> Result<()> {
