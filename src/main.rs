@@ -27,7 +27,7 @@ enum Command {
     Run {
         /// The experiment config (see experiments/fragility.toml).
         config: PathBuf,
-        /// Print only the summary table (no progress bar).
+        /// Print only the headline (no progress bar).
         #[arg(long)]
         quiet: bool,
         /// Recompute even if the output folder holds a finished run (which is otherwise left

@@ -108,8 +108,8 @@ pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::V
     Ok(Derived { summary, headline, files })
 }
 
-/// The PNG files in `out/examples/` (the run's figure-1 panels): by attack in the table's
-/// order, then by image; files the table does not explain come last, by name. None if the
+/// The PNG files in `out/examples/` (the run's figure-1 panels): steered attacks before
+/// random baselines, each by attack in the table's order, then by image; files the table does not explain come last, by name. None if the
 /// folder does not exist.
 fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(out.join("examples"))
@@ -120,10 +120,11 @@ fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
         .filter(|n| n.ends_with(".png"))
         .collect();
     names.sort();
-    let mut attacks: Vec<String> = Vec::new();
+    let mut attacks: Vec<(bool, String)> = Vec::new();
     let mut images: Vec<u32> = Vec::new();
     for r in &table.rows {
-        let label = super::summary::attack_label(&r.attack, r.target_method.as_deref());
+        let label =
+            (r.target_method.is_none(), super::summary::attack_label(&r.attack, r.target_method.as_deref()));
         if !attacks.contains(&label) {
             attacks.push(label);
         }
@@ -132,8 +133,10 @@ fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
         }
     }
     images.sort_unstable();
+    // Steered attacks first (the paper's figure 1 shows one), each in the study's order.
+    attacks.sort_by_key(|(random, _)| *random);
     let mut ordered: Vec<String> = Vec::new();
-    for a in &attacks {
+    for (_, a) in &attacks {
         for &i in &images {
             let f = super::figure::example_file(a, i as usize);
             if names.contains(&f) {
@@ -242,6 +245,26 @@ mod tests {
         // The caption of the center shift plot says which way is more similar.
         assert!(html.contains("<b>center-of-mass shift (px)</b> against ε"));
         assert!(html.contains("(lower = more similar)"));
+    }
+
+    #[test]
+    fn example_figures_show_steered_attacks_first_then_by_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::create_dir_all(out.join("examples")).unwrap();
+        // The table: random_sign on image 0, top_k → gradient on images 1 and 2.
+        let table = crate::report::table::tests::example_table();
+        for f in
+            ["random_sign_image0.png", "top_k-gradient_image2.png", "top_k-gradient_image1.png", "zz.png"]
+        {
+            std::fs::write(out.join("examples").join(f), b"png").unwrap();
+        }
+        std::fs::write(out.join("examples/notes.txt"), b"not a figure").unwrap();
+        assert_eq!(
+            example_files(out, &table),
+            ["top_k-gradient_image1.png", "top_k-gradient_image2.png", "random_sign_image0.png", "zz.png"]
+        );
+        assert!(example_files(&out.join("missing"), &table).is_empty());
     }
 
     #[test]
