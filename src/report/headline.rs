@@ -23,6 +23,9 @@ use std::fmt::Write as _;
 /// Most rows of a headline before it keeps only the attacked methods.
 pub const MAX_ROWS: usize = 24;
 
+/// Most steered attacks compared with random noise one sentence each; more share one sentence.
+pub const MAX_COMPARISONS: usize = 3;
+
 /// Marks the row of a steered attack on its own target method.
 pub const ATTACKED_MARK: &str = "★";
 
@@ -242,11 +245,17 @@ impl Headline {
                 s.attack
             )),
         }
-        for steered in all.iter().filter(|r| r.attacked) {
-            let Some(random) = all.iter().find(|r| !r.steered && r.method == steered.method) else {
-                continue;
-            };
-            out.push(compare_sentence(steered, random, &self.epsilons, &words, *direction));
+        let pairs: Vec<(&HeadlineRow, &HeadlineRow)> = all
+            .iter()
+            .filter(|r| r.attacked)
+            .filter_map(|s| Some((s, all.iter().find(|r| !r.steered && r.method == s.method)?)))
+            .collect();
+        if pairs.len() <= MAX_COMPARISONS {
+            for (steered, random) in &pairs {
+                out.push(compare_sentence(steered, random, &self.epsilons, &words, *direction));
+            }
+        } else {
+            out.push(comparisons_sentence(&pairs, &self.epsilons, &words, *direction));
         }
         let lowest = summary
             .iter()
@@ -368,6 +377,71 @@ impl Headline {
     }
 }
 
+/// The primary metric of a steered row and of its random baseline at every ε where both are
+/// defined, and the budgets at which the steered attack moved the map more.
+fn versus(
+    steered: &HeadlineRow,
+    random: &HeadlineRow,
+    epsilons: &[f64],
+    direction: Direction,
+) -> (Vec<(f64, Estimate, Estimate)>, Vec<f64>) {
+    let pairs: Vec<(f64, Estimate, Estimate)> = epsilons
+        .iter()
+        .enumerate()
+        .filter_map(|(e, &eps)| Some((eps, steered.values[0][e]?, random.values[0][e]?)))
+        .collect();
+    let wins =
+        pairs.iter().filter(|(_, s, r)| more_similar(direction, r.mean, s.mean)).map(|p| p.0).collect();
+    (pairs, wins)
+}
+
+/// One sentence for many steered attacks: how many beat random noise at every ε, and the
+/// range of their margins at the largest budget.
+fn comparisons_sentence(
+    pairs: &[(&HeadlineRow, &HeadlineRow)],
+    epsilons: &[f64],
+    words: &str,
+    direction: Direction,
+) -> String {
+    let mut always = 0;
+    // (margin towards "moved more", attack) at the largest common budget.
+    let mut margins: Vec<(f64, &str)> = Vec::new();
+    for (steered, random) in pairs {
+        let (both, wins) = versus(steered, random, epsilons, direction);
+        if !both.is_empty() && wins.len() == both.len() {
+            always += 1;
+        }
+        if let Some(&(_, s, r)) = both.last() {
+            let m = match direction {
+                Direction::HigherIsMoreSimilar => r.mean - s.mean,
+                Direction::LowerIsMoreSimilar => s.mean - r.mean,
+            };
+            margins.push((m, &steered.attack));
+        }
+    }
+    margins.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut randoms: Vec<&str> = pairs.iter().map(|p| p.1.attack.as_str()).collect();
+    randoms.dedup();
+    let random = if randoms.len() == 1 { randoms[0] } else { "random noise" };
+    let mut text = format!(
+        "{always} of {} steered attacks move the map they steer more than {random} (random noise \
+         of the same size) at every ε",
+        pairs.len()
+    );
+    if let (Some(lo), Some(hi)) = (margins.first(), margins.last()) {
+        text.push_str(&format!(
+            "; by the {words}, the steered map is {} to {} less similar than under {random} at \
+             the largest ε ({}; {})",
+            num(lo.0),
+            num(hi.0),
+            lo.1,
+            hi.1,
+        ));
+    }
+    text.push('.');
+    text
+}
+
 /// "top_k → gradient moves the gradient map more than random_sign at every ε ...".
 fn compare_sentence(
     steered: &HeadlineRow,
@@ -376,13 +450,7 @@ fn compare_sentence(
     words: &str,
     direction: Direction,
 ) -> String {
-    let pairs: Vec<(f64, Estimate, Estimate)> = epsilons
-        .iter()
-        .enumerate()
-        .filter_map(|(e, &eps)| Some((eps, steered.values[0][e]?, random.values[0][e]?)))
-        .collect();
-    let wins: Vec<f64> =
-        pairs.iter().filter(|(_, s, r)| more_similar(direction, r.mean, s.mean)).map(|p| p.0).collect();
+    let (pairs, wins) = versus(steered, random, epsilons, direction);
     let Some(&(eps, s, r)) = pairs.last() else {
         return format!("{} and {} share no budget with a defined mean.", steered.attack, random.attack);
     };
@@ -567,6 +635,25 @@ mod tests {
         assert_eq!(rows, ["random_sign", "top_k → gradient"]);
         assert_eq!(h.omitted, 26);
         assert!(h.text().contains("26 method × attack rows"));
+    }
+
+    #[test]
+    fn many_steered_attacks_share_one_sentence() {
+        // Four attacked methods a..d under top_k; each steered row is 0.1·(k+1) below random.
+        let mut s = Vec::new();
+        for (k, m) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            s.push(row(m, "random_walk", None, 0.1, "top100_intersection", 0.8));
+            let target = Some(m);
+            s.push(row(m, "top_k", target, 0.1, "top100_intersection", 0.8 - 0.1 * (k + 1) as f64));
+        }
+        let h = Headline::build(&s, &columns());
+        assert_eq!(
+            h.sentences[1],
+            "4 of 4 steered attacks move the map they steer more than random_walk (random noise of \
+             the same size) at every ε; by the top-100 intersection, the steered map is 0.100 to \
+             0.400 less similar than under random_walk at the largest ε (top_k → a; top_k → d)."
+        );
+        assert_eq!(h.sentences.len(), 3);
     }
 
     #[test]
