@@ -113,8 +113,9 @@ enum RawNormalize {
 struct RawData {
     images: Spanned<String>,
     labels: Option<Spanned<String>>,
-    /// A folder of class sub-folders: the class names in label order, one per line.
-    classes: Option<Spanned<String>>,
+    /// The class names in label order: a file of names, one per line (for a folder of class
+    /// sub-folders), or the list itself.
+    classes: Option<Spanned<RawClasses>>,
     count: Option<Spanned<usize>>,
     #[serde(default = "yes")]
     correct_only: bool,
@@ -124,6 +125,14 @@ struct RawData {
     crop: Option<Spanned<usize>>,
     /// Convert to 1 (grey) or 3 (RGB) channels.
     channels: Option<Spanned<usize>>,
+}
+
+/// `[data] classes`: a file of class names or the names themselves.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawClasses {
+    File(String),
+    Names(Vec<String>),
 }
 
 fn yes() -> bool {
@@ -317,6 +326,11 @@ pub struct Plan {
     pub labels: Option<PathBuf>,
     /// Class names of a folder of class sub-folders, one per line, in label order.
     pub classes: Option<PathBuf>,
+    /// Class names given in the config itself (`[data] classes = [...]`), in label order; the
+    /// run checks that there is one per output of the model.
+    pub class_names: Option<Vec<String>>,
+    /// The config line of `[data] classes`, for the error when the list does not fit the model.
+    pub class_names_line: Option<usize>,
     /// Resize, crop and channel conversion of every image.
     pub image_options: ImageOptions,
     /// How many images to study (after filtering); all if `None`.
@@ -373,6 +387,22 @@ impl Ctx<'_> {
         }
         Ok(p)
     }
+}
+
+/// A list of class names must name at least one class, and no name may be blank or repeated.
+fn check_class_names(names: &[String]) -> std::result::Result<(), String> {
+    if names.is_empty() {
+        return Err("the list names no class".into());
+    }
+    if let Some(i) = names.iter().position(|n| n.trim().is_empty()) {
+        return Err(format!("name {i} is blank"));
+    }
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].contains(n) {
+            return Err(format!("`{n}` is listed twice"));
+        }
+    }
+    Ok(())
 }
 
 impl Plan {
@@ -454,7 +484,20 @@ impl Plan {
         };
         let images = cx.path("data.images", &raw.data.images)?;
         let labels = raw.data.labels.as_ref().map(|l| cx.path("data.labels", l)).transpose()?;
-        let classes = raw.data.classes.as_ref().map(|l| cx.path("data.classes", l)).transpose()?;
+        let class_names_line = raw.data.classes.as_ref().and_then(|c| cx.line(c.span()));
+        let (classes, class_names) = match &raw.data.classes {
+            None => (None, None),
+            Some(c) => match c.get_ref() {
+                RawClasses::File(f) => {
+                    (Some(cx.path("data.classes", &Spanned::new(c.span(), f.clone()))?), None)
+                }
+                RawClasses::Names(names) => {
+                    check_class_names(names)
+                        .map_err(|e| cx.err(c.span(), format!("field `data.classes`: {e}")))?;
+                    (None, Some(names.clone()))
+                }
+            },
+        };
         let image_options = ImageOptions {
             resize: raw.data.resize.as_ref().map(|v| *v.get_ref()),
             crop: raw.data.crop.as_ref().map(|v| *v.get_ref()),
@@ -669,7 +712,11 @@ impl Plan {
                 "images": images.display().to_string(),
                 "labels": labels.as_ref().map(|l| l.display().to_string()),
                 "count": raw.data.count.as_ref().map(|c| *c.get_ref()),
-                "classes": classes.as_ref().map(|l| l.display().to_string()),
+                "classes": match (&classes, &class_names) {
+                    (Some(file), _) => serde_json::json!(file.display().to_string()),
+                    (None, Some(names)) => serde_json::json!(names),
+                    (None, None) => serde_json::Value::Null,
+                },
                 "resize": image_options.resize,
                 "crop": image_options.crop,
                 "channels": image_options.channels,
@@ -694,6 +741,8 @@ impl Plan {
             images,
             labels,
             classes,
+            class_names,
+            class_names_line,
             image_options,
             count: raw.data.count.map(|c| c.into_inner()),
             correct_only: raw.data.correct_only,

@@ -27,7 +27,7 @@ enum Command {
     Run {
         /// The experiment config (see experiments/fragility.toml).
         config: PathBuf,
-        /// Print only the summary table (no progress bar).
+        /// Print only the headline (no progress bar).
         #[arg(long)]
         quiet: bool,
         /// Recompute even if the output folder holds a finished run (which is otherwise left
@@ -40,6 +40,10 @@ enum Command {
         /// (JOB_COMPLETION_INDEX with FRAGILITY_SHARDS=n) picks its part itself.
         #[arg(long)]
         shard: Option<String>,
+        /// Print the full summary table (every method × attack × ε × metric) after the
+        /// headline.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Combine the finished shards of a study (OUT/shards/i-of-n/) into OUT: the same
     /// samples.parquet, summary.parquet, plots and index.html as a single run.
@@ -52,6 +56,10 @@ enum Command {
     Report {
         /// The study's output folder (holding samples.parquet).
         dir: PathBuf,
+        /// Print the full summary table (every method × attack × ε × metric) after the
+        /// headline, and every file written.
+        #[arg(long)]
+        verbose: bool,
     },
     /// Compare two runs of the same study (e.g. two model versions) and flag regressions.
     ///
@@ -254,6 +262,17 @@ fn compare(
     }
 }
 
+/// Prints a study's headline (and with `verbose` the whole summary first) on stdout.
+fn print_derived(d: &fragility::report::Derived, verbose: bool) {
+    if verbose {
+        fragility::report::summary::print_summary(&d.summary);
+        println!();
+    }
+    print!("{}", d.headline.text());
+    // The page's path follows on stderr: let the headline reach the terminal first.
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
 fn main() -> ExitCode {
     fragility::alloc::tune();
     // A bare config path means `run`.
@@ -273,7 +292,7 @@ fn main() -> ExitCode {
         return compare(baseline, current, tolerance, metrics, out.as_deref(), *all);
     }
     let result = match cli.command {
-        Command::Run { config, quiet, force, shard } => Plan::load(&config).and_then(|plan| {
+        Command::Run { config, quiet, force, shard, verbose } => Plan::load(&config).and_then(|plan| {
             let shard = match shard {
                 Some(text) => Some(fragility::run::Shard::parse(&text).map_err(fragility::Error::Invalid)?),
                 None => fragility::run::Shard::from_env(|k| std::env::var(k).ok())
@@ -289,20 +308,29 @@ fn main() -> ExitCode {
                 );
                 return Ok(());
             }
+            if let Some(d) = &report.derived {
+                print_derived(d, verbose);
+            }
             eprintln!(
                 "{} images, {} rows in {:.1} s → {}",
                 report.images,
                 report.rows,
                 report.seconds,
-                report.out.display()
+                fragility::report::tidy_path(&report.out).display()
             );
+            if report.derived.is_some() {
+                eprintln!("page: {}", fragility::report::tidy_path(&report.out.join("index.html")).display());
+            }
             Ok(())
         }),
-        Command::Report { dir } => fragility::report::regenerate(&dir).map(|(summary, files)| {
-            fragility::report::summary::print_summary(&summary);
-            for f in files {
-                eprintln!("wrote {}", f.display());
+        Command::Report { dir, verbose } => fragility::report::regenerate(&dir).map(|d| {
+            print_derived(&d, verbose);
+            if verbose {
+                for f in &d.files {
+                    eprintln!("wrote {}", fragility::report::tidy_path(f).display());
+                }
             }
+            eprintln!("page: {}", fragility::report::tidy_path(&dir.join("index.html")).display());
         }),
         Command::Compare { .. } => unreachable!("handled above"),
         Command::Merge { dir } => fragility::run::merge(&dir).map(|report| {
@@ -310,8 +338,11 @@ fn main() -> ExitCode {
                 "shards merged: {} images, {} rows → {}",
                 report.images,
                 report.rows,
-                report.out.display()
+                fragility::report::tidy_path(&report.out).display()
             );
+            if let Some(d) = &report.derived {
+                print_derived(d, false);
+            }
         }),
         Command::Train { config } => fragility::train::train_command(&config, progress).map(|_| ()),
         Command::Models { onnx: None, .. } => {

@@ -15,6 +15,7 @@ use crate::metric::all_metrics;
 use crate::metric::Direction;
 use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
 use crate::progress::Progress;
+use crate::report::figure::{class_text, example_file, write_figure, Figure, FigureRow};
 use crate::report::summary::{attack_label, SAMPLING};
 use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
 use crate::robustness::{estimate, ROBUSTNESS_COLUMNS};
@@ -38,6 +39,9 @@ pub struct RunReport {
     pub files: Vec<PathBuf>,
     /// The folder already held this finished run: nothing was computed or written.
     pub already_finished: bool,
+    /// The summary and headline, where this call wrote them (not for a shard or a finished
+    /// run left in place).
+    pub derived: Option<crate::report::Derived>,
 }
 
 /// Converts images `ids` of `set` to a tensor [B,C,H,W] on `device`.
@@ -167,6 +171,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                 seconds: 0.0,
                 files: Vec::new(),
                 already_finished: true,
+                derived: None,
             });
         }
         return Err(Error::Invalid(format!(
@@ -197,6 +202,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     )?;
     let model = model::load_sized(&plan.model, &plan.weights, plan.normalize.as_ref(), dev, Some((set.h, set.w)))?;
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&plan.images, e.to_string()))?;
+    let class_names = study_class_names(plan, &set, model.num_classes())?;
     let (h, w) = (set.h, set.w);
     for m in &plan.methods {
         m.check(model.as_ref()).map_err(|e| Error::Config {
@@ -392,9 +398,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                 progress: Some(&|done, total| bar.step(done, total)),
             };
             let outcome = attack.perturb(&input)?;
-            let after_conf =
-                target_probability(&logits_in_passes(model.as_ref(), &outcome.x_adv)?, &row_targets)?;
-            // Per example image (its index in the chunk): each method's perturbed map.
+            let after_logits = logits_in_passes(model.as_ref(), &outcome.x_adv)?;
+            let after_conf = target_probability(&after_logits, &row_targets)?;
+            let after_pred: Vec<u32> = if example_rows.is_empty() {
+                Vec::new()
+            } else {
+                after_logits.argmax(1)?.to_vec1::<u32>()?
+            };
+            // Per example image (its index in the chunk): each method's perturbed map and the
+            // image's scores for it.
             let mut panels: Vec<(usize, MethodMaps)> = Vec::new();
             for (mi, method) in plan.methods.iter().enumerate() {
                 let after = maps(&method.attribute(
@@ -405,9 +417,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                 )?)?;
                 for &i in &example_rows {
                     let r = largest * b + i;
+                    let entry = (
+                        method.name().to_string(),
+                        after[r].clone(),
+                        example_scores(&metrics, &clean[mi][i], &after[r], (h, w)),
+                    );
                     match panels.iter_mut().find(|(j, _)| *j == i) {
-                        Some((_, v)) => v.push((method.name().to_string(), after[r].clone())),
-                        None => panels.push((i, vec![(method.name().to_string(), after[r].clone())])),
+                        Some((_, v)) => v.push(entry),
+                        None => panels.push((i, vec![entry])),
                     }
                 }
                 for (r, map) in after.iter().enumerate() {
@@ -440,13 +457,20 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
                 }
             }
             for (i, after_maps) in &panels {
+                let id = chunk[*i];
+                let r = largest * b + i;
+                let names = class_names.as_deref();
+                let classes = (
+                    format!("before: {}", class_text(preds[id] as i64, names, probs[id])),
+                    format!("after: {}", class_text(after_pred[r] as i64, names, after_conf[r])),
+                );
                 write_example(
                     &dir,
                     &label,
-                    chunk[*i],
+                    (id, classes),
                     plan.epsilons[largest],
                     (&x_rows[*i], &clean, *i),
-                    (&flat_rows(&outcome.x_adv.narrow(0, largest * b + i, 1)?)?[0], after_maps),
+                    (&flat_rows(&outcome.x_adv.narrow(0, r, 1)?)?[0], after_maps),
                     plan,
                     (h, w),
                 )?;
@@ -500,7 +524,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         },
     });
     // A shard leaves summary, plots and page to `fragility merge`.
-    let files = write_finished(out, &table, &meta, opts.shard.is_none())?;
+    let (files, derived) = write_finished(out, &table, &meta, opts.shard.is_none())?;
     std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     Ok(RunReport {
         out: out.clone(),
@@ -509,90 +533,127 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         seconds,
         files,
         already_finished: false,
+        derived,
     })
 }
 
-/// Each method's name with one flat map.
-type MethodMaps = Vec<(String, Vec<f32>)>;
+/// Each method's name with its flat perturbed map and the image's scores for it.
+type MethodMaps = Vec<(String, Vec<f32>, String)>;
 
 /// Flat f32 rows of a [B,...] tensor.
 fn flat_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(t.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
 }
 
-/// Writes `examples/<attack>_image<id>.png`: for each method, the clean image with its map and
-/// the perturbed image with its map (the paper's figure 1), at budget `eps`.
+/// The class names the example panels show: the config's `[data] classes` list, which must
+/// name every output of the model, or the names of an image folder's classes.
+fn study_class_names(plan: &Plan, set: &ImageSet, model_classes: usize) -> Result<Option<Vec<String>>> {
+    match &plan.class_names {
+        Some(names) if names.len() != model_classes => Err(Error::Config {
+            file: plan.config_path.clone(),
+            line: plan.class_names_line,
+            message: format!(
+                "field `data.classes`: lists {} class names, but the model `{}` has {model_classes} classes",
+                names.len(),
+                plan.model
+            ),
+        }),
+        Some(names) => Ok(Some(names.clone())),
+        None => Ok(set.class_names.clone()),
+    }
+}
+
+/// "top-100 ∩ 0.450, Spearman 0.520": the image's own scores of one method's two maps (the
+/// first top-k intersection and Spearman, as far as the study measures them).
+fn example_scores(
+    metrics: &[Box<dyn crate::metric::Metric>],
+    clean: &[f32],
+    after: &[f32],
+    (h, w): (usize, usize),
+) -> String {
+    let top = metrics.iter().find(|m| crate::report::labels::top_k_of(&m.column()).is_some());
+    let rank = metrics.iter().find(|m| m.column() == "spearman");
+    let mut parts = Vec::new();
+    if let Some(m) = top {
+        let k = crate::report::labels::top_k_of(&m.column()).unwrap_or(0);
+        parts.push(format!(
+            "top-{k} ∩ {}",
+            m.score(clean, after, h, w).map_or("–".into(), |v| format!("{v:.3}"))
+        ));
+    }
+    if let Some(m) = rank {
+        parts.push(format!(
+            "Spearman {}",
+            m.score(clean, after, h, w).map_or("–".into(), |v| format!("{v:.3}"))
+        ));
+    }
+    parts.join(", ")
+}
+
+/// Writes `examples/<attack>_image<id>.png`, the paper's figure 1 at budget `eps`: per method,
+/// the clean image and its map, the perturbed image and its map, with the class and its
+/// confidence before and after (`classes`) and the image's scores per method.
 #[allow(clippy::too_many_arguments)]
 fn write_example(
     dir: &Path,
     attack_label: &str,
-    image_id: usize,
+    (image_id, (before, after)): (usize, (String, String)),
     eps: f64,
     (clean_image, clean_maps, i): (&[f32], &[Vec<Vec<f32>>], usize),
-    (adv_image, adv_maps): (&[f32], &[(String, Vec<f32>)]),
+    (adv_image, adv_maps): (&[f32], &MethodMaps),
     plan: &Plan,
     (h, w): (usize, usize),
 ) -> Result<()> {
-    let mut panels = Vec::new();
-    for (mi, (name, adv_map)) in adv_maps.iter().enumerate() {
-        panels.push(crate::report::heatmap::Panel {
-            image: clean_image,
-            map: &clean_maps[mi][i],
-            label: short_name(name).to_string(),
-        });
-        panels.push(crate::report::heatmap::Panel {
-            image: adv_image,
-            map: adv_map,
-            label: "→ perturbed".to_string(),
-        });
-    }
-    let safe: String =
-        attack_label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '-' }).collect();
-    let safe = safe.replace("---", "-");
-    let path = dir.join("examples").join(format!("{safe}_image{image_id}.png"));
-    let title = format!("image {image_id}, {attack_label}, ε = {eps} (seed {})", plan.seed);
-    crate::report::heatmap::write_heatmap_grid(&path, &title, &panels, h, w)
-}
-
-/// A method's name short enough for a 112-pixel panel label.
-fn short_name(name: &str) -> &str {
-    match name {
-        "integrated_gradients" => "int. gradients",
-        "gradient_x_input" => "grad × input",
-        "guided_backprop" => "guided BP",
-        "guided_grad_cam" => "guided CAM",
-        "smoothgrad_sq" => "smoothgrad²",
-        "kernel_shap" => "KernelSHAP",
-        n => n,
-    }
+    let rows = adv_maps
+        .iter()
+        .enumerate()
+        .map(|(mi, (name, adv_map, scores))| FigureRow {
+            method: name.clone(),
+            clean_map: &clean_maps[mi][i],
+            perturbed_map: adv_map,
+            scores: scores.clone(),
+        })
+        .collect();
+    let path = dir.join("examples").join(example_file(attack_label, image_id));
+    let figure = Figure {
+        title: format!("image {image_id}, {attack_label}, ε = {eps} (seed {})", plan.seed),
+        image: clean_image,
+        perturbed: adv_image,
+        size: (h, w),
+        before,
+        after,
+        rows,
+    };
+    write_figure(&path, &figure)
 }
 
 /// Writes a finished study into `out`: `samples.parquet`; with `derived`, the summary, plots
-/// and `index.html` (and prints the summary); and `run.json` last, whose presence marks the
-/// study as finished. Shared by `run` and `merge`. Returns the files written.
+/// and `index.html`; and `run.json` last, whose presence marks the study as finished. Shared
+/// by `run` and `merge`. Returns the files written and, with `derived`, what was derived.
 fn write_finished(
     out: &Path,
     table: &SampleTable,
     meta: &serde_json::Value,
     derived: bool,
-) -> Result<Vec<PathBuf>> {
+) -> Result<(Vec<PathBuf>, Option<crate::report::Derived>)> {
     let mut files = vec![out.join("samples.parquet")];
     write_samples(&files[0], table)?;
     let text = serde_json::to_string_pretty(meta).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut result = None;
     if derived {
         // The page shows run.json as `report` will read it back (serde_json's float parsing
         // may differ from the in-memory value in the last bit), so a regenerated page is
         // identical.
         let meta: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::Invalid(e.to_string()))?;
-        let (summary, written) = write_derived(out, table, Some(&meta))?;
-        files.extend(written);
-        crate::report::summary::print_summary(&summary);
+        let d = write_derived(out, table, Some(&meta))?;
+        files.extend(d.files.iter().cloned());
+        result = Some(d);
     }
     let run_json = out.join("run.json");
     crate::atomic::write_bytes(&run_json, text.as_bytes())?;
     files.push(run_json);
-    Ok(files)
+    Ok((files, result))
 }
 
 /// Sorts rows by method, then attack × target method (both in the given orders), image, ε.
@@ -685,7 +746,7 @@ pub fn merge(out: &Path) -> Result<RunReport> {
     meta["rows"] = serde_json::json!(table.rows.len());
     meta["timings_s"] =
         serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });
-    let files = write_finished(out, &table, &meta, true)?;
+    let (files, derived) = write_finished(out, &table, &meta, true)?;
     Ok(RunReport {
         out: out.to_path_buf(),
         images: ids.len(),
@@ -693,6 +754,7 @@ pub fn merge(out: &Path) -> Result<RunReport> {
         seconds: t0.elapsed().as_secs_f64(),
         files,
         already_finished: false,
+        derived,
     })
 }
 

@@ -7,21 +7,23 @@
 //! the whiskers reach the most extreme values within 1.5 interquartile ranges of the box
 //! (Tukey), and the values beyond are drawn as dots. Only label-kept rows with a value enter,
 //! as in the summary. Quartiles interpolate linearly between order statistics (type 7, the
-//! default of NumPy and R).
+//! default of NumPy and R). The legend, colours, axis labels and the SVG beside the PNG follow
+//! [`super::plot`]'s rules.
 
+use super::labels::describe;
 use super::plot::{
-    canvas, direction_text, ensure_font, grid, padded_range, tick_label, DrawError, COLOURS, TITLE_SIZE,
-    X_LABEL,
+    axis_scale, canvas, colour, direction_text, distinct, ensure_font, frame, grid, padded_range,
+    render_twice, tick_label, write_rendered, y_label, DrawError, Mark, Rendered, X_LABEL,
 };
-use super::png::{encode_png, Rendering};
+use super::png::Rendering;
 use super::table::SampleTable;
-use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
 use plotters::backend::RGBPixel;
+use plotters::coord::Shift;
 use plotters::prelude::{
-    BitMapBackend, ChartBuilder, Circle, Color, IntoDrawingArea, PathElement, Rectangle, SeriesLabelPosition,
-    BLACK, WHITE,
+    BitMapBackend, ChartBuilder, Circle, Color, DrawingArea, DrawingBackend, IntoDrawingArea, PathElement,
+    RGBColor, Rectangle, SVGBackend,
 };
 use std::path::Path;
 
@@ -97,13 +99,16 @@ fn groups(table: &SampleTable, column: usize) -> Groups {
     out
 }
 
-fn draw(
-    rgb: &mut [u8],
-    (width, height): (u32, u32),
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
     groups: &Groups,
+    study_methods: &[&str],
     metric: &str,
     direction: Direction,
-) -> std::result::Result<(), DrawError> {
+) -> std::result::Result<(), DrawError>
+where
+    DB::ErrorType: 'static,
+{
     let mut methods: Vec<&str> = Vec::new();
     let mut epsilons: Vec<f64> = Vec::new();
     for (_, ms) in groups {
@@ -119,24 +124,32 @@ fn draw(
         }
     }
     epsilons.sort_by(f64::total_cmp);
+    // The study's order gives each method its colour, the same in every figure.
+    let method_colour = |m: &str| colour(study_methods.iter().position(|s| *s == m).unwrap_or(0));
     let all = groups
         .iter()
         .flat_map(|(_, ms)| ms.iter().flat_map(|(_, es)| es.iter().flat_map(|(_, v)| v.iter().copied())));
     let y_range = padded_range(all);
+    let scale = axis_scale(&y_range);
+    let factor = 10f64.powi(scale);
     let y_span = y_range.end - y_range.start;
-    let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(rgb, (width, height))?;
-    let root = backend.into_drawing_area();
-    root.fill(&WHITE)?;
-    let title = format!("{metric} per image ({}): box = quartiles, line = median", direction_text(direction));
-    let body = root.titled(&title, ("sans-serif", TITLE_SIZE))?;
+    let title = format!(
+        "{} per image ({}): box = quartiles, line = median",
+        describe(metric).name,
+        direction_text(direction)
+    );
+    let entries: Vec<(String, RGBColor, Mark)> =
+        methods.iter().map(|m| (m.to_string(), method_colour(m), Mark::Box)).collect();
+    let panels = frame(root, &title, "method", &entries)?;
     let (grid_rows, grid_cols) = grid(groups.len());
     let slot = 0.8 / methods.len().max(1) as f64; // width of one method's box slot, in ε slots
-    for (panel, (label, ms)) in body.split_evenly((grid_rows, grid_cols)).iter().zip(groups) {
+    let y_desc = y_label(metric, scale);
+    for (panel, (label, ms)) in panels.split_evenly((grid_rows, grid_cols)).iter().zip(groups) {
         let mut chart = ChartBuilder::on(panel)
-            .caption(label.as_str(), ("sans-serif", 22))
+            .caption(label.as_str(), ("sans-serif", 20))
             .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
+            .x_label_area_size(52)
+            .y_label_area_size(72)
             .build_cartesian_2d(-0.5..epsilons.len() as f64 - 0.5, y_range.clone())?;
         let eps_label = |x: &f64| {
             let i = x.round();
@@ -147,21 +160,19 @@ fn draw(
         };
         chart
             .configure_mesh()
+            .max_light_lines(0)
             .x_desc(X_LABEL)
-            .y_desc(metric)
+            .y_desc(y_desc.as_str())
             .x_labels(epsilons.len().max(2) * 2 + 1)
             .x_label_formatter(&eps_label)
-            .y_label_formatter(&|y| tick_label(*y, y_span))
+            .y_label_formatter(&|y| tick_label(*y / factor, y_span / factor))
             .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
+            .axis_desc_style(("sans-serif", 15))
             .disable_x_mesh()
             .draw()?;
         for (mi, method) in methods.iter().enumerate() {
-            let colour = COLOURS[mi % COLOURS.len()];
+            let colour = method_colour(method);
             let style = colour.stroke_width(2);
-            chart.draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())?.label(*method).legend(
-                move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], colour.mix(0.3).filled()),
-            );
             let Some((_, es)) = ms.iter().find(|(m, _)| m == method) else { continue };
             for (e, vals) in es {
                 let Some(b) = box_stats(vals) else { continue };
@@ -183,24 +194,17 @@ fn draw(
                 chart.draw_series(b.outliers.iter().map(|&o| Circle::new((x, o), 2, colour.filled())))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
     }
     root.present()?;
     Ok(())
 }
 
-/// Renders the distribution chart of metric column `metric` of `table`.
-pub(crate) fn render_distribution(
+/// Renders the distribution chart of metric column `metric` of `table`, as pixels and SVG.
+pub(crate) fn render_distribution_both(
     table: &SampleTable,
     metric: &str,
     direction: Direction,
-) -> std::result::Result<Rendering, String> {
+) -> std::result::Result<Rendered, String> {
     ensure_font()?;
     let column = table
         .metric_columns
@@ -211,18 +215,27 @@ pub(crate) fn render_distribution(
     if groups.is_empty() {
         return Err(format!("no label-kept value of {metric:?}"));
     }
-    let (width, height) = canvas(groups.len());
-    let mut rgb = vec![0u8; 3 * width as usize * height as usize];
-    draw(&mut rgb, (width, height), &groups, metric, direction).map_err(|e| e.to_string())?;
-    Ok(Rendering { width, height, rgb })
+    let study_methods = distinct(&table.rows, |r| r.method.as_str());
+    render_twice!(canvas(groups.len()), |root| draw(&root, &groups, &study_methods, metric, direction))
+}
+
+/// Renders the distribution chart of metric column `metric` of `table`.
+#[cfg(test)]
+pub(crate) fn render_distribution(
+    table: &SampleTable,
+    metric: &str,
+    direction: Direction,
+) -> std::result::Result<Rendering, String> {
+    render_distribution_both(table, metric, direction).map(|r| r.png)
 }
 
 /// Draws the per-image distribution of `metric` (box plots per method, at each ε, one panel
-/// per attack) from the sample rows and writes it to `path` as PNG, atomically.
+/// per attack) from the sample rows and writes it to `path` as PNG and beside it as SVG,
+/// atomically.
 pub fn plot_distribution(path: &Path, table: &SampleTable, metric: &str, direction: Direction) -> Result<()> {
-    let image = render_distribution(table, metric, direction)
+    let image = render_distribution_both(table, metric, direction)
         .map_err(|message| Error::Plot { path: path.to_path_buf(), message })?;
-    atomic::write_with(path, |w| encode_png(w, &image).map_err(|e| Error::io(path, e)))
+    write_rendered(path, &image)
 }
 
 #[cfg(test)]
@@ -261,8 +274,9 @@ mod tests {
         // example_table: spearman has one label-kept value (0.9, random_sign); a lost-label
         // row and nulls are left out.
         let img = render_distribution(&table, "spearman", Direction::HigherIsMoreSimilar).unwrap();
-        assert_eq!(img.width, super::super::plot::MIN_WIDTH);
-        let c = COLOURS[0];
+        // One panel and the legend column.
+        assert_eq!(img.width, super::super::plot::PANEL_WIDTH + super::super::plot::LEGEND_WIDTH);
+        let c = super::super::plot::COLOURS[0];
         let n = img.rgb.chunks(3).filter(|p| p[0] == c.0 && p[1] == c.1 && p[2] == c.2).count();
         assert!(n > 20, "{n} pixels of the method's colour");
         assert!(render_distribution(&table, "nope", Direction::HigherIsMoreSimilar).is_err());

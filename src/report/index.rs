@@ -1,19 +1,17 @@
-//! `index.html`: one self-contained page per study, and the function that (re)writes every
-//! derived output of a study from its sample table.
-//!
-//! The page holds the run's settings (from `run.json`, when there is one), the summary table
-//! (mean, 95% bootstrap interval, median, n, nulls, label-kept rate per method × attack ×
-//! target method × ε × metric) and every plot (mean against ε, and the per-image box plots), linked by relative paths (`plots/<metric>.png`),
-//! so the folder can be moved, zipped or served as it is. No script, no external stylesheet.
+//! The function that (re)writes every derived output of a study from its sample table:
+//! `summary.parquet`, the plots (PNG and SVG), the headline and `index.html` (whose HTML is
+//! [`super::page`]'s).
 //!
 //! [`write_derived`] is shared by `fragility run` (after the rows are computed) and
 //! `fragility report DIR` (from `samples.parquet` alone): summary, plots and page always come
 //! from the same code, so a regenerated report equals the original.
 
+use super::headline::Headline;
+use super::page::{index_html, PlotEntry};
 use super::{plot_metric, summarize, write_summary, SampleTable, SummaryRow};
 use crate::atomic;
 use crate::error::Result;
-use std::fmt::Write as _;
+use crate::metric::Direction;
 use std::path::{Path, PathBuf};
 
 /// Escapes text for HTML element content and attribute values.
@@ -44,22 +42,52 @@ pub fn plotted_columns(table: &SampleTable) -> Vec<(String, crate::metric::Direc
         .collect()
 }
 
+/// What [`write_derived`] computed and wrote.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    /// The summary rows (also in `summary.parquet`).
+    pub summary: Vec<SummaryRow>,
+    /// The headline (the top of the page, and what a run prints).
+    pub headline: Headline,
+    /// The files written, the page last.
+    pub files: Vec<PathBuf>,
+}
+
+/// `path` without `.` components and with each `..` cancelling the component before it (on
+/// the text alone: `experiments/../reports/x` is `reports/x`), for showing paths to a user.
+pub fn tidy_path(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
 /// Writes `summary.parquet`, `plots/<column>.png` and `index.html` into `out` from `table`;
-/// `run` is the content of `run.json` if known (its settings go into the page). Returns the
-/// summary and the files written.
-pub fn write_derived(
-    out: &Path,
-    table: &SampleTable,
-    run: Option<&serde_json::Value>,
-) -> Result<(Vec<SummaryRow>, Vec<PathBuf>)> {
+/// `run` is the content of `run.json` if known (its settings go into the page).
+pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::Value>) -> Result<Derived> {
     let summary = summarize(table);
+    let columns: Vec<(String, Direction)> =
+        table.metric_columns.iter().cloned().zip(table.directions.iter().copied()).collect();
+    let headline = Headline::build(&summary, &columns);
     let mut files = vec![out.join("summary.parquet")];
     write_summary(&files[0], &summary)?;
     let mut plots = Vec::new();
     for (column, direction) in plotted_columns(table) {
         let p = out.join("plots").join(format!("{column}.png"));
         plot_metric(&p, &summary, &column, direction)?;
-        files.push(p);
+        files.extend([p.with_extension("svg"), p]);
         // The per-image spread, where there is any label-kept value to show.
         let j = table.metric_columns.iter().position(|c| *c == column);
         let any = table
@@ -69,20 +97,61 @@ pub fn write_derived(
         if any {
             let d = out.join("plots").join(format!("{column}_distribution.png"));
             super::distribution::plot_distribution(&d, table, &column, direction)?;
-            files.push(d);
+            files.extend([d.with_extension("svg"), d]);
         }
-        plots.push((column, any));
+        plots.push(PlotEntry { column, direction, distribution: any });
     }
     let page = out.join("index.html");
-    let html = index_html(out, table, &summary, &plots, run);
+    let html = index_html(out, table, &summary, &headline, &plots, &example_files(out, table), run);
     atomic::write_bytes(&page, html.as_bytes())?;
     files.push(page);
-    Ok((summary, files))
+    Ok(Derived { summary, headline, files })
+}
+
+/// The PNG files in `out/examples/` (the run's figure-1 panels): steered attacks before
+/// random baselines, each by attack in the table's order, then by image; files the table does not explain come last, by name. None if the
+/// folder does not exist.
+fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(out.join("examples"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    names.sort();
+    let mut attacks: Vec<(bool, String)> = Vec::new();
+    let mut images: Vec<u32> = Vec::new();
+    for r in &table.rows {
+        let label =
+            (r.target_method.is_none(), super::summary::attack_label(&r.attack, r.target_method.as_deref()));
+        if !attacks.contains(&label) {
+            attacks.push(label);
+        }
+        if !images.contains(&r.image_id) {
+            images.push(r.image_id);
+        }
+    }
+    images.sort_unstable();
+    // Steered attacks first (the paper's figure 1 shows one), each in the study's order.
+    attacks.sort_by_key(|(random, _)| *random);
+    let mut ordered: Vec<String> = Vec::new();
+    for (_, a) in &attacks {
+        for &i in &images {
+            let f = super::figure::example_file(a, i as usize);
+            if names.contains(&f) {
+                ordered.push(f);
+            }
+        }
+    }
+    let rest: Vec<String> = names.into_iter().filter(|n| !ordered.contains(n)).collect();
+    ordered.extend(rest);
+    ordered
 }
 
 /// `fragility report DIR`: reads `DIR/samples.parquet` (and `DIR/run.json` if present) and
 /// rewrites the derived outputs with [`write_derived`].
-pub fn regenerate(dir: &Path) -> Result<(Vec<SummaryRow>, Vec<PathBuf>)> {
+pub fn regenerate(dir: &Path) -> Result<Derived> {
     let samples = dir.join("samples.parquet");
     if !samples.is_file() {
         return Err(crate::error::Error::data(
@@ -104,93 +173,6 @@ pub fn regenerate(dir: &Path) -> Result<(Vec<SummaryRow>, Vec<PathBuf>)> {
     write_derived(dir, &table, run.as_ref())
 }
 
-fn opt(v: Option<f64>) -> String {
-    super::summary::show(v)
-}
-
-/// The page's HTML.
-pub fn index_html(
-    out: &Path,
-    table: &SampleTable,
-    summary: &[SummaryRow],
-    plots: &[(String, bool)],
-    run: Option<&serde_json::Value>,
-) -> String {
-    let title = out.file_name().map_or("study".into(), |n| n.to_string_lossy().into_owned());
-    let mut images: Vec<u32> = table.rows.iter().map(|r| r.image_id).collect();
-    images.sort_unstable();
-    images.dedup();
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>fragility: {}</title>\n\
-         <style>\nbody {{ font-family: sans-serif; margin: 2em; color: #222; }}\n\
-         table {{ border-collapse: collapse; font-size: 13px; }}\n\
-         th, td {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}\n\
-         th {{ background: #eee; }} td.t {{ text-align: left; }}\n\
-         img {{ max-width: 100%; border: 1px solid #ddd; }}\npre {{ background: #f6f6f6; padding: 1em; }}\n</style>\n\
-         </head>\n<body>\n<h1>fragility: {}</h1>\n",
-        escape(&title),
-        escape(&title)
-    );
-    let _ = writeln!(
-        h,
-        "<p>{} rows of <code>samples.parquet</code>: {} images, seed {}. Statistics over the rows \
-         whose attack kept the label; the interval is a 95% percentile bootstrap of the mean \
-         ({} resamples).</p>",
-        table.rows.len(),
-        images.len(),
-        table.seed,
-        super::summary::BOOTSTRAP_RESAMPLES
-    );
-    h.push_str("<h2 id=\"plots\">Plots</h2>\n");
-    for (p, spread) in plots {
-        let p = escape(p);
-        let _ = writeln!(h, "<h3>{p}</h3>\n<p><img src=\"plots/{p}.png\" alt=\"{p} against epsilon\"></p>");
-        if *spread {
-            let _ = writeln!(
-                h,
-                "<p><img src=\"plots/{p}_distribution.png\" alt=\"{p} per image, box plots\"></p>"
-            );
-        }
-    }
-    h.push_str(
-        "<h2 id=\"summary\">Summary</h2>\n<table>\n<tr><th>method</th><th>attack</th><th>target method</th>\
-        <th>ε</th><th>metric</th><th>n</th><th>nulls</th><th>mean</th><th>95% CI</th><th>median</th>\
-        <th>std</th><th>label kept</th></tr>\n",
-    );
-    for r in summary {
-        let ci = match (r.ci_low, r.ci_high) {
-            (Some(l), Some(hi)) => format!("[{}, {}]", opt(Some(l)), opt(Some(hi))),
-            _ => "–".into(),
-        };
-        let _ = writeln!(
-            h,
-            "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td>\
-             <td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td></tr>",
-            escape(&r.method),
-            escape(&r.attack),
-            escape(r.target_method.as_deref().unwrap_or("–")),
-            r.epsilon,
-            escape(&r.metric),
-            r.n,
-            r.nulls,
-            opt(r.mean),
-            ci,
-            opt(r.median),
-            opt(r.std),
-            100.0 * r.label_kept_rate
-        );
-    }
-    h.push_str("</table>\n");
-    if let Some(run) = run {
-        let text = serde_json::to_string_pretty(run).unwrap_or_default();
-        let _ = write!(h, "<h2 id=\"settings\">Settings (run.json)</h2>\n<pre>{}</pre>\n", escape(&text));
-    }
-    h.push_str("</body>\n</html>\n");
-    h
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,20 +187,91 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("study<1>");
         let table = crate::report::table::tests::example_table();
-        let run = serde_json::json!({ "settings": { "seed": 42, "note": "<b>" } });
-        let (summary, files) = write_derived(&out, &table, Some(&run)).unwrap();
+        let run =
+            serde_json::json!({ "settings": { "seed": 42, "note": "<b>", "model": { "name": "cnn" } } });
+        let derived = write_derived(&out, &table, Some(&run)).unwrap();
         let html = std::fs::read_to_string(out.join("index.html")).unwrap();
         assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
-        assert!(html.contains("<title>fragility: study&lt;1&gt;</title>"), "title not escaped");
+        assert!(html.contains("<title>study&lt;1&gt;</title>"), "title not escaped");
         for column in ["spearman", "center_shift_px"] {
             assert!(html.contains(&format!("<img src=\"plots/{column}.png\"")), "{column}");
             assert!(out.join("plots").join(format!("{column}.png")).exists());
+            let svg = std::fs::read_to_string(out.join("plots").join(format!("{column}.svg"))).unwrap();
+            assert!(svg.starts_with("<svg"), "{column}.svg");
         }
-        assert_eq!(html.matches("<tr><td").count(), summary.len());
-        assert!(html.contains("&lt;b&gt;") && !html.contains("<b>"), "settings not escaped");
+        assert_eq!(html.matches("<tr><td").count(), derived.summary.len());
+        assert!(html.contains("&lt;b&gt;") && !html.contains("<b>\""), "settings not escaped");
         assert!(!html.contains("src=\"/") && !html.contains("http"), "only relative links");
-        // summary, 2 metric plots, 2 distribution plots, page.
-        assert_eq!(files.len(), 1 + 2 + 2 + 1);
+        // summary, 2 metric plots and 2 distribution plots (each PNG and SVG), page.
+        assert_eq!(derived.files.len(), 1 + 2 * 2 + 2 * 2 + 1);
+        assert!(derived.files.iter().all(|f| f.exists()));
         assert!(html.contains("<img src=\"plots/spearman_distribution.png\""));
+    }
+
+    #[test]
+    fn page_sections_come_in_reading_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("fragility");
+        let table = crate::report::table::tests::example_table();
+        std::fs::create_dir_all(out.join("examples")).unwrap();
+        std::fs::write(out.join("examples/top_k-gradient_image3.png"), b"png").unwrap();
+        let run = serde_json::json!({ "settings": { "model": { "name": "fmnist_cnn" } } });
+        write_derived(&out, &table, Some(&run)).unwrap();
+        let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+        assert!(html.contains("<title>fragility</title>") && html.contains("<h1>fragility</h1>"));
+        assert!(html.contains("model <code>fmnist_cnn</code>"), "what was measured");
+        let at = |needle: &str| html.find(needle).unwrap_or_else(|| panic!("no {needle}"));
+        let order = [
+            "<nav id=\"contents\">",
+            "<h2 id=\"headline\">",
+            "<table class=\"headline\">",
+            "<h2 id=\"examples\">",
+            "<img src=\"examples/top_k-gradient_image3.png\"",
+            "<h2 id=\"plots\">",
+            "<figcaption><b>Spearman rank correlation</b> against ε",
+            "<h2 id=\"summary\">",
+            "<input id=\"summary-filter\"",
+            "<h2 id=\"settings\">",
+            "<script>",
+        ];
+        for pair in order.windows(2) {
+            assert!(at(pair[0]) < at(pair[1]), "{} before {}", pair[0], pair[1]);
+        }
+        // Every section in the contents; captions say what the band is.
+        for id in ["headline", "examples", "plots", "summary", "settings"] {
+            assert!(html.contains(&format!("<a href=\"#{id}\">")), "{id}");
+        }
+        assert!(html.contains("the band is the 95% bootstrap confidence interval of the mean"));
+        // The caption of the center shift plot says which way is more similar.
+        assert!(html.contains("<b>center-of-mass shift (px)</b> against ε"));
+        assert!(html.contains("(lower = more similar)"));
+    }
+
+    #[test]
+    fn example_figures_show_steered_attacks_first_then_by_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::create_dir_all(out.join("examples")).unwrap();
+        // The table: random_sign on image 0, top_k → gradient on images 1 and 2.
+        let table = crate::report::table::tests::example_table();
+        for f in
+            ["random_sign_image0.png", "top_k-gradient_image2.png", "top_k-gradient_image1.png", "zz.png"]
+        {
+            std::fs::write(out.join("examples").join(f), b"png").unwrap();
+        }
+        std::fs::write(out.join("examples/notes.txt"), b"not a figure").unwrap();
+        assert_eq!(
+            example_files(out, &table),
+            ["top_k-gradient_image1.png", "top_k-gradient_image2.png", "random_sign_image0.png", "zz.png"]
+        );
+        assert!(example_files(&out.join("missing"), &table).is_empty());
+    }
+
+    #[test]
+    fn shown_paths_lose_dot_and_dot_dot() {
+        assert_eq!(tidy_path(Path::new("experiments/../reports/x")), Path::new("reports/x"));
+        assert_eq!(tidy_path(Path::new("./a/./b/../c")), Path::new("a/c"));
+        assert_eq!(tidy_path(Path::new("../up/x")), Path::new("../up/x"));
+        assert_eq!(tidy_path(Path::new("/abs/./y/../z")), Path::new("/abs/z"));
     }
 }

@@ -14,21 +14,29 @@
 //! - [`index`]: `index.html`, and [`write_derived`], which writes summary, plots and page from
 //!   the sample table (shared by `run` and `report`).
 //! - [`distribution`]: per-image box plots of each metric.
+//! - [`headline`]: the paper's table and a few sentences, for the page and the terminal.
+//! - [`page`]: the HTML of `index.html`.
+//! - [`labels`]: the columns' names in words, with units, for axes and captions.
 //! - [`compare`]: `fragility compare`, regression tracking between two runs.
+//! - [`figure`]: the paper's figure 1 for one example image and attack (`examples/`).
 //! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
 //! - `png`: the in-memory PNG encoder both use.
 
 pub mod compare;
 pub mod distribution;
+pub mod figure;
+pub mod headline;
 pub mod heatmap;
 pub mod index;
+pub mod labels;
 pub mod parquet;
+pub mod page;
 pub mod plot;
 pub(crate) mod png;
 pub mod summary;
 pub mod table;
 
-pub use index::{regenerate, write_derived};
+pub use index::{regenerate, tidy_path, write_derived, Derived};
 pub use plot::plot_metric;
 pub use summary::{read_summary, summarize, write_summary, SummaryRow};
 pub use table::{read_samples, write_samples, SampleRow, SampleTable};

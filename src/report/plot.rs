@@ -1,75 +1,91 @@
-//! Metric-vs-ε charts: one PNG per metric, drawn from the summary rows.
+//! Metric-vs-ε charts: one figure per metric, drawn from the summary rows, as PNG and SVG.
 //!
 //! The paper's main figures show, for each attack, how a similarity metric between the
 //! original and the perturbed saliency map falls as the L∞ budget grows, one curve per
-//! attribution method. [`plot_metric`] draws exactly that: one panel per attack (side by
-//! side, panel title = attack), x = ε on the [0, 1] pixel scale (the budgets present in the
-//! summary), y = the metric's mean over label-kept images in the metric's own units (the
-//! column name carries them, e.g. `center_shift_px`), one coloured line with point markers per
-//! method over a translucent band of the same colour (the 95% bootstrap confidence interval of
-//! the mean) and a legend naming the methods. The chart title names the metric and its direction
-//! ("higher = more similar"), because for some metrics (rank correlation) a falling curve means
-//! fragile maps and for others (centre shift) a rising one does. All panels share the y range so
-//! that attacks can be compared at a glance. A group whose mean is undefined (no label-kept
-//! image had a value) leaves a gap in its line rather than a made-up point.
+//! attribution method. [`plot_metric`] draws exactly that: one panel per attack (panel title =
+//! attack), x = ε on the [0, 1] pixel scale, y = the metric's mean over label-kept images, one
+//! coloured line with point markers per method over a translucent band of the same colour (the
+//! 95% bootstrap confidence interval of the mean). All panels share the y range so that attacks
+//! can be compared at a glance. A group whose mean is undefined leaves a gap in its line.
+//!
+//! Legibility rules, because these figures go into papers:
+//! - The legend sits in its own column right of the panels, once per figure, never on data.
+//! - A method has one colour in every figure of a study: colours follow the methods' order of
+//!   first appearance in the whole summary (not in one metric's rows), from [`COLOURS`], a
+//!   colour-blind-safe palette (Okabe–Ito, then Paul Tol's muted scheme).
+//! - With more than [`MAX_LINES`] methods one panel of a dozen lines is unreadable: the figure
+//!   becomes small multiples, one panel per method (in its colour), one line per attack told
+//!   apart by its marker (random baselines dashed).
+//! - Axis labels are words with units ([`super::labels`]); ticks of tiny or huge values (the
+//!   normalised MSE is ~10⁻⁶) are scaled by a power of ten named on the axis.
+//! - A `<measure>_after` column (an attack's own objective) gets a dashed line per method at
+//!   the mean of its `_before` column: the measure's value on the clean map.
 //!
 //! Text: plotters' `ab_glyph` backend has no built-in font and silently draws no text when the
-//! family is unknown, which yields charts without title, ticks or legend. The DejaVu Sans font
-//! embedded by the `dejavu` crate is therefore registered as `sans-serif` once per process
-//! before any drawing, and the tests check that the title area holds dark pixels.
+//! family is unknown. The DejaVu Sans font embedded by the `dejavu` crate is registered as
+//! `sans-serif` once per process before any drawing; the tests check that text is drawn.
 //!
-//! Output: the chart is rendered into an in-memory RGB buffer and encoded by the `png` module:
-//! plotters' own encoder only writes to a path, which would bypass the atomic
-//! temp-file-and-rename that every output goes through.
+//! Output: the PNG is rendered into an in-memory RGB buffer and encoded by the `png` module, the
+//! SVG into a string; both go through the atomic temp-file-and-rename of every output.
 
+use super::labels::describe;
 use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
 use crate::report::png::{encode_png, Rendering};
 use crate::report::summary::SummaryRow;
 use plotters::backend::RGBPixel;
+use plotters::coord::Shift;
 use plotters::prelude::{
-    BitMapBackend, ChartBuilder, Circle, Color, FontStyle, IntoDrawingArea, LineSeries, PathElement, Polygon,
-    RGBColor, SeriesLabelPosition, BLACK, WHITE,
+    BitMapBackend, ChartBuilder, Circle, Color, Cross, DashedLineSeries, DrawingArea, DrawingBackend,
+    EmptyElement, FontStyle, IntoDrawingArea, LineSeries, PathElement, Polygon, RGBColor, Rectangle,
+    SVGBackend, ShapeStyle, Text, TriangleMarker, BLACK, WHITE,
 };
+use plotters::style::IntoFont;
 use std::path::Path;
 use std::sync::OnceLock;
 
-/// Most panels in one row of a chart; more attacks wrap to further rows.
+/// Most panels in one row of a chart; more panels wrap to further rows.
 pub(crate) const MAX_COLUMNS: usize = 4;
-
-/// Width of one attack's panel, in pixels.
-pub(crate) const PANEL_WIDTH: u32 = 600;
-/// The narrowest chart, in pixels (a single panel is drawn this wide).
-pub(crate) const MIN_WIDTH: u32 = 1200;
-/// Chart height, in pixels: the title band plus one row of panels.
-pub(crate) const HEIGHT: u32 = 500;
+/// Most methods drawn as lines in one panel; more make small multiples (a panel per method).
+pub(crate) const MAX_LINES: usize = 6;
+/// Width of one panel, in pixels.
+pub(crate) const PANEL_WIDTH: u32 = 480;
+/// Height of one row of panels, in pixels.
+pub(crate) const PANEL_HEIGHT: u32 = 400;
+/// Width of the legend column right of the panels, in pixels.
+pub(crate) const LEGEND_WIDTH: u32 = 300;
+/// Height of the title band, in pixels.
+pub(crate) const TITLE_HEIGHT: u32 = 50;
 /// Font size of the chart title, in pixels.
-pub(crate) const TITLE_SIZE: u32 = 28;
+pub(crate) const TITLE_SIZE: u32 = 26;
 /// Label of the x axis.
-pub(crate) const X_LABEL: &str = "epsilon (L∞, pixel scale [0,1])";
+pub(crate) const X_LABEL: &str = "ε, L∞ budget (pixel scale 0–1)";
 
-/// Line colours, one per method in order of first appearance: Tableau 10, then the darker
-/// half of Tableau 20's light tones, so that up to 16 methods get distinct colours that all
-/// read on white (plotters' `Palette99` has yellow third). More methods repeat the cycle.
-pub(crate) const COLOURS: [RGBColor; 16] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-    RGBColor(0, 0, 0),
-    RGBColor(120, 160, 210),
-    RGBColor(230, 160, 90),
-    RGBColor(110, 200, 100),
-    RGBColor(240, 120, 120),
-    RGBColor(175, 150, 210),
+/// Line colours, one per method in the study's order: Okabe and Ito's colour-blind-safe
+/// palette (without its yellow, which does not read on white), then Paul Tol's muted scheme.
+pub(crate) const COLOURS: [RGBColor; 15] = [
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(230, 159, 0),   // orange
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(204, 121, 167), // reddish purple
+    RGBColor(86, 180, 233),  // sky blue
+    RGBColor(0, 0, 0),       // black
+    RGBColor(51, 34, 136),   // indigo
+    RGBColor(136, 204, 238), // cyan
+    RGBColor(68, 170, 153),  // teal
+    RGBColor(17, 119, 51),   // green
+    RGBColor(153, 153, 51),  // olive
+    RGBColor(221, 204, 119), // sand
+    RGBColor(204, 102, 119), // rose
+    RGBColor(136, 34, 85),   // wine
 ];
+
+/// The colour of the `index`-th method of a study.
+pub(crate) fn colour(index: usize) -> RGBColor {
+    COLOURS[index % COLOURS.len()]
+}
 
 /// The error of a failed drawing step, whatever its backend type.
 pub(crate) type DrawError = Box<dyn std::error::Error + Send + Sync>;
@@ -103,7 +119,10 @@ pub(crate) fn direction_text(direction: Direction) -> &'static str {
 }
 
 /// The distinct values of `key` over `rows`, in order of first appearance.
-fn distinct<'a>(rows: &[&'a SummaryRow], key: impl Fn(&'a SummaryRow) -> &'a str) -> Vec<&'a str> {
+pub(crate) fn distinct<'a, T: 'a>(
+    rows: impl IntoIterator<Item = &'a T>,
+    key: impl Fn(&'a T) -> &'a str,
+) -> Vec<&'a str> {
     let mut seen: Vec<&str> = Vec::new();
     for row in rows {
         let k = key(row);
@@ -124,7 +143,7 @@ pub(crate) fn padded_range(values: impl Iterator<Item = f64>) -> std::ops::Range
         return 0.0..1.0;
     }
     let span = hi - lo;
-    let pad = if span > 0.0 { 0.06 * span } else { (0.1 * lo.abs()).max(1e-3_f64) };
+    let pad = if span > 0.0 { 0.06 * span } else { (0.1 * lo.abs()).max(1e-12).max(lo.abs() * 1e-3) };
     (lo - pad)..(hi + pad)
 }
 
@@ -138,6 +157,27 @@ pub(crate) fn tick_label(value: f64, span: f64) -> String {
         "0".to_string()
     } else {
         text.to_string()
+    }
+}
+
+/// The power of ten an axis over `range` is shown in: values whose largest magnitude is below
+/// 10⁻² or from 10⁵ are divided by it (so that ticks stay short), others are shown as they are.
+pub(crate) fn axis_scale(range: &std::ops::Range<f64>) -> i32 {
+    let top = range.start.abs().max(range.end.abs());
+    if top > 0.0 && !(1e-2..1e5).contains(&top) {
+        top.log10().floor() as i32
+    } else {
+        0
+    }
+}
+
+/// The y-axis label: the column in words, with the power of ten when the axis is scaled.
+pub(crate) fn y_label(column: &str, scale: i32) -> String {
+    let axis = describe(column).axis();
+    if scale == 0 {
+        axis
+    } else {
+        format!("{axis}, ×10^{scale}")
     }
 }
 
@@ -159,22 +199,11 @@ fn segments(points: &[(f64, Option<f64>)]) -> Vec<Vec<(f64, f64)>> {
     out
 }
 
-/// The panels' titles (one per attack and target method), in order of first appearance.
-fn panel_labels(rows: &[&SummaryRow]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in rows {
-        let l = r.attack_label();
-        if !out.contains(&l) {
-            out.push(l);
-        }
-    }
-    out
-}
-
-/// Width and height in pixels of a chart of `panels` panels laid out by [`grid`].
+/// Width and height in pixels of a chart of `panels` panels laid out by [`grid`], with the
+/// legend column.
 pub(crate) fn canvas(panels: usize) -> (u32, u32) {
     let (rows, cols) = grid(panels);
-    ((PANEL_WIDTH * cols as u32).max(MIN_WIDTH), HEIGHT * rows as u32)
+    (PANEL_WIDTH * cols as u32 + LEGEND_WIDTH, TITLE_HEIGHT + PANEL_HEIGHT * rows as u32)
 }
 
 /// Rows and columns of the panel grid: at most [`MAX_COLUMNS`] panels side by side.
@@ -183,124 +212,380 @@ pub(crate) fn grid(panels: usize) -> (usize, usize) {
     (panels.div_ceil(cols).max(1), cols)
 }
 
-/// Draws the chart of `metric` into `rgb` (a `width × height` RGB buffer).
-fn draw(
-    rgb: &mut [u8],
-    (width, height): (u32, u32),
+/// How a legend entry (and its series) is drawn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mark {
+    /// A line with marker shape `marker` (see [`draw_markers`]), dashed or solid.
+    Line { marker: usize, dashed: bool },
+    /// A filled box (box plots).
+    Box,
+}
+
+/// Splits `root` into the title band, the panel area and the legend column; draws the title
+/// and the legend (`entries`: label, colour, mark, under `heading`). Returns the panel area.
+pub(crate) fn frame<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    heading: &str,
+    entries: &[(String, RGBColor, Mark)],
+) -> std::result::Result<DrawingArea<DB, Shift>, DrawError>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (width, _) = root.dim_in_pixel();
+    let (top, body) = root.split_vertically(TITLE_HEIGHT);
+    top.draw(&Text::new(title.to_string(), (16, 12), ("sans-serif", TITLE_SIZE).into_font().color(&BLACK)))?;
+    let (panels, legend) = body.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
+    legend.draw(&Text::new(
+        heading.to_string(),
+        (10, 30),
+        ("sans-serif", 16, FontStyle::Bold).into_font(),
+    ))?;
+    for (i, (label, c, mark)) in entries.iter().enumerate() {
+        let y = 62 + 24 * i as i32;
+        match *mark {
+            Mark::Line { marker, dashed } => {
+                let style = c.stroke_width(2);
+                if dashed {
+                    legend.draw(&PathElement::new(vec![(10, y), (18, y)], style))?;
+                    legend.draw(&PathElement::new(vec![(24, y), (32, y)], style))?;
+                    legend.draw(&PathElement::new(vec![(38, y), (46, y)], style))?;
+                } else {
+                    legend.draw(&PathElement::new(vec![(10, y), (46, y)], style))?;
+                }
+                draw_marker(&legend, marker, (28, y), *c)?;
+            }
+            Mark::Box => legend.draw(&Rectangle::new([(12, y - 7), (44, y + 7)], c.mix(0.35).filled()))?,
+        }
+        let text = if label.chars().count() > 30 {
+            format!("{}…", label.chars().take(29).collect::<String>())
+        } else {
+            label.clone()
+        };
+        legend.draw(&Text::new(text, (54, y - 8), ("sans-serif", 15).into_font()))?;
+    }
+    Ok(panels)
+}
+
+/// The marker shape that draws nothing (a legend entry of a plain line).
+pub(crate) const NO_MARKER: usize = usize::MAX;
+
+/// Draws marker `shape` (0 circle, 1 triangle, 2 square, 3 cross, 4 ring; [`NO_MARKER`]
+/// none) at pixel `at`.
+fn draw_marker<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    shape: usize,
+    at: (i32, i32),
+    c: RGBColor,
+) -> std::result::Result<(), DrawError>
+where
+    DB::ErrorType: 'static,
+{
+    let (x, y) = at;
+    if shape == NO_MARKER {
+        return Ok(());
+    }
+    match shape % 5 {
+        0 => area.draw(&Circle::new(at, 4, c.filled()))?,
+        1 => area.draw(&TriangleMarker::new(at, 6, c.filled()))?,
+        2 => area.draw(&Rectangle::new([(x - 4, y - 4), (x + 4, y + 4)], c.filled()))?,
+        3 => area.draw(&Cross::new(at, 5, c.stroke_width(2)))?,
+        _ => area.draw(&Circle::new(at, 5, c.stroke_width(2)))?,
+    }
+    Ok(())
+}
+
+/// One drawn curve: its points, band, colour and marks.
+struct Curve {
+    points: Vec<(f64, Option<f64>)>,
+    band: Vec<(f64, Option<(f64, f64)>)>,
+    colour: RGBColor,
+    marker: usize,
+    dashed: bool,
+}
+
+/// The curve of `rows` (one method under one attack), sorted by ε.
+fn curve(rows: &[&SummaryRow], colour: RGBColor, marker: usize, dashed: bool) -> Curve {
+    let mut points: Vec<(f64, Option<f64>)> = rows.iter().map(|r| (r.epsilon, r.mean)).collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut band: Vec<(f64, Option<(f64, f64)>)> = rows
+        .iter()
+        .map(|r| (r.epsilon, r.ci_low.zip(r.ci_high).filter(|(l, h)| l.is_finite() && h.is_finite())))
+        .collect();
+    band.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Curve { points, band, colour, marker, dashed }
+}
+
+/// Draws one panel: its curves, and a dashed reference line per `(value, colour)`.
+#[allow(clippy::too_many_arguments)]
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    caption: &str,
+    caption_colour: RGBColor,
+    (x_range, y_range): (&std::ops::Range<f64>, &std::ops::Range<f64>),
+    y_desc: &str,
+    scale: i32,
+    curves: &[Curve],
+    references: &[(f64, RGBColor)],
+) -> std::result::Result<(), DrawError>
+where
+    DB::ErrorType: 'static,
+{
+    let (x_span, y_span) = (x_range.end - x_range.start, y_range.end - y_range.start);
+    let factor = 10f64.powi(scale);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20).into_font().color(&caption_colour))
+        .margin(12)
+        .x_label_area_size(52)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x_range.clone(), y_range.clone())?;
+    chart
+        .configure_mesh()
+        .max_light_lines(0)
+        .x_desc(X_LABEL)
+        .y_desc(y_desc)
+        .x_labels(6)
+        .y_labels(7)
+        .x_label_formatter(&|x| tick_label(*x, x_span))
+        .y_label_formatter(&|y| tick_label(*y / factor, y_span / factor))
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()?;
+    for &(value, c) in references {
+        chart.draw_series(DashedLineSeries::new(
+            vec![(x_range.start, value), (x_range.end, value)],
+            8,
+            6,
+            c.mix(0.8).stroke_width(2),
+        ))?;
+    }
+    for c in curves {
+        for part in c.band.split(|(_, ci)| ci.is_none()).filter(|p| !p.is_empty()) {
+            let upper = part.iter().filter_map(|&(x, ci)| ci.map(|v| (x, v.1)));
+            let lower = part.iter().rev().filter_map(|&(x, ci)| ci.map(|v| (x, v.0)));
+            let outline: Vec<(f64, f64)> = upper.chain(lower).collect();
+            chart.draw_series(std::iter::once(Polygon::new(outline, c.colour.mix(0.18).filled())))?;
+        }
+    }
+    for c in curves {
+        let line: ShapeStyle = c.colour.stroke_width(2);
+        for run in segments(&c.points) {
+            if c.dashed {
+                chart.draw_series(DashedLineSeries::new(run.iter().copied(), 10, 6, line))?;
+            } else {
+                chart.draw_series(LineSeries::new(run.iter().copied(), line))?;
+            }
+            let (fill, ring) = (c.colour.filled(), c.colour.stroke_width(2));
+            match c.marker % 5 {
+                0 => drop(chart.draw_series(run.iter().map(|&p| Circle::new(p, 4, fill)))?),
+                1 => drop(chart.draw_series(run.iter().map(|&p| TriangleMarker::new(p, 6, fill)))?),
+                2 => drop(chart.draw_series(
+                    run.iter().map(|&p| EmptyElement::at(p) + Rectangle::new([(-4, -4), (4, 4)], fill)),
+                )?),
+                3 => drop(chart.draw_series(run.iter().map(|&p| Cross::new(p, 5, ring)))?),
+                _ => drop(chart.draw_series(run.iter().map(|&p| Circle::new(p, 5, ring)))?),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The mean of the `_before` column of `metric` over `rows` (its clean value), if `metric`
+/// is an `_after` column.
+fn clean_value(all: &[SummaryRow], metric: &str, keep: impl Fn(&SummaryRow) -> bool) -> Option<f64> {
+    let before = format!("{}_before", metric.strip_suffix("_after")?);
+    let values: Vec<f64> =
+        all.iter().filter(|r| r.metric == before && keep(r)).filter_map(|r| r.mean).collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// Draws the chart of `metric` on `root`; `all` is the whole summary (for the method colours
+/// and the clean reference values), `rows` the rows of `metric`.
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    all: &[SummaryRow],
     rows: &[&SummaryRow],
     metric: &str,
     direction: Direction,
-) -> std::result::Result<(), DrawError> {
-    let attacks = panel_labels(rows);
-    let methods = distinct(rows, |r| r.method.as_str());
-    let x_range = padded_range(rows.iter().map(|r| r.epsilon));
-    let y_range = padded_range(rows.iter().flat_map(|r| [r.mean, r.ci_low, r.ci_high]).flatten());
-    let (x_span, y_span) = (x_range.end - x_range.start, y_range.end - y_range.start);
-    // Curves of a higher-is-similar metric fall from the upper left, those of a lower-is-similar
-    // metric rise to the upper right: put the legend in the corner they leave free.
-    let legend_corner = match direction {
-        Direction::HigherIsMoreSimilar => SeriesLabelPosition::UpperRight,
-        Direction::LowerIsMoreSimilar => SeriesLabelPosition::LowerRight,
-    };
-
-    let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(rgb, (width, height))?;
-    let root = backend.into_drawing_area();
-    root.fill(&WHITE)?;
-    let title = format!("{metric} ({})", direction_text(direction));
-    let body = root.titled(&title, ("sans-serif", TITLE_SIZE))?;
-    let (grid_rows, grid_cols) = grid(attacks.len());
-    for (panel, attack) in body.split_evenly((grid_rows, grid_cols)).iter().zip(&attacks) {
-        let mut chart = ChartBuilder::on(panel)
-            .caption(attack.as_str(), ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
-            .build_cartesian_2d(x_range.clone(), y_range.clone())?;
-        chart
-            .configure_mesh()
-            .x_desc(X_LABEL)
-            .y_desc(metric)
-            .x_labels(8)
-            .y_labels(8)
-            .x_label_formatter(&|x| tick_label(*x, x_span))
-            .y_label_formatter(&|y| tick_label(*y, y_span))
-            .label_style(("sans-serif", 14))
-            .axis_desc_style(("sans-serif", 16))
-            .draw()?;
-        for (m, method) in methods.iter().enumerate() {
-            let colour = COLOURS[m % COLOURS.len()];
-            let line = colour.stroke_width(2);
-            // An empty series carries the legend entry, so that every panel names every method
-            // even where one has no defined mean.
-            chart
-                .draw_series(LineSeries::new(std::iter::empty::<(f64, f64)>(), line))?
-                .label(*method)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], line));
-            let mut points: Vec<(f64, Option<f64>)> = rows
-                .iter()
-                .filter(|r| r.attack_label() == *attack && r.method == *method)
-                .map(|r| (r.epsilon, r.mean))
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // The 95% bootstrap interval as a translucent band under the line.
-            let mut band: Vec<(f64, Option<(f64, f64)>)> = rows
-                .iter()
-                .filter(|r| r.attack_label() == *attack && r.method == *method)
-                .map(|r| (r.epsilon, r.ci_low.zip(r.ci_high).filter(|(l, h)| l.is_finite() && h.is_finite())))
-                .collect();
-            band.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for part in band.split(|(_, ci)| ci.is_none()).filter(|p| !p.is_empty()) {
-                let upper = part.iter().filter_map(|&(x, ci)| ci.map(|c| (x, c.1)));
-                let lower = part.iter().rev().filter_map(|&(x, ci)| ci.map(|c| (x, c.0)));
-                let outline: Vec<(f64, f64)> = upper.chain(lower).collect();
-                chart.draw_series(std::iter::once(Polygon::new(outline, colour.mix(0.18).filled())))?;
-            }
-            for run in segments(&points) {
-                chart.draw_series(LineSeries::new(run.iter().copied(), line))?;
-                chart.draw_series(run.iter().map(|&p| Circle::new(p, 4, colour.filled())))?;
-            }
+) -> std::result::Result<(), DrawError>
+where
+    DB::ErrorType: 'static,
+{
+    let study_methods = distinct(all, |r| r.method.as_str());
+    let method_colour = |m: &str| colour(study_methods.iter().position(|s| *s == m).unwrap_or(0));
+    let methods = distinct(rows.iter().copied(), |r| r.method.as_str());
+    let attacks: Vec<String> = rows.iter().fold(Vec::new(), |mut v, r| {
+        if !v.contains(&r.attack_label()) {
+            v.push(r.attack_label());
         }
-        chart
-            .configure_series_labels()
-            .position(legend_corner.clone())
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 14))
-            .draw()?;
+        v
+    });
+    let x_range = padded_range(rows.iter().map(|r| r.epsilon));
+    let refs_all: Vec<f64> =
+        methods.iter().filter_map(|m| clean_value(all, metric, |r| r.method == *m)).collect();
+    let y_range = padded_range(
+        rows.iter().flat_map(|r| [r.mean, r.ci_low, r.ci_high]).flatten().chain(refs_all.iter().copied()),
+    );
+    let scale = axis_scale(&y_range);
+    let y_desc = y_label(metric, scale);
+    let d = describe(metric);
+    let title = format!("{} ({})", d.name, direction_text(direction));
+    let small_multiples = methods.len() > MAX_LINES;
+    let mut entries: Vec<(String, RGBColor, Mark)> = if small_multiples {
+        attacks
+            .iter()
+            .enumerate()
+            .map(|(k, a)| {
+                let dashed = !a.contains('→');
+                (a.clone(), RGBColor(60, 60, 60), Mark::Line { marker: k, dashed })
+            })
+            .collect()
+    } else {
+        methods
+            .iter()
+            .map(|m| (m.to_string(), method_colour(m), Mark::Line { marker: 0, dashed: false }))
+            .collect()
+    };
+    if !refs_all.is_empty() {
+        entries.push((
+            "clean value".into(),
+            RGBColor(60, 60, 60),
+            Mark::Line { marker: NO_MARKER, dashed: true },
+        ));
+    }
+    let heading = if small_multiples { "attack (panel = method)" } else { "method" };
+    let panels_area = frame(root, &title, heading, &entries)?;
+    let count = if small_multiples { methods.len() } else { attacks.len() };
+    let (grid_rows, grid_cols) = grid(count);
+    let areas = panels_area.split_evenly((grid_rows, grid_cols));
+    for (k, area) in areas.iter().take(count).enumerate() {
+        let (caption, caption_colour, curves, refs) = if small_multiples {
+            let m = methods[k];
+            let c = method_colour(m);
+            let curves: Vec<Curve> = attacks
+                .iter()
+                .enumerate()
+                .map(|(a, label)| {
+                    let sel: Vec<&SummaryRow> = rows
+                        .iter()
+                        .copied()
+                        .filter(|r| r.method == m && r.attack_label() == *label)
+                        .collect();
+                    curve(&sel, c, a, !label.contains('→'))
+                })
+                .collect();
+            let refs: Vec<(f64, RGBColor)> =
+                clean_value(all, metric, |r| r.method == m).map(|v| (v, c)).into_iter().collect();
+            (m.to_string(), c, curves, refs)
+        } else {
+            let label = &attacks[k];
+            let curves: Vec<Curve> = methods
+                .iter()
+                .map(|m| {
+                    let sel: Vec<&SummaryRow> = rows
+                        .iter()
+                        .copied()
+                        .filter(|r| r.method == *m && r.attack_label() == *label)
+                        .collect();
+                    curve(&sel, method_colour(m), 0, false)
+                })
+                .collect();
+            let refs: Vec<(f64, RGBColor)> = methods
+                .iter()
+                .filter_map(|m| {
+                    clean_value(all, metric, |r| r.method == *m && r.attack_label() == *label)
+                        .map(|v| (v, method_colour(m)))
+                })
+                .collect();
+            (label.clone(), BLACK, curves, refs)
+        };
+        draw_panel(area, &caption, caption_colour, (&x_range, &y_range), &y_desc, scale, &curves, &refs)?;
     }
     root.present()?;
     Ok(())
 }
 
-/// Renders the chart of `metric` from the summary rows into an RGB buffer.
+/// A chart rendered both ways.
+pub(crate) struct Rendered {
+    /// The PNG's pixels.
+    pub(crate) png: Rendering,
+    /// The SVG document.
+    pub(crate) svg: String,
+}
+
+/// Renders a chart of `size` pixels twice, with `draw` on a bitmap and on an SVG backend.
+macro_rules! render_twice {
+    ($size:expr, |$root:ident| $body:expr) => {{
+        let (width, height) = $size;
+        let mut rgb = vec![0u8; 3 * width as usize * height as usize];
+        {
+            let backend = BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut rgb, (width, height))
+                .map_err(|e| e.to_string())?;
+            let $root = backend.into_drawing_area();
+            $body.map_err(|e| e.to_string())?;
+        }
+        let mut svg = String::new();
+        {
+            let $root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+            $body.map_err(|e| e.to_string())?;
+        }
+        Ok(Rendered { png: Rendering { width, height, rgb }, svg })
+    }};
+}
+pub(crate) use render_twice;
+
+/// Renders the chart of `metric` from the summary rows.
 ///
 /// Fails (with the reason) when no row is about `metric` or plotters reports an error.
+pub(crate) fn render_both(
+    rows: &[SummaryRow],
+    metric: &str,
+    direction: Direction,
+) -> std::result::Result<Rendered, String> {
+    ensure_font()?;
+    let mine: Vec<&SummaryRow> = rows.iter().filter(|r| r.metric == metric).collect();
+    if mine.is_empty() {
+        return Err(format!("no summary rows for metric {metric:?}"));
+    }
+    let methods = distinct(mine.iter().copied(), |r| r.method.as_str()).len();
+    let attacks = mine.iter().fold(Vec::new(), |mut v: Vec<String>, r| {
+        if !v.contains(&r.attack_label()) {
+            v.push(r.attack_label());
+        }
+        v
+    });
+    let panels = if methods > MAX_LINES { methods } else { attacks.len() };
+    render_twice!(canvas(panels), |root| draw(&root, rows, &mine, metric, direction))
+}
+
+/// The bitmap of the chart of `metric` (see [`render_both`]).
+#[cfg(test)]
 pub(crate) fn render(
     rows: &[SummaryRow],
     metric: &str,
     direction: Direction,
 ) -> std::result::Result<Rendering, String> {
-    ensure_font()?;
-    let rows: Vec<&SummaryRow> = rows.iter().filter(|r| r.metric == metric).collect();
-    if rows.is_empty() {
-        return Err(format!("no summary rows for metric {metric:?}"));
-    }
-    let (width, height) = canvas(panel_labels(&rows).len());
-    let mut rgb = vec![0u8; 3 * width as usize * height as usize];
-    draw(&mut rgb, (width, height), &rows, metric, direction).map_err(|e| e.to_string())?;
-    Ok(Rendering { width, height, rgb })
+    render_both(rows, metric, direction).map(|r| r.png)
 }
 
-/// Draws the mean of `metric` against ε, one panel per attack and one line per method, and
-/// writes it to `path` as PNG, atomically.
+/// Writes a rendered chart to `path` (PNG) and beside it with the extension `svg`, atomically.
+pub(crate) fn write_rendered(path: &Path, image: &Rendered) -> Result<()> {
+    atomic::write_with(path, |w| encode_png(w, &image.png).map_err(|e| Error::io(path, e)))?;
+    atomic::write_bytes(&path.with_extension("svg"), image.svg.as_bytes())
+}
+
+/// Draws the mean of `metric` against ε, one panel per attack and one line per method (or
+/// one panel per method when there are many), and writes it to `path` as PNG and beside it as
+/// SVG (`path` with the extension `svg`), atomically.
 ///
-/// `rows` may hold every metric's summary; only those of `metric` are drawn. `direction`
-/// goes into the title. Fails with [`Error::Plot`] when no row is about `metric` or drawing
-/// fails, and with [`Error::Io`] when the file cannot be written.
+/// `rows` may hold every metric's summary; only those of `metric` are drawn (the others give
+/// the method colours and the clean reference values). Fails with [`Error::Plot`] when no row
+/// is about `metric` or drawing fails, and with [`Error::Io`] when a file cannot be written.
 pub fn plot_metric(path: &Path, rows: &[SummaryRow], metric: &str, direction: Direction) -> Result<()> {
-    let image = render(rows, metric, direction)
+    let image = render_both(rows, metric, direction)
         .map_err(|message| Error::Plot { path: path.to_path_buf(), message })?;
-    atomic::write_with(path, |w| encode_png(w, &image).map_err(|e| Error::io(path, e)))
+    write_rendered(path, &image)
 }
 
 #[cfg(test)]
@@ -399,8 +684,13 @@ mod tests {
         let rows = example_rows();
         plot_metric(&path, &rows, "spearman", Direction::HigherIsMoreSimilar).unwrap();
         let decoded = decode_png(&std::fs::read(&path).unwrap());
-        // Two attacks: two 600-px panels, which is the 1200-px minimum width.
-        assert_eq!((decoded.width, decoded.height), (1200, HEIGHT));
+        // Two attacks: two panels and the legend column, one row.
+        assert_eq!(
+            (decoded.width, decoded.height),
+            (2 * PANEL_WIDTH + LEGEND_WIDTH, TITLE_HEIGHT + PANEL_HEIGHT)
+        );
+        let svg = std::fs::read_to_string(path.with_extension("svg")).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("Spearman rank correlation"), "{}", &svg[..200]);
         let rendered = render(&rows, "spearman", Direction::HigherIsMoreSimilar).unwrap();
         assert_eq!(decoded, rendered);
     }
@@ -451,7 +741,7 @@ mod tests {
             rows.push(summary("gradient", attack, 0.01, Some(0.5)));
         }
         let img = render(&rows, "spearman", Direction::LowerIsMoreSimilar).unwrap();
-        assert_eq!(img.width, 4 * PANEL_WIDTH);
+        assert_eq!(img.width, 4 * PANEL_WIDTH + LEGEND_WIDTH);
         assert_eq!(img.rgb.len(), 3 * (img.width * img.height) as usize);
     }
 
@@ -496,5 +786,67 @@ mod tests {
     fn undefined_means_split_a_line() {
         let points = [(0.0, Some(1.0)), (0.1, None), (0.2, Some(0.5)), (0.3, Some(0.4))];
         assert_eq!(segments(&points), vec![vec![(0.0, 1.0)], vec![(0.2, 0.5), (0.3, 0.4)]]);
+    }
+
+    #[test]
+    fn tiny_values_are_shown_in_a_power_of_ten_named_on_the_axis() {
+        assert_eq!(axis_scale(&(1.2e-6..2.4e-6)), -6);
+        assert_eq!(axis_scale(&(0.0..1.0)), 0);
+        assert_eq!(axis_scale(&(0.0..250_000.0)), 5);
+        assert_eq!(y_label("mse_normalized", -6), "MSE of normalised maps, ×10^-6");
+        assert_eq!(y_label("center_shift_px", 0), "center-of-mass shift (px)");
+        // The ticks of such an axis read as short numbers once divided.
+        assert_eq!(tick_label(1.5e-6 / 1e-6, 1.2e-6 / 1e-6), "1.5");
+    }
+
+    #[test]
+    fn many_methods_become_small_multiples_with_one_panel_each() {
+        let rows: Vec<SummaryRow> = (0..7)
+            .flat_map(|m| {
+                [0.01, 0.1].map(|e| summary(&format!("method{m}"), "top_k", e, Some(0.5 + 0.01 * m as f64)))
+            })
+            .collect();
+        let img = render(&rows, "spearman", Direction::HigherIsMoreSimilar).unwrap();
+        // 7 panels: 4 + 3 in two rows.
+        assert_eq!(
+            (img.width, img.height),
+            (4 * PANEL_WIDTH + LEGEND_WIDTH, TITLE_HEIGHT + 2 * PANEL_HEIGHT)
+        );
+        // Each panel is in its method's colour: the seventh colour (black) is the 7th method's.
+        let c = COLOURS[5];
+        assert!(count_pixels(&img, 40..img.height, [c.0, c.1, c.2], 10) > 100);
+    }
+
+    #[test]
+    fn a_method_keeps_its_colour_in_a_metric_where_another_is_missing() {
+        // `center_shift_px` has only integrated_gradients, the study's second method.
+        let rows = example_rows();
+        let mut only = summary("integrated_gradients", "top_k", 0.01, Some(5.0));
+        only.metric = "center_shift_px".into();
+        let rows: Vec<SummaryRow> =
+            rows.into_iter().filter(|r| r.metric != "center_shift_px").chain([only]).collect();
+        let img = render(&rows, "center_shift_px", Direction::LowerIsMoreSimilar).unwrap();
+        let (first, second) = (COLOURS[0], COLOURS[1]);
+        assert!(count_pixels(&img, 40..img.height, [second.0, second.1, second.2], 10) > 30);
+        assert_eq!(count_pixels(&img, 40..img.height, [first.0, first.1, first.2], 10), 0);
+    }
+
+    #[test]
+    fn an_after_measure_gets_its_clean_value_as_a_reference() {
+        let mut rows = Vec::new();
+        for (metric, mean) in [("topk_mass_before", 0.43), ("topk_mass_after", 0.3)] {
+            for e in [0.01, 0.1] {
+                rows.push(SummaryRow {
+                    metric: metric.into(),
+                    ..summary("gradient", "top_k", e, Some(mean))
+                });
+            }
+        }
+        assert_eq!(clean_value(&rows, "topk_mass_after", |_| true), Some(0.43));
+        assert_eq!(clean_value(&rows, "spearman", |_| true), None);
+        let r = render_both(&rows, "topk_mass_after", Direction::HigherIsMoreSimilar).unwrap();
+        assert!(r.svg.contains("clean value"));
+        // The y axis reaches the clean value although no interval is near it (means 0.3 ± 0.05).
+        assert!(r.svg.lines().any(|l| l.trim() == "0.4"), "no tick at 0.4");
     }
 }

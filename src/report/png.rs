@@ -41,7 +41,7 @@ pub(crate) fn encode_png<W: Write>(w: &mut W, image: &Rendering) -> std::io::Res
     // Bit depth 8, colour type 2 (RGB), deflate, adaptive filtering method, no interlace.
     header.extend_from_slice(&[8, 2, 0, 0, 0]);
     write_chunk(w, b"IHDR", &header)?;
-    let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
+    let mut z = ZlibEncoder::new(Vec::new(), Compression::best());
     for row in image.rgb.chunks_exact(3 * image.width as usize) {
         z.write_all(&[0])?; // filter type None
         z.write_all(row)?;

@@ -873,3 +873,60 @@ fn explain_count_and_ids_pick_images_and_refuse_ids_out_of_range() {
         assert!(!dir.path().join("bad").exists(), "{extra:?}");
     }
 }
+
+/// `[data] classes` as a list: its length must match the model's outputs (exit 2 naming the
+/// field and its line, nothing written); blank or repeated names are refused when the config
+/// is read.
+#[test]
+fn class_names_must_fit_the_model() {
+    let ten = r#"classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]"#;
+    expect_config_error("count = 6", "count = 6\nclasses = [\"a\", \"b\", \"c\"]", 13, "data.classes");
+    expect_config_error(
+        "count = 6",
+        "count = 6\nclasses = [\"a\", \"b\", \"c\"]",
+        13,
+        "3 class names, but the model `fmnist_cnn` has 10",
+    );
+    expect_config_error("count = 6", "count = 6\nclasses = [\"a\", \"a\"]", 13, "`a` is listed twice");
+    expect_config_error("count = 6", "count = 6\nclasses = []", 13, "names no class");
+    // The right list runs, and shows up in the settings.
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap().replace("count = 6", &format!("count = 2\n{ten}"));
+    std::fs::write(&p, text).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/run.json")).unwrap()).unwrap();
+    assert_eq!(run["settings"]["data"]["classes"][9], "Ankle boot");
+    assert!(dir.path().join("out/examples/top_k-gradient_image0.png").is_file());
+}
+
+/// A run ends with the headline (not the 100-row summary) and the page's path without `..`;
+/// `--verbose` adds the summary.
+#[test]
+fn a_run_prints_the_headline_and_a_tidy_page_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace("count = 6", "count = 2")
+        .replace("out = \"out\"", "out = \"../reports/x\"");
+    std::fs::create_dir(dir.path().join("experiments")).unwrap();
+    std::fs::write(dir.path().join("experiments/exp.toml"), text).unwrap();
+    let o = fragility(&["experiments/exp.toml"], dir.path());
+    let (out, err) = (String::from_utf8_lossy(&o.stdout).into_owned(), stderr(&o));
+    assert!(o.status.success(), "{err}");
+    assert!(out.starts_with("Headline"), "{out}");
+    assert!(out.contains("top-100 intersection (fraction) (higher = more similar)"), "{out}");
+    assert!(out.contains("top_k → gradient ★"), "{out}");
+    assert!(out.contains("The most fragile method is"), "{out}");
+    assert!(!out.contains("mse_normalized"), "the full summary is printed: {out}");
+    assert!(err.lines().any(|l| l == "page: reports/x/index.html"), "{err}");
+    // `report --verbose` prints the summary too: one line per summary row.
+    let o = fragility(&["report", "reports/x", "--verbose"], dir.path());
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.lines().filter(|l| l.contains("mse_normalized")).count() >= 16, "{out}");
+    assert!(out.contains("Headline"));
+}

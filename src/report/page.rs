@@ -1,0 +1,296 @@
+//! The HTML of `index.html`: what a researcher opens first.
+//!
+//! Order, top to bottom, so that what was measured and what it showed come before any detail:
+//! the study's name and one paragraph on what was measured; a table of contents; the headline
+//! (sentences, then the paper's table: [`super::headline`]); the paper's figure 1 for the example
+//! images (`examples/*.png`, when the run wrote any); every plot with a caption saying what the
+//! metric is, which way is more similar, k, n and what the band is; the summary table, which
+//! an inline script lets the reader filter and sort; the settings (`run.json`).
+//!
+//! Self-contained: one inline stylesheet and one inline script, images by relative paths
+//! (`plots/<metric>.png`, `.svg` beside each), no network, so the folder can be moved, zipped
+//! or served as it is. Without the script the page still reads (the table is merely static).
+
+use super::headline::Headline;
+use super::index::escape;
+use super::labels::{describe, top_k_of};
+use super::summary::{show, SummaryRow, BOOTSTRAP_RESAMPLES};
+use super::SampleTable;
+use crate::metric::Direction;
+use std::fmt::Write as _;
+
+/// One plotted column: its name, direction, and whether a per-image distribution plot exists.
+#[derive(Debug, Clone)]
+pub struct PlotEntry {
+    /// The metric column.
+    pub column: String,
+    /// Which way is more similar.
+    pub direction: Direction,
+    /// `plots/<column>_distribution.png` was written.
+    pub distribution: bool,
+}
+
+const STYLE: &str = "body { font-family: sans-serif; margin: 2em auto; max-width: 1250px; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { margin-bottom: 0.2em; }
+nav { background: #f4f4f4; padding: 0.5em 1em; border-radius: 4px; }
+nav a { margin-right: 1.2em; }
+table { border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }
+caption { text-align: left; font-size: 14px; padding: 0.3em 0; caption-side: top; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #eee; } td.t { text-align: left; }
+tr.attacked td { font-weight: bold; background: #fff4e0; }
+tr.random td { color: #555; }
+#summary-table th { cursor: pointer; user-select: none; }
+figure { margin: 1em 0 2em; }
+figcaption { font-size: 14px; color: #333; max-width: 1100px; }
+img { max-width: 100%; border: 1px solid #ddd; }
+.sentences p { font-size: 16px; margin: 0.4em 0; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
+";
+
+/// Sorts the summary table by a clicked header (numbers as numbers) and filters its rows by
+/// the words typed in the box (every word must occur in the row).
+const SCRIPT: &str = "(function () {
+  var table = document.getElementById('summary-table');
+  var box = document.getElementById('summary-filter');
+  var count = document.getElementById('summary-count');
+  if (!table || !box) { return; }
+  var body = table.tBodies[0];
+  function filter() {
+    var words = box.value.toLowerCase().split(/\\s+/).filter(Boolean), shown = 0;
+    Array.prototype.forEach.call(body.rows, function (r) {
+      var text = r.textContent.toLowerCase();
+      var ok = words.every(function (w) { return text.indexOf(w) >= 0; });
+      r.style.display = ok ? '' : 'none';
+      if (ok) { shown += 1; }
+    });
+    count.textContent = shown + ' of ' + body.rows.length + ' rows';
+  }
+  box.addEventListener('input', filter);
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+    th.title = 'sort';
+    th.addEventListener('click', function () {
+      var up = th.getAttribute('data-sort') !== 'up';
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (c) { c.removeAttribute('data-sort'); });
+      th.setAttribute('data-sort', up ? 'up' : 'down');
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[i].textContent, y = b.cells[i].textContent;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return up ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+  filter();
+})();
+";
+
+/// The study's name: the output folder's name.
+pub fn study_name(out: &std::path::Path) -> String {
+    out.file_name().map_or("study".into(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Distinct values in order of first appearance.
+fn distinct<T: PartialEq + Clone>(values: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for v in values {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The paragraph under the title: what was measured.
+fn measured(table: &SampleTable, run: Option<&serde_json::Value>) -> String {
+    let images = distinct(table.rows.iter().map(|r| r.image_id)).len();
+    let methods = distinct(table.rows.iter().map(|r| r.method.clone()));
+    let attacks = distinct(
+        table
+            .rows
+            .iter()
+            .filter(|r| r.attack != super::summary::SAMPLING)
+            .map(|r| super::summary::attack_label(&r.attack, r.target_method.as_deref())),
+    );
+    let mut eps =
+        distinct(table.rows.iter().filter(|r| r.attack != super::summary::SAMPLING).map(|r| r.epsilon));
+    eps.sort_by(f64::total_cmp);
+    let eps: Vec<String> = eps.iter().map(|e| e.to_string()).collect();
+    let model = run
+        .and_then(|r| r["settings"]["model"]["name"].as_str())
+        .map(|m| format!(" of the model <code>{}</code>", escape(m)))
+        .unwrap_or_default();
+    let code =
+        |v: &[String]| v.iter().map(|m| format!("<code>{}</code>", escape(m))).collect::<Vec<_>>().join(", ");
+    format!(
+        "<p>How far the attribution maps{model} move when an image is perturbed without changing \
+         its predicted class (Ghorbani, Abid and Zou, AAAI 2019). {images} images; {} methods ({}); \
+         attacks {}; L∞ budgets ε = {} on the [0, 1] pixel scale. {} rows in \
+         <code>samples.parquet</code>, seed {}. Every statistic is over the images whose perturbed \
+         copy kept the predicted label; intervals are 95% percentile-bootstrap intervals of the \
+         mean ({BOOTSTRAP_RESAMPLES} resamples).</p>",
+        methods.len(),
+        code(&methods),
+        code(&attacks),
+        eps.join(", "),
+        table.rows.len(),
+        table.seed
+    )
+}
+
+/// The caption of a mean-vs-ε plot.
+fn plot_caption(entry: &PlotEntry, summary: &[SummaryRow]) -> String {
+    let d = describe(&entry.column);
+    let rows: Vec<&SummaryRow> = summary.iter().filter(|r| r.metric == entry.column).collect();
+    let (lo, hi) = rows.iter().fold((u32::MAX, 0), |(lo, hi), r| (lo.min(r.n), hi.max(r.n)));
+    let n = if rows.is_empty() {
+        String::new()
+    } else if lo == hi {
+        format!(" n = {lo} images per point.")
+    } else {
+        format!(" n = {lo}–{hi} images per point (label-kept images with a value).")
+    };
+    let k = top_k_of(&entry.column).map(|k| format!(" k = {k}.")).unwrap_or_default();
+    let reference = if entry.column.ends_with("_after") {
+        " The dashed line of each method's colour is its value on the clean map."
+    } else {
+        ""
+    };
+    format!(
+        "<b>{}</b> against ε: {} ({}). One line per method, the mean over the images; the band is \
+         the 95% bootstrap confidence interval of the mean.{k}{n}{reference} \
+         <a href=\"plots/{c}.svg\">SVG</a>",
+        escape(&d.axis()),
+        escape(&d.meaning),
+        super::plot::direction_text(entry.direction),
+        c = escape(&entry.column)
+    )
+}
+
+/// The caption of an example panel `examples/<attack>_image<id>.png`.
+fn example_caption(file: &str) -> String {
+    let stem = file.strip_suffix(".png").unwrap_or(file);
+    let (attack, image) = stem.rsplit_once("_image").unwrap_or((stem, "?"));
+    format!(
+        "Image {}, attack <code>{}</code> at the largest ε: per method, the original image and its \
+         map, then the perturbed image and its map (the paper's figure 1), with the class and \
+         confidence before and after and the image's own top-k intersection and Spearman correlation.",
+        escape(image),
+        escape(attack)
+    )
+}
+
+/// The summary table, with its filter box.
+fn summary_table(summary: &[SummaryRow]) -> String {
+    let mut h = String::from(
+        "<p><label>Filter: <input id=\"summary-filter\" type=\"search\" size=\"40\" \
+         placeholder=\"e.g. gradient top_k spearman\"></label> <span id=\"summary-count\"></span> \
+         (click a header to sort)</p>\n<table id=\"summary-table\">\n<thead><tr><th>method</th>\
+         <th>attack</th><th>target method</th><th>ε</th><th>metric</th><th>n</th><th>nulls</th>\
+         <th>mean</th><th>95% CI</th><th>median</th><th>std</th><th>label kept</th></tr></thead>\n<tbody>\n",
+    );
+    for r in summary {
+        let ci = match (r.ci_low, r.ci_high) {
+            (Some(l), Some(hi)) => format!("[{}, {}]", show(Some(l)), show(Some(hi))),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td>\
+             <td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td></tr>",
+            escape(&r.method),
+            escape(&r.attack),
+            escape(r.target_method.as_deref().unwrap_or("–")),
+            r.epsilon,
+            escape(&r.metric),
+            r.n,
+            r.nulls,
+            show(r.mean),
+            ci,
+            show(r.median),
+            show(r.std),
+            100.0 * r.label_kept_rate
+        );
+    }
+    h.push_str("</tbody>\n</table>\n");
+    h
+}
+
+/// The page's HTML. `examples` are the file names in `examples/` (sorted).
+pub fn index_html(
+    out: &std::path::Path,
+    table: &SampleTable,
+    summary: &[SummaryRow],
+    headline: &Headline,
+    plots: &[PlotEntry],
+    examples: &[String],
+    run: Option<&serde_json::Value>,
+) -> String {
+    let name = escape(&study_name(out));
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>{name}</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n<h1>{name}</h1>\n{}\n",
+        measured(table, run)
+    );
+    let mut toc = vec![("headline", "Headline")];
+    if !examples.is_empty() {
+        toc.push(("examples", "Example images (figure 1)"));
+    }
+    toc.extend([("plots", "Plots"), ("summary", "Summary table")]);
+    if run.is_some() {
+        toc.push(("settings", "Settings"));
+    }
+    h.push_str("<nav id=\"contents\"><b>Contents:</b> ");
+    for (id, title) in &toc {
+        let _ = write!(h, "<a href=\"#{id}\">{title}</a>");
+    }
+    h.push_str("</nav>\n");
+    let _ = write!(h, "<h2 id=\"headline\">Headline</h2>\n{}", headline.html());
+    if !examples.is_empty() {
+        h.push_str("<h2 id=\"examples\">Example images (figure 1)</h2>\n");
+        for file in examples {
+            let f = escape(file);
+            let _ = writeln!(
+                h,
+                "<figure><img src=\"examples/{f}\" alt=\"example panel {f}\">\n<figcaption>{}</figcaption></figure>",
+                example_caption(file)
+            );
+        }
+    }
+    h.push_str("<h2 id=\"plots\">Plots</h2>\n");
+    for entry in plots {
+        let c = escape(&entry.column);
+        let _ = writeln!(
+            h,
+            "<figure id=\"plot-{c}\"><img src=\"plots/{c}.png\" alt=\"{c} against epsilon\">\n<figcaption>{}</figcaption></figure>",
+            plot_caption(entry, summary)
+        );
+        if entry.distribution {
+            let _ = writeln!(
+                h,
+                "<figure><img src=\"plots/{c}_distribution.png\" alt=\"{c} per image, box plots\">\n\
+                 <figcaption>{} per image: the box spans the quartiles, the line inside is the median, \
+                 the whiskers reach the furthest values within 1.5 interquartile ranges, dots are the \
+                 images beyond. <a href=\"plots/{c}_distribution.svg\">SVG</a></figcaption></figure>",
+                escape(&describe(&entry.column).axis())
+            );
+        }
+    }
+    let _ = write!(
+        h,
+        "<h2 id=\"summary\">Summary table</h2>\n<p>One row per method × attack × ε × metric \
+         (<code>summary.parquet</code>).</p>\n{}",
+        summary_table(summary)
+    );
+    if let Some(run) = run {
+        let text = serde_json::to_string_pretty(run).unwrap_or_default();
+        let _ = write!(h, "<h2 id=\"settings\">Settings (run.json)</h2>\n<pre>{}</pre>\n", escape(&text));
+    }
+    let _ = write!(h, "<script>\n{SCRIPT}</script>\n</body>\n</html>\n");
+    h
+}
