@@ -36,7 +36,9 @@ Three kinds of files:
    Transpose to channels-first, an asymmetrically padded strided Conv, Gemm);
    `nhwc_input.npy` holds the images channels-first ([3, 2, 8, 8], as the harness reads them)
    and `nhwc_logits.npy` onnxruntime's logits for the same images channels-last.
-5. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
+5. `ops_external.onnx` + `ops_external.onnx.data`: `ops_opset13.onnx` with every initializer
+   moved to an external data file (what torch's dynamo exporter writes for sizeable models).
+6. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
 """
 
 import os
@@ -262,6 +264,10 @@ def main():
         print(f"{path}: {os.path.getsize(path)} bytes, logits[0] {logits[0]}")
     view_flatten()
     nhwc()
+    m = onnx.load(os.path.join(OUT, "ops_opset13.onnx"))
+    onnx.external_data_helper.convert_model_to_external_data(
+        m, all_tensors_to_one_file=True, location="ops_external.onnx.data", size_threshold=0)
+    onnx.save(m, os.path.join(OUT, "ops_external.onnx"))
     refused()
 
 

@@ -418,3 +418,39 @@ fn a_channels_last_graph_takes_channels_first_images() {
     let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
     assert!(err < 1e-5, "{err}");
 }
+
+/// Weights in an external data file (torch's newer exporter writes `model.onnx.data`): read
+/// from the model's folder; a truncated data file or a location outside the folder is refused.
+#[test]
+fn external_weights_are_read_and_checked() {
+    let x = Tensor::from_vec(npy_f32(&dir().join("ops_input.npy")), (4, 3, 16, 16), &Device::Cpu).unwrap();
+    let m = onnx::load(&dir().join("ops_external.onnx"), None).unwrap();
+    let net = Network::new("ops", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let want = Tensor::from_vec(npy_f32(&dir().join("ops_opset13_logits.npy")), (4, 5), &Device::Cpu).unwrap();
+    assert!(rel(&net.logits(&x, Activation::Relu).unwrap(), &want) < 1e-5);
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::copy(dir().join("ops_external.onnx"), tmp.path().join("ops_external.onnx")).unwrap();
+    let data = std::fs::read(dir().join("ops_external.onnx.data")).unwrap();
+    std::fs::write(tmp.path().join("ops_external.onnx.data"), &data[..data.len() - 8]).unwrap();
+    let err = onnx::load(&tmp.path().join("ops_external.onnx"), None).unwrap_err().to_string();
+    assert!(err.contains("lie beyond"), "{err}");
+    assert_eq!(onnx::load(&tmp.path().join("ops_external.onnx"), None).unwrap_err().exit_code(), 2);
+
+    let bytes = std::fs::read(dir().join("ops_external.onnx")).unwrap();
+    // The location, byte for byte, replaced by a path of the same length out of the folder (the
+    // protobuf's lengths stay valid).
+    let (from, to) = (b"ops_external.onnx.data", b"../s_external.onnx.dat");
+    let mut escaped = bytes.clone();
+    let mut hits = 0;
+    for i in 0..bytes.len() - from.len() {
+        if &bytes[i..i + from.len()] == from {
+            escaped[i..i + from.len()].copy_from_slice(to);
+            hits += 1;
+        }
+    }
+    assert!(hits > 0);
+    std::fs::write(tmp.path().join("escape.onnx"), &escaped).unwrap();
+    let err = onnx::load(&tmp.path().join("escape.onnx"), None).unwrap_err().to_string();
+    assert!(err.contains("leaves the model's folder"), "{err}");
+}

@@ -18,6 +18,7 @@
 //! the last feature map larger than 1×1 that every path to the logits passes through: the last
 //! 4-D activation before global pooling.
 
+mod external;
 pub mod import;
 pub mod proto;
 pub mod tensor;
@@ -82,8 +83,13 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
 /// Loads the ONNX model at `path`; `hw` sizes a file whose input size is symbolic.
 pub fn load(path: &Path, hw: Option<(usize, usize)>) -> Result<Imported> {
     let bytes = read_bounded(path)?;
-    let model = proto::decode_model(&bytes)
+    let mut model = proto::decode_model(&bytes)
         .map_err(|e| Error::data(path, format!("not a readable ONNX model (truncated or corrupt?): {e}")))?;
+    drop(bytes);
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for t in model.graph.initializers.iter_mut().filter(|t| t.external) {
+        external::load(t, dir).map_err(|m| Error::data(path, format!("initializer `{}`: {m}", t.name)))?;
+    }
     import(&model, hw).map_err(|m| Error::data(path, m))
 }
 

@@ -264,8 +264,11 @@ pub struct TensorProto {
     pub int64s: Vec<i64>,
     /// Values stored as `double_data`.
     pub doubles: Vec<f64>,
-    /// Whether the values live in an external file (not supported).
+    /// Whether the values live in an external file (see `external_data`).
     pub external: bool,
+    /// Where the external values are: `location` (a path relative to the model file),
+    /// `offset` and `length` in bytes.
+    pub external_data: Vec<(String, String)>,
 }
 
 /// ValueInfoProto: a graph input's or output's name, element type and shape.
@@ -374,7 +377,19 @@ fn decode_tensor(buf: &[u8], base: usize) -> Decoded<TensorProto> {
             8 => t.name = as_string(v, "tensor.name", at)?,
             9 => t.raw = as_bytes(v, "tensor.raw_data", at)?.to_vec(),
             10 => push_doubles(v, &mut t.doubles, "tensor.double_data", at)?,
-            13 => t.external = true,
+            13 => {
+                t.external = true;
+                let (mut key, mut value) = (String::new(), String::new());
+                fields(as_bytes(v, "tensor.external_data", at)?, at, |f, v, at| {
+                    match f {
+                        1 => key = as_string(v, "external_data.key", at)?,
+                        2 => value = as_string(v, "external_data.value", at)?,
+                        _ => {}
+                    }
+                    Ok(())
+                })?;
+                t.external_data.push((key, value));
+            }
             14 => t.external |= as_varint(v, "tensor.data_location", at)? == 1,
             _ => {}
         }

@@ -94,29 +94,37 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// Decodes `t`, refusing external or missing data and any count that does not match.
-pub fn decode(t: &TensorProto) -> Result<Const, String> {
-    if t.external {
-        return Err("its data lives in an external file (re-export with the weights inside the .onnx)".into());
-    }
-    let dims: Vec<usize> = t
-        .dims
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
-        .collect::<Result<_, _>>()?;
-    let count = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
-    let raw = &t.raw;
-    // The element width on disk, for raw storage.
-    let width = match t.data_type {
+/// The bytes one element of `data_type` takes in raw storage.
+pub fn width(data_type: i32) -> Result<usize, String> {
+    Ok(match data_type {
         1 | 6 | 12 => 4,
         7 | 11 | 13 => 8,
         10 | 16 | 4 | 5 => 2,
         2 | 3 | 9 => 1,
         other => return Err(format!("unsupported element type {}", type_name(other))),
-    };
+    })
+}
+
+/// The dimensions of `t` and their product, checked (no negative size, no overflow).
+pub fn element_count(t: &TensorProto) -> Result<(Vec<usize>, usize), String> {
+    let dims: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
+        .collect::<Result<_, _>>()?;
+    let count =
+        dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
+    Ok((dims, count))
+}
+
+/// Decodes `t`, refusing external or missing data and any count that does not match.
+pub fn decode(t: &TensorProto) -> Result<Const, String> {
+    if t.external {
+        return Err("its data lives in an external file that was not read".into());
+    }
+    let (dims, count) = element_count(t)?;
+    let width = width(t.data_type)?;
+    let raw = &t.raw;
     let stored = if !raw.is_empty() {
         raw.len() / width
     } else {
