@@ -46,6 +46,10 @@ enum Command {
     Merge {
         /// The study's output folder (the config's `out`).
         dir: PathBuf,
+        /// Replace a finished study of other settings or inputs in the folder (which is
+        /// otherwise refused).
+        #[arg(long)]
+        force: bool,
     },
     /// Regenerate summary.parquet, plots/*.png and index.html of a finished study from its
     /// samples.parquet (and run.json, if present) alone.
@@ -220,6 +224,12 @@ fn main() -> ExitCode {
                 );
                 return Ok(());
             }
+            if let Some(asked) = report.requested.filter(|&n| n > report.images) {
+                eprintln!(
+                    "note: data.count asks for {asked} images, but only {} qualified (correctly classified) and were studied",
+                    report.images
+                );
+            }
             eprintln!(
                 "{} images, {} rows in {:.1} s → {}",
                 report.images,
@@ -236,7 +246,7 @@ fn main() -> ExitCode {
             }
         }),
         Command::Compare { .. } => unreachable!("handled above"),
-        Command::Merge { dir } => fragility::run::merge(&dir).map(|report| {
+        Command::Merge { dir, force } => fragility::run::merge(&dir, force).map(|report| {
             eprintln!(
                 "shards merged: {} images, {} rows → {}",
                 report.images,

@@ -232,7 +232,7 @@ where
 pub fn read_directions(path: &Path) -> Result<Vec<(String, Direction)>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = ParquetReader::new(file);
-    let meta = reader.get_metadata().map_err(table_error(path))?.clone();
+    let meta = reader.get_metadata().map_err(table_error(path)).map_err(unreadable)?.clone();
     let kv = meta.key_value_metadata().clone().unwrap_or_default();
     Ok(kv
         .iter()
@@ -245,10 +245,23 @@ pub fn read_directions(path: &Path) -> Result<Vec<(String, Direction)>> {
 
 /// Reads a table written by [`write_samples`].
 ///
-/// Fails with [`Error::Data`] if the fixed columns are missing or out of order, hold a null, or
-/// a metric column has no recorded direction, and with [`Error::Table`] if a column has the
-/// wrong type or the file is not Parquet.
+/// Fails with [`Error::Data`] (bad input, exit 2) if the file is not Parquet or is truncated,
+/// a column has the wrong type, the fixed columns are missing or out of order, hold a null, or
+/// a metric column has no recorded direction.
 pub fn read_samples(path: &Path) -> Result<SampleTable> {
+    read_samples_unchecked(path).map_err(unreadable)
+}
+
+/// A Parquet error while reading a table is bad input (a truncated or foreign file), exit 2:
+/// [`Error::Table`] stays for failures while writing.
+pub(super) fn unreadable(e: Error) -> Error {
+    match e {
+        Error::Table { path, source } => Error::data(path, format!("not a readable table: {source}")),
+        e => e,
+    }
+}
+
+fn read_samples_unchecked(path: &Path) -> Result<SampleTable> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = ParquetReader::new(file);
     let metadata =

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod gradients;
 mod reference;
+mod reliability;
 mod synthetic;
 mod torchvision;
 mod training;
