@@ -204,7 +204,9 @@ fn prepare_partial(partial: &Path, fp: &Fingerprint, force: bool, dir: &Path) ->
             dir.display()
         ))
     };
-    if record.is_file() {
+    // Without chunks there is nothing to lose (e.g. a run that failed before its first chunk):
+    // the folder is simply taken over by this study.
+    if record.is_file() && has_chunks {
         if let Some(diff) = fp.difference(Fingerprint::from_json(&read_json(&record)?).as_ref()) {
             return Err(refuse(diff));
         }

@@ -322,7 +322,7 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> Result<()> {
 /// Fails with [`Error::Data`] (exit 2) if the file is unreadable, the columns differ from the
 /// documented ones, a column has the wrong type or a non-nullable column holds a null.
 pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
-    read_summary_unchecked(path).map_err(crate::report::table::unreadable)
+    crate::report::table::guarded(path, || read_summary_unchecked(path))
 }
 
 fn read_summary_unchecked(path: &Path) -> Result<Vec<SummaryRow>> {

@@ -230,9 +230,13 @@ where
 /// The metric columns of a `samples.parquet` and their directions, from its metadata alone
 /// (the rows are not read).
 pub fn read_directions(path: &Path) -> Result<Vec<(String, Direction)>> {
+    guarded(path, || read_directions_unchecked(path))
+}
+
+fn read_directions_unchecked(path: &Path) -> Result<Vec<(String, Direction)>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = ParquetReader::new(file);
-    let meta = reader.get_metadata().map_err(table_error(path)).map_err(unreadable)?.clone();
+    let meta = reader.get_metadata().map_err(table_error(path))?.clone();
     let kv = meta.key_value_metadata().clone().unwrap_or_default();
     Ok(kv
         .iter()
@@ -249,7 +253,16 @@ pub fn read_directions(path: &Path) -> Result<Vec<(String, Direction)>> {
 /// a column has the wrong type, the fixed columns are missing or out of order, hold a null, or
 /// a metric column has no recorded direction.
 pub fn read_samples(path: &Path) -> Result<SampleTable> {
-    read_samples_unchecked(path).map_err(unreadable)
+    guarded(path, || read_samples_unchecked(path))
+}
+
+/// Runs a Parquet read of `path`: polars' errors become bad input ([`unreadable`]), and so
+/// does a panic of its decoder on a corrupt page (polars 0.55 asserts on some malformed
+/// encodings instead of returning an error; the fuzz tests found them).
+pub(super) fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+        .unwrap_or_else(|_| Err(Error::data(path, "corrupt Parquet table: the decoder failed on it")))
+        .map_err(unreadable)
 }
 
 /// A Parquet error while reading a table is bad input (a truncated or foreign file), exit 2:

@@ -5,6 +5,7 @@ mod attacks;
 mod attributions;
 mod cli;
 mod common;
+mod fuzz;
 mod gradients;
 mod reference;
 mod reliability;

@@ -222,6 +222,11 @@ fn nonsense_settings_are_refused_with_file_field_and_line_before_anything_is_wri
         let dir = tempfile::tempdir().unwrap();
         expect_invalid(dir.path(), &edits, line, needle);
     }
+    // A folder where a file belongs.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("wdir")).unwrap();
+    let w = shipped_weights().display().to_string();
+    expect_invalid(dir.path(), &[(w.as_str(), "wdir")], 7, "is a folder");
     // `out` a file, or a folder that holds other things.
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("afile"), b"x").unwrap();
@@ -367,6 +372,19 @@ fn a_resumed_run_removes_temporary_files_and_a_finished_one_its_stale_partial() 
     let o = fragility(&["exp.toml"], dir.path());
     assert!(stderr(&o).contains("already holds this finished run"), "{}", stderr(&o));
     assert!(!out.join(".partial").exists());
+}
+
+#[test]
+fn an_interrupted_run_without_chunks_does_not_block_a_corrected_config() {
+    // What a run of other settings that failed before its first chunk leaves behind.
+    let dir = tempfile::tempdir().unwrap();
+    tiny_config(dir.path(), &shipped_weights());
+    let partial = dir.path().join("out/.partial");
+    std::fs::create_dir_all(&partial).unwrap();
+    std::fs::write(partial.join("study.json"), br#"{"fingerprint": "0123456789abcdef"}"#).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!partial.exists());
 }
 
 // ---- merge follows run's rule ----
