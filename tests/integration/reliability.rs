@@ -387,6 +387,61 @@ fn an_interrupted_run_without_chunks_does_not_block_a_corrected_config() {
     assert!(!partial.exists());
 }
 
+// ---- fault injection ----
+
+#[test]
+fn killed_at_random_points_a_run_still_ends_with_the_uninterrupted_tables() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().unwrap();
+    chunked_config(dir.path());
+    let out = dir.path().join("out");
+    let t = Instant::now();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let whole_ms = t.elapsed().as_millis() as u64;
+    let reference = dir.path().join("reference");
+    std::fs::rename(&out, &reference).unwrap();
+
+    // Start, kill -9 after a seeded random time within half a whole run, start again... until
+    // a start finishes (at most 10 kills, then one last start runs to the end).
+    let mut rng = fragility::seed::rng(14);
+    let mut kills = 0;
+    loop {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fragility"))
+            .arg("exp.toml")
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_millis(rng.random_range(0..whole_ms / 2));
+        let finished = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "a resumed run failed after {kills} kills");
+                break true;
+            }
+            if kills < 10 && Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if finished {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    assert!(kills >= 2, "only {kills} kills: the test did not interrupt the run");
+    let resumed = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    let whole = fragility::report::read_samples(&reference.join("samples.parquet")).unwrap();
+    assert_eq!(resumed, whole, "after {kills} kills");
+    for f in ["summary.parquet"] {
+        assert_eq!(std::fs::read(out.join(f)).unwrap(), std::fs::read(reference.join(f)).unwrap(), "{f}");
+    }
+    assert!(!out.join(".partial").exists());
+}
+
 // ---- merge follows run's rule ----
 
 #[test]
