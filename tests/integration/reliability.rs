@@ -387,6 +387,34 @@ fn an_interrupted_run_without_chunks_does_not_block_a_corrected_config() {
     assert!(!partial.exists());
 }
 
+#[test]
+fn compare_accepts_other_weights_but_refuses_other_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = own_weights(dir.path());
+    let p = tiny_config(dir.path(), &w);
+    let mut labels = shipped_images().labels.unwrap();
+    fragility::data::write_npy_i64(&dir.path().join("labels.npy"), &labels, &[labels.len()]).unwrap();
+    let text = std::fs::read_to_string(&p).unwrap();
+    let line = text.lines().find(|l| l.starts_with("labels = ")).unwrap().to_string();
+    edit(&p, &[(&line, "labels = \"labels.npy\""), ("out = \"out\"", "out = \"base\"")]);
+    let run = |from: &str, to: &str| {
+        edit(&p, &[(from, to)]);
+        let o = fragility(&["exp.toml"], dir.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run("out = \"base\"", "out = \"base\"");
+    // A new model version: comparable (exit 0 or 1, not 2).
+    flip_last_weight(&w);
+    run("out = \"base\"", "out = \"new_model\"");
+    let o = fragility(&["compare", "base", "new_model"], dir.path());
+    assert_ne!(o.status.code(), Some(2), "{}", stderr(&o));
+    // The same model on labels changed in place (an image the run does not even study): not.
+    labels[999] = (labels[999] + 1) % 10;
+    fragility::data::write_npy_i64(&dir.path().join("labels.npy"), &labels, &[labels.len()]).unwrap();
+    run("out = \"new_model\"", "out = \"new_labels\"");
+    expect_refused(dir.path(), &["compare", "new_model", "new_labels"], &["different data", "`data.labels`"]);
+}
+
 // ---- fault injection ----
 
 #[test]
@@ -402,43 +430,52 @@ fn killed_at_random_points_a_run_still_ends_with_the_uninterrupted_tables() {
     let reference = dir.path().join("reference");
     std::fs::rename(&out, &reference).unwrap();
 
-    // Start, kill -9 after a seeded random time within half a whole run, start again... until
-    // a start finishes (at most 10 kills, then one last start runs to the end).
-    let mut rng = fragility::seed::rng(14);
-    let mut kills = 0;
-    loop {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_fragility"))
-            .arg("exp.toml")
-            .current_dir(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_millis(rng.random_range(0..whole_ms / 2));
-        let finished = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "a resumed run failed after {kills} kills");
-                break true;
-            }
-            if kills < 10 && Instant::now() >= deadline {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        if finished {
-            break;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
-    }
-    assert!(kills >= 2, "only {kills} kills: the test did not interrupt the run");
-    let resumed = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    // Rounds (default 1; `FRAGILITY_FAULT_ROUNDS` for a campaign) of: start, kill -9 after a
+    // seeded random time within half a whole run, start again... until a start finishes (at
+    // most 10 kills, then one last start runs to the end); then the tables must equal the
+    // uninterrupted run's.
+    let rounds: u64 = std::env::var("FRAGILITY_FAULT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let whole = fragility::report::read_samples(&reference.join("samples.parquet")).unwrap();
-    assert_eq!(resumed, whole, "after {kills} kills");
     let summary = |d: &Path| std::fs::read(d.join("summary.parquet")).unwrap();
-    assert_eq!(summary(&out), summary(&reference));
-    assert!(!out.join(".partial").exists());
+    let mut total = 0;
+    for round in 0..rounds {
+        let mut rng = fragility::seed::rng(14 + round);
+        let mut kills = 0;
+        loop {
+            let mut child = Command::new(env!("CARGO_BIN_EXE_fragility"))
+                .arg("exp.toml")
+                .current_dir(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_millis(rng.random_range(0..whole_ms / 2));
+            let finished = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    assert!(status.success(), "round {round}: a resumed run failed after {kills} kills");
+                    break true;
+                }
+                if kills < 10 && Instant::now() >= deadline {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            if finished {
+                break;
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+        }
+        assert!(kills >= 2, "round {round}: only {kills} kills, the run was not interrupted");
+        let resumed = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+        assert_eq!(resumed, whole, "round {round}, after {kills} kills");
+        assert_eq!(summary(&out), summary(&reference), "round {round}");
+        assert!(!out.join(".partial").exists());
+        std::fs::remove_dir_all(&out).unwrap();
+        total += kills;
+    }
+    eprintln!("fault injection: {rounds} rounds, {total} kills, tables identical");
 }
 
 // ---- merge follows run's rule ----
