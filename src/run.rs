@@ -187,6 +187,36 @@ fn remove_leftovers(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Without `--force`, the report of the finished study in `dir` (locked by the caller) if it
+/// is this study, an error if it is another one, `None` if there is none.
+fn already_finished(dir: &Path, fp: &Fingerprint, opts: &RunOptions) -> Result<Option<RunReport>> {
+    if opts.force {
+        return Ok(None);
+    }
+    let Some((meta, diff)) = finished_study(dir, fp)? else { return Ok(None) };
+    if let Some(diff) = diff {
+        return Err(Error::Invalid(format!(
+            "{} holds a finished run of another study ({diff}); rerun with --force to replace it, or set another `out`",
+            dir.display()
+        )));
+    }
+    // Killed after run.json was written but before .partial/ was removed.
+    let partial = dir.join(".partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    let requested = meta["images"]["requested"].as_u64().map(|n| n as usize);
+    Ok(Some(RunReport {
+        out: dir.to_path_buf(),
+        images: meta["images"]["studied"].as_u64().unwrap_or(0) as usize,
+        requested: requested.filter(|_| opts.shard.is_none()),
+        rows: meta["rows"].as_u64().unwrap_or(0) as usize,
+        seconds: 0.0,
+        files: Vec::new(),
+        already_finished: true,
+    }))
+}
+
 /// Makes `.partial/` ready for this study and records it there (`study.json`): discards it
 /// with `force`; otherwise trusts its chunks only if its record matches `fp`. Returns whether
 /// chunks of an earlier, interrupted run of this study are there to continue.
@@ -284,6 +314,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         None => plan.out.clone(),
     };
     let fp = fingerprint(plan)?;
+    // An existing folder is locked at once, and a finished study in it answered before the
+    // model and the images are loaded (which can take minutes on a large data set).
+    let early_lock = if dir.is_dir() { Some(OutLock::acquire(&dir)?) } else { None };
+    if early_lock.is_some() {
+        if let Some(report) = already_finished(&dir, &fp, opts)? {
+            return Ok(report);
+        }
+    }
     let dev = &plan.device;
     let (model, set) = load_checked(plan)?;
     let (h, w) = (set.h, set.w);
@@ -308,32 +346,16 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         )));
     }
 
-    let _lock = OutLock::acquire(&dir)?;
+    // A new folder is created (and locked) only now, when everything has been checked.
+    let _lock = match early_lock {
+        Some(lock) => lock,
+        None => OutLock::acquire(&dir)?,
+    };
     remove_leftovers(&dir)?;
-    let partial = dir.join(".partial");
-    if !opts.force {
-        if let Some((meta, diff)) = finished_study(&dir, &fp)? {
-            if let Some(diff) = diff {
-                return Err(Error::Invalid(format!(
-                    "{} holds a finished run of another study ({diff}); rerun with --force to replace it, or set another `out`",
-                    dir.display()
-                )));
-            }
-            // Killed after run.json was written but before .partial/ was removed.
-            if partial.exists() {
-                std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-            }
-            return Ok(RunReport {
-                out: dir.clone(),
-                images: meta["images"]["studied"].as_u64().unwrap_or(0) as usize,
-                requested: opts.shard.map_or(plan.count, |_| None),
-                rows: meta["rows"].as_u64().unwrap_or(0) as usize,
-                seconds: 0.0,
-                files: Vec::new(),
-                already_finished: true,
-            });
-        }
+    if let Some(report) = already_finished(&dir, &fp, opts)? {
+        return Ok(report);
     }
+    let partial = dir.join(".partial");
     let resuming = prepare_partial(&partial, &fp, opts.force, &dir)?;
     // From here the folder holds no finished study until the new run.json is written: a kill
     // while the new tables replace the old ones leaves an interrupted run, not a mixed one.
@@ -790,7 +812,10 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     }
     let mut tables = Vec::new();
     let mut metas = Vec::new();
+    // Each shard's lock too: a shard still running (or rerun) is not read half-way.
+    let mut shard_locks = Vec::new();
     for (s, p) in &shards {
+        shard_locks.push(OutLock::acquire(p)?);
         let run_json = p.join("run.json");
         if !run_json.is_file() {
             return Err(Error::data(
