@@ -109,6 +109,38 @@ fn data_readers_never_panic_on_mangled_files() {
     fuzz("map", &seeds, fragility::data::load_map);
 }
 
+/// A 3×3 grey PNG and a 4×4 RGB JPEG.
+fn image_seeds() -> Vec<Vec<u8>> {
+    let mut png = Vec::new();
+    image::GrayImage::from_fn(3, 3, |x, y| image::Luma([(x * 40 + y * 7) as u8]))
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageOutputFormat::Png)
+        .unwrap();
+    let mut jpeg = Vec::new();
+    image::RgbImage::from_fn(4, 4, |x, y| image::Rgb([(x * 60) as u8, (y * 60) as u8, 128]))
+        .write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageOutputFormat::Jpeg(90))
+        .unwrap();
+    vec![png, jpeg]
+}
+
+#[test]
+fn image_readers_never_panic_on_mangled_pictures() {
+    let seeds = image_seeds();
+    fuzz("map.png", &seeds, fragility::data::load_map);
+    // A folder of one picture: the folder reader decodes it.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("images");
+    std::fs::create_dir(&folder).unwrap();
+    let mut rng = fragility::seed::rng(fragility::seed::hash_str("folder"));
+    for (s, seed) in seeds.iter().enumerate() {
+        for case in 0..cases() {
+            std::fs::write(folder.join("a.png"), mutate(seed, &mut rng)).unwrap();
+            if let Err(e) = fragility::data::load_images(&folder) {
+                assert_eq!(e.exit_code(), 2, "folder, seed {s}, case {case}: {e} is not bad input");
+            }
+        }
+    }
+}
+
 #[test]
 fn safetensors_reader_never_panics_on_mangled_files() {
     let dir = tempfile::tempdir().unwrap();
