@@ -844,9 +844,9 @@ impl Plan {
 /// Files a folder must hold (any one) to count as a study's output folder.
 const OUTPUT_MARKERS: [&str; 5] = ["run.json", "samples.parquet", ".partial", ".lock", "shards"];
 
-/// `out` must be a folder of its own: not empty, not the file system's root, not a file, and
-/// not a folder that holds other things (the config's own folder, a home folder), because a
-/// run writes and, with `--force`, replaces what it finds there.
+/// `out` must be a folder of its own: not `""` or `"."`, not the file system's root, not a
+/// file, and not a folder that holds other things (the config's own folder, a home folder),
+/// because a run writes and, with `--force`, replaces what it finds there.
 fn check_out(cx: &Ctx, raw: &Spanned<String>, out: &Path) -> Result<()> {
     let err = |why: String| cx.err(raw.span(), format!("field `out`: {why}"));
     let given = raw.get_ref().trim();
