@@ -364,6 +364,37 @@ pub fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// The text of a config file (a study's or a training one): a regular file of at most
+/// [`MAX_CONFIG_BYTES`], UTF-8 (an invalid byte is named with its line).
+pub fn read_config_text(path: &Path) -> Result<String> {
+    let bad = |message: String| Error::Config { file: path.to_path_buf(), line: None, message };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(bad("is a folder or a device, not a config file".into()));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(bad(format!(
+            "{} bytes is too large for a config file (at most {MAX_CONFIG_BYTES})",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CONFIG_BYTES + 1), &mut bytes)
+        })
+        .map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = line_of(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
+        Error::Config {
+            file: path.to_path_buf(),
+            line: Some(line),
+            message: format!("not UTF-8 text (invalid byte at offset {at})"),
+        }
+    })
+}
+
 /// Builds config errors that name the file and the line of a span.
 struct Ctx<'a> {
     file: &'a Path,
@@ -404,32 +435,7 @@ impl Ctx<'_> {
 impl Plan {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Plan> {
-        let bad = |message: String| Error::Config { file: path.to_path_buf(), line: None, message };
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if !meta.is_file() {
-            return Err(bad("is a folder or a device, not a config file".into()));
-        }
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(bad(format!(
-                "{} bytes is too large for a config file (at most {MAX_CONFIG_BYTES})",
-                meta.len()
-            )));
-        }
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|f| {
-                std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CONFIG_BYTES + 1), &mut bytes)
-            })
-            .map_err(|e| Error::io(path, e))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
-            let at = e.utf8_error().valid_up_to();
-            let line = line_of(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
-            Error::Config {
-                file: path.to_path_buf(),
-                line: Some(line),
-                message: format!("not UTF-8 text (invalid byte at offset {at})"),
-            }
-        })?;
+        let text = read_config_text(path)?;
         Self::parse(path, &text)
     }
 

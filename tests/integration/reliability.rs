@@ -326,6 +326,7 @@ fn unreadable_configs_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("latin1.toml"), b"seed = 1\nout = \"r\xe9sultats\"\n").unwrap();
     expect_refused(dir.path(), &["latin1.toml"], &["latin1.toml", "line 2", "UTF-8"]);
+    expect_refused(dir.path(), &["train", "latin1.toml"], &["latin1.toml", "line 2", "UTF-8"]);
     std::fs::create_dir(dir.path().join("folder.toml")).unwrap();
     expect_refused(dir.path(), &["run", "folder.toml"], &["folder.toml", "folder"]);
     std::fs::write(dir.path().join("huge.toml"), vec![b'#'; 2 << 20]).unwrap();
