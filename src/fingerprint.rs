@@ -220,7 +220,7 @@ impl Fingerprint {
         for i in &self.inputs {
             match old.inputs.iter().find(|o| o.field == i.field) {
                 Some(o) if o.path == i.path && o.hash != i.hash => {
-                    changes.push(format!("`{}` ({}) has changed since", i.field, i.path.display()))
+                    changes.push(format!("`{}` ({}) has changed since that run", i.field, i.path.display()))
                 }
                 None => changes.push(format!("`{}` ({}) was not an input", i.field, i.path.display())),
                 _ => {}

@@ -90,6 +90,8 @@ pub fn regenerate(dir: &Path) -> Result<(Vec<SummaryRow>, Vec<PathBuf>)> {
             "no samples.parquet here: give the output folder of a finished run",
         ));
     }
+    // Not while a run or a merge writes into the folder.
+    let _lock = crate::lock::OutLock::acquire(dir)?;
     let table = super::read_samples(&samples)?;
     let run_json = dir.join("run.json");
     let run = if run_json.is_file() {

@@ -87,17 +87,19 @@ fn expect_refused(dir: &Path, args: &[&str], needles: &[&str]) -> String {
 // ---- one lock per output folder ----
 
 #[test]
-fn a_run_or_merge_into_a_folder_another_process_holds_is_refused_naming_its_pid() {
+fn a_run_merge_or_report_into_a_folder_another_process_holds_is_refused_naming_its_pid() {
     let dir = tempfile::tempdir().unwrap();
     tiny_config(dir.path(), &shipped_weights());
     let out = dir.path().join("out");
     std::fs::create_dir_all(out.join("shards")).unwrap();
     let lock = fragility::lock::OutLock::acquire(&out).unwrap();
     let pid = format!("pid {}", std::process::id());
-    for args in [&["exp.toml"][..], &["exp.toml", "--force"], &["merge", "out"]] {
+    std::fs::write(out.join("samples.parquet"), b"").unwrap();
+    for args in [&["exp.toml"][..], &["exp.toml", "--force"], &["merge", "out"], &["report", "out"]] {
         expect_refused(dir.path(), args, &[&pid, "in use"]);
     }
-    assert!(!out.join("samples.parquet").exists() && !out.join(".partial").exists());
+    assert!(!out.join(".partial").exists() && !out.join("summary.parquet").exists());
+    std::fs::remove_file(out.join("samples.parquet")).unwrap();
     drop(lock);
     let o = fragility(&["exp.toml"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -182,6 +184,47 @@ fn after_a_kill_changed_weights_a_foreign_chunk_and_a_truncated_chunk_are_refuse
     std::fs::write(&chunk, &original).unwrap();
     let o = fragility(&["exp.toml"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn masks_and_target_maps_are_inputs_of_the_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = small_config(dir.path(), &shipped_weights());
+    for f in ["mask.npy", "target.npy"] {
+        fragility::data::write_npy_f32(&dir.path().join(f), &[0.5; 784], &[28, 28]).unwrap();
+    }
+    edit(
+        &p,
+        &[
+            (r#"names = ["random_sign", "top_k"]"#, r#"names = ["targeted", "manipulate"]"#),
+            (
+                "top_k = {",
+                "targeted = { mask = \"mask.npy\" }\nmanipulate = { target_map = \"target.npy\" }\n#",
+            ),
+        ],
+    );
+    let plan = fragility::config::Plan::load(&p).unwrap();
+    let fields: Vec<&str> = plan.inputs.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "model.weights",
+            "data.images",
+            "data.labels",
+            "attacks.targeted.mask",
+            "attacks.manipulate.target_map"
+        ]
+    );
+    let before = fragility::run::fingerprint(&plan).unwrap();
+    fragility::data::write_npy_f32(&dir.path().join("mask.npy"), &[0.25; 784], &[28, 28]).unwrap();
+    let after = fragility::run::fingerprint(&plan).unwrap();
+    assert_eq!(
+        after.difference(Some(&before)).unwrap(),
+        format!(
+            "`attacks.targeted.mask` ({}) has changed since that run",
+            dir.path().join("mask.npy").display()
+        )
+    );
 }
 
 // ---- one validation pass before the first write ----
