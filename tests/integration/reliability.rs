@@ -426,6 +426,8 @@ fn an_interrupted_run_without_chunks_does_not_block_a_corrected_config() {
     let partial = dir.path().join("out/.partial");
     std::fs::create_dir_all(&partial).unwrap();
     std::fs::write(partial.join("study.json"), br#"{"fingerprint": "0123456789abcdef"}"#).unwrap();
+    // (and the stamp earlier versions wrote there, which blocked the corrected config)
+    std::fs::write(partial.join("fingerprint"), b"0123456789abcdef").unwrap();
     let o = fragility(&["exp.toml"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!partial.exists());
