@@ -352,11 +352,64 @@ pub struct Plan {
     pub robustness: Option<crate::robustness::RobustnessSettings>,
     /// The resolved settings, for run.json.
     pub resolved: serde_json::Value,
+    /// Every input file the study reads, with the config field that names it, in a fixed
+    /// order: what the study's [`crate::fingerprint::Fingerprint`] hashes.
+    pub inputs: Vec<(String, PathBuf)>,
+    /// Settings that can only be checked against the model and the data, with their lines.
+    pub late: LateChecks,
 }
+
+/// Settings checked once the model and the images are known ([`Plan::check_against`]), with
+/// the config lines to name in an error.
+#[derive(Debug, Clone, Default)]
+pub struct LateChecks {
+    /// `data.count`, if given.
+    pub count: Option<(usize, Option<usize>)>,
+    /// The occlusion window, if a method uses occlusion.
+    pub occlusion_window: Option<([usize; 2], Option<usize>)>,
+    /// `attacks.top_k.k`, if `top_k` runs.
+    pub attack_k: Option<(usize, Option<usize>)>,
+    /// `metrics.top_k`'s largest k.
+    pub metric_k: (usize, Option<usize>),
+}
+
+/// The most bytes a config file may have (a real one is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The 1-based line of byte `offset` in `text` (for error messages about TOML files).
 pub fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The text of a config file (a study's or a training one): a regular file of at most
+/// [`MAX_CONFIG_BYTES`], UTF-8 (an invalid byte is named with its line).
+pub fn read_config_text(path: &Path) -> Result<String> {
+    let bad = |message: String| Error::Config { file: path.to_path_buf(), line: None, message };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(bad("is a folder or a device, not a config file".into()));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(bad(format!(
+            "{} bytes is too large for a config file (at most {MAX_CONFIG_BYTES})",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, MAX_CONFIG_BYTES + 1), &mut bytes)
+        })
+        .map_err(|e| Error::io(path, e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = line_of(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
+        Error::Config {
+            file: path.to_path_buf(),
+            line: Some(line),
+            message: format!("not UTF-8 text (invalid byte at offset {at})"),
+        }
+    })
 }
 
 /// Builds config errors that name the file and the line of a span.
@@ -380,10 +433,17 @@ impl Ctx<'_> {
     fn path(&self, field: &str, value: &Spanned<String>) -> Result<PathBuf> {
         let base = self.file.parent().unwrap_or(Path::new(""));
         let p = base.join(value.get_ref());
-        if !p.exists() {
+        let Ok(meta) = std::fs::metadata(&p) else {
             return Err(
                 self.err(value.span(), format!("field `{field}`: file {} does not exist", p.display()))
             );
+        };
+        // Only images may be a folder; a device or a pipe (e.g. /dev/zero) may never end.
+        let folder_ok = field == "data.images";
+        if !(meta.is_file() || (folder_ok && meta.is_dir())) {
+            let what = if meta.is_dir() { "a folder" } else { "not a regular file" };
+            return Err(self
+                .err(value.span(), format!("field `{field}`: {} is {what}; expected a file", p.display())));
         }
         Ok(p)
     }
@@ -444,7 +504,7 @@ impl Plan {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Plan> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_config_text(path)?;
         Self::parse(path, &text)
     }
 
@@ -667,7 +727,20 @@ impl Plan {
                     format!("field `attacks.epsilons[{i}]`: ε must be a finite number ≥ 0, got {v}"),
                 ));
             }
+            if epsilons.contains(&v) {
+                return Err(cx.err(
+                    e.span(),
+                    format!(
+                        "field `attacks.epsilons[{i}]`: ε = {v} is listed twice (its rows would count twice)"
+                    ),
+                ));
+            }
             epsilons.push(v);
+        }
+        if let Some(r) = &raw.attacks.random_sign {
+            if r.get_ref().tries == 0 {
+                return Err(cx.err(r.span(), "field `attacks.random_sign.tries` must be at least 1".into()));
+            }
         }
         let attacks = build_attacks(&cx, &raw, &make_method, &images)?;
         let metric_ks = match raw.metrics.top_k.get_ref() {
@@ -697,6 +770,39 @@ impl Plan {
         };
         let base = path.parent().unwrap_or(Path::new(""));
         let out = base.join(raw.out.get_ref());
+        check_out(&cx, &raw.out, &out)?;
+        let listed = |n: &str| raw.methods.names.get_ref().iter().any(|m| m.get_ref() == n);
+        let attack_listed = |n: &str| raw.attacks.names.get_ref().iter().any(|m| m.get_ref() == n);
+        let noise_listed = NOISE_METHODS.iter().any(|n| listed(n));
+        let late = LateChecks {
+            count: raw.data.count.as_ref().map(|c| (*c.get_ref(), cx.line(c.span()))),
+            // Only a window given in the config can be too large: the default scales with the
+            // image and never exceeds it.
+            occlusion_window: (listed("occlusion") || (noise_listed && noise.wrap == "occlusion"))
+                .then_some(occlusion.window)
+                .flatten()
+                .map(|w| (w, raw.methods.occlusion.as_ref().and_then(|o| cx.line(o.span())))),
+            attack_k: attack_listed("top_k").then(|| {
+                let sec = raw.attacks.top_k.as_ref();
+                (sec.and_then(|s| s.get_ref().k).unwrap_or(100), sec.and_then(|s| cx.line(s.span())))
+            }),
+            metric_k: (metric_ks.iter().copied().max().unwrap_or(0), cx.line(raw.metrics.top_k.span())),
+        };
+        let mut inputs =
+            vec![("model.weights".to_string(), weights.clone()), ("data.images".to_string(), images.clone())];
+        inputs.extend(labels.iter().map(|l| ("data.labels".to_string(), l.clone())));
+        inputs.extend(classes.iter().map(|c| ("data.classes".to_string(), c.clone())));
+        if let (true, Some(m)) =
+            (attack_listed("targeted"), raw.attacks.targeted.as_ref().and_then(|t| t.get_ref().mask.clone()))
+        {
+            inputs.push(("attacks.targeted.mask".to_string(), base.join(m)));
+        }
+        if let (true, Some(m)) = (
+            attack_listed("manipulate"),
+            raw.attacks.manipulate.as_ref().and_then(|t| t.get_ref().target_map.clone()),
+        ) {
+            inputs.push(("attacks.manipulate.target_map".to_string(), base.join(m)));
+        }
         let resolved = serde_json::json!({
             "config": path.display().to_string(),
             "seed": raw.seed,
@@ -753,7 +859,111 @@ impl Plan {
             examples: raw.report.examples,
             robustness,
             resolved,
+            inputs,
+            late,
         })
+    }
+}
+
+impl Plan {
+    /// Checks the settings that depend on the model and the images (`set`, for a model of
+    /// `classes` classes) before anything is written: `data.count` at most the images in the
+    /// file, an occlusion window and every k at most the image, labels in 0..classes.
+    pub fn check_against(&self, set: &crate::data::ImageSet, classes: usize) -> Result<()> {
+        let err = |line: Option<usize>, message: String| Error::Config {
+            file: self.config_path.clone(),
+            line,
+            message,
+        };
+        let pixels = set.h * set.w;
+        if let Some((count, line)) = self.late.count {
+            if count > set.n {
+                return Err(err(
+                    line,
+                    format!(
+                        "field `data.count`: {count} images asked for, but {} holds {}",
+                        self.images.display(),
+                        set.n
+                    ),
+                ));
+            }
+        }
+        if let Some(([wh, ww], line)) = self.late.occlusion_window {
+            if wh > set.h || ww > set.w {
+                return Err(err(
+                    line,
+                    format!(
+                        "field `methods.occlusion.window`: {wh}×{ww} is larger than the {}×{} images",
+                        set.h, set.w
+                    ),
+                ));
+            }
+        }
+        if let Some((k, line)) = self.late.attack_k {
+            if k > pixels {
+                return Err(err(
+                    line,
+                    format!("field `attacks.top_k.k`: {k} is more than the {pixels} pixels of an image"),
+                ));
+            }
+        }
+        let (k, line) = self.late.metric_k;
+        if k > pixels {
+            return Err(err(
+                line,
+                format!("field `metrics.top_k`: {k} is more than the {pixels} pixels of an image"),
+            ));
+        }
+        if let Some(labels) = &set.labels {
+            if let Some((i, v)) = labels.iter().enumerate().find(|(_, &v)| v < 0 || v >= classes as i64) {
+                let file = self.labels.as_ref().unwrap_or(&self.images);
+                return Err(Error::data(
+                    file,
+                    format!(
+                        "label {v} of image {i} is outside 0..{} (the model has {classes} classes)",
+                        classes.saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Files a folder must hold (any one) to count as a study's output folder.
+const OUTPUT_MARKERS: [&str; 5] = ["run.json", "samples.parquet", ".partial", ".lock", "shards"];
+
+/// `out` must be a folder of its own: not `""` or `"."`, not the file system's root, not a
+/// file, and not a folder that holds other things (the config's own folder, a home folder),
+/// because a run writes and, with `--force`, replaces what it finds there.
+fn check_out(cx: &Ctx, raw: &Spanned<String>, out: &Path) -> Result<()> {
+    let err = |why: String| cx.err(raw.span(), format!("field `out`: {why}"));
+    let given = raw.get_ref().trim();
+    if given.is_empty() || given == "." {
+        return Err(err("give a folder of its own for the study's output (e.g. \"out\")".into()));
+    }
+    if out.parent().is_none() || out.canonicalize().is_ok_and(|p| p.parent().is_none()) {
+        return Err(err(format!("{} is the root folder; give a folder of its own", out.display())));
+    }
+    match std::fs::metadata(out) {
+        Err(_) => Ok(()),
+        Ok(m) if !m.is_dir() => Err(err(format!("{} is a file, not a folder", out.display()))),
+        Ok(_) => {
+            let entries: Vec<String> = std::fs::read_dir(out)
+                .map_err(|e| Error::io(out, e))?
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            if entries.is_empty() || entries.iter().any(|e| OUTPUT_MARKERS.contains(&e.as_str())) {
+                Ok(())
+            } else {
+                Err(err(format!(
+                    "{} already holds other files (e.g. {}) and no study; give an empty or new folder",
+                    out.display(),
+                    entries.iter().min().map(String::as_str).unwrap_or_default()
+                )))
+            }
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`Error::exit_code`] to the process's exit status (2 for bad input, 1 for failures while
 //! running).
 
+use std::io::ErrorKind;
 use std::path::PathBuf;
 
 /// Everything that can go wrong in the library.
@@ -52,6 +53,18 @@ pub enum Error {
         #[source]
         source: polars::error::PolarsError,
     },
+    /// Another process holds the output folder's lock (see [`crate::lock`]).
+    #[error(
+        "{} is in use by another fragility run ({}); wait for it to finish or choose another `out`",
+        dir.display(),
+        holder.map(|p| format!("pid {p}")).unwrap_or_else(|| "pid unknown".into())
+    )]
+    Locked {
+        /// The locked folder.
+        dir: PathBuf,
+        /// The process id the holder wrote into the lock file, if it could be read.
+        holder: Option<u32>,
+    },
     /// Drawing a plot failed.
     #[error("plot {path}: {message}")]
     Plot {
@@ -67,8 +80,14 @@ impl Error {
     /// failures while computing or writing.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Data { .. } | Error::Invalid(_) => 2,
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => 2,
+            Error::Config { .. } | Error::Data { .. } | Error::Invalid(_) | Error::Locked { .. } => 2,
+            // A missing file, a folder where a file belongs (or the reverse), unreadable
+            // content: the user's input, not a failure while running.
+            Error::Io { source, .. } => match source.kind() {
+                ErrorKind::NotFound | ErrorKind::IsADirectory | ErrorKind::NotADirectory => 2,
+                ErrorKind::InvalidData => 2,
+                _ => 1,
+            },
             _ => 1,
         }
     }

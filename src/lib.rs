@@ -19,6 +19,8 @@ pub mod attribution;
 pub mod config;
 pub mod device;
 pub mod explain;
+pub mod fingerprint;
+pub mod lock;
 pub mod model;
 pub mod progress;
 pub mod robustness;

@@ -50,6 +50,10 @@ enum Command {
     Merge {
         /// The study's output folder (the config's `out`).
         dir: PathBuf,
+        /// Replace a finished study of other settings or inputs in the folder (which is
+        /// otherwise refused).
+        #[arg(long)]
+        force: bool,
     },
     /// Regenerate summary.parquet, plots/*.png and index.html of a finished study from its
     /// samples.parquet (and run.json, if present) alone.
@@ -311,6 +315,12 @@ fn main() -> ExitCode {
             if let Some(d) = &report.derived {
                 print_derived(d, verbose);
             }
+            if let Some(asked) = report.requested.filter(|&n| n > report.images) {
+                eprintln!(
+                    "note: data.count asks for {asked} images, but only {} qualified (correctly classified) and were studied",
+                    report.images
+                );
+            }
             eprintln!(
                 "{} images, {} rows in {:.1} s → {}",
                 report.images,
@@ -333,7 +343,7 @@ fn main() -> ExitCode {
             eprintln!("page: {}", fragility::report::tidy_path(&dir.join("index.html")).display());
         }),
         Command::Compare { .. } => unreachable!("handled above"),
-        Command::Merge { dir } => fragility::run::merge(&dir).map(|report| {
+        Command::Merge { dir, force } => fragility::run::merge(&dir, force).map(|report| {
             eprintln!(
                 "shards merged: {} images, {} rows → {}",
                 report.images,

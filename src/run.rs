@@ -11,6 +11,8 @@ use crate::attribution::saliency;
 use crate::config::Plan;
 use crate::data::{load_labels, ImageSet};
 use crate::error::{Error, Result};
+use crate::fingerprint::Fingerprint;
+use crate::lock::OutLock;
 use crate::metric::all_metrics;
 use crate::metric::Direction;
 use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
@@ -31,6 +33,8 @@ pub struct RunReport {
     pub out: PathBuf,
     /// Images studied.
     pub images: usize,
+    /// Images asked for (`data.count`), if given: more than `images` when fewer qualified.
+    pub requested: Option<usize>,
     /// Rows written to samples.parquet.
     pub rows: usize,
     /// Wall-clock seconds.
@@ -132,78 +136,156 @@ pub struct RunOptions {
     pub shard: Option<Shard>,
 }
 
-/// The settings that identify a study (everything but the config's own path and `out`): a
-/// finished or interrupted run continues only with the same fingerprint.
-pub fn fingerprint(plan: &Plan) -> String {
+/// The identity of the study `plan` describes: its settings (everything but the config's own
+/// path and `out`) and the content of every input file. A finished or interrupted run
+/// continues only with the same fingerprint.
+pub fn fingerprint(plan: &Plan) -> Result<Fingerprint> {
     let mut v = plan.resolved.clone();
     if let Some(o) = v.as_object_mut() {
         o.remove("config");
         o.remove("out");
     }
-    format!("{:016x}", seed::hash_str(&v.to_string()))
+    Fingerprint::compute(&v, &plan.inputs)
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = crate::data::read_capped(path, MAX_RECORD_BYTES)?;
     serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
 }
 
-/// Runs the study described by `plan` (see [`RunOptions`]). Rows are written chunk by chunk
-/// to `<out>/.partial/` as they are computed, so a killed run continues where it stopped when
-/// started again; the final tables equal those of an uninterrupted run. A finished run in
-/// `out` is left as it is (the report says so) unless `force`.
-pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
-    let t0 = Instant::now();
-    let progress = opts.progress;
-    let dir = match opts.shard {
-        Some(s) => s.dir(&plan.out),
-        None => plan.out.clone(),
-    };
-    let fp = fingerprint(plan);
+/// The most bytes a `run.json` or `study.json` may have (one lists every studied image id).
+const MAX_RECORD_BYTES: u64 = 256 << 20;
+
+/// The record of an interrupted run inside `.partial/`.
+const STUDY_FILE: &str = "study.json";
+
+/// The finished study in `dir` (its `run.json` and `samples.parquet`), if there is one: its
+/// record, and what differs from `fp` (`None`: the same study).
+fn finished_study(dir: &Path, fp: &Fingerprint) -> Result<Option<(serde_json::Value, Option<String>)>> {
     let run_json = dir.join("run.json");
-    if !opts.force && run_json.is_file() && dir.join("samples.parquet").is_file() {
-        let meta = read_json(&run_json)?;
-        if meta.get("fingerprint").and_then(|f| f.as_str()) == Some(fp.as_str()) {
-            return Ok(RunReport {
-                out: dir.clone(),
-                images: meta["images"]["studied"].as_u64().unwrap_or(0) as usize,
-                rows: meta["rows"].as_u64().unwrap_or(0) as usize,
-                seconds: 0.0,
-                files: Vec::new(),
-                already_finished: true,
-                derived: None,
-            });
+    if !(run_json.is_file() && dir.join("samples.parquet").is_file()) {
+        return Ok(None);
+    }
+    let meta = read_json(&run_json)?;
+    let diff = fp.difference(Fingerprint::from_json(&meta).as_ref());
+    Ok(Some((meta, diff)))
+}
+
+/// Removes what a killed process may have left in `dir` (which the caller has locked): the
+/// temporary files of atomic writes (`.NAME.tmpPID`), in the folder and its `plots/`,
+/// `examples/` and `.partial/`. Shard folders have their own locks and are left alone.
+fn remove_leftovers(dir: &Path) -> Result<()> {
+    for sub in ["", "plots", "examples", ".partial"] {
+        let folder = dir.join(sub);
+        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let temp = name.starts_with('.')
+                && name
+                    .rsplit_once(".tmp")
+                    .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+            if temp && e.path().is_file() {
+                std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Without `--force`, the report of the finished study in `dir` (locked by the caller) if it
+/// is this study, an error if it is another one, `None` if there is none.
+fn already_finished(dir: &Path, fp: &Fingerprint, opts: &RunOptions) -> Result<Option<RunReport>> {
+    if opts.force {
+        return Ok(None);
+    }
+    let Some((meta, diff)) = finished_study(dir, fp)? else { return Ok(None) };
+    if let Some(diff) = diff {
         return Err(Error::Invalid(format!(
-            "{} holds a finished run with other settings; rerun with --force to replace it, or set another `out`",
+            "{} holds a finished run of another study ({diff}); rerun with --force to replace it, or set another `out`",
             dir.display()
         )));
     }
+    // Killed after run.json was written but before .partial/ was removed.
     let partial = dir.join(".partial");
-    if opts.force && partial.exists() {
+    if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
-    let stamp = partial.join("fingerprint");
-    if stamp.is_file() {
-        let old = std::fs::read_to_string(&stamp).map_err(|e| Error::io(&stamp, e))?;
-        if old.trim() != fp {
-            return Err(Error::Invalid(format!(
-                "{} holds an interrupted run with other settings; rerun with --force to discard it, or set another `out`",
-                dir.display()
-            )));
+    let requested = meta["images"]["requested"].as_u64().map(|n| n as usize);
+    Ok(Some(RunReport {
+        out: dir.to_path_buf(),
+        images: meta["images"]["studied"].as_u64().unwrap_or(0) as usize,
+        requested: requested.filter(|_| opts.shard.is_none()),
+        rows: meta["rows"].as_u64().unwrap_or(0) as usize,
+        seconds: 0.0,
+        files: Vec::new(),
+        already_finished: true,
+        derived: None,
+    }))
+}
+
+/// Makes `.partial/` ready for this study and records it there (`study.json`): discards it
+/// with `force`; otherwise trusts its chunks only if its record matches `fp`. Returns whether
+/// chunks of an earlier, interrupted run of this study are there to continue.
+fn prepare_partial(partial: &Path, fp: &Fingerprint, force: bool, dir: &Path) -> Result<bool> {
+    if force && partial.exists() {
+        std::fs::remove_dir_all(partial).map_err(|e| Error::io(partial, e))?;
+    }
+    let has_chunks = std::fs::read_dir(partial)
+        .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("chunk-")))
+        .unwrap_or(false);
+    let record = partial.join(STUDY_FILE);
+    let refuse = |why: String| {
+        Error::Invalid(format!(
+            "{} holds an interrupted run of another study ({why}); rerun with --force to discard it, or set another `out`",
+            dir.display()
+        ))
+    };
+    // Without chunks there is nothing to lose (e.g. a run that failed before its first chunk):
+    // the folder is simply taken over by this study.
+    if record.is_file() && has_chunks {
+        if let Some(diff) = fp.difference(Fingerprint::from_json(&read_json(&record)?).as_ref()) {
+            return Err(refuse(diff));
+        }
+    } else if has_chunks {
+        return Err(refuse("its chunks have no record of their study".into()));
+    }
+    std::fs::create_dir_all(partial).map_err(|e| Error::io(partial, e))?;
+    let text = serde_json::to_string_pretty(&fp.to_json()).map_err(|e| Error::Invalid(e.to_string()))?;
+    crate::atomic::write_bytes(&record, text.as_bytes())?;
+    Ok(has_chunks)
+}
+
+/// Removes `path` if it exists.
+fn remove_file_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Removes the example panels and plots of whatever study `dir` held before.
+fn remove_derived(dir: &Path) -> Result<()> {
+    for sub in ["examples", "plots"] {
+        let p = dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
         }
     }
-    let dev = &plan.device;
+    Ok(())
+}
+
+/// The model and the images of `plan`, checked against each other and against every setting
+/// that depends on them, before anything is written.
+fn load_checked(plan: &Plan) -> Result<(std::sync::Arc<dyn Classifier>, ImageSet)> {
     let set = load_study_images(
         &plan.images,
         plan.labels.as_deref(),
         plan.classes.as_deref(),
         &plan.image_options,
     )?;
-    let model = model::load_sized(&plan.model, &plan.weights, plan.normalize.as_ref(), dev, Some((set.h, set.w)))?;
+    let model = model::load_sized(&plan.model, &plan.weights, plan.normalize.as_ref(), &plan.device, Some((set.h, set.w)))?;
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&plan.images, e.to_string()))?;
-    let class_names = study_class_names(plan, &set, model.num_classes())?;
-    let (h, w) = (set.h, set.w);
+    plan.check_against(&set, model.num_classes())?;
     for m in &plan.methods {
         m.check(model.as_ref()).map_err(|e| Error::Config {
             file: plan.config_path.clone(),
@@ -212,12 +294,44 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         })?;
     }
     for a in &plan.attacks {
-        a.check(model.as_ref(), (h, w)).map_err(|e| Error::Config {
+        a.check(model.as_ref(), (set.h, set.w)).map_err(|e| Error::Config {
             file: plan.config_path.clone(),
             line: None,
             message: format!("attack `{}`: {e}", a.name()),
         })?;
     }
+    Ok((model, set))
+}
+
+/// Runs the study described by `plan` (see [`RunOptions`]). Rows are written chunk by chunk
+/// to `<out>/.partial/` as they are computed, so a killed run continues where it stopped when
+/// started again; the final tables equal those of an uninterrupted run. A finished run in
+/// `out` is left as it is (the report says so) unless `force`.
+///
+/// Everything that can be checked is checked before the first write: the config, the input
+/// files, the model against the images and the settings. Then the folder is locked
+/// ([`OutLock`]) for the rest of the run, and its state (a finished study, an interrupted
+/// one, chunks) is trusted only if its fingerprint matches this study's.
+pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
+    let t0 = Instant::now();
+    let progress = opts.progress;
+    let dir = match opts.shard {
+        Some(s) => s.dir(&plan.out),
+        None => plan.out.clone(),
+    };
+    let fp = fingerprint(plan)?;
+    // An existing folder is locked at once, and a finished study in it answered before the
+    // model and the images are loaded (which can take minutes on a large data set).
+    let early_lock = if dir.is_dir() { Some(OutLock::acquire(&dir)?) } else { None };
+    if early_lock.is_some() {
+        if let Some(report) = already_finished(&dir, &fp, opts)? {
+            return Ok(report);
+        }
+    }
+    let dev = &plan.device;
+    let (model, set) = load_checked(plan)?;
+    let class_names = study_class_names(plan, &set, model.num_classes())?;
+    let (h, w) = (set.h, set.w);
     let t_load = t0.elapsed().as_secs_f64();
 
     let (preds, probs) = predict_all(model.as_ref(), &set, dev)?;
@@ -237,6 +351,25 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             plan.images.display(),
             set.n
         )));
+    }
+
+    // A new folder is created (and locked) only now, when everything has been checked.
+    let _lock = match early_lock {
+        Some(lock) => lock,
+        None => OutLock::acquire(&dir)?,
+    };
+    remove_leftovers(&dir)?;
+    if let Some(report) = already_finished(&dir, &fp, opts)? {
+        return Ok(report);
+    }
+    let partial = dir.join(".partial");
+    let resuming = prepare_partial(&partial, &fp, opts.force, &dir)?;
+    // From here the folder holds no finished study until the new run.json is written: a kill
+    // while the new tables replace the old ones leaves an interrupted run, not a mixed one.
+    remove_file_if_present(&dir.join("run.json"))?;
+    if !resuming {
+        // A fresh computation: no panel or plot of an earlier study may stay beside the new ones.
+        remove_derived(&dir)?;
     }
 
     let metrics = all_metrics(&plan.metric_ks);
@@ -266,8 +399,6 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             directions.push(Direction::LowerIsMoreSimilar);
         }
     }
-    std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    crate::atomic::write_bytes(&stamp, fp.as_bytes())?;
     // Chunk k (of `batch_size` images) belongs to shard k mod n: the same chunks, hence the
     // same computations, as in a single run.
     let chunks: Vec<(usize, &[usize])> = ids
@@ -296,7 +427,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     for (pos, &(k, chunk)) in chunks.iter().enumerate() {
         let chunk_file = partial.join(format!("chunk-{k:06}.parquet"));
         if chunk_file.is_file() {
-            rows.extend(crate::report::read_samples(&chunk_file)?.rows);
+            let table = crate::report::read_samples(&chunk_file)?;
+            check_chunk(&chunk_file, &table, plan, chunk, &metric_columns)?;
+            rows.extend(table.rows);
             resumed += 1;
             bar.resume(chunk.len());
             continue;
@@ -510,10 +643,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         "settings": plan.resolved,
         "seed": plan.seed,
         "threads": candle_core::utils::get_num_threads(),
-        "fingerprint": fp,
         "shard": opts.shard.map(|s| serde_json::json!({ "index": s.index, "count": s.count })),
         "resumed_chunks": resumed,
-        "images": { "in_file": set.n, "eligible": eligible, "studied": studied.len(), "ids": studied },
+        "images": {
+            "in_file": set.n,
+            "eligible": eligible,
+            "requested": plan.count,
+            "studied": studied.len(),
+            "ids": studied,
+        },
         "rows": table.rows.len(),
         "timings_s": {
             "load": t_load,
@@ -523,18 +661,69 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             "total": seconds,
         },
     });
+    let mut meta = meta;
+    if let (Some(m), serde_json::Value::Object(keys)) = (meta.as_object_mut(), fp.to_json()) {
+        m.extend(keys);
+    }
     // A shard leaves summary, plots and page to `fragility merge`.
     let (files, derived) = write_finished(out, &table, &meta, opts.shard.is_none())?;
     std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     Ok(RunReport {
         out: out.clone(),
         images: studied.len(),
+        requested: opts.shard.map_or(plan.count, |_| None),
         rows: table.rows.len(),
         seconds,
         files,
         already_finished: false,
         derived,
     })
+}
+
+/// Checks that a chunk file of `.partial/` holds what this study computes for `chunk`: its
+/// columns and seed, only its images, methods, attacks and ε, and every attack row. A stale
+/// or foreign chunk is refused (naming the file), never merged in silently.
+fn check_chunk(
+    path: &Path,
+    table: &SampleTable,
+    plan: &Plan,
+    chunk: &[usize],
+    columns: &[String],
+) -> Result<()> {
+    let bad = |why: String| {
+        Error::data(
+            path,
+            format!("{why}: this chunk does not belong to the study; rerun with --force to recompute"),
+        )
+    };
+    if table.metric_columns != columns || table.seed != plan.seed {
+        return Err(bad("other metric columns or another seed".into()));
+    }
+    let attacks: Vec<(&str, Option<&str>)> =
+        plan.attacks.iter().map(|a| (a.name(), a.target_method().map(|t| t.name()))).collect();
+    let mut attack_rows = 0;
+    for r in &table.rows {
+        if !chunk.contains(&(r.image_id as usize)) {
+            return Err(bad(format!("image {} is not one of the chunk's images", r.image_id)));
+        }
+        if !plan.methods.iter().any(|m| m.name() == r.method) {
+            return Err(bad(format!("method `{}` is not studied", r.method)));
+        }
+        if r.attack == SAMPLING && plan.robustness.is_some() {
+            continue;
+        }
+        if !attacks.contains(&(r.attack.as_str(), r.target_method.as_deref()))
+            || !plan.epsilons.contains(&r.epsilon)
+        {
+            return Err(bad(format!("attack `{}` at ε = {} is not studied", r.attack, r.epsilon)));
+        }
+        attack_rows += 1;
+    }
+    let want = chunk.len() * plan.methods.len() * plan.attacks.len() * plan.epsilons.len();
+    if attack_rows != want {
+        return Err(bad(format!("{attack_rows} attack rows, expected {want}")));
+    }
+    Ok(())
 }
 
 /// Each method's name with its flat perturbed map and the image's scores for it.
@@ -670,10 +859,15 @@ pub fn sort_rows(rows: &mut [SampleRow], methods: &[String], attacks: &[(String,
 
 /// `fragility merge OUT`: combines the finished shards in `OUT/shards/` into `OUT`'s
 /// `samples.parquet`, `run.json`, summary, plots and page — the same tables as a single run.
-pub fn merge(out: &Path) -> Result<RunReport> {
+///
+/// Holds `OUT`'s lock like `run`, and follows its rule: a finished study of other settings or
+/// inputs in `OUT` is replaced only with `force` (and then its panels and plots go too).
+pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     let t0 = Instant::now();
     let shards_dir = out.join("shards");
     let entries = std::fs::read_dir(&shards_dir).map_err(|e| Error::io(&shards_dir, e))?;
+    let _lock = OutLock::acquire(out)?;
+    remove_leftovers(out)?;
     let mut shards: Vec<(Shard, PathBuf)> = Vec::new();
     for e in entries {
         let e = e.map_err(|e| Error::io(&shards_dir, e))?;
@@ -696,7 +890,10 @@ pub fn merge(out: &Path) -> Result<RunReport> {
     }
     let mut tables = Vec::new();
     let mut metas = Vec::new();
+    // Each shard's lock too: a shard still running (or rerun) is not read half-way.
+    let mut shard_locks = Vec::new();
     for (s, p) in &shards {
+        shard_locks.push(OutLock::acquire(p)?);
         let run_json = p.join("run.json");
         if !run_json.is_file() {
             return Err(Error::data(
@@ -707,12 +904,31 @@ pub fn merge(out: &Path) -> Result<RunReport> {
         metas.push(read_json(&run_json)?);
         tables.push(crate::report::read_samples(&p.join("samples.parquet"))?);
     }
-    if metas.iter().any(|m| m["fingerprint"] != metas[0]["fingerprint"]) {
+    let fps: Vec<Option<Fingerprint>> = metas.iter().map(Fingerprint::from_json).collect();
+    let Some(fp) = fps[0].clone() else {
         return Err(Error::data(
-            &shards_dir,
-            "the shards ran different settings (their fingerprints differ)",
+            &shards[0].1,
+            "its run.json records no study fingerprint (an older version, or damaged)",
         ));
+    };
+    for ((s, p), other) in shards.iter().zip(&fps).skip(1) {
+        if let Some(diff) = fp.difference(other.as_ref()) {
+            return Err(Error::data(
+                p,
+                format!("shard {}/{} ran another study than shard 0 ({diff}); rerun it", s.index, s.count),
+            ));
+        }
     }
+    if let Some((_, Some(diff))) = finished_study(out, &fp)? {
+        if !force {
+            return Err(Error::Invalid(format!(
+                "{} holds a finished run of another study ({diff}); rerun `fragility merge --force` to replace it",
+                out.display()
+            )));
+        }
+        remove_derived(out)?;
+    }
+    remove_file_if_present(&out.join("run.json"))?;
     let first = &tables[0];
     if tables.iter().any(|t| t.metric_columns != first.metric_columns || t.seed != first.seed) {
         return Err(Error::data(&shards_dir, "the shards' tables have different columns or seeds"));
@@ -750,6 +966,7 @@ pub fn merge(out: &Path) -> Result<RunReport> {
     Ok(RunReport {
         out: out.to_path_buf(),
         images: ids.len(),
+        requested: None,
         rows: table.rows.len(),
         seconds: t0.elapsed().as_secs_f64(),
         files,

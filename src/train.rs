@@ -64,7 +64,7 @@ fn default_device() -> String {
 impl TrainConfig {
     /// Reads and validates a training config; relative paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::config::read_config_text(path)?;
         let mut cfg: TrainConfig = toml::from_str(&text).map_err(|e| Error::Config {
             file: path.to_path_buf(),
             line: e.span().map(|s| crate::config::line_of(&text, s.start)),

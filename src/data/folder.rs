@@ -302,9 +302,12 @@ fn split_csv_line(line: &str) -> std::result::Result<Vec<String>, String> {
     }
 }
 
+/// The most bytes a labels CSV or a classes file may have (a million labelled files fit).
+const MAX_TEXT_BYTES: u64 = 256 << 20;
+
 /// A whole text file, without a leading byte-order mark.
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = super::read_capped(path, MAX_TEXT_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|e| Error::data(path, format!("not UTF-8 text: {e}")))?;
     Ok(text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text))
 }

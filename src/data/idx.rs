@@ -104,6 +104,28 @@ fn parse_header(bytes: &[u8], path: &Path, ranks: &[usize], what: &str) -> Resul
     Ok(Header { dims, data_start })
 }
 
+/// The total length (header and data) that the idx header at the start of `prefix` declares,
+/// if `prefix` holds a whole, plausible header: what the bounded reader reads at most.
+pub(crate) fn declared_len(prefix: &[u8]) -> Option<usize> {
+    if prefix.len() < 4 || prefix[0] != 0 || prefix[1] != 0 {
+        return None;
+    }
+    let data_start = 4 + 4 * usize::from(prefix[3]);
+    let dims = prefix.get(4..data_start)?;
+    let size = match prefix[2] {
+        0x08 | 0x09 => 1,
+        0x0B => 2,
+        0x0C | 0x0D => 4,
+        0x0E => 8,
+        _ => return None,
+    };
+    dims.chunks_exact(4)
+        .try_fold(size, |acc: usize, d| {
+            acc.checked_mul(u32::from_be_bytes([d[0], d[1], d[2], d[3]]) as usize)
+        })?
+        .checked_add(data_start)
+}
+
 /// The idx dtype codes, for messages.
 fn dtype_name(code: u8) -> &'static str {
     match code {

@@ -25,6 +25,8 @@
 //! uncompressed files and adds hundreds of crates (hf-hub, reqwest, arrow) to the build for
 //! about forty lines of parsing (measured; see DESIGN.md).
 
+mod bounded;
+pub use bounded::{read_capped, read_data};
 mod folder;
 mod idx;
 mod npy;
@@ -35,7 +37,6 @@ pub use npy::{write_npy_f32, write_npy_i64};
 pub use preprocess::ImageOptions;
 
 use crate::error::{Error, Result};
-use std::io::Read;
 use std::path::Path;
 
 /// A batch of images in NCHW float32, pixels in `[0, 1]`, with optional integer labels.
@@ -136,7 +137,7 @@ pub fn load_images_with(
             ),
         ));
     }
-    let bytes = read_maybe_gzip(path)?;
+    let bytes = bounded::read_data(path)?;
     let set = match Format::sniff(&bytes) {
         Some(Format::Npy) => npy::parse_images(&bytes, path),
         Some(Format::Idx) => idx::parse_images(&bytes, path),
@@ -148,7 +149,7 @@ pub fn load_images_with(
 /// Loads 1-D integer labels from an idx1 ubyte file (raw or gzipped) or an npy file of
 /// int64, int32, int16 or uint8.
 pub fn load_labels(path: &Path) -> Result<Vec<i64>> {
-    let bytes = read_maybe_gzip(path)?;
+    let bytes = bounded::read_data(path)?;
     match Format::sniff(&bytes) {
         Some(Format::Npy) => npy::parse_labels(&bytes, path),
         Some(Format::Idx) => idx::parse_labels(&bytes, path),
@@ -171,7 +172,7 @@ pub struct Map2d {
 /// float32 dtype; shape H×W, or 1×H×W / 1×1×H×W) or a PNG image (8- or 16-bit grey, grey+alpha,
 /// RGB or RGBA; the first channel scaled to [0, 1]). The format is told by the content.
 pub fn load_map(path: &Path) -> Result<Map2d> {
-    let bytes = read_maybe_gzip(path)?;
+    let bytes = bounded::read_data(path)?;
     if bytes.starts_with(npy::MAGIC) {
         let (data, shape) = npy::parse_array(&bytes, path)?;
         let dims: Vec<usize> = shape.iter().copied().skip_while(|&d| d == 1).collect();
@@ -254,20 +255,6 @@ pub(crate) fn hex_prefix(bytes: &[u8], n: usize) -> String {
     }
     let hex: Vec<String> = bytes.iter().take(n).map(|b| format!("{b:02x}")).collect();
     hex.join(" ")
-}
-
-/// Reads the whole file, decompressing it if it starts with the gzip header `1f 8b`.
-fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
-    }
-    let mut out = Vec::new();
-    // MultiGzDecoder: a file may hold several concatenated gzip members (e.g. `cat a.gz b.gz`).
-    flate2::read::MultiGzDecoder::new(raw.as_slice())
-        .read_to_end(&mut out)
-        .map_err(|e| Error::data(path, format!("corrupt gzip stream: {e}")))?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -183,6 +183,30 @@ pub(crate) fn parse_array(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, Vec<us
 /// Reads and checks the header: magic, version, dict, C order, dtype, and that the data length
 /// equals the product of the shape times the element size.
 fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
+    let (header, count) = header_only(bytes, path)?;
+    let found = bytes.len() - header.data_start;
+    if found != count {
+        let kind = if found < count { "truncated" } else { "too long" };
+        return Err(Error::data(
+            path,
+            format!(
+                "{kind} npy data: shape {:?} of '{}' needs {count} bytes, found {found}",
+                header.shape, header.descr
+            ),
+        ));
+    }
+    Ok(header)
+}
+
+/// The total length (header and data) that the npy header at the start of `prefix` declares,
+/// if `prefix` holds a whole, valid header: what the bounded reader reads at most.
+pub(crate) fn declared_len(prefix: &[u8]) -> Option<usize> {
+    let (header, count) = header_only(prefix, Path::new("")).ok()?;
+    header.data_start.checked_add(count)
+}
+
+/// The header's checks of [`parse_header`] without the data length, and the data's byte count.
+fn header_only(bytes: &[u8], path: &Path) -> Result<(Header, usize)> {
     let bad = |msg: String| Error::data(path, msg);
     if !bytes.starts_with(MAGIC) {
         return Err(bad(format!(
@@ -224,15 +248,7 @@ fn parse_header(bytes: &[u8], path: &Path) -> Result<Header> {
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .and_then(|c| c.checked_mul(dtype.size()))
         .ok_or_else(|| bad(format!("npy shape {:?} overflows the address space", dict.shape)))?;
-    let found = bytes.len() - data_start;
-    if found != count {
-        let kind = if found < count { "truncated" } else { "too long" };
-        return Err(bad(format!(
-            "{kind} npy data: shape {:?} of '{}' needs {count} bytes, found {found}",
-            dict.shape, dict.descr
-        )));
-    }
-    Ok(Header { dtype, descr: dict.descr, shape: dict.shape, data_start })
+    Ok((Header { dtype, descr: dict.descr, shape: dict.shape, data_start }, count))
 }
 
 /// The three keys of an npy header dict.

@@ -85,12 +85,7 @@ pub fn new(
 
 /// Loads safetensors weights from `path` onto `device`, checking every name and shape.
 pub fn load(path: &Path, device: &Device) -> Result<Network> {
-    if !path.exists() {
-        return Err(Error::io(path, std::io::Error::from(std::io::ErrorKind::NotFound)));
-    }
-    let tensors = candle_core::safetensors::load(path, device)
-        .map_err(|e| Error::data(path, format!("not a readable safetensors file: {e}")))?;
-    from_tensors(tensors, device, path)
+    from_tensors(super::weights::read_safetensors(path, device)?, device, path)
 }
 
 /// The parameters by PyTorch name, for saving.

@@ -60,15 +60,43 @@ fn shape_str(dims: &[usize]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
+/// The tensors of a safetensors file on `device`, every float value checked to be finite:
+/// the one reader of model weights.
+pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let tensors = candle_core::safetensors::load(path, device)
+        .map_err(|e| Error::data(path, format!("cannot read as safetensors: {e}")))?;
+    check_finite(&tensors, path)?;
+    Ok(tensors)
+}
+
+/// Refuses a checkpoint with a NaN or infinite float value: every map and metric computed
+/// from it would be undefined (the key is named, in sorted order for a stable message).
+fn check_finite(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    let mut keys: Vec<&String> = tensors.keys().collect();
+    keys.sort();
+    for key in keys {
+        let t = &tensors[key];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let values = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::data(
+                path,
+                format!("tensor `{key}` holds a non-finite value ({} at flat index {i})", values[i]),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Weights {
     /// The tensors of a safetensors file (a PyTorch `state_dict` saved with
     /// `safetensors.torch.save_file`), on `device`.
     pub fn load(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        let tensors = candle_core::safetensors::load(path, device)
-            .map_err(|e| Error::data(path, format!("cannot read as safetensors: {e}")))?;
-        Ok(Self::from_tensors(tensors, path))
+        Ok(Self::from_tensors(read_safetensors(path, device)?, path))
     }
 
     /// Tensors already in memory; `source` names them in error messages.

@@ -25,7 +25,8 @@
 //! The two runs must have studied the same thing: the settings of their `run.json` are
 //! compared (methods and their parameters, attacks and theirs, budgets, metrics, image count,
 //! seed, robustness settings; not paths nor the model weights, which are what changes between versions), and any
-//! difference is an error naming the keys. Outputs: a table on stdout, `compare.parquet` and
+//! difference is an error naming the keys. So are the content hashes of their data inputs
+//! (images, labels, masks: see [`crate::fingerprint`]), where both runs recorded them. Outputs: a table on stdout, `compare.parquet` and
 //! `compare.md` (written atomically into the chosen folder). The command exits 0 (no
 //! failure), 1 (a regression, or a watched mean that became (un)defined) or 2 (an error).
 
@@ -205,6 +206,30 @@ fn settings(dir: &Path) -> Result<serde_json::Value> {
     Ok(v.get("settings").cloned().unwrap_or(serde_json::Value::Null))
 }
 
+/// The content hashes a run recorded of its data inputs (images, labels, classes, masks,
+/// target maps: everything but the weights, which are what changes between versions).
+fn data_hashes(dir: &Path) -> Result<Vec<(String, String)>> {
+    let p = dir.join("run.json");
+    let v: serde_json::Value = serde_json::from_slice(&crate::data::read_capped(&p, 256 << 20)?)
+        .map_err(|e| Error::data(&p, format!("not JSON: {e}")))?;
+    let fp = crate::fingerprint::Fingerprint::from_json(&v);
+    Ok(fp
+        .map(|fp| {
+            fp.inputs.into_iter().filter(|i| i.field != "model.weights").map(|i| (i.field, i.hash)).collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The data inputs whose contents differ between two runs (runs that recorded no hashes,
+/// from older versions, are not compared).
+fn differing_data(baseline: &Path, current: &Path) -> Result<Vec<String>> {
+    let (b, c) = (data_hashes(baseline)?, data_hashes(current)?);
+    Ok(b.iter()
+        .filter(|(field, hash)| c.iter().any(|(f, h)| f == field && h != hash))
+        .map(|(field, _)| format!("`{field}`"))
+        .collect())
+}
+
 fn lookup<'a>(v: &'a serde_json::Value, dotted: &str) -> Option<&'a serde_json::Value> {
     dotted.split('.').try_fold(v, |v, k| v.get(k))
 }
@@ -238,6 +263,15 @@ pub fn compare(
             baseline.display(),
             current.display(),
             detail.join("; ")
+        )));
+    }
+    let changed = differing_data(baseline, current)?;
+    if !changed.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} and {} studied different data (the contents of {} differ), so their numbers are not comparable",
+            baseline.display(),
+            current.display(),
+            changed.join(", ")
         )));
     }
     let base_rows = read_summary(&baseline.join("summary.parquet"))?;

@@ -159,10 +159,12 @@ pub fn regenerate(dir: &Path) -> Result<Derived> {
             "no samples.parquet here: give the output folder of a finished run",
         ));
     }
+    // Not while a run or a merge writes into the folder.
+    let _lock = crate::lock::OutLock::acquire(dir)?;
     let table = super::read_samples(&samples)?;
     let run_json = dir.join("run.json");
     let run = if run_json.is_file() {
-        let bytes = std::fs::read(&run_json).map_err(|e| crate::error::Error::io(&run_json, e))?;
+        let bytes = crate::data::read_capped(&run_json, 256 << 20)?;
         Some(
             serde_json::from_slice::<serde_json::Value>(&bytes)
                 .map_err(|e| crate::error::Error::data(&run_json, format!("not JSON: {e}")))?,

@@ -37,19 +37,25 @@ fn plain_arrow_schema(df: &DataFrame) -> KeyValue {
     schema_to_metadata_key(&schema)
 }
 
-/// Writes `df` to `path` (Zstandard, atomically: a temporary file renamed into place), with
-/// `metadata` as file-level key/value pairs and plain string types in the embedded Arrow schema.
-pub fn write_table(path: &Path, df: &mut DataFrame, metadata: Vec<(String, String)>) -> Result<()> {
+/// `df` as Parquet bytes (Zstandard), with `metadata` as file-level key/value pairs and plain
+/// string types in the embedded Arrow schema (`path` names the table in errors).
+pub fn encode_table(path: &Path, df: &mut DataFrame, metadata: Vec<(String, String)>) -> Result<Vec<u8>> {
     let mut kv = vec![plain_arrow_schema(df)];
     kv.extend(metadata.into_iter().map(|(key, value)| KeyValue { key, value: Some(value) }));
-    atomic::write_with(path, |w| {
-        ParquetWriter::new(w)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_key_value_metadata(Some(KeyValueMetadata::Static(kv)))
-            .finish(df)
-            .map(|_bytes| ())
-            .map_err(table_error(path))
-    })
+    let mut bytes = Vec::new();
+    ParquetWriter::new(&mut bytes)
+        .with_compression(ParquetCompression::Zstd(None))
+        .with_key_value_metadata(Some(KeyValueMetadata::Static(kv)))
+        .finish(df)
+        .map_err(table_error(path))?;
+    Ok(bytes)
+}
+
+/// Writes `df` to `path` as [`encode_table`] encodes it, atomically (a temporary file renamed
+/// into place).
+pub fn write_table(path: &Path, df: &mut DataFrame, metadata: Vec<(String, String)>) -> Result<()> {
+    let bytes = encode_table(path, df, metadata)?;
+    atomic::write_bytes(path, &bytes)
 }
 
 #[cfg(test)]

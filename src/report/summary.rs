@@ -310,9 +310,13 @@ pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> Result<()> {
 /// Reads a table written by [`write_summary`] (for `fragility report`, which plots an
 /// existing run without recomputing it).
 ///
-/// Fails with [`Error::Data`] if the columns differ from the documented ones or a
-/// non-nullable column holds a null, and with [`Error::Table`] on a wrong column type.
+/// Fails with [`Error::Data`] (exit 2) if the file is unreadable, the columns differ from the
+/// documented ones, a column has the wrong type or a non-nullable column holds a null.
 pub fn read_summary(path: &Path) -> Result<Vec<SummaryRow>> {
+    crate::report::table::guarded(path, || read_summary_unchecked(path))
+}
+
+fn read_summary_unchecked(path: &Path) -> Result<Vec<SummaryRow>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let df = ParquetReader::new(file).finish().map_err(table_error(path))?;
     let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();

@@ -29,6 +29,7 @@
 //! `fragility report` can rebuild the summary from the file alone.
 //! The file is Zstandard-compressed and written atomically.
 
+use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
 use polars::prelude::{Column, DataFrame, ParquetReader, PolarsError, SerReader};
@@ -53,6 +54,12 @@ pub const FIXED_COLUMNS: [&str; 12] = [
 
 /// Key-value metadata key of the run's seed.
 const SEED_KEY: &str = "fragility.seed";
+
+/// Key-value metadata key of the content hash of the file's data pages (everything before
+/// the footer), checked before any page is decoded: polars 0.55 aborts the process (an
+/// allocation of exabytes) or panics on some corrupt pages instead of returning an error, so
+/// a damaged table must be caught before it reaches the decoder.
+const PAGES_HASH_KEY: &str = "fragility.pages_hash";
 
 /// Prefix of the key-value metadata keys that record each metric's direction.
 const DIRECTION_KEY_PREFIX: &str = "fragility.direction.";
@@ -201,7 +208,48 @@ pub fn write_samples(path: &Path, table: &SampleTable) -> Result<()> {
         .map(|(name, d)| (format!("{DIRECTION_KEY_PREFIX}{name}"), direction_tag(*d).to_string()))
         .collect();
     directions.push((SEED_KEY.to_string(), table.seed.to_string()));
-    super::parquet::write_table(path, &mut df, directions)
+    let encode =
+        |kv: Vec<(String, String)>, df: &mut DataFrame| super::parquet::encode_table(path, df, kv);
+    // The writer is deterministic and the metadata sits in the footer, after the pages: so
+    // the pages of a second encoding with their hash in the metadata are the pages hashed.
+    let first = encode(directions.clone(), &mut df)?;
+    let hash =
+        pages_hash(&first).ok_or_else(|| Error::Invalid("the Parquet writer wrote no footer".into()))?;
+    directions.push((PAGES_HASH_KEY.to_string(), format!("{hash:016x}")));
+    let bytes = encode(directions, &mut df)?;
+    if pages_hash(&bytes) != Some(hash) {
+        return Err(Error::Invalid(
+            "the Parquet writer is not deterministic; cannot checksum the table".into(),
+        ));
+    }
+    atomic::write_bytes(path, &bytes)
+}
+
+/// The content hash of a Parquet file's data pages: the bytes before its footer (`None` if
+/// the file does not end in a footer length and `PAR1`).
+fn pages_hash(bytes: &[u8]) -> Option<u64> {
+    let n = bytes.len();
+    if n < 12 || &bytes[n - 4..] != b"PAR1" {
+        return None;
+    }
+    let footer = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().ok()?) as usize;
+    let end = n.checked_sub(8)?.checked_sub(footer)?;
+    let mut h = crate::fingerprint::ContentHash::default();
+    h.update(&bytes[..end]);
+    Some(h.finish())
+}
+
+/// Checks the data pages of the table at `path` against the hash its metadata records (`want`;
+/// a file without one, written before the hash was recorded, is trusted as it is).
+fn verify_pages(path: &Path, want: Option<String>) -> Result<()> {
+    let Some(want) = want else {
+        return Ok(());
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    match pages_hash(&bytes) {
+        Some(h) if format!("{h:016x}") == want => Ok(()),
+        _ => Err(Error::data(path, "corrupt table: its data pages do not match their recorded hash")),
+    }
 }
 
 /// Collects a column that may hold no null (a null means a malformed file).
@@ -219,6 +267,10 @@ where
 /// The metric columns of a `samples.parquet` and their directions, from its metadata alone
 /// (the rows are not read).
 pub fn read_directions(path: &Path) -> Result<Vec<(String, Direction)>> {
+    guarded(path, || read_directions_unchecked(path))
+}
+
+fn read_directions_unchecked(path: &Path) -> Result<Vec<(String, Direction)>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = ParquetReader::new(file);
     let meta = reader.get_metadata().map_err(table_error(path))?.clone();
@@ -234,14 +286,37 @@ pub fn read_directions(path: &Path) -> Result<Vec<(String, Direction)>> {
 
 /// Reads a table written by [`write_samples`].
 ///
-/// Fails with [`Error::Data`] if the fixed columns are missing or out of order, hold a null, or
-/// a metric column has no recorded direction, and with [`Error::Table`] if a column has the
-/// wrong type or the file is not Parquet.
+/// Fails with [`Error::Data`] (bad input, exit 2) if the file is not Parquet or is truncated,
+/// a column has the wrong type, the fixed columns are missing or out of order, hold a null, or
+/// a metric column has no recorded direction.
 pub fn read_samples(path: &Path) -> Result<SampleTable> {
+    guarded(path, || read_samples_unchecked(path))
+}
+
+/// Runs a Parquet read of `path`: polars' errors become bad input ([`unreadable`]), and so
+/// does a panic of its decoder on a corrupt page (polars 0.55 asserts on some malformed
+/// encodings instead of returning an error; the fuzz tests found them).
+pub(super) fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+        .unwrap_or_else(|_| Err(Error::data(path, "corrupt Parquet table: the decoder failed on it")))
+        .map_err(unreadable)
+}
+
+/// A Parquet error while reading a table is bad input (a truncated or foreign file), exit 2:
+/// [`Error::Table`] stays for failures while writing.
+pub(super) fn unreadable(e: Error) -> Error {
+    match e {
+        Error::Table { path, source } => Error::data(path, format!("not a readable table: {source}")),
+        e => e,
+    }
+}
+
+fn read_samples_unchecked(path: &Path) -> Result<SampleTable> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut reader = ParquetReader::new(file);
     let metadata =
         reader.get_metadata().map_err(table_error(path))?.key_value_metadata().clone().unwrap_or_default();
+    verify_pages(path, metadata.iter().find(|kv| kv.key == PAGES_HASH_KEY).and_then(|kv| kv.value.clone()))?;
     let df = reader.finish().map_err(table_error(path))?;
 
     let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
@@ -362,6 +437,25 @@ pub(crate) mod tests {
             ],
             seed: 42,
         }
+    }
+
+    #[test]
+    fn corrupt_pages_are_refused_before_the_decoder_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.parquet");
+        write_samples(&p, &example_table()).unwrap();
+        let good = std::fs::read(&p).unwrap();
+        assert_eq!(read_samples(&p).unwrap(), example_table());
+        // Two bytes in the first column's page headers: the change the fuzz test found to make
+        // polars 0.55 abort on an allocation of 2^61 bytes.
+        let mut bad = good.clone();
+        bad[31] ^= 0x7f;
+        bad[54] ^= 0x80;
+        std::fs::write(&p, &bad).unwrap();
+        let err = read_samples(&p).unwrap_err();
+        assert!(err.to_string().contains("do not match their recorded hash"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+        assert_ne!(pages_hash(&good), pages_hash(&bad));
     }
 
     #[test]

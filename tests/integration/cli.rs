@@ -8,7 +8,7 @@ pub fn fragility(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fragility")).args(args).current_dir(cwd).output().unwrap()
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -50,7 +50,7 @@ top_k = {{ k = 50, iterations = 4, step = 0.25, beta = 10.0 }}
 
 /// Replaces `from` by `to` in the config and expects a clean failure: exit code 2, a message
 /// naming the file, the line and `needle`, and no output folder.
-fn expect_config_error(from: &str, to: &str, line: usize, needle: &str) {
+pub fn expect_config_error(from: &str, to: &str, line: usize, needle: &str) {
     let dir = tempfile::tempdir().unwrap();
     let p = small_config(dir.path(), &shipped_weights());
     let text = std::fs::read_to_string(&p).unwrap();
@@ -648,7 +648,7 @@ fn our_numbers_match_the_committed_baseline() {
 }
 
 /// The small config with 12 images in chunks of 2 (6 chunks), written into `dir`.
-fn chunked_config(dir: &Path) -> PathBuf {
+pub fn chunked_config(dir: &Path) -> PathBuf {
     let p = small_config(dir, &shipped_weights());
     let text = std::fs::read_to_string(&p)
         .unwrap()

@@ -137,7 +137,11 @@ fn padding(n: &NodeProto, k: [usize; 2], s: [usize; 2], hw: (usize, usize)) -> S
     }
 }
 
+/// A layer's parameter tensor; NaN or infinite values are refused (every map would be NaN).
 fn tensor(values: Vec<f32>, dims: &[usize]) -> Step<Tensor> {
+    if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+        return Err(format!("its parameters hold {v} (NaN and infinite weights are refused)"));
+    }
     Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| e.to_string())
 }
 
