@@ -130,7 +130,7 @@ pub fn decode(t: &TensorProto) -> Result<Const, String> {
     } else {
         t.floats.len() + t.int32s.len() + t.int64s.len() + t.doubles.len()
     };
-    if stored != count || (!raw.is_empty() && raw.len() % width != 0) {
+    if stored != count || (!raw.is_empty() && !raw.len().is_multiple_of(width)) {
         let have = if raw.is_empty() { stored } else { raw.len() / width };
         return Err(format!("declares {dims:?} ({count} {}) but holds {have} values", type_name(t.data_type)));
     }

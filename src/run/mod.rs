@@ -6,22 +6,17 @@
 //! `samples.parquet`; `summary.parquet`, one plot per metric and `run.json` follow. Nothing is
 //! written until every row is computed, and each file is written atomically.
 
-use crate::attack::{normalized, AttackInput, Goal, Objective, PrepareContext};
-use crate::attribution::saliency;
+mod chunk;
+
 use crate::config::Plan;
 use crate::data::{load_labels, ImageSet};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::lock::OutLock;
-use crate::metric::all_metrics;
-use crate::metric::Direction;
-use crate::model::{self, logits_in_passes, target_probability, Activation, Classifier};
+use crate::model::{self, logits_in_passes, target_probability, Classifier};
 use crate::progress::Progress;
-use crate::report::figure::{class_text, example_file, write_figure, Figure, FigureRow};
 use crate::report::summary::{attack_label, SAMPLING};
 use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
-use crate::robustness::{estimate, ROBUSTNESS_COLUMNS};
-use crate::seed;
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -66,11 +61,6 @@ pub fn predict_all(model: &dyn Classifier, set: &ImageSet, device: &Device) -> R
         preds.extend(p);
     }
     Ok((preds, probs))
-}
-
-/// Flat saliency maps [R][H·W] (|attribution| summed over channels) as f32 rows.
-fn maps(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(saliency(attr)?.flatten_from(1)?.to_vec2::<f32>()?)
 }
 
 /// One of `count` deterministic parts of a study (0-based `index`).
@@ -314,7 +304,6 @@ fn load_checked(plan: &Plan) -> Result<(std::sync::Arc<dyn Classifier>, ImageSet
 /// one, chunks) is trusted only if its fingerprint matches this study's.
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     let t0 = Instant::now();
-    let progress = opts.progress;
     let dir = match opts.shard {
         Some(s) => s.dir(&plan.out),
         None => plan.out.clone(),
@@ -328,30 +317,11 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             return Ok(report);
         }
     }
-    let dev = &plan.device;
     let (model, set) = load_checked(plan)?;
     let class_names = study_class_names(plan, &set, model.num_classes())?;
-    let (h, w) = (set.h, set.w);
     let t_load = t0.elapsed().as_secs_f64();
-
-    let (preds, probs) = predict_all(model.as_ref(), &set, dev)?;
-    let mut ids: Vec<usize> = (0..set.n)
-        .filter(|&i| match (&set.labels, plan.correct_only) {
-            (Some(l), true) => l[i] == preds[i] as i64,
-            _ => true,
-        })
-        .collect();
-    let eligible = ids.len();
-    if let Some(n) = plan.count {
-        ids.truncate(n);
-    }
-    if ids.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{}: no image to study ({} images, none classified correctly)",
-            plan.images.display(),
-            set.n
-        )));
-    }
+    let (preds, probs) = predict_all(model.as_ref(), &set, &plan.device)?;
+    let (ids, eligible) = select_images(plan, &set, &preds)?;
 
     // A new folder is created (and locked) only now, when everything has been checked.
     let _lock = match early_lock {
@@ -372,33 +342,6 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         remove_derived(&dir)?;
     }
 
-    let metrics = all_metrics(&plan.metric_ks);
-    // Each steered attack's objective is also measured on every row (every method, every
-    // attack), before and after: one pair of columns per distinct measure.
-    let mut measures: Vec<&dyn Objective> = Vec::new();
-    for a in &plan.attacks {
-        if let Some(o) = a.objective() {
-            if !measures.iter().any(|m| m.measure_name() == o.measure_name()) {
-                measures.push(o);
-            }
-        }
-    }
-    let mut metric_columns: Vec<String> = metrics.iter().map(|m| m.column()).collect();
-    let mut directions: Vec<_> = metrics.iter().map(|m| m.direction()).collect();
-    for o in &measures {
-        for when in ["before", "after"] {
-            metric_columns.push(format!("{}_{when}", o.measure_name()));
-            directions.push(o.measure_direction());
-        }
-    }
-    // The sampling-robustness estimates (rows of the pseudo-attack `sampling`) come last.
-    let attack_columns = metric_columns.len();
-    if plan.robustness.is_some() {
-        for c in ROBUSTNESS_COLUMNS {
-            metric_columns.push(c.to_string());
-            directions.push(Direction::LowerIsMoreSimilar);
-        }
-    }
     // Chunk k (of `batch_size` images) belongs to shard k mod n: the same chunks, hence the
     // same computations, as in a single run.
     let chunks: Vec<(usize, &[usize])> = ids
@@ -407,269 +350,47 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         .filter(|(k, _)| opts.shard.is_none_or(|s| k % s.count == s.index))
         .collect();
     let studied: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
-    // Example panels go to the first `examples` studied images (of all shards).
-    let example_ids = &ids[..plan.examples.min(ids.len())];
-    // Progress stages: the clean maps, the robustness estimates, each attack; each processes
-    // every studied image of this run once.
-    let mut stages = vec![("clean maps".to_string(), studied.len())];
-    if plan.robustness.is_some() {
-        stages.push(("sampling robustness".to_string(), studied.len()));
-    }
-    let first_attack_stage = stages.len();
-    for a in &plan.attacks {
-        stages.push((attack_label(a.name(), a.target_method().map(|t| t.name())), studied.len()));
-    }
-    let bar = Progress::new(progress, &stages);
-    let mut rows = Vec::new();
-    let mut attack_seconds = vec![0f64; plan.attacks.len()];
-    let mut resumed = 0usize;
-    let eps_count = plan.epsilons.len();
-    for (pos, &(k, chunk)) in chunks.iter().enumerate() {
-        let chunk_file = partial.join(format!("chunk-{k:06}.parquet"));
-        if chunk_file.is_file() {
-            let table = crate::report::read_samples(&chunk_file)?;
-            check_chunk(&chunk_file, &table, plan, chunk, &metric_columns)?;
-            rows.extend(table.rows);
-            resumed += 1;
-            bar.resume(chunk.len());
-            continue;
-        }
-        let detail = format!("chunk {}/{} ({} images)", pos + 1, chunks.len(), chunk.len());
-        bar.begin(0, chunk.len(), detail.clone());
-        let mut chunk_rows = Vec::new();
-        let x = batch_tensor(&set, chunk, dev)?;
-        let targets: Vec<u32> = chunk.iter().map(|&i| preds[i]).collect();
-        let clean: Vec<Vec<Vec<f32>>> = plan
-            .methods
-            .iter()
-            .map(|m| maps(&m.attribute(model.as_ref(), &x, &targets, Activation::Relu)?))
-            .collect::<Result<_>>()?;
-        // goals[mi][k]: measure k prepared on method mi's clean maps, with their clean values.
-        let mut goals = Vec::with_capacity(plan.methods.len());
-        let mut measured_before = Vec::with_capacity(plan.methods.len());
-        for (mi, method) in plan.methods.iter().enumerate() {
-            let normal: Vec<Vec<f32>> = clean[mi].iter().map(|m| normalized(m)).collect();
-            let cx = PrepareContext {
-                model: model.as_ref(),
-                method: method.as_ref(),
-                clean: &normal,
-                h,
-                w,
-                device: dev,
-            };
-            let g: Vec<Box<dyn Goal>> = measures.iter().map(|o| o.prepare(&cx)).collect::<Result<_>>()?;
-            measured_before.push(
-                g.iter()
-                    .map(|g| normal.iter().enumerate().map(|(i, m)| g.measure(i, m)).collect())
-                    .collect::<Vec<Vec<f64>>>(),
-            );
-            goals.push(g);
-        }
-        bar.end();
-        // Rows are ε-major: row e·B + i is image i of the chunk at ε_e.
-        let b = chunk.len();
-        // Example panels: the chunk's images among the first `examples` studied, at the largest ε.
-        let example_rows: Vec<usize> = (0..b).filter(|&i| example_ids.contains(&chunk[i])).collect();
-        let largest =
-            (0..eps_count).max_by(|&a, &b| plan.epsilons[a].total_cmp(&plan.epsilons[b])).unwrap_or(0);
-        let x_rows = if example_rows.is_empty() { Vec::new() } else { flat_rows(&x)? };
-        let xs = Tensor::cat(&vec![x.clone(); eps_count], 0)?;
-        let row_targets: Vec<u32> = (0..eps_count).flat_map(|_| targets.iter().copied()).collect();
-        let row_eps: Vec<f32> =
-            plan.epsilons.iter().flat_map(|&e| std::iter::repeat_n(e as f32, b)).collect();
-        if let Some(settings) = &plan.robustness {
-            bar.begin(1, b, detail.clone());
-            let image_ids: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
-            for (mi, method) in plan.methods.iter().enumerate() {
-                for r in estimate(model.as_ref(), method.as_ref(), &x, &image_ids, &targets, settings)? {
-                    let id = r.image_id as usize;
-                    let mut values = vec![None; attack_columns];
-                    values.extend(r.values().iter().map(|v| v.filter(|v| v.is_finite())));
-                    chunk_rows.push(SampleRow {
-                        image_id: r.image_id,
-                        label: set.labels.as_ref().map_or(-1, |l| l[id]),
-                        predicted: preds[id] as i64,
-                        method: method.name().to_string(),
-                        attack: SAMPLING.to_string(),
-                        target_method: None,
-                        epsilon: settings.radius,
-                        label_kept: true,
-                        iterations: r.kept_samples,
-                        linf: settings.radius,
-                        confidence_before: probs[id],
-                        confidence_after: probs[id],
-                        metrics: values,
-                    });
-                }
-                bar.step(mi + 1, plan.methods.len());
-            }
-            bar.end();
-        }
-        for (ai, attack) in plan.attacks.iter().enumerate() {
-            let target = attack.target_method().map(|t| t.name().to_string());
-            let label = attack_label(attack.name(), target.as_deref());
-            bar.begin(first_attack_stage + ai, b, detail.clone());
-            let ta = Instant::now();
-            let seeds: Vec<u64> = (0..eps_count)
-                .flat_map(|e| {
-                    let eps_bits = plan.epsilons[e].to_bits();
-                    chunk.iter().map(move |&i| {
-                        let mut key = vec![seed::hash_str(attack.name()), i as u64, eps_bits];
-                        if let Some(t) = attack.target_method() {
-                            key.push(seed::hash_str(t.name()));
-                        }
-                        seed::derive(plan.seed, &key)
-                    })
-                })
-                .collect();
-            let input = AttackInput {
-                model: model.as_ref(),
-                x: &xs,
-                eps: &row_eps,
-                targets: &row_targets,
-                seeds: &seeds,
-                progress: Some(&|done, total| bar.step(done, total)),
-            };
-            let outcome = attack.perturb(&input)?;
-            let after_logits = logits_in_passes(model.as_ref(), &outcome.x_adv)?;
-            let after_conf = target_probability(&after_logits, &row_targets)?;
-            let after_pred: Vec<u32> = if example_rows.is_empty() {
-                Vec::new()
-            } else {
-                after_logits.argmax(1)?.to_vec1::<u32>()?
-            };
-            // Per example image (its index in the chunk): each method's perturbed map and the
-            // image's scores for it.
-            let mut panels: Vec<(usize, MethodMaps)> = Vec::new();
-            for (mi, method) in plan.methods.iter().enumerate() {
-                let after = maps(&method.attribute(
-                    model.as_ref(),
-                    &outcome.x_adv,
-                    &row_targets,
-                    Activation::Relu,
-                )?)?;
-                for &i in &example_rows {
-                    let r = largest * b + i;
-                    let entry = (
-                        method.name().to_string(),
-                        after[r].clone(),
-                        example_scores(&metrics, &clean[mi][i], &after[r], (h, w)),
-                    );
-                    match panels.iter_mut().find(|(j, _)| *j == i) {
-                        Some((_, v)) => v.push(entry),
-                        None => panels.push((i, vec![entry])),
-                    }
-                }
-                for (r, map) in after.iter().enumerate() {
-                    let (e, i) = (r / b, r % b);
-                    let id = chunk[i];
-                    let mut values: Vec<Option<f64>> =
-                        metrics.iter().map(|m| m.score(&clean[mi][i], map, h, w)).collect();
-                    let normal = normalized(map);
-                    for (k, g) in goals[mi].iter().enumerate() {
-                        let finite = |v: f64| Some(v).filter(|v| v.is_finite());
-                        values.push(finite(measured_before[mi][k][i]));
-                        values.push(finite(g.measure(i, &normal)));
-                    }
-                    values.resize(metric_columns.len(), None);
-                    chunk_rows.push(SampleRow {
-                        image_id: id as u32,
-                        label: set.labels.as_ref().map_or(-1, |l| l[id]),
-                        predicted: preds[id] as i64,
-                        method: method.name().to_string(),
-                        attack: attack.name().to_string(),
-                        target_method: target.clone(),
-                        epsilon: plan.epsilons[e],
-                        label_kept: outcome.label_kept[r],
-                        iterations: outcome.iterations[r],
-                        linf: outcome.linf[r] as f64,
-                        confidence_before: probs[id],
-                        confidence_after: after_conf[r],
-                        metrics: values,
-                    });
-                }
-            }
-            for (i, after_maps) in &panels {
-                let id = chunk[*i];
-                let r = largest * b + i;
-                let names = class_names.as_deref();
-                let classes = (
-                    format!("before: {}", class_text(preds[id] as i64, names, probs[id])),
-                    format!("after: {}", class_text(after_pred[r] as i64, names, after_conf[r])),
-                );
-                write_example(
-                    &dir,
-                    &label,
-                    (id, classes),
-                    plan.epsilons[largest],
-                    (&x_rows[*i], &clean, *i),
-                    (&flat_rows(&outcome.x_adv.narrow(0, r, 1)?)?[0], after_maps),
-                    plan,
-                    (h, w),
-                )?;
-            }
-            attack_seconds[ai] += ta.elapsed().as_secs_f64();
-            bar.end();
-        }
-        // The chunk is done: keep its rows on disk before anything else can go wrong.
-        let table = SampleTable {
-            metric_columns: metric_columns.clone(),
-            directions: directions.clone(),
-            rows: chunk_rows,
-            seed: plan.seed,
-        };
-        write_samples(&chunk_file, &table)?;
-        rows.extend(table.rows);
-    }
+    let columns = chunk::Columns::new(plan);
+    let (stages, first_attack_stage) = chunk::stages(plan, studied.len());
+    let bar = Progress::new(opts.progress, &stages);
+    let study = chunk::Study {
+        plan,
+        model: model.as_ref(),
+        set: &set,
+        preds: &preds,
+        probs: &probs,
+        class_names: class_names.as_deref(),
+        columns: &columns,
+        // Example panels go to the first `examples` studied images (of all shards).
+        example_ids: &ids[..plan.examples.min(ids.len())],
+        dir: &dir,
+        bar: &bar,
+        first_attack_stage,
+    };
+    let done = compute_chunks(&study, &chunks, &partial)?;
     bar.finish();
 
-    // Deterministic row order whatever the chunking: method, attack (in config order, each
-    // target method after the other), image, ε.
-    let method_order: Vec<String> = plan.methods.iter().map(|m| m.name().to_string()).collect();
-    let attack_order: Vec<(String, Option<String>)> = plan
-        .attacks
-        .iter()
-        .map(|a| (a.name().to_string(), a.target_method().map(|t| t.name().to_string())))
-        .chain(std::iter::once((SAMPLING.to_string(), None)))
-        .collect();
-    sort_rows(&mut rows, &method_order, &attack_order);
-    let table = SampleTable { metric_columns, directions, rows, seed: plan.seed };
-    let out = &dir;
+    let table = SampleTable {
+        metric_columns: columns.names.clone(),
+        directions: columns.directions.clone(),
+        rows: sorted(plan, done.rows),
+        seed: plan.seed,
+    };
     let seconds = t0.elapsed().as_secs_f64();
-    let meta = serde_json::json!({
-        "fragility_version": env!("CARGO_PKG_VERSION"),
-        "candle_version": "0.11.1",
-        "git_revision": git_revision(),
-        "settings": plan.resolved,
-        "seed": plan.seed,
-        "threads": candle_core::utils::get_num_threads(),
-        "shard": opts.shard.map(|s| serde_json::json!({ "index": s.index, "count": s.count })),
-        "resumed_chunks": resumed,
-        "images": {
-            "in_file": set.n,
-            "eligible": eligible,
-            "requested": plan.count,
-            "studied": studied.len(),
-            "ids": studied,
-        },
-        "rows": table.rows.len(),
-        "timings_s": {
-            "load": t_load,
-            "attacks": plan.attacks.iter().zip(&attack_seconds).map(|(a, s)| {
-                (attack_label(a.name(), a.target_method().map(|t| t.name())), serde_json::json!(s))
-            }).collect::<serde_json::Map<_, _>>(),
-            "total": seconds,
-        },
+    let images = serde_json::json!({
+        "in_file": set.n,
+        "eligible": eligible,
+        "requested": plan.count,
+        "studied": studied.len(),
+        "ids": studied,
     });
-    let mut meta = meta;
-    if let (Some(m), serde_json::Value::Object(keys)) = (meta.as_object_mut(), fp.to_json()) {
-        m.extend(keys);
-    }
+    let timings = (t_load, done.attack_seconds.as_slice(), seconds);
+    let meta = run_record(plan, opts, &fp, images, done.resumed, table.rows.len(), timings);
     // A shard leaves summary, plots and page to `fragility merge`.
-    let (files, derived) = write_finished(out, &table, &meta, opts.shard.is_none())?;
+    let (files, derived) = write_finished(&dir, &table, &meta, opts.shard.is_none())?;
     std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     Ok(RunReport {
-        out: out.clone(),
+        out: dir.clone(),
         images: studied.len(),
         requested: opts.shard.map_or(plan.count, |_| None),
         rows: table.rows.len(),
@@ -678,6 +399,112 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         already_finished: false,
         derived,
     })
+}
+
+/// The rows of a run's chunks, computed or read back, with what it took.
+struct Chunks {
+    rows: Vec<SampleRow>,
+    /// Seconds each attack took (over the computed chunks).
+    attack_seconds: Vec<f64>,
+    /// How many chunks an interrupted run had finished.
+    resumed: usize,
+}
+
+/// Every chunk `(k, images)` of `chunks`: read back from `partial/` (checked to belong to the
+/// study) where an interrupted run finished it, else computed and written there at once.
+fn compute_chunks(study: &chunk::Study, chunks: &[(usize, &[usize])], partial: &Path) -> Result<Chunks> {
+    let plan = study.plan;
+    let mut done = Chunks { rows: Vec::new(), attack_seconds: vec![0f64; plan.attacks.len()], resumed: 0 };
+    for (pos, &(k, chunk)) in chunks.iter().enumerate() {
+        let chunk_file = partial.join(format!("chunk-{k:06}.parquet"));
+        if chunk_file.is_file() {
+            let table = crate::report::read_samples(&chunk_file)?;
+            check_chunk(&chunk_file, &table, plan, chunk, &study.columns.names)?;
+            done.rows.extend(table.rows);
+            done.resumed += 1;
+            study.bar.resume(chunk.len());
+            continue;
+        }
+        let detail = format!("chunk {}/{} ({} images)", pos + 1, chunks.len(), chunk.len());
+        let table = study.chunk(chunk, &detail, &mut done.attack_seconds)?;
+        // The chunk is done: keep its rows on disk before anything else can go wrong.
+        write_samples(&chunk_file, &table)?;
+        done.rows.extend(table.rows);
+    }
+    Ok(done)
+}
+
+/// `run.json`: versions, settings, images, row count, timings (load, per attack, total) and
+/// the study's fingerprint.
+fn run_record(
+    plan: &Plan,
+    opts: &RunOptions,
+    fp: &Fingerprint,
+    images: serde_json::Value,
+    resumed: usize,
+    rows: usize,
+    (load, attack_seconds, total): (f64, &[f64], f64),
+) -> serde_json::Value {
+    let mut meta = serde_json::json!({
+        "fragility_version": env!("CARGO_PKG_VERSION"),
+        "candle_version": "0.11.1",
+        "git_revision": git_revision(),
+        "settings": plan.resolved,
+        "seed": plan.seed,
+        "threads": candle_core::utils::get_num_threads(),
+        "shard": opts.shard.map(|s| serde_json::json!({ "index": s.index, "count": s.count })),
+        "resumed_chunks": resumed,
+        "images": images,
+        "rows": rows,
+        "timings_s": {
+            "load": load,
+            "attacks": plan.attacks.iter().zip(attack_seconds).map(|(a, s)| {
+                (attack_label(a.name(), a.target_method().map(|t| t.name())), serde_json::json!(s))
+            }).collect::<serde_json::Map<_, _>>(),
+            "total": total,
+        },
+    });
+    if let (Some(m), serde_json::Value::Object(keys)) = (meta.as_object_mut(), fp.to_json()) {
+        m.extend(keys);
+    }
+    meta
+}
+
+/// The images to study, in file order: the correctly classified ones (with labels and
+/// `correct_only`), at most `count`; and how many qualified.
+fn select_images(plan: &Plan, set: &ImageSet, preds: &[u32]) -> Result<(Vec<usize>, usize)> {
+    let mut ids: Vec<usize> = (0..set.n)
+        .filter(|&i| match (&set.labels, plan.correct_only) {
+            (Some(l), true) => l[i] == preds[i] as i64,
+            _ => true,
+        })
+        .collect();
+    let eligible = ids.len();
+    if let Some(n) = plan.count {
+        ids.truncate(n);
+    }
+    if ids.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no image to study ({} images, none classified correctly)",
+            plan.images.display(),
+            set.n
+        )));
+    }
+    Ok((ids, eligible))
+}
+
+/// `rows` in a deterministic order whatever the chunking: method, attack (in config order,
+/// each target method after the other), image, ε.
+fn sorted(plan: &Plan, mut rows: Vec<SampleRow>) -> Vec<SampleRow> {
+    let method_order: Vec<String> = plan.methods.iter().map(|m| m.name().to_string()).collect();
+    let attack_order: Vec<(String, Option<String>)> = plan
+        .attacks
+        .iter()
+        .map(|a| (a.name().to_string(), a.target_method().map(|t| t.name().to_string())))
+        .chain(std::iter::once((SAMPLING.to_string(), None)))
+        .collect();
+    sort_rows(&mut rows, &method_order, &attack_order);
+    rows
 }
 
 /// Checks that a chunk file of `.partial/` holds what this study computes for `chunk`: its
@@ -726,14 +553,6 @@ fn check_chunk(
     Ok(())
 }
 
-/// Each method's name with its flat perturbed map and the image's scores for it.
-type MethodMaps = Vec<(String, Vec<f32>, String)>;
-
-/// Flat f32 rows of a [B,...] tensor.
-fn flat_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(t.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
-}
-
 /// The class names the example panels show: the config's `[data] classes` list, which must
 /// name every output of the model, or the names of an image folder's classes.
 fn study_class_names(plan: &Plan, set: &ImageSet, model_classes: usize) -> Result<Option<Vec<String>>> {
@@ -750,70 +569,6 @@ fn study_class_names(plan: &Plan, set: &ImageSet, model_classes: usize) -> Resul
         Some(names) => Ok(Some(names.clone())),
         None => Ok(set.class_names.clone()),
     }
-}
-
-/// "top-100 ∩ 0.450, Spearman 0.520": the image's own scores of one method's two maps (the
-/// first top-k intersection and Spearman, as far as the study measures them).
-fn example_scores(
-    metrics: &[Box<dyn crate::metric::Metric>],
-    clean: &[f32],
-    after: &[f32],
-    (h, w): (usize, usize),
-) -> String {
-    let top = metrics.iter().find(|m| crate::report::labels::top_k_of(&m.column()).is_some());
-    let rank = metrics.iter().find(|m| m.column() == "spearman");
-    let mut parts = Vec::new();
-    if let Some(m) = top {
-        let k = crate::report::labels::top_k_of(&m.column()).unwrap_or(0);
-        parts.push(format!(
-            "top-{k} ∩ {}",
-            m.score(clean, after, h, w).map_or("–".into(), |v| format!("{v:.3}"))
-        ));
-    }
-    if let Some(m) = rank {
-        parts.push(format!(
-            "Spearman {}",
-            m.score(clean, after, h, w).map_or("–".into(), |v| format!("{v:.3}"))
-        ));
-    }
-    parts.join(", ")
-}
-
-/// Writes `examples/<attack>_image<id>.png`, the paper's figure 1 at budget `eps`: per method,
-/// the clean image and its map, the perturbed image and its map, with the class and its
-/// confidence before and after (`classes`) and the image's scores per method.
-#[allow(clippy::too_many_arguments)]
-fn write_example(
-    dir: &Path,
-    attack_label: &str,
-    (image_id, (before, after)): (usize, (String, String)),
-    eps: f64,
-    (clean_image, clean_maps, i): (&[f32], &[Vec<Vec<f32>>], usize),
-    (adv_image, adv_maps): (&[f32], &MethodMaps),
-    plan: &Plan,
-    (h, w): (usize, usize),
-) -> Result<()> {
-    let rows = adv_maps
-        .iter()
-        .enumerate()
-        .map(|(mi, (name, adv_map, scores))| FigureRow {
-            method: name.clone(),
-            clean_map: &clean_maps[mi][i],
-            perturbed_map: adv_map,
-            scores: scores.clone(),
-        })
-        .collect();
-    let path = dir.join("examples").join(example_file(attack_label, image_id));
-    let figure = Figure {
-        title: format!("image {image_id}, {attack_label}, ε = {eps} (seed {})", plan.seed),
-        image: clean_image,
-        perturbed: adv_image,
-        size: (h, w),
-        before,
-        after,
-        rows,
-    };
-    write_figure(&path, &figure)
 }
 
 /// Writes a finished study into `out`: `samples.parquet`; with `derived`, the summary, plots
