@@ -583,177 +583,18 @@ impl Plan {
             }
         }
 
-        let ig = match &raw.methods.integrated_gradients {
-            Some(s) => {
-                let v = *s.get_ref();
-                if v.steps == 0 {
-                    return Err(cx.err(
-                        s.span(),
-                        "field `methods.integrated_gradients.steps` must be at least 1".into(),
-                    ));
-                }
-                v
-            }
-            None => IntegratedGradients::default(),
-        };
-        // One layer setting for Grad-CAM and guided Grad-CAM; the model checks the name.
-        let mut cam = raw.methods.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
-        if cam.layer.is_empty() {
-            // An ONNX model's default is known once it is read: "" asks the model for it.
-            cam.layer = crate::model::default_layer(&model_name).unwrap_or_default().to_string();
-        }
-        let unknown = |name: &Spanned<String>, field: &str| {
-            cx.err(
-                name.span(),
-                format!(
-                    "field `{field}`: unknown method `{}` (known: {})",
-                    name.get_ref(),
-                    METHOD_NAMES.join(", ")
-                ),
-            )
-        };
-        let occlusion = match &raw.methods.occlusion {
-            Some(o) => {
-                let v = *o.get_ref();
-                if v.window.is_some_and(|w| w.contains(&0)) || v.stride == Some(0) || !v.baseline.is_finite() {
-                    return Err(cx.err(
-                        o.span(),
-                        "field `methods.occlusion`: `window` sizes and `stride` must be ≥ 1, `baseline` finite".into(),
-                    ));
-                }
-                v
-            }
-            None => Occlusion::default(),
-        };
-        let lime = match &raw.methods.lime {
-            Some(l) => {
-                let v = *l.get_ref();
-                let width_ok = v.kernel_width.is_finite() && v.kernel_width > 0.0;
-                if v.samples < 2 || v.cell == Some(0) || !width_ok || v.ridge.is_nan() || v.ridge < 0.0 {
-                    return Err(cx.err(
-                        l.span(),
-                        "field `methods.lime`: `samples` ≥ 2, `cell` ≥ 1, `kernel_width` > 0, `ridge` ≥ 0"
-                            .into(),
-                    ));
-                }
-                Lime { seed: raw.seed, ..v }
-            }
-            None => Lime { seed: raw.seed, ..Lime::default() },
-        };
-        let shap = match &raw.methods.kernel_shap {
-            Some(k) => {
-                let v = *k.get_ref();
-                if v.samples == 0 || v.cell == Some(0) || v.exact_max_features > 20 {
-                    return Err(cx.err(
-                        k.span(),
-                        "field `methods.kernel_shap`: `samples` ≥ 1, `cell` ≥ 1, `exact_max_features` ≤ 20"
-                            .into(),
-                    ));
-                }
-                KernelShap { seed: raw.seed, ..v }
-            }
-            None => KernelShap { seed: raw.seed, ..KernelShap::default() },
-        };
-        // Methods that wrap nothing, with their configured settings.
-        let base_method = |name: &str| -> Option<Arc<dyn Attribution>> {
-            match name {
-                "integrated_gradients" => Some(Arc::new(ig)),
-                "grad_cam" => Some(Arc::new(cam.clone())),
-                "occlusion" => Some(Arc::new(occlusion)),
-                "lime" => Some(Arc::new(lime)),
-                "kernel_shap" => Some(Arc::new(shap)),
-                "guided_grad_cam" => Some(Arc::new(GuidedGradCam { cam: cam.clone() })),
-                n if NOISE_METHODS.contains(&n) => None,
-                n => by_name(n, raw.seed).map(Arc::from),
-            }
-        };
-        let noise = match &raw.methods.smoothgrad {
-            Some(s) => {
-                let v = s.get_ref().clone();
-                if v.samples == 0 || !(v.sigma >= 0.0 && v.sigma.is_finite()) {
-                    return Err(cx.err(
-                        s.span(),
-                        "field `methods.smoothgrad`: `samples` must be at least 1 and `sigma` finite and ≥ 0"
-                            .into(),
-                    ));
-                }
-                if base_method(&v.wrap).is_none() {
-                    return Err(cx.err(
-                        s.span(),
-                        format!(
-                            "field `methods.smoothgrad.wrap`: `{}` is not a method that can be wrapped (known: {})",
-                            v.wrap,
-                            METHOD_NAMES.iter().filter(|m| !NOISE_METHODS.contains(m)).copied().collect::<Vec<_>>().join(", ")
-                        ),
-                    ));
-                }
-                v
-            }
-            None => NoiseSettings::default(),
-        };
-        let make_method = |name: &Spanned<String>, field: &str| -> Result<Arc<dyn Attribution>> {
-            let aggregate = match name.get_ref().as_str() {
-                "smoothgrad" => Aggregate::Mean,
-                "smoothgrad_sq" => Aggregate::MeanSquare,
-                "vargrad" => Aggregate::Variance,
-                n => return base_method(n).ok_or_else(|| unknown(name, field)),
-            };
-            let inner = base_method(&noise.wrap).ok_or_else(|| unknown(name, field))?;
-            Ok(Arc::new(NoiseTunnel::new(aggregate, noise.clone(), raw.seed, inner)))
-        };
-        if raw.methods.names.get_ref().is_empty() {
-            return Err(cx.err(raw.methods.names.span(), "field `methods.names` lists no method".into()));
-        }
-        let mut methods = Vec::new();
-        for (i, n) in raw.methods.names.get_ref().iter().enumerate() {
-            if raw.methods.names.get_ref()[..i].iter().any(|m| m.get_ref() == n.get_ref()) {
-                return Err(
-                    cx.err(n.span(), format!("field `methods.names`: `{}` is listed twice", n.get_ref()))
-                );
-            }
-            methods.push(make_method(n, "methods.names")?);
-        }
+        let factory = MethodFactory::parse(&cx, &raw, &model_name)?;
+        let make_method = |name: &Spanned<String>, field: &str| factory.make(&cx, name, field);
+        let methods = factory.listed(&cx, &raw.methods.names)?;
 
-        let eps_list = raw.attacks.epsilons.get_ref();
-        if eps_list.is_empty() {
-            return Err(cx.err(raw.attacks.epsilons.span(), "field `attacks.epsilons` is empty".into()));
-        }
-        let mut epsilons = Vec::new();
-        for (i, e) in eps_list.iter().enumerate() {
-            let v = *e.get_ref();
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(cx.err(
-                    e.span(),
-                    format!("field `attacks.epsilons[{i}]`: ε must be a finite number ≥ 0, got {v}"),
-                ));
-            }
-            if epsilons.contains(&v) {
-                return Err(cx.err(
-                    e.span(),
-                    format!(
-                        "field `attacks.epsilons[{i}]`: ε = {v} is listed twice (its rows would count twice)"
-                    ),
-                ));
-            }
-            epsilons.push(v);
-        }
+        let epsilons = parse_epsilons(&cx, &raw.attacks.epsilons)?;
         if let Some(r) = &raw.attacks.random_sign {
             if r.get_ref().tries == 0 {
                 return Err(cx.err(r.span(), "field `attacks.random_sign.tries` must be at least 1".into()));
             }
         }
         let attacks = build_attacks(&cx, &raw, &make_method, &images)?;
-        let metric_ks = match raw.metrics.top_k.get_ref() {
-            KList::One(k) => vec![*k],
-            KList::Many(v) => v.clone(),
-        };
-        let distinct = metric_ks.iter().enumerate().all(|(i, k)| !metric_ks[..i].contains(k));
-        if metric_ks.is_empty() || metric_ks.contains(&0) || !distinct {
-            return Err(cx.err(
-                raw.metrics.top_k.span(),
-                format!("field `metrics.top_k` must be one k or a list of distinct k, each ≥ 1; got {metric_ks:?}"),
-            ));
-        }
+        let metric_ks = parse_metric_ks(&cx, &raw.metrics.top_k)?;
 
         let robustness = match &raw.robustness {
             Some(r) => {
@@ -778,8 +619,8 @@ impl Plan {
             count: raw.data.count.as_ref().map(|c| (*c.get_ref(), cx.line(c.span()))),
             // Only a window given in the config can be too large: the default scales with the
             // image and never exceeds it.
-            occlusion_window: (listed("occlusion") || (noise_listed && noise.wrap == "occlusion"))
-                .then_some(occlusion.window)
+            occlusion_window: (listed("occlusion") || (noise_listed && factory.noise.wrap == "occlusion"))
+                .then_some(factory.occlusion.window)
                 .flatten()
                 .map(|w| (w, raw.methods.occlusion.as_ref().and_then(|o| cx.line(o.span())))),
             attack_k: attack_listed("top_k").then(|| {
@@ -788,54 +629,8 @@ impl Plan {
             }),
             metric_k: (metric_ks.iter().copied().max().unwrap_or(0), cx.line(raw.metrics.top_k.span())),
         };
-        let mut inputs =
-            vec![("model.weights".to_string(), weights.clone()), ("data.images".to_string(), images.clone())];
-        inputs.extend(labels.iter().map(|l| ("data.labels".to_string(), l.clone())));
-        inputs.extend(classes.iter().map(|c| ("data.classes".to_string(), c.clone())));
-        if let (true, Some(m)) =
-            (attack_listed("targeted"), raw.attacks.targeted.as_ref().and_then(|t| t.get_ref().mask.clone()))
-        {
-            inputs.push(("attacks.targeted.mask".to_string(), base.join(m)));
-        }
-        if let (true, Some(m)) = (
-            attack_listed("manipulate"),
-            raw.attacks.manipulate.as_ref().and_then(|t| t.get_ref().target_map.clone()),
-        ) {
-            inputs.push(("attacks.manipulate.target_map".to_string(), base.join(m)));
-        }
-        let resolved = serde_json::json!({
-            "config": path.display().to_string(),
-            "seed": raw.seed,
-            "device": raw.device.get_ref(),
-            "out": out.display().to_string(),
-            "batch_size": raw.batch_size.get_ref(),
-            "model": {
-                "name": model_name,
-                "weights": weights.display().to_string(),
-                "normalize": normalize,
-            },
-            "data": {
-                "images": images.display().to_string(),
-                "labels": labels.as_ref().map(|l| l.display().to_string()),
-                "count": raw.data.count.as_ref().map(|c| *c.get_ref()),
-                "classes": match (&classes, &class_names) {
-                    (Some(file), _) => serde_json::json!(file.display().to_string()),
-                    (None, Some(names)) => serde_json::json!(names),
-                    (None, None) => serde_json::Value::Null,
-                },
-                "resize": image_options.resize,
-                "crop": image_options.crop,
-                "channels": image_options.channels,
-                "correct_only": raw.data.correct_only,
-            },
-            "methods": methods.iter().map(|m| (m.name().to_string(), m.params())).collect::<serde_json::Map<_, _>>(),
-            "attacks": attacks.iter().map(|a| serde_json::json!({ "name": a.name(), "params": a.params() })).collect::<Vec<_>>(),
-            "epsilons": epsilons,
-            "metrics": { "top_k": metric_ks },
-            "report": { "examples": raw.report.examples },
-            "robustness": robustness.map(|r| serde_json::json!({ "radius": r.radius, "samples": r.samples })),
-        });
-        Ok(Plan {
+        let inputs = study_inputs(&raw, base, &weights, &images, &labels, &classes);
+        let mut plan = Plan {
             config_path: path.to_path_buf(),
             seed: raw.seed,
             device,
@@ -858,9 +653,49 @@ impl Plan {
             metric_ks,
             examples: raw.report.examples,
             robustness,
-            resolved,
+            resolved: serde_json::Value::Null,
             inputs,
             late,
+        };
+        plan.resolved = plan.settings_json(raw.device.get_ref());
+        Ok(plan)
+    }
+
+    /// Every setting as run.json records it (and the fingerprint hashes it), with `device` as
+    /// the config wrote it.
+    fn settings_json(&self, device: &str) -> serde_json::Value {
+        let path = |p: &Path| p.display().to_string();
+        serde_json::json!({
+            "config": path(&self.config_path),
+            "seed": self.seed,
+            "device": device,
+            "out": path(&self.out),
+            "batch_size": self.batch_size,
+            "model": {
+                "name": self.model,
+                "weights": path(&self.weights),
+                "normalize": self.normalize,
+            },
+            "data": {
+                "images": path(&self.images),
+                "labels": self.labels.as_deref().map(path),
+                "count": self.count,
+                "classes": match (&self.classes, &self.class_names) {
+                    (Some(file), _) => serde_json::json!(path(file)),
+                    (None, Some(names)) => serde_json::json!(names),
+                    (None, None) => serde_json::Value::Null,
+                },
+                "resize": self.image_options.resize,
+                "crop": self.image_options.crop,
+                "channels": self.image_options.channels,
+                "correct_only": self.correct_only,
+            },
+            "methods": self.methods.iter().map(|m| (m.name().to_string(), m.params())).collect::<serde_json::Map<_, _>>(),
+            "attacks": self.attacks.iter().map(|a| serde_json::json!({ "name": a.name(), "params": a.params() })).collect::<Vec<_>>(),
+            "epsilons": self.epsilons,
+            "metrics": { "top_k": self.metric_ks },
+            "report": { "examples": self.examples },
+            "robustness": self.robustness.map(|r| serde_json::json!({ "radius": r.radius, "samples": r.samples })),
         })
     }
 }
@@ -968,6 +803,204 @@ fn check_out(cx: &Ctx, raw: &Spanned<String>, out: &Path) -> Result<()> {
 }
 
 /// Builds a method from its name (and the config field that named it).
+/// `attacks.epsilons`: at least one, each finite and ≥ 0, none twice (its rows would count
+/// twice and narrow the intervals).
+fn parse_epsilons(cx: &Ctx, list: &Spanned<Vec<Spanned<f64>>>) -> Result<Vec<f64>> {
+    if list.get_ref().is_empty() {
+        return Err(cx.err(list.span(), "field `attacks.epsilons` is empty".into()));
+    }
+    let mut epsilons = Vec::new();
+    for (i, e) in list.get_ref().iter().enumerate() {
+        let v = *e.get_ref();
+        if !(v.is_finite() && v >= 0.0) {
+            let msg = format!("field `attacks.epsilons[{i}]`: ε must be a finite number ≥ 0, got {v}");
+            return Err(cx.err(e.span(), msg));
+        }
+        if epsilons.contains(&v) {
+            let msg = format!("field `attacks.epsilons[{i}]`: ε = {v} is listed twice (its rows would count twice)");
+            return Err(cx.err(e.span(), msg));
+        }
+        epsilons.push(v);
+    }
+    Ok(epsilons)
+}
+
+/// `metrics.top_k`: one k or a list of distinct k, each ≥ 1.
+fn parse_metric_ks(cx: &Ctx, top_k: &Spanned<KList>) -> Result<Vec<usize>> {
+    let ks = match top_k.get_ref() {
+        KList::One(k) => vec![*k],
+        KList::Many(v) => v.clone(),
+    };
+    let distinct = ks.iter().enumerate().all(|(i, k)| !ks[..i].contains(k));
+    if ks.is_empty() || ks.contains(&0) || !distinct {
+        let msg = format!("field `metrics.top_k` must be one k or a list of distinct k, each ≥ 1; got {ks:?}");
+        return Err(cx.err(top_k.span(), msg));
+    }
+    Ok(ks)
+}
+
+/// Every input file the study reads, by its field: what the fingerprint hashes.
+fn study_inputs(
+    raw: &RawConfig,
+    base: &Path,
+    weights: &Path,
+    images: &Path,
+    labels: &Option<PathBuf>,
+    classes: &Option<PathBuf>,
+) -> Vec<(String, PathBuf)> {
+    let attack_listed = |n: &str| raw.attacks.names.get_ref().iter().any(|m| m.get_ref() == n);
+    let mut inputs =
+        vec![("model.weights".to_string(), weights.to_path_buf()), ("data.images".to_string(), images.to_path_buf())];
+    inputs.extend(labels.iter().map(|l| ("data.labels".to_string(), l.clone())));
+    inputs.extend(classes.iter().map(|c| ("data.classes".to_string(), c.clone())));
+    if let (true, Some(m)) =
+        (attack_listed("targeted"), raw.attacks.targeted.as_ref().and_then(|t| t.get_ref().mask.clone()))
+    {
+        inputs.push(("attacks.targeted.mask".to_string(), base.join(m)));
+    }
+    if let (true, Some(m)) =
+        (attack_listed("manipulate"), raw.attacks.manipulate.as_ref().and_then(|t| t.get_ref().target_map.clone()))
+    {
+        inputs.push(("attacks.manipulate.target_map".to_string(), base.join(m)));
+    }
+    inputs
+}
+
+/// Every method's settings from `[methods]`, checked: what builds a method (listed, wrapped
+/// by a noise tunnel, or steered by an attack) from its name.
+struct MethodFactory {
+    ig: IntegratedGradients,
+    cam: GradCam,
+    occlusion: Occlusion,
+    lime: Lime,
+    shap: KernelShap,
+    noise: NoiseSettings,
+    seed: u64,
+}
+
+impl MethodFactory {
+    /// Reads and checks `[methods]`' settings tables (not yet the names).
+    fn parse(cx: &Ctx, raw: &RawConfig, model_name: &str) -> Result<Self> {
+        let m = &raw.methods;
+        let bad = |span: std::ops::Range<usize>, msg: &str| cx.err(span, msg.into());
+        let ig = match &m.integrated_gradients {
+            Some(s) if s.get_ref().steps == 0 => {
+                return Err(bad(s.span(), "field `methods.integrated_gradients.steps` must be at least 1"))
+            }
+            Some(s) => *s.get_ref(),
+            None => IntegratedGradients::default(),
+        };
+        // One layer setting for Grad-CAM and guided Grad-CAM; the model checks the name.
+        let mut cam = m.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
+        if cam.layer.is_empty() {
+            // An ONNX model's default is known once it is read: "" asks the model for it.
+            cam.layer = crate::model::default_layer(model_name).unwrap_or_default().to_string();
+        }
+        let occlusion = match &m.occlusion {
+            Some(o) => {
+                let v = *o.get_ref();
+                if v.window.is_some_and(|w| w.contains(&0)) || v.stride == Some(0) || !v.baseline.is_finite() {
+                    let msg = "field `methods.occlusion`: `window` sizes and `stride` must be ≥ 1, `baseline` finite";
+                    return Err(bad(o.span(), msg));
+                }
+                v
+            }
+            None => Occlusion::default(),
+        };
+        let lime = match &m.lime {
+            Some(l) => {
+                let v = *l.get_ref();
+                let width_ok = v.kernel_width.is_finite() && v.kernel_width > 0.0;
+                if v.samples < 2 || v.cell == Some(0) || !width_ok || v.ridge.is_nan() || v.ridge < 0.0 {
+                    let msg = "field `methods.lime`: `samples` ≥ 2, `cell` ≥ 1, `kernel_width` > 0, `ridge` ≥ 0";
+                    return Err(bad(l.span(), msg));
+                }
+                Lime { seed: raw.seed, ..v }
+            }
+            None => Lime { seed: raw.seed, ..Lime::default() },
+        };
+        let shap = match &m.kernel_shap {
+            Some(k) => {
+                let v = *k.get_ref();
+                if v.samples == 0 || v.cell == Some(0) || v.exact_max_features > 20 {
+                    let msg = "field `methods.kernel_shap`: `samples` ≥ 1, `cell` ≥ 1, `exact_max_features` ≤ 20";
+                    return Err(bad(k.span(), msg));
+                }
+                KernelShap { seed: raw.seed, ..v }
+            }
+            None => KernelShap { seed: raw.seed, ..KernelShap::default() },
+        };
+        let mut factory =
+            Self { ig, cam, occlusion, lime, shap, noise: NoiseSettings::default(), seed: raw.seed };
+        if let Some(s) = &m.smoothgrad {
+            let v = s.get_ref().clone();
+            if v.samples == 0 || !(v.sigma >= 0.0 && v.sigma.is_finite()) {
+                let msg = "field `methods.smoothgrad`: `samples` must be at least 1 and `sigma` finite and ≥ 0";
+                return Err(bad(s.span(), msg));
+            }
+            if factory.base(&v.wrap).is_none() {
+                let wrappable: Vec<&str> = METHOD_NAMES.iter().filter(|m| !NOISE_METHODS.contains(m)).copied().collect();
+                return Err(cx.err(
+                    s.span(),
+                    format!(
+                        "field `methods.smoothgrad.wrap`: `{}` is not a method that can be wrapped (known: {})",
+                        v.wrap,
+                        wrappable.join(", ")
+                    ),
+                ));
+            }
+            factory.noise = v;
+        }
+        Ok(factory)
+    }
+
+    /// A method that wraps nothing, with its configured settings (`None` for a noise tunnel or
+    /// an unknown name).
+    fn base(&self, name: &str) -> Option<Arc<dyn Attribution>> {
+        match name {
+            "integrated_gradients" => Some(Arc::new(self.ig)),
+            "grad_cam" => Some(Arc::new(self.cam.clone())),
+            "occlusion" => Some(Arc::new(self.occlusion)),
+            "lime" => Some(Arc::new(self.lime)),
+            "kernel_shap" => Some(Arc::new(self.shap)),
+            "guided_grad_cam" => Some(Arc::new(GuidedGradCam { cam: self.cam.clone() })),
+            n if NOISE_METHODS.contains(&n) => None,
+            n => by_name(n, self.seed).map(Arc::from),
+        }
+    }
+
+    /// The method `name` (given in `field`), noise tunnels wrapping `methods.smoothgrad.wrap`.
+    fn make(&self, cx: &Ctx, name: &Spanned<String>, field: &str) -> Result<Arc<dyn Attribution>> {
+        let unknown = || {
+            let msg = format!("field `{field}`: unknown method `{}` (known: {})", name.get_ref(), METHOD_NAMES.join(", "));
+            cx.err(name.span(), msg)
+        };
+        let aggregate = match name.get_ref().as_str() {
+            "smoothgrad" => Aggregate::Mean,
+            "smoothgrad_sq" => Aggregate::MeanSquare,
+            "vargrad" => Aggregate::Variance,
+            n => return self.base(n).ok_or_else(unknown),
+        };
+        let inner = self.base(&self.noise.wrap).ok_or_else(unknown)?;
+        Ok(Arc::new(NoiseTunnel::new(aggregate, self.noise.clone(), self.seed, inner)))
+    }
+
+    /// The methods of `methods.names`: at least one, none twice.
+    fn listed(&self, cx: &Ctx, names: &Spanned<Vec<Spanned<String>>>) -> Result<Vec<Arc<dyn Attribution>>> {
+        if names.get_ref().is_empty() {
+            return Err(cx.err(names.span(), "field `methods.names` lists no method".into()));
+        }
+        let mut methods = Vec::new();
+        for (i, n) in names.get_ref().iter().enumerate() {
+            if names.get_ref()[..i].iter().any(|m| m.get_ref() == n.get_ref()) {
+                return Err(cx.err(n.span(), format!("field `methods.names`: `{}` is listed twice", n.get_ref())));
+            }
+            methods.push(self.make(cx, n, "methods.names")?);
+        }
+        Ok(methods)
+    }
+}
+
 type MethodMaker<'a> = dyn Fn(&Spanned<String>, &str) -> Result<Arc<dyn Attribution>> + 'a;
 
 /// The fields of a steered attack's table that only some attacks take.

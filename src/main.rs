@@ -307,7 +307,7 @@ fn main() -> ExitCode {
             if report.already_finished {
                 eprintln!(
                     "{} already holds this finished run ({} rows); nothing to do (--force recomputes it)",
-                    report.out.display(),
+                    fragility::report::tidy_path(&report.out).display(),
                     report.rows
                 );
                 return Ok(());
