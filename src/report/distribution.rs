@@ -13,7 +13,7 @@
 use super::labels::describe;
 use super::plot::{
     axis_scale, canvas, colour, direction_text, distinct, ensure_font, frame, grid, padded_range,
-    render_twice, tick_label, write_rendered, y_label, DrawError, Mark, Rendered, X_LABEL,
+    render_twice, tick_label, write_rendered, y_label, DrawError, Mark, Rendered, MAX_LINES, X_LABEL,
 };
 use super::png::Rendering;
 use super::table::SampleTable;
@@ -99,9 +99,49 @@ fn groups(table: &SampleTable, column: usize) -> Groups {
     out
 }
 
+/// The same values with panels and boxes swapped: panel = method, box = attack.
+fn transpose(groups: &Groups) -> Groups {
+    let mut out: Groups = Vec::new();
+    for (attack, methods) in groups {
+        for (method, eps) in methods {
+            let p = match out.iter().position(|(m, _)| m == method) {
+                Some(p) => p,
+                None => {
+                    out.push((method.clone(), Vec::new()));
+                    out.len() - 1
+                }
+            };
+            out[p].1.push((attack.clone(), eps.clone()));
+        }
+    }
+    out
+}
+
+/// `groups` as panels: one per attack with a box per method, or, with more than
+/// [`MAX_LINES`] methods (a dozen boxes per ε are unreadable), small multiples: one panel per
+/// method with a box per attack. Returns the panels and whether they are per method.
+fn panels(groups: Groups) -> (Groups, bool) {
+    let mut methods: Vec<&str> = Vec::new();
+    for (_, ms) in &groups {
+        for (m, _) in ms {
+            if !methods.contains(&m.as_str()) {
+                methods.push(m);
+            }
+        }
+    }
+    if methods.len() > MAX_LINES {
+        (transpose(&groups), true)
+    } else {
+        (groups, false)
+    }
+}
+
+/// Draws the box plots of `groups` (see [`panels`]; `per_method`: panels are methods and
+/// boxes attacks, each box in its method's colour, the attacks told apart by shade).
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     groups: &Groups,
+    per_method: bool,
     study_methods: &[&str],
     metric: &str,
     direction: Direction,
@@ -138,9 +178,26 @@ where
         describe(metric).name,
         direction_text(direction)
     );
-    let entries: Vec<(String, RGBColor, Mark)> =
-        methods.iter().map(|m| (m.to_string(), method_colour(m), Mark::Box)).collect();
-    let panels = frame(root, &title, "method", &entries)?;
+    // Per-method panels: attack k of n in the method's colour at opacity `shade(k)`, and in
+    // the legend as a grey of the same depth.
+    let n = methods.len().max(2) as f64;
+    let shade = |k: usize| 0.12 + 0.7 * k as f64 / (n - 1.0);
+    let entries: Vec<(String, RGBColor, Mark)> = methods
+        .iter()
+        .enumerate()
+        .map(|(k, m)| {
+            let c = if per_method {
+                // The legend draws its boxes at 35% opacity: a grey that shows the shade's depth.
+                let g = (255.0 - (255.0 * shade(k) / 0.35).min(255.0)) as u8;
+                RGBColor(g, g, g)
+            } else {
+                method_colour(m)
+            };
+            (m.to_string(), c, Mark::Box)
+        })
+        .collect();
+    let heading = if per_method { "attack (panel = method)" } else { "method" };
+    let panels = frame(root, &title, heading, &entries)?;
     let (grid_rows, grid_cols) = grid(groups.len());
     let slot = 0.8 / methods.len().max(1) as f64; // width of one method's box slot, in ε slots
     let y_desc = y_label(metric, scale);
@@ -171,7 +228,8 @@ where
             .disable_x_mesh()
             .draw()?;
         for (mi, method) in methods.iter().enumerate() {
-            let colour = method_colour(method);
+            let (colour, fill) =
+                if per_method { (method_colour(label), shade(mi)) } else { (method_colour(method), 0.3) };
             let style = colour.stroke_width(2);
             let Some((_, es)) = ms.iter().find(|(m, _)| m == method) else { continue };
             for (e, vals) in es {
@@ -181,7 +239,7 @@ where
                 let (l, r) = (x - 0.35 * slot, x + 0.35 * slot);
                 chart.draw_series(std::iter::once(Rectangle::new(
                     [(l, b.q1), (r, b.q3)],
-                    colour.mix(0.3).filled(),
+                    colour.mix(fill).filled(),
                 )))?;
                 chart.draw_series(std::iter::once(Rectangle::new([(l, b.q1), (r, b.q3)], style)))?;
                 chart.draw_series([
@@ -215,8 +273,9 @@ pub(crate) fn render_distribution_both(
     if groups.is_empty() {
         return Err(format!("no label-kept value of {metric:?}"));
     }
+    let (groups, per_method) = panels(groups);
     let study_methods = distinct(&table.rows, |r| r.method.as_str());
-    render_twice!(canvas(groups.len()), |root| draw(&root, &groups, &study_methods, metric, direction))
+    render_twice!(canvas(groups.len()), |root| draw(&root, &groups, per_method, &study_methods, metric, direction))
 }
 
 /// Renders the distribution chart of metric column `metric` of `table`.
@@ -280,5 +339,27 @@ mod tests {
         let n = img.rgb.chunks(3).filter(|p| p[0] == c.0 && p[1] == c.1 && p[2] == c.2).count();
         assert!(n > 20, "{n} pixels of the method's colour");
         assert!(render_distribution(&table, "nope", Direction::HigherIsMoreSimilar).is_err());
+    }
+
+    #[test]
+    fn many_methods_become_one_panel_per_method() {
+        // 7 methods × 2 attacks: 7 panels (one per method) of 2 boxes; 6 methods stay 2 panels.
+        let make = |methods: usize| -> Groups {
+            ["random_sign", "top_k → gradient"]
+                .iter()
+                .map(|a| {
+                    let ms = (0..methods).map(|m| (format!("m{m}"), vec![(0.1, vec![0.5, 0.6])])).collect();
+                    (a.to_string(), ms)
+                })
+                .collect()
+        };
+        let (p, per_method) = panels(make(7));
+        assert!(per_method);
+        assert_eq!(p.len(), 7);
+        assert_eq!(p[3].0, "m3");
+        assert_eq!(p[3].1.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(), ["random_sign", "top_k → gradient"]);
+        let (p, per_method) = panels(make(6));
+        assert!(!per_method);
+        assert_eq!(p.len(), 2);
     }
 }
