@@ -196,7 +196,7 @@ where
             (m.to_string(), c, Mark::Box)
         })
         .collect();
-    let heading = if per_method { "attack (panel = method)" } else { "method" };
+    let heading = if per_method { "attack, left to right (panel = method)" } else { "method" };
     let panels = frame(root, &title, heading, &entries)?;
     let (grid_rows, grid_cols) = grid(groups.len());
     let slot = 0.8 / methods.len().max(1) as f64; // width of one method's box slot, in ε slots
