@@ -38,7 +38,11 @@ Three kinds of files:
    and `nhwc_logits.npy` onnxruntime's logits for the same images channels-last.
 5. `ops_external.onnx` + `ops_external.onnx.data`: `ops_opset13.onnx` with every initializer
    moved to an external data file (what torch's dynamo exporter writes for sizeable models).
-6. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
+6. `pad_conv.onnx`: a zero Pad (pads as an input, opset 13; asymmetric) before a strided Conv,
+   as TensorFlow exports write ZeroPadding2D; `pad_conv_input.npy` and `pad_conv_logits.npy`
+   (onnxruntime) its reference; `pad_pool.onnx` pads before a MaxPool (refused: zero padding
+   is not max-pool padding).
+7. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
 """
 
 import os
@@ -231,6 +235,36 @@ def nhwc():
     np.save(os.path.join(OUT, "nhwc_logits.npy"), logits.astype(np.float32))
 
 
+def pad_conv():
+    rng = np.random.default_rng(3)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])
+    init = [numpy_helper.from_array(np.array([0, 0, 1, 2, 0, 0, 2, 1], dtype=np.int64), "pads"),
+            const("w", rng.standard_normal((3, 1, 3, 3)) * 0.5), const("fc", rng.standard_normal((3, 2)))]
+    nodes = [
+        helper.make_node("Pad", ["x", "pads"], ["p"], mode="constant"),
+        helper.make_node("Conv", ["p", "w"], ["c"], strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["logits"]),
+    ]
+    m = helper.make_model(helper.make_graph(nodes, "pad_conv", [x], [y], init), opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 7
+    onnx.checker.check_model(m)
+    path = os.path.join(OUT, "pad_conv.onnx")
+    onnx.save(m, path)
+    images = rng.random((2, 1, 8, 8)).astype(np.float32)
+    np.save(os.path.join(OUT, "pad_conv_input.npy"), images)
+    logits = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": images})[0]
+    np.save(os.path.join(OUT, "pad_conv_logits.npy"), logits.astype(np.float32))
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("MaxPool", ["p"], ["m"], kernel_shape=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["m"], ["g"]), helper.make_node("Flatten", ["g"], ["logits"])]
+    y1 = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1])
+    m = helper.make_model(helper.make_graph(nodes, "pad_pool", [x], [y1], init[:1]), opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(m, os.path.join(OUT, "pad_pool.onnx"))
+
+
 def refused():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])
@@ -264,6 +298,7 @@ def main():
         print(f"{path}: {os.path.getsize(path)} bytes, logits[0] {logits[0]}")
     view_flatten()
     nhwc()
+    pad_conv()
     m = onnx.load(os.path.join(OUT, "ops_opset13.onnx"))
     onnx.external_data_helper.convert_model_to_external_data(
         m, all_tensors_to_one_file=True, location="ops_external.onnx.data", size_threshold=0)

@@ -454,3 +454,22 @@ fn external_weights_are_read_and_checked() {
     let err = onnx::load(&tmp.path().join("escape.onnx"), None).unwrap_err().to_string();
     assert!(err.contains("leaves the model's folder"), "{err}");
 }
+
+/// A zero Pad before a Conv (TensorFlow's ZeroPadding2D) becomes the convolution's own
+/// padding (onnxruntime's logits); before a max-pool it is refused, naming the node.
+#[test]
+fn a_zero_pad_folds_into_the_next_conv() {
+    let m = onnx::load(&dir().join("pad_conv.onnx"), None).unwrap();
+    let conv = m.graph.nodes().iter().find_map(|n| match &n.op {
+        Op::Conv(c) => Some(c.padding),
+        _ => None,
+    });
+    assert_eq!(conv, Some([1, 2, 2, 1]));
+    let net = Network::new("pad", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(npy_f32(&dir().join("pad_conv_input.npy")), (2, 1, 8, 8), &Device::Cpu).unwrap();
+    let want = Tensor::from_vec(npy_f32(&dir().join("pad_conv_logits.npy")), (2, 2), &Device::Cpu).unwrap();
+    let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
+    assert!(err < 1e-5, "{err}");
+    let e = onnx::load(&dir().join("pad_pool.onnx"), None).unwrap_err().to_string();
+    assert!(e.contains("(MaxPool)") && e.contains("only right before a Conv"), "{e}");
+}

@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21).
-pub const SUPPORTED_OPS: [&str; 31] = [
+pub const SUPPORTED_OPS: [&str; 32] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -48,14 +48,20 @@ pub const SUPPORTED_OPS: [&str; 31] = [
     "Shape",
     "Gather",
     "Transpose",
+    "Pad",
 ];
 
-/// One ONNX value during the import: a graph node's output or a constant.
+/// One ONNX value during the import: a graph node's output, a constant, or a node's output
+/// zero-padded by a Pad (top, left, bottom, right) that the Conv reading it absorbs.
 #[derive(Debug, Clone)]
 enum Val {
     Node(NodeId),
     Const(Const),
+    Padded(NodeId, [usize; 4]),
 }
+
+/// What reading a Pad's output anywhere but in a Conv says.
+const PAD_ONLY_BEFORE_CONV: &str = "reads a Pad's output: a Pad is supported only right before a Conv";
 
 type Step<T> = std::result::Result<T, String>;
 
@@ -211,6 +217,7 @@ impl Importer {
         match self.values.get(&self.output) {
             Some(Val::Node(id)) => Ok(*id),
             Some(Val::Const(_)) => Err(format!("the graph output `{}` is a constant", self.output)),
+            Some(Val::Padded(..)) => Err(format!("the graph output `{}` is a Pad's", self.output)),
             None => Err(format!("no node writes the graph output `{}`", self.output)),
         }
     }
@@ -228,6 +235,7 @@ impl Importer {
         match self.val(n, i)? {
             Some(Val::Node(id)) => Ok(*id),
             Some(Val::Const(_)) => Err(format!("input {i} is a constant where a computed value is expected")),
+            Some(Val::Padded(..)) => Err(PAD_ONLY_BEFORE_CONV.into()),
             None => Err(format!("input {i} is missing")),
         }
     }
@@ -235,7 +243,7 @@ impl Importer {
     fn const_in(&self, n: &NodeProto, i: usize) -> Step<Option<Const>> {
         match self.val(n, i)? {
             Some(Val::Const(c)) => Ok(Some(c.clone())),
-            Some(Val::Node(_)) => Err(format!(
+            Some(Val::Node(_) | Val::Padded(..)) => Err(format!(
                 "input {i} (`{}`) is computed from the image; only constants are supported there",
                 n.inputs[i]
             )),
@@ -300,6 +308,7 @@ impl Importer {
         }
         match n.op_type.as_str() {
             "Conv" => self.conv(n),
+            "Pad" => self.pad(n),
             "BatchNormalization" => self.batch_norm(n),
             "Relu" => self.act(n, Nonlinearity::Relu),
             "LeakyRelu" => self.act(n, Nonlinearity::LeakyRelu(float(n, "alpha", 0.01))),
@@ -334,7 +343,11 @@ impl Importer {
     }
 
     fn conv(&mut self, n: &NodeProto) -> Step<()> {
-        let x = self.node_in(n, 0)?;
+        // A zero Pad right before the convolution adds to its own padding.
+        let (x, pre) = match self.val(n, 0)? {
+            Some(Val::Padded(x, p)) => (*x, *p),
+            _ => (self.node_in(n, 0)?, [0; 4]),
+        };
         let w = self.const_in(n, 1)?.ok_or("has no constant weight")?;
         let &[o, ci, kh, kw] = w.dims.as_slice() else {
             return Err(format!("weight of shape {:?}: only 2-D convolutions are supported", w.dims));
@@ -354,10 +367,57 @@ impl Importer {
         let groups = usize::try_from(int(n, "group", 1)).ok().filter(|&g| g >= 1).ok_or("group must be ≥ 1")?;
         let (_, h, wd) = self.map_hw(x)?;
         let k = [dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1];
-        let padding = padding(n, k, stride, (h, wd))?;
+        // auto_pad sizes its padding for the padded input.
+        let padded_hw = (h + pre[0] + pre[2], wd + pre[1] + pre[3]);
+        let own = padding(n, k, stride, padded_hw)?;
+        let padding: [usize; 4] = std::array::from_fn(|i| own[i] + pre[i]);
         let weight = tensor(w.f32s(), &[o, ci, kh, kw])?;
         let id = self.push(n, Op::Conv(Conv { weight, bias, stride, padding, dilation, groups }), &[x], "")?;
         self.set(n, Val::Node(id))
+    }
+
+    /// A constant zero Pad of the two spatial axes, held until the Conv that reads it (pads as an
+    /// attribute before opset 11, an input since; `axes` from opset 18).
+    fn pad(&mut self, n: &NodeProto) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        self.map_hw(x)?;
+        let mode = string(n, "mode", "constant");
+        if mode != "constant" {
+            return Err(format!("mode `{mode}`: only constant zero padding is supported"));
+        }
+        let pads = match self.const_in(n, 1)? {
+            Some(c) => c.i64s().ok_or("non-integer pads")?,
+            None => attr(n, "pads").map(|a| a.ints.clone()).unwrap_or_default(),
+        };
+        let value = match self.const_in(n, 2)? {
+            Some(c) => c.f32s().first().copied().unwrap_or(0.0),
+            None => float(n, "value", 0.0),
+        };
+        if value != 0.0 {
+            return Err(format!("padding with {value}: only zero padding is supported"));
+        }
+        let axes = match self.const_in(n, 3)? {
+            Some(c) => c.i64s().ok_or("non-integer axes")?.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect(),
+            None => vec![0, 1, 2, 3],
+        };
+        // Begin values per axis, then end values, for `axes`; everything but H and W zero.
+        let r = axes.len();
+        let mut spatial = [0usize; 4];
+        for (i, &axis) in axes.iter().enumerate() {
+            let (begin, end) = match (pads.get(i), pads.get(i + r)) {
+                (Some(&b), Some(&e)) if b >= 0 && e >= 0 => (b as usize, e as usize),
+                _ => return Err(format!("pads {pads:?}: expected {} values ≥ 0", 2 * r)),
+            };
+            match axis {
+                2 | 3 => {
+                    spatial[axis as usize - 2] = begin;
+                    spatial[axis as usize] = end;
+                }
+                _ if begin == 0 && end == 0 => {}
+                _ => return Err(format!("pads {pads:?}: only the spatial axes can be padded")),
+            }
+        }
+        self.set(n, Val::Padded(x, spatial))
     }
 
     fn batch_norm(&mut self, n: &NodeProto) -> Step<()> {
@@ -489,6 +549,7 @@ impl Importer {
         let x = match self.val(n, 0)? {
             Some(Val::Node(id)) => *id,
             Some(Val::Const(_)) => return self.constant_only(n),
+            Some(Val::Padded(..)) => return Err(PAD_ONLY_BEFORE_CONV.into()),
             None => return Err("input 0 is missing".into()),
         };
         let shape = self.shapes[x];
