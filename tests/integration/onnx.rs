@@ -473,3 +473,23 @@ fn a_zero_pad_folds_into_the_next_conv() {
     let e = onnx::load(&dir().join("pad_pool.onnx"), None).unwrap_err().to_string();
     assert!(e.contains("(MaxPool)") && e.contains("only right before a Conv"), "{e}");
 }
+
+/// Sizes a hostile file can declare (an empty kernel, a matrix with no rows) are errors,
+/// never a panic or a division by zero.
+#[test]
+fn hostile_sizes_are_errors() {
+    let bytes = std::fs::read(dir().join("ops_opset13.onnx")).unwrap();
+    let model = || proto::decode_model(&bytes).unwrap();
+    let mut m = model();
+    let w = m.graph.initializers.iter_mut().find(|t| t.name == "c1.w").unwrap();
+    w.dims = vec![8, 3, 0, 3];
+    w.raw.clear();
+    let e = onnx::import(&m, None).unwrap_err();
+    assert!(e.contains("`c1`") && e.contains("empty dimension"), "{e}");
+    let mut m = model();
+    let g = m.graph.initializers.iter_mut().find(|t| t.name == "g.w").unwrap();
+    g.dims = vec![0, 6];
+    g.raw.clear();
+    let e = onnx::import(&m, None).unwrap_err();
+    assert!(e.contains("`gemm`") && e.contains("empty"), "{e}");
+}

@@ -33,7 +33,8 @@ pub fn load(t: &mut TensorProto, dir: &Path) -> Result<(), String> {
     let mut file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let size = file.metadata().map_err(|e| format!("{}: {e}", path.display()))?.len();
     if offset.checked_add(length).is_none_or(|end| end > size) {
-        return Err(format!("{}: bytes {offset}..{} lie beyond its {size} bytes", path.display(), offset + length));
+        let end = offset.saturating_add(length);
+        return Err(format!("{}: bytes {offset}..{end} lie beyond its {size} bytes", path.display()));
     }
     file.seek(SeekFrom::Start(offset)).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut raw = vec![0u8; length as usize];

@@ -132,7 +132,7 @@ fn padding(n: &NodeProto, k: [usize; 2], s: [usize; 2], hw: (usize, usize)) -> S
             let mut p = [0; 4];
             for (axis, len) in [hw.0, hw.1].into_iter().enumerate() {
                 let out = len.div_ceil(s[axis]);
-                let total = ((out - 1) * s[axis] + k[axis]).saturating_sub(len);
+                let total = (out.saturating_sub(1) * s[axis] + k[axis]).saturating_sub(len);
                 let lead = if mode == "SAME_UPPER" { total / 2 } else { total - total / 2 };
                 p[axis] = lead;
                 p[axis + 2] = total - lead;
@@ -352,6 +352,9 @@ impl Importer {
         let &[o, ci, kh, kw] = w.dims.as_slice() else {
             return Err(format!("weight of shape {:?}: only 2-D convolutions are supported", w.dims));
         };
+        if [o, ci, kh, kw].contains(&0) {
+            return Err(format!("weight of shape {:?} has an empty dimension", w.dims));
+        }
         let bias = match self.const_in(n, 2)? {
             Some(b) if b.len() == o => Some(tensor(b.f32s(), &[o])?),
             Some(b) => return Err(format!("bias of {} values for {o} output channels", b.len())),
@@ -632,7 +635,7 @@ impl Importer {
             }
             _ => c.dims.clone(),
         };
-        if dims.iter().product::<usize>() != c.len() {
+        if dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(c.len()) {
             return Err(format!("{} of a constant of shape {:?} to {dims:?}", n.op_type, c.dims));
         }
         self.set(n, Val::Const(Const { dims, values: c.values }))
@@ -678,6 +681,9 @@ impl Importer {
             return Err("transA = 1 is not supported".into());
         }
         let &[r, c] = b.dims.as_slice() else { return Err(format!("B of shape {:?}", b.dims)) };
+        if r == 0 || c == 0 {
+            return Err(format!("B of shape {:?} is empty", b.dims));
+        }
         let alpha = float(n, "alpha", 1.0);
         let trans_b = int(n, "transB", 0) != 0;
         let (out, inp) = if trans_b { (r, c) } else { (c, r) };
@@ -711,6 +717,9 @@ impl Importer {
         let a = self.node_in(n, 0)?;
         let b = self.const_in(n, 1)?.ok_or("has no constant second input")?;
         let &[inp, out] = b.dims.as_slice() else { return Err(format!("B of shape {:?}", b.dims)) };
+        if inp == 0 || out == 0 {
+            return Err(format!("B of shape {:?} is empty", b.dims));
+        }
         let bv = b.f32s();
         let weight: Vec<f32> = (0..out * inp).map(|k| bv[(k % inp) * out + k / inp]).collect();
         let op = Op::Linear(Linear { weight: tensor(weight, &[out, inp])?, bias: None });
