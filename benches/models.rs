@@ -198,7 +198,13 @@ fn build(
         // build, e.g. `--models resnet18,/tmp/resnet18.onnx`.
         let m = fragility::model::onnx::load(std::path::Path::new(name), Some(hw))?;
         let (at_size, at_224) = (count_gmac(&m.graph, hw)?, count_gmac(&m.graph, (224, 224))?);
-        let model = fragility::model::load_sized(name, std::path::Path::new(name), Some(&Normalize::imagenet()), &Device::Cpu, Some(hw))?;
+        let model = fragility::model::load_sized(
+            name,
+            std::path::Path::new(name),
+            Some(&Normalize::imagenet()),
+            &Device::Cpu,
+            Some(hw),
+        )?;
         return Ok((model, at_size, at_224));
     }
     let arch = zoo::architecture(name).with_context(|| format!("unknown architecture `{name}`"))?;

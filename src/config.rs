@@ -817,7 +817,9 @@ fn parse_epsilons(cx: &Ctx, list: &Spanned<Vec<Spanned<f64>>>) -> Result<Vec<f64
             return Err(cx.err(e.span(), msg));
         }
         if epsilons.contains(&v) {
-            let msg = format!("field `attacks.epsilons[{i}]`: ε = {v} is listed twice (its rows would count twice)");
+            let msg = format!(
+                "field `attacks.epsilons[{i}]`: ε = {v} is listed twice (its rows would count twice)"
+            );
             return Err(cx.err(e.span(), msg));
         }
         epsilons.push(v);
@@ -833,7 +835,8 @@ fn parse_metric_ks(cx: &Ctx, top_k: &Spanned<KList>) -> Result<Vec<usize>> {
     };
     let distinct = ks.iter().enumerate().all(|(i, k)| !ks[..i].contains(k));
     if ks.is_empty() || ks.contains(&0) || !distinct {
-        let msg = format!("field `metrics.top_k` must be one k or a list of distinct k, each ≥ 1; got {ks:?}");
+        let msg =
+            format!("field `metrics.top_k` must be one k or a list of distinct k, each ≥ 1; got {ks:?}");
         return Err(cx.err(top_k.span(), msg));
     }
     Ok(ks)
@@ -849,8 +852,10 @@ fn study_inputs(
     classes: &Option<PathBuf>,
 ) -> Vec<(String, PathBuf)> {
     let attack_listed = |n: &str| raw.attacks.names.get_ref().iter().any(|m| m.get_ref() == n);
-    let mut inputs =
-        vec![("model.weights".to_string(), weights.to_path_buf()), ("data.images".to_string(), images.to_path_buf())];
+    let mut inputs = vec![
+        ("model.weights".to_string(), weights.to_path_buf()),
+        ("data.images".to_string(), images.to_path_buf()),
+    ];
     inputs.extend(labels.iter().map(|l| ("data.labels".to_string(), l.clone())));
     inputs.extend(classes.iter().map(|c| ("data.classes".to_string(), c.clone())));
     if let (true, Some(m)) =
@@ -858,9 +863,10 @@ fn study_inputs(
     {
         inputs.push(("attacks.targeted.mask".to_string(), base.join(m)));
     }
-    if let (true, Some(m)) =
-        (attack_listed("manipulate"), raw.attacks.manipulate.as_ref().and_then(|t| t.get_ref().target_map.clone()))
-    {
+    if let (true, Some(m)) = (
+        attack_listed("manipulate"),
+        raw.attacks.manipulate.as_ref().and_then(|t| t.get_ref().target_map.clone()),
+    ) {
         inputs.push(("attacks.manipulate.target_map".to_string(), base.join(m)));
     }
     inputs
@@ -899,7 +905,8 @@ impl MethodFactory {
         let occlusion = match &m.occlusion {
             Some(o) => {
                 let v = *o.get_ref();
-                if v.window.is_some_and(|w| w.contains(&0)) || v.stride == Some(0) || !v.baseline.is_finite() {
+                if v.window.is_some_and(|w| w.contains(&0)) || v.stride == Some(0) || !v.baseline.is_finite()
+                {
                     let msg = "field `methods.occlusion`: `window` sizes and `stride` must be ≥ 1, `baseline` finite";
                     return Err(bad(o.span(), msg));
                 }
@@ -912,7 +919,8 @@ impl MethodFactory {
                 let v = *l.get_ref();
                 let width_ok = v.kernel_width.is_finite() && v.kernel_width > 0.0;
                 if v.samples < 2 || v.cell == Some(0) || !width_ok || v.ridge.is_nan() || v.ridge < 0.0 {
-                    let msg = "field `methods.lime`: `samples` ≥ 2, `cell` ≥ 1, `kernel_width` > 0, `ridge` ≥ 0";
+                    let msg =
+                        "field `methods.lime`: `samples` ≥ 2, `cell` ≥ 1, `kernel_width` > 0, `ridge` ≥ 0";
                     return Err(bad(l.span(), msg));
                 }
                 Lime { seed: raw.seed, ..v }
@@ -923,7 +931,8 @@ impl MethodFactory {
             Some(k) => {
                 let v = *k.get_ref();
                 if v.samples == 0 || v.cell == Some(0) || v.exact_max_features > 20 {
-                    let msg = "field `methods.kernel_shap`: `samples` ≥ 1, `cell` ≥ 1, `exact_max_features` ≤ 20";
+                    let msg =
+                        "field `methods.kernel_shap`: `samples` ≥ 1, `cell` ≥ 1, `exact_max_features` ≤ 20";
                     return Err(bad(k.span(), msg));
                 }
                 KernelShap { seed: raw.seed, ..v }
@@ -935,11 +944,13 @@ impl MethodFactory {
         if let Some(s) = &m.smoothgrad {
             let v = s.get_ref().clone();
             if v.samples == 0 || !(v.sigma >= 0.0 && v.sigma.is_finite()) {
-                let msg = "field `methods.smoothgrad`: `samples` must be at least 1 and `sigma` finite and ≥ 0";
+                let msg =
+                    "field `methods.smoothgrad`: `samples` must be at least 1 and `sigma` finite and ≥ 0";
                 return Err(bad(s.span(), msg));
             }
             if factory.base(&v.wrap).is_none() {
-                let wrappable: Vec<&str> = METHOD_NAMES.iter().filter(|m| !NOISE_METHODS.contains(m)).copied().collect();
+                let wrappable: Vec<&str> =
+                    METHOD_NAMES.iter().filter(|m| !NOISE_METHODS.contains(m)).copied().collect();
                 return Err(cx.err(
                     s.span(),
                     format!(
@@ -972,7 +983,11 @@ impl MethodFactory {
     /// The method `name` (given in `field`), noise tunnels wrapping `methods.smoothgrad.wrap`.
     fn make(&self, cx: &Ctx, name: &Spanned<String>, field: &str) -> Result<Arc<dyn Attribution>> {
         let unknown = || {
-            let msg = format!("field `{field}`: unknown method `{}` (known: {})", name.get_ref(), METHOD_NAMES.join(", "));
+            let msg = format!(
+                "field `{field}`: unknown method `{}` (known: {})",
+                name.get_ref(),
+                METHOD_NAMES.join(", ")
+            );
             cx.err(name.span(), msg)
         };
         let aggregate = match name.get_ref().as_str() {
@@ -993,7 +1008,9 @@ impl MethodFactory {
         let mut methods = Vec::new();
         for (i, n) in names.get_ref().iter().enumerate() {
             if names.get_ref()[..i].iter().any(|m| m.get_ref() == n.get_ref()) {
-                return Err(cx.err(n.span(), format!("field `methods.names`: `{}` is listed twice", n.get_ref())));
+                return Err(
+                    cx.err(n.span(), format!("field `methods.names`: `{}` is listed twice", n.get_ref()))
+                );
             }
             methods.push(self.make(cx, n, "methods.names")?);
         }

@@ -68,7 +68,8 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     let methods = methods_by_name(&req.methods, req.seed)?;
     let device = crate::device::resolve(&req.device)?;
     let set = crate::data::load_images_with(&req.images, &req.image_options, None, None)?;
-    let model = model::load_sized(&req.model, &req.weights, req.normalize.as_ref(), &device, Some((set.h, set.w)))?;
+    let model =
+        model::load_sized(&req.model, &req.weights, req.normalize.as_ref(), &device, Some((set.h, set.w)))?;
     for m in &methods {
         m.check(model.as_ref())?;
     }

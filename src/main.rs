@@ -203,7 +203,9 @@ fn list_onnx(path: &std::path::Path, size: Option<&str>) -> fragility::Result<()
             let (h, w) = s.split_once(['x', '×']).unwrap_or((s, s));
             match (h.trim().parse::<usize>(), w.trim().parse::<usize>()) {
                 (Ok(h), Ok(w)) if h > 0 && w > 0 => Ok((h, w)),
-                _ => Err(fragility::Error::Invalid(format!("--size `{s}`: expected N or HxW, e.g. 224 or 224x224"))),
+                _ => Err(fragility::Error::Invalid(format!(
+                    "--size `{s}`: expected N or HxW, e.g. 224 or 224x224"
+                ))),
             }
         })
         .transpose()?;

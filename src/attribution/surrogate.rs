@@ -338,7 +338,8 @@ mod tests {
 
     #[test]
     fn image_features_grid_is_the_grid_and_slic_segments_the_channel_mean() {
-        let spec = FeatureSpec { segments: Segmentation::Grid, cell: Some(3), n_segments: 2, compactness: 1.0 };
+        let spec =
+            FeatureSpec { segments: Segmentation::Grid, cell: Some(3), n_segments: 2, compactness: 1.0 };
         let pixels = vec![0.5f32; 3 * 4 * 6];
         assert_eq!(image_features(&spec, &pixels, 3, 4, 6), grid_features(4, 6, 3));
         // Three channels whose mean is 0 on the left half and 1 on the right of an 8×16 image

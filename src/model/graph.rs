@@ -352,7 +352,11 @@ impl Graph {
 
 /// One node's output shape from its inputs' shapes (images of `input` = (C, H, W)), or what
 /// does not fit.
-pub(crate) fn infer(op: &Op, ins: &[Shape], input: (usize, usize, usize)) -> std::result::Result<Shape, String> {
+pub(crate) fn infer(
+    op: &Op,
+    ins: &[Shape],
+    input: (usize, usize, usize),
+) -> std::result::Result<Shape, String> {
     let want = |n: usize| -> std::result::Result<(), String> {
         (ins.len() == n).then_some(()).ok_or_else(|| format!("takes {n} input(s), got {}", ins.len()))
     };

@@ -275,7 +275,14 @@ pub(crate) fn render_distribution_both(
     }
     let (groups, per_method) = panels(groups);
     let study_methods = distinct(&table.rows, |r| r.method.as_str());
-    render_twice!(canvas(groups.len()), |root| draw(&root, &groups, per_method, &study_methods, metric, direction))
+    render_twice!(canvas(groups.len()), |root| draw(
+        &root,
+        &groups,
+        per_method,
+        &study_methods,
+        metric,
+        direction
+    ))
 }
 
 /// Renders the distribution chart of metric column `metric` of `table`.
@@ -357,7 +364,10 @@ mod tests {
         assert!(per_method);
         assert_eq!(p.len(), 7);
         assert_eq!(p[3].0, "m3");
-        assert_eq!(p[3].1.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(), ["random_sign", "top_k → gradient"]);
+        assert_eq!(
+            p[3].1.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+            ["random_sign", "top_k → gradient"]
+        );
         let (p, per_method) = panels(make(6));
         assert!(!per_method);
         assert_eq!(p.len(), 2);

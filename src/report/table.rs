@@ -208,8 +208,7 @@ pub fn write_samples(path: &Path, table: &SampleTable) -> Result<()> {
         .map(|(name, d)| (format!("{DIRECTION_KEY_PREFIX}{name}"), direction_tag(*d).to_string()))
         .collect();
     directions.push((SEED_KEY.to_string(), table.seed.to_string()));
-    let encode =
-        |kv: Vec<(String, String)>, df: &mut DataFrame| super::parquet::encode_table(path, df, kv);
+    let encode = |kv: Vec<(String, String)>, df: &mut DataFrame| super::parquet::encode_table(path, df, kv);
     // The writer is deterministic and the metadata sits in the footer, after the pages: so
     // the pages of a second encoding with their hash in the metadata are the pages hashed.
     let first = encode(directions.clone(), &mut df)?;

@@ -129,7 +129,12 @@ impl Study<'_> {
 
     /// The rows of the images `chunk` (`detail` names it in the progress line); adds each
     /// attack's seconds to `attack_seconds`.
-    pub(super) fn chunk(&self, chunk: &[usize], detail: &str, attack_seconds: &mut [f64]) -> Result<SampleTable> {
+    pub(super) fn chunk(
+        &self,
+        chunk: &[usize],
+        detail: &str,
+        attack_seconds: &mut [f64],
+    ) -> Result<SampleTable> {
         let plan = self.plan;
         let x = batch_tensor(self.set, chunk, &plan.device)?;
         let targets: Vec<u32> = chunk.iter().map(|&i| self.preds[i]).collect();
@@ -176,7 +181,10 @@ impl Study<'_> {
             let goals: Vec<Box<dyn Goal>> =
                 self.columns.measures.iter().map(|o| o.prepare(&cx)).collect::<Result<_>>()?;
             out.before.push(
-                goals.iter().map(|g| normal.iter().enumerate().map(|(i, m)| g.measure(i, m)).collect()).collect(),
+                goals
+                    .iter()
+                    .map(|g| normal.iter().enumerate().map(|(i, m)| g.measure(i, m)).collect())
+                    .collect(),
             );
             out.goals.push(goals);
             out.maps.push(m);
@@ -291,7 +299,8 @@ impl Study<'_> {
         let mut panels: Vec<(usize, MethodMaps)> = example_rows.iter().map(|&i| (i, Vec::new())).collect();
         let mut rows = Vec::new();
         for (mi, method) in plan.methods.iter().enumerate() {
-            let after = maps(&method.attribute(self.model, &outcome.x_adv, &st.targets, Activation::Relu)?)?;
+            let after =
+                maps(&method.attribute(self.model, &outcome.x_adv, &st.targets, Activation::Relu)?)?;
             for (i, panel) in &mut panels {
                 let r = st.largest * b + *i;
                 let scores = example_scores(&self.columns.metrics, &clean.maps[mi][*i], &after[r], hw);

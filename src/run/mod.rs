@@ -273,7 +273,13 @@ fn load_checked(plan: &Plan) -> Result<(std::sync::Arc<dyn Classifier>, ImageSet
         plan.classes.as_deref(),
         &plan.image_options,
     )?;
-    let model = model::load_sized(&plan.model, &plan.weights, plan.normalize.as_ref(), &plan.device, Some((set.h, set.w)))?;
+    let model = model::load_sized(
+        &plan.model,
+        &plan.weights,
+        plan.normalize.as_ref(),
+        &plan.device,
+        Some((set.h, set.w)),
+    )?;
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&plan.images, e.to_string()))?;
     plan.check_against(&set, model.num_classes())?;
     for m in &plan.methods {

@@ -56,7 +56,8 @@ fn filled(file: &str, zoo: &Network) -> proto::Model {
         .collect();
     assert_eq!(layers.len(), params.len(), "{file}: layers in the export and the build");
     for ((w_name, b_name), (w, b)) in layers.iter().zip(&params) {
-        let init = |m: &proto::Model, name: &str| m.graph.initializers.iter().position(|t| t.name == name).unwrap();
+        let init =
+            |m: &proto::Model, name: &str| m.graph.initializers.iter().position(|t| t.name == name).unwrap();
         let wi = init(&m, w_name);
         let dims: Vec<usize> = m.graph.initializers[wi].dims.iter().map(|&d| d as usize).collect();
         assert_eq!(dims, w.dims(), "{file}: `{w_name}` against the build's layer");
@@ -64,7 +65,9 @@ fn filled(file: &str, zoo: &Network) -> proto::Model {
         if let Some(b_name) = b_name {
             let bi = init(&m, b_name);
             // torch folds a batch norm into a bias-free conv: the build's folded bias.
-            let bias = b.clone().unwrap_or_else(|| Tensor::zeros(w.dim(0).unwrap(), DType::F32, &Device::Cpu).unwrap());
+            let bias = b
+                .clone()
+                .unwrap_or_else(|| Tensor::zeros(w.dim(0).unwrap(), DType::F32, &Device::Cpu).unwrap());
             m.graph.initializers[bi].raw = bytes_of(&bias);
         }
     }
@@ -93,7 +96,12 @@ fn imported(arch: &str, file: &str, layer: Option<&str>) -> (Network, Network) {
     // Node for node the same layers as the build (so the same kernels and speed), but for
     // VGG's and AlexNet's adaptive pools, which the exporter writes as plain average pools.
     let kinds = |n: &Network| -> Vec<&'static str> {
-        n.graph().nodes().iter().map(|n| n.op.kind()).map(|k| if k == "avg_pool" { "adaptive_avg_pool" } else { k }).collect()
+        n.graph()
+            .nodes()
+            .iter()
+            .map(|n| n.op.kind())
+            .map(|k| if k == "avg_pool" { "adaptive_avg_pool" } else { k })
+            .collect()
     };
     let net = Network::new(file, m.graph, m.hw, &default, &Device::Cpu).unwrap();
     assert_eq!(kinds(&net), kinds(&zoo), "{file}: layers");
@@ -145,9 +153,13 @@ fn same_maps(what: &str, a: &Network, b: &Network, x: &Tensor, tol: f64) {
 #[test]
 fn vgg_and_alexnet_exports_equal_their_builds() {
     let x = crate::common::seeded_uniform(&[1, 3, 224, 224], 0.0, 1.0, 5).to_dtype(DType::F32).unwrap();
-    for (arch, layer) in
-        [("vgg11", "features.19"), ("vgg16", "features.29"), ("vgg11_bn", "features.27"), ("vgg16_bn", "features.42"), ("alexnet", "features.11")]
-    {
+    for (arch, layer) in [
+        ("vgg11", "features.19"),
+        ("vgg16", "features.29"),
+        ("vgg11_bn", "features.27"),
+        ("vgg16_bn", "features.42"),
+        ("alexnet", "features.11"),
+    ] {
         let (net, zoo) = imported(arch, &format!("{arch}.skeleton.onnx"), Some(layer));
         same_maps(arch, &net, &zoo, &x, 1e-4);
     }
@@ -187,16 +199,33 @@ fn every_op_matches_onnxruntime_at_every_opset() {
         assert_eq!(kinds.iter().filter(|k| **k == "linear").count(), 2);
         let net = Network::new("ops", m.graph.clone(), m.hw, &m.default_layer, &Device::Cpu).unwrap();
         let logits = net.logits(&x, Activation::Relu).unwrap();
-        let want = Tensor::from_vec(npy_f32(&dir().join(format!("ops_opset{opset}_logits.npy"))), (4, 5), &Device::Cpu)
-            .unwrap();
+        let want = Tensor::from_vec(
+            npy_f32(&dir().join(format!("ops_opset{opset}_logits.npy"))),
+            (4, 5),
+            &Device::Cpu,
+        )
+        .unwrap();
         let err = rel(&logits, &want);
         assert!(err < 1e-5, "opset {opset}: logits differ from onnxruntime by {err}");
         let seed = fragility::model::one_hot(&[0, 1, 2, 3], 5, &Device::Cpu).unwrap();
-        let g = net.backward(&x, &fragility::model::Backward::gradient(&seed, Activation::Relu)).unwrap().grad;
-        let net64 = Network::new("ops", m.graph.map_tensors(&|t| t.to_dtype(DType::F64)).unwrap(), m.hw, &m.default_layer, &Device::Cpu)
-            .unwrap();
+        let g =
+            net.backward(&x, &fragility::model::Backward::gradient(&seed, Activation::Relu)).unwrap().grad;
+        let net64 = Network::new(
+            "ops",
+            m.graph.map_tensors(&|t| t.to_dtype(DType::F64)).unwrap(),
+            m.hw,
+            &m.default_layer,
+            &Device::Cpu,
+        )
+        .unwrap();
         let x64 = x.to_dtype(DType::F64).unwrap();
-        let g64 = net64.backward(&x64, &fragility::model::Backward::gradient(&seed.to_dtype(DType::F64).unwrap(), Activation::Relu)).unwrap().grad;
+        let g64 = net64
+            .backward(
+                &x64,
+                &fragility::model::Backward::gradient(&seed.to_dtype(DType::F64).unwrap(), Activation::Relu),
+            )
+            .unwrap()
+            .grad;
         assert!(rel(&g, &g64) < 1e-4, "opset {opset}: gradient kernels vs candle f64: {}", rel(&g, &g64));
     }
 }
@@ -213,14 +242,20 @@ fn the_shipped_cifar_resnet_matches_onnxruntime() {
     let all: Vec<usize> = (0..set.n).collect();
     let x = crate::common::images(&set, &all);
     let logits = net.logits(&x, Activation::Relu).unwrap();
-    let want = Tensor::from_vec(npy_f32(&dir().join("cifar_resnet20_fmnist_logits16.npy")), (16, 10), &Device::Cpu).unwrap();
+    let want =
+        Tensor::from_vec(npy_f32(&dir().join("cifar_resnet20_fmnist_logits16.npy")), (16, 10), &Device::Cpu)
+            .unwrap();
     let err = rel(&logits.narrow(0, 0, 16).unwrap(), &want);
     assert!(err < 1e-5, "logits differ from onnxruntime by {err}");
     let preds = fragility::data::load_labels(&dir().join("cifar_resnet20_fmnist_preds.npy")).unwrap();
-    let ours: Vec<i64> = logits.argmax(1).unwrap().to_vec1::<u32>().unwrap().iter().map(|&p| p as i64).collect();
+    let ours: Vec<i64> =
+        logits.argmax(1).unwrap().to_vec1::<u32>().unwrap().iter().map(|&p| p as i64).collect();
     assert_eq!(ours, preds);
     // Grad-CAM's default: the last residual block's output, 64×7×7.
-    assert_eq!(net.graph().shapes((28, 28)).unwrap()[net.graph().find(net.default_layer()).unwrap()].to_string(), "64×7×7");
+    assert_eq!(
+        net.graph().shapes((28, 28)).unwrap()[net.graph().find(net.default_layer()).unwrap()].to_string(),
+        "64×7×7"
+    );
     // Grad-CAM's layer takes the node's name or its output's.
     let by_output = net.graph().find("/layer3/layer3.2/relu_1/Relu_output_0");
     assert_eq!(by_output, net.graph().find(net.default_layer()));
@@ -228,7 +263,10 @@ fn the_shipped_cifar_resnet_matches_onnxruntime() {
         let g = GradCam { layer: layer.into() };
         g.attribute(&net, &x.narrow(0, 0, 2).unwrap(), &[0, 1], Activation::Relu).unwrap()
     };
-    assert_eq!(crate::common::flat(&cam("/layer3/layer3.2/relu_1/Relu_output_0")), crate::common::flat(&cam("")));
+    assert_eq!(
+        crate::common::flat(&cam("/layer3/layer3.2/relu_1/Relu_output_0")),
+        crate::common::flat(&cam(""))
+    );
 }
 
 /// Truncated and corrupted files are errors, never panics: every cut of a real file, and
@@ -280,7 +318,17 @@ fn cli_lists_explains_and_refuses() {
 
     let images = dir().join("ops_input.npy");
     let o = fragility(
-        &["explain", "--model", ops.to_str().unwrap(), "--images", images.to_str().unwrap(), "--methods", "gradient,grad_cam", "--out", "maps"],
+        &[
+            "explain",
+            "--model",
+            ops.to_str().unwrap(),
+            "--images",
+            images.to_str().unwrap(),
+            "--methods",
+            "gradient,grad_cam",
+            "--out",
+            "maps",
+        ],
         tmp.path(),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -293,7 +341,10 @@ fn cli_lists_explains_and_refuses() {
         assert!(err.contains(needle), "{args:?}: {err}");
     };
     let unsupported = dir().join("unsupported_op.onnx");
-    refused(&["models", unsupported.to_str().unwrap()], "node `gate` (Sigmoid): unsupported op (supported: Add,");
+    refused(
+        &["models", unsupported.to_str().unwrap()],
+        "node `gate` (Sigmoid): unsupported op (supported: Add,",
+    );
     refused(&["models", dir().join("two_outputs.onnx").to_str().unwrap()], "2 outputs (y, z)");
     let cut = tmp.path().join("cut.onnx");
     let bytes = std::fs::read(&ops).unwrap();
@@ -305,7 +356,20 @@ fn cli_lists_explains_and_refuses() {
         &["explain", "--model", ops.to_str().unwrap(), "--images", fmnist.to_str().unwrap(), "--out", "x"],
         "3 input channels",
     );
-    refused(&["explain", "--model", ops.to_str().unwrap(), "--weights", "w.safetensors", "--images", "i", "--out", "x"], "--weights");
+    refused(
+        &[
+            "explain",
+            "--model",
+            ops.to_str().unwrap(),
+            "--weights",
+            "w.safetensors",
+            "--images",
+            "i",
+            "--out",
+            "x",
+        ],
+        "--weights",
+    );
 }
 
 /// A study config with `[model] onnx = ...` runs end to end (Grad-CAM at the import's default
@@ -351,7 +415,8 @@ top_k = 20
     assert!(run.to_string().contains("ops_opset13.onnx"), "run.json names the model file");
     assert!(tmp.path().join("out/samples.parquet").exists());
 
-    std::fs::write(tmp.path().join("bad.toml"), config(&format!("name = \"resnet18\"\n{onnx_line}"))).unwrap();
+    std::fs::write(tmp.path().join("bad.toml"), config(&format!("name = \"resnet18\"\n{onnx_line}")))
+        .unwrap();
     let o = fragility(&["run", "bad.toml"], tmp.path());
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -382,8 +447,10 @@ fn shape_arithmetic_flattens() {
     let kinds: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.kind()).collect();
     assert_eq!(kinds, ["input", "conv", "relu", "flatten", "linear"]);
     let net = Network::new("view", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
-    let x = Tensor::from_vec(npy_f32(&dir().join("view_flatten_input.npy")), (3, 1, 8, 8), &Device::Cpu).unwrap();
-    let want = Tensor::from_vec(npy_f32(&dir().join("view_flatten_logits.npy")), (3, 10), &Device::Cpu).unwrap();
+    let x =
+        Tensor::from_vec(npy_f32(&dir().join("view_flatten_input.npy")), (3, 1, 8, 8), &Device::Cpu).unwrap();
+    let want =
+        Tensor::from_vec(npy_f32(&dir().join("view_flatten_logits.npy")), (3, 10), &Device::Cpu).unwrap();
     let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
     assert!(err < 1e-5, "{err}");
 }
@@ -401,7 +468,8 @@ fn normalize_goes_in_front_of_an_onnx_model() {
     let mean = Tensor::new(&[0.5f32, 0.4, 0.3], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
     let std = Tensor::new(&[0.2f32, 0.25, 0.5], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
     let xn = x.broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap();
-    let err = rel(&with.logits(&x, Activation::Relu).unwrap(), &without.logits(&xn, Activation::Relu).unwrap());
+    let err =
+        rel(&with.logits(&x, Activation::Relu).unwrap(), &without.logits(&xn, Activation::Relu).unwrap());
     assert!(err < 1e-5, "{err}");
 }
 
@@ -426,7 +494,8 @@ fn external_weights_are_read_and_checked() {
     let x = Tensor::from_vec(npy_f32(&dir().join("ops_input.npy")), (4, 3, 16, 16), &Device::Cpu).unwrap();
     let m = onnx::load(&dir().join("ops_external.onnx"), None).unwrap();
     let net = Network::new("ops", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
-    let want = Tensor::from_vec(npy_f32(&dir().join("ops_opset13_logits.npy")), (4, 5), &Device::Cpu).unwrap();
+    let want =
+        Tensor::from_vec(npy_f32(&dir().join("ops_opset13_logits.npy")), (4, 5), &Device::Cpu).unwrap();
     assert!(rel(&net.logits(&x, Activation::Relu).unwrap(), &want) < 1e-5);
 
     let tmp = tempfile::tempdir().unwrap();

@@ -20,7 +20,9 @@ pub fn load(t: &mut TensorProto, dir: &Path) -> Result<(), String> {
         return Err(format!("external data location `{location}` leaves the model's folder"));
     }
     let number = |key: &str| -> Result<Option<u64>, String> {
-        get(key).map(|v| v.parse::<u64>().map_err(|_| format!("external data `{key}` = `{v}` is not a number"))).transpose()
+        get(key)
+            .map(|v| v.parse::<u64>().map_err(|_| format!("external data `{key}` = `{v}` is not a number")))
+            .transpose()
     };
     let (_, count) = element_count(t)?;
     let need = count.checked_mul(width(t.data_type)?).ok_or("the tensor's size overflows")? as u64;

@@ -102,7 +102,10 @@ fn float(n: &NodeProto, name: &str, default: f32) -> f32 {
 }
 
 fn string(n: &NodeProto, name: &str, default: &str) -> String {
-    attr(n, name).and_then(|a| a.s.as_ref()).map(|s| String::from_utf8_lossy(s).into_owned()).unwrap_or(default.into())
+    attr(n, name)
+        .and_then(|a| a.s.as_ref())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .unwrap_or(default.into())
 }
 
 /// A two-element attribute (strides, dilations, kernel_shape) as usizes ≥ `min`.
@@ -163,7 +166,10 @@ fn per_channel(c: &Const, shape: Shape) -> Step<Vec<f32>> {
         Shape::Flat(f) => (f, v.len() == 1 || (v.len() == f && c.dims.last() == Some(&f))),
     };
     if !ok {
-        return Err(format!("a constant of shape {:?} does not broadcast per channel over a {shape} input", c.dims));
+        return Err(format!(
+            "a constant of shape {:?} does not broadcast per channel over a {shape} input",
+            c.dims
+        ));
     }
     Ok(if v.len() == 1 { vec![v[0]; width] } else { v })
 }
@@ -225,9 +231,11 @@ impl Importer {
     fn val(&self, n: &NodeProto, i: usize) -> Step<Option<&Val>> {
         match n.inputs.get(i).filter(|s| !s.is_empty()) {
             None => Ok(None),
-            Some(name) => {
-                self.values.get(name).map(Some).ok_or_else(|| format!("reads `{name}`, which no earlier node writes"))
-            }
+            Some(name) => self
+                .values
+                .get(name)
+                .map(Some)
+                .ok_or_else(|| format!("reads `{name}`, which no earlier node writes")),
         }
     }
 
@@ -267,7 +275,8 @@ impl Importer {
 
     /// Appends a graph node for `n` (named `suffix` after its ONNX name for a second node).
     fn push(&mut self, n: &NodeProto, op: Op, inputs: &[NodeId], suffix: &str) -> Step<NodeId> {
-        let base = if n.name.is_empty() { n.outputs.first().cloned().unwrap_or_default() } else { n.name.clone() };
+        let base =
+            if n.name.is_empty() { n.outputs.first().cloned().unwrap_or_default() } else { n.name.clone() };
         let mut name = format!("{base}{suffix}");
         let mut k = 1;
         while name.is_empty() || self.builder.has_name(&name) {
@@ -323,7 +332,9 @@ impl Importer {
             "Shape" => self.shape_of(n),
             "Transpose" => match self.val(n, 0)? {
                 Some(Val::Node(0)) if self.nhwc => self.identity(n),
-                _ => Err("only the channels-last to channels-first Transpose of the input is supported".into()),
+                _ => {
+                    Err("only the channels-last to channels-first Transpose of the input is supported".into())
+                }
             },
             "Gather" => self.gather(n),
             "Gemm" => self.gemm(n),
@@ -333,7 +344,9 @@ impl Importer {
             "Identity" | "Dropout" => self.identity(n),
             "Cast" => match (self.val(n, 0)?, int(n, "to", 1)) {
                 (Some(Val::Node(_)), 1) => self.identity(n),
-                (Some(Val::Node(_)), to) => Err(format!("Cast of the image's values to type {to} (float only)")),
+                (Some(Val::Node(_)), to) => {
+                    Err(format!("Cast of the image's values to type {to} (float only)"))
+                }
                 _ => self.constant_only(n),
             },
             "Constant" => self.constant_node(n),
@@ -367,7 +380,8 @@ impl Importer {
         }
         let stride = pair(n, "strides", [1, 1], 1)?;
         let dilation = pair(n, "dilations", [1, 1], 1)?;
-        let groups = usize::try_from(int(n, "group", 1)).ok().filter(|&g| g >= 1).ok_or("group must be ≥ 1")?;
+        let groups =
+            usize::try_from(int(n, "group", 1)).ok().filter(|&g| g >= 1).ok_or("group must be ≥ 1")?;
         let (_, h, wd) = self.map_hw(x)?;
         let k = [dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1];
         // auto_pad sizes its padding for the padded input.
@@ -375,7 +389,8 @@ impl Importer {
         let own = padding(n, k, stride, padded_hw)?;
         let padding: [usize; 4] = std::array::from_fn(|i| own[i] + pre[i]);
         let weight = tensor(w.f32s(), &[o, ci, kh, kw])?;
-        let id = self.push(n, Op::Conv(Conv { weight, bias, stride, padding, dilation, groups }), &[x], "")?;
+        let id =
+            self.push(n, Op::Conv(Conv { weight, bias, stride, padding, dilation, groups }), &[x], "")?;
         self.set(n, Val::Node(id))
     }
 
@@ -400,7 +415,9 @@ impl Importer {
             return Err(format!("padding with {value}: only zero padding is supported"));
         }
         let axes = match self.const_in(n, 3)? {
-            Some(c) => c.i64s().ok_or("non-integer axes")?.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect(),
+            Some(c) => {
+                c.i64s().ok_or("non-integer axes")?.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect()
+            }
             None => vec![0, 1, 2, 3],
         };
         // Begin values per axis, then end values, for `axes`; everything but H and W zero.
@@ -438,8 +455,10 @@ impl Importer {
             return Err("scale, bias, mean and var differ in length".into());
         }
         // y = (x − mean)·γ/√(var + ε) + β = x·scale + shift, in f64 as the state_dict fold.
-        let scale64: Vec<f64> = (0..c).map(|i| f64::from(p[0][i]) / (f64::from(p[3][i]) + eps).sqrt()).collect();
-        let shift: Vec<f32> = (0..c).map(|i| (f64::from(p[1][i]) - f64::from(p[2][i]) * scale64[i]) as f32).collect();
+        let scale64: Vec<f64> =
+            (0..c).map(|i| f64::from(p[0][i]) / (f64::from(p[3][i]) + eps).sqrt()).collect();
+        let shift: Vec<f32> =
+            (0..c).map(|i| (f64::from(p[1][i]) - f64::from(p[2][i]) * scale64[i]) as f32).collect();
         let scale: Vec<f32> = scale64.iter().map(|&s| s as f32).collect();
         if self.sole_reader(n, x) {
             if let Some(Op::Conv(conv)) = self.builder.op_mut(x) {
@@ -470,7 +489,11 @@ impl Importer {
         let kind = match (lo, hi) {
             (0.0, 6.0) => Nonlinearity::Relu6,
             (0.0, h) if h >= f32::MAX => Nonlinearity::Relu,
-            _ => return Err(format!("Clip({lo}, {hi}): only Clip(0, 6) (ReLU6) and Clip(0, ∞) (ReLU) are supported")),
+            _ => {
+                return Err(format!(
+                    "Clip({lo}, {hi}): only Clip(0, 6) (ReLU6) and Clip(0, ∞) (ReLU) are supported"
+                ))
+            }
         };
         self.act(n, kind)
     }
@@ -524,7 +547,11 @@ impl Importer {
             return Err(format!("ReduceMean over axes {axes:?}: only the spatial axes [2, 3] are supported"));
         }
         let pooled = self.push(n, Op::AdaptiveAvgPool([1, 1]), &[x], "")?;
-        let id = if int(n, "keepdims", 1) == 0 { self.push(n, Op::Flatten, &[pooled], "/flatten")? } else { pooled };
+        let id = if int(n, "keepdims", 1) == 0 {
+            self.push(n, Op::Flatten, &[pooled], "/flatten")?
+        } else {
+            pooled
+        };
         self.set(n, Val::Node(id))
     }
 
@@ -574,7 +601,8 @@ impl Importer {
                 _ => Err(format!("Squeeze of axes {axes:?} of a {shape} input is not supported")),
             };
         }
-        let target = self.const_in(n, 1)?.ok_or("has no constant target shape")?.i64s().ok_or("non-integer shape")?;
+        let target =
+            self.const_in(n, 1)?.ok_or("has no constant target shape")?.i64s().ok_or("non-integer shape")?;
         let len = shape.len() as i64;
         let batch_ok = |d: i64| d == 0 || d == -1 || d == BATCH || Some(d) == self.batch || d == 1;
         let copy = |i: usize, d: i64| if d == 0 { dims.get(i - 1).map(|&v| v as i64) } else { Some(d) };
@@ -610,7 +638,8 @@ impl Importer {
                 at.sort_unstable();
                 let mut dims = c.dims.clone();
                 for a in at {
-                    let a = usize::try_from(a).ok().filter(|&a| a <= dims.len()).ok_or("axis out of range")?;
+                    let a =
+                        usize::try_from(a).ok().filter(|&a| a <= dims.len()).ok_or("axis out of range")?;
                     dims.insert(a, 1);
                 }
                 dims
@@ -618,12 +647,34 @@ impl Importer {
             "Squeeze" => {
                 let rank = c.dims.len() as i64;
                 let axes: Vec<i64> = axes(self)?.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
-                let keep = |(i, &d): &(usize, &usize)| if axes.is_empty() { d != 1 } else { !axes.contains(&(*i as i64)) };
+                let keep = |(i, &d): &(usize, &usize)| {
+                    if axes.is_empty() {
+                        d != 1
+                    } else {
+                        !axes.contains(&(*i as i64))
+                    }
+                };
                 c.dims.iter().enumerate().filter(keep).map(|(_, &d)| d).collect()
             }
             "Reshape" => {
-                let t = self.const_in(n, 1)?.ok_or("has no constant target shape")?.i64s().ok_or("non-integer shape")?;
-                let known: i64 = t.iter().enumerate().map(|(i, &d)| if d == 0 { c.dims.get(i).map_or(1, |&v| v as i64) } else if d < 0 { 1 } else { d }).product();
+                let t = self
+                    .const_in(n, 1)?
+                    .ok_or("has no constant target shape")?
+                    .i64s()
+                    .ok_or("non-integer shape")?;
+                let known: i64 = t
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| {
+                        if d == 0 {
+                            c.dims.get(i).map_or(1, |&v| v as i64)
+                        } else if d < 0 {
+                            1
+                        } else {
+                            d
+                        }
+                    })
+                    .product();
                 t.iter()
                     .enumerate()
                     .map(|(i, &d)| match d {
@@ -668,7 +719,9 @@ impl Importer {
         let mut out = Vec::new();
         for i in idx.i64s().ok_or("non-integer indices")? {
             let j = if i < 0 { i + v.len() as i64 } else { i };
-            out.push(*usize::try_from(j).ok().and_then(|j| v.get(j)).ok_or(format!("index {i} out of range"))?);
+            out.push(
+                *usize::try_from(j).ok().and_then(|j| v.get(j)).ok_or(format!("index {i} out of range"))?,
+            );
         }
         let dims = if idx.dims.is_empty() { vec![] } else { vec![out.len()] };
         self.set(n, Val::Const(Const { dims, values: super::tensor::Values::I64(out) }))
@@ -734,7 +787,9 @@ impl Importer {
         let (a, b) = (self.val(n, 0)?.cloned(), self.val(n, 1)?.cloned());
         match (a, b) {
             (Some(Val::Node(x)), None) if op == "Sum" => self.set(n, Val::Node(x)),
-            (Some(Val::Node(x)), Some(Val::Node(y))) if (op == "Add" || op == "Sum") && n.inputs.len() == 2 => {
+            (Some(Val::Node(x)), Some(Val::Node(y)))
+                if (op == "Add" || op == "Sum") && n.inputs.len() == 2 =>
+            {
                 let id = self.push(n, Op::Add, &[x, y], "")?;
                 self.set(n, Val::Node(id))
             }
@@ -800,7 +855,8 @@ impl Importer {
                 out.extend(c.i64s().ok_or("Concat of non-integer constants")?);
             }
             let len = out.len();
-            return self.set(n, Val::Const(Const { dims: vec![len], values: super::tensor::Values::I64(out) }));
+            return self
+                .set(n, Val::Const(Const { dims: vec![len], values: super::tensor::Values::I64(out) }));
         }
         let mut ins = Vec::new();
         for i in 0..n.inputs.len() {

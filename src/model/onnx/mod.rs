@@ -56,12 +56,7 @@ impl Imported {
     /// One line per node: name, op and output shape at [`Imported::hw`].
     pub fn listing(&self) -> Vec<(String, &'static str, Shape)> {
         let shapes = self.graph.shapes(self.hw).unwrap_or_default();
-        self.graph
-            .nodes()
-            .iter()
-            .zip(shapes)
-            .map(|(n, s)| (n.name.clone(), n.op.kind(), s))
-            .collect()
+        self.graph.nodes().iter().zip(shapes).map(|(n, s)| (n.name.clone(), n.op.kind(), s)).collect()
     }
 }
 
@@ -75,7 +70,10 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
     if buf.len() as u64 > MAX_FILE_BYTES {
-        return Err(Error::data(path, format!("larger than {} GiB: not an ONNX model", MAX_FILE_BYTES >> 30)));
+        return Err(Error::data(
+            path,
+            format!("larger than {} GiB: not an ONNX model", MAX_FILE_BYTES >> 30),
+        ));
     }
     Ok(buf)
 }
@@ -97,7 +95,8 @@ pub fn load(path: &Path, hw: Option<(usize, usize)>) -> Result<Imported> {
 /// initializers.
 fn image_input(g: &proto::GraphProto) -> std::result::Result<(String, Vec<Option<i64>>), String> {
     let weights: std::collections::HashSet<&str> = g.initializers.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&proto::ValueInfo> = g.inputs.iter().filter(|i| !weights.contains(i.name.as_str())).collect();
+    let inputs: Vec<&proto::ValueInfo> =
+        g.inputs.iter().filter(|i| !weights.contains(i.name.as_str())).collect();
     if inputs.len() != 1 || g.outputs.len() != 1 {
         let names = |v: Vec<&str>| v.join(", ");
         return Err(format!(
@@ -123,7 +122,8 @@ fn image_input(g: &proto::GraphProto) -> std::result::Result<(String, Vec<Option
 /// Whether every node reading the image input is a Transpose from channels-last to
 /// channels-first.
 fn is_nhwc(g: &proto::GraphProto, input: &str) -> bool {
-    let readers: Vec<&proto::NodeProto> = g.nodes.iter().filter(|n| n.inputs.iter().any(|i| i == input)).collect();
+    let readers: Vec<&proto::NodeProto> =
+        g.nodes.iter().filter(|n| n.inputs.iter().any(|i| i == input)).collect();
     !readers.is_empty()
         && readers.iter().all(|n| {
             n.op_type == "Transpose"
@@ -170,7 +170,10 @@ pub fn import(model: &proto::Model, hw: Option<(usize, usize)>) -> std::result::
     let default_layer = default_layer(&im.builder, &im.shapes, output);
     let mut notices = std::mem::take(&mut im.notices);
     if opset > *OPSETS.end() {
-        notices.push(format!("opset {opset} is newer than the importer knows ({}); read with its semantics", OPSETS.end()));
+        notices.push(format!(
+            "opset {opset} is newer than the importer knows ({}); read with its semantics",
+            OPSETS.end()
+        ));
     }
     let graph = im.builder.finish(output).map_err(|e| e.to_string())?;
     graph.classes(size).map_err(|e| e.to_string())?;

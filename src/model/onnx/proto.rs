@@ -68,7 +68,8 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Decoded<&'a [u8]> {
         if n > self.buf.len() - self.pos {
-            return self.err(format!("a field declares {n} bytes but only {} remain", self.buf.len() - self.pos));
+            return self
+                .err(format!("a field declares {n} bytes but only {} remain", self.buf.len() - self.pos));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -550,7 +551,10 @@ mod tests {
         assert_eq!(n.attributes[0].ints, vec![1, 1, 1, 1]);
         assert_eq!(n.attributes[1].f, Some(0.25));
         let w = &m.graph.initializers[0];
-        assert_eq!((w.dims.clone(), w.data_type, w.raw.clone()), (vec![1, 1, 1, 1], 1, 2f32.to_le_bytes().to_vec()));
+        assert_eq!(
+            (w.dims.clone(), w.data_type, w.raw.clone()),
+            (vec![1, 1, 1, 1], 1, 2f32.to_le_bytes().to_vec())
+        );
         assert_eq!(m.graph.inputs[0].dims, vec![None, Some(1), Some(4), Some(4)]);
     }
 

@@ -112,8 +112,10 @@ pub fn element_count(t: &TensorProto) -> Result<(Vec<usize>, usize), String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<Result<_, _>>()?;
-    let count =
-        dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
+    let count = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| format!("dimensions {dims:?} overflow"))?;
     Ok((dims, count))
 }
 
@@ -132,7 +134,10 @@ pub fn decode(t: &TensorProto) -> Result<Const, String> {
     };
     if stored != count || (!raw.is_empty() && !raw.len().is_multiple_of(width)) {
         let have = if raw.is_empty() { stored } else { raw.len() / width };
-        return Err(format!("declares {dims:?} ({count} {}) but holds {have} values", type_name(t.data_type)));
+        return Err(format!(
+            "declares {dims:?} ({count} {}) but holds {have} values",
+            type_name(t.data_type)
+        ));
     }
     let values = if !raw.is_empty() {
         decode_raw(raw, t.data_type)
@@ -155,15 +160,18 @@ fn decode_raw(raw: &[u8], data_type: i32) -> Values {
     match data_type {
         1 => Values::F32(f(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
         11 => Values::F32(
-            f(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect(),
+            f(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
         ),
         10 => Values::F32(f(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()),
-        16 => Values::F32(f(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect()),
+        16 => Values::F32(
+            f(2).map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16)).collect(),
+        ),
         6 => Values::I64(f(4).map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()),
         12 => Values::I64(f(4).map(|c| i64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()),
-        7 | 13 => {
-            Values::I64(f(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect())
-        }
+        7 | 13 => Values::I64(
+            f(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+        ),
         4 => Values::I64(f(2).map(|c| i64::from(u16::from_le_bytes([c[0], c[1]]))).collect()),
         5 => Values::I64(f(2).map(|c| i64::from(i16::from_le_bytes([c[0], c[1]]))).collect()),
         3 => Values::I64(raw.iter().map(|&b| i64::from(b as i8)).collect()),
