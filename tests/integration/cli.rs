@@ -790,8 +790,9 @@ fn sampling_robustness_rows_join_the_tables_and_the_summary() {
 }
 
 /// The float32 values of an .npy file (little-endian, C order), whatever its shape.
-fn npy_f32(p: &Path) -> Vec<f32> {
+pub(crate) fn npy_f32(p: &Path) -> Vec<f32> {
     let bytes = std::fs::read(p).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "{}", p.display());
     let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
     bytes[10 + header_len..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }

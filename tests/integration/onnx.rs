@@ -9,24 +9,16 @@
 //! choice (padding, stride, groups, ceil mode, pooling, Clip as ReLU6, Concat, Gemm's layout,
 //! the flatten) comes from the ONNX file.
 
-use crate::cli::fragility;
+use crate::cli::{fragility, npy_f32};
 use crate::torchvision::{check, network, rel};
 use candle_core::{DType, Device, Tensor};
 use fragility::attribution::{Attribution, GradCam, GuidedBackprop};
 use fragility::model::onnx::{self, proto};
 use fragility::model::{Activation, Classifier, Network, Op};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx")
-}
-
-/// A float32 .npy file's values (little-endian, C order; the header is skipped).
-fn npy_f32(path: &Path) -> Vec<f32> {
-    let b = std::fs::read(path).unwrap();
-    assert_eq!(&b[..6], b"\x93NUMPY");
-    let start = 10 + u16::from_le_bytes([b[8], b[9]]) as usize;
-    b[start..].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 fn bytes_of(t: &Tensor) -> Vec<u8> {

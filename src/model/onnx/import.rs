@@ -11,7 +11,9 @@
 
 use super::proto::{Attribute, GraphProto, NodeProto};
 use super::tensor::{decode, Const};
-use crate::model::graph::{infer, Conv, GraphBuilder, Linear, NodeId, Nonlinearity, Op, Shape, Window};
+use crate::model::graph::{
+    fold_batch_norm, infer, BatchNorm, Conv, GraphBuilder, Linear, NodeId, Nonlinearity, Op, Shape, Window,
+};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
@@ -239,6 +241,16 @@ impl Importer {
         }
     }
 
+    /// An op's `axes`: the constant input `i` (newer opsets) or the attribute (older ones);
+    /// empty when neither is given. Negative axes are counted from the end of `rank`.
+    fn axes(&self, n: &NodeProto, i: usize, rank: i64) -> Step<Vec<i64>> {
+        let axes = match self.const_in(n, i)? {
+            Some(c) => c.i64s().ok_or("non-integer axes")?,
+            None => attr(n, "axes").map(|a| a.ints.clone()).unwrap_or_default(),
+        };
+        Ok(axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect())
+    }
+
     fn node_in(&self, n: &NodeProto, i: usize) -> Step<NodeId> {
         match self.val(n, i)? {
             Some(Val::Node(id)) => Ok(*id),
@@ -414,12 +426,8 @@ impl Importer {
         if value != 0.0 {
             return Err(format!("padding with {value}: only zero padding is supported"));
         }
-        let axes = match self.const_in(n, 3)? {
-            Some(c) => {
-                c.i64s().ok_or("non-integer axes")?.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect()
-            }
-            None => vec![0, 1, 2, 3],
-        };
+        // Axes from opset 18; all four (N, C, H, W) before.
+        let axes = Some(self.axes(n, 3, 4)?).filter(|a| !a.is_empty()).unwrap_or_else(|| vec![0, 1, 2, 3]);
         // Begin values per axis, then end values, for `axes`; everything but H and W zero.
         let r = axes.len();
         let mut spatial = [0usize; 4];
@@ -447,25 +455,22 @@ impl Importer {
         let x = self.node_in(n, 0)?;
         let mut p = Vec::new();
         for (i, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "var")] {
-            p.push(self.const_in(n, i)?.ok_or(format!("has no constant {what}"))?.f32s());
+            let v = self.const_in(n, i)?.ok_or(format!("has no constant {what}"))?.f32s();
+            let len = v.len();
+            p.push(tensor(v, &[len])?);
         }
-        let eps = f64::from(float(n, "epsilon", 1e-5));
-        let c = p[0].len();
-        if p.iter().any(|v| v.len() != c) {
-            return Err("scale, bias, mean and var differ in length".into());
-        }
-        // y = (x − mean)·γ/√(var + ε) + β = x·scale + shift, in f64 as the state_dict fold.
-        let scale64: Vec<f64> =
-            (0..c).map(|i| f64::from(p[0][i]) / (f64::from(p[3][i]) + eps).sqrt()).collect();
-        let shift: Vec<f32> =
-            (0..c).map(|i| (f64::from(p[1][i]) - f64::from(p[2][i]) * scale64[i]) as f32).collect();
-        let scale: Vec<f32> = scale64.iter().map(|&s| s as f32).collect();
+        let [weight, bias, mean, var] = <[Tensor; 4]>::try_from(p).map_err(|_| "four tensors expected")?;
+        // The same eval-mode batch norm, scale/shift and fold as the state_dict builders'.
+        let bn = BatchNorm { weight, bias, mean, var, eps: f64::from(float(n, "epsilon", 1e-5)) };
         if self.sole_reader(n, x) {
             if let Some(Op::Conv(conv)) = self.builder.op_mut(x) {
-                fold_into_conv(conv, &scale, &shift)?;
+                let (w, b) =
+                    fold_batch_norm(&conv.weight, conv.bias.as_ref(), &bn).map_err(|e| e.to_string())?;
+                (conv.weight, conv.bias) = (w, b);
                 return self.set(n, Val::Node(x));
             }
         }
+        let (scale, shift) = bn.scale_shift().map_err(|e| e.to_string())?;
         let id = self.push(n, Op::Affine { scale, shift }, &[x], "")?;
         self.set(n, Val::Node(id))
     }
@@ -537,11 +542,7 @@ impl Importer {
     fn reduce_mean(&mut self, n: &NodeProto) -> Step<()> {
         let x = self.node_in(n, 0)?;
         self.map_hw(x)?;
-        let axes = match self.const_in(n, 1)? {
-            Some(c) => c.i64s().ok_or("non-integer axes")?,
-            None => attr(n, "axes").map(|a| a.ints.clone()).unwrap_or_default(),
-        };
-        let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + 4 } else { a }).collect();
+        let mut axes = self.axes(n, 1, 4)?;
         axes.sort_unstable();
         if axes != [2, 3] {
             return Err(format!("ReduceMean over axes {axes:?}: only the spatial axes [2, 3] are supported"));
@@ -588,12 +589,7 @@ impl Importer {
             Shape::Flat(f) => vec![f],
         };
         if n.op_type == "Squeeze" {
-            let axes = match self.const_in(n, 1)? {
-                Some(c) => c.i64s().ok_or("non-integer axes")?,
-                None => attr(n, "axes").map(|a| a.ints.clone()).unwrap_or_default(),
-            };
-            let rank = dims.len() as i64 + 1;
-            let mut axes: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+            let mut axes = self.axes(n, 1, dims.len() as i64 + 1)?;
             axes.sort_unstable();
             return match shape {
                 Shape::Map(_, 1, 1) if axes.is_empty() || axes == [2, 3] => self.flat(n, x),
@@ -624,15 +620,10 @@ impl Importer {
         let Some(Val::Const(c)) = self.val(n, 0)?.cloned() else {
             return Err("is only supported on constants".into());
         };
-        let axes = |this: &Self| -> Step<Vec<i64>> {
-            Ok(match this.const_in(n, 1)? {
-                Some(a) => a.i64s().ok_or("non-integer axes")?,
-                None => attr(n, "axes").map(|a| a.ints.clone()).unwrap_or_default(),
-            })
-        };
         let dims = match n.op_type.as_str() {
             "Unsqueeze" => {
-                let axes = axes(self)?;
+                // The output's rank counts the new axes: read them as given, then resolve.
+                let axes = self.axes(n, 1, 0)?;
                 let rank = (c.dims.len() + axes.len()) as i64;
                 let mut at: Vec<i64> = axes.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
                 at.sort_unstable();
@@ -645,8 +636,7 @@ impl Importer {
                 dims
             }
             "Squeeze" => {
-                let rank = c.dims.len() as i64;
-                let axes: Vec<i64> = axes(self)?.iter().map(|&a| if a < 0 { a + rank } else { a }).collect();
+                let axes = self.axes(n, 1, c.dims.len() as i64)?;
                 let keep = |(i, &d): &(usize, &usize)| {
                     if axes.is_empty() {
                         d != 1
@@ -902,27 +892,6 @@ impl Importer {
         ));
         self.set(n, Val::Node(x))
     }
-}
-
-/// Folds y = conv(x)·scale + shift into the conv's kernel and bias.
-fn fold_into_conv(conv: &mut Conv, scale: &[f32], shift: &[f32]) -> Step<()> {
-    let dims = conv.weight.dims().to_vec();
-    let o = dims[0];
-    if scale.len() != o {
-        return Err(format!("batch norm of {} channels after a conv of {o}", scale.len()));
-    }
-    let mut w = conv.weight.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| e.to_string())?;
-    let per = w.len() / o;
-    for (k, v) in w.iter_mut().enumerate() {
-        *v *= scale[k / per];
-    }
-    let b0 = match &conv.bias {
-        Some(b) => b.to_vec1::<f32>().map_err(|e| e.to_string())?,
-        None => vec![0.0; o],
-    };
-    conv.weight = tensor(w, &dims)?;
-    conv.bias = Some(tensor((0..o).map(|c| b0[c] * scale[c] + shift[c]).collect(), &[o])?);
-    Ok(())
 }
 
 /// The supported op names, sorted.

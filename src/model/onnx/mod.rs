@@ -27,7 +27,6 @@ pub use import::SUPPORTED_OPS;
 
 use super::graph::{Graph, Shape};
 use crate::error::{Error, Result};
-use std::io::Read;
 use std::path::Path;
 
 /// The largest `.onnx` file read: protobuf's own 2 GiB message limit.
@@ -60,27 +59,10 @@ impl Imported {
     }
 }
 
-/// Reads at most [`MAX_FILE_BYTES`] of `path` (a larger file, or a device that never ends,
-/// is refused before it fills memory).
-fn read_bounded(path: &Path) -> Result<Vec<u8>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    if file.metadata().map_err(|e| Error::io(path, e))?.is_dir() {
-        return Err(Error::data(path, "is a folder, not an .onnx file"));
-    }
-    let mut buf = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf).map_err(|e| Error::io(path, e))?;
-    if buf.len() as u64 > MAX_FILE_BYTES {
-        return Err(Error::data(
-            path,
-            format!("larger than {} GiB: not an ONNX model", MAX_FILE_BYTES >> 30),
-        ));
-    }
-    Ok(buf)
-}
-
 /// Loads the ONNX model at `path`; `hw` sizes a file whose input size is symbolic.
 pub fn load(path: &Path, hw: Option<(usize, usize)>) -> Result<Imported> {
-    let bytes = read_bounded(path)?;
+    // The crate's one bounded reader: a regular file of at most 2 GiB (protobuf's own limit).
+    let bytes = crate::data::read_capped(path, MAX_FILE_BYTES)?;
     let mut model = proto::decode_model(&bytes)
         .map_err(|e| Error::data(path, format!("not a readable ONNX model (truncated or corrupt?): {e}")))?;
     drop(bytes);
