@@ -8,7 +8,7 @@
 use super::graph::{Graph, NodeId, Shape};
 use super::kernels::{BatchOut, CpuWeights, Pass, Prepared};
 use super::nonlinearity::{Activation, Rule};
-use super::sweep;
+use super::sweep::{self, Purpose};
 use super::tensor_exec::TensorExec;
 use super::{flat_f32, plain_cpu_f32, AdjointFn, Backprop, Backward, Classifier};
 use crate::error::{Error, Result};
@@ -199,11 +199,11 @@ impl Network {
     ) -> Result<TensorStage<'e>> {
         let b = x.dim(0)?;
         let kept: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
-        let fwd = sweep::forward(&self.graph, e, x.clone(), pass.act, &kept)?;
+        let fwd = sweep::forward(&self.graph, e, x.clone(), pass.act, &kept, Purpose::Backward)?;
         let base = match (pass.rule, pass.baseline) {
             (Rule::Rescale, Some(b0)) => {
                 let b0 = b0.to_dtype(x.dtype())?.broadcast_as(x.shape())?.contiguous()?;
-                Some(sweep::forward(&self.graph, e, b0, pass.act, &[])?)
+                Some(sweep::forward(&self.graph, e, b0, pass.act, &[], Purpose::Backward)?)
             }
             (Rule::Rescale, None) => {
                 return Err(Error::Invalid("DeepLIFT's rescale rule needs a baseline".into()))
@@ -256,7 +256,7 @@ impl Classifier for Network {
         }
         let shapes = self.graph.shapes((h, w))?;
         let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
-        let fwd = sweep::forward(&self.graph, &mut e, x.clone(), act, &[])?;
+        let fwd = sweep::forward(&self.graph, &mut e, x.clone(), act, &[], Purpose::Values)?;
         Ok(fwd.value(self.graph.output())?.reshape((b, self.classes))?)
     }
 

@@ -63,6 +63,12 @@ pub(crate) trait Exec {
         route: Option<&Self::Route>,
     ) -> Result<Vec<Self::Buf>>;
 
+    /// φ(z) alone (a pass that no backward pass follows), taking z: an executor may reuse
+    /// its buffer when no one else holds it.
+    fn apply(&mut self, kind: Nonlinearity, act: Activation, z: Self::Buf) -> Result<Self::Buf> {
+        Ok(self.activate(kind, act, &z)?.0)
+    }
+
     /// φ(z) and φ′(z) of a nonlinearity.
     fn activate(
         &mut self,
@@ -145,6 +151,17 @@ impl<E: Exec> Forward<E> {
     }
 }
 
+/// What a forward pass is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Values only: on the real model (ReLU) no nonlinearity's z or φ′ is kept, and a
+    /// nonlinearity may overwrite its input in place when nothing else reads it
+    /// (predictions, perturbation methods).
+    Values,
+    /// A backward or adjoint pass follows: keep z, φ′ and the routes.
+    Backward,
+}
+
 /// Runs `graph` on input `x` with every nonlinearity under `act`. Node outputs are dropped
 /// after their last reader unless `keep` lists them (the output node is always kept).
 pub(crate) fn forward<E: Exec>(
@@ -153,6 +170,7 @@ pub(crate) fn forward<E: Exec>(
     x: E::Buf,
     act: Activation,
     keep: &[NodeId],
+    purpose: Purpose,
 ) -> Result<Forward<E>> {
     let nodes = graph.nodes();
     let n = nodes.len();
@@ -209,6 +227,14 @@ pub(crate) fn forward<E: Exec>(
                 continue;
             }
         }
+        // (Under the surrogate a max-pool reads z to rank its windows, so z is kept there.)
+        if let (Op::Act(kind), Purpose::Values, Activation::Relu) = (&node.op, purpose, act) {
+            let z = node.inputs[0];
+            readers[z] -= 1;
+            let zv = if readers[z] == 0 && !kept[z] { live[z].take() } else { live[z].clone() };
+            live[id] = Some(exec.apply(*kind, act, zv.ok_or_else(|| gone(graph, z))?)?);
+            continue;
+        }
         let ins = inputs_of(graph, id, &live)?;
         let out = match &node.op {
             Op::Act(kind) => {
@@ -264,7 +290,7 @@ pub(crate) fn forward_masked<E: Exec>(
         }
         let ins = inputs_of(graph, id, &values)?;
         let out = match &node.op {
-            Op::Act(kind) => exec.activate(*kind, act, ins[0])?.0,
+            Op::Act(kind) => exec.apply(*kind, act, ins[0].clone())?,
             op => exec.forward(id, op, &ins, None)?.0,
         };
         values[id] = Some(out);

@@ -75,6 +75,23 @@ pub(crate) fn activate(kind: Nonlinearity, act: Activation, z: &[f32]) -> (Vec<f
     (out, deriv)
 }
 
+/// φ(z) of every value, in place: the same values as [`activate`]'s first part.
+pub(crate) fn apply_in_place(kind: Nonlinearity, act: Activation, z: &mut [f32]) {
+    match (kind, act) {
+        (Nonlinearity::Relu, Activation::Relu) => {
+            z.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
+        }
+        (Nonlinearity::Relu, Activation::Softplus { beta }) => {
+            let beta = beta as f32;
+            for v in z.iter_mut() {
+                let e = exp_nonpositive(-beta * v.abs());
+                *v = v.max(0.0) + ln_1p_unit(e) / beta;
+            }
+        }
+        _ => z.iter_mut().for_each(|v| *v = nonlinearity::eval(kind, act, *v).0),
+    }
+}
+
 /// The rule's gradient with respect to z, elementwise.
 pub(crate) fn rule_backward(
     kind: Nonlinearity,

@@ -1,17 +1,32 @@
 //! Convolutions on channel-major blocks: x [C, n, H, W] → y [O, n, OH, OW].
 //!
-//! With the images of a block side by side in each channel row, one convolution is one GEMM
-//! per group over all of them: y_g [O/G, n·OH·OW] = W_g [O/G, (C/G)·kh·kw] · cols_g, where
+//! With the images of a block side by side in each channel row, a convolution is a GEMM per
+//! group over all of them: y_g [O/G, n·OH·OW] = W_g [O/G, (C/G)·kh·kw] · cols_g, where
 //! cols (im2col) holds, for input channel c and tap (ky, kx), the input value each output
-//! position reads (row (c·kh + ky)·kw + kx, matching W's layout; zero in the padding). A 1×1,
+//! position reads (row (c·kh + ky)·kw + kx, matching W's layout; zero in the padding). The
+//! columns are built and multiplied a tile of output rows at a time, each tile's patches
+//! within a core's L2 cache, so that the patch matrix (kh·kw times the input) never goes out
+//! to memory; tiles do not change a result (each output is the same dot product). A 1×1,
 //! stride-1, unpadded convolution reads x directly, with no copy. A depthwise convolution (one
 //! input channel per group) skips the GEMM: per channel and tap it adds w·x over the output
 //! rows. The vector–Jacobian product is the transposed product W_gᵀ·g followed by the
 //! adjoint of im2col (col2im, summing every patch entry back onto its pixel); the tangent is
 //! the forward product without the bias.
 
-use super::gemm::{matmul, View};
+use super::gemm::{matmul, matmul_into, View};
+use std::ops::Range;
+
+/// Patch values per tile at most (1 MiB of f32: a core's L2 cache here).
+const TILE_FLOATS: usize = 1 << 18;
 use crate::model::graph::Conv;
+
+/// The output columns (ox) whose input column ox·s + off lies in 0..len.
+pub(super) fn valid(off: isize, s: usize, len: usize, out: usize) -> Range<usize> {
+    let s = s as isize;
+    let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
+    let hi = ((len as isize - off) + s - 1).div_euclid(s).max(0);
+    (lo.max(0) as usize).min(out)..(hi as usize).min(out)
+}
 
 /// One convolution's geometry and weights, flattened for the kernels.
 #[derive(Debug, Clone)]
@@ -73,14 +88,6 @@ impl ConvKernel {
         self.groups == self.c && self.o == self.c
     }
 
-    /// The output columns (ox) whose input column ox·s + off lies in 0..len.
-    fn valid(off: isize, s: usize, len: usize, out: usize) -> std::ops::Range<usize> {
-        let s = s as isize;
-        let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
-        let hi = ((len as isize - off) + s - 1).div_euclid(s).max(0);
-        (lo.max(0) as usize).min(out)..(hi as usize).min(out)
-    }
-
     /// The input offset of tap (ky, kx) along each axis.
     fn offsets(&self, ky: usize, kx: usize) -> (isize, isize) {
         (
@@ -89,35 +96,43 @@ impl ConvKernel {
         )
     }
 
-    /// Fills `cols` [cg·kk, n·OH·OW] from input channels `c0..c0+cg` of x [C, n, H, W].
-    fn im2col(&self, x: &[f32], c0: usize, cg: usize, p: Planes, cols: &mut [f32]) {
+    /// Output rows (image i, row oy, flattened i·OH + oy) per patch tile: a tile's patches,
+    /// [cg·kk, rows·OW], stay within [`TILE_FLOATS`] (the L2 cache) so that writing them and
+    /// the GEMM's reading them do not go out to memory. A function of the geometry alone,
+    /// so every image's products are the same whatever the block.
+    fn tile_rows(&self, cg: usize, p: Planes) -> usize {
+        (TILE_FLOATS / (cg * self.taps() * p.ow).max(1)).clamp(1, p.n * p.oh)
+    }
+
+    /// Fills `cols` [cg·kk, rows.len()·OW] from input channels `c0..c0+cg` of x [C, n, H, W]
+    /// for the output rows `rows` (flattened i·OH + oy).
+    fn im2col(&self, x: &[f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, cols: &mut [f32]) {
         let (kh, kw) = (self.k[0], self.k[1]);
-        let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+        let (hw, len) = (p.h * p.w, rows.len() * p.ow);
         for ci in 0..cg {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let row = &mut cols[((ci * kh + ky) * kw + kx) * p.n * ohw..][..p.n * ohw];
+                    let row = &mut cols[((ci * kh + ky) * kw + kx) * len..][..len];
                     let (oy_off, ox_off) = self.offsets(ky, kx);
-                    let xs = Self::valid(ox_off, self.stride[1], p.w, p.ow);
-                    for i in 0..p.n {
+                    let xs = valid(ox_off, self.stride[1], p.w, p.ow);
+                    for (t, r) in rows.clone().enumerate() {
+                        let (i, oy) = (r / p.oh, r % p.oh);
                         let plane = &x[((c0 + ci) * p.n + i) * hw..][..hw];
-                        for oy in 0..p.oh {
-                            let dst = &mut row[(i * p.oh + oy) * p.ow..][..p.ow];
-                            let iy = (oy * self.stride[0]) as isize + oy_off;
-                            if iy < 0 || iy >= p.h as isize || xs.is_empty() {
-                                dst.fill(0.0);
-                                continue;
-                            }
-                            let src = &plane[iy as usize * p.w..][..p.w];
-                            dst[..xs.start].fill(0.0);
-                            dst[xs.end..].fill(0.0);
-                            let ix0 = (xs.start * self.stride[1]) as isize + ox_off;
-                            if self.stride[1] == 1 {
-                                dst[xs.clone()].copy_from_slice(&src[ix0 as usize..][..xs.len()]);
-                            } else {
-                                for (j, ox) in xs.clone().enumerate() {
-                                    dst[ox] = src[ix0 as usize + j * self.stride[1]];
-                                }
+                        let dst = &mut row[t * p.ow..][..p.ow];
+                        let iy = (oy * self.stride[0]) as isize + oy_off;
+                        if iy < 0 || iy >= p.h as isize || xs.is_empty() {
+                            dst.fill(0.0);
+                            continue;
+                        }
+                        let src = &plane[iy as usize * p.w..][..p.w];
+                        dst[..xs.start].fill(0.0);
+                        dst[xs.end..].fill(0.0);
+                        let ix0 = (xs.start * self.stride[1]) as isize + ox_off;
+                        if self.stride[1] == 1 {
+                            dst[xs.clone()].copy_from_slice(&src[ix0 as usize..][..xs.len()]);
+                        } else {
+                            for (j, ox) in xs.clone().enumerate() {
+                                dst[ox] = src[ix0 as usize + j * self.stride[1]];
                             }
                         }
                     }
@@ -127,44 +142,49 @@ impl ConvKernel {
     }
 
     /// The adjoint of [`ConvKernel::im2col`]: adds `cols` back onto channels `c0..c0+cg` of
-    /// `x` (which the caller has zeroed).
-    fn col2im(&self, cols: &[f32], c0: usize, cg: usize, p: Planes, x: &mut [f32]) {
+    /// `x`.
+    fn col2im(&self, cols: &[f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, x: &mut [f32]) {
         let (kh, kw) = (self.k[0], self.k[1]);
-        let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
+        let (hw, len) = (p.h * p.w, rows.len() * p.ow);
         for ci in 0..cg {
             for ky in 0..kh {
                 for kx in 0..kw {
-                    let row = &cols[((ci * kh + ky) * kw + kx) * p.n * ohw..][..p.n * ohw];
+                    let row = &cols[((ci * kh + ky) * kw + kx) * len..][..len];
                     let (oy_off, ox_off) = self.offsets(ky, kx);
-                    let xs = Self::valid(ox_off, self.stride[1], p.w, p.ow);
+                    let xs = valid(ox_off, self.stride[1], p.w, p.ow);
                     if xs.is_empty() {
                         continue;
                     }
-                    for i in 0..p.n {
+                    for (t, r) in rows.clone().enumerate() {
+                        let (i, oy) = (r / p.oh, r % p.oh);
+                        let iy = (oy * self.stride[0]) as isize + oy_off;
+                        if iy < 0 || iy >= p.h as isize {
+                            continue;
+                        }
                         let plane = &mut x[((c0 + ci) * p.n + i) * hw..][..hw];
-                        for oy in 0..p.oh {
-                            let iy = (oy * self.stride[0]) as isize + oy_off;
-                            if iy < 0 || iy >= p.h as isize {
-                                continue;
+                        let src = &row[t * p.ow..][..p.ow];
+                        let dst = &mut plane[iy as usize * p.w..][..p.w];
+                        let ix0 = ((xs.start * self.stride[1]) as isize + ox_off) as usize;
+                        if self.stride[1] == 1 {
+                            // Contiguous on both sides: a loop the compiler vectorises.
+                            for (d, s) in dst[ix0..ix0 + xs.len()].iter_mut().zip(&src[xs.clone()]) {
+                                *d += s;
                             }
-                            let src = &row[(i * p.oh + oy) * p.ow..][..p.ow];
-                            let dst = &mut plane[iy as usize * p.w..][..p.w];
-                            let ix0 = ((xs.start * self.stride[1]) as isize + ox_off) as usize;
-                            if self.stride[1] == 1 {
-                                // Contiguous on both sides: a loop the compiler vectorises.
-                                for (d, s) in dst[ix0..ix0 + xs.len()].iter_mut().zip(&src[xs.clone()]) {
-                                    *d += s;
-                                }
-                            } else {
-                                for (j, ox) in xs.clone().enumerate() {
-                                    dst[ix0 + j * self.stride[1]] += src[ox];
-                                }
+                        } else {
+                            for (j, ox) in xs.clone().enumerate() {
+                                dst[ix0 + j * self.stride[1]] += src[ox];
                             }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// The output row tiles of a block: ranges of flattened rows i·OH + oy.
+    fn tiles(&self, cg: usize, p: Planes) -> impl Iterator<Item = Range<usize>> {
+        let (rows, step) = (p.n * p.oh, self.tile_rows(cg, p));
+        (0..rows).step_by(step).map(move |r| r..(r + step).min(rows))
     }
 
     /// y [O, n, OH, OW] = conv(x) (+ bias when `bias`); `scratch` is reused for the patches.
@@ -186,11 +206,15 @@ impl ConvKernel {
             if self.pointwise() {
                 let xg = &x[gi * cg * ohw..][..cg * ohw];
                 matmul(og, ohw, cg, out, View::rows(w, cg), View::rows(xg, ohw), true);
-            } else {
+                continue;
+            }
+            for rows in self.tiles(cg, p) {
+                let (at, len) = (rows.start * p.ow, rows.len() * p.ow);
                 scratch.clear();
-                scratch.resize(cg * kk * ohw, 0.0);
-                self.im2col(x, gi * cg, cg, p, scratch);
-                matmul(og, ohw, cg * kk, out, View::rows(w, cg * kk), View::rows(scratch, ohw), true);
+                scratch.resize(cg * kk * len, 0.0);
+                self.im2col(x, gi * cg, cg, p, rows, scratch);
+                let (a, b) = (View::rows(w, cg * kk), View::rows(scratch, len));
+                matmul_into(og, len, cg * kk, &mut out[at..], ohw, a, b, true);
             }
         }
         y
@@ -211,11 +235,15 @@ impl ConvKernel {
             if self.pointwise() {
                 let out = &mut gx[gi * cg * hw..][..cg * hw];
                 matmul(cg, ohw, og, out, View::transposed(w, cg), View::rows(gg, ohw), false);
-            } else {
+                continue;
+            }
+            for rows in self.tiles(cg, p) {
+                let (at, len) = (rows.start * p.ow, rows.len() * p.ow);
                 scratch.clear();
-                scratch.resize(cg * kk * ohw, 0.0);
-                matmul(cg * kk, ohw, og, scratch, View::transposed(w, cg * kk), View::rows(gg, ohw), false);
-                self.col2im(scratch, gi * cg, cg, p, &mut gx);
+                scratch.resize(cg * kk * len, 0.0);
+                let (a, b) = (View::transposed(w, cg * kk), View::strided(&gg[at..], ohw));
+                matmul(cg * kk, len, og, scratch, a, b, false);
+                self.col2im(scratch, gi * cg, cg, p, rows, &mut gx);
             }
         }
         gx
@@ -233,7 +261,7 @@ impl ConvKernel {
                     for kx in 0..kw {
                         let wt = w[ky * kw + kx];
                         let (oy_off, ox_off) = self.offsets(ky, kx);
-                        let xs = Self::valid(ox_off, self.stride[1], p.w, p.ow);
+                        let xs = valid(ox_off, self.stride[1], p.w, p.ow);
                         for oy in 0..p.oh {
                             let iy = (oy * self.stride[0]) as isize + oy_off;
                             if iy < 0 || iy >= p.h as isize || xs.is_empty() {
@@ -270,7 +298,7 @@ impl ConvKernel {
                     for kx in 0..kw {
                         let wt = w[ky * kw + kx];
                         let (oy_off, ox_off) = self.offsets(ky, kx);
-                        let xs = Self::valid(ox_off, self.stride[1], p.w, p.ow);
+                        let xs = valid(ox_off, self.stride[1], p.w, p.ow);
                         for oy in 0..p.oh {
                             let iy = (oy * self.stride[0]) as isize + oy_off;
                             if iy < 0 || iy >= p.h as isize || xs.is_empty() {
@@ -376,6 +404,45 @@ mod tests {
             let lhs: f64 = lin.iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum();
             let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
             assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint {c}→{o}: {lhs} vs {rhs}");
+        }
+    }
+
+    #[test]
+    fn tiles_spanning_rows_and_images_equal_the_direct_sum() {
+        // 64 channels × 3×3 taps × 40 columns = 23,040 patch values per output row, so a
+        // tile holds 11 rows: the 80 rows of two 40×40 images split into 8 tiles, one of
+        // them across the two images and the last one short.
+        let dev = Device::Cpu;
+        let (c, o, h, wd, n) = (64, 4, 40, 40, 2);
+        let conv = Conv {
+            weight: Tensor::randn(0f32, 1f32, (o, c, 3, 3), &dev).unwrap(),
+            bias: Some(Tensor::randn(0f32, 1f32, o, &dev).unwrap()),
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let kern = ConvKernel::new(&conv).unwrap();
+        let p = Planes { n, h, w: wd, oh: h, ow: wd };
+        assert_eq!(kern.tile_rows(c, p), 11);
+        let x = Tensor::randn(0f32, 1f32, c * n * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
+        let mut scratch = Vec::new();
+        let y = kern.forward(&x, p, true, &mut scratch);
+        for (a, b) in y.iter().zip(&reference(&kern, &x, p)) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+        // ⟨conv(x) − b, g⟩ = ⟨x, vjp(g)⟩.
+        let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
+        let gx = kern.vjp(&g, p, &mut scratch);
+        let lin = kern.forward(&x, p, false, &mut scratch);
+        let lhs: f64 = lin.iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum();
+        let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
+        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
+        // The second image alone gives bit for bit what it got in the block.
+        let x1: Vec<f32> = (0..c).flat_map(|ci| x[(ci * n + 1) * h * wd..][..h * wd].to_vec()).collect();
+        let y1 = kern.forward(&x1, Planes { n: 1, ..p }, true, &mut scratch);
+        for oi in 0..o {
+            assert_eq!(y1[oi * h * wd..][..h * wd], y[(oi * n + 1) * h * wd..][..h * wd]);
         }
     }
 }

@@ -17,6 +17,12 @@ impl<'a> View<'a> {
         Self { data, rs: cols, cs: 1 }
     }
 
+    /// A matrix whose rows start `stride` values apart, columns contiguous (a block of
+    /// columns of a wider row-major matrix).
+    pub fn strided(data: &'a [f32], stride: usize) -> Self {
+        Self { data, rs: stride, cs: 1 }
+    }
+
     /// The transpose of a row-major matrix with `cols` columns.
     pub fn transposed(data: &'a [f32], cols: usize) -> Self {
         Self { data, rs: 1, cs: cols }
@@ -30,8 +36,27 @@ impl<'a> View<'a> {
 /// dst [m,n] (row-major, contiguous) = a [m,k] · b [k,n], plus dst's old value if
 /// `accumulate`.
 pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], a: View, b: View, accumulate: bool) {
+    matmul_into(m, n, k, dst, n, a, b, accumulate)
+}
+
+/// [`matmul`] into a block of columns of a wider row-major matrix: dst's rows start
+/// `dst_stride` ≥ n values apart.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_stride: usize,
+    a: View,
+    b: View,
+    accumulate: bool,
+) {
     assert!(
-        dst.len() >= m * n && a.fits(m, k) && b.fits(k, n),
+        dst_stride >= n
+            && (m == 0 || n == 0 || dst.len() > (m - 1) * dst_stride + n - 1)
+            && a.fits(m, k)
+            && b.fits(k, n),
         "kernel matmul: operands too small for {m}×{k}·{k}×{n}"
     );
     if m == 0 || n == 0 {
@@ -39,7 +64,7 @@ pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], a: View, b: 
     }
     if k == 0 {
         if !accumulate {
-            dst[..m * n].fill(0.0);
+            dst.chunks_mut(dst_stride).take(m).for_each(|row| row[..n].fill(0.0));
         }
         return;
     }
@@ -52,7 +77,7 @@ pub(crate) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], a: View, b: 
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_stride as isize,
             accumulate,
             a.data.as_ptr(),
             a.cs as isize,
@@ -87,5 +112,11 @@ mod tests {
         // Accumulating adds onto the old values.
         matmul(2, 2, 2, &mut d, View::rows(&a, 2), View::transposed(&b, 2), true);
         assert_eq!(d, [34.0, 46.0, 78.0, 106.0]);
+        // Into the second column of a 2×3 matrix, from the second column of a 2×3 operand:
+        // [1 2; 3 4] · [6; 8] = [22; 50].
+        let b3 = [0.0f32, 6.0, 0.0, 0.0, 8.0, 0.0];
+        let mut d3 = [-1.0f32; 6];
+        matmul_into(2, 1, 2, &mut d3[1..], 3, View::rows(&a, 2), View::strided(&b3[1..], 3), false);
+        assert_eq!(d3, [-1.0, 22.0, -1.0, -1.0, 50.0, -1.0]);
     }
 }

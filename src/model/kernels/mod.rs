@@ -23,11 +23,11 @@ pub(crate) mod pool;
 
 use super::graph::{Graph, NodeId, Nonlinearity, Op, Shape};
 use super::nonlinearity::{Activation, Rule};
-use super::sweep::{self, Exec, Forward};
+use super::sweep::{self, Exec, Forward, Purpose};
 use crate::error::{Error, Result};
 use conv::{ConvKernel, Planes};
 use gemm::{matmul, View};
-use pool::PoolTable;
+use pool::{MaxGeometry, PoolTable};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -116,7 +116,19 @@ impl<'a> Prepared<'a> {
                         if win.kernel == [2, 2] && win.stride == [2, 2] && win.padding == [0; 4])
                         && (2 * oh, 2 * ow) == (h, w);
                     let tiles = tiled.then_some((h, w));
-                    Some(PoolTable { index, weights, k, len: h * w, out: oh * ow, tiles })
+                    let geometry = match &node.op {
+                        Op::MaxPool(win) => Some(MaxGeometry {
+                            kernel: win.kernel,
+                            stride: win.stride,
+                            pad: [win.padding[0], win.padding[1]],
+                            h,
+                            w,
+                            oh,
+                            ow,
+                        }),
+                        _ => None,
+                    };
+                    Some(PoolTable { index, weights, k, len: h * w, out: oh * ow, tiles, geometry })
                 }
                 _ => None,
             });
@@ -180,7 +192,7 @@ pub(crate) struct CpuExec<'a> {
     scratch: Vec<f32>,
 }
 
-impl CpuExec<'_> {
+impl<'a> CpuExec<'a> {
     fn planes(&self, id: NodeId) -> Result<Planes> {
         let input = self.p.graph.nodes()[id].inputs[0];
         match (self.p.shapes[input], self.p.shapes[id]) {
@@ -200,8 +212,9 @@ impl CpuExec<'_> {
         self.p.tables[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id} has no pool table")))
     }
 
-    fn kernel(&self, id: NodeId) -> Result<&NodeKernel> {
-        self.p.weights.nodes[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id} has no weights")))
+    fn kernel(&self, id: NodeId) -> Result<&'a NodeKernel> {
+        let weights: &'a CpuWeights = self.p.weights;
+        weights.nodes[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id} has no weights")))
     }
 
     /// Per-channel y = x·scale (+ shift) in the block layout.
@@ -232,7 +245,6 @@ impl CpuExec<'_> {
             Op::Conv(_) => {
                 let p = self.planes(id)?;
                 let NodeKernel::Conv(k) = self.kernel(id)? else { return Err(wrong(id)) };
-                let k = k.clone();
                 k.forward(ins[0], p, bias, &mut self.scratch)
             }
             Op::Linear(_) => {
@@ -312,7 +324,6 @@ impl Exec for CpuExec<'_> {
             Op::Conv(_) => {
                 let p = self.planes(id)?;
                 let NodeKernel::Conv(k) = self.kernel(id)? else { return Err(wrong(id)) };
-                let k = k.clone();
                 one(k.vjp(g, p, &mut self.scratch))
             }
             Op::Linear(_) => {
@@ -348,6 +359,12 @@ impl Exec for CpuExec<'_> {
             }
             Op::Input | Op::Act(_) => return Err(wrong(id)),
         })
+    }
+
+    fn apply(&mut self, kind: Nonlinearity, act: Activation, z: Buf) -> Result<Buf> {
+        let mut v = Arc::try_unwrap(z).unwrap_or_else(|shared| shared.to_vec());
+        act::apply_in_place(kind, act, &mut v);
+        Ok(Arc::new(v))
     }
 
     fn activate(&mut self, kind: Nonlinearity, act: Activation, z: &Buf) -> Result<(Buf, Buf)> {
@@ -472,6 +489,7 @@ impl<'a> Prepared<'a> {
                     self.block_of(0, &x[start * per..][..n * per], n),
                     act,
                     &[],
+                    Purpose::Values,
                 )?;
                 Ok(self.rows_of(out, fwd.value(out)?, n))
             })
@@ -485,7 +503,14 @@ impl<'a> Prepared<'a> {
         match pass.baseline {
             Some(b0) if b0.len() == self.len(0) => {
                 let mut e = self.exec(1);
-                Ok(Some(sweep::forward(self.graph, &mut e, self.block_of(0, b0, 1), act, &[])?))
+                Ok(Some(sweep::forward(
+                    self.graph,
+                    &mut e,
+                    self.block_of(0, b0, 1),
+                    act,
+                    &[],
+                    Purpose::Backward,
+                )?))
             }
             _ => Ok(None),
         }
@@ -543,13 +568,21 @@ impl<'a> Prepared<'a> {
             self.block_of(0, &x[start * per..][..n * per], n),
             act,
             &keep_nodes,
+            Purpose::Backward,
         )?;
         let base = match (pass.baseline, shared) {
             // One baseline for every row: its pre-activations, computed once, repeated.
             (Some(_), Some(one)) => Some(self.repeated(one, n)),
             (Some(b0), None) => {
                 let rows = &b0[start * per..][..n * per];
-                Some(sweep::forward(self.graph, &mut e, self.block_of(0, rows, n), act, &[])?)
+                Some(sweep::forward(
+                    self.graph,
+                    &mut e,
+                    self.block_of(0, rows, n),
+                    act,
+                    &[],
+                    Purpose::Backward,
+                )?)
             }
             (None, _) => None,
         };

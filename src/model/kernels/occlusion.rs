@@ -20,7 +20,7 @@ use super::{NodeKernel, Prepared};
 use crate::error::{Error, Result};
 use crate::model::graph::{NodeId, Nonlinearity, Op, Shape};
 use crate::model::nonlinearity::{self, Activation};
-use crate::model::sweep;
+use crate::model::sweep::{self, Purpose};
 use rayon::prelude::*;
 use std::ops::Range;
 use std::sync::Arc;
@@ -157,7 +157,14 @@ impl Prepared<'_> {
         let nodes = self.graph.nodes();
         let all: Vec<NodeId> = (0..nodes.len()).collect();
         let mut e = self.exec(1);
-        let clean = sweep::forward(self.graph, &mut e, Arc::new(x.to_vec()), Activation::Relu, &all)?;
+        let clean = sweep::forward(
+            self.graph,
+            &mut e,
+            Arc::new(x.to_vec()),
+            Activation::Relu,
+            &all,
+            Purpose::Values,
+        )?;
         let clean: Vec<Vec<f32>> =
             clean.values.into_iter().map(|v| v.map(|b| b.to_vec()).unwrap_or_default()).collect();
         let mut work = clean.clone();

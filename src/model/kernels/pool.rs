@@ -23,6 +23,21 @@ pub(crate) struct PoolTable {
     /// (H, W) when the windows are 2×2 at stride 2 without padding and tile the plane
     /// exactly (the fast path of [`max_forward`]).
     pub tiles: Option<(usize, usize)>,
+    /// A max-pool's geometry, for [`max_forward`]'s row sweeps.
+    pub geometry: Option<MaxGeometry>,
+}
+
+/// A max-pool's windows: kernel, stride and leading padding (rows, columns), and the input
+/// and output plane sizes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MaxGeometry {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 2],
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 /// Max-pools each of the `planes` planes of `x` (ranked by `rank`): (values, routes), the
@@ -31,6 +46,9 @@ pub(crate) struct PoolTable {
 pub(crate) fn max_forward(t: &PoolTable, x: &[f32], rank: &[f32], planes: usize) -> (Vec<f32>, Vec<u32>) {
     if let Some(tiles) = t.tiles {
         return max_tiled(t, tiles, x, rank, planes);
+    }
+    if let Some(g) = t.geometry {
+        return max_rows(t, &g, x, rank, planes);
     }
     let mut out = vec![0.0f32; planes * t.out];
     let mut route = vec![u32::MAX; planes * t.out];
@@ -50,6 +68,65 @@ pub(crate) fn max_forward(t: &PoolTable, x: &[f32], rank: &[f32], planes: usize)
             if let Some((_, i)) = best {
                 out[p * t.out + o] = xs[i as usize];
                 route[p * t.out + o] = i;
+            }
+        }
+    }
+    (out, route)
+}
+
+/// [`max_forward`] by whole output rows: for each window tap (ky, kx) in the table's order,
+/// one sweep along the row keeps the strictly larger rank, so each output keeps its window's
+/// first maximum exactly as the table's scan does. The input row is first split into its
+/// stride phases (columns q, q + s, q + 2s, …), so that every tap reads a contiguous run and
+/// the sweep, which records the winning tap rather than its position, vectorises.
+fn max_rows(t: &PoolTable, g: &MaxGeometry, x: &[f32], rank: &[f32], planes: usize) -> (Vec<f32>, Vec<u32>) {
+    const NONE: u32 = u32::MAX;
+    let mut out = vec![0.0f32; planes * t.out];
+    let mut route = vec![NONE; planes * t.out];
+    let ([kh, kw], [sy, sx], [py, px]) = (g.kernel, g.stride, g.pad);
+    let phase_len = g.w.div_ceil(sx);
+    let mut phases = vec![0.0f32; sx * phase_len];
+    let (mut best, mut tap) = (vec![0.0f32; g.ow], vec![NONE; g.ow]);
+    for p in 0..planes {
+        let (xs, rs) = (&x[p * t.len..][..t.len], &rank[p * t.len..][..t.len]);
+        for oy in 0..g.oh {
+            tap.fill(NONE);
+            for ky in 0..kh {
+                let iy = (oy * sy + ky) as isize - py as isize;
+                if iy < 0 || iy >= g.h as isize {
+                    continue;
+                }
+                let line = &rs[iy as usize * g.w..][..g.w];
+                for (q, phase) in phases.chunks_exact_mut(phase_len).enumerate() {
+                    for (d, &v) in phase.iter_mut().zip(line.iter().skip(q).step_by(sx)) {
+                        *d = v;
+                    }
+                }
+                for kx in 0..kw {
+                    let off = kx as isize - px as isize;
+                    let cols = super::conv::valid(off, sx, g.w, g.ow);
+                    if cols.is_empty() {
+                        continue;
+                    }
+                    let ix0 = ((cols.start * sx) as isize + off) as usize;
+                    let src = &phases[(ix0 % sx) * phase_len + ix0 / sx..][..cols.len()];
+                    let id = (ky * kw + kx) as u32;
+                    for ((b, k), &r) in best[cols.clone()].iter_mut().zip(&mut tap[cols]).zip(src) {
+                        // All ones where this tap wins; selects by masks, which vectorise.
+                        let take = 0u32.wrapping_sub(u32::from((r > *b) | (*k == NONE)));
+                        *b = f32::from_bits((r.to_bits() & take) | (b.to_bits() & !take));
+                        *k = (id & take) | (*k & !take);
+                    }
+                }
+            }
+            let o = p * t.out + oy * g.ow;
+            for (ox, &k) in tap.iter().enumerate() {
+                if k != NONE {
+                    let (ky, kx) = (k as usize / kw, k as usize % kw);
+                    let at = (oy * sy + ky - py) * g.w + ox * sx + kx - px;
+                    route[o + ox] = at as u32;
+                    out[o + ox] = xs[at];
+                }
             }
         }
     }
@@ -157,4 +234,41 @@ pub(crate) fn avg_vjp(t: &PoolTable, g: &[f32], planes: usize) -> Vec<f32> {
         }
     }
     gx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::graph::{Op, Window};
+    use crate::model::tensor_exec::pool_table;
+
+    #[test]
+    fn row_sweeps_route_like_the_table_scan() {
+        // Values on a coarse grid (many ties, so the first-maximum rule is exercised), a
+        // separate rank plane, and geometries with padding, ceil mode, unequal strides and
+        // windows wider than the stride.
+        let geometries = [
+            ([3, 3], [2, 2], [1, 1, 1, 1], false),
+            ([3, 3], [2, 2], [0, 0, 0, 0], true),
+            ([2, 3], [1, 2], [1, 0, 1, 0], false),
+            ([3, 2], [3, 1], [1, 1, 1, 1], true),
+            ([1, 1], [2, 2], [0, 0, 0, 0], false),
+        ];
+        let (h, w, planes) = (9, 11, 3);
+        let x: Vec<f32> = (0..planes * h * w).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        let rank: Vec<f32> = (0..planes * h * w).map(|i| ((i * 104_729) % 5) as f32).collect();
+        for (kernel, stride, padding, ceil_mode) in geometries {
+            let win = Window { kernel, stride, padding, ceil_mode };
+            let (oh, ow) = (win.out_len(0, h).unwrap(), win.out_len(1, w).unwrap());
+            let (index, weights, k) = pool_table(&Op::MaxPool(win), (h, w), (oh, ow));
+            let geometry = MaxGeometry { kernel, stride, pad: [padding[0], padding[1]], h, w, oh, ow };
+            let table =
+                PoolTable { index, weights, k, len: h * w, out: oh * ow, tiles: None, geometry: None };
+            let rows = PoolTable { geometry: Some(geometry), ..table.clone() };
+            // Ranked by the values themselves, and by a separate rank plane (the surrogate's).
+            for r in [&x, &rank] {
+                assert_eq!(max_forward(&table, &x, r, planes), max_forward(&rows, &x, r, planes), "{win:?}");
+            }
+        }
+    }
 }
