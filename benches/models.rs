@@ -303,7 +303,7 @@ fn workload<'a>(
         "top_k" => {
             let pixels = x.dim(2)? * x.dim(3)?;
             let attack = Steered {
-                objective: Arc::new(TopKObjective { k: args.k.min(pixels) }),
+                objective: Arc::new(TopKObjective { k: Some(args.k.min(pixels)) }),
                 method: Arc::new(Gradient),
                 settings: IterSettings { iterations: args.attack_iterations, ..IterSettings::ghorbani() },
             };

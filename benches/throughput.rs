@@ -76,7 +76,7 @@ fn attack(name: &str, method: Arc<dyn Attribution>, iterations: u32) -> Arc<dyn 
     };
     let objective: Arc<dyn Objective> = match name {
         "random_walk" => return Arc::new(RandomWalk { settings }),
-        "top_k" => Arc::new(TopKObjective { k: 100 }),
+        "top_k" => Arc::new(TopKObjective { k: Some(100) }),
         "mass_center" => Arc::new(MassCenterObjective),
         "targeted" => Arc::new(TargetedObjective { region: Region::Rect { x0: 0, y0: 0, x1: 10, y1: 10 } }),
         _ => {

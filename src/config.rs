@@ -277,21 +277,12 @@ impl RawSteer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMetrics {
-    #[serde(default = "default_k")]
-    top_k: Spanned<KList>,
-}
-
-impl Default for RawMetrics {
-    fn default() -> Self {
-        Self { top_k: default_k() }
-    }
-}
-
-fn default_k() -> Spanned<KList> {
-    Spanned::new(0..0, KList::One(100))
+    /// Unset: one k, [`crate::metric::auto_k`] of the image size.
+    #[serde(default)]
+    top_k: Option<Spanned<KList>>,
 }
 
 /// `top_k = 100` or `top_k = [10, 100]`.
@@ -343,8 +334,10 @@ pub struct Plan {
     pub attacks: Vec<Arc<dyn Attack>>,
     /// L∞ budgets on the [0,1] pixel scale.
     pub epsilons: Vec<f64>,
-    /// The k of each top-k intersection metric (at least one, distinct, each ≥ 1).
-    pub metric_ks: Vec<usize>,
+    /// The k of each top-k intersection metric (at least one, distinct, each ≥ 1); `None`
+    /// when the config gives none: one k, [`crate::metric::auto_k`] of the image size (see
+    /// [`Plan::metric_ks_for`]).
+    pub metric_ks: Option<Vec<usize>>,
     /// How many of the first studied images get example panels (clean and perturbed image with
     /// every method's map, per attack, at the largest ε) in `examples/`.
     pub examples: usize,
@@ -367,10 +360,11 @@ pub struct LateChecks {
     pub count: Option<(usize, Option<usize>)>,
     /// The occlusion window, if a method uses occlusion.
     pub occlusion_window: Option<([usize; 2], Option<usize>)>,
-    /// `attacks.top_k.k`, if `top_k` runs.
-    pub attack_k: Option<(usize, Option<usize>)>,
-    /// `metrics.top_k`'s largest k.
-    pub metric_k: (usize, Option<usize>),
+    /// `attacks.top_k.k` if `top_k` runs: the k the config gives (`None`: automatic, which
+    /// always fits the image).
+    pub attack_k: Option<(Option<usize>, Option<usize>)>,
+    /// `metrics.top_k`'s largest k, if the config gives it (the automatic k always fits).
+    pub metric_k: Option<(usize, Option<usize>)>,
 }
 
 /// The most bytes a config file may have (a real one is a few KiB).
@@ -594,7 +588,7 @@ impl Plan {
             }
         }
         let attacks = build_attacks(&cx, &raw, &make_method, &images)?;
-        let metric_ks = parse_metric_ks(&cx, &raw.metrics.top_k)?;
+        let metric_ks = raw.metrics.top_k.as_ref().map(|k| parse_metric_ks(&cx, k)).transpose()?;
 
         let robustness = match &raw.robustness {
             Some(r) => {
@@ -625,9 +619,12 @@ impl Plan {
                 .map(|w| (w, raw.methods.occlusion.as_ref().and_then(|o| cx.line(o.span())))),
             attack_k: attack_listed("top_k").then(|| {
                 let sec = raw.attacks.top_k.as_ref();
-                (sec.and_then(|s| s.get_ref().k).unwrap_or(100), sec.and_then(|s| cx.line(s.span())))
+                (sec.and_then(|s| s.get_ref().k), sec.and_then(|s| cx.line(s.span())))
             }),
-            metric_k: (metric_ks.iter().copied().max().unwrap_or(0), cx.line(raw.metrics.top_k.span())),
+            metric_k: metric_ks
+                .as_ref()
+                .zip(raw.metrics.top_k.as_ref())
+                .map(|(ks, given)| (ks.iter().copied().max().unwrap_or(0), cx.line(given.span()))),
         };
         let inputs = study_inputs(&raw, base, &weights, &images, &labels, &classes);
         let mut plan = Plan {
@@ -693,7 +690,7 @@ impl Plan {
             "methods": self.methods.iter().map(|m| (m.name().to_string(), m.params())).collect::<serde_json::Map<_, _>>(),
             "attacks": self.attacks.iter().map(|a| serde_json::json!({ "name": a.name(), "params": a.params() })).collect::<Vec<_>>(),
             "epsilons": self.epsilons,
-            "metrics": { "top_k": self.metric_ks },
+            "metrics": { "top_k": self.metric_ks.as_ref().map_or(serde_json::json!("auto"), |ks| serde_json::json!(ks)) },
             "report": { "examples": self.examples },
             "robustness": self.robustness.map(|r| serde_json::json!({ "radius": r.radius, "samples": r.samples })),
         })
@@ -701,6 +698,28 @@ impl Plan {
 }
 
 impl Plan {
+    /// The k of each top-k intersection metric on h×w images: the configured ones, or the one
+    /// [`crate::metric::auto_k`]`(h, w)` (100 on 28×28).
+    pub fn metric_ks_for(&self, h: usize, w: usize) -> Vec<usize> {
+        self.metric_ks.clone().unwrap_or_else(|| vec![crate::metric::auto_k(h, w)])
+    }
+
+    /// What the settings record as `"auto"`, resolved for h×w images, by config field (for
+    /// run.json): `{"image_size": [h, w], "metrics.top_k": [k], "attacks.top_k.k": k}`, with
+    /// only the fields left unset. A function of the images alone, so a resumed run, its
+    /// shards and their merge all resolve the same values.
+    pub fn automatic(&self, h: usize, w: usize) -> serde_json::Value {
+        let mut auto = serde_json::Map::new();
+        auto.insert("image_size".into(), serde_json::json!([h, w]));
+        if self.metric_ks.is_none() {
+            auto.insert("metrics.top_k".into(), serde_json::json!(self.metric_ks_for(h, w)));
+        }
+        if let Some((None, _)) = self.late.attack_k {
+            auto.insert("attacks.top_k.k".into(), serde_json::json!(crate::metric::auto_k(h, w)));
+        }
+        serde_json::Value::Object(auto)
+    }
+
     /// Checks the settings that depend on the model and the images (`set`, for a model of
     /// `classes` classes) before anything is written: `data.count` at most the images in the
     /// file, an occlusion window and every k at most the image, labels in 0..classes.
@@ -734,7 +753,7 @@ impl Plan {
                 ));
             }
         }
-        if let Some((k, line)) = self.late.attack_k {
+        if let Some((Some(k), line)) = self.late.attack_k {
             if k > pixels {
                 return Err(err(
                     line,
@@ -742,12 +761,13 @@ impl Plan {
                 ));
             }
         }
-        let (k, line) = self.late.metric_k;
-        if k > pixels {
-            return Err(err(
-                line,
-                format!("field `metrics.top_k`: {k} is more than the {pixels} pixels of an image"),
-            ));
+        if let Some((k, line)) = self.late.metric_k {
+            if k > pixels {
+                return Err(err(
+                    line,
+                    format!("field `metrics.top_k`: {k} is more than the {pixels} pixels of an image"),
+                ));
+            }
         }
         if let Some(labels) = &set.labels {
             if let Some((i, v)) = labels.iter().enumerate().find(|(_, &v)| v < 0 || v >= classes as i64) {
@@ -1108,8 +1128,9 @@ fn build_attacks(
                 continue;
             }
             "top_k" => {
-                let k = a.top_k.as_ref().and_then(|s| s.get_ref().k).unwrap_or(100);
-                if k == 0 {
+                // Unset: auto_k of the image size, resolved when the maps are known.
+                let k = a.top_k.as_ref().and_then(|s| s.get_ref().k);
+                if k == Some(0) {
                     return Err(cx.err(
                         a.top_k.as_ref().map_or(0..0, |s| s.span()),
                         "field `attacks.top_k.k` must be at least 1".into(),

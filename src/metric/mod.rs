@@ -47,7 +47,7 @@ pub use mse::{mse_normalized, MseNormalized};
 pub use pearson::{pearson, Pearson};
 pub use rank::{average_ranks, spearman, Spearman};
 pub use ssim::{ssim, ssim_map, Ssim};
-pub use topk::{top_k_indices, top_k_intersection, TopKIntersection};
+pub use topk::{auto_k, top_k_indices, top_k_intersection, TopKIntersection};
 
 /// Which way a metric says "the maps are alike".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -13,12 +13,22 @@
 use super::{fits, Direction, Metric};
 use std::cmp::Ordering;
 
+/// The k of a top-k metric or attack that the config leaves unset, for an `h`×`w` image: the
+/// same share of the pixels as k = 100 of Fashion-MNIST's 28×28 = 784 (12.8 %), that is
+/// round(100·h·w / 784) (halves up), at least 1 and never more than the h·w pixels. So 28×28
+/// keeps 100, 64×64 gets 522 and 224×224 gets 6,400.
+pub fn auto_k(h: usize, w: usize) -> usize {
+    let pixels = h as u128 * w as u128;
+    let k = (200 * pixels + 784) / (2 * 784);
+    usize::try_from(k).unwrap_or(usize::MAX).max(1)
+}
+
 /// Share of the `k` most salient pixels common to both maps; range \[0, 1\], higher is more
 /// similar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopKIntersection {
-    /// How many of the most salient pixels to compare (the paper uses 1000 on ImageNet, we
-    /// default to 100 on 28×28 images).
+    /// How many of the most salient pixels to compare (the paper uses 1000 on ImageNet; a
+    /// config that gives none gets [`auto_k`] of the image size, 100 on 28×28 images).
     pub k: usize,
 }
 
@@ -160,6 +170,23 @@ mod tests {
         assert_eq!(cols, ["top100_intersection", "top10_intersection", "top50_intersection"]);
         assert_eq!(TopKIntersection::for_ks(&[]), Vec::new());
         assert_eq!(TopKIntersection::new(7), TopKIntersection { k: 7 });
+    }
+
+    #[test]
+    fn the_automatic_k_keeps_the_default_studys_share_of_the_pixels() {
+        // round(100·h·w/784): 78,400/784 = 100 exactly; 409,600/784 = 522.4 → 522;
+        // 5,017,600/784 = 6,400 exactly; 100/784 = 0.13 → 0, raised to 1.
+        assert_eq!(auto_k(28, 28), 100);
+        assert_eq!(auto_k(64, 64), 522);
+        assert_eq!(auto_k(224, 224), 6400);
+        assert_eq!(auto_k(1, 1), 1);
+        // 32×32 (CIFAR): 102,400/784 = 130.6 → 131; 7×8: 5,600/784 = 7.14 → 7.
+        assert_eq!(auto_k(32, 32), 131);
+        assert_eq!(auto_k(7, 8), 7);
+        // Never more than the image: 100/784 < 1 of the pixels.
+        for (h, w) in [(1, 2), (2, 2), (3, 5), (28, 1), (300, 7)] {
+            assert!((1..=h * w).contains(&auto_k(h, w)), "{h}×{w}");
+        }
     }
 
     #[test]

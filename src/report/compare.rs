@@ -198,12 +198,33 @@ fn key(r: &SummaryRow) -> Key {
 const COMPARED_SETTINGS: [&str; 7] =
     ["methods", "attacks", "epsilons", "metrics", "seed", "data.count", "robustness"];
 
+/// A run's settings, with each `"auto"` top-k replaced by the value its images resolved it to
+/// (run.json's `automatic`), so that k = 100 given and k left automatic at 28×28 compare equal.
 fn settings(dir: &Path) -> Result<serde_json::Value> {
     let p = dir.join("run.json");
     let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| Error::data(&p, format!("not JSON: {e}")))?;
-    Ok(v.get("settings").cloned().unwrap_or(serde_json::Value::Null))
+    let mut settings = v.get("settings").cloned().unwrap_or(serde_json::Value::Null);
+    resolve_automatic(&mut settings, v.get("automatic"));
+    Ok(settings)
+}
+
+/// Replaces the `"auto"` top-k of `settings` by the resolved values of `automatic`.
+fn resolve_automatic(settings: &mut serde_json::Value, automatic: Option<&serde_json::Value>) {
+    let Some(auto) = automatic else { return };
+    if let Some(ks) = auto.get("metrics.top_k") {
+        if settings["metrics"]["top_k"] == "auto" {
+            settings["metrics"]["top_k"] = ks.clone();
+        }
+    }
+    if let (Some(k), Some(attacks)) =
+        (auto.get("attacks.top_k.k"), settings.get_mut("attacks").and_then(|a| a.as_array_mut()))
+    {
+        for a in attacks.iter_mut().filter(|a| a["name"] == "top_k" && a["params"]["k"] == "auto") {
+            a["params"]["k"] = k.clone();
+        }
+    }
 }
 
 /// The content hashes a run recorded of its data inputs (images, labels, classes, masks,
@@ -569,6 +590,42 @@ mod tests {
         report.watched = vec!["spearman".into()];
         assert_eq!(report.failures().count(), 1);
         assert_eq!(report.regressions().count(), 0);
+    }
+
+    #[test]
+    fn an_automatic_k_compares_as_the_value_it_resolved_to() {
+        let auto = serde_json::json!({
+            "metrics": { "top_k": "auto" },
+            "attacks": [
+                { "name": "random_sign", "params": { "tries": 1 } },
+                { "name": "top_k", "params": { "k": "auto", "target_method": "gradient" } },
+            ],
+        });
+        let given = serde_json::json!({
+            "metrics": { "top_k": [100] },
+            "attacks": [
+                { "name": "random_sign", "params": { "tries": 1 } },
+                { "name": "top_k", "params": { "k": 100, "target_method": "gradient" } },
+            ],
+        });
+        let mut resolved = auto.clone();
+        resolve_automatic(
+            &mut resolved,
+            Some(&serde_json::json!({ "metrics.top_k": [100], "attacks.top_k.k": 100 })),
+        );
+        assert_eq!(resolved, given);
+        // At 64×64 the automatic k is 522: not the same settings as a given 100.
+        let mut at64 = auto.clone();
+        resolve_automatic(
+            &mut at64,
+            Some(&serde_json::json!({ "metrics.top_k": [522], "attacks.top_k.k": 522 })),
+        );
+        assert_ne!(at64, given);
+        assert_eq!(at64["attacks"][1]["params"]["k"], 522);
+        // A run without the record (an older version) keeps its settings as they are.
+        let mut old = auto.clone();
+        resolve_automatic(&mut old, None);
+        assert_eq!(old, auto);
     }
 
     #[test]

@@ -35,8 +35,9 @@ pub(super) struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    pub(super) fn new(plan: &'a Plan) -> Self {
-        let metrics = all_metrics(&plan.metric_ks);
+    /// The columns of `plan`'s study of h×w images (an unset top-k resolves to the image's).
+    pub(super) fn new(plan: &'a Plan, (h, w): (usize, usize)) -> Self {
+        let metrics = all_metrics(&plan.metric_ks_for(h, w));
         let mut measures: Vec<&dyn Objective> = Vec::new();
         for o in plan.attacks.iter().filter_map(|a| a.objective()) {
             if !measures.iter().any(|m| m.measure_name() == o.measure_name()) {

@@ -356,7 +356,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         .filter(|(k, _)| opts.shard.is_none_or(|s| k % s.count == s.index))
         .collect();
     let studied: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
-    let columns = chunk::Columns::new(plan);
+    let columns = chunk::Columns::new(plan, (set.h, set.w));
     let (stages, first_attack_stage) = chunk::stages(plan, studied.len());
     let bar = Progress::new(opts.progress, &stages);
     let study = chunk::Study {
@@ -391,7 +391,9 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         "ids": studied,
     });
     let timings = (t_load, done.attack_seconds.as_slice(), seconds);
-    let meta = run_record(plan, opts, &fp, images, done.resumed, table.rows.len(), timings);
+    let mut meta = run_record(plan, opts, &fp, images, done.resumed, table.rows.len(), timings);
+    // The values the settings leave "auto", as this study's images resolve them.
+    meta["automatic"] = plan.automatic(set.h, set.w);
     // A shard leaves summary, plots and page to `fragility merge`.
     let (files, derived) = write_finished(&dir, &table, &meta, opts.shard.is_none())?;
     std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;

@@ -64,7 +64,7 @@ fn short(iterations: u32) -> IterSettings {
 
 fn objective(name: &str) -> Arc<dyn Objective> {
     match name {
-        "top_k" => Arc::new(TopKObjective { k: 50 }),
+        "top_k" => Arc::new(TopKObjective { k: Some(50) }),
         "mass_center" => Arc::new(MassCenterObjective),
         "targeted" => Arc::new(TargetedObjective { region: Region::Rect { x0: 0, y0: 0, x1: 10, y1: 10 } }),
         "manipulate" => {
@@ -270,7 +270,7 @@ fn objectives_have_hand_derived_losses_ranks_and_measures() {
 
     // top_k, k = 2: the clean map [0.1, 0.4, 0.2, 0.3] has top set {1, 3}. The map
     // [0.4, 0.1, 0.3, 0.2] has top set {0, 2}: intersection 0, mass on {1, 3} = 0.1 + 0.2.
-    let g = prepare(&TopKObjective { k: 2 }, vec![vec![0.1, 0.4, 0.2, 0.3]]);
+    let g = prepare(&TopKObjective { k: Some(2) }, vec![vec![0.1, 0.4, 0.2, 0.3]]);
     let m = [0.4f32, 0.1, 0.3, 0.2];
     let (inter, mass) = g.rank(0, &m);
     assert_eq!(inter, 0.0);

@@ -78,7 +78,7 @@ fn top_k_loss(
     // Pixel sets: every pixel i with (i·7919) mod 13 < 3, the same for both rows.
     let clean: Vec<Vec<f32>> =
         (0..2).map(|_| (0..784).map(|i| if (i * 7919) % 13 < 3 { 1.0 } else { 0.0 }).collect()).collect();
-    let goal = TopKObjective { k: 784 * 3 / 13 }
+    let goal = TopKObjective { k: Some(784 * 3 / 13) }
         .prepare(&PrepareContext { model, method, clean: &clean, h: 28, w: 28, device: &Device::Cpu })
         .unwrap();
     let rows = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
@@ -191,7 +191,7 @@ fn vector_jacobian_directions_equal_autograd_through_the_map() {
             let m = method.as_ref();
             let clean: Vec<Vec<f32>> =
                 (0..2).map(|_| (0..784).map(|i| ((i * 7919) % 13 < 3) as u8 as f32).collect()).collect();
-            let goal = TopKObjective { k: 784 * 3 / 13 }
+            let goal = TopKObjective { k: Some(784 * 3 / 13) }
                 .prepare(&PrepareContext {
                     model,
                     method: m,

@@ -12,5 +12,6 @@ mod parquet;
 mod reference;
 mod reliability;
 mod synthetic;
+mod topk_scale;
 mod torchvision;
 mod training;
