@@ -98,6 +98,27 @@ impl NoiseTunnel {
         }
         Ok(Tensor::from_vec(v, (s, b, dims[1], dims[2], dims[3]), x.device())?.to_dtype(x.dtype())?)
     }
+
+    /// The S·B noisy copies of `x` [B,C,H,W] with noise drawn from `anchor`, sample-major
+    /// [S·B,C,H,W] (row s·B + i is xᵢ + εₛᵢ), and their targets.
+    fn noisy(&self, x: &Tensor, anchor: &Tensor, targets: &[u32]) -> Result<(Tensor, Vec<u32>)> {
+        let (b, c, h, w) = x.dims4()?;
+        let s = self.settings.samples;
+        let noisy = self.noise(anchor)?.broadcast_add(&x.unsqueeze(0)?)?;
+        let reps = (0..s).flat_map(|_| targets.iter().copied()).collect();
+        Ok((noisy.reshape((s * b, c, h, w))?, reps))
+    }
+
+    /// The tunnel's map [B,…] from the wrapped maps `maps` [S·B,…] of the noisy copies.
+    fn aggregate(&self, maps: &Tensor, b: usize) -> Result<Tensor> {
+        let shape = [&[self.settings.samples, b][..], &maps.dims()[1..]].concat();
+        let maps = maps.reshape(shape)?;
+        Ok(match self.aggregate {
+            Aggregate::Mean => maps.mean(0)?,
+            Aggregate::MeanSquare => maps.sqr()?.mean(0)?,
+            Aggregate::Variance => (maps.sqr()?.mean(0)? - maps.mean(0)?.sqr()?)?,
+        })
+    }
 }
 
 impl Attribution for NoiseTunnel {
@@ -131,19 +152,8 @@ impl Attribution for NoiseTunnel {
         targets: &[u32],
         act: Activation,
     ) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (b, s) = (dims[0], self.settings.samples);
-        let noisy = self.noise(anchor)?.broadcast_add(&x.unsqueeze(0)?)?;
-        let flat = noisy.reshape((s * b, dims[1], dims[2], dims[3]))?;
-        let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
-        let maps = self.inner.attribute(model, &flat, &reps, act)?;
-        let out = maps.dims()[1..].to_vec();
-        let maps = maps.reshape([&[s, b][..], &out].concat())?;
-        Ok(match self.aggregate {
-            Aggregate::Mean => maps.mean(0)?,
-            Aggregate::MeanSquare => maps.sqr()?.mean(0)?,
-            Aggregate::Variance => (maps.sqr()?.mean(0)? - maps.mean(0)?.sqr()?)?,
-        })
+        let (flat, reps) = self.noisy(x, anchor, targets)?;
+        self.aggregate(&self.inner.attribute(model, &flat, &reps, act)?, x.dim(0)?)
     }
 
     fn passes_per_image(&self) -> usize {
