@@ -177,7 +177,7 @@ fn loss_of(
 /// ∇ₓ of [`objective_loss`] (same arguments), detached. For methods with a vector–Jacobian
 /// product no autograd graph goes through the map: the loss is differentiated with respect
 /// to the map (and the logits) as leaves, and the chain rule goes on through
-/// [`Attribution::map_vjp`] (and an input gradient), which the CPU kernels compute directly.
+/// [`Attribution::map_then_vjp`] (and an input gradient), which the CPU kernels compute directly.
 /// Other methods: autograd through the map's graph. Both give the same value to rounding.
 #[allow(clippy::too_many_arguments)]
 pub fn objective_gradient(
@@ -205,7 +205,7 @@ pub fn objective_gradient(
     })
 }
 
-/// [`objective_gradient`] through [`Attribution::map_vjp`].
+/// [`objective_gradient`] through [`Attribution::map_then_vjp`].
 #[allow(clippy::too_many_arguments)]
 fn direction_by_vjp(
     goal: &dyn Goal,

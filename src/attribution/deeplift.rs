@@ -50,18 +50,6 @@ impl Attribution for DeepLift {
         true
     }
 
-    fn map_vjp(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        v: &Tensor,
-    ) -> Result<Tensor> {
-        self.map_then_vjp(model, x, anchor, targets, act, &mut |_| Ok(v.clone()))
-    }
-
     /// DL = m ⊙ (x − x₀): ∇ₓ⟨DL, v⟩ = v ⊙ m + the rescale pass's adjoint of (x − x₀) ⊙ v.
     fn map_then_vjp(
         &self,

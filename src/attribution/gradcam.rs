@@ -198,18 +198,6 @@ impl Attribution for GradCam {
         true
     }
 
-    fn map_vjp(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        _anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        v: &Tensor,
-    ) -> Result<Tensor> {
-        self.cam_then_vjp(model, x, targets, act, &mut |_| Ok(v.clone()))
-    }
-
     fn map_then_vjp(
         &self,
         model: &dyn Classifier,
@@ -272,18 +260,6 @@ impl Attribution for GuidedGradCam {
 
     fn has_map_vjp(&self) -> bool {
         true
-    }
-
-    fn map_vjp(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        v: &Tensor,
-    ) -> Result<Tensor> {
-        self.map_then_vjp(model, x, anchor, targets, act, &mut |_| Ok(v.clone()))
     }
 
     /// M = P ⊙ C (guided backprop P [B,C,H,W], Grad-CAM C [B,1,H,W]):

@@ -4,7 +4,7 @@
 //! al.'s reference code. `gradient_x_input`: x ⊙ ∂ logit_t / ∂x. Both [B,C,H,W].
 
 use super::target_backward_with_logits;
-use super::{backward_map_then_vjp, target_gradient, target_hessian_vector, Attribution};
+use super::{backward_map_then_vjp, target_gradient, Attribution};
 use crate::error::Result;
 use crate::model::Rule;
 use crate::model::{Activation, Classifier};
@@ -37,19 +37,6 @@ impl Attribution for Gradient {
         true
     }
 
-    /// ∇ₓ⟨g(x), v⟩ = H(x)·v (the Hessian of the target logit is symmetric).
-    fn map_vjp(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        _anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        v: &Tensor,
-    ) -> Result<Tensor> {
-        Ok(target_hessian_vector(model, x, targets, v, act)?.1)
-    }
-
     fn attribute_with_logits(
         &self,
         model: &dyn Classifier,
@@ -62,7 +49,8 @@ impl Attribution for Gradient {
         Ok((g, Some(logits)))
     }
 
-    /// One pass: the map g is the gradient the Hessian–vector product starts from.
+    /// One pass: the map g is the gradient the Hessian–vector product starts from;
+    /// ∇ₓ⟨g(x), v⟩ = H(x)·v (the Hessian of the target logit is symmetric).
     fn map_then_vjp(
         &self,
         model: &dyn Classifier,
@@ -107,20 +95,6 @@ impl Attribution for GradientXInput {
         true
     }
 
-    /// ∇ₓ⟨x ⊙ g(x), v⟩ = v ⊙ g(x) + H(x)·(x ⊙ v).
-    fn map_vjp(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        _anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        v: &Tensor,
-    ) -> Result<Tensor> {
-        let (g, hv) = target_hessian_vector(model, x, targets, &x.mul(v)?, act)?;
-        Ok(v.mul(&g)?.add(&hv)?)
-    }
-
     fn attribute_with_logits(
         &self,
         model: &dyn Classifier,
@@ -133,7 +107,8 @@ impl Attribution for GradientXInput {
         Ok((g.mul(x)?, Some(logits)))
     }
 
-    /// One pass: the map x ⊙ g from the gradient g, then v, then v ⊙ g + H·(x ⊙ v).
+    /// One pass: the map x ⊙ g from the gradient g, then v, then
+    /// ∇ₓ⟨x ⊙ g(x), v⟩ = v ⊙ g + H·(x ⊙ v).
     fn map_then_vjp(
         &self,
         model: &dyn Classifier,

@@ -52,18 +52,6 @@ impl Attribution for GuidedBackprop {
         true
     }
 
-    fn map_vjp(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        _anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        v: &Tensor,
-    ) -> Result<Tensor> {
-        backward_map_then_vjp(model, x, targets, act, Rule::Guided, None, false, &mut |_| Ok(v.clone()))
-    }
-
     fn map_then_vjp(
         &self,
         model: &dyn Classifier,

@@ -141,15 +141,17 @@ impl Attribution for IntegratedGradients {
     }
 
     /// IG(x) = x ⊙ Σₛ wₛ g(αₛx), so ∇ₓ⟨IG(x), v⟩ = v ⊙ Σₛ wₛ g(αₛx) + Σₛ wₛ αₛ H(αₛx)·(x ⊙ v).
-    fn map_vjp(
+    /// The map first (v depends on it), then the S Hessian–vector passes.
+    fn map_then_vjp(
         &self,
         model: &dyn Classifier,
         x: &Tensor,
         _anchor: &Tensor,
         targets: &[u32],
         act: Activation,
-        v: &Tensor,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
+        let v = loss_grad(&self.attribute(model, x, targets, act)?)?;
         let (alphas, weights) = quadrature(self.quadrature, self.steps);
         let (b, s, dev) = (x.dim(0)?, alphas.len(), x.device());
         let dims = x.dims().to_vec();
@@ -159,7 +161,7 @@ impl Attribution for IntegratedGradients {
         // Node-major path points, as in `attribute`, each with the vector x ⊙ v.
         let path = column(alphas.clone())?.broadcast_mul(&x.unsqueeze(0)?)?;
         let flat = |t: Tensor| t.reshape((s * b, dims[1], dims[2], dims[3]));
-        let u = x.mul(v)?.unsqueeze(0)?.broadcast_as(path.shape())?.contiguous()?;
+        let u = x.mul(&v)?.unsqueeze(0)?.broadcast_as(path.shape())?.contiguous()?;
         let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
         let (g, hv) = target_hessian_vector(model, &flat(path)?, &reps, &flat(u)?, act)?;
         let per_node = |t: Tensor| t.reshape((s, b, dims[1], dims[2], dims[3]));

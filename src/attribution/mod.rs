@@ -90,27 +90,6 @@ pub trait Attribution: Send + Sync {
         self.attribute(model, x, targets, act)
     }
 
-    /// Whether [`Attribution::map_vjp`] is implemented. Steered attacks then take their
-    /// direction from it (no autograd graph) instead of from autograd through the map.
-    fn has_map_vjp(&self) -> bool {
-        false
-    }
-
-    /// The vector–Jacobian product of the anchored map: ∇ₓ Σ ⟨attribute_anchored(x), v⟩ for
-    /// `v` shaped like the map [B,C,H,W], through the model's Hessian–vector products
-    /// ([`Classifier::hessian_vector`]). Only where [`Attribution::has_map_vjp`].
-    fn map_vjp(
-        &self,
-        _model: &dyn Classifier,
-        _x: &Tensor,
-        _anchor: &Tensor,
-        _targets: &[u32],
-        _act: Activation,
-        _v: &Tensor,
-    ) -> Result<Tensor> {
-        Err(Error::Invalid(format!("method `{}` has no vector–Jacobian product", self.name())))
-    }
-
     /// The anchored map and, where the method's own pass computes them at `x`, the model's
     /// logits [B,K] there (a caller that needs both saves a forward pass). By default the
     /// map alone.
@@ -125,22 +104,31 @@ pub trait Attribution: Send + Sync {
         Ok((self.attribute_anchored(model, x, anchor, targets, act)?, None))
     }
 
-    /// The anchored map m, then v = `loss_grad(m)`, then ∇ₓ Σ ⟨m(x), v⟩ with v held fixed:
-    /// the direction of a loss of the map, as steered attacks take it. By default the map
-    /// and [`Attribution::map_vjp`] in turn; methods may share one model pass between them.
+    /// Whether [`Attribution::map_then_vjp`] is implemented. Steered attacks then take their
+    /// direction from it (no autograd graph) instead of from autograd through the map. Asked
+    /// before the call, since the fallback needs the map's graph from the start (and a noise
+    /// tunnel asks its wrapped method).
+    fn has_map_vjp(&self) -> bool {
+        false
+    }
+
+    /// The anchored map m [B,C,H,W] (Grad-CAM: [B,1,H,W]), then v = `loss_grad(m)` (shaped
+    /// like m), then the vector–Jacobian product ∇ₓ Σ ⟨m(x), v⟩ [B,C,H,W] with v held fixed,
+    /// through the model's explicit adjoints ([`Classifier::backward_adjoint`]): the direction
+    /// of a loss of the map, as steered attacks take it. Where the map and the product share
+    /// a model pass, they are computed in one. A `loss_grad` that ignores m and returns a
+    /// fixed v gives the plain product ∇ₓ⟨m, v⟩. Only where [`Attribution::has_map_vjp`].
     #[allow(clippy::too_many_arguments)]
     fn map_then_vjp(
         &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
+        _model: &dyn Classifier,
+        _x: &Tensor,
+        _anchor: &Tensor,
+        _targets: &[u32],
+        _act: Activation,
+        _loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let map = self.attribute_anchored(model, x, anchor, targets, act)?;
-        let v = loss_grad(&map)?;
-        self.map_vjp(model, x, anchor, targets, act, &v)
+        Err(Error::Invalid(format!("method `{}` has no vector–Jacobian product", self.name())))
     }
 }
 

@@ -98,6 +98,27 @@ impl NoiseTunnel {
         }
         Ok(Tensor::from_vec(v, (s, b, dims[1], dims[2], dims[3]), x.device())?.to_dtype(x.dtype())?)
     }
+
+    /// The S·B noisy copies of `x` [B,C,H,W] with noise drawn from `anchor`, sample-major
+    /// [S·B,C,H,W] (row s·B + i is xᵢ + εₛᵢ), and their targets.
+    fn noisy(&self, x: &Tensor, anchor: &Tensor, targets: &[u32]) -> Result<(Tensor, Vec<u32>)> {
+        let (b, c, h, w) = x.dims4()?;
+        let s = self.settings.samples;
+        let noisy = self.noise(anchor)?.broadcast_add(&x.unsqueeze(0)?)?;
+        let reps = (0..s).flat_map(|_| targets.iter().copied()).collect();
+        Ok((noisy.reshape((s * b, c, h, w))?, reps))
+    }
+
+    /// The tunnel's map [B,…] from the wrapped maps `maps` [S·B,…] of the noisy copies.
+    fn aggregate(&self, maps: &Tensor, b: usize) -> Result<Tensor> {
+        let shape = [&[self.settings.samples, b][..], &maps.dims()[1..]].concat();
+        let maps = maps.reshape(shape)?;
+        Ok(match self.aggregate {
+            Aggregate::Mean => maps.mean(0)?,
+            Aggregate::MeanSquare => maps.sqr()?.mean(0)?,
+            Aggregate::Variance => (maps.sqr()?.mean(0)? - maps.mean(0)?.sqr()?)?,
+        })
+    }
 }
 
 impl Attribution for NoiseTunnel {
@@ -131,19 +152,8 @@ impl Attribution for NoiseTunnel {
         targets: &[u32],
         act: Activation,
     ) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (b, s) = (dims[0], self.settings.samples);
-        let noisy = self.noise(anchor)?.broadcast_add(&x.unsqueeze(0)?)?;
-        let flat = noisy.reshape((s * b, dims[1], dims[2], dims[3]))?;
-        let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
-        let maps = self.inner.attribute(model, &flat, &reps, act)?;
-        let out = maps.dims()[1..].to_vec();
-        let maps = maps.reshape([&[s, b][..], &out].concat())?;
-        Ok(match self.aggregate {
-            Aggregate::Mean => maps.mean(0)?,
-            Aggregate::MeanSquare => maps.sqr()?.mean(0)?,
-            Aggregate::Variance => (maps.sqr()?.mean(0)? - maps.mean(0)?.sqr()?)?,
-        })
+        let (flat, reps) = self.noisy(x, anchor, targets)?;
+        self.aggregate(&self.inner.attribute(model, &flat, &reps, act)?, x.dim(0)?)
     }
 
     fn passes_per_image(&self) -> usize {
@@ -156,26 +166,27 @@ impl Attribution for NoiseTunnel {
 
     /// The noise is fixed by the anchor, so with mₖ the wrapped map at x + nₖ and J its
     /// vector–Jacobian product: ∇ₓ⟨mean mₖ, v⟩ = mean Jₖ(v); ∇ₓ⟨mean mₖ², v⟩ = mean Jₖ(2mₖ ⊙ v);
-    /// ∇ₓ⟨mean mₖ² − m̄², v⟩ = mean Jₖ(2(mₖ − m̄) ⊙ v).
-    fn map_vjp(
+    /// ∇ₓ⟨mean mₖ² − m̄², v⟩ = mean Jₖ(2(mₖ − m̄) ⊙ v). The S·B products go to the wrapped
+    /// method [`Classifier::rows_per_pass`] rows at a time, each with its fixed vector.
+    fn map_then_vjp(
         &self,
         model: &dyn Classifier,
         x: &Tensor,
         anchor: &Tensor,
         targets: &[u32],
         act: Activation,
-        v: &Tensor,
+        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let (b, s) = (dims[0], self.settings.samples);
-        let noisy = self.noise(anchor)?.broadcast_add(&x.unsqueeze(0)?)?;
-        let flat = noisy.reshape((s * b, dims[1], dims[2], dims[3]))?;
-        let reps: Vec<u32> = (0..s).flat_map(|_| targets.iter().copied()).collect();
-        let per_sample = v.unsqueeze(0)?.broadcast_as(noisy.shape())?;
+        let (flat, reps) = self.noisy(x, anchor, targets)?;
+        let maps = self.inner.attribute(model, &flat, &reps, act)?;
+        let v = loss_grad(&self.aggregate(&maps, x.dim(0)?)?)?;
+        // Per noisy copy [S,B,…], like the maps.
+        let shape = [&[self.settings.samples][..], v.dims()].concat();
+        let per_sample = v.unsqueeze(0)?.broadcast_as(shape.as_slice())?;
         let u = match self.aggregate {
             Aggregate::Mean => per_sample.contiguous()?,
             Aggregate::MeanSquare | Aggregate::Variance => {
-                let maps = self.inner.attribute(model, &flat, &reps, act)?.reshape(noisy.shape())?;
+                let maps = maps.reshape(shape.as_slice())?;
                 let centred = match self.aggregate {
                     Aggregate::Variance => maps.broadcast_sub(&maps.mean_keepdim(0)?)?,
                     _ => maps,
@@ -183,9 +194,14 @@ impl Attribution for NoiseTunnel {
                 centred.mul(&per_sample)?.affine(2.0, 0.0)?
             }
         };
-        let u = u.reshape(flat.shape())?;
-        let j = self.inner.map_vjp(model, &flat, &flat, &reps, act, &u)?;
-        Ok(j.reshape(noisy.shape())?.mean(0)?)
+        let u = u.reshape(maps.shape())?;
+        let parts = super::row_passes(flat.dim(0)?, &reps, super::rows_for(model, &flat)?, |start, len| {
+            let (xs, us) = (flat.narrow(0, start, len)?, u.narrow(0, start, len)?);
+            let ts = &reps[start..start + len];
+            self.inner.map_then_vjp(model, &xs, &xs, ts, act, &mut |_| Ok(us.clone()))
+        })?;
+        let j = super::cat_rows(parts)?;
+        Ok(j.reshape([&[self.settings.samples][..], x.dims()].concat())?.mean(0)?)
     }
 
     fn params(&self) -> serde_json::Value {
