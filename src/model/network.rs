@@ -199,11 +199,12 @@ impl Network {
     ) -> Result<TensorStage<'e>> {
         let b = x.dim(0)?;
         let kept: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
-        let fwd = sweep::forward(&self.graph, e, x.clone(), pass.act, &kept, Purpose::Backward)?;
+        let purpose = Purpose::backward_to(stop, keep);
+        let fwd = sweep::forward(&self.graph, e, x.clone(), pass.act, &kept, purpose)?;
         let base = match (pass.rule, pass.baseline) {
             (Rule::Rescale, Some(b0)) => {
                 let b0 = b0.to_dtype(x.dtype())?.broadcast_as(x.shape())?.contiguous()?;
-                Some(sweep::forward(&self.graph, e, b0, pass.act, &[], Purpose::Backward)?)
+                Some(sweep::forward(&self.graph, e, b0, pass.act, &[], purpose)?)
             }
             (Rule::Rescale, None) => {
                 return Err(Error::Invalid("DeepLIFT's rescale rule needs a baseline".into()))

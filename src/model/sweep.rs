@@ -158,8 +158,17 @@ pub(crate) enum Purpose {
     /// nonlinearity may overwrite its input in place when nothing else reads it
     /// (predictions, perturbation methods).
     Values,
-    /// A backward or adjoint pass follows: keep z, φ′ and the routes.
-    Backward,
+    /// A backward or adjoint pass to this node follows: keep z, φ′ and the routes of the
+    /// nonlinearities above it (those below it are as for [`Purpose::Values`]).
+    Backward(NodeId),
+}
+
+impl Purpose {
+    /// The forward pass a backward pass to `stop` needs; an `adjoint` ([`adjoint`]) ends
+    /// with a gradient pass down to the input, so it needs every nonlinearity's derivative.
+    pub fn backward_to(stop: NodeId, adjoint: bool) -> Self {
+        Purpose::Backward(if adjoint { 0 } else { stop })
+    }
 }
 
 /// Runs `graph` on input `x` with every nonlinearity under `act`. Node outputs are dropped
@@ -185,6 +194,11 @@ pub(crate) fn forward<E: Exec>(
     for &k in keep {
         kept[k] = true;
     }
+    // The nonlinearities a backward pass will go through.
+    let differentiated = match purpose {
+        Purpose::Values => vec![false; n],
+        Purpose::Backward(stop) => downstream(graph, stop),
+    };
     let mut live: Vec<Option<E::Buf>> = vec![None; n];
     let mut fwd =
         Forward { values: vec![None; n], pre: vec![None; n], deriv: vec![None; n], routes: Vec::new() };
@@ -228,7 +242,7 @@ pub(crate) fn forward<E: Exec>(
             }
         }
         // (Under the surrogate a max-pool reads z to rank its windows, so z is kept there.)
-        if let (Op::Act(kind), Purpose::Values, Activation::Relu) = (&node.op, purpose, act) {
+        if let (Op::Act(kind), Activation::Relu, false) = (&node.op, act, differentiated[id]) {
             let z = node.inputs[0];
             readers[z] -= 1;
             let zv = if readers[z] == 0 && !kept[z] { live[z].take() } else { live[z].clone() };

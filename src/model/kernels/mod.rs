@@ -499,18 +499,16 @@ impl<'a> Prepared<'a> {
 
     /// The forward pass of a baseline given as one image for every row (computed once, not
     /// once per block).
-    fn shared_baseline(&'a self, pass: &Pass, act: Activation) -> Result<Option<Forward<CpuExec<'a>>>> {
+    fn shared_baseline(
+        &'a self,
+        pass: &Pass,
+        act: Activation,
+        purpose: Purpose,
+    ) -> Result<Option<Forward<CpuExec<'a>>>> {
         match pass.baseline {
             Some(b0) if b0.len() == self.len(0) => {
                 let mut e = self.exec(1);
-                Ok(Some(sweep::forward(
-                    self.graph,
-                    &mut e,
-                    self.block_of(0, b0, 1),
-                    act,
-                    &[],
-                    Purpose::Backward,
-                )?))
+                Ok(Some(sweep::forward(self.graph, &mut e, self.block_of(0, b0, 1), act, &[], purpose)?))
             }
             _ => Ok(None),
         }
@@ -562,27 +560,21 @@ impl<'a> Prepared<'a> {
         let k = self.len(self.graph.output());
         let mut e = self.exec(n);
         let keep_nodes: Vec<NodeId> = if pass.stop > 0 { vec![pass.stop] } else { Vec::new() };
+        let purpose = Purpose::backward_to(pass.stop, keep);
         let fwd = sweep::forward(
             self.graph,
             &mut e,
             self.block_of(0, &x[start * per..][..n * per], n),
             act,
             &keep_nodes,
-            Purpose::Backward,
+            purpose,
         )?;
         let base = match (pass.baseline, shared) {
             // One baseline for every row: its pre-activations, computed once, repeated.
             (Some(_), Some(one)) => Some(self.repeated(one, n)),
             (Some(b0), None) => {
                 let rows = &b0[start * per..][..n * per];
-                Some(sweep::forward(
-                    self.graph,
-                    &mut e,
-                    self.block_of(0, rows, n),
-                    act,
-                    &[],
-                    Purpose::Backward,
-                )?)
+                Some(sweep::forward(self.graph, &mut e, self.block_of(0, rows, n), act, &[], purpose)?)
             }
             (None, _) => None,
         };
@@ -601,7 +593,7 @@ impl<'a> Prepared<'a> {
 
     /// The backward pass of `pass` for `b` images `x`.
     pub fn backward(&self, x: &[f32], b: usize, act: Activation, pass: &Pass) -> Result<BatchOut> {
-        let shared = self.shared_baseline(pass, act)?;
+        let shared = self.shared_baseline(pass, act, Purpose::backward_to(pass.stop, false))?;
         let parts: Vec<BatchOut> = self
             .blocks(b)
             .into_par_iter()
@@ -622,7 +614,7 @@ impl<'a> Prepared<'a> {
         then: &mut SliceAdjointFn,
     ) -> Result<Vec<f32>> {
         let blocks = self.blocks(b);
-        let shared = self.shared_baseline(pass, act)?;
+        let shared = self.shared_baseline(pass, act, Purpose::backward_to(pass.stop, true))?;
         let mut states: Vec<BlockState> = blocks
             .par_iter()
             .map(|&(start, n)| self.block_state(x, start, n, act, pass, shared.as_ref(), true))
