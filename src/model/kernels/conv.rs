@@ -28,6 +28,13 @@ pub(super) fn valid(off: isize, s: usize, len: usize, out: usize) -> Range<usize
     (lo.max(0) as usize).min(out)..(hi as usize).min(out)
 }
 
+/// The two directions of [`ConvKernel::shifted`]: fill the patches from the input, or sum
+/// them back onto it.
+enum Shift<'c> {
+    Gather { x: &'c [f32], cols: &'c mut [f32] },
+    Scatter { cols: &'c mut [f32], x: &'c mut [f32] },
+}
+
 /// One convolution's geometry and weights, flattened for the kernels.
 #[derive(Debug, Clone)]
 pub(crate) struct ConvKernel {
@@ -98,15 +105,21 @@ impl ConvKernel {
 
     /// Output rows (image i, row oy, flattened i·OH + oy) per patch tile: a tile's patches,
     /// [cg·kk, rows·OW], stay within [`TILE_FLOATS`] (the L2 cache) so that writing them and
-    /// the GEMM's reading them do not go out to memory. A function of the geometry alone,
-    /// so every image's products are the same whatever the block.
+    /// the GEMM's reading them do not go out to memory, and the tiles are of even size (no
+    /// short last tile). Tiling never changes a value: each output is the same dot product
+    /// over the same patch entries in the same order, whichever tile holds it.
     fn tile_rows(&self, cg: usize, p: Planes) -> usize {
-        (TILE_FLOATS / (cg * self.taps() * p.ow).max(1)).clamp(1, p.n * p.oh)
+        let rows = p.n * p.oh;
+        let most = (TILE_FLOATS / (cg * self.taps() * p.ow).max(1)).clamp(1, rows);
+        rows.div_ceil(rows.div_ceil(most))
     }
 
     /// Fills `cols` [cg·kk, rows.len()·OW] from input channels `c0..c0+cg` of x [C, n, H, W]
     /// for the output rows `rows` (flattened i·OH + oy).
     fn im2col(&self, x: &[f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, cols: &mut [f32]) {
+        if self.same_size(p) {
+            return self.shifted(c0, cg, p, rows, Shift::Gather { x, cols });
+        }
         let (kh, kw) = (self.k[0], self.k[1]);
         let (hw, len) = (p.h * p.w, rows.len() * p.ow);
         for ci in 0..cg {
@@ -143,7 +156,10 @@ impl ConvKernel {
 
     /// The adjoint of [`ConvKernel::im2col`]: adds `cols` back onto channels `c0..c0+cg` of
     /// `x`.
-    fn col2im(&self, cols: &[f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, x: &mut [f32]) {
+    fn col2im(&self, cols: &mut [f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, x: &mut [f32]) {
+        if self.same_size(p) {
+            return self.shifted(c0, cg, p, rows, Shift::Scatter { cols, x });
+        }
         let (kh, kw) = (self.k[0], self.k[1]);
         let (hw, len) = (p.h * p.w, rows.len() * p.ow);
         for ci in 0..cg {
@@ -175,6 +191,71 @@ impl ConvKernel {
                                 dst[ix0 + j * self.stride[1]] += src[ox];
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether every tap reads the output plane shifted: stride 1 and the output as large as
+    /// the input (a "same" convolution: 3×3 with padding 1, 5×5 with 2, ...).
+    fn same_size(&self, p: Planes) -> bool {
+        self.stride == [1, 1] && (p.oh, p.ow) == (p.h, p.w)
+    }
+
+    /// [`ConvKernel::im2col`] (`Gather`) and [`ConvKernel::col2im`] (`Scatter`) for a
+    /// [`ConvKernel::same_size`] convolution, whose tap (ky, kx) reads output position t of a
+    /// plane at input position t + δ, δ = oy_off·W + ox_off: over the rows a tap reads inside
+    /// the image that is one contiguous copy (or sum) of whole rows, clipped at the plane's
+    /// ends, after which the columns the shift carried across a row edge are set to zero
+    /// (gather) or dropped before summing (scatter). The patch buffer of a gather must be
+    /// zeroed by the caller (rows above and below the image stay zero).
+    fn shifted(&self, c0: usize, cg: usize, p: Planes, rows: Range<usize>, mut op: Shift) {
+        let (kh, kw, w) = (self.k[0], self.k[1], p.w);
+        let (hw, len) = (p.h * w, rows.len() * w);
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let (oy_off, ox_off) = self.offsets(ky, kx);
+                    // The columns whose shifted read leaves the row.
+                    let bad = valid(ox_off, 1, w, w);
+                    let tap = ((ci * kh + ky) * kw + kx) * len;
+                    let mut r = rows.start;
+                    while r < rows.end {
+                        // One image's rows within the tile, then those this tap reads inside it.
+                        let (i, oy0) = (r / p.oh, r % p.oh);
+                        let oy1 = (oy0 + rows.end - r).min(p.oh);
+                        let lo = (oy0 as isize).max(-oy_off) as usize;
+                        let hi = (oy1 as isize).min(p.h as isize - oy_off).max(lo as isize) as usize;
+                        let plane = ((c0 + ci) * p.n + i) * hw;
+                        // Patch entries (from `at`) and input values (from `from`, relative to
+                        // the plane) of the rows lo..hi, clipped to the plane.
+                        let at = tap + (r - rows.start + lo - oy0) * w;
+                        let from = (lo as isize + oy_off) * w as isize + ox_off;
+                        let skip = (-from).max(0) as usize;
+                        let n =
+                            ((hi - lo) * w).saturating_sub(skip).min((hw as isize - from.max(0)) as usize);
+                        let src = plane + (from + skip as isize) as usize;
+                        let edges = |c: &mut [f32]| {
+                            for col in (0..bad.start).chain(bad.end..w) {
+                                for row in lo..hi {
+                                    c[at + (row - lo) * w + col] = 0.0;
+                                }
+                            }
+                        };
+                        match &mut op {
+                            Shift::Gather { x, cols: c } => {
+                                c[at + skip..][..n].copy_from_slice(&x[src..][..n]);
+                                edges(c);
+                            }
+                            Shift::Scatter { cols: c, x } => {
+                                edges(c);
+                                for (d, v) in x[src..][..n].iter_mut().zip(&c[at + skip..][..n]) {
+                                    *d += v;
+                                }
+                            }
+                        }
+                        r += oy1 - oy0;
                     }
                 }
             }
@@ -410,10 +491,11 @@ mod tests {
     #[test]
     fn tiles_spanning_rows_and_images_equal_the_direct_sum() {
         // 64 channels × 3×3 taps × 40 columns = 23,040 patch values per output row, so a
-        // tile holds 11 rows: the 80 rows of two 40×40 images split into 8 tiles, one of
-        // them across the two images and the last one short.
+        // tile holds at most 11 rows: the 76 rows of two 38×40 images split into 7 tiles of
+        // 11 (one across the two images, the last one short), the second image alone into 4
+        // of 10.
         let dev = Device::Cpu;
-        let (c, o, h, wd, n) = (64, 4, 40, 40, 2);
+        let (c, o, h, wd, n) = (64, 4, 38, 40, 2);
         let conv = Conv {
             weight: Tensor::randn(0f32, 1f32, (o, c, 3, 3), &dev).unwrap(),
             bias: Some(Tensor::randn(0f32, 1f32, o, &dev).unwrap()),
@@ -425,6 +507,7 @@ mod tests {
         let kern = ConvKernel::new(&conv).unwrap();
         let p = Planes { n, h, w: wd, oh: h, ow: wd };
         assert_eq!(kern.tile_rows(c, p), 11);
+        assert_eq!(kern.tile_rows(c, Planes { n: 1, ..p }), 10);
         let x = Tensor::randn(0f32, 1f32, c * n * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
         let mut scratch = Vec::new();
         let y = kern.forward(&x, p, true, &mut scratch);
