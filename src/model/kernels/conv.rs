@@ -225,8 +225,12 @@ impl ConvKernel {
                         // One image's rows within the tile, then those this tap reads inside it.
                         let (i, oy0) = (r / p.oh, r % p.oh);
                         let oy1 = (oy0 + rows.end - r).min(p.oh);
-                        let lo = (oy0 as isize).max(-oy_off) as usize;
+                        let lo = (oy0 as isize).max(-oy_off).min(oy1 as isize) as usize;
                         let hi = (oy1 as isize).min(p.h as isize - oy_off).max(lo as isize) as usize;
+                        if hi == lo {
+                            r += oy1 - oy0;
+                            continue;
+                        }
                         let plane = ((c0 + ci) * p.n + i) * hw;
                         // Patch entries (from `at`) and input values (from `from`, relative to
                         // the plane) of the rows lo..hi, clipped to the plane.
@@ -486,6 +490,37 @@ mod tests {
             let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
             assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint {c}→{o}: {lhs} vs {rhs}");
         }
+    }
+
+    #[test]
+    fn one_row_tiles_of_a_wide_kernel_equal_the_direct_sum() {
+        // 140 channels × 5×5 taps × 40 columns = 140,000 patch values per output row, so
+        // every tile is one row, and the rows near the top and bottom read taps that fall
+        // wholly outside the image.
+        let dev = Device::Cpu;
+        let (c, o, h, wd) = (140, 2, 6, 40);
+        let conv = Conv {
+            weight: Tensor::randn(0f32, 1f32, (o, c, 5, 5), &dev).unwrap(),
+            bias: None,
+            stride: [1, 1],
+            padding: [2, 2, 2, 2],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let kern = ConvKernel::new(&conv).unwrap();
+        let p = Planes { n: 1, h, w: wd, oh: h, ow: wd };
+        assert_eq!(kern.tile_rows(c, p), 1);
+        let x = Tensor::randn(0f32, 1f32, c * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
+        let mut scratch = Vec::new();
+        let y = kern.forward(&x, p, true, &mut scratch);
+        for (a, b) in y.iter().zip(&reference(&kern, &x, p)) {
+            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+        }
+        let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
+        let gx = kern.vjp(&g, p, &mut scratch);
+        let lhs: f64 = y.iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum();
+        let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
+        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
     }
 
     #[test]

@@ -339,22 +339,29 @@ fn conv_region(
     let mut patches = vec![0.0f32; cg * kk * np];
     let mut vals = vec![0.0f32; og * np];
     for gi in 0..k.groups {
+        // Entries that read padding are zero: only the inside ones are written below.
+        patches.fill(0.0);
         for ci in 0..cg {
             let plane = &x[(gi * cg + ci) * h * w..][..h * w];
             for ky in 0..k.k[0] {
                 for kx in 0..k.k[1] {
                     let row = &mut patches[((ci * k.k[0] + ky) * k.k[1] + kx) * np..][..np];
                     let ncols = r.cols.len();
+                    // The rectangle's columns whose input column lies inside the row (the rest
+                    // read padding and stay zero).
+                    let off = (kx * k.dil[1]) as isize - k.pad[1] as isize;
+                    let inside = super::conv::valid(off, k.stride[1], w, r.cols.end);
+                    let cols = inside.start.max(r.cols.start)..inside.end.max(r.cols.start);
                     for (oy, dst) in r.rows.clone().zip(row.chunks_exact_mut(ncols)) {
                         let iy = (oy * k.stride[0] + ky * k.dil[0]) as isize - k.pad[0] as isize;
-                        if iy < 0 || iy >= h as isize {
-                            dst.fill(0.0);
+                        if iy < 0 || iy >= h as isize || cols.is_empty() {
                             continue;
                         }
                         let src = &plane[iy as usize * w..][..w];
-                        for (ox, d) in r.cols.clone().zip(dst.iter_mut()) {
-                            let ix = (ox * k.stride[1] + kx * k.dil[1]) as isize - k.pad[1] as isize;
-                            *d = if ix >= 0 && (ix as usize) < w { src[ix as usize] } else { 0.0 };
+                        let ix0 = ((cols.start * k.stride[1]) as isize + off) as usize;
+                        let dst = &mut dst[cols.start - r.cols.start..cols.end - r.cols.start];
+                        for (j, d) in dst.iter_mut().enumerate() {
+                            *d = src[ix0 + j * k.stride[1]];
                         }
                     }
                 }
