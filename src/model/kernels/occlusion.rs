@@ -15,7 +15,7 @@
 //! `size` [h, w] covering all channels; logits [P, K] per image.
 
 use super::conv::ConvKernel;
-use super::pool::PoolTable;
+use super::pool::{MaxGeometry, PoolTable};
 use super::{NodeKernel, Prepared};
 use crate::error::{Error, Result};
 use crate::model::graph::{NodeId, Nonlinearity, Op, Shape};
@@ -216,8 +216,10 @@ impl Prepared<'_> {
             let mut e = self.exec(g);
             let mut preset: Vec<Option<super::Buf>> = vec![None; nodes.len()];
             for (j, &b) in boundary.iter().enumerate() {
-                let rows: Vec<f32> =
-                    captured[start..start + g].iter().flat_map(|c| c[j].iter().copied()).collect();
+                let mut rows = Vec::with_capacity(g * self.len(b));
+                for c in &captured[start..start + g] {
+                    rows.extend_from_slice(&c[j]);
+                }
                 preset[b] = Some(self.block_of(b, &rows, g));
             }
             let v = sweep::forward_masked(self.graph, &mut e, preset, compute, Activation::Relu)?;
@@ -242,21 +244,20 @@ impl Prepared<'_> {
                 conv_region(k, &work[input], (h, w), r, (oh, ow), &mut out);
             }
             Op::Act(kind) => {
-                let relu = *kind == Nonlinearity::Relu;
                 for ch in 0..c {
                     for y in r.rows.clone() {
                         let at = (ch * oh + y) * ow;
-                        let (src, dst) = (&work[input][at..at + ow], &mut out[at..at + ow]);
-                        for x in r.cols.clone() {
-                            dst[x] = if relu {
-                                if src[x] > 0.0 {
-                                    src[x]
-                                } else {
-                                    0.0
-                                }
-                            } else {
-                                nonlinearity::eval(*kind, Activation::Relu, src[x]).0
-                            };
+                        let span = at + r.cols.start..at + r.cols.end;
+                        let (src, dst) = (&work[input][span.clone()], &mut out[span]);
+                        if *kind == Nonlinearity::Relu {
+                            // A select per value, which vectorises.
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                *d = if v > 0.0 { v } else { 0.0 };
+                            }
+                        } else {
+                            for (d, &v) in dst.iter_mut().zip(src) {
+                                *d = nonlinearity::eval(*kind, Activation::Relu, v).0;
+                            }
                         }
                     }
                 }
@@ -266,11 +267,14 @@ impl Prepared<'_> {
                 pool_region(t, matches!(node.op, Op::MaxPool(_)), &work[input], c, r, ow, &mut out);
             }
             Op::Add => {
+                let (a, b) = (&work[node.inputs[0]], &work[node.inputs[1]]);
                 for ch in 0..c {
                     for y in r.rows.clone() {
                         let at = (ch * oh + y) * ow;
-                        for x in r.cols.clone() {
-                            out[at + x] = work[node.inputs[0]][at + x] + work[node.inputs[1]][at + x];
+                        let span = at + r.cols.start..at + r.cols.end;
+                        for ((d, &u), &v) in out[span.clone()].iter_mut().zip(&a[span.clone()]).zip(&b[span])
+                        {
+                            *d = u + v;
                         }
                     }
                 }
@@ -391,8 +395,41 @@ fn conv_region(
     }
 }
 
+/// A max-pool's outputs inside `r` of `c` planes from its input planes, each window scanned
+/// in place from the pool's geometry (the table's order: the first maximum, strict >, as the
+/// full pass keeps it; a window of padding alone gives 0).
+fn max_region(g: &MaxGeometry, x: &[f32], c: usize, r: &Rect, y: &mut [f32]) {
+    let (len, out) = (g.h * g.w, g.oh * g.ow);
+    for ch in 0..c {
+        let xs = &x[ch * len..][..len];
+        for oy in r.rows.clone() {
+            let y0 = (oy * g.stride[0]) as isize - g.pad[0] as isize;
+            let rows = y0.max(0) as usize..((y0 + g.kernel[0] as isize).max(0) as usize).min(g.h);
+            for ox in r.cols.clone() {
+                let x0 = (ox * g.stride[1]) as isize - g.pad[1] as isize;
+                let cols = x0.max(0) as usize..((x0 + g.kernel[1] as isize).max(0) as usize).min(g.w);
+                if rows.is_empty() || cols.is_empty() {
+                    y[ch * out + oy * g.ow + ox] = 0.0;
+                    continue;
+                }
+                // From the window's first value, keep any strictly larger one (a select).
+                let mut best = xs[rows.start * g.w + cols.start];
+                for iy in rows.clone() {
+                    for &v in &xs[iy * g.w + cols.start..iy * g.w + cols.end] {
+                        best = if v > best { v } else { best };
+                    }
+                }
+                y[ch * out + oy * g.ow + ox] = best;
+            }
+        }
+    }
+}
+
 /// A pool's outputs inside `r` of `c` planes (output width `ow`) from its input planes.
 fn pool_region(t: &PoolTable, max: bool, x: &[f32], c: usize, r: &Rect, ow: usize, y: &mut [f32]) {
+    if let (true, Some(g)) = (max, t.geometry.as_ref()) {
+        return max_region(g, x, c, r, y);
+    }
     let w = t.weights.as_deref().unwrap_or(&[]);
     for ch in 0..c {
         let xs = &x[ch * t.len..][..t.len];
