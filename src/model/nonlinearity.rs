@@ -159,6 +159,18 @@ fn rescale(kind: Nonlinearity, act: Activation, z: f32, z0: f32) -> (f32, f32) {
     (m as f32, ((d - m) / dz) as f32)
 }
 
+/// The real ReLU's rescale multiplier (φ(z) − φ(z0)) / (z − z0) in f64, or φ′(z) where
+/// z ≈ z0: [`rescale`]'s first part for the real ReLU, written out for the kernels' sweep
+/// (the same bits, tested).
+#[inline(always)]
+pub(crate) fn relu_rescale(z: f32, z0: f32) -> f32 {
+    let dz = f64::from(z) - f64::from(z0);
+    if dz.abs() <= f64::from(RESCALE_EPS) {
+        return if z > 0.0 { 1.0 } else { 0.0 };
+    }
+    ((f64::from(z).max(0.0) - f64::from(z0).max(0.0)) / dz) as f32
+}
+
 /// φ(z) and φ′(z) in f64.
 fn eval64(kind: Nonlinearity, act: Activation, z: f64) -> (f64, f64) {
     let base = |z: f64| match act {
@@ -235,6 +247,18 @@ pub fn adjoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_relu_rescale_sweep_is_the_scalar_rule() {
+        // Far apart, across the kink, within and just outside RESCALE_EPS, equal, signed zeros.
+        let zs = [-2.0f32, -1e-7, -0.0, 0.0, 3e-7, 1e-6, 2.5e-6, 0.75, 4.0];
+        for &z in &zs {
+            for &z0 in &zs {
+                let want = rescale(Nonlinearity::Relu, Activation::Relu, z, z0).0;
+                assert_eq!(relu_rescale(z, z0).to_bits(), want.to_bits(), "z={z} z0={z0}");
+            }
+        }
+    }
 
     const KINDS: [Nonlinearity; 3] = [Nonlinearity::Relu, Nonlinearity::Relu6, Nonlinearity::LeakyRelu(0.1)];
 

@@ -123,6 +123,14 @@ pub(crate) fn rule_backward(
         Rule::Gradient => g.iter().zip(d).map(|(g, d)| g * d).collect(),
         Rule::Guided => g.iter().zip(d).map(|(g, d)| g.max(0.0) * d).collect(),
         Rule::Deconvnet => g.iter().map(|g| g.max(0.0)).collect(),
+        Rule::Rescale
+            if (kind, act) == (Nonlinearity::Relu, Activation::Relu)
+                && z0.is_some_and(|b| b.len() == g.len())
+                && z.len() == g.len() =>
+        {
+            let z0 = z0.unwrap_or(&[]);
+            g.iter().zip(z).zip(z0).map(|((&g, &z), &z0)| g * nonlinearity::relu_rescale(z, z0)).collect()
+        }
         Rule::Rescale => {
             let z0 = z0.unwrap_or(&[]);
             (0..g.len())
