@@ -476,20 +476,25 @@ mod tests {
             let ow = (wd + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) / stride[1] + 1;
             let p = Planes { n, h, w: wd, oh, ow };
             let x = Tensor::randn(0f32, 1f32, c * n * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
-            let mut scratch = Vec::new();
-            let y = kern.forward(&x, p, true, &mut scratch);
-            let want = reference(&kern, &x, p);
-            for (a, b) in y.iter().zip(&want) {
-                assert!((a - b).abs() < 1e-4, "{c}→{o} g{groups} k{k:?} s{stride:?}: {a} vs {b}");
-            }
-            // ⟨conv(x) − b, g⟩ = ⟨x, vjp(g)⟩.
-            let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
-            let gx = kern.vjp(&g, p, &mut scratch);
-            let lin = kern.forward(&x, p, false, &mut scratch);
-            let lhs: f64 = lin.iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum();
-            let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
-            assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint {c}→{o}: {lhs} vs {rhs}");
+            check(&kern, &x, p, 1e-4, &format!("{c}→{o} g{groups} k{k:?} s{stride:?}"));
         }
+    }
+
+    /// Checks conv(x) against the direct sum (to `tol`) and its adjoint by
+    /// ⟨conv(x) − b, g⟩ = ⟨x, vjp(g)⟩; returns conv(x).
+    fn check(kern: &ConvKernel, x: &[f32], p: Planes, tol: f32, what: &str) -> Vec<f32> {
+        let mut scratch = Vec::new();
+        let y = kern.forward(x, p, true, &mut scratch);
+        for (a, b) in y.iter().zip(&reference(kern, x, p)) {
+            assert!((a - b).abs() < tol, "{what}: {a} vs {b}");
+        }
+        let g = Tensor::randn(0f32, 1f32, y.len(), &Device::Cpu).unwrap().to_vec1::<f32>().unwrap();
+        let gx = kern.vjp(&g, p, &mut scratch);
+        let lin = kern.forward(x, p, false, &mut scratch);
+        let lhs: f64 = lin.iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum();
+        let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
+        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "{what} adjoint: {lhs} vs {rhs}");
+        y
     }
 
     #[test]
@@ -511,16 +516,7 @@ mod tests {
         let p = Planes { n: 1, h, w: wd, oh: h, ow: wd };
         assert_eq!(kern.tile_rows(c, p), 1);
         let x = Tensor::randn(0f32, 1f32, c * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
-        let mut scratch = Vec::new();
-        let y = kern.forward(&x, p, true, &mut scratch);
-        for (a, b) in y.iter().zip(&reference(&kern, &x, p)) {
-            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
-        }
-        let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
-        let gx = kern.vjp(&g, p, &mut scratch);
-        let lhs: f64 = y.iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum();
-        let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
-        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
+        check(&kern, &x, p, 1e-3, "5×5 in one-row tiles");
     }
 
     #[test]
@@ -544,21 +540,10 @@ mod tests {
         assert_eq!(kern.tile_rows(c, p), 11);
         assert_eq!(kern.tile_rows(c, Planes { n: 1, ..p }), 10);
         let x = Tensor::randn(0f32, 1f32, c * n * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
-        let mut scratch = Vec::new();
-        let y = kern.forward(&x, p, true, &mut scratch);
-        for (a, b) in y.iter().zip(&reference(&kern, &x, p)) {
-            assert!((a - b).abs() < 1e-3, "{a} vs {b}");
-        }
-        // ⟨conv(x) − b, g⟩ = ⟨x, vjp(g)⟩.
-        let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
-        let gx = kern.vjp(&g, p, &mut scratch);
-        let lin = kern.forward(&x, p, false, &mut scratch);
-        let lhs: f64 = lin.iter().zip(&g).map(|(a, b)| f64::from(a * b)).sum();
-        let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| f64::from(a * b)).sum();
-        assert!((lhs - rhs).abs() < 1e-3 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
+        let y = check(&kern, &x, p, 1e-3, "3×3 in 11-row tiles");
         // The second image alone gives bit for bit what it got in the block.
         let x1: Vec<f32> = (0..c).flat_map(|ci| x[(ci * n + 1) * h * wd..][..h * wd].to_vec()).collect();
-        let y1 = kern.forward(&x1, Planes { n: 1, ..p }, true, &mut scratch);
+        let y1 = kern.forward(&x1, Planes { n: 1, ..p }, true, &mut Vec::new());
         for oi in 0..o {
             assert_eq!(y1[oi * h * wd..][..h * wd], y[(oi * n + 1) * h * wd..][..h * wd]);
         }
