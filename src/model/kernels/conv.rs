@@ -103,17 +103,6 @@ impl ConvKernel {
         )
     }
 
-    /// Output rows (image i, row oy, flattened i·OH + oy) per patch tile: a tile's patches,
-    /// [cg·kk, rows·OW], stay within [`TILE_FLOATS`] (the L2 cache) so that writing them and
-    /// the GEMM's reading them do not go out to memory, and the tiles are of even size (no
-    /// short last tile). Tiling never changes a value: each output is the same dot product
-    /// over the same patch entries in the same order, whichever tile holds it.
-    fn tile_rows(&self, cg: usize, p: Planes) -> usize {
-        let rows = p.n * p.oh;
-        let most = (TILE_FLOATS / (cg * self.taps() * p.ow).max(1)).clamp(1, rows);
-        rows.div_ceil(rows.div_ceil(most))
-    }
-
     /// Fills `cols` [cg·kk, rows.len()·OW] from input channels `c0..c0+cg` of x [C, n, H, W]
     /// for the output rows `rows` (flattened i·OH + oy).
     fn im2col(&self, x: &[f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, cols: &mut [f32]) {
@@ -266,10 +255,28 @@ impl ConvKernel {
         }
     }
 
-    /// The output row tiles of a block: ranges of flattened rows i·OH + oy.
-    fn tiles(&self, cg: usize, p: Planes) -> impl Iterator<Item = Range<usize>> {
-        let (rows, step) = (p.n * p.oh, self.tile_rows(cg, p));
-        (0..rows).step_by(step).map(move |r| r..(r + step).min(rows))
+    /// The patch tiles of a block: ranges of output rows (image i, row oy, flattened
+    /// i·OH + oy) whose patches, [cg·kk, rows·OW], stay within [`TILE_FLOATS`] (the L2
+    /// cache), so that writing them and the GEMM's reading them do not go out to memory.
+    /// A tile holds whole images when one fits, or else splits every image alike into even
+    /// parts. Either way an image's tiles do not depend on the block it is in, so the
+    /// vector–Jacobian product sums each pixel's patch entries in the same order whatever the
+    /// block (the forward pass does not depend on tiling at all: each output is the same dot
+    /// product); results stay independent of the batch size.
+    fn tiles(&self, cg: usize, p: Planes) -> Vec<Range<usize>> {
+        let most = (TILE_FLOATS / (cg * self.taps() * p.ow).max(1)).max(1);
+        if most >= p.oh {
+            let per = (most / p.oh).min(p.n).max(1);
+            let per = p.n.div_ceil(p.n.div_ceil(per));
+            (0..p.n).step_by(per).map(|i| i * p.oh..(i + per).min(p.n) * p.oh).collect()
+        } else {
+            let step = p.oh.div_ceil(p.oh.div_ceil(most));
+            (0..p.n)
+                .flat_map(|i| {
+                    (0..p.oh).step_by(step).map(move |r| i * p.oh + r..i * p.oh + (r + step).min(p.oh))
+                })
+                .collect()
+        }
     }
 
     /// y [O, n, OH, OW] = conv(x) (+ bias when `bias`); `scratch` is reused for the patches.
@@ -514,17 +521,17 @@ mod tests {
         };
         let kern = ConvKernel::new(&conv).unwrap();
         let p = Planes { n: 1, h, w: wd, oh: h, ow: wd };
-        assert_eq!(kern.tile_rows(c, p), 1);
+        assert_eq!(kern.tiles(c, p), (0..6).map(|r| r..r + 1).collect::<Vec<_>>());
         let x = Tensor::randn(0f32, 1f32, c * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
         check(&kern, &x, p, 1e-3, "5×5 in one-row tiles");
     }
 
     #[test]
-    fn tiles_spanning_rows_and_images_equal_the_direct_sum() {
+    fn images_tile_alike_in_any_block_and_give_the_same_bits() {
         // 64 channels × 3×3 taps × 40 columns = 23,040 patch values per output row, so a
-        // tile holds at most 11 rows: the 76 rows of two 38×40 images split into 7 tiles of
-        // 11 (one across the two images, the last one short), the second image alone into 4
-        // of 10.
+        // tile holds at most 11 rows: each 38-row image splits into 4 tiles of 10, 10, 10 and
+        // 8 rows, in a block of two as alone. Of 14×14 images two whole ones fit a tile (32
+        // rows): nine make five tiles.
         let dev = Device::Cpu;
         let (c, o, h, wd, n) = (64, 4, 38, 40, 2);
         let conv = Conv {
@@ -537,15 +544,23 @@ mod tests {
         };
         let kern = ConvKernel::new(&conv).unwrap();
         let p = Planes { n, h, w: wd, oh: h, ow: wd };
-        assert_eq!(kern.tile_rows(c, p), 11);
-        assert_eq!(kern.tile_rows(c, Planes { n: 1, ..p }), 10);
+        let starts: Vec<usize> = kern.tiles(c, p).iter().map(|r| r.start).collect();
+        assert_eq!(starts, [0, 10, 20, 30, 38, 48, 58, 68]);
+        let small = Planes { n: 9, h: 14, w: 14, oh: 14, ow: 14 };
+        let starts: Vec<usize> = kern.tiles(c, small).iter().map(|r| r.start / 14).collect();
+        assert_eq!(starts, [0, 2, 4, 6, 8]);
         let x = Tensor::randn(0f32, 1f32, c * n * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
-        let y = check(&kern, &x, p, 1e-3, "3×3 in 11-row tiles");
-        // The second image alone gives bit for bit what it got in the block.
-        let x1: Vec<f32> = (0..c).flat_map(|ci| x[(ci * n + 1) * h * wd..][..h * wd].to_vec()).collect();
-        let y1 = kern.forward(&x1, Planes { n: 1, ..p }, true, &mut Vec::new());
-        for oi in 0..o {
-            assert_eq!(y1[oi * h * wd..][..h * wd], y[(oi * n + 1) * h * wd..][..h * wd]);
-        }
+        let y = check(&kern, &x, p, 1e-3, "3×3 in 10-row tiles");
+        // The second image alone gives bit for bit what it got in the block, forward and back.
+        let one = Planes { n: 1, ..p };
+        let plane = |v: &[f32], ch: usize, len: usize| v[(ch * n + 1) * len..][..len].to_vec();
+        let x1: Vec<f32> = (0..c).flat_map(|ci| plane(&x, ci, h * wd)).collect();
+        let y1 = kern.forward(&x1, one, true, &mut Vec::new());
+        assert_eq!(y1, (0..o).flat_map(|oi| plane(&y, oi, h * wd)).collect::<Vec<_>>());
+        let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
+        let gx = kern.vjp(&g, p, &mut Vec::new());
+        let g1: Vec<f32> = (0..o).flat_map(|oi| plane(&g, oi, h * wd)).collect();
+        let gx1 = kern.vjp(&g1, one, &mut Vec::new());
+        assert_eq!(gx1, (0..c).flat_map(|ci| plane(&gx, ci, h * wd)).collect::<Vec<_>>());
     }
 }
