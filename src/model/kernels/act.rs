@@ -65,11 +65,16 @@ fn softplus_sweep_avx2(beta: f32, z: &[f32], out: &mut [f32], deriv: &mut [f32])
 #[inline(always)]
 fn softplus_loop(beta: f32, z: &[f32], out: &mut [f32], deriv: &mut [f32]) {
     for ((&z, o), d) in z.iter().zip(out.iter_mut()).zip(deriv.iter_mut()) {
-        let e = exp_nonpositive(-beta * z.abs());
-        let inv = 1.0 / (1.0 + e);
-        *d = if z >= 0.0 { inv } else { e * inv };
-        *o = z.max(0.0) + ln_1p_unit(e) / beta;
+        (*o, *d) = softplus(beta, z);
     }
+}
+
+/// softplus_β(z) and sigmoid(βz) from one e = exp(−β|z|).
+#[inline(always)]
+fn softplus(beta: f32, z: f32) -> (f32, f32) {
+    let e = exp_nonpositive(-beta * z.abs());
+    let inv = 1.0 / (1.0 + e);
+    (z.max(0.0) + ln_1p_unit(e) / beta, if z >= 0.0 { inv } else { e * inv })
 }
 
 /// φ(z) and φ′(z) of every value.
@@ -96,18 +101,33 @@ pub(crate) fn activate(kind: Nonlinearity, act: Activation, z: &[f32]) -> (Vec<f
 
 /// φ(z) of every value, in place: the same values as [`activate`]'s first part.
 pub(crate) fn apply_in_place(kind: Nonlinearity, act: Activation, z: &mut [f32]) {
+    apply_each(
+        kind,
+        act,
+        z.iter_mut().map(|v| {
+            let z = *v;
+            (v, z)
+        }),
+    );
+}
+
+/// φ of `src` into `dst` (a rectangle's rows in occlusion's region pass).
+#[inline]
+pub(crate) fn apply_into(kind: Nonlinearity, act: Activation, src: &[f32], dst: &mut [f32]) {
+    apply_each(kind, act, dst.iter_mut().zip(src.iter().copied()));
+}
+
+/// φ(z) into each destination: one match, then a plain loop per case (the common ReLU a
+/// select that vectorises).
+#[inline(always)]
+fn apply_each<'d>(kind: Nonlinearity, act: Activation, pairs: impl Iterator<Item = (&'d mut f32, f32)>) {
     match (kind, act) {
-        (Nonlinearity::Relu, Activation::Relu) => {
-            z.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
-        }
+        (Nonlinearity::Relu, Activation::Relu) => pairs.for_each(|(d, z)| *d = if z > 0.0 { z } else { 0.0 }),
         (Nonlinearity::Relu, Activation::Softplus { beta }) => {
             let beta = beta as f32;
-            for v in z.iter_mut() {
-                let e = exp_nonpositive(-beta * v.abs());
-                *v = v.max(0.0) + ln_1p_unit(e) / beta;
-            }
+            pairs.for_each(|(d, z)| *d = softplus(beta, z).0);
         }
-        _ => z.iter_mut().for_each(|v| *v = nonlinearity::eval(kind, act, *v).0),
+        _ => pairs.for_each(|(d, z)| *d = nonlinearity::eval(kind, act, z).0),
     }
 }
 

@@ -18,8 +18,8 @@ use super::conv::ConvKernel;
 use super::pool::{MaxGeometry, PoolTable};
 use super::{NodeKernel, Prepared};
 use crate::error::{Error, Result};
-use crate::model::graph::{NodeId, Nonlinearity, Op, Shape};
-use crate::model::nonlinearity::{self, Activation};
+use crate::model::graph::{NodeId, Op, Shape};
+use crate::model::nonlinearity::Activation;
 use crate::model::sweep::{self, Purpose};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -248,17 +248,12 @@ impl Prepared<'_> {
                     for y in r.rows.clone() {
                         let at = (ch * oh + y) * ow;
                         let span = at + r.cols.start..at + r.cols.end;
-                        let (src, dst) = (&work[input][span.clone()], &mut out[span]);
-                        if *kind == Nonlinearity::Relu {
-                            // A select per value, which vectorises.
-                            for (d, &v) in dst.iter_mut().zip(src) {
-                                *d = if v > 0.0 { v } else { 0.0 };
-                            }
-                        } else {
-                            for (d, &v) in dst.iter_mut().zip(src) {
-                                *d = nonlinearity::eval(*kind, Activation::Relu, v).0;
-                            }
-                        }
+                        super::act::apply_into(
+                            *kind,
+                            Activation::Relu,
+                            &work[input][span.clone()],
+                            &mut out[span],
+                        );
                     }
                 }
             }
