@@ -25,6 +25,8 @@ use toml::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// The study's title on its page (default: the output folder's name).
+    title: Option<Spanned<String>>,
     #[serde(default)]
     seed: u64,
     #[serde(default = "default_device")]
@@ -297,6 +299,8 @@ enum KList {
 pub struct Plan {
     /// The config file this plan came from.
     pub config_path: PathBuf,
+    /// The study's title on its page and in the terminal, if the config gives one.
+    pub title: Option<String>,
     /// The one seed that fixes every random choice.
     pub seed: u64,
     /// Where tensors live.
@@ -627,8 +631,15 @@ impl Plan {
                 .map(|(ks, given)| (ks.iter().copied().max().unwrap_or(0), cx.line(given.span()))),
         };
         let inputs = study_inputs(&raw, base, &weights, &images, &labels, &classes);
+        let title = match &raw.title {
+            Some(t) if t.get_ref().trim().is_empty() || t.get_ref().contains(['\n', '\r']) => {
+                return Err(cx.err(t.span(), "field `title`: give one line of text (or leave it out)".into()))
+            }
+            t => t.as_ref().map(|t| t.get_ref().trim().to_string()),
+        };
         let mut plan = Plan {
             config_path: path.to_path_buf(),
+            title,
             seed: raw.seed,
             device,
             out,
@@ -662,7 +673,7 @@ impl Plan {
     /// the config wrote it.
     fn settings_json(&self, device: &str) -> serde_json::Value {
         let path = |p: &Path| p.display().to_string();
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "config": path(&self.config_path),
             "seed": self.seed,
             "device": device,
@@ -693,7 +704,12 @@ impl Plan {
             "metrics": { "top_k": self.metric_ks.as_ref().map_or(serde_json::json!("auto"), |ks| serde_json::json!(ks)) },
             "report": { "examples": self.examples },
             "robustness": self.robustness.map(|r| serde_json::json!({ "radius": r.radius, "samples": r.samples })),
-        })
+        });
+        // Only when given, and never part of the fingerprint (a new title is the same study).
+        if let (Some(t), Some(o)) = (&self.title, v.as_object_mut()) {
+            o.insert("title".into(), serde_json::json!(t));
+        }
+        v
     }
 }
 

@@ -46,6 +46,39 @@ pub struct ExplainRequest {
     pub grid_images: usize,
     /// The class every map explains; `None`: each image's predicted class.
     pub target: Option<u32>,
+    /// `--classes`: a file of class names (one per line) or a comma-separated list, for the
+    /// grids' labels; `None`: the image folder's class names, if any.
+    pub classes: Option<String>,
+}
+
+/// The class names the grids show: `--classes` (a file if one exists at that path, else a
+/// comma-separated list), else the image folder's; each list must name every output of the
+/// model.
+fn grid_class_names(
+    req: &ExplainRequest,
+    set: &crate::data::ImageSet,
+    classes: usize,
+) -> Result<Option<Vec<String>>> {
+    let names = match &req.classes {
+        Some(arg) if Path::new(arg).is_file() => crate::data::read_classes(Path::new(arg))?,
+        Some(arg) => arg.split(',').map(|n| n.trim().to_string()).collect(),
+        None => return Ok(set.class_names.clone().filter(|n| n.len() == classes)),
+    };
+    if names.len() != classes || names.iter().any(String::is_empty) {
+        return Err(Error::Invalid(format!(
+            "--classes: {} names given, but the model has {classes} classes (give one non-empty name per class, in label order)",
+            names.len()
+        )));
+    }
+    Ok(Some(names))
+}
+
+/// A class as a grid label: `3 Dress` with names, else `3`.
+fn class_label(class: i64, names: Option<&[String]>) -> String {
+    match names.and_then(|n| n.get(usize::try_from(class).ok()?)) {
+        Some(name) => format!("{class} {name}"),
+        None => class.to_string(),
+    }
 }
 
 /// Resolves method names (for `explain` and tests), rejecting unknown ones.
@@ -83,6 +116,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
         }
     }
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
+    let names = grid_class_names(req, &set, model.num_classes())?;
     let (h, w) = (set.h, set.w);
     let ids = req.selection.resolve(set.n)?;
     let n = ids.len();
@@ -131,9 +165,16 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
                 .map(|i| Panel {
                     image: set.image(ids[i]),
                     map: &sal[i],
-                    label: match req.target {
-                        Some(t) => format!("#{} pred {} → {t}", ids[i], preds_all[i]),
-                        None => format!("#{} pred {}", ids[i], preds_all[i]),
+                    label: {
+                        let pred = class_label(preds_all[i], names.as_deref());
+                        match req.target {
+                            Some(t) => format!(
+                                "#{} pred {pred} → {}",
+                                ids[i],
+                                class_label(t.into(), names.as_deref())
+                            ),
+                            None => format!("#{} pred {pred}", ids[i]),
+                        }
                     },
                 })
                 .collect();
@@ -152,4 +193,18 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     write_npy_i64(&p, &ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[n])?;
     files.push(p);
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_labels_show_the_class_number_and_its_name() {
+        let names: Vec<String> = ["cat", "dog"].map(String::from).to_vec();
+        assert_eq!(class_label(1, Some(&names)), "1 dog");
+        assert_eq!(class_label(1, None), "1");
+        // A class beyond the names (never from a checked list, but not a panic either).
+        assert_eq!(class_label(5, Some(&names)), "5");
+    }
 }

@@ -140,12 +140,77 @@ pub struct Input {
 }
 
 /// The identity of a study (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Fingerprint {
     /// Hash of the resolved settings, 16 hex digits.
     pub settings: String,
     /// Every input file read, in a fixed order.
     pub inputs: Vec<Input>,
+    /// The settings themselves where known (not part of the identity): they let a mismatch
+    /// name the settings that differ instead of saying only that some do.
+    pub values: Option<serde_json::Value>,
+}
+
+/// Two fingerprints are the same study when their hashes agree; the settings kept for
+/// messages do not take part.
+impl PartialEq for Fingerprint {
+    fn eq(&self, other: &Self) -> bool {
+        self.settings == other.settings && self.inputs == other.inputs
+    }
+}
+
+impl Eq for Fingerprint {}
+
+/// The most differing settings a message names before it says how many more there are.
+const MAX_NAMED_SETTINGS: usize = 4;
+
+/// The dotted paths (`attacks[1].params.k`) at which `old` and `new` differ, with both
+/// values, in document order.
+pub fn setting_changes(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    fn walk(
+        path: &str,
+        old: Option<&serde_json::Value>,
+        new: Option<&serde_json::Value>,
+        out: &mut Vec<String>,
+    ) {
+        use serde_json::Value::{Array, Object};
+        match (old, new) {
+            (Some(Object(a)), Some(Object(b))) => {
+                let mut keys: Vec<&String> = a.keys().collect();
+                keys.extend(b.keys().filter(|k| !a.contains_key(*k)));
+                for k in keys {
+                    let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    walk(&p, a.get(k), b.get(k), out);
+                }
+            }
+            (Some(Array(a)), Some(Array(b))) if a.len() == b.len() => {
+                for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                    walk(&format!("{path}[{i}]"), Some(x), Some(y), out);
+                }
+            }
+            (a, b) if a != b => {
+                let show =
+                    |v: Option<&serde_json::Value>| v.map_or("(absent)".to_string(), |v| v.to_string());
+                out.push(format!("`{path}` {} → {}", show(a), show(b)));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", Some(old), Some(new), &mut out);
+    out
+}
+
+/// The settings of a study as its fingerprint hashes them: everything but the config's own
+/// path, the output folder and the title (none of which changes what is computed).
+pub fn hashed_settings(resolved: &serde_json::Value) -> serde_json::Value {
+    let mut v = resolved.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("config");
+        o.remove("out");
+        o.remove("title");
+    }
+    v
 }
 
 impl Fingerprint {
@@ -161,8 +226,9 @@ impl Fingerprint {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let values = Some(settings.clone());
         let settings = format!("{:016x}", crate::seed::hash_str(&settings.to_string()));
-        Ok(Fingerprint { settings, inputs })
+        Ok(Fingerprint { settings, inputs, values })
     }
 
     /// One 16-hex-digit identity of settings and inputs together.
@@ -205,7 +271,9 @@ impl Fingerprint {
                 })
             })
             .collect::<Option<Vec<_>>>()?;
-        let fp = Fingerprint { settings, inputs };
+        // run.json keeps the resolved settings under `settings`, `.partial/study.json` too.
+        let values = v.get("settings").map(hashed_settings);
+        let fp = Fingerprint { settings, inputs, values };
         // A hand-edited record whose parts do not give its identity is not trusted either.
         (v.get("fingerprint").and_then(|f| f.as_str()) == Some(fp.id().as_str())).then_some(fp)
     }
@@ -232,7 +300,19 @@ impl Fingerprint {
             }
         }
         if self.settings != old.settings {
-            changes.push("the settings differ".into());
+            let named = match (&old.values, &self.values) {
+                (Some(o), Some(n)) => setting_changes(o, n),
+                _ => Vec::new(),
+            };
+            changes.push(match named.len() {
+                0 => "the settings differ".into(),
+                n if n <= MAX_NAMED_SETTINGS => format!("the settings differ: {}", named.join(", ")),
+                n => format!(
+                    "the settings differ: {} and {} more",
+                    named[..MAX_NAMED_SETTINGS].join(", "),
+                    n - MAX_NAMED_SETTINGS
+                ),
+            });
         }
         if changes.is_empty() && self.id() != old.id() {
             changes.push("the inputs differ".into());
@@ -285,6 +365,17 @@ mod tests {
     }
 
     #[test]
+    fn setting_changes_name_each_differing_path_with_both_values() {
+        let old = serde_json::json!({ "seed": 0, "attacks": [{ "name": "top_k", "params": { "k": 100 } }], "data": { "count": 20 } });
+        let new = serde_json::json!({ "seed": 0, "attacks": [{ "name": "top_k", "params": { "k": 50 } }], "data": { "count": 20, "resize": 64 } });
+        assert_eq!(
+            setting_changes(&old, &new),
+            vec!["`attacks[0].params.k` 100 → 50".to_string(), "`data.resize` (absent) → 64".to_string()]
+        );
+        assert!(setting_changes(&old, &old).is_empty());
+    }
+
+    #[test]
     fn difference_names_the_changed_file() {
         let dir = tempfile::tempdir().unwrap();
         let w = dir.path().join("w.safetensors");
@@ -300,7 +391,10 @@ mod tests {
         let d = after.difference(Some(&before)).unwrap();
         assert!(d.contains("model.weights") && d.contains("w.safetensors"), "{d}");
         let other = Fingerprint::compute(&serde_json::json!({ "seed": 2 }), &inputs).unwrap();
-        assert_eq!(other.difference(Some(&after)).unwrap(), "the settings differ");
+        assert_eq!(other.difference(Some(&after)).unwrap(), "the settings differ: `seed` 1 → 2");
+        // A record without the settings themselves (an older run.json) can only say that.
+        let old_record = Fingerprint::from_json(&after.to_json()).unwrap();
+        assert_eq!(other.difference(Some(&old_record)).unwrap(), "the settings differ");
         assert!(after.difference(None).is_some());
         // A tampered record is not read back.
         let mut j = before.to_json();

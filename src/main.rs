@@ -163,6 +163,11 @@ enum Command {
         /// Explain this class for every image instead of each image's predicted class.
         #[arg(long)]
         target: Option<u32>,
+        /// Class names for the grids' labels, in label order: a file with one name per line,
+        /// or a comma-separated list (one per output of the model). A folder of class
+        /// sub-folders names them by default; otherwise the grids show class numbers.
+        #[arg(long, value_name = "FILE|NAMES")]
+        classes: Option<String>,
     },
     /// List the model architectures (name, Grad-CAM default layer, nominal input size), or,
     /// given an .onnx file, its imported layer graph: node, op, output shape, and the Grad-CAM
@@ -317,7 +322,8 @@ fn main() -> ExitCode {
             if let Some(d) = &report.derived {
                 print_derived(d, verbose);
             }
-            if let Some(asked) = report.requested.filter(|&n| n > report.images) {
+            // A full run's headline says this in its first line; a shard prints no headline.
+            if let Some(asked) = report.requested.filter(|&n| n > report.images && report.derived.is_none()) {
                 eprintln!(
                     "note: data.count asks for {asked} images, but only {} qualified (correctly classified) and were studied",
                     report.images
@@ -379,6 +385,7 @@ fn main() -> ExitCode {
             device,
             grid_images,
             target,
+            classes,
         } => {
             let normalize = normalize
                 .map(|n| fragility::model::Normalize::parse(&n))
@@ -413,6 +420,7 @@ fn main() -> ExitCode {
                     device,
                     grid_images,
                     target,
+                    classes: classes.clone(),
                 })
                 .and_then(|req| explain(&req, progress))
                 .map(|files| {

@@ -192,7 +192,7 @@ fn class_layout(
 
 /// Reads a classes file: one name per line (surrounding spaces trimmed); blank lines at the
 /// end are ignored, elsewhere (they would shift every later label) and duplicates are errors.
-fn read_classes(path: &Path) -> Result<Vec<String>> {
+pub(crate) fn read_classes(path: &Path) -> Result<Vec<String>> {
     let text = read_text(path)?;
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     let used = lines.iter().rposition(|l| !l.is_empty()).map_or(0, |i| i + 1);

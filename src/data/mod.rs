@@ -28,6 +28,7 @@
 mod bounded;
 pub use bounded::{read_capped, read_data};
 mod folder;
+pub(crate) use folder::read_classes;
 mod idx;
 mod npy;
 mod preprocess;

@@ -15,7 +15,7 @@
 //! summary table. Cells are means over the label-kept images with their 95% bootstrap interval.
 
 use super::index::escape;
-use super::labels::{describe, top_k_of};
+use super::labels::{describe, epsilon, top_k_of};
 use super::summary::{SummaryRow, SAMPLING};
 use crate::metric::Direction;
 use std::fmt::Write as _;
@@ -28,6 +28,15 @@ pub const MAX_COMPARISONS: usize = 3;
 
 /// Marks the row of a steered attack on its own target method.
 pub const ATTACKED_MARK: &str = "★";
+
+/// The clause a comparison ends with when the two intervals are disjoint.
+const NO_OVERLAP: &str = "; the intervals do not overlap";
+
+/// The clause a comparison ends with when the two intervals overlap.
+const OVERLAP: &str = "; the intervals overlap";
+
+/// Appended to a steered attack on another method's map (a transfer).
+pub const TRANSFER_MARK: &str = "(transfer)";
 
 /// A mean with its 95% bootstrap interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -81,6 +90,41 @@ pub struct HeadlineRow {
     pub values: Vec<Vec<Option<Estimate>>>,
 }
 
+impl HeadlineRow {
+    /// What the attack cell adds to the attack's name: ★ on the attacked map, `(transfer)`
+    /// where the attack steered another method's map.
+    fn mark(&self) -> String {
+        if self.attacked {
+            format!(" {ATTACKED_MARK}")
+        } else if self.steered {
+            format!(" {TRANSFER_MARK}")
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// Names the methods that no attack steered (measured only under transfer), which the
+/// ranking sentence leaves out; `None` when every measured method was attacked directly.
+fn transfer_sentence(all: &[HeadlineRow]) -> Option<String> {
+    let mut only: Vec<&str> = Vec::new();
+    for r in all.iter().filter(|r| r.steered && !r.attacked) {
+        if !all.iter().any(|a| a.attacked && a.method == r.method) && !only.contains(&r.method.as_str()) {
+            only.push(&r.method);
+        }
+    }
+    let list = match only.as_slice() {
+        [] => return None,
+        [one] => format!("{one} was"),
+        [init @ .., last] => format!("{} and {last} were", init.join(", ")),
+    };
+    Some(format!(
+        "{list} measured only by transfer (under attacks that steer another method's map, marked \
+         {TRANSFER_MARK}), so not ranked against the attacked methods: a transfer is a weaker \
+         attack, and a method no attack targets looks more robust than it is."
+    ))
+}
+
 /// The headline table and sentences of a study.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Headline {
@@ -94,6 +138,9 @@ pub struct Headline {
     pub omitted: usize,
     /// What the numbers say, in plain sentences.
     pub sentences: Vec<String>,
+    /// What to know before reading the numbers (n, a shrunken sample, a one-class model:
+    /// [`super::caveats`]); shown first.
+    pub caveats: Vec<String>,
 }
 
 /// The headline metrics among `columns`: the paper's top-k intersection (the first k),
@@ -189,26 +236,49 @@ impl Headline {
         } else {
             all.clone()
         };
-        let mut h =
-            Headline { metrics, epsilons, omitted: all.len() - shown.len(), rows: shown, sentences: vec![] };
+        let mut h = Headline {
+            metrics,
+            epsilons,
+            omitted: all.len() - shown.len(),
+            rows: shown,
+            sentences: vec![],
+            caveats: vec![],
+        };
         h.sentences = h.sentences_for(&all, &rows);
         h
+    }
+
+    /// The headline with `caveats` shown before everything else. A caveat that the intervals
+    /// are unreliable also withdraws the sentences' claims about overlapping intervals.
+    pub fn with_caveats(mut self, caveats: Vec<String>) -> Headline {
+        if caveats.iter().any(|c| c.contains(super::caveats::UNRELIABLE)) {
+            for s in &mut self.sentences {
+                *s = s.replace(NO_OVERLAP, "").replace(OVERLAP, "");
+            }
+        }
+        self.caveats = caveats;
+        self
     }
 
     /// The sentences: the most and least fragile method, each steered attack against its
     /// random baseline on its own target, and how often the label was kept.
     fn sentences_for(&self, all: &[HeadlineRow], summary: &[&SummaryRow]) -> Vec<String> {
         let mut out = Vec::new();
-        let (Some((metric, direction)), Some(&eps)) = (self.metrics.first(), self.epsilons.last()) else {
+        let (Some((metric, direction)), Some(&last)) = (self.metrics.first(), self.epsilons.last()) else {
             return out;
         };
+        let eps = epsilon(last);
         let e = self.epsilons.len() - 1;
         let words = describe(metric).name;
         let any_steered = all.iter().any(|r| r.steered);
-        // Each method's least similar value at the largest budget, over the steered attacks
-        // (or over every attack when none is steered).
+        let any_attacked = all.iter().any(|r| r.attacked);
+        // Each method's least similar value at the largest budget, over the attacks on its own
+        // map (a transfer is a weaker attack: ranking it beside direct attacks would flatter
+        // the methods nobody attacked); failing those over the steered attacks, or over every
+        // attack when none is steered.
+        let ranked = |r: &&HeadlineRow| if any_attacked { r.attacked } else { r.steered == any_steered };
         let mut worst: Vec<(&HeadlineRow, Estimate)> = Vec::new();
-        for r in all.iter().filter(|r| r.steered == any_steered) {
+        for r in all.iter().filter(ranked) {
             let Some(v) = r.values[0][e] else { continue };
             match worst.iter_mut().find(|(w, _)| w.method == r.method) {
                 Some(slot) if more_similar(*direction, slot.1.mean, v.mean) => *slot = (r, v),
@@ -245,6 +315,11 @@ impl Headline {
                 s.attack
             )),
         }
+        if any_attacked {
+            if let Some(s) = transfer_sentence(all) {
+                out.push(s);
+            }
+        }
         let pairs: Vec<(&HeadlineRow, &HeadlineRow)> = all
             .iter()
             .filter(|r| r.attacked)
@@ -271,7 +346,7 @@ impl Headline {
                 100.0 * r.label_kept_rate,
                 r.method,
                 r.attack_label(),
-                r.epsilon
+                epsilon(r.epsilon)
             )),
             None => {}
         }
@@ -281,23 +356,35 @@ impl Headline {
     /// The headline as fixed-width text for the terminal.
     pub fn text(&self) -> String {
         let mut t = String::new();
+        for c in &self.caveats {
+            let _ = writeln!(t, "{c}");
+        }
+        if !self.caveats.is_empty() {
+            t.push('\n');
+        }
         let _ = writeln!(
             t,
-            "Headline: mean over label-kept images [95% bootstrap interval]; {ATTACKED_MARK} = the attack steers this map"
+            "Headline: mean over label-kept images [95% bootstrap interval]; {ATTACKED_MARK} = the attack steers this map, \
+             {TRANSFER_MARK} = it steers another method's map"
         );
         let width = self.rows.iter().map(|r| r.method.len()).max().unwrap_or(6).max(6);
-        let awidth = self.rows.iter().map(|r| r.attack.chars().count() + 2).max().unwrap_or(6).max(6);
+        let awidth = self
+            .rows
+            .iter()
+            .map(|r| r.attack.chars().count() + r.mark().chars().count())
+            .max()
+            .unwrap_or(6)
+            .max(6);
         for (m, (metric, direction)) in self.metrics.iter().enumerate() {
             let _ =
                 writeln!(t, "\n{} ({})", describe(metric).axis(), super::plot::direction_text(*direction));
             let _ = write!(t, "{:<width$}  {:<awidth$}", "method", "attack");
             for e in &self.epsilons {
-                let _ = write!(t, "  {:<26}", format!("ε = {e}"));
+                let _ = write!(t, "  {:<26}", format!("ε = {}", epsilon(*e)));
             }
             t.push('\n');
             for r in &self.rows {
-                let mark = if r.attacked { format!(" {ATTACKED_MARK}") } else { String::new() };
-                let attack = format!("{}{mark}", r.attack);
+                let attack = format!("{}{}", r.attack, r.mark());
                 let pad = awidth.saturating_sub(attack.chars().count());
                 let _ = write!(t, "{:<width$}  {attack}{}", r.method, " ".repeat(pad));
                 for v in &r.values[m] {
@@ -323,6 +410,13 @@ impl Headline {
     /// The headline as HTML: the sentences, then one table per metric.
     pub fn html(&self) -> String {
         let mut h = String::new();
+        if !self.caveats.is_empty() {
+            h.push_str("<div class=\"caveats\">\n");
+            for c in &self.caveats {
+                let _ = writeln!(h, "<p>{}</p>", escape(c));
+            }
+            h.push_str("</div>\n");
+        }
         h.push_str("<div class=\"sentences\">\n");
         for s in &self.sentences {
             let _ = writeln!(h, "<p>{}</p>", escape(s));
@@ -333,14 +427,15 @@ impl Headline {
             let _ = writeln!(
                 h,
                 "<table class=\"headline\">\n<caption>{} ({}): {}. Mean over the label-kept images \
-                 [95% bootstrap interval]; {ATTACKED_MARK} marks the attack on the map it steers.</caption>",
+                 [95% bootstrap interval]; {ATTACKED_MARK} marks the attack on the map it steers, \
+                 {TRANSFER_MARK} an attack that steers another method's map.</caption>",
                 escape(&d.axis()),
                 super::plot::direction_text(*direction),
                 escape(&d.meaning)
             );
             h.push_str("<tr><th>method</th><th>attack</th>");
             for e in &self.epsilons {
-                let _ = write!(h, "<th>ε = {e}</th>");
+                let _ = write!(h, "<th>ε = {}</th>", epsilon(*e));
             }
             h.push_str("</tr>\n");
             for r in &self.rows {
@@ -351,12 +446,12 @@ impl Headline {
                 } else {
                     "random"
                 };
-                let mark = if r.attacked { format!(" {ATTACKED_MARK}") } else { String::new() };
                 let _ = write!(
                     h,
-                    "<tr class=\"{class}\"><td class=\"t\">{}</td><td class=\"t\">{}{mark}</td>",
+                    "<tr class=\"{class}\"><td class=\"t\">{}</td><td class=\"t\">{}{}</td>",
                     escape(&r.method),
-                    escape(&r.attack)
+                    escape(&r.attack),
+                    escape(&r.mark())
                 );
                 for v in &r.values[m] {
                     let _ = write!(h, "<td>{}</td>", v.map_or("–".into(), |v| escape(&v.show())));
@@ -451,9 +546,10 @@ fn compare_sentence(
     direction: Direction,
 ) -> String {
     let (pairs, wins) = versus(steered, random, epsilons, direction);
-    let Some(&(eps, s, r)) = pairs.last() else {
+    let Some(&(last, s, r)) = pairs.last() else {
         return format!("{} and {} share no budget with a defined mean.", steered.attack, random.attack);
     };
+    let eps = epsilon(last);
     let scope = if wins.len() == pairs.len() {
         "at every ε".to_string()
     } else if wins.is_empty() {
@@ -467,12 +563,12 @@ fn compare_sentence(
             r.show()
         );
     } else {
-        let list: Vec<String> = wins.iter().map(|e| e.to_string()).collect();
+        let list: Vec<String> = wins.iter().map(|e| epsilon(*e)).collect();
         format!("at {} of {} budgets (ε = {})", wins.len(), pairs.len(), list.join(", "))
     };
     let separated = match (s.low, s.high, r.low, r.high) {
-        (Some(sl), Some(sh), Some(rl), Some(rh)) if sh < rl || rh < sl => "; the intervals do not overlap",
-        (Some(_), Some(_), Some(_), Some(_)) => "; the intervals overlap",
+        (Some(sl), Some(sh), Some(rl), Some(rh)) if sh < rl || rh < sl => NO_OVERLAP,
+        (Some(_), Some(_), Some(_), Some(_)) => OVERLAP,
         _ => "",
     };
     format!(
@@ -579,21 +675,54 @@ mod tests {
     #[test]
     fn headline_sentences_state_the_most_fragile_method_and_the_margin() {
         let h = Headline::build(&hand_summary(), &columns());
+        // smoothgrad is measured only by transfer: it is not ranked beside gradient, whose map
+        // the attack steers, but named as such.
         assert_eq!(
             h.sentences[0],
-            "The most fragile method is gradient: at ε = 0.1, under top_k → gradient, its top-100 \
-             intersection is 0.200 [0.180, 0.220]; the least fragile is smoothgrad, with 0.700 \
-             [0.680, 0.720] under top_k → gradient."
+            "At ε = 0.1, under top_k → gradient, the top-100 intersection of the gradient map is \
+             0.200 [0.180, 0.220]."
+        );
+        assert_eq!(
+            h.sentences[1],
+            "smoothgrad was measured only by transfer (under attacks that steer another method's \
+             map, marked (transfer)), so not ranked against the attacked methods: a transfer is a \
+             weaker attack, and a method no attack targets looks more robust than it is."
         );
         // 0.50 (random) − 0.20 (steered) = 0.30; [0.18, 0.22] and [0.48, 0.52] are apart.
         assert_eq!(
-            h.sentences[1],
+            h.sentences[2],
             "top_k → gradient moves the gradient map more than random_sign (random noise of the same \
              size) at every ε: at ε = 0.1 its top-100 intersection is 0.200 [0.180, 0.220] against \
              0.500 [0.480, 0.520], a difference of 0.300; the intervals do not overlap."
         );
-        assert_eq!(h.sentences[2], "Every perturbed image kept its predicted label.");
-        assert_eq!(h.sentences.len(), 3);
+        assert_eq!(h.sentences[3], "Every perturbed image kept its predicted label.");
+        assert_eq!(h.sentences.len(), 4);
+        // The table marks the transfer row too.
+        assert!(h.text().contains("top_k → gradient (transfer)"), "{}", h.text());
+    }
+
+    #[test]
+    fn two_attacked_methods_are_ranked_against_each_other() {
+        let mut s = hand_summary();
+        for r in s.iter_mut().filter(|r| r.method == "smoothgrad" && r.attack == "top_k") {
+            r.target_method = Some("smoothgrad".into());
+        }
+        let h = Headline::build(&s, &columns());
+        assert!(h.sentences[0].starts_with("The most fragile method is gradient"), "{}", h.sentences[0]);
+        assert!(h.sentences[0].contains("the least fragile is smoothgrad, with 0.700"), "{}", h.sentences[0]);
+        assert!(!h.sentences.iter().any(|s| s.contains("only by transfer")));
+    }
+
+    #[test]
+    fn caveats_come_first_and_a_tiny_sample_withdraws_the_interval_claims() {
+        let run =
+            serde_json::json!({ "images": { "studied": 2, "requested": 20, "eligible": 2, "in_file": 20 } });
+        let h = Headline::build(&hand_summary(), &columns())
+            .with_caveats(super::super::caveats::caveats(Some(&run)));
+        let text = h.text();
+        assert!(text.starts_with("Only 2 of the 20 requested images were studied"), "{text}");
+        assert!(!text.contains("intervals do not overlap"), "{text}");
+        assert!(h.html().find("Only 2 of the 20").unwrap() < h.html().find("<table").unwrap());
     }
 
     #[test]
@@ -609,14 +738,14 @@ mod tests {
         }
         let h = Headline::build(&s, &columns());
         assert!(
-            h.sentences[1].starts_with(
+            h.sentences[2].starts_with(
                 "top_k → gradient does not move the gradient map more than random_sign at any ε"
             ),
             "{}",
-            h.sentences[1]
+            h.sentences[2]
         );
         assert!(
-            h.sentences[2].contains("lowest label-kept rate is 75% (gradient, top_k → gradient, ε = 0.01)")
+            h.sentences[3].contains("lowest label-kept rate is 75% (gradient, top_k → gradient, ε = 0.01)")
         );
     }
 

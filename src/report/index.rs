@@ -80,7 +80,7 @@ pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::V
     let summary = summarize(table);
     let columns: Vec<(String, Direction)> =
         table.metric_columns.iter().cloned().zip(table.directions.iter().copied()).collect();
-    let headline = Headline::build(&summary, &columns);
+    let headline = Headline::build(&summary, &columns).with_caveats(super::caveats::caveats(run));
     let mut files = vec![out.join("summary.parquet")];
     write_summary(&files[0], &summary)?;
     let mut plots = Vec::new();

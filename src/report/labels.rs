@@ -28,6 +28,34 @@ impl Described {
     }
 }
 
+/// An L∞ budget as a reader writes it: `0.05` stays `0.05`, but 8/255 (the ImageNet papers'
+/// budget, 0.03137254901960784 as a float) reads `8/255`. A budget with at most four
+/// significant decimals is shown as a decimal; otherwise a whole number of 255ths as that
+/// fraction; otherwise four significant digits.
+pub fn epsilon(e: f64) -> String {
+    let short = e.to_string();
+    let significant = short.trim_start_matches(['-', '0', '.']).chars().filter(char::is_ascii_digit).count();
+    if significant <= 4 || !e.is_finite() {
+        return short;
+    }
+    let k = (e * 255.0).round();
+    if k >= 1.0 && (k / 255.0 - e).abs() <= 1e-12 * e.abs().max(1e-300) {
+        return format!("{k:.0}/255");
+    }
+    format!("{e:.3e}").parse::<f64>().map_or(short, |v| v.to_string())
+}
+
+/// A share as a percentage: whole percents, one decimal below 10% (`0.912` → `91%`,
+/// `0.042` → `4.2%`).
+pub fn percent(share: f64) -> String {
+    let p = 100.0 * share;
+    if p >= 10.0 || p == 0.0 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
 /// The k of a `top{k}_intersection` column.
 pub fn top_k_of(column: &str) -> Option<usize> {
     column.strip_prefix("top")?.strip_suffix("_intersection")?.parse().ok()
@@ -109,6 +137,19 @@ pub fn describe(column: &str) -> Described {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budgets_read_as_decimals_or_255ths() {
+        assert_eq!(epsilon(0.05), "0.05");
+        assert_eq!(epsilon(0.1), "0.1");
+        assert_eq!(epsilon(0.2), "0.2");
+        assert_eq!(epsilon(8.0 / 255.0), "8/255");
+        assert_eq!(epsilon(1.0 / 255.0), "1/255");
+        assert_eq!(epsilon(0.0), "0");
+        // 1/3 is 85/255; a budget that is no whole number of 255ths gets four digits.
+        assert_eq!(epsilon(1.0 / 3.0), "85/255");
+        assert_eq!(epsilon(0.123456), "0.1235");
+    }
 
     #[test]
     fn columns_read_in_words_with_units() {

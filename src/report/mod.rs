@@ -15,6 +15,8 @@
 //!   the sample table (shared by `run` and `report`).
 //! - [`distribution`]: per-image box plots of each metric.
 //! - [`headline`]: the paper's table and a few sentences, for the page and the terminal.
+//! - [`caveats`]: the headline's first lines: n, a shrunken sample and its likely cause, a
+//!   model that predicts one class.
 //! - [`page`]: the HTML of `index.html`.
 //! - [`labels`]: the columns' names in words, with units, for axes and captions.
 //! - [`compare`]: `fragility compare`, regression tracking between two runs.
@@ -22,6 +24,7 @@
 //! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
 //! - `png`: the in-memory PNG encoder both use.
 
+pub mod caveats;
 pub mod compare;
 pub mod distribution;
 pub mod figure;

@@ -45,6 +45,7 @@ figure { margin: 1em 0 2em; }
 figcaption { font-size: 14px; color: #333; max-width: 1100px; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .sentences p { font-size: 16px; margin: 0.4em 0; }
+.caveats p { font-size: 16px; margin: 0.4em 0; padding: 0.3em 0.6em; background: #fff8d8; border-left: 4px solid #d9a400; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
 ";
 
@@ -92,6 +93,11 @@ pub fn study_name(out: &std::path::Path) -> String {
     out.file_name().map_or("study".into(), |n| n.to_string_lossy().into_owned())
 }
 
+/// The page's title: the config's `title` (recorded in run.json), else the study's name.
+fn page_title(out: &std::path::Path, run: Option<&serde_json::Value>) -> String {
+    run.and_then(|r| r["settings"]["title"].as_str()).map_or_else(|| study_name(out), str::to_string)
+}
+
 /// Distinct values in order of first appearance.
 fn distinct<T: PartialEq + Clone>(values: impl Iterator<Item = T>) -> Vec<T> {
     let mut out = Vec::new();
@@ -117,7 +123,7 @@ fn measured(table: &SampleTable, run: Option<&serde_json::Value>) -> String {
     let mut eps =
         distinct(table.rows.iter().filter(|r| r.attack != super::summary::SAMPLING).map(|r| r.epsilon));
     eps.sort_by(f64::total_cmp);
-    let eps: Vec<String> = eps.iter().map(|e| e.to_string()).collect();
+    let eps: Vec<String> = eps.iter().map(|e| super::labels::epsilon(*e)).collect();
     let model = run
         .and_then(|r| r["settings"]["model"]["name"].as_str())
         .map(|m| format!(" of the model <code>{}</code>", escape(m)))
@@ -228,7 +234,7 @@ pub fn index_html(
     examples: &[String],
     run: Option<&serde_json::Value>,
 ) -> String {
-    let name = escape(&study_name(out));
+    let name = escape(&page_title(out, run));
     let mut h = String::new();
     let _ = write!(
         h,

@@ -184,7 +184,7 @@ pub fn print_summary(rows: &[SummaryRow]) {
             "{:<22} {:<30} {:>7} {:<26} {:>5} {:>9} {:>21} {:>5.0}%",
             r.method,
             r.attack_label(),
-            r.epsilon,
+            super::labels::epsilon(r.epsilon),
             r.metric,
             r.n,
             f(r.mean),

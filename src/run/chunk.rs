@@ -417,7 +417,11 @@ fn write_example(
         .collect();
     let path = dir.join("examples").join(example_file(attack_label, image_id));
     let figure = Figure {
-        title: format!("image {image_id}, {attack_label}, ε = {eps} (seed {})", plan.seed),
+        title: format!(
+            "image {image_id}, {attack_label}, ε = {} (seed {})",
+            crate::report::labels::epsilon(eps),
+            plan.seed
+        ),
         image: clean_image,
         perturbed: adv_image,
         size: (h, w),

@@ -7,6 +7,7 @@
 //! written until every row is computed, and each file is written atomically.
 
 mod chunk;
+mod qualify;
 
 use crate::config::Plan;
 use crate::data::{load_labels, ImageSet};
@@ -130,12 +131,7 @@ pub struct RunOptions {
 /// path and `out`) and the content of every input file. A finished or interrupted run
 /// continues only with the same fingerprint.
 pub fn fingerprint(plan: &Plan) -> Result<Fingerprint> {
-    let mut v = plan.resolved.clone();
-    if let Some(o) = v.as_object_mut() {
-        o.remove("config");
-        o.remove("out");
-    }
-    Fingerprint::compute(&v, &plan.inputs)
+    Fingerprint::compute(&crate::fingerprint::hashed_settings(&plan.resolved), &plan.inputs)
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value> {
@@ -240,7 +236,10 @@ fn prepare_partial(partial: &Path, fp: &Fingerprint, force: bool, dir: &Path) ->
         return Err(refuse("its chunks have no record of their study".into()));
     }
     std::fs::create_dir_all(partial).map_err(|e| Error::io(partial, e))?;
-    let text = serde_json::to_string_pretty(&fp.to_json()).map_err(|e| Error::Invalid(e.to_string()))?;
+    let mut json = fp.to_json();
+    // The settings themselves, so that a later mismatch can name the ones that differ.
+    json["settings"] = fp.values.clone().unwrap_or(serde_json::Value::Null);
+    let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Invalid(e.to_string()))?;
     crate::atomic::write_bytes(&record, text.as_bytes())?;
     Ok(has_chunks)
 }
@@ -389,6 +388,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         "requested": plan.count,
         "studied": studied.len(),
         "ids": studied,
+        "predictions": qualify::record(&preds, set.labels.as_deref(), model.num_classes()),
     });
     let timings = (t_load, done.attack_seconds.as_slice(), seconds);
     let mut meta = run_record(plan, opts, &fp, images, done.resumed, table.rows.len(), timings);

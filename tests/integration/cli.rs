@@ -826,6 +826,26 @@ fn explain_target_explains_a_chosen_class() {
 }
 
 #[test]
+fn explain_classes_name_the_grid_labels_and_must_name_every_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = images_npy(dir.path(), 3);
+    let names = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot";
+    let o = explain_shipped(dir.path(), &images, "gradient", "named", &["--classes", names]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(dir.path().join("named/gradient.png").is_file());
+    // The same names from a file, one per line.
+    let file = dir.path().join("classes.txt");
+    std::fs::write(&file, names.replace(',', "\n")).unwrap();
+    let o = explain_shipped(dir.path(), &images, "gradient", "file", &["--classes", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Nine names for ten classes: exit 2, nothing written.
+    let o = explain_shipped(dir.path(), &images, "gradient", "short", &["--classes", "a,b,c,d,e,f,g,h,i"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--classes: 9 names given, but the model has 10 classes"), "{}", stderr(&o));
+    assert!(!dir.path().join("short").exists());
+}
+
+#[test]
 fn explain_count_and_ids_pick_images_and_refuse_ids_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let images = images_npy(dir.path(), 12);

@@ -359,7 +359,36 @@ fn fewer_qualifying_images_than_asked_for_are_reported() {
     assert!(zeros < 6, "the fixture needs some images of another class: {preds:?}");
     let o = fragility(&["exp.toml"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("asks for 6 images, but only {zeros} qualified")), "{}", stderr(&o));
+    // The headline's first line says so, with n, and that the intervals cannot be trusted.
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.starts_with(&format!("Only {zeros} of the 6 requested images were studied")), "{out}");
+    assert!(out.contains(&format!("rests on n = {zeros}")), "{out}");
+    assert!(out.contains("the bootstrap intervals are not reliable"), "{out}");
+    // run.json records what the predictions over the file say.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out/run.json")).unwrap()).unwrap();
+    assert_eq!(meta["images"]["predictions"]["correct"], zeros);
+    assert_eq!(meta["images"]["predictions"]["predicted"], 6);
+}
+
+#[test]
+fn a_rerun_with_another_setting_is_refused_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny_config(dir.path(), &shipped_weights());
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    edit(&p, &[("epsilons = [0.02, 0.1]", "epsilons = [0.05]")]);
+    expect_refused(dir.path(), &["exp.toml"], &["the settings differ: `epsilons`", "→ [0.05]", "--force"]);
+    // A title is not a setting of the computation: the finished study stays finished.
+    edit(&p, &[("epsilons = [0.05]", "epsilons = [0.02, 0.1]")]);
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, format!("title = \"Fashion-MNIST, one method\"\n{text}")).unwrap();
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(stderr(&o).contains("already holds this finished run"), "{}", stderr(&o));
+    let o = fragility(&["exp.toml", "--force"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = std::fs::read_to_string(dir.path().join("out/index.html")).unwrap();
+    assert!(page.contains("<title>Fashion-MNIST, one method</title>"), "the title is not on the page");
 }
 
 // ---- exit codes and bounded reads ----
@@ -548,7 +577,11 @@ fn merge_refuses_to_overwrite_another_finished_study_and_reads_shards_strictly()
         let o = fragility(&["exp.toml", "--shard", s], dir.path());
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    expect_refused(dir.path(), &["merge", "out"], &["finished run of another study", "settings", "--force"]);
+    expect_refused(
+        dir.path(),
+        &["merge", "out"],
+        &["finished run of another study", "the settings differ: `epsilons` [0.02,0.1] → [0.05]", "--force"],
+    );
     assert_eq!(std::fs::read(out.join("samples.parquet")).unwrap(), before);
     let o = fragility(&["merge", "out", "--force"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
