@@ -73,21 +73,21 @@ fn sample_line(
     merged: bool,
 ) -> String {
     let pool = match (eligible, in_file) {
-        (Some(e), Some(f)) if correct_only => {
-            format!("the {e} correctly classified among the {f} in the file")
-        }
-        (_, Some(f)) => format!("the {f} in the file"),
-        _ => "the file".to_string(),
+        (Some(e), Some(f)) if correct_only => format!("the {e} correctly classified among all {f} images"),
+        (_, Some(f)) => format!("all {f} images"),
+        _ => "the images".to_string(),
     };
     match (requested, eligible) {
         (Some(r), Some(e)) if e < r => {
-            let accuracy =
-                p["accuracy"].as_f64().map_or(String::new(), |a| format!(" (accuracy {})", percent(a)));
+            let why = match (correct_only, p["accuracy"].as_f64().map(percent)) {
+                (true, Some(a)) => format!(" (classified correctly: accuracy {a})"),
+                (true, None) => " (classified correctly)".to_string(),
+                (false, _) => String::new(),
+            };
             format!(
-                "Only {studied} of the {r} requested images were studied: just {e} of the \
-                 {} images in the file qualified{}{accuracy}. Every number below rests on n = {studied}.",
+                "Only {studied} of the {r} requested images were studied: just {e} of all {} \
+                 images qualified{why}. Every number below rests on n = {studied}.",
                 in_file.map_or("?".into(), |f| f.to_string()),
-                if correct_only { " (classified correctly)" } else { "" }
             )
         }
         _ if merged => format!("n = {studied} images, from {pool}, over all shards."),
@@ -141,7 +141,7 @@ mod tests {
         let c = caveats(Some(&run(200, Some(200), 912, 1000, p)));
         assert_eq!(
             c,
-            vec!["n = 200 images: the first 200 of the 912 correctly classified among the 1000 in the file."]
+            vec!["n = 200 images: the first 200 of the 912 correctly classified among all 1000 images."]
         );
     }
 
@@ -171,12 +171,12 @@ mod tests {
     fn an_old_record_without_predictions_still_gives_n() {
         let c = caveats(Some(&serde_json::json!({ "images": { "studied": 24, "requested": 24,
             "eligible": 900, "in_file": 1000 } })));
-        assert_eq!(c, vec!["n = 24 images: the first 24 of the 1000 in the file."]);
+        assert_eq!(c, vec!["n = 24 images: the first 24 of all 1000 images."]);
         let c = caveats(Some(&serde_json::json!({ "images": { "studied": 24, "requested": 24,
             "eligible": 900, "in_file": 1000 }, "settings": { "data": { "labels": "l.gz", "correct_only": true } } })));
         assert_eq!(
             c,
-            vec!["n = 24 images: the first 24 of the 900 correctly classified among the 1000 in the file."]
+            vec!["n = 24 images: the first 24 of the 900 correctly classified among all 1000 images."]
         );
         assert!(caveats(None).is_empty());
     }

@@ -951,3 +951,43 @@ fn a_run_prints_the_headline_and_a_tidy_page_path() {
     assert!(out.lines().filter(|l| l.contains("mse_normalized")).count() >= 16, "{out}");
     assert!(out.contains("Headline"));
 }
+
+/// The README's quick start as shipped (an ONNX model and a folder of PNG images in class
+/// sub-folders), into a temporary folder; and the same without its classes file, whose
+/// headline must name the likely cause of the lost images (sorted folder names are not the
+/// model's label order).
+#[test]
+fn the_quick_start_runs_and_a_missing_class_order_is_diagnosed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("experiments/your_model.toml")).unwrap();
+    let assets = root().join("assets");
+    let text = text
+        .replace("\"../assets/", &format!("\"{}/", assets.display()))
+        .replace("\"../reports/your-model\"", "\"out\"");
+    std::fs::write(dir.path().join("exp.toml"), &text).unwrap();
+    let o = fragility(&["exp.toml", "--quiet"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        out.starts_with("n = 20 images: the first 20 of the 28 correctly classified among all 30 images."),
+        "{out}"
+    );
+    let page = std::fs::read_to_string(dir.path().join("out/index.html")).unwrap();
+    assert!(page.contains("<title>Your model: ResNet-20 (ONNX) on a folder of PNG images</title>"));
+
+    let cut: String = text
+        .lines()
+        .filter(|l| !l.starts_with("classes = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(r#"names = ["gradient", "integrated_gradients", "smoothgrad"]"#, r#"names = ["gradient"]"#)
+        .replace("iterations = 20", "iterations = 2")
+        .replace("\"out\"", "\"unordered\"");
+    std::fs::write(dir.path().join("exp.toml"), cut).unwrap();
+    let o = fragility(&["exp.toml", "--quiet"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.starts_with("Only 11 of the 20 requested images were studied"), "{out}");
+    assert!(out.contains("another class order (93% against 37%)"), "{out}");
+    assert!(out.contains("`data.classes`"), "{out}");
+}
