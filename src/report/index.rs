@@ -82,7 +82,7 @@ pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::V
         table.metric_columns.iter().cloned().zip(table.directions.iter().copied()).collect();
     let headline = Headline::build(&summary, &columns);
     let mut files = vec![out.join("summary.parquet")];
-    write_summary(&files[0], &summary)?;
+    write_summary(&files[0], &summary, table.study.as_deref())?;
     let mut plots = Vec::new();
     for (column, direction) in plotted_columns(table) {
         let p = out.join("plots").join(format!("{column}.png"));
@@ -149,8 +149,9 @@ fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
     ordered
 }
 
-/// `fragility report DIR`: reads `DIR/samples.parquet` (and `DIR/run.json` if present) and
-/// rewrites the derived outputs with [`write_derived`].
+/// `fragility report DIR`: reads `DIR/samples.parquet` (and `DIR/run.json` if present), checks
+/// that both come from the same study ([`super::images::check_same_study`]), and rewrites the
+/// derived outputs with [`write_derived`].
 pub fn regenerate(dir: &Path) -> Result<Derived> {
     let samples = dir.join("samples.parquet");
     if !samples.is_file() {
@@ -172,6 +173,9 @@ pub fn regenerate(dir: &Path) -> Result<Derived> {
     } else {
         None
     };
+    if let Some(meta) = &run {
+        super::images::check_same_study(&samples, table.study.as_deref(), &run_json, meta)?;
+    }
     write_derived(dir, &table, run.as_ref())
 }
 
