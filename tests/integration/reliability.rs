@@ -568,14 +568,16 @@ fn merge_refuses_to_overwrite_another_finished_study_and_reads_shards_strictly()
 
 #[test]
 fn report_and_compare_refuse_a_run_json_or_samples_of_another_study() {
-    // Two runs of the same config into two folders: two studies (the output folder is a
-    // setting), comparable with each other.
+    // Two studies that differ in one weight (two versions of a model), comparable with each
+    // other.
     let dir = tempfile::tempdir().unwrap();
-    let p = tiny_config(dir.path(), &shipped_weights());
+    let w = own_weights(dir.path());
+    let p = tiny_config(dir.path(), &w);
     for out in ["a", "b"] {
         edit(&p, &[("out = ", &format!("out = \"{out}\"\n#"))]);
         let o = fragility(&["exp.toml"], dir.path());
         assert!(o.status.success(), "{}", stderr(&o));
+        flip_last_weight(&w);
     }
     assert_eq!(fragility(&["compare", "a", "b"], dir.path()).status.code(), Some(0));
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
