@@ -184,6 +184,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_page_leaves_the_list_of_images_to_run_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = crate::report::table::tests::example_table();
+        let run = serde_json::json!({
+            "settings": { "seed": 42 },
+            "images": { "ids": [0, 1, 2], "list": [{ "id": 0, "source": "only-in-run-json.png", "hash": "0" }] },
+        });
+        write_derived(dir.path(), &table, Some(&run)).unwrap();
+        let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        assert!(!html.contains("only-in-run-json.png"));
+        assert!(html.contains("each image&#39;s source and hash: see run.json"), "{html}");
+    }
+
+    #[test]
     fn escape_covers_the_five_characters() {
         assert_eq!(escape(r#"<a href="x">&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;&lt;/a&gt;");
     }

@@ -701,6 +701,8 @@ fn our_numbers_match_the_committed_baseline() {
     let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap_or_default();
     assert_eq!(o.status.code(), Some(0), "{}\n{}\n{md}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     assert!(md.contains("**0 regressions**, 0 improvements"), "{md}");
+    // Both runs recorded image hashes, and they agree: the same 24 images, no note first.
+    assert!(md.starts_with("# fragility compare"), "{md}");
 }
 
 /// The small config with 12 images in chunks of 2 (6 chunks), written into `dir`.
