@@ -174,6 +174,7 @@ fn after_a_kill_changed_weights_a_foreign_chunk_and_a_truncated_chunk_are_refuse
     for r in &mut table.rows {
         r.image_id += 500;
     }
+    table.images = std::mem::take(&mut table.images).into_iter().map(|(id, t)| (id + 500, t)).collect();
     fragility::report::write_samples(&chunk, &table).unwrap();
     expect_refused(dir.path(), &["exp.toml"], &["chunk-000000.parquet", "not one of the chunk's images"]);
 
