@@ -565,6 +565,14 @@ fn merge_refuses_to_overwrite_another_finished_study_and_reads_shards_strictly()
     let bytes = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
     expect_refused(dir.path(), &["merge", "out"], &["1-of-2", "samples.parquet"]);
+    // A shard table copied from another study (the first run's): refused, naming it and the
+    // shard's run.json.
+    std::fs::write(&shard, &before).unwrap();
+    expect_refused(
+        dir.path(),
+        &["merge", "out"],
+        &["1-of-2/samples.parquet", "1-of-2/run.json", "different studies"],
+    );
 }
 
 #[test]
