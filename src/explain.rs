@@ -2,7 +2,10 @@
 //!
 //! Writes `DIR/<method>.npy` (float32 [N,C,H,W] — C = 1 for Grad-CAM —, raw attributions for the predicted class, or
 //! for one chosen class with `--target`, before any channel reduction), `DIR/preds.npy` (int64 [N]), `DIR/logits.npy` (float32
-//! [N,K]) and `DIR/ids.npy` (int64 [N]: each row's position in the image file), plus
+//! [N,K]), `DIR/ids.npy` (int64 [N]: each row's position in the image file or folder) and
+//! `DIR/sources.txt` (one line per row, in the same order: the row's file, relative to the
+//! images folder, or `name[i]` for image i of an npy/idx file; a line break inside a name is
+//! written as `\n`), plus
 //! `DIR/<method>.png`: the first images with the method's maps as heat-map overlays. The N
 //! images are the whole file or a [`Selection`] of it (`--count`, `--ids`). Every method is
 //! computed (and every input checked) before the first file is written.
@@ -192,7 +195,15 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     let p = out.join("ids.npy");
     write_npy_i64(&p, &ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[n])?;
     files.push(p);
+    let p = out.join("sources.txt");
+    crate::atomic::write_bytes(&p, sources_text(&set, &ids).as_bytes())?;
+    files.push(p);
     Ok(files)
+}
+
+/// `sources.txt`: the source of each of `ids`, one per line (a line break in a name escaped).
+fn sources_text(set: &crate::data::ImageSet, ids: &[usize]) -> String {
+    ids.iter().map(|&i| set.source(i).replace('\n', "\\n").replace('\r', "\\r") + "\n").collect()
 }
 
 #[cfg(test)]
@@ -206,5 +217,20 @@ mod tests {
         assert_eq!(class_label(1, None), "1");
         // A class beyond the names (never from a checked list, but not a panic either).
         assert_eq!(class_label(5, Some(&names)), "5");
+    }
+
+    #[test]
+    fn sources_are_one_line_per_row_in_row_order() {
+        let set = crate::data::ImageSet {
+            data: vec![0.0; 3],
+            n: 3,
+            c: 1,
+            h: 1,
+            w: 1,
+            labels: None,
+            class_names: None,
+            sources: vec!["a.png".into(), "odd\nname.png".into(), "c/d.png".into()],
+        };
+        assert_eq!(super::sources_text(&set, &[2, 0, 1]), "c/d.png\na.png\nodd\\nname.png\n");
     }
 }

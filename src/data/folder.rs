@@ -93,6 +93,9 @@ pub(crate) fn load_folder(
     let mut set = stack(&files, opts)?;
     set.labels = labels;
     set.class_names = class_names;
+    // Each image named by its path relative to the folder, with `/` on every platform.
+    set.sources =
+        files.iter().map(|f| f.strip_prefix(dir).unwrap_or(f).to_string_lossy().replace('\\', "/")).collect();
     Ok(set)
 }
 
@@ -337,7 +340,7 @@ fn stack(files: &[PathBuf], opts: &ImageOptions) -> Result<ImageSet> {
     for (im, file) in images.drain(..).zip(files) {
         data.extend(im.with_channels(c, file)?.data);
     }
-    Ok(ImageSet { data, n: files.len(), c, h, w, labels: None, class_names: None })
+    Ok(ImageSet { data, n: files.len(), c, h, w, labels: None, class_names: None, sources: Vec::new() })
 }
 
 /// Decodes one PNG or JPEG file (recognised by content) into a 1-image set: grey (1 channel)
@@ -362,7 +365,7 @@ fn decode(path: &Path) -> Result<ImageSet> {
     } else {
         (1, img.to_luma32f().into_raw())
     };
-    Ok(ImageSet { data, n: 1, c, h, w, labels: None, class_names: None })
+    Ok(ImageSet { data, n: 1, c, h, w, labels: None, class_names: None, sources: Vec::new() })
 }
 
 #[cfg(test)]
@@ -421,6 +424,8 @@ mod tests {
         // ant/a.png, ant/b.PNG, bee/only.jpg, cat/z.png.
         assert_eq!(s.labels, Some(vec![0, 0, 1, 2]));
         assert_eq!(s.class_names, Some(vec!["ant".into(), "bee".into(), "cat".into()]));
+        // Each image traces to its file, relative to the folder.
+        assert_eq!(s.sources, ["ant/a.png", "ant/b.PNG", "bee/only.jpg", "cat/z.png"]);
         // PNG pixels are exact: image 1 (k = 2), planar: R plane then G then B.
         let r: Vec<f32> = [2u8, 12, 22, 2, 12, 22].iter().map(|&v| f32::from(v) / 255.0).collect();
         let g: Vec<f32> = [2u8, 2, 2, 22, 22, 22].iter().map(|&v| f32::from(v) / 255.0).collect();

@@ -38,7 +38,8 @@ pub(crate) fn parse_images(bytes: &[u8], path: &Path) -> Result<ImageSet> {
         ));
     }
     let data = bytes[header.data_start..].iter().map(|&b| f32::from(b) / 255.0).collect();
-    Ok(ImageSet { data, n, c, h, w, labels: None, class_names: None })
+    let sources = super::file_sources(path, n);
+    Ok(ImageSet { data, n, c, h, w, labels: None, class_names: None, sources })
 }
 
 /// Parses idx bytes as labels: ndim 1, one unsigned byte per label.

@@ -58,6 +58,10 @@ pub struct ImageSet {
     /// The name of each class, indexed by label, when known (a folder of class sub-folders
     /// gives them; idx and npy do not).
     pub class_names: Option<Vec<String>>,
+    /// Where each image comes from, one per image: its path relative to the folder (`/`
+    /// separators) for a folder of files, `name[i]` for image `i` of an npy or idx file
+    /// (`name` the file's name without its folder). Results name their images by it.
+    pub sources: Vec<String>,
 }
 
 impl ImageSet {
@@ -75,6 +79,26 @@ impl ImageSet {
         &self.data[i * len..(i + 1) * len]
     }
 
+    /// The source of image `i` (see [`ImageSet::sources`]); `#i` for a set built without
+    /// sources.
+    pub fn source(&self, i: usize) -> String {
+        self.sources.get(i).cloned().unwrap_or_else(|| format!("#{i}"))
+    }
+
+    /// The content hash of image `i` as studied (its f32 pixels after resize, crop and
+    /// channel conversion, with its shape), 16 hex digits: two runs whose images have the same
+    /// hash gave the model the same input.
+    pub fn image_hash(&self, i: usize) -> String {
+        let mut h = crate::fingerprint::ContentHash::default();
+        for d in [self.c, self.h, self.w] {
+            h.update(&(d as u64).to_le_bytes());
+        }
+        for v in self.image(i) {
+            h.update(&v.to_le_bytes());
+        }
+        format!("{:016x}", h.finish())
+    }
+
     /// A new set holding the images (and labels) at `idx`, in that order; repeats are allowed.
     ///
     /// # Panics
@@ -86,7 +110,8 @@ impl ImageSet {
         }
         let labels = self.labels.as_ref().map(|l| idx.iter().map(|&i| l[i]).collect());
         let class_names = self.class_names.clone();
-        ImageSet { data, n: idx.len(), c: self.c, h: self.h, w: self.w, labels, class_names }
+        let sources = idx.iter().map(|&i| self.source(i)).collect();
+        ImageSet { data, n: idx.len(), c: self.c, h: self.h, w: self.w, labels, class_names, sources }
     }
 
     /// Attaches `labels` read from `path`; an error naming `path` if there is not exactly one
@@ -145,6 +170,13 @@ pub fn load_images_with(
         None => Err(unknown_format(&bytes, path)),
     }?;
     set.preprocess(opts, path)
+}
+
+/// The sources of the `n` images of the file `path`: `name[i]` (see [`ImageSet::sources`]).
+pub(crate) fn file_sources(path: &Path, n: usize) -> Vec<String> {
+    let name =
+        path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+    (0..n).map(|i| format!("{name}[{i}]")).collect()
 }
 
 /// Loads 1-D integer labels from an idx1 ubyte file (raw or gzipped) or an npy file of
@@ -266,7 +298,8 @@ mod tests {
     fn set() -> ImageSet {
         // 3 images of 1×1×2: image i holds [i/10, i/10 + 0.05].
         let data = vec![0.0, 0.05, 0.1, 0.15, 0.2, 0.25];
-        ImageSet { data, n: 3, c: 1, h: 1, w: 2, labels: Some(vec![7, 8, 9]), class_names: None }
+        let sources = file_sources(Path::new("dir/x.npy"), 3);
+        ImageSet { data, n: 3, c: 1, h: 1, w: 2, labels: Some(vec![7, 8, 9]), class_names: None, sources }
     }
 
     #[test]
@@ -278,6 +311,18 @@ mod tests {
         assert_eq!(t.n, 3);
         assert_eq!(t.data, vec![0.2, 0.25, 0.0, 0.05, 0.2, 0.25]);
         assert_eq!(t.labels, Some(vec![9, 7, 9]));
+        assert_eq!(t.sources, ["x.npy[2]", "x.npy[0]", "x.npy[2]"]);
+    }
+
+    #[test]
+    fn image_hashes_follow_the_pixels_and_the_shape() {
+        let s = set();
+        assert_eq!(s.image_hash(0), s.select(&[0]).image_hash(0));
+        assert_ne!(s.image_hash(0), s.image_hash(1));
+        // The same values in another shape are another input.
+        let t = ImageSet { h: 2, w: 1, ..set() };
+        assert_ne!(s.image_hash(0), t.image_hash(0));
+        assert_eq!(s.image_hash(0).len(), 16);
     }
 
     #[test]
@@ -309,7 +354,10 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
         std::fs::write(&gz, enc.finish().unwrap()).unwrap();
-        assert_eq!(load_images(&gz).unwrap(), load_images(&plain).unwrap());
+        let (from_gz, from_plain) = (load_images(&gz).unwrap(), load_images(&plain).unwrap());
+        // The same images, each named after the file it came from.
+        assert_eq!(from_gz.sources, ["images.dat[0]"]);
+        assert_eq!(ImageSet { sources: from_plain.sources.clone(), ..from_gz }, from_plain);
     }
 
     #[test]

@@ -127,7 +127,8 @@ pub(crate) fn parse_images(bytes: &[u8], path: &Path) -> Result<ImageSet> {
             ),
         ));
     }
-    Ok(ImageSet { data, n, c, h, w, labels: None, class_names: None })
+    let sources = super::file_sources(path, n);
+    Ok(ImageSet { data, n, c, h, w, labels: None, class_names: None, sources })
 }
 
 /// Parses an npy file as 1-D integer labels (int64, int32, int16 or uint8).

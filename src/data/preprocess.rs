@@ -189,7 +189,16 @@ mod tests {
 
     fn set(n: usize, c: usize, h: usize, w: usize) -> ImageSet {
         let data = (0..n * c * h * w).map(|i| (i % 17) as f32 / 16.0).collect();
-        ImageSet { data, n, c, h, w, labels: Some((0..n as i64).collect()), class_names: None }
+        ImageSet {
+            data,
+            n,
+            c,
+            h,
+            w,
+            labels: Some((0..n as i64).collect()),
+            class_names: None,
+            sources: Vec::new(),
+        }
     }
 
     #[test]
@@ -246,6 +255,7 @@ mod tests {
             w: 2,
             labels: None,
             class_names: None,
+            sources: Vec::new(),
         };
         let grey = rgb.with_channels(1, Path::new(P)).unwrap();
         // 0.299 and 0.2·0.299 + 0.4·0.587 + 1.0·0.114 = 0.0598 + 0.2348 + 0.114 = 0.4086.
@@ -259,7 +269,16 @@ mod tests {
         assert_eq!(back.c, 3);
         assert_eq!(back.data, [grey.data.clone(), grey.data.clone(), grey.data].concat());
         // White stays white.
-        let white = ImageSet { data: vec![1.0; 3], n: 1, c: 3, h: 1, w: 1, labels: None, class_names: None };
+        let white = ImageSet {
+            data: vec![1.0; 3],
+            n: 1,
+            c: 3,
+            h: 1,
+            w: 1,
+            labels: None,
+            class_names: None,
+            sources: Vec::new(),
+        };
         assert_eq!(white.with_channels(1, Path::new(P)).unwrap().data, vec![1.0]);
     }
 
@@ -283,7 +302,16 @@ mod tests {
         assert!(set(1, 1, 2, 3).preprocess(&opts, Path::new(P)).is_err());
         assert!(matches!(set(1, 1, 2, 2).center_cropped(0, Path::new(P)), Err(Error::Invalid(_))));
         // Empty images convert without dividing by zero.
-        let empty = ImageSet { data: vec![], n: 1, c: 1, h: 0, w: 0, labels: None, class_names: None };
+        let empty = ImageSet {
+            data: vec![],
+            n: 1,
+            c: 1,
+            h: 0,
+            w: 0,
+            labels: None,
+            class_names: None,
+            sources: Vec::new(),
+        };
         assert_eq!(empty.with_channels(3, Path::new(P)).unwrap().data, Vec::<f32>::new());
     }
 

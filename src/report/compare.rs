@@ -1,8 +1,16 @@
 //! `fragility compare BASELINE CURRENT`: regression tracking between two runs of one study.
 //!
 //! Users track the stability of their models' explanations from one model version to the next
-//! in their own CI: run the same experiment on both versions, then compare. Rows of the two
-//! `summary.parquet` files are matched by method × attack × target method × ε × metric. A row
+//! in their own CI: run the same experiment on both versions, then compare. The two runs'
+//! images are paired first ([`super::pairing`]: same id and same image hash); the statistics
+//! of each run are recomputed from its `samples.parquet` on the common images alone, with the
+//! functions that wrote its `summary.parquet` (so on identical image sets they are the
+//! summary's numbers), and matched by method × attack × target method × ε × metric. When the
+//! runs do not have all their images in common, or images are paired by id alone (tables of an
+//! older version have no hashes), the first line of the output says so with the counts; too
+//! few common images are refused (exit 2). Each run's `samples.parquet` (and `summary.parquet`)
+//! must belong to the study its `run.json` records ([`super::images::check_same_study`]), and
+//! a table that repeats a row is refused. A row
 //! is a **regression** when the current mean is worse than the baseline's by more than the
 //! row's threshold ("worse" = less similar maps, i.e. lower for higher-is-more-similar
 //! metrics, higher for the others) *and* the two 95% bootstrap intervals do not overlap; an
@@ -17,7 +25,8 @@
 //! estimates) it is a fraction of the baseline's mean (`--relative-tolerance`, default 0.1),
 //! so that a doubled MSE is flagged although it moved by 1e-6.
 //!
-//! A mean that is undefined (no value, or NaN) on one side only **became undefined** or
+//! A mean that is undefined (no value, NaN, or infinite: an infinite mean cannot be compared
+//! and is never "unchanged") on one side only **became undefined** or
 //! **became defined**: a change that is always reported, and a failure (exit 1) for the
 //! metrics named with `--metric`, since the numbers a user watches can no longer be compared.
 //! Undefined on both sides (or without intervals) is **undefined**.
@@ -30,8 +39,10 @@
 //! `compare.md` (written atomically into the chosen folder). The command exits 0 (no
 //! failure), 1 (a regression, or a watched mean that became (un)defined) or 2 (an error).
 
-use super::summary::{read_summary, SummaryRow};
-use super::table::{read_directions, table_error};
+use super::images::check_same_study;
+use super::pairing::{check_no_duplicates, pair, restrict, Pairing};
+use super::summary::{summarize, SummaryRow};
+use super::table::{read_samples, read_study, table_error, SampleTable};
 use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
@@ -129,6 +140,8 @@ pub struct CompareReport {
     pub tolerance: Tolerance,
     /// The metric columns named with `--metric` (empty: all compared, none watched).
     pub watched: Vec<String>,
+    /// The images the two runs have in common (the statistics are over these).
+    pub pairing: Pairing,
 }
 
 impl CompareReport {
@@ -148,9 +161,10 @@ impl CompareReport {
     }
 }
 
-/// A mean that can be compared: present and not NaN.
+/// A mean that can be compared: present and finite (an infinite mean is as undefined as a
+/// NaN: no difference to it means anything).
 fn defined(v: Option<f64>) -> Option<f64> {
-    v.filter(|v| !v.is_nan())
+    v.filter(|v| v.is_finite())
 }
 
 /// Judges one pair of summary rows of a metric column: how much worse the current mean is,
@@ -200,14 +214,31 @@ const COMPARED_SETTINGS: [&str; 7] =
 
 /// A run's settings, with each `"auto"` top-k replaced by the value its images resolved it to
 /// (run.json's `automatic`), so that k = 100 given and k left automatic at 28×28 compare equal.
-fn settings(dir: &Path) -> Result<serde_json::Value> {
-    let p = dir.join("run.json");
-    let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::data(&p, format!("not JSON: {e}")))?;
+fn settings(v: &serde_json::Value) -> serde_json::Value {
     let mut settings = v.get("settings").cloned().unwrap_or(serde_json::Value::Null);
     resolve_automatic(&mut settings, v.get("automatic"));
-    Ok(settings)
+    settings
+}
+
+/// A run's `run.json`, parsed.
+fn read_record(dir: &Path) -> Result<serde_json::Value> {
+    let p = dir.join("run.json");
+    serde_json::from_slice(&crate::data::read_capped(&p, 256 << 20)?)
+        .map_err(|e| Error::data(&p, format!("not JSON: {e}")))
+}
+
+/// A run's `samples.parquet`, checked: it belongs to the study `meta` (its `run.json`)
+/// records, and so does its `summary.parquet` where present; no row is repeated.
+fn read_run_table(dir: &Path, meta: &serde_json::Value) -> Result<SampleTable> {
+    let (run_json, samples, summary) =
+        (dir.join("run.json"), dir.join("samples.parquet"), dir.join("summary.parquet"));
+    let table = read_samples(&samples)?;
+    check_same_study(&samples, table.study.as_deref(), &run_json, meta)?;
+    if summary.is_file() {
+        check_same_study(&summary, read_study(&summary)?.as_deref(), &run_json, meta)?;
+    }
+    check_no_duplicates(&samples, &table)?;
+    Ok(table)
 }
 
 /// Replaces the `"auto"` top-k of `settings` by the resolved values of `automatic`.
@@ -229,26 +260,22 @@ fn resolve_automatic(settings: &mut serde_json::Value, automatic: Option<&serde_
 
 /// The content hashes a run recorded of its data inputs (images, labels, classes, masks,
 /// target maps: everything but the weights, which are what changes between versions).
-fn data_hashes(dir: &Path) -> Result<Vec<(String, String)>> {
-    let p = dir.join("run.json");
-    let v: serde_json::Value = serde_json::from_slice(&crate::data::read_capped(&p, 256 << 20)?)
-        .map_err(|e| Error::data(&p, format!("not JSON: {e}")))?;
-    let fp = crate::fingerprint::Fingerprint::from_json(&v);
-    Ok(fp
-        .map(|fp| {
-            fp.inputs.into_iter().filter(|i| i.field != "model.weights").map(|i| (i.field, i.hash)).collect()
-        })
-        .unwrap_or_default())
+fn data_hashes(v: &serde_json::Value) -> Vec<(String, String)> {
+    let fp = crate::fingerprint::Fingerprint::from_json(v);
+    fp.map(|fp| {
+        fp.inputs.into_iter().filter(|i| i.field != "model.weights").map(|i| (i.field, i.hash)).collect()
+    })
+    .unwrap_or_default()
 }
 
 /// The data inputs whose contents differ between two runs (runs that recorded no hashes,
 /// from older versions, are not compared).
-fn differing_data(baseline: &Path, current: &Path) -> Result<Vec<String>> {
-    let (b, c) = (data_hashes(baseline)?, data_hashes(current)?);
-    Ok(b.iter()
+fn differing_data(baseline: &serde_json::Value, current: &serde_json::Value) -> Vec<String> {
+    let (b, c) = (data_hashes(baseline), data_hashes(current));
+    b.iter()
         .filter(|(field, hash)| c.iter().any(|(f, h)| f == field && h != hash))
         .map(|(field, _)| format!("`{field}`"))
-        .collect())
+        .collect()
 }
 
 fn lookup<'a>(v: &'a serde_json::Value, dotted: &str) -> Option<&'a serde_json::Value> {
@@ -268,7 +295,35 @@ pub fn compare(
             return Err(Error::Invalid(format!("{flag} must be finite and ≥ 0, got {v}")));
         }
     }
-    let (sb, sc) = (settings(baseline)?, settings(current)?);
+    let (mb, mc) = (read_record(baseline)?, read_record(current)?);
+    check_comparable(baseline, current, &mb, &mc)?;
+    let (base, cur) = (read_run_table(baseline, &mb)?, read_run_table(current, &mc)?);
+    let pairing = pair(&base, &cur);
+    pairing.check(baseline, current)?;
+    let base_rows = summarize(&restrict(&base, &pairing.common));
+    let cur_rows = summarize(&restrict(&cur, &pairing.common));
+    let directions: HashMap<String, Direction> =
+        cur.metric_columns.iter().cloned().zip(cur.directions.iter().copied()).collect();
+    for m in metrics {
+        if !directions.contains_key(m) {
+            let mut known: Vec<&String> = directions.keys().collect();
+            known.sort();
+            return Err(Error::Invalid(format!("--metric {m}: no such metric column (known: {known:?})")));
+        }
+    }
+    let rows = match_rows(&base_rows, &cur_rows, &directions, metrics, &tolerance)?;
+    Ok(CompareReport { rows, tolerance, watched: metrics.to_vec(), pairing })
+}
+
+/// Refuses runs whose study settings (see [`COMPARED_SETTINGS`]) or data inputs differ
+/// (`mb`, `mc`: their parsed `run.json`).
+fn check_comparable(
+    baseline: &Path,
+    current: &Path,
+    mb: &serde_json::Value,
+    mc: &serde_json::Value,
+) -> Result<()> {
+    let (sb, sc) = (settings(mb), settings(mc));
     let differing: Vec<&str> =
         COMPARED_SETTINGS.iter().copied().filter(|k| lookup(&sb, k) != lookup(&sc, k)).collect();
     if !differing.is_empty() {
@@ -286,7 +341,7 @@ pub fn compare(
             detail.join("; ")
         )));
     }
-    let changed = differing_data(baseline, current)?;
+    let changed = differing_data(mb, mc);
     if !changed.is_empty() {
         return Err(Error::Invalid(format!(
             "{} and {} studied different data (the contents of {} differ), so their numbers are not comparable",
@@ -295,17 +350,19 @@ pub fn compare(
             changed.join(", ")
         )));
     }
-    let base_rows = read_summary(&baseline.join("summary.parquet"))?;
-    let cur_rows = read_summary(&current.join("summary.parquet"))?;
-    let directions: HashMap<String, Direction> =
-        read_directions(&current.join("samples.parquet"))?.into_iter().collect();
-    for m in metrics {
-        if !directions.contains_key(m) {
-            let mut known: Vec<&String> = directions.keys().collect();
-            known.sort();
-            return Err(Error::Invalid(format!("--metric {m}: no such metric column (known: {known:?})")));
-        }
-    }
+    Ok(())
+}
+
+/// Matches the summary rows of the two runs (restricted to `metrics`, all if empty) by
+/// method × attack × target method × ε × metric and judges each pair; rows without a match
+/// on the other side are an error.
+fn match_rows(
+    base_rows: &[SummaryRow],
+    cur_rows: &[SummaryRow],
+    directions: &HashMap<String, Direction>,
+    metrics: &[String],
+    tolerance: &Tolerance,
+) -> Result<Vec<Comparison>> {
     let wanted = |r: &SummaryRow| metrics.is_empty() || metrics.contains(&r.metric);
     let cur: HashMap<Key, &SummaryRow> = cur_rows.iter().filter(|r| wanted(r)).map(|r| (key(r), r)).collect();
     let mut rows = Vec::new();
@@ -315,10 +372,10 @@ pub fn compare(
             missing.push(format!("{} / {} / ε {} / {}", b.method, b.attack_label(), b.epsilon, b.metric));
             continue;
         };
-        let direction = *directions.get(&b.metric).ok_or_else(|| {
-            Error::data(current.join("samples.parquet"), format!("no direction for {}", b.metric))
-        })?;
-        let (worse_by, threshold, status) = judge(b, c, direction, &tolerance);
+        let direction = *directions
+            .get(&b.metric)
+            .ok_or_else(|| Error::Invalid(format!("the current run has no metric column {}", b.metric)))?;
+        let (worse_by, threshold, status) = judge(b, c, direction, tolerance);
         rows.push(Comparison {
             baseline: b.clone(),
             current: (*c).clone(),
@@ -328,7 +385,8 @@ pub fn compare(
             status,
         });
     }
-    let extra = cur.len() + missing.len() - base_rows.iter().filter(|r| wanted(r)).count();
+    let base_keys: std::collections::HashSet<Key> = base_rows.iter().filter(|r| wanted(r)).map(key).collect();
+    let extra = cur.keys().filter(|k| !base_keys.contains(*k)).count();
     if !missing.is_empty() || extra > 0 {
         return Err(Error::Invalid(format!(
             "the summaries do not have the same rows: {} baseline rows have no current match{}{}",
@@ -337,7 +395,7 @@ pub fn compare(
             if extra > 0 { format!("; {extra} current rows have no baseline match") } else { String::new() }
         )));
     }
-    Ok(CompareReport { rows, tolerance, watched: metrics.to_vec() })
+    Ok(rows)
 }
 
 /// Writes `compare.parquet` and `compare.md` into `out`; returns their paths.
@@ -412,6 +470,9 @@ fn tolerance_words(t: &Tolerance) -> String {
 /// The Markdown summary: counts, then every row that changed.
 pub fn markdown(report: &CompareReport, baseline: &Path, current: &Path) -> String {
     let mut m = String::new();
+    if let Some(note) = report.pairing.first_line() {
+        let _ = writeln!(m, "**{note}**\n");
+    }
     let _ = writeln!(m, "# fragility compare\n");
     let _ = writeln!(m, "- baseline: `{}`\n- current: `{}`", baseline.display(), current.display());
     let _ = writeln!(
@@ -424,10 +485,7 @@ pub fn markdown(report: &CompareReport, baseline: &Path, current: &Path) -> Stri
     let _ = writeln!(m, "**{head}**, {tail}, of {} rows.\n", report.rows.len());
     let flagged: Vec<&Comparison> = report.rows.iter().filter(|c| c.status.is_change()).collect();
     if !flagged.is_empty() {
-        let _ = writeln!(
-            m,
-            "| status | method | attack | ε | metric | baseline (95% CI) | current (95% CI) | worse by | threshold |"
-        );
+        let _ = writeln!(m, "| {} |", HEADER.join(" | "));
         let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
         for c in flagged {
             let _ = writeln!(m, "{}", line(c, " | "));
@@ -481,12 +539,31 @@ fn line(c: &Comparison, sep: &str) -> String {
     format!("{}{}{}", sep.trim_start(), cells.join(sep), sep.trim_end())
 }
 
-/// Prints the rows that changed (all rows with `all`) and the counts.
+/// The columns of the table of rows (terminal and Markdown).
+const HEADER: [&str; 9] = [
+    "status",
+    "method",
+    "attack",
+    "ε",
+    "metric",
+    "baseline (95% CI)",
+    "current (95% CI)",
+    "worse by",
+    "threshold",
+];
+
+/// Prints the note on the images compared (first, where there is one), the rows that changed
+/// (all rows with `all`) under a header line, and the counts.
 pub fn print_compare(report: &CompareReport, all: bool) {
-    for c in &report.rows {
-        if all || c.status.is_change() {
-            println!("{}", line(c, "  "));
-        }
+    if let Some(note) = report.pairing.first_line() {
+        println!("{note}");
+    }
+    let shown: Vec<&Comparison> = report.rows.iter().filter(|c| all || c.status.is_change()).collect();
+    if !shown.is_empty() {
+        println!("{}", HEADER.join("  "));
+    }
+    for c in shown {
+        println!("{}", line(c, "  "));
     }
     println!("{}\n{}", counts(report), tolerance_words(&report.tolerance));
 }
@@ -584,12 +661,34 @@ mod tests {
         let (worse_by, threshold, status) = judge(&base, &cur, up, &t);
         let c =
             Comparison { baseline: base.clone(), current: cur, direction: up, worse_by, threshold, status };
-        let mut report = CompareReport { rows: vec![c], tolerance: t, watched: Vec::new() };
+        let pairing = Pairing {
+            baseline_n: 3,
+            current_n: 3,
+            common: [0, 1, 2].into(),
+            differing_hashes: 0,
+            by_id_only: None,
+        };
+        let mut report = CompareReport { rows: vec![c], tolerance: t, watched: Vec::new(), pairing };
+        assert!(markdown(&report, Path::new("b"), Path::new("c")).starts_with("# fragility compare"));
         assert_eq!(report.failures().count(), 0);
         assert!(counts(&report).contains("1 became undefined"), "{}", counts(&report));
         report.watched = vec!["spearman".into()];
         assert_eq!(report.failures().count(), 1);
         assert_eq!(report.regressions().count(), 0);
+    }
+
+    #[test]
+    fn an_infinite_mean_is_a_change_never_unchanged() {
+        let up = Direction::HigherIsMoreSimilar;
+        let t = Tolerance::default();
+        let base = row(0.50, 0.48, 0.52);
+        for inf in [f64::INFINITY, f64::NEG_INFINITY] {
+            let cur = SummaryRow { mean: Some(inf), ..row(0.5, 0.48, 0.52) };
+            assert_eq!(judge(&base, &cur, up, &t).2, Status::BecameUndefined);
+            assert_eq!(judge(&cur, &base, up, &t).2, Status::BecameDefined);
+            // Infinite on both sides: nothing to compare, and not "unchanged".
+            assert_eq!(judge(&cur, &cur, up, &t).2, Status::Undefined);
+        }
     }
 
     #[test]

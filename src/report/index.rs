@@ -82,7 +82,7 @@ pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::V
         table.metric_columns.iter().cloned().zip(table.directions.iter().copied()).collect();
     let headline = Headline::build(&summary, &columns).with_caveats(super::caveats::caveats(run));
     let mut files = vec![out.join("summary.parquet")];
-    write_summary(&files[0], &summary)?;
+    write_summary(&files[0], &summary, table.study.as_deref())?;
     let mut plots = Vec::new();
     for (column, direction) in plotted_columns(table) {
         let p = out.join("plots").join(format!("{column}.png"));
@@ -149,8 +149,9 @@ fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
     ordered
 }
 
-/// `fragility report DIR`: reads `DIR/samples.parquet` (and `DIR/run.json` if present) and
-/// rewrites the derived outputs with [`write_derived`].
+/// `fragility report DIR`: reads `DIR/samples.parquet` (and `DIR/run.json` if present), checks
+/// that both come from the same study ([`super::images::check_same_study`]), and rewrites the
+/// derived outputs with [`write_derived`].
 pub fn regenerate(dir: &Path) -> Result<Derived> {
     let samples = dir.join("samples.parquet");
     if !samples.is_file() {
@@ -172,12 +173,29 @@ pub fn regenerate(dir: &Path) -> Result<Derived> {
     } else {
         None
     };
+    if let Some(meta) = &run {
+        super::images::check_same_study(&samples, table.study.as_deref(), &run_json, meta)?;
+    }
     write_derived(dir, &table, run.as_ref())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_leaves_the_list_of_images_to_run_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = crate::report::table::tests::example_table();
+        let run = serde_json::json!({
+            "settings": { "seed": 42 },
+            "images": { "ids": [0, 1, 2], "list": [{ "id": 0, "source": "only-in-run-json.png", "hash": "0" }] },
+        });
+        write_derived(dir.path(), &table, Some(&run)).unwrap();
+        let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        assert!(!html.contains("only-in-run-json.png"));
+        assert!(html.contains("each image&#39;s source and hash: see run.json"), "{html}");
+    }
 
     #[test]
     fn escape_covers_the_five_characters() {

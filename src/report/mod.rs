@@ -19,8 +19,10 @@
 //!   model that predicts one class.
 //! - [`page`]: the HTML of `index.html`.
 //! - [`labels`]: the columns' names in words, with units, for axes and captions.
+//! - [`pairing`]: the images two runs have in common, for `compare`.
 //! - [`compare`]: `fragility compare`, regression tracking between two runs.
 //! - [`figure`]: the paper's figure 1 for one example image and attack (`examples/`).
+//! - [`images`]: each image's source and hash, and which study wrote a table.
 //! - [`heatmap`]: `explain`'s grids of images with their maps overlaid.
 //! - `png`: the in-memory PNG encoder both use.
 
@@ -30,9 +32,11 @@ pub mod distribution;
 pub mod figure;
 pub mod headline;
 pub mod heatmap;
+pub mod images;
 pub mod index;
 pub mod labels;
 pub mod page;
+pub mod pairing;
 pub mod parquet;
 pub mod plot;
 pub(crate) mod png;

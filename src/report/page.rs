@@ -294,7 +294,15 @@ pub fn index_html(
         summary_table(summary)
     );
     if let Some(run) = run {
-        let text = serde_json::to_string_pretty(run).unwrap_or_default();
+        // The list of studied images (one entry per image: source and hash) stays in run.json
+        // and samples.parquet; on the page it would be most of the text for a large study.
+        let mut run = run.clone();
+        if let Some(images) = run.get_mut("images").and_then(|i| i.as_object_mut()) {
+            if images.remove("list").is_some() {
+                images.insert("list".into(), "(each image's source and hash: see run.json)".into());
+            }
+        }
+        let text = serde_json::to_string_pretty(&run).unwrap_or_default();
         let _ = write!(h, "<h2 id=\"settings\">Settings (run.json)</h2>\n<pre>{}</pre>\n", escape(&text));
     }
     let _ = write!(h, "<script>\n{SCRIPT}</script>\n</body>\n</html>\n");

@@ -301,10 +301,13 @@ fn summary_frame(rows: &[SummaryRow]) -> std::result::Result<DataFrame, PolarsEr
     DataFrame::new(rows.len(), columns)
 }
 
-/// Writes the summary rows to `path` as Parquet (Zstandard), atomically.
-pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> Result<()> {
+/// Writes the summary rows to `path` as Parquet (Zstandard), atomically, with the fingerprint
+/// id of the study they summarise (`study`, metadata `fragility.study`, as in
+/// `samples.parquet`) where known.
+pub fn write_summary(path: &Path, rows: &[SummaryRow], study: Option<&str>) -> Result<()> {
     let mut df = summary_frame(rows).map_err(table_error(path))?;
-    super::parquet::write_table(path, &mut df, Vec::new())
+    let metadata = study.map(|s| (super::table::STUDY_KEY.to_string(), s.to_string())).into_iter().collect();
+    super::parquet::write_table(path, &mut df, metadata)
 }
 
 /// Reads a table written by [`write_summary`] (for `fragility report`, which plots an
@@ -402,6 +405,8 @@ mod tests {
                 row("gradient", "top_k", true, [Some(0.9), Some(f64::NAN)]),
             ],
             seed: 3,
+            images: Default::default(),
+            study: None,
         }
     }
 
@@ -503,7 +508,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("summary.parquet");
         let rows = summarize(&hand_table());
-        write_summary(&path, &rows).unwrap();
+        write_summary(&path, &rows, Some("00000000000000aa")).unwrap();
+        assert_eq!(crate::report::table::read_study(&path).unwrap().as_deref(), Some("00000000000000aa"));
         assert_eq!(read_summary(&path).unwrap(), rows);
     }
 
@@ -511,7 +517,7 @@ mod tests {
     fn summary_file_has_the_documented_columns_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("summary.parquet");
-        write_summary(&path, &summarize(&hand_table())).unwrap();
+        write_summary(&path, &summarize(&hand_table()), None).unwrap();
         let df = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
         let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
         assert_eq!(names, SUMMARY_COLUMNS);
@@ -524,7 +530,7 @@ mod tests {
         let path = dir.path().join("summary.parquet");
         std::fs::create_dir(&path).unwrap();
         std::fs::write(path.join("keep"), b"x").unwrap();
-        assert!(write_summary(&path, &summarize(&hand_table())).is_err());
+        assert!(write_summary(&path, &summarize(&hand_table()), None).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(path.is_dir());
     }

@@ -8,7 +8,9 @@
 //!
 //! | column              | type        | meaning                                                   |
 //! |---------------------|-------------|-----------------------------------------------------------|
-//! | `image_id`          | u32         | index of the image in the input file                      |
+//! | `image_id`          | u32         | the image's position: in the npy/idx file, or in the folder's order (see the README) |
+//! | `source`            | str         | the image's file: its path relative to the images folder, or `name[i]` in an npy/idx file |
+//! | `image_hash`        | str         | content hash of the image's pixels as studied (after resize, crop, channels), 16 hex digits |
 //! | `label`             | i64         | the true class                                            |
 //! | `predicted`         | i64         | the class predicted on the clean image (the attack target)|
 //! | `method`            | str         | attribution method, e.g. `gradient`                       |
@@ -26,13 +28,19 @@
 //! Whether a higher metric value means more similar maps is stored in the file's key-value
 //! metadata (key `fragility.direction.<metric>`, value `higher_is_more_similar` or
 //! `lower_is_more_similar`), and so is the run's seed (`fragility.seed`), so that a later
-//! `fragility report` can rebuild the summary from the file alone.
+//! `fragility report` can rebuild the summary from the file alone, and the study's fingerprint
+//! (`fragility.study`, the `fingerprint` of its `run.json`), so that a table and a record of
+//! different studies are never read together (see [`super::images`]).
+//! Tables written before images were traced have no `source` and `image_hash` columns; they
+//! are still read (with no traces).
 //! The file is Zstandard-compressed and written atomically.
 
+use super::images::{traces_from_columns, ImageTraces};
 use crate::atomic;
 use crate::error::{Error, Result};
 use crate::metric::Direction;
 use polars::prelude::{Column, DataFrame, ParquetReader, PolarsError, SerReader};
+use std::collections::HashSet;
 use std::fs::File;
 use std::path::Path;
 
@@ -54,6 +62,12 @@ pub const FIXED_COLUMNS: [&str; 12] = [
 
 /// Key-value metadata key of the run's seed.
 const SEED_KEY: &str = "fragility.seed";
+
+/// Key-value metadata key of the study's fingerprint id (also in its `run.json`).
+pub(crate) const STUDY_KEY: &str = "fragility.study";
+
+/// The trace columns, right after `image_id` (absent from tables of older versions).
+pub const TRACE_COLUMNS: [&str; 2] = ["source", "image_hash"];
 
 /// Key-value metadata key of the content hash of the file's data pages (everything before
 /// the footer), checked before any page is decoded: polars 0.55 aborts the process (an
@@ -108,6 +122,12 @@ pub struct SampleTable {
     /// The run's seed (stored in the file's metadata as `fragility.seed`); the summary's
     /// bootstrap draws from it.
     pub seed: u64,
+    /// Each image's source and content hash, by image id (the `source` and `image_hash`
+    /// columns); empty for a table of an older version, which has no such columns.
+    pub images: ImageTraces,
+    /// The fingerprint id of the study that wrote the table (metadata `fragility.study`);
+    /// `None` for an older table.
+    pub study: Option<String>,
 }
 
 impl SampleTable {
@@ -133,7 +153,14 @@ impl SampleTable {
                 )));
             }
         }
+        let mut seen = HashSet::new();
         for (i, row) in self.rows.iter().enumerate() {
+            if !self.images.is_empty() && !self.images.contains_key(&row.image_id) {
+                return Err(Error::Invalid(format!("sample row {i}: image {} has no source", row.image_id)));
+            }
+            if !seen.insert(row_key(row)) {
+                return Err(Error::Invalid(format!("sample row {i} repeats {}", describe(row))));
+            }
             if row.metrics.len() != self.metric_columns.len() {
                 return Err(Error::Invalid(format!(
                     "sample row {i} has {} metric values, expected {} ({:?})",
@@ -145,6 +172,32 @@ impl SampleTable {
         }
         Ok(())
     }
+}
+
+/// What identifies a row: image × method × attack × target method × ε (−0 as 0).
+type RowKey<'a> = (u32, &'a str, &'a str, Option<&'a str>, u64);
+
+fn row_key(r: &SampleRow) -> RowKey<'_> {
+    let eps = if r.epsilon == 0.0 { 0.0f64 } else { r.epsilon };
+    (r.image_id, &r.method, &r.attack, r.target_method.as_deref(), eps.to_bits())
+}
+
+/// A row's identity in words, for errors.
+fn describe(r: &SampleRow) -> String {
+    format!(
+        "image {} / {} / {} / ε {}",
+        r.image_id,
+        r.method,
+        super::summary::attack_label(&r.attack, r.target_method.as_deref()),
+        r.epsilon
+    )
+}
+
+/// The first row of `rows` that repeats an earlier one's image × method × attack × ε (a
+/// duplicated row would count twice in every mean), described in words.
+pub fn first_duplicate(rows: &[SampleRow]) -> Option<String> {
+    let mut seen = HashSet::new();
+    rows.iter().find(|r| !seen.insert(row_key(r))).map(describe)
 }
 
 /// The metadata value that records `direction`.
@@ -175,8 +228,14 @@ fn samples_frame(table: &SampleTable) -> std::result::Result<DataFrame, PolarsEr
     fn col<'a, T, F: Fn(&'a SampleRow) -> T>(rows: &'a [SampleRow], f: F) -> Vec<T> {
         rows.iter().map(f).collect()
     }
-    let mut columns = vec![
-        Column::new("image_id".into(), col(rows, |r| r.image_id)),
+    let mut columns = vec![Column::new("image_id".into(), col(rows, |r| r.image_id))];
+    if !table.images.is_empty() {
+        // `validate` has checked that every row's image has a trace.
+        let trace = |r: &SampleRow| table.images.get(&r.image_id);
+        columns.push(Column::new("source".into(), col(rows, |r| trace(r).map(|t| t.source.as_str()))));
+        columns.push(Column::new("image_hash".into(), col(rows, |r| trace(r).map(|t| t.hash.as_str()))));
+    }
+    columns.extend([
         Column::new("label".into(), col(rows, |r| r.label)),
         Column::new("predicted".into(), col(rows, |r| r.predicted)),
         Column::new("method".into(), col(rows, |r| r.method.as_str())),
@@ -188,7 +247,7 @@ fn samples_frame(table: &SampleTable) -> std::result::Result<DataFrame, PolarsEr
         Column::new("linf".into(), col(rows, |r| r.linf)),
         Column::new("confidence_before".into(), col(rows, |r| r.confidence_before)),
         Column::new("confidence_after".into(), col(rows, |r| r.confidence_after)),
-    ];
+    ]);
     for (j, name) in table.metric_columns.iter().enumerate() {
         // `validate` has checked every row's length, so `get` only guards against misuse.
         let values: Vec<Option<f64>> = rows.iter().map(|r| r.metrics.get(j).copied().flatten()).collect();
@@ -208,6 +267,9 @@ pub fn write_samples(path: &Path, table: &SampleTable) -> Result<()> {
         .map(|(name, d)| (format!("{DIRECTION_KEY_PREFIX}{name}"), direction_tag(*d).to_string()))
         .collect();
     directions.push((SEED_KEY.to_string(), table.seed.to_string()));
+    if let Some(study) = &table.study {
+        directions.push((STUDY_KEY.to_string(), study.clone()));
+    }
     let encode = |kv: Vec<(String, String)>, df: &mut DataFrame| super::parquet::encode_table(path, df, kv);
     // The writer is deterministic and the metadata sits in the footer, after the pages: so
     // the pages of a second encoding with their hash in the metadata are the pages hashed.
@@ -283,6 +345,18 @@ fn read_directions_unchecked(path: &Path) -> Result<Vec<(String, Direction)>> {
         .collect())
 }
 
+/// The study fingerprint id a table of ours (samples or summary) records in its metadata
+/// (`None`: a table of an older version); the rows are not read.
+pub fn read_study(path: &Path) -> Result<Option<String>> {
+    guarded(path, || {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut reader = ParquetReader::new(file);
+        let meta = reader.get_metadata().map_err(table_error(path))?.clone();
+        let kv = meta.key_value_metadata().clone().unwrap_or_default();
+        Ok(kv.iter().find(|e| e.key == STUDY_KEY).and_then(|e| e.value.clone()))
+    })
+}
+
 /// Reads a table written by [`write_samples`].
 ///
 /// Fails with [`Error::Data`] (bad input, exit 2) if the file is not Parquet or is truncated,
@@ -318,7 +392,12 @@ fn read_samples_unchecked(path: &Path) -> Result<SampleTable> {
     verify_pages(path, metadata.iter().find(|kv| kv.key == PAGES_HASH_KEY).and_then(|kv| kv.value.clone()))?;
     let df = reader.finish().map_err(table_error(path))?;
 
-    let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    let mut names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    // The trace columns, where present, follow `image_id`; the rest is laid out as before.
+    let traced = names.get(1..3).is_some_and(|t| t == TRACE_COLUMNS);
+    if traced {
+        names.drain(1..3);
+    }
     for (i, want) in FIXED_COLUMNS.iter().enumerate() {
         match names.get(i) {
             Some(got) if got == want => {}
@@ -347,6 +426,14 @@ fn read_samples_unchecked(path: &Path) -> Result<SampleTable> {
 
     let column = |name: &str| df.column(name).map_err(table_error(path));
     let image_id = required(path, "image_id", column("image_id")?.u32().map_err(table_error(path))?.iter())?;
+    let images = if traced {
+        let source = required(path, "source", column("source")?.str().map_err(table_error(path))?.iter())?;
+        let hash =
+            required(path, "image_hash", column("image_hash")?.str().map_err(table_error(path))?.iter())?;
+        traces_from_columns(path, &image_id, &source, &hash)?
+    } else {
+        ImageTraces::new()
+    };
     let label = required(path, "label", column("label")?.i64().map_err(table_error(path))?.iter())?;
     let predicted =
         required(path, "predicted", column("predicted")?.i64().map_err(table_error(path))?.iter())?;
@@ -402,11 +489,13 @@ fn read_samples_unchecked(path: &Path) -> Result<SampleTable> {
         }
         None => 0,
     };
-    Ok(SampleTable { metric_columns, directions, rows, seed })
+    let study = metadata.iter().find(|kv| kv.key == STUDY_KEY).and_then(|kv| kv.value.clone());
+    Ok(SampleTable { metric_columns, directions, rows, seed, images, study })
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::super::images::ImageTrace;
     use super::*;
 
     /// A small table with two metrics of opposite directions and some nulls.
@@ -435,7 +524,44 @@ pub(crate) mod tests {
                 row(2, "top_k", 8.0 / 255.0, true, [None, None]),
             ],
             seed: 42,
+            images: (0..3)
+                .map(|i| (i, ImageTrace { source: format!("f.npy[{i}]"), hash: format!("{:016x}", 100 + i) }))
+                .collect(),
+            study: Some("0123456789abcdef".into()),
         }
+    }
+
+    #[test]
+    fn tables_of_older_versions_without_traces_or_study_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        let table = SampleTable { images: ImageTraces::new(), study: None, ..example_table() };
+        write_samples(&path, &table).unwrap();
+        let df = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
+        assert!(df.column("source").is_err());
+        assert_eq!(read_samples(&path).unwrap(), table);
+        assert_eq!(read_study(&path).unwrap(), None);
+    }
+
+    #[test]
+    fn a_row_repeated_or_without_a_trace_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        let mut table = example_table();
+        table.rows.push(table.rows[1].clone());
+        let err = write_samples(&path, &table).unwrap_err();
+        assert!(
+            err.to_string().contains("sample row 3 repeats image 1 / gradient / top_k → gradient"),
+            "{err}"
+        );
+        assert_eq!(
+            first_duplicate(&table.rows).as_deref(),
+            Some("image 1 / gradient / top_k → gradient / ε 0.03137254901960784")
+        );
+        let mut table = example_table();
+        table.images.remove(&2);
+        assert!(write_samples(&path, &table).unwrap_err().to_string().contains("image 2 has no source"));
+        assert!(!path.exists());
     }
 
     #[test]
@@ -470,7 +596,8 @@ pub(crate) mod tests {
     fn samples_round_trip_of_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("samples.parquet");
-        let table = SampleTable { rows: vec![], ..example_table() };
+        // The traces are those of the rows' images: none.
+        let table = SampleTable { rows: vec![], images: ImageTraces::new(), ..example_table() };
         write_samples(&path, &table).unwrap();
         assert_eq!(read_samples(&path).unwrap(), table);
     }
@@ -483,6 +610,7 @@ pub(crate) mod tests {
         let df = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
         let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
         let mut want: Vec<String> = FIXED_COLUMNS.iter().map(|s| s.to_string()).collect();
+        want.splice(1..1, TRACE_COLUMNS.iter().map(|s| s.to_string()));
         want.extend(["spearman".to_string(), "center_shift_px".to_string()]);
         assert_eq!(names, want);
     }
@@ -501,7 +629,7 @@ pub(crate) mod tests {
             .iter()
             .flat_map(|g| g.parquet_columns().iter().map(|c| format!("{:?}", c.compression())))
             .collect();
-        assert_eq!(codecs.len(), FIXED_COLUMNS.len() + 2);
+        assert_eq!(codecs.len(), FIXED_COLUMNS.len() + TRACE_COLUMNS.len() + 2);
         assert!(codecs.iter().all(|c| c == "Zstd"), "{codecs:?}");
     }
 

@@ -161,6 +161,8 @@ impl Study<'_> {
             directions: self.columns.directions.clone(),
             rows,
             seed: plan.seed,
+            images: crate::report::images::traces_of(self.set, chunk),
+            study: None,
         })
     }
 

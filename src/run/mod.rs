@@ -16,6 +16,7 @@ use crate::fingerprint::Fingerprint;
 use crate::lock::OutLock;
 use crate::model::{self, logits_in_passes, target_probability, Classifier};
 use crate::progress::Progress;
+use crate::report::images::{check_same_study, traces_json, traces_of, ImageTraces};
 use crate::report::summary::{attack_label, SAMPLING};
 use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
 use candle_core::{Device, Tensor};
@@ -380,6 +381,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         directions: columns.directions.clone(),
         rows: sorted(plan, done.rows),
         seed: plan.seed,
+        images: traces_of(&set, &studied),
+        study: Some(fp.id()),
     };
     let seconds = t0.elapsed().as_secs_f64();
     let images = serde_json::json!({
@@ -389,6 +392,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         "studied": studied.len(),
         "ids": studied,
         "predictions": qualify::record(&preds, set.labels.as_deref(), model.num_classes()),
+        "list": traces_json(&table.images),
     });
     let timings = (t_load, done.attack_seconds.as_slice(), seconds);
     let mut meta = run_record(plan, opts, &fp, images, done.resumed, table.rows.len(), timings);
@@ -664,8 +668,12 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
                 format!("shard {}/{} has not finished (no run.json)", s.index, s.count),
             ));
         }
-        metas.push(read_json(&run_json)?);
-        tables.push(crate::report::read_samples(&p.join("samples.parquet"))?);
+        let meta = read_json(&run_json)?;
+        let samples = p.join("samples.parquet");
+        let table = crate::report::read_samples(&samples)?;
+        check_same_study(&samples, table.study.as_deref(), &run_json, &meta)?;
+        metas.push(meta);
+        tables.push(table);
     }
     let fps: Vec<Option<Fingerprint>> = metas.iter().map(Fingerprint::from_json).collect();
     let Some(fp) = fps[0].clone() else {
@@ -709,9 +717,10 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     }
     let (metric_columns, directions, seed) =
         (first.metric_columns.clone(), first.directions.clone(), first.seed);
+    let images: ImageTraces = tables.iter().flat_map(|t| t.images.clone()).collect();
     let mut rows: Vec<SampleRow> = tables.into_iter().flat_map(|t| t.rows).collect();
     sort_rows(&mut rows, &methods, &attacks);
-    let table = SampleTable { metric_columns, directions, rows, seed };
+    let table = SampleTable { metric_columns, directions, rows, seed, images, study: Some(fp.id()) };
     let mut ids: Vec<u64> = metas
         .iter()
         .flat_map(|m| m["images"]["ids"].as_array().cloned().unwrap_or_default())
@@ -722,6 +731,7 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     meta["shard"] = serde_json::json!({ "merged": count });
     meta["images"]["studied"] = serde_json::json!(ids.len());
     meta["images"]["ids"] = serde_json::json!(ids);
+    meta["images"]["list"] = traces_json(&table.images);
     meta["rows"] = serde_json::json!(table.rows.len());
     meta["timings_s"] =
         serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });

@@ -557,16 +557,34 @@ fn compare_flags_regressions_and_refuses_different_settings() {
     assert!(md.contains("**0 regressions**"), "{md}");
     assert!(dir.path().join("cur/compare.parquet").exists());
 
-    // Make the current gradient/top_k Spearman clearly worse (lower, interval disjoint): exit 1.
-    let path = dir.path().join("cur/summary.parquet");
-    let mut rows = fragility::report::read_summary(&path).unwrap();
-    let r = rows
-        .iter_mut()
-        .find(|r| r.method == "gradient" && r.attack == "top_k" && r.metric == "spearman")
-        .unwrap();
-    let m = r.mean.unwrap();
-    (r.mean, r.ci_low, r.ci_high) = (Some(m - 0.5), Some(m - 0.55), Some(m - 0.45));
-    fragility::report::write_summary(&path, &rows).unwrap();
+    // Make the current gradient/top_k Spearman at ε 0.02 clearly worse: every image's value
+    // 0.5 below the baseline's mean (a zero-width interval below the baseline's, whose lower
+    // end is its smallest of 3 values): exit 1. compare recomputes the statistics from the
+    // samples, so the change is made there.
+    let path = dir.path().join("cur/samples.parquet");
+    let base_summary = fragility::report::read_summary(&dir.path().join("base/summary.parquet")).unwrap();
+    let mean_of = |metric: &str| {
+        base_summary
+            .iter()
+            .find(|r| {
+                r.method == "gradient" && r.attack == "top_k" && r.epsilon == 0.02 && r.metric == metric
+            })
+            .and_then(|r| r.mean)
+            .unwrap()
+    };
+    let set = |metric: &str, value: Option<f64>| {
+        let mut table = fragility::report::read_samples(&path).unwrap();
+        let j = table.metric_columns.iter().position(|c| c == metric).unwrap();
+        for r in table
+            .rows
+            .iter_mut()
+            .filter(|r| r.method == "gradient" && r.attack == "top_k" && r.epsilon == 0.02)
+        {
+            r.metrics[j] = value;
+        }
+        fragility::report::write_samples(&path, &table).unwrap();
+    };
+    set("spearman", Some(mean_of("spearman") - 0.5));
     let o = fragility(&["compare", "base", "cur", "--out", "."], dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
@@ -574,6 +592,10 @@ fn compare_flags_regressions_and_refuses_different_settings() {
         md.contains("**1 regressions**") && md.contains("| regression | gradient | top_k → gradient |"),
         "{md}"
     );
+    // The same images on both sides: no note, the output opens with the table's header line.
+    assert!(md.starts_with("# fragility compare"), "{md}");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("status  method  attack  ε  metric  baseline (95% CI)"), "{out}");
     // Restricted to another metric, the same pair passes.
     let o = fragility(&["compare", "base", "cur", "--metric", "kendall", "--out", "."], dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -584,17 +606,11 @@ fn compare_flags_regressions_and_refuses_different_settings() {
     // Plant a 5× normalised MSE (a ~1e-6 scale, so an absolute tolerance misses it): flagged
     // against the baseline's own mean. (The baseline's interval ends below 3× its mean: the
     // largest of 3 non-negative values.)
-    let row = |rows: &[fragility::report::SummaryRow], metric: &str| {
-        rows.iter().position(|r| r.method == "gradient" && r.attack == "top_k" && r.metric == metric).unwrap()
-    };
-    let i = row(&rows, "mse_normalized");
-    let m = rows[i].mean.unwrap();
+    let m = mean_of("mse_normalized");
     assert!(m > 0.0 && m < 1e-3, "mse_normalized mean {m}");
-    (rows[i].mean, rows[i].ci_low, rows[i].ci_high) = (Some(5.0 * m), Some(4.5 * m), Some(5.5 * m));
-    // And a Kendall mean that became NaN.
-    let k = row(&rows, "kendall");
-    rows[k].mean = Some(f64::NAN);
-    fragility::report::write_summary(&path, &rows).unwrap();
+    set("mse_normalized", Some(5.0 * m));
+    // And a Kendall mean that became undefined (no value on any image).
+    set("kendall", None);
     let o = fragility(&["compare", "base", "cur", "--metric", "mse_normalized", "--out", "."], dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap();
@@ -614,6 +630,46 @@ fn compare_flags_regressions_and_refuses_different_settings() {
     // ... and listed among the changes of a full comparison.
     let o = fragility(&["compare", "base", "cur", "--out", "."], dir.path());
     assert!(String::from_utf8_lossy(&o.stdout).contains("became undefined"));
+
+    // An infinite mean (values whose sum overflows) is a change, never "unchanged".
+    let mut table = fragility::report::read_samples(&path).unwrap();
+    let j = table.metric_columns.iter().position(|c| c == "pearson").unwrap();
+    for r in
+        table.rows.iter_mut().filter(|r| r.method == "gradient" && r.attack == "top_k" && r.epsilon == 0.02)
+    {
+        (r.metrics[j], r.label_kept) = (Some(1e308), true);
+    }
+    fragility::report::write_samples(&path, &table).unwrap();
+    let o = fragility(&["compare", "base", "cur", "--metric", "pearson", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("became undefined  gradient  top_k → gradient  0.02  pearson"), "{out}");
+
+    // A duplicated summary row no longer matters (the statistics come from the samples): no
+    // "18446744073709551615 rows have no baseline match".
+    let summary = dir.path().join("cur/summary.parquet");
+    let mut rows = fragility::report::read_summary(&summary).unwrap();
+    rows.push(rows[0].clone());
+    let study = fragility::report::table::read_study(&summary).unwrap();
+    fragility::report::write_summary(&summary, &rows, study.as_deref()).unwrap();
+    let o = fragility(&["compare", "base", "cur", "--metric", "kendall", "--out", "."], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+
+    // A baseline table of an older version, without image hashes: paired by id, and said so
+    // first.
+    let old = dir.path().join("base/samples.parquet");
+    let mut table = fragility::report::read_samples(&old).unwrap();
+    table.images.clear();
+    fragility::report::write_samples(&old, &table).unwrap();
+    let o = fragility(&["compare", "base", "cur", "--out", "."], dir.path());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with(
+            "Images paired by id only (the baseline recorded no image hashes (an older version))"
+        ),
+        "{out}"
+    );
+    assert!(out.lines().next().unwrap().contains("baseline 3 images, current 3, common 3"), "{out}");
 
     // Different budgets: exit 2, naming the setting.
     let run_json = dir.path().join("cur/run.json");
@@ -645,6 +701,8 @@ fn our_numbers_match_the_committed_baseline() {
     let md = std::fs::read_to_string(dir.path().join("compare.md")).unwrap_or_default();
     assert_eq!(o.status.code(), Some(0), "{}\n{}\n{md}", String::from_utf8_lossy(&o.stdout), stderr(&o));
     assert!(md.contains("**0 regressions**, 0 improvements"), "{md}");
+    // Both runs recorded image hashes, and they agree: the same 24 images, no note first.
+    assert!(md.starts_with("# fragility compare"), "{md}");
 }
 
 /// The small config with 12 images in chunks of 2 (6 chunks), written into `dir`.
@@ -868,6 +926,9 @@ fn explain_count_and_ids_pick_images_and_refuse_ids_out_of_range() {
     assert_eq!(npy_shape(&out.join("gradient.npy")), "4, 1, 28, 28");
     assert_eq!(npy_f32(&out.join("gradient.npy")), rows_of(&[7, 3, 10, 11]));
     assert_eq!(fragility::data::load_labels(&out.join("ids.npy")).unwrap(), [7, 3, 10, 11]);
+    // Each row traces to its file: one line per row, in the rows' order.
+    let sources = std::fs::read_to_string(out.join("sources.txt")).unwrap();
+    assert_eq!(sources, "images.npy[7]\nimages.npy[3]\nimages.npy[10]\nimages.npy[11]\n");
     let all_preds = fragility::data::load_labels(&dir.path().join("all/preds.npy")).unwrap();
     let preds = fragility::data::load_labels(&out.join("preds.npy")).unwrap();
     assert_eq!(preds, [all_preds[7], all_preds[3], all_preds[10], all_preds[11]]);

@@ -183,6 +183,8 @@ fn sample_table_reader_never_panics_on_mangled_files() {
         ],
         rows: (0..5).map(row).collect(),
         seed: 7,
+        images: Default::default(),
+        study: None,
     };
     fragility::report::write_samples(&p, &table).unwrap();
     let seeds = vec![std::fs::read(&p).unwrap()];

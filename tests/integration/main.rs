@@ -5,6 +5,7 @@ mod attacks;
 mod attributions;
 mod cli;
 mod common;
+mod compare;
 mod fuzz;
 mod gradients;
 mod onnx;

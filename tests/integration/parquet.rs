@@ -257,13 +257,15 @@ fn string_columns_are_plain_utf8_for_older_readers() {
             row("smoothgrad", "top_k", Some("gradient"), 0.6),
         ],
         seed: 0,
+        images: Default::default(),
+        study: None,
     };
     let samples = dir.path().join("samples.parquet");
     write_samples(&samples, &table).unwrap();
     assert_eq!(check_plain_strings(&samples, &["method", "attack", "target_method"], "spearman"), 3);
     let summary = dir.path().join("summary.parquet");
     let rows = summarize(&table);
-    write_summary(&summary, &rows).unwrap();
+    write_summary(&summary, &rows, None).unwrap();
     let n = check_plain_strings(&summary, &["method", "attack", "target_method", "metric"], "mean");
     assert_eq!(n, rows.len() as i64);
     // The file-level metadata our own reader needs stays next to the schema.

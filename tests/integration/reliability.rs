@@ -174,6 +174,7 @@ fn after_a_kill_changed_weights_a_foreign_chunk_and_a_truncated_chunk_are_refuse
     for r in &mut table.rows {
         r.image_id += 500;
     }
+    table.images = std::mem::take(&mut table.images).into_iter().map(|(id, t)| (id + 500, t)).collect();
     fragility::report::write_samples(&chunk, &table).unwrap();
     expect_refused(dir.path(), &["exp.toml"], &["chunk-000000.parquet", "not one of the chunk's images"]);
 
@@ -597,4 +598,51 @@ fn merge_refuses_to_overwrite_another_finished_study_and_reads_shards_strictly()
     let bytes = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
     expect_refused(dir.path(), &["merge", "out"], &["1-of-2", "samples.parquet"]);
+    // A shard table copied from another study (the first run's): refused, naming it and the
+    // shard's run.json.
+    std::fs::write(&shard, &before).unwrap();
+    expect_refused(
+        dir.path(),
+        &["merge", "out"],
+        &["1-of-2/samples.parquet", "1-of-2/run.json", "different studies"],
+    );
+}
+
+#[test]
+fn report_and_compare_refuse_a_run_json_or_samples_of_another_study() {
+    // Two studies that differ in one weight (two versions of a model), comparable with each
+    // other.
+    let dir = tempfile::tempdir().unwrap();
+    let w = own_weights(dir.path());
+    let p = tiny_config(dir.path(), &w);
+    for out in ["a", "b"] {
+        edit(&p, &[("out = ", &format!("out = \"{out}\"\n#"))]);
+        let o = fragility(&["exp.toml"], dir.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        flip_last_weight(&w);
+    }
+    assert_eq!(fragility(&["compare", "a", "b"], dir.path()).status.code(), Some(0));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (run_json, samples) =
+        (std::fs::read(b.join("run.json")).unwrap(), std::fs::read(b.join("samples.parquet")).unwrap());
+    let expect_refused = |args: &[&str]| {
+        let o = fragility(args, dir.path());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("b/samples.parquet") && err.contains("b/run.json"), "{err}");
+        assert!(err.contains("different studies"), "{err}");
+    };
+    // b's run.json swapped for a's: report and compare refuse, naming both files.
+    std::fs::copy(a.join("run.json"), b.join("run.json")).unwrap();
+    expect_refused(&["report", "b"]);
+    expect_refused(&["compare", "a", "b"]);
+    // b's samples.parquet replaced by a's: the same.
+    std::fs::write(b.join("run.json"), &run_json).unwrap();
+    std::fs::copy(a.join("samples.parquet"), b.join("samples.parquet")).unwrap();
+    expect_refused(&["report", "b"]);
+    expect_refused(&["compare", "a", "b"]);
+    // Restored, both work again.
+    std::fs::write(b.join("samples.parquet"), &samples).unwrap();
+    assert!(fragility(&["report", "b"], dir.path()).status.success());
+    assert_eq!(fragility(&["compare", "a", "b"], dir.path()).status.code(), Some(0));
 }
