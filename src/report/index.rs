@@ -193,7 +193,8 @@ fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
 }
 
 /// `fragility report DIR`: reads `DIR/samples.parquet` (and `DIR/run.json` if present) and
-/// rewrites the derived outputs with [`write_derived`].
+/// rewrites the derived outputs with [`write_derived_owned`]: only over files of ours (a page
+/// or summary someone else wrote there is refused before anything is read).
 pub fn regenerate(dir: &Path) -> Result<Derived> {
     crate::manifest::check_out_dir(dir, "DIR")?;
     let samples = dir.join("samples.parquet");
