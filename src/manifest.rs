@@ -481,7 +481,11 @@ mod tests {
         // Read back from disk: the same entries.
         let mut m = study(d);
         assert!(m.owns("plots/a.png") && m.owns("plots") && !m.owns("plots/mine.png"));
-        assert!(m.owns("plots/.a.png.tmp12") && !m.owns("plots/.mine.png.tmp12"));
+        // The temporary file of a figure in a figure folder of ours is ours; other names not.
+        assert!(
+            m.owns("plots/.a.png.tmp12") && m.owns("plots/.b.svg.tmp12") && !m.owns("plots/.mine.txt.tmp12")
+        );
+        assert!(!m.owns(".notes.txt.tmp12") && m.owns(".run.json.tmp12"));
         let err = m.check_study(&["run.json"]).unwrap_err();
         assert!(err.to_string().contains("plots/mine.png was not written by fragility"), "{err}");
         assert_eq!(err.exit_code(), 2);
