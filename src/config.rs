@@ -801,12 +801,11 @@ impl Plan {
     }
 }
 
-/// Files a folder must hold (any one) to count as a study's output folder.
-const OUTPUT_MARKERS: [&str; 5] = ["run.json", "samples.parquet", ".partial", ".lock", "shards"];
-
 /// `out` must be a folder of its own: not `""` or `"."`, not the file system's root, not a
-/// file, and not a folder that holds other things (the config's own folder, a home folder),
-/// because a run writes and, with `--force`, replaces what it finds there.
+/// file or a dangling link ([`crate::manifest::check_out_dir`]), and not a folder that holds
+/// other things and no study of ours (the config's own folder, a home folder): a run would
+/// litter it. (Files of others in a study's folder are never touched, see
+/// [`crate::manifest`].)
 fn check_out(cx: &Ctx, raw: &Spanned<String>, out: &Path) -> Result<()> {
     let err = |why: String| cx.err(raw.span(), format!("field `out`: {why}"));
     let given = raw.get_ref().trim();
@@ -816,25 +815,13 @@ fn check_out(cx: &Ctx, raw: &Spanned<String>, out: &Path) -> Result<()> {
     if out.parent().is_none() || out.canonicalize().is_ok_and(|p| p.parent().is_none()) {
         return Err(err(format!("{} is the root folder; give a folder of its own", out.display())));
     }
-    match std::fs::metadata(out) {
-        Err(_) => Ok(()),
-        Ok(m) if !m.is_dir() => Err(err(format!("{} is a file, not a folder", out.display()))),
-        Ok(_) => {
-            let entries: Vec<String> = std::fs::read_dir(out)
-                .map_err(|e| Error::io(out, e))?
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
-            if entries.is_empty() || entries.iter().any(|e| OUTPUT_MARKERS.contains(&e.as_str())) {
-                Ok(())
-            } else {
-                Err(err(format!(
-                    "{} already holds other files (e.g. {}) and no study; give an empty or new folder",
-                    out.display(),
-                    entries.iter().min().map(String::as_str).unwrap_or_default()
-                )))
-            }
-        }
+    crate::manifest::check_out_dir(out, "`out`").map_err(|e| err(e.to_string()))?;
+    match crate::manifest::foreign_entry(out) {
+        Some(name) => Err(err(format!(
+            "{} already holds other files (e.g. {name}) and no study; give an empty or new folder",
+            out.display()
+        ))),
+        None => Ok(()),
     }
 }
 

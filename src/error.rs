@@ -65,6 +65,15 @@ pub enum Error {
         /// The process id the holder wrote into the lock file, if it could be read.
         holder: Option<u32>,
     },
+    /// An output path fragility may not write: not a folder, or a file it did not write
+    /// (see [`crate::manifest`]).
+    #[error("{path}: {message}")]
+    Output {
+        /// The folder or file involved.
+        path: PathBuf,
+        /// Why, and what to do instead.
+        message: String,
+    },
     /// Drawing a plot failed.
     #[error("plot {path}: {message}")]
     Plot {
@@ -80,7 +89,11 @@ impl Error {
     /// failures while computing or writing.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Data { .. } | Error::Invalid(_) | Error::Locked { .. } => 2,
+            Error::Config { .. }
+            | Error::Data { .. }
+            | Error::Invalid(_)
+            | Error::Locked { .. }
+            | Error::Output { .. } => 2,
             // A missing file, a folder where a file belongs (or the reverse), unreadable
             // content: the user's input, not a failure while running.
             Error::Io { source, .. } => match source.kind() {

@@ -8,11 +8,13 @@
 //! written as `\n`), plus
 //! `DIR/<method>.png`: the first images with the method's maps as heat-map overlays. The N
 //! images are the whole file or a [`Selection`] of it (`--count`, `--ids`). Every method is
-//! computed (and every input checked) before the first file is written.
+//! computed (and every input checked) before the first file is written, and one run's files
+//! replace the previous run's together (see [`explain`]): never a mix of two runs.
 
 use crate::attribution::{by_name, Attribution, METHOD_NAMES};
 use crate::data::{write_npy_f32, write_npy_i64};
 use crate::error::{Error, Result};
+use crate::manifest::{check_out_dir, Kind, Manifest};
 use crate::model::{self, logits_in_passes, Activation};
 use crate::report::heatmap::{write_heatmap_grid, Panel};
 use crate::run::{batch_tensor, progress_bar};
@@ -96,12 +98,39 @@ pub fn methods_by_name(names: &[String], seed: u64) -> Result<Vec<Box<dyn Attrib
         .collect()
 }
 
+/// What `explain` computed, in the order of its images.
+struct Computed {
+    /// The images explained (ids in the file).
+    ids: Vec<usize>,
+    /// Logits [N,K], flattened.
+    logits: Vec<f32>,
+    /// Predicted classes.
+    preds: Vec<i64>,
+    /// Each method's attributions [N,C,H,W], flattened.
+    maps: Vec<Vec<f32>>,
+    /// The model's class count.
+    classes: usize,
+}
+
 /// Computes and writes the maps; returns the files written.
+///
+/// The output folder is explain's own (see [`crate::manifest`]): a folder holding a file an
+/// earlier explain did not write is refused before the model and the images are loaded. All
+/// maps are computed before anything is written; the files are then written into
+/// `DIR/.staging/`, and only when every one is there are they renamed into place and the
+/// previous run's other files (e.g. maps of methods no longer asked for) removed. Why so: a
+/// run that fails while computing or writing leaves the previous run complete and untouched
+/// (no ids of one run beside maps of another), and the switch is a few renames in one folder;
+/// a kill during those leaves every file listed in the manifest, and the next explain into
+/// the folder replaces them all.
 pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     if req.batch_size == 0 {
         return Err(Error::Invalid("--batch-size must be at least 1".into()));
     }
     let methods = methods_by_name(&req.methods, req.seed)?;
+    check_out_dir(&req.out, "--out")?;
+    let take = || Manifest::take(&req.out, Kind::Explain, "--out", &[]);
+    let early = if req.out.is_dir() { Some(take()?) } else { None };
     let device = crate::device::resolve(&req.device)?;
     let set = crate::data::load_images_with(&req.images, &req.image_options, None, None)?;
     let model =
@@ -119,86 +148,156 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
         }
     }
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
-    let names = grid_class_names(req, &set, model.num_classes())?;
-    let (h, w) = (set.h, set.w);
+    let class_names = grid_class_names(req, &set, model.num_classes())?;
     let ids = req.selection.resolve(set.n)?;
-    let n = ids.len();
-    let mut logits_all: Vec<f32> = Vec::new();
-    let mut preds_all: Vec<i64> = Vec::new();
-    let mut maps: Vec<Vec<f32>> = vec![Vec::new(); methods.len()];
-    let bar = progress_bar(progress, n as u64);
+    let computed = compute(req, &methods, model.as_ref(), &set, ids, &device, progress)?;
+    // A new folder is created (and locked) only now, when everything has been computed.
+    let (_lock, mut manifest) = match early {
+        Some(taken) => taken,
+        None => take()?,
+    };
+    let names = output_names(&methods, req.grid_images.min(computed.ids.len()) > 0);
+    replace_outputs(&mut manifest, &names, |dir| {
+        write_outputs(dir, req, &methods, &set, &computed, class_names.as_deref())
+    })
+}
+
+/// The private folder the next run's files are written into before they replace the last's.
+const STAGING: &str = ".staging";
+
+/// The files one run writes, by name.
+fn output_names(methods: &[Box<dyn Attribution>], grids: bool) -> Vec<String> {
+    let mut names: Vec<String> = methods.iter().map(|m| format!("{}.npy", m.name())).collect();
+    if grids {
+        names.extend(methods.iter().map(|m| format!("{}.png", m.name())));
+    }
+    names.extend(["preds.npy", "logits.npy", "ids.npy", "sources.txt"].map(String::from));
+    names
+}
+
+/// Replaces the previous run's files in the manifest's folder with `names`, which `write`
+/// writes into the folder it is given (`.staging/`): only when it succeeds are they renamed
+/// into place and the files of ours the new run did not write removed; when it fails, the
+/// staging folder goes and the previous run stays as it was.
+fn replace_outputs(
+    manifest: &mut Manifest,
+    names: &[String],
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<Vec<PathBuf>> {
+    let out = manifest.dir().to_path_buf();
+    manifest.remove_leftovers()?;
+    // What a run killed while staging left.
+    manifest.remove(STAGING)?;
+    let staged: Vec<String> = names.iter().map(|n| format!("{STAGING}/{n}")).collect();
+    manifest.claim(&staged)?;
+    if let Err(e) = write(&out.join(STAGING)) {
+        manifest.remove(STAGING)?;
+        return Err(e);
+    }
+    manifest.claim(names)?;
+    for n in names {
+        let (from, to) = (out.join(STAGING).join(n), out.join(n));
+        std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
+    }
+    let stale: Vec<String> = manifest
+        .files()
+        .filter(|f| !names.iter().any(|n| n == f) && !f.starts_with(&format!("{STAGING}/")))
+        .map(String::from)
+        .collect();
+    for f in stale {
+        manifest.remove(&f)?;
+    }
+    manifest.remove(STAGING)?;
+    Ok(names.iter().map(|n| out.join(n)).collect())
+}
+
+/// Every method's maps, the logits and the predictions of images `ids`, batch by batch.
+fn compute(
+    req: &ExplainRequest,
+    methods: &[Box<dyn Attribution>],
+    model: &dyn crate::model::Classifier,
+    set: &crate::data::ImageSet,
+    ids: Vec<usize>,
+    device: &candle_core::Device,
+    progress: bool,
+) -> Result<Computed> {
+    let mut c = Computed {
+        ids: Vec::new(),
+        logits: Vec::new(),
+        preds: Vec::new(),
+        maps: vec![Vec::new(); methods.len()],
+        classes: model.num_classes(),
+    };
+    let bar = progress_bar(progress, ids.len() as u64);
     for chunk in ids.chunks(req.batch_size) {
-        let x = batch_tensor(&set, chunk, &device)?;
-        let logits = logits_in_passes(model.as_ref(), &x)?;
+        let x = batch_tensor(set, chunk, device)?;
+        let logits = logits_in_passes(model, &x)?;
         let preds = logits.argmax(1)?.to_vec1::<u32>()?;
-        logits_all.extend(logits.flatten_all()?.to_vec1::<f32>()?);
-        preds_all.extend(preds.iter().map(|&p| p as i64));
+        c.logits.extend(logits.flatten_all()?.to_vec1::<f32>()?);
+        c.preds.extend(preds.iter().map(|&p| p as i64));
         let targets: Vec<u32> = match req.target {
             Some(t) => vec![t; preds.len()],
             None => preds.clone(),
         };
         for (m, method) in methods.iter().enumerate() {
-            let a: Tensor = method.attribute(model.as_ref(), &x, &targets, Activation::Relu)?;
-            maps[m].extend(a.flatten_all()?.to_vec1::<f32>()?);
+            let a: Tensor = method.attribute(model, &x, &targets, Activation::Relu)?;
+            c.maps[m].extend(a.flatten_all()?.to_vec1::<f32>()?);
         }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    let out: &Path = &req.out;
-    let mut files = Vec::new();
+    c.ids = ids;
+    Ok(c)
+}
+
+/// Writes the files of [`output_names`] into `dir`.
+fn write_outputs(
+    dir: &Path,
+    req: &ExplainRequest,
+    methods: &[Box<dyn Attribution>],
+    set: &crate::data::ImageSet,
+    c: &Computed,
+    class_names: Option<&[String]>,
+) -> Result<()> {
+    let (n, h, w) = (c.ids.len(), set.h, set.w);
     // Each method's own channel count: the input's, or 1 for a layer method (Grad-CAM) on
     // RGB images.
     let channels_of = |data: &[f32]| data.len() / (n * h * w).max(1);
-    for (method, data) in methods.iter().zip(&maps) {
-        let p = out.join(format!("{}.npy", method.name()));
-        write_npy_f32(&p, data, &[n, channels_of(data), h, w])?;
-        files.push(p);
+    for (method, data) in methods.iter().zip(&c.maps) {
+        write_npy_f32(&dir.join(format!("{}.npy", method.name())), data, &[n, channels_of(data), h, w])?;
     }
     let shown = req.grid_images.min(n);
     if shown > 0 {
         // The image (RGB in colour, grey otherwise) and saliency (|attribution| summed over
         // channels) per panel.
         let hw = h * w;
-        for (method, data) in methods.iter().zip(&maps) {
-            let c = channels_of(data);
+        for (method, data) in methods.iter().zip(&c.maps) {
+            let ch = channels_of(data);
             let sal: Vec<Vec<f32>> = (0..shown)
-                .map(|i| (0..hw).map(|p| (0..c).map(|ch| data[(i * c + ch) * hw + p].abs()).sum()).collect())
+                .map(|i| (0..hw).map(|p| (0..ch).map(|k| data[(i * ch + k) * hw + p].abs()).sum()).collect())
                 .collect();
             let panels: Vec<Panel> = (0..shown)
                 .map(|i| Panel {
-                    image: set.image(ids[i]),
+                    image: set.image(c.ids[i]),
                     map: &sal[i],
                     label: {
-                        let pred = class_label(preds_all[i], names.as_deref());
+                        let pred = class_label(c.preds[i], class_names);
                         match req.target {
-                            Some(t) => format!(
-                                "#{} pred {pred} → {}",
-                                ids[i],
-                                class_label(t.into(), names.as_deref())
-                            ),
-                            None => format!("#{} pred {pred}", ids[i]),
+                            Some(t) => {
+                                format!("#{} pred {pred} → {}", c.ids[i], class_label(t.into(), class_names))
+                            }
+                            None => format!("#{} pred {pred}", c.ids[i]),
                         }
                     },
                 })
                 .collect();
-            let p = out.join(format!("{}.png", method.name()));
-            write_heatmap_grid(&p, method.name(), &panels, h, w)?;
-            files.push(p);
+            write_heatmap_grid(&dir.join(format!("{}.png", method.name())), method.name(), &panels, h, w)?;
         }
     }
-    let p = out.join("preds.npy");
-    write_npy_i64(&p, &preds_all, &[n])?;
-    files.push(p);
-    let p = out.join("logits.npy");
-    write_npy_f32(&p, &logits_all, &[n, model.num_classes()])?;
-    files.push(p);
-    let p = out.join("ids.npy");
-    write_npy_i64(&p, &ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[n])?;
-    files.push(p);
-    let p = out.join("sources.txt");
-    crate::atomic::write_bytes(&p, sources_text(&set, &ids).as_bytes())?;
-    files.push(p);
-    Ok(files)
+    write_npy_i64(&dir.join("preds.npy"), &c.preds, &[n])?;
+    write_npy_f32(&dir.join("logits.npy"), &c.logits, &[n, c.classes])?;
+    write_npy_i64(&dir.join("ids.npy"), &c.ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[n])?;
+    crate::atomic::write_bytes(&dir.join("sources.txt"), sources_text(set, &c.ids).as_bytes())
 }
 
 /// `sources.txt`: the source of each of `ids`, one per line (a line break in a name escaped).
@@ -209,6 +308,60 @@ fn sources_text(set: &crate::data::ImageSet, ids: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn write<'a>(files: &'a [(&'a str, &'a str)]) -> impl FnOnce(&Path) -> Result<()> + 'a {
+        move |dir: &Path| {
+            for (n, text) in files {
+                crate::atomic::write_bytes(&dir.join(n), text.as_bytes())?;
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_run_replaces_the_previous_runs_files_together_or_not_at_all() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("maps");
+        let (_lock, mut m) = Manifest::take(&out, Kind::Explain, "--out", &[]).unwrap();
+        let first = names(&["gradient.npy", "smoothgrad.npy", "ids.npy"]);
+        replace_outputs(
+            &mut m,
+            &first,
+            write(&[("gradient.npy", "g1"), ("smoothgrad.npy", "s1"), ("ids.npy", "i1")]),
+        )
+        .unwrap();
+        // A run that fails after writing some of its files changes nothing.
+        let failing = |dir: &Path| -> Result<()> {
+            crate::atomic::write_bytes(&dir.join("gradient.npy"), b"g2")?;
+            Err(Error::Invalid("boom".into()))
+        };
+        assert!(replace_outputs(&mut m, &names(&["gradient.npy", "ids.npy"]), failing).is_err());
+        let read = |n: &str| std::fs::read_to_string(out.join(n)).unwrap();
+        assert_eq!(
+            (read("gradient.npy"), read("smoothgrad.npy"), read("ids.npy")),
+            ("g1".into(), "s1".into(), "i1".into())
+        );
+        assert!(!out.join(STAGING).exists());
+        // A run with fewer methods leaves no map of the method it no longer computes.
+        replace_outputs(
+            &mut m,
+            &names(&["gradient.npy", "ids.npy"]),
+            write(&[("gradient.npy", "g3"), ("ids.npy", "i3")]),
+        )
+        .unwrap();
+        assert_eq!((read("gradient.npy"), read("ids.npy")), ("g3".into(), "i3".into()));
+        assert!(!out.join("smoothgrad.npy").exists() && !out.join(STAGING).exists());
+        let mut left: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".fragility-manifest.json", ".lock", "gradient.npy", "ids.npy"]);
+    }
 
     #[test]
     fn grid_labels_show_the_class_number_and_its_name() {

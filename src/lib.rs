@@ -21,6 +21,7 @@ pub mod device;
 pub mod explain;
 pub mod fingerprint;
 pub mod lock;
+pub mod manifest;
 pub mod model;
 pub mod progress;
 pub mod robustness;

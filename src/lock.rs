@@ -6,11 +6,13 @@
 //! ends, so a run killed with `kill -9` leaves no stale lock behind and the next run simply
 //! takes it. The holder writes its process id into the file so that a refused run can say who
 //! holds the folder. The file itself stays (removing it would race with a process that has
-//! just opened it); only the lock on it matters.
+//! just opened it); only the lock on it matters. A `.lock` that is not such a file (a link, a
+//! folder, or content other than a process id) is someone else's: it is refused, never
+//! truncated.
 
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The lock file's name inside the output folder.
@@ -33,6 +35,17 @@ impl OutLock {
     pub fn acquire(dir: &Path) -> Result<OutLock> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(LOCK_FILE);
+        let foreign = || {
+            Error::Output {
+            path: path.clone(),
+            message: "this is not a lock file fragility wrote (a file holding a process id); fragility never overwrites files it did not write: choose another output folder, or move it away".into(),
+        }
+        };
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.is_file() => return Err(foreign()),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
+            _ => {}
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -40,13 +53,18 @@ impl OutLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        let mut held = String::new();
+        // Not a process id (or empty, while a holder writes it): not ours.
+        if std::io::Read::read_to_string(&mut file, &mut held).is_err()
+            || !held.trim().bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(foreign());
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
                 // The holder may not have written its pid yet: then it is simply unknown.
-                let _ = file.read_to_string(&mut text);
-                return Err(Error::Locked { dir: dir.to_path_buf(), holder: text.trim().parse().ok() });
+                return Err(Error::Locked { dir: dir.to_path_buf(), holder: held.trim().parse().ok() });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
@@ -59,6 +77,25 @@ impl OutLock {
         })();
         write.map_err(|e| Error::io(&path, e))?;
         Ok(OutLock { _file: file, dir: dir.to_path_buf() })
+    }
+
+    /// Fails with [`Error::Locked`] if another process holds `dir`'s lock; creates and
+    /// changes nothing (for checks that must come before anything is written).
+    pub fn check_free(dir: &Path) -> Result<()> {
+        let path = dir.join(LOCK_FILE);
+        if !std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            return Ok(());
+        }
+        let Ok(mut file) = File::open(&path) else { return Ok(()) };
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut held = String::new();
+                let _ = std::io::Read::read_to_string(&mut file, &mut held);
+                Err(Error::Locked { dir: dir.to_path_buf(), holder: held.trim().parse().ok() })
+            }
+            // Free (the lock taken here goes with the file), or not lockable: `acquire` says why.
+            _ => Ok(()),
+        }
     }
 
     /// The folder this lock guards.
@@ -88,5 +125,14 @@ mod tests {
         let again = OutLock::acquire(&out).unwrap();
         assert_eq!(again.dir(), out);
         assert_eq!(std::fs::read_to_string(out.join(LOCK_FILE)).unwrap(), std::process::id().to_string());
+    }
+
+    #[test]
+    fn a_lock_file_someone_else_wrote_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), b"my notes").unwrap();
+        let err = OutLock::acquire(dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Output { .. }), "{err:?}");
+        assert_eq!(std::fs::read(dir.path().join(LOCK_FILE)).unwrap(), b"my notes");
     }
 }

@@ -145,7 +145,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
         /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy,
-        /// ids.npy (int64 [N]: each row's image id).
+        /// ids.npy (int64 [N]: each row's image id). New, empty, or one an earlier explain
+        /// wrote, whose files a rerun replaces (all together); other files are refused.
         #[arg(long)]
         out: PathBuf,
         /// Seed of the stochastic methods (smoothgrad).

@@ -11,6 +11,7 @@ use super::page::{index_html, PlotEntry};
 use super::{plot_metric, summarize, write_summary, SampleTable, SummaryRow};
 use crate::atomic;
 use crate::error::Result;
+use crate::manifest::{Kind, Manifest};
 use crate::metric::Direction;
 use std::path::{Path, PathBuf};
 
@@ -74,6 +75,37 @@ pub fn tidy_path(path: &Path) -> PathBuf {
     }
 }
 
+/// The plots of `table`: one per plotted column, with its per-image distribution where there
+/// is any label-kept finite value to show.
+fn plot_entries(table: &SampleTable) -> Vec<PlotEntry> {
+    plotted_columns(table)
+        .into_iter()
+        .map(|(column, direction)| {
+            let j = table.metric_columns.iter().position(|c| *c == column);
+            let distribution = table
+                .rows
+                .iter()
+                .any(|r| r.label_kept && j.and_then(|j| r.metrics[j]).is_some_and(f64::is_finite));
+            PlotEntry { column, direction, distribution }
+        })
+        .collect()
+}
+
+/// The files [`write_derived`] writes for `table` into `out`, in its order (the page last).
+pub fn derived_paths(out: &Path, table: &SampleTable) -> Vec<PathBuf> {
+    let mut files = vec![out.join("summary.parquet")];
+    for e in plot_entries(table) {
+        let p = out.join("plots").join(format!("{}.png", e.column));
+        files.extend([p.with_extension("svg"), p]);
+        if e.distribution {
+            let d = out.join("plots").join(format!("{}_distribution.png", e.column));
+            files.extend([d.with_extension("svg"), d]);
+        }
+    }
+    files.push(out.join("index.html"));
+    files
+}
+
 /// Writes `summary.parquet`, `plots/<column>.png` and `index.html` into `out` from `table`;
 /// `run` is the content of `run.json` if known (its settings go into the page).
 pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::Value>) -> Result<Derived> {
@@ -81,31 +113,42 @@ pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::V
     let columns: Vec<(String, Direction)> =
         table.metric_columns.iter().cloned().zip(table.directions.iter().copied()).collect();
     let headline = Headline::build(&summary, &columns).with_caveats(super::caveats::caveats(run));
-    let mut files = vec![out.join("summary.parquet")];
-    write_summary(&files[0], &summary, table.study.as_deref())?;
-    let mut plots = Vec::new();
-    for (column, direction) in plotted_columns(table) {
-        let p = out.join("plots").join(format!("{column}.png"));
-        plot_metric(&p, &summary, &column, direction)?;
-        files.extend([p.with_extension("svg"), p]);
-        // The per-image spread, where there is any label-kept value to show.
-        let j = table.metric_columns.iter().position(|c| *c == column);
-        let any = table
-            .rows
-            .iter()
-            .any(|r| r.label_kept && j.and_then(|j| r.metrics[j]).is_some_and(f64::is_finite));
-        if any {
-            let d = out.join("plots").join(format!("{column}_distribution.png"));
-            super::distribution::plot_distribution(&d, table, &column, direction)?;
-            files.extend([d.with_extension("svg"), d]);
+    write_summary(&out.join("summary.parquet"), &summary, table.study.as_deref())?;
+    let plots = plot_entries(table);
+    for e in &plots {
+        plot_metric(&out.join("plots").join(format!("{}.png", e.column)), &summary, &e.column, e.direction)?;
+        if e.distribution {
+            let d = out.join("plots").join(format!("{}_distribution.png", e.column));
+            super::distribution::plot_distribution(&d, table, &e.column, e.direction)?;
         }
-        plots.push(PlotEntry { column, direction, distribution: any });
     }
     let page = out.join("index.html");
     let html = index_html(out, table, &summary, &headline, &plots, &example_files(out, table), run);
     atomic::write_bytes(&page, html.as_bytes())?;
-    files.push(page);
-    Ok(Derived { summary, headline, files })
+    Ok(Derived { summary, headline, files: derived_paths(out, table) })
+}
+
+/// [`write_derived`] into a folder of ours: its files are recorded in `manifest` before they
+/// are written (refusing one that is not ours), and plots of ours that this table no longer
+/// draws (an earlier study's) are removed, file by file.
+pub fn write_derived_owned(
+    manifest: &mut Manifest,
+    table: &SampleTable,
+    run: Option<&serde_json::Value>,
+) -> Result<Derived> {
+    let out = manifest.dir().to_path_buf();
+    let rels: Vec<String> = derived_paths(&out, table).iter().map(|p| manifest.rel(p)).collect();
+    manifest.claim(&rels)?;
+    let derived = write_derived(&out, table, run)?;
+    let stale: Vec<String> = manifest
+        .files()
+        .filter(|f| f.starts_with("plots/") && !rels.iter().any(|r| r == f))
+        .map(String::from)
+        .collect();
+    for f in stale {
+        manifest.remove(&f)?;
+    }
+    Ok(derived)
 }
 
 /// The PNG files in `out/examples/` (the run's figure-1 panels): steered attacks before
@@ -151,8 +194,10 @@ fn example_files(out: &Path, table: &SampleTable) -> Vec<String> {
 
 /// `fragility report DIR`: reads `DIR/samples.parquet` (and `DIR/run.json` if present), checks
 /// that both come from the same study ([`super::images::check_same_study`]), and rewrites the
-/// derived outputs with [`write_derived`].
+/// derived outputs with [`write_derived_owned`]: only over files of ours (a page or summary
+/// someone else wrote there is refused before anything is read).
 pub fn regenerate(dir: &Path) -> Result<Derived> {
+    crate::manifest::check_out_dir(dir, "DIR")?;
     let samples = dir.join("samples.parquet");
     if !samples.is_file() {
         return Err(crate::error::Error::data(
@@ -160,8 +205,9 @@ pub fn regenerate(dir: &Path) -> Result<Derived> {
             "no samples.parquet here: give the output folder of a finished run",
         ));
     }
-    // Not while a run or a merge writes into the folder.
-    let _lock = crate::lock::OutLock::acquire(dir)?;
+    // Not while a run or a merge writes into the folder, and only over files of ours.
+    let (_lock, mut manifest) = Manifest::take(dir, Kind::Study, "DIR", &["summary.parquet", "index.html"])?;
+    manifest.remove_leftovers()?;
     let table = super::read_samples(&samples)?;
     let run_json = dir.join("run.json");
     let run = if run_json.is_file() {
@@ -176,7 +222,7 @@ pub fn regenerate(dir: &Path) -> Result<Derived> {
     if let Some(meta) = &run {
         super::images::check_same_study(&samples, table.study.as_deref(), &run_json, meta)?;
     }
-    write_derived(dir, &table, run.as_ref())
+    write_derived_owned(&mut manifest, &table, run.as_ref())
 }
 
 #[cfg(test)]

@@ -14,11 +14,13 @@ use crate::data::{load_labels, ImageSet};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
 use crate::lock::OutLock;
+use crate::manifest::{check_out_dir, Kind, Manifest};
 use crate::model::{self, logits_in_passes, target_probability, Classifier};
 use crate::progress::Progress;
 use crate::report::images::{check_same_study, traces_json, traces_of, ImageTraces};
+use crate::report::index::write_derived_owned;
 use crate::report::summary::{attack_label, SAMPLING};
-use crate::report::{write_derived, write_samples, SampleRow, SampleTable};
+use crate::report::{write_samples, SampleRow, SampleTable};
 use candle_core::{Device, Tensor};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -158,34 +160,18 @@ fn finished_study(dir: &Path, fp: &Fingerprint) -> Result<Option<(serde_json::Va
     Ok(Some((meta, diff)))
 }
 
-/// Removes what a killed process may have left in `dir` (which the caller has locked): the
-/// temporary files of atomic writes (`.NAME.tmpPID`), in the folder and its `plots/`,
-/// `examples/` and `.partial/`. Shard folders have their own locks and are left alone.
-fn remove_leftovers(dir: &Path) -> Result<()> {
-    for sub in ["", "plots", "examples", ".partial"] {
-        let folder = dir.join(sub);
-        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let temp = name.starts_with('.')
-                && name
-                    .rsplit_once(".tmp")
-                    .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-            if temp && e.path().is_file() {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Without `--force`, the report of the finished study in `dir` (locked by the caller) if it
 /// is this study, an error if it is another one, `None` if there is none.
-fn already_finished(dir: &Path, fp: &Fingerprint, opts: &RunOptions) -> Result<Option<RunReport>> {
+fn already_finished(
+    manifest: &mut Manifest,
+    fp: &Fingerprint,
+    opts: &RunOptions,
+) -> Result<Option<RunReport>> {
+    let dir = manifest.dir().to_path_buf();
     if opts.force {
         return Ok(None);
     }
-    let Some((meta, diff)) = finished_study(dir, fp)? else { return Ok(None) };
+    let Some((meta, diff)) = finished_study(&dir, fp)? else { return Ok(None) };
     if let Some(diff) = diff {
         return Err(Error::Invalid(format!(
             "{} holds a finished run of another study ({diff}); rerun with --force to replace it, or set another `out`",
@@ -193,13 +179,12 @@ fn already_finished(dir: &Path, fp: &Fingerprint, opts: &RunOptions) -> Result<O
         )));
     }
     // Killed after run.json was written but before .partial/ was removed.
-    let partial = dir.join(".partial");
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    if dir.join(".partial").exists() {
+        manifest.remove(".partial")?;
     }
     let requested = meta["images"]["requested"].as_u64().map(|n| n as usize);
     Ok(Some(RunReport {
-        out: dir.to_path_buf(),
+        out: dir.clone(),
         images: meta["images"]["studied"].as_u64().unwrap_or(0) as usize,
         requested: requested.filter(|_| opts.shard.is_none()),
         rows: meta["rows"].as_u64().unwrap_or(0) as usize,
@@ -210,13 +195,10 @@ fn already_finished(dir: &Path, fp: &Fingerprint, opts: &RunOptions) -> Result<O
     }))
 }
 
-/// Makes `.partial/` ready for this study and records it there (`study.json`): discards it
-/// with `force`; otherwise trusts its chunks only if its record matches `fp`. Returns whether
+/// Makes `.partial/` ready for this study and records it there (`study.json`): trusts its
+/// chunks only if its record matches `fp` (`--force` has removed it before). Returns whether
 /// chunks of an earlier, interrupted run of this study are there to continue.
-fn prepare_partial(partial: &Path, fp: &Fingerprint, force: bool, dir: &Path) -> Result<bool> {
-    if force && partial.exists() {
-        std::fs::remove_dir_all(partial).map_err(|e| Error::io(partial, e))?;
-    }
+fn prepare_partial(partial: &Path, fp: &Fingerprint, dir: &Path) -> Result<bool> {
     let has_chunks = std::fs::read_dir(partial)
         .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with("chunk-")))
         .unwrap_or(false);
@@ -253,15 +235,11 @@ fn remove_file_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// Removes the example panels and plots of whatever study `dir` held before.
-fn remove_derived(dir: &Path) -> Result<()> {
-    for sub in ["examples", "plots"] {
-        let p = dir.join(sub);
-        if p.exists() {
-            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
-        }
-    }
-    Ok(())
+/// Removes the example panels and plots of ours of whatever study the folder held before,
+/// file by file (a user's file in `plots/` or `examples/` stays).
+fn remove_derived(manifest: &mut Manifest) -> Result<()> {
+    manifest.remove("examples")?;
+    manifest.remove("plots")
 }
 
 /// The model and the images of `plan`, checked against each other and against every setting
@@ -314,12 +292,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         Some(s) => s.dir(&plan.out),
         None => plan.out.clone(),
     };
+    check_out_dir(&dir, "`out`")?;
     let fp = fingerprint(plan)?;
-    // An existing folder is locked at once, and a finished study in it answered before the
-    // model and the images are loaded (which can take minutes on a large data set).
-    let early_lock = if dir.is_dir() { Some(OutLock::acquire(&dir)?) } else { None };
-    if early_lock.is_some() {
-        if let Some(report) = already_finished(&dir, &fp, opts)? {
+    // An existing folder is locked at once, checked to hold nothing this run would write but
+    // did not write, and a finished study in it answered, before the model and the images
+    // are loaded (which can take minutes on a large data set).
+    let mut early = if dir.is_dir() { Some(take_study(&dir, opts)?) } else { None };
+    if let Some((_, manifest)) = early.as_mut() {
+        if let Some(report) = already_finished(manifest, &fp, opts)? {
             return Ok(report);
         }
     }
@@ -330,23 +310,31 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     let (ids, eligible) = select_images(plan, &set, &preds)?;
 
     // A new folder is created (and locked) only now, when everything has been checked.
-    let _lock = match early_lock {
-        Some(lock) => lock,
-        None => OutLock::acquire(&dir)?,
+    let (_lock, mut manifest) = match early {
+        Some(taken) => taken,
+        None => take_study(&dir, opts)?,
     };
-    remove_leftovers(&dir)?;
-    if let Some(report) = already_finished(&dir, &fp, opts)? {
+    manifest.remove_leftovers()?;
+    if let Some(report) = already_finished(&mut manifest, &fp, opts)? {
         return Ok(report);
     }
+    if opts.force {
+        manifest.remove(".partial")?;
+    }
+    // Every file of the study is recorded as ours before it is written.
+    let mut ours: Vec<String> = study_files(opts).iter().map(|f| f.to_string()).collect();
+    ours.push(format!(".partial/{STUDY_FILE}"));
+    manifest.claim(&ours)?;
     let partial = dir.join(".partial");
-    let resuming = prepare_partial(&partial, &fp, opts.force, &dir)?;
+    let resuming = prepare_partial(&partial, &fp, &dir)?;
     // From here the folder holds no finished study until the new run.json is written: a kill
     // while the new tables replace the old ones leaves an interrupted run, not a mixed one.
     remove_file_if_present(&dir.join("run.json"))?;
     if !resuming {
         // A fresh computation: no panel or plot of an earlier study may stay beside the new ones.
-        remove_derived(&dir)?;
+        remove_derived(&mut manifest)?;
     }
+    manifest.claim(&example_files(plan, &ids[..plan.examples.min(ids.len())]))?;
 
     // Chunk k (of `batch_size` images) belongs to shard k mod n: the same chunks, hence the
     // same computations, as in a single run.
@@ -399,8 +387,8 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     // The values the settings leave "auto", as this study's images resolve them.
     meta["automatic"] = plan.automatic(set.h, set.w);
     // A shard leaves summary, plots and page to `fragility merge`.
-    let (files, derived) = write_finished(&dir, &table, &meta, opts.shard.is_none())?;
-    std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    let (files, derived) = write_finished(&mut manifest, &table, &meta, opts.shard.is_none())?;
+    manifest.remove(".partial")?;
     Ok(RunReport {
         out: dir.clone(),
         images: studied.len(),
@@ -411,6 +399,34 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         already_finished: false,
         derived,
     })
+}
+
+/// The files at the top of a study's folder that `run` writes: a shard leaves the summary
+/// and the page to `merge`.
+fn study_files(opts: &RunOptions) -> &'static [&'static str] {
+    match opts.shard {
+        Some(_) => &["samples.parquet", "run.json"],
+        None => &crate::manifest::STUDY_FILES,
+    }
+}
+
+/// Takes the study folder `dir` (its lock and manifest), refusing one holding a file this run
+/// would write but fragility did not (see [`crate::manifest`]).
+fn take_study(dir: &Path, opts: &RunOptions) -> Result<(OutLock, Manifest)> {
+    Manifest::take(dir, Kind::Study, "`out`", study_files(opts))
+}
+
+/// The example panels a run writes (`examples/<attack>_image<id>.png`): every attack on each
+/// of `ids`.
+fn example_files(plan: &Plan, ids: &[usize]) -> Vec<String> {
+    let mut files = Vec::new();
+    for a in &plan.attacks {
+        let label = attack_label(a.name(), a.target_method().map(|t| t.name()));
+        for &id in ids {
+            files.push(format!("examples/{}", crate::report::figure::example_file(&label, id)));
+        }
+    }
+    files
 }
 
 /// The rows of a run's chunks, computed or read back, with what it took.
@@ -583,15 +599,18 @@ fn study_class_names(plan: &Plan, set: &ImageSet, model_classes: usize) -> Resul
     }
 }
 
-/// Writes a finished study into `out`: `samples.parquet`; with `derived`, the summary, plots
-/// and `index.html`; and `run.json` last, whose presence marks the study as finished. Shared
-/// by `run` and `merge`. Returns the files written and, with `derived`, what was derived.
+/// Writes a finished study into the manifest's folder: `samples.parquet`; with `derived`,
+/// the summary, plots and `index.html`; and `run.json` last, whose presence marks the study as
+/// finished. Each file is recorded in the manifest before it is written. Shared by `run` and
+/// `merge`. Returns the files written and, with `derived`, what was derived.
 fn write_finished(
-    out: &Path,
+    manifest: &mut Manifest,
     table: &SampleTable,
     meta: &serde_json::Value,
     derived: bool,
 ) -> Result<(Vec<PathBuf>, Option<crate::report::Derived>)> {
+    let out = manifest.dir().to_path_buf();
+    manifest.claim(&["samples.parquet", "run.json"])?;
     let mut files = vec![out.join("samples.parquet")];
     write_samples(&files[0], table)?;
     let text = serde_json::to_string_pretty(meta).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -602,7 +621,7 @@ fn write_finished(
         // identical.
         let meta: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::Invalid(e.to_string()))?;
-        let d = write_derived(out, table, Some(&meta))?;
+        let d = write_derived_owned(manifest, table, Some(&meta))?;
         files.extend(d.files.iter().cloned());
         result = Some(d);
     }
@@ -631,19 +650,11 @@ pub fn sort_rows(rows: &mut [SampleRow], methods: &[String], attacks: &[(String,
 /// inputs in `OUT` is replaced only with `force` (and then its panels and plots go too).
 pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     let t0 = Instant::now();
+    check_out_dir(out, "DIR")?;
     let shards_dir = out.join("shards");
-    let entries = std::fs::read_dir(&shards_dir).map_err(|e| Error::io(&shards_dir, e))?;
-    let _lock = OutLock::acquire(out)?;
-    remove_leftovers(out)?;
-    let mut shards: Vec<(Shard, PathBuf)> = Vec::new();
-    for e in entries {
-        let e = e.map_err(|e| Error::io(&shards_dir, e))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(s) = name.split_once("-of-").and_then(|(i, n)| Shard::parse(&format!("{i}/{n}")).ok()) {
-            shards.push((s, e.path()));
-        }
-    }
-    shards.sort_by_key(|(s, _)| (s.count, s.index));
+    let shards = shard_folders(&shards_dir)?;
+    let (_lock, mut manifest) = Manifest::take(out, Kind::Study, "DIR", &crate::manifest::STUDY_FILES)?;
+    manifest.remove_leftovers()?;
     let count = shards
         .first()
         .map(|(s, _)| s.count)
@@ -697,8 +708,9 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
                 out.display()
             )));
         }
-        remove_derived(out)?;
+        remove_derived(&mut manifest)?;
     }
+    manifest.claim(&crate::manifest::STUDY_FILES)?;
     remove_file_if_present(&out.join("run.json"))?;
     let first = &tables[0];
     if tables.iter().any(|t| t.metric_columns != first.metric_columns || t.seed != first.seed) {
@@ -735,7 +747,7 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     meta["rows"] = serde_json::json!(table.rows.len());
     meta["timings_s"] =
         serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });
-    let (files, derived) = write_finished(out, &table, &meta, true)?;
+    let (files, derived) = write_finished(&mut manifest, &table, &meta, true)?;
     Ok(RunReport {
         out: out.to_path_buf(),
         images: ids.len(),
@@ -746,6 +758,34 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
         already_finished: false,
         derived,
     })
+}
+
+/// The shard folders in `shards_dir`, by shard count and index. Names are read strictly: only
+/// the spelling `run --shard i/n` writes (`i-of-n`, no leading zeros or signs), so one shard
+/// copied under another spelling (`00-of-2`) is never counted twice; anything else there is
+/// refused, naming it.
+fn shard_folders(shards_dir: &Path) -> Result<Vec<(Shard, PathBuf)>> {
+    let entries = std::fs::read_dir(shards_dir).map_err(|e| Error::io(shards_dir, e))?;
+    let mut shards: Vec<(Shard, PathBuf)> = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| Error::io(shards_dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let shard = name
+            .split_once("-of-")
+            .and_then(|(i, n)| Shard::parse(&format!("{i}/{n}")).ok())
+            .filter(|s| format!("{}-of-{}", s.index, s.count) == name && e.path().is_dir());
+        match shard {
+            Some(s) => shards.push((s, e.path())),
+            None => {
+                return Err(Error::data(
+                    e.path(),
+                    "not a shard folder: `run --shard i/n` writes shards/i-of-n (e.g. 0-of-2, no leading zeros); move it out of shards/",
+                ))
+            }
+        }
+    }
+    shards.sort_by_key(|(s, _)| (s.count, s.index));
+    Ok(shards)
 }
 
 fn git_revision() -> Option<String> {

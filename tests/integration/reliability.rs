@@ -95,6 +95,10 @@ fn a_run_merge_or_report_into_a_folder_another_process_holds_is_refused_naming_i
     let lock = fragility::lock::OutLock::acquire(&out).unwrap();
     let pid = format!("pid {}", std::process::id());
     std::fs::write(out.join("samples.parquet"), b"").unwrap();
+    // (a study of ours, as its manifest says, so that report gets as far as the lock)
+    let manifest =
+        r#"{"written_by": "fragility", "kind": "study", "folders": [], "files": ["samples.parquet"]}"#;
+    std::fs::write(out.join(".fragility-manifest.json"), manifest).unwrap();
     for args in [&["exp.toml"][..], &["exp.toml", "--force"], &["merge", "out"], &["report", "out"]] {
         expect_refused(dir.path(), args, &[&pid, "in use"]);
     }
@@ -440,9 +444,14 @@ fn a_resumed_run_removes_temporary_files_and_a_finished_one_its_stale_partial() 
     for t in &temps {
         assert!(!t.exists(), "{} stayed", t.display());
     }
-    // Killed after run.json but before .partial/ was removed: the next run tidies up.
+    // Killed after run.json but before .partial/ was removed (so the manifest still lists
+    // it): the next run tidies up.
     std::fs::create_dir_all(out.join(".partial")).unwrap();
     std::fs::write(out.join(".partial/chunk-000000.parquet"), b"stale").unwrap();
+    let manifest = out.join(".fragility-manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["folders"].as_array_mut().unwrap().push(".partial".into());
+    std::fs::write(&manifest, m.to_string()).unwrap();
     let o = fragility(&["exp.toml"], dir.path());
     assert!(stderr(&o).contains("already holds this finished run"), "{}", stderr(&o));
     assert!(!out.join(".partial").exists());
@@ -645,4 +654,308 @@ fn report_and_compare_refuse_a_run_json_or_samples_of_another_study() {
     std::fs::write(b.join("samples.parquet"), &samples).unwrap();
     assert!(fragility(&["report", "b"], dir.path()).status.success());
     assert_eq!(fragility(&["compare", "a", "b"], dir.path()).status.code(), Some(0));
+}
+
+// ---- output folders: only what the tool wrote (issue 24) ----
+
+/// Every file under `dir` (relative path → bytes; folders as empty entries with a `/`).
+#[derive(PartialEq)]
+struct Snapshot(std::collections::BTreeMap<String, Vec<u8>>);
+
+/// Only the names: the bytes of a whole folder make unreadable failure messages.
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+fn snapshot(dir: &Path) -> Snapshot {
+    let mut all = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let rel = e.path().strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if e.path().is_dir() {
+                all.insert(format!("{rel}/"), Vec::new());
+                stack.push(e.path());
+            } else {
+                let bytes = std::fs::read(e.path()).unwrap();
+                // A lock file of ours holds whichever process took it last.
+                let pid = rel.ends_with(".lock") && bytes.iter().all(u8::is_ascii_digit);
+                all.insert(rel, if pid { b"pid".to_vec() } else { bytes });
+            }
+        }
+    }
+    Snapshot(all)
+}
+
+/// Writes a user's files into `out`: beside the study's files and inside its folders.
+fn user_files(out: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let files = [
+        ("notes.txt", "my notes"),
+        ("data/keep.bin", "my data"),
+        ("plots/README.md", "what the plots mean"),
+        ("examples/notes.txt", "which panels to use"),
+    ];
+    files
+        .iter()
+        .map(|(rel, text)| {
+            let p = out.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, text).unwrap();
+            (p, text.as_bytes().to_vec())
+        })
+        .collect()
+}
+
+fn assert_kept(files: &[(PathBuf, Vec<u8>)], after: &str) {
+    for (p, bytes) in files {
+        assert_eq!(std::fs::read(p).ok().as_ref(), Some(bytes), "{} after {after}", p.display());
+    }
+}
+
+#[test]
+fn files_fragility_did_not_write_survive_run_force_report_and_merge_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = tiny_config(dir.path(), &shipped_weights());
+    let out = dir.path().join("out");
+    let ok = |args: &[&str]| {
+        let o = fragility(args, dir.path());
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    };
+    ok(&["exp.toml"]);
+    assert!(out.join(".fragility-manifest.json").is_file() && out.join("index.html").is_file());
+    assert!(out.join("examples").read_dir().unwrap().count() > 1, "the fixture needs panels");
+    // The user keeps notes and data in the study's folder.
+    let mine = user_files(&out);
+    ok(&["exp.toml"]);
+    assert_kept(&mine, "a finished run");
+    ok(&["exp.toml", "--force"]);
+    assert_kept(&mine, "--force");
+    ok(&["report", "out"]);
+    assert_kept(&mine, "report");
+    ok(&["exp.toml", "--shard", "0/2"]);
+    ok(&["exp.toml", "--shard", "1/2"]);
+    ok(&["merge", "out"]);
+    assert_kept(&mine, "merge");
+    // Another study (no panels) with --force: our panels go, file by file, the user's stay.
+    edit(
+        &p,
+        &[
+            ("epsilons = [0.02, 0.1]", "epsilons = [0.05]"),
+            ("[attacks]", "[report]\nexamples = 0\n\n[attacks]"),
+        ],
+    );
+    ok(&["exp.toml", "--force"]);
+    assert_kept(&mine, "--force of another study");
+    let panels: Vec<_> = out.join("examples").read_dir().unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(panels, ["notes.txt"]);
+    ok(&["merge", "out", "--force"]);
+    assert_kept(&mine, "merge --force");
+}
+
+#[test]
+fn a_file_a_run_would_write_but_fragility_did_not_is_refused_before_loading_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = own_weights(dir.path());
+    tiny_config(dir.path(), &w);
+    let out = dir.path().join("out");
+    // A bare lock and shards/ beside a user's table, page or run.json do not make a study.
+    let cases: [(&str, &[u8]); 4] = [
+        ("index.html", b"<p>my page</p>"),
+        ("summary.parquet", b"mine"),
+        ("samples.parquet", b"mine"),
+        ("run.json", b"{\"mine\": true}"),
+    ];
+    for (rel, bytes) in cases {
+        let _ = std::fs::remove_dir_all(&out);
+        std::fs::create_dir_all(out.join("shards")).unwrap();
+        std::fs::write(out.join(".lock"), b"12345").unwrap();
+        std::fs::write(out.join(rel), bytes).unwrap();
+        let before = snapshot(&out);
+        for args in [&["exp.toml"][..], &["exp.toml", "--force"]] {
+            expect_refused(dir.path(), args, &[rel, "no study"]);
+            assert_eq!(snapshot(&out), before, "{rel}: {args:?} wrote into the folder");
+        }
+    }
+    // In a study's own folder: a plot or panel someone else put there, or a lock file that is
+    // not ours, is refused before loading (weights that cannot load would be named otherwise).
+    let _ = std::fs::remove_dir_all(&out);
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::write(&w, b"not safetensors").unwrap();
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("plots/mine.png", b"my plot", "not written by fragility"),
+        ("examples/mine.png", b"my panel", "not written by fragility"),
+        (".lock", b"my lock notes", "not a lock file fragility wrote"),
+    ];
+    for (rel, bytes, needle) in cases {
+        let old = std::fs::read(out.join(rel)).ok();
+        std::fs::write(out.join(rel), bytes).unwrap();
+        let before = snapshot(&out);
+        for args in [&["exp.toml"][..], &["exp.toml", "--force"]] {
+            let err = expect_refused(dir.path(), args, &[rel, needle]);
+            assert!(!err.contains("w.safetensors"), "{err}");
+            assert_eq!(snapshot(&out), before, "{rel}: {args:?} wrote into the folder");
+        }
+        match old {
+            Some(b) => std::fs::write(out.join(rel), b).unwrap(),
+            None => std::fs::remove_file(out.join(rel)).unwrap(),
+        }
+    }
+}
+
+#[test]
+fn a_study_folder_made_before_manifests_is_adopted_by_its_run_json_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_config(dir.path(), &shipped_weights());
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = dir.path().join("out");
+    let manifest = out.join(".fragility-manifest.json");
+    // As the committed studies under reports/ are: no manifest, a run.json record.
+    std::fs::remove_file(&manifest).unwrap();
+    std::fs::write(out.join("plots/notes.md"), b"mine").unwrap();
+    let o = fragility(&["report", "out"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed = std::fs::read_to_string(&manifest).unwrap();
+    assert!(
+        listed.contains("\"run.json\"")
+            && listed.contains("plots/spearman.png")
+            && !listed.contains("notes.md")
+    );
+    std::fs::remove_file(&manifest).unwrap();
+    let o = fragility(&["exp.toml", "--force"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(out.join("plots/notes.md")).unwrap(), b"mine");
+    // A run.json that is not a fragility record makes nothing of the folder ours.
+    std::fs::remove_file(&manifest).unwrap();
+    std::fs::write(out.join("run.json"), b"{\"written_by\": \"me\"}").unwrap();
+    let before = snapshot(&out);
+    expect_refused(dir.path(), &["exp.toml", "--force"], &["no study"]);
+    expect_refused(dir.path(), &["report", "out"], &["not written by fragility"]);
+    assert_eq!(snapshot(&out), before);
+}
+
+#[test]
+fn merge_and_report_read_shard_folders_strictly_and_refuse_files_they_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_config(dir.path(), &shipped_weights());
+    for s in ["0/2", "1/2"] {
+        let o = fragility(&["exp.toml", "--shard", s], dir.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let out = dir.path().join("out");
+    // Shard 0 copied under another spelling of its index is not counted twice: refused.
+    let copy = out.join("shards/00-of-2");
+    std::fs::create_dir_all(&copy).unwrap();
+    for e in std::fs::read_dir(out.join("shards/0-of-2")).unwrap() {
+        let e = e.unwrap();
+        if e.path().is_file() {
+            std::fs::copy(e.path(), copy.join(e.file_name())).unwrap();
+        }
+    }
+    let before = snapshot(&out);
+    expect_refused(dir.path(), &["merge", "out"], &["00-of-2", "not a shard folder"]);
+    assert_eq!(snapshot(&out), before);
+    std::fs::remove_dir_all(&copy).unwrap();
+    // A page someone else wrote is neither overwritten by merge nor by report.
+    std::fs::write(out.join("index.html"), b"<p>mine</p>").unwrap();
+    let before = snapshot(&out);
+    expect_refused(dir.path(), &["merge", "out"], &["index.html", "not written by fragility"]);
+    assert_eq!(snapshot(&out), before);
+    std::fs::copy(out.join("shards/0-of-2/samples.parquet"), out.join("samples.parquet")).unwrap();
+    let before = snapshot(&out);
+    expect_refused(dir.path(), &["report", "out"], &["index.html", "not written by fragility"]);
+    assert_eq!(snapshot(&out), before);
+    // Without it, report writes the page next to a samples.parquet it did not write.
+    std::fs::remove_file(out.join("index.html")).unwrap();
+    let o = fragility(&["report", "out"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(out.join("samples.parquet")).unwrap(),
+        std::fs::read(out.join("shards/0-of-2/samples.parquet")).unwrap()
+    );
+}
+
+#[test]
+fn an_out_that_is_a_file_or_a_dangling_link_is_refused_before_loading() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = own_weights(dir.path());
+    std::fs::write(&w, b"not safetensors").unwrap();
+    let p = tiny_config(dir.path(), &w);
+    std::fs::write(dir.path().join("afile"), b"mine").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("dangling")).unwrap();
+    let images = crate::cli::images_npy(dir.path(), 2);
+    for (out, needle) in
+        [("afile", "it is a file"), ("afile/sub", "afile is a file"), ("dangling", "which does not exist")]
+    {
+        edit(&p, &[("out = \"out\"", &format!("out = \"{out}\""))]);
+        let err = expect_refused(dir.path(), &["exp.toml"], &["`out` must be a folder", needle]);
+        assert!(!err.contains("w.safetensors"), "{err}");
+        let o = crate::cli::explain_shipped(dir.path(), &images, "gradient", out, &[]);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--out must be a folder") && stderr(&o).contains(needle),
+            "{}",
+            stderr(&o)
+        );
+        for cmd in ["merge", "report"] {
+            expect_refused(dir.path(), &[cmd, out], &["DIR must be a folder", needle]);
+        }
+        edit(&p, &[(&format!("out = \"{out}\""), "out = \"out\"")]);
+    }
+    assert_eq!(std::fs::read(dir.path().join("afile")).unwrap(), b"mine");
+    assert!(!dir.path().join("nowhere").exists());
+}
+
+#[test]
+fn explain_writes_its_own_folder_and_a_rerun_replaces_exactly_the_last_runs_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = crate::cli::images_npy(dir.path(), 6);
+    let maps = dir.path().join("maps");
+    let o = crate::cli::explain_shipped(
+        dir.path(),
+        &images,
+        "gradient,smoothgrad",
+        "maps",
+        &["--grid-images", "2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(maps.join("smoothgrad.npy").is_file() && maps.join("smoothgrad.png").is_file());
+    // Fewer methods and images: no map of the first run stays beside the second run's ids.
+    let o = crate::cli::explain_shipped(
+        dir.path(),
+        &images,
+        "gradient",
+        "maps",
+        &["--count", "2", "--grid-images", "0"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<String> = snapshot(&maps).0.into_keys().collect();
+    assert_eq!(
+        names,
+        [".fragility-manifest.json", ".lock", "gradient.npy", "ids.npy", "logits.npy", "preds.npy"]
+    );
+    // A failing run leaves the last one as it was.
+    let before = snapshot(&maps);
+    let o = crate::cli::explain_shipped(dir.path(), &images, "gradient", "maps", &["--ids", "0,99"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(snapshot(&maps), before);
+    // A file explain did not write makes the folder someone else's: refused, kept.
+    std::fs::write(maps.join("notes.txt"), b"mine").unwrap();
+    let before = snapshot(&maps);
+    let o = crate::cli::explain_shipped(dir.path(), &images, "gradient", "maps", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("notes.txt was not written by fragility"), "{}", stderr(&o));
+    assert_eq!(snapshot(&maps), before);
+    // So is a study's folder, and an explain folder is not a study's.
+    tiny_config(dir.path(), &shipped_weights());
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = crate::cli::explain_shipped(dir.path(), &images, "gradient", "out", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    std::fs::remove_file(maps.join("notes.txt")).unwrap();
+    edit(&dir.path().join("exp.toml"), &[("out = \"out\"", "out = \"maps\"")]);
+    expect_refused(dir.path(), &["exp.toml"], &["output of `fragility explain`"]);
 }
