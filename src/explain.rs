@@ -48,8 +48,12 @@ pub struct ExplainRequest {
     pub target: Option<u32>,
 }
 
-/// Resolves method names (for `explain` and tests), rejecting unknown ones.
+/// Resolves method names (for `explain` and tests), rejecting unknown ones and repeats (two
+/// identical maps would be written over each other).
 pub fn methods_by_name(names: &[String], seed: u64) -> Result<Vec<Box<dyn Attribution>>> {
+    if let Some((_, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        return Err(Error::Invalid(format!("--methods: `{n}` is given twice")));
+    }
     names
         .iter()
         .map(|n| {
@@ -60,6 +64,25 @@ pub fn methods_by_name(names: &[String], seed: u64) -> Result<Vec<Box<dyn Attrib
         .collect()
 }
 
+/// The selected images, preprocessed, in the order of the returned ids. The images of a file
+/// are selected before they are resized, cropped or converted, so that `--count 1 --resize
+/// 2000` resizes one image, not the whole file (a folder's images are preprocessed one by one
+/// as they are decoded, before selection).
+fn selected_images(req: &ExplainRequest) -> Result<(crate::data::ImageSet, Vec<usize>)> {
+    let opts = &req.image_options;
+    if req.images.is_dir() {
+        let set = crate::data::load_images_with(&req.images, opts, None, None)?;
+        let ids = req.selection.resolve(set.n)?;
+        let set = if matches!(req.selection, Selection::All) { set } else { set.select(&ids) };
+        return Ok((set, ids));
+    }
+    opts.validate()?;
+    let raw = crate::data::load_images_with(&req.images, &crate::data::ImageOptions::default(), None, None)?;
+    let ids = req.selection.resolve(raw.n)?;
+    let raw = if matches!(req.selection, Selection::All) { raw } else { raw.select(&ids) };
+    Ok((raw.preprocess(opts, &req.images)?, ids))
+}
+
 /// Computes and writes the maps; returns the files written.
 pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     if req.batch_size == 0 {
@@ -67,7 +90,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     }
     let methods = methods_by_name(&req.methods, req.seed)?;
     let device = crate::device::resolve(&req.device)?;
-    let set = crate::data::load_images_with(&req.images, &req.image_options, None, None)?;
+    let (set, ids) = selected_images(req)?;
     let model =
         model::load_sized(&req.model, &req.weights, req.normalize.as_ref(), &device, Some((set.h, set.w)))?;
     for m in &methods {
@@ -84,13 +107,14 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     }
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
     let (h, w) = (set.h, set.w);
-    let ids = req.selection.resolve(set.n)?;
     let n = ids.len();
+    // `set` holds the selected images in the order of `ids`: batches take positions.
+    let positions: Vec<usize> = (0..n).collect();
     let mut logits_all: Vec<f32> = Vec::new();
     let mut preds_all: Vec<i64> = Vec::new();
     let mut maps: Vec<Vec<f32>> = vec![Vec::new(); methods.len()];
     let bar = progress_bar(progress, n as u64);
-    for chunk in ids.chunks(req.batch_size) {
+    for chunk in positions.chunks(req.batch_size) {
         let x = batch_tensor(&set, chunk, &device)?;
         let logits = logits_in_passes(model.as_ref(), &x)?;
         let preds = logits.argmax(1)?.to_vec1::<u32>()?;
@@ -129,7 +153,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
                 .collect();
             let panels: Vec<Panel> = (0..shown)
                 .map(|i| Panel {
-                    image: set.image(ids[i]),
+                    image: set.image(i),
                     map: &sal[i],
                     label: match req.target {
                         Some(t) => format!("#{} pred {} → {t}", ids[i], preds_all[i]),
