@@ -21,6 +21,7 @@ mod layer_tests;
 mod network;
 pub mod nonlinearity;
 pub mod onnx;
+pub mod safetensors;
 pub(crate) mod sweep;
 pub(crate) mod tensor_exec;
 pub mod weights;

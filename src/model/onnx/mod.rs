@@ -67,8 +67,10 @@ pub fn load(path: &Path, hw: Option<(usize, usize)>) -> Result<Imported> {
         .map_err(|e| Error::data(path, format!("not a readable ONNX model (truncated or corrupt?): {e}")))?;
     drop(bytes);
     let dir = path.parent().unwrap_or(Path::new(""));
+    let mut budget = external::MAX_EXTERNAL_BYTES;
     for t in model.graph.initializers.iter_mut().filter(|t| t.external) {
-        external::load(t, dir).map_err(|m| Error::data(path, format!("initializer `{}`: {m}", t.name)))?;
+        external::load(t, dir, &mut budget)
+            .map_err(|m| Error::data(path, format!("initializer `{}`: {m}", t.name)))?;
     }
     import(&model, hw).map_err(|m| Error::data(path, m))
 }
