@@ -399,7 +399,8 @@ pub fn load_sized(
         for n in &imported.notices {
             eprintln!("{}: {n}", path.display());
         }
-        layer_owned = imported.default_layer;
+        // No default layer: the input stands in (a Network reports it as none).
+        layer_owned = imported.default_layer.unwrap_or_else(|| "input".into());
         let graph = imported.graph.map_tensors(&|t| t.to_device(device))?;
         (graph, imported.hw, layer_owned.as_str())
     } else if name == "fmnist_cnn" {
