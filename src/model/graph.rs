@@ -461,13 +461,17 @@ pub struct GraphBuilder {
     nodes: Vec<Node>,
     aliases: BTreeMap<String, NodeId>,
     channels: usize,
+    /// Every node's name, so that [`GraphBuilder::has_name`] is a lookup, not a scan (an
+    /// importer asks for each node it adds: a scan made a 100k-node import quadratic).
+    names: std::collections::HashSet<String>,
 }
 
 impl GraphBuilder {
     /// A graph whose input has `channels` channels (node 0, named `input`).
     pub fn new(channels: usize) -> Self {
         let input = Node { name: "input".into(), op: Op::Input, inputs: Vec::new() };
-        Self { nodes: vec![input], aliases: BTreeMap::new(), channels }
+        let names = std::collections::HashSet::from([input.name.clone()]);
+        Self { nodes: vec![input], aliases: BTreeMap::new(), channels, names }
     }
 
     /// The nodes so far.
@@ -482,7 +486,9 @@ impl GraphBuilder {
 
     /// Appends a node applying `op` to `inputs`.
     pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> NodeId {
-        self.nodes.push(Node { name: name.into(), op, inputs: inputs.to_vec() });
+        let name = name.into();
+        self.names.insert(name.clone());
+        self.nodes.push(Node { name, op, inputs: inputs.to_vec() });
         self.nodes.len() - 1
     }
 
@@ -543,7 +549,7 @@ impl GraphBuilder {
 
     /// Whether a node or alias already has this name.
     pub fn has_name(&self, name: &str) -> bool {
-        self.aliases.contains_key(name) || self.nodes.iter().any(|n| n.name == name)
+        self.aliases.contains_key(name) || self.names.contains(name)
     }
 
     /// The id of the most recent node.
