@@ -342,6 +342,15 @@ impl Normalize {
         if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err("means must be finite and standard deviations finite and > 0".into());
         }
+        // The model computes x·(1/std) − mean/std: a subnormal std (1e-45) is > 0 but its
+        // reciprocal is infinite.
+        if let Some((m, s)) =
+            mean.iter().zip(&std).find(|(m, s)| !((1.0 / *s).is_finite() && (*m / *s).is_finite()))
+        {
+            return Err(format!(
+                "standard deviation {s:e} (mean {m}) is too small: 1/std is not a finite f32"
+            ));
+        }
         Ok(Self { mean, std })
     }
 

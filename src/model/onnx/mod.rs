@@ -141,6 +141,7 @@ pub fn import(model: &proto::Model, hw: Option<(usize, usize)>) -> std::result::
         ))?,
     };
     let mut im = import::Importer::new(g, &input, (c, size.0, size.1), dims[0], nhwc);
+    im.opset = opset;
     for t in &g.initializers {
         let c = tensor::decode(t).map_err(|m| format!("initializer `{}`: {m}", t.name))?;
         im.constant(&t.name, c);
