@@ -86,8 +86,12 @@ fn class_label(class: i64, names: Option<&[String]>) -> String {
     }
 }
 
-/// Resolves method names (for `explain` and tests), rejecting unknown ones.
+/// Resolves method names (for `explain` and tests), rejecting unknown ones and repeats (two
+/// identical maps would be written over each other).
 pub fn methods_by_name(names: &[String], seed: u64) -> Result<Vec<Box<dyn Attribution>>> {
+    if let Some((_, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+        return Err(Error::Invalid(format!("--methods: `{n}` is given twice")));
+    }
     names
         .iter()
         .map(|n| {
@@ -112,6 +116,25 @@ struct Computed {
     classes: usize,
 }
 
+/// The selected images, preprocessed, in the order of the returned ids. The images of a file
+/// are selected before they are resized, cropped or converted, so that `--count 1 --resize
+/// 2000` resizes one image, not the whole file (a folder's images are preprocessed one by one
+/// as they are decoded, before selection).
+fn selected_images(req: &ExplainRequest) -> Result<(crate::data::ImageSet, Vec<usize>)> {
+    let opts = &req.image_options;
+    if req.images.is_dir() {
+        let set = crate::data::load_images_with(&req.images, opts, None, None)?;
+        let ids = req.selection.resolve(set.n)?;
+        let set = if matches!(req.selection, Selection::All) { set } else { set.select(&ids) };
+        return Ok((set, ids));
+    }
+    opts.validate()?;
+    let raw = crate::data::load_images_with(&req.images, &crate::data::ImageOptions::default(), None, None)?;
+    let ids = req.selection.resolve(raw.n)?;
+    let raw = if matches!(req.selection, Selection::All) { raw } else { raw.select(&ids) };
+    Ok((raw.preprocess(opts, &req.images)?, ids))
+}
+
 /// Computes and writes the maps; returns the files written.
 ///
 /// The output folder is explain's own (see [`crate::manifest`]): a folder holding a file an
@@ -132,7 +155,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     let take = || Manifest::take(&req.out, Kind::Explain, "--out", &[]);
     let early = if req.out.is_dir() { Some(take()?) } else { None };
     let device = crate::device::resolve(&req.device)?;
-    let set = crate::data::load_images_with(&req.images, &req.image_options, None, None)?;
+    let (set, ids) = selected_images(req)?;
     let model =
         model::load_sized(&req.model, &req.weights, req.normalize.as_ref(), &device, Some((set.h, set.w)))?;
     for m in &methods {
@@ -149,7 +172,6 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
     }
     model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
     let class_names = grid_class_names(req, &set, model.num_classes())?;
-    let ids = req.selection.resolve(set.n)?;
     let computed = compute(req, &methods, model.as_ref(), &set, ids, &device, progress)?;
     // A new folder is created (and locked) only now, when everything has been computed.
     let (_lock, mut manifest) = match early {
@@ -229,7 +251,9 @@ fn compute(
         classes: model.num_classes(),
     };
     let bar = progress_bar(progress, ids.len() as u64);
-    for chunk in ids.chunks(req.batch_size) {
+    // `set` holds the selected images in the order of `ids`: batches take positions.
+    let positions: Vec<usize> = (0..ids.len()).collect();
+    for chunk in positions.chunks(req.batch_size) {
         let x = batch_tensor(set, chunk, device)?;
         let logits = logits_in_passes(model, &x)?;
         let preds = logits.argmax(1)?.to_vec1::<u32>()?;
@@ -278,7 +302,7 @@ fn write_outputs(
                 .collect();
             let panels: Vec<Panel> = (0..shown)
                 .map(|i| Panel {
-                    image: set.image(c.ids[i]),
+                    image: set.image(i),
                     map: &sal[i],
                     label: {
                         let pred = class_label(c.preds[i], class_names);
@@ -297,12 +321,13 @@ fn write_outputs(
     write_npy_i64(&dir.join("preds.npy"), &c.preds, &[n])?;
     write_npy_f32(&dir.join("logits.npy"), &c.logits, &[n, c.classes])?;
     write_npy_i64(&dir.join("ids.npy"), &c.ids.iter().map(|&i| i as i64).collect::<Vec<_>>(), &[n])?;
-    crate::atomic::write_bytes(&dir.join("sources.txt"), sources_text(set, &c.ids).as_bytes())
+    crate::atomic::write_bytes(&dir.join("sources.txt"), sources_text(set).as_bytes())
 }
 
-/// `sources.txt`: the source of each of `ids`, one per line (a line break in a name escaped).
-fn sources_text(set: &crate::data::ImageSet, ids: &[usize]) -> String {
-    ids.iter().map(|&i| set.source(i).replace('\n', "\\n").replace('\r', "\\r") + "\n").collect()
+/// `sources.txt`: the source of each image of `set` (the selected ones, in row order), one per
+/// line (a line break in a name escaped).
+fn sources_text(set: &crate::data::ImageSet) -> String {
+    (0..set.n).map(|i| set.source(i).replace('\n', "\\n").replace('\r', "\\r") + "\n").collect()
 }
 
 #[cfg(test)]
@@ -384,6 +409,6 @@ mod tests {
             class_names: None,
             sources: vec!["a.png".into(), "odd\nname.png".into(), "c/d.png".into()],
         };
-        assert_eq!(super::sources_text(&set, &[2, 0, 1]), "c/d.png\na.png\nodd\\nname.png\n");
+        assert_eq!(super::sources_text(&set.select(&[2, 0, 1])), "c/d.png\na.png\nodd\\nname.png\n");
     }
 }

@@ -233,10 +233,16 @@ fn list_onnx(path: &std::path::Path, size: Option<&str>) -> fragility::Result<()
     );
     println!("{:<48} {:<18} output", "node", "op");
     for (name, op, shape) in m.listing() {
-        let mark = if name == m.default_layer { "  ← grad_cam default" } else { "" };
+        let mark = if Some(&name) == m.default_layer.as_ref() { "  ← grad_cam default" } else { "" };
         println!("{name:<48} {op:<18} {shape}{mark}");
     }
-    println!("grad_cam default layer: {}", m.default_layer);
+    match &m.default_layer {
+        Some(layer) => println!("grad_cam default layer: {layer}"),
+        None => println!(
+            "grad_cam default layer: none (no feature map larger than 1×1 lies on every path to the \
+             logits); give grad_cam a `layer` from the maps above, if any"
+        ),
+    }
     Ok(())
 }
 

@@ -98,7 +98,13 @@ impl GradCam {
             return Ok(self.layer.clone());
         }
         model.default_layer().ok_or_else(|| {
-            Error::Invalid(format!("Grad-CAM: model `{}` has no default layer; set `layer`", model.name()))
+            let layers = model.layers();
+            Error::Invalid(format!(
+                "Grad-CAM: model `{}` has no default layer (no feature map larger than 1×1 lies on every \
+                 path to the logits); set `layer` to one of its feature maps ({})",
+                model.name(),
+                if layers.is_empty() { "it has none".into() } else { layers.join(", ") }
+            ))
         })
     }
 

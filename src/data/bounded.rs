@@ -41,6 +41,31 @@ pub fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Reads `length` bytes at `offset` of the regular file `path` (a byte range another file
+/// declares, such as an ONNX tensor's external data), after checking that the range lies
+/// inside the file and that the memory can be had: a sparse file or a wrong declaration costs
+/// an error, not an abort or a read of everything.
+pub fn read_range(path: &Path, offset: u64, length: u64) -> Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = open_regular(path)?;
+    let size = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    if offset.checked_add(length).is_none_or(|end| end > size) {
+        let end = offset.saturating_add(length);
+        return Err(Error::data(path, format!("bytes {offset}..{end} lie beyond its {size} bytes")));
+    }
+    let mut bytes = Vec::new();
+    usize::try_from(length)
+        .ok()
+        .and_then(|n| bytes.try_reserve_exact(n).ok())
+        .ok_or_else(|| Error::data(path, format!("cannot hold {length} bytes in memory")))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(path, e))?;
+    f.take(length).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 != length {
+        return Err(Error::data(path, format!("ended before byte {}", offset + length)));
+    }
+    Ok(bytes)
+}
+
 /// Reads a data file (raw, or gzip if it starts with `1f 8b`), header first, then at most
 /// what the header declares (see the module docs).
 pub fn read_data(path: &Path) -> Result<Vec<u8>> {

@@ -26,7 +26,7 @@
 //! about forty lines of parsing (measured; see DESIGN.md).
 
 mod bounded;
-pub use bounded::{read_capped, read_data};
+pub use bounded::{read_capped, read_data, read_range};
 mod folder;
 pub(crate) use folder::read_classes;
 mod idx;

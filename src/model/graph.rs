@@ -84,7 +84,12 @@ impl Window {
     pub fn out_len(&self, axis: usize, len: usize) -> Option<usize> {
         let (k, s) = (self.kernel[axis], self.stride[axis]);
         let (lead, trail) = (self.padding[axis], self.padding[axis + 2]);
-        let span = (len + lead + trail).checked_sub(k)?;
+        // Checked: pads or kernels near usize::MAX (a hostile file) must not wrap around.
+        let padded = len.checked_add(lead)?.checked_add(trail)?;
+        let span = padded.checked_sub(k)?;
+        if s == 0 {
+            return None;
+        }
         let mut out = if self.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
         // PyTorch: the last window must start inside the input or the leading padding.
         if self.ceil_mode && (out - 1) * s >= len + lead {
@@ -187,7 +192,20 @@ impl Shape {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Values per image, or None when the count overflows.
+    pub fn checked_len(&self) -> Option<usize> {
+        match *self {
+            Shape::Map(c, h, w) => c.checked_mul(h)?.checked_mul(w),
+            Shape::Flat(f) => Some(f),
+        }
+    }
 }
+
+/// The most values one image may have at any node (2²⁸ f32 = 1 GiB per image), its padded
+/// convolution input included: far above any real classifier (VGG at 224×224 peaks at
+/// 3.2 M), far below what a hostile file's pads or kernels would make the passes allocate.
+pub const MAX_NODE_VALUES: usize = 1 << 28;
 
 impl std::fmt::Display for Shape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -311,7 +329,9 @@ impl Graph {
         }
         let aliases =
             self.aliases.iter().map(|(k, &v)| (k.clone(), if v == 0 { 0 } else { v + 1 })).collect();
-        Ok(Graph { nodes, output: self.output + 1, aliases, channels: self.channels })
+        let g = Graph { nodes, output: self.output + 1, aliases, channels: self.channels };
+        g.check_finite()?;
+        Ok(g)
     }
 
     /// The same graph with every parameter tensor passed through `f` (moving it to a device,
@@ -334,6 +354,46 @@ impl Graph {
         Ok(g)
     }
 
+    /// Refuses a graph with a NaN or infinite parameter, naming the node and the parameter:
+    /// the one finiteness check every model passes (state_dict, ONNX, `fmnist_cnn`), run on
+    /// the final graph, after batch norms were folded and constants computed, because a finite
+    /// checkpoint can still fold into NaN (a negative running variance) and ReLU would hide
+    /// the NaN behind plausible-looking logits.
+    pub fn check_finite(&self) -> Result<()> {
+        for node in &self.nodes {
+            let bad = |what: &str, v: f32, i: usize| {
+                Error::Invalid(format!(
+                    "node `{}` ({}): {what} holds {v} at index {i} (after folding batch norms and \
+                     constants; NaN and infinite parameters are refused)",
+                    node.name,
+                    node.op.kind()
+                ))
+            };
+            let first = |v: &[f32]| v.iter().position(|x| !x.is_finite()).map(|i| (v[i], i));
+            match &node.op {
+                Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias }) => {
+                    for (what, t) in [("weight", Some(weight)), ("bias", bias.as_ref())] {
+                        if let Some((v, i)) = t.map(first_non_finite).transpose()?.flatten() {
+                            return Err(bad(what, v, i));
+                        }
+                    }
+                }
+                Op::Affine { scale, shift } => {
+                    for (what, v) in [("scale", scale), ("shift", shift)] {
+                        if let Some((v, i)) = first(v) {
+                            return Err(bad(what, v, i));
+                        }
+                    }
+                }
+                Op::Act(Nonlinearity::LeakyRelu(alpha)) if !alpha.is_finite() => {
+                    return Err(bad("alpha", *alpha, 0));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// All parameter tensors, in node order (weight, then bias).
     pub fn tensors(&self) -> Vec<&Tensor> {
         let mut out = Vec::new();
@@ -350,9 +410,41 @@ impl Graph {
     }
 }
 
+/// The first NaN or infinite value of `t` (as f32) and its flat index, read a slice at a
+/// time so that a large layer is never copied whole.
+fn first_non_finite(t: &Tensor) -> Result<Option<(f32, usize)>> {
+    const SLICE: usize = 1 << 20;
+    let flat = t.flatten_all()?;
+    let n = flat.elem_count();
+    let mut start = 0;
+    while start < n {
+        let len = SLICE.min(n - start);
+        let part = flat.narrow(0, start, len)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        if let Some(i) = part.iter().position(|v| !v.is_finite()) {
+            return Ok(Some((part[i], start + i)));
+        }
+        start += len;
+    }
+    Ok(None)
+}
+
 /// One node's output shape from its inputs' shapes (images of `input` = (C, H, W)), or what
-/// does not fit.
+/// does not fit; every size is computed with checked arithmetic and bounded by
+/// [`MAX_NODE_VALUES`], so no pass allocates for a shape that wrapped around or is absurd.
 pub(crate) fn infer(
+    op: &Op,
+    ins: &[Shape],
+    input: (usize, usize, usize),
+) -> std::result::Result<Shape, String> {
+    let shape = infer_unbounded(op, ins, input)?;
+    match shape.checked_len() {
+        Some(n) if n <= MAX_NODE_VALUES => Ok(shape),
+        _ => Err(format!("its output of {shape} values per image exceeds the limit of {MAX_NODE_VALUES}")),
+    }
+}
+
+/// [`infer`] without the bound on the output's size.
+fn infer_unbounded(
     op: &Op,
     ins: &[Shape],
     input: (usize, usize, usize),
@@ -376,13 +468,26 @@ pub(crate) fn infer(
                     conv.groups
                 ));
             }
-            let window = Window {
-                kernel: [conv.dilation[0] * (kh - 1) + 1, conv.dilation[1] * (kw - 1) + 1],
-                stride: conv.stride,
-                padding: conv.padding,
-                ceil_mode: false,
+            let span = |d: usize, k: usize| d.checked_mul(k.saturating_sub(1))?.checked_add(1);
+            let (Some(sh), Some(sw)) = (span(conv.dilation[0], kh), span(conv.dilation[1], kw)) else {
+                return Err(format!("dilations {:?} of a {kh}×{kw} kernel overflow", conv.dilation));
             };
-            let too_small = || format!("input {h}×{w} is smaller than its {kh}×{kw} kernel");
+            let window =
+                Window { kernel: [sh, sw], stride: conv.stride, padding: conv.padding, ceil_mode: false };
+            // The passes allocate the zero-padded input: bound it like an output.
+            let p = conv.padding;
+            let padded = h
+                .checked_add(p[0])
+                .and_then(|v| v.checked_add(p[2]))
+                .zip(w.checked_add(p[1]).and_then(|v| v.checked_add(p[3])))
+                .and_then(|(ph, pw)| Shape::Map(c, ph, pw).checked_len())
+                .filter(|&n| n <= MAX_NODE_VALUES);
+            if padded.is_none() {
+                return Err(format!(
+                    "pads {p:?} of a {c}×{h}×{w} input exceed the limit of {MAX_NODE_VALUES} values per image"
+                ));
+            }
+            let too_small = || format!("input {h}×{w} is smaller than its {sh}×{sw} (dilated) kernel");
             let oh = window.out_len(0, h).ok_or_else(too_small)?;
             let ow = window.out_len(1, w).ok_or_else(too_small)?;
             Ok(Shape::Map(o, oh, ow))
@@ -402,6 +507,13 @@ pub(crate) fn infer(
         Op::MaxPool(win) | Op::AvgPool { window: win, .. } => {
             want(1)?;
             let (c, h, w) = map(ins[0])?;
+            // A pad as wide as the window makes windows of padding only (onnxruntime refuses).
+            if (0..4).any(|i| win.padding[i] >= win.kernel[i % 2]) {
+                return Err(format!(
+                    "pads {:?} are not smaller than its {:?} window",
+                    win.padding, win.kernel
+                ));
+            }
             let too_small = || format!("input {h}×{w} is smaller than its {:?} window", win.kernel);
             let oh = win.out_len(0, h).ok_or_else(too_small)?;
             let ow = win.out_len(1, w).ok_or_else(too_small)?;
@@ -417,7 +529,7 @@ pub(crate) fn infer(
         }
         Op::Flatten => {
             want(1)?;
-            Ok(Shape::Flat(ins[0].len()))
+            Ok(Shape::Flat(ins[0].checked_len().ok_or("its input's size overflows")?))
         }
         Op::Add => {
             want(2)?;
@@ -437,7 +549,7 @@ pub(crate) fn infer(
                 if (hi, wi) != (h, w) {
                     return Err(format!("concatenates {h}×{w} and {hi}×{wi} maps"));
                 }
-                c += ci;
+                c = ci.checked_add(c).ok_or("its channel count overflows")?;
             }
             Ok(Shape::Map(c, h, w))
         }
@@ -461,13 +573,17 @@ pub struct GraphBuilder {
     nodes: Vec<Node>,
     aliases: BTreeMap<String, NodeId>,
     channels: usize,
+    /// Every node's name, so that [`GraphBuilder::has_name`] is a lookup, not a scan (an
+    /// importer asks for each node it adds: a scan made a 100k-node import quadratic).
+    names: std::collections::HashSet<String>,
 }
 
 impl GraphBuilder {
     /// A graph whose input has `channels` channels (node 0, named `input`).
     pub fn new(channels: usize) -> Self {
         let input = Node { name: "input".into(), op: Op::Input, inputs: Vec::new() };
-        Self { nodes: vec![input], aliases: BTreeMap::new(), channels }
+        let names = std::collections::HashSet::from([input.name.clone()]);
+        Self { nodes: vec![input], aliases: BTreeMap::new(), channels, names }
     }
 
     /// The nodes so far.
@@ -482,7 +598,9 @@ impl GraphBuilder {
 
     /// Appends a node applying `op` to `inputs`.
     pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: &[NodeId]) -> NodeId {
-        self.nodes.push(Node { name: name.into(), op, inputs: inputs.to_vec() });
+        let name = name.into();
+        self.names.insert(name.clone());
+        self.nodes.push(Node { name, op, inputs: inputs.to_vec() });
         self.nodes.len() - 1
     }
 
@@ -543,7 +661,7 @@ impl GraphBuilder {
 
     /// Whether a node or alias already has this name.
     pub fn has_name(&self, name: &str) -> bool {
-        self.aliases.contains_key(name) || self.nodes.iter().any(|n| n.name == name)
+        self.aliases.contains_key(name) || self.names.contains(name)
     }
 
     /// The id of the most recent node.
@@ -566,7 +684,9 @@ impl GraphBuilder {
         if output == 0 || output >= self.nodes.len() {
             return Err(Error::Invalid(format!("output node {output} does not exist")));
         }
-        Ok(Graph { nodes: self.nodes, output, aliases: self.aliases, channels: self.channels })
+        let g = Graph { nodes: self.nodes, output, aliases: self.aliases, channels: self.channels };
+        g.check_finite()?;
+        Ok(g)
     }
 }
 
@@ -620,6 +740,13 @@ impl BatchNorm {
         let c = g.len();
         if [b.len(), m.len(), var.len()] != [c; 3] {
             return Err(Error::Invalid("batch norm tensors of different lengths".into()));
+        }
+        // var + ε must be a positive number: a negative variance (or a NaN ε) folds into NaN.
+        if let Some(i) = (0..c).find(|&i| !(var[i] + self.eps > 0.0 && (var[i] + self.eps).is_finite())) {
+            return Err(Error::Invalid(format!(
+                "batch norm channel {i}: running variance {} + ε {} is not a positive number",
+                var[i], self.eps
+            )));
         }
         let scale: Vec<f64> = (0..c).map(|i| g[i] / (var[i] + self.eps).sqrt()).collect();
         let shift: Vec<f32> = (0..c).map(|i| (b[i] - m[i] * scale[i]) as f32).collect();

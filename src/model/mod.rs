@@ -21,6 +21,7 @@ mod layer_tests;
 mod network;
 pub mod nonlinearity;
 pub mod onnx;
+pub mod safetensors;
 pub(crate) mod sweep;
 pub(crate) mod tensor_exec;
 pub mod weights;
@@ -341,6 +342,15 @@ impl Normalize {
         if mean.iter().any(|m| !m.is_finite()) || std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err("means must be finite and standard deviations finite and > 0".into());
         }
+        // The model computes x·(1/std) − mean/std: a subnormal std (1e-45) is > 0 but its
+        // reciprocal is infinite.
+        if let Some((m, s)) =
+            mean.iter().zip(&std).find(|(m, s)| !((1.0 / *s).is_finite() && (*m / *s).is_finite()))
+        {
+            return Err(format!(
+                "standard deviation {s:e} (mean {m}) is too small: 1/std is not a finite f32"
+            ));
+        }
         Ok(Self { mean, std })
     }
 
@@ -398,7 +408,8 @@ pub fn load_sized(
         for n in &imported.notices {
             eprintln!("{}: {n}", path.display());
         }
-        layer_owned = imported.default_layer;
+        // No default layer: the input stands in (a Network reports it as none).
+        layer_owned = imported.default_layer.unwrap_or_else(|| "input".into());
         let graph = imported.graph.map_tensors(&|t| t.to_device(device))?;
         (graph, imported.hw, layer_owned.as_str())
     } else if name == "fmnist_cnn" {

@@ -365,7 +365,8 @@ impl Classifier for Network {
     }
 
     fn default_layer(&self) -> Option<String> {
-        Some(self.default_layer.clone())
+        // The input is what an importer names when no feature map qualifies: never a layer.
+        (self.default_layer != "input").then(|| self.default_layer.clone())
     }
 }
 

@@ -63,9 +63,7 @@ fn shape_str(dims: &[usize]) -> String {
 /// The tensors of a safetensors file on `device`, every float value checked to be finite:
 /// the one reader of model weights.
 pub(crate) fn read_safetensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let tensors = candle_core::safetensors::load(path, device)
-        .map_err(|e| Error::data(path, format!("cannot read as safetensors: {e}")))?;
+    let tensors = super::safetensors::read(path, device)?;
     check_finite(&tensors, path)?;
     Ok(tensors)
 }

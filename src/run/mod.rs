@@ -97,19 +97,30 @@ impl Shard {
                 .map(|v| v.trim().parse().map_err(|_| format!("{name}={v:?} is not a number")))
                 .transpose()
         };
-        let (index, count) = match (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
-            (Some(id), Some(count)) => (id.checked_sub(num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0)), count),
+        // (index, count, where they come from): messages quote the variables' values.
+        let (index, count, source) = match (num("SLURM_ARRAY_TASK_ID")?, num("SLURM_ARRAY_TASK_COUNT")?) {
+            (Some(id), Some(count)) => {
+                let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+                let index = id
+                    .checked_sub(min)
+                    .ok_or_else(|| format!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}"))?;
+                let source = format!(
+                    "SLURM_ARRAY_TASK_ID={id} − SLURM_ARRAY_TASK_MIN={min} with SLURM_ARRAY_TASK_COUNT={count}"
+                );
+                (index, count, source)
+            }
             _ => match (num("JOB_COMPLETION_INDEX")?, num("FRAGILITY_SHARDS")?) {
-                (Some(i), Some(n)) => (Some(i), n),
+                (Some(i), Some(n)) => (i, n, format!("JOB_COMPLETION_INDEX={i} with FRAGILITY_SHARDS={n}")),
                 (Some(_), None) => {
                     return Err("JOB_COMPLETION_INDEX is set: give the shard count as FRAGILITY_SHARDS".into())
                 }
                 _ => return Ok(None),
             },
         };
-        match index {
-            Some(index) if index < count => Ok(Some(Shard { index, count })),
-            _ => Err(format!("array task index {index:?} is not below the task count {count}")),
+        if index < count {
+            Ok(Some(Shard { index, count }))
+        } else {
+            Err(format!("shard index {index} is not below the shard count {count} ({source})"))
         }
     }
 
@@ -855,9 +866,21 @@ mod tests {
         const K8S: [(&str, &str); 2] = [("JOB_COMPLETION_INDEX", "1"), ("FRAGILITY_SHARDS", "3")];
         assert_eq!(Shard::from_env(env(&K8S)), Ok(Some(Shard { index: 1, count: 3 })));
         assert!(Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "1")])).is_err());
-        assert!(
-            Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err()
+        // Errors quote the variables plainly (they printed `None` / `Some(4)`).
+        let e = Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "4"), ("SLURM_ARRAY_TASK_COUNT", "4")]))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "shard index 4 is not below the shard count 4 \
+             (SLURM_ARRAY_TASK_ID=4 − SLURM_ARRAY_TASK_MIN=0 with SLURM_ARRAY_TASK_COUNT=4)"
         );
+        const BELOW: [(&str, &str); 3] =
+            [("SLURM_ARRAY_TASK_ID", "1"), ("SLURM_ARRAY_TASK_COUNT", "4"), ("SLURM_ARRAY_TASK_MIN", "3")];
+        let e = Shard::from_env(env(&BELOW)).unwrap_err();
+        assert_eq!(e, "SLURM_ARRAY_TASK_ID=1 is below SLURM_ARRAY_TASK_MIN=3");
+        let e =
+            Shard::from_env(env(&[("JOB_COMPLETION_INDEX", "0"), ("FRAGILITY_SHARDS", "0")])).unwrap_err();
+        assert!(!e.contains("Some") && !e.contains("None") && e.contains("FRAGILITY_SHARDS=0"), "{e}");
         assert!(
             Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err()
         );

@@ -198,3 +198,114 @@ fn config_parser_never_panics_on_mangled_text() {
     let seeds = vec![std::fs::read(&p).unwrap()];
     fuzz("exp.toml", &seeds, fragility::config::Plan::load);
 }
+
+/// One seeded semantic mutation of a decoded ONNX model: an attribute or a constant set to a
+/// hostile value (NaN, ∞, a subnormal, 0, negative, huge, emptied), or a value name reused.
+fn mutate_onnx(m: &mut fragility::model::onnx::proto::Model, rng: &mut impl Rng) {
+    const INTS: [i64; 9] = [0, -1, 1, 2, 3, 1 << 20, 1 << 40, i64::MAX, i64::MIN];
+    const FLOATS: [f32; 7] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-45, 0.0, -1.0, 3.4e38];
+    let g = &mut m.graph;
+    match rng.random_range(0..5) {
+        0 if !g.nodes.is_empty() => {
+            // An integer attribute (pads, strides, dilations, kernel_shape, axis, group...).
+            let n = rng.random_range(0..g.nodes.len());
+            let names = ["pads", "strides", "dilations", "kernel_shape", "axis", "group", "ceil_mode"];
+            let name = names[rng.random_range(0..names.len())];
+            let len = [1, 2, 4][rng.random_range(0..3)];
+            let ints: Vec<i64> = (0..len).map(|_| INTS[rng.random_range(0..INTS.len())]).collect();
+            let node = &mut g.nodes[n];
+            node.attributes.retain(|a| a.name != name);
+            let i = (len == 1).then(|| ints[0]);
+            node.attributes.push(fragility::model::onnx::proto::Attribute {
+                name: name.into(),
+                i,
+                ints: if len == 1 { vec![] } else { ints },
+                ..Default::default()
+            });
+        }
+        1 if !g.nodes.is_empty() => {
+            // A float attribute (alpha, epsilon, min, max).
+            let n = rng.random_range(0..g.nodes.len());
+            let name = ["alpha", "epsilon", "beta"][rng.random_range(0..3)];
+            let node = &mut g.nodes[n];
+            node.attributes.retain(|a| a.name != name);
+            let f = Some(FLOATS[rng.random_range(0..FLOATS.len())]);
+            node.attributes.push(fragility::model::onnx::proto::Attribute {
+                name: name.into(),
+                f,
+                ..Default::default()
+            });
+        }
+        2 if !g.initializers.is_empty() => {
+            // A constant: one value made hostile, or emptied, or made a scalar.
+            let t = rng.random_range(0..g.initializers.len());
+            let t = &mut g.initializers[t];
+            match rng.random_range(0..3) {
+                0 if t.raw.len() >= 4 && t.data_type == 1 => {
+                    let i = rng.random_range(0..t.raw.len() / 4) * 4;
+                    t.raw[i..i + 4].copy_from_slice(&FLOATS[rng.random_range(0..FLOATS.len())].to_le_bytes());
+                }
+                1 => {
+                    t.dims = vec![0];
+                    t.raw.clear();
+                }
+                _ => {
+                    t.dims.clear();
+                    t.raw.truncate(if t.data_type == 7 { 8 } else { 4 });
+                }
+            }
+        }
+        3 if g.nodes.len() >= 2 => {
+            // A value name defined twice (or the input's redefined).
+            let (a, b) = (rng.random_range(0..g.nodes.len()), rng.random_range(0..g.nodes.len()));
+            let name =
+                if rng.random_bool(0.3) { g.inputs[0].name.clone() } else { g.nodes[a].outputs[0].clone() };
+            g.nodes[b].outputs[0] = name;
+        }
+        _ => {
+            // The input's declared size: 1×1, or huge.
+            let d = [1, 1 << 16, i64::MAX][rng.random_range(0..3)];
+            let dims = &mut g.inputs[0].dims;
+            if dims.len() == 4 {
+                dims[2] = Some(d);
+                dims[3] = Some(d);
+            }
+        }
+    }
+}
+
+/// The importer on semantically mutated models (the decoder's byte-level fuzzing is in
+/// onnx.rs): it never panics, and what it accepts has finite parameters and shapes within the
+/// bound every pass allocates for.
+#[test]
+fn onnx_importer_never_panics_or_accepts_nonsense_on_mutated_graphs() {
+    let fixtures = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let mut rng = fragility::seed::rng(fragility::seed::hash_str("onnx semantic"));
+    let (mut accepted, mut refused) = (0, 0);
+    for file in ["ops_opset13.onnx", "ops_opset9.onnx", "pad_conv.onnx", "view_flatten.onnx"] {
+        let bytes = std::fs::read(fixtures.join(file)).unwrap();
+        let valid = fragility::model::onnx::proto::decode_model(&bytes).unwrap();
+        for case in 0..cases() {
+            let mut m = valid.clone();
+            for _ in 0..rng.random_range(1..=3) {
+                mutate_onnx(&mut m, &mut rng);
+            }
+            match fragility::model::onnx::import(&m, None) {
+                Err(_) => refused += 1,
+                Ok(imported) => {
+                    accepted += 1;
+                    imported.graph.check_finite().unwrap_or_else(|e| panic!("{file}, case {case}: {e}"));
+                    let shapes = imported.graph.shapes(imported.hw).unwrap();
+                    assert!(
+                        shapes.iter().all(|s| s
+                            .checked_len()
+                            .is_some_and(|n| n <= fragility::model::graph::MAX_NODE_VALUES)),
+                        "{file}, case {case}: {shapes:?}"
+                    );
+                }
+            }
+        }
+    }
+    eprintln!("ONNX semantic mutations: {accepted} accepted, {refused} refused");
+    assert!(refused > 0 && accepted > 0, "{accepted} accepted, {refused} refused");
+}

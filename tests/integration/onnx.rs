@@ -83,7 +83,7 @@ fn imported(arch: &str, file: &str, layer: Option<&str>) -> (Network, Network) {
             let node = m.graph.nodes().iter().rev().find(|n| n.name.starts_with(&prefix));
             node.unwrap_or_else(|| panic!("{file}: no node under {prefix}")).name.clone()
         }
-        None => m.default_layer.clone(),
+        None => m.default_layer.clone().unwrap(),
     };
     // Node for node the same layers as the build (so the same kernels and speed), but for
     // VGG's and AlexNet's adaptive pools, which the exporter writes as plain average pools.
@@ -189,7 +189,9 @@ fn every_op_matches_onnxruntime_at_every_opset() {
         assert_eq!(kinds.iter().filter(|k| **k == "conv").count(), 4, "{kinds:?}");
         assert_eq!(kinds.iter().filter(|k| **k == "affine").count(), 4, "opset {opset}: {kinds:?}");
         assert_eq!(kinds.iter().filter(|k| **k == "linear").count(), 2);
-        let net = Network::new("ops", m.graph.clone(), m.hw, &m.default_layer, &Device::Cpu).unwrap();
+        let net =
+            Network::new("ops", m.graph.clone(), m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu)
+                .unwrap();
         let logits = net.logits(&x, Activation::Relu).unwrap();
         let want = Tensor::from_vec(
             npy_f32(&dir().join(format!("ops_opset{opset}_logits.npy"))),
@@ -206,7 +208,7 @@ fn every_op_matches_onnxruntime_at_every_opset() {
             "ops",
             m.graph.map_tensors(&|t| t.to_dtype(DType::F64)).unwrap(),
             m.hw,
-            &m.default_layer,
+            m.default_layer.as_deref().unwrap(),
             &Device::Cpu,
         )
         .unwrap();
@@ -229,7 +231,9 @@ fn the_shipped_cifar_resnet_matches_onnxruntime() {
     let root = crate::common::root();
     let m = onnx::load(&root.join("assets/models/cifar_resnet20_fmnist.onnx"), None).unwrap();
     assert_eq!(m.hw, (28, 28));
-    let net = Network::new("cifar_resnet20", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let net =
+        Network::new("cifar_resnet20", m.graph, m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu)
+            .unwrap();
     let set = crate::common::shipped_images();
     let all: Vec<usize> = (0..set.n).collect();
     let x = crate::common::images(&set, &all);
@@ -438,7 +442,7 @@ fn shape_arithmetic_flattens() {
     let m = onnx::load(&dir().join("view_flatten.onnx"), None).unwrap();
     let kinds: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.kind()).collect();
     assert_eq!(kinds, ["input", "conv", "relu", "flatten", "linear"]);
-    let net = Network::new("view", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let net = Network::new("view", m.graph, m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu).unwrap();
     let x =
         Tensor::from_vec(npy_f32(&dir().join("view_flatten_input.npy")), (3, 1, 8, 8), &Device::Cpu).unwrap();
     let want =
@@ -472,7 +476,7 @@ fn normalize_goes_in_front_of_an_onnx_model() {
 fn a_channels_last_graph_takes_channels_first_images() {
     let m = onnx::load(&dir().join("nhwc.onnx"), None).unwrap();
     assert_eq!((m.graph.channels(), m.hw), (2, (8, 8)));
-    let net = Network::new("nhwc", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let net = Network::new("nhwc", m.graph, m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu).unwrap();
     let x = Tensor::from_vec(npy_f32(&dir().join("nhwc_input.npy")), (3, 2, 8, 8), &Device::Cpu).unwrap();
     let want = Tensor::from_vec(npy_f32(&dir().join("nhwc_logits.npy")), (3, 3), &Device::Cpu).unwrap();
     let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
@@ -485,7 +489,7 @@ fn a_channels_last_graph_takes_channels_first_images() {
 fn external_weights_are_read_and_checked() {
     let x = Tensor::from_vec(npy_f32(&dir().join("ops_input.npy")), (4, 3, 16, 16), &Device::Cpu).unwrap();
     let m = onnx::load(&dir().join("ops_external.onnx"), None).unwrap();
-    let net = Network::new("ops", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let net = Network::new("ops", m.graph, m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu).unwrap();
     let want =
         Tensor::from_vec(npy_f32(&dir().join("ops_opset13_logits.npy")), (4, 5), &Device::Cpu).unwrap();
     assert!(rel(&net.logits(&x, Activation::Relu).unwrap(), &want) < 1e-5);
@@ -526,7 +530,7 @@ fn a_zero_pad_folds_into_the_next_conv() {
         _ => None,
     });
     assert_eq!(conv, Some([1, 2, 2, 1]));
-    let net = Network::new("pad", m.graph, m.hw, &m.default_layer, &Device::Cpu).unwrap();
+    let net = Network::new("pad", m.graph, m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu).unwrap();
     let x = Tensor::from_vec(npy_f32(&dir().join("pad_conv_input.npy")), (2, 1, 8, 8), &Device::Cpu).unwrap();
     let want = Tensor::from_vec(npy_f32(&dir().join("pad_conv_logits.npy")), (2, 2), &Device::Cpu).unwrap();
     let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);

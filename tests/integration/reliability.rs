@@ -959,3 +959,487 @@ fn explain_writes_its_own_folder_and_a_rerun_replaces_exactly_the_last_runs_file
     edit(&dir.path().join("exp.toml"), &[("out = \"out\"", "out = \"maps\"")]);
     expect_refused(dir.path(), &["exp.toml"], &["output of `fragility explain`"]);
 }
+
+// ---- loading: hostile models (issue 24) ----
+
+/// Hand-built ONNX graphs: an image input `x` [1, C, H, W] (opset 17), the given nodes and
+/// float initializers, and the output `y`.
+mod onnx_graph {
+    use fragility::model::onnx::proto::{Attribute, GraphProto, Model, NodeProto, TensorProto, ValueInfo};
+
+    pub fn node(op: &str, inputs: &[&str], output: &str, attributes: Vec<Attribute>) -> NodeProto {
+        NodeProto {
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: vec![output.to_string()],
+            name: format!("{output}_node"),
+            op_type: op.into(),
+            domain: String::new(),
+            attributes,
+        }
+    }
+
+    pub fn ints(name: &str, v: &[i64]) -> Attribute {
+        Attribute { name: name.into(), ints: v.to_vec(), ..Default::default() }
+    }
+
+    pub fn float(name: &str, f: f32) -> Attribute {
+        Attribute { name: name.into(), f: Some(f), ..Default::default() }
+    }
+
+    pub fn int(name: &str, i: i64) -> Attribute {
+        Attribute { name: name.into(), i: Some(i), ..Default::default() }
+    }
+
+    pub fn init(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+        TensorProto {
+            name: name.into(),
+            dims: dims.to_vec(),
+            data_type: 1,
+            raw: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn model(chw: [i64; 3], nodes: Vec<NodeProto>, initializers: Vec<TensorProto>) -> Model {
+        let input = ValueInfo {
+            name: "x".into(),
+            elem_type: 1,
+            dims: vec![Some(1), Some(chw[0]), Some(chw[1]), Some(chw[2])],
+        };
+        let output = ValueInfo { name: "y".into(), elem_type: 1, dims: vec![] };
+        Model {
+            opsets: vec![(String::new(), 17)],
+            producer: "test".into(),
+            graph: GraphProto {
+                nodes,
+                initializers,
+                inputs: vec![input],
+                outputs: vec![output],
+                sparse: false,
+            },
+        }
+    }
+
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    fn int_field(out: &mut Vec<u8>, field: u64, v: i64) {
+        varint(out, field << 3);
+        varint(out, v as u64);
+    }
+
+    fn bytes_field(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+
+    fn tensor_bytes(t: &TensorProto) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &d in &t.dims {
+            int_field(&mut out, 1, d);
+        }
+        int_field(&mut out, 2, i64::from(t.data_type));
+        bytes_field(&mut out, 8, t.name.as_bytes());
+        bytes_field(&mut out, 9, &t.raw);
+        out
+    }
+
+    fn value_info_bytes(v: &ValueInfo) -> Vec<u8> {
+        let mut shape = Vec::new();
+        for d in &v.dims {
+            let mut dim = Vec::new();
+            match d {
+                Some(n) => int_field(&mut dim, 1, *n),
+                None => bytes_field(&mut dim, 2, b"N"),
+            }
+            bytes_field(&mut shape, 1, &dim);
+        }
+        let mut tensor_type = Vec::new();
+        int_field(&mut tensor_type, 1, i64::from(v.elem_type));
+        bytes_field(&mut tensor_type, 2, &shape);
+        let mut ty = Vec::new();
+        bytes_field(&mut ty, 1, &tensor_type);
+        let mut out = Vec::new();
+        bytes_field(&mut out, 1, v.name.as_bytes());
+        bytes_field(&mut out, 2, &ty);
+        out
+    }
+
+    /// The protobuf bytes of `m` (the fields the importer reads), for tests through the CLI.
+    pub fn encode(m: &Model) -> Vec<u8> {
+        let mut graph = Vec::new();
+        for n in &m.graph.nodes {
+            let mut node = Vec::new();
+            for i in &n.inputs {
+                bytes_field(&mut node, 1, i.as_bytes());
+            }
+            for o in &n.outputs {
+                bytes_field(&mut node, 2, o.as_bytes());
+            }
+            bytes_field(&mut node, 3, n.name.as_bytes());
+            bytes_field(&mut node, 4, n.op_type.as_bytes());
+            for a in &n.attributes {
+                let mut attr = Vec::new();
+                bytes_field(&mut attr, 1, a.name.as_bytes());
+                if let Some(f) = a.f {
+                    varint(&mut attr, (2 << 3) | 5);
+                    attr.extend_from_slice(&f.to_le_bytes());
+                }
+                if let Some(i) = a.i {
+                    int_field(&mut attr, 3, i);
+                }
+                for &i in &a.ints {
+                    int_field(&mut attr, 8, i);
+                }
+                bytes_field(&mut node, 5, &attr);
+            }
+            bytes_field(&mut graph, 1, &node);
+        }
+        for t in &m.graph.initializers {
+            bytes_field(&mut graph, 5, &tensor_bytes(t));
+        }
+        for v in &m.graph.inputs {
+            bytes_field(&mut graph, 11, &value_info_bytes(v));
+        }
+        for v in &m.graph.outputs {
+            bytes_field(&mut graph, 12, &value_info_bytes(v));
+        }
+        let mut out = Vec::new();
+        int_field(&mut out, 1, 8);
+        bytes_field(&mut out, 7, &graph);
+        for (domain, version) in &m.opsets {
+            let mut opset = Vec::new();
+            bytes_field(&mut opset, 1, domain.as_bytes());
+            int_field(&mut opset, 2, *version);
+            bytes_field(&mut out, 8, &opset);
+        }
+        out
+    }
+
+    /// x [1,2,4,4] → `middle` (reading `c`, the 1×1 conv's output, and writing `m`) → global
+    /// average pool → flatten → y: three logits.
+    pub fn around(middle: Vec<NodeProto>, mut extra: Vec<TensorProto>) -> Model {
+        let mut nodes = vec![node("Conv", &["x", "w"], "c", vec![])];
+        nodes.extend(middle);
+        nodes.push(node("GlobalAveragePool", &["m"], "g", vec![]));
+        nodes.push(node("Flatten", &["g"], "y", vec![]));
+        extra.push(init("w", &[3, 2, 1, 1], &[0.5, -0.25, 1.0, 0.75, -1.0, 0.125]));
+        model([2, 4, 4], nodes, extra)
+    }
+}
+
+/// `import` refuses `m` with every needle in its message (it must not panic).
+fn import_refused(m: &fragility::model::onnx::proto::Model, needles: &[&str]) -> String {
+    let e = fragility::model::onnx::import(m, None).expect_err("imported");
+    for n in needles {
+        assert!(e.contains(n), "no {n:?} in: {e}");
+    }
+    e
+}
+
+#[test]
+fn onnx_constants_that_fold_into_nan_or_infinity_are_refused_naming_the_node() {
+    use onnx_graph::*;
+    // Sanity: the unmutated graph imports.
+    let ok = around(vec![node("Relu", &["c"], "m", vec![])], vec![]);
+    fragility::model::onnx::import(&ok, None).unwrap();
+    // A batch norm with a negative variance, folded into the conv.
+    let bn = |var: f32, eps: f32| {
+        around(
+            vec![node("BatchNormalization", &["c", "s", "b", "mu", "v"], "m", vec![float("epsilon", eps)])],
+            vec![
+                init("s", &[3], &[1.0; 3]),
+                init("b", &[3], &[0.0; 3]),
+                init("mu", &[3], &[0.0; 3]),
+                init("v", &[3], &[1.0, var, 1.0]),
+            ],
+        )
+    };
+    import_refused(&bn(-0.5, 1e-5), &["`m_node`", "channel 1", "variance", "not a positive number"]);
+    import_refused(&bn(1.0, f32::NAN), &["`m_node`", "NaN", "not a positive number"]);
+    // The same batch norm after a ReLU (no conv to fold into: an affine node).
+    let mut standalone = bn(-0.5, 1e-5);
+    standalone.graph.nodes.insert(1, node("Relu", &["c"], "r", vec![]));
+    standalone.graph.nodes[2].inputs[0] = "r".into();
+    import_refused(&standalone, &["`m_node`", "variance"]);
+    // LeakyRelu with a NaN or infinite alpha.
+    for alpha in [f32::NAN, f32::INFINITY] {
+        let m = around(vec![node("LeakyRelu", &["c"], "m", vec![float("alpha", alpha)])], vec![]);
+        import_refused(&m, &["`m_node`", "alpha", &alpha.to_string()]);
+    }
+    // Mul by NaN, Div by a subnormal (1/1e-45 = ∞), and a constant Div by zero folded into a Mul.
+    let m = around(vec![node("Mul", &["c", "k"], "m", vec![])], vec![init("k", &[], &[f32::NAN])]);
+    import_refused(&m, &["`m_node`", "scale holds NaN"]);
+    let m = around(vec![node("Div", &["c", "k"], "m", vec![])], vec![init("k", &[], &[1e-45])]);
+    import_refused(&m, &["`m_node`", "scale holds inf"]);
+    let m = around(
+        vec![node("Div", &["one", "zero"], "k", vec![]), node("Mul", &["c", "k"], "m", vec![])],
+        vec![init("one", &[], &[1.0]), init("zero", &[], &[0.0])],
+    );
+    import_refused(&m, &["`m_node`", "scale holds inf"]);
+}
+
+#[test]
+fn a_negative_batch_norm_variance_in_a_state_dict_is_refused_naming_the_key() {
+    use fragility::model::weights::Weights;
+    let dev = candle_core::Device::Cpu;
+    let arch = fragility::model::zoo::architecture("mobilenet_v2").unwrap();
+    let mut synth = Weights::synthesize(10, 3, &dev);
+    (arch.build)(&mut synth).unwrap();
+    let mut dict = synth.into_state_dict();
+    let var = candle_core::Tensor::from_vec(
+        (0..32).map(|i| if i == 5 { -1.0f32 } else { 1.0 }).collect::<Vec<_>>(),
+        32,
+        &dev,
+    )
+    .unwrap();
+    dict.insert("features.0.1.running_var".into(), var);
+    let e = arch.load(Weights::from_tensors(dict, "w.safetensors")).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("w.safetensors") && msg.contains("`features.0.1`") && msg.contains("channel 5"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_normalize_std_whose_reciprocal_is_not_finite_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("x.npy");
+    fragility::data::write_npy_f32(&images, &[0.5; 28 * 28], &[1, 1, 28, 28]).unwrap();
+    let w = shipped_weights();
+    for std in ["1e-45", "0", "-1", "NaN"] {
+        let args = [
+            "explain",
+            "--model",
+            "fmnist_cnn",
+            "--weights",
+            w.to_str().unwrap(),
+            "--images",
+            "x.npy",
+            "--normalize",
+            &format!("0.5/{std}"),
+            "--out",
+            "maps",
+        ];
+        expect_refused(dir.path(), &args, &["--normalize"]);
+        assert!(!dir.path().join("maps").exists());
+    }
+    let e = fragility::model::Normalize::parse("0.5/1e-45").unwrap_err();
+    assert!(e.contains("too small"), "{e}");
+}
+
+#[test]
+fn onnx_folding_an_empty_constant_with_a_scalar_is_an_error_not_a_panic() {
+    use onnx_graph::*;
+    for op in ["Add", "Sub", "Mul", "Div"] {
+        let m = around(
+            vec![node(op, &["e", "k"], "z", vec![]), node("Mul", &["c", "z"], "m", vec![])],
+            vec![init("e", &[0], &[]), init("k", &[], &[2.0])],
+        );
+        import_refused(&m, &["`m_node`"]);
+    }
+}
+
+#[test]
+fn onnx_pads_and_dilations_too_large_are_refused_not_allocated_or_wrapped() {
+    use onnx_graph::*;
+    let conv = |attrs: Vec<fragility::model::onnx::proto::Attribute>| {
+        let mut m = around(vec![node("Relu", &["c"], "m", vec![])], vec![]);
+        m.graph.nodes[0].attributes = attrs;
+        m
+    };
+    // 2·10⁵ pads: a 2×400004×400004 padded input, 1.2 TB in f32 (it was allocated).
+    import_refused(&conv(vec![ints("pads", &[200_000; 4])]), &["`c_node`", "exceed the limit"]);
+    // Pads and dilations whose sums wrap around a usize.
+    import_refused(&conv(vec![ints("pads", &[i64::MAX, 0, i64::MAX, 0])]), &["`c_node`"]);
+    let mut dilated = conv(vec![ints("dilations", &[i64::MAX, 1])]);
+    dilated.graph.initializers[0] = init("w", &[3, 2, 4, 1], &[0.5; 24]);
+    import_refused(&dilated, &["`c_node`", "overflow"]);
+    // `models` says so on the command line, exit 2 (it printed the absurd shape).
+    let dir = tempfile::tempdir().unwrap();
+    let m = conv(vec![ints("pads", &[200_000; 4])]);
+    std::fs::write(dir.path().join("pads.onnx"), onnx_graph::encode(&m)).unwrap();
+    expect_refused(dir.path(), &["models", "pads.onnx"], &["pads.onnx", "`c_node`", "exceed the limit"]);
+}
+
+#[test]
+fn onnx_pool_pads_not_smaller_than_the_kernel_are_refused() {
+    use onnx_graph::*;
+    for (pad, ok) in [(1, true), (2, false), (3, false)] {
+        let pool = node("MaxPool", &["c"], "m", vec![ints("kernel_shape", &[2, 2]), ints("pads", &[pad; 4])]);
+        let m = around(vec![pool], vec![]);
+        match fragility::model::onnx::import(&m, None) {
+            Ok(_) => assert!(ok, "pads {pad} accepted"),
+            Err(e) => assert!(!ok && e.contains("`m_node`") && e.contains("not smaller than"), "{e}"),
+        }
+    }
+}
+
+#[test]
+fn onnx_value_names_are_defined_once() {
+    use onnx_graph::*;
+    // A node that redefines the image input, one that redefines an earlier value, and a
+    // second node writing the graph output.
+    let m = around(vec![node("Relu", &["c"], "x", vec![]), node("Relu", &["x"], "m", vec![])], vec![]);
+    import_refused(&m, &["`x_node`", "redefines the value `x`"]);
+    let m = around(vec![node("Relu", &["c"], "c", vec![]), node("Relu", &["c"], "m", vec![])], vec![]);
+    import_refused(&m, &["redefines the value `c`"]);
+    let mut m = around(vec![node("Relu", &["c"], "m", vec![])], vec![]);
+    m.graph.nodes.push(node("Relu", &["g"], "y", vec![]));
+    import_refused(&m, &["redefines the value `y`"]);
+    let mut twice = around(vec![node("Relu", &["c"], "m", vec![])], vec![]);
+    twice.graph.nodes[1].outputs.push("m".into());
+    import_refused(&twice, &["redefines the value `m`"]);
+}
+
+#[test]
+fn only_a_softmax_over_the_classes_is_dropped() {
+    use onnx_graph::*;
+    let with_softmax = |attrs: Vec<fragility::model::onnx::proto::Attribute>| {
+        let mut m = around(vec![node("Relu", &["c"], "m", vec![])], vec![]);
+        m.graph.nodes.last_mut().unwrap().outputs = vec!["f".into()];
+        m.graph.nodes.push(node("Softmax", &["f"], "y", attrs));
+        m
+    };
+    for axis in [None, Some(1), Some(-1)] {
+        let m = with_softmax(axis.map(|a| vec![int("axis", a)]).unwrap_or_default());
+        let imported = fragility::model::onnx::import(&m, None).unwrap();
+        assert_eq!(imported.notices.len(), 1, "{axis:?}");
+    }
+    import_refused(&with_softmax(vec![int("axis", 0)]), &["`y_node`", "axis 0", "not over the classes"]);
+    import_refused(&with_softmax(vec![int("axis", -2)]), &["axis -2"]);
+}
+
+#[test]
+fn a_graph_without_a_feature_map_has_no_grad_cam_default_layer() {
+    use onnx_graph::*;
+    // A 1×1 input: no feature map larger than 1×1 (it named `input`, which explain refused).
+    let mut m = around(vec![node("Relu", &["c"], "m", vec![])], vec![]);
+    m.graph.inputs[0].dims = vec![Some(1), Some(2), Some(1), Some(1)];
+    let imported = fragility::model::onnx::import(&m, None).unwrap();
+    assert_eq!(imported.default_layer, None);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tiny.onnx"), onnx_graph::encode(&m)).unwrap();
+    let o = fragility(&["models", "tiny.onnx"], dir.path());
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("grad_cam default layer: none") && !out.contains("← grad_cam default"), "{out}");
+    fragility::data::write_npy_f32(&dir.path().join("x.npy"), &[0.5; 2], &[1, 2, 1, 1]).unwrap();
+    let args =
+        ["explain", "--model", "tiny.onnx", "--images", "x.npy", "--methods", "grad_cam", "--out", "maps"];
+    expect_refused(dir.path(), &args, &["no default layer", "set `layer`"]);
+}
+
+#[test]
+fn a_long_onnx_chain_imports_in_linear_time() {
+    use onnx_graph::*;
+    // 200k ReLUs: the name lookups were a scan of every node so far, about 4·10¹⁰ string
+    // comparisons here (many minutes); with a lookup table the import takes a second or so.
+    let n = 200_000;
+    let mut nodes = vec![node("Conv", &["x", "w"], "v0", vec![])];
+    for i in 0..n {
+        nodes.push(node("Relu", &[&format!("v{i}")], &format!("v{}", i + 1), vec![]));
+    }
+    nodes.push(node("GlobalAveragePool", &[&format!("v{n}")], "g", vec![]));
+    nodes.push(node("Flatten", &["g"], "y", vec![]));
+    let m = model([1, 2, 2], nodes, vec![init("w", &[2, 1, 1, 1], &[1.0, -1.0])]);
+    let imported = fragility::model::onnx::import(&m, None).unwrap();
+    assert_eq!(imported.graph.nodes().len(), n + 4);
+}
+
+#[cfg(unix)]
+#[test]
+fn onnx_external_data_must_be_a_regular_file_inside_the_model_folder() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx");
+    let dir = tempfile::tempdir().unwrap();
+    let (model_dir, outside) = (dir.path().join("model"), dir.path().join("outside"));
+    std::fs::create_dir(&model_dir).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let model = model_dir.join("ops_external.onnx");
+    std::fs::copy(fixtures.join("ops_external.onnx"), &model).unwrap();
+    let data = model_dir.join("ops_external.onnx.data");
+    std::fs::copy(fixtures.join("ops_external.onnx.data"), outside.join("w.data")).unwrap();
+    // A symbolic link out of the folder (it was followed and read).
+    std::os::unix::fs::symlink(outside.join("w.data"), &data).unwrap();
+    let e = fragility::model::onnx::load(&model, None).unwrap_err();
+    assert!(e.to_string().contains("leaves the model's folder"), "{e}");
+    assert_eq!(e.exit_code(), 2);
+    // A link that stays inside is fine.
+    std::fs::remove_file(&data).unwrap();
+    std::fs::copy(outside.join("w.data"), model_dir.join("real.data")).unwrap();
+    std::os::unix::fs::symlink("real.data", &data).unwrap();
+    fragility::model::onnx::load(&model, None).unwrap();
+    // A FIFO (opening it for reading blocked forever).
+    std::fs::remove_file(&data).unwrap();
+    assert!(Command::new("mkfifo").arg(&data).status().unwrap().success());
+    let e = fragility::model::onnx::load(&model, None).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    assert_eq!(e.exit_code(), 2);
+}
+
+#[test]
+fn explain_refuses_repeated_methods_and_id_ranges_beyond_the_images_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    fragility::data::write_npy_f32(&dir.path().join("x.npy"), &[0.5; 2 * 28 * 28], &[2, 1, 28, 28]).unwrap();
+    let w = shipped_weights();
+    let base = ["explain", "--model", "fmnist_cnn", "--weights", w.to_str().unwrap(), "--images", "x.npy"];
+    let with =
+        |extra: &[&'static str]| -> Vec<&str> { base.iter().copied().chain(extra.iter().copied()).collect() };
+    expect_refused(
+        dir.path(),
+        &with(&["--methods", "gradient,gradient", "--out", "m"]),
+        &["`gradient` is given twice"],
+    );
+    // Ranges were expanded before being checked: a capacity overflow, or 800 GB.
+    for ids in ["0-18446744073709551615", "0-99999999999"] {
+        expect_refused(
+            dir.path(),
+            &with(&["--ids", ids, "--out", "m"]),
+            &["--ids", "image 2 does not exist"],
+        );
+    }
+    assert!(!dir.path().join("m").exists());
+}
+
+#[test]
+fn explain_selects_images_before_resizing_them() {
+    // 400 images; `--count 1 --resize 1500` resized all 400 to 1500×1500 first (3.6 GB and
+    // minutes); now one image is resized (9 MB), then cropped back to the model's 28×28.
+    let dir = tempfile::tempdir().unwrap();
+    let pixels: Vec<f32> = (0..400 * 28 * 28).map(|i| (i % 251) as f32 / 250.0).collect();
+    fragility::data::write_npy_f32(&dir.path().join("x.npy"), &pixels, &[400, 1, 28, 28]).unwrap();
+    let w = shipped_weights();
+    let args = [
+        "explain",
+        "--model",
+        "fmnist_cnn",
+        "--weights",
+        w.to_str().unwrap(),
+        "--images",
+        "x.npy",
+        "--count",
+        "1",
+        "--resize",
+        "1500",
+        "--crop",
+        "28",
+        "--methods",
+        "gradient",
+        "--out",
+        "m",
+        "--grid-images",
+        "0",
+    ];
+    let o = fragility(&args, dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ids = std::fs::read(dir.path().join("m/ids.npy")).unwrap();
+    assert!(ids.ends_with(&0i64.to_le_bytes()) && ids.len() < 200, "one id");
+}

@@ -89,6 +89,8 @@ pub(super) struct Importer {
     pub(super) notices: Vec<String>,
     /// Whether the file's input is channels-last, opened by a Transpose to channels-first.
     nhwc: bool,
+    /// The default-domain opset (a softmax's default axis depends on it).
+    pub(super) opset: i64,
 }
 
 fn attr<'n>(n: &'n NodeProto, name: &str) -> Option<&'n Attribute> {
@@ -137,7 +139,10 @@ fn padding(n: &NodeProto, k: [usize; 2], s: [usize; 2], hw: (usize, usize)) -> S
             let mut p = [0; 4];
             for (axis, len) in [hw.0, hw.1].into_iter().enumerate() {
                 let out = len.div_ceil(s[axis]);
-                let total = (out.saturating_sub(1) * s[axis] + k[axis]).saturating_sub(len);
+                let total = (out.saturating_sub(1) * s[axis])
+                    .checked_add(k[axis])
+                    .ok_or(format!("`{mode}` padding of a {}-wide kernel overflows", k[axis]))?
+                    .saturating_sub(len);
                 let lead = if mode == "SAME_UPPER" { total / 2 } else { total - total / 2 };
                 p[axis] = lead;
                 p[axis + 2] = total - lead;
@@ -212,6 +217,7 @@ impl Importer {
             batch,
             notices: Vec::new(),
             nhwc,
+            opset: *super::OPSETS.end(),
         }
     }
 
@@ -304,6 +310,13 @@ impl Importer {
 
     /// Binds `n`'s first output to `val`, naming a node output by its value name too.
     fn set(&mut self, n: &NodeProto, val: Val) -> Step<()> {
+        // SSA: every value name is defined once (onnxruntime refuses a redefinition, which
+        // would silently rebind what later nodes, or the graph output, read).
+        for (i, o) in n.outputs.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
+            if self.values.contains_key(o) || n.outputs[..i].contains(o) {
+                return Err(format!("redefines the value `{o}` (each value name may be defined once)"));
+            }
+        }
         for extra in n.outputs.iter().skip(1).filter(|o| !o.is_empty()) {
             if self.uses.contains_key(extra) {
                 return Err(format!("its output `{extra}` is read, but only the first output is supported"));
@@ -395,11 +408,18 @@ impl Importer {
         let groups =
             usize::try_from(int(n, "group", 1)).ok().filter(|&g| g >= 1).ok_or("group must be ≥ 1")?;
         let (_, h, wd) = self.map_hw(x)?;
-        let k = [dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1];
+        let overflow = || format!("dilations {dilation:?} and pads overflow");
+        let span = |d: usize, k: usize| d.checked_mul(k - 1).and_then(|v| v.checked_add(1));
+        let k = [span(dilation[0], kh).ok_or_else(overflow)?, span(dilation[1], kw).ok_or_else(overflow)?];
         // auto_pad sizes its padding for the padded input.
-        let padded_hw = (h + pre[0] + pre[2], wd + pre[1] + pre[3]);
+        let add3 = |a: usize, b: usize, c: usize| a.checked_add(b).and_then(|v| v.checked_add(c));
+        let padded_hw =
+            (add3(h, pre[0], pre[2]).ok_or_else(overflow)?, add3(wd, pre[1], pre[3]).ok_or_else(overflow)?);
         let own = padding(n, k, stride, padded_hw)?;
-        let padding: [usize; 4] = std::array::from_fn(|i| own[i] + pre[i]);
+        let mut padding = [0usize; 4];
+        for i in 0..4 {
+            padding[i] = own[i].checked_add(pre[i]).ok_or_else(overflow)?;
+        }
         let weight = tensor(w.f32s(), &[o, ci, kh, kw])?;
         let id =
             self.push(n, Op::Conv(Conv { weight, bias, stride, padding, dilation, groups }), &[x], "")?;
@@ -820,11 +840,12 @@ impl Importer {
     /// Two constants of one shape (or one a scalar), combined elementwise.
     fn fold_constants(&mut self, n: &NodeProto, a: &Const, b: &Const) -> Step<()> {
         let (av, bv) = (a.f32s(), b.f32s());
-        let dims = if av.len() >= bv.len() { a.dims.clone() } else { b.dims.clone() };
-        let len = av.len().max(bv.len());
         if !(av.len() == bv.len() || av.len() == 1 || bv.len() == 1) {
             return Err(format!("{} of constants of shapes {:?} and {:?}", n.op_type, a.dims, b.dims));
         }
+        // The result has the shape of the operand that is not a one-value broadcast: an empty
+        // constant with a scalar gives an empty constant (not the scalar's one value).
+        let (dims, len) = if bv.len() == 1 { (a.dims.clone(), av.len()) } else { (b.dims.clone(), bv.len()) };
         let at = |v: &[f32], i: usize| if v.len() == 1 { v[0] } else { v[i] };
         let f = |x: f32, y: f32| match n.op_type.as_str() {
             "Sub" => x - y,
@@ -885,6 +906,21 @@ impl Importer {
             return Err("a softmax is supported only as the graph's final node (it is dropped)".into());
         }
         let x = self.node_in(n, 0)?;
+        // Only a softmax over the class axis (1 of [N, K] or [N, K, 1, 1]) leaves the arg-max
+        // and the ranking of the logits as they are; the default axis is 1 before opset 13 and
+        // −1 since.
+        let rank = match self.shapes[x] {
+            Shape::Map(..) => 4,
+            Shape::Flat(_) => 2,
+        };
+        let axis = int(n, "axis", if self.opset < 13 { 1 } else { -1 });
+        if (if axis < 0 { axis + rank } else { axis }) != 1 {
+            return Err(format!(
+                "a final {} over axis {axis} of a rank-{rank} output is not over the classes (axis 1); \
+                 only a class softmax can be dropped",
+                n.op_type
+            ));
+        }
         self.notices.push(format!(
             "dropped the final {} `{}`: maps and attacks use the logits before it",
             n.op_type,

@@ -43,8 +43,9 @@ pub struct Imported {
     /// The input size (rows, columns): as the file declares it, or the size given for a file
     /// with a symbolic size.
     pub hw: (usize, usize),
-    /// The Grad-CAM default layer (a node name).
-    pub default_layer: String,
+    /// The Grad-CAM default layer (a node name); None when no feature map larger than 1×1
+    /// lies on every path to the logits.
+    pub default_layer: Option<String>,
     /// What the import changed that the user should know (a dropped softmax).
     pub notices: Vec<String>,
     /// The default opset version.
@@ -67,8 +68,10 @@ pub fn load(path: &Path, hw: Option<(usize, usize)>) -> Result<Imported> {
         .map_err(|e| Error::data(path, format!("not a readable ONNX model (truncated or corrupt?): {e}")))?;
     drop(bytes);
     let dir = path.parent().unwrap_or(Path::new(""));
+    let mut budget = external::MAX_EXTERNAL_BYTES;
     for t in model.graph.initializers.iter_mut().filter(|t| t.external) {
-        external::load(t, dir).map_err(|m| Error::data(path, format!("initializer `{}`: {m}", t.name)))?;
+        external::load(t, dir, &mut budget)
+            .map_err(|m| Error::data(path, format!("initializer `{}`: {m}", t.name)))?;
     }
     import(&model, hw).map_err(|m| Error::data(path, m))
 }
@@ -138,6 +141,7 @@ pub fn import(model: &proto::Model, hw: Option<(usize, usize)>) -> std::result::
         ))?,
     };
     let mut im = import::Importer::new(g, &input, (c, size.0, size.1), dims[0], nhwc);
+    im.opset = opset;
     for t in &g.initializers {
         let c = tensor::decode(t).map_err(|m| format!("initializer `{}`: {m}", t.name))?;
         im.constant(&t.name, c);
@@ -163,11 +167,12 @@ pub fn import(model: &proto::Model, hw: Option<(usize, usize)>) -> std::result::
 }
 
 /// The last feature map larger than 1×1 that every path from the image to the logits passes
-/// through (the last 4-D activation before global pooling); the input when there is none.
+/// through (the last 4-D activation before global pooling); None when there is none (the
+/// input is no Grad-CAM layer).
 ///
 /// In topological order, node `d` lies on every path exactly when no edge of a path to the
 /// output jumps over it (from a node before `d` to one after it).
-fn default_layer(b: &super::graph::GraphBuilder, shapes: &[Shape], output: usize) -> String {
+fn default_layer(b: &super::graph::GraphBuilder, shapes: &[Shape], output: usize) -> Option<String> {
     let nodes = b.nodes();
     let mut needed = vec![false; nodes.len()];
     needed[output] = true;
@@ -192,5 +197,5 @@ fn default_layer(b: &super::graph::GraphBuilder, shapes: &[Shape], output: usize
             pick = id;
         }
     }
-    nodes[pick].name.clone()
+    (pick > 0).then(|| nodes[pick].name.clone())
 }

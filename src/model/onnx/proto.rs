@@ -145,11 +145,28 @@ fn as_varint(v: Value<'_>, what: &str, at: usize) -> Decoded<u64> {
     }
 }
 
-/// A repeated varint field, packed (one length-delimited run) or not (one value per tag).
-fn push_varints(v: Value<'_>, out: &mut Vec<i64>, what: &str, at: usize) -> Decoded<()> {
+/// The most values of a tensor's `dims` or an attribute's `ints` (far above any real shape,
+/// pads or permutation list).
+const MAX_LIST: usize = 1 << 16;
+
+/// A repeated varint field, packed (one length-delimited run) or not (one value per tag), of
+/// at most `max` values in all: a one-byte varint decodes to eight bytes, so an unbounded
+/// packed run would turn a 2 GiB file into 16 GiB of memory. A packed run's values are
+/// counted (one per byte below 0x80) before anything is allocated.
+fn push_varints(v: Value<'_>, out: &mut Vec<i64>, what: &str, at: usize, max: usize) -> Decoded<()> {
+    let too_many = || DecodeError {
+        message: format!("{what} holds more than {max} values (its dims or the limit for such a list)"),
+        offset: at,
+    };
     match v {
-        Value::Varint(x) => out.push(x as i64),
+        Value::Varint(x) if out.len() < max => out.push(x as i64),
+        Value::Varint(_) => return Err(too_many()),
         Value::Bytes(b) => {
+            let count = b.iter().filter(|&&byte| byte < 0x80).count();
+            if out.len().saturating_add(count) > max {
+                return Err(too_many());
+            }
+            out.reserve_exact(count);
             let mut r = Reader::new(b, at);
             while r.pos < b.len() {
                 out.push(r.varint()? as i64);
@@ -358,7 +375,7 @@ fn decode_attribute(buf: &[u8], base: usize) -> Decoded<Attribute> {
             4 => a.s = Some(as_bytes(v, "attribute.s", at)?.to_vec()),
             5 => a.t = Some(decode_tensor(as_bytes(v, "attribute.t", at)?, at)?),
             7 => push_floats(v, &mut a.floats, "attribute.floats", at)?,
-            8 => push_varints(v, &mut a.ints, "attribute.ints", at)?,
+            8 => push_varints(v, &mut a.ints, "attribute.ints", at, MAX_LIST)?,
             _ => {}
         }
         Ok(())
@@ -368,13 +385,26 @@ fn decode_attribute(buf: &[u8], base: usize) -> Decoded<Attribute> {
 
 fn decode_tensor(buf: &[u8], base: usize) -> Decoded<TensorProto> {
     let mut t = TensorProto::default();
+    // First the dimensions (wherever they stand in the message): they bound how many integer
+    // values the data fields may decode to.
+    fields(buf, base, |field, v, at| {
+        if field == 1 {
+            push_varints(v, &mut t.dims, "tensor.dims", at, MAX_LIST)?;
+        }
+        Ok(())
+    })?;
+    let declared = t
+        .dims
+        .iter()
+        .try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)))
+        .unwrap_or(0);
     fields(buf, base, |field, v, at| {
         match field {
-            1 => push_varints(v, &mut t.dims, "tensor.dims", at)?,
+            1 => {}
             2 => t.data_type = as_varint(v, "tensor.data_type", at)? as i32,
             4 => push_floats(v, &mut t.floats, "tensor.float_data", at)?,
-            5 => push_varints(v, &mut t.int32s, "tensor.int32_data", at)?,
-            7 => push_varints(v, &mut t.int64s, "tensor.int64_data", at)?,
+            5 => push_varints(v, &mut t.int32s, "tensor.int32_data", at, declared)?,
+            7 => push_varints(v, &mut t.int64s, "tensor.int64_data", at, declared)?,
             8 => t.name = as_string(v, "tensor.name", at)?,
             9 => t.raw = as_bytes(v, "tensor.raw_data", at)?.to_vec(),
             10 => push_doubles(v, &mut t.doubles, "tensor.double_data", at)?,
@@ -556,6 +586,27 @@ mod tests {
             (vec![1, 1, 1, 1], 1, 2f32.to_le_bytes().to_vec())
         );
         assert_eq!(m.graph.inputs[0].dims, vec![None, Some(1), Some(4), Some(4)]);
+    }
+
+    #[test]
+    fn packed_integers_decode_only_as_many_values_as_the_dims_declare() {
+        // int64_data packed as one-byte varints (8× larger decoded) before the dims that say
+        // the tensor holds 2 values: refused while counting, nothing decoded.
+        let mut t = Vec::new();
+        int(&mut t, 2, 7);
+        bytes(&mut t, 7, &vec![1u8; 1 << 20]);
+        int(&mut t, 1, 2);
+        let e = decode_tensor(&t, 0).unwrap_err();
+        assert!(e.message.contains("int64_data holds more than 2 values"), "{e}");
+        // The same data with dims that fit decodes, whatever the field order.
+        let mut ok = Vec::new();
+        bytes(&mut ok, 7, &[5, 6]);
+        int(&mut ok, 1, 2);
+        assert_eq!(decode_tensor(&ok, 0).unwrap().int64s, vec![5, 6]);
+        // An attribute's ints are bounded too.
+        let mut a = Vec::new();
+        bytes(&mut a, 8, &vec![1u8; MAX_LIST + 1]);
+        assert!(decode_attribute(&a, 0).unwrap_err().message.contains("attribute.ints"));
     }
 
     #[test]

@@ -22,7 +22,7 @@ mod vgg;
 
 use super::graph::{fold_batch_norm, Graph, GraphBuilder, NodeId, Nonlinearity, Op};
 use super::weights::Weights;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// One torchvision architecture: its name, its default Grad-CAM layer and its builder.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,11 @@ pub struct Architecture {
 impl Architecture {
     /// Builds the graph from `weights` and checks that no tensor is left over.
     pub fn load(&self, mut weights: Weights) -> Result<Graph> {
-        let graph = (self.build)(&mut weights)?;
+        // The graph's own checks (finite parameters after folding) name a node: say the file.
+        let graph = (self.build)(&mut weights).map_err(|e| match e {
+            Error::Invalid(m) => Error::data(weights.source(), m),
+            e => e,
+        })?;
         weights.finish(self.name)?;
         Ok(graph)
     }
@@ -126,9 +130,12 @@ fn conv_params(
     let weight = w.take(&format!("{name}.weight"), &[Some(spec.outputs), per_group, k, k])?;
     let bias = if spec.bias { Some(w.take(&format!("{name}.bias"), &[Some(spec.outputs)])?) } else { None };
     match bn {
-        Some(bn) => {
-            let bn = w.batch_norm(bn, spec.outputs)?;
-            fold_batch_norm(&weight, bias.as_ref(), &bn)
+        Some(prefix) => {
+            let bn = w.batch_norm(prefix, spec.outputs)?;
+            fold_batch_norm(&weight, bias.as_ref(), &bn).map_err(|e| match e {
+                Error::Invalid(m) => Error::data(w.source(), format!("`{prefix}`: {m}")),
+                e => e,
+            })
         }
         None => Ok((weight, bias)),
     }
