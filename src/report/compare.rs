@@ -405,6 +405,12 @@ pub fn write_compare(
     baseline: &Path,
     current: &Path,
 ) -> Result<Vec<PathBuf>> {
+    // The folder's lock and manifest, as for every output: a `compare.parquet` or `compare.md`
+    // that fragility did not write is refused, never overwritten.
+    crate::manifest::check_out_dir(out, "--out")?;
+    let _lock = crate::lock::OutLock::acquire(out)?;
+    let mut manifest = crate::manifest::Manifest::open(out, crate::manifest::Kind::Study, "--out")?;
+    manifest.claim(&["compare.parquet", "compare.md"])?;
     let rows = &report.rows;
     let pq = out.join("compare.parquet");
     let f = |g: fn(&Comparison) -> Option<f64>| rows.iter().map(g).collect::<Vec<Option<f64>>>();

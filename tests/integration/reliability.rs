@@ -618,6 +618,31 @@ fn merge_refuses_to_overwrite_another_finished_study_and_reads_shards_strictly()
 }
 
 #[test]
+fn compare_never_overwrites_a_compare_md_it_did_not_write() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_config(dir.path(), &shipped_weights());
+    let o = fragility(&["exp.toml"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let notes = dir.path().join("notes");
+    std::fs::create_dir(&notes).unwrap();
+    std::fs::write(notes.join("compare.md"), "my own notes").unwrap();
+    let err = expect_refused(
+        dir.path(),
+        &["compare", "out", "out", "--out", "notes"],
+        &["compare.md", "not written by fragility"],
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(std::fs::read_to_string(notes.join("compare.md")).unwrap(), "my own notes");
+    assert!(!notes.join("compare.parquet").exists());
+    // Into the study's own folder (the default) it writes, and again over its own files.
+    for _ in 0..2 {
+        let o = fragility(&["compare", "out", "out"], dir.path());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert!(dir.path().join("out/compare.md").is_file());
+}
+
+#[test]
 fn report_and_compare_refuse_a_run_json_or_samples_of_another_study() {
     // Two studies that differ in one weight (two versions of a model), comparable with each
     // other.
