@@ -82,7 +82,11 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
             )));
         }
     }
-    model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
+    model.accepts(set.c, set.h, set.w).map_err(|e| {
+        let hint = crate::data::convertible_channels(model.input_shape().0, set.c)
+            .map(|c| format!("; add `--channels {c}` to convert them"));
+        Error::data(&req.images, format!("{e}{}", hint.unwrap_or_default()))
+    })?;
     let (h, w) = (set.h, set.w);
     let ids = req.selection.resolve(set.n)?;
     let n = ids.len();
