@@ -170,7 +170,11 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
             )));
         }
     }
-    model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&req.images, e.to_string()))?;
+    model.accepts(set.c, set.h, set.w).map_err(|e| {
+        let hint = crate::data::convertible_channels(model.input_shape().0, set.c)
+            .map(|c| format!("; add `--channels {c}` to convert them"));
+        Error::data(&req.images, format!("{e}{}", hint.unwrap_or_default()))
+    })?;
     let class_names = grid_class_names(req, &set, model.num_classes())?;
     let computed = compute(req, &methods, model.as_ref(), &set, ids, &device, progress)?;
     // A new folder is created (and locked) only now, when everything has been computed.

@@ -20,26 +20,32 @@
 //!
 //! Only files named `*.png`, `*.jpg` or `*.jpeg` (any case) are read when scanning a folder;
 //! others (a README, `.txt` annotations) are ignored, as are names starting with `.` (hidden
-//! files and folders: `.ipynb_checkpoints`, macOS `._*` files). A file that cannot be
-//! decoded (corrupt, truncated, another format under an image name) is an error naming it.
+//! files and folders: `.ipynb_checkpoints`, macOS `._*` files). Files in other image formats
+//! (`.webp`, `.gif`, `.bmp`, `.tif`, ...) are skipped too, but with one line on stderr that
+//! counts them by extension: torchvision's `ImageFolder` would read them, so a study would
+//! otherwise silently hold fewer images than the PyTorch pipeline it is compared with. (We
+//! skip rather than refuse: a stray file should not block a study; the note makes it seen.)
+//! A file that cannot be decoded (corrupt, truncated, another format under an image name) is
+//! an error naming it; so is one whose header declares more than
+//! [`MAX_IMAGE_VALUES`](super::MAX_IMAGE_VALUES) values (checked before decoding).
 //!
 //! Pixels: 8-bit values are divided by 255, 16-bit PNGs by 65535 (torchvision's `ToTensor`).
 //! Grey images (with or without alpha) have 1 channel, colour ones 3 (alpha dropped, as PIL's
 //! `convert("RGB")`); if a folder mixes both and no `channels` option is given, grey images
-//! are repeated to RGB. JPEG decoders differ slightly in their inverse DCT and chroma
-//! upsampling, so JPEG pixels may differ from PIL's by a few grey levels; PNG is exact. EXIF
-//! orientation is not applied (PIL and torchvision do not apply it either).
+//! are repeated to RGB. JPEG pixels equal PIL's (libjpeg-turbo's decoder; submodule `jpeg`);
+//! PNG is exact. EXIF orientation is not applied (PIL and torchvision do not apply it either).
 //!
 //! Each image is decoded and preprocessed ([`ImageOptions`]: resize, crop, channels) on its
 //! own, in parallel, with the same f32 resampler as idx and npy images; afterwards every image
 //! must have one size, or the first one that differs is named with a hint to set `resize` and
 //! `crop`.
 //!
-//! Why the `image` crate: well kept, pure Rust (no C libraries to build), decoders for PNG
-//! and JPEG with allocation limits (512 MiB per image by default), resize filters for whoever
-//! needs them. We build it with only the `png` and `jpeg` features; `plotters` already builds
-//! the same version (0.24) with those features, so it adds no crate and no build time.
+//! Why the `image` crate for PNG: well kept, pure Rust, and `plotters` already builds the same
+//! version (0.24) with the `png` and `jpeg` features, so it adds no crate and no build time.
+//! JPEG goes to libjpeg-turbo's decoder instead (see the `jpeg` submodule for why).
 
+use super::declared::{Declared, MAX_IMAGE_FILE_BYTES};
+use super::jpeg;
 use super::preprocess::ImageOptions;
 use super::ImageSet;
 use crate::error::{Error, Result};
@@ -61,12 +67,13 @@ pub(crate) fn load_folder(
 ) -> Result<ImageSet> {
     opts.validate()?;
     let names = classes.map(read_classes).transpose()?;
+    let mut skipped = Skipped::default();
     let (files, labels, class_names) = if let Some(csv) = labels_csv {
         let rows = read_labels_csv(csv, dir, names.as_ref().map(Vec::len))?;
         let (files, labels) = rows.into_iter().unzip();
         (files, Some(labels), names)
     } else {
-        let listing = list_dir(dir)?;
+        let listing = list_dir(dir, &mut skipped)?;
         if listing.dirs.is_empty() {
             if let Some(classes) = classes {
                 return Err(Error::data(
@@ -83,12 +90,16 @@ pub(crate) fn load_folder(
                      into its class's folder",
                 ));
             }
-            let (files, labels, class_names) = class_layout(listing.dirs, names, classes)?;
+            let (files, labels, class_names) = class_layout(listing.dirs, names, classes, &mut skipped)?;
             (files, Some(labels), Some(class_names))
         }
     };
     if files.is_empty() {
-        return Err(Error::data(dir, "no PNG or JPEG images (*.png, *.jpg, *.jpeg) found"));
+        let but = skipped.counts().map(|c| format!(" (only other image files: {c})")).unwrap_or_default();
+        return Err(Error::data(dir, format!("no PNG or JPEG images (*.png, *.jpg, *.jpeg) found{but}")));
+    }
+    if let Some(note) = skipped.note(dir) {
+        eprintln!("{note}");
     }
     let mut set = stack(&files, opts)?;
     set.labels = labels;
@@ -106,7 +117,45 @@ struct Listing {
     images: Vec<PathBuf>,
 }
 
-fn list_dir(dir: &Path) -> Result<Listing> {
+/// Files that look like images in a format we do not read (torchvision's `ImageFolder` reads
+/// them through PIL), counted by lower-case extension: they are skipped, and said so.
+#[derive(Debug, Default)]
+struct Skipped(std::collections::BTreeMap<String, usize>);
+
+/// Extensions of image formats PIL reads and we do not.
+const OTHER_IMAGE_EXTENSIONS: &[&str] =
+    &["webp", "gif", "bmp", "tif", "tiff", "ppm", "pgm", "pbm", "pnm", "heic", "heif", "avif", "jxl", "jp2"];
+
+impl Skipped {
+    fn see(&mut self, path: &Path) {
+        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        if let Some(ext) = ext.filter(|e| OTHER_IMAGE_EXTENSIONS.contains(&e.as_str())) {
+            *self.0.entry(ext).or_default() += 1;
+        }
+    }
+
+    /// "2 .webp, 1 .gif", or None when nothing was skipped.
+    fn counts(&self) -> Option<String> {
+        let parts: Vec<String> = self.0.iter().map(|(ext, n)| format!("{n} .{ext}")).collect();
+        (!parts.is_empty()).then(|| parts.join(", "))
+    }
+
+    /// The one line printed when a folder's images were read but some files were skipped.
+    fn note(&self, dir: &Path) -> Option<String> {
+        let total: usize = self.0.values().sum();
+        self.counts().map(|counts| {
+            format!(
+                "note: {}: skipped {total} image file{} that {} not PNG or JPEG ({counts}); only *.png, \
+                 *.jpg and *.jpeg are read (convert the others to PNG to study them)",
+                dir.display(),
+                if total == 1 { "" } else { "s" },
+                if total == 1 { "is" } else { "are" },
+            )
+        })
+    }
+}
+
+fn list_dir(dir: &Path, skipped: &mut Skipped) -> Result<Listing> {
     let mut listing = Listing { dirs: Vec::new(), images: Vec::new() };
     for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -124,6 +173,8 @@ fn list_dir(dir: &Path) -> Result<Listing> {
             listing.dirs.push((name, path));
         } else if meta.is_file() && is_image_name(&path) {
             listing.images.push(path);
+        } else if meta.is_file() {
+            skipped.see(&path);
         }
     }
     listing.dirs.sort();
@@ -138,14 +189,14 @@ fn is_image_name(path: &Path) -> bool {
 }
 
 /// Every image file under `dir` (recursively), sorted by path.
-fn images_under(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+fn images_under(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, skipped: &mut Skipped) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::data(dir, format!("folders nest deeper than {MAX_DEPTH} levels (a link cycle?)")));
     }
-    let listing = list_dir(dir)?;
+    let listing = list_dir(dir, skipped)?;
     out.extend(listing.images);
     for (_, sub) in listing.dirs {
-        images_under(&sub, depth + 1, out)?;
+        images_under(&sub, depth + 1, out, skipped)?;
     }
     Ok(())
 }
@@ -156,6 +207,7 @@ fn class_layout(
     dirs: Vec<(String, PathBuf)>,
     names: Option<Vec<String>>,
     classes: Option<&Path>,
+    skipped: &mut Skipped,
 ) -> Result<(Vec<PathBuf>, Vec<i64>, Vec<String>)> {
     let (mut labelled, class_names) = match (names, classes) {
         (Some(names), Some(classes)) => {
@@ -186,7 +238,7 @@ fn class_layout(
     let mut labels = Vec::new();
     for (label, dir) in labelled {
         let before = files.len();
-        images_under(&dir, 1, &mut files)?;
+        images_under(&dir, 1, &mut files, skipped)?;
         files[before..].sort();
         labels.resize(files.len(), label as i64);
     }
@@ -344,28 +396,39 @@ fn stack(files: &[PathBuf], opts: &ImageOptions) -> Result<ImageSet> {
 }
 
 /// Decodes one PNG or JPEG file (recognised by content) into a 1-image set: grey (1 channel)
-/// or RGB (3), planar, in `[0, 1]`.
+/// or RGB (3), planar, in `[0, 1]`. The file is read through the bounded reader and its
+/// declared size checked before the decoder allocates it (see the `declared` submodule).
 fn decode(path: &Path) -> Result<ImageSet> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = super::read_capped(path, MAX_IMAGE_FILE_BYTES)?;
+    if bytes.starts_with(jpeg::MAGIC) {
+        return jpeg::decode(&bytes, path);
+    }
+    if let Some(declared) = Declared::png(&bytes) {
+        declared.check(path, "PNG image")?;
+    }
     // A decoder bug must not take the whole run down with a panic: report the file instead.
-    let decoded = std::panic::catch_unwind(|| image::load_from_memory(&bytes));
+    let decoded =
+        std::panic::catch_unwind(|| image::load_from_memory_with_format(&bytes, image::ImageFormat::Png));
     let img = match decoded {
         Ok(Ok(img)) => img,
         Ok(Err(e)) => return Err(Error::data(path, format!("not a readable PNG or JPEG image: {e}"))),
         Err(_) => return Err(Error::data(path, "the image decoder failed on this file (corrupt?)")),
     };
     let (h, w) = (img.height() as usize, img.width() as usize);
-    if h == 0 || w == 0 {
-        return Err(Error::data(path, format!("the image is empty ({w}×{h})")));
-    }
-    let (c, data) = if img.color().has_color() {
-        let rgb = img.to_rgb32f().into_raw();
-        let planes = (0..3).flat_map(|ch| rgb.iter().skip(ch).step_by(3).copied()).collect();
-        (3, planes)
-    } else {
-        (1, img.to_luma32f().into_raw())
+    let sixteen = img.color().bytes_per_pixel() > img.color().channel_count();
+    // Straight from the integer samples to planar f32: no interleaved f32 copy.
+    let (c, data) = match (img.color().has_color(), sixteen) {
+        (true, true) => (3, planar(&img.into_rgb16().into_raw(), 3, 65535.0)),
+        (true, false) => (3, planar(&img.into_rgb8().into_raw(), 3, 255.0)),
+        (false, true) => (1, planar(&img.into_luma16().into_raw(), 1, 65535.0)),
+        (false, false) => (1, planar(&img.into_luma8().into_raw(), 1, 255.0)),
     };
     Ok(ImageSet { data, n: 1, c, h, w, labels: None, class_names: None, sources: Vec::new() })
+}
+
+/// Interleaved samples of `c` channels as planar f32, each divided by `max`.
+fn planar<T: Copy + Into<f32>>(samples: &[T], c: usize, max: f32) -> Vec<f32> {
+    (0..c).flat_map(|ch| samples.iter().skip(ch).step_by(c).map(move |&v| v.into() / max)).collect()
 }
 
 #[cfg(test)]
@@ -629,6 +692,55 @@ mod tests {
         std::fs::write(&classes, "a\n").unwrap();
         let msg = message(load_folder(t.path(), &ImageOptions::default(), Some(&classes), None));
         assert!(msg.contains("classes.txt") && msg.contains("sub-folders"), "{msg}");
+    }
+
+    #[test]
+    fn header_bombs_in_a_folder_are_refused_before_decoding() {
+        let t = flat_tree();
+        let bomb = crate::data::declared::tests::png_header(200_000, 200_000, 2);
+        std::fs::write(t.path().join("b.png"), bomb).unwrap();
+        let msg = message(load(t.path()));
+        assert!(msg.contains("b.png") && msg.contains("200000×200000 pixels × 3 channels"), "{msg}");
+        std::fs::write(t.path().join("b.png"), crate::data::jpeg::tests::jpeg_header(60_000, 50_000))
+            .unwrap();
+        let msg = message(load(t.path()));
+        assert!(msg.contains("b.png") && msg.contains("60000×50000 pixels × 3 channels"), "{msg}");
+    }
+
+    #[test]
+    fn jpeg_in_a_folder_decodes_as_pil_does() {
+        // The fixture's pixels through the folder loader, against the JPEG decoder alone.
+        let t = tempfile::tempdir().unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jpeg/progressive_422.jpg");
+        std::fs::copy(&fixture, t.path().join("p.JPEG")).unwrap();
+        let s = load(t.path()).unwrap();
+        let direct = jpeg::decode(&std::fs::read(&fixture).unwrap(), &fixture).unwrap();
+        assert_eq!((s.c, s.h, s.w, &s.data), (3, 29, 37, &direct.data));
+    }
+
+    #[test]
+    fn other_image_formats_are_skipped_and_counted() {
+        let t = class_tree();
+        for f in ["ant/x.webp", "ant/y.WEBP", "bee/z.gif", "cat/w.tiff"] {
+            std::fs::write(t.path().join(f), "not read").unwrap();
+        }
+        let mut files = Vec::new();
+        let mut skipped = Skipped::default();
+        images_under(t.path(), 0, &mut files, &mut skipped).unwrap();
+        assert_eq!(files.len(), 4, "the README and notes.txt are not images, and not counted");
+        let note = skipped.note(Path::new("imgs")).unwrap();
+        assert_eq!(
+            note,
+            "note: imgs: skipped 4 image files that are not PNG or JPEG (1 .gif, 1 .tiff, 2 .webp); \
+             only *.png, *.jpg and *.jpeg are read (convert the others to PNG to study them)"
+        );
+        assert_eq!(load(t.path()).unwrap().n, 4);
+        // A folder of only such files names them in its error.
+        let only = tempfile::tempdir().unwrap();
+        std::fs::write(only.path().join("a.webp"), "x").unwrap();
+        let msg = message(load(only.path()));
+        assert!(msg.contains("no PNG or JPEG") && msg.contains("only other image files: 1 .webp"), "{msg}");
+        assert_eq!(Skipped::default().note(Path::new("imgs")), None);
     }
 
     #[test]

@@ -27,15 +27,18 @@
 
 mod bounded;
 pub use bounded::{read_capped, read_data, read_range};
+mod declared;
+pub use declared::{MAX_IMAGE_FILE_BYTES, MAX_IMAGE_VALUES};
 mod folder;
 pub(crate) use folder::read_classes;
 mod idx;
+mod jpeg;
 mod npy;
 mod preprocess;
 mod resize;
 
 pub use npy::{write_npy_f32, write_npy_i64};
-pub use preprocess::ImageOptions;
+pub use preprocess::{convertible_channels, ImageOptions};
 
 use crate::error::{Error, Result};
 use std::path::Path;
@@ -216,6 +219,10 @@ pub fn load_map(path: &Path) -> Result<Map2d> {
         };
     }
     if bytes.starts_with(b"\x89PNG") {
+        // Refused before the decoder allocates what the header declares.
+        if let Some(declared) = declared::Declared::png(&bytes) {
+            declared.check(path, "PNG map")?;
+        }
         return load_png(&bytes, path);
     }
     Err(Error::data(path, format!("not an npy or PNG file (first bytes {})", hex_prefix(&bytes, 8))))
@@ -437,5 +444,16 @@ mod tests {
         let txt = dir.path().join("x.txt");
         std::fs::write(&txt, "hello").unwrap();
         assert!(load_map(&txt).unwrap_err().to_string().contains("not an npy or PNG"));
+    }
+
+    #[test]
+    fn map_header_bombs_are_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mask.png");
+        std::fs::write(&p, declared::tests::png_header(200_000, 200_000, 0)).unwrap();
+        let err = load_map(&p).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.exit_code(), 2);
+        assert!(msg.contains("mask.png") && msg.contains("200000×200000 pixels × 1 channel ("), "{msg}");
     }
 }

@@ -60,6 +60,13 @@ impl ImageOptions {
     }
 }
 
+/// The channel count that the `channels` option (config `data.channels`, explain's
+/// `--channels`) would convert images of `got` channels to for a model taking `want`: `Some`
+/// when they differ and both are 1 (grey) or 3 (RGB), for error messages to suggest it.
+pub fn convertible_channels(want: usize, got: usize) -> Option<usize> {
+    (want != got && matches!(want, 1 | 3) && matches!(got, 1 | 3)).then_some(want)
+}
+
 impl ImageSet {
     /// Applies `opts` to every image (see [`ImageOptions`]); `path` names the images' source
     /// in errors (a crop larger than the images, a channel count that cannot be converted).

@@ -269,7 +269,11 @@ fn load_checked(plan: &Plan) -> Result<(std::sync::Arc<dyn Classifier>, ImageSet
         &plan.device,
         Some((set.h, set.w)),
     )?;
-    model.accepts(set.c, set.h, set.w).map_err(|e| Error::data(&plan.images, e.to_string()))?;
+    model.accepts(set.c, set.h, set.w).map_err(|e| {
+        let hint = crate::data::convertible_channels(model.input_shape().0, set.c)
+            .map(|c| format!("; set `channels = {c}` in the config's [data] table to convert them"));
+        Error::data(&plan.images, format!("{e}{}", hint.unwrap_or_default()))
+    })?;
     plan.check_against(&set, model.num_classes())?;
     for m in &plan.methods {
         m.check(model.as_ref()).map_err(|e| Error::Config {

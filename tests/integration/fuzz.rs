@@ -308,4 +308,31 @@ fn onnx_importer_never_panics_or_accepts_nonsense_on_mutated_graphs() {
     }
     eprintln!("ONNX semantic mutations: {accepted} accepted, {refused} refused");
     assert!(refused > 0 && accepted > 0, "{accepted} accepted, {refused} refused");
+
+#[test]
+fn image_headers_declaring_random_sizes_are_refused_before_decoding() {
+    // PNG and JPEG headers with random declared sizes and no pixel data: every case is bad
+    // input, and one declaring more than the per-image limit says so, before any decoding.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("images");
+    std::fs::create_dir(&folder).unwrap();
+    let mut rng = fragility::seed::rng(fragility::seed::hash_str("image headers"));
+    for case in 0..cases() {
+        let (w, h) =
+            (rng.random::<u32>() >> rng.random_range(0..28), rng.random::<u32>() >> rng.random_range(0..28));
+        // libjpeg refuses sides over 65500 itself, before the header is complete.
+        let (jw, jh) = (((w >> 16) as u16 | 1).min(65_500), ((h >> 16) as u16 | 1).min(65_500));
+        for (file, bytes, values) in [
+            ("a.png", crate::reliability::png_bomb(w, h), u64::from(w) * u64::from(h) * 3),
+            ("a.jpg", crate::reliability::jpeg_bomb(jw, jh), u64::from(jw) * u64::from(jh) * 3),
+        ] {
+            std::fs::write(folder.join(file), bytes).unwrap();
+            let err = fragility::data::load_images(&folder).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "case {case}, {file} {w}×{h}: {err} is not bad input");
+            if values > fragility::data::MAX_IMAGE_VALUES {
+                assert!(err.to_string().contains("header declares"), "case {case}, {file}: {err}");
+            }
+            std::fs::remove_file(folder.join(file)).unwrap();
+        }
+    }
 }

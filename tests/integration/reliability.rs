@@ -1468,3 +1468,109 @@ fn explain_selects_images_before_resizing_them() {
     let ids = std::fs::read(dir.path().join("m/ids.npy")).unwrap();
     assert!(ids.ends_with(&0i64.to_le_bytes()) && ids.len() < 200, "one id");
 }
+
+// ---- image files: read bounded, their declared size checked before decoding ----
+
+/// A PNG whose IHDR declares `w × h` RGB pixels, with a body of a few bytes: a header bomb.
+pub fn png_bomb(w: u32, h: u32) -> Vec<u8> {
+    let mut b = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR".to_vec();
+    b.extend(w.to_be_bytes());
+    b.extend(h.to_be_bytes());
+    b.extend([8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    b.extend(b"\0\0\0\x04IDAT\x78\x9c\x03\x00\0\0\0\0");
+    b
+}
+
+/// A JPEG whose frame header declares `w × h` with 3 components, then a scan header and the
+/// end: no data at all.
+pub fn jpeg_bomb(w: u16, h: u16) -> Vec<u8> {
+    let mut b = vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 17, 8];
+    b.extend(h.to_be_bytes());
+    b.extend(w.to_be_bytes());
+    b.extend([3, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0]);
+    b.extend([0xFF, 0xDA, 0, 12, 3, 1, 0, 2, 0, 3, 0, 0, 63, 0, 0xFF, 0xD9]);
+    b
+}
+
+#[test]
+fn header_bombs_as_mask_or_target_map_are_refused_naming_the_file_and_size() {
+    for (attack, field, file) in
+        [("targeted", "mask", "mask.png"), ("manipulate", "target_map", "target.png")]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(file), png_bomb(200_000, 200_000)).unwrap();
+        let p = small_config(dir.path(), &shipped_weights());
+        let names = format!(r#"names = ["{attack}"]"#);
+        let section = format!("{attack} = {{ {field} = \"{file}\" }}\n#");
+        edit(&p, &[(r#"names = ["random_sign", "top_k"]"#, &names), ("top_k = {", &section)]);
+        expect_refused(dir.path(), &["exp.toml"], &[file, "200000×200000 pixels × 3 channels"]);
+        assert!(!dir.path().join("out").exists(), "output written despite the error");
+    }
+}
+
+#[test]
+fn header_bombs_in_an_image_folder_are_refused_naming_the_file_and_size() {
+    for (file, bytes, size) in [
+        ("a.png", png_bomb(200_000, 200_000), "200000×200000"),
+        ("b.jpg", jpeg_bomb(60_000, 50_000), "60000×50000"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("images");
+        std::fs::create_dir(&images).unwrap();
+        std::fs::write(images.join(file), bytes).unwrap();
+        let o = crate::cli::explain_shipped(dir.path(), &images, "gradient", "x", &[]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(file) && err.contains(&format!("{size} pixels × 3 channels")), "{err}");
+        assert!(!dir.path().join("x").exists(), "output written despite the error");
+    }
+}
+
+#[test]
+fn images_of_the_wrong_channel_count_get_the_setting_that_converts_them() {
+    // Six RGB PNGs in two class folders, for the 1-channel Fashion-MNIST model.
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    for (i, class) in ["a", "a", "a", "b", "b", "b"].iter().enumerate() {
+        std::fs::create_dir_all(images.join(class)).unwrap();
+        let img =
+            image::RgbImage::from_fn(28, 28, |x, y| image::Rgb([(x * 9) as u8, (y * 9) as u8, i as u8]));
+        img.save(images.join(class).join(format!("{i}.png"))).unwrap();
+    }
+    let p = small_config(dir.path(), &shipped_weights());
+    let text = std::fs::read_to_string(&p).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("images = ") || l.starts_with("labels = "))
+        .map(String::from)
+        .collect();
+    edit(&p, &[(&lines[0], "images = \"images\""), (&lines[1], "")]);
+    expect_refused(
+        dir.path(),
+        &["exp.toml"],
+        &["takes 1 input channels, got images with 3", "set `channels = 1` in the config's [data] table"],
+    );
+    let o = crate::cli::explain_shipped(dir.path(), &images, "gradient", "x", &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("add `--channels 1` to convert them"), "{}", stderr(&o));
+    let o = crate::cli::explain_shipped(dir.path(), &images, "gradient", "x", &["--channels", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn other_image_formats_in_a_folder_are_skipped_with_a_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    image::GrayImage::from_pixel(28, 28, image::Luma([90])).save(images.join("a.png")).unwrap();
+    for f in ["b.webp", "c.webp", "d.gif"] {
+        std::fs::write(images.join(f), b"RIFF....WEBP").unwrap();
+    }
+    let o = crate::cli::explain_shipped(dir.path(), &images, "gradient", "x", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("skipped 3 image files that are not PNG or JPEG (1 .gif, 2 .webp)"),
+        "{}",
+        stderr(&o)
+    );
+}
