@@ -308,6 +308,7 @@ fn onnx_importer_never_panics_or_accepts_nonsense_on_mutated_graphs() {
     }
     eprintln!("ONNX semantic mutations: {accepted} accepted, {refused} refused");
     assert!(refused > 0 && accepted > 0, "{accepted} accepted, {refused} refused");
+}
 
 #[test]
 fn image_headers_declaring_random_sizes_are_refused_before_decoding() {
