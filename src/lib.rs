@@ -4,7 +4,7 @@
 //! that tiny perturbations that keep a classifier's label can move its saliency maps almost
 //! anywhere. This crate loads a model and images, computes attribution maps, perturbs the
 //! images with label-keeping attacks, recomputes the maps and scores how much they changed.
-//! See the README for the command-line tool and ../shared/DESIGN.md for the architecture.
+//! See the README and docs/ for the command-line tool and ../shared/DESIGN.md for the design notes.
 
 pub mod alloc;
 pub mod atomic;

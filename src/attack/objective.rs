@@ -55,7 +55,7 @@ pub trait Objective: Send + Sync {
     /// The attack's name in configs and tables (`top_k`).
     fn name(&self) -> &'static str;
     /// The measure's column stem in `samples.parquet` (`topk_mass`); its units are in the name
-    /// or in the README's schema.
+    /// or in docs/outputs.md's schema.
     fn measure_name(&self) -> &'static str;
     /// Which way of the measure means "the map moved less" (for reports).
     fn measure_direction(&self) -> Direction;

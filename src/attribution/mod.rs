@@ -132,7 +132,7 @@ pub trait Attribution: Send + Sync {
     }
 }
 
-/// The names of every method this build knows, in the order the README lists them.
+/// The names of every method this build knows, in the order docs/methods.md lists them.
 pub const METHOD_NAMES: [&str; 14] = [
     "gradient",
     "gradient_x_input",

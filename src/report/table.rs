@@ -8,7 +8,7 @@
 //!
 //! | column              | type        | meaning                                                   |
 //! |---------------------|-------------|-----------------------------------------------------------|
-//! | `image_id`          | u32         | the image's position: in the npy/idx file, or in the folder's order (see the README) |
+//! | `image_id`          | u32         | the image's position: in the npy/idx file, or in the folder's order (docs/commands.md) |
 //! | `source`            | str         | the image's file: its path relative to the images folder, or `name[i]` in an npy/idx file |
 //! | `image_hash`        | str         | content hash of the image's pixels as studied (after resize, crop, channels), 16 hex digits |
 //! | `label`             | i64         | the true class                                            |
