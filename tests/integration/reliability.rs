@@ -960,7 +960,15 @@ fn explain_writes_its_own_folder_and_a_rerun_replaces_exactly_the_last_runs_file
     let names: Vec<String> = snapshot(&maps).0.into_keys().collect();
     assert_eq!(
         names,
-        [".fragility-manifest.json", ".lock", "gradient.npy", "ids.npy", "logits.npy", "preds.npy"]
+        [
+            ".fragility-manifest.json",
+            ".lock",
+            "gradient.npy",
+            "ids.npy",
+            "logits.npy",
+            "preds.npy",
+            "sources.txt"
+        ]
     );
     // A failing run leaves the last one as it was.
     let before = snapshot(&maps);
