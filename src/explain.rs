@@ -118,15 +118,13 @@ struct Computed {
 
 /// The selected images, preprocessed, in the order of the returned ids. The images of a file
 /// are selected before they are resized, cropped or converted, so that `--count 1 --resize
-/// 2000` resizes one image, not the whole file (a folder's images are preprocessed one by one
-/// as they are decoded, before selection).
+/// 2000` resizes one image, not the whole file; a folder is listed first and only its selected
+/// files are decoded.
 fn selected_images(req: &ExplainRequest) -> Result<(crate::data::ImageSet, Vec<usize>)> {
     let opts = &req.image_options;
     if req.images.is_dir() {
-        let set = crate::data::load_images_with(&req.images, opts, None, None)?;
-        let ids = req.selection.resolve(set.n)?;
-        let set = if matches!(req.selection, Selection::All) { set } else { set.select(&ids) };
-        return Ok((set, ids));
+        // Listed first, then only the selected files decoded and resized.
+        return crate::data::load_folder_picked(&req.images, opts, None, None, |n| req.selection.resolve(n));
     }
     opts.validate()?;
     let raw = crate::data::load_images_with(&req.images, &crate::data::ImageOptions::default(), None, None)?;

@@ -65,7 +65,45 @@ pub(crate) fn load_folder(
     classes: Option<&Path>,
     labels_csv: Option<&Path>,
 ) -> Result<ImageSet> {
+    Ok(load_folder_picked(dir, opts, classes, labels_csv, |n| Ok((0..n).collect()))?.0)
+}
+
+/// [`load_folder`] of only the images `pick` chooses, given how many the folder lists: the
+/// listing comes first, so the images left out are never decoded nor resized (`explain --count
+/// 1 --resize 2000` on a large folder decodes one image). The set holds the picked images in
+/// the order of the ids returned beside it; ids are positions in the whole folder's order.
+pub(crate) fn load_folder_picked(
+    dir: &Path,
+    opts: &ImageOptions,
+    classes: Option<&Path>,
+    labels_csv: Option<&Path>,
+    pick: impl FnOnce(usize) -> Result<Vec<usize>>,
+) -> Result<(ImageSet, Vec<usize>)> {
     opts.validate()?;
+    let (files, labels, class_names) = list_folder(dir, classes, labels_csv)?;
+    let ids = pick(files.len())?;
+    if ids.is_empty() {
+        return Err(Error::data(dir, "no image selected"));
+    }
+    let picked: Vec<PathBuf> = ids.iter().map(|&i| files[i].clone()).collect();
+    let mut set = stack(&picked, opts)?;
+    set.labels = labels.map(|l| ids.iter().map(|&i| l[i]).collect());
+    set.class_names = class_names;
+    // Each image named by its path relative to the folder, with `/` on every platform.
+    set.sources = picked
+        .iter()
+        .map(|f| f.strip_prefix(dir).unwrap_or(f).to_string_lossy().replace('\\', "/"))
+        .collect();
+    Ok((set, ids))
+}
+
+/// The image files of a folder in the order of its layout, with their labels and the class
+/// names where the layout gives them (see the module docs); nothing is decoded.
+fn list_folder(
+    dir: &Path,
+    classes: Option<&Path>,
+    labels_csv: Option<&Path>,
+) -> Result<(Vec<PathBuf>, Option<Vec<i64>>, Option<Vec<String>>)> {
     let names = classes.map(read_classes).transpose()?;
     let mut skipped = Skipped::default();
     let (files, labels, class_names) = if let Some(csv) = labels_csv {
@@ -101,13 +139,7 @@ pub(crate) fn load_folder(
     if let Some(note) = skipped.note(dir) {
         eprintln!("{note}");
     }
-    let mut set = stack(&files, opts)?;
-    set.labels = labels;
-    set.class_names = class_names;
-    // Each image named by its path relative to the folder, with `/` on every platform.
-    set.sources =
-        files.iter().map(|f| f.strip_prefix(dir).unwrap_or(f).to_string_lossy().replace('\\', "/")).collect();
-    Ok(set)
+    Ok((files, labels, class_names))
 }
 
 /// The visible entries of a folder: sub-folders (name, path) sorted by name, and image files

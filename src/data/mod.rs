@@ -30,7 +30,7 @@ pub use bounded::{read_capped, read_data, read_range};
 mod declared;
 pub use declared::{MAX_IMAGE_FILE_BYTES, MAX_IMAGE_VALUES};
 mod folder;
-pub(crate) use folder::read_classes;
+pub(crate) use folder::{load_folder_picked, read_classes};
 mod idx;
 mod jpeg;
 mod npy;

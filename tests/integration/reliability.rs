@@ -1443,6 +1443,29 @@ fn explain_refuses_repeated_methods_and_id_ranges_beyond_the_images_at_once() {
 }
 
 #[test]
+fn explain_on_a_folder_decodes_only_the_selected_images() {
+    // A folder is listed first and only the selected files are decoded: a corrupt file after
+    // the selected one does not stop `--count 1`, but does stop a run over every image.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("imgs");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(root().join("assets/fashion-mnist/folder/Bag/test0018.png"), folder.join("a.png")).unwrap();
+    std::fs::write(folder.join("b.png"), b"not a png at all").unwrap();
+    let o = crate::cli::explain_shipped(
+        dir.path(),
+        &folder,
+        "gradient",
+        "one",
+        &["--count", "1", "--grid-images", "0"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(dir.path().join("one/sources.txt")).unwrap(), "a.png\n");
+    let o = crate::cli::explain_shipped(dir.path(), &folder, "gradient", "all", &["--grid-images", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("b.png"), "{}", stderr(&o));
+}
+
+#[test]
 fn explain_selects_images_before_resizing_them() {
     // 400 images; `--count 1 --resize 1500` resized all 400 to 1500×1500 first (3.6 GB and
     // minutes); now one image is resized (9 MB), then cropped back to the model's 28×28.
