@@ -97,13 +97,13 @@ pub(crate) fn load_folder_picked(
     Ok((set, ids))
 }
 
+/// A folder's image files in the order of its layout, their labels and the class names,
+/// where the layout gives them.
+type FolderListing = (Vec<PathBuf>, Option<Vec<i64>>, Option<Vec<String>>);
+
 /// The image files of a folder in the order of its layout, with their labels and the class
 /// names where the layout gives them (see the module docs); nothing is decoded.
-fn list_folder(
-    dir: &Path,
-    classes: Option<&Path>,
-    labels_csv: Option<&Path>,
-) -> Result<(Vec<PathBuf>, Option<Vec<i64>>, Option<Vec<String>>)> {
+fn list_folder(dir: &Path, classes: Option<&Path>, labels_csv: Option<&Path>) -> Result<FolderListing> {
     let names = classes.map(read_classes).transpose()?;
     let mut skipped = Skipped::default();
     let (files, labels, class_names) = if let Some(csv) = labels_csv {
