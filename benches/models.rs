@@ -299,7 +299,7 @@ fn workload<'a>(
 ) -> Result<(Box<dyn FnMut() -> Result<()> + 'a>, usize)> {
     let b = x.dim(0)?;
     Ok(match method {
-        "forward" => (Box::new(move || Ok(model.logits(x, Activation::Relu).map(drop)?)), b),
+        "forward" => (Box::new(move || Ok(model.logits(x, Activation::Exact).map(drop)?)), b),
         "top_k" => {
             let pixels = x.dim(2)? * x.dim(3)?;
             let attack = Steered {
@@ -323,7 +323,7 @@ fn workload<'a>(
                 by_name(name, args.seed).with_context(|| format!("unknown method `{name}`"))?
             };
             m.check(model)?;
-            (Box::new(move || Ok(m.attribute(model, x, targets, Activation::Relu).map(drop)?)), b)
+            (Box::new(move || Ok(m.attribute(model, x, targets, Activation::Exact).map(drop)?)), b)
         }
     })
 }
@@ -360,7 +360,7 @@ fn main() -> Result<()> {
         let (model, gmac_size, gmac_224) = build(name, args.seed, (s, s), args.save_weights.as_deref())?;
         // A cross-check for shared weights: the logits of a uniformly grey image.
         let grey = Tensor::full(0.5f32, (1, 3, s, s), &Device::Cpu)?;
-        let grey: Vec<f32> = model.logits(&grey, Activation::Relu)?.flatten_all()?.to_vec1()?;
+        let grey: Vec<f32> = model.logits(&grey, Activation::Exact)?.flatten_all()?.to_vec1()?;
         let grey_argmax = (0..grey.len()).max_by(|&i, &j| grey[i].total_cmp(&grey[j]));
         let published = PUBLISHED_GMAC.iter().find(|(n, _)| n == name).map(|p| p.1);
         // Published count at 224, scaled by our own count elsewhere; our count where none.

@@ -51,7 +51,7 @@ fn methods(c: &mut Criterion) {
         let (model, x, _) = setup(batch);
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(BenchmarkId::new("forward", batch), |b| {
-            b.iter(|| fragility::model::Classifier::logits(&model, &x, Activation::Relu).unwrap())
+            b.iter(|| fragility::model::Classifier::logits(&model, &x, Activation::Exact).unwrap())
         });
     }
     for name in METHOD_NAMES {
@@ -60,7 +60,7 @@ fn methods(c: &mut Criterion) {
             let (model, x, targets) = setup(batch);
             group.throughput(Throughput::Elements(batch as u64));
             group.bench_function(BenchmarkId::new(name, batch), |b| {
-                b.iter(|| m.attribute(&model, &x, &targets, Activation::Relu).unwrap())
+                b.iter(|| m.attribute(&model, &x, &targets, Activation::Exact).unwrap())
             });
         }
     }

@@ -266,7 +266,7 @@ fn compute(
             None => preds.clone(),
         };
         for (m, method) in methods.iter().enumerate() {
-            let a: Tensor = method.attribute(model, &x, &targets, Activation::Relu)?;
+            let a: Tensor = method.attribute(model, &x, &targets, Activation::Exact)?;
             c.maps[m].extend(a.flatten_all()?.to_vec1::<f32>()?);
         }
         bar.inc(chunk.len() as u64);

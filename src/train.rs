@@ -165,7 +165,7 @@ pub fn fit(
             let x = batch_tensor(train, batch, device)?;
             let y: Vec<u32> = batch.iter().map(|&i| labels[i] as u32).collect();
             let y = Tensor::from_vec(y, batch.len(), device)?;
-            let logits = model.logits(&x, Activation::Relu)?;
+            let logits = model.logits(&x, Activation::Exact)?;
             let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             opt.backward_step(&loss)?;
             let l = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;

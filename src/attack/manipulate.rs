@@ -98,7 +98,7 @@ impl Objective for ManipulateObjective {
             TargetMap::Image { pixels, .. } => {
                 let pixels = pixels.to_device(cx.device)?;
                 let class = predict(cx.model, &pixels)?;
-                let attr = cx.method.attribute(cx.model, &pixels, &class, Activation::Relu)?;
+                let attr = cx.method.attribute(cx.model, &pixels, &class, Activation::Exact)?;
                 normalized_saliency(&attr)?
                     .flatten_all()?
                     .to_dtype(candle_core::DType::F32)?

@@ -254,7 +254,7 @@ pub(crate) fn real_maps(
     anchor: &Tensor,
     targets: &[u32],
 ) -> Result<RealMaps> {
-    let (attr, logits) = method.attribute_with_logits(model, x, anchor, targets, Activation::Relu)?;
+    let (attr, logits) = method.attribute_with_logits(model, x, anchor, targets, Activation::Exact)?;
     let s = normalized_saliency(&attr)?;
     let (_, h, w) = s.dims3()?;
     let preds = match logits {

@@ -92,7 +92,7 @@ impl Attribution for Occlusion {
         let base = logits_in_passes(model, x)?;
         // Logits of the occluded copies, position-major: row k·B + i is image i with window k
         // replaced; from the model's own shortcut where it has one.
-        let occ = match model.occluded_logits(x, &pos, [wh, ww], self.baseline, Activation::Relu)? {
+        let occ = match model.occluded_logits(x, &pos, [wh, ww], self.baseline, Activation::Exact)? {
             Some(occ) => occ,
             None => {
                 let keep = masks.affine(-1.0, 1.0)?.reshape((p, 1, 1, h, w))?;

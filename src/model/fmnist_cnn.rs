@@ -163,7 +163,7 @@ mod tests {
     use super::*;
     use crate::model::{Activation, Classifier, Rule};
 
-    const ACTS: [Activation; 2] = [Activation::Relu, Activation::Softplus { beta: 10.0 }];
+    const ACTS: [Activation; 2] = [Activation::Exact, Activation::Softplus { beta: 10.0 }];
 
     #[test]
     fn kernels_equal_the_candle_passes() {
@@ -253,7 +253,7 @@ mod tests {
             assert!(rel(&hf, &ha) < 1e-4, "{act:?} Hv vs autograd: {}", rel(&hf, &ha));
         }
         // ReLU networks are piecewise linear: the Hessian is zero wherever it exists.
-        let (_, h) = fast.hessian_vector(&x, &g, &v, Activation::Relu).unwrap();
+        let (_, h) = fast.hessian_vector(&x, &g, &v, Activation::Exact).unwrap();
         assert_eq!(h.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     }
 
@@ -279,7 +279,7 @@ mod tests {
         ];
         for (size, windows) in cases {
             for fill in [0.0f32, 0.5] {
-                for act in [Activation::Relu] {
+                for act in [Activation::Exact] {
                     let got = model.occluded_logits(&x, windows, size, fill, act).unwrap().unwrap();
                     let mut copies = Vec::new();
                     for &(r, c) in windows {
@@ -302,8 +302,8 @@ mod tests {
         // Windows that do not fit, the surrogate (occlusion explains the real model) and the
         // candle path leave the caller to run the copies.
         assert!(model.occluded_logits(&x, &[(0, 0)], [4, 4], 0.0, ACTS[1]).unwrap().is_none());
-        assert!(model.occluded_logits(&x, &[(26, 0)], [4, 4], 0.0, Activation::Relu).unwrap().is_none());
+        assert!(model.occluded_logits(&x, &[(26, 0)], [4, 4], 0.0, Activation::Exact).unwrap().is_none());
         let slow = shipped().without_kernels();
-        assert!(slow.occluded_logits(&x, &[(0, 0)], [4, 4], 0.0, Activation::Relu).unwrap().is_none());
+        assert!(slow.occluded_logits(&x, &[(0, 0)], [4, 4], 0.0, Activation::Exact).unwrap().is_none());
     }
 }

@@ -38,8 +38,10 @@ pub const RESCALE_EPS: f32 = 1e-6;
 /// Whether a pass runs the real nonlinearities or their softplus(β) surrogates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Activation {
-    /// The real model.
-    Relu,
+    /// The exact model: every nonlinearity as the network defines it (ReLU, ReLU6, leaky ReLU
+    /// with their kinks), as predictions and maps are computed. (Named `Relu` before: the name
+    /// said one function where it meant "no surrogate".)
+    Exact,
     /// The smooth surrogate: every nonlinearity built from softplus_β(z) = ln(1 + e^{βz})/β.
     Softplus {
         /// Sharpness: larger β is closer to the real function.
@@ -52,7 +54,7 @@ impl Activation {
     /// relu(z) + ln(1 + exp(−β|z|))/β.
     pub fn apply(&self, z: &Tensor) -> candle_core::Result<Tensor> {
         match *self {
-            Activation::Relu => z.relu(),
+            Activation::Exact => z.relu(),
             Activation::Softplus { beta } => {
                 let tail = z.abs()?.affine(-beta, 0.0)?.exp()?.affine(1.0, 1.0)?.log()?;
                 z.relu()? + tail.affine(1.0 / beta, 0.0)?
@@ -63,7 +65,7 @@ impl Activation {
     /// The derivative of [`Activation::apply`]: step(z > 0), or sigmoid(βz) = (1 + tanh(βz/2))/2.
     pub fn derivative(&self, z: &Tensor) -> candle_core::Result<Tensor> {
         match *self {
-            Activation::Relu => z.gt(0.0)?.to_dtype(z.dtype()),
+            Activation::Exact => z.gt(0.0)?.to_dtype(z.dtype()),
             Activation::Softplus { beta } => z.affine(beta / 2.0, 0.0)?.tanh()?.affine(0.5, 0.5),
         }
     }
@@ -77,7 +79,7 @@ impl Activation {
     /// e = exp(−β|z|): relu(z) + ln(1 + e)/β, and 1/(1 + e) for z ≥ 0, e/(1 + e) below.
     pub fn apply_and_derivative(&self, z: f32) -> (f32, f32) {
         match *self {
-            Activation::Relu => (z.max(0.0), f32::from(u8::from(z > 0.0))),
+            Activation::Exact => (z.max(0.0), f32::from(u8::from(z > 0.0))),
             Activation::Softplus { beta } => {
                 let beta = beta as f32;
                 let e = (-beta * z.abs()).exp();
@@ -95,7 +97,7 @@ impl Activation {
     /// The second derivative from the first, s = act′(z): 0 for ReLU, β·s·(1 − s) for softplus.
     pub fn second_derivative_from_first(&self, s: f32) -> f32 {
         match *self {
-            Activation::Relu => 0.0,
+            Activation::Exact => 0.0,
             Activation::Softplus { beta } => beta as f32 * s * (1.0 - s),
         }
     }
@@ -124,14 +126,14 @@ pub fn eval(kind: Nonlinearity, act: Activation, z: f32) -> (f32, f32, f32) {
     };
     match (kind, act) {
         (Nonlinearity::Relu, _) => base(z),
-        (Nonlinearity::Relu6, Activation::Relu) => {
+        (Nonlinearity::Relu6, Activation::Exact) => {
             (z.clamp(0.0, 6.0), f32::from(u8::from(z > 0.0 && z < 6.0)), 0.0)
         }
         (Nonlinearity::Relu6, _) => {
             let ((v1, d1, s1), (v2, d2, s2)) = (base(z), base(z - 6.0));
             (v1 - v2, d1 - d2, s1 - s2)
         }
-        (Nonlinearity::LeakyRelu(a), Activation::Relu) => {
+        (Nonlinearity::LeakyRelu(a), Activation::Exact) => {
             if z > 0.0 {
                 (z, 1.0, 0.0)
             } else {
@@ -174,7 +176,7 @@ pub(crate) fn relu_rescale(z: f32, z0: f32) -> f32 {
 /// φ(z) and φ′(z) in f64.
 fn eval64(kind: Nonlinearity, act: Activation, z: f64) -> (f64, f64) {
     let base = |z: f64| match act {
-        Activation::Relu => (z.max(0.0), if z > 0.0 { 1.0 } else { 0.0 }),
+        Activation::Exact => (z.max(0.0), if z > 0.0 { 1.0 } else { 0.0 }),
         Activation::Softplus { beta } => {
             let e = (-beta * z.abs()).exp();
             let s = if z >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
@@ -183,14 +185,14 @@ fn eval64(kind: Nonlinearity, act: Activation, z: f64) -> (f64, f64) {
     };
     match (kind, act) {
         (Nonlinearity::Relu, _) => base(z),
-        (Nonlinearity::Relu6, Activation::Relu) => {
+        (Nonlinearity::Relu6, Activation::Exact) => {
             (z.clamp(0.0, 6.0), if z > 0.0 && z < 6.0 { 1.0 } else { 0.0 })
         }
         (Nonlinearity::Relu6, _) => {
             let ((v1, d1), (v2, d2)) = (base(z), base(z - 6.0));
             (v1 - v2, d1 - d2)
         }
-        (Nonlinearity::LeakyRelu(a), Activation::Relu) => {
+        (Nonlinearity::LeakyRelu(a), Activation::Exact) => {
             let a = f64::from(a);
             if z > 0.0 {
                 (z, 1.0)
@@ -254,7 +256,7 @@ mod tests {
         let zs = [-2.0f32, -1e-7, -0.0, 0.0, 3e-7, 1e-6, 2.5e-6, 0.75, 4.0];
         for &z in &zs {
             for &z0 in &zs {
-                let want = rescale(Nonlinearity::Relu, Activation::Relu, z, z0).0;
+                let want = rescale(Nonlinearity::Relu, Activation::Exact, z, z0).0;
                 assert_eq!(relu_rescale(z, z0).to_bits(), want.to_bits(), "z={z} z0={z0}");
             }
         }
@@ -278,19 +280,19 @@ mod tests {
             // Large β: the surrogate is within ln 2/β of the real function.
             let sharp = Activation::Softplus { beta: 1000.0 };
             for z in [-3.0f32, 0.5, 3.0, 7.0] {
-                let (real, soft) = (eval(kind, Activation::Relu, z).0, eval(kind, sharp, z).0);
+                let (real, soft) = (eval(kind, Activation::Exact, z).0, eval(kind, sharp, z).0);
                 assert!((real - soft).abs() < 2e-3, "{kind:?} {z}: {real} vs {soft}");
             }
         }
         // ReLU6 is flat above 6 and below 0: real derivative 0 there, 1 between.
-        assert_eq!(eval(Nonlinearity::Relu6, Activation::Relu, 7.0), (6.0, 0.0, 0.0));
-        assert_eq!(eval(Nonlinearity::Relu6, Activation::Relu, 3.0), (3.0, 1.0, 0.0));
-        assert_eq!(eval(Nonlinearity::LeakyRelu(0.1), Activation::Relu, -2.0), (-0.2, 0.1, 0.0));
+        assert_eq!(eval(Nonlinearity::Relu6, Activation::Exact, 7.0), (6.0, 0.0, 0.0));
+        assert_eq!(eval(Nonlinearity::Relu6, Activation::Exact, 3.0), (3.0, 1.0, 0.0));
+        assert_eq!(eval(Nonlinearity::LeakyRelu(0.1), Activation::Exact, -2.0), (-0.2, 0.1, 0.0));
     }
 
     #[test]
     fn rules_by_hand() {
-        let relu = Activation::Relu;
+        let relu = Activation::Exact;
         let k = Nonlinearity::Relu;
         // z = 2 (open), z = −1 (closed); upstream g = −3 and 4.
         assert_eq!(backward(k, relu, Rule::Gradient, 2.0, 1.0, 0.0, -3.0), -3.0);

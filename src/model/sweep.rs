@@ -242,7 +242,7 @@ pub(crate) fn forward<E: Exec>(
             }
         }
         // (Under the surrogate a max-pool reads z to rank its windows, so z is kept there.)
-        if let (Op::Act(kind), Activation::Relu, false) = (&node.op, act, differentiated[id]) {
+        if let (Op::Act(kind), Activation::Exact, false) = (&node.op, act, differentiated[id]) {
             let z = node.inputs[0];
             readers[z] -= 1;
             let zv = if readers[z] == 0 && !kept[z] { live[z].take() } else { live[z].clone() };

@@ -323,7 +323,7 @@ fn eval_tensor(
     };
     match (kind, act) {
         (Nonlinearity::Relu, _) => base(z),
-        (Nonlinearity::Relu6, Activation::Relu) => {
+        (Nonlinearity::Relu6, Activation::Exact) => {
             let d = z.gt(0.0)?.mul(&z.lt(6.0)?)?.to_dtype(z.dtype())?;
             Ok((z.clamp(0.0, 6.0)?, d, second.then(|| z.zeros_like()).transpose()?))
         }
@@ -336,7 +336,7 @@ fn eval_tensor(
             };
             Ok((v1.sub(&v2)?, d1.sub(&d2)?, s))
         }
-        (Nonlinearity::LeakyRelu(a), Activation::Relu) => {
+        (Nonlinearity::LeakyRelu(a), Activation::Exact) => {
             let pos = z.gt(0.0)?.to_dtype(z.dtype())?;
             let d = pos.affine(1.0 - f64::from(a), f64::from(a))?;
             Ok((z.mul(&d)?, d, second.then(|| z.zeros_like()).transpose()?))

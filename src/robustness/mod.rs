@@ -10,7 +10,7 @@
 //! # Definitions
 //!
 //! For an image x (d = C·H·W pixels in [0, 1]) with clean prediction t (the `targets` passed to
-//! [`estimate`]), raw attributions Φ(·) = `method.attribute(model, ·, t, Activation::Relu)`
+//! [`estimate`]), raw attributions Φ(·) = `method.attribute(model, ·, t, Activation::Exact)`
 //! (the method's own output, \[C,H,W\] or \[1,H,W\] per image: no absolute value, no channel
 //! reduction, no normalisation), and N = `samples` noisy copies
 //! x′ₖ = clip(x + uₖ, 0, 1), uₖ ~ Uniform(−r, r)^d independently per pixel, r = `radius`, with
@@ -198,7 +198,7 @@ pub fn estimate(
     }
     let mut reps = targets.to_vec();
     reps.extend(targets.iter().flat_map(|&t| std::iter::repeat_n(t, n)));
-    let maps = method.attribute(model, &batch, &reps, Activation::Relu)?;
+    let maps = method.attribute(model, &batch, &reps, Activation::Exact)?;
     if maps.dims().first() != Some(&rows) {
         return Err(Error::Invalid(format!(
             "robustness: method `{}` returned {:?} for {rows} images",

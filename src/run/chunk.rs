@@ -171,7 +171,7 @@ impl Study<'_> {
         let (h, w) = self.hw();
         let mut out = Clean { maps: Vec::new(), goals: Vec::new(), before: Vec::new() };
         for method in &self.plan.methods {
-            let m = maps(&method.attribute(self.model, x, targets, Activation::Relu)?)?;
+            let m = maps(&method.attribute(self.model, x, targets, Activation::Exact)?)?;
             let normal: Vec<Vec<f32>> = m.iter().map(|m| normalized(m)).collect();
             let cx = PrepareContext {
                 model: self.model,
@@ -303,7 +303,7 @@ impl Study<'_> {
         let mut rows = Vec::new();
         for (mi, method) in plan.methods.iter().enumerate() {
             let after =
-                maps(&method.attribute(self.model, &outcome.x_adv, &st.targets, Activation::Relu)?)?;
+                maps(&method.attribute(self.model, &outcome.x_adv, &st.targets, Activation::Exact)?)?;
             for (i, panel) in &mut panels {
                 let r = st.largest * b + *i;
                 let scores = example_scores(&self.columns.metrics, &clean.maps[mi][*i], &after[r], hw);

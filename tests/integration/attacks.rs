@@ -196,7 +196,7 @@ fn measures(
 ) -> Vec<f64> {
     let targets = predict(model, x0).unwrap();
     let norm = |x: &Tensor| -> Vec<Vec<f32>> {
-        let s = saliency(&method.attribute(model, x, &targets, Activation::Relu).unwrap()).unwrap();
+        let s = saliency(&method.attribute(model, x, &targets, Activation::Exact).unwrap()).unwrap();
         s.flatten_from(1).unwrap().to_vec2::<f32>().unwrap().iter().map(|m| normalized(m)).collect()
     };
     let clean = norm(x0);

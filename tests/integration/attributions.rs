@@ -70,7 +70,7 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     // their own tests below.
     let own_test = ["grad_cam", "guided_grad_cam", "occlusion", "lime", "kernel_shap"];
     for m in all_methods().into_iter().filter(|m| !own_test.contains(&m.name())) {
-        let got = flat(&m.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+        let got = flat(&m.attribute(&model, &x, &targets, Activation::Exact).unwrap());
         let want_sq: Vec<f32> = want_grad.iter().map(|w| w * w).collect();
         let zeros = vec![0f32; want_grad.len()];
         let want = match m.name() {
@@ -84,7 +84,7 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     }
     for rule in [Quadrature::Trapezoid, Quadrature::LeftRiemann, Quadrature::RightRiemann] {
         let ig = IntegratedGradients { steps: 7, quadrature: rule };
-        let got = flat(&ig.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+        let got = flat(&ig.attribute(&model, &x, &targets, Activation::Exact).unwrap());
         assert!(max_abs_diff(&got, &want_gxi) < 1e-5, "{rule:?}");
     }
 }
@@ -98,26 +98,26 @@ fn every_method_has_the_input_shape_finite_values_and_is_batch_independent() {
     let x = images(&set, &ids);
     let targets = [0u32, 1, 2, 3, 4, 5, 6];
     for m in all_methods() {
-        let whole = m.attribute(&model, &x, &targets, Activation::Relu).unwrap();
+        let whole = m.attribute(&model, &x, &targets, Activation::Exact).unwrap();
         assert_eq!(whole.dims(), &[7, 1, 28, 28], "{}", m.name());
         let whole = flat(&whole);
         assert!(whole.iter().all(|v| v.is_finite()), "{}", m.name());
         for (i, &id) in ids.iter().enumerate() {
             let one =
-                flat(&m.attribute(&model, &images(&set, &[id]), &targets[i..=i], Activation::Relu).unwrap());
+                flat(&m.attribute(&model, &images(&set, &[id]), &targets[i..=i], Activation::Exact).unwrap());
             let part = &whole[i * 784..(i + 1) * 784];
             let tol = 1e-5 * max_abs(part).max(1e-6);
             assert!(max_abs_diff(&one, part) <= tol, "{} image {i}", m.name());
         }
         let again =
-            flat(&by_name(m.name(), 42).unwrap().attribute(&model, &x, &targets, Activation::Relu).unwrap());
+            flat(&by_name(m.name(), 42).unwrap().attribute(&model, &x, &targets, Activation::Exact).unwrap());
         assert_eq!(again, whole, "{} is not deterministic", m.name());
     }
     // A different seed changes SmoothGrad's noise, hence its map.
     let other =
-        flat(&by_name("smoothgrad", 43).unwrap().attribute(&model, &x, &targets, Activation::Relu).unwrap());
+        flat(&by_name("smoothgrad", 43).unwrap().attribute(&model, &x, &targets, Activation::Exact).unwrap());
     let sg =
-        flat(&by_name("smoothgrad", 42).unwrap().attribute(&model, &x, &targets, Activation::Relu).unwrap());
+        flat(&by_name("smoothgrad", 42).unwrap().attribute(&model, &x, &targets, Activation::Exact).unwrap());
     assert_ne!(other, sg);
 }
 
@@ -131,9 +131,10 @@ fn integrated_gradients_is_complete_on_the_real_model() {
     let ids: Vec<usize> = (0..8).collect();
     let x = images(&set, &ids);
     let targets = fragility::model::predict(&model, &x).unwrap();
-    let ig = flat(&IntegratedGradients::default().attribute(&model, &x, &targets, Activation::Relu).unwrap());
-    let lx = model.logits(&x, Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
-    let l0 = model.logits(&x.zeros_like().unwrap(), Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
+    let ig =
+        flat(&IntegratedGradients::default().attribute(&model, &x, &targets, Activation::Exact).unwrap());
+    let lx = model.logits(&x, Activation::Exact).unwrap().to_vec2::<f32>().unwrap();
+    let l0 = model.logits(&x.zeros_like().unwrap(), Activation::Exact).unwrap().to_vec2::<f32>().unwrap();
     for i in 0..ids.len() {
         let t = targets[i] as usize;
         let sum: f64 = ig[i * 784..(i + 1) * 784].iter().map(|&v| v as f64).sum();
@@ -218,10 +219,10 @@ fn relu_rules_on_a_hand_built_cnn() {
     //   ∂/∂B = −1, cut at conv2: the map is 2 at (1,2) and 0 elsewhere.
     let model = two_block_cnn();
     let x = two_block_image();
-    let logits = model.logits(&x, Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
+    let logits = model.logits(&x, Activation::Exact).unwrap().to_vec2::<f32>().unwrap();
     assert!((logits[0][0] + 1.0).abs() < 1e-6, "{:?}", logits[0]);
     let expect = |name: &str, pixel: usize, value: f32| {
-        let map = flat(&by_name(name, 0).unwrap().attribute(&model, &x, &[0], Activation::Relu).unwrap());
+        let map = flat(&by_name(name, 0).unwrap().attribute(&model, &x, &[0], Activation::Exact).unwrap());
         let mut want = vec![0f32; 784];
         want[pixel] = value;
         assert!(
@@ -256,7 +257,7 @@ fn grad_cam_on_a_hand_built_cnn() {
     // Target 0 (logit_0 = −2B): α₀ = −2/196 < 0 on a non-negative map, so the ReLU gives 0.
     let model = two_block_cnn();
     let x = two_block_image();
-    let cam = flat(&by_name("grad_cam", 0).unwrap().attribute(&model, &x, &[1], Activation::Relu).unwrap());
+    let cam = flat(&by_name("grad_cam", 0).unwrap().attribute(&model, &x, &[1], Activation::Exact).unwrap());
     let at = |r: usize, c: usize| cam[r * 28 + c];
     for (r, c, want) in
         [(0, 2, 0.75 * 1.8), (0, 3, 0.75 * 1.8), (3, 4, 0.5625), (2, 3, 0.1875 * 2.8), (10, 10, 0.0)]
@@ -264,14 +265,14 @@ fn grad_cam_on_a_hand_built_cnn() {
         assert!((at(r, c) - want / 196.0).abs() < 1e-7, "({r},{c}): {} vs {}", at(r, c), want / 196.0);
     }
     assert!((cam.iter().sum::<f32>() - 11.2 / 196.0).abs() < 1e-6);
-    let zero = flat(&by_name("grad_cam", 0).unwrap().attribute(&model, &x, &[0], Activation::Relu).unwrap());
+    let zero = flat(&by_name("grad_cam", 0).unwrap().attribute(&model, &x, &[0], Activation::Exact).unwrap());
     assert!(zero.iter().all(|&v| v == 0.0));
 
     // Guided Grad-CAM, target 1: guided backprop is 2 at (1,2) (fc1 upstream (1,1,0), so
     // ∂/∂A = 2 and ∂/∂B = −1 + 1 = 0), times up(1,2) = .75·.75·1.8/196: 2.025/196 there, 0
     // elsewhere.
     let ggc =
-        flat(&by_name("guided_grad_cam", 0).unwrap().attribute(&model, &x, &[1], Activation::Relu).unwrap());
+        flat(&by_name("guided_grad_cam", 0).unwrap().attribute(&model, &x, &[1], Activation::Exact).unwrap());
     let mut want = vec![0f32; 784];
     want[28 + 2] = 2.025 / 196.0;
     assert!(max_abs_diff(&ggc, &want) < 1e-7);
@@ -290,11 +291,11 @@ fn deeplift_rescale_on_a_hand_built_cnn() {
     let model = two_block_cnn();
     let x = two_block_image();
     let dl = by_name("deeplift", 0).unwrap();
-    let map2 = flat(&dl.attribute(&model, &x, &[2], Activation::Relu).unwrap());
+    let map2 = flat(&dl.attribute(&model, &x, &[2], Activation::Exact).unwrap());
     let mut want = vec![0f32; 784];
     want[28 + 2] = 0.4;
     assert!(max_abs_diff(&map2, &want) < 1e-6, "target 2: {}", map2[28 + 2]);
-    let map0 = flat(&dl.attribute(&model, &x, &[0], Activation::Relu).unwrap());
+    let map0 = flat(&dl.attribute(&model, &x, &[0], Activation::Exact).unwrap());
     let mut want = vec![0f32; 784];
     want[2 * 28 + 5] = -1.0;
     assert!(max_abs_diff(&map0, &want) < 1e-6);
@@ -311,9 +312,9 @@ fn deeplift_sums_to_the_logit_difference_on_the_real_model() {
     let x = images(&set, &ids);
     let targets = fragility::model::predict(&model, &x).unwrap();
     let dl =
-        flat(&by_name("deeplift", 0).unwrap().attribute(&model, &x, &targets, Activation::Relu).unwrap());
-    let lx = model.logits(&x, Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
-    let l0 = model.logits(&x.zeros_like().unwrap(), Activation::Relu).unwrap().to_vec2::<f32>().unwrap();
+        flat(&by_name("deeplift", 0).unwrap().attribute(&model, &x, &targets, Activation::Exact).unwrap());
+    let lx = model.logits(&x, Activation::Exact).unwrap().to_vec2::<f32>().unwrap();
+    let l0 = model.logits(&x.zeros_like().unwrap(), Activation::Exact).unwrap().to_vec2::<f32>().unwrap();
     for i in 0..ids.len() {
         let t = targets[i] as usize;
         let sum: f64 = dl[i * 784..(i + 1) * 784].iter().map(|&v| v as f64).sum();
@@ -339,12 +340,12 @@ fn occlusion_on_a_linear_model_by_hand() {
         contrib[r * 4 + c] + contrib[r * 4 + c + 1] + contrib[(r + 1) * 4 + c] + contrib[(r + 1) * 4 + c + 1]
     };
     let occ = Occlusion { window: Some([2, 2]), stride: Some(1), baseline: 0.0 };
-    let map = flat(&occ.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
+    let map = flat(&occ.attribute(&model, &x, &[t as u32], Activation::Exact).unwrap());
     assert!((map[0] - drop(0, 0)).abs() < 1e-6);
     let centre = (drop(0, 0) + drop(0, 1) + drop(1, 0) + drop(1, 1)) / 4.0;
     assert!((map[5] - centre).abs() < 1e-6, "{} vs {centre}", map[5]);
     let tiles = Occlusion { window: Some([2, 2]), stride: Some(2), baseline: 0.0 };
-    let map = flat(&tiles.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
+    let map = flat(&tiles.attribute(&model, &x, &[t as u32], Activation::Exact).unwrap());
     for r in 0..4 {
         for c in 0..4 {
             let want = drop(r / 2 * 2, c / 2 * 2);
@@ -353,7 +354,7 @@ fn occlusion_on_a_linear_model_by_hand() {
     }
     // A baseline of 1 drops the logit by Σ w·(x − 1) instead.
     let ones = Occlusion { window: Some([2, 2]), stride: Some(2), baseline: 1.0 };
-    let map = flat(&ones.attribute(&model, &x, &[t as u32], Activation::Relu).unwrap());
+    let map = flat(&ones.attribute(&model, &x, &[t as u32], Activation::Exact).unwrap());
     let want: f32 = [0, 1, 4, 5].iter().map(|&p| w[t][p] * (xs[p] - 1.0)).sum();
     assert!((map[0] - want).abs() < 1e-6);
 }
@@ -371,10 +372,10 @@ fn lime_and_kernel_shap_recover_a_linear_model_exactly() {
     let w = model.w.to_vec2::<f32>().unwrap();
     let want: Vec<f32> = (0..32).map(|i| w[targets[i / 16] as usize][i % 16] * xs[i]).collect();
     let lime = Lime { samples: 300, cell: Some(1), ridge: 0.0, seed: 1, ..Lime::default() };
-    let got = flat(&lime.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+    let got = flat(&lime.attribute(&model, &x, &targets, Activation::Exact).unwrap());
     assert!(max_abs_diff(&got, &want) < 1e-4, "lime");
     let shap = KernelShap { samples: 300, cell: Some(1), seed: 1, ..KernelShap::default() };
-    let got = flat(&shap.attribute(&model, &x, &targets, Activation::Relu).unwrap());
+    let got = flat(&shap.attribute(&model, &x, &targets, Activation::Exact).unwrap());
     assert!(max_abs_diff(&got, &want) < 1e-4, "kernel_shap");
 }
 
@@ -416,7 +417,7 @@ fn kernel_shap_with_every_coalition_gives_exact_shapley_values() {
         })
         .collect();
     let shap = KernelShap { cell: Some(10), ..KernelShap::default() };
-    let map = flat(&shap.attribute(&model, &x, &[t], Activation::Relu).unwrap());
+    let map = flat(&shap.attribute(&model, &x, &[t], Activation::Exact).unwrap());
     for (p, &f) in features.iter().enumerate() {
         assert!(
             (map[p] as f64 - phi[f]).abs() < 1e-3 * phi.iter().fold(1.0f64, |a, b| a.max(b.abs())),
@@ -468,7 +469,7 @@ epsilons = [0.1]
     let model = shipped_model();
     let x = images(&shipped_images(), &[0]);
     lime.check(&model).unwrap();
-    let map = flat(&lime.attribute(&model, &x, &[9], Activation::Relu).unwrap());
+    let map = flat(&lime.attribute(&model, &x, &[9], Activation::Exact).unwrap());
     let labels = fragility::attribution::slic(&flat(&x), 28, 28, 30, 3.0, 10);
     let k = labels.iter().max().unwrap() + 1;
     assert!((20..=40).contains(&k), "{k} superpixels for 30 requested");

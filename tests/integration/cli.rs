@@ -868,7 +868,7 @@ fn explain_target_explains_a_chosen_class() {
         &model,
         &images_tensor(4),
         &[3; 4],
-        fragility::model::Activation::Relu,
+        fragility::model::Activation::Exact,
     )
     .unwrap();
     assert!(max_abs_diff(&got, &flat(&want)) < 1e-6);

@@ -123,7 +123,7 @@ fn torchvision_exports_equal_pytorch() {
 
 /// The logits and maps of `a` and `b` on `x`.
 fn same_maps(what: &str, a: &Network, b: &Network, x: &Tensor, tol: f64) {
-    let act = Activation::Relu;
+    let act = Activation::Exact;
     let la = a.logits(x, act).unwrap();
     let err = rel(&la, &b.logits(x, act).unwrap());
     assert!(err < tol, "{what} logits: {err}");
@@ -192,7 +192,7 @@ fn every_op_matches_onnxruntime_at_every_opset() {
         let net =
             Network::new("ops", m.graph.clone(), m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu)
                 .unwrap();
-        let logits = net.logits(&x, Activation::Relu).unwrap();
+        let logits = net.logits(&x, Activation::Exact).unwrap();
         let want = Tensor::from_vec(
             npy_f32(&dir().join(format!("ops_opset{opset}_logits.npy"))),
             (4, 5),
@@ -203,7 +203,7 @@ fn every_op_matches_onnxruntime_at_every_opset() {
         assert!(err < 1e-5, "opset {opset}: logits differ from onnxruntime by {err}");
         let seed = fragility::model::one_hot(&[0, 1, 2, 3], 5, &Device::Cpu).unwrap();
         let g =
-            net.backward(&x, &fragility::model::Backward::gradient(&seed, Activation::Relu)).unwrap().grad;
+            net.backward(&x, &fragility::model::Backward::gradient(&seed, Activation::Exact)).unwrap().grad;
         let net64 = Network::new(
             "ops",
             m.graph.map_tensors(&|t| t.to_dtype(DType::F64)).unwrap(),
@@ -216,7 +216,7 @@ fn every_op_matches_onnxruntime_at_every_opset() {
         let g64 = net64
             .backward(
                 &x64,
-                &fragility::model::Backward::gradient(&seed.to_dtype(DType::F64).unwrap(), Activation::Relu),
+                &fragility::model::Backward::gradient(&seed.to_dtype(DType::F64).unwrap(), Activation::Exact),
             )
             .unwrap()
             .grad;
@@ -237,7 +237,7 @@ fn the_shipped_cifar_resnet_matches_onnxruntime() {
     let set = crate::common::shipped_images();
     let all: Vec<usize> = (0..set.n).collect();
     let x = crate::common::images(&set, &all);
-    let logits = net.logits(&x, Activation::Relu).unwrap();
+    let logits = net.logits(&x, Activation::Exact).unwrap();
     let want =
         Tensor::from_vec(npy_f32(&dir().join("cifar_resnet20_fmnist_logits16.npy")), (16, 10), &Device::Cpu)
             .unwrap();
@@ -257,7 +257,7 @@ fn the_shipped_cifar_resnet_matches_onnxruntime() {
     assert_eq!(by_output, net.graph().find(net.default_layer()));
     let cam = |layer: &str| {
         let g = GradCam { layer: layer.into() };
-        g.attribute(&net, &x.narrow(0, 0, 2).unwrap(), &[0, 1], Activation::Relu).unwrap()
+        g.attribute(&net, &x.narrow(0, 0, 2).unwrap(), &[0, 1], Activation::Exact).unwrap()
     };
     assert_eq!(
         crate::common::flat(&cam("/layer3/layer3.2/relu_1/Relu_output_0")),
@@ -447,7 +447,7 @@ fn shape_arithmetic_flattens() {
         Tensor::from_vec(npy_f32(&dir().join("view_flatten_input.npy")), (3, 1, 8, 8), &Device::Cpu).unwrap();
     let want =
         Tensor::from_vec(npy_f32(&dir().join("view_flatten_logits.npy")), (3, 10), &Device::Cpu).unwrap();
-    let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
+    let err = rel(&net.logits(&x, Activation::Exact).unwrap(), &want);
     assert!(err < 1e-5, "{err}");
 }
 
@@ -465,7 +465,7 @@ fn normalize_goes_in_front_of_an_onnx_model() {
     let std = Tensor::new(&[0.2f32, 0.25, 0.5], &Device::Cpu).unwrap().reshape((1, 3, 1, 1)).unwrap();
     let xn = x.broadcast_sub(&mean).unwrap().broadcast_div(&std).unwrap();
     let err =
-        rel(&with.logits(&x, Activation::Relu).unwrap(), &without.logits(&xn, Activation::Relu).unwrap());
+        rel(&with.logits(&x, Activation::Exact).unwrap(), &without.logits(&xn, Activation::Exact).unwrap());
     assert!(err < 1e-5, "{err}");
 }
 
@@ -479,7 +479,7 @@ fn a_channels_last_graph_takes_channels_first_images() {
     let net = Network::new("nhwc", m.graph, m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu).unwrap();
     let x = Tensor::from_vec(npy_f32(&dir().join("nhwc_input.npy")), (3, 2, 8, 8), &Device::Cpu).unwrap();
     let want = Tensor::from_vec(npy_f32(&dir().join("nhwc_logits.npy")), (3, 3), &Device::Cpu).unwrap();
-    let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
+    let err = rel(&net.logits(&x, Activation::Exact).unwrap(), &want);
     assert!(err < 1e-5, "{err}");
 }
 
@@ -492,7 +492,7 @@ fn external_weights_are_read_and_checked() {
     let net = Network::new("ops", m.graph, m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu).unwrap();
     let want =
         Tensor::from_vec(npy_f32(&dir().join("ops_opset13_logits.npy")), (4, 5), &Device::Cpu).unwrap();
-    assert!(rel(&net.logits(&x, Activation::Relu).unwrap(), &want) < 1e-5);
+    assert!(rel(&net.logits(&x, Activation::Exact).unwrap(), &want) < 1e-5);
 
     let tmp = tempfile::tempdir().unwrap();
     std::fs::copy(dir().join("ops_external.onnx"), tmp.path().join("ops_external.onnx")).unwrap();
@@ -533,7 +533,7 @@ fn a_zero_pad_folds_into_the_next_conv() {
     let net = Network::new("pad", m.graph, m.hw, m.default_layer.as_deref().unwrap(), &Device::Cpu).unwrap();
     let x = Tensor::from_vec(npy_f32(&dir().join("pad_conv_input.npy")), (2, 1, 8, 8), &Device::Cpu).unwrap();
     let want = Tensor::from_vec(npy_f32(&dir().join("pad_conv_logits.npy")), (2, 2), &Device::Cpu).unwrap();
-    let err = rel(&net.logits(&x, Activation::Relu).unwrap(), &want);
+    let err = rel(&net.logits(&x, Activation::Exact).unwrap(), &want);
     assert!(err < 1e-5, "{err}");
     let e = onnx::load(&dir().join("pad_pool.onnx"), None).unwrap_err().to_string();
     assert!(e.contains("(MaxPool)") && e.contains("only right before a Conv"), "{e}");

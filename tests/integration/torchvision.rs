@@ -60,7 +60,7 @@ pub(crate) fn check(arch: &str, model: &Network, tol: f64, dtype: DType) {
         .unwrap();
     let x = &f["x"].to_dtype(dtype).unwrap();
     let targets: Vec<u32> = f["targets"].to_vec1::<i64>().unwrap().iter().map(|&t| t as u32).collect();
-    let act = Activation::Relu;
+    let act = Activation::Exact;
     let logits = model.logits(x, act).unwrap();
     assert!(rel(&logits, &f["logits"]) < tol, "{arch} logits: {}", rel(&logits, &f["logits"]));
     let ig = IntegratedGradients { steps: 16, quadrature: Quadrature::RightRiemann };
@@ -115,7 +115,7 @@ fn occlusion_shortcut_equals_full_passes_on_every_family() {
     let size = [8usize, 8];
     for arch in ["resnet18", "resnet50", "squeezenet1_0", "mobilenet_v2", "vgg11_bn", "alexnet"] {
         let model = network(arch);
-        let got = model.occluded_logits(&x, &windows, size, 0.5, Activation::Relu).unwrap().unwrap();
+        let got = model.occluded_logits(&x, &windows, size, 0.5, Activation::Exact).unwrap().unwrap();
         let pixels = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mut copies = Vec::new();
         for &(r, cc) in &windows {
@@ -130,7 +130,7 @@ fn occlusion_shortcut_equals_full_passes_on_every_family() {
             }
         }
         let copies = Tensor::from_vec(copies, (windows.len() * n, c, h, w), &Device::Cpu).unwrap();
-        let want = model.logits(&copies, Activation::Relu).unwrap();
+        let want = model.logits(&copies, Activation::Exact).unwrap();
         let err = rel(&got, &want);
         assert!(err < 1e-5, "{arch}: {err}");
     }

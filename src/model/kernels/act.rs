@@ -79,7 +79,7 @@ fn softplus(beta: f32, z: f32) -> (f32, f32) {
 
 /// φ(z) and φ′(z) of every value.
 pub(crate) fn activate(kind: Nonlinearity, act: Activation, z: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    if let (Nonlinearity::Relu, Activation::Relu) = (kind, act) {
+    if let (Nonlinearity::Relu, Activation::Exact) = (kind, act) {
         let out = z.iter().map(|&z| if z > 0.0 { z } else { 0.0 }).collect();
         let deriv = z.iter().map(|&z| if z > 0.0 { 1.0 } else { 0.0 }).collect();
         return (out, deriv);
@@ -122,7 +122,9 @@ pub(crate) fn apply_into(kind: Nonlinearity, act: Activation, src: &[f32], dst: 
 #[inline(always)]
 fn apply_each<'d>(kind: Nonlinearity, act: Activation, pairs: impl Iterator<Item = (&'d mut f32, f32)>) {
     match (kind, act) {
-        (Nonlinearity::Relu, Activation::Relu) => pairs.for_each(|(d, z)| *d = if z > 0.0 { z } else { 0.0 }),
+        (Nonlinearity::Relu, Activation::Exact) => {
+            pairs.for_each(|(d, z)| *d = if z > 0.0 { z } else { 0.0 })
+        }
         (Nonlinearity::Relu, Activation::Softplus { beta }) => {
             let beta = beta as f32;
             pairs.for_each(|(d, z)| *d = softplus(beta, z).0);
@@ -144,7 +146,7 @@ pub(crate) fn rule_backward(
         Rule::Guided => g.iter().zip(d).map(|(g, d)| g.max(0.0) * d).collect(),
         Rule::Deconvnet => g.iter().map(|g| g.max(0.0)).collect(),
         Rule::Rescale
-            if (kind, act) == (Nonlinearity::Relu, Activation::Relu)
+            if (kind, act) == (Nonlinearity::Relu, Activation::Exact)
                 && z0.is_some_and(|b| b.len() == g.len())
                 && z.len() == g.len() =>
         {

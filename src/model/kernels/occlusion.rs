@@ -161,7 +161,7 @@ impl Prepared<'_> {
             self.graph,
             &mut e,
             Arc::new(x.to_vec()),
-            Activation::Relu,
+            Activation::Exact,
             &all,
             Purpose::Values,
         )?;
@@ -222,7 +222,7 @@ impl Prepared<'_> {
                 }
                 preset[b] = Some(self.block_of(b, &rows, g));
             }
-            let v = sweep::forward_masked(self.graph, &mut e, preset, compute, Activation::Relu)?;
+            let v = sweep::forward_masked(self.graph, &mut e, preset, compute, Activation::Exact)?;
             logits.extend(self.rows_of(out, &v, g));
         }
         Ok(logits)
@@ -250,7 +250,7 @@ impl Prepared<'_> {
                         let span = at + r.cols.start..at + r.cols.end;
                         super::act::apply_into(
                             *kind,
-                            Activation::Relu,
+                            Activation::Exact,
                             &work[input][span.clone()],
                             &mut out[span],
                         );
