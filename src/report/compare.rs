@@ -39,7 +39,7 @@
 //! `compare.md` (written atomically into the chosen folder). The command exits 0 (no
 //! failure), 1 (a regression, or a watched mean that became (un)defined) or 2 (an error).
 
-use super::images::check_same_study;
+use super::images::{check_same_study, read_record};
 use super::pairing::{check_no_duplicates, pair, restrict, Pairing};
 use super::summary::{summarize, SummaryRow};
 use super::table::{read_samples, read_study, table_error, SampleTable};
@@ -220,13 +220,6 @@ fn settings(v: &serde_json::Value) -> serde_json::Value {
     settings
 }
 
-/// A run's `run.json`, parsed.
-fn read_record(dir: &Path) -> Result<serde_json::Value> {
-    let p = dir.join("run.json");
-    serde_json::from_slice(&crate::data::read_capped(&p, 256 << 20)?)
-        .map_err(|e| Error::data(&p, format!("not JSON: {e}")))
-}
-
 /// A run's `samples.parquet`, checked: it belongs to the study `meta` (its `run.json`)
 /// records, and so does its `summary.parquet` where present; no row is repeated.
 fn read_run_table(dir: &Path, meta: &serde_json::Value) -> Result<SampleTable> {
@@ -295,7 +288,7 @@ pub fn compare(
             return Err(Error::Invalid(format!("{flag} must be finite and ≥ 0, got {v}")));
         }
     }
-    let (mb, mc) = (read_record(baseline)?, read_record(current)?);
+    let (mb, mc) = (read_record(&baseline.join("run.json"))?, read_record(&current.join("run.json"))?);
     check_comparable(baseline, current, &mb, &mc)?;
     let (base, cur) = (read_run_table(baseline, &mb)?, read_run_table(current, &mc)?);
     let pairing = pair(&base, &cur);

@@ -57,6 +57,17 @@ pub fn traces_from_columns(
     Ok(traces)
 }
 
+/// The most bytes a `run.json` or `.partial/study.json` may have (one lists every studied
+/// image).
+const MAX_RECORD_BYTES: u64 = 256 << 20;
+
+/// A study record (`run.json`, `.partial/study.json`), read through the bounded reader and
+/// parsed; an error naming the file if it is not JSON.
+pub fn read_record(path: &Path) -> Result<serde_json::Value> {
+    let bytes = crate::data::read_capped(path, MAX_RECORD_BYTES)?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
+}
+
 /// The study fingerprint that `run.json` (parsed as `meta`) records, if any.
 pub fn recorded_study(meta: &serde_json::Value) -> Option<&str> {
     meta.get("fingerprint").and_then(|f| f.as_str())

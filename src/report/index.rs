@@ -210,15 +210,7 @@ pub fn regenerate(dir: &Path) -> Result<Derived> {
     manifest.remove_leftovers()?;
     let table = super::read_samples(&samples)?;
     let run_json = dir.join("run.json");
-    let run = if run_json.is_file() {
-        let bytes = crate::data::read_capped(&run_json, 256 << 20)?;
-        Some(
-            serde_json::from_slice::<serde_json::Value>(&bytes)
-                .map_err(|e| crate::error::Error::data(&run_json, format!("not JSON: {e}")))?,
-        )
-    } else {
-        None
-    };
+    let run = if run_json.is_file() { Some(super::images::read_record(&run_json)?) } else { None };
     if let Some(meta) = &run {
         super::images::check_same_study(&samples, table.study.as_deref(), &run_json, meta)?;
     }

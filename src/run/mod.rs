@@ -17,7 +17,7 @@ use crate::lock::OutLock;
 use crate::manifest::{check_out_dir, Kind, Manifest};
 use crate::model::{self, logits_in_passes, target_probability, Classifier};
 use crate::progress::Progress;
-use crate::report::images::{check_same_study, traces_json, traces_of, ImageTraces};
+use crate::report::images::{check_same_study, read_record, traces_json, traces_of, ImageTraces};
 use crate::report::index::write_derived_owned;
 use crate::report::summary::{attack_label, SAMPLING};
 use crate::report::{write_samples, SampleRow, SampleTable};
@@ -148,14 +148,6 @@ pub fn fingerprint(plan: &Plan) -> Result<Fingerprint> {
     Fingerprint::compute(&crate::fingerprint::hashed_settings(&plan.resolved), &plan.inputs)
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = crate::data::read_capped(path, MAX_RECORD_BYTES)?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
-}
-
-/// The most bytes a `run.json` or `study.json` may have (one lists every studied image id).
-const MAX_RECORD_BYTES: u64 = 256 << 20;
-
 /// The record of an interrupted run inside `.partial/`.
 const STUDY_FILE: &str = "study.json";
 
@@ -166,7 +158,7 @@ fn finished_study(dir: &Path, fp: &Fingerprint) -> Result<Option<(serde_json::Va
     if !(run_json.is_file() && dir.join("samples.parquet").is_file()) {
         return Ok(None);
     }
-    let meta = read_json(&run_json)?;
+    let meta = read_record(&run_json)?;
     let diff = fp.difference(Fingerprint::from_json(&meta).as_ref());
     Ok(Some((meta, diff)))
 }
@@ -223,7 +215,7 @@ fn prepare_partial(partial: &Path, fp: &Fingerprint, dir: &Path) -> Result<bool>
     // Without chunks there is nothing to lose (e.g. a run that failed before its first chunk):
     // the folder is simply taken over by this study.
     if record.is_file() && has_chunks {
-        if let Some(diff) = fp.difference(Fingerprint::from_json(&read_json(&record)?).as_ref()) {
+        if let Some(diff) = fp.difference(Fingerprint::from_json(&read_record(&record)?).as_ref()) {
             return Err(refuse(diff));
         }
     } else if has_chunks {
@@ -694,7 +686,7 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
                 format!("shard {}/{} has not finished (no run.json)", s.index, s.count),
             ));
         }
-        let meta = read_json(&run_json)?;
+        let meta = read_record(&run_json)?;
         let samples = p.join("samples.parquet");
         let table = crate::report::read_samples(&samples)?;
         check_same_study(&samples, table.study.as_deref(), &run_json, &meta)?;
