@@ -162,7 +162,7 @@ pub fn restrict(table: &SampleTable, ids: &BTreeSet<u32>) -> SampleTable {
 /// count twice in every mean), naming the file and the row.
 pub fn check_no_duplicates(path: &Path, table: &SampleTable) -> Result<()> {
     match first_duplicate(&table.rows) {
-        Some(row) => {
+        Some((_, row)) => {
             Err(Error::data(path, format!("holds two rows for {row}: the table is damaged or was edited")))
         }
         None => Ok(()),

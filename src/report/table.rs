@@ -153,13 +153,12 @@ impl SampleTable {
                 )));
             }
         }
-        let mut seen = HashSet::new();
+        if let Some((i, row)) = first_duplicate(&self.rows) {
+            return Err(Error::Invalid(format!("sample row {i} repeats {row}")));
+        }
         for (i, row) in self.rows.iter().enumerate() {
             if !self.images.is_empty() && !self.images.contains_key(&row.image_id) {
                 return Err(Error::Invalid(format!("sample row {i}: image {} has no source", row.image_id)));
-            }
-            if !seen.insert(row_key(row)) {
-                return Err(Error::Invalid(format!("sample row {i} repeats {}", describe(row))));
             }
             if row.metrics.len() != self.metric_columns.len() {
                 return Err(Error::Invalid(format!(
@@ -194,10 +193,10 @@ fn describe(r: &SampleRow) -> String {
 }
 
 /// The first row of `rows` that repeats an earlier one's image × method × attack × ε (a
-/// duplicated row would count twice in every mean), described in words.
-pub fn first_duplicate(rows: &[SampleRow]) -> Option<String> {
+/// duplicated row would count twice in every mean): its index and the row in words.
+pub fn first_duplicate(rows: &[SampleRow]) -> Option<(usize, String)> {
     let mut seen = HashSet::new();
-    rows.iter().find(|r| !seen.insert(row_key(r))).map(describe)
+    rows.iter().enumerate().find(|(_, r)| !seen.insert(row_key(r))).map(|(i, r)| (i, describe(r)))
 }
 
 /// The metadata value that records `direction`.
@@ -555,8 +554,8 @@ pub(crate) mod tests {
             "{err}"
         );
         assert_eq!(
-            first_duplicate(&table.rows).as_deref(),
-            Some("image 1 / gradient / top_k → gradient / ε 0.03137254901960784")
+            first_duplicate(&table.rows),
+            Some((3, "image 1 / gradient / top_k → gradient / ε 0.03137254901960784".to_string()))
         );
         let mut table = example_table();
         table.images.remove(&2);
