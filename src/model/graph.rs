@@ -329,9 +329,9 @@ impl Graph {
         }
         let aliases =
             self.aliases.iter().map(|(k, &v)| (k.clone(), if v == 0 { 0 } else { v + 1 })).collect();
-        let g = Graph { nodes, output: self.output + 1, aliases, channels: self.channels };
-        g.check_finite()?;
-        Ok(g)
+        // `self` was checked when it was built: only the new node needs the check.
+        check_node_finite(&nodes[1])?;
+        Ok(Graph { nodes, output: self.output + 1, aliases, channels: self.channels })
     }
 
     /// The same graph with every parameter tensor passed through `f` (moving it to a device,
@@ -360,38 +360,7 @@ impl Graph {
     /// checkpoint can still fold into NaN (a negative running variance) and ReLU would hide
     /// the NaN behind plausible-looking logits.
     pub fn check_finite(&self) -> Result<()> {
-        for node in &self.nodes {
-            let bad = |what: &str, v: f32, i: usize| {
-                Error::Invalid(format!(
-                    "node `{}` ({}): {what} holds {v} at index {i} (after folding batch norms and \
-                     constants; NaN and infinite parameters are refused)",
-                    node.name,
-                    node.op.kind()
-                ))
-            };
-            let first = |v: &[f32]| v.iter().position(|x| !x.is_finite()).map(|i| (v[i], i));
-            match &node.op {
-                Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias }) => {
-                    for (what, t) in [("weight", Some(weight)), ("bias", bias.as_ref())] {
-                        if let Some((v, i)) = t.map(first_non_finite).transpose()?.flatten() {
-                            return Err(bad(what, v, i));
-                        }
-                    }
-                }
-                Op::Affine { scale, shift } => {
-                    for (what, v) in [("scale", scale), ("shift", shift)] {
-                        if let Some((v, i)) = first(v) {
-                            return Err(bad(what, v, i));
-                        }
-                    }
-                }
-                Op::Act(Nonlinearity::LeakyRelu(alpha)) if !alpha.is_finite() => {
-                    return Err(bad("alpha", *alpha, 0));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        self.nodes.iter().try_for_each(check_node_finite)
     }
 
     /// All parameter tensors, in node order (weight, then bias).
@@ -408,6 +377,40 @@ impl Graph {
         }
         out
     }
+}
+
+/// [`Graph::check_finite`] for one node: its parameters, named in the error.
+fn check_node_finite(node: &Node) -> Result<()> {
+    let bad = |what: &str, v: f32, i: usize| {
+        Error::Invalid(format!(
+            "node `{}` ({}): {what} holds {v} at index {i} (after folding batch norms and \
+             constants; NaN and infinite parameters are refused)",
+            node.name,
+            node.op.kind()
+        ))
+    };
+    let first = |v: &[f32]| v.iter().position(|x| !x.is_finite()).map(|i| (v[i], i));
+    match &node.op {
+        Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias }) => {
+            for (what, t) in [("weight", Some(weight)), ("bias", bias.as_ref())] {
+                if let Some((v, i)) = t.map(first_non_finite).transpose()?.flatten() {
+                    return Err(bad(what, v, i));
+                }
+            }
+        }
+        Op::Affine { scale, shift } => {
+            for (what, v) in [("scale", scale), ("shift", shift)] {
+                if let Some((v, i)) = first(v) {
+                    return Err(bad(what, v, i));
+                }
+            }
+        }
+        Op::Act(Nonlinearity::LeakyRelu(alpha)) if !alpha.is_finite() => {
+            return Err(bad("alpha", *alpha, 0));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The first NaN or infinite value of `t` (as f32) and its flat index, read a slice at a
