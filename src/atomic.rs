@@ -14,6 +14,13 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp{}", std::process::id()))
 }
 
+/// The file a temporary name of [`temp_path`] (`.NAME.tmpPID`) stands for: NAME; `None` for
+/// any other name. (A killed write leaves such a file; the manifest treats it as ours.)
+pub(crate) fn temp_target(name: &str) -> Option<&str> {
+    let (stem, pid) = name.strip_prefix('.')?.rsplit_once(".tmp")?;
+    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !stem.is_empty()).then_some(stem)
+}
+
 /// Writes `path` atomically with the bytes that `fill` writes into the buffered file.
 ///
 /// The parent folder is created if needed. On any error the temporary file is removed and the
@@ -48,6 +55,16 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temporary_name_reads_back_as_its_target_and_nothing_else_does() {
+        let tmp = temp_path(Path::new("out/plots/spearman.png"));
+        let name = tmp.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_target(name), Some("spearman.png"));
+        for other in ["spearman.png", ".spearman.png.tmp", ".spearman.png.tmpx1", "..tmp12", ".tmp12"] {
+            assert_eq!(temp_target(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn failed_write_leaves_old_file_and_no_temp() {

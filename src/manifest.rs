@@ -23,6 +23,7 @@
 //! [`check_out_dir`] is the one check of an output path's shape (a file, a dangling symbolic
 //! link, a file among its parents), done before anything is loaded.
 
+use crate::atomic::temp_target;
 use crate::error::{Error, Result};
 use crate::lock::{OutLock, LOCK_FILE};
 use std::collections::BTreeSet;
@@ -121,13 +122,6 @@ pub fn check_out_dir(path: &Path, flag: &str) -> Result<()> {
             Err(e) => return Err(Error::io(p, e)),
         }
     }
-}
-
-/// Whether `name` is the temporary file of an atomic write (`.NAME.tmpPID`, see
-/// [`crate::atomic`]); returns NAME.
-fn temp_target(name: &str) -> Option<&str> {
-    let (stem, pid) = name.strip_prefix('.')?.rsplit_once(".tmp")?;
-    (!pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !stem.is_empty()).then_some(stem)
 }
 
 /// `rel` joined with `name` (`""` is the folder itself).
