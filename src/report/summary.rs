@@ -373,6 +373,7 @@ mod tests {
 
     fn row(method: &str, attack: &str, kept: bool, m: [Option<f64>; 2]) -> SampleRow {
         SampleRow {
+            model: String::new(),
             image_id: 0,
             label: 1,
             predicted: 1,
@@ -393,6 +394,7 @@ mod tests {
     /// gradient/top_k (5 rows), gradient/random_sign (1 row), smoothgrad/top_k (1 row, not kept).
     fn hand_table() -> SampleTable {
         SampleTable {
+            model_metrics: Vec::new(),
             metric_columns: vec!["spearman".into(), "center_shift_px".into()],
             directions: vec![Direction::HigherIsMoreSimilar, Direction::LowerIsMoreSimilar],
             rows: vec![

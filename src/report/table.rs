@@ -8,6 +8,7 @@
 //!
 //! | column              | type        | meaning                                                   |
 //! |---------------------|-------------|-----------------------------------------------------------|
+//! | `model`             | str         | the model's `label`: only in a study of several models (`[[model]]` tables) |
 //! | `image_id`          | u32         | the image's position: in the npy/idx file, or in the folder's order (docs/commands.md) |
 //! | `source`            | str         | the image's file: its path relative to the images folder, or `name[i]` in an npy/idx file |
 //! | `image_hash`        | str         | content hash of the image's pixels as studied (after resize, crop, channels), 16 hex digits |
@@ -33,6 +34,13 @@
 //! different studies are never read together (see [`super::images`]).
 //! Tables written before images were traced have no `source` and `image_hash` columns; they
 //! are still read (with no traces).
+//!
+//! A study of several models writes one table for all of them, with the `model` column first.
+//! Models may see the images at different sizes, so a metric whose k scales with the image
+//! (`top_k_<k>`) can be one model's column and not another's: the metadata key
+//! `fragility.model_metrics` records each model's metric columns (a JSON list of
+//! `[label, [names]]` pairs), and a row holds null in the columns of the other models. In such a study an image's
+//! `image_hash` covers its pixels as every model studied them ([`super::images`]).
 //! The file is Zstandard-compressed and written atomically.
 
 use super::images::{traces_from_columns, ImageTraces};
@@ -66,6 +74,12 @@ const SEED_KEY: &str = "fragility.seed";
 /// Key-value metadata key of the study's fingerprint id (also in its `run.json`).
 pub(crate) const STUDY_KEY: &str = "fragility.study";
 
+/// Key-value metadata key of each model's metric columns in a study of several models.
+const MODEL_METRICS_KEY: &str = "fragility.model_metrics";
+
+/// The optional first column of a study of several models.
+pub const MODEL_COLUMN: &str = "model";
+
 /// The trace columns, right after `image_id` (absent from tables of older versions).
 pub const TRACE_COLUMNS: [&str; 2] = ["source", "image_hash"];
 
@@ -78,9 +92,12 @@ const PAGES_HASH_KEY: &str = "fragility.pages_hash";
 /// Prefix of the key-value metadata keys that record each metric's direction.
 const DIRECTION_KEY_PREFIX: &str = "fragility.direction.";
 
-/// One row of `samples.parquet`: one image × method × attack × ε.
+/// One row of `samples.parquet`: one (model ×) image × method × attack × ε.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleRow {
+    /// The model's label in a study of several models; empty in a study of one model (whose
+    /// table has no `model` column).
+    pub model: String,
     /// Index of the image in the input file.
     pub image_id: u32,
     /// The true label.
@@ -128,6 +145,10 @@ pub struct SampleTable {
     /// The fingerprint id of the study that wrote the table (metadata `fragility.study`);
     /// `None` for an older table.
     pub study: Option<String>,
+    /// In a study of several models, each model's metric columns (label → names, in the order
+    /// of [`SampleTable::metric_columns`]), in the models' order; empty for one model, whose
+    /// rows have every column.
+    pub model_metrics: Vec<(String, Vec<String>)>,
 }
 
 impl SampleTable {
@@ -153,6 +174,7 @@ impl SampleTable {
                 )));
             }
         }
+        self.validate_models()?;
         if let Some((i, row)) = first_duplicate(&self.rows) {
             return Err(Error::Invalid(format!("sample row {i} repeats {row}")));
         }
@@ -173,18 +195,95 @@ impl SampleTable {
     }
 }
 
-/// What identifies a row: image × method × attack × target method × ε (−0 as 0).
-type RowKey<'a> = (u32, &'a str, &'a str, Option<&'a str>, u64);
+impl SampleTable {
+    /// The models of a study of several models, in their order (empty for one model).
+    pub fn models(&self) -> Vec<&str> {
+        self.model_metrics.iter().map(|(m, _)| m.as_str()).collect()
+    }
+
+    /// Whether metric column `column` (an index into [`SampleTable::metric_columns`]) is one
+    /// of `model`'s (always, in a study of one model).
+    pub fn has_metric(&self, model: &str, column: usize) -> bool {
+        match self.model_metrics.iter().find(|(m, _)| m == model) {
+            Some((_, names)) => self.metric_columns.get(column).is_some_and(|c| names.contains(c)),
+            None => self.model_metrics.is_empty(),
+        }
+    }
+
+    /// The rows of `model` alone, as the table of a study of that one model (its metric
+    /// columns only, no `model` column); the whole table for an empty `model` in a study of
+    /// one model.
+    pub fn of_model(&self, model: &str) -> SampleTable {
+        let keep: Vec<usize> =
+            (0..self.metric_columns.len()).filter(|&j| self.has_metric(model, j)).collect();
+        SampleTable {
+            metric_columns: keep.iter().map(|&j| self.metric_columns[j].clone()).collect(),
+            directions: keep.iter().map(|&j| self.directions[j]).collect(),
+            rows: self
+                .rows
+                .iter()
+                .filter(|r| r.model == model)
+                .map(|r| SampleRow {
+                    model: String::new(),
+                    metrics: keep.iter().map(|&j| r.metrics.get(j).copied().flatten()).collect(),
+                    ..r.clone()
+                })
+                .collect(),
+            seed: self.seed,
+            images: self.images.clone(),
+            study: self.study.clone(),
+            model_metrics: Vec::new(),
+        }
+    }
+
+    /// A table of one model has no model labels; one of several has each row's label among
+    /// [`SampleTable::model_metrics`], whose columns are the table's, and no value in another
+    /// model's column.
+    fn validate_models(&self) -> Result<()> {
+        for (i, (m, names)) in self.model_metrics.iter().enumerate() {
+            if m.is_empty() || self.model_metrics[..i].iter().any(|(o, _)| o == m) {
+                return Err(Error::Invalid(format!("model label {m:?} is empty or listed twice")));
+            }
+            if let Some(c) = names.iter().find(|c| !self.metric_columns.contains(c)) {
+                return Err(Error::Invalid(format!("model {m:?}: metric column {c:?} is not in the table")));
+            }
+        }
+        for (i, row) in self.rows.iter().enumerate() {
+            if self.model_metrics.is_empty() != row.model.is_empty()
+                || (!row.model.is_empty() && !self.models().contains(&row.model.as_str()))
+            {
+                return Err(Error::Invalid(format!(
+                    "sample row {i}: model {:?} is not one of the table's models {:?}",
+                    row.model,
+                    self.models()
+                )));
+            }
+            let foreign = (0..row.metrics.len())
+                .find(|&j| row.metrics[j].is_some() && !self.has_metric(&row.model, j));
+            if let Some(j) = foreign {
+                return Err(Error::Invalid(format!(
+                    "sample row {i}: model {:?} has a value in {:?}, which is not one of its metrics",
+                    row.model, self.metric_columns[j]
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What identifies a row: model × image × method × attack × target method × ε (−0 as 0).
+type RowKey<'a> = (&'a str, u32, &'a str, &'a str, Option<&'a str>, u64);
 
 fn row_key(r: &SampleRow) -> RowKey<'_> {
     let eps = if r.epsilon == 0.0 { 0.0f64 } else { r.epsilon };
-    (r.image_id, &r.method, &r.attack, r.target_method.as_deref(), eps.to_bits())
+    (&r.model, r.image_id, &r.method, &r.attack, r.target_method.as_deref(), eps.to_bits())
 }
 
 /// A row's identity in words, for errors.
 fn describe(r: &SampleRow) -> String {
+    let model = if r.model.is_empty() { String::new() } else { format!("model {} / ", r.model) };
     format!(
-        "image {} / {} / {} / ε {}",
+        "{model}image {} / {} / {} / ε {}",
         r.image_id,
         r.method,
         super::summary::attack_label(&r.attack, r.target_method.as_deref()),
@@ -227,7 +326,11 @@ fn samples_frame(table: &SampleTable) -> std::result::Result<DataFrame, PolarsEr
     fn col<'a, T, F: Fn(&'a SampleRow) -> T>(rows: &'a [SampleRow], f: F) -> Vec<T> {
         rows.iter().map(f).collect()
     }
-    let mut columns = vec![Column::new("image_id".into(), col(rows, |r| r.image_id))];
+    let mut columns = Vec::new();
+    if !table.model_metrics.is_empty() {
+        columns.push(Column::new(MODEL_COLUMN.into(), col(rows, |r| r.model.as_str())));
+    }
+    columns.push(Column::new("image_id".into(), col(rows, |r| r.image_id)));
     if !table.images.is_empty() {
         // `validate` has checked that every row's image has a trace.
         let trace = |r: &SampleRow| table.images.get(&r.image_id);
@@ -268,6 +371,10 @@ pub fn write_samples(path: &Path, table: &SampleTable) -> Result<()> {
     directions.push((SEED_KEY.to_string(), table.seed.to_string()));
     if let Some(study) = &table.study {
         directions.push((STUDY_KEY.to_string(), study.clone()));
+    }
+    if !table.model_metrics.is_empty() {
+        let by_model = serde_json::json!(table.model_metrics);
+        directions.push((MODEL_METRICS_KEY.to_string(), by_model.to_string()));
     }
     let encode = |kv: Vec<(String, String)>, df: &mut DataFrame| super::parquet::encode_table(path, df, kv);
     // The writer is deterministic and the metadata sits in the footer, after the pages: so
@@ -392,6 +499,11 @@ fn read_samples_unchecked(path: &Path) -> Result<SampleTable> {
     let df = reader.finish().map_err(table_error(path))?;
 
     let mut names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+    // A study of several models leads with the `model` column.
+    let several = names.first().is_some_and(|n| n == MODEL_COLUMN);
+    if several {
+        names.remove(0);
+    }
     // The trace columns, where present, follow `image_id`; the rest is laid out as before.
     let traced = names.get(1..3).is_some_and(|t| t == TRACE_COLUMNS);
     if traced {
@@ -464,8 +576,14 @@ fn read_samples_unchecked(path: &Path) -> Result<SampleTable> {
         })
         .collect::<Result<Vec<_>>>()?;
 
+    let model: Vec<&str> = if several {
+        required(path, MODEL_COLUMN, column(MODEL_COLUMN)?.str().map_err(table_error(path))?.iter())?
+    } else {
+        vec![""; df.height()]
+    };
     let rows = (0..df.height())
         .map(|i| SampleRow {
+            model: model[i].to_string(),
             image_id: image_id[i],
             label: label[i],
             predicted: predicted[i],
@@ -489,7 +607,24 @@ fn read_samples_unchecked(path: &Path) -> Result<SampleTable> {
         None => 0,
     };
     let study = metadata.iter().find(|kv| kv.key == STUDY_KEY).and_then(|kv| kv.value.clone());
-    Ok(SampleTable { metric_columns, directions, rows, seed, images, study })
+    let model_metrics = if several {
+        let text = metadata.iter().find(|kv| kv.key == MODEL_METRICS_KEY).and_then(|kv| kv.value.as_deref());
+        parse_model_metrics(text).ok_or_else(|| {
+            Error::data(path, format!("a `model` column, but metadata {MODEL_METRICS_KEY:?} is {text:?}"))
+        })?
+    } else {
+        Vec::new()
+    };
+    let table = SampleTable { metric_columns, directions, rows, seed, images, study, model_metrics };
+    table.validate_models().map_err(|e| Error::data(path, e.to_string()))?;
+    Ok(table)
+}
+
+/// The models' metric columns as [`write_samples`] records them (a JSON list of
+/// `[label, [columns]]` pairs, in the models' order); `None` if `text` is not that.
+fn parse_model_metrics(text: Option<&str>) -> Option<Vec<(String, Vec<String>)>> {
+    let models: Vec<(String, Vec<String>)> = serde_json::from_str(text?).ok()?;
+    (!models.is_empty()).then_some(models)
 }
 
 #[cfg(test)]
@@ -500,6 +635,7 @@ pub(crate) mod tests {
     /// A small table with two metrics of opposite directions and some nulls.
     pub(crate) fn example_table() -> SampleTable {
         let row = |image_id: u32, attack: &str, epsilon: f64, kept: bool, m: [Option<f64>; 2]| SampleRow {
+            model: String::new(),
             image_id,
             label: 3,
             predicted: 3,
@@ -515,6 +651,7 @@ pub(crate) mod tests {
             metrics: m.to_vec(),
         };
         SampleTable {
+            model_metrics: Vec::new(),
             metric_columns: vec!["spearman".into(), "center_shift_px".into()],
             directions: vec![Direction::HigherIsMoreSimilar, Direction::LowerIsMoreSimilar],
             rows: vec![
@@ -528,6 +665,59 @@ pub(crate) mod tests {
                 .collect(),
             study: Some("0123456789abcdef".into()),
         }
+    }
+
+    /// [`example_table`] as a study of two models, `a` with both metrics and `b` with
+    /// `spearman` only (as models at two image sizes have different top-k columns).
+    pub(crate) fn two_model_table() -> SampleTable {
+        let one = example_table();
+        let mut rows = Vec::new();
+        for m in ["a", "b"] {
+            for r in &one.rows {
+                let metrics = if m == "a" { r.metrics.clone() } else { vec![r.metrics[0], None] };
+                rows.push(SampleRow { model: m.into(), metrics, ..r.clone() });
+            }
+        }
+        SampleTable {
+            rows,
+            model_metrics: vec![
+                ("a".into(), vec!["spearman".into(), "center_shift_px".into()]),
+                ("b".into(), vec!["spearman".into()]),
+            ],
+            ..one
+        }
+    }
+
+    #[test]
+    fn a_table_of_several_models_reads_back_with_each_models_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("samples.parquet");
+        let table = two_model_table();
+        write_samples(&path, &table).unwrap();
+        let df = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
+        assert_eq!(df.get_column_names()[0].as_str(), MODEL_COLUMN);
+        let back = read_samples(&path).unwrap();
+        assert_eq!(back, table);
+        assert_eq!(back.models(), ["a", "b"]);
+        assert!(back.has_metric("a", 1) && !back.has_metric("b", 1) && back.has_metric("b", 0));
+        // One model's rows are the table of a study of that model alone.
+        let b = back.of_model("b");
+        assert_eq!(b.metric_columns, ["spearman"]);
+        assert_eq!(b.rows.len(), 3);
+        assert!(b.rows.iter().all(|r| r.model.is_empty() && r.metrics.len() == 1));
+        // The same image under two models is two rows, not a repeat; under one model it is.
+        let mut bad = table.clone();
+        bad.rows[3].metrics[1] = Some(1.0);
+        let err = write_samples(&path, &bad).unwrap_err().to_string();
+        assert!(err.contains("\"b\" has a value in \"center_shift_px\""), "{err}");
+        let mut bad = table.clone();
+        bad.rows[0].model = "c".into();
+        assert!(write_samples(&path, &bad).unwrap_err().to_string().contains("not one of the table's models"));
+        let mut bad = table;
+        bad.rows[4].model = "a".into();
+        bad.rows[4].metrics = bad.rows[1].metrics.clone();
+        let err = write_samples(&path, &bad).unwrap_err().to_string();
+        assert!(err.contains("repeats model a / image 1"), "{err}");
     }
 
     #[test]

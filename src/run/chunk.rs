@@ -157,6 +157,7 @@ impl Study<'_> {
             self.bar.end();
         }
         Ok(SampleTable {
+            model_metrics: Vec::new(),
             metric_columns: self.columns.names.clone(),
             directions: self.columns.directions.clone(),
             rows,
@@ -199,6 +200,7 @@ impl Study<'_> {
     /// filled in).
     fn row(&self, id: usize, method: &str, attack: &str) -> SampleRow {
         SampleRow {
+            model: String::new(),
             image_id: id as u32,
             label: self.set.labels.as_ref().map_or(-1, |l| l[id]),
             predicted: self.preds[id] as i64,
@@ -230,6 +232,7 @@ impl Study<'_> {
                 let mut values = vec![None; self.columns.attack_columns];
                 values.extend(r.values().iter().map(|v| v.filter(|v| v.is_finite())));
                 rows.push(SampleRow {
+                    model: String::new(),
                     epsilon: settings.radius,
                     iterations: r.kept_samples,
                     linf: settings.radius,
@@ -312,6 +315,7 @@ impl Study<'_> {
             for (r, map) in after.iter().enumerate() {
                 let (e, i) = (r / b, r % b);
                 rows.push(SampleRow {
+                    model: String::new(),
                     target_method: target.clone(),
                     epsilon: plan.epsilons[e],
                     label_kept: outcome.label_kept[r],

@@ -378,6 +378,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         seed: plan.seed,
         images: traces_of(&set, &studied),
         study: Some(fp.id()),
+        model_metrics: Vec::new(),
     };
     let seconds = t0.elapsed().as_secs_f64();
     let images = serde_json::json!({
@@ -720,7 +721,9 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     manifest.claim(&crate::manifest::STUDY_FILES)?;
     remove_file_if_present(&out.join("run.json"))?;
     let first = &tables[0];
-    if tables.iter().any(|t| t.metric_columns != first.metric_columns || t.seed != first.seed) {
+    if tables.iter().any(|t| {
+        t.metric_columns != first.metric_columns || t.seed != first.seed || t.model_metrics != first.model_metrics
+    }) {
         return Err(Error::data(&shards_dir, "the shards' tables have different columns or seeds"));
     }
     // The config's order of methods and attacks, as the first shard with rows lists them.
@@ -734,12 +737,12 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
             attacks.push(a);
         }
     }
-    let (metric_columns, directions, seed) =
-        (first.metric_columns.clone(), first.directions.clone(), first.seed);
+    let (metric_columns, directions, seed, model_metrics) =
+        (first.metric_columns.clone(), first.directions.clone(), first.seed, first.model_metrics.clone());
     let images: ImageTraces = tables.iter().flat_map(|t| t.images.clone()).collect();
     let mut rows: Vec<SampleRow> = tables.into_iter().flat_map(|t| t.rows).collect();
     sort_rows(&mut rows, &methods, &attacks);
-    let table = SampleTable { metric_columns, directions, rows, seed, images, study: Some(fp.id()) };
+    let table = SampleTable { metric_columns, directions, rows, seed, images, study: Some(fp.id()), model_metrics };
     let mut ids: Vec<u64> = metas
         .iter()
         .flat_map(|m| m["images"]["ids"].as_array().cloned().unwrap_or_default())

@@ -161,6 +161,7 @@ fn sample_table_reader_never_panics_on_mangled_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("s.parquet");
     let row = |i: u32| fragility::report::SampleRow {
+        model: String::new(),
         image_id: i,
         label: 1,
         predicted: 1,
@@ -176,6 +177,7 @@ fn sample_table_reader_never_panics_on_mangled_files() {
         metrics: vec![Some(0.5), None],
     };
     let table = fragility::report::SampleTable {
+        model_metrics: Vec::new(),
         metric_columns: vec!["spearman".into(), "center_shift_px".into()],
         directions: vec![
             fragility::metric::Direction::HigherIsMoreSimilar,

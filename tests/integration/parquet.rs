@@ -234,6 +234,7 @@ fn check_plain_strings(path: &Path, strings: &[&str], float: &str) -> i64 {
 fn string_columns_are_plain_utf8_for_older_readers() {
     let dir = tempfile::tempdir().unwrap();
     let row = |method: &str, attack: &str, target: Option<&str>, v: f64| SampleRow {
+        model: String::new(),
         image_id: 7,
         label: 1,
         predicted: 1,
@@ -249,6 +250,7 @@ fn string_columns_are_plain_utf8_for_older_readers() {
         metrics: vec![Some(v)],
     };
     let table = SampleTable {
+        model_metrics: Vec::new(),
         metric_columns: vec!["spearman".into()],
         directions: vec![Direction::HigherIsMoreSimilar],
         rows: vec![
