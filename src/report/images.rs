@@ -31,6 +31,27 @@ pub fn traces_of(set: &ImageSet, ids: &[usize]) -> ImageTraces {
     ids.iter().map(|&i| (i as u32, ImageTrace { source: set.source(i), hash: set.image_hash(i) })).collect()
 }
 
+/// The traces of images `ids` as several models studied them, each from its own image set
+/// (`sets`, one per model, in model order; models may resize differently): the source, and a
+/// hash over every model's pixels, so that an image counts as the same in two studies only if
+/// every model saw the same pixels. With one set, [`traces_of`] exactly.
+pub fn traces_of_models(sets: &[&ImageSet], ids: &[usize]) -> ImageTraces {
+    match sets {
+        [] => ImageTraces::new(),
+        [one] => traces_of(one, ids),
+        several => ids
+            .iter()
+            .map(|&i| {
+                let mut h = crate::fingerprint::ContentHash::default();
+                for s in several {
+                    h.update(s.image_hash(i).as_bytes());
+                }
+                (i as u32, ImageTrace { source: several[0].source(i), hash: format!("{:016x}", h.finish()) })
+            })
+            .collect(),
+    }
+}
+
 /// The studied images as `run.json` lists them: `[{ "id", "source", "hash" }, ...]` in id order.
 pub fn traces_json(traces: &ImageTraces) -> serde_json::Value {
     traces.iter().map(|(id, t)| serde_json::json!({ "id": id, "source": t.source, "hash": t.hash })).collect()

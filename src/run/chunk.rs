@@ -8,7 +8,7 @@
 use super::{attack_label, batch_tensor, SAMPLING};
 use crate::attack::{normalized, Attack, AttackInput, Goal, Objective, PrepareContext};
 use crate::attribution::saliency;
-use crate::config::Plan;
+use crate::config::{ModelPlan, Plan};
 use crate::data::ImageSet;
 use crate::error::Result;
 use crate::metric::{all_metrics, Direction, Metric};
@@ -35,11 +35,12 @@ pub(super) struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    /// The columns of `plan`'s study of h×w images (an unset top-k resolves to the image's).
-    pub(super) fn new(plan: &'a Plan, (h, w): (usize, usize)) -> Self {
+    /// The columns of `plan`'s study of `model` on h×w images (an unset top-k resolves to
+    /// the image's).
+    pub(super) fn new(plan: &Plan, model: &'a ModelPlan, (h, w): (usize, usize)) -> Self {
         let metrics = all_metrics(&plan.metric_ks_for(h, w));
         let mut measures: Vec<&dyn Objective> = Vec::new();
-        for o in plan.attacks.iter().filter_map(|a| a.objective()) {
+        for o in model.attacks.iter().filter_map(|a| a.objective()) {
             if !measures.iter().any(|m| m.measure_name() == o.measure_name()) {
                 measures.push(o);
             }
@@ -63,24 +64,28 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The progress stages of a run over `images` images: the clean maps, the robustness
-/// estimates, each attack. Returns them and the index of the first attack's stage.
+/// The progress stages of a run over `images` images (of every model): the clean maps, the
+/// robustness estimates, each attack. Returns them and the index of the first attack's stage.
 pub(super) fn stages(plan: &Plan, images: usize) -> (Vec<(String, usize)>, usize) {
     let mut stages = vec![("clean maps".to_string(), images)];
     if plan.robustness.is_some() {
         stages.push(("sampling robustness".to_string(), images));
     }
     let first_attack = stages.len();
-    for a in &plan.attacks {
+    for a in plan.attacks() {
         stages.push((attack_label(a.name(), a.target_method().map(|t| t.name())), images));
     }
     (stages, first_attack)
 }
 
-/// Everything a chunk reads: the study's settings, model, images and their predictions, the
-/// table's columns, the images that get example panels, and where the panels go.
+/// Everything a chunk reads: the study's settings, the model (its settings, label and
+/// network), the images as it sees them and its predictions, the table's columns, the images
+/// that get example panels, and where the panels go.
 pub(super) struct Study<'a> {
     pub(super) plan: &'a Plan,
+    pub(super) spec: &'a ModelPlan,
+    /// The rows' `model`: the label in a study of several models, empty for one.
+    pub(super) label: &'a str,
     pub(super) model: &'a dyn Classifier,
     pub(super) set: &'a ImageSet,
     pub(super) preds: &'a [u32],
@@ -149,15 +154,20 @@ impl Study<'_> {
             self.bar.end();
         }
         let stacked = self.stack(&x, &targets)?;
-        for (ai, attack) in plan.attacks.iter().enumerate() {
+        for (ai, attack) in self.spec.attacks.iter().enumerate() {
             self.bar.begin(self.first_attack_stage + ai, chunk.len(), detail.to_string());
             let t = Instant::now();
             rows.extend(self.attack_rows(attack.as_ref(), chunk, &x, &clean, &stacked)?);
             attack_seconds[ai] += t.elapsed().as_secs_f64();
             self.bar.end();
         }
+        // A chunk of one model of several is a table of that one model, labelled.
+        let model_metrics = match self.label {
+            "" => Vec::new(),
+            label => vec![(label.to_string(), self.columns.names.clone())],
+        };
         Ok(SampleTable {
-            model_metrics: Vec::new(),
+            model_metrics,
             metric_columns: self.columns.names.clone(),
             directions: self.columns.directions.clone(),
             rows,
@@ -171,7 +181,7 @@ impl Study<'_> {
     fn clean(&self, x: &Tensor, targets: &[u32]) -> Result<Clean> {
         let (h, w) = self.hw();
         let mut out = Clean { maps: Vec::new(), goals: Vec::new(), before: Vec::new() };
-        for method in &self.plan.methods {
+        for method in &self.spec.methods {
             let m = maps(&method.attribute(self.model, x, targets, Activation::Exact)?)?;
             let normal: Vec<Vec<f32>> = m.iter().map(|m| normalized(m)).collect();
             let cx = PrepareContext {
@@ -200,7 +210,7 @@ impl Study<'_> {
     /// filled in).
     fn row(&self, id: usize, method: &str, attack: &str) -> SampleRow {
         SampleRow {
-            model: String::new(),
+            model: self.label.to_string(),
             image_id: id as u32,
             label: self.set.labels.as_ref().map_or(-1, |l| l[id]),
             predicted: self.preds[id] as i64,
@@ -227,12 +237,11 @@ impl Study<'_> {
     ) -> Result<Vec<SampleRow>> {
         let image_ids: Vec<u32> = chunk.iter().map(|&i| i as u32).collect();
         let mut rows = Vec::new();
-        for (mi, method) in self.plan.methods.iter().enumerate() {
+        for (mi, method) in self.spec.methods.iter().enumerate() {
             for r in estimate(self.model, method.as_ref(), x, &image_ids, targets, settings)? {
                 let mut values = vec![None; self.columns.attack_columns];
                 values.extend(r.values().iter().map(|v| v.filter(|v| v.is_finite())));
                 rows.push(SampleRow {
-                    model: String::new(),
                     epsilon: settings.radius,
                     iterations: r.kept_samples,
                     linf: settings.radius,
@@ -240,7 +249,7 @@ impl Study<'_> {
                     ..self.row(r.image_id as usize, method.name(), SAMPLING)
                 });
             }
-            self.bar.step(mi + 1, self.plan.methods.len());
+            self.bar.step(mi + 1, self.spec.methods.len());
         }
         Ok(rows)
     }
@@ -258,7 +267,9 @@ impl Study<'_> {
     }
 
     /// Each row's seed: from the run's seed, the attack (and its target method), the image
-    /// and ε, so that a row does not depend on the chunking or on the other rows.
+    /// and ε, so that a row does not depend on the chunking or on the other rows. Not on the
+    /// model: in a study of several models, every model's random baseline draws the same
+    /// noise for an image (common random numbers, so the models' differences are theirs).
     fn seeds(&self, attack: &dyn Attack, chunk: &[usize]) -> Vec<u64> {
         let plan = self.plan;
         plan.epsilons
@@ -304,7 +315,7 @@ impl Study<'_> {
         let example_rows: Vec<usize> = (0..b).filter(|&i| self.example_ids.contains(&chunk[i])).collect();
         let mut panels: Vec<(usize, MethodMaps)> = example_rows.iter().map(|&i| (i, Vec::new())).collect();
         let mut rows = Vec::new();
-        for (mi, method) in plan.methods.iter().enumerate() {
+        for (mi, method) in self.spec.methods.iter().enumerate() {
             let after =
                 maps(&method.attribute(self.model, &outcome.x_adv, &st.targets, Activation::Exact)?)?;
             for (i, panel) in &mut panels {
@@ -315,7 +326,6 @@ impl Study<'_> {
             for (r, map) in after.iter().enumerate() {
                 let (e, i) = (r / b, r % b);
                 rows.push(SampleRow {
-                    model: String::new(),
                     target_method: target.clone(),
                     epsilon: plan.epsilons[e],
                     label_kept: outcome.label_kept[r],
@@ -340,7 +350,7 @@ impl Study<'_> {
                 );
                 write_example(
                     self.dir,
-                    &label,
+                    (self.label, &label),
                     (id, classes),
                     plan.epsilons[st.largest],
                     (&x_rows[*i], &clean.maps, *i),
@@ -403,7 +413,7 @@ fn example_scores(
 #[allow(clippy::too_many_arguments)]
 fn write_example(
     dir: &Path,
-    attack_label: &str,
+    (model, attack_label): (&str, &str),
     (image_id, (before, after)): (usize, (String, String)),
     eps: f64,
     (clean_image, clean_maps, i): (&[f32], &[Vec<Vec<f32>>], usize),
@@ -421,10 +431,11 @@ fn write_example(
             scores: scores.clone(),
         })
         .collect();
-    let path = dir.join("examples").join(example_file(attack_label, image_id));
+    let path = dir.join("examples").join(example_name(model, attack_label, image_id));
+    let of_model = if model.is_empty() { String::new() } else { format!("{model}: ") };
     let figure = Figure {
         title: format!(
-            "image {image_id}, {attack_label}, ε = {} (seed {})",
+            "{of_model}image {image_id}, {attack_label}, ε = {} (seed {})",
             crate::report::labels::epsilon(eps),
             plan.seed
         ),
@@ -436,4 +447,15 @@ fn write_example(
         rows,
     };
     write_figure(&path, &figure)
+}
+
+/// The example panel's file name in `examples/`: [`example_file`], after `<label>.` in a
+/// study of several models (`model` non-empty).
+pub(super) fn example_name(model: &str, attack_label: &str, image_id: usize) -> String {
+    let file = example_file(attack_label, image_id);
+    if model.is_empty() {
+        file
+    } else {
+        format!("{model}.{file}")
+    }
 }

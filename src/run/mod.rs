@@ -9,7 +9,7 @@
 mod chunk;
 mod qualify;
 
-use crate::config::Plan;
+use crate::config::{ModelPlan, Plan};
 use crate::data::{load_labels, ImageSet};
 use crate::error::{Error, Result};
 use crate::fingerprint::Fingerprint;
@@ -17,7 +17,7 @@ use crate::lock::OutLock;
 use crate::manifest::{check_out_dir, Kind, Manifest};
 use crate::model::{self, logits_in_passes, target_probability, Classifier};
 use crate::progress::Progress;
-use crate::report::images::{check_same_study, read_record, traces_json, traces_of, ImageTraces};
+use crate::report::images::{check_same_study, read_record, traces_json, traces_of_models, ImageTraces};
 use crate::report::index::write_derived_owned;
 use crate::report::summary::{attack_label, SAMPLING};
 use crate::report::{write_samples, SampleRow, SampleTable};
@@ -245,19 +245,61 @@ fn remove_derived(manifest: &mut Manifest) -> Result<()> {
     manifest.remove("plots")
 }
 
-/// The model and the images of `plan`, checked against each other and against every setting
-/// that depends on them, before anything is written.
-fn load_checked(plan: &Plan) -> Result<(std::sync::Arc<dyn Classifier>, ImageSet)> {
-    let set = load_study_images(
-        &plan.images,
-        plan.labels.as_deref(),
-        plan.classes.as_deref(),
-        &plan.image_options,
-    )?;
+/// One model of a study with the images as it sees them, checked against each other and
+/// against every setting that depends on them.
+struct Loaded {
+    model: std::sync::Arc<dyn Classifier>,
+    /// An index into the study's image sets: models with the same image settings share one.
+    set: usize,
+}
+
+/// Every model of `plan` and the images as each sees them (one set per distinct image
+/// setting), checked against each other and against every setting that depends on them,
+/// before anything is written. Models of one study must tell the same classes apart.
+fn load_checked(plan: &Plan) -> Result<(Vec<Loaded>, Vec<ImageSet>)> {
+    let mut sets: Vec<(crate::data::ImageOptions, ImageSet)> = Vec::new();
+    let mut loaded: Vec<Loaded> = Vec::new();
+    for spec in &plan.models {
+        let set = match sets.iter().position(|(o, _)| *o == spec.image_options) {
+            Some(i) => i,
+            None => {
+                let set = load_study_images(
+                    &plan.images,
+                    plan.labels.as_deref(),
+                    plan.classes.as_deref(),
+                    &spec.image_options,
+                )?;
+                sets.push((spec.image_options, set));
+                sets.len() - 1
+            }
+        };
+        let model = load_model(plan, spec, &sets[set].1)
+            .map_err(|e| crate::config::in_model(plan.several_models(), &spec.label, e))?;
+        if let Some(first) = loaded.first() {
+            let (a, b) = (first.model.num_classes(), model.num_classes());
+            if a != b {
+                return Err(Error::Config {
+                    file: plan.config_path.clone(),
+                    line: None,
+                    message: format!(
+                        "model `{}` has {b} classes but model `{}` has {a}: the models of one study must classify the same classes",
+                        spec.label, plan.models[0].label
+                    ),
+                });
+            }
+        }
+        loaded.push(Loaded { model, set });
+    }
+    Ok((loaded, sets.into_iter().map(|(_, s)| s).collect()))
+}
+
+/// The model `spec` of `plan`, checked against `set` (the images as it sees them) and against
+/// every setting that depends on them.
+fn load_model(plan: &Plan, spec: &ModelPlan, set: &ImageSet) -> Result<std::sync::Arc<dyn Classifier>> {
     let model = model::load_sized(
-        &plan.model,
-        &plan.weights,
-        plan.normalize.as_ref(),
+        &spec.name,
+        &spec.weights,
+        spec.normalize.as_ref(),
         &plan.device,
         Some((set.h, set.w)),
     )?;
@@ -266,22 +308,22 @@ fn load_checked(plan: &Plan) -> Result<(std::sync::Arc<dyn Classifier>, ImageSet
             .map(|c| format!("; set `channels = {c}` in the config's [data] table to convert them"));
         Error::data(&plan.images, format!("{e}{}", hint.unwrap_or_default()))
     })?;
-    plan.check_against(&set, model.num_classes())?;
-    for m in &plan.methods {
+    plan.check_against(set, model.num_classes())?;
+    for m in &spec.methods {
         m.check(model.as_ref()).map_err(|e| Error::Config {
             file: plan.config_path.clone(),
             line: None,
             message: format!("method `{}`: {e}", m.name()),
         })?;
     }
-    for a in &plan.attacks {
+    for a in &spec.attacks {
         a.check(model.as_ref(), (set.h, set.w)).map_err(|e| Error::Config {
             file: plan.config_path.clone(),
             line: None,
             message: format!("attack `{}`: {e}", a.name()),
         })?;
     }
-    Ok((model, set))
+    Ok(model)
 }
 
 /// Runs the study described by `plan` (see [`RunOptions`]). Rows are written chunk by chunk
@@ -310,11 +352,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             return Ok(report);
         }
     }
-    let (model, set) = load_checked(plan)?;
-    let class_names = study_class_names(plan, &set, model.num_classes())?;
+    let (loaded, sets) = load_checked(plan)?;
+    let first_set = &sets[loaded[0].set];
+    let class_names = study_class_names(plan, first_set, loaded[0].model.num_classes())?;
     let t_load = t0.elapsed().as_secs_f64();
-    let (preds, probs) = predict_all(model.as_ref(), &set, &plan.device)?;
-    let (ids, eligible) = select_images(plan, &set, &preds)?;
+    let predictions: Vec<(Vec<u32>, Vec<f64>)> = loaded
+        .iter()
+        .map(|l| predict_all(l.model.as_ref(), &sets[l.set], &plan.device))
+        .collect::<Result<_>>()?;
+    let (ids, eligible) = select_images(plan, first_set, &predictions)?;
 
     // A new folder is created (and locked) only now, when everything has been checked.
     let (_lock, mut manifest) = match early {
@@ -351,49 +397,83 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         .filter(|(k, _)| opts.shard.is_none_or(|s| k % s.count == s.index))
         .collect();
     let studied: Vec<usize> = chunks.iter().flat_map(|(_, c)| c.iter().copied()).collect();
-    let columns = chunk::Columns::new(plan, (set.h, set.w));
-    let (stages, first_attack_stage) = chunk::stages(plan, studied.len());
+    let several = plan.several_models();
+    // Every stage runs once per model on every image.
+    let (stages, first_attack_stage) = chunk::stages(plan, studied.len() * plan.models.len());
     let bar = Progress::new(opts.progress, &stages);
-    let study = chunk::Study {
-        plan,
-        model: model.as_ref(),
-        set: &set,
-        preds: &preds,
-        probs: &probs,
-        class_names: class_names.as_deref(),
-        columns: &columns,
-        // Example panels go to the first `examples` studied images (of all shards).
-        example_ids: &ids[..plan.examples.min(ids.len())],
-        dir: &dir,
-        bar: &bar,
-        first_attack_stage,
-    };
-    let done = compute_chunks(&study, &chunks, &partial)?;
+    let mut done = Chunks { parts: Vec::new(), attack_seconds: vec![0f64; plan.attacks().len()], resumed: 0 };
+    for ((spec, l), (preds, probs)) in plan.models.iter().zip(&loaded).zip(&predictions) {
+        let set = &sets[l.set];
+        let columns = chunk::Columns::new(plan, spec, (set.h, set.w));
+        let study = chunk::Study {
+            plan,
+            spec,
+            label: if several { &spec.label } else { "" },
+            model: l.model.as_ref(),
+            set,
+            preds,
+            probs,
+            class_names: class_names.as_deref(),
+            columns: &columns,
+            // Example panels go to the first `examples` studied images (of all shards).
+            example_ids: &ids[..plan.examples.min(ids.len())],
+            dir: &dir,
+            bar: &bar,
+            first_attack_stage,
+        };
+        compute_chunks(&study, &chunks, &partial, &mut done)?;
+    }
     bar.finish();
 
-    let table = SampleTable {
-        metric_columns: columns.names.clone(),
-        directions: columns.directions.clone(),
-        rows: sorted(plan, done.rows),
-        seed: plan.seed,
-        images: traces_of(&set, &studied),
-        study: Some(fp.id()),
-        model_metrics: Vec::new(),
-    };
+    let model_sets: Vec<&ImageSet> = loaded.iter().map(|l| &sets[l.set]).collect();
+    let table = assemble(plan, done.parts, traces_of_models(&model_sets, &studied), fp.id());
     let seconds = t0.elapsed().as_secs_f64();
-    let images = serde_json::json!({
-        "in_file": set.n,
+    let mut images = serde_json::json!({
+        "in_file": first_set.n,
         "eligible": eligible,
         "requested": plan.count,
         "studied": studied.len(),
         "ids": studied,
-        "predictions": qualify::record(&preds, set.labels.as_deref(), model.num_classes()),
         "list": traces_json(&table.images),
     });
+    let qualified = |(preds, _): &(Vec<u32>, Vec<f64>), classes: usize| {
+        qualify::record(preds, first_set.labels.as_deref(), classes)
+    };
+    if several {
+        images["models"] = plan
+            .models
+            .iter()
+            .zip(&loaded)
+            .zip(&predictions)
+            .map(|((spec, l), p)| {
+                serde_json::json!({
+                    "label": spec.label,
+                    "eligible": eligible_ids(plan, first_set, std::slice::from_ref(p)).len(),
+                    "predictions": qualified(p, l.model.num_classes()),
+                })
+            })
+            .collect();
+    } else {
+        images["predictions"] = qualified(&predictions[0], loaded[0].model.num_classes());
+    }
     let timings = (t_load, done.attack_seconds.as_slice(), seconds);
     let mut meta = run_record(plan, opts, &fp, images, done.resumed, table.rows.len(), timings);
     // The values the settings leave "auto", as this study's images resolve them.
-    meta["automatic"] = plan.automatic(set.h, set.w);
+    meta["automatic"] = if several {
+        let per_model: Vec<serde_json::Value> = plan
+            .models
+            .iter()
+            .zip(&model_sets)
+            .map(|(spec, set)| {
+                let mut auto = plan.automatic(set.h, set.w);
+                auto["label"] = serde_json::json!(spec.label);
+                auto
+            })
+            .collect();
+        serde_json::json!({ "models": per_model })
+    } else {
+        plan.automatic(first_set.h, first_set.w)
+    };
     // A shard leaves summary, plots and page to `fragility merge`.
     let (files, derived) = write_finished(&mut manifest, &table, &meta, opts.shard.is_none())?;
     manifest.remove(".partial")?;
@@ -424,14 +504,17 @@ fn take_study(dir: &Path, opts: &RunOptions) -> Result<(OutLock, Manifest)> {
     Manifest::take(dir, Kind::Study, "`out`", study_files(opts))
 }
 
-/// The example panels a run writes (`examples/<attack>_image<id>.png`): every attack on each
-/// of `ids`.
+/// The example panels a run writes (`examples/<attack>_image<id>.png`, after `<label>.` in a
+/// study of several models): every attack on each of `ids`, for every model.
 fn example_files(plan: &Plan, ids: &[usize]) -> Vec<String> {
     let mut files = Vec::new();
-    for a in &plan.attacks {
-        let label = attack_label(a.name(), a.target_method().map(|t| t.name()));
-        for &id in ids {
-            files.push(format!("examples/{}", crate::report::figure::example_file(&label, id)));
+    for spec in &plan.models {
+        let model = if plan.several_models() { spec.label.as_str() } else { "" };
+        for a in plan.attacks() {
+            let label = attack_label(a.name(), a.target_method().map(|t| t.name()));
+            for &id in ids {
+                files.push(format!("examples/{}", chunk::example_name(model, &label, id)));
+            }
         }
     }
     files
@@ -439,35 +522,111 @@ fn example_files(plan: &Plan, ids: &[usize]) -> Vec<String> {
 
 /// The rows of a run's chunks, computed or read back, with what it took.
 struct Chunks {
-    rows: Vec<SampleRow>,
-    /// Seconds each attack took (over the computed chunks).
+    /// Per model: its label, its metric columns with their directions, and its rows.
+    parts: Vec<ModelRows>,
+    /// Seconds each attack took (over the computed chunks of every model).
     attack_seconds: Vec<f64>,
     /// How many chunks an interrupted run had finished.
     resumed: usize,
 }
 
-/// Every chunk `(k, images)` of `chunks`: read back from `partial/` (checked to belong to the
-/// study) where an interrupted run finished it, else computed and written there at once.
-fn compute_chunks(study: &chunk::Study, chunks: &[(usize, &[usize])], partial: &Path) -> Result<Chunks> {
+/// One model's rows in its own metric columns (models at different image sizes have
+/// different top-k columns).
+struct ModelRows {
+    label: String,
+    columns: Vec<String>,
+    directions: Vec<crate::metric::Direction>,
+    rows: Vec<SampleRow>,
+}
+
+/// The chunk file of chunk `k` of the model labelled `label` (empty: a study of one model).
+fn chunk_file(partial: &Path, label: &str, k: usize) -> PathBuf {
+    if label.is_empty() {
+        partial.join(format!("chunk-{k:06}.parquet"))
+    } else {
+        partial.join(format!("chunk-{k:06}.{label}.parquet"))
+    }
+}
+
+/// Every chunk `(k, images)` of `chunks` for the study's model: read back from `partial/`
+/// (checked to belong to the study) where an interrupted run finished it, else computed and
+/// written there at once. Adds the model's rows to `done`.
+fn compute_chunks(
+    study: &chunk::Study,
+    chunks: &[(usize, &[usize])],
+    partial: &Path,
+    done: &mut Chunks,
+) -> Result<()> {
     let plan = study.plan;
-    let mut done = Chunks { rows: Vec::new(), attack_seconds: vec![0f64; plan.attacks.len()], resumed: 0 };
+    let mut rows = Vec::new();
+    let of_model = if study.label.is_empty() { String::new() } else { format!("{}: ", study.label) };
     for (pos, &(k, chunk)) in chunks.iter().enumerate() {
-        let chunk_file = partial.join(format!("chunk-{k:06}.parquet"));
+        let chunk_file = chunk_file(partial, study.label, k);
         if chunk_file.is_file() {
             let table = crate::report::read_samples(&chunk_file)?;
-            check_chunk(&chunk_file, &table, plan, chunk, &study.columns.names)?;
-            done.rows.extend(table.rows);
+            check_chunk(&chunk_file, &table, plan, (study.label, chunk), &study.columns.names)?;
+            rows.extend(table.rows);
             done.resumed += 1;
             study.bar.resume(chunk.len());
             continue;
         }
-        let detail = format!("chunk {}/{} ({} images)", pos + 1, chunks.len(), chunk.len());
+        let detail = format!("{of_model}chunk {}/{} ({} images)", pos + 1, chunks.len(), chunk.len());
         let table = study.chunk(chunk, &detail, &mut done.attack_seconds)?;
         // The chunk is done: keep its rows on disk before anything else can go wrong.
         write_samples(&chunk_file, &table)?;
-        done.rows.extend(table.rows);
+        rows.extend(table.rows);
     }
-    Ok(done)
+    done.parts.push(ModelRows {
+        label: study.label.to_string(),
+        columns: study.columns.names.clone(),
+        directions: study.columns.directions.clone(),
+        rows,
+    });
+    Ok(())
+}
+
+/// The study's table from every model's rows: one model's as they are; several models' in
+/// the union of their metric columns (in order of first appearance), each row with nulls in
+/// the columns of the other models, and each model's columns recorded.
+fn assemble(plan: &Plan, parts: Vec<ModelRows>, images: ImageTraces, study: String) -> SampleTable {
+    let mut metric_columns: Vec<String> = Vec::new();
+    let mut directions = Vec::new();
+    for p in &parts {
+        for (c, d) in p.columns.iter().zip(&p.directions) {
+            if !metric_columns.contains(c) {
+                metric_columns.push(c.clone());
+                directions.push(*d);
+            }
+        }
+    }
+    let several = parts.len() > 1;
+    let model_metrics = if several {
+        parts.iter().map(|p| (p.label.clone(), p.columns.clone())).collect()
+    } else {
+        Vec::new()
+    };
+    let mut rows = Vec::new();
+    for p in parts {
+        let at: Vec<usize> =
+            p.columns.iter().filter_map(|c| metric_columns.iter().position(|m| m == c)).collect();
+        for mut r in p.rows {
+            let mut wide = vec![None; metric_columns.len()];
+            for (v, &j) in r.metrics.iter().zip(&at) {
+                wide[j] = *v;
+            }
+            r.metrics = wide;
+            rows.push(r);
+        }
+    }
+    SampleTable {
+        metric_columns,
+        directions,
+        rows: sorted(plan, rows),
+        seed: plan.seed,
+        images,
+        study: Some(study),
+        model_metrics,
+    }
 }
 
 /// `run.json`: versions, settings, images, row count, timings (load, per attack, total) and
@@ -494,7 +653,7 @@ fn run_record(
         "rows": rows,
         "timings_s": {
             "load": load,
-            "attacks": plan.attacks.iter().zip(attack_seconds).map(|(a, s)| {
+            "attacks": plan.attacks().iter().zip(attack_seconds).map(|(a, s)| {
                 (attack_label(a.name(), a.target_method().map(|t| t.name())), serde_json::json!(s))
             }).collect::<serde_json::Map<_, _>>(),
             "total": total,
@@ -506,22 +665,34 @@ fn run_record(
     meta
 }
 
-/// The images to study, in file order: the correctly classified ones (with labels and
-/// `correct_only`), at most `count`; and how many qualified.
-fn select_images(plan: &Plan, set: &ImageSet, preds: &[u32]) -> Result<(Vec<usize>, usize)> {
-    let mut ids: Vec<usize> = (0..set.n)
+/// The images a study may use, in file order: with labels and `correct_only`, those every
+/// model of `predictions` (each model's predicted classes, by image) classifies correctly;
+/// all of them otherwise.
+fn eligible_ids(plan: &Plan, set: &ImageSet, predictions: &[(Vec<u32>, Vec<f64>)]) -> Vec<usize> {
+    (0..set.n)
         .filter(|&i| match (&set.labels, plan.correct_only) {
-            (Some(l), true) => l[i] == preds[i] as i64,
+            (Some(l), true) => predictions.iter().all(|(p, _)| l[i] == p[i] as i64),
             _ => true,
         })
-        .collect();
+        .collect()
+}
+
+/// The images to study, in file order: the eligible ones ([`eligible_ids`]), at most
+/// `count`; and how many qualified.
+fn select_images(
+    plan: &Plan,
+    set: &ImageSet,
+    predictions: &[(Vec<u32>, Vec<f64>)],
+) -> Result<(Vec<usize>, usize)> {
+    let mut ids = eligible_ids(plan, set, predictions);
     let eligible = ids.len();
     if let Some(n) = plan.count {
         ids.truncate(n);
     }
     if ids.is_empty() {
+        let by = if plan.several_models() { " by every model" } else { "" };
         return Err(Error::Invalid(format!(
-            "{}: no image to study ({} images, none classified correctly)",
+            "{}: no image to study ({} images, none classified correctly{by})",
             plan.images.display(),
             set.n
         )));
@@ -529,17 +700,21 @@ fn select_images(plan: &Plan, set: &ImageSet, preds: &[u32]) -> Result<(Vec<usiz
     Ok((ids, eligible))
 }
 
-/// `rows` in a deterministic order whatever the chunking: method, attack (in config order,
-/// each target method after the other), image, ε.
+/// `rows` in a deterministic order whatever the chunking: model, method, attack (in config
+/// order, each target method after the other), image, ε.
 fn sorted(plan: &Plan, mut rows: Vec<SampleRow>) -> Vec<SampleRow> {
-    let method_order: Vec<String> = plan.methods.iter().map(|m| m.name().to_string()).collect();
+    let model_order: Vec<String> = match plan.several_models() {
+        true => plan.models.iter().map(|m| m.label.clone()).collect(),
+        false => Vec::new(),
+    };
+    let method_order: Vec<String> = plan.methods().iter().map(|m| m.name().to_string()).collect();
     let attack_order: Vec<(String, Option<String>)> = plan
-        .attacks
+        .attacks()
         .iter()
         .map(|a| (a.name().to_string(), a.target_method().map(|t| t.name().to_string())))
         .chain(std::iter::once((SAMPLING.to_string(), None)))
         .collect();
-    sort_rows(&mut rows, &method_order, &attack_order);
+    sort_rows(&mut rows, &model_order, &method_order, &attack_order);
     rows
 }
 
@@ -550,7 +725,7 @@ fn check_chunk(
     path: &Path,
     table: &SampleTable,
     plan: &Plan,
-    chunk: &[usize],
+    (label, chunk): (&str, &[usize]),
     columns: &[String],
 ) -> Result<()> {
     let bad = |why: String| {
@@ -563,13 +738,16 @@ fn check_chunk(
         return Err(bad("other metric columns or another seed".into()));
     }
     let attacks: Vec<(&str, Option<&str>)> =
-        plan.attacks.iter().map(|a| (a.name(), a.target_method().map(|t| t.name()))).collect();
+        plan.attacks().iter().map(|a| (a.name(), a.target_method().map(|t| t.name()))).collect();
     let mut attack_rows = 0;
     for r in &table.rows {
+        if r.model != label {
+            return Err(bad(format!("a row of model {:?}, not of {label:?}", r.model)));
+        }
         if !chunk.contains(&(r.image_id as usize)) {
             return Err(bad(format!("image {} is not one of the chunk's images", r.image_id)));
         }
-        if !plan.methods.iter().any(|m| m.name() == r.method) {
+        if !plan.methods().iter().any(|m| m.name() == r.method) {
             return Err(bad(format!("method `{}` is not studied", r.method)));
         }
         if r.attack == SAMPLING && plan.robustness.is_some() {
@@ -582,7 +760,7 @@ fn check_chunk(
         }
         attack_rows += 1;
     }
-    let want = chunk.len() * plan.methods.len() * plan.attacks.len() * plan.epsilons.len();
+    let want = chunk.len() * plan.methods().len() * plan.attacks().len() * plan.epsilons.len();
     if attack_rows != want {
         return Err(bad(format!("{attack_rows} attack rows, expected {want}")));
     }
@@ -599,7 +777,7 @@ fn study_class_names(plan: &Plan, set: &ImageSet, model_classes: usize) -> Resul
             message: format!(
                 "field `data.classes`: lists {} class names, but the model `{}` has {model_classes} classes",
                 names.len(),
-                plan.model
+                plan.models[0].label
             ),
         }),
         Some(names) => Ok(Some(names.clone())),
@@ -639,14 +817,21 @@ fn write_finished(
     Ok((files, result))
 }
 
-/// Sorts rows by method, then attack × target method (both in the given orders), image, ε.
-pub fn sort_rows(rows: &mut [SampleRow], methods: &[String], attacks: &[(String, Option<String>)]) {
+/// Sorts rows by model, method, then attack × target method (all in the given orders; no
+/// models: a study of one), image, ε.
+pub fn sort_rows(
+    rows: &mut [SampleRow],
+    models: &[String],
+    methods: &[String],
+    attacks: &[(String, Option<String>)],
+) {
+    let model_pos = |n: &str| models.iter().position(|m| m == n);
     let method_pos = |n: &str| methods.iter().position(|m| m == n);
     let attack_pos =
         |r: &SampleRow| attacks.iter().position(|(a, t)| *a == r.attack && *t == r.target_method);
     rows.sort_by(|a, b| {
-        (method_pos(&a.method), attack_pos(a), a.image_id)
-            .cmp(&(method_pos(&b.method), attack_pos(b), b.image_id))
+        (model_pos(&a.model), method_pos(&a.method), attack_pos(a), a.image_id)
+            .cmp(&(model_pos(&b.model), method_pos(&b.method), attack_pos(b), b.image_id))
             .then(a.epsilon.total_cmp(&b.epsilon))
     });
 }
@@ -741,7 +926,8 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
         (first.metric_columns.clone(), first.directions.clone(), first.seed, first.model_metrics.clone());
     let images: ImageTraces = tables.iter().flat_map(|t| t.images.clone()).collect();
     let mut rows: Vec<SampleRow> = tables.into_iter().flat_map(|t| t.rows).collect();
-    sort_rows(&mut rows, &methods, &attacks);
+    let models: Vec<String> = model_metrics.iter().map(|(m, _)| m.clone()).collect();
+    sort_rows(&mut rows, &models, &methods, &attacks);
     let table = SampleTable { metric_columns, directions, rows, seed, images, study: Some(fp.id()), model_metrics };
     let mut ids: Vec<u64> = metas
         .iter()

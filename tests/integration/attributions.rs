@@ -457,13 +457,13 @@ epsilons = [0.1]
     );
     let path = root().join("slic.toml"); // never read: `parse` takes the text
     let plan = fragility::config::Plan::parse(&path, &text).unwrap();
-    let lime = plan.methods.iter().find(|m| m.name() == "lime").unwrap();
+    let lime = plan.methods().iter().find(|m| m.name() == "lime").unwrap();
     let params = lime.params();
     assert_eq!(params["segments"], "slic");
     assert_eq!(params["n_segments"], 30);
     assert_eq!(params["compactness"], 3.0);
     assert_eq!(params["cell"], "auto");
-    let shap = plan.methods.iter().find(|m| m.name() == "kernel_shap").unwrap();
+    let shap = plan.methods().iter().find(|m| m.name() == "kernel_shap").unwrap();
     assert_eq!(shap.params()["segments"], "grid");
 
     let model = shipped_model();

@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod compare;
 mod fuzz;
+mod models;
 mod gradients;
 mod onnx;
 mod parquet;

@@ -3,7 +3,12 @@
 //! The raw structs mirror the file (serde, `deny_unknown_fields`); [`Plan::load`] checks every
 //! value and resolves paths (relative to the config file's folder), methods and attacks, so
 //! nothing downstream reads TOML. Every error names the file, the line and the field.
-//! See `experiments/fragility.toml` for a commented example of every key.
+//! See `experiments/fragility.toml` for a commented example of every key, and [`models`] for
+//! `[[model]]`, a study of several models.
+
+mod models;
+
+pub use models::{check_label, in_model, ModelPlan, MAX_LABEL};
 
 use crate::attack::{
     Attack, IterSettings, ManipulateObjective, MassCenterObjective, Objective, Optimizer, RandomSign,
@@ -15,7 +20,6 @@ use crate::attribution::{
 };
 use crate::data::ImageOptions;
 use crate::error::{Error, Result};
-use crate::model::Normalize;
 use candle_core::Device;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -34,7 +38,7 @@ struct RawConfig {
     out: Spanned<String>,
     #[serde(default = "default_batch")]
     batch_size: Spanned<usize>,
-    model: RawModel,
+    model: models::RawModels,
     data: RawData,
     methods: RawMethods,
     attacks: RawAttacks,
@@ -88,26 +92,6 @@ fn default_device() -> Spanned<String> {
 
 fn default_batch() -> Spanned<usize> {
     Spanned::new(0..0, 50)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawModel {
-    /// A built-in architecture (`fragility models`), with `weights`.
-    name: Option<Spanned<String>>,
-    weights: Option<Spanned<String>>,
-    /// An ONNX file (weights inside), instead of `name` and `weights`.
-    onnx: Option<Spanned<String>>,
-    /// `"imagenet"` or `{ mean = [...], std = [...] }`.
-    normalize: Option<Spanned<RawNormalize>>,
-}
-
-/// `[model] normalize`: a preset name or explicit per-channel statistics.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawNormalize {
-    Preset(String),
-    Stats { mean: Vec<f32>, std: Vec<f32> },
 }
 
 #[derive(Debug, Deserialize)]
@@ -309,12 +293,9 @@ pub struct Plan {
     pub out: PathBuf,
     /// Images per chunk (each chunk is attacked at every ε at once).
     pub batch_size: usize,
-    /// Model architecture name.
-    pub model: String,
-    /// Safetensors weights.
-    pub weights: PathBuf,
-    /// Input normalisation inside the model, if any.
-    pub normalize: Option<Normalize>,
+    /// The model, or the models of a study of several (`[[model]]`), in config order; at
+    /// least one.
+    pub models: Vec<ModelPlan>,
     /// Images: an idx or npy file, or a folder of PNG/JPEG files.
     pub images: PathBuf,
     /// Label file (idx or npy; for a flat folder of images, a CSV of file,label), if any.
@@ -326,16 +307,13 @@ pub struct Plan {
     pub class_names: Option<Vec<String>>,
     /// The config line of `[data] classes`, for the error when the list does not fit the model.
     pub class_names_line: Option<usize>,
-    /// Resize, crop and channel conversion of every image.
+    /// `[data]`'s resize, crop and channel conversion (each model's own settings go over
+    /// them: [`ModelPlan::image_options`]).
     pub image_options: ImageOptions,
     /// How many images to study (after filtering); all if `None`.
     pub count: Option<usize>,
     /// Keep only images the model classifies correctly (as the paper does).
     pub correct_only: bool,
-    /// Attribution methods to measure.
-    pub methods: Vec<Arc<dyn Attribution>>,
-    /// Attacks to run.
-    pub attacks: Vec<Arc<dyn Attack>>,
     /// L∞ budgets on the [0,1] pixel scale.
     pub epsilons: Vec<f64>,
     /// The k of each top-k intersection metric (at least one, distinct, each ≥ 1); `None`
@@ -464,42 +442,6 @@ fn check_class_names(names: &[String]) -> std::result::Result<(), String> {
 }
 
 impl Plan {
-    /// `[model]`'s source: (model name, weights file). An ONNX model's name is its resolved
-    /// path (ending in `.onnx`, see [`crate::model::is_onnx`]), and it is its own weights file.
-    fn model_source(cx: &Ctx, m: &RawModel) -> Result<(String, PathBuf)> {
-        match (&m.name, &m.weights, &m.onnx) {
-            (None, None, Some(onnx)) => {
-                let p = cx.path("model.onnx", onnx)?;
-                if !crate::model::is_onnx(&p.to_string_lossy()) {
-                    return Err(cx.err(onnx.span(), format!("field `model.onnx`: {} does not end in .onnx", p.display())));
-                }
-                Ok((p.to_string_lossy().into_owned(), p))
-            }
-            (Some(name), Some(weights), None) => {
-                if !crate::model::model_names().contains(&name.get_ref().as_str()) {
-                    return Err(cx.err(
-                        name.span(),
-                        format!(
-                            "field `model.name`: unknown model `{}` (known: {}; an ONNX file goes in `model.onnx`)",
-                            name.get_ref(),
-                            crate::model::model_names().join(", ")
-                        ),
-                    ));
-                }
-                Ok((name.get_ref().clone(), cx.path("model.weights", weights)?))
-            }
-            (_, _, Some(onnx)) => Err(cx.err(
-                onnx.span(),
-                "field `model.onnx`: an ONNX file holds its own weights; give it without `name` and `weights`".into(),
-            )),
-            (Some(name), None, None) => {
-                Err(cx.err(name.span(), "field `model.weights` is missing (the safetensors state_dict)".into()))
-            }
-            (None, Some(w), None) => Err(cx.err(w.span(), "field `model.name` is missing (`fragility models` lists them)".into())),
-            (None, None, None) => Err(cx.err(0..0, "section `[model]` needs `name` and `weights`, or `onnx`".into())),
-        }
-    }
-
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Plan> {
         let text = read_config_text(path)?;
@@ -528,18 +470,6 @@ impl Plan {
         if *raw.batch_size.get_ref() == 0 {
             return Err(cx.err(raw.batch_size.span(), "field `batch_size` must be at least 1".into()));
         }
-        let (model_name, weights) = Self::model_source(&cx, &raw.model)?;
-        let normalize = match &raw.model.normalize {
-            None => None,
-            Some(n) => Some(
-                match n.get_ref() {
-                    RawNormalize::Preset(p) if p == "imagenet" => Ok(Normalize::imagenet()),
-                    RawNormalize::Preset(p) => Err(format!("unknown preset `{p}` (known: imagenet)")),
-                    RawNormalize::Stats { mean, std } => Normalize::new(mean.clone(), std.clone()),
-                }
-                .map_err(|e| cx.err(n.span(), format!("field `model.normalize`: {e}")))?,
-            ),
-        };
         let images = cx.path("data.images", &raw.data.images)?;
         let labels = raw.data.labels.as_ref().map(|l| cx.path("data.labels", l)).transpose()?;
         let class_names_line = raw.data.classes.as_ref().and_then(|c| cx.line(c.span()));
@@ -561,13 +491,14 @@ impl Plan {
             crop: raw.data.crop.as_ref().map(|v| *v.get_ref()),
             channels: raw.data.channels.as_ref().map(|v| *v.get_ref()),
         };
+        let data_span = [&raw.data.resize, &raw.data.crop, &raw.data.channels]
+            .iter()
+            .find_map(|v| v.as_ref().map(|v| v.span()))
+            .unwrap_or(raw.data.images.span());
         if let Err(e) = image_options.validate() {
-            let span = [&raw.data.resize, &raw.data.crop, &raw.data.channels]
-                .iter()
-                .find_map(|v| v.as_ref().map(|v| v.span()))
-                .unwrap_or(raw.data.images.span());
-            return Err(cx.err(span, format!("section `data`: {e}")));
+            return Err(cx.err(data_span, format!("section `data`: {e}")));
         }
+        let sources = models::sources(&cx, &raw.model, &image_options, data_span)?;
         let folder_labels = images.is_dir();
         if raw.data.correct_only && labels.is_none() && !folder_labels {
             return Err(cx.err(
@@ -581,17 +512,35 @@ impl Plan {
             }
         }
 
-        let factory = MethodFactory::parse(&cx, &raw, &model_name)?;
-        let make_method = |name: &Spanned<String>, field: &str| factory.make(&cx, name, field);
-        let methods = factory.listed(&cx, &raw.methods.names)?;
-
         let epsilons = parse_epsilons(&cx, &raw.attacks.epsilons)?;
         if let Some(r) = &raw.attacks.random_sign {
             if r.get_ref().tries == 0 {
                 return Err(cx.err(r.span(), "field `attacks.random_sign.tries` must be at least 1".into()));
             }
         }
-        let attacks = build_attacks(&cx, &raw, &make_method, &images)?;
+        // Methods and attacks are built per model: a method may resolve a setting from its
+        // model (Grad-CAM's default layer).
+        let mut models = Vec::new();
+        let mut factory = None;
+        for s in sources {
+            let f = MethodFactory::parse(&cx, &raw, &s.name)?;
+            let make_method = |name: &Spanned<String>, field: &str| f.make(&cx, name, field);
+            let methods = f.listed(&cx, &raw.methods.names)?;
+            let attacks = build_attacks(&cx, &raw, &make_method, &images)?;
+            models.push(ModelPlan {
+                label: s.label,
+                label_given: s.label_given,
+                name: s.name,
+                weights: s.weights,
+                normalize: s.normalize,
+                image_options: s.image_options,
+                methods,
+                attacks,
+            });
+            factory.get_or_insert(f);
+        }
+        // `sources` gives at least one model.
+        let Some(factory) = factory else { return Err(cx.err(0..0, "no model".into())) };
         let metric_ks = raw.metrics.top_k.as_ref().map(|k| parse_metric_ks(&cx, k)).transpose()?;
 
         let robustness = match &raw.robustness {
@@ -630,7 +579,7 @@ impl Plan {
                 .zip(raw.metrics.top_k.as_ref())
                 .map(|(ks, given)| (ks.iter().copied().max().unwrap_or(0), cx.line(given.span()))),
         };
-        let inputs = study_inputs(&raw, base, &weights, &images, &labels, &classes);
+        let inputs = study_inputs(&raw, base, &models, &images, &labels, &classes);
         let title = match &raw.title {
             Some(t) if t.get_ref().trim().is_empty() || t.get_ref().contains(['\n', '\r']) => {
                 return Err(cx.err(t.span(), "field `title`: give one line of text (or leave it out)".into()))
@@ -644,9 +593,7 @@ impl Plan {
             device,
             out,
             batch_size: *raw.batch_size.get_ref(),
-            model: model_name,
-            weights,
-            normalize,
+            models,
             images,
             labels,
             classes,
@@ -655,8 +602,6 @@ impl Plan {
             image_options,
             count: raw.data.count.map(|c| c.into_inner()),
             correct_only: raw.data.correct_only,
-            methods,
-            attacks,
             epsilons,
             metric_ks,
             examples: raw.report.examples,
@@ -679,11 +624,7 @@ impl Plan {
             "device": device,
             "out": path(&self.out),
             "batch_size": self.batch_size,
-            "model": {
-                "name": self.model,
-                "weights": path(&self.weights),
-                "normalize": self.normalize,
-            },
+
             "data": {
                 "images": path(&self.images),
                 "labels": self.labels.as_deref().map(path),
@@ -698,19 +639,70 @@ impl Plan {
                 "channels": self.image_options.channels,
                 "correct_only": self.correct_only,
             },
-            "methods": self.methods.iter().map(|m| (m.name().to_string(), m.params())).collect::<serde_json::Map<_, _>>(),
-            "attacks": self.attacks.iter().map(|a| serde_json::json!({ "name": a.name(), "params": a.params() })).collect::<Vec<_>>(),
+            "methods": methods_json(self.methods()),
+            "attacks": attacks_json(self.attacks()),
             "epsilons": self.epsilons,
             "metrics": { "top_k": self.metric_ks.as_ref().map_or(serde_json::json!("auto"), |ks| serde_json::json!(ks)) },
             "report": { "examples": self.examples },
             "robustness": self.robustness.map(|r| serde_json::json!({ "radius": r.radius, "samples": r.samples })),
         });
+        if let [one] = self.models.as_slice() {
+            // A one-model study records its model as before several models existed, the
+            // model's own image settings as `data`'s: its fingerprint is unchanged.
+            v["model"] = one.settings_json(false);
+            v["data"]["resize"] = serde_json::json!(one.image_options.resize);
+            v["data"]["crop"] = serde_json::json!(one.image_options.crop);
+            v["data"]["channels"] = serde_json::json!(one.image_options.channels);
+        } else {
+            let methods = methods_json(self.methods());
+            let attacks = attacks_json(self.attacks());
+            v["models"] = self
+                .models
+                .iter()
+                .map(|m| {
+                    let mut e = m.settings_json(true);
+                    // What a method or attack resolved from its model (Grad-CAM's layer).
+                    let (own_m, own_a) = (methods_json(&m.methods), attacks_json(&m.attacks));
+                    if own_m != methods || own_a != attacks {
+                        e["methods"] = own_m;
+                        e["attacks"] = own_a;
+                    }
+                    e
+                })
+                .collect();
+        }
         // Only when given, and never part of the fingerprint (a new title is the same study).
         if let (Some(t), Some(o)) = (&self.title, v.as_object_mut()) {
             o.insert("title".into(), serde_json::json!(t));
         }
         v
     }
+
+    /// The methods, as the first model runs them: names and order are the same for every
+    /// model (settings a method resolves from its model are in [`ModelPlan::methods`]).
+    pub fn methods(&self) -> &[Arc<dyn Attribution>] {
+        self.models.first().map_or(&[], |m| &m.methods)
+    }
+
+    /// The attacks, as the first model runs them (names and order are every model's).
+    pub fn attacks(&self) -> &[Arc<dyn Attack>] {
+        self.models.first().map_or(&[], |m| &m.attacks)
+    }
+
+    /// Whether the study compares several models (`[[model]]` tables).
+    pub fn several_models(&self) -> bool {
+        self.models.len() > 1
+    }
+}
+
+/// Methods as `run.json` records them: name → parameters.
+fn methods_json(methods: &[Arc<dyn Attribution>]) -> serde_json::Value {
+    serde_json::Value::Object(methods.iter().map(|m| (m.name().to_string(), m.params())).collect())
+}
+
+/// Attacks as `run.json` records them, in order.
+fn attacks_json(attacks: &[Arc<dyn Attack>]) -> serde_json::Value {
+    attacks.iter().map(|a| serde_json::json!({ "name": a.name(), "params": a.params() })).collect()
 }
 
 impl Plan {
@@ -869,16 +861,17 @@ fn parse_metric_ks(cx: &Ctx, top_k: &Spanned<KList>) -> Result<Vec<usize>> {
 fn study_inputs(
     raw: &RawConfig,
     base: &Path,
-    weights: &Path,
+    models: &[ModelPlan],
     images: &Path,
     labels: &Option<PathBuf>,
     classes: &Option<PathBuf>,
 ) -> Vec<(String, PathBuf)> {
     let attack_listed = |n: &str| raw.attacks.names.get_ref().iter().any(|m| m.get_ref() == n);
-    let mut inputs = vec![
-        ("model.weights".to_string(), weights.to_path_buf()),
-        ("data.images".to_string(), images.to_path_buf()),
-    ];
+    let mut inputs: Vec<(String, PathBuf)> = match models {
+        [one] => vec![("model.weights".to_string(), one.weights.clone())],
+        several => several.iter().map(|m| (format!("model.{}.weights", m.label), m.weights.clone())).collect(),
+    };
+    inputs.push(("data.images".to_string(), images.to_path_buf()));
     inputs.extend(labels.iter().map(|l| ("data.labels".to_string(), l.clone())));
     inputs.extend(classes.iter().map(|c| ("data.classes".to_string(), c.clone())));
     if let (true, Some(m)) =
