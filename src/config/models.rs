@@ -295,3 +295,83 @@ pub fn in_model(several: bool, label: &str, e: Error) -> Error {
         e => e,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Plan;
+    use super::*;
+    use std::path::Path;
+
+    /// A study config of `models` (TOML tables) on the shipped images, parsed as if written
+    /// in the repository's `experiments/` folder.
+    fn plan(models: &str, data: &str) -> crate::error::Result<Plan> {
+        let text = format!(
+            "out = \"../target/unused-out\"\n{models}\n[data]\nimages = \"../assets/fashion-mnist/t10k-images-1000-idx3-ubyte.gz\"\n\
+             labels = \"../assets/fashion-mnist/t10k-labels-1000-idx1-ubyte.gz\"\n{data}\n\
+             [methods]\nnames = [\"gradient\", \"grad_cam\"]\n[attacks]\nnames = [\"random_sign\"]\nepsilons = [0.1]\n"
+        );
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/test.toml");
+        Plan::parse(&path, &text)
+    }
+
+    const CNN: &str = "name = \"fmnist_cnn\"\nweights = \"../assets/models/fmnist_cnn.safetensors\"\n";
+    const RESNET: &str = "onnx = \"../assets/models/cifar_resnet20_fmnist.onnx\"\n";
+    const MOBILENET: &str =
+        "name = \"mobilenet_v2\"\nweights = \"../assets/models/mobilenet_v2_fmnist.safetensors\"\n";
+
+    #[test]
+    fn one_model_is_recorded_as_before_several_existed() {
+        let p = plan(&format!("[model]\n{CNN}"), "resize = 32").unwrap();
+        assert!(!p.several_models());
+        let v = &p.resolved;
+        assert_eq!(v["model"]["name"], "fmnist_cnn");
+        assert!(v["model"].get("label").is_none() && v.get("models").is_none());
+        assert_eq!(v["data"]["resize"], 32);
+        assert_eq!(p.inputs[0].0, "model.weights");
+        // The model's own resize is the study's image size, recorded where it always was.
+        let p = plan(&format!("[model]\n{CNN}resize = 40\n"), "resize = 32").unwrap();
+        assert_eq!(p.resolved["data"]["resize"], 40);
+        assert_eq!(p.models[0].image_options.resize, Some(40));
+    }
+
+    #[test]
+    fn several_models_get_labels_their_own_image_settings_and_methods() {
+        let models = format!("[[model]]\n{CNN}\n[[model]]\n{RESNET}\n[[model]]\n{MOBILENET}resize = 64\n");
+        let p = plan(&models, "resize = 28").unwrap();
+        let labels: Vec<&str> = p.models.iter().map(|m| m.label.as_str()).collect();
+        // Defaults: the architecture's name, the ONNX file's stem.
+        assert_eq!(labels, ["fmnist_cnn", "cifar_resnet20_fmnist", "mobilenet_v2"]);
+        assert_eq!(p.models[1].image_options.resize, Some(28));
+        assert_eq!(p.models[2].image_options.resize, Some(64));
+        let v = &p.resolved;
+        assert!(v.get("model").is_none());
+        assert_eq!(v["models"][2]["resize"], 64);
+        assert_eq!(v["models"][0]["label"], "fmnist_cnn");
+        // Grad-CAM's default layer is the model's: recorded with each model that differs.
+        let layer = |i: usize| v["models"][i]["methods"]["grad_cam"]["layer"].clone();
+        assert_ne!(layer(2), serde_json::Value::Null);
+        assert_ne!(layer(2), v["methods"]["grad_cam"]["layer"]);
+        let inputs: Vec<&str> = p.inputs.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            inputs[..3],
+            ["model.fmnist_cnn.weights", "model.cifar_resnet20_fmnist.weights", "model.mobilenet_v2.weights"]
+        );
+        // A label changes the study's identity (it names the rows).
+        let renamed = plan(&models.replacen("[[model]]\n", "[[model]]\nlabel = \"c\"\n", 1), "").unwrap();
+        assert_eq!(renamed.resolved["models"][0]["label"], "c");
+    }
+
+    #[test]
+    fn labels_must_be_file_name_safe_and_unique() {
+        for good in ["cnn", "resnet-20_v1.2", "A"] {
+            assert!(check_label(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".hidden", "a/b", "a b", "ü", &"x".repeat(MAX_LABEL + 1)] {
+            assert!(check_label(bad).is_err(), "{bad}");
+        }
+        let e = plan(&format!("[[model]]\n{CNN}\n[[model]]\n{CNN}"), "").err().unwrap().to_string();
+        assert!(e.contains("`fmnist_cnn` names two models"), "{e}");
+        let e = plan("model = []\n", "").err().unwrap().to_string();
+        assert!(e.contains("lists no model"), "{e}");
+    }
+}
