@@ -194,3 +194,50 @@ fn a_class_list_that_does_not_fit_the_models_names_the_model() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("3 class names, but the model `cnn` has 10"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_study_of_several_models_resumes_and_merges_its_shards_into_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    // batch_size 3, count 4: two chunks per model.
+    let file = study(dir.path(), "one", &two_models(), "correct_only = false");
+    run_ok(dir.path(), &file);
+    let single = read_samples(&dir.path().join("one/samples.parquet")).unwrap();
+    let summary = std::fs::read(dir.path().join("one/summary.parquet")).unwrap();
+
+    // Two shards, each running both models on its chunk, merged.
+    let text = std::fs::read_to_string(dir.path().join(&file)).unwrap();
+    std::fs::write(dir.path().join("sharded.toml"), text.replace("out = \"one\"", "out = \"sharded\"")).unwrap();
+    for shard in ["0/2", "1/2"] {
+        let o = fragility(&["run", "--quiet", "sharded.toml", "--shard", shard], dir.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = fragility(&["merge", "sharded"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_samples(&dir.path().join("sharded/samples.parquet")).unwrap(), single);
+    assert_eq!(std::fs::read(dir.path().join("sharded/summary.parquet")).unwrap(), summary);
+
+    // Killed once the second model's first chunk is on disk, then continued.
+    let out = dir.path().join("one");
+    std::fs::remove_dir_all(&out).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fragility"))
+        .args(["run", "--quiet", file.as_str()])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let first = out.join(".partial/chunk-000000.resnet20.parquet");
+    let t = std::time::Instant::now();
+    while !first.exists() {
+        assert!(t.elapsed().as_secs() < 120, "no chunk of the second model written");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    if !out.join("run.json").exists() {
+        run_ok(dir.path(), &file);
+        let meta = run_json(&out);
+        assert!(meta["resumed_chunks"].as_u64().unwrap() >= 3, "{}", meta["resumed_chunks"]);
+    }
+    assert_eq!(read_samples(&out.join("samples.parquet")).unwrap(), single);
+}
