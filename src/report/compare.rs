@@ -573,6 +573,7 @@ mod tests {
 
     fn row(mean: f64, lo: f64, hi: f64) -> SummaryRow {
         SummaryRow {
+            model: String::new(),
             method: "gradient".into(),
             attack: "top_k".into(),
             target_method: Some("gradient".into()),

@@ -596,6 +596,7 @@ mod tests {
         mean: f64,
     ) -> SummaryRow {
         SummaryRow {
+            model: String::new(),
             method: method.into(),
             attack: attack.into(),
             target_method: target.map(str::to_string),

@@ -596,6 +596,7 @@ mod tests {
 
     fn summary(method: &str, attack: &str, epsilon: f64, mean: Option<f64>) -> SummaryRow {
         SummaryRow {
+            model: String::new(),
             method: method.into(),
             attack: attack.into(),
             target_method: None,
