@@ -15,6 +15,8 @@
 //!   the sample table (shared by `run` and `report`).
 //! - [`distribution`]: per-image box plots of each metric.
 //! - [`headline`]: the paper's table and a few sentences, for the page and the terminal.
+//! - [`models`]: the headline of a study of several models, side by side, and [`models::StudyHeadline`]
+//!   (of one model or several), what a study's report holds.
 //! - [`caveats`]: the headline's first lines: n, a shrunken sample and its likely cause, a
 //!   model that predicts one class.
 //! - [`page`]: the HTML of `index.html`.
@@ -35,6 +37,7 @@ pub mod heatmap;
 pub mod images;
 pub mod index;
 pub mod labels;
+pub mod models;
 pub mod page;
 pub mod pairing;
 pub mod parquet;
