@@ -20,7 +20,7 @@
 //! before, or that of several; `text()` (terminal) and `html()` (page) render either from the
 //! same data, so they cannot disagree.
 
-use super::headline::{more_similar, overlap_clause, unreliable, withdraw_interval_claims};
+use super::headline::{main_metrics, more_similar, overlap_clause, unreliable, withdraw_interval_claims};
 use super::headline::{Estimate, Headline, ATTACKED_MARK};
 use super::index::escape;
 use super::labels::{describe, epsilon, top_k_of};
@@ -84,7 +84,7 @@ impl SideMetric {
     }
 
     /// The metric's name in a sentence: the column's, or the generic top-k's.
-    fn words(&self) -> String {
+    pub fn words(&self) -> String {
         match self.columns.iter().flatten().next() {
             Some(c) if self.uniform() => describe(c).name,
             _ => "top-k intersection".into(),
@@ -144,18 +144,19 @@ fn fragile_first(direction: Direction, a: f64, b: f64) -> Ordering {
     }
 }
 
-/// The side-by-side metrics: the kinds of the models' headline metrics, in order of first
-/// appearance, each with every model's column.
-fn side_metrics(each: &[(String, Headline)]) -> Vec<SideMetric> {
+/// The metrics of the side-by-side headline of `models`: the kinds of each model's headline
+/// metrics, in order of first appearance, each with every model's column.
+pub fn side_metrics(models: &ModelColumns) -> Vec<SideMetric> {
+    let main: Vec<Vec<(String, Direction)>> = models.iter().map(|(_, c)| main_metrics(c)).collect();
     let mut out: Vec<SideMetric> = Vec::new();
-    for (k, (_, h)) in each.iter().enumerate() {
-        for (column, direction) in &h.metrics {
+    for (k, metrics) in main.iter().enumerate() {
+        for (column, direction) in metrics {
             let slot = out.iter().position(|m| m.columns.iter().flatten().any(|c| kind(c) == kind(column)));
             let slot = slot.unwrap_or_else(|| {
                 out.push(SideMetric {
                     name: String::new(),
                     direction: *direction,
-                    columns: vec![None; each.len()],
+                    columns: vec![None; main.len()],
                 });
                 out.len() - 1
             });
@@ -238,7 +239,7 @@ impl ModelsHeadline {
             })
             .collect();
         let epsilon = each.iter().filter_map(|(_, h)| h.epsilons.last().copied()).max_by(f64::total_cmp);
-        let metrics = side_metrics(&each);
+        let metrics = side_metrics(models);
         let rows = side_rows(&each, &metrics, epsilon);
         let mut h = ModelsHeadline {
             models: models.iter().map(|(l, _)| l.clone()).collect(),
