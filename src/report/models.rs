@@ -397,7 +397,9 @@ impl ModelsHeadline {
                 t.push('\n');
             }
         }
-        t.push('\n');
+        if !self.sentences.is_empty() {
+            t.push('\n');
+        }
         for s in &self.sentences {
             let _ = writeln!(t, "{s}");
         }
