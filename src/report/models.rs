@@ -409,6 +409,44 @@ impl ModelsHeadline {
         t.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_start().to_string() + "\n"
     }
 
+    /// The side-by-side table of metric `m` (`metric`) as HTML.
+    fn html_table(&self, m: usize, metric: &SideMetric) -> String {
+        let mut h = String::new();
+        let _ = writeln!(
+            h,
+            "<table class=\"headline models\">\n<caption>{} ({}){}: each model's mean over the \
+             label-kept images [95% bootstrap interval]; {ATTACKED_MARK} marks the attack on the \
+             map it steers.</caption>",
+            escape(&metric.name),
+            super::plot::direction_text(metric.direction),
+            self.at()
+        );
+        h.push_str("<tr><th>method</th><th>attack</th>");
+        for label in &self.models {
+            let _ = write!(h, "<th>{}</th>", escape(label));
+        }
+        h.push_str("</tr>\n");
+        for r in &self.rows {
+            let (class, mark) = if r.attacked {
+                ("attacked", format!(" {ATTACKED_MARK}"))
+            } else {
+                ("random", String::new())
+            };
+            let _ = write!(
+                h,
+                "<tr class=\"{class}\"><td class=\"t\">{}</td><td class=\"t\">{}{mark}</td>",
+                escape(&r.method),
+                escape(&r.attack)
+            );
+            for v in &r.values[m] {
+                let _ = write!(h, "<td>{}</td>", v.map_or("–".into(), |v| escape(&v.show())));
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
+        h
+    }
+
     /// The headline as HTML: caveats, the sentences, one side-by-side table per metric, then
     /// each model's headline under a heading with its label.
     pub fn html(&self) -> String {
@@ -426,38 +464,7 @@ impl ModelsHeadline {
         }
         h.push_str("</div>\n");
         for (m, metric) in self.metrics.iter().enumerate() {
-            let _ = writeln!(
-                h,
-                "<table class=\"headline models\">\n<caption>{} ({}){}: each model's mean over the \
-                 label-kept images [95% bootstrap interval]; {ATTACKED_MARK} marks the attack on the \
-                 map it steers.</caption>",
-                escape(&metric.name),
-                super::plot::direction_text(metric.direction),
-                self.at()
-            );
-            h.push_str("<tr><th>method</th><th>attack</th>");
-            for label in &self.models {
-                let _ = write!(h, "<th>{}</th>", escape(label));
-            }
-            h.push_str("</tr>\n");
-            for r in &self.rows {
-                let (class, mark) = if r.attacked {
-                    ("attacked", format!(" {ATTACKED_MARK}"))
-                } else {
-                    ("random", String::new())
-                };
-                let _ = write!(
-                    h,
-                    "<tr class=\"{class}\"><td class=\"t\">{}</td><td class=\"t\">{}{mark}</td>",
-                    escape(&r.method),
-                    escape(&r.attack)
-                );
-                for v in &r.values[m] {
-                    let _ = write!(h, "<td>{}</td>", v.map_or("–".into(), |v| escape(&v.show())));
-                }
-                h.push_str("</tr>\n");
-            }
-            h.push_str("</table>\n");
+            h.push_str(&self.html_table(m, metric));
         }
         for (label, headline) in &self.each {
             let l = escape(label);
