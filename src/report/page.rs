@@ -10,6 +10,11 @@
 //! Self-contained: one inline stylesheet and one inline script, images by relative paths
 //! (`plots/<metric>.png`, `.svg` beside each), no network, so the folder can be moved, zipped
 //! or served as it is. Without the script the page still reads (the table is merely static).
+//!
+//! A study of several models shows its models side by side ([`super::models`]) at the top,
+//! then its comparison charts (`plots/models-<kind>.png`), then one row per metric with each
+//! model's chart (`plots/<metric>.<label>.png`) beside the others'; its summary table has a
+//! `model` column. The page of a study of one model is byte for byte what it was before.
 
 use super::index::escape;
 use super::labels::{describe, top_k_of};
