@@ -38,9 +38,15 @@
 //! (images, labels, masks: see [`crate::fingerprint`]), where both runs recorded them. Outputs: a table on stdout, `compare.parquet` and
 //! `compare.md` (written atomically into the chosen folder). The command exits 0 (no
 //! failure), 1 (a regression, or a watched mean that became (un)defined) or 2 (an error).
+//!
+//! Two studies of several models (`[[model]]` tables, a `model` column in their tables) are
+//! compared model by model: rows are matched by model label too, a model only one side has is
+//! named on the first lines and not compared ([`super::pairing::pair_models`]), and a study of
+//! one model against a study of several is refused (exit 2). Their top-k settings left to
+//! `"auto"` resolve per model (`automatic.models`), so each model's k is what is compared.
 
 use super::images::{check_same_study, read_record};
-use super::pairing::{check_no_duplicates, pair, restrict, Pairing};
+use super::pairing::{check_no_duplicates, pair, pair_models, restrict, ModelPairing, Pairing};
 use super::summary::{summarize, SummaryRow};
 use super::table::{read_samples, read_study, table_error, SampleTable};
 use crate::atomic;
@@ -142,9 +148,21 @@ pub struct CompareReport {
     pub watched: Vec<String>,
     /// The images the two runs have in common (the statistics are over these).
     pub pairing: Pairing,
+    /// The models of two studies of several models: those compared, and those only one has.
+    pub models: ModelPairing,
 }
 
 impl CompareReport {
+    /// Whether the runs are studies of several models (the rows carry models' labels).
+    pub fn several(&self) -> bool {
+        self.rows.iter().any(|c| !c.baseline.model.is_empty())
+    }
+
+    /// The lines that open the output: which images were compared, and which models were not.
+    pub fn notes(&self) -> Vec<String> {
+        self.pairing.first_line().into_iter().chain(self.models.note()).collect()
+    }
+
     /// The rows flagged as regressions.
     pub fn regressions(&self) -> impl Iterator<Item = &Comparison> {
         self.rows.iter().filter(|c| c.status == Status::Regression)
@@ -202,10 +220,11 @@ pub fn judge(
     (Some(worse_by), Some(threshold), status)
 }
 
-type Key = (String, String, Option<String>, u64, String);
+type Key = (String, String, String, Option<String>, u64, String);
 
 fn key(r: &SummaryRow) -> Key {
-    (r.method.clone(), r.attack.clone(), r.target_method.clone(), r.epsilon.to_bits(), r.metric.clone())
+    let (m, a, t) = (r.model.clone(), r.method.clone(), r.attack.clone());
+    (m, a, t, r.target_method.clone(), r.epsilon.to_bits(), r.metric.clone())
 }
 
 /// The settings of a run that must agree between baseline and current.
@@ -213,11 +232,52 @@ const COMPARED_SETTINGS: [&str; 7] =
     ["methods", "attacks", "epsilons", "metrics", "seed", "data.count", "robustness"];
 
 /// A run's settings, with each `"auto"` top-k replaced by the value its images resolved it to
-/// (run.json's `automatic`), so that k = 100 given and k left automatic at 28×28 compare equal.
-fn settings(v: &serde_json::Value) -> serde_json::Value {
+/// (run.json's `automatic`), so that k = 100 given and k left automatic at 28×28 compare equal;
+/// in a study of several models (`settings.models`) each top-k setting becomes a map from
+/// label to that model's value ([`resolve_per_model`]), over the models in `compared` (the
+/// models both runs have; all where it is empty).
+fn settings(v: &serde_json::Value, compared: &[String]) -> serde_json::Value {
     let mut settings = v.get("settings").cloned().unwrap_or(serde_json::Value::Null);
-    resolve_automatic(&mut settings, v.get("automatic"));
+    let labels: Option<Vec<String>> = settings.get("models").and_then(|m| m.as_array()).map(|models| {
+        let labels = models.iter().map(|m| m["label"].as_str().unwrap_or_default().to_string());
+        labels.filter(|l| compared.is_empty() || compared.contains(l)).collect()
+    });
+    match labels {
+        Some(labels) => resolve_per_model(&mut settings, &labels, v.get("automatic")),
+        None => resolve_automatic(&mut settings, v.get("automatic")),
+    }
     settings
+}
+
+/// Replaces the top-k settings of a study of the models `labels` (`metrics.top_k`, the `k` of
+/// each `top_k` attack) by maps from label to each model's value: the value given, or for
+/// `"auto"` what `automatic.models` records that the model's images resolved it to.
+fn resolve_per_model(
+    settings: &mut serde_json::Value,
+    labels: &[String],
+    automatic: Option<&serde_json::Value>,
+) {
+    let resolved = |label: &str, key: &str| -> serde_json::Value {
+        let models = automatic.and_then(|a| a.get("models")).and_then(|m| m.as_array());
+        let model = models.and_then(|ms| ms.iter().find(|m| m["label"] == label));
+        model.and_then(|m| m.get(key)).cloned().unwrap_or_else(|| "auto".into())
+    };
+    let per_model = |given: &serde_json::Value, key: &str| -> serde_json::Value {
+        let each = labels
+            .iter()
+            .map(|l| (l.clone(), if given == "auto" { resolved(l, key) } else { given.clone() }));
+        serde_json::Value::Object(each.collect())
+    };
+    if let Some(given) = settings["metrics"].get("top_k").cloned() {
+        settings["metrics"]["top_k"] = per_model(&given, "metrics.top_k");
+    }
+    if let Some(attacks) = settings.get_mut("attacks").and_then(|a| a.as_array_mut()) {
+        for a in attacks.iter_mut().filter(|a| a["name"] == "top_k") {
+            if let Some(given) = a["params"].get("k").cloned() {
+                a["params"]["k"] = per_model(&given, "attacks.top_k.k");
+            }
+        }
+    }
 }
 
 /// A run's `samples.parquet`, checked: it belongs to the study `meta` (its `run.json`)
@@ -251,14 +311,18 @@ fn resolve_automatic(settings: &mut serde_json::Value, automatic: Option<&serde_
     }
 }
 
+/// Whether input field `field` is a model's weights: `model.weights`, or the weights of one of
+/// several models (a field that starts with `model` and ends with `weights`).
+fn is_weights(field: &str) -> bool {
+    field.starts_with("model") && field.ends_with("weights")
+}
+
 /// The content hashes a run recorded of its data inputs (images, labels, classes, masks,
 /// target maps: everything but the weights, which are what changes between versions).
 fn data_hashes(v: &serde_json::Value) -> Vec<(String, String)> {
     let fp = crate::fingerprint::Fingerprint::from_json(v);
-    fp.map(|fp| {
-        fp.inputs.into_iter().filter(|i| i.field != "model.weights").map(|i| (i.field, i.hash)).collect()
-    })
-    .unwrap_or_default()
+    fp.map(|fp| fp.inputs.into_iter().filter(|i| !is_weights(&i.field)).map(|i| (i.field, i.hash)).collect())
+        .unwrap_or_default()
 }
 
 /// The data inputs whose contents differ between two runs (runs that recorded no hashes,
@@ -289,12 +353,16 @@ pub fn compare(
         }
     }
     let (mb, mc) = (read_record(&baseline.join("run.json"))?, read_record(&current.join("run.json"))?);
-    check_comparable(baseline, current, &mb, &mc)?;
     let (base, cur) = (read_run_table(baseline, &mb)?, read_run_table(current, &mc)?);
+    let models =
+        pair_models(&baseline.join("samples.parquet"), &current.join("samples.parquet"), &base, &cur)?;
+    check_comparable((baseline, current), &mb, &mc, &models.common)?;
     let pairing = pair(&base, &cur);
     pairing.check(baseline, current)?;
-    let base_rows = summarize(&restrict(&base, &pairing.common));
-    let cur_rows = summarize(&restrict(&cur, &pairing.common));
+    let summary = |t: &SampleTable| -> Vec<SummaryRow> {
+        summarize(&restrict(t, &pairing.common)).into_iter().filter(|r| models.keeps(&r.model)).collect()
+    };
+    let (base_rows, cur_rows) = (summary(&base), summary(&cur));
     let directions: HashMap<String, Direction> =
         cur.metric_columns.iter().cloned().zip(cur.directions.iter().copied()).collect();
     for m in metrics {
@@ -305,18 +373,18 @@ pub fn compare(
         }
     }
     let rows = match_rows(&base_rows, &cur_rows, &directions, metrics, &tolerance)?;
-    Ok(CompareReport { rows, tolerance, watched: metrics.to_vec(), pairing })
+    Ok(CompareReport { rows, tolerance, watched: metrics.to_vec(), pairing, models })
 }
 
-/// Refuses runs whose study settings (see [`COMPARED_SETTINGS`]) or data inputs differ
-/// (`mb`, `mc`: their parsed `run.json`).
+/// Refuses runs whose study settings (see [`COMPARED_SETTINGS`]; for several models, those of
+/// the models in `compared`) or data inputs differ (`mb`, `mc`: their parsed `run.json`).
 fn check_comparable(
-    baseline: &Path,
-    current: &Path,
+    (baseline, current): (&Path, &Path),
     mb: &serde_json::Value,
     mc: &serde_json::Value,
+    compared: &[String],
 ) -> Result<()> {
-    let (sb, sc) = (settings(mb), settings(mc));
+    let (sb, sc) = (settings(mb, compared), settings(mc, compared));
     let differing: Vec<&str> =
         COMPARED_SETTINGS.iter().copied().filter(|k| lookup(&sb, k) != lookup(&sc, k)).collect();
     if !differing.is_empty() {
@@ -347,7 +415,7 @@ fn check_comparable(
 }
 
 /// Matches the summary rows of the two runs (restricted to `metrics`, all if empty) by
-/// method × attack × target method × ε × metric and judges each pair; rows without a match
+/// (model ×) method × attack × target method × ε × metric and judges each pair; rows without a match
 /// on the other side are an error.
 fn match_rows(
     base_rows: &[SummaryRow],
@@ -362,7 +430,14 @@ fn match_rows(
     let mut missing = Vec::new();
     for b in base_rows.iter().filter(|r| wanted(r)) {
         let Some(c) = cur.get(&key(b)) else {
-            missing.push(format!("{} / {} / ε {} / {}", b.method, b.attack_label(), b.epsilon, b.metric));
+            let model = if b.model.is_empty() { String::new() } else { format!("model {} / ", b.model) };
+            missing.push(format!(
+                "{model}{} / {} / ε {} / {}",
+                b.method,
+                b.attack_label(),
+                b.epsilon,
+                b.metric
+            ));
             continue;
         };
         let direction = *directions
@@ -407,7 +482,10 @@ pub fn write_compare(
     let rows = &report.rows;
     let pq = out.join("compare.parquet");
     let f = |g: fn(&Comparison) -> Option<f64>| rows.iter().map(g).collect::<Vec<Option<f64>>>();
-    let columns = vec![
+    let model = report.several().then(|| {
+        Column::new("model".into(), rows.iter().map(|c| c.baseline.model.as_str()).collect::<Vec<_>>())
+    });
+    let columns = model.into_iter().chain([
         Column::new("method".into(), rows.iter().map(|c| c.baseline.method.as_str()).collect::<Vec<_>>()),
         Column::new("attack".into(), rows.iter().map(|c| c.baseline.attack.as_str()).collect::<Vec<_>>()),
         Column::new(
@@ -429,8 +507,8 @@ pub fn write_compare(
         Column::new("worse_by".into(), f(|c| c.worse_by)),
         Column::new("threshold".into(), f(|c| c.threshold)),
         Column::new("status".into(), rows.iter().map(|c| c.status.as_str()).collect::<Vec<_>>()),
-    ];
-    let mut df = DataFrame::new(rows.len(), columns).map_err(table_error(&pq))?;
+    ]);
+    let mut df = DataFrame::new(rows.len(), columns.collect()).map_err(table_error(&pq))?;
     super::parquet::write_table(&pq, &mut df, Vec::new())?;
     let md = out.join("compare.md");
     atomic::write_bytes(&md, markdown(report, baseline, current).as_bytes())?;
@@ -469,7 +547,7 @@ fn tolerance_words(t: &Tolerance) -> String {
 /// The Markdown summary: counts, then every row that changed.
 pub fn markdown(report: &CompareReport, baseline: &Path, current: &Path) -> String {
     let mut m = String::new();
-    if let Some(note) = report.pairing.first_line() {
+    for note in report.notes() {
         let _ = writeln!(m, "**{note}**\n");
     }
     let _ = writeln!(m, "# fragility compare\n");
@@ -484,10 +562,11 @@ pub fn markdown(report: &CompareReport, baseline: &Path, current: &Path) -> Stri
     let _ = writeln!(m, "**{head}**, {tail}, of {} rows.\n", report.rows.len());
     let flagged: Vec<&Comparison> = report.rows.iter().filter(|c| c.status.is_change()).collect();
     if !flagged.is_empty() {
-        let _ = writeln!(m, "| {} |", HEADER.join(" | "));
-        let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|");
+        let header = header(report.several());
+        let _ = writeln!(m, "| {} |", header.join(" | "));
+        let _ = writeln!(m, "|{}", "---|".repeat(header.len()));
         for c in flagged {
-            let _ = writeln!(m, "{}", line(c, " | "));
+            let _ = writeln!(m, "{}", line(c, " | ", report.several()));
         }
     }
     m
@@ -523,8 +602,9 @@ fn fmt_change(v: Option<f64>, sign: bool) -> String {
     }
 }
 
-fn line(c: &Comparison, sep: &str) -> String {
-    let cells = [
+/// One row's cells joined by `sep` (with the model's label after the status for `several`).
+fn line(c: &Comparison, sep: &str, several: bool) -> String {
+    let mut cells = vec![
         c.status.as_str().to_string(),
         c.baseline.method.clone(),
         c.baseline.attack_label(),
@@ -535,7 +615,20 @@ fn line(c: &Comparison, sep: &str) -> String {
         fmt_change(c.worse_by, true),
         fmt_change(c.threshold, false),
     ];
+    if several {
+        cells.insert(1, c.baseline.model.clone());
+    }
     format!("{}{}{}", sep.trim_start(), cells.join(sep), sep.trim_end())
+}
+
+/// The columns of the table of rows (terminal and Markdown), with `model` after the status for
+/// studies of several models.
+fn header(several: bool) -> Vec<&'static str> {
+    let mut h = HEADER.to_vec();
+    if several {
+        h.insert(1, "model");
+    }
+    h
 }
 
 /// The columns of the table of rows (terminal and Markdown).
@@ -554,15 +647,15 @@ const HEADER: [&str; 9] = [
 /// Prints the note on the images compared (first, where there is one), the rows that changed
 /// (all rows with `all`) under a header line, and the counts.
 pub fn print_compare(report: &CompareReport, all: bool) {
-    if let Some(note) = report.pairing.first_line() {
+    for note in report.notes() {
         println!("{note}");
     }
     let shown: Vec<&Comparison> = report.rows.iter().filter(|c| all || c.status.is_change()).collect();
     if !shown.is_empty() {
-        println!("{}", HEADER.join("  "));
+        println!("{}", header(report.several()).join("  "));
     }
     for c in shown {
-        println!("{}", line(c, "  "));
+        println!("{}", line(c, "  ", report.several()));
     }
     println!("{}\n{}", counts(report), tolerance_words(&report.tolerance));
 }
@@ -573,6 +666,7 @@ mod tests {
 
     fn row(mean: f64, lo: f64, hi: f64) -> SummaryRow {
         SummaryRow {
+            model: String::new(),
             method: "gradient".into(),
             attack: "top_k".into(),
             target_method: Some("gradient".into()),
@@ -667,7 +761,13 @@ mod tests {
             differing_hashes: 0,
             by_id_only: None,
         };
-        let mut report = CompareReport { rows: vec![c], tolerance: t, watched: Vec::new(), pairing };
+        let mut report = CompareReport {
+            rows: vec![c],
+            tolerance: t,
+            watched: Vec::new(),
+            pairing,
+            models: Default::default(),
+        };
         assert!(markdown(&report, Path::new("b"), Path::new("c")).starts_with("# fragility compare"));
         assert_eq!(report.failures().count(), 0);
         assert!(counts(&report).contains("1 became undefined"), "{}", counts(&report));
@@ -724,6 +824,141 @@ mod tests {
         let mut old = auto.clone();
         resolve_automatic(&mut old, None);
         assert_eq!(old, auto);
+    }
+
+    /// A study of `models` (label, mean) in `dir`: gradient under top_k → gradient at ε 0.1 on
+    /// six images, spearman the model's mean plus 0.01 per image id; `top_k` left automatic.
+    fn study(dir: &Path, models: &[(&str, f64)]) {
+        use crate::report::images::ImageTrace;
+        use crate::report::table::SampleRow;
+        let row = |model: &str, image_id: u32, v: f64| SampleRow {
+            model: model.into(),
+            image_id,
+            label: 1,
+            predicted: 1,
+            method: "gradient".into(),
+            attack: "top_k".into(),
+            target_method: Some("gradient".into()),
+            epsilon: 0.1,
+            label_kept: true,
+            iterations: 1,
+            linf: 0.1,
+            confidence_before: 0.9,
+            confidence_after: 0.8,
+            metrics: vec![Some(v + 0.01 * f64::from(image_id))],
+        };
+        let several = models.iter().any(|(m, _)| !m.is_empty());
+        let table = SampleTable {
+            metric_columns: vec!["spearman".into()],
+            directions: vec![Direction::HigherIsMoreSimilar],
+            rows: models.iter().flat_map(|&(m, v)| (0..6).map(move |i| row(m, i, v))).collect(),
+            seed: 1,
+            images: (0..6)
+                .map(|i| (i, ImageTrace { source: format!("f[{i}]"), hash: format!("h{i}") }))
+                .collect(),
+            study: None,
+            model_metrics: if several {
+                models.iter().map(|(m, _)| (m.to_string(), vec!["spearman".to_string()])).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        std::fs::create_dir_all(dir).unwrap();
+        crate::report::write_samples(&dir.join("samples.parquet"), &table).unwrap();
+        let labels: Vec<serde_json::Value> =
+            models.iter().map(|(m, _)| serde_json::json!({ "label": m })).collect();
+        let auto: Vec<serde_json::Value> =
+            models.iter().map(|(m, _)| serde_json::json!({ "label": m, "metrics.top_k": [100] })).collect();
+        let run = if several {
+            serde_json::json!({ "settings": { "models": labels, "metrics": { "top_k": "auto" } },
+                "automatic": { "models": auto } })
+        } else {
+            serde_json::json!({ "settings": { "metrics": { "top_k": [100] } } })
+        };
+        std::fs::write(dir.join("run.json"), run.to_string()).unwrap();
+    }
+
+    #[test]
+    fn two_studies_of_several_models_are_compared_model_by_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, cur) = (dir.path().join("base"), dir.path().join("cur"));
+        study(&base, &[("a", 0.8), ("b", 0.8)]);
+        study(&cur, &[("a", 0.8), ("b", 0.5)]);
+        let report = compare(&base, &cur, Tolerance::default(), &[]).unwrap();
+        let rows: Vec<(&str, Status)> =
+            report.rows.iter().map(|c| (c.baseline.model.as_str(), c.status)).collect();
+        assert_eq!(rows, [("a", Status::Unchanged), ("b", Status::Regression)]);
+        assert!(report.notes().is_empty());
+        let out = dir.path().join("out");
+        write_compare(&out, &report, &base, &cur).unwrap();
+        use polars::prelude::{ParquetReader, SerReader};
+        let df =
+            ParquetReader::new(std::fs::File::open(out.join("compare.parquet")).unwrap()).finish().unwrap();
+        assert_eq!(df.get_column_names()[0].as_str(), "model");
+        let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+        assert!(
+            md.contains("| status | model | method |") && md.contains("| regression | b | gradient |"),
+            "{md}"
+        );
+        // A model only one side has is named first, and the others are still compared.
+        study(&cur, &[("a", 0.8), ("c", 0.5)]);
+        let report = compare(&base, &cur, Tolerance::default(), &[]).unwrap();
+        assert_eq!(report.rows.len(), 1);
+        assert_eq!(
+            report.notes(),
+            ["Not compared: model b is only in the baseline; model c is only in the current run (models \
+              are paired by label)."]
+        );
+        assert!(markdown(&report, &base, &cur).starts_with("**Not compared: model b"));
+    }
+
+    #[test]
+    fn a_study_of_one_model_is_not_compared_with_one_of_several() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+        study(&one, &[("", 0.8)]);
+        study(&two, &[("a", 0.8), ("b", 0.8)]);
+        let err = compare(&one, &two, Tolerance::default(), &[]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let msg = err.to_string();
+        let (a, b) = (one.join("samples.parquet"), two.join("samples.parquet"));
+        assert!(msg.contains(&format!("{} is a study of one model", a.display())), "{msg}");
+        assert!(msg.contains(&format!("{} is a study of several models (a, b)", b.display())), "{msg}");
+        // Two studies of one model compare as they always did: no model column anywhere.
+        let report = compare(&one, &one, Tolerance::default(), &[]).unwrap();
+        assert!(!report.several() && report.rows[0].baseline.model.is_empty());
+    }
+
+    #[test]
+    fn the_top_k_of_several_models_compares_per_model() {
+        let run = |top_k: serde_json::Value, auto: [u64; 2]| {
+            serde_json::json!({
+                "settings": { "models": [{ "label": "mobilenet" }, { "label": "resnet20" }],
+                    "metrics": { "top_k": top_k },
+                    "attacks": [{ "name": "top_k", "params": { "k": "auto", "target_method": "gradient" } }] },
+                "automatic": { "models": [
+                    { "label": "mobilenet", "image_size": [64, 64], "metrics.top_k": [auto[0]], "attacks.top_k.k": auto[0] },
+                    { "label": "resnet20", "image_size": [32, 32], "metrics.top_k": [auto[1]], "attacks.top_k.k": auto[1] },
+                ] },
+            })
+        };
+        let s = settings(&run("auto".into(), [522, 100]), &[]);
+        assert_eq!(s["metrics"]["top_k"], serde_json::json!({ "mobilenet": [522], "resnet20": [100] }));
+        assert_eq!(s["attacks"][0]["params"]["k"], serde_json::json!({ "mobilenet": 522, "resnet20": 100 }));
+        // Given [100] for both models equals automatic k's that resolved to 100 for both.
+        assert_eq!(
+            settings(&run(serde_json::json!([100]), [100, 100]), &[])["metrics"],
+            settings(&run("auto".into(), [100, 100]), &[])["metrics"]
+        );
+        assert_ne!(
+            settings(&run(serde_json::json!([100]), [522, 100]), &[])["metrics"],
+            s["metrics"].clone() /* auto 522 | 100 */
+        );
+        // A record without `automatic` keeps "auto" per model, and does not fail.
+        let mut bare = run("auto".into(), [1, 1]);
+        bare.as_object_mut().unwrap().remove("automatic");
+        assert_eq!(settings(&bare, &[])["metrics"]["top_k"]["resnet20"], "auto");
+        assert!(is_weights("model.weights") && is_weights("models[1].weights") && !is_weights("data.labels"));
     }
 
     #[test]

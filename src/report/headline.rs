@@ -30,10 +30,10 @@ pub const MAX_COMPARISONS: usize = 3;
 pub const ATTACKED_MARK: &str = "★";
 
 /// The clause a comparison ends with when the two intervals are disjoint.
-const NO_OVERLAP: &str = "; the intervals do not overlap";
+pub(crate) const NO_OVERLAP: &str = "; the intervals do not overlap";
 
 /// The clause a comparison ends with when the two intervals overlap.
-const OVERLAP: &str = "; the intervals overlap";
+pub(crate) const OVERLAP: &str = "; the intervals overlap";
 
 /// Appended to a steered attack on another method's map (a transfer).
 pub const TRANSFER_MARK: &str = "(transfer)";
@@ -93,7 +93,7 @@ pub struct HeadlineRow {
 impl HeadlineRow {
     /// What the attack cell adds to the attack's name: ★ on the attacked map, `(transfer)`
     /// where the attack steered another method's map.
-    fn mark(&self) -> String {
+    pub(crate) fn mark(&self) -> String {
         if self.attacked {
             format!(" {ATTACKED_MARK}")
         } else if self.steered {
@@ -125,6 +125,28 @@ fn transfer_sentence(all: &[HeadlineRow]) -> Option<String> {
     ))
 }
 
+/// Whether `caveats` say that the bootstrap intervals are unreliable.
+pub(crate) fn unreliable(caveats: &[String]) -> bool {
+    caveats.iter().any(|c| c.contains(super::caveats::UNRELIABLE))
+}
+
+/// Removes the claims about overlapping intervals from `sentences` (when the intervals are
+/// unreliable).
+pub(crate) fn withdraw_interval_claims(sentences: &mut [String]) {
+    for s in sentences {
+        *s = s.replace(NO_OVERLAP, "").replace(OVERLAP, "");
+    }
+}
+
+/// The clause on whether the intervals of `a` and `b` overlap; empty where either has none.
+pub(crate) fn overlap_clause(a: &Estimate, b: &Estimate) -> &'static str {
+    match (a.low, a.high, b.low, b.high) {
+        (Some(al), Some(ah), Some(bl), Some(bh)) if ah < bl || bh < al => NO_OVERLAP,
+        (Some(_), Some(_), Some(_), Some(_)) => OVERLAP,
+        _ => "",
+    }
+}
+
 /// The headline table and sentences of a study.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Headline {
@@ -145,7 +167,7 @@ pub struct Headline {
 
 /// The headline metrics among `columns`: the paper's top-k intersection (the first k),
 /// Spearman and center-of-mass shift; failing those, the first three plain metrics.
-fn main_metrics(columns: &[(String, Direction)]) -> Vec<(String, Direction)> {
+pub(crate) fn main_metrics(columns: &[(String, Direction)]) -> Vec<(String, Direction)> {
     let plain = |c: &str| {
         !c.ends_with("_before")
             && !c.ends_with("_after")
@@ -165,7 +187,7 @@ fn main_metrics(columns: &[(String, Direction)]) -> Vec<(String, Direction)> {
 }
 
 /// Whether `a` means more similar maps than `b` under `direction`.
-fn more_similar(direction: Direction, a: f64, b: f64) -> bool {
+pub(crate) fn more_similar(direction: Direction, a: f64, b: f64) -> bool {
     match direction {
         Direction::HigherIsMoreSimilar => a > b,
         Direction::LowerIsMoreSimilar => a < b,
@@ -251,10 +273,8 @@ impl Headline {
     /// The headline with `caveats` shown before everything else. A caveat that the intervals
     /// are unreliable also withdraws the sentences' claims about overlapping intervals.
     pub fn with_caveats(mut self, caveats: Vec<String>) -> Headline {
-        if caveats.iter().any(|c| c.contains(super::caveats::UNRELIABLE)) {
-            for s in &mut self.sentences {
-                *s = s.replace(NO_OVERLAP, "").replace(OVERLAP, "");
-            }
+        if unreliable(&caveats) {
+            withdraw_interval_claims(&mut self.sentences);
         }
         self.caveats = caveats;
         self
@@ -566,11 +586,7 @@ fn compare_sentence(
         let list: Vec<String> = wins.iter().map(|e| epsilon(*e)).collect();
         format!("at {} of {} budgets (ε = {})", wins.len(), pairs.len(), list.join(", "))
     };
-    let separated = match (s.low, s.high, r.low, r.high) {
-        (Some(sl), Some(sh), Some(rl), Some(rh)) if sh < rl || rh < sl => NO_OVERLAP,
-        (Some(_), Some(_), Some(_), Some(_)) => OVERLAP,
-        _ => "",
-    };
+    let separated = overlap_clause(&s, &r);
     format!(
         "{} moves the {} map more than {} (random noise of the same size) {scope}: at ε = {eps} its \
          {words} is {} against {}, a difference of {}{separated}.",
@@ -596,6 +612,7 @@ mod tests {
         mean: f64,
     ) -> SummaryRow {
         SummaryRow {
+            model: String::new(),
             method: method.into(),
             attack: attack.into(),
             target_method: target.map(str::to_string),

@@ -6,13 +6,12 @@
 //! `fragility report DIR` (from `samples.parquet` alone): summary, plots and page always come
 //! from the same code, so a regenerated report equals the original.
 
-use super::headline::Headline;
-use super::page::{index_html, PlotEntry};
+use super::models::StudyHeadline;
+use super::page::{index_html, PlotEntry, PlotSet};
 use super::{plot_metric, summarize, write_summary, SampleTable, SummaryRow};
 use crate::atomic;
 use crate::error::Result;
 use crate::manifest::{Kind, Manifest};
-use crate::metric::Direction;
 use std::path::{Path, PathBuf};
 
 /// Escapes text for HTML element content and attribute values.
@@ -48,8 +47,9 @@ pub fn plotted_columns(table: &SampleTable) -> Vec<(String, crate::metric::Direc
 pub struct Derived {
     /// The summary rows (also in `summary.parquet`).
     pub summary: Vec<SummaryRow>,
-    /// The headline (the top of the page, and what a run prints).
-    pub headline: Headline,
+    /// The headline (the top of the page, and what a run prints): of one model, or of
+    /// several side by side.
+    pub headline: StudyHeadline,
     /// The files written, the page last.
     pub files: Vec<PathBuf>,
 }
@@ -75,9 +75,19 @@ pub fn tidy_path(path: &Path) -> PathBuf {
     }
 }
 
-/// The plots of `table`: one per plotted column, with its per-image distribution where there
-/// is any label-kept finite value to show.
-fn plot_entries(table: &SampleTable) -> Vec<PlotEntry> {
+/// The labels whose rows have their own plots: the models of a study of several models, the
+/// one empty label of a study of one model.
+fn plotted_models(table: &SampleTable) -> Vec<String> {
+    if table.model_metrics.is_empty() {
+        vec![String::new()]
+    } else {
+        table.models().iter().map(|m| m.to_string()).collect()
+    }
+}
+
+/// The plots of `table` (the table of one model, its rows labelled `model`): one per plotted
+/// column, with its per-image distribution where there is any label-kept finite value to show.
+fn plot_entries_of(table: &SampleTable, model: &str) -> Vec<PlotEntry> {
     plotted_columns(table)
         .into_iter()
         .map(|(column, direction)| {
@@ -86,42 +96,78 @@ fn plot_entries(table: &SampleTable) -> Vec<PlotEntry> {
                 .rows
                 .iter()
                 .any(|r| r.label_kept && j.and_then(|j| r.metrics[j]).is_some_and(f64::is_finite));
-            PlotEntry { column, direction, distribution }
+            PlotEntry { column, direction, distribution, model: model.to_string() }
         })
         .collect()
+}
+
+/// The plots of `table`: each model's (see [`plot_entries_of`]), in the models' order, and the
+/// comparison charts of a study of several models.
+fn plot_set(table: &SampleTable) -> PlotSet {
+    let models = plotted_models(table);
+    let entries = if table.model_metrics.is_empty() {
+        plot_entries_of(table, "")
+    } else {
+        models.iter().flat_map(|m| plot_entries_of(&table.of_model(m), m)).collect()
+    };
+    PlotSet { entries, charts: super::model_plot::charts(table), models }
 }
 
 /// The files [`write_derived`] writes for `table` into `out`, in its order (the page last).
 pub fn derived_paths(out: &Path, table: &SampleTable) -> Vec<PathBuf> {
     let mut files = vec![out.join("summary.parquet")];
-    for e in plot_entries(table) {
-        let p = out.join("plots").join(format!("{}.png", e.column));
+    let plots = plot_set(table);
+    for e in &plots.entries {
+        let p = out.join("plots").join(e.file());
         files.extend([p.with_extension("svg"), p]);
         if e.distribution {
-            let d = out.join("plots").join(format!("{}_distribution.png", e.column));
+            let d = out.join("plots").join(e.distribution_file());
             files.extend([d.with_extension("svg"), d]);
         }
+    }
+    for chart in &plots.charts {
+        let p = out.join("plots").join(super::model_plot::chart_file(chart));
+        files.extend([p.with_extension("svg"), p]);
     }
     files.push(out.join("index.html"));
     files
 }
 
-/// Writes `summary.parquet`, `plots/<column>.png` and `index.html` into `out` from `table`;
-/// `run` is the content of `run.json` if known (its settings go into the page).
-pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::Value>) -> Result<Derived> {
-    let summary = summarize(table);
-    let columns: Vec<(String, Direction)> =
-        table.metric_columns.iter().cloned().zip(table.directions.iter().copied()).collect();
-    let headline = Headline::build(&summary, &columns).with_caveats(super::caveats::caveats(run));
-    write_summary(&out.join("summary.parquet"), &summary, table.study.as_deref())?;
-    let plots = plot_entries(table);
-    for e in &plots {
-        plot_metric(&out.join("plots").join(format!("{}.png", e.column)), &summary, &e.column, e.direction)?;
-        if e.distribution {
-            let d = out.join("plots").join(format!("{}_distribution.png", e.column));
-            super::distribution::plot_distribution(&d, table, &e.column, e.direction)?;
+/// The summary rows of `model` (all rows for the empty label of a study of one model).
+fn rows_of(summary: &[SummaryRow], model: &str) -> Vec<SummaryRow> {
+    summary.iter().filter(|r| r.model == model).cloned().collect()
+}
+
+/// Writes every chart of `plots` into `out/plots/`: each model's metric and distribution
+/// charts, then the comparison charts.
+fn write_plots(out: &Path, table: &SampleTable, summary: &[SummaryRow], plots: &PlotSet) -> Result<()> {
+    for model in &plots.models {
+        let (mine, rows) = (table.of_model(model), rows_of(summary, model));
+        for e in plots.entries.iter().filter(|e| e.model == *model) {
+            plot_metric(&out.join("plots").join(e.file()), &rows, &e.column, e.direction)?;
+            if e.distribution {
+                let d = out.join("plots").join(e.distribution_file());
+                super::distribution::plot_distribution(&d, &mine, &e.column, e.direction)?;
+            }
         }
     }
+    let models: Vec<&str> = plots.models.iter().map(String::as_str).collect();
+    for chart in &plots.charts {
+        let p = out.join("plots").join(super::model_plot::chart_file(chart));
+        super::model_plot::plot_models(&p, summary, chart, &models)?;
+    }
+    Ok(())
+}
+
+/// Writes `summary.parquet`, the plots (`plots/<column>.png`, for several models
+/// `plots/<column>.<label>.png` and `plots/models-<kind>.png`) and `index.html` into `out`
+/// from `table`; `run` is the content of `run.json` if known (its settings go into the page).
+pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::Value>) -> Result<Derived> {
+    let summary = summarize(table);
+    let headline = StudyHeadline::build(&summary, table).with_caveats(super::caveats::caveats(run));
+    write_summary(&out.join("summary.parquet"), &summary, table.study.as_deref())?;
+    let plots = plot_set(table);
+    write_plots(out, table, &summary, &plots)?;
     let page = out.join("index.html");
     let html = index_html(out, table, &summary, &headline, &plots, &example_files(out, table), run);
     atomic::write_bytes(&page, html.as_bytes())?;
@@ -233,6 +279,81 @@ mod tests {
         let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
         assert!(!html.contains("only-in-run-json.png"));
         assert!(html.contains("each image&#39;s source and hash: see run.json"), "{html}");
+    }
+
+    /// A folder holding the two-model table's samples.parquet and a run.json of its study.
+    fn two_model_study(dir: &Path) -> SampleTable {
+        let table = crate::report::table::tests::two_model_table();
+        crate::report::write_samples(&dir.join("samples.parquet"), &table).unwrap();
+        let run = serde_json::json!({
+            "fingerprint": table.study,
+            "settings": { "seed": 42, "models": [{ "label": "a", "name": "resnet20" }, { "label": "b", "name": "b" }] },
+            "images": { "studied": 3, "requested": 3, "eligible": 3, "in_file": 3, "models": [
+                { "label": "a", "eligible": 3, "predictions": { "accuracy": 1.0 } },
+                { "label": "b", "eligible": 3, "predictions": { "accuracy": 1.0 } },
+            ] },
+        });
+        std::fs::write(dir.join("run.json"), run.to_string()).unwrap();
+        table
+    }
+
+    #[test]
+    fn a_study_of_several_models_shows_each_models_plots_side_by_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = two_model_study(dir.path());
+        let run = crate::report::images::read_record(&dir.path().join("run.json")).unwrap();
+        let derived = write_derived(dir.path(), &table, Some(&run)).unwrap();
+        let plots = dir.path().join("plots");
+        // b has no center shift column: no chart of it; no chart without a model's label.
+        for f in ["spearman.a.png", "spearman.b.svg", "center_shift_px.a.png", "spearman_distribution.b.png"]
+        {
+            assert!(plots.join(f).is_file(), "{f}");
+        }
+        for f in ["center_shift_px.b.png", "spearman.png"] {
+            assert!(!plots.join(f).exists(), "{f}");
+        }
+        assert!(plots.join("models-spearman.png").is_file() && plots.join("models-spearman.svg").is_file());
+        assert!(derived.files.iter().all(|f| f.exists()));
+        assert_eq!(derived.files, derived_paths(dir.path(), &table));
+        assert!(matches!(derived.headline, StudyHeadline::Several(_)));
+        let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+        // One row per metric, the models' charts side by side in it.
+        let row = html.split("<div class=\"models\">").nth(1).unwrap().split("</div>").next().unwrap();
+        let (a, b) = (
+            row.find("src=\"plots/spearman.a.png\"").unwrap(),
+            row.find("src=\"plots/spearman.b.png\"").unwrap(),
+        );
+        assert!(a < b, "{row}");
+        assert!(html.contains("<figcaption><b>a</b>: <b>Spearman rank correlation</b> against ε"));
+        assert!(html.contains("<img src=\"plots/models-spearman.png\""));
+        assert!(
+            html.contains("of the models <code>a</code> (resnet20), <code>b</code>"),
+            "what was measured"
+        );
+        assert!(html.contains("<h3 id=\"models\">Models side by side</h3>"));
+        assert!(html.contains("<thead><tr><th>model</th><th>method</th>"));
+        assert!(html.contains("classified correctly by every model") || html.contains("n = 3 images"));
+        assert_eq!(html.matches("<tr><td class=\"t\">").count(), derived.summary.len());
+    }
+
+    #[test]
+    fn report_regenerates_a_study_of_several_models() {
+        let dir = tempfile::tempdir().unwrap();
+        two_model_study(dir.path());
+        let derived = regenerate(dir.path()).unwrap();
+        assert!(derived.summary.iter().any(|r| r.model == "b"));
+        let summary = crate::report::read_summary(&dir.path().join("summary.parquet")).unwrap();
+        assert_eq!(summary, derived.summary);
+        assert!(dir.path().join("plots/center_shift_px_distribution.a.svg").is_file());
+        // Again, over its own files; a plot of ours that the table no longer draws goes.
+        let mut manifest = Manifest::open(dir.path(), Kind::Study, "DIR").unwrap();
+        manifest.claim(&["plots/old.a.png".to_string()]).unwrap();
+        drop(manifest);
+        std::fs::write(dir.path().join("plots/old.a.png"), b"png").unwrap();
+        let again = regenerate(dir.path()).unwrap();
+        assert_eq!(again.files, derived.files);
+        assert!(!dir.path().join("plots/old.a.png").exists());
+        assert!(again.headline.text().contains("=== Model b ==="));
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //!   the sample table (shared by `run` and `report`).
 //! - [`distribution`]: per-image box plots of each metric.
 //! - [`headline`]: the paper's table and a few sentences, for the page and the terminal.
+//! - [`models`]: the headline of a study of several models, side by side, and [`models::StudyHeadline`]
+//!   (of one model or several), what a study's report holds.
+//! - [`model_plot`]: the comparison charts of a study of several models, one line per model.
 //! - [`caveats`]: the headline's first lines: n, a shrunken sample and its likely cause, a
 //!   model that predicts one class.
 //! - [`page`]: the HTML of `index.html`.
@@ -35,6 +38,8 @@ pub mod heatmap;
 pub mod images;
 pub mod index;
 pub mod labels;
+pub mod model_plot;
+pub mod models;
 pub mod page;
 pub mod pairing;
 pub mod parquet;

@@ -10,10 +10,15 @@
 //! Self-contained: one inline stylesheet and one inline script, images by relative paths
 //! (`plots/<metric>.png`, `.svg` beside each), no network, so the folder can be moved, zipped
 //! or served as it is. Without the script the page still reads (the table is merely static).
+//!
+//! A study of several models shows its models side by side ([`super::models`]) at the top,
+//! then its comparison charts (`plots/models-<kind>.png`), then one row per metric with each
+//! model's chart (`plots/<metric>.<label>.png`) beside the others'; its summary table has a
+//! `model` column. The page of a study of one model is byte for byte what it was before.
 
-use super::headline::Headline;
 use super::index::escape;
 use super::labels::{describe, top_k_of};
+use super::models::StudyHeadline;
 use super::summary::{show, SummaryRow, BOOTSTRAP_RESAMPLES};
 use super::SampleTable;
 use crate::metric::Direction;
@@ -28,6 +33,49 @@ pub struct PlotEntry {
     pub direction: Direction,
     /// `plots/<column>_distribution.png` was written.
     pub distribution: bool,
+    /// The model whose rows it draws, in a study of several models; empty for one model.
+    pub model: String,
+}
+
+impl PlotEntry {
+    /// The chart's file name in `plots/` with `suffix` after the column:
+    /// `<column><suffix>.png`, `<column><suffix>.<model>.png` in a study of several models
+    /// (model labels are letters, digits, `-`, `_` and `.`, so the name is a plain file name).
+    fn named(&self, suffix: &str) -> String {
+        if self.model.is_empty() {
+            format!("{}{suffix}.png", self.column)
+        } else {
+            format!("{}{suffix}.{}.png", self.column, self.model)
+        }
+    }
+
+    /// The mean-vs-ε chart's file name in `plots/` (PNG; the SVG beside it).
+    pub fn file(&self) -> String {
+        self.named("")
+    }
+
+    /// The distribution chart's file name in `plots/` (PNG; the SVG beside it).
+    pub fn distribution_file(&self) -> String {
+        self.named("_distribution")
+    }
+}
+
+/// Every chart of a study: each model's, and the comparison charts of several models.
+#[derive(Debug, Clone)]
+pub struct PlotSet {
+    /// The charts of each metric column, model after model (in a study of several models).
+    pub entries: Vec<PlotEntry>,
+    /// The metrics with a comparison chart ([`super::model_plot`]); empty for one model.
+    pub charts: Vec<super::models::SideMetric>,
+    /// The models' labels, in their order (one empty label for a study of one model).
+    pub models: Vec<String>,
+}
+
+impl PlotSet {
+    /// Whether the study has several models.
+    fn several(&self) -> bool {
+        self.models.iter().any(|m| !m.is_empty())
+    }
 }
 
 const STYLE: &str = "body { font-family: sans-serif; margin: 2em auto; max-width: 1250px; padding: 0 1em; color: #222; line-height: 1.4; }
@@ -47,6 +95,11 @@ img { max-width: 100%; border: 1px solid #ddd; }
 .sentences p { font-size: 16px; margin: 0.4em 0; }
 .caveats p { font-size: 16px; margin: 0.4em 0; padding: 0.3em 0.6em; background: #fff8d8; border-left: 4px solid #d9a400; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; }
+";
+
+/// The style a page of several models adds: a row of figures, one per model.
+const MODELS_STYLE: &str = ".models { display: flex; gap: 1em; align-items: flex-start; }
+.models figure { flex: 1 1 0; min-width: 0; margin: 0.5em 0 1.5em; }
 ";
 
 /// Sorts the summary table by a clicked header (numbers as numbers) and filters its rows by
@@ -109,6 +162,24 @@ fn distinct<T: PartialEq + Clone>(values: impl Iterator<Item = T>) -> Vec<T> {
     out
 }
 
+/// The models of a study of several models: `<code>label</code> (name)` each, the name from
+/// `run.json`'s `settings.models` where it is recorded.
+fn models_in_words(table: &SampleTable, run: Option<&serde_json::Value>) -> String {
+    let recorded = run.and_then(|r| r["settings"]["models"].as_array());
+    let name = |label: &str| {
+        recorded?.iter().find(|m| m["label"] == label).and_then(|m| m["name"].as_str()).map(escape)
+    };
+    let each: Vec<String> = table
+        .models()
+        .iter()
+        .map(|m| {
+            let named = name(m).filter(|n| n != m).map_or(String::new(), |n| format!(" ({n})"));
+            format!("<code>{}</code>{named}", escape(m))
+        })
+        .collect();
+    each.join(", ")
+}
+
 /// The paragraph under the title: what was measured.
 fn measured(table: &SampleTable, run: Option<&serde_json::Value>) -> String {
     let images = distinct(table.rows.iter().map(|r| r.image_id)).len();
@@ -124,10 +195,13 @@ fn measured(table: &SampleTable, run: Option<&serde_json::Value>) -> String {
         distinct(table.rows.iter().filter(|r| r.attack != super::summary::SAMPLING).map(|r| r.epsilon));
     eps.sort_by(f64::total_cmp);
     let eps: Vec<String> = eps.iter().map(|e| super::labels::epsilon(*e)).collect();
-    let model = run
-        .and_then(|r| r["settings"]["model"]["name"].as_str())
-        .map(|m| format!(" of the model <code>{}</code>", escape(m)))
-        .unwrap_or_default();
+    let model = if table.model_metrics.is_empty() {
+        run.and_then(|r| r["settings"]["model"]["name"].as_str())
+            .map(|m| format!(" of the model <code>{}</code>", escape(m)))
+            .unwrap_or_default()
+    } else {
+        format!(" of the models {}", models_in_words(table, run))
+    };
     let code =
         |v: &[String]| v.iter().map(|m| format!("<code>{}</code>", escape(m))).collect::<Vec<_>>().join(", ");
     format!(
@@ -146,10 +220,16 @@ fn measured(table: &SampleTable, run: Option<&serde_json::Value>) -> String {
     )
 }
 
+/// The SVG beside the PNG `file`.
+fn svg(file: &str) -> String {
+    format!("{}.svg", file.strip_suffix(".png").unwrap_or(file))
+}
+
 /// The caption of a mean-vs-ε plot.
 fn plot_caption(entry: &PlotEntry, summary: &[SummaryRow]) -> String {
     let d = describe(&entry.column);
-    let rows: Vec<&SummaryRow> = summary.iter().filter(|r| r.metric == entry.column).collect();
+    let rows: Vec<&SummaryRow> =
+        summary.iter().filter(|r| r.metric == entry.column && r.model == entry.model).collect();
     let (lo, hi) = rows.iter().fold((u32::MAX, 0), |(lo, hi), r| (lo.min(r.n), hi.max(r.n)));
     let n = if rows.is_empty() {
         String::new()
@@ -167,12 +247,111 @@ fn plot_caption(entry: &PlotEntry, summary: &[SummaryRow]) -> String {
     format!(
         "<b>{}</b> against ε: {} ({}). One line per method, the mean over the images; the band is \
          the 95% bootstrap confidence interval of the mean.{k}{n}{reference} \
-         <a href=\"plots/{c}.svg\">SVG</a>",
+         <a href=\"plots/{c}\">SVG</a>",
         escape(&d.axis()),
         escape(&d.meaning),
         super::plot::direction_text(entry.direction),
-        c = escape(&entry.column)
+        c = escape(&svg(&entry.file()))
     )
+}
+
+/// The figure of an entry's mean-vs-ε chart, its caption led by the model's label in a study
+/// of several models.
+fn figure(entry: &PlotEntry, summary: &[SummaryRow]) -> String {
+    let (c, file) = (escape(&entry.column), escape(&entry.file()));
+    let id = file.strip_suffix(".png").unwrap_or(&file);
+    let (of, by) = model_words(entry);
+    format!(
+        "<figure id=\"plot-{id}\"><img src=\"plots/{file}\" alt=\"{c}{of} against epsilon\">\n<figcaption>{by}{}</figcaption></figure>",
+        plot_caption(entry, summary)
+    )
+}
+
+/// What names an entry's model: in the alt text (` of model m`) and before the caption
+/// (`<b>m</b>: `); both empty for a study of one model.
+fn model_words(entry: &PlotEntry) -> (String, String) {
+    if entry.model.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let m = escape(&entry.model);
+        (format!(" of model {m}"), format!("<b>{m}</b>: "))
+    }
+}
+
+/// The figure of an entry's per-image distribution chart.
+fn distribution_figure(entry: &PlotEntry) -> String {
+    let (c, file) = (escape(&entry.column), escape(&entry.distribution_file()));
+    let (of, by) = model_words(entry);
+    format!(
+        "<figure><img src=\"plots/{file}\" alt=\"{c}{of} per image, box plots\">\n\
+         <figcaption>{by}{} per image: the box spans the quartiles, the line inside is the median, \
+         the whiskers reach the furthest values within 1.5 interquartile ranges, dots are the \
+         images beyond. <a href=\"plots/{}\">SVG</a></figcaption></figure>",
+        escape(&describe(&entry.column).axis()),
+        escape(&svg(&entry.distribution_file()))
+    )
+}
+
+/// The entries of several models in rows: one row per metric, one entry per model (a model's
+/// i-th top-k column shares the row of the others' i-th, whatever their k), rows in order of
+/// first appearance.
+fn plot_rows(entries: &[PlotEntry]) -> Vec<Vec<&PlotEntry>> {
+    let mut keys: Vec<String> = Vec::new();
+    let mut rows: Vec<Vec<&PlotEntry>> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let key = if top_k_of(&e.column).is_some() {
+            let earlier = entries[..i].iter().filter(|o| o.model == e.model && top_k_of(&o.column).is_some());
+            format!("{}#{}", super::models::TOP_K_KIND, earlier.count())
+        } else {
+            e.column.clone()
+        };
+        match keys.iter().position(|k| *k == key) {
+            Some(r) => rows[r].push(e),
+            None => {
+                keys.push(key);
+                rows.push(vec![e]);
+            }
+        }
+    }
+    rows
+}
+
+/// The plots of a study of several models: the comparison charts, then a row per metric with
+/// each model's chart side by side (and a row of their distributions).
+fn models_plots(plots: &PlotSet, summary: &[SummaryRow]) -> String {
+    let mut h = String::from(
+        "<p>First the models compared on each headline metric, then each model's charts side by \
+         side, one row per metric.</p>\n",
+    );
+    for chart in &plots.charts {
+        let file = escape(&super::model_plot::chart_file(chart));
+        let _ = writeln!(
+            h,
+            "<figure id=\"plot-{id}\"><img src=\"plots/{file}\" alt=\"{name} by model against epsilon\">\n\
+             <figcaption><b>{name}</b> against ε, by model ({}): one panel per attacked method under \
+             its steered attack, one line per model, the mean over the images; the band is the 95% \
+             bootstrap confidence interval of the mean. <a href=\"plots/{}\">SVG</a></figcaption></figure>",
+            super::plot::direction_text(chart.direction),
+            svg(&file),
+            id = file.strip_suffix(".png").unwrap_or(&file),
+            name = escape(&chart.name),
+        );
+    }
+    for row in plot_rows(&plots.entries) {
+        h.push_str("<div class=\"models\">\n");
+        for e in &row {
+            let _ = writeln!(h, "{}", figure(e, summary));
+        }
+        h.push_str("</div>\n");
+        if row.iter().any(|e| e.distribution) {
+            h.push_str("<div class=\"models\">\n");
+            for e in row.iter().filter(|e| e.distribution) {
+                let _ = writeln!(h, "{}", distribution_figure(e));
+            }
+            h.push_str("</div>\n");
+        }
+    }
+    h
 }
 
 /// The caption of an example panel `examples/<attack>_image<id>.png`.
@@ -190,21 +369,25 @@ fn example_caption(file: &str) -> String {
 
 /// The summary table, with its filter box.
 fn summary_table(summary: &[SummaryRow]) -> String {
-    let mut h = String::from(
+    let several = super::summary::of_models(summary);
+    let mut h = format!(
         "<p><label>Filter: <input id=\"summary-filter\" type=\"search\" size=\"40\" \
          placeholder=\"e.g. gradient top_k spearman\"></label> <span id=\"summary-count\"></span> \
-         (click a header to sort)</p>\n<table id=\"summary-table\">\n<thead><tr><th>method</th>\
+         (click a header to sort)</p>\n<table id=\"summary-table\">\n<thead><tr>{}<th>method</th>\
          <th>attack</th><th>target method</th><th>ε</th><th>metric</th><th>n</th><th>nulls</th>\
          <th>mean</th><th>95% CI</th><th>median</th><th>std</th><th>label kept</th></tr></thead>\n<tbody>\n",
+        if several { "<th>model</th>" } else { "" }
     );
     for r in summary {
         let ci = match (r.ci_low, r.ci_high) {
             (Some(l), Some(hi)) => format!("[{}, {}]", show(Some(l)), show(Some(hi))),
             _ => "–".into(),
         };
+        let model =
+            if several { format!("<td class=\"t\">{}</td>", escape(&r.model)) } else { String::new() };
         let _ = writeln!(
             h,
-            "<tr><td class=\"t\">{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td>\
+            "<tr>{model}<td class=\"t\">{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td><td>{}</td>\
              <td class=\"t\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}%</td></tr>",
             escape(&r.method),
             escape(&r.attack),
@@ -229,8 +412,8 @@ pub fn index_html(
     out: &std::path::Path,
     table: &SampleTable,
     summary: &[SummaryRow],
-    headline: &Headline,
-    plots: &[PlotEntry],
+    headline: &StudyHeadline,
+    plots: &PlotSet,
     examples: &[String],
     run: Option<&serde_json::Value>,
 ) -> String {
@@ -240,7 +423,8 @@ pub fn index_html(
         h,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{name}</title>\n<style>\n{STYLE}</style>\n</head>\n<body>\n<h1>{name}</h1>\n{}\n",
+         <title>{name}</title>\n<style>\n{STYLE}{}</style>\n</head>\n<body>\n<h1>{name}</h1>\n{}\n",
+        if plots.several() { MODELS_STYLE } else { "" },
         measured(table, run)
     );
     let mut toc = vec![("headline", "Headline")];
@@ -269,28 +453,21 @@ pub fn index_html(
         }
     }
     h.push_str("<h2 id=\"plots\">Plots</h2>\n");
-    for entry in plots {
-        let c = escape(&entry.column);
-        let _ = writeln!(
-            h,
-            "<figure id=\"plot-{c}\"><img src=\"plots/{c}.png\" alt=\"{c} against epsilon\">\n<figcaption>{}</figcaption></figure>",
-            plot_caption(entry, summary)
-        );
-        if entry.distribution {
-            let _ = writeln!(
-                h,
-                "<figure><img src=\"plots/{c}_distribution.png\" alt=\"{c} per image, box plots\">\n\
-                 <figcaption>{} per image: the box spans the quartiles, the line inside is the median, \
-                 the whiskers reach the furthest values within 1.5 interquartile ranges, dots are the \
-                 images beyond. <a href=\"plots/{c}_distribution.svg\">SVG</a></figcaption></figure>",
-                escape(&describe(&entry.column).axis())
-            );
+    if plots.several() {
+        h.push_str(&models_plots(plots, summary));
+    } else {
+        for entry in &plots.entries {
+            let _ = writeln!(h, "{}", figure(entry, summary));
+            if entry.distribution {
+                let _ = writeln!(h, "{}", distribution_figure(entry));
+            }
         }
     }
     let _ = write!(
         h,
-        "<h2 id=\"summary\">Summary table</h2>\n<p>One row per method × attack × ε × metric \
+        "<h2 id=\"summary\">Summary table</h2>\n<p>One row per {}method × attack × ε × metric \
          (<code>summary.parquet</code>).</p>\n{}",
+        if plots.several() { "model × " } else { "" },
         summary_table(summary)
     );
     if let Some(run) = run {

@@ -1,4 +1,4 @@
-//! Which images two runs have in common, for `compare`.
+//! Which images (and models) two runs have in common, for `compare`.
 //!
 //! Two runs of one study rarely measure the same images: with `correct_only` (the default)
 //! each model version keeps the images *it* classifies correctly, and a folder may have gained
@@ -16,6 +16,12 @@
 //! threshold would count as certain), or fewer than half of the smaller run's images (then
 //! the two runs mostly measured different images, and whatever the common ones show says
 //! little about either run's numbers).
+//!
+//! Two studies of several models pair their models by label ([`pair_models`]): the rows of the
+//! models both have are compared, and a model only one side has is named in the output (its
+//! rows are not compared), never dropped silently. A study of one model is not compared with a
+//! study of several (refused, exit 2, naming both tables): its unlabelled model could be any
+//! of theirs, and guessing by name would compare different networks without a word.
 
 use super::images::ImageTraces;
 use super::table::{first_duplicate, SampleTable};
@@ -142,6 +148,90 @@ impl Pairing {
             self.counts()
         )))
     }
+}
+
+/// The models of two studies of several models: those both have, and those only one has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelPairing {
+    /// The labels both studies have, in the baseline's order; empty for two studies of one
+    /// model.
+    pub common: Vec<String>,
+    /// The labels only the baseline has.
+    pub baseline_only: Vec<String>,
+    /// The labels only the current study has.
+    pub current_only: Vec<String>,
+}
+
+impl ModelPairing {
+    /// Whether the rows of `model` are compared: every row of a study of one model, the rows of
+    /// a common model otherwise.
+    pub fn keeps(&self, model: &str) -> bool {
+        model.is_empty() || self.common.iter().any(|m| m == model)
+    }
+
+    /// The line that names the models only one side has (`None` when there is none).
+    pub fn note(&self) -> Option<String> {
+        let list = |side: &str, labels: &[String]| match labels {
+            [] => None,
+            [one] => Some(format!("model {one} is only in the {side}")),
+            many => Some(format!("models {} are only in the {side}", many.join(", "))),
+        };
+        let parts: Vec<String> =
+            [list("baseline", &self.baseline_only), list("current run", &self.current_only)]
+                .into_iter()
+                .flatten()
+                .collect();
+        (!parts.is_empty())
+            .then(|| format!("Not compared: {} (models are paired by label).", parts.join("; ")))
+    }
+}
+
+/// Pairs the models of the tables `b` (at `baseline`) and `c` (at `current`) by label (see
+/// the module docs); refuses a study of one model against one of several, and two studies of
+/// several models without a model in common, naming both tables.
+pub fn pair_models(
+    baseline: &Path,
+    current: &Path,
+    b: &SampleTable,
+    c: &SampleTable,
+) -> Result<ModelPairing> {
+    let (bm, cm) = (b.models(), c.models());
+    let shape = |m: &[&str]| {
+        if m.is_empty() {
+            "a study of one model".to_string()
+        } else {
+            format!("a study of several models ({})", m.join(", "))
+        }
+    };
+    if bm.is_empty() != cm.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} is {} and {} is {}: a study of one model is not compared with a study of several \
+             models; compare two studies of one model, or two of several models (paired by label)",
+            baseline.display(),
+            shape(&bm),
+            current.display(),
+            shape(&cm)
+        )));
+    }
+    let only = |a: &[&str], b: &[&str]| -> Vec<String> {
+        a.iter().filter(|m| !b.contains(m)).map(|m| m.to_string()).collect()
+    };
+    let models = ModelPairing {
+        common: bm.iter().filter(|m| cm.contains(m)).map(|m| m.to_string()).collect(),
+        baseline_only: only(&bm, &cm),
+        current_only: only(&cm, &bm),
+    };
+    if !bm.is_empty() && models.common.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} and {} have no model in common (baseline {}; current {}): studies of several models \
+             are compared model by model, paired by label",
+            baseline.display(),
+            current.display(),
+            bm.join(", "),
+            cm.join(", ")
+        )));
+    }
+    Ok(models)
 }
 
 /// `table` restricted to the rows (and traces) of the images `ids`, rows in their order.
@@ -271,6 +361,36 @@ mod tests {
             line.starts_with("Compared on the 2 images") && line.contains("paired by id only (neither"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn models_pair_by_label_and_one_model_is_not_paired_with_several() {
+        let two = crate::report::table::tests::two_model_table();
+        let (b, c) = (Path::new("base/samples.parquet"), Path::new("cur/samples.parquet"));
+        let same = pair_models(b, c, &two, &two).unwrap();
+        assert_eq!((same.common.as_slice(), same.note()), (&["a".to_string(), "b".to_string()][..], None));
+        // Model b only in the baseline, c only in the current study: named, not dropped.
+        let mut other = two.clone();
+        other.model_metrics[1].0 = "c".into();
+        other.rows.iter_mut().filter(|r| r.model == "b").for_each(|r| r.model = "c".into());
+        let p = pair_models(b, c, &two, &other).unwrap();
+        assert_eq!(p.common, ["a"]);
+        assert!(p.keeps("a") && !p.keeps("b") && !p.keeps("c"));
+        assert_eq!(
+            p.note().unwrap(),
+            "Not compared: model b is only in the baseline; model c is only in the current run (models are \
+             paired by label)."
+        );
+        // One model against several: refused, naming both tables.
+        let one = example_table();
+        let err = pair_models(b, c, &one, &two).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let msg = err.to_string();
+        assert!(msg.contains("base/samples.parquet is a study of one model"), "{msg}");
+        assert!(msg.contains("cur/samples.parquet is a study of several models (a, b)"), "{msg}");
+        // Two studies of one model: nothing to pair, every row kept.
+        assert_eq!(pair_models(b, c, &one, &one).unwrap(), ModelPairing::default());
+        assert!(ModelPairing::default().keeps(""));
     }
 
     #[test]

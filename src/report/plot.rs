@@ -173,11 +173,39 @@ pub(crate) fn axis_scale(range: &std::ops::Range<f64>) -> i32 {
 
 /// The y-axis label: the column in words, with the power of ten when the axis is scaled.
 pub(crate) fn y_label(column: &str, scale: i32) -> String {
-    let axis = describe(column).axis();
+    scaled_label(&describe(column).axis(), scale)
+}
+
+/// An axis label `axis` with the power of ten when the axis is scaled.
+fn scaled_label(axis: &str, scale: i32) -> String {
     if scale == 0 {
-        axis
+        axis.to_string()
     } else {
         format!("{axis}, ×10^{scale}")
+    }
+}
+
+/// The words of a mean-vs-ε chart: its title, its y axis, and the legend's heading (lines are
+/// the rows' `method`: attribution methods, or the models of a comparison chart).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ChartWords {
+    /// The title, e.g. `Spearman rank correlation (higher = more similar)`.
+    pub(crate) title: String,
+    /// The y axis in words with its unit (the power of ten is added where the axis is scaled).
+    pub(crate) axis: String,
+    /// What a line is: `method`, or `model`.
+    pub(crate) lines: &'static str,
+}
+
+impl ChartWords {
+    /// The words of the chart of metric column `metric`, one line per method.
+    pub(crate) fn of_metric(metric: &str, direction: Direction) -> ChartWords {
+        let d = describe(metric);
+        ChartWords {
+            title: format!("{} ({})", d.name, direction_text(direction)),
+            axis: d.axis(),
+            lines: "method",
+        }
     }
 }
 
@@ -407,7 +435,7 @@ fn draw<DB: DrawingBackend>(
     all: &[SummaryRow],
     rows: &[&SummaryRow],
     metric: &str,
-    direction: Direction,
+    words: &ChartWords,
 ) -> std::result::Result<(), DrawError>
 where
     DB::ErrorType: 'static,
@@ -428,9 +456,7 @@ where
         rows.iter().flat_map(|r| [r.mean, r.ci_low, r.ci_high]).flatten().chain(refs_all.iter().copied()),
     );
     let scale = axis_scale(&y_range);
-    let y_desc = y_label(metric, scale);
-    let d = describe(metric);
-    let title = format!("{} ({})", d.name, direction_text(direction));
+    let y_desc = scaled_label(&words.axis, scale);
     let small_multiples = methods.len() > MAX_LINES;
     let mut entries: Vec<(String, RGBColor, Mark)> = if small_multiples {
         attacks
@@ -454,8 +480,9 @@ where
             Mark::Line { marker: NO_MARKER, dashed: true },
         ));
     }
-    let heading = if small_multiples { "attack (panel = method)" } else { "method" };
-    let panels_area = frame(root, &title, heading, &entries)?;
+    let heading =
+        if small_multiples { format!("attack (panel = {})", words.lines) } else { words.lines.into() };
+    let panels_area = frame(root, &words.title, &heading, &entries)?;
     let count = if small_multiples { methods.len() } else { attacks.len() };
     let (grid_rows, grid_cols) = grid(count);
     let areas = panels_area.split_evenly((grid_rows, grid_cols));
@@ -543,6 +570,16 @@ pub(crate) fn render_both(
     metric: &str,
     direction: Direction,
 ) -> std::result::Result<Rendered, String> {
+    render_worded(rows, metric, &ChartWords::of_metric(metric, direction))
+}
+
+/// Renders the chart of `metric` from the summary rows with `words` for its title, y axis
+/// and legend (see [`render_both`]).
+pub(crate) fn render_worded(
+    rows: &[SummaryRow],
+    metric: &str,
+    words: &ChartWords,
+) -> std::result::Result<Rendered, String> {
     ensure_font()?;
     let mine: Vec<&SummaryRow> = rows.iter().filter(|r| r.metric == metric).collect();
     if mine.is_empty() {
@@ -556,7 +593,7 @@ pub(crate) fn render_both(
         v
     });
     let panels = if methods > MAX_LINES { methods } else { attacks.len() };
-    render_twice!(canvas(panels), |root| draw(&root, rows, &mine, metric, direction))
+    render_twice!(canvas(panels), |root| draw(&root, rows, &mine, metric, words))
 }
 
 /// The bitmap of the chart of `metric` (see [`render_both`]).
@@ -596,6 +633,7 @@ mod tests {
 
     fn summary(method: &str, attack: &str, epsilon: f64, mean: Option<f64>) -> SummaryRow {
         SummaryRow {
+            model: String::new(),
             method: method.into(),
             attack: attack.into(),
             target_method: None,

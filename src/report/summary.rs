@@ -1,4 +1,4 @@
-//! The summary table, `summary.parquet`: one row per method × attack × ε × metric.
+//! The summary table, `summary.parquet`: one row per (model ×) method × attack × ε × metric.
 //!
 //! The per-sample table is too long to read; the question the paper asks is "how far do the
 //! maps of method M move under attack A at budget ε", which is a mean over images. Only the
@@ -12,6 +12,7 @@
 //!
 //! | column            | type      | meaning                                                      |
 //! |-------------------|-----------|--------------------------------------------------------------|
+//! | `model`           | str       | the model's label: only in a study of several models         |
 //! | `method`          | str       | attribution method                                           |
 //! | `attack`          | str       | attack                                                       |
 //! | `target_method`   | str, null | the method a steered attack steered; null for random baselines |
@@ -24,9 +25,15 @@
 //! | `median`          | f64, null | median of the `n` values (mean of the middle two for even n) |
 //! | `ci_low`, `ci_high` | f64, null | 95% percentile-bootstrap confidence interval of the mean: [`BOOTSTRAP_RESAMPLES`] resamples with replacement, the 2.5th and 97.5th percentiles of their means; seeded by the run's seed and the group, so it is reproducible; null if n = 0 |
 //! | `label_kept_rate` | f64       | label-kept rows / all rows of the group, in [0, 1]           |
+//!
+//! In a study of several models each model has its own groups, over its own metric columns
+//! only (a model whose images are another size has another `top{k}_intersection`), and the
+//! bootstrap seed of a group also hashes the model's label; a study of one model has no
+//! `model` column and its seeds are those of the versions before models had labels, so its
+//! summary is unchanged.
 
 use crate::error::{Error, Result};
-use crate::report::table::{required, table_error, SampleTable};
+use crate::report::table::{required, table_error, SampleRow, SampleTable};
 use polars::prelude::{Column, DataFrame, ParquetReader, PolarsError, SerReader};
 use std::collections::HashMap;
 use std::fs::File;
@@ -62,9 +69,14 @@ pub fn applies(attack: &str, column: &str) -> bool {
 /// Resamples of the bootstrap confidence interval.
 pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 
-/// Statistics of one metric over the images of one method × attack × ε.
+/// The optional first column of a summary of several models.
+pub const MODEL_COLUMN: &str = super::table::MODEL_COLUMN;
+
+/// Statistics of one metric over the images of one (model ×) method × attack × ε.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SummaryRow {
+    /// The model's label in a study of several models; empty in a study of one model.
+    pub model: String,
     /// The attribution method.
     pub method: String,
     /// The attack.
@@ -168,26 +180,37 @@ pub fn show(v: Option<f64>) -> String {
     }
 }
 
-/// Prints the summary as a fixed-width table on stdout (the end of `run` and `report`).
+/// Prints the summary as a fixed-width table on stdout (the end of `run` and `report`), with a
+/// `model` column first in a study of several models.
 pub fn print_summary(rows: &[SummaryRow]) {
+    let width = rows.iter().map(|r| r.model.chars().count()).max().unwrap_or(0).max(5);
+    let model = |m: &str| if of_models(rows) { format!("{m:<width$} ") } else { String::new() };
     println!(
-        "{:<22} {:<30} {:>7} {:<26} {:>5} {:>9} {:>21} {:>6}",
-        "method", "attack", "epsilon", "metric", "n", "mean", "95% CI", "kept"
+        "{}{:<22} {:<30} {:>7} {:<26} {:>5} {:>9} {:>21} {:>6}",
+        model("model"),
+        "method",
+        "attack",
+        "epsilon",
+        "metric",
+        "n",
+        "mean",
+        "95% CI",
+        "kept"
     );
     for r in rows {
-        let f = show;
         let ci = match (r.ci_low, r.ci_high) {
             (Some(l), Some(h)) => format!("[{}, {}]", show(Some(l)), show(Some(h))),
             _ => "-".into(),
         };
         println!(
-            "{:<22} {:<30} {:>7} {:<26} {:>5} {:>9} {:>21} {:>5.0}%",
+            "{}{:<22} {:<30} {:>7} {:<26} {:>5} {:>9} {:>21} {:>5.0}%",
+            model(&r.model),
             r.method,
             r.attack_label(),
             super::labels::epsilon(r.epsilon),
             r.metric,
             r.n,
-            f(r.mean),
+            show(r.mean),
             ci,
             100.0 * r.label_kept_rate
         );
@@ -211,24 +234,48 @@ fn mean_std(values: &[f64]) -> (Option<f64>, Option<f64>) {
     (Some(mean).filter(|m| !m.is_nan()), std.filter(|s| !s.is_nan()))
 }
 
-/// Reduces the per-sample table to one row per method × attack × ε × metric.
+/// The bootstrap seed of the group of `first` (its first row) and metric `column`: the run's
+/// seed and the group's key, with the model's label only in a study of several models (so
+/// that a study of one model keeps the seeds, and the intervals, of earlier versions).
+fn group_seed(seed: u64, first: &SampleRow, column: &str) -> u64 {
+    let mut key = vec![
+        crate::seed::hash_str(&first.method),
+        crate::seed::hash_str(&first.attack),
+        crate::seed::hash_str(first.target_method.as_deref().unwrap_or("")),
+        first.epsilon.to_bits(),
+        crate::seed::hash_str(column),
+    ];
+    if !first.model.is_empty() {
+        key.push(crate::seed::hash_str(&first.model));
+    }
+    crate::seed::derive(seed, &key)
+}
+
+/// Reduces the per-sample table to one row per (model ×) method × attack × ε × metric.
 ///
 /// Groups are ordered by their first appearance in `table.rows` (row by row, metrics in column
-/// order). Only label-kept rows enter `n`, `nulls`, `mean` and `std`. A non-finite metric value
+/// order); a model's groups cover only its own metric columns ([`SampleTable::has_metric`]). Only label-kept rows enter `n`, `nulls`, `mean` and `std`. A non-finite metric value
 /// is counted as null: metrics return `None` where they are undefined, so a NaN or ±∞ is an
 /// upstream bug that would otherwise poison the whole group's mean. The output holds no NaN.
 pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
-    let mut index: HashMap<(&str, &str, Option<&str>, u64, usize), usize> = HashMap::new();
+    type GroupKey<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, u64, usize);
+    let mut index: HashMap<GroupKey, usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
     for (i, row) in table.rows.iter().enumerate() {
         // 0.0 and −0.0 are the same budget; normalise before keying on the bits.
         let eps_bits = if row.epsilon == 0.0 { 0.0f64 } else { row.epsilon }.to_bits();
         for metric in 0..table.metric_columns.len() {
-            if !applies(&row.attack, &table.metric_columns[metric]) {
+            if !applies(&row.attack, &table.metric_columns[metric]) || !table.has_metric(&row.model, metric) {
                 continue;
             }
-            let key =
-                (row.method.as_str(), row.attack.as_str(), row.target_method.as_deref(), eps_bits, metric);
+            let key = (
+                row.model.as_str(),
+                row.method.as_str(),
+                row.attack.as_str(),
+                row.target_method.as_deref(),
+                eps_bits,
+                metric,
+            );
             let g = *index.entry(key).or_insert_with(|| {
                 groups.push(Group { first_row: i, metric, values: Vec::new(), nulls: 0, kept: 0, total: 0 });
                 groups.len() - 1
@@ -249,16 +296,9 @@ pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
         .map(|g| {
             let first = &table.rows[g.first_row];
             let (mean, std) = mean_std(&g.values);
-            let column = &table.metric_columns[g.metric];
-            let key = [
-                crate::seed::hash_str(&first.method),
-                crate::seed::hash_str(&first.attack),
-                crate::seed::hash_str(first.target_method.as_deref().unwrap_or("")),
-                first.epsilon.to_bits(),
-                crate::seed::hash_str(column),
-            ];
-            let ci = bootstrap_ci(&g.values, crate::seed::derive(table.seed, &key));
+            let ci = bootstrap_ci(&g.values, group_seed(table.seed, first, &table.metric_columns[g.metric]));
             SummaryRow {
+                model: first.model.clone(),
                 method: first.method.clone(),
                 attack: first.attack.clone(),
                 target_method: first.target_method.clone(),
@@ -278,12 +318,19 @@ pub fn summarize(table: &SampleTable) -> Vec<SummaryRow> {
         .collect()
 }
 
-/// Builds the DataFrame of `rows` (columns as in the module docs).
+/// Whether `rows` are of a study of several models (some row has a model's label).
+pub fn of_models(rows: &[SummaryRow]) -> bool {
+    rows.iter().any(|r| !r.model.is_empty())
+}
+
+/// Builds the DataFrame of `rows` (columns as in the module docs: `model` first only for a
+/// study of several models).
 fn summary_frame(rows: &[SummaryRow]) -> std::result::Result<DataFrame, PolarsError> {
     fn col<'a, T, F: Fn(&'a SummaryRow) -> T>(rows: &'a [SummaryRow], f: F) -> Vec<T> {
         rows.iter().map(f).collect()
     }
-    let columns = vec![
+    let model = of_models(rows).then(|| Column::new(MODEL_COLUMN.into(), col(rows, |r| r.model.as_str())));
+    let columns = model.into_iter().chain([
         Column::new("method".into(), col(rows, |r| r.method.as_str())),
         Column::new("attack".into(), col(rows, |r| r.attack.as_str())),
         Column::new("target_method".into(), col(rows, |r| r.target_method.as_deref())),
@@ -297,8 +344,8 @@ fn summary_frame(rows: &[SummaryRow]) -> std::result::Result<DataFrame, PolarsEr
         Column::new("ci_low".into(), col(rows, |r| r.ci_low)),
         Column::new("ci_high".into(), col(rows, |r| r.ci_high)),
         Column::new("label_kept_rate".into(), col(rows, |r| r.label_kept_rate)),
-    ];
-    DataFrame::new(rows.len(), columns)
+    ]);
+    DataFrame::new(rows.len(), columns.collect())
 }
 
 /// Writes the summary rows to `path` as Parquet (Zstandard), atomically, with the fingerprint
@@ -323,10 +370,19 @@ fn read_summary_unchecked(path: &Path) -> Result<Vec<SummaryRow>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let df = ParquetReader::new(file).finish().map_err(table_error(path))?;
     let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
-    if names != SUMMARY_COLUMNS {
-        return Err(Error::data(path, format!("columns are {names:?}, expected {SUMMARY_COLUMNS:?}")));
+    let several = names.first().is_some_and(|n| n == MODEL_COLUMN);
+    if names[usize::from(several)..] != SUMMARY_COLUMNS {
+        return Err(Error::data(
+            path,
+            format!("columns are {names:?}, expected {SUMMARY_COLUMNS:?} (after `{MODEL_COLUMN}` for several models)"),
+        ));
     }
     let column = |name: &str| df.column(name).map_err(table_error(path));
+    let model: Vec<&str> = if several {
+        required(path, MODEL_COLUMN, column(MODEL_COLUMN)?.str().map_err(table_error(path))?.iter())?
+    } else {
+        vec![""; df.height()]
+    };
     let method = required(path, "method", column("method")?.str().map_err(table_error(path))?.iter())?;
     let attack = required(path, "attack", column("attack")?.str().map_err(table_error(path))?.iter())?;
     let target_method: Vec<Option<&str>> =
@@ -348,6 +404,7 @@ fn read_summary_unchecked(path: &Path) -> Result<Vec<SummaryRow>> {
     )?;
     Ok((0..df.height())
         .map(|i| SummaryRow {
+            model: model[i].to_string(),
             method: method[i].to_string(),
             attack: attack[i].to_string(),
             target_method: target_method[i].map(str::to_string),
@@ -421,6 +478,7 @@ mod tests {
         label_kept_rate: f64,
     ) -> SummaryRow {
         SummaryRow {
+            model: String::new(),
             method: method.into(),
             attack: attack.into(),
             target_method: None,
@@ -535,6 +593,70 @@ mod tests {
         assert!(write_summary(&path, &summarize(&hand_table()), None).is_err());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(path.is_dir());
+    }
+
+    #[test]
+    fn a_study_of_several_models_is_summarised_per_model_over_its_own_columns() {
+        let table = crate::report::table::tests::two_model_table();
+        let rows = summarize(&table);
+        let keys: Vec<(&str, &str, &str)> =
+            rows.iter().map(|r| (r.model.as_str(), r.attack.as_str(), r.metric.as_str())).collect();
+        // Model a has both metrics; b only spearman: no row of b for center_shift_px.
+        assert_eq!(
+            keys,
+            [
+                ("a", "random_sign", "spearman"),
+                ("a", "random_sign", "center_shift_px"),
+                ("a", "top_k", "spearman"),
+                ("a", "top_k", "center_shift_px"),
+                ("b", "random_sign", "spearman"),
+                ("b", "top_k", "spearman"),
+            ]
+        );
+        // Each model's statistics are those of its rows alone.
+        for model in ["a", "b"] {
+            let alone = summarize(&table.of_model(model));
+            let mine: Vec<SummaryRow> = rows
+                .iter()
+                .filter(|r| r.model == model)
+                .map(|r| SummaryRow { model: String::new(), ..r.clone() })
+                .collect();
+            assert_eq!(mine, alone, "{model}");
+        }
+    }
+
+    #[test]
+    fn a_study_of_one_model_keeps_the_seeds_of_earlier_versions() {
+        // The bootstrap seed of a group of one model hashes exactly what it always did, so a
+        // study of one model keeps its intervals; a model's label changes them.
+        let rows = summarize(&hand_table());
+        let h = crate::seed::hash_str;
+        let key = [h("gradient"), h("top_k"), h(""), 0.03f64.to_bits(), h("spearman")];
+        let want = bootstrap_ci(&[0.5, 0.7, 0.9], crate::seed::derive(3, &key)).unwrap();
+        assert_eq!((rows[0].ci_low, rows[0].ci_high), (Some(want.0), Some(want.1)));
+        // Twenty spread values, so that another seed gives another interval.
+        let mut labelled = hand_table();
+        labelled.rows =
+            (0..20).map(|i| row("gradient", "top_k", true, [Some(f64::from(i) / 20.0), None])).collect();
+        let rows = summarize(&labelled);
+        labelled.model_metrics = vec![("m".into(), labelled.metric_columns.clone())];
+        labelled.rows.iter_mut().for_each(|r| r.model = "m".into());
+        let other = summarize(&labelled);
+        assert_eq!((other[0].model.as_str(), other[0].mean), ("m", rows[0].mean));
+        assert_ne!((other[0].ci_low, other[0].ci_high), (rows[0].ci_low, rows[0].ci_high));
+    }
+
+    #[test]
+    fn summary_of_several_models_round_trips_with_a_leading_model_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("summary.parquet");
+        let rows = summarize(&crate::report::table::tests::two_model_table());
+        write_summary(&path, &rows, None).unwrap();
+        let df = ParquetReader::new(File::open(&path).unwrap()).finish().unwrap();
+        let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names[0], MODEL_COLUMN);
+        assert_eq!(names[1..], SUMMARY_COLUMNS);
+        assert_eq!(read_summary(&path).unwrap(), rows);
     }
 
     #[test]
