@@ -302,6 +302,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let table = two_model_study(dir.path());
         let run = crate::report::images::read_record(&dir.path().join("run.json")).unwrap();
+        std::fs::create_dir_all(dir.path().join("examples")).unwrap();
+        std::fs::write(dir.path().join("examples/b.top_k-gradient_image2.png"), b"png").unwrap();
         let derived = write_derived(dir.path(), &table, Some(&run)).unwrap();
         let plots = dir.path().join("plots");
         // b has no center shift column: no chart of it; no chart without a model's label.
@@ -331,6 +333,11 @@ mod tests {
             "what was measured"
         );
         assert!(html.contains("<h3 id=\"models\">Models side by side</h3>"));
+        // An example panel names its model, attack and image.
+        assert!(
+            html.contains("Model <code>b</code>, image 2, attack <code>top_k-gradient</code>"),
+            "example caption"
+        );
         assert!(html.contains("<thead><tr><th>model</th><th>method</th>"));
         assert!(html.contains("classified correctly by every model") || html.contains("n = 3 images"));
         assert_eq!(html.matches("<tr><td class=\"t\">").count(), derived.summary.len());

@@ -355,11 +355,16 @@ fn models_plots(plots: &PlotSet, summary: &[SummaryRow]) -> String {
 }
 
 /// The caption of an example panel `examples/<attack>_image<id>.png`.
-fn example_caption(file: &str) -> String {
+fn example_caption(file: &str, models: &[&str]) -> String {
     let stem = file.strip_suffix(".png").unwrap_or(file);
+    // A study of several models writes `<label>.<attack>_image<id>.png` (labels hold no `_image`).
+    let (model, stem) = match models.iter().find_map(|m| Some((*m, stem.strip_prefix(m)?.strip_prefix('.')?))) {
+        Some((m, rest)) => (format!("Model <code>{}</code>, image", escape(m)), rest),
+        None => ("Image".to_string(), stem),
+    };
     let (attack, image) = stem.rsplit_once("_image").unwrap_or((stem, "?"));
     format!(
-        "Image {}, attack <code>{}</code> at the largest ε: per method, the original image and its \
+        "{model} {}, attack <code>{}</code> at the largest ε: per method, the original image and its \
          map, then the perturbed image and its map (the paper's figure 1), with the class and \
          confidence before and after and the image's own top-k intersection and Spearman correlation.",
         escape(image),
@@ -448,7 +453,7 @@ pub fn index_html(
             let _ = writeln!(
                 h,
                 "<figure><img src=\"examples/{f}\" alt=\"example panel {f}\">\n<figcaption>{}</figcaption></figure>",
-                example_caption(file)
+                example_caption(file, &table.models())
             );
         }
     }
