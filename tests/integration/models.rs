@@ -130,6 +130,18 @@ fn each_models_rows_are_what_a_study_of_that_model_alone_computes() {
     // A second run of the same study finds it finished.
     let o = fragility(&["run", both.as_str()], dir.path());
     assert!(o.status.success() && stderr(&o).contains("already holds this finished run"), "{}", stderr(&o));
+
+    // compare: a study of several models against itself is compared model by model and
+    // unchanged; against a study of one model it is refused, naming both tables.
+    let o = fragility(&["compare", "--all", "both", "both"], dir.path());
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    assert!(text.contains("unchanged  resnet20  gradient  top_k → gradient  0.1  top131_intersection"), "{text}");
+    assert!(text.contains("unchanged  cnn  gradient  top_k → gradient  0.1  top100_intersection"), "{text}");
+    assert!(!text.contains("regression  "), "{text}");
+    let o = fragility(&["compare", "alone", "both"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("alone") && stderr(&o).contains("both"), "{}", stderr(&o));
 }
 
 #[test]
