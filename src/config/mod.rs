@@ -522,21 +522,12 @@ impl Plan {
         // model (Grad-CAM's default layer).
         let mut models = Vec::new();
         let mut factory = None;
-        for s in sources {
-            let f = MethodFactory::parse(&cx, &raw, &s.name)?;
+        for mut m in sources {
+            let f = MethodFactory::parse(&cx, &raw, &m.name)?;
             let make_method = |name: &Spanned<String>, field: &str| f.make(&cx, name, field);
-            let methods = f.listed(&cx, &raw.methods.names)?;
-            let attacks = build_attacks(&cx, &raw, &make_method, &images)?;
-            models.push(ModelPlan {
-                label: s.label,
-                label_given: s.label_given,
-                name: s.name,
-                weights: s.weights,
-                normalize: s.normalize,
-                image_options: s.image_options,
-                methods,
-                attacks,
-            });
+            m.methods = f.listed(&cx, &raw.methods.names)?;
+            m.attacks = build_attacks(&cx, &raw, &make_method, &images)?;
+            models.push(m);
             factory.get_or_insert(f);
         }
         // `sources` gives at least one model.

@@ -125,24 +125,15 @@ impl ModelPlan {
     }
 }
 
-/// A model as the config gives it, checked, before its methods and attacks are built.
-pub(super) struct ModelSource {
-    pub label: String,
-    pub label_given: bool,
-    pub name: String,
-    pub weights: PathBuf,
-    pub normalize: Option<Normalize>,
-    pub image_options: ImageOptions,
-}
-
 /// The models of `raw` (at least one, labels unique), each with `[data]`'s image options
-/// (`data`, spanned at `data_span` for errors) under its own.
+/// (`data`, spanned at `data_span` for errors) under its own; their methods and attacks are
+/// left empty for the caller to build (they need the whole config).
 pub(super) fn sources(
     cx: &Ctx,
     raw: &RawModels,
     data: &ImageOptions,
     data_span: std::ops::Range<usize>,
-) -> Result<Vec<ModelSource>> {
+) -> Result<Vec<ModelPlan>> {
     let tables: Vec<(&RawModel, String)> = match raw {
         RawModels::One(m) => vec![(m.as_ref(), "model".to_string())],
         RawModels::Many(v) if v.is_empty() => {
@@ -150,7 +141,7 @@ pub(super) fn sources(
         }
         RawModels::Many(v) => v.iter().enumerate().map(|(i, m)| (m, format!("model[{i}]"))).collect(),
     };
-    let mut out: Vec<ModelSource> = Vec::new();
+    let mut out: Vec<ModelPlan> = Vec::new();
     for (m, field) in tables {
         let s = source(cx, m, &field, data, data_span.clone())?;
         if let Some(first) = out.iter().find(|o| o.label == s.label) {
@@ -175,7 +166,7 @@ fn source(
     field: &str,
     data: &ImageOptions,
     data_span: std::ops::Range<usize>,
-) -> Result<ModelSource> {
+) -> Result<ModelPlan> {
     let (name, weights) = origin(cx, m, field)?;
     let normalize = match &m.normalize {
         None => None,
@@ -213,7 +204,8 @@ fn source(
             (label, false)
         }
     };
-    Ok(ModelSource { label, label_given, name, weights, normalize, image_options })
+    let (methods, attacks) = (Vec::new(), Vec::new());
+    Ok(ModelPlan { label, label_given, name, weights, normalize, image_options, methods, attacks })
 }
 
 /// The model's source: (model name, weights file). An ONNX model's name is its resolved path

@@ -429,19 +429,7 @@ impl Headline {
 
     /// The headline as HTML: the sentences, then one table per metric.
     pub fn html(&self) -> String {
-        let mut h = String::new();
-        if !self.caveats.is_empty() {
-            h.push_str("<div class=\"caveats\">\n");
-            for c in &self.caveats {
-                let _ = writeln!(h, "<p>{}</p>", escape(c));
-            }
-            h.push_str("</div>\n");
-        }
-        h.push_str("<div class=\"sentences\">\n");
-        for s in &self.sentences {
-            let _ = writeln!(h, "<p>{}</p>", escape(s));
-        }
-        h.push_str("</div>\n");
+        let mut h = caveats_and_sentences_html(&self.caveats, "", &self.sentences);
         for (m, (metric, direction)) in self.metrics.iter().enumerate() {
             let d = describe(metric);
             let _ = writeln!(
@@ -824,4 +812,24 @@ mod tests {
         assert_eq!(num(12.34), "12.3");
         assert_eq!(num(0.0), "0");
     }
+}
+
+/// A headline's first HTML: its caveats (if any), then `heading` (raw HTML, may be empty),
+/// then its sentences. Shared by the one-model and the several-model headline.
+pub(super) fn caveats_and_sentences_html(caveats: &[String], heading: &str, sentences: &[String]) -> String {
+    let mut h = String::new();
+    if !caveats.is_empty() {
+        h.push_str("<div class=\"caveats\">\n");
+        for c in caveats {
+            let _ = writeln!(h, "<p>{}</p>", escape(c));
+        }
+        h.push_str("</div>\n");
+    }
+    h.push_str(heading);
+    h.push_str("<div class=\"sentences\">\n");
+    for s in sentences {
+        let _ = writeln!(h, "<p>{}</p>", escape(s));
+    }
+    h.push_str("</div>\n");
+    h
 }

@@ -450,19 +450,8 @@ impl ModelsHeadline {
     /// The headline as HTML: caveats, the sentences, one side-by-side table per metric, then
     /// each model's headline under a heading with its label.
     pub fn html(&self) -> String {
-        let mut h = String::new();
-        if !self.caveats.is_empty() {
-            h.push_str("<div class=\"caveats\">\n");
-            for c in &self.caveats {
-                let _ = writeln!(h, "<p>{}</p>", escape(c));
-            }
-            h.push_str("</div>\n");
-        }
-        h.push_str("<h3 id=\"models\">Models side by side</h3>\n<div class=\"sentences\">\n");
-        for s in &self.sentences {
-            let _ = writeln!(h, "<p>{}</p>", escape(s));
-        }
-        h.push_str("</div>\n");
+        let heading = "<h3 id=\"models\">Models side by side</h3>\n";
+        let mut h = super::headline::caveats_and_sentences_html(&self.caveats, heading, &self.sentences);
         for (m, metric) in self.metrics.iter().enumerate() {
             h.push_str(&self.html_table(m, metric));
         }
