@@ -587,6 +587,26 @@ fn compare_sentence(
     )
 }
 
+/// A headline's first HTML: its caveats (if any), then `heading` (raw HTML, may be empty),
+/// then its sentences. Shared by the one-model and the several-model headline.
+pub(super) fn caveats_and_sentences_html(caveats: &[String], heading: &str, sentences: &[String]) -> String {
+    let mut h = String::new();
+    if !caveats.is_empty() {
+        h.push_str("<div class=\"caveats\">\n");
+        for c in caveats {
+            let _ = writeln!(h, "<p>{}</p>", escape(c));
+        }
+        h.push_str("</div>\n");
+    }
+    h.push_str(heading);
+    h.push_str("<div class=\"sentences\">\n");
+    for s in sentences {
+        let _ = writeln!(h, "<p>{}</p>", escape(s));
+    }
+    h.push_str("</div>\n");
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,22 +834,3 @@ mod tests {
     }
 }
 
-/// A headline's first HTML: its caveats (if any), then `heading` (raw HTML, may be empty),
-/// then its sentences. Shared by the one-model and the several-model headline.
-pub(super) fn caveats_and_sentences_html(caveats: &[String], heading: &str, sentences: &[String]) -> String {
-    let mut h = String::new();
-    if !caveats.is_empty() {
-        h.push_str("<div class=\"caveats\">\n");
-        for c in caveats {
-            let _ = writeln!(h, "<p>{}</p>", escape(c));
-        }
-        h.push_str("</div>\n");
-    }
-    h.push_str(heading);
-    h.push_str("<div class=\"sentences\">\n");
-    for s in sentences {
-        let _ = writeln!(h, "<p>{}</p>", escape(s));
-    }
-    h.push_str("</div>\n");
-    h
-}
