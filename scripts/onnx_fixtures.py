@@ -42,7 +42,8 @@ Three kinds of files:
    as TensorFlow exports write ZeroPadding2D; `pad_conv_input.npy` and `pad_conv_logits.npy`
    (onnxruntime) its reference; `pad_pool.onnx` pads before a MaxPool (refused: zero padding
    is not max-pool padding).
-7. Files the importer must refuse: `unsupported_op.onnx` (a Sigmoid) and `two_outputs.onnx`.
+7. Files the importer must refuse: `unsupported_op.onnx` (a Sin; a Sigmoid until the importer
+   learnt the activations of scripts/onnx_activation_fixtures.py) and `two_outputs.onnx`.
 """
 
 import os
@@ -268,7 +269,7 @@ def pad_conv():
 def refused():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 16])
-    nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="gate"), helper.make_node("Flatten", ["s"], ["y"])]
+    nodes = [helper.make_node("Sin", ["x"], ["s"], name="gate"), helper.make_node("Flatten", ["s"], ["y"])]
     g = helper.make_graph(nodes, "unsupported", [x], [y])
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), os.path.join(OUT, "unsupported_op.onnx"))
     z = helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 16])

@@ -7,6 +7,14 @@
 //! Shapes: x [B,C,H,W] → [B,C,H,W]. Through the softplus surrogate the forward-input factor
 //! becomes sigmoid(βz), so guided backprop stays differentiable in x; deconvnet's map depends
 //! on x only through the pooling switches, so it has no useful gradient for attacks.
+//!
+//! At a nonlinearity other than ReLU (ReLU6, leaky ReLU, sigmoid, tanh, SiLU, GELU,
+//! HardSigmoid, HardSwish) the same rules apply: guided backprop is relu(g)·φ′(z) with the
+//! function's own derivative, deconvnet relu(g). Captum's `GuidedBackprop` and
+//! `Deconvolution` override only `nn.ReLU` modules and backpropagate every other activation's
+//! plain gradient, so on a SiLU or GELU network without ReLUs Captum's guided backprop is the
+//! gradient, while ours gates every nonlinearity; on ReLU networks the two agree (see
+//! [`crate::model::nonlinearity`]).
 
 use super::{backward_map_then_vjp, target_backward, target_backward_with_logits, Attribution};
 use crate::error::Result;

@@ -24,18 +24,7 @@ use std::collections::BTreeMap;
 /// The index of a node in its graph (0 is the input).
 pub type NodeId = usize;
 
-/// A nonlinearity. Under the softplus(β) surrogate ([`super::Activation::Softplus`]) each
-/// kind is replaced by its smooth counterpart: ReLU by softplus, ReLU6 by
-/// softplus(z) − softplus(z − 6), leaky ReLU by αz + (1 − α)·softplus(z).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Nonlinearity {
-    /// max(z, 0).
-    Relu,
-    /// min(max(z, 0), 6) (MobileNet).
-    Relu6,
-    /// z for z ≥ 0, αz below.
-    LeakyRelu(f32),
-}
+pub use super::nonlinearity::Nonlinearity;
 
 /// A 2-D convolution (cross-correlation, PyTorch's convention).
 #[derive(Debug, Clone)]
@@ -145,9 +134,7 @@ impl Op {
             Op::Input => "input",
             Op::Conv(_) => "conv",
             Op::Linear(_) => "linear",
-            Op::Act(Nonlinearity::Relu) => "relu",
-            Op::Act(Nonlinearity::Relu6) => "relu6",
-            Op::Act(Nonlinearity::LeakyRelu(_)) => "leaky_relu",
+            Op::Act(kind) => kind.name(),
             Op::MaxPool(_) => "max_pool",
             Op::AvgPool { .. } => "avg_pool",
             Op::AdaptiveAvgPool(_) => "adaptive_avg_pool",
@@ -295,12 +282,12 @@ impl Graph {
         out
     }
 
-    /// The input of node `id` when it is a nonlinearity (a max-pool reading a
+    /// The input of node `id` when it is a monotone nonlinearity (a max-pool reading such a
     /// nonlinearity's output ranks its windows by that input under the surrogate; see
     /// [`super::sweep`]).
     pub fn act_input(&self, id: NodeId) -> Option<NodeId> {
         match self.nodes[id].op {
-            Op::Act(_) => Some(self.nodes[id].inputs[0]),
+            Op::Act(kind) if kind.monotone() => Some(self.nodes[id].inputs[0]),
             _ => None,
         }
     }
@@ -405,8 +392,10 @@ fn check_node_finite(node: &Node) -> Result<()> {
                 }
             }
         }
-        Op::Act(Nonlinearity::LeakyRelu(alpha)) if !alpha.is_finite() => {
-            return Err(bad("alpha", *alpha, 0));
+        Op::Act(kind) => {
+            if let Err((what, v)) = kind.check() {
+                return Err(bad(what, v, 0));
+            }
         }
         _ => {}
     }

@@ -60,7 +60,7 @@ fn window(k: usize, s: usize, p: usize, ceil: bool) -> Window {
     Window { kernel: [k; 2], stride: [s; 2], padding: [p; 4], ceil_mode: ceil }
 }
 
-const CASES: [(&str, Build); 14] = [
+const CASES: [(&str, Build); 23] = [
     ("conv 3×3 stride 2 padding 1", |b, x, r| b.push("t", conv(r, 6, 8, [3, 3], 2, [1; 4], 1, 1), &[x])),
     ("conv 1×1", |b, x, r| b.push("t", conv(r, 5, 8, [1, 1], 1, [0; 4], 1, 1), &[x])),
     ("conv dilated, asymmetric padding", |b, x, r| {
@@ -91,7 +91,33 @@ const CASES: [(&str, Build); 14] = [
         let shift = r.uniform(11, 0.2).iter().map(|v| *v as f32).collect();
         b.push("t", Op::Affine { scale, shift }, &[cat])
     }),
+    // The activations added with the one-definition nonlinearities (appended: the seeds of
+    // the cases above stay as they were).
+    ("sigmoid", |b, x, r| signed_act(b, x, r, Nonlinearity::Sigmoid)),
+    ("tanh", |b, x, r| signed_act(b, x, r, Nonlinearity::Tanh)),
+    ("silu", |b, x, r| signed_act(b, x, r, Nonlinearity::Silu)),
+    ("gelu", |b, x, r| signed_act(b, x, r, Nonlinearity::Gelu)),
+    ("gelu tanh", |b, x, r| signed_act(b, x, r, Nonlinearity::GeluTanh)),
+    ("hard sigmoid", |b, x, r| signed_act(b, x, r, Nonlinearity::HardSigmoid { alpha: 0.2, beta: 0.5 })),
+    ("hard swish", |b, x, r| signed_act(b, x, r, Nonlinearity::HardSwish)),
+    ("silu then max-pool (not monotone: pooled after)", |b, x, r| {
+        let c = b.push("pre", conv(r, 8, 8, [1, 1], 1, [0; 4], 1, 1), &[x]);
+        let a = b.act("a", Nonlinearity::Silu, c);
+        b.push("t", Op::MaxPool(window(2, 2, 0, false)), &[a])
+    }),
+    ("hard swish then max-pool", |b, x, r| {
+        let c = b.push("pre", conv(r, 8, 8, [1, 1], 1, [0; 4], 1, 1), &[x]);
+        let a = b.act("a", Nonlinearity::HardSwish, c);
+        b.push("t", Op::MaxPool(window(2, 2, 0, false)), &[a])
+    }),
 ];
+
+/// `kind` after a 1×1 convolution, so that it sees inputs of both signs (a case's layer reads
+/// a ReLU's output).
+fn signed_act(b: &mut GraphBuilder, x: NodeId, r: &mut Rng, kind: Nonlinearity) -> NodeId {
+    let c = b.push("pre", conv(r, 8, 8, [1, 1], 1, [0; 4], 1, 1), &[x]);
+    b.act("t", kind, c)
+}
 
 /// The case's network (input 2 channels, 9×9; conv 3×3 → ReLU → the layer → ReLU →
 /// max-pool 2×2 → flatten → linear 5), in `dtype`.

@@ -9,8 +9,11 @@
 //! 3. exact second-order attack directions — the map is itself a differentiable graph of the
 //!    input, so one ordinary `backward()` of an attack objective differentiates through it.
 //!
-//! Every nonlinearity can run as ReLU (the real model) or as softplus(β) (the smooth surrogate
-//! Ghorbani et al. 2019 use for second derivatives), selected per call by [`Activation`].
+//! Every nonlinearity with kinks (ReLU, ReLU6, leaky ReLU, HardSigmoid, HardSwish) can run as
+//! itself (the exact model) or through softplus(β) (the smooth surrogate Ghorbani et al. 2019
+//! use for second derivatives), selected per call by [`Activation`]; smooth ones (sigmoid,
+//! tanh, SiLU, GELU) always run exactly. Each function is defined once, in
+//! [`nonlinearity`].
 
 pub mod conv;
 pub mod fmnist_cnn;

@@ -204,14 +204,15 @@ pub(crate) fn forward<E: Exec>(
         Forward { values: vec![None; n], pre: vec![None; n], deriv: vec![None; n], routes: Vec::new() };
     fwd.routes.resize_with(n, || None);
     live[0] = Some(x);
-    // Under the surrogate a max-pool ranks its windows by the pre-activation, so a
+    // Under the surrogate a max-pool ranks its windows by the pre-activation, so a monotone
     // nonlinearity read only by a max-pool (and not kept) need only be evaluated at the
-    // window maxima: the pool runs on z first (where the executor supports it).
+    // window maxima: the pool runs on z first (where the executor supports it). A function
+    // that is not monotone (SiLU, GELU, HardSwish) is evaluated everywhere and pooled after.
     let pools_first = matches!(act, Activation::Softplus { .. }) && exec.pools_before_activating();
     let deferred: Vec<bool> = (0..n)
         .map(|id| {
             pools_first
-                && matches!(nodes[id].op, Op::Act(_))
+                && matches!(nodes[id].op, Op::Act(kind) if kind.monotone())
                 && !kept[id]
                 && readers[id] == 1
                 && nodes.iter().skip(id + 1).any(|m| matches!(m.op, Op::MaxPool(_)) && m.inputs == [id])

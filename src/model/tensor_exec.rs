@@ -14,7 +14,7 @@
 
 use super::conv::Conv3x3;
 use super::graph::{Conv, Graph, NodeId, Nonlinearity, Op, Shape};
-use super::nonlinearity::{Activation, Rule, RESCALE_EPS};
+use super::nonlinearity::{eval_tensor, rescale_tensor, Activation, Rule};
 use super::sweep::Exec;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -305,77 +305,6 @@ pub(crate) fn pool_table(
     }
 }
 
-/// φ(z), φ′(z) and φ″(z) of `kind` under `act` as tensors (φ″ only when `second`).
-fn eval_tensor(
-    kind: Nonlinearity,
-    act: Activation,
-    z: &Tensor,
-    second: bool,
-) -> Result<(Tensor, Tensor, Option<Tensor>)> {
-    let base = |z: &Tensor| -> Result<(Tensor, Tensor, Option<Tensor>)> {
-        let d = act.derivative(z)?;
-        let s = match (act, second) {
-            (Activation::Softplus { beta }, true) => Some(d.mul(&d.affine(-1.0, 1.0)?)?.affine(beta, 0.0)?),
-            (_, true) => Some(z.zeros_like()?),
-            _ => None,
-        };
-        Ok((act.apply(z)?, d, s))
-    };
-    match (kind, act) {
-        (Nonlinearity::Relu, _) => base(z),
-        (Nonlinearity::Relu6, Activation::Exact) => {
-            let d = z.gt(0.0)?.mul(&z.lt(6.0)?)?.to_dtype(z.dtype())?;
-            Ok((z.clamp(0.0, 6.0)?, d, second.then(|| z.zeros_like()).transpose()?))
-        }
-        (Nonlinearity::Relu6, _) => {
-            let (v1, d1, s1) = base(z)?;
-            let (v2, d2, s2) = base(&z.affine(1.0, -6.0)?)?;
-            let s = match (s1, s2) {
-                (Some(a), Some(b)) => Some(a.sub(&b)?),
-                _ => None,
-            };
-            Ok((v1.sub(&v2)?, d1.sub(&d2)?, s))
-        }
-        (Nonlinearity::LeakyRelu(a), Activation::Exact) => {
-            let pos = z.gt(0.0)?.to_dtype(z.dtype())?;
-            let d = pos.affine(1.0 - f64::from(a), f64::from(a))?;
-            Ok((z.mul(&d)?, d, second.then(|| z.zeros_like()).transpose()?))
-        }
-        (Nonlinearity::LeakyRelu(a), _) => {
-            let a = f64::from(a);
-            let (v, d, s) = base(z)?;
-            let s = s.map(|s| s.affine(1.0 - a, 0.0)).transpose()?;
-            Ok((z.affine(a, 0.0)?.add(&v.affine(1.0 - a, 0.0)?)?, d.affine(1.0 - a, a)?, s))
-        }
-    }
-}
-
-/// DeepLIFT's multiplier m and (with `second`) its derivative m′ as tensors.
-/// Computed in f64 and returned in `z`'s dtype: m′ = (φ′ − m)/(z − z₀) cancels to a
-/// difference of nearly equal terms when z is near z₀, which float32 would leave with a
-/// relative error of order one.
-fn rescale_tensor(
-    kind: Nonlinearity,
-    act: Activation,
-    z: &Tensor,
-    z0: &Tensor,
-    second: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
-    let dtype = z.dtype();
-    let (z, z0) = (&z.to_dtype(DType::F64)?, &z0.to_dtype(DType::F64)?);
-    let (v, d, s) = eval_tensor(kind, act, z, second)?;
-    let (v0, _, _) = eval_tensor(kind, act, z0, false)?;
-    let dz = z.sub(z0)?;
-    let far = dz.abs()?.gt(f64::from(RESCALE_EPS))?;
-    let safe = far.where_cond(&dz, &dz.ones_like()?)?;
-    let m = far.where_cond(&v.sub(&v0)?.div(&safe)?, &d)?;
-    let dm = match s {
-        Some(s) => Some(far.where_cond(&d.sub(&m)?.div(&safe)?, &s.affine(0.5, 0.0)?)?.to_dtype(dtype)?),
-        None => None,
-    };
-    Ok((m.to_dtype(dtype)?, dm))
-}
-
 impl Exec for TensorExec<'_> {
     type Buf = Tensor;
     type Route = Tensor;
@@ -490,7 +419,7 @@ impl Exec for TensorExec<'_> {
         g: &Tensor,
         lam: &Tensor,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let smooth = matches!(act, Activation::Softplus { .. });
+        let smooth = !kind.flat_second(act);
         let second = |s: &Tensor, gg: &Tensor| -> Result<Option<Tensor>> { Ok(Some(gg.mul(s)?.mul(lam)?)) };
         Ok(match rule {
             Rule::Gradient => {

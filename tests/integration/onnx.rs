@@ -337,10 +337,7 @@ fn cli_lists_explains_and_refuses() {
         assert!(err.contains(needle), "{args:?}: {err}");
     };
     let unsupported = dir().join("unsupported_op.onnx");
-    refused(
-        &["models", unsupported.to_str().unwrap()],
-        "node `gate` (Sigmoid): unsupported op (supported: Add,",
-    );
+    refused(&["models", unsupported.to_str().unwrap()], "node `gate` (Sin): unsupported op (supported: Add,");
     refused(&["models", dir().join("two_outputs.onnx").to_str().unwrap()], "2 outputs (y, z)");
     let cut = tmp.path().join("cut.onnx");
     let bytes = std::fs::read(&ops).unwrap();
@@ -557,4 +554,84 @@ fn hostile_sizes_are_errors() {
     g.raw.clear();
     let e = onnx::import(&m, None).unwrap_err();
     assert!(e.contains("`gemm`") && e.contains("empty"), "{e}");
+}
+
+/// Every activation (scripts/onnx_activation_fixtures.py), as one ONNX op or in the multi-node
+/// form `torch.onnx.export` writes (SiLU, HardSwish below opset 14, GELU below opset 20),
+/// imports as one nonlinearity node and computes onnxruntime's logits; its gradient equals
+/// central differences in f64; under softplus(β) a smooth function is unchanged and a kinked
+/// one is smoothed.
+#[test]
+fn every_activation_matches_onnxruntime_and_finite_differences() {
+    let x = Tensor::from_vec(npy_f32(&dir().join("act_input.npy")), (3, 2, 6, 6), &Device::Cpu).unwrap();
+    let forms = [
+        ("sigmoid", "sigmoid", 9),
+        ("tanh", "tanh", 21),
+        ("hardsigmoid_onnx", "hard_sigmoid", 9),
+        ("hardsigmoid_torch", "hard_sigmoid", 21),
+        ("hardswish", "hard_swish", 14),
+        ("gelu", "gelu", 20),
+        ("gelu_tanh", "gelu_tanh", 21),
+        ("silu_torch", "silu", 13),
+        ("silu_swapped", "silu", 18),
+        ("hardswish_torch", "hard_swish", 13),
+        ("gelu_torch", "gelu", 17),
+        ("gelu_half_first", "gelu", 11),
+    ];
+    let seed = fragility::model::one_hot(&[0, 1, 2], 3, &Device::Cpu).unwrap();
+    for (file, kind, opset) in forms {
+        let m = onnx::load(&dir().join(format!("act_{file}.onnx")), None).unwrap();
+        assert_eq!(m.opset, opset);
+        let kinds: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["input", "conv", kind, "conv", "adaptive_avg_pool", "flatten", "linear"],
+            "{file}"
+        );
+        let layer = m.default_layer.clone().unwrap();
+        let net = Network::new("act", m.graph.clone(), m.hw, &layer, &Device::Cpu).unwrap();
+        let want =
+            Tensor::from_vec(npy_f32(&dir().join(format!("act_{file}_logits.npy"))), (3, 3), &Device::Cpu)
+                .unwrap();
+        let exact = net.logits(&x, Activation::Exact).unwrap();
+        let err = rel(&exact, &want);
+        assert!(err < 1e-5, "{file}: logits differ from onnxruntime by {err}");
+        let smoothed = net.logits(&x, Activation::Softplus { beta: 2.0 }).unwrap();
+        let moved = rel(&smoothed, &exact);
+        let smooth = ["sigmoid", "tanh", "gelu", "gelu_tanh", "silu"].contains(&kind);
+        assert!(
+            if smooth { moved == 0.0 } else { moved > 1e-4 },
+            "{file}: softplus moved the logits by {moved}"
+        );
+
+        let g64 = m.graph.map_tensors(&|t| t.to_dtype(DType::F64)).unwrap();
+        let net64 = Network::new("act", g64, m.hw, &layer, &Device::Cpu).unwrap();
+        let (x64, seed64) = (x.to_dtype(DType::F64).unwrap(), seed.to_dtype(DType::F64).unwrap());
+        let pass = fragility::model::Backward::gradient(&seed64, Activation::Exact);
+        let g = net64.backward(&x64, &pass).unwrap().grad;
+        let u = x64.sin().unwrap();
+        let f = |t: f64| -> f64 {
+            let xt = (&x64 + u.affine(t, 0.0).unwrap()).unwrap();
+            net64
+                .logits(&xt, Activation::Exact)
+                .unwrap()
+                .mul(&seed64)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        let h = 1e-6;
+        let fd = (f(h) - f(-h)) / (2.0 * h);
+        let analytic: f64 = g.mul(&u).unwrap().sum_all().unwrap().to_scalar().unwrap();
+        assert!((fd - analytic).abs() <= 1e-6 * fd.abs().max(1.0), "{file}: gradient {analytic} vs {fd}");
+    }
+    // The CLI lists an imported SiLU network; an Erf outside GELU's pattern is refused by name.
+    let tmp = tempfile::tempdir().unwrap();
+    let o = fragility(&["models", dir().join("act_silu_torch.onnx").to_str().unwrap()], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("silu"), "{}", String::from_utf8_lossy(&o.stdout));
+    let err = onnx::load(&dir().join("act_erf_alone.onnx"), None).err().unwrap().to_string();
+    assert!(err.contains("node `act/Erf` (Erf): Erf is supported only inside exact GELU"), "{err}");
 }

@@ -183,7 +183,7 @@ pub(crate) fn rule_adjoint(
     lam: &[f32],
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let n = g.len();
-    let smooth = matches!(act, Activation::Softplus { .. });
+    let smooth = !kind.flat_second(act);
     let mut up = vec![0.0f32; n];
     let mut zbar = vec![0.0f32; n];
     let z0 = z0.unwrap_or(&[]);
@@ -220,6 +220,64 @@ mod tests {
             softplus_loop(beta, &zs, &mut b, &mut db);
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "β={beta}");
             assert!(da.iter().zip(&db).all(|(x, y)| x.to_bits() == y.to_bits()), "β={beta}");
+        }
+    }
+
+    #[test]
+    fn every_sweep_is_the_scalar_definition() {
+        // activate, apply_in_place, rule_backward and rule_adjoint of every function against
+        // nonlinearity::{eval, backward, adjoint}: bit for bit, except the polynomial softplus
+        // sweep of ReLU (a few ulps, tested above).
+        use crate::model::nonlinearity::{adjoint, backward, eval};
+        let kinds = [
+            Nonlinearity::Relu,
+            Nonlinearity::Relu6,
+            Nonlinearity::LeakyRelu(0.1),
+            Nonlinearity::Sigmoid,
+            Nonlinearity::Tanh,
+            Nonlinearity::Silu,
+            Nonlinearity::Gelu,
+            Nonlinearity::GeluTanh,
+            Nonlinearity::HardSigmoid { alpha: 0.2, beta: 0.5 },
+            Nonlinearity::HardSwish,
+        ];
+        let z: Vec<f32> = (-40..=40).map(|i| i as f32 * 0.23).collect();
+        let z0: Vec<f32> = z.iter().map(|v| 0.5 - v * 0.3).collect();
+        let g: Vec<f32> = z.iter().map(|v| (v * 1.7).sin()).collect();
+        let lam: Vec<f32> = z.iter().map(|v| (v * 0.9).cos()).collect();
+        for kind in kinds {
+            for act in [Activation::Exact, Activation::Softplus { beta: 4.0 }] {
+                let tol =
+                    |want: f32| if kind == Nonlinearity::Relu { 1e-6 * want.abs().max(1.0) } else { 0.0 };
+                let (v, d) = activate(kind, act, &z);
+                let mut inplace = z.clone();
+                apply_in_place(kind, act, &mut inplace);
+                for i in 0..z.len() {
+                    let (wv, wd, _) = eval(kind, act, z[i]);
+                    assert!(
+                        (v[i] - wv).abs() <= tol(wv) && (inplace[i] - wv).abs() <= tol(wv),
+                        "{kind:?} {act:?}"
+                    );
+                    assert!((d[i] - wd).abs() <= tol(wd), "{kind:?} {act:?} φ′ at {}", z[i]);
+                }
+                for rule in [Rule::Gradient, Rule::Guided, Rule::Deconvnet, Rule::Rescale] {
+                    let back = rule_backward(kind, act, rule, (&z, &d, Some(&z0)), &g);
+                    let (up, zbar) = rule_adjoint(kind, act, rule, (&z, &d, Some(&z0)), &g, &lam);
+                    for i in 0..z.len() {
+                        let want = backward(kind, act, rule, z[i], d[i], z0[i], g[i]);
+                        assert_eq!(back[i].to_bits(), want.to_bits(), "{kind:?} {act:?} {rule:?}");
+                        let (wu, wz) = adjoint(kind, act, rule, z[i], d[i], z0[i], g[i], lam[i]);
+                        let got_z = zbar.as_ref().map_or(0.0, |zb| zb[i]);
+                        assert!(
+                            (up[i] - wu).abs() <= 1e-6 && (got_z - wz).abs() <= 1e-6 * wz.abs().max(1.0),
+                            "{kind:?} {act:?} {rule:?} adjoint at {}: {:?} vs {:?}",
+                            z[i],
+                            (up[i], got_z),
+                            (wu, wz)
+                        );
+                    }
+                }
+            }
         }
     }
 

@@ -18,7 +18,7 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21).
-pub const SUPPORTED_OPS: [&str; 32] = [
+pub const SUPPORTED_OPS: [&str; 37] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -51,6 +51,11 @@ pub const SUPPORTED_OPS: [&str; 32] = [
     "Gather",
     "Transpose",
     "Pad",
+    "Sigmoid",
+    "Tanh",
+    "HardSigmoid",
+    "HardSwish",
+    "Gelu",
 ];
 
 /// One ONNX value during the import: a graph node's output, a constant, or a node's output
@@ -187,13 +192,14 @@ impl Importer {
     /// With `nhwc`, the Transposes reading the input are dropped (the images are [N,C,H,W]).
     pub(super) fn new(
         graph: &GraphProto,
+        nodes: &[NodeProto],
         input: &str,
         chw: (usize, usize, usize),
         batch: Option<i64>,
         nhwc: bool,
     ) -> Self {
         let mut uses: HashMap<String, usize> = HashMap::new();
-        for n in &graph.nodes {
+        for n in nodes {
             for i in n.inputs.iter().filter(|i| !i.is_empty()) {
                 *uses.entry(i.clone()).or_default() += 1;
             }
@@ -346,6 +352,19 @@ impl Importer {
             "BatchNormalization" => self.batch_norm(n),
             "Relu" => self.act(n, Nonlinearity::Relu),
             "LeakyRelu" => self.act(n, Nonlinearity::LeakyRelu(float(n, "alpha", 0.01))),
+            "Sigmoid" => self.act(n, Nonlinearity::Sigmoid),
+            "Tanh" => self.act(n, Nonlinearity::Tanh),
+            super::fuse::SILU => self.act(n, Nonlinearity::Silu),
+            "HardSwish" => self.act(n, Nonlinearity::HardSwish),
+            "HardSigmoid" => self.hard_sigmoid(n),
+            "Gelu" => match string(n, "approximate", "none").as_str() {
+                "none" => self.act(n, Nonlinearity::Gelu),
+                "tanh" => self.act(n, Nonlinearity::GeluTanh),
+                other => Err(format!("approximate = `{other}`: `none` and `tanh` are supported")),
+            },
+            "Erf" => Err("Erf is supported only inside exact GELU, x·(1 + erf(x/√2))/2 as PyTorch \
+                          exports it before opset 20"
+                .into()),
             "Clip" => self.clip(n),
             "MaxPool" | "AveragePool" => self.pool(n),
             "GlobalAveragePool" => self.global_pool(n, false),
@@ -499,6 +518,15 @@ impl Importer {
         let x = self.node_in(n, 0)?;
         let id = self.push(n, Op::Act(kind), &[x], "")?;
         self.set(n, Val::Node(id))
+    }
+
+    /// HardSigmoid(alpha, beta) = clamp(alpha·x + beta, 0, 1), for alpha > 0.
+    fn hard_sigmoid(&mut self, n: &NodeProto) -> Step<()> {
+        let (alpha, beta) = (float(n, "alpha", 0.2), float(n, "beta", 0.5));
+        if !(alpha > 0.0 && alpha.is_finite() && beta.is_finite()) {
+            return Err(format!("alpha = {alpha}, beta = {beta}: a finite alpha > 0 is supported"));
+        }
+        self.act(n, Nonlinearity::HardSigmoid { alpha, beta })
     }
 
     /// Clip(0, 6) is ReLU6 and Clip(0, ∞) ReLU; the bounds are attributes before opset 11

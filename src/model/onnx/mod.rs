@@ -8,7 +8,9 @@
 //! 1. [`proto`]: the protobuf messages, decoded by hand (no `protoc` on the build machine,
 //!    every length checked against the bytes present);
 //! 2. [`tensor`]: initializers and constants decoded into numbers, sizes checked against data;
-//! 3. [`import`]: nodes mapped onto graph ops (see [`SUPPORTED_OPS`]), batch norms folded into
+//! 3. [`fuse`]: activations that exporters write as several nodes (SiLU, HardSwish, GELU
+//!    before opset 20) fused into one node;
+//! 4. [`import`]: nodes mapped onto graph ops (see [`SUPPORTED_OPS`]), batch norms folded into
 //!    convolutions, per-channel constant arithmetic into affine nodes, a final softmax
 //!    dropped with a notice.
 //!
@@ -19,6 +21,7 @@
 //! 4-D activation before global pooling.
 
 mod external;
+mod fuse;
 pub mod import;
 pub mod proto;
 pub mod tensor;
@@ -140,13 +143,14 @@ pub fn import(model: &proto::Model, hw: Option<(usize, usize)>) -> std::result::
             "input `{input}` has a symbolic size; give the image size (resize/crop) to import it"
         ))?,
     };
-    let mut im = import::Importer::new(g, &input, (c, size.0, size.1), dims[0], nhwc);
+    let nodes = fuse::fuse(g);
+    let mut im = import::Importer::new(g, &nodes, &input, (c, size.0, size.1), dims[0], nhwc);
     im.opset = opset;
     for t in &g.initializers {
         let c = tensor::decode(t).map_err(|m| format!("initializer `{}`: {m}", t.name))?;
         im.constant(&t.name, c);
     }
-    for n in &g.nodes {
+    for n in &nodes {
         im.node(n).map_err(|m| {
             let name = if n.name.is_empty() { n.outputs.first().map_or("", |s| s) } else { &n.name };
             format!("node `{name}` ({}): {m}", n.op_type)

@@ -1,0 +1,202 @@
+//! Activations that exporters spell as several ONNX nodes, fused into one node before import.
+//!
+//! `torch.onnx.export` writes SiLU (`nn.SiLU`, EfficientNet) as `Sigmoid` then
+//! `Mul(x, sigmoid(x))`, HardSwish below opset 14 as `HardSigmoid(α = 1/6, β = 1/2)` then
+//! `Mul(x, ·)`, and exact GELU below opset 20 (where ONNX has no `Gelu`) as
+//! `Div(x, √2) → Erf → Add 1 → Mul x → Mul 0.5`. The graph has no general elementwise product
+//! or erf, and needs none: each pattern becomes one node (`Silu`, `HardSwish`, `Gelu`) at the
+//! place of the pattern's last node, named after it, when every intermediate value is read only
+//! inside the pattern. Operands of Add and Mul may come in either order, x/√2 may be
+//! x·(1/√2), and the 0.5 may scale x before the product instead of after. Anything else is
+//! left as it is, so the importer's errors name the node it cannot map (a lone `Erf`, a
+//! squeeze-and-excitation `Mul` of two different values).
+
+use super::proto::{Attribute, GraphProto, NodeProto};
+use super::tensor::decode;
+use std::collections::HashMap;
+
+/// The op name of a fused SiLU node (not an ONNX op; only this pass writes it).
+pub(super) const SILU: &str = "Silu";
+
+/// The file's nodes with the patterns above fused.
+pub(super) fn fuse(g: &GraphProto) -> Vec<NodeProto> {
+    let mut f = Fuser::new(g);
+    let mut i = 0;
+    while i < f.nodes.len() {
+        f.gate(i);
+        f.gelu(i);
+        i += 1;
+    }
+    f.nodes.into_iter().flatten().collect()
+}
+
+/// The node list (fused-away nodes become `None`) and what is known of its values.
+struct Fuser {
+    nodes: Vec<Option<NodeProto>>,
+    /// The value of every one-element float constant (initializer or Constant node).
+    scalars: HashMap<String, f32>,
+    /// How often each value is read (by nodes or as a graph output).
+    uses: HashMap<String, usize>,
+    /// The node writing each value.
+    producer: HashMap<String, usize>,
+}
+
+impl Fuser {
+    fn new(g: &GraphProto) -> Self {
+        let mut scalars = HashMap::new();
+        for t in &g.initializers {
+            if let Ok(c) = decode(t) {
+                if let [v] = c.f32s()[..] {
+                    scalars.insert(t.name.clone(), v);
+                }
+            }
+        }
+        let (mut uses, mut producer) = (HashMap::new(), HashMap::new());
+        for (i, n) in g.nodes.iter().enumerate() {
+            for input in n.inputs.iter().filter(|s| !s.is_empty()) {
+                *uses.entry(input.clone()).or_insert(0) += 1;
+            }
+            for o in &n.outputs {
+                producer.insert(o.clone(), i);
+            }
+            if let (Some(v), Some(o)) = (constant_scalar(n), n.outputs.first()) {
+                scalars.insert(o.clone(), v);
+            }
+        }
+        for o in &g.outputs {
+            *uses.entry(o.name.clone()).or_insert(0) += 1;
+        }
+        Fuser { nodes: g.nodes.iter().cloned().map(Some).collect(), scalars, uses, producer }
+    }
+
+    fn node(&self, i: usize) -> Option<&NodeProto> {
+        self.nodes.get(i).and_then(|n| n.as_ref())
+    }
+
+    /// The one node reading value `v` (and its index), when exactly one node reads it.
+    fn sole_reader(&self, v: &str) -> Option<(usize, &NodeProto)> {
+        if self.uses.get(v) != Some(&1) {
+            return None;
+        }
+        self.nodes
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| n.as_ref().filter(|n| n.inputs.iter().any(|s| s == v)).map(|n| (i, n)))
+    }
+
+    /// Whether value `v` is a scalar constant within a relative 1e-4 of `want`.
+    fn is(&self, v: &str, want: f32) -> bool {
+        self.scalars.get(v).is_some_and(|&c| (c - want).abs() <= 1e-4 * want.abs())
+    }
+
+    /// The operand of binary node `n` other than the scalar `want` (either order).
+    fn other_than(&self, n: &NodeProto, want: f32) -> Option<String> {
+        match &n.inputs[..] {
+            [a, b] if self.is(b, want) => Some(a.clone()),
+            [a, b] if self.is(a, want) => Some(b.clone()),
+            _ => None,
+        }
+    }
+
+    /// Replaces nodes `gone` by one `op` node reading `x` at the place of `last`, with
+    /// `last`'s name and output.
+    fn replace(&mut self, gone: &[usize], last: usize, op: &str, x: String, attributes: Vec<Attribute>) {
+        let Some(end) = self.node(last).cloned() else { return };
+        for &i in gone {
+            self.nodes[i] = None;
+        }
+        let fused = NodeProto { inputs: vec![x], op_type: op.to_string(), attributes, ..end };
+        self.nodes[last] = Some(fused);
+    }
+
+    /// `Sigmoid(x)` or PyTorch's `HardSigmoid(x)` read only by `Mul(x, ·)`: SiLU or HardSwish.
+    fn gate(&mut self, i: usize) {
+        let Some(n) = self.node(i) else { return };
+        let op = match n.op_type.as_str() {
+            "Sigmoid" => SILU,
+            "HardSigmoid" if torch_hardsigmoid(n) => "HardSwish",
+            _ => return,
+        };
+        let (Some(x), Some(s)) = (n.inputs.first().cloned(), n.outputs.first().cloned()) else { return };
+        let Some((m, mul)) = self.sole_reader(&s) else { return };
+        let pair = (mul.inputs.first(), mul.inputs.get(1));
+        let times_x = pair == (Some(&x), Some(&s)) || pair == (Some(&s), Some(&x));
+        if mul.op_type == "Mul" && mul.inputs.len() == 2 && times_x {
+            self.replace(&[i], m, op, x, Vec::new());
+        }
+    }
+
+    /// `Erf(x/√2)` inside x·(1 + erf(x/√2))·0.5 (either order): exact GELU.
+    fn gelu(&mut self, e: usize) {
+        let Some(erf) = self.node(e).filter(|n| n.op_type == "Erf") else { return };
+        let (Some(inner), Some(ev)) = (erf.inputs.first().cloned(), erf.outputs.first().cloned()) else {
+            return;
+        };
+        // x/√2 or x·(1/√2), read only by the Erf.
+        let Some(&d) = self.producer.get(&inner) else { return };
+        let Some(div) = self.node(d) else { return };
+        let x = match div.op_type.as_str() {
+            "Div" if div.inputs.len() == 2 && self.is(&div.inputs[1], std::f32::consts::SQRT_2) => {
+                div.inputs[0].clone()
+            }
+            "Mul" => match self.other_than(div, std::f32::consts::FRAC_1_SQRT_2) {
+                Some(x) => x,
+                None => return,
+            },
+            _ => return,
+        };
+        if self.uses.get(&inner) != Some(&1) {
+            return;
+        }
+        // 1 + erf, read once, by a Mul.
+        let Some((p, add)) = self.sole_reader(&ev) else { return };
+        if add.op_type != "Add" || self.other_than(add, 1.0).as_deref() != Some(ev.as_str()) {
+            return;
+        }
+        let Some(pv) = add.outputs.first().cloned() else { return };
+        let Some((m, mul)) = self.sole_reader(&pv) else { return };
+        if mul.op_type != "Mul" || mul.inputs.len() != 2 {
+            return;
+        }
+        let other = if mul.inputs[0] == pv { mul.inputs[1].clone() } else { mul.inputs[0].clone() };
+        let Some(mv) = mul.outputs.first().cloned() else { return };
+        if other == x {
+            // x·(1 + erf) then ·0.5.
+            let Some((h, half)) = self.sole_reader(&mv) else { return };
+            if half.op_type == "Mul" && self.other_than(half, 0.5).as_deref() == Some(mv.as_str()) {
+                self.replace(&[d, e, p, m], h, "Gelu", x, Vec::new());
+            }
+        } else if let Some(&h) = self.producer.get(&other) {
+            // (x·0.5)·(1 + erf).
+            let half = self.node(h).filter(|n| n.op_type == "Mul");
+            let scales_x = half.and_then(|n| self.other_than(n, 0.5)).as_deref() == Some(x.as_str());
+            if scales_x && self.uses.get(&other) == Some(&1) {
+                self.replace(&[h, d, e, p], m, "Gelu", x, Vec::new());
+            }
+        }
+    }
+}
+
+/// Whether a HardSigmoid node is PyTorch's (α = 1/6, β = 1/2).
+fn torch_hardsigmoid(n: &NodeProto) -> bool {
+    let get = |name: &str, default: f32| {
+        n.attributes.iter().find(|a| a.name == name).and_then(|a| a.f).unwrap_or(default)
+    };
+    (get("alpha", 0.2) - 1.0 / 6.0).abs() < 1e-6 && (get("beta", 0.5) - 0.5).abs() < 1e-6
+}
+
+/// The value of a Constant node holding one float.
+fn constant_scalar(n: &NodeProto) -> Option<f32> {
+    if n.op_type != "Constant" {
+        return None;
+    }
+    let a = n.attributes.first()?;
+    match a.name.as_str() {
+        "value" => match decode(a.t.as_ref()?).ok()?.f32s()[..] {
+            [v] => Some(v),
+            _ => None,
+        },
+        "value_float" => a.f,
+        _ => None,
+    }
+}
