@@ -608,10 +608,11 @@ pub(super) fn caveats_and_sentences_html(caveats: &[String], heading: &str, sent
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn row(
+    /// A summary row of one model with the given mean, an interval of ±0.02 and n = 20.
+    pub(crate) fn row(
         method: &str,
         attack: &str,
         target: Option<&str>,

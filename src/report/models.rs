@@ -477,19 +477,7 @@ mod tests {
     ) -> SummaryRow {
         SummaryRow {
             model: model.into(),
-            method: method.into(),
-            attack: attack.into(),
-            target_method: target.map(str::to_string),
-            epsilon: eps,
-            metric: metric.into(),
-            n: 20,
-            nulls: 0,
-            mean: Some(mean),
-            std: Some(0.1),
-            median: Some(mean),
-            ci_low: Some(mean - 0.02),
-            ci_high: Some(mean + 0.02),
-            label_kept_rate: 1.0,
+            ..crate::report::headline::tests::row(method, attack, target, eps, metric, mean)
         }
     }
 

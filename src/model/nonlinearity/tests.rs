@@ -59,26 +59,6 @@ fn rules_by_hand() {
     assert_eq!(backward(Nonlinearity::Relu6, relu, Rule::Rescale, 8.0, 0.0, 0.0, 1.0), 0.75);
 }
 
-#[test]
-fn adjoints_are_the_partial_derivatives_of_the_rules() {
-    // ∂ρ/∂z by central differences of ρ in z (d recomputed at each z), ∂ρ/∂g likewise.
-    let act = Activation::Softplus { beta: 2.0 };
-    for kind in KINDS {
-        for rule in [Rule::Gradient, Rule::Guided, Rule::Deconvnet, Rule::Rescale] {
-            for (z, z0, g) in [(0.7f32, -0.4f32, 1.3f32), (-0.2, 0.5, -0.8), (6.5, 1.0, 0.9)] {
-                let rho =
-                    |z: f32, g: f32| f64::from(backward(kind, act, rule, z, eval(kind, act, z).1, z0, g));
-                let h = 1e-2;
-                let dz = (rho(z + h, g) - rho(z - h, g)) / 0.02;
-                let dg = (rho(z, g + h) - rho(z, g - h)) / 0.02;
-                let (ag, az) = adjoint(kind, act, rule, z, eval(kind, act, z).1, z0, g, 1.0);
-                assert!((f64::from(ag) - dg).abs() < 2e-3, "{kind:?} {rule:?} ∂g at {z}: {ag} vs {dg}");
-                assert!((f64::from(az) - dz).abs() < 5e-3, "{kind:?} {rule:?} ∂z at {z}: {az} vs {dz}");
-            }
-        }
-    }
-}
-
 /// Every function, with the parameters the importers produce.
 const ALL: [Nonlinearity; 11] = [
     Nonlinearity::Relu,
@@ -206,12 +186,12 @@ fn known_values() {
 
 #[test]
 fn every_rules_adjoint_is_its_partial_derivatives_for_every_function() {
-    // The pattern of adjoints_are_the_partial_derivatives_of_the_rules, over every function
-    // and both activations (points off the kinks).
+    // ∂ρ/∂z by central differences of ρ in z (d recomputed at each z), ∂ρ/∂g likewise, over
+    // every function and both activations (points off the kinks).
     for kind in ALL {
         for act in ACTS {
             for rule in [Rule::Gradient, Rule::Guided, Rule::Deconvnet, Rule::Rescale] {
-                for (z, z0, g) in [(0.7f32, -0.4f32, 1.3f32), (-0.2, 0.5, -0.8), (4.5, 1.0, 0.9)] {
+                for (z, z0, g) in [(0.7f32, -0.4f32, 1.3f32), (-0.2, 0.5, -0.8), (4.5, 1.0, 0.9), (6.5, 1.0, 0.9)] {
                     let rho =
                         |z: f32, g: f32| f64::from(backward(kind, act, rule, z, eval(kind, act, z).1, z0, g));
                     let h = 1e-2;
