@@ -860,7 +860,9 @@ fn study_inputs(
     let attack_listed = |n: &str| raw.attacks.names.get_ref().iter().any(|m| m.get_ref() == n);
     let mut inputs: Vec<(String, PathBuf)> = match models {
         [one] => vec![("model.weights".to_string(), one.weights.clone())],
-        several => several.iter().map(|m| (format!("model.{}.weights", m.label), m.weights.clone())).collect(),
+        several => {
+            several.iter().map(|m| (format!("model.{}.weights", m.label), m.weights.clone())).collect()
+        }
     };
     inputs.push(("data.images".to_string(), images.to_path_buf()));
     inputs.extend(labels.iter().map(|l| ("data.labels".to_string(), l.clone())));

@@ -69,7 +69,8 @@ impl<'de> Deserialize<'de> for RawModels {
                 f.write_str("a [model] table or [[model]] tables")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<RawModels, A::Error> {
-                RawModel::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(|m| RawModels::One(Box::new(m)))
+                RawModel::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(|m| RawModels::One(Box::new(m)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<RawModels, A::Error> {
                 Vec::<RawModel>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
@@ -137,7 +138,9 @@ pub(super) fn sources(
     let tables: Vec<(&RawModel, String)> = match raw {
         RawModels::One(m) => vec![(m.as_ref(), "model".to_string())],
         RawModels::Many(v) if v.is_empty() => {
-            return Err(cx.err(0..0, "`model` lists no model: give a [model] table or [[model]] tables".into()))
+            return Err(
+                cx.err(0..0, "`model` lists no model: give a [model] table or [[model]] tables".into())
+            )
         }
         RawModels::Many(v) => v.iter().enumerate().map(|(i, m)| (m, format!("model[{i}]"))).collect(),
     };
@@ -199,7 +202,10 @@ fn source(
             let label = default_label(&name);
             let span = m.name.as_ref().or(m.onnx.as_ref()).map_or(0..0, |s| s.span());
             check_label(&label).map_err(|e| {
-                cx.err(span, format!("table `{field}`: its default label `{label}` will not do ({e}); give a `label`"))
+                cx.err(
+                    span,
+                    format!("table `{field}`: its default label `{label}` will not do ({e}); give a `label`"),
+                )
             })?;
             (label, false)
         }

@@ -834,4 +834,3 @@ pub(crate) mod tests {
         assert_eq!(num(0.0), "0");
     }
 }
-

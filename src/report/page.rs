@@ -358,7 +358,8 @@ fn models_plots(plots: &PlotSet, summary: &[SummaryRow]) -> String {
 fn example_caption(file: &str, models: &[&str]) -> String {
     let stem = file.strip_suffix(".png").unwrap_or(file);
     // A study of several models writes `<label>.<attack>_image<id>.png` (labels hold no `_image`).
-    let (model, stem) = match models.iter().find_map(|m| Some((*m, stem.strip_prefix(m)?.strip_prefix('.')?))) {
+    let (model, stem) = match models.iter().find_map(|m| Some((*m, stem.strip_prefix(m)?.strip_prefix('.')?)))
+    {
         Some((m, rest)) => (format!("Model <code>{}</code>, image", escape(m)), rest),
         None => ("Image".to_string(), stem),
     };

@@ -258,8 +258,8 @@ impl SampleTable {
                     self.models()
                 )));
             }
-            let foreign = (0..row.metrics.len())
-                .find(|&j| row.metrics[j].is_some() && !self.has_metric(&row.model, j));
+            let foreign =
+                (0..row.metrics.len()).find(|&j| row.metrics[j].is_some() && !self.has_metric(&row.model, j));
             if let Some(j) = foreign {
                 return Err(Error::Invalid(format!(
                     "sample row {i}: model {:?} has a value in {:?}, which is not one of its metrics",
@@ -712,7 +712,10 @@ pub(crate) mod tests {
         assert!(err.contains("\"b\" has a value in \"center_shift_px\""), "{err}");
         let mut bad = table.clone();
         bad.rows[0].model = "c".into();
-        assert!(write_samples(&path, &bad).unwrap_err().to_string().contains("not one of the table's models"));
+        assert!(write_samples(&path, &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("not one of the table's models"));
         let mut bad = table;
         bad.rows[4].model = "a".into();
         bad.rows[4].metrics = bad.rows[1].metrics.clone();

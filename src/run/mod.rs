@@ -907,7 +907,9 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     remove_file_if_present(&out.join("run.json"))?;
     let first = &tables[0];
     if tables.iter().any(|t| {
-        t.metric_columns != first.metric_columns || t.seed != first.seed || t.model_metrics != first.model_metrics
+        t.metric_columns != first.metric_columns
+            || t.seed != first.seed
+            || t.model_metrics != first.model_metrics
     }) {
         return Err(Error::data(&shards_dir, "the shards' tables have different columns or seeds"));
     }
@@ -928,7 +930,8 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     let mut rows: Vec<SampleRow> = tables.into_iter().flat_map(|t| t.rows).collect();
     let models: Vec<String> = model_metrics.iter().map(|(m, _)| m.clone()).collect();
     sort_rows(&mut rows, &models, &methods, &attacks);
-    let table = SampleTable { metric_columns, directions, rows, seed, images, study: Some(fp.id()), model_metrics };
+    let table =
+        SampleTable { metric_columns, directions, rows, seed, images, study: Some(fp.id()), model_metrics };
     let mut ids: Vec<u64> = metas
         .iter()
         .flat_map(|m| m["images"]["ids"].as_array().cloned().unwrap_or_default())

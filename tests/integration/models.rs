@@ -96,8 +96,14 @@ fn each_models_rows_are_what_a_study_of_that_model_alone_computes() {
     assert_eq!(table.models(), ["cnn", "resnet20"]);
     let cnn_cols = &table.model_metrics[0].1;
     let res_cols = &table.model_metrics[1].1;
-    assert!(cnn_cols.contains(&"top100_intersection".to_string()) && !cnn_cols.contains(&"top131_intersection".to_string()));
-    assert!(res_cols.contains(&"top131_intersection".to_string()) && !res_cols.contains(&"top100_intersection".to_string()));
+    assert!(
+        cnn_cols.contains(&"top100_intersection".to_string())
+            && !cnn_cols.contains(&"top131_intersection".to_string())
+    );
+    assert!(
+        res_cols.contains(&"top131_intersection".to_string())
+            && !res_cols.contains(&"top100_intersection".to_string())
+    );
     // 4 images × 2 methods × 2 attacks × 2 ε per model, models in config order.
     assert_eq!(table.rows.len(), 2 * 32);
     assert!(table.rows[..32].iter().all(|r| r.model == "cnn"));
@@ -136,7 +142,10 @@ fn each_models_rows_are_what_a_study_of_that_model_alone_computes() {
     let o = fragility(&["compare", "--all", "both", "both"], dir.path());
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
-    assert!(text.contains("unchanged  resnet20  gradient  top_k → gradient  0.1  top131_intersection"), "{text}");
+    assert!(
+        text.contains("unchanged  resnet20  gradient  top_k → gradient  0.1  top131_intersection"),
+        "{text}"
+    );
     assert!(text.contains("unchanged  cnn  gradient  top_k → gradient  0.1  top100_intersection"), "{text}");
     assert!(!text.contains("regression  "), "{text}");
     let o = fragility(&["compare", "alone", "both"], dir.path());
@@ -151,7 +160,8 @@ fn with_correct_only_every_model_studies_the_images_all_of_them_classify_correct
     run_ok(dir.path(), &both);
     let table = read_samples(&dir.path().join("both/samples.parquet")).unwrap();
     let meta = run_json(&dir.path().join("both"));
-    let ids: Vec<u64> = meta["images"]["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let ids: Vec<u64> =
+        meta["images"]["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert_eq!(ids.len(), 4);
     for id in &ids {
         for m in ["cnn", "resnet20"] {
@@ -193,7 +203,11 @@ fn model_tables_are_checked_with_their_lines() {
     expect_error(&two.replace("resize = 32", "resise = 32"), 13, "resise");
     // A table without its model.
     let weights = root().join("assets/models/fmnist_cnn.safetensors").display().to_string();
-    expect_error(&format!("{two}\n[[model]]\nweights = \"{weights}\"\n"), 16, "field `model[2].name` is missing");
+    expect_error(
+        &format!("{two}\n[[model]]\nweights = \"{weights}\"\n"),
+        16,
+        "field `model[2].name` is missing",
+    );
     // A model's own resize that makes no sense.
     expect_error(&two.replace("resize = 32", "resize = 0"), 13, "table `model[1]`");
 }
@@ -218,7 +232,8 @@ fn a_study_of_several_models_resumes_and_merges_its_shards_into_the_single_run()
 
     // Two shards, each running both models on its chunk, merged.
     let text = std::fs::read_to_string(dir.path().join(&file)).unwrap();
-    std::fs::write(dir.path().join("sharded.toml"), text.replace("out = \"one\"", "out = \"sharded\"")).unwrap();
+    std::fs::write(dir.path().join("sharded.toml"), text.replace("out = \"one\"", "out = \"sharded\""))
+        .unwrap();
     for shard in ["0/2", "1/2"] {
         let o = fragility(&["run", "--quiet", "sharded.toml", "--shard", shard], dir.path());
         assert!(o.status.success(), "{}", stderr(&o));

@@ -191,7 +191,9 @@ fn every_rules_adjoint_is_its_partial_derivatives_for_every_function() {
     for kind in ALL {
         for act in ACTS {
             for rule in [Rule::Gradient, Rule::Guided, Rule::Deconvnet, Rule::Rescale] {
-                for (z, z0, g) in [(0.7f32, -0.4f32, 1.3f32), (-0.2, 0.5, -0.8), (4.5, 1.0, 0.9), (6.5, 1.0, 0.9)] {
+                for (z, z0, g) in
+                    [(0.7f32, -0.4f32, 1.3f32), (-0.2, 0.5, -0.8), (4.5, 1.0, 0.9), (6.5, 1.0, 0.9)]
+                {
                     let rho =
                         |z: f32, g: f32| f64::from(backward(kind, act, rule, z, eval(kind, act, z).1, z0, g));
                     let h = 1e-2;
