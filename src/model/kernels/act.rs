@@ -229,23 +229,11 @@ mod tests {
         // nonlinearity::{eval, backward, adjoint}: bit for bit, except the polynomial softplus
         // sweep of ReLU (a few ulps, tested above).
         use crate::model::nonlinearity::{adjoint, backward, eval};
-        let kinds = [
-            Nonlinearity::Relu,
-            Nonlinearity::Relu6,
-            Nonlinearity::LeakyRelu(0.1),
-            Nonlinearity::Sigmoid,
-            Nonlinearity::Tanh,
-            Nonlinearity::Silu,
-            Nonlinearity::Gelu,
-            Nonlinearity::GeluTanh,
-            Nonlinearity::HardSigmoid { alpha: 0.2, beta: 0.5 },
-            Nonlinearity::HardSwish,
-        ];
         let z: Vec<f32> = (-40..=40).map(|i| i as f32 * 0.23).collect();
         let z0: Vec<f32> = z.iter().map(|v| 0.5 - v * 0.3).collect();
         let g: Vec<f32> = z.iter().map(|v| (v * 1.7).sin()).collect();
         let lam: Vec<f32> = z.iter().map(|v| (v * 0.9).cos()).collect();
-        for kind in kinds {
+        for kind in crate::model::nonlinearity::tests::ALL {
             for act in [Activation::Exact, Activation::Softplus { beta: 4.0 }] {
                 let tol =
                     |want: f32| if kind == Nonlinearity::Relu { 1e-6 * want.abs().max(1.0) } else { 0.0 };

@@ -472,4 +472,4 @@ pub fn adjoint(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

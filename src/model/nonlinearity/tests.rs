@@ -59,8 +59,8 @@ fn rules_by_hand() {
     assert_eq!(backward(Nonlinearity::Relu6, relu, Rule::Rescale, 8.0, 0.0, 0.0, 1.0), 0.75);
 }
 
-/// Every function, with the parameters the importers produce.
-const ALL: [Nonlinearity; 11] = [
+/// Every function, with the parameters the importers produce (the kernels' tests use it too).
+pub(crate) const ALL: [Nonlinearity; 11] = [
     Nonlinearity::Relu,
     Nonlinearity::Relu6,
     Nonlinearity::LeakyRelu(0.1),
