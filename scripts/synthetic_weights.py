@@ -25,6 +25,9 @@ Scaling by key (first matching rule):
     ends with "bias"                   0.05 * r
     ends with "weight", rank 1 (BN)    1 + 0.1 * r
     ends with "weight", rank >= 2      r * sqrt(3 / fan_in), fan_in = prod(S[1:])  (variance 1/fan_in)
+    ends with "layer_scale"            1 + 0.1 * r  (ConvNeXt's per-channel [C,1,1] residual scale;
+                                                    torchvision initialises it to 1e-6, which would
+                                                    make every block almost the identity)
     "input" (the fixture images)       u            (use scale="u")
 
 `python3 scripts/synthetic_weights.py` prints the first values the Rust test asserts:
@@ -97,6 +100,9 @@ def synthetic_f64(key, shape, scale=None):
         elif key.endswith("weight") and len(shape) >= 2:
             fan_in = math.prod(shape[1:])
             v = r * math.sqrt(3.0 / fan_in)
+        elif key.endswith("layer_scale"):
+            # Added with the ConvNeXt fixture; no earlier key ends so, their values are unchanged.
+            v = 1.0 + 0.1 * r
         else:
             raise ValueError(f"{key} {list(shape)}: no rule in the formula")
     return v.reshape(shape)

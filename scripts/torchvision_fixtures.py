@@ -18,7 +18,25 @@ float32. The input `x` is [2,3,64,64], the formula's key "input" scaled as u (in
 targets are the argmax classes of each image's logits. Outputs (see the fixtures' README):
 logits, gradient, integrated_gradients (zero baseline, right Riemann sum, 16 steps), grad_cam
 (at the default layer below, bilinear upsampling, align_corners=False) and guided_backprop
-(at every ReLU/ReLU6 the gradient is relu(g) * 1[z > 0], for ReLU6 relu(g) * 1[0 < z < 6]).
+(at every ReLU/ReLU6 the gradient is relu(g) * 1[z > 0], for ReLU6 relu(g) * 1[0 < z < 6]; at
+every other elementwise nonlinearity -- SiLU, Sigmoid, Hardsigmoid, Hardswish, GELU, Tanh --
+relu(g) * phi'(z) with phi' that function's own derivative, as torch's autograd computes it;
+everything else, the squeeze-and-excitation product x * s, LayerNorm, adds, pooling, ConvNeXt's
+layer scale, backpropagates its plain gradient).
+
+The six architectures added later (efficientnet_b0, mobilenet_v3_small, mobilenet_v3_large,
+regnet_y_400mf, shufflenet_v2_x1_0, convnext_tiny) were made on 2026-12-07 with the same
+versions (torch 2.15.0+cu132 and torchvision 0.29.2+cu132 as PyPI's default wheels report
+themselves, numpy 2.4.6, safetensors 0.8.0, Python 3.11.7), on CPU, one thread:
+
+    FIXTURE_THREADS=1 /work/torchenv/bin/python scripts/torchvision_fixtures.py \
+        efficientnet_b0 mobilenet_v3_small mobilenet_v3_large regnet_y_400mf shufflenet_v2_x1_0 convnext_tiny
+
+(this script, one thread, reproduces the first twelve's files byte for byte). ConvNeXt's
+layer_scale needed a new rule in the weight formula (scripts/synthetic_weights.py: 1 + 0.1 r).
+All six were cross-checked (scripts/check_torchvision_guided.py) against the unmodified
+torchvision models: plain autograd, guided backprop by full backward hooks with hand-written
+derivatives, Grad-CAM by retain_grad and a batched IG, all within 6e-8 relative.
 """
 
 import datetime
@@ -57,6 +75,14 @@ GRAD_CAM_LAYER = {
     "vgg11_bn": "features.27",
     "vgg16_bn": "features.42",
     "alexnet": "features.11",
+    # The architectures below follow pytorch-grad-cam's README choices ("VGG, densenet161 and
+    # mobilenet: model.features[-1]"; the last stage / last block otherwise), in torchvision names.
+    "efficientnet_b0": "features.8",  # Conv2dNormActivation(320 -> 1280): conv, BN, SiLU
+    "mobilenet_v3_small": "features.12",  # Conv2dNormActivation(96 -> 576): conv, BN, Hardswish
+    "mobilenet_v3_large": "features.16",  # Conv2dNormActivation(160 -> 960): conv, BN, Hardswish
+    "regnet_y_400mf": "trunk_output",  # the last stage; its last block ends ReLU(proj(x) + f(x))
+    "shufflenet_v2_x1_0": "conv5",  # conv 1x1 (464 -> 1024), BN, ReLU
+    "convnext_tiny": "features.7",  # the last stage; its last CNBlock ends in a residual add (no activation)
 }
 ARCHS = list(GRAD_CAM_LAYER)
 
@@ -79,6 +105,36 @@ class GuidedReLU(torch.autograd.Function):
         return g.clamp(min=0) * mask.to(g.dtype), None
 
 
+# The other elementwise nonlinearities torchvision's models use, as functions (never in place).
+SMOOTH = {
+    "silu": F.silu,
+    "sigmoid": torch.sigmoid,
+    "hardsigmoid": F.hardsigmoid,
+    "hardswish": F.hardswish,
+    "gelu": F.gelu,  # approximate="none" (ConvNeXt's nn.GELU())
+    "tanh": torch.tanh,
+}
+
+
+class GuidedSmooth(torch.autograd.Function):
+    """phi(z) whose backward is relu(g) * phi'(z): phi's own backward (torch's derivative,
+    hardswish's and hardsigmoid's kink conventions included) fed relu(g) instead of g."""
+
+    @staticmethod
+    def forward(ctx, z, kind):
+        ctx.save_for_backward(z)
+        ctx.kind = kind
+        return SMOOTH[kind](z)
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            (gz,) = torch.autograd.grad(SMOOTH[ctx.kind](z), z, g.clamp(min=0))
+        return gz, None
+
+
 class Act(nn.Module):
     """Stands in for every nn.ReLU / nn.ReLU6 (never in place): plain, or guided when `guided`."""
 
@@ -93,25 +149,56 @@ class Act(nn.Module):
         return F.relu(z) if self.cap is None else F.relu6(z)
 
 
+class SmoothAct(nn.Module):
+    """Stands in for every nn.SiLU / Sigmoid / Hardsigmoid / Hardswish / GELU / Tanh (never in
+    place): plain, or guided when `guided`."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.guided = False
+
+    def forward(self, z):
+        if self.guided:
+            return GuidedSmooth.apply(z, self.kind)
+        return SMOOTH[self.kind](z)
+
+
 def replace_activations(model):
-    """Swap every ReLU/ReLU6 module for an Act; returns how many were swapped."""
-    count = 0
+    """Swap every activation module for an Act / SmoothAct; returns how many of each kind."""
+    counts = {}
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.ReLU6):  # ReLU6 subclasses Hardtanh, not ReLU; test it first
-                setattr(parent, name, Act(6.0))
-                count += 1
+                new, kind = Act(6.0), "ReLU6"
             elif isinstance(child, nn.ReLU):
-                setattr(parent, name, Act(None))
-                count += 1
-            elif isinstance(child, (nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish)):
+                new, kind = Act(None), "ReLU"
+            elif isinstance(child, nn.SiLU):
+                new, kind = SmoothAct("silu"), "SiLU"
+            elif isinstance(child, nn.Sigmoid):
+                new, kind = SmoothAct("sigmoid"), "Sigmoid"
+            elif isinstance(child, nn.Hardsigmoid):
+                new, kind = SmoothAct("hardsigmoid"), "Hardsigmoid"
+            elif isinstance(child, nn.Hardswish):
+                new, kind = SmoothAct("hardswish"), "Hardswish"
+            elif isinstance(child, nn.GELU):
+                if child.approximate != "none":
+                    raise RuntimeError(f"unexpected GELU approximation {child.approximate!r}")
+                new, kind = SmoothAct("gelu"), "GELU"
+            elif isinstance(child, nn.Tanh):
+                new, kind = SmoothAct("tanh"), "Tanh"
+            elif isinstance(child, (nn.Hardtanh, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.Mish, nn.Softplus)):
                 raise RuntimeError(f"unexpected activation {type(child).__name__}")
-    return count
+            else:
+                continue
+            setattr(parent, name, new)
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def set_guided(model, on):
     for m in model.modules():
-        if isinstance(m, Act):
+        if isinstance(m, (Act, SmoothAct)):
             m.guided = on
 
 
@@ -237,7 +324,7 @@ def make(arch):
     n_params = sum(int(np.prod(k["shape"])) for k in keys if k["dtype"] != "int64")
     total = time.time() - t0
     print(
-        f"{arch}: {n_params} params, {n_act} ReLU/ReLU6, Grad-CAM A {list(a_shape)}, "
+        f"{arch}: {n_params} params, activations {n_act}, Grad-CAM A {list(a_shape)}, "
         f"targets {arrays['targets'].tolist()}, logits range {lg.min():.4g}..{lg.max():.4g} "
         f"(per-image spread {np.ptp(lg, axis=1).round(4).tolist()}), "
         f"|grad| max {np.abs(arrays['gradient']).max():.3g}, "
@@ -248,7 +335,9 @@ def make(arch):
 
 
 def main():
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # FIXTURE_THREADS=1 keeps a shared machine usable (the first twelve, made with 2 threads,
+    # come out byte-identical with 1).
+    torch.set_num_threads(int(os.environ.get("FIXTURE_THREADS", "0")) or max(1, os.cpu_count() or 1))
     archs = sys.argv[1:] or ARCHS
     for a in archs:
         if a not in GRAD_CAM_LAYER:

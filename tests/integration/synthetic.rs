@@ -53,6 +53,10 @@ pub fn synthetic_tensor(key: &str, shape: &[usize]) -> Vec<f32> {
         let fan_in = numel(&shape[1..]) as f64;
         let a = (3.0 / fan_in).sqrt();
         Box::new(move |u| (2.0 * u - 1.0) * a)
+    } else if key.ends_with("layer_scale") {
+        // ConvNeXt's per-channel residual scale [C,1,1] (torchvision's 1e-6 would make every
+        // block almost the identity).
+        Box::new(|u| 1.0 + 0.1 * (2.0 * u - 1.0))
     } else {
         panic!("{key} {shape:?}: no rule in the formula")
     };
