@@ -9,7 +9,7 @@
 //! Weights are safetensors with PyTorch's `state_dict` names and layouts ([`PARAM_SHAPES`]), so
 //! the same file loads in PyTorch and a model trained in PyTorch loads here.
 
-use super::graph::{GraphBuilder, Nonlinearity, Op};
+use super::graph::{Flatten, GraphBuilder, Nonlinearity, Op};
 use super::Network;
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -76,7 +76,7 @@ pub fn new(
     let c2 = b.conv("conv2", p1, (conv2_w, Some(conv2_b)), 1, 1, 1);
     let a2 = b.act("conv2_relu", Nonlinearity::Relu, c2);
     let p2 = b.max_pool("pool2", a2, 2, 2, 0, false);
-    let flat = b.push("flatten", Op::Flatten, &[p2]);
+    let flat = b.push("flatten", Op::Flatten(Flatten), &[p2]);
     let f1 = b.linear("fc1", flat, (fc1_w, Some(fc1_b)));
     let a3 = b.act("fc1_relu", Nonlinearity::Relu, f1);
     let f2 = b.linear("fc2", a3, (fc2_w, Some(fc2_b)));

@@ -11,7 +11,8 @@
 //! What runs a graph is elsewhere: [`super::sweep`] holds the forward pass, the backward pass
 //! under a [`super::Rule`] and the second-order adjoint, written once over an executor
 //! trait; [`super::tensor_exec`] executes them on candle tensors (any device, and the path
-//! autograd sees) and [`super::kernels`] on plain f32 slices on the CPU.
+//! autograd sees) and [`super::cpu_exec`] on plain f32 slices on the CPU; each op's own
+//! arithmetic is in [`super::ops`].
 //!
 //! Shapes: images [B,C,H,W]; a node's output is either a feature map [B,C,H,W]
 //! ([`Shape::Map`]) or a flat vector [B,F] ([`Shape::Flat`]), inferred for a given input size
@@ -25,126 +26,10 @@ use std::collections::BTreeMap;
 pub type NodeId = usize;
 
 pub use super::nonlinearity::Nonlinearity;
-
-/// A 2-D convolution (cross-correlation, PyTorch's convention).
-#[derive(Debug, Clone)]
-pub struct Conv {
-    /// Kernel [C_out, C_in/groups, kh, kw].
-    pub weight: Tensor,
-    /// Bias [C_out].
-    pub bias: Option<Tensor>,
-    /// Stride (rows, columns).
-    pub stride: [usize; 2],
-    /// Zero padding (top, left, bottom, right).
-    pub padding: [usize; 4],
-    /// Dilation (rows, columns).
-    pub dilation: [usize; 2],
-    /// Channel groups (C_in for a depthwise convolution).
-    pub groups: usize,
-}
-
-/// A fully connected layer y = x·Wᵀ + b.
-#[derive(Debug, Clone)]
-pub struct Linear {
-    /// Weight [out, in].
-    pub weight: Tensor,
-    /// Bias [out].
-    pub bias: Option<Tensor>,
-}
-
-/// The window of a max or average pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    /// Kernel (rows, columns).
-    pub kernel: [usize; 2],
-    /// Stride (rows, columns).
-    pub stride: [usize; 2],
-    /// Implicit padding (top, left, bottom, right): never the maximum, and counted in an
-    /// average only with `count_include_pad`.
-    pub padding: [usize; 4],
-    /// Round the output size up (PyTorch's `ceil_mode`; a window must still start inside the
-    /// input or its leading padding).
-    pub ceil_mode: bool,
-}
-
-impl Window {
-    /// The output length along one axis (0 rows, 1 columns) for an input of `len`, or None
-    /// when no window fits.
-    pub fn out_len(&self, axis: usize, len: usize) -> Option<usize> {
-        let (k, s) = (self.kernel[axis], self.stride[axis]);
-        let (lead, trail) = (self.padding[axis], self.padding[axis + 2]);
-        // Checked: pads or kernels near usize::MAX (a hostile file) must not wrap around.
-        let padded = len.checked_add(lead)?.checked_add(trail)?;
-        let span = padded.checked_sub(k)?;
-        if s == 0 {
-            return None;
-        }
-        let mut out = if self.ceil_mode { span.div_ceil(s) + 1 } else { span / s + 1 };
-        // PyTorch: the last window must start inside the input or the leading padding.
-        if self.ceil_mode && (out - 1) * s >= len + lead {
-            out -= 1;
-        }
-        Some(out)
-    }
-}
-
-/// A layer: what a node computes from its inputs.
-#[derive(Debug, Clone)]
-pub enum Op {
-    /// The image batch (node 0 only).
-    Input,
-    /// Convolution of one feature map.
-    Conv(Conv),
-    /// Fully connected layer of one flat vector.
-    Linear(Linear),
-    /// Elementwise nonlinearity of one input (map or flat).
-    Act(Nonlinearity),
-    /// Max-pooling of one feature map; the gradient goes whole to each window's first maximum.
-    MaxPool(Window),
-    /// Average pooling of one feature map.
-    AvgPool {
-        /// The window.
-        window: Window,
-        /// Whether padded positions count in the divisor.
-        count_include_pad: bool,
-    },
-    /// Adaptive average pooling to a fixed output size (PyTorch's bins:
-    /// ⌊i·H/out⌋ .. ⌈(i+1)·H/out⌉); [1, 1] is global average pooling.
-    AdaptiveAvgPool([usize; 2]),
-    /// [B,C,H,W] → [B,C·H·W] in NCHW order.
-    Flatten,
-    /// Elementwise sum of two inputs of one shape (residual connections).
-    Add,
-    /// Concatenation of feature maps along channels (SqueezeNet's Fire modules).
-    Concat,
-    /// Per-channel y = x·scale + shift: input normalisation (x − mean)/std, or a batch norm
-    /// that follows no convolution.
-    Affine {
-        /// Scale [C].
-        scale: Vec<f32>,
-        /// Shift [C].
-        shift: Vec<f32>,
-    },
-}
-
-impl Op {
-    /// A short name of the op's kind, for listings and errors.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Op::Input => "input",
-            Op::Conv(_) => "conv",
-            Op::Linear(_) => "linear",
-            Op::Act(kind) => kind.name(),
-            Op::MaxPool(_) => "max_pool",
-            Op::AvgPool { .. } => "avg_pool",
-            Op::AdaptiveAvgPool(_) => "adaptive_avg_pool",
-            Op::Flatten => "flatten",
-            Op::Add => "add",
-            Op::Concat => "concat",
-            Op::Affine { .. } => "affine",
-        }
-    }
-}
+pub use super::ops::{
+    AdaptiveAvgPool, Add, Affine, AvgPool, Channels, Concat, Conv, Flatten, Linear, MaxPool, Mul, Op, Window,
+};
+pub use super::shape::{Shape, MAX_NODE_VALUES};
 
 /// One node: a named op applied to earlier nodes.
 #[derive(Debug, Clone)]
@@ -155,52 +40,6 @@ pub struct Node {
     pub op: Op,
     /// The nodes it reads, in the op's order.
     pub inputs: Vec<NodeId>,
-}
-
-/// The shape of one image's values at a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// A feature map (C, H, W).
-    Map(usize, usize, usize),
-    /// A flat vector of this length.
-    Flat(usize),
-}
-
-impl Shape {
-    /// Values per image.
-    pub fn len(&self) -> usize {
-        match *self {
-            Shape::Map(c, h, w) => c * h * w,
-            Shape::Flat(f) => f,
-        }
-    }
-
-    /// Whether it holds no value.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Values per image, or None when the count overflows.
-    pub fn checked_len(&self) -> Option<usize> {
-        match *self {
-            Shape::Map(c, h, w) => c.checked_mul(h)?.checked_mul(w),
-            Shape::Flat(f) => Some(f),
-        }
-    }
-}
-
-/// The most values one image may have at any node (2²⁸ f32 = 1 GiB per image), its padded
-/// convolution input included: far above any real classifier (VGG at 224×224 peaks at
-/// 3.2 M), far below what a hostile file's pads or kernels would make the passes allocate.
-pub const MAX_NODE_VALUES: usize = 1 << 28;
-
-impl std::fmt::Display for Shape {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Shape::Map(c, h, w) => write!(f, "{c}×{h}×{w}"),
-            Shape::Flat(n) => write!(f, "{n}"),
-        }
-    }
 }
 
 /// A network: nodes in topological order, the logits node, and container aliases.
@@ -305,7 +144,11 @@ impl Graph {
         }
         let mut nodes = Vec::with_capacity(self.nodes.len() + 1);
         nodes.push(self.nodes[0].clone());
-        nodes.push(Node { name: "normalize".into(), op: Op::Affine { scale, shift }, inputs: vec![0] });
+        nodes.push(Node {
+            name: "normalize".into(),
+            op: Op::Affine(Affine { scale, shift }),
+            inputs: vec![0],
+        });
         for node in &self.nodes[1..] {
             let mut n = node.clone();
             n.inputs = n.inputs.iter().map(|&i| i + 1).collect();
@@ -326,16 +169,10 @@ impl Graph {
     pub fn map_tensors(&self, f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>) -> Result<Graph> {
         let mut g = self.clone();
         for node in &mut g.nodes {
-            match &mut node.op {
-                Op::Conv(c) => {
-                    c.weight = f(&c.weight)?;
-                    c.bias = c.bias.as_ref().map(f).transpose()?;
+            if let Some(layer) = node.op.layer_mut() {
+                for t in layer.tensors_mut() {
+                    *t = f(t)?;
                 }
-                Op::Linear(l) => {
-                    l.weight = f(&l.weight)?;
-                    l.bias = l.bias.as_ref().map(f).transpose()?;
-                }
-                _ => {}
             }
         }
         Ok(g)
@@ -352,17 +189,11 @@ impl Graph {
 
     /// All parameter tensors, in node order (weight, then bias).
     pub fn tensors(&self) -> Vec<&Tensor> {
-        let mut out = Vec::new();
-        for node in &self.nodes {
-            match &node.op {
-                Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias }) => {
-                    out.push(weight);
-                    out.extend(bias.iter());
-                }
-                _ => {}
-            }
-        }
-        out
+        self.nodes
+            .iter()
+            .filter_map(|n| n.op.layer())
+            .flat_map(|l| l.tensors().into_iter().map(|(_, t)| t))
+            .collect()
     }
 }
 
@@ -378,26 +209,24 @@ fn check_node_finite(node: &Node) -> Result<()> {
     };
     let first = |v: &[f32]| v.iter().position(|x| !x.is_finite()).map(|i| (v[i], i));
     match &node.op {
-        Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias }) => {
-            for (what, t) in [("weight", Some(weight)), ("bias", bias.as_ref())] {
-                if let Some((v, i)) = t.map(first_non_finite).transpose()?.flatten() {
-                    return Err(bad(what, v, i));
-                }
-            }
-        }
-        Op::Affine { scale, shift } => {
-            for (what, v) in [("scale", scale), ("shift", shift)] {
-                if let Some((v, i)) = first(v) {
-                    return Err(bad(what, v, i));
-                }
-            }
-        }
         Op::Act(kind) => {
             if let Err((what, v)) = kind.check() {
                 return Err(bad(what, v, 0));
             }
         }
-        _ => {}
+        op => {
+            let Some(layer) = op.layer() else { return Ok(()) };
+            for (what, t) in layer.tensors() {
+                if let Some((v, i)) = first_non_finite(t)? {
+                    return Err(bad(what, v, i));
+                }
+            }
+            for (what, v) in layer.values() {
+                if let Some((v, i)) = first(v) {
+                    return Err(bad(what, v, i));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -428,134 +257,17 @@ pub(crate) fn infer(
     ins: &[Shape],
     input: (usize, usize, usize),
 ) -> std::result::Result<Shape, String> {
-    let shape = infer_unbounded(op, ins, input)?;
+    let shape = match op {
+        Op::Input => Shape::Map(input.0, input.1, input.2),
+        Op::Act(_) => match ins {
+            [x] => *x,
+            _ => return Err(format!("takes 1 input, got {}", ins.len())),
+        },
+        op => op.layer().ok_or("internal: an op without a layer")?.infer(ins)?,
+    };
     match shape.checked_len() {
         Some(n) if n <= MAX_NODE_VALUES => Ok(shape),
         _ => Err(format!("its output of {shape} values per image exceeds the limit of {MAX_NODE_VALUES}")),
-    }
-}
-
-/// [`infer`] without the bound on the output's size.
-fn infer_unbounded(
-    op: &Op,
-    ins: &[Shape],
-    input: (usize, usize, usize),
-) -> std::result::Result<Shape, String> {
-    let want = |n: usize| -> std::result::Result<(), String> {
-        (ins.len() == n).then_some(()).ok_or_else(|| format!("takes {n} input(s), got {}", ins.len()))
-    };
-    let map = |s: Shape| match s {
-        Shape::Map(c, h, w) => Ok((c, h, w)),
-        Shape::Flat(f) => Err(format!("needs a feature map, got a flat vector of {f}")),
-    };
-    match op {
-        Op::Input => Ok(Shape::Map(input.0, input.1, input.2)),
-        Op::Conv(conv) => {
-            want(1)?;
-            let (c, h, w) = map(ins[0])?;
-            let (o, ci, kh, kw) = conv.weight.dims4().map_err(|e| e.to_string())?;
-            if conv.groups == 0 || ci * conv.groups != c || o % conv.groups != 0 {
-                return Err(format!(
-                    "kernel [{o},{ci},{kh},{kw}] with {} groups does not take {c} channels",
-                    conv.groups
-                ));
-            }
-            let span = |d: usize, k: usize| d.checked_mul(k.saturating_sub(1))?.checked_add(1);
-            let (Some(sh), Some(sw)) = (span(conv.dilation[0], kh), span(conv.dilation[1], kw)) else {
-                return Err(format!("dilations {:?} of a {kh}×{kw} kernel overflow", conv.dilation));
-            };
-            let window =
-                Window { kernel: [sh, sw], stride: conv.stride, padding: conv.padding, ceil_mode: false };
-            // The passes allocate the zero-padded input: bound it like an output.
-            let p = conv.padding;
-            let padded = h
-                .checked_add(p[0])
-                .and_then(|v| v.checked_add(p[2]))
-                .zip(w.checked_add(p[1]).and_then(|v| v.checked_add(p[3])))
-                .and_then(|(ph, pw)| Shape::Map(c, ph, pw).checked_len())
-                .filter(|&n| n <= MAX_NODE_VALUES);
-            if padded.is_none() {
-                return Err(format!(
-                    "pads {p:?} of a {c}×{h}×{w} input exceed the limit of {MAX_NODE_VALUES} values per image"
-                ));
-            }
-            let too_small = || format!("input {h}×{w} is smaller than its {sh}×{sw} (dilated) kernel");
-            let oh = window.out_len(0, h).ok_or_else(too_small)?;
-            let ow = window.out_len(1, w).ok_or_else(too_small)?;
-            Ok(Shape::Map(o, oh, ow))
-        }
-        Op::Linear(l) => {
-            want(1)?;
-            let (o, i) = l.weight.dims2().map_err(|e| e.to_string())?;
-            match ins[0] {
-                Shape::Flat(f) if f == i => Ok(Shape::Flat(o)),
-                s => Err(format!("weight [{o},{i}] does not take an input of {s}")),
-            }
-        }
-        Op::Act(_) => {
-            want(1)?;
-            Ok(ins[0])
-        }
-        Op::MaxPool(win) | Op::AvgPool { window: win, .. } => {
-            want(1)?;
-            let (c, h, w) = map(ins[0])?;
-            // A pad as wide as the window makes windows of padding only (onnxruntime refuses).
-            if (0..4).any(|i| win.padding[i] >= win.kernel[i % 2]) {
-                return Err(format!(
-                    "pads {:?} are not smaller than its {:?} window",
-                    win.padding, win.kernel
-                ));
-            }
-            let too_small = || format!("input {h}×{w} is smaller than its {:?} window", win.kernel);
-            let oh = win.out_len(0, h).ok_or_else(too_small)?;
-            let ow = win.out_len(1, w).ok_or_else(too_small)?;
-            Ok(Shape::Map(c, oh, ow))
-        }
-        Op::AdaptiveAvgPool([oh, ow]) => {
-            want(1)?;
-            let (c, h, w) = map(ins[0])?;
-            if h == 0 || w == 0 || *oh == 0 || *ow == 0 {
-                return Err(format!("cannot pool {h}×{w} to {oh}×{ow}"));
-            }
-            Ok(Shape::Map(c, *oh, *ow))
-        }
-        Op::Flatten => {
-            want(1)?;
-            Ok(Shape::Flat(ins[0].checked_len().ok_or("its input's size overflows")?))
-        }
-        Op::Add => {
-            want(2)?;
-            if ins[0] != ins[1] {
-                return Err(format!("adds {} and {}", ins[0], ins[1]));
-            }
-            Ok(ins[0])
-        }
-        Op::Concat => {
-            if ins.is_empty() {
-                return Err("concatenates nothing".into());
-            }
-            let (_, h, w) = map(ins[0])?;
-            let mut c = 0;
-            for s in ins {
-                let (ci, hi, wi) = map(*s)?;
-                if (hi, wi) != (h, w) {
-                    return Err(format!("concatenates {h}×{w} and {hi}×{wi} maps"));
-                }
-                c = ci.checked_add(c).ok_or("its channel count overflows")?;
-            }
-            Ok(Shape::Map(c, h, w))
-        }
-        Op::Affine { scale, shift } => {
-            want(1)?;
-            let c = match ins[0] {
-                Shape::Map(c, _, _) => c,
-                Shape::Flat(f) => f,
-            };
-            if scale.len() != c || shift.len() != c {
-                return Err(format!("{} scales and {} shifts for {c} channels", scale.len(), shift.len()));
-            }
-            Ok(ins[0])
-        }
     }
 }
 
@@ -637,7 +349,7 @@ impl GraphBuilder {
         ceil_mode: bool,
     ) -> NodeId {
         let w = Window { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 4], ceil_mode };
-        self.push(name, Op::MaxPool(w), &[input])
+        self.push(name, Op::MaxPool(MaxPool(w)), &[input])
     }
 
     /// Names `node` also as `alias` (a container whose output it is).
@@ -775,7 +487,7 @@ mod tests {
         let mut b = GraphBuilder::new(1);
         let w = Tensor::zeros((4, 1, 3, 3), DType::F32, &dev).unwrap();
         let c = b.conv("conv", 0, (w, None), 1, 0, 1);
-        let f = b.push("flatten", Op::Flatten, &[c]);
+        let f = b.push("flatten", Op::Flatten(Flatten), &[c]);
         let lw = Tensor::zeros((2, 4 * 4 * 4), DType::F32, &dev).unwrap();
         let out = b.linear("fc", f, (lw, None));
         b.alias("features", c);

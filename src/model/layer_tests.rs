@@ -1,153 +1,70 @@
-//! One table over every layer kind: for each, a small graph (the layer between a
-//! convolution and a linear head, random weights) is checked three ways:
+//! The layer test table, generated: every case of every op registered in [`super::ops`]
+//! (each op file lists its own in `cases()`, and the registry will not compile without it)
+//! and one case per nonlinearity of [`super::nonlinearity`]'s list. Each case builds the layer
+//! in a small graph (the layer between a convolution and a linear head, random weights),
+//! checked three ways:
 //!
 //! 1. the explicit backward pass equals candle's autograd through the forward pass (f64);
 //! 2. the explicit second-order adjoint ∇ₓ⟨M(x), v⟩ of the map M under every rule (and of a
 //!    pass stopped at the layer, with its activation weighted too) equals a central finite
 //!    difference of ⟨M(x), v⟩ along a random direction (f64, softplus surrogate);
 //! 3. the CPU kernels equal the candle path (f32): logits, every rule's map, a layer stop,
-//!    and the adjoint.
+//!    and the adjoint; and they do not depend on how a batch is split into blocks, or on the
+//!    number of threads.
 
-use super::graph::{Conv, GraphBuilder, Linear, NodeId, Nonlinearity, Op, Window};
+use super::graph::{Flatten, GraphBuilder, Linear, MaxPool, NodeId, Nonlinearity, Op, Shape};
+use super::nonlinearity::tests::ALL as NONLINEARITIES;
+use super::ops::cases::{conv, signed_act, window, Case, Rng};
 use super::{Activation, Backward, Classifier, Network, Rule};
 use candle_core::{DType, Device, Tensor, Var};
 
-/// A case: its name and how the layer under test is built on top of a conv's output node
-/// (8 channels, 9×9), returning the layer's node.
-type Build = fn(&mut GraphBuilder, NodeId, &mut Rng) -> NodeId;
-
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self, n: usize, scale: f64) -> Vec<f64> {
-        (0..n)
-            .map(|_| {
-                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((self.0 >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
-            })
-            .collect()
+/// Every case: each registered op's, then each nonlinearity's, with a seed that depends only
+/// on the case's module and its place there (a new case elsewhere does not move them).
+fn cases() -> Vec<(String, Case, u64)> {
+    let mut out = Vec::new();
+    for (module, list) in super::ops::layer_cases() {
+        assert!(!list.is_empty(), "op module `{module}` registers no test case");
+        let base = module.bytes().fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b as u64));
+        for (i, case) in list.into_iter().enumerate() {
+            out.push((format!("{module}: {}", case.name), case, base.wrapping_add(i as u64 * 101)));
+        }
     }
-
-    fn tensor(&mut self, dims: &[usize], scale: f64) -> Tensor {
-        let n = dims.iter().product();
-        Tensor::from_vec(self.uniform(n, scale), dims, &Device::Cpu).unwrap()
+    for (i, kind) in NONLINEARITIES.into_iter().enumerate() {
+        let case = Case::new("nonlinearity", move |b, x, r| signed_act(b, x, r, kind));
+        out.push((format!("nonlinearity {kind:?}"), case, 7000 + i as u64 * 101));
     }
+    out
 }
 
-#[allow(clippy::too_many_arguments)]
-fn conv(
-    rng: &mut Rng,
-    o: usize,
-    c: usize,
-    k: [usize; 2],
-    stride: usize,
-    pad: [usize; 4],
-    dil: usize,
-    groups: usize,
-) -> Op {
-    let scale = 1.5 / ((c / groups * k[0] * k[1]) as f64).sqrt();
-    Op::Conv(Conv {
-        weight: rng.tensor(&[o, c / groups, k[0], k[1]], scale),
-        bias: Some(rng.tensor(&[o], 0.1)),
-        stride: [stride; 2],
-        padding: pad,
-        dilation: [dil; 2],
-        groups,
-    })
-}
-
-fn window(k: usize, s: usize, p: usize, ceil: bool) -> Window {
-    Window { kernel: [k; 2], stride: [s; 2], padding: [p; 4], ceil_mode: ceil }
-}
-
-const CASES: [(&str, Build); 23] = [
-    ("conv 3×3 stride 2 padding 1", |b, x, r| b.push("t", conv(r, 6, 8, [3, 3], 2, [1; 4], 1, 1), &[x])),
-    ("conv 1×1", |b, x, r| b.push("t", conv(r, 5, 8, [1, 1], 1, [0; 4], 1, 1), &[x])),
-    ("conv dilated, asymmetric padding", |b, x, r| {
-        b.push("t", conv(r, 4, 8, [3, 2], 1, [2, 0, 1, 1], 2, 1), &[x])
-    }),
-    ("grouped conv", |b, x, r| b.push("t", conv(r, 6, 8, [3, 3], 1, [1; 4], 1, 2), &[x])),
-    ("depthwise conv stride 2", |b, x, r| b.push("t", conv(r, 8, 8, [3, 3], 2, [1; 4], 1, 8), &[x])),
-    ("relu6", |b, x, _| b.act("t", Nonlinearity::Relu6, x)),
-    ("leaky relu", |b, x, _| b.act("t", Nonlinearity::LeakyRelu(0.1), x)),
-    ("max-pool 3×3 stride 2 padding 1", |b, x, _| b.push("t", Op::MaxPool(window(3, 2, 1, false)), &[x])),
-    ("max-pool 2×2 ceil_mode", |b, x, _| b.push("t", Op::MaxPool(window(2, 2, 0, true)), &[x])),
-    ("avg-pool count_include_pad", |b, x, _| {
-        b.push("t", Op::AvgPool { window: window(3, 2, 1, false), count_include_pad: true }, &[x])
-    }),
-    ("avg-pool ceil_mode, no pad count", |b, x, _| {
-        b.push("t", Op::AvgPool { window: window(2, 2, 1, true), count_include_pad: false }, &[x])
-    }),
-    ("adaptive avg-pool 4×3", |b, x, _| b.push("t", Op::AdaptiveAvgPool([4, 3]), &[x])),
-    ("residual add", |b, x, r| {
-        let c = b.push("branch", conv(r, 8, 8, [3, 3], 1, [1; 4], 1, 1), &[x]);
-        let a = b.act("branch_relu", Nonlinearity::Relu, c);
-        b.push("t", Op::Add, &[a, x])
-    }),
-    ("concat and affine", |b, x, r| {
-        let c = b.push("branch", conv(r, 3, 8, [1, 1], 1, [0; 4], 1, 1), &[x]);
-        let cat = b.push("cat", Op::Concat, &[x, c]);
-        let scale = r.uniform(11, 1.0).iter().map(|v| 1.0 + 0.5 * *v as f32).collect();
-        let shift = r.uniform(11, 0.2).iter().map(|v| *v as f32).collect();
-        b.push("t", Op::Affine { scale, shift }, &[cat])
-    }),
-    // The activations added with the one-definition nonlinearities (appended: the seeds of
-    // the cases above stay as they were).
-    ("sigmoid", |b, x, r| signed_act(b, x, r, Nonlinearity::Sigmoid)),
-    ("tanh", |b, x, r| signed_act(b, x, r, Nonlinearity::Tanh)),
-    ("silu", |b, x, r| signed_act(b, x, r, Nonlinearity::Silu)),
-    ("gelu", |b, x, r| signed_act(b, x, r, Nonlinearity::Gelu)),
-    ("gelu tanh", |b, x, r| signed_act(b, x, r, Nonlinearity::GeluTanh)),
-    ("hard sigmoid", |b, x, r| signed_act(b, x, r, Nonlinearity::HardSigmoid { alpha: 0.2, beta: 0.5 })),
-    ("hard swish", |b, x, r| signed_act(b, x, r, Nonlinearity::HardSwish)),
-    ("silu then max-pool (not monotone: pooled after)", |b, x, r| {
-        let c = b.push("pre", conv(r, 8, 8, [1, 1], 1, [0; 4], 1, 1), &[x]);
-        let a = b.act("a", Nonlinearity::Silu, c);
-        b.push("t", Op::MaxPool(window(2, 2, 0, false)), &[a])
-    }),
-    ("hard swish then max-pool", |b, x, r| {
-        let c = b.push("pre", conv(r, 8, 8, [1, 1], 1, [0; 4], 1, 1), &[x]);
-        let a = b.act("a", Nonlinearity::HardSwish, c);
-        b.push("t", Op::MaxPool(window(2, 2, 0, false)), &[a])
-    }),
-];
-
-/// `kind` after a 1×1 convolution, so that it sees inputs of both signs (a case's layer reads
-/// a ReLU's output).
-fn signed_act(b: &mut GraphBuilder, x: NodeId, r: &mut Rng, kind: Nonlinearity) -> NodeId {
-    let c = b.push("pre", conv(r, 8, 8, [1, 1], 1, [0; 4], 1, 1), &[x]);
-    b.act("t", kind, c)
-}
-
-/// The case's network (input 2 channels, 9×9; conv 3×3 → ReLU → the layer → ReLU →
-/// max-pool 2×2 → flatten → linear 5), in `dtype`.
-fn network(build: Build, seed: u64, dtype: DType) -> Network {
-    let mut r = Rng(seed);
-    let mut b = GraphBuilder::new(2);
-    let c = b.push("conv", conv(&mut r, 8, 2, [3, 3], 1, [1; 4], 1, 1), &[0]);
-    let a = b.act("conv_relu", Nonlinearity::Relu, c);
-    let t = build(&mut b, a, &mut r);
-    let ta = b.act("t_relu", Nonlinearity::Relu, t);
-    let p = b.push("pool", Op::MaxPool(window(2, 2, 0, true)), &[ta]);
-    let f = b.push("flatten", Op::Flatten, &[p]);
-    let graph = b.finish(f).unwrap();
-    let flat = match graph.shapes((9, 9)).unwrap()[f] {
-        super::Shape::Flat(n) => n,
-        s => panic!("{s}"),
+/// The case's network (input 2 channels, 9×9; conv 3×3 → ReLU → the layer `t` → ReLU →
+/// max-pool 2×2 (when the layer gives a map of at least 2×2) → flatten → linear 5), in
+/// `dtype`.
+fn network(case: &Case, seed: u64, dtype: DType) -> Network {
+    let body = |b: &mut GraphBuilder, r: &mut Rng| -> NodeId {
+        let c = b.push("conv", conv(r, 8, 2, [3, 3], 1, [1; 4], 1, 1), &[0]);
+        let a = b.act("conv_relu", Nonlinearity::Relu, c);
+        let t = (case.build)(b, a, r);
+        assert_eq!(b.nodes()[t].name, "t", "{}: the layer under test must be named `t`", case.name);
+        b.act("t_relu", Nonlinearity::Relu, t)
     };
-    let mut b2 = GraphBuilder::new(2);
-    // Rebuild with the head (the flat size is known now).
+    // The body alone first: the head's width depends on the layer's output shape.
+    let mut probe = GraphBuilder::new(2);
+    let ta = body(&mut probe, &mut Rng(seed));
+    let shape = probe.finish(ta).unwrap().shapes((9, 9)).unwrap()[ta];
+    let mut b = GraphBuilder::new(2);
     let mut r = Rng(seed);
-    let c = b2.push("conv", conv(&mut r, 8, 2, [3, 3], 1, [1; 4], 1, 1), &[0]);
-    let a = b2.act("conv_relu", Nonlinearity::Relu, c);
-    let t = build(&mut b2, a, &mut r);
-    let ta = b2.act("t_relu", Nonlinearity::Relu, t);
-    let p = b2.push("pool", Op::MaxPool(window(2, 2, 0, true)), &[ta]);
-    let f = b2.push("flatten", Op::Flatten, &[p]);
+    let ta = body(&mut b, &mut r);
+    let (f, flat) = match shape {
+        Shape::Map(c, h, w) if h >= 2 && w >= 2 => {
+            let p = b.push("pool", Op::MaxPool(MaxPool(window(2, 2, 0, true))), &[ta]);
+            (b.push("flatten", Op::Flatten(Flatten), &[p]), c * h.div_ceil(2) * w.div_ceil(2))
+        }
+        s => (b.push("flatten", Op::Flatten(Flatten), &[ta]), s.len()),
+    };
     let head =
         Linear { weight: r.tensor(&[5, flat], 1.0 / (flat as f64).sqrt()), bias: Some(r.tensor(&[5], 0.1)) };
-    let out = b2.push("fc", Op::Linear(head), &[f]);
-    let graph = b2.finish(out).unwrap().map_tensors(&|t| t.to_dtype(dtype)).unwrap();
+    let out = b.push("fc", Op::Linear(head), &[f]);
+    let graph = b.finish(out).unwrap().map_tensors(&|t| t.to_dtype(dtype)).unwrap();
     Network::new("case", graph, (9, 9), "t", &Device::Cpu).unwrap()
 }
 
@@ -178,9 +95,9 @@ fn max_rel(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn explicit_backward_equals_autograd_for_every_layer() {
-    for (i, (name, build)) in CASES.iter().enumerate() {
-        let net = network(*build, 11 + i as u64, DType::F64).without_kernels();
-        let (x, seed) = inputs(i as u64, DType::F64);
+    for (name, case, s) in cases() {
+        let net = network(&case, s + 11, DType::F64).without_kernels();
+        let (x, seed) = inputs(s, DType::F64);
         for act in [Activation::Exact, Activation::Softplus { beta: 3.0 }] {
             let explicit = net.backward(&x, &Backward::gradient(&seed, act)).unwrap().grad;
             let xv = Var::from_tensor(&x).unwrap();
@@ -195,11 +112,11 @@ fn explicit_backward_equals_autograd_for_every_layer() {
 #[test]
 fn adjoints_equal_finite_differences_for_every_layer_and_rule() {
     let act = Activation::Softplus { beta: 3.0 };
-    for (i, (name, build)) in CASES.iter().enumerate() {
-        let net = network(*build, 21 + i as u64, DType::F64).without_kernels();
-        let (x, seed) = inputs(100 + i as u64, DType::F64);
+    for (name, case, s) in cases() {
+        let net = network(&case, s + 21, DType::F64).without_kernels();
+        let (x, seed) = inputs(s + 100, DType::F64);
         let baseline = x.affine(0.3, 0.1).unwrap();
-        let mut r = Rng(7 + i as u64);
+        let mut r = Rng(s + 7);
         let u = r.tensor(x.dims(), 1.0);
         for (rule, layer) in
             [(Rule::Gradient, None), (Rule::Guided, None), (Rule::Rescale, None), (Rule::Gradient, Some("t"))]
@@ -231,11 +148,11 @@ fn adjoints_equal_finite_differences_for_every_layer_and_rule() {
 
 #[test]
 fn kernels_equal_the_candle_path_for_every_layer() {
-    for (i, (name, build)) in CASES.iter().enumerate() {
-        let fast = network(*build, 31 + i as u64, DType::F32);
+    for (name, case, s) in cases() {
+        let fast = network(&case, s + 31, DType::F32);
         let slow = fast.clone().without_kernels();
         assert!(fast.has_kernels());
-        let (x, seed) = inputs(200 + i as u64, DType::F32);
+        let (x, seed) = inputs(s + 200, DType::F32);
         let baseline = x.affine(0.3, 0.1).unwrap();
         for act in [Activation::Exact, Activation::Softplus { beta: 3.0 }] {
             let tol = 1e-4;
@@ -280,5 +197,36 @@ fn kernels_equal_the_candle_path_for_every_layer() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn kernels_do_not_depend_on_threads_or_batch_split_for_every_layer() {
+    let act = Activation::Softplus { beta: 3.0 };
+    for (name, case, s) in cases() {
+        let net = network(&case, s + 41, DType::F32);
+        let (x, seed) = inputs(s + 300, DType::F32);
+        let run = |x: &Tensor, seed: &Tensor| -> Vec<f32> {
+            let pass = Backward { seed, act, rule: Rule::Guided, baseline: None, layer: None };
+            let bp = net.backward(x, &pass).unwrap();
+            let v = bp.grad.ones_like().unwrap();
+            let (_, xbar) = net.backward_adjoint(x, &pass, &mut |_| Ok((v.clone(), None))).unwrap();
+            [bp.logits, bp.grad, xbar]
+                .iter()
+                .flat_map(|t| t.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+                .collect()
+        };
+        let pool = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let one = pool(1).install(|| run(&x, &seed));
+        let two = pool(2).install(|| run(&x, &seed));
+        assert_eq!(one, two, "{name}: threads change the result");
+        // Image 1 alone against its row of the batch of two.
+        let alone = run(&x.narrow(0, 1, 1).unwrap(), &seed.narrow(0, 1, 1).unwrap());
+        let both = run(&x, &seed);
+        let (k, per) = (5, x.elem_count() / 2);
+        let row = |v: &[f32]| -> Vec<f32> {
+            [&v[k..2 * k], &v[2 * k + per..2 * k + 2 * per], &v[2 * k + 2 * per + per..]].concat()
+        };
+        assert_eq!(alone, row(&both), "{name}: the batch changes an image's result");
     }
 }

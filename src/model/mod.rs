@@ -16,6 +16,7 @@
 //! [`nonlinearity`].
 
 pub mod conv;
+mod cpu_exec;
 pub mod fmnist_cnn;
 pub mod graph;
 mod kernels;
@@ -24,7 +25,9 @@ mod layer_tests;
 mod network;
 pub mod nonlinearity;
 pub mod onnx;
+pub mod ops;
 pub mod safetensors;
+pub mod shape;
 pub(crate) mod sweep;
 pub(crate) mod tensor_exec;
 pub mod weights;
@@ -50,20 +53,29 @@ pub fn flat_f32(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// One backward pass: Σ_b ⟨seed[b], logits(x)[b]⟩ differentiated down to the input (or to
-/// a layer's output) with `rule` at every nonlinearity.
-#[derive(Debug, Clone, Copy)]
-pub struct Backward<'a> {
+/// a layer's output) with `rule` at every nonlinearity. The one pass-settings type: on
+/// tensors for callers, on flat f32 rows ([B, …] as `[f32]`) inside the CPU executor.
+#[derive(Debug)]
+pub struct Backward<'a, T: ?Sized = Tensor> {
     /// The logits' upstream gradient [B,K] (one-hot rows select each image's target).
-    pub seed: &'a Tensor,
+    pub seed: &'a T,
     /// The real nonlinearities or their softplus(β) surrogates.
     pub act: Activation,
     /// What the backward pass does at each nonlinearity.
     pub rule: Rule,
     /// The reference images of [`Rule::Rescale`], [1,C,H,W] or [B,C,H,W].
-    pub baseline: Option<&'a Tensor>,
+    pub baseline: Option<&'a T>,
     /// Stop at this layer's output instead of the input (Grad-CAM).
     pub layer: Option<&'a str>,
 }
+
+impl<T: ?Sized> Clone for Backward<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T: ?Sized> Copy for Backward<'_, T> {}
 
 impl<'a> Backward<'a> {
     /// The gradient rule to the input.
@@ -72,16 +84,17 @@ impl<'a> Backward<'a> {
     }
 }
 
-/// What a backward pass returns.
-#[derive(Debug, Clone)]
-pub struct Backprop {
+/// What a backward pass returns: the one result type, as tensors for callers, as flat f32
+/// rows inside the CPU executor and as an executor's own buffers inside the passes.
+#[derive(Debug, Clone, Default)]
+pub struct Backprop<T = Tensor> {
     /// The logits [B,K] of the forward pass.
-    pub logits: Tensor,
+    pub logits: T,
     /// The backward pass's result at the stop: [B,C,H,W] at the input, the layer's shape at a
     /// layer.
-    pub grad: Tensor,
+    pub grad: T,
     /// The layer's output (layer stops only).
-    pub layer: Option<Tensor>,
+    pub layer: Option<T>,
 }
 
 /// What [`Classifier::backward_adjoint`] asks of its caller: from the backward pass's

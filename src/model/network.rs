@@ -1,14 +1,14 @@
 //! [`Network`]: any [`Graph`] as a [`Classifier`], implemented once.
 //!
-//! Every call picks an executor: the CPU kernels ([`super::kernels`]) when the images, the
+//! Every call picks an executor: the CPU kernels ([`super::cpu_exec`]) when the images, the
 //! other tensors of the call and every weight are f32 on the CPU and outside any autograd
 //! graph; otherwise the candle executor ([`super::tensor_exec`]), which runs on any device
 //! and which autograd can differentiate. Both run the same passes ([`super::sweep`]).
 
+use super::cpu_exec::{CpuWeights, Prepared};
 use super::graph::{Graph, NodeId, Shape};
-use super::kernels::{BatchOut, CpuWeights, Pass, Prepared};
 use super::nonlinearity::{Activation, Rule};
-use super::sweep::{self, Purpose};
+use super::sweep::{self, Purpose, Reference};
 use super::tensor_exec::TensorExec;
 use super::{flat_f32, plain_cpu_f32, AdjointFn, Backprop, Backward, Classifier};
 use crate::error::{Error, Result};
@@ -135,14 +135,6 @@ impl Network {
         })
     }
 
-    /// Tensor dims [B, …] of node `id`'s output.
-    fn dims(shape: Shape, b: usize) -> Vec<usize> {
-        match shape {
-            Shape::Map(c, h, w) => vec![b, c, h, w],
-            Shape::Flat(f) => vec![b, f],
-        }
-    }
-
     fn check_seed(&self, seed: &Tensor, b: usize) -> Result<()> {
         if seed.dims() != [b, self.classes] {
             return Err(Error::Invalid(format!(
@@ -154,40 +146,30 @@ impl Network {
         Ok(())
     }
 
-    /// The kernel path's pass settings for `pass`, with the flattened tensors it reads.
-    fn kernel_pass<'s>(
-        &self,
-        stop: NodeId,
-        rule: Rule,
-        seed: &'s [f32],
-        baseline: Option<&'s [f32]>,
-    ) -> Pass<'s> {
-        Pass { seed, rule, baseline: baseline.filter(|_| rule == Rule::Rescale), stop }
-    }
-
-    /// [`BatchOut`] as tensors.
-    fn backprop_of(&self, out: BatchOut, shapes: &[Shape], stop: NodeId, b: usize) -> Result<Backprop> {
-        let dev = &self.device;
-        let logits = Tensor::from_vec(out.logits, (b, self.classes), dev)?;
-        let grad = Tensor::from_vec(out.grad, Self::dims(shapes[stop], b), dev)?;
-        let layer = if stop > 0 {
-            Some(Tensor::from_vec(out.layer, Self::dims(shapes[stop], b), dev)?)
-        } else {
-            None
-        };
-        Ok(Backprop { logits, grad, layer })
-    }
-
     /// The candle path's forward and backward passes.
     fn tensor_backward(&self, x: &Tensor, pass: &Backward, stop: NodeId) -> Result<Backprop> {
         let (b, h, w) = self.size_of(x)?;
         let shapes = self.graph.shapes((h, w))?;
         let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
-        Ok(self.tensor_stage(&mut e, &shapes, x, pass, stop, false)?.bp)
+        Ok(self.tensor_stage(&mut e, &shapes, x, pass, stop, false)?.1)
     }
 
-    /// Stage one on the candle path: the forward passes (the baseline's too, for the rescale
-    /// rule) and the backward pass to `stop`, with what the adjoint needs when `keep`.
+    /// The CPU executor's result as tensors.
+    fn backprop_of(
+        &self,
+        out: Backprop<Vec<f32>>,
+        shapes: &[Shape],
+        stop: NodeId,
+        b: usize,
+    ) -> Result<Backprop> {
+        let dev = &self.device;
+        let logits = Tensor::from_vec(out.logits, (b, self.classes), dev)?;
+        let grad = Tensor::from_vec(out.grad, shapes[stop].dims(b), dev)?;
+        let layer = out.layer.map(|l| Tensor::from_vec(l, shapes[stop].dims(b), dev)).transpose()?;
+        Ok(Backprop { logits, grad, layer })
+    }
+
+    /// The candle path's stage one ([`sweep::stage`]) for `pass` at `x`.
     fn tensor_stage<'e>(
         &self,
         e: &mut TensorExec<'e>,
@@ -196,40 +178,24 @@ impl Network {
         pass: &Backward,
         stop: NodeId,
         keep: bool,
-    ) -> Result<TensorStage<'e>> {
+    ) -> Result<(sweep::Stage<TensorExec<'e>>, Backprop)> {
         let b = x.dim(0)?;
-        let kept: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
-        let purpose = Purpose::backward_to(stop, keep);
-        let fwd = sweep::forward(&self.graph, e, x.clone(), pass.act, &kept, purpose)?;
-        let base = match (pass.rule, pass.baseline) {
+        let reference = match (pass.rule, pass.baseline) {
             (Rule::Rescale, Some(b0)) => {
-                let b0 = b0.to_dtype(x.dtype())?.broadcast_as(x.shape())?.contiguous()?;
-                Some(sweep::forward(&self.graph, e, b0, pass.act, &[], purpose)?)
-            }
-            (Rule::Rescale, None) => {
-                return Err(Error::Invalid("DeepLIFT's rescale rule needs a baseline".into()))
+                Some(Reference::Images(b0.to_dtype(x.dtype())?.broadcast_as(x.shape())?.contiguous()?))
             }
             _ => None,
         };
         let out = self.graph.output();
-        let mut seeds: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
-        seeds[out] = Some(pass.seed.to_dtype(x.dtype())?.reshape(Self::dims(shapes[out], b))?);
-        let g = sweep::backward(&self.graph, e, &fwd, base.as_ref(), seeds, pass.act, pass.rule, stop, keep)?;
+        let seed = pass.seed.to_dtype(x.dtype())?.reshape(shapes[out].dims(b))?;
+        let st = sweep::stage(&self.graph, e, x.clone(), seed, reference, (pass.act, pass.rule), stop, keep)?;
         let bp = Backprop {
-            logits: fwd.value(out)?.reshape((b, self.classes))?,
-            grad: g.grad,
-            layer: if stop > 0 { Some(fwd.value(stop)?.clone()) } else { None },
+            logits: st.out.logits.reshape((b, self.classes))?,
+            grad: st.out.grad.clone(),
+            layer: st.out.layer.clone(),
         };
-        Ok(TensorStage { fwd, base, upstream: g.upstream, bp })
+        Ok((st, bp))
     }
-}
-
-/// What [`Network::tensor_stage`] keeps.
-struct TensorStage<'e> {
-    fwd: sweep::Forward<TensorExec<'e>>,
-    base: Option<sweep::Forward<TensorExec<'e>>>,
-    upstream: Vec<Option<Tensor>>,
-    bp: Backprop,
 }
 
 impl Classifier for Network {
@@ -269,12 +235,7 @@ impl Classifier for Network {
         if let Some(p) = self.kernels_for(x, &others)? {
             let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
             check_baseline(base.as_deref(), x)?;
-            let out = p.backward(
-                &flat_f32(x)?,
-                b,
-                pass.act,
-                &self.kernel_pass(stop, pass.rule, &seed, base.as_deref()),
-            )?;
+            let out = p.backward(&flat_f32(x)?, b, &flat_pass(pass, &seed, base.as_deref()), stop)?;
             return self.backprop_of(out, p.shapes(), stop, b);
         }
         self.tensor_backward(x, pass, stop)
@@ -297,12 +258,8 @@ impl Classifier for Network {
         let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
         check_baseline(base.as_deref(), x)?;
         let mut kept = None;
-        let xbar = p.adjoint(
-            &flat_f32(x)?,
-            b,
-            pass.act,
-            &self.kernel_pass(stop, pass.rule, &seed, base.as_deref()),
-            &mut |out| {
+        let xbar =
+            p.adjoint(&flat_f32(x)?, b, &flat_pass(pass, &seed, base.as_deref()), stop, &mut |out| {
                 let bp = self.backprop_of(out, shapes, stop, b)?;
                 let (v, a) = then(&bp)?;
                 if v.dims() != bp.grad.dims()
@@ -318,8 +275,7 @@ impl Classifier for Network {
                 let a = a.map(|a| flat_f32(&a.detach().to_dtype(DType::F32)?)).transpose()?;
                 kept = Some(bp);
                 Ok((v, a))
-            },
-        )?;
+            })?;
         let bp = kept.ok_or_else(|| Error::Invalid("adjoint: no backward pass".into()))?;
         Ok((bp, Tensor::from_vec(xbar, x.dims(), x.device())?))
     }
@@ -383,24 +339,24 @@ impl Network {
         let x = x.detach();
         let shapes = self.graph.shapes((h, w))?;
         let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
-        let TensorStage { fwd, base, upstream, bp } =
-            self.tensor_stage(&mut e, &shapes, &x, pass, stop, true)?;
+        let (st, bp) = self.tensor_stage(&mut e, &shapes, &x, pass, stop, true)?;
         let (v, a) = then(&bp)?;
         let v = v.detach().to_dtype(x.dtype())?;
         let a = a.map(|a| a.detach().to_dtype(x.dtype())).transpose()?;
-        let xbar = sweep::adjoint(
-            &self.graph,
-            &mut e,
-            &fwd,
-            base.as_ref(),
-            &upstream,
-            pass.act,
-            pass.rule,
-            stop,
-            v,
-            a,
-        )?;
+        let xbar = st.adjoint(&self.graph, &mut e, (pass.act, pass.rule), stop, v, a)?;
         Ok((bp, xbar))
+    }
+}
+
+/// `pass` on the flattened tensors the CPU executor reads (the baseline only for the rescale
+/// rule).
+fn flat_pass<'s>(pass: &Backward<'s>, seed: &'s [f32], baseline: Option<&'s [f32]>) -> Backward<'s, [f32]> {
+    Backward {
+        seed,
+        act: pass.act,
+        rule: pass.rule,
+        baseline: baseline.filter(|_| pass.rule == Rule::Rescale),
+        layer: pass.layer,
     }
 }
 

@@ -20,10 +20,12 @@
 //!
 //! An executor ([`Exec`]) supplies the per-op arithmetic on its own buffers: candle tensors
 //! [B,…] ([`super::tensor_exec`]) or one block of images in plain f32 slices
-//! ([`super::kernels`]).
+//! ([`super::cpu_exec`]).
 
 use super::graph::{Graph, NodeId, Nonlinearity, Op};
 use super::nonlinearity::{Activation, Rule};
+use super::ops::Kept;
+use super::Backprop;
 use crate::error::{Error, Result};
 
 /// The per-op arithmetic of one executor. Buffers hold one node's values for the batch (or
@@ -45,13 +47,14 @@ pub(crate) trait Exec {
         rank: Option<&Self::Buf>,
     ) -> Result<(Self::Buf, Option<Self::Route>)>;
 
-    /// The linear part of `op` applied to tangents `ins` (no bias; max-pools follow `route`).
+    /// The linear part of `op` applied to tangents `ins` (no bias; max-pools follow their
+    /// routes, bilinear ops are linearised at their kept inputs).
     fn tangent(
         &mut self,
         id: NodeId,
         op: &Op,
         ins: &[&Self::Buf],
-        route: Option<&Self::Route>,
+        kept: &Kept<Self::Buf, Self::Route>,
     ) -> Result<Self::Buf>;
 
     /// The vector–Jacobian product of `op` at node `id`: one gradient per input.
@@ -60,8 +63,18 @@ pub(crate) trait Exec {
         id: NodeId,
         op: &Op,
         g: &Self::Buf,
-        route: Option<&Self::Route>,
+        kept: &Kept<Self::Buf, Self::Route>,
     ) -> Result<Vec<Self::Buf>>;
+
+    /// A bilinear op's second-order terms (see [`super::ops::Layer::tensor_second`]).
+    fn second(
+        &mut self,
+        id: NodeId,
+        op: &Op,
+        g: &Self::Buf,
+        lam: &[&Self::Buf],
+        kept: &Kept<Self::Buf, Self::Route>,
+    ) -> Result<Vec<Option<Self::Buf>>>;
 
     /// φ(z) alone (a pass that no backward pass follows), taking z: an executor may reuse
     /// its buffer when no one else holds it.
@@ -142,6 +155,28 @@ pub(crate) struct Forward<E: Exec> {
     pub deriv: Vec<Option<E::Buf>>,
     /// Each max-pool's routes.
     pub routes: Vec<Option<E::Route>>,
+    /// Each bilinear op's inputs (where a backward pass goes through it).
+    pub inputs: Vec<Option<Vec<E::Buf>>>,
+}
+
+impl<E: Exec> Forward<E> {
+    /// An empty pass over `n` nodes.
+    pub fn empty(n: usize) -> Self {
+        let mut routes = Vec::new();
+        routes.resize_with(n, || None);
+        Self {
+            values: vec![None; n],
+            pre: vec![None; n],
+            deriv: vec![None; n],
+            routes,
+            inputs: vec![None; n],
+        }
+    }
+
+    /// What node `id`'s forward pass kept.
+    pub fn kept(&self, id: NodeId) -> Kept<'_, E::Buf, E::Route> {
+        Kept { route: self.routes[id].as_ref(), inputs: self.inputs[id].as_deref().unwrap_or(&[]) }
+    }
 }
 
 impl<E: Exec> Forward<E> {
@@ -200,9 +235,7 @@ pub(crate) fn forward<E: Exec>(
         Purpose::Backward(stop) => downstream(graph, stop),
     };
     let mut live: Vec<Option<E::Buf>> = vec![None; n];
-    let mut fwd =
-        Forward { values: vec![None; n], pre: vec![None; n], deriv: vec![None; n], routes: Vec::new() };
-    fwd.routes.resize_with(n, || None);
+    let mut fwd = Forward::empty(n);
     live[0] = Some(x);
     // Under the surrogate a max-pool ranks its windows by the pre-activation, so a monotone
     // nonlinearity read only by a max-pool (and not kept) need only be evaluated at the
@@ -215,7 +248,7 @@ pub(crate) fn forward<E: Exec>(
                 && matches!(nodes[id].op, Op::Act(kind) if kind.monotone())
                 && !kept[id]
                 && readers[id] == 1
-                && nodes.iter().skip(id + 1).any(|m| matches!(m.op, Op::MaxPool(_)) && m.inputs == [id])
+                && nodes.iter().skip(id + 1).any(|m| routes(&m.op) && m.inputs == [id])
         })
         .collect();
     for (id, node) in nodes.iter().enumerate().skip(1) {
@@ -228,7 +261,7 @@ pub(crate) fn forward<E: Exec>(
             }
             continue;
         }
-        if let (Op::MaxPool(_), Some(&a)) = (&node.op, node.inputs.first()) {
+        if let (true, Some(&a)) = (routes(&node.op), node.inputs.first()) {
             if deferred[a] {
                 let (Op::Act(kind), Some(z)) = (&nodes[a].op, fwd.pre[a].as_ref()) else {
                     return Err(gone(graph, a));
@@ -262,14 +295,17 @@ pub(crate) fn forward<E: Exec>(
                 // Under the surrogate a max-pool over a nonlinearity ranks its windows by the
                 // pre-activation: the same order in exact arithmetic, without float32's
                 // collapse of far-negative softplus outputs to one tied zero.
-                let rank = match (op, act) {
-                    (Op::MaxPool(_), Activation::Softplus { .. }) => {
+                let rank = match act {
+                    Activation::Softplus { .. } if routes(op) => {
                         graph.act_input(node.inputs[0]).and(fwd.pre[node.inputs[0]].as_ref())
                     }
                     _ => None,
                 };
                 let (out, route) = exec.forward(id, op, &ins, rank)?;
                 fwd.routes[id] = route;
+                if differentiated[id] && bilinear(op) {
+                    fwd.inputs[id] = Some(ins.iter().map(|&b| b.clone()).collect());
+                }
                 out
             }
         };
@@ -311,6 +347,16 @@ pub(crate) fn forward_masked<E: Exec>(
         values[id] = Some(out);
     }
     values[graph.output()].take().ok_or_else(|| gone(graph, graph.output()))
+}
+
+/// Whether `op` routes by a rank (a max-pool; see [`super::ops::Layer::routes`]).
+fn routes(op: &Op) -> bool {
+    op.layer().is_some_and(|l| l.routes())
+}
+
+/// Whether `op` is bilinear in its inputs (see [`super::ops::Layer::bilinear`]).
+fn bilinear(op: &Op) -> bool {
+    op.layer().is_some_and(|l| l.bilinear())
 }
 
 /// The values node `id` reads, from `values` (indexed by node).
@@ -367,7 +413,13 @@ pub(crate) fn backward<E: Exec>(
                 }
                 vec![gz]
             }
-            ref op => exec.vjp(id, op, &g, fwd.routes[id].as_ref())?,
+            ref op => {
+                let parts = exec.vjp(id, op, &g, &fwd.kept(id))?;
+                if keep_upstream && bilinear(op) {
+                    upstream[id] = Some(g);
+                }
+                parts
+            }
         };
         for (&i, gi) in node.inputs.iter().zip(parts) {
             if reach[i] {
@@ -433,8 +485,11 @@ pub(crate) fn adjoint<E: Exec>(
     let mut sources: Vec<Option<E::Buf>> = vec![None; nodes.len()];
     let mut lam: Vec<Option<E::Buf>> = vec![None; nodes.len()];
     lam[stop] = Some(v);
-    // The last nonlinearity that depends on the stop node: nothing above it adds a term.
-    let top = (stop + 1..nodes.len()).rev().find(|&i| reach[i] && matches!(nodes[i].op, Op::Act(_)));
+    // The last nonlinearity or bilinear op that depends on the stop node: nothing above it
+    // adds a term.
+    let top = (stop + 1..nodes.len())
+        .rev()
+        .find(|&i| reach[i] && (matches!(nodes[i].op, Op::Act(_)) || bilinear(&nodes[i].op)));
     if let Some(top) = top {
         for id in stop + 1..=top {
             if !reach[id] {
@@ -460,7 +515,20 @@ pub(crate) fn adjoint<E: Exec>(
                     }
                     up
                 }
-                ref op => exec.tangent(id, op, &refs, fwd.routes[id].as_ref())?,
+                ref op => {
+                    let kept = fwd.kept(id);
+                    if bilinear(op) {
+                        // ⟨vjp(g), λ⟩ depends on the kept inputs too: its gradient with
+                        // respect to each is a source of the final gradient pass.
+                        let g = cached(upstream, id)?;
+                        for (&i, s) in node.inputs.iter().zip(exec.second(id, op, g, &refs, &kept)?) {
+                            if let Some(s) = s {
+                                accumulate(exec, &mut sources[i], s)?;
+                            }
+                        }
+                    }
+                    exec.tangent(id, op, &refs, &kept)?
+                }
             });
         }
     }
@@ -468,4 +536,78 @@ pub(crate) fn adjoint<E: Exec>(
         accumulate(exec, &mut sources[stop], a)?;
     }
     Ok(backward(graph, exec, fwd, None, sources, act, Rule::Gradient, 0, false)?.grad)
+}
+
+/// The rescale rule's reference: images to run forward, or their forward pass already run
+/// (one baseline shared by every row, computed once).
+pub(crate) enum Reference<E: Exec> {
+    /// Reference images, in the executor's layout.
+    Images(E::Buf),
+    /// Their forward pass.
+    Pass(Forward<E>),
+}
+
+/// Stage one of every backward pass, on any executor: what [`stage`] keeps.
+pub(crate) struct Stage<E: Exec> {
+    /// The forward pass of the images.
+    pub fwd: Forward<E>,
+    /// The reference's forward pass (rescale rule).
+    pub base: Option<Forward<E>>,
+    /// Each nonlinearity's upstream gradient (kept for [`adjoint`]).
+    pub upstream: Vec<Option<E::Buf>>,
+    /// The logits, the map at the stop node and (layer stops) the stop node's output.
+    pub out: Backprop<E::Buf>,
+}
+
+/// The one pass driver: the forward pass of `x` under `act` (keeping what a backward pass to
+/// `stop` needs, and with `keep` what [`adjoint`] needs too), the reference's forward pass
+/// for the rescale rule, and the backward pass under `rule` from `seed` (the logits' upstream
+/// gradient) down to `stop`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn stage<E: Exec>(
+    graph: &Graph,
+    exec: &mut E,
+    x: E::Buf,
+    seed: E::Buf,
+    reference: Option<Reference<E>>,
+    (act, rule): (Activation, Rule),
+    stop: NodeId,
+    keep: bool,
+) -> Result<Stage<E>> {
+    let kept: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
+    let purpose = Purpose::backward_to(stop, keep);
+    let fwd = forward(graph, exec, x, act, &kept, purpose)?;
+    let base = match (rule, reference) {
+        (Rule::Rescale, Some(Reference::Images(b))) => Some(forward(graph, exec, b, act, &[], purpose)?),
+        (Rule::Rescale, Some(Reference::Pass(f))) => Some(f),
+        (Rule::Rescale, None) => {
+            return Err(Error::Invalid("DeepLIFT's rescale rule needs a baseline".into()))
+        }
+        _ => None,
+    };
+    let out = graph.output();
+    let mut seeds: Vec<Option<E::Buf>> = vec![None; graph.nodes().len()];
+    seeds[out] = Some(seed);
+    let g = backward(graph, exec, &fwd, base.as_ref(), seeds, act, rule, stop, keep)?;
+    let out = Backprop {
+        logits: fwd.value(out)?.clone(),
+        grad: g.grad,
+        layer: if stop > 0 { Some(fwd.value(stop)?.clone()) } else { None },
+    };
+    Ok(Stage { fwd, base, upstream: g.upstream, out })
+}
+
+impl<E: Exec> Stage<E> {
+    /// Stage two: ∇ₓ(⟨M, `v`⟩ + ⟨A, `a`⟩) for the map M this stage computed (see [`adjoint`]).
+    pub fn adjoint(
+        &self,
+        graph: &Graph,
+        exec: &mut E,
+        (act, rule): (Activation, Rule),
+        stop: NodeId,
+        v: E::Buf,
+        a: Option<E::Buf>,
+    ) -> Result<E::Buf> {
+        adjoint(graph, exec, &self.fwd, self.base.as_ref(), &self.upstream, act, rule, stop, v, a)
+    }
 }

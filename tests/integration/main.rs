@@ -6,6 +6,7 @@ mod attributions;
 mod cli;
 mod common;
 mod compare;
+mod families;
 mod fuzz;
 mod gradients;
 mod models;

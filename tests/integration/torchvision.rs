@@ -48,13 +48,15 @@ fn l2_rel(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 /// Every map must agree everywhere to `tol` (relative to the largest value), with one
-/// exception: in float32 the gradient and integrated gradients route through every ReLU and
-/// max-pool of the network at inputs where float32 and float64 can fall on different sides
-/// of a kink (a pre-activation or a max-pool near-tie; IG has 16 scaled path points). A
-/// flip moves the values of every pixel upstream of the flipped unit (measured: up to 5e-2
-/// of the scale in vgg16's gradient, 7e-3 in IG), so those two must agree within 2e-2 in
-/// ‖·‖₂ and 0.1 of the scale everywhere: a wrong layer is off by order one. The float64 test
-/// below holds them to `tol` too, with no exception.
+/// exception: in float32 the gradient, integrated gradients and guided backprop route through
+/// every ReLU and max-pool of the network at inputs where float32 and float64 can fall on
+/// different sides of a kink (a pre-activation or a max-pool near-tie; IG has 16 scaled path
+/// points; guided backprop's relu(g) adds the upstream gradient's sign). A flip moves the
+/// values of every pixel upstream of the flipped unit (measured: up to 5e-2 of the scale in
+/// vgg16's gradient, 7e-3 in IG, 4.6e-3 in vgg16_bn's guided backprop once the kernels sum
+/// depth in fixed chunks), so those three must agree within 2e-2 in ‖·‖₂ and 0.1 of the scale
+/// everywhere: a wrong layer is off by order one. The float64 test below holds them to `tol`
+/// too, with no exception.
 pub(crate) fn check(arch: &str, model: &Network, tol: f64, dtype: DType) {
     let f = candle_core::safetensors::load(fixture_dir().join(format!("{arch}.safetensors")), &Device::Cpu)
         .unwrap();
@@ -73,7 +75,7 @@ pub(crate) fn check(arch: &str, model: &Network, tol: f64, dtype: DType) {
     for (name, m) in methods {
         let map = m.attribute(model, x, &targets, act).unwrap();
         let err = rel(&map, &f[name]);
-        if dtype == DType::F32 && matches!(name, "gradient" | "integrated_gradients") {
+        if dtype == DType::F32 && matches!(name, "gradient" | "integrated_gradients" | "guided_backprop") {
             let l2 = l2_rel(&map, &f[name]);
             assert!(l2 < 2e-2 && err < 0.1, "{arch} {name}: ‖·‖₂ difference {l2}, largest {err}");
         } else {

@@ -6,33 +6,29 @@
 //! (../shared/DESIGN.md). Here a batch is cut into fixed blocks of images, one rayon task
 //! each; inside a block every node's values are one buffer in channel-major layout
 //! [C, n, H·W] (flat vectors [n, F]), so that a convolution is one GEMM per group over all the
-//! block's images ([`conv`]), concatenation along channels is a plain append, and
-//! nonlinearities, pooling and their rules are single sweeps ([`act`], [`pool`]). The passes
-//! themselves (forward, backward under a rule, second-order adjoint) are the shared
-//! [`super::sweep`]; this module only supplies the arithmetic.
+//! block's images, concatenation along channels is a plain append, and nonlinearities,
+//! pooling and their rules are single sweeps ([`super::kernels`]). Each layer op's arithmetic
+//! is its own file's ([`super::ops`]: this executor gives it a [`CpuCx`] with its prepared
+//! weights and gather tables); the passes themselves (forward, backward under a rule,
+//! second-order adjoint) are the shared [`super::sweep`]. Occlusion's shortcut
+//! ([`occlusion`]) recomputes, per window, only what the window changes.
 //!
 //! Determinism: the block size depends only on the graph and the image size, and every GEMM
 //! inside a task is single-threaded, so every float operation, and every result, is the same
 //! whatever the number of threads.
 
-mod act;
-pub(crate) mod conv;
-mod gemm;
 mod occlusion;
-pub(crate) mod pool;
 
 use super::graph::{Graph, NodeId, Nonlinearity, Op, Shape};
+use super::kernels::pool::PoolTable;
+use super::kernels::{act, transpose, Buf};
 use super::nonlinearity::{Activation, Rule};
-use super::sweep::{self, Exec, Forward, Purpose};
+use super::ops::{CpuCx, CpuKept, Kept, Layer, Prepared as OpData};
+use super::sweep::{self, Exec, Forward, Purpose, Reference, Stage};
+use super::{Backprop, Backward};
 use crate::error::{Error, Result};
-use conv::{ConvKernel, Planes};
-use gemm::{matmul, View};
-use pool::{MaxGeometry, PoolTable};
 use rayon::prelude::*;
 use std::sync::Arc;
-
-/// One node's values in a block.
-pub(crate) type Buf = Arc<Vec<f32>>;
 
 /// Bytes of node values per block the block size aims at (the first block of images whose
 /// activations pass this stops growing); at most [`MAX_BLOCK`] images.
@@ -41,60 +37,36 @@ const BLOCK_BYTES: usize = 24 << 20;
 /// weights once per 8 images).
 const MAX_BLOCK: usize = 8;
 
-/// A fully connected layer, flattened.
-#[derive(Debug, Clone)]
-pub(crate) struct LinearKernel {
-    /// W [out, in].
-    w: Vec<f32>,
-    b: Vec<f32>,
-    out: usize,
-    inp: usize,
-}
-
-/// The flattened weights of every node that has some.
-#[derive(Debug, Clone)]
-pub(crate) enum NodeKernel {
-    /// A convolution.
-    Conv(ConvKernel),
-    /// A fully connected layer.
-    Linear(LinearKernel),
-}
-
-/// A graph's weights prepared for the kernels (once per model).
-#[derive(Debug, Clone)]
+/// A graph's weights prepared for the kernels (once per model): each layer op's
+/// [`Layer::cpu_weights`].
+#[derive(Debug)]
 pub(crate) struct CpuWeights {
-    nodes: Vec<Option<NodeKernel>>,
+    nodes: Vec<Option<OpData>>,
 }
 
 impl CpuWeights {
     /// Flattens every parameter of `graph` (f32).
     pub fn new(graph: &Graph) -> Result<Self> {
-        let mut nodes = Vec::with_capacity(graph.nodes().len());
-        for node in graph.nodes() {
-            nodes.push(match &node.op {
-                Op::Conv(c) => Some(NodeKernel::Conv(ConvKernel::new(c)?)),
-                Op::Linear(l) => {
-                    let (out, inp) = l.weight.dims2()?;
-                    let w = l.weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                    let b = match &l.bias {
-                        Some(b) => b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
-                        None => vec![0.0; out],
-                    };
-                    Some(NodeKernel::Linear(LinearKernel { w, b, out, inp }))
-                }
-                _ => None,
-            });
-        }
+        let nodes = graph
+            .nodes()
+            .iter()
+            .map(|node| match node.op.layer() {
+                Some(l) => l.cpu_weights(),
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
         Ok(Self { nodes })
     }
 }
 
-/// A graph at one input size: shapes, pool tables and the block size.
+/// A graph at one input size: shapes, each op's plan (gather tables) and the block size.
 pub(crate) struct Prepared<'a> {
     graph: &'a Graph,
     weights: &'a CpuWeights,
     shapes: Vec<Shape>,
-    tables: Vec<Option<PoolTable>>,
+    /// Each node's input shapes.
+    ins: Vec<Vec<Shape>>,
+    plans: Vec<Option<OpData>>,
     /// Images per block.
     pub block: usize,
 }
@@ -103,39 +75,20 @@ impl<'a> Prepared<'a> {
     /// Prepares `graph` for images of `hw` (rows, columns).
     pub fn new(graph: &'a Graph, weights: &'a CpuWeights, hw: (usize, usize)) -> Result<Self> {
         let shapes = graph.shapes(hw)?;
-        let mut tables = Vec::with_capacity(shapes.len());
+        let ins: Vec<Vec<Shape>> =
+            graph.nodes().iter().map(|n| n.inputs.iter().map(|&i| shapes[i]).collect()).collect();
+        let mut plans = Vec::with_capacity(shapes.len());
         for (id, node) in graph.nodes().iter().enumerate() {
-            tables.push(match &node.op {
-                Op::MaxPool(_) | Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => {
-                    let (Shape::Map(_, h, w), Shape::Map(_, oh, ow)) = (shapes[node.inputs[0]], shapes[id])
-                    else {
-                        return Err(Error::Invalid(format!("pool `{}` on a flat vector", node.name)));
-                    };
-                    let (index, weights, k) = super::tensor_exec::pool_table(&node.op, (h, w), (oh, ow));
-                    let tiled = matches!(&node.op, Op::MaxPool(win)
-                        if win.kernel == [2, 2] && win.stride == [2, 2] && win.padding == [0; 4])
-                        && (2 * oh, 2 * ow) == (h, w);
-                    let tiles = tiled.then_some((h, w));
-                    let geometry = match &node.op {
-                        Op::MaxPool(win) => Some(MaxGeometry {
-                            kernel: win.kernel,
-                            stride: win.stride,
-                            pad: [win.padding[0], win.padding[1]],
-                            h,
-                            w,
-                            oh,
-                            ow,
-                        }),
-                        _ => None,
-                    };
-                    Some(PoolTable { index, weights, k, len: h * w, out: oh * ow, tiles, geometry })
-                }
-                _ => None,
+            plans.push(match node.op.layer() {
+                Some(l) => l
+                    .cpu_plan(&ins[id], shapes[id])
+                    .map_err(|e| Error::Invalid(format!("node `{}` ({}): {e}", node.name, node.op.kind())))?,
+                None => None,
             });
         }
         let per_image: usize = shapes.iter().map(|s| s.len()).sum::<usize>().max(1) * 4;
         let block = (BLOCK_BYTES / per_image).clamp(1, MAX_BLOCK);
-        Ok(Self { graph, weights, shapes, tables, block })
+        Ok(Self { graph, weights, shapes, ins, plans, block })
     }
 
     /// Every node's output shape at this input size.
@@ -165,24 +118,30 @@ impl<'a> Prepared<'a> {
         })
     }
 
-    /// The inverse of [`Prepared::to_block`]: [n, …].
+    /// The inverse of [`Prepared::block_of`]: [n, …].
     fn rows_of(&self, id: NodeId, buf: &[f32], n: usize) -> Vec<f32> {
         match self.shapes[id] {
             Shape::Map(c, h, w) => transpose(buf, c, n, h * w),
             Shape::Flat(_) => buf.to_vec(),
         }
     }
-}
 
-/// [a, b, len] → [b, a, len].
-fn transpose(x: &[f32], a: usize, b: usize, len: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; a * b * len];
-    for i in 0..a {
-        for j in 0..b {
-            out[(j * a + i) * len..][..len].copy_from_slice(&x[(i * b + j) * len..][..len]);
-        }
+    /// Node `id`'s layer op and its context for a block of `n` images.
+    fn op_cx<'s>(
+        &'s self,
+        id: NodeId,
+        n: usize,
+        scratch: &'s mut Vec<f32>,
+    ) -> Result<(&'s dyn Layer, CpuCx<'s>)> {
+        let node = &self.graph.nodes()[id];
+        let layer = node
+            .op
+            .layer()
+            .ok_or_else(|| Error::Invalid(format!("internal: node `{}` is not a layer op", node.name)))?;
+        let data = (self.weights.nodes[id].as_deref(), self.plans[id].as_deref());
+        let cx = CpuCx::new(&node.name, (&self.ins[id], self.shapes[id]), n, data, scratch);
+        Ok((layer, cx))
     }
-    out
 }
 
 /// The kernel executor for one block of `n` images.
@@ -192,101 +151,13 @@ pub(crate) struct CpuExec<'a> {
     scratch: Vec<f32>,
 }
 
-impl<'a> CpuExec<'a> {
-    fn planes(&self, id: NodeId) -> Result<Planes> {
-        let input = self.p.graph.nodes()[id].inputs[0];
-        match (self.p.shapes[input], self.p.shapes[id]) {
-            (Shape::Map(_, h, w), Shape::Map(_, oh, ow)) => Ok(Planes { n: self.n, h, w, oh, ow }),
-            _ => Err(Error::Invalid(format!("node `{}` needs feature maps", self.p.graph.nodes()[id].name))),
-        }
-    }
-
-    fn channels(&self, id: NodeId) -> usize {
-        match self.p.shapes[id] {
-            Shape::Map(c, _, _) => c,
-            Shape::Flat(f) => f,
-        }
-    }
-
+impl CpuExec<'_> {
     fn table(&self, id: NodeId) -> Result<&PoolTable> {
-        self.p.tables[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id} has no pool table")))
+        self.p.plans[id]
+            .as_deref()
+            .and_then(|t| t.downcast_ref::<PoolTable>())
+            .ok_or_else(|| Error::Invalid(format!("internal: node {id} has no pool table")))
     }
-
-    fn kernel(&self, id: NodeId) -> Result<&'a NodeKernel> {
-        let weights: &'a CpuWeights = self.p.weights;
-        weights.nodes[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id} has no weights")))
-    }
-
-    /// Per-channel y = x·scale (+ shift) in the block layout.
-    fn affine(&self, id: NodeId, x: &[f32], scale: &[f32], shift: Option<&[f32]>) -> Vec<f32> {
-        let mut y = x.to_vec();
-        match self.p.shapes[id] {
-            Shape::Map(c, h, w) => {
-                let plane = self.n * h * w;
-                for (ci, row) in y.chunks_exact_mut(plane).enumerate().take(c) {
-                    let (s, t) = (scale[ci], shift.map_or(0.0, |t| t[ci]));
-                    row.iter_mut().for_each(|v| *v = *v * s + t);
-                }
-            }
-            Shape::Flat(f) => {
-                for row in y.chunks_exact_mut(f) {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = *v * scale[j] + shift.map_or(0.0, |t| t[j]);
-                    }
-                }
-            }
-        }
-        y
-    }
-
-    /// The linear ops (forward with `bias`, or their tangents without).
-    fn linear_op(&mut self, id: NodeId, op: &Op, ins: &[&Buf], bias: bool) -> Result<Vec<f32>> {
-        Ok(match op {
-            Op::Conv(_) => {
-                let p = self.planes(id)?;
-                let NodeKernel::Conv(k) = self.kernel(id)? else { return Err(wrong(id)) };
-                k.forward(ins[0], p, bias, &mut self.scratch)
-            }
-            Op::Linear(_) => {
-                let NodeKernel::Linear(l) = self.kernel(id)? else { return Err(wrong(id)) };
-                let mut y = vec![0.0f32; self.n * l.out];
-                if bias {
-                    for row in y.chunks_exact_mut(l.out) {
-                        row.copy_from_slice(&l.b);
-                    }
-                }
-                matmul(
-                    self.n,
-                    l.out,
-                    l.inp,
-                    &mut y,
-                    View::rows(ins[0], l.inp),
-                    View::transposed(&l.w, l.inp),
-                    true,
-                );
-                y
-            }
-            Op::Flatten => {
-                let input = self.p.graph.nodes()[id].inputs[0];
-                match self.p.shapes[input] {
-                    Shape::Map(c, h, w) => transpose(ins[0], c, self.n, h * w),
-                    Shape::Flat(_) => ins[0].to_vec(),
-                }
-            }
-            Op::Add => ins[0].iter().zip(ins[1].iter()).map(|(a, b)| a + b).collect(),
-            Op::Concat => ins.iter().flat_map(|b| b.iter().copied()).collect(),
-            Op::Affine { scale, shift } => self.affine(id, ins[0], scale, bias.then_some(shift.as_slice())),
-            Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => {
-                let planes = self.channels(id) * self.n;
-                pool::avg_forward(self.table(id)?, ins[0], planes)
-            }
-            Op::Input | Op::Act(_) | Op::MaxPool(_) => return Err(wrong(id)),
-        })
-    }
-}
-
-fn wrong(id: NodeId) -> Error {
-    Error::Invalid(format!("internal: node {id} reached the wrong kernel"))
 }
 
 impl Exec for CpuExec<'_> {
@@ -296,69 +167,34 @@ impl Exec for CpuExec<'_> {
     fn forward(
         &mut self,
         id: NodeId,
-        op: &Op,
+        _op: &Op,
         ins: &[&Buf],
         rank: Option<&Buf>,
     ) -> Result<(Buf, Option<Vec<u32>>)> {
-        if let Op::MaxPool(_) = op {
-            let planes = self.channels(id) * self.n;
-            let (out, route) = pool::max_forward(self.table(id)?, ins[0], rank.unwrap_or(ins[0]), planes);
-            return Ok((Arc::new(out), Some(route)));
-        }
-        Ok((Arc::new(self.linear_op(id, op, ins, true)?), None))
+        let (l, mut cx) = self.p.op_cx(id, self.n, &mut self.scratch)?;
+        l.cpu_forward(&mut cx, ins, rank)
     }
 
-    fn tangent(&mut self, id: NodeId, op: &Op, ins: &[&Buf], route: Option<&Vec<u32>>) -> Result<Buf> {
-        if let Op::MaxPool(_) = op {
-            let route = route.ok_or_else(|| wrong(id))?;
-            let planes = self.channels(id) * self.n;
-            return Ok(Arc::new(pool::max_gather(self.table(id)?, ins[0], route, planes)));
-        }
-        Ok(Arc::new(self.linear_op(id, op, ins, false)?))
+    fn tangent(&mut self, id: NodeId, _op: &Op, ins: &[&Buf], kept: &Kept<Buf, Vec<u32>>) -> Result<Buf> {
+        let (l, mut cx) = self.p.op_cx(id, self.n, &mut self.scratch)?;
+        l.cpu_tangent(&mut cx, ins, &slices(kept))
     }
 
-    fn vjp(&mut self, id: NodeId, op: &Op, g: &Buf, route: Option<&Vec<u32>>) -> Result<Vec<Buf>> {
-        let node = &self.p.graph.nodes()[id];
-        let one = |v: Vec<f32>| vec![Arc::new(v)];
-        Ok(match op {
-            Op::Conv(_) => {
-                let p = self.planes(id)?;
-                let NodeKernel::Conv(k) = self.kernel(id)? else { return Err(wrong(id)) };
-                one(k.vjp(g, p, &mut self.scratch))
-            }
-            Op::Linear(_) => {
-                let NodeKernel::Linear(l) = self.kernel(id)? else { return Err(wrong(id)) };
-                let mut gx = vec![0.0f32; self.n * l.inp];
-                matmul(self.n, l.inp, l.out, &mut gx, View::rows(g, l.out), View::rows(&l.w, l.inp), false);
-                one(gx)
-            }
-            Op::Flatten => match self.p.shapes[node.inputs[0]] {
-                Shape::Map(c, h, w) => one(transpose(g, self.n, c, h * w)),
-                Shape::Flat(_) => vec![g.clone()],
-            },
-            Op::Add => vec![g.clone(), g.clone()],
-            Op::Concat => {
-                let mut at = 0;
-                let mut parts = Vec::with_capacity(node.inputs.len());
-                for &i in &node.inputs {
-                    let len = self.p.shapes[i].len() * self.n;
-                    parts.push(Arc::new(g[at..at + len].to_vec()));
-                    at += len;
-                }
-                parts
-            }
-            Op::Affine { scale, .. } => one(self.affine(id, g, scale, None)),
-            Op::MaxPool(_) => {
-                let route = route.ok_or_else(|| wrong(id))?;
-                let planes = self.channels(id) * self.n;
-                one(pool::max_vjp(self.table(id)?, g, route, planes))
-            }
-            Op::AvgPool { .. } | Op::AdaptiveAvgPool(_) => {
-                let planes = self.channels(id) * self.n;
-                one(pool::avg_vjp(self.table(id)?, g, planes))
-            }
-            Op::Input | Op::Act(_) => return Err(wrong(id)),
-        })
+    fn vjp(&mut self, id: NodeId, _op: &Op, g: &Buf, kept: &Kept<Buf, Vec<u32>>) -> Result<Vec<Buf>> {
+        let (l, mut cx) = self.p.op_cx(id, self.n, &mut self.scratch)?;
+        l.cpu_vjp(&mut cx, g, &slices(kept))
+    }
+
+    fn second(
+        &mut self,
+        id: NodeId,
+        _op: &Op,
+        g: &Buf,
+        lam: &[&Buf],
+        kept: &Kept<Buf, Vec<u32>>,
+    ) -> Result<Vec<Option<Buf>>> {
+        let (l, mut cx) = self.p.op_cx(id, self.n, &mut self.scratch)?;
+        l.cpu_second(&mut cx, g, lam, &slices(kept))
     }
 
     fn apply(&mut self, kind: Nonlinearity, act: Activation, z: Buf) -> Result<Buf> {
@@ -415,7 +251,7 @@ impl Exec for CpuExec<'_> {
         let (a, d) = act::activate(kind, act, pooled);
         // φ′ back at each window's routed position of z (the only ones a gradient reaches).
         let t = self.table(pool)?;
-        let planes = self.channels(pool) * self.n;
+        let planes = self.p.shapes[pool].channels() * self.n;
         let mut full = vec![0.0f32; planes * t.len];
         for p in 0..planes {
             let plane = &mut full[p * t.len..][..t.len];
@@ -437,41 +273,16 @@ impl Exec for CpuExec<'_> {
     }
 }
 
-/// What one pass over a batch returns, rows [B, …] (images in order).
-#[derive(Debug, Default)]
-pub(crate) struct BatchOut {
-    /// Logits [B, K].
-    pub logits: Vec<f32>,
-    /// The backward pass's result at the stop node [B, …] (empty for a forward pass).
-    pub grad: Vec<f32>,
-    /// The stop node's output [B, …] (layer stops only).
-    pub layer: Vec<f32>,
+/// `kept` with its routes as a slice (what the ops read).
+fn slices<'k>(kept: &Kept<'k, Buf, Vec<u32>>) -> CpuKept<'k> {
+    Kept { route: kept.route.map(|r| r.as_slice()), inputs: kept.inputs }
 }
 
-/// A backward pass's settings.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Pass<'s> {
-    /// Upstream gradient of the logits [B, K].
-    pub seed: &'s [f32],
-    /// The nonlinearities' rule.
-    pub rule: Rule,
-    /// The rescale rule's reference images: one [C·H·W] for all, or [B, C·H·W].
-    pub baseline: Option<&'s [f32]>,
-    /// The stop node (0: the input).
-    pub stop: NodeId,
-}
+/// A backward pass's result on flat rows [B, …] (images in order).
+pub(crate) type Rows = Backprop<Vec<f32>>;
 
-/// [`super::AdjointFn`] on flat slices.
-pub(crate) type SliceAdjointFn<'a> = dyn FnMut(BatchOut) -> Result<(Vec<f32>, Option<Vec<f32>>)> + 'a;
-
-/// One block's forward passes and backward state, kept between the two stages of
-/// [`adjoint_batch`].
-struct BlockState<'a> {
-    fwd: Forward<CpuExec<'a>>,
-    base: Option<Forward<CpuExec<'a>>>,
-    upstream: Vec<Option<Buf>>,
-    out: BatchOut,
-}
+/// [`super::AdjointFn`] on flat rows.
+pub(crate) type SliceAdjointFn<'a> = dyn FnMut(Rows) -> Result<(Vec<f32>, Option<Vec<f32>>)> + 'a;
 
 impl<'a> Prepared<'a> {
     /// Logits [B, K] of `b` images `x` [B, C·H·W].
@@ -501,10 +312,10 @@ impl<'a> Prepared<'a> {
     /// once per block).
     fn shared_baseline(
         &'a self,
-        pass: &Pass,
-        act: Activation,
+        pass: &Backward<[f32]>,
         purpose: Purpose,
     ) -> Result<Option<Forward<CpuExec<'a>>>> {
+        let act = pass.act;
         match pass.baseline {
             Some(b0) if b0.len() == self.len(0) => {
                 let mut e = self.exec(1);
@@ -518,13 +329,7 @@ impl<'a> Prepared<'a> {
     /// rescale rule reads of a baseline pass).
     fn repeated(&self, one: &Forward<CpuExec<'a>>, n: usize) -> Forward<CpuExec<'a>> {
         let nodes = self.graph.nodes().len();
-        let mut f = Forward {
-            values: vec![None; nodes],
-            pre: vec![None; nodes],
-            deriv: vec![None; nodes],
-            routes: Vec::new(),
-        };
-        f.routes.resize_with(nodes, || None);
+        let mut f = Forward::empty(nodes);
         for (id, z) in one.pre.iter().enumerate() {
             if let Some(z) = z {
                 // [C, 1, len] → [C, n, len] (a flat [1, F] is one "channel" of F).
@@ -544,85 +349,72 @@ impl<'a> Prepared<'a> {
         f
     }
 
-    /// Stage one for one block: forward passes (and the baseline's) and the backward pass.
+    /// Stage one ([`sweep::stage`]) for the block of `n` images from `start`, with the rows
+    /// of its result.
     #[allow(clippy::too_many_arguments)]
     fn block_state(
         &'a self,
         x: &[f32],
-        start: usize,
-        n: usize,
-        act: Activation,
-        pass: &Pass,
+        (start, n): (usize, usize),
+        pass: &Backward<[f32]>,
+        stop: NodeId,
         shared: Option<&Forward<CpuExec<'a>>>,
         keep: bool,
-    ) -> Result<BlockState<'a>> {
+    ) -> Result<(Stage<CpuExec<'a>>, Rows)> {
         let per = self.len(0);
         let k = self.len(self.graph.output());
         let mut e = self.exec(n);
-        let keep_nodes: Vec<NodeId> = if pass.stop > 0 { vec![pass.stop] } else { Vec::new() };
-        let purpose = Purpose::backward_to(pass.stop, keep);
-        let fwd = sweep::forward(
-            self.graph,
-            &mut e,
-            self.block_of(0, &x[start * per..][..n * per], n),
-            act,
-            &keep_nodes,
-            purpose,
-        )?;
-        let base = match (pass.baseline, shared) {
+        let reference = match (pass.baseline, shared) {
             // One baseline for every row: its pre-activations, computed once, repeated.
-            (Some(_), Some(one)) => Some(self.repeated(one, n)),
-            (Some(b0), None) => {
-                let rows = &b0[start * per..][..n * per];
-                Some(sweep::forward(self.graph, &mut e, self.block_of(0, rows, n), act, &[], purpose)?)
-            }
+            (Some(_), Some(one)) => Some(Reference::Pass(self.repeated(one, n))),
+            (Some(b0), None) => Some(Reference::Images(self.block_of(0, &b0[start * per..][..n * per], n))),
             (None, _) => None,
         };
         let out_id = self.graph.output();
-        let mut seeds: Vec<Option<Buf>> = vec![None; self.graph.nodes().len()];
-        seeds[out_id] = Some(self.block_of(out_id, &pass.seed[start * k..][..n * k], n));
-        let sweep::Backwarded { grad: g, upstream } =
-            sweep::backward(self.graph, &mut e, &fwd, base.as_ref(), seeds, act, pass.rule, pass.stop, keep)?;
-        let out = BatchOut {
-            logits: self.rows_of(out_id, fwd.value(out_id)?, n),
-            grad: self.rows_of(pass.stop, &g, n),
-            layer: if pass.stop > 0 { self.rows_of(pass.stop, fwd.value(pass.stop)?, n) } else { Vec::new() },
+        let x = self.block_of(0, &x[start * per..][..n * per], n);
+        let seed = self.block_of(out_id, &pass.seed[start * k..][..n * k], n);
+        let st = sweep::stage(self.graph, &mut e, x, seed, reference, (pass.act, pass.rule), stop, keep)?;
+        let rows = Backprop {
+            logits: self.rows_of(out_id, &st.out.logits, n),
+            grad: self.rows_of(stop, &st.out.grad, n),
+            layer: st.out.layer.as_ref().map(|l| self.rows_of(stop, l, n)),
         };
-        Ok(BlockState { fwd, base, upstream, out })
+        Ok((st, rows))
     }
 
-    /// The backward pass of `pass` for `b` images `x`.
-    pub fn backward(&self, x: &[f32], b: usize, act: Activation, pass: &Pass) -> Result<BatchOut> {
-        let shared = self.shared_baseline(pass, act, Purpose::backward_to(pass.stop, false))?;
-        let parts: Vec<BatchOut> = self
+    /// The backward pass of `pass` to node `stop` for `b` images `x`.
+    pub fn backward(&self, x: &[f32], b: usize, pass: &Backward<[f32]>, stop: NodeId) -> Result<Rows> {
+        let shared = self.shared_baseline(pass, Purpose::backward_to(stop, false))?;
+        let parts: Vec<Rows> = self
             .blocks(b)
             .into_par_iter()
-            .map(|(start, n)| Ok(self.block_state(x, start, n, act, pass, shared.as_ref(), false)?.out))
+            .map(|block| Ok(self.block_state(x, block, pass, stop, shared.as_ref(), false)?.1))
             .collect::<Result<_>>()?;
         Ok(concat(parts))
     }
 
-    /// The backward pass of `pass`, then `then(out)` = (v, a) for the whole batch (shaped like
-    /// `out.grad` and `out.layer`; `then` keeps `out`), then ∇ₓ(⟨grad, v⟩ + ⟨layer, a⟩)
-    /// [B, C·H·W].
+    /// The backward pass of `pass` to `stop`, then `then(out)` = (v, a) for the whole batch
+    /// (shaped like `out.grad` and `out.layer`; `then` keeps `out`), then
+    /// ∇ₓ(⟨grad, v⟩ + ⟨layer, a⟩) [B, C·H·W].
     pub fn adjoint(
         &self,
         x: &[f32],
         b: usize,
-        act: Activation,
-        pass: &Pass,
+        pass: &Backward<[f32]>,
+        stop: NodeId,
         then: &mut SliceAdjointFn,
     ) -> Result<Vec<f32>> {
         let blocks = self.blocks(b);
-        let shared = self.shared_baseline(pass, act, Purpose::backward_to(pass.stop, true))?;
-        let mut states: Vec<BlockState> = blocks
+        let shared = self.shared_baseline(pass, Purpose::backward_to(stop, true))?;
+        let (states, rows): (Vec<Stage<CpuExec>>, Vec<Rows>) = blocks
             .par_iter()
-            .map(|&(start, n)| self.block_state(x, start, n, act, pass, shared.as_ref(), true))
-            .collect::<Result<_>>()?;
-        let out = concat(states.iter_mut().map(|st| std::mem::take(&mut st.out)).collect());
-        let (v, a) = then(out)?;
+            .map(|&block| self.block_state(x, block, pass, stop, shared.as_ref(), true))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        let (v, a) = then(concat(rows))?;
         // v is shaped like the gradient at the stop, a like the stop's output: the same shape.
-        let gl = self.len(pass.stop);
+        let gl = self.len(stop);
         if v.len() != b * gl || a.as_ref().is_some_and(|a| a.len() != b * gl) {
             return Err(Error::Invalid(format!(
                 "adjoint: vectors of {} values for {b} rows of {gl}",
@@ -634,20 +426,9 @@ impl<'a> Prepared<'a> {
             .zip(blocks.par_iter())
             .map(|(st, &(start, n))| {
                 let mut e = self.exec(n);
-                let vb = self.block_of(pass.stop, &v[start * gl..][..n * gl], n);
-                let ab = a.as_ref().map(|a| self.block_of(pass.stop, &a[start * gl..][..n * gl], n));
-                let xbar = sweep::adjoint(
-                    self.graph,
-                    &mut e,
-                    &st.fwd,
-                    st.base.as_ref(),
-                    &st.upstream,
-                    act,
-                    pass.rule,
-                    pass.stop,
-                    vb,
-                    ab,
-                )?;
+                let vb = self.block_of(stop, &v[start * gl..][..n * gl], n);
+                let ab = a.as_ref().map(|a| self.block_of(stop, &a[start * gl..][..n * gl], n));
+                let xbar = st.adjoint(self.graph, &mut e, (pass.act, pass.rule), stop, vb, ab)?;
                 Ok(self.rows_of(0, &xbar, n))
             })
             .collect::<Result<_>>()?;
@@ -655,12 +436,14 @@ impl<'a> Prepared<'a> {
     }
 }
 
-fn concat(parts: Vec<BatchOut>) -> BatchOut {
-    let mut out = BatchOut::default();
+fn concat(parts: Vec<Rows>) -> Rows {
+    let mut out = Rows::default();
     for p in parts {
         out.logits.extend(p.logits);
         out.grad.extend(p.grad);
-        out.layer.extend(p.layer);
+        if let Some(l) = p.layer {
+            out.layer.get_or_insert_with(Vec::new).extend(l);
+        }
     }
     out
 }

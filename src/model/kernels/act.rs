@@ -5,8 +5,7 @@
 //! applies the scalar definitions of [`crate::model::nonlinearity`], so the math is the one
 //! written there.
 
-use crate::model::graph::Nonlinearity;
-use crate::model::nonlinearity::{self, Activation, Rule};
+use crate::model::nonlinearity::{self, Activation, Nonlinearity, Rule};
 
 /// exp(x) for x ≤ 0 without a library call, so loops over it vectorise: x = n·ln 2 + r with
 /// |r| ≤ ln 2 / 2, Cephes' degree-6 polynomial for e^r (relative error ~1e-7), times 2^n

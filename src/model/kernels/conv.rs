@@ -18,10 +18,9 @@ use std::ops::Range;
 
 /// Patch values per tile at most (1 MiB of f32: a core's L2 cache here).
 const TILE_FLOATS: usize = 1 << 18;
-use crate::model::graph::Conv;
 
 /// The output columns (ox) whose input column ox·s + off lies in 0..len.
-pub(super) fn valid(off: isize, s: usize, len: usize, out: usize) -> Range<usize> {
+pub(crate) fn valid(off: isize, s: usize, len: usize, out: usize) -> Range<usize> {
     let s = s as isize;
     let lo = if off >= 0 { 0 } else { ((-off) + s - 1) / s };
     let hi = ((len as isize - off) + s - 1).div_euclid(s).max(0);
@@ -62,27 +61,6 @@ pub(crate) struct Planes {
 }
 
 impl ConvKernel {
-    /// Flattens a graph convolution (f32 on the CPU).
-    pub fn new(conv: &Conv) -> candle_core::Result<Self> {
-        let (o, cg, kh, kw) = conv.weight.dims4()?;
-        let w = conv.weight.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let b = match &conv.bias {
-            Some(b) => b.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?,
-            None => vec![0.0; o],
-        };
-        Ok(Self {
-            w,
-            b,
-            o,
-            c: cg * conv.groups,
-            groups: conv.groups,
-            k: [kh, kw],
-            stride: conv.stride,
-            pad: [conv.padding[0], conv.padding[1]],
-            dil: conv.dilation,
-        })
-    }
-
     fn taps(&self) -> usize {
         self.k[0] * self.k[1]
     }
@@ -419,6 +397,7 @@ impl ConvKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ops::Conv;
     use candle_core::{Device, Tensor};
 
     /// Direct reference: y[o,i,oy,ox] = b[o] + Σ w[o,c',ky,kx]·x[c,i,oy·s+ky·d−p, ...].
@@ -477,7 +456,7 @@ mod tests {
                 dilation: dil,
                 groups,
             };
-            let kern = ConvKernel::new(&conv).unwrap();
+            let kern = conv.kernel().unwrap();
             let (h, wd, n) = (7, 6, 2);
             let oh = (h + 2 * pad[0] - dil[0] * (k[0] - 1) - 1) / stride[0] + 1;
             let ow = (wd + 2 * pad[1] - dil[1] * (k[1] - 1) - 1) / stride[1] + 1;
@@ -519,7 +498,7 @@ mod tests {
             dilation: [1, 1],
             groups: 1,
         };
-        let kern = ConvKernel::new(&conv).unwrap();
+        let kern = conv.kernel().unwrap();
         let p = Planes { n: 1, h, w: wd, oh: h, ow: wd };
         assert_eq!(kern.tiles(c, p), (0..6).map(|r| r..r + 1).collect::<Vec<_>>());
         let x = Tensor::randn(0f32, 1f32, c * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
@@ -542,7 +521,7 @@ mod tests {
             dilation: [1, 1],
             groups: 1,
         };
-        let kern = ConvKernel::new(&conv).unwrap();
+        let kern = conv.kernel().unwrap();
         let p = Planes { n, h, w: wd, oh: h, ow: wd };
         let starts: Vec<usize> = kern.tiles(c, p).iter().map(|r| r.start).collect();
         assert_eq!(starts, [0, 10, 20, 30, 38, 48, 58, 68]);

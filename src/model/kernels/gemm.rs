@@ -2,6 +2,16 @@
 //! one candle itself uses). The parallelism is over blocks of images, one rayon task each, so
 //! every product inside a task runs alone and the float operations do not depend on the
 //! number of threads.
+//!
+//! Nor on the batch: one image's rows or columns of a product are a different share of it in
+//! a batch of 1 and of 8, and the `gemm` crate picks its algorithm by shape (a matrix–vector
+//! kernel when m or n is 1, a dot-product kernel for small products with a column-major right
+//! operand, and depth blocks of a size that depends on m and n when k > 512), each summing in
+//! another order. So every product here is computed in the one form whose per-entry sum does
+//! not depend on m or n: depth in chunks of at most [`DEPTH`] (one `gemm` block each, summed
+//! in order), m and n of at least 2 (a 1 is padded with a zero row or column), and the right
+//! operand row-major (the dot-product kernel's column-major form is copied). The layer test
+//! table checks that a batch of one gives the same bits as the same image in a batch.
 
 /// A row-major matrix operand: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -28,10 +38,18 @@ impl<'a> View<'a> {
         Self { data, rs: 1, cs: cols }
     }
 
+    /// Element (i, j).
+    fn at(&self, i: usize, j: usize) -> f32 {
+        self.data[i * self.rs + j * self.cs]
+    }
+
     fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
     }
 }
+
+/// The most depth one `gemm` call sums (its own block size for every shape up to it).
+const DEPTH: usize = 512;
 
 /// dst [m,n] (row-major, contiguous) = a [m,k] · b [k,n], plus dst's old value if
 /// `accumulate`.
@@ -68,30 +86,63 @@ pub(crate) fn matmul_into(
         }
         return;
     }
-    // SAFETY: the assertion above keeps every index the kernel reads or writes in bounds of
-    // its slice; `dst` is borrowed mutably, so it does not alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+    if m == 1 {
+        // A zero second row: the general kernel, not the matrix–vector one.
+        let mut rows = vec![0.0f32; 2 * k];
+        (0..k).for_each(|j| rows[j] = a.at(0, j));
+        let mut out = vec![0.0f32; 2 * n];
+        out[..n].copy_from_slice(&dst[..n]);
+        matmul_into(2, n, k, &mut out, n, View::rows(&rows, k), b, accumulate);
+        dst[..n].copy_from_slice(&out[..n]);
+        return;
+    }
+    if n == 1 || b.rs == 1 {
+        // A row-major right operand of at least two columns (a zero one added to a vector).
+        let cols = n.max(2);
+        let mut rhs = vec![0.0f32; k * cols];
+        for i in 0..k {
+            for j in 0..n {
+                rhs[i * cols + j] = b.at(i, j);
+            }
+        }
+        let mut out = vec![0.0f32; m * cols];
+        for i in 0..m {
+            out[i * cols..][..n].copy_from_slice(&dst[i * dst_stride..][..n]);
+        }
+        matmul_into(m, cols, k, &mut out, cols, a, View::rows(&rhs, cols), accumulate);
+        for i in 0..m {
+            dst[i * dst_stride..][..n].copy_from_slice(&out[i * cols..][..n]);
+        }
+        return;
+    }
+    for k0 in (0..k).step_by(DEPTH) {
+        let kc = DEPTH.min(k - k0);
+        // SAFETY: the assertion above keeps every index the kernel reads or writes in bounds
+        // of its slice (the chunk's operands start k0 columns of a, k0 rows of b in); `dst`
+        // is borrowed mutably, so it does not alias `a` or `b`.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                kc,
+                dst.as_mut_ptr(),
+                1,
+                dst_stride as isize,
+                accumulate || k0 > 0,
+                a.data.as_ptr().add(k0 * a.cs),
+                a.cs as isize,
+                a.rs as isize,
+                b.data.as_ptr().add(k0 * b.rs),
+                b.cs as isize,
+                b.rs as isize,
+                1.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
     }
 }
 

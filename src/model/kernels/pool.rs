@@ -1,7 +1,7 @@
 //! Pooling on channel-major planes from one gather table per node: for each output
 //! position, the k input positions of its window (the plane length for padding) and, for
-//! averages, their weights ([`crate::model::tensor_exec::pool_table`], shared with the
-//! candle path so that both read the same windows).
+//! averages, their weights (built by [`crate::model::ops`]' pool module and shared with the
+//! candle path, so that both read the same windows).
 //!
 //! Max-pooling keeps each window's first maximum (strict >, row-major: PyTorch's choice) by
 //! a rank plane (the input itself, or the pre-activation under the surrogate) and routes
@@ -234,41 +234,4 @@ pub(crate) fn avg_vjp(t: &PoolTable, g: &[f32], planes: usize) -> Vec<f32> {
         }
     }
     gx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::graph::{Op, Window};
-    use crate::model::tensor_exec::pool_table;
-
-    #[test]
-    fn row_sweeps_route_like_the_table_scan() {
-        // Values on a coarse grid (many ties, so the first-maximum rule is exercised), a
-        // separate rank plane, and geometries with padding, ceil mode, unequal strides and
-        // windows wider than the stride.
-        let geometries = [
-            ([3, 3], [2, 2], [1, 1, 1, 1], false),
-            ([3, 3], [2, 2], [0, 0, 0, 0], true),
-            ([2, 3], [1, 2], [1, 0, 1, 0], false),
-            ([3, 2], [3, 1], [1, 1, 1, 1], true),
-            ([1, 1], [2, 2], [0, 0, 0, 0], false),
-        ];
-        let (h, w, planes) = (9, 11, 3);
-        let x: Vec<f32> = (0..planes * h * w).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
-        let rank: Vec<f32> = (0..planes * h * w).map(|i| ((i * 104_729) % 5) as f32).collect();
-        for (kernel, stride, padding, ceil_mode) in geometries {
-            let win = Window { kernel, stride, padding, ceil_mode };
-            let (oh, ow) = (win.out_len(0, h).unwrap(), win.out_len(1, w).unwrap());
-            let (index, weights, k) = pool_table(&Op::MaxPool(win), (h, w), (oh, ow));
-            let geometry = MaxGeometry { kernel, stride, pad: [padding[0], padding[1]], h, w, oh, ow };
-            let table =
-                PoolTable { index, weights, k, len: h * w, out: oh * ow, tiles: None, geometry: None };
-            let rows = PoolTable { geometry: Some(geometry), ..table.clone() };
-            // Ranked by the values themselves, and by a separate rank plane (the surrogate's).
-            for r in [&x, &rank] {
-                assert_eq!(max_forward(&table, &x, r, planes), max_forward(&rows, &x, r, planes), "{win:?}");
-            }
-        }
-    }
 }

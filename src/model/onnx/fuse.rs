@@ -3,13 +3,15 @@
 //! `torch.onnx.export` writes SiLU (`nn.SiLU`, EfficientNet) as `Sigmoid` then
 //! `Mul(x, sigmoid(x))`, HardSwish below opset 14 as `HardSigmoid(α = 1/6, β = 1/2)` then
 //! `Mul(x, ·)`, and exact GELU below opset 20 (where ONNX has no `Gelu`) as
-//! `Div(x, √2) → Erf → Add 1 → Mul x → Mul 0.5`. The graph has no general elementwise product
-//! or erf, and needs none: each pattern becomes one node (`Silu`, `HardSwish`, `Gelu`) at the
-//! place of the pattern's last node, named after it, when every intermediate value is read only
-//! inside the pattern. Operands of Add and Mul may come in either order, x/√2 may be
-//! x·(1/√2), and the 0.5 may scale x before the product instead of after. Anything else is
-//! left as it is, so the importer's errors name the node it cannot map (a lone `Erf`, a
-//! squeeze-and-excitation `Mul` of two different values).
+//! `Div(x, √2) → Erf → Add 1 → Mul x → Mul 0.5`. Each pattern becomes one node (`Silu`,
+//! `HardSwish`, `Gelu`) at the place of the pattern's last node, named after it, when every
+//! intermediate value is read only inside the pattern: one nonlinearity, whose backward rules
+//! (guided backprop, DeepLIFT) apply to the function as a whole, where a product of x and
+//! σ(x) would give the rule to σ alone (the graph has no erf at all). Operands of Add and
+//! Mul may come in either order, x/√2 may be x·(1/√2), and the 0.5 may scale x before the
+//! product instead of after. Anything else is left as it is: a squeeze-and-excitation `Mul`
+//! of two different values imports as a product ([`crate::model::ops::Mul`]), and the
+//! importer's errors name a node it cannot map (a lone `Erf`).
 
 use super::proto::{Attribute, GraphProto, NodeProto};
 use super::tensor::decode;

@@ -12,13 +12,14 @@
 use super::proto::{Attribute, GraphProto, NodeProto};
 use super::tensor::{decode, Const};
 use crate::model::graph::{
-    fold_batch_norm, infer, BatchNorm, Conv, GraphBuilder, Linear, NodeId, Nonlinearity, Op, Shape, Window,
+    fold_batch_norm, infer, AdaptiveAvgPool, Add, Affine, AvgPool, BatchNorm, Channels, Concat, Conv,
+    Flatten, GraphBuilder, Linear, MaxPool, Mul, NodeId, Nonlinearity, Op, Shape, Window,
 };
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21).
-pub const SUPPORTED_OPS: [&str; 37] = [
+pub const SUPPORTED_OPS: [&str; 38] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -56,6 +57,7 @@ pub const SUPPORTED_OPS: [&str; 37] = [
     "HardSigmoid",
     "HardSwish",
     "Gelu",
+    "Slice",
 ];
 
 /// One ONNX value during the import: a graph node's output, a constant, or a node's output
@@ -65,7 +67,15 @@ enum Val {
     Node(NodeId),
     Const(Const),
     Padded(NodeId, [usize; 4]),
+    /// A feature map viewed as [N, g, C/g, H, W] (the first step of a channel shuffle).
+    Grouped(NodeId, usize),
+    /// That view with its two group axes swapped, [N, C/g, g, H, W] (the second step).
+    Swapped(NodeId, usize),
 }
+
+/// What reading a half-done channel shuffle anywhere else says.
+const SHUFFLE_ONLY: &str = "reads a 5-D view of a feature map: only a channel shuffle (Reshape to \
+                            [N, g, C/g, H, W], Transpose [0, 2, 1, 3, 4], Reshape back) is supported";
 
 /// What reading a Pad's output anywhere but in a Conv says.
 const PAD_ONLY_BEFORE_CONV: &str = "reads a Pad's output: a Pad is supported only right before a Conv";
@@ -238,6 +248,9 @@ impl Importer {
             Some(Val::Node(id)) => Ok(*id),
             Some(Val::Const(_)) => Err(format!("the graph output `{}` is a constant", self.output)),
             Some(Val::Padded(..)) => Err(format!("the graph output `{}` is a Pad's", self.output)),
+            Some(Val::Grouped(..) | Val::Swapped(..)) => {
+                Err(format!("the graph output `{}` is a 5-D view of a feature map", self.output))
+            }
             None => Err(format!("no node writes the graph output `{}`", self.output)),
         }
     }
@@ -268,6 +281,7 @@ impl Importer {
             Some(Val::Node(id)) => Ok(*id),
             Some(Val::Const(_)) => Err(format!("input {i} is a constant where a computed value is expected")),
             Some(Val::Padded(..)) => Err(PAD_ONLY_BEFORE_CONV.into()),
+            Some(Val::Grouped(..) | Val::Swapped(..)) => Err(SHUFFLE_ONLY.into()),
             None => Err(format!("input {i} is missing")),
         }
     }
@@ -275,7 +289,7 @@ impl Importer {
     fn const_in(&self, n: &NodeProto, i: usize) -> Step<Option<Const>> {
         match self.val(n, i)? {
             Some(Val::Const(c)) => Ok(Some(c.clone())),
-            Some(Val::Node(_) | Val::Padded(..)) => Err(format!(
+            Some(Val::Node(_) | Val::Padded(..) | Val::Grouped(..) | Val::Swapped(..)) => Err(format!(
                 "input {i} (`{}`) is computed from the image; only constants are supported there",
                 n.inputs[i]
             )),
@@ -374,12 +388,16 @@ impl Importer {
             "Reshape" | "Squeeze" => self.reshape(n),
             "Unsqueeze" => self.constant_only(n),
             "Shape" => self.shape_of(n),
-            "Transpose" => match self.val(n, 0)? {
+            "Transpose" => match self.val(n, 0)?.cloned() {
                 Some(Val::Node(0)) if self.nhwc => self.identity(n),
-                _ => {
-                    Err("only the channels-last to channels-first Transpose of the input is supported".into())
+                Some(Val::Grouped(x, g)) if attr(n, "perm").is_some_and(|p| p.ints == [0, 2, 1, 3, 4]) => {
+                    self.set(n, Val::Swapped(x, g))
                 }
+                _ => Err("only the channels-last to channels-first Transpose of the input and a channel \
+                          shuffle's Transpose [0, 2, 1, 3, 4] are supported"
+                    .into()),
             },
+            "Slice" => self.slice(n),
             "Gather" => self.gather(n),
             "Gemm" => self.gemm(n),
             "MatMul" => self.matmul(n),
@@ -510,7 +528,7 @@ impl Importer {
             }
         }
         let (scale, shift) = bn.scale_shift().map_err(|e| e.to_string())?;
-        let id = self.push(n, Op::Affine { scale, shift }, &[x], "")?;
+        let id = self.push(n, Op::Affine(Affine { scale, shift }), &[x], "")?;
         self.set(n, Val::Node(id))
     }
 
@@ -565,9 +583,9 @@ impl Importer {
         let padding = padding(n, kernel, stride, (h, w))?;
         let window = Window { kernel, stride, padding, ceil_mode: int(n, "ceil_mode", 0) != 0 };
         let op = if n.op_type == "MaxPool" {
-            Op::MaxPool(window)
+            Op::MaxPool(MaxPool(window))
         } else {
-            Op::AvgPool { window, count_include_pad: int(n, "count_include_pad", 0) != 0 }
+            Op::AvgPool(AvgPool { window, count_include_pad: int(n, "count_include_pad", 0) != 0 })
         };
         let id = self.push(n, op, &[x], "")?;
         self.set(n, Val::Node(id))
@@ -577,9 +595,9 @@ impl Importer {
         let x = self.node_in(n, 0)?;
         let (_, h, w) = self.map_hw(x)?;
         let op = if max {
-            Op::MaxPool(Window { kernel: [h, w], stride: [1, 1], padding: [0; 4], ceil_mode: false })
+            Op::MaxPool(MaxPool(Window { kernel: [h, w], stride: [1, 1], padding: [0; 4], ceil_mode: false }))
         } else {
-            Op::AdaptiveAvgPool([1, 1])
+            Op::AdaptiveAvgPool(AdaptiveAvgPool([1, 1]))
         };
         let id = self.push(n, op, &[x], "")?;
         self.set(n, Val::Node(id))
@@ -595,9 +613,9 @@ impl Importer {
         if axes != [2, 3] {
             return Err(format!("ReduceMean over axes {axes:?}: only the spatial axes [2, 3] are supported"));
         }
-        let pooled = self.push(n, Op::AdaptiveAvgPool([1, 1]), &[x], "")?;
+        let pooled = self.push(n, Op::AdaptiveAvgPool(AdaptiveAvgPool([1, 1])), &[x], "")?;
         let id = if int(n, "keepdims", 1) == 0 {
-            self.push(n, Op::Flatten, &[pooled], "/flatten")?
+            self.push(n, Op::Flatten(Flatten), &[pooled], "/flatten")?
         } else {
             pooled
         };
@@ -616,7 +634,7 @@ impl Importer {
     /// `x` as [N, F]: a Flatten node for a map, `x` itself when already flat.
     fn flat(&mut self, n: &NodeProto, x: NodeId) -> Step<()> {
         let id = match self.shapes[x] {
-            Shape::Map(..) => self.push(n, Op::Flatten, &[x], "")?,
+            Shape::Map(..) => self.push(n, Op::Flatten(Flatten), &[x], "")?,
             Shape::Flat(_) => x,
         };
         self.set(n, Val::Node(id))
@@ -629,6 +647,11 @@ impl Importer {
             Some(Val::Node(id)) => *id,
             Some(Val::Const(_)) => return self.constant_only(n),
             Some(Val::Padded(..)) => return Err(PAD_ONLY_BEFORE_CONV.into()),
+            Some(Val::Swapped(x, g)) if n.op_type == "Reshape" => {
+                let (x, g) = (*x, *g);
+                return self.unshuffle(n, x, g);
+            }
+            Some(Val::Grouped(..) | Val::Swapped(..)) => return Err(SHUFFLE_ONLY.into()),
             None => return Err("input 0 is missing".into()),
         };
         let shape = self.shapes[x];
@@ -658,8 +681,74 @@ impl Importer {
             {
                 self.set(n, Val::Node(x))
             }
-            t => Err(format!("Reshape of a {shape} input to {t:?}: only flattening to [N, F] is supported")),
+            // A channel shuffle's first step: [N, C, H, W] viewed as [N, g, C/g, H, W].
+            &[b, g, cg, h, w]
+                if batch_ok(b)
+                    && g > 0
+                    && matches!(shape, Shape::Map(c, hh, ww)
+                        if (h, w) == (hh as i64, ww as i64) && (cg == -1 || g * cg == c as i64) && c as i64 % g == 0) =>
+            {
+                self.set(n, Val::Grouped(x, g as usize))
+            }
+            t => Err(format!(
+                "Reshape of a {shape} input to {t:?}: only flattening to [N, F] and a channel shuffle's \
+                 [N, g, C/g, H, W] are supported"
+            )),
         }
+    }
+
+    /// A channel shuffle's last step: the [N, C/g, g, H, W] view of `x` back to [N, C, H, W],
+    /// which permutes x's channels.
+    fn unshuffle(&mut self, n: &NodeProto, x: NodeId, g: usize) -> Step<()> {
+        let (c, h, w) = self.map_hw(x)?;
+        let target =
+            self.const_in(n, 1)?.ok_or("has no constant target shape")?.i64s().ok_or("non-integer shape")?;
+        let fits =
+            |i: usize, want: usize| target.get(i).is_some_and(|&d| d == want as i64 || d == -1 || d == 0);
+        let batch = target.first().is_some_and(|&d| d == 0 || d == -1 || d == BATCH || Some(d) == self.batch);
+        if !(target.len() == 4 && batch && fits(1, c) && fits(2, h) && fits(3, w)) {
+            return Err(format!(
+                "Reshape of a channel shuffle's view to {target:?}: only back to [N, {c}, {h}, {w}]"
+            ));
+        }
+        let id = self.push(n, Op::Channels(Channels::shuffle(c, g)), &[x], "")?;
+        self.set(n, Val::Node(id))
+    }
+
+    /// Slice of a feature map's channels (ShuffleNet's split into halves) with constant
+    /// bounds, step 1.
+    fn slice(&mut self, n: &NodeProto) -> Step<()> {
+        let x = match self.val(n, 0)? {
+            Some(Val::Const(_)) => return Err("Slice of a constant is not supported".into()),
+            _ => self.node_in(n, 0)?,
+        };
+        let (c, _, _) = self.map_hw(x)?;
+        let list = |i: usize, attr_name: &str| -> Step<Option<Vec<i64>>> {
+            Ok(match self.const_in(n, i)? {
+                Some(v) => Some(v.i64s().ok_or("non-integer Slice bounds")?),
+                None => attr(n, attr_name).map(|a| a.ints.clone()),
+            })
+        };
+        let starts = list(1, "starts")?.ok_or("has no starts")?;
+        let ends = list(2, "ends")?.ok_or("has no ends")?;
+        let axes = list(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+        let steps = list(4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
+        let &[start] = starts.as_slice() else {
+            return Err("only a Slice along one axis is supported".into());
+        };
+        let (&[end], &[axis], &[step]) = (ends.as_slice(), axes.as_slice(), steps.as_slice()) else {
+            return Err("only a Slice along one axis is supported".into());
+        };
+        if !(axis == 1 || axis == -3) || step != 1 {
+            return Err(format!("Slice along axis {axis} with step {step}: only channels (axis 1), step 1"));
+        }
+        let clamp = |v: i64| (if v < 0 { v.saturating_add(c as i64) } else { v }).clamp(0, c as i64) as usize;
+        let (a, b) = (clamp(start), clamp(end));
+        if a >= b {
+            return Err(format!("Slice of channels {start}..{end} of {c} is empty"));
+        }
+        let id = self.push(n, Op::Channels(Channels { index: (a..b).collect() }), &[x], "")?;
+        self.set(n, Val::Node(id))
     }
 
     /// Shape ops on constants (what an exporter left of shape arithmetic): the values keep
@@ -828,13 +917,21 @@ impl Importer {
             (Some(Val::Node(x)), Some(Val::Node(y)))
                 if (op == "Add" || op == "Sum") && n.inputs.len() == 2 =>
             {
-                let id = self.push(n, Op::Add, &[x, y], "")?;
+                let id = self.push(n, Op::Add(Add), &[x, y], "")?;
+                self.set(n, Val::Node(id))
+            }
+            // Squeeze-and-excitation's gating (x ⊙ gate, a [N,C,1,1] gate broadcast), or a
+            // product of two maps of one shape.
+            (Some(Val::Node(x)), Some(Val::Node(y))) if op == "Mul" => {
+                let id = self.push(n, Op::Mul(Mul), &[x, y], "")?;
                 self.set(n, Val::Node(id))
             }
             (Some(Val::Node(x)), Some(Val::Const(c))) => self.affine(n, x, &c, false),
             (Some(Val::Const(c)), Some(Val::Node(x))) => self.affine(n, x, &c, true),
             (Some(Val::Const(a)), Some(Val::Const(b))) => self.fold_constants(n, &a, &b),
-            _ => Err(format!("{op} of these inputs is not supported (two computed values: Add only)")),
+            _ => {
+                Err(format!("{op} of these inputs is not supported (two computed values: Add and Mul only)"))
+            }
         }
     }
 
@@ -861,7 +958,7 @@ impl Importer {
                 }
             }
         }
-        let id = self.push(n, Op::Affine { scale, shift }, &[x], "")?;
+        let id = self.push(n, Op::Affine(Affine { scale, shift }), &[x], "")?;
         self.set(n, Val::Node(id))
     }
 
@@ -874,6 +971,27 @@ impl Importer {
         // The result has the shape of the operand that is not a one-value broadcast: an empty
         // constant with a scalar gives an empty constant (not the scalar's one value).
         let (dims, len) = if bv.len() == 1 { (a.dims.clone(), av.len()) } else { (b.dims.clone(), bv.len()) };
+        if let (super::tensor::Values::I64(ai), super::tensor::Values::I64(bi)) = (&a.values, &b.values) {
+            // Shape arithmetic on integers, as ONNX computes it (Div truncates); the batch
+            // symbol stays a symbol.
+            let at = |v: &[i64], i: usize| if v.len() == 1 { v[0] } else { v[i] };
+            let mut values = Vec::with_capacity(len);
+            for i in 0..len {
+                let (x, y) = (at(ai, i), at(bi, i));
+                values.push(if x == BATCH || y == BATCH {
+                    BATCH
+                } else {
+                    match n.op_type.as_str() {
+                        "Sub" => x.checked_sub(y),
+                        "Mul" => x.checked_mul(y),
+                        "Div" => x.checked_div(y),
+                        _ => x.checked_add(y),
+                    }
+                    .ok_or_else(|| format!("{} of {x} and {y} overflows or divides by zero", n.op_type))?
+                });
+            }
+            return self.set(n, Val::Const(Const { dims, values: super::tensor::Values::I64(values) }));
+        }
         let at = |v: &[f32], i: usize| if v.len() == 1 { v[0] } else { v[i] };
         let f = |x: f32, y: f32| match n.op_type.as_str() {
             "Sub" => x - y,
@@ -905,7 +1023,7 @@ impl Importer {
         if !(axis == 1 || axis == -3) {
             return Err(format!("axis {axis}: only concatenation along channels (axis = 1) is supported"));
         }
-        let id = self.push(n, Op::Concat, &ins, "")?;
+        let id = self.push(n, Op::Concat(Concat), &ins, "")?;
         self.set(n, Val::Node(id))
     }
 

@@ -15,7 +15,7 @@
 
 use super::{conv, linear, pool_and_flatten, stem, ConvSpec};
 use crate::error::Result;
-use crate::model::graph::{Graph, GraphBuilder, NodeId, Nonlinearity, Op};
+use crate::model::graph::{Add, Graph, GraphBuilder, NodeId, Nonlinearity, Op};
 use crate::model::weights::Weights;
 
 /// torchvision's inverted residual settings: expansion t, output channels c, repeats n,
@@ -66,7 +66,7 @@ fn inverted_residual(
     y = conv(b, w, &format!("{p}.conv.{}", k + 1), Some(&format!("{p}.conv.{}", k + 2)), y, spec)?;
     b.alias(format!("{p}.conv"), y);
     if stride == 1 && inputs == outputs {
-        y = b.push(format!("{p}.add"), Op::Add, &[x, y]);
+        y = b.push(format!("{p}.add"), Op::Add(Add), &[x, y]);
     }
     b.alias(p, y);
     Ok(y)

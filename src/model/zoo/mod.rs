@@ -20,7 +20,9 @@ mod resnet;
 mod squeezenet;
 mod vgg;
 
-use super::graph::{fold_batch_norm, Graph, GraphBuilder, NodeId, Nonlinearity, Op};
+use super::graph::{
+    fold_batch_norm, AdaptiveAvgPool, Flatten, Graph, GraphBuilder, NodeId, Nonlinearity, Op,
+};
 use super::weights::Weights;
 use crate::error::{Error, Result};
 
@@ -194,8 +196,8 @@ fn relu(b: &mut GraphBuilder, name: &str, input: NodeId) -> NodeId {
 /// Appends `AdaptiveAvgPool2d(size)` named `name` and torch.flatten(x, 1) named `flatten`;
 /// returns the flatten node.
 fn pool_and_flatten(b: &mut GraphBuilder, name: &str, input: NodeId, size: usize) -> NodeId {
-    let pooled = b.push(name, Op::AdaptiveAvgPool([size, size]), &[input]);
-    b.push("flatten", Op::Flatten, &[pooled])
+    let pooled = b.push(name, Op::AdaptiveAvgPool(AdaptiveAvgPool([size, size])), &[input]);
+    b.push("flatten", Op::Flatten(Flatten), &[pooled])
 }
 
 #[cfg(test)]
@@ -237,7 +239,7 @@ pub(crate) mod tests {
         let layer = graph.find(arch.default_layer).unwrap();
         assert_eq!(shapes[layer], default_map, "{name}: {}", arch.default_layer);
         // The last feature map: a nonlinearity's output (a Fire module's concatenation).
-        assert!(matches!(graph.nodes()[layer].op, Op::Act(_) | Op::Concat), "{name}");
+        assert!(matches!(graph.nodes()[layer].op, Op::Act(_) | Op::Concat(_)), "{name}");
         drop(graph);
 
         let graph = arch.load(Weights::from_tensors(state_dict(name, 10, 1), name)).unwrap();

@@ -14,7 +14,7 @@
 
 use super::{conv, linear, pool_and_flatten, relu, stem, ConvSpec};
 use crate::error::Result;
-use crate::model::graph::{Graph, GraphBuilder, NodeId, Op};
+use crate::model::graph::{Add, Graph, GraphBuilder, NodeId, Op};
 use crate::model::weights::Weights;
 
 /// The two residual blocks of torchvision's ResNets.
@@ -75,7 +75,7 @@ fn block(
     } else {
         x
     };
-    let sum = b.push(format!("{p}.add"), Op::Add, &[main, identity]);
+    let sum = b.push(format!("{p}.add"), Op::Add(Add), &[main, identity]);
     let last = match kind {
         Block::Basic => "relu_1",
         Block::Bottleneck => "relu_2",

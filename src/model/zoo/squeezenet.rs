@@ -13,7 +13,7 @@
 
 use super::{conv, relu, stem, ConvSpec};
 use crate::error::Result;
-use crate::model::graph::{Graph, GraphBuilder, NodeId, Op};
+use crate::model::graph::{AdaptiveAvgPool, Concat, Flatten, Graph, GraphBuilder, NodeId, Op};
 use crate::model::weights::Weights;
 
 /// One module of `features` after the stem.
@@ -40,7 +40,7 @@ fn fire(
     let spec = ConvSpec::new(Some(squeeze), expand, 3).padding(1).bias();
     let e3 = conv(b, w, &format!("{p}.expand3x3"), None, s, spec)?;
     let e3 = relu(b, &format!("{p}.expand3x3_activation"), e3);
-    let cat = b.push(format!("{p}.cat"), Op::Concat, &[e1, e3]);
+    let cat = b.push(format!("{p}.cat"), Op::Concat(Concat), &[e1, e3]);
     b.alias(p, cat);
     Ok(cat)
 }
@@ -75,9 +75,9 @@ fn squeezenet(
     let bias = w.take("classifier.1.bias", &[Some(classes)])?;
     let x = b.conv("classifier.1", x, (weight, Some(bias)), 1, 0, 1);
     let x = relu(&mut b, "classifier.2", x);
-    let pooled = b.push("classifier.3", Op::AdaptiveAvgPool([1, 1]), &[x]);
+    let pooled = b.push("classifier.3", Op::AdaptiveAvgPool(AdaptiveAvgPool([1, 1])), &[x]);
     b.alias("classifier", pooled);
-    let logits = b.push("flatten", Op::Flatten, &[pooled]);
+    let logits = b.push("flatten", Op::Flatten(Flatten), &[pooled]);
     b.finish(logits)
 }
 

@@ -1,0 +1,149 @@
+//! Per-channel y = x·scale + shift on a map [B,C,H,W] or a flat vector [B,F] (one "channel"
+//! per entry): input normalisation (x − mean)/std inside the model, or a batch norm that
+//! follows no convolution. The tangent and the vector–Jacobian product are the scaling alone.
+//! Occlusion: elementwise, so the changed rectangle stays as it is.
+
+use super::{CpuCx, CpuKept, Layer, Rect, TensorCx, TensorKept};
+use crate::error::Result;
+use crate::model::kernels::Buf;
+use crate::model::shape::Shape;
+use candle_core::Tensor;
+use std::sync::Arc;
+
+/// y = x·scale + shift per channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Affine {
+    /// Scale [C].
+    pub scale: Vec<f32>,
+    /// Shift [C].
+    pub shift: Vec<f32>,
+}
+
+impl Affine {
+    fn tensor_apply(&self, x: &Tensor, shift: bool) -> Result<Tensor> {
+        let c = self.scale.len();
+        let shape: Vec<usize> = if x.rank() == 4 { vec![1, c, 1, 1] } else { vec![1, c] };
+        let param = |v: &[f32]| -> Result<Tensor> {
+            Ok(Tensor::from_slice(v, c, x.device())?.to_dtype(x.dtype())?.reshape(shape.clone())?)
+        };
+        let y = x.broadcast_mul(&param(&self.scale)?)?;
+        Ok(if shift { y.broadcast_add(&param(&self.shift)?)? } else { y })
+    }
+
+    /// In the block layout.
+    fn cpu_apply(&self, cx: &CpuCx, x: &[f32], shift: bool) -> Buf {
+        let mut y = x.to_vec();
+        let t = |ci: usize| if shift { self.shift[ci] } else { 0.0 };
+        match cx.out {
+            Shape::Map(c, h, w) => {
+                for (ci, row) in y.chunks_exact_mut(cx.n * h * w).enumerate().take(c) {
+                    let (s, t) = (self.scale[ci], t(ci));
+                    row.iter_mut().for_each(|v| *v = *v * s + t);
+                }
+            }
+            Shape::Flat(f) => {
+                for row in y.chunks_exact_mut(f) {
+                    for (j, v) in row.iter_mut().enumerate() {
+                        *v = *v * self.scale[j] + t(j);
+                    }
+                }
+            }
+        }
+        Arc::new(y)
+    }
+}
+
+impl Layer for Affine {
+    fn kind(&self) -> &'static str {
+        "affine"
+    }
+
+    fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
+        let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
+        let c = x.channels();
+        if self.scale.len() != c || self.shift.len() != c {
+            return Err(format!(
+                "{} scales and {} shifts for {c} channels",
+                self.scale.len(),
+                self.shift.len()
+            ));
+        }
+        Ok(*x)
+    }
+
+    fn values(&self) -> Vec<(&'static str, &[f32])> {
+        vec![("scale", &self.scale), ("shift", &self.shift)]
+    }
+
+    fn tensor_forward(
+        &self,
+        _cx: &mut TensorCx,
+        ins: &[&Tensor],
+        _rank: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((self.tensor_apply(ins[0], true)?, None))
+    }
+
+    fn tensor_tangent(&self, _cx: &mut TensorCx, ins: &[&Tensor], _kept: &TensorKept) -> Result<Tensor> {
+        self.tensor_apply(ins[0], false)
+    }
+
+    fn tensor_vjp(&self, _cx: &mut TensorCx, g: &Tensor, _kept: &TensorKept) -> Result<Vec<Tensor>> {
+        Ok(vec![self.tensor_apply(g, false)?])
+    }
+
+    fn cpu_forward(
+        &self,
+        cx: &mut CpuCx,
+        ins: &[&Buf],
+        _rank: Option<&Buf>,
+    ) -> Result<(Buf, Option<Vec<u32>>)> {
+        Ok((self.cpu_apply(cx, ins[0], true), None))
+    }
+
+    fn cpu_tangent(&self, cx: &mut CpuCx, ins: &[&Buf], _kept: &CpuKept) -> Result<Buf> {
+        Ok(self.cpu_apply(cx, ins[0], false))
+    }
+
+    fn cpu_vjp(&self, cx: &mut CpuCx, g: &Buf, _kept: &CpuKept) -> Result<Vec<Buf>> {
+        Ok(vec![self.cpu_apply(cx, g, false)])
+    }
+
+    fn reach(&self, changed: &[&Rect], _out: (usize, usize)) -> Option<Rect> {
+        changed.first().map(|r| (*r).clone())
+    }
+
+    fn region(&self, cx: &mut CpuCx, ins: &[&[f32]], r: &Rect, out: &mut [f32]) -> Result<()> {
+        let (c, h, w) = cx.out_map()?;
+        for (i, span) in r.spans(c, (h, w)).enumerate() {
+            let ch = i / r.rows.len().max(1);
+            let (s, t) = (self.scale[ch], self.shift[ch]);
+            for (d, &v) in out[span.clone()].iter_mut().zip(&ins[0][span]) {
+                *d = v * s + t;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(super) fn cases() -> Vec<super::cases::Case> {
+    use super::cases::{conv, Case};
+    use super::{Concat, Op};
+    vec![
+        Case::new("concat and affine", |b, x, r| {
+            let c = b.push("branch", conv(r, 3, 8, [1, 1], 1, [0; 4], 1, 1), &[x]);
+            let cat = b.push("cat", Op::Concat(Concat), &[x, c]);
+            let scale = r.uniform(11, 1.0).iter().map(|v| 1.0 + 0.5 * *v as f32).collect();
+            let shift = r.uniform(11, 0.2).iter().map(|v| *v as f32).collect();
+            b.push("t", Op::Affine(Affine { scale, shift }), &[cat])
+        }),
+        Case::new("affine on a flat vector", |b, x, r| {
+            let f = b.push("flat", Op::Flatten(super::Flatten), &[x]);
+            let n = 8 * 9 * 9;
+            let scale = r.uniform(n, 1.0).iter().map(|v| 1.0 + 0.5 * *v as f32).collect();
+            let shift = r.uniform(n, 0.2).iter().map(|v| *v as f32).collect();
+            b.push("t", Op::Affine(Affine { scale, shift }), &[f])
+        }),
+    ]
+}

@@ -1,0 +1,73 @@
+//! Flatten: a feature map [B,C,H,W] → [B,C·H·W] in NCHW order (a flat input passes as is).
+//! On the CPU the block layout changes from channel-major [C, n, H·W] to rows [n, C·H·W], so
+//! flattening is a transpose there (its VJP the inverse one). Occlusion: it mixes all
+//! positions, so it starts the head.
+
+use super::{CpuCx, CpuKept, Layer, TensorCx, TensorKept};
+use crate::error::Result;
+use crate::model::kernels::{transpose, Buf};
+use crate::model::shape::Shape;
+use candle_core::Tensor;
+use std::sync::Arc;
+
+/// Flatten to [B, F].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flatten;
+
+impl Layer for Flatten {
+    fn kind(&self) -> &'static str {
+        "flatten"
+    }
+
+    fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
+        let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
+        Ok(Shape::Flat(x.checked_len().ok_or("its input's size overflows")?))
+    }
+
+    fn tensor_forward(
+        &self,
+        _cx: &mut TensorCx,
+        ins: &[&Tensor],
+        _rank: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        Ok((ins[0].flatten_from(1)?, None))
+    }
+
+    fn tensor_vjp(&self, cx: &mut TensorCx, g: &Tensor, _kept: &TensorKept) -> Result<Vec<Tensor>> {
+        Ok(vec![g.reshape(cx.ins[0].dims(cx.batch))?])
+    }
+
+    fn cpu_forward(
+        &self,
+        cx: &mut CpuCx,
+        ins: &[&Buf],
+        _rank: Option<&Buf>,
+    ) -> Result<(Buf, Option<Vec<u32>>)> {
+        Ok((
+            match cx.ins[0] {
+                Shape::Map(c, h, w) => Arc::new(transpose(ins[0], c, cx.n, h * w)),
+                Shape::Flat(_) => ins[0].clone(),
+            },
+            None,
+        ))
+    }
+
+    fn cpu_vjp(&self, cx: &mut CpuCx, g: &Buf, _kept: &CpuKept) -> Result<Vec<Buf>> {
+        Ok(vec![match cx.ins[0] {
+            Shape::Map(c, h, w) => Arc::new(transpose(g, cx.n, c, h * w)),
+            Shape::Flat(_) => g.clone(),
+        }])
+    }
+}
+
+/// Every case's network flattens before its head (layer_tests.rs); this one flattens a
+/// flat vector (a no-op) and stops a pass at the flattened node.
+#[cfg(test)]
+pub(super) fn cases() -> Vec<super::cases::Case> {
+    use super::cases::Case;
+    use super::Op;
+    vec![Case::new("flatten (then flatten again)", |b, x, _| {
+        let f = b.push("flat", Op::Flatten(Flatten), &[x]);
+        b.push("t", Op::Flatten(Flatten), &[f])
+    })]
+}

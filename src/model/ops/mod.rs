@@ -1,0 +1,427 @@
+//! The op table: every layer op of a [`super::graph::Graph`] in one file each, behind one
+//! trait.
+//!
+//! A layer op ([`Layer`]) is everything a node does besides the input and the elementwise
+//! nonlinearities ([`super::nonlinearity`], whose rules the passes apply themselves): its
+//! shape inference, its forward pass, tangent (the linear part: the forward pass without the
+//! bias, max-pools along their routes) and vector–Jacobian product on both executors (the
+//! candle tensor path, [`super::tensor_exec`], which is also the CUDA path and the one
+//! autograd sees; and the CPU kernels, [`super::cpu_exec`]), and its part in occlusion's
+//! shortcut (which output rectangle a changed input rectangle reaches, and that rectangle's
+//! values). The executors and the passes ([`super::sweep`]) only dispatch here; no op is
+//! spelled out anywhere else. Each file also holds its cases of the layer test table
+//! (`cases()`), which [`registry!`] requires: an op cannot be registered without being
+//! tested (src/model/layer_tests.rs runs every case through parity, autograd and
+//! finite-difference checks).
+//!
+//! Adding an op: a file with its struct and `impl Layer`, and one line in [`registry!`] below
+//! (and, to import it from ONNX, a mapping in [`super::onnx`]).
+//!
+//! Layouts: on the tensor path feature maps are [B,C,H,W] and flat vectors [B,F]; on the CPU
+//! path one block of n images is channel-major, [C, n, H·W] (flat vectors [n, F]).
+
+mod adaptive_avg_pool;
+mod add;
+mod affine;
+mod avg_pool;
+#[cfg(test)]
+pub(crate) mod cases;
+mod channels;
+mod concat;
+mod conv;
+mod flatten;
+mod linear;
+mod max_pool;
+mod mul;
+mod pool;
+
+pub use adaptive_avg_pool::AdaptiveAvgPool;
+pub use add::Add;
+pub use affine::Affine;
+pub use avg_pool::AvgPool;
+pub use channels::Channels;
+pub use concat::Concat;
+pub use conv::Conv;
+pub use flatten::Flatten;
+pub use linear::Linear;
+pub use max_pool::MaxPool;
+pub use mul::Mul;
+pub use pool::Window;
+
+use super::kernels::Buf;
+use super::nonlinearity::Nonlinearity;
+use super::shape::Shape;
+use crate::error::{Error, Result};
+use candle_core::{DType, Device, Tensor};
+use std::any::Any;
+use std::ops::Range;
+
+/// Prepared data an op keeps per model or per input size (flattened weights, gather
+/// tables), typed by the op that made it.
+pub(crate) type Prepared = Box<dyn Any + Send + Sync>;
+
+/// One layer op on both executors (see the module docs). `ins` are the op's inputs in node
+/// order; the tangent of an op without bias or routes is its forward pass (the default).
+pub(crate) trait Layer: std::fmt::Debug + Send + Sync {
+    /// A short name of the op's kind, for listings and errors.
+    fn kind(&self) -> &'static str;
+
+    /// The output shape from the inputs' shapes, or what does not fit (the graph bounds the
+    /// result's size).
+    fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String>;
+
+    /// Parameter tensors by name (weight, then bias), in a fixed order.
+    fn tensors(&self) -> Vec<(&'static str, &Tensor)> {
+        Vec::new()
+    }
+
+    /// The same tensors, to replace them (moving a graph to a device or dtype).
+    fn tensors_mut(&mut self) -> Vec<&mut Tensor> {
+        Vec::new()
+    }
+
+    /// Parameters kept as plain values, by name (checked finite with the tensors).
+    fn values(&self) -> Vec<(&'static str, &[f32])> {
+        Vec::new()
+    }
+
+    /// Whether a max-pool: it routes by a rank and may run before a monotone nonlinearity
+    /// (see [`super::sweep`]).
+    fn routes(&self) -> bool {
+        false
+    }
+
+    /// The output on the tensor path (with bias); a max-pool ranks windows by `rank` when
+    /// given and returns its routes.
+    fn tensor_forward(
+        &self,
+        cx: &mut TensorCx,
+        ins: &[&Tensor],
+        rank: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)>;
+
+    /// The linear part applied to tangents `ins` (no bias; max-pools follow their routes; a
+    /// bilinear op linearised at its kept inputs).
+    fn tensor_tangent(&self, cx: &mut TensorCx, ins: &[&Tensor], kept: &TensorKept) -> Result<Tensor> {
+        let _ = kept;
+        Ok(self.tensor_forward(cx, ins, None)?.0)
+    }
+
+    /// One gradient per input from the output's gradient `g`.
+    fn tensor_vjp(&self, cx: &mut TensorCx, g: &Tensor, kept: &TensorKept) -> Result<Vec<Tensor>>;
+
+    /// Whether the op is not linear in its inputs (a product of two of them): its forward
+    /// pass keeps its inputs for the backward pass, and the second-order adjoint takes its
+    /// [`Layer::tensor_second`] terms.
+    fn bilinear(&self) -> bool {
+        false
+    }
+
+    /// A bilinear op's second-order terms: with `g` the backward pass's gradient at its
+    /// output and `lam` the adjoint sweep's tangents of its inputs, the gradient of
+    /// ⟨vjp(g), lam⟩ with respect to each input (held g fixed); None where zero.
+    fn tensor_second(
+        &self,
+        cx: &mut TensorCx,
+        g: &Tensor,
+        lam: &[&Tensor],
+        kept: &TensorKept,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let _ = (cx, g, kept);
+        Ok(vec![None; lam.len()])
+    }
+
+    /// [`Layer::tensor_second`] on one block.
+    fn cpu_second(&self, cx: &mut CpuCx, g: &Buf, lam: &[&Buf], kept: &CpuKept) -> Result<Vec<Option<Buf>>> {
+        let _ = (cx, g, kept);
+        Ok(vec![None; lam.len()])
+    }
+
+    /// The op's data for the CPU kernels, made once per model (flattened weights).
+    fn cpu_weights(&self) -> Result<Option<Prepared>> {
+        Ok(None)
+    }
+
+    /// The op's data for the CPU kernels at one input size (gather tables).
+    fn cpu_plan(&self, ins: &[Shape], out: Shape) -> Result<Option<Prepared>> {
+        let _ = (ins, out);
+        Ok(None)
+    }
+
+    /// [`Layer::tensor_forward`] on one block.
+    fn cpu_forward(
+        &self,
+        cx: &mut CpuCx,
+        ins: &[&Buf],
+        rank: Option<&Buf>,
+    ) -> Result<(Buf, Option<Vec<u32>>)>;
+
+    /// [`Layer::tensor_tangent`] on one block.
+    fn cpu_tangent(&self, cx: &mut CpuCx, ins: &[&Buf], kept: &CpuKept) -> Result<Buf> {
+        let _ = kept;
+        Ok(self.cpu_forward(cx, ins, None)?.0)
+    }
+
+    /// [`Layer::tensor_vjp`] on one block.
+    fn cpu_vjp(&self, cx: &mut CpuCx, g: &Buf, kept: &CpuKept) -> Result<Vec<Buf>>;
+
+    /// Occlusion: the rectangle of the output (of `out` rows × columns) that the changed
+    /// rectangles of its inputs (`changed`, those inputs that changed) reach, or None when
+    /// the op mixes all positions (then it and everything after it run whole).
+    fn reach(&self, changed: &[&Rect], out: (usize, usize)) -> Option<Rect> {
+        let _ = (changed, out);
+        None
+    }
+
+    /// Occlusion: the output's values inside `r` (every channel) for one image (`cx.n` = 1),
+    /// from the inputs' values `ins`, written into `out` (the rest of `out` is left as is).
+    fn region(&self, cx: &mut CpuCx, ins: &[&[f32]], r: &Rect, out: &mut [f32]) -> Result<()> {
+        let _ = (ins, r, out);
+        Err(cx.error("has no occlusion region pass"))
+    }
+}
+
+/// What a node's forward pass kept for its backward and adjoint passes: a max-pool's routes
+/// (`route`), a bilinear op's inputs (`inputs`, empty for the others).
+pub(crate) struct Kept<'k, B, R: ?Sized> {
+    /// The routes of a max-pool.
+    pub route: Option<&'k R>,
+    /// The inputs of a bilinear op.
+    pub inputs: &'k [B],
+}
+
+/// [`Kept`] on the tensor path.
+pub(crate) type TensorKept<'k> = Kept<'k, Tensor, Tensor>;
+/// [`Kept`] on the CPU path.
+pub(crate) type CpuKept<'k> = Kept<'k, Buf, [u32]>;
+
+/// Generates [`Op`] and its dispatch from one list: the registry.
+macro_rules! registry {
+    ($( $(#[$doc:meta])* $variant:ident($module:ident::$ty:ident), )*) => {
+        /// A layer: what a node computes from its inputs.
+        #[derive(Debug, Clone)]
+        pub enum Op {
+            /// The image batch (node 0 only).
+            Input,
+            /// Elementwise nonlinearity of one input (map or flat).
+            Act(Nonlinearity),
+            $( $(#[$doc])* $variant($module::$ty), )*
+        }
+
+        impl Op {
+            /// The layer op, for every node but the input and the nonlinearities.
+            pub(crate) fn layer(&self) -> Option<&dyn Layer> {
+                match self {
+                    Op::Input | Op::Act(_) => None,
+                    $( Op::$variant(op) => Some(op), )*
+                }
+            }
+
+            /// [`Op::layer`], mutable.
+            pub(crate) fn layer_mut(&mut self) -> Option<&mut dyn Layer> {
+                match self {
+                    Op::Input | Op::Act(_) => None,
+                    $( Op::$variant(op) => Some(op), )*
+                }
+            }
+        }
+
+        /// Every registered op's layer test cases, by module.
+        #[cfg(test)]
+        pub(crate) fn layer_cases() -> Vec<(&'static str, Vec<cases::Case>)> {
+            vec![$( (stringify!($module), $module::cases()), )*]
+        }
+    };
+}
+
+registry! {
+    /// Convolution of one feature map.
+    Conv(conv::Conv),
+    /// Fully connected layer of one flat vector.
+    Linear(linear::Linear),
+    /// Max-pooling of one feature map; the gradient goes whole to each window's first maximum.
+    MaxPool(max_pool::MaxPool),
+    /// Average pooling of one feature map.
+    AvgPool(avg_pool::AvgPool),
+    /// Adaptive average pooling to a fixed output size ([1, 1] is global average pooling).
+    AdaptiveAvgPool(adaptive_avg_pool::AdaptiveAvgPool),
+    /// [B,C,H,W] → [B,C·H·W] in NCHW order.
+    Flatten(flatten::Flatten),
+    /// Elementwise sum of two inputs of one shape (residual connections).
+    Add(add::Add),
+    /// Concatenation of feature maps along channels.
+    Concat(concat::Concat),
+    /// Per-channel y = x·scale + shift (input normalisation, a batch norm after no conv).
+    Affine(affine::Affine),
+    /// The product of two activations, one possibly a [C,1,1] gate (squeeze-and-excitation).
+    Mul(mul::Mul),
+    /// A fixed selection of channels (ShuffleNet's channel shuffle and split).
+    Channels(channels::Channels),
+}
+
+impl Op {
+    /// A short name of the op's kind, for listings and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Act(kind) => kind.name(),
+            op => op.layer().map_or("?", |l| l.kind()),
+        }
+    }
+}
+
+/// The error of an op at a node, naming it.
+fn node_error(name: &str, kind: &str, msg: impl std::fmt::Display) -> Error {
+    Error::Invalid(format!("node `{name}` ({kind}): {msg}"))
+}
+
+/// What an op sees of the candle executor at its node.
+pub(crate) struct TensorCx<'a> {
+    /// The node's name (for errors).
+    pub name: &'a str,
+    /// The inputs' shapes.
+    pub ins: &'a [Shape],
+    /// The output's shape.
+    pub out: Shape,
+    /// Images in the batch.
+    pub batch: usize,
+    /// The pass's dtype (parameters are cast to it).
+    pub dtype: DType,
+    /// The pass's device.
+    pub device: &'a Device,
+    cache: &'a mut Option<Prepared>,
+}
+
+impl<'a> TensorCx<'a> {
+    /// The context of a node; `cache` is the node's slot for data kept between calls.
+    pub fn new(
+        name: &'a str,
+        ins: &'a [Shape],
+        out: Shape,
+        (batch, dtype, device): (usize, DType, &'a Device),
+        cache: &'a mut Option<Prepared>,
+    ) -> Self {
+        Self { name, ins, out, batch, dtype, device, cache }
+    }
+
+    /// An error naming the node.
+    pub fn error(&self, msg: impl std::fmt::Display) -> Error {
+        node_error(self.name, "tensor path", msg)
+    }
+
+    /// `t` in the pass's dtype.
+    pub fn param(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.to_dtype(self.dtype)?)
+    }
+
+    /// The node's cached data of type T, built by `build` on first use.
+    pub fn cached<T: Any + Send + Sync>(&mut self, build: impl FnOnce(&Self) -> Result<T>) -> Result<&T> {
+        if self.cache.is_none() {
+            let made = build(self)?;
+            *self.cache = Some(Box::new(made));
+        }
+        let name = self.name;
+        self.cache
+            .as_ref()
+            .and_then(|b| b.downcast_ref::<T>())
+            .ok_or_else(|| node_error(name, "tensor path", "internal: cached data of another type"))
+    }
+}
+
+/// What an op sees of the CPU executor at its node, for one block of `n` images.
+pub(crate) struct CpuCx<'a> {
+    /// The node's name (for errors).
+    pub name: &'a str,
+    /// The inputs' shapes.
+    pub ins: &'a [Shape],
+    /// The output's shape.
+    pub out: Shape,
+    /// Images in the block.
+    pub n: usize,
+    weights: Option<&'a (dyn Any + Send + Sync)>,
+    plan: Option<&'a (dyn Any + Send + Sync)>,
+    /// Reusable working memory.
+    pub scratch: &'a mut Vec<f32>,
+}
+
+impl<'a> CpuCx<'a> {
+    /// The context of a node with its prepared `weights` and `plan` (see [`Layer`]).
+    pub fn new(
+        name: &'a str,
+        (ins, out): (&'a [Shape], Shape),
+        n: usize,
+        (weights, plan): (Option<&'a (dyn Any + Send + Sync)>, Option<&'a (dyn Any + Send + Sync)>),
+        scratch: &'a mut Vec<f32>,
+    ) -> Self {
+        Self { name, ins, out, n, weights, plan, scratch }
+    }
+
+    /// An error naming the node.
+    pub fn error(&self, msg: impl std::fmt::Display) -> Error {
+        node_error(self.name, "CPU kernels", msg)
+    }
+
+    /// The op's weights, as [`Layer::cpu_weights`] made them.
+    pub fn weights<T: Any>(&self) -> Result<&'a T> {
+        self.weights.and_then(|w| w.downcast_ref::<T>()).ok_or_else(|| self.error("internal: no weights"))
+    }
+
+    /// The op's plan at this size, as [`Layer::cpu_plan`] made it.
+    pub fn plan<T: Any>(&self) -> Result<&'a T> {
+        self.plan.and_then(|w| w.downcast_ref::<T>()).ok_or_else(|| self.error("internal: no plan"))
+    }
+
+    /// (C, H, W) of input `i`.
+    pub fn in_map(&self, i: usize) -> Result<(usize, usize, usize)> {
+        self.ins[i].map().map_err(|m| self.error(m))
+    }
+
+    /// (C, H, W) of the output.
+    pub fn out_map(&self) -> Result<(usize, usize, usize)> {
+        self.out.map().map_err(|m| self.error(m))
+    }
+}
+
+/// A rectangle of a feature map: rows × columns (occlusion).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Rect {
+    /// Rows.
+    pub rows: Range<usize>,
+    /// Columns.
+    pub cols: Range<usize>,
+}
+
+impl Rect {
+    /// The smallest rectangle holding both.
+    pub fn union(&self, o: &Rect) -> Rect {
+        Rect {
+            rows: self.rows.start.min(o.rows.start)..self.rows.end.max(o.rows.end),
+            cols: self.cols.start.min(o.cols.start)..self.cols.end.max(o.cols.end),
+        }
+    }
+
+    /// The union of several (None for none).
+    pub fn union_all(rects: &[&Rect]) -> Option<Rect> {
+        let (first, rest) = rects.split_first()?;
+        Some(rest.iter().fold((*first).clone(), |a, b| a.union(b)))
+    }
+
+    /// The flat index ranges of this rectangle's rows in each of `c` planes of `h`×`w`,
+    /// in order (channel, row).
+    pub fn spans(&self, c: usize, (h, w): (usize, usize)) -> impl Iterator<Item = Range<usize>> + '_ {
+        (0..c).flat_map(move |ch| {
+            self.rows.clone().map(move |y| {
+                let at = (ch * h + y) * w;
+                at + self.cols.start..at + self.cols.end
+            })
+        })
+    }
+}
+
+/// The outputs o (of `out`) whose window [o·s − p, o·s − p + span) meets input range `r`.
+pub(crate) fn reach(r: &Range<usize>, s: usize, p: usize, span: usize, out: usize) -> Range<usize> {
+    // o·s − p + span > r.start and o·s − p < r.end.
+    let lo = (r.start + p + 1).saturating_sub(span).div_ceil(s);
+    let hi = ((r.end + p).div_ceil(s)).min(out);
+    lo.min(hi)..hi
+}

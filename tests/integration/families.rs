@@ -1,0 +1,96 @@
+//! The CNN families beyond the first twelve, from ONNX: small random-weight instances of
+//! torchvision's own classes (tests/fixtures/onnx/families, made by
+//! scripts/onnx_family_fixtures.py) import, and equal onnxruntime's logits and PyTorch's
+//! float64 input gradient, on both executors; ConvNeXt, whose ops (LayerNorm on channels-last
+//! views) are not supported yet, is refused with an error that names the node and the op.
+
+use crate::cli::npy_f32;
+use crate::torchvision::rel;
+use candle_core::{DType, Device, Tensor};
+use fragility::model::onnx;
+use fragility::model::{one_hot, Activation, Backward, Classifier, Network};
+use std::path::{Path, PathBuf};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx/families")
+}
+
+/// An int64 .npy's values.
+fn npy_i64(p: &Path) -> Vec<i64> {
+    let bytes = std::fs::read(p).unwrap();
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + header_len..].chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// The families that import, each with the op that makes it new: squeeze-and-excitation (a
+/// broadcast product of two activations) with the smooth activations in MobileNetV3
+/// (HardSwish, HardSigmoid gates), EfficientNet (SiLU, sigmoid gates, V2's Fused-MBConv) and
+/// RegNetY (ReLU, sigmoid gates); ShuffleNetV2's channel split (Slice) and shuffle
+/// (Reshape → Transpose → Reshape).
+const FAMILIES: [(&str, &str); 6] = [
+    ("mobilenet_v3_small", "mul"),
+    ("mobilenet_v3_large", "mul"),
+    ("efficientnet_b0", "mul"),
+    ("efficientnet_v2_s", "mul"),
+    ("regnet_y_400mf", "mul"),
+    ("shufflenet_v2_x0_5", "channels"),
+];
+
+#[test]
+fn new_families_equal_onnxruntime_and_pytorch_on_both_executors() {
+    let dev = Device::Cpu;
+    let x = Tensor::from_vec(npy_f32(&dir().join("input.npy")), (3, 3, 32, 32), &dev).unwrap();
+    for (family, new_op) in FAMILIES {
+        let m = onnx::load(&dir().join(format!("{family}.onnx")), None).unwrap();
+        let kinds: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.kind()).collect();
+        assert!(kinds.contains(&new_op), "{family}: no `{new_op}` node in {kinds:?}");
+        let layer = m.default_layer.clone().unwrap();
+        let net = Network::new(family, m.graph.clone(), m.hw, &layer, &dev).unwrap();
+        assert!(net.has_kernels());
+        let want =
+            Tensor::from_vec(npy_f32(&dir().join(format!("{family}_logits.npy"))), (3, 10), &dev).unwrap();
+        for (path, model) in [("kernels", net.clone()), ("tensor path", net.clone().without_kernels())] {
+            let err = rel(&model.logits(&x, Activation::Exact).unwrap(), &want);
+            assert!(err < 2e-5, "{family} ({path}): logits differ from onnxruntime by {err}");
+        }
+
+        // The gradient of the target logits against PyTorch's float64 autograd: in f64 on
+        // the tensor path (to the fixture's float32 rounding) and in f32 on the kernels.
+        let targets: Vec<u32> =
+            npy_i64(&dir().join(format!("{family}_targets.npy"))).iter().map(|&t| t as u32).collect();
+        let seed = one_hot(&targets, 10, &dev).unwrap();
+        let torch =
+            Tensor::from_vec(npy_f32(&dir().join(format!("{family}_gradient.npy"))), (3, 3, 32, 32), &dev)
+                .unwrap();
+        let g64 = m.graph.map_tensors(&|t| t.to_dtype(DType::F64)).unwrap();
+        let net64 = Network::new(family, g64, m.hw, &layer, &dev).unwrap();
+        let seed64 = seed.to_dtype(DType::F64).unwrap();
+        let x64 = x.to_dtype(DType::F64).unwrap();
+        let exact = net64.backward(&x64, &Backward::gradient(&seed64, Activation::Exact)).unwrap().grad;
+        let err = rel(&exact, &torch);
+        assert!(err < 1e-5, "{family}: f64 gradient differs from PyTorch's by {err}");
+        let fast = net.backward(&x, &Backward::gradient(&seed, Activation::Exact)).unwrap().grad;
+        let err = rel(&fast, &torch);
+        assert!(err < 1e-3, "{family}: the kernels' gradient differs from PyTorch's by {err}");
+
+        // The second-order adjoint through the gates: the kernels (f32) against the tensor
+        // path (f64) under the surrogate, along the gradient itself.
+        let act = Activation::Softplus { beta: 10.0 };
+        let pass64 = Backward::gradient(&seed64, act);
+        let v64 = exact.sin().unwrap();
+        let (_, want) = net64.backward_adjoint(&x64, &pass64, &mut |_| Ok((v64.clone(), None))).unwrap();
+        let v = v64.to_dtype(DType::F32).unwrap();
+        let (_, got) = net
+            .backward_adjoint(&x, &Backward::gradient(&seed, act), &mut |_| Ok((v.clone(), None)))
+            .unwrap();
+        let err = rel(&got, &want);
+        assert!(err < 1e-3, "{family}: the kernels' adjoint differs from the f64 tensor path's by {err}");
+    }
+}
+
+#[test]
+fn convnext_is_refused_by_node_and_op() {
+    let err = onnx::load(&dir().join("convnext_tiny.onnx"), None).err().map(|e| e.to_string());
+    let err = err.expect("convnext_tiny imported");
+    assert!(err.contains("(Transpose)") && err.contains("node `"), "{err}");
+}
