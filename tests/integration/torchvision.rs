@@ -100,7 +100,9 @@ fn every_architecture_equals_torchvision_on_the_kernels() {
 /// vgg11_bn).
 #[test]
 fn the_candle_path_equals_torchvision_in_f64() {
-    for arch in ["resnet18", "squeezenet1_1", "mobilenet_v2", "alexnet", "vgg16", "vgg11_bn"] {
+    for arch in
+        ["resnet18", "squeezenet1_1", "mobilenet_v2", "alexnet", "vgg16", "vgg11_bn", "efficientnet_b0"]
+    {
         check(arch, &network(arch).without_kernels(), 2e-6, DType::F64);
     }
 }
@@ -115,7 +117,9 @@ fn occlusion_shortcut_equals_full_passes_on_every_family() {
     let (n, c, h, w) = x.dims4().unwrap();
     let windows = [(0usize, 0usize), (13, 29), (56, 56), (30, 0), (7, 50)];
     let size = [8usize, 8];
-    for arch in ["resnet18", "resnet50", "squeezenet1_0", "mobilenet_v2", "vgg11_bn", "alexnet"] {
+    for arch in
+        ["resnet18", "resnet50", "squeezenet1_0", "mobilenet_v2", "vgg11_bn", "alexnet", "efficientnet_b0"]
+    {
         let model = network(arch);
         let got = model.occluded_logits(&x, &windows, size, 0.5, Activation::Exact).unwrap().unwrap();
         let pixels = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();

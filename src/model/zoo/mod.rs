@@ -15,6 +15,7 @@
 //!
 //! Shapes: images [B,C,H,W], nominally 224×224 ([`Architecture::input`]); logits [B,K].
 
+mod efficientnet;
 mod mobilenet;
 mod resnet;
 mod squeezenet;
@@ -63,7 +64,7 @@ const fn arch(
 }
 
 /// Every architecture this module builds.
-pub const ARCHITECTURES: [Architecture; 12] = [
+pub const ARCHITECTURES: [Architecture; 13] = [
     arch("resnet18", "layer4", resnet::resnet18),
     arch("resnet34", "layer4", resnet::resnet34),
     arch("resnet50", "layer4", resnet::resnet50),
@@ -76,6 +77,7 @@ pub const ARCHITECTURES: [Architecture; 12] = [
     arch("vgg11_bn", "features.27", vgg::vgg11_bn),
     arch("vgg16_bn", "features.42", vgg::vgg16_bn),
     arch("alexnet", "features.11", vgg::alexnet),
+    arch("efficientnet_b0", "features.8", efficientnet::efficientnet_b0),
 ];
 
 /// The architecture called `name` (torchvision's function name), if any.
