@@ -18,6 +18,7 @@
 mod efficientnet;
 mod mobilenet;
 mod resnet;
+mod shufflenet;
 mod squeezenet;
 mod vgg;
 
@@ -64,7 +65,7 @@ const fn arch(
 }
 
 /// Every architecture this module builds.
-pub const ARCHITECTURES: [Architecture; 13] = [
+pub const ARCHITECTURES: [Architecture; 14] = [
     arch("resnet18", "layer4", resnet::resnet18),
     arch("resnet34", "layer4", resnet::resnet34),
     arch("resnet50", "layer4", resnet::resnet50),
@@ -78,6 +79,7 @@ pub const ARCHITECTURES: [Architecture; 13] = [
     arch("vgg16_bn", "features.42", vgg::vgg16_bn),
     arch("alexnet", "features.11", vgg::alexnet),
     arch("efficientnet_b0", "features.8", efficientnet::efficientnet_b0),
+    arch("shufflenet_v2_x1_0", "conv5", shufflenet::shufflenet_v2_x1_0),
 ];
 
 /// The architecture called `name` (torchvision's function name), if any.
