@@ -18,9 +18,9 @@
 //! (`{p}.add`; stochastic depth is the identity in eval mode). `{p}` aliases the block's
 //! output. At 224×224 `features.8` gives [1280,7,7].
 
-use super::{conv, linear, pool_and_flatten, stem, ConvSpec};
+use super::{conv, linear, pool_and_flatten, squeeze_excitation, stem, ConvSpec};
 use crate::error::Result;
-use crate::model::graph::{AdaptiveAvgPool, Add, Graph, GraphBuilder, Mul, NodeId, Nonlinearity, Op};
+use crate::model::graph::{Add, Graph, GraphBuilder, NodeId, Nonlinearity, Op};
 use crate::model::weights::Weights;
 
 /// torchvision's B0 stages: expansion, kernel, stride, input and output channels, blocks.
@@ -49,25 +49,6 @@ fn conv_norm_silu(
     Ok(y)
 }
 
-/// torchvision's `SqueezeExcitation` `{p}` on `x` (`channels` wide, squeezed to `squeeze`)
-/// with SiLU inside and a sigmoid gate: x ⊙ σ(fc2(silu(fc1(avgpool(x))))).
-fn squeeze_excitation(
-    b: &mut GraphBuilder,
-    w: &mut Weights,
-    p: &str,
-    x: NodeId,
-    (channels, squeeze): (usize, usize),
-) -> Result<NodeId> {
-    let pooled = b.push(format!("{p}.avgpool"), Op::AdaptiveAvgPool(AdaptiveAvgPool([1, 1])), &[x]);
-    let s = conv(b, w, &format!("{p}.fc1"), None, pooled, ConvSpec::new(Some(channels), squeeze, 1).bias())?;
-    let s = b.act(format!("{p}.activation"), Nonlinearity::Silu, s);
-    let s = conv(b, w, &format!("{p}.fc2"), None, s, ConvSpec::new(Some(squeeze), channels, 1).bias())?;
-    let gate = b.act(format!("{p}.scale_activation"), Nonlinearity::Sigmoid, s);
-    let y = b.push(format!("{p}.mul"), Op::Mul(Mul), &[gate, x]);
-    b.alias(p, y);
-    Ok(y)
-}
-
 /// The MBConv block `{p}` from `inputs` to `outputs` channels.
 fn mbconv(
     b: &mut GraphBuilder,
@@ -86,7 +67,15 @@ fn mbconv(
     let spec =
         ConvSpec::new(Some(hidden), hidden, kernel).stride(stride).padding((kernel - 1) / 2).groups(hidden);
     y = conv_norm_silu(b, w, &format!("{p}.block.{k}"), y, spec)?;
-    y = squeeze_excitation(b, w, &format!("{p}.block.{}", k + 1), y, (hidden, (inputs / 4).max(1)))?;
+    let se = format!("{p}.block.{}", k + 1);
+    y = squeeze_excitation(
+        b,
+        w,
+        &se,
+        y,
+        (hidden, (inputs / 4).max(1)),
+        (Nonlinearity::Silu, Nonlinearity::Sigmoid),
+    )?;
     let proj = format!("{p}.block.{}", k + 2);
     y = conv(
         b,

@@ -17,13 +17,14 @@
 
 mod efficientnet;
 mod mobilenet;
+mod regnet;
 mod resnet;
 mod shufflenet;
 mod squeezenet;
 mod vgg;
 
 use super::graph::{
-    fold_batch_norm, AdaptiveAvgPool, Flatten, Graph, GraphBuilder, NodeId, Nonlinearity, Op,
+    fold_batch_norm, AdaptiveAvgPool, Flatten, Graph, GraphBuilder, Mul, NodeId, Nonlinearity, Op,
 };
 use super::weights::Weights;
 use crate::error::{Error, Result};
@@ -65,7 +66,7 @@ const fn arch(
 }
 
 /// Every architecture this module builds.
-pub const ARCHITECTURES: [Architecture; 14] = [
+pub const ARCHITECTURES: [Architecture; 15] = [
     arch("resnet18", "layer4", resnet::resnet18),
     arch("resnet34", "layer4", resnet::resnet34),
     arch("resnet50", "layer4", resnet::resnet50),
@@ -80,6 +81,7 @@ pub const ARCHITECTURES: [Architecture; 14] = [
     arch("alexnet", "features.11", vgg::alexnet),
     arch("efficientnet_b0", "features.8", efficientnet::efficientnet_b0),
     arch("shufflenet_v2_x1_0", "conv5", shufflenet::shufflenet_v2_x1_0),
+    arch("regnet_y_400mf", "trunk_output", regnet::regnet_y_400mf),
 ];
 
 /// The architecture called `name` (torchvision's function name), if any.
@@ -195,6 +197,27 @@ fn linear(
 /// Appends a ReLU.
 fn relu(b: &mut GraphBuilder, name: &str, input: NodeId) -> NodeId {
     b.act(name, Nonlinearity::Relu, input)
+}
+
+/// torchvision's `SqueezeExcitation` `{p}` on `x` (`channels` wide, squeezed to `squeeze`)
+/// with `act` between its 1×1 convolutions and the gate `gate` after them:
+/// x ⊙ gate(fc2(act(fc1(avgpool(x))))), the product named `{p}.mul` and aliased as `{p}`.
+fn squeeze_excitation(
+    b: &mut GraphBuilder,
+    w: &mut Weights,
+    p: &str,
+    x: NodeId,
+    (channels, squeeze): (usize, usize),
+    (act, gate): (Nonlinearity, Nonlinearity),
+) -> Result<NodeId> {
+    let pooled = b.push(format!("{p}.avgpool"), Op::AdaptiveAvgPool(AdaptiveAvgPool([1, 1])), &[x]);
+    let s = conv(b, w, &format!("{p}.fc1"), None, pooled, ConvSpec::new(Some(channels), squeeze, 1).bias())?;
+    let s = b.act(format!("{p}.activation"), act, s);
+    let s = conv(b, w, &format!("{p}.fc2"), None, s, ConvSpec::new(Some(squeeze), channels, 1).bias())?;
+    let g = b.act(format!("{p}.scale_activation"), gate, s);
+    let y = b.push(format!("{p}.mul"), Op::Mul(Mul), &[g, x]);
+    b.alias(p, y);
+    Ok(y)
 }
 
 /// Appends `AdaptiveAvgPool2d(size)` named `name` and torch.flatten(x, 1) named `flatten`;
