@@ -94,3 +94,57 @@ fn convnext_is_refused_by_node_and_op() {
     let err = err.expect("convnext_tiny imported");
     assert!(err.contains("(Transpose)") && err.contains("node `"), "{err}");
 }
+
+/// Every kind of method and every steered attack runs on the new families: one study of all
+/// six models side by side (their [[model]] tables), the attacks steered through a gradient
+/// map, a modified-backprop map and Grad-CAM, so second-order steps go through the gates'
+/// products, the smooth activations and the channel shuffle (`fragility explain` with all 14
+/// methods runs on them too; the study keeps to one method of each kind for time).
+#[test]
+fn a_study_of_the_new_families_runs_every_method_and_attack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let models: String = FAMILIES
+        .iter()
+        .map(|(family, _)| {
+            format!(
+                "[[model]]\nlabel = \"{family}\"\nonnx = \"{}\"\n\n",
+                dir().join(format!("{family}.onnx")).display()
+            )
+        })
+        .collect();
+    let config = format!(
+        r#"seed = 5
+out = "out"
+batch_size = 8
+
+{models}[data]
+images = "{images}"
+correct_only = false
+
+[methods]
+names = ["gradient", "guided_backprop", "deeplift", "grad_cam", "occlusion"]
+
+[attacks]
+names = ["random_sign", "top_k", "mass_center", "targeted", "manipulate"]
+epsilons = [0.05]
+target_method = ["gradient", "deeplift", "grad_cam"]
+random_sign = {{ tries = 2 }}
+top_k = {{ k = 20, iterations = 2, step = 0.25, beta = 10.0 }}
+mass_center = {{ iterations = 2, step = 0.25 }}
+targeted = {{ iterations = 2, step = 0.25, region = [0, 0, 8, 8] }}
+manipulate = {{ iterations = 2, step = 0.1, beta = 10.0, beta_end = 20.0, gamma = 25.0, target_image = 1 }}
+
+[metrics]
+top_k = 20
+"#,
+        images = dir().join("input.npy").display()
+    );
+    std::fs::write(tmp.path().join("exp.toml"), config).unwrap();
+    let o = crate::cli::fragility(&["run", "exp.toml", "--quiet"], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run = std::fs::read_to_string(tmp.path().join("out/run.json")).unwrap();
+    for (family, _) in FAMILIES {
+        assert!(run.contains(&format!("{family}.onnx")), "run.json names {family}");
+    }
+    assert!(tmp.path().join("out/samples.parquet").exists());
+}
