@@ -23,7 +23,7 @@ mod vgg;
 use super::graph::{
     fold_batch_norm, AdaptiveAvgPool, Flatten, Graph, GraphBuilder, NodeId, Nonlinearity, Op,
 };
-use super::weights::Weights;
+use super::weights::{Weights, BATCH_NORM_EPS};
 use crate::error::{Error, Result};
 
 /// One torchvision architecture: its name, its default Grad-CAM layer and its builder.
@@ -84,7 +84,8 @@ pub fn architecture(name: &str) -> Option<&'static Architecture> {
 }
 
 /// A convolution as torchvision declares it; `inputs: None` means the input channels come
-/// from the weights (a first convolution).
+/// from the weights (a first convolution). `bn_eps` is the ε of a batch norm folded into it
+/// (a module setting, not in the `state_dict`).
 #[derive(Debug, Clone, Copy)]
 struct ConvSpec {
     inputs: Option<usize>,
@@ -94,12 +95,23 @@ struct ConvSpec {
     padding: usize,
     groups: usize,
     bias: bool,
+    bn_eps: f64,
 }
 
 impl ConvSpec {
-    /// `Conv2d(inputs, outputs, kernel)`: stride 1, no padding, one group, no bias.
+    /// `Conv2d(inputs, outputs, kernel)`: stride 1, no padding, one group, no bias; a folded
+    /// batch norm has PyTorch's default ε.
     const fn new(inputs: Option<usize>, outputs: usize, kernel: usize) -> Self {
-        Self { inputs, outputs, kernel, stride: 1, padding: 0, groups: 1, bias: false }
+        Self {
+            inputs,
+            outputs,
+            kernel,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: false,
+            bn_eps: BATCH_NORM_EPS,
+        }
     }
 
     const fn stride(self, stride: usize) -> Self {
@@ -133,7 +145,7 @@ fn conv_params(
     let bias = if spec.bias { Some(w.take(&format!("{name}.bias"), &[Some(spec.outputs)])?) } else { None };
     match bn {
         Some(prefix) => {
-            let bn = w.batch_norm(prefix, spec.outputs)?;
+            let bn = w.batch_norm(prefix, spec.outputs, spec.bn_eps)?;
             fold_batch_norm(&weight, bias.as_ref(), &bn).map_err(|e| match e {
                 Error::Invalid(m) => Error::data(w.source(), format!("`{prefix}`: {m}")),
                 e => e,
