@@ -16,6 +16,7 @@
 //! Shapes: images [B,C,H,W], nominally 224×224 ([`Architecture::input`]); logits [B,K].
 
 mod mobilenet;
+mod mobilenet_v3;
 mod resnet;
 mod squeezenet;
 mod vgg;
@@ -63,7 +64,7 @@ const fn arch(
 }
 
 /// Every architecture this module builds.
-pub const ARCHITECTURES: [Architecture; 12] = [
+pub const ARCHITECTURES: [Architecture; 14] = [
     arch("resnet18", "layer4", resnet::resnet18),
     arch("resnet34", "layer4", resnet::resnet34),
     arch("resnet50", "layer4", resnet::resnet50),
@@ -71,6 +72,8 @@ pub const ARCHITECTURES: [Architecture; 12] = [
     arch("squeezenet1_0", "features.12", squeezenet::squeezenet1_0),
     arch("squeezenet1_1", "features.12", squeezenet::squeezenet1_1),
     arch("mobilenet_v2", "features.18", mobilenet::mobilenet_v2),
+    arch("mobilenet_v3_small", "features.12", mobilenet_v3::mobilenet_v3_small),
+    arch("mobilenet_v3_large", "features.16", mobilenet_v3::mobilenet_v3_large),
     arch("vgg11", "features.19", vgg::vgg11),
     arch("vgg16", "features.29", vgg::vgg16),
     arch("vgg11_bn", "features.27", vgg::vgg11_bn),
@@ -128,6 +131,11 @@ impl ConvSpec {
 
     const fn bias(self) -> Self {
         Self { bias: true, ..self }
+    }
+
+    /// The folded batch norm's ε (`BatchNorm2d(eps=...)`).
+    const fn bn_eps(self, bn_eps: f64) -> Self {
+        Self { bn_eps, ..self }
     }
 }
 
