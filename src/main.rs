@@ -187,15 +187,15 @@ const SUBCOMMANDS: [&str; 9] =
 
 /// `fragility models`: one line per architecture.
 fn list_models() {
-    println!("{:<16} {:<14} {:<10} weights", "model", "grad_cam", "input");
+    println!("{:<20} {:<14} {:<10} weights", "model", "grad_cam", "input");
     println!(
-        "{:<16} {:<14} {:<10} assets/models/fmnist_cnn.safetensors",
+        "{:<20} {:<14} {:<10} assets/models/fmnist_cnn.safetensors",
         "fmnist_cnn", "conv2_relu", "1×28×28"
     );
     for a in fragility::model::zoo::ARCHITECTURES {
         let input = format!("C×{}×{}", a.input.0, a.input.1);
         println!(
-            "{:<16} {:<14} {:<10} torchvision state_dict (C and classes from the weights)",
+            "{:<20} {:<14} {:<10} torchvision state_dict (C and classes from the weights)",
             a.name, a.default_layer, input
         );
     }

@@ -21,7 +21,7 @@ use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// The ε torchvision's `BatchNorm2d` adds to the variance.
+/// The ε `BatchNorm2d` adds to the variance by default (torchvision's MobileNetV3 uses 1e-3).
 pub const BATCH_NORM_EPS: f64 = 1e-5;
 
 /// The suffix of the batch counter PyTorch stores with every batch norm (unused in eval mode).
@@ -162,17 +162,18 @@ impl Weights {
     }
 
     /// The eval-mode batch norm stored under `prefix` (`prefix.weight`, `.bias`,
-    /// `.running_mean`, `.running_var`, each [channels]), with torchvision's ε = 1e-5.
-    /// `prefix.num_batches_tracked` is dropped whether present or not (in synthesize mode it
-    /// is recorded, as PyTorch saves it: an i64 scalar).
-    pub fn batch_norm(&mut self, prefix: &str, channels: usize) -> Result<BatchNorm> {
+    /// `.running_mean`, `.running_var`, each [channels]), with the module's ε (not stored in
+    /// a `state_dict`: the architecture declares it, [`BATCH_NORM_EPS`] unless it says
+    /// otherwise). `prefix.num_batches_tracked` is dropped whether present or not (in
+    /// synthesize mode it is recorded, as PyTorch saves it: an i64 scalar).
+    pub fn batch_norm(&mut self, prefix: &str, channels: usize, eps: f64) -> Result<BatchNorm> {
         let c = [Some(channels)];
         let bn = BatchNorm {
             weight: self.take_filled(&format!("{prefix}.weight"), &c, 1.0)?,
             bias: self.take_filled(&format!("{prefix}.bias"), &c, 0.0)?,
             mean: self.take_filled(&format!("{prefix}.running_mean"), &c, 0.0)?,
             var: self.take_filled(&format!("{prefix}.running_var"), &c, 1.0)?,
-            eps: BATCH_NORM_EPS,
+            eps,
         };
         let counter = format!("{prefix}.{BATCH_COUNTER}");
         match &mut self.synth {
@@ -277,7 +278,7 @@ mod tests {
     fn batch_norm_takes_four_vectors_with_or_without_a_counter() {
         let dev = Device::Cpu;
         let mut w = Weights::synthesize(10, 3, &dev);
-        w.batch_norm("bn1", 4).unwrap();
+        w.batch_norm("bn1", 4, BATCH_NORM_EPS).unwrap();
         let keys: Vec<String> = w.recorded().into_iter().map(|(k, _)| k).collect();
         assert_eq!(
             keys,
@@ -289,7 +290,7 @@ mod tests {
         without.remove("bn1.num_batches_tracked");
         for dict in [with, without] {
             let mut w = Weights::from_tensors(dict, "bn.safetensors");
-            let bn = w.batch_norm("bn1", 4).unwrap();
+            let bn = w.batch_norm("bn1", 4, BATCH_NORM_EPS).unwrap();
             // Synthesized: γ = 1, β = 0, mean 0, var 1 → scale 1/√(1 + ε), shift 0.
             let (scale, shift) = bn.scale_shift().unwrap();
             assert!((scale[0] - 1.0).abs() < 1e-5 && shift[0] == 0.0);

@@ -97,12 +97,23 @@ fn every_architecture_equals_torchvision_on_the_kernels() {
 /// The candle path (the CUDA path) in float64, where no kink flips: every map to the
 /// fixtures' own float32 rounding (2e-6 of the scale, the gradient and IG included),
 /// one network of each family and the two whose float32 gradients flip most (vgg16,
-/// vgg11_bn).
+/// vgg11_bn). mobilenet_v3_small is the squeeze-and-excitation network: guided backprop's
+/// rule at its Hardsigmoid gates moves the map by only 3e-3 of its scale (measured against
+/// PyTorch with the gates passed plain), under the float32 test's allowance, so it is held
+/// to the rule here.
 #[test]
 fn the_candle_path_equals_torchvision_in_f64() {
-    for arch in
-        ["resnet18", "squeezenet1_1", "mobilenet_v2", "alexnet", "vgg16", "vgg11_bn", "efficientnet_b0"]
-    {
+    let archs = [
+        "resnet18",
+        "squeezenet1_1",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "alexnet",
+        "vgg16",
+        "vgg11_bn",
+        "efficientnet_b0",
+    ];
+    for arch in archs {
         check(arch, &network(arch).without_kernels(), 2e-6, DType::F64);
     }
 }

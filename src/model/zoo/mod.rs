@@ -17,6 +17,7 @@
 
 mod efficientnet;
 mod mobilenet;
+mod mobilenet_v3;
 mod regnet;
 mod resnet;
 mod shufflenet;
@@ -26,7 +27,7 @@ mod vgg;
 use super::graph::{
     fold_batch_norm, AdaptiveAvgPool, Flatten, Graph, GraphBuilder, Mul, NodeId, Nonlinearity, Op,
 };
-use super::weights::Weights;
+use super::weights::{Weights, BATCH_NORM_EPS};
 use crate::error::{Error, Result};
 
 /// One torchvision architecture: its name, its default Grad-CAM layer and its builder.
@@ -66,7 +67,7 @@ const fn arch(
 }
 
 /// Every architecture this module builds.
-pub const ARCHITECTURES: [Architecture; 15] = [
+pub const ARCHITECTURES: [Architecture; 17] = [
     arch("resnet18", "layer4", resnet::resnet18),
     arch("resnet34", "layer4", resnet::resnet34),
     arch("resnet50", "layer4", resnet::resnet50),
@@ -74,6 +75,8 @@ pub const ARCHITECTURES: [Architecture; 15] = [
     arch("squeezenet1_0", "features.12", squeezenet::squeezenet1_0),
     arch("squeezenet1_1", "features.12", squeezenet::squeezenet1_1),
     arch("mobilenet_v2", "features.18", mobilenet::mobilenet_v2),
+    arch("mobilenet_v3_small", "features.12", mobilenet_v3::mobilenet_v3_small),
+    arch("mobilenet_v3_large", "features.16", mobilenet_v3::mobilenet_v3_large),
     arch("vgg11", "features.19", vgg::vgg11),
     arch("vgg16", "features.29", vgg::vgg16),
     arch("vgg11_bn", "features.27", vgg::vgg11_bn),
@@ -90,7 +93,8 @@ pub fn architecture(name: &str) -> Option<&'static Architecture> {
 }
 
 /// A convolution as torchvision declares it; `inputs: None` means the input channels come
-/// from the weights (a first convolution).
+/// from the weights (a first convolution). `bn_eps` is the ε of a batch norm folded into it
+/// (a module setting, not in the `state_dict`).
 #[derive(Debug, Clone, Copy)]
 struct ConvSpec {
     inputs: Option<usize>,
@@ -100,12 +104,23 @@ struct ConvSpec {
     padding: usize,
     groups: usize,
     bias: bool,
+    bn_eps: f64,
 }
 
 impl ConvSpec {
-    /// `Conv2d(inputs, outputs, kernel)`: stride 1, no padding, one group, no bias.
+    /// `Conv2d(inputs, outputs, kernel)`: stride 1, no padding, one group, no bias; a folded
+    /// batch norm has PyTorch's default ε.
     const fn new(inputs: Option<usize>, outputs: usize, kernel: usize) -> Self {
-        Self { inputs, outputs, kernel, stride: 1, padding: 0, groups: 1, bias: false }
+        Self {
+            inputs,
+            outputs,
+            kernel,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: false,
+            bn_eps: BATCH_NORM_EPS,
+        }
     }
 
     const fn stride(self, stride: usize) -> Self {
@@ -123,6 +138,11 @@ impl ConvSpec {
     const fn bias(self) -> Self {
         Self { bias: true, ..self }
     }
+
+    /// The folded batch norm's ε (`BatchNorm2d(eps=...)`).
+    const fn bn_eps(self, bn_eps: f64) -> Self {
+        Self { bn_eps, ..self }
+    }
 }
 
 /// Takes the kernel `{name}.weight` (and `{name}.bias`) for `spec`; with `bn`, folds the
@@ -139,7 +159,7 @@ fn conv_params(
     let bias = if spec.bias { Some(w.take(&format!("{name}.bias"), &[Some(spec.outputs)])?) } else { None };
     match bn {
         Some(prefix) => {
-            let bn = w.batch_norm(prefix, spec.outputs)?;
+            let bn = w.batch_norm(prefix, spec.outputs, spec.bn_eps)?;
             fold_batch_norm(&weight, bias.as_ref(), &bn).map_err(|e| match e {
                 Error::Invalid(m) => Error::data(w.source(), format!("`{prefix}`: {m}")),
                 e => e,
