@@ -3,23 +3,22 @@
 //! `GlobalAveragePool`, `ReduceMean` over H and W). Linear, on one gather table
 //! ([`super::pool`]). Occlusion: it mixes all positions of a bin, so it starts the head.
 
-use super::pool::{planes, Gather, TensorGather};
+use super::pool::{
+    cpu_average, cpu_average_plan, cpu_average_vjp, tensor_average, tensor_average_vjp, Averaging, Gather,
+};
 use super::{CpuCx, CpuKept, Layer, Prepared, TensorCx, TensorKept};
 use crate::error::Result;
-use crate::model::kernels::pool::{self as kernel, PoolTable};
 use crate::model::kernels::Buf;
 use crate::model::shape::Shape;
 use candle_core::Tensor;
-use std::sync::Arc;
 
 /// Adaptive average pooling to (rows, columns).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdaptiveAvgPool(pub [usize; 2]);
 
-impl AdaptiveAvgPool {
-    fn gather<'c>(&self, cx: &'c mut TensorCx) -> Result<&'c TensorGather> {
-        let (hw, ohw) = planes(cx.ins, cx.out).map_err(|m| cx.error(m))?;
-        cx.cached(|cx| Gather::adaptive(hw, ohw).tensors(cx))
+impl Averaging for AdaptiveAvgPool {
+    fn table(&self, hw: (usize, usize), ohw: (usize, usize)) -> Gather {
+        Gather::adaptive(hw, ohw)
     }
 }
 
@@ -44,18 +43,15 @@ impl Layer for AdaptiveAvgPool {
         ins: &[&Tensor],
         _rank: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let out = cx.out.map().map_err(|m| cx.error(m))?;
-        Ok((self.gather(cx)?.average(ins[0], out)?, None))
+        Ok((tensor_average(self, cx, ins[0])?, None))
     }
 
     fn tensor_vjp(&self, cx: &mut TensorCx, g: &Tensor, _kept: &TensorKept) -> Result<Vec<Tensor>> {
-        let input = cx.ins[0].map().map_err(|m| cx.error(m))?;
-        Ok(vec![self.gather(cx)?.average_vjp(g, input)?])
+        Ok(vec![tensor_average_vjp(self, cx, g)?])
     }
 
     fn cpu_plan(&self, ins: &[Shape], out: Shape) -> Result<Option<Prepared>> {
-        let (hw, ohw) = planes(ins, out).map_err(crate::error::Error::Invalid)?;
-        Ok(Some(Box::new(Gather::adaptive(hw, ohw).cpu(None, hw, ohw))))
+        cpu_average_plan(self, ins, out)
     }
 
     fn cpu_forward(
@@ -64,13 +60,11 @@ impl Layer for AdaptiveAvgPool {
         ins: &[&Buf],
         _rank: Option<&Buf>,
     ) -> Result<(Buf, Option<Vec<u32>>)> {
-        let planes = cx.out.channels() * cx.n;
-        Ok((Arc::new(kernel::avg_forward(cx.plan::<PoolTable>()?, ins[0], planes)), None))
+        Ok((cpu_average(cx, ins[0])?, None))
     }
 
     fn cpu_vjp(&self, cx: &mut CpuCx, g: &Buf, _kept: &CpuKept) -> Result<Vec<Buf>> {
-        let planes = cx.out.channels() * cx.n;
-        Ok(vec![Arc::new(kernel::avg_vjp(cx.plan::<PoolTable>()?, g, planes))])
+        Ok(vec![cpu_average_vjp(cx, g)?])
     }
 }
 

@@ -3,14 +3,16 @@
 //! itself, its vector–Jacobian product spreads each gradient over its window with the same
 //! weights. Both executors read one gather table ([`super::pool`]).
 
-use super::pool::{average_region, planes, Gather, TensorGather, Window};
+use super::pool::{
+    average_region, cpu_average, cpu_average_plan, cpu_average_vjp, tensor_average, tensor_average_vjp,
+    Averaging, Gather, Window,
+};
 use super::{CpuCx, CpuKept, Layer, Prepared, Rect, TensorCx, TensorKept};
 use crate::error::Result;
-use crate::model::kernels::pool::{self as kernel, PoolTable};
+use crate::model::kernels::pool::PoolTable;
 use crate::model::kernels::Buf;
 use crate::model::shape::Shape;
 use candle_core::Tensor;
-use std::sync::Arc;
 
 /// An average pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,15 +23,9 @@ pub struct AvgPool {
     pub count_include_pad: bool,
 }
 
-impl AvgPool {
-    fn table(&self, ins: &[Shape], out: Shape) -> std::result::Result<Gather, String> {
-        let (hw, ohw) = planes(ins, out)?;
-        Ok(Gather::window(&self.window, Some(self.count_include_pad), hw, ohw))
-    }
-
-    fn gather<'c>(&self, cx: &'c mut TensorCx) -> Result<&'c TensorGather> {
-        let t = self.table(cx.ins, cx.out).map_err(|m| cx.error(m))?;
-        cx.cached(|cx| t.tensors(cx))
+impl Averaging for AvgPool {
+    fn table(&self, hw: (usize, usize), ohw: (usize, usize)) -> Gather {
+        Gather::window(&self.window, Some(self.count_include_pad), hw, ohw)
     }
 }
 
@@ -48,19 +44,15 @@ impl Layer for AvgPool {
         ins: &[&Tensor],
         _rank: Option<&Tensor>,
     ) -> Result<(Tensor, Option<Tensor>)> {
-        let out = cx.out.map().map_err(|m| cx.error(m))?;
-        Ok((self.gather(cx)?.average(ins[0], out)?, None))
+        Ok((tensor_average(self, cx, ins[0])?, None))
     }
 
     fn tensor_vjp(&self, cx: &mut TensorCx, g: &Tensor, _kept: &TensorKept) -> Result<Vec<Tensor>> {
-        let input = cx.ins[0].map().map_err(|m| cx.error(m))?;
-        Ok(vec![self.gather(cx)?.average_vjp(g, input)?])
+        Ok(vec![tensor_average_vjp(self, cx, g)?])
     }
 
     fn cpu_plan(&self, ins: &[Shape], out: Shape) -> Result<Option<Prepared>> {
-        let (hw, ohw) = planes(ins, out).map_err(crate::error::Error::Invalid)?;
-        let t = self.table(ins, out).map_err(crate::error::Error::Invalid)?;
-        Ok(Some(Box::new(t.cpu(None, hw, ohw))))
+        cpu_average_plan(self, ins, out)
     }
 
     fn cpu_forward(
@@ -69,13 +61,11 @@ impl Layer for AvgPool {
         ins: &[&Buf],
         _rank: Option<&Buf>,
     ) -> Result<(Buf, Option<Vec<u32>>)> {
-        let planes = cx.out.channels() * cx.n;
-        Ok((Arc::new(kernel::avg_forward(cx.plan::<PoolTable>()?, ins[0], planes)), None))
+        Ok((cpu_average(cx, ins[0])?, None))
     }
 
     fn cpu_vjp(&self, cx: &mut CpuCx, g: &Buf, _kept: &CpuKept) -> Result<Vec<Buf>> {
-        let planes = cx.out.channels() * cx.n;
-        Ok(vec![Arc::new(kernel::avg_vjp(cx.plan::<PoolTable>()?, g, planes))])
+        Ok(vec![cpu_average_vjp(cx, g)?])
     }
 
     fn reach(&self, changed: &[&Rect], out: (usize, usize)) -> Option<Rect> {

@@ -10,10 +10,13 @@
 //! and routes the gradient whole to it (candle's own `max_pool2d` backward divides it by the
 //! window size; see ../shared/DESIGN.md).
 
-use super::{Rect, TensorCx};
-use crate::error::Result;
-use crate::model::kernels::pool::{MaxGeometry, PoolTable};
+use super::{CpuCx, Prepared, Rect, TensorCx};
+use crate::error::{Error, Result};
+use crate::model::kernels::pool::{self as kernel, MaxGeometry, PoolTable};
+use crate::model::kernels::Buf;
+use crate::model::shape::Shape;
 use candle_core::{Tensor, D};
+use std::sync::Arc;
 
 /// The window of a max or average pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,10 +54,7 @@ impl Window {
     }
 
     /// The output shape of a max or average pool of this window on `ins`.
-    pub(super) fn infer(
-        &self,
-        ins: &[crate::model::shape::Shape],
-    ) -> std::result::Result<crate::model::shape::Shape, String> {
+    pub(super) fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
         let (c, h, w) = x.map()?;
         // A pad as wide as the window makes windows of padding only (onnxruntime refuses).
@@ -64,7 +64,7 @@ impl Window {
         let too_small = || format!("input {h}×{w} is smaller than its {:?} window", self.kernel);
         let oh = self.out_len(0, h).ok_or_else(too_small)?;
         let ow = self.out_len(1, w).ok_or_else(too_small)?;
-        Ok(crate::model::shape::Shape::Map(c, oh, ow))
+        Ok(Shape::Map(c, oh, ow))
     }
 
     /// The output rectangle a changed input rectangle reaches (occlusion).
@@ -80,10 +80,7 @@ impl Window {
 pub(super) type Planes = ((usize, usize), (usize, usize));
 
 /// The [`Planes`] of a pool with input shapes `ins` and output `out`.
-pub(super) fn planes(
-    ins: &[crate::model::shape::Shape],
-    out: crate::model::shape::Shape,
-) -> std::result::Result<Planes, String> {
+pub(super) fn planes(ins: &[Shape], out: Shape) -> std::result::Result<Planes, String> {
     let (_, h, w) = ins.first().ok_or("no input")?.map()?;
     let (_, oh, ow) = out.map()?;
     Ok(((h, w), (oh, ow)))
@@ -243,9 +240,7 @@ impl TensorGather {
     }
 
     fn weights(&self) -> Result<Tensor> {
-        self.weights
-            .clone()
-            .ok_or_else(|| crate::error::Error::Invalid("internal: an average without weights".into()))
+        self.weights.clone().ok_or_else(|| Error::Invalid("internal: an average without weights".into()))
     }
 
     /// The weighted average of each window of `x`: [B,C,OH,OW] (`out` = (C, OH, OW)).
@@ -262,6 +257,49 @@ impl TensorGather {
             g.reshape((b, c, oh * ow, 1))?.broadcast_mul(&self.weights()?.unsqueeze(0)?.unsqueeze(0)?)?;
         self.unwindow(&spread, input)
     }
+}
+
+/// An average over gather-table windows: average pooling and adaptive average pooling, which
+/// differ only in their table; the functions below are the [`super::Layer`] methods both share.
+pub(super) trait Averaging {
+    /// The gather table from an input plane `hw` to an output plane `ohw`.
+    fn table(&self, hw: (usize, usize), ohw: (usize, usize)) -> Gather;
+}
+
+/// The tensor path's cached table of `op` at `cx`'s node.
+fn tensor_table<'c>(op: &impl Averaging, cx: &'c mut TensorCx) -> Result<&'c TensorGather> {
+    let (hw, ohw) = planes(cx.ins, cx.out).map_err(|m| cx.error(m))?;
+    cx.cached(|cx| op.table(hw, ohw).tensors(cx))
+}
+
+/// The average of `x` on the tensor path.
+pub(super) fn tensor_average(op: &impl Averaging, cx: &mut TensorCx, x: &Tensor) -> Result<Tensor> {
+    let out = cx.out.map().map_err(|m| cx.error(m))?;
+    tensor_table(op, cx)?.average(x, out)
+}
+
+/// The average's vector–Jacobian product on the tensor path.
+pub(super) fn tensor_average_vjp(op: &impl Averaging, cx: &mut TensorCx, g: &Tensor) -> Result<Tensor> {
+    let input = cx.ins[0].map().map_err(|m| cx.error(m))?;
+    tensor_table(op, cx)?.average_vjp(g, input)
+}
+
+/// The CPU kernels' table of `op` at one input size.
+pub(super) fn cpu_average_plan(op: &impl Averaging, ins: &[Shape], out: Shape) -> Result<Option<Prepared>> {
+    let (hw, ohw) = planes(ins, out).map_err(Error::Invalid)?;
+    Ok(Some(Box::new(op.table(hw, ohw).cpu(None, hw, ohw))))
+}
+
+/// The average of a block on the CPU kernels.
+pub(super) fn cpu_average(cx: &CpuCx, x: &[f32]) -> Result<Buf> {
+    let planes = cx.out.channels() * cx.n;
+    Ok(Arc::new(kernel::avg_forward(cx.plan::<PoolTable>()?, x, planes)))
+}
+
+/// The average's vector–Jacobian product on the CPU kernels.
+pub(super) fn cpu_average_vjp(cx: &CpuCx, g: &[f32]) -> Result<Buf> {
+    let planes = cx.out.channels() * cx.n;
+    Ok(Arc::new(kernel::avg_vjp(cx.plan::<PoolTable>()?, g, planes)))
 }
 
 /// An average's outputs inside `r` of `c` planes (output width `ow`) from its input planes
