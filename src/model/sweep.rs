@@ -177,9 +177,7 @@ impl<E: Exec> Forward<E> {
     pub fn kept(&self, id: NodeId) -> Kept<'_, E::Buf, E::Route> {
         Kept { route: self.routes[id].as_ref(), inputs: self.inputs[id].as_deref().unwrap_or(&[]) }
     }
-}
 
-impl<E: Exec> Forward<E> {
     /// The kept output of node `id`.
     pub fn value(&self, id: NodeId) -> Result<&E::Buf> {
         self.values[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id}'s output was not kept")))
