@@ -10,7 +10,11 @@ plus `pip install onnx onnxruntime onnxscript`):
 
 on 2026-12-07 with torch 2.15.0+cu132, torchvision 0.29.2+cu132 (PyPI's default wheels, run on
 CPU, one thread: FIXTURE_THREADS overrides), onnx 1.23.2, onnxruntime 1.32.0, onnxscript 0.7.2,
-numpy 2.4.6 (Python 3.11.7). Reruns give byte-identical files (checked).
+numpy 2.4.6 (Python 3.11.7). Reruns give byte-identical files (checked), except that on
+another machine onnxruntime's ConvNeXt logits moved by 4e-7 of their scale (its LayerNorm kernel
+differs by CPU); the committed logits are the first machine's. `convnext_tiny_opset13.onnx` and
+`convnext_tiny_dynamo.onnx` (VARIANTS below) were added on 2026-12-07 by a rerun of
+`... onnx_family_fixtures.py convnext_tiny` with the same versions.
 
 Seven families the importer refuses today, each a REDUCED-WIDTH instance of torchvision's own
 class (so the graph has every structural op of the family), 10 classes, 3 input channels:
@@ -362,6 +366,9 @@ def make(name, x, report):
     print(f"    ops (TorchScript exporter, opset {OPSET}): {op_counts(proto)}", flush=True)
     report[name] = {"ops": op_counts(proto), "opset": opset_of(proto)}
 
+    if name in VARIANTS:
+        variants(name, model, xt, logits, scale)
+
     if os.environ.get("FAMILY_DYNAMO"):
         # What torch.onnx.export writes by default (dynamo=True) in this torch: not stored.
         with tempfile.TemporaryDirectory() as d:
@@ -374,6 +381,38 @@ def make(name, x, report):
             dl = s.run(None, {s.get_inputs()[0].name: x})[0]
             print(f"    ops (dynamo exporter, opset {opset_of(dp)}, {os.path.getsize(p)} bytes, "
                   f"vs torch {np.abs(dl - ref32).max() / scale:.1e}): {op_counts(dp)}", flush=True)
+
+
+# Families also stored as other exporters write them, to check the importer's other forms of
+# their ops against the same logits and gradient (same model, same weights):
+# `<family>_opset13.onnx` (TorchScript exporter at opset 13: LayerNorm decomposed into
+# ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div then Mul/Add, GELU as the Erf pattern) and
+# `<family>_dynamo.onnx` (the default dynamo exporter, opset 20: LayerNormalization with
+# stash_type, one Gelu op, ReduceMean for the pooling, Reshape for the flatten).
+VARIANTS = ["convnext_tiny"]
+
+
+def variants(name, model, xt, logits, scale):
+    x = xt.numpy()
+    for tag in ["opset13", "dynamo"]:
+        path = os.path.join(OUT, f"{name}_{tag}.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if tag == "dynamo":
+                export(model, xt, path, dynamo=True)
+            else:
+                torch.onnx.export(model, (xt,), path, opset_version=13, dynamo=False,
+                                  input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+        proto = onnx.load(path)
+        onnx.checker.check_model(proto, full_check=True)
+        sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+        err = float(np.abs(got - logits).max() / scale)
+        if err > 1e-5:
+            raise RuntimeError(f"{name} {tag}: onnxruntime's logits differ from the opset-17 file's by {err:.1e}")
+        print(f"    {tag}: {os.path.getsize(path)} bytes, opset {opset_of(proto)}, vs opset 17 {err:.1e}, "
+              f"ops {op_counts(proto)}", flush=True)
 
 
 def main():

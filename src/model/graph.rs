@@ -27,7 +27,8 @@ pub type NodeId = usize;
 
 pub use super::nonlinearity::Nonlinearity;
 pub use super::ops::{
-    AdaptiveAvgPool, Add, Affine, AvgPool, Channels, Concat, Conv, Flatten, Linear, MaxPool, Mul, Op, Window,
+    AdaptiveAvgPool, Add, Affine, AvgPool, Channels, Concat, Conv, Flatten, LayerNorm, Linear, MaxPool, Mul,
+    Op, Window,
 };
 pub use super::shape::{Shape, MAX_NODE_VALUES};
 

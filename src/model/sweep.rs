@@ -48,7 +48,7 @@ pub(crate) trait Exec {
     ) -> Result<(Self::Buf, Option<Self::Route>)>;
 
     /// The linear part of `op` applied to tangents `ins` (no bias; max-pools follow their
-    /// routes, bilinear ops are linearised at their kept inputs).
+    /// routes, nonlinear ops are linearised at their kept inputs).
     fn tangent(
         &mut self,
         id: NodeId,
@@ -66,7 +66,7 @@ pub(crate) trait Exec {
         kept: &Kept<Self::Buf, Self::Route>,
     ) -> Result<Vec<Self::Buf>>;
 
-    /// A bilinear op's second-order terms (see [`super::ops::Layer::tensor_second`]).
+    /// A nonlinear op's second-order terms (see [`super::ops::Layer::tensor_second`]).
     fn second(
         &mut self,
         id: NodeId,
@@ -155,7 +155,7 @@ pub(crate) struct Forward<E: Exec> {
     pub deriv: Vec<Option<E::Buf>>,
     /// Each max-pool's routes.
     pub routes: Vec<Option<E::Route>>,
-    /// Each bilinear op's inputs (where a backward pass goes through it).
+    /// Each nonlinear op's inputs (where a backward pass goes through it).
     pub inputs: Vec<Option<Vec<E::Buf>>>,
 }
 
@@ -301,7 +301,7 @@ pub(crate) fn forward<E: Exec>(
                 };
                 let (out, route) = exec.forward(id, op, &ins, rank)?;
                 fwd.routes[id] = route;
-                if differentiated[id] && bilinear(op) {
+                if differentiated[id] && nonlinear(op) {
                     fwd.inputs[id] = Some(ins.iter().map(|&b| b.clone()).collect());
                 }
                 out
@@ -352,9 +352,9 @@ fn routes(op: &Op) -> bool {
     op.layer().is_some_and(|l| l.routes())
 }
 
-/// Whether `op` is bilinear in its inputs (see [`super::ops::Layer::bilinear`]).
-fn bilinear(op: &Op) -> bool {
-    op.layer().is_some_and(|l| l.bilinear())
+/// Whether `op` is not linear in its inputs (see [`super::ops::Layer::nonlinear`]).
+fn nonlinear(op: &Op) -> bool {
+    op.layer().is_some_and(|l| l.nonlinear())
 }
 
 /// The values node `id` reads, from `values` (indexed by node).
@@ -413,7 +413,7 @@ pub(crate) fn backward<E: Exec>(
             }
             ref op => {
                 let parts = exec.vjp(id, op, &g, &fwd.kept(id))?;
-                if keep_upstream && bilinear(op) {
+                if keep_upstream && nonlinear(op) {
                     upstream[id] = Some(g);
                 }
                 parts
@@ -483,11 +483,11 @@ pub(crate) fn adjoint<E: Exec>(
     let mut sources: Vec<Option<E::Buf>> = vec![None; nodes.len()];
     let mut lam: Vec<Option<E::Buf>> = vec![None; nodes.len()];
     lam[stop] = Some(v);
-    // The last nonlinearity or bilinear op that depends on the stop node: nothing above it
+    // The last nonlinearity or nonlinear op that depends on the stop node: nothing above it
     // adds a term.
     let top = (stop + 1..nodes.len())
         .rev()
-        .find(|&i| reach[i] && (matches!(nodes[i].op, Op::Act(_)) || bilinear(&nodes[i].op)));
+        .find(|&i| reach[i] && (matches!(nodes[i].op, Op::Act(_)) || nonlinear(&nodes[i].op)));
     if let Some(top) = top {
         for id in stop + 1..=top {
             if !reach[id] {
@@ -515,7 +515,7 @@ pub(crate) fn adjoint<E: Exec>(
                 }
                 ref op => {
                     let kept = fwd.kept(id);
-                    if bilinear(op) {
+                    if nonlinear(op) {
                         // ⟨vjp(g), λ⟩ depends on the kept inputs too: its gradient with
                         // respect to each is a source of the final gradient pass.
                         let g = cached(upstream, id)?;

@@ -188,6 +188,15 @@ impl Weights {
         Ok(bn)
     }
 
+    /// A layer norm's γ and β stored under `prefix` (`prefix.weight`, `prefix.bias`, each
+    /// [channels]; synthesized γ = 1, β = 0).
+    pub fn layer_norm(&mut self, prefix: &str, channels: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let c = [Some(channels)];
+        let weight = self.take_filled(&format!("{prefix}.weight"), &c, 1.0)?.to_vec1::<f32>()?;
+        let bias = self.take_filled(&format!("{prefix}.bias"), &c, 0.0)?.to_vec1::<f32>()?;
+        Ok((weight, bias))
+    }
+
     /// Checks that every tensor has been taken (batch counters aside); otherwise an error
     /// naming `arch`, the first unexpected key in sorted order, its shape, and how many more
     /// there are. Always succeeds in synthesize mode.

@@ -1,8 +1,8 @@
 //! The CNN families beyond the first twelve, from ONNX: small random-weight instances of
 //! torchvision's own classes (tests/fixtures/onnx/families, made by
 //! scripts/onnx_family_fixtures.py) import, and equal onnxruntime's logits and PyTorch's
-//! float64 input gradient, on both executors; ConvNeXt, whose ops (LayerNorm on channels-last
-//! views) are not supported yet, is refused with an error that names the node and the op.
+//! float64 input gradient, on both executors, ConvNeXt also as the opset-13 and dynamo
+//! exporters write it.
 
 use crate::cli::npy_f32;
 use crate::torchvision::rel;
@@ -26,24 +26,42 @@ fn npy_i64(p: &Path) -> Vec<i64> {
 /// broadcast product of two activations) with the smooth activations in MobileNetV3
 /// (HardSwish, HardSigmoid gates), EfficientNet (SiLU, sigmoid gates, V2's Fused-MBConv) and
 /// RegNetY (ReLU, sigmoid gates); ShuffleNetV2's channel split (Slice) and shuffle
-/// (Reshape → Transpose → Reshape).
-const FAMILIES: [(&str, &str); 6] = [
+/// (Reshape → Transpose → Reshape); ConvNeXt's LayerNorm over the channels of channels-last
+/// views, its Linear layers on them (1×1 convolutions), exact GELU and layer scale.
+const FAMILIES: [(&str, &str); 7] = [
     ("mobilenet_v3_small", "mul"),
     ("mobilenet_v3_large", "mul"),
     ("efficientnet_b0", "mul"),
     ("efficientnet_v2_s", "mul"),
     ("regnet_y_400mf", "mul"),
     ("shufflenet_v2_x0_5", "channels"),
+    ("convnext_tiny", "layer_norm"),
 ];
+
+/// The other exporters' forms of ConvNeXt (same model and weights as convnext_tiny.onnx):
+/// opset 13, where LayerNorm is ReduceMean → Sub → Pow → ReduceMean → Add → Sqrt → Div then
+/// Mul γ and Add β (fused at import), and torch's default dynamo exporter at opset 20
+/// (LayerNormalization with stash_type, a Gelu op, ReduceMean pooling, Reshape flatten).
+const CONVNEXT_FORMS: [&str; 2] = ["convnext_tiny_opset13", "convnext_tiny_dynamo"];
 
 #[test]
 fn new_families_equal_onnxruntime_and_pytorch_on_both_executors() {
     let dev = Device::Cpu;
     let x = Tensor::from_vec(npy_f32(&dir().join("input.npy")), (3, 3, 32, 32), &dev).unwrap();
-    for (family, new_op) in FAMILIES {
-        let m = onnx::load(&dir().join(format!("{family}.onnx")), None).unwrap();
+    let forms = FAMILIES.iter().copied().chain(CONVNEXT_FORMS.map(|f| (f, "layer_norm")));
+    for (file, new_op) in forms {
+        // The variants' references are the opset-17 file's.
+        let family = if file.starts_with("convnext_tiny") { "convnext_tiny" } else { file };
+        let m = onnx::load(&dir().join(format!("{file}.onnx")), None).unwrap();
         let kinds: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.kind()).collect();
-        assert!(kinds.contains(&new_op), "{family}: no `{new_op}` node in {kinds:?}");
+        assert!(kinds.contains(&new_op), "{file}: no `{new_op}` node in {kinds:?}");
+        if family == "convnext_tiny" {
+            // One graph for the three forms: 10 layer norms with γ and β folded in, the
+            // Linear layers as 1×1 convolutions (9 real ones + 10), 5 GELUs, 5 layer scales.
+            let count = |k: &str| kinds.iter().filter(|&&x| x == k).count();
+            let counts = [count("layer_norm"), count("conv"), count("gelu"), count("affine"), count("add")];
+            assert_eq!(counts, [10, 19, 5, 5, 5], "{file}: {kinds:?}");
+        }
         let layer = m.default_layer.clone().unwrap();
         let net = Network::new(family, m.graph.clone(), m.hw, &layer, &dev).unwrap();
         assert!(net.has_kernels());
@@ -51,7 +69,7 @@ fn new_families_equal_onnxruntime_and_pytorch_on_both_executors() {
             Tensor::from_vec(npy_f32(&dir().join(format!("{family}_logits.npy"))), (3, 10), &dev).unwrap();
         for (path, model) in [("kernels", net.clone()), ("tensor path", net.clone().without_kernels())] {
             let err = rel(&model.logits(&x, Activation::Exact).unwrap(), &want);
-            assert!(err < 2e-5, "{family} ({path}): logits differ from onnxruntime by {err}");
+            assert!(err < 2e-5, "{file} ({path}): logits differ from onnxruntime by {err}");
         }
 
         // The gradient of the target logits against PyTorch's float64 autograd: in f64 on
@@ -68,10 +86,10 @@ fn new_families_equal_onnxruntime_and_pytorch_on_both_executors() {
         let x64 = x.to_dtype(DType::F64).unwrap();
         let exact = net64.backward(&x64, &Backward::gradient(&seed64, Activation::Exact)).unwrap().grad;
         let err = rel(&exact, &torch);
-        assert!(err < 1e-5, "{family}: f64 gradient differs from PyTorch's by {err}");
+        assert!(err < 1e-5, "{file}: f64 gradient differs from PyTorch's by {err}");
         let fast = net.backward(&x, &Backward::gradient(&seed, Activation::Exact)).unwrap().grad;
         let err = rel(&fast, &torch);
-        assert!(err < 1e-3, "{family}: the kernels' gradient differs from PyTorch's by {err}");
+        assert!(err < 1e-3, "{file}: the kernels' gradient differs from PyTorch's by {err}");
 
         // The second-order adjoint through the gates: the kernels (f32) against the tensor
         // path (f64) under the surrogate, along the gradient itself.
@@ -84,19 +102,12 @@ fn new_families_equal_onnxruntime_and_pytorch_on_both_executors() {
             .backward_adjoint(&x, &Backward::gradient(&seed, act), &mut |_| Ok((v.clone(), None)))
             .unwrap();
         let err = rel(&got, &want);
-        assert!(err < 1e-3, "{family}: the kernels' adjoint differs from the f64 tensor path's by {err}");
+        assert!(err < 1e-3, "{file}: the kernels' adjoint differs from the f64 tensor path's by {err}");
     }
 }
 
-#[test]
-fn convnext_is_refused_by_node_and_op() {
-    let err = onnx::load(&dir().join("convnext_tiny.onnx"), None).err().map(|e| e.to_string());
-    let err = err.expect("convnext_tiny imported");
-    assert!(err.contains("(Transpose)") && err.contains("node `"), "{err}");
-}
-
 /// Every kind of method and every steered attack runs on the new families: one study of all
-/// six models side by side (their [[model]] tables), the attacks steered through a gradient
+/// seven models side by side (their [[model]] tables), the attacks steered through a gradient
 /// map, a modified-backprop map and Grad-CAM, so second-order steps go through the gates'
 /// products, the smooth activations and the channel shuffle (`fragility explain` with all 14
 /// methods runs on them too; the study keeps to one method of each kind for time).

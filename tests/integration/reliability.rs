@@ -1218,6 +1218,59 @@ fn onnx_constants_that_fold_into_nan_or_infinity_are_refused_naming_the_node() {
     import_refused(&m, &["`m_node`", "scale holds inf"]);
 }
 
+/// Channels-last views (ConvNeXt's Transpose [0, 2, 3, 1]) import where they are
+/// LayerNorm / MatMul / elementwise work and the Transpose back; anything else reading one, a
+/// Transpose of another permutation and a LayerNormalization over a channels-first map's axis
+/// 1 (which would mix positions) are refused naming the node.
+#[test]
+fn channels_last_views_import_only_where_they_are_supported() {
+    use onnx_graph::*;
+    let ln = |x: &str, out: &str, axis: i64| {
+        node(
+            "LayerNormalization",
+            &[x, "gamma", "beta"],
+            out,
+            vec![int("axis", axis), float("epsilon", 1e-6)],
+        )
+    };
+    let params = || vec![init("gamma", &[3], &[1.0, 0.5, 2.0]), init("beta", &[3], &[0.0, 0.1, -0.1])];
+    let to_last = |x: &str, out: &str| node("Transpose", &[x], out, vec![ints("perm", &[0, 2, 3, 1])]);
+    let back = |x: &str, out: &str| node("Transpose", &[x], out, vec![ints("perm", &[0, 3, 1, 2])]);
+    // Transpose → LayerNorm → MatMul → Add (bias) → Relu → Transpose back: one layer norm and a
+    // 1×1 convolution with that bias.
+    let mut extra = params();
+    extra.push(init("k", &[3, 3], &[1.0, 0.0, 0.5, 0.0, 1.0, 0.0, -0.5, 0.0, 1.0]));
+    extra.push(init("kb", &[3], &[0.1, 0.2, 0.3]));
+    let ok = around(
+        vec![
+            to_last("c", "t"),
+            ln("t", "l", -1),
+            node("MatMul", &["l", "k"], "p", vec![]),
+            node("Add", &["kb", "p"], "q", vec![]),
+            node("Relu", &["q"], "r", vec![]),
+            back("r", "m"),
+        ],
+        extra,
+    );
+    let g = fragility::model::onnx::import(&ok, None).unwrap().graph;
+    let kinds: Vec<&str> = g.nodes().iter().map(|n| n.op.kind()).collect();
+    assert_eq!(kinds, ["input", "conv", "layer_norm", "conv", "relu", "adaptive_avg_pool", "flatten"]);
+    // Pooling a channels-last view, other permutations, and a norm over axis 1 of a map.
+    let pooled = around(vec![to_last("c", "t"), node("GlobalAveragePool", &["t"], "m", vec![])], vec![]);
+    import_refused(&pooled, &["`m_node`", "channels-last view"]);
+    let other = around(vec![node("Transpose", &["c"], "m", vec![ints("perm", &[0, 1, 3, 2])])], vec![]);
+    import_refused(&other, &["`m_node`", "perm [0, 1, 3, 2]"]);
+    let first = around(vec![ln("c", "m", 1)], params());
+    import_refused(&first, &["`m_node`", "LayerNormalization", "channels-first"]);
+    let wrong_axis = around(vec![to_last("c", "t"), ln("t", "l", 1), back("l", "m")], params());
+    import_refused(&wrong_axis, &["`l_node`", "axis 1", "last axis"]);
+    // A channels-last view left unreturned as the output.
+    let mut open = around(vec![to_last("c", "m")], vec![]);
+    open.graph.nodes.truncate(2);
+    open.graph.outputs[0].name = "m".into();
+    import_refused(&open, &["channels-last view"]);
+}
+
 #[test]
 fn a_negative_batch_norm_variance_in_a_state_dict_is_refused_naming_the_key() {
     use fragility::model::weights::Weights;

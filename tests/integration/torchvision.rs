@@ -100,7 +100,7 @@ fn every_architecture_equals_torchvision_on_the_kernels() {
 /// vgg11_bn). mobilenet_v3_small is the squeeze-and-excitation network: guided backprop's
 /// rule at its Hardsigmoid gates moves the map by only 3e-3 of its scale (measured against
 /// PyTorch with the gates passed plain), under the float32 test's allowance, so it is held
-/// to the rule here.
+/// to the rule here. convnext_tiny is the layer-norm network.
 #[test]
 fn the_candle_path_equals_torchvision_in_f64() {
     let archs = [
@@ -112,6 +112,7 @@ fn the_candle_path_equals_torchvision_in_f64() {
         "vgg16",
         "vgg11_bn",
         "efficientnet_b0",
+        "convnext_tiny",
     ];
     for arch in archs {
         check(arch, &network(arch).without_kernels(), 2e-6, DType::F64);
@@ -120,7 +121,8 @@ fn the_candle_path_equals_torchvision_in_f64() {
 
 /// Occlusion's shortcut (only what a window changes is recomputed, the head batched over
 /// windows) on residual adds, concatenations, ceil-mode and padded pools, strided and
-/// depthwise convolutions: the logits of full passes over the occluded copies.
+/// depthwise convolutions, ConvNeXt's layer norms: the logits of full passes over the occluded
+/// copies.
 #[test]
 fn occlusion_shortcut_equals_full_passes_on_every_family() {
     let f = candle_core::safetensors::load(fixture_dir().join("resnet18.safetensors"), &Device::Cpu).unwrap();
@@ -128,9 +130,16 @@ fn occlusion_shortcut_equals_full_passes_on_every_family() {
     let (n, c, h, w) = x.dims4().unwrap();
     let windows = [(0usize, 0usize), (13, 29), (56, 56), (30, 0), (7, 50)];
     let size = [8usize, 8];
-    for arch in
-        ["resnet18", "resnet50", "squeezenet1_0", "mobilenet_v2", "vgg11_bn", "alexnet", "efficientnet_b0"]
-    {
+    for arch in [
+        "resnet18",
+        "resnet50",
+        "squeezenet1_0",
+        "mobilenet_v2",
+        "vgg11_bn",
+        "alexnet",
+        "efficientnet_b0",
+        "convnext_tiny",
+    ] {
         let model = network(arch);
         let got = model.occluded_logits(&x, &windows, size, 0.5, Activation::Exact).unwrap().unwrap();
         let pixels = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();

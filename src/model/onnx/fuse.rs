@@ -9,7 +9,11 @@
 //! (guided backprop, DeepLIFT) apply to the function as a whole, where a product of x and
 //! σ(x) would give the rule to σ alone (the graph has no erf at all). Operands of Add and
 //! Mul may come in either order, x/√2 may be x·(1/√2), and the 0.5 may scale x before the
-//! product instead of after. Anything else is left as it is: a squeeze-and-excitation `Mul`
+//! product instead of after. Layer normalisation below opset 17 (where ONNX has no
+//! `LayerNormalization`) is written as `ReduceMean(x) → Sub → Pow 2 → ReduceMean → Add ε →
+//! Sqrt → Div` over the last axis, followed by `Mul γ` and `Add β`: the first seven nodes become
+//! one `LayerNormalization` without scale (the importer folds the Mul and Add that follow into
+//! it). Anything else is left as it is: a squeeze-and-excitation `Mul`
 //! of two different values imports as a product ([`crate::model::ops::Mul`]), and the
 //! importer's errors name a node it cannot map (a lone `Erf`).
 
@@ -27,6 +31,7 @@ pub(super) fn fuse(g: &GraphProto) -> Vec<NodeProto> {
     while i < f.nodes.len() {
         f.gate(i);
         f.gelu(i);
+        f.layer_norm(i);
         i += 1;
     }
     f.nodes.into_iter().flatten().collect()
@@ -176,6 +181,84 @@ impl Fuser {
                 self.replace(&[h, d, e, p], m, "Gelu", x, Vec::new());
             }
         }
+    }
+}
+
+impl Fuser {
+    /// Every node reading value `v`, with its index.
+    fn readers(&self, v: &str) -> Vec<(usize, &NodeProto)> {
+        let reads = |n: &&NodeProto| n.inputs.iter().any(|s| s == v);
+        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().filter(reads).map(|n| (i, n))).collect()
+    }
+
+    /// Whether node `n` is a ReduceMean over the last axis only (axes as an attribute before
+    /// opset 18, as a constant input since), keeping dimensions.
+    fn mean_over_last(&self, n: &NodeProto) -> bool {
+        let keep = n.attributes.iter().find(|a| a.name == "keepdims").and_then(|a| a.i).unwrap_or(1) == 1;
+        let axes = match n.inputs.get(1) {
+            // A one-element constant (the scalars hold integer constants as floats too).
+            Some(v) => self.scalars.get(v).map(|&a| vec![a as i64]),
+            None => n.attributes.iter().find(|a| a.name == "axes").map(|a| a.ints.clone()),
+        };
+        n.op_type == "ReduceMean" && keep && axes.as_deref() == Some(&[-1])
+    }
+
+    /// `ReduceMean(x) → Sub(x, ·) → Pow 2 → ReduceMean → Add ε → Sqrt → Div(x − mean, ·)`, at
+    /// its first node `r`: a LayerNormalization without scale.
+    fn layer_norm(&mut self, r: usize) {
+        let Some(first) = self.node(r).filter(|n| self.mean_over_last(n)) else { return };
+        let (Some(x), Some(m)) = (first.inputs.first().cloned(), first.outputs.first().cloned()) else {
+            return;
+        };
+        let Some((s, sub)) = self.sole_reader(&m) else { return };
+        if !(sub.op_type == "Sub" && sub.inputs == [x.clone(), m]) {
+            return;
+        }
+        let Some(d) = sub.outputs.first().cloned() else { return };
+        // x − mean is read twice: squared, and divided by the deviation.
+        let readers = self.readers(&d);
+        let (Some(&(p, pow)), Some(&(q, div))) = (
+            readers.iter().find(|(_, n)| n.op_type == "Pow"),
+            readers.iter().find(|(_, n)| n.op_type == "Div"),
+        ) else {
+            return;
+        };
+        if readers.len() != 2 || self.uses.get(&d) != Some(&2) || pow.inputs.len() != 2 || pow.inputs[0] != d
+        {
+            return;
+        }
+        if !self.is(&pow.inputs[1], 2.0) || div.inputs.first() != Some(&d) {
+            return;
+        }
+        let Some(chain) = self.variance_chain(pow, div) else { return };
+        let eps = Attribute { name: "epsilon".into(), f: Some(chain.1), ..Attribute::default() };
+        let axis = Attribute { name: "axis".into(), i: Some(-1), ..Attribute::default() };
+        let mut gone = vec![r, s, p];
+        gone.extend(chain.0);
+        self.replace(&gone, q, "LayerNormalization", x, vec![axis, eps]);
+    }
+
+    /// From `pow` (x − mean)² to the `div`'s divisor: ReduceMean → Add ε → Sqrt, each read only
+    /// by the next. The three nodes and ε.
+    fn variance_chain(&self, pow: &NodeProto, div: &NodeProto) -> Option<([usize; 3], f32)> {
+        let (v, mean) = self.sole_reader(pow.outputs.first()?)?;
+        if !self.mean_over_last(mean) {
+            return None;
+        }
+        let (a, add) = self.sole_reader(mean.outputs.first()?)?;
+        let mv = mean.outputs.first()?;
+        let eps_name = match &add.inputs[..] {
+            [l, e] if l == mv => e,
+            [e, l] if l == mv => e,
+            _ => return None,
+        };
+        let eps = *self.scalars.get(eps_name)?;
+        let (q, sqrt) = self.sole_reader(add.outputs.first()?)?;
+        let ok = add.op_type == "Add"
+            && sqrt.op_type == "Sqrt"
+            && eps > 0.0
+            && div.inputs.get(1) == sqrt.outputs.first();
+        ok.then_some(([v, a, q], eps))
     }
 }
 

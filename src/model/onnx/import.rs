@@ -4,22 +4,27 @@
 //! for every ONNX value name, either the graph node that computes it or the constant it holds.
 //! Each supported op becomes one [`Op`] (or none: Identity, Dropout and shape no-ops only
 //! rename a value); constants are folded where the graph has no op for them: a batch norm
-//! after a convolution is folded into its kernel, an Add after MatMul becomes the linear
-//! layer's bias, and Mul/Sub/Div/Add by a per-channel constant become one affine node (the
-//! in-graph input normalisation of many exports). Shapes are inferred node by node at the
-//! import size, so that a node that does not fit is named by its ONNX name.
+//! after a convolution is folded into its kernel, an Add after MatMul (or a bias-free
+//! convolution) becomes the layer's bias, Mul/Sub/Div/Add by a per-channel constant after a
+//! layer norm become its scale and bias, and elsewhere one affine node (the in-graph input
+//! normalisation of many exports). A feature map transposed to channels-last ([0, 2, 3, 1],
+//! ConvNeXt) stays one graph node seen through a view until it is transposed back: a
+//! LayerNormalization over the last axis there normalises the channels at each position, a
+//! MatMul by a constant is a 1×1 convolution, and elementwise ops act as on the map. Shapes
+//! are inferred node by node at the import size, so that a node that does not fit is named by
+//! its ONNX name.
 
 use super::proto::{Attribute, GraphProto, NodeProto};
 use super::tensor::{decode, Const};
 use crate::model::graph::{
     fold_batch_norm, infer, AdaptiveAvgPool, Add, Affine, AvgPool, BatchNorm, Channels, Concat, Conv,
-    Flatten, GraphBuilder, Linear, MaxPool, Mul, NodeId, Nonlinearity, Op, Shape, Window,
+    Flatten, GraphBuilder, LayerNorm, Linear, MaxPool, Mul, NodeId, Nonlinearity, Op, Shape, Window,
 };
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21).
-pub const SUPPORTED_OPS: [&str; 38] = [
+pub const SUPPORTED_OPS: [&str; 39] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -58,6 +63,7 @@ pub const SUPPORTED_OPS: [&str; 38] = [
     "HardSwish",
     "Gelu",
     "Slice",
+    "LayerNormalization",
 ];
 
 /// One ONNX value during the import: a graph node's output, a constant, or a node's output
@@ -71,11 +77,20 @@ enum Val {
     Grouped(NodeId, usize),
     /// That view with its two group axes swapped, [N, C/g, g, H, W] (the second step).
     Swapped(NodeId, usize),
+    /// A feature map [N, C, H, W] viewed channels-last, [N, H, W, C] (a Transpose with perm
+    /// [0, 2, 3, 1]): ConvNeXt's LayerNorm, its MatMuls on channels (1×1 convolutions), and
+    /// elementwise ops keep the view until the Transpose back.
+    Last(NodeId),
 }
 
 /// What reading a half-done channel shuffle anywhere else says.
 const SHUFFLE_ONLY: &str = "reads a 5-D view of a feature map: only a channel shuffle (Reshape to \
                             [N, g, C/g, H, W], Transpose [0, 2, 1, 3, 4], Reshape back) is supported";
+
+/// What reading a channels-last view anywhere else says.
+const LAST_ONLY: &str = "reads a channels-last view of a feature map (Transpose [0, 2, 3, 1]): only \
+                         LayerNormalization over the last axis, MatMul by a constant, elementwise ops and \
+                         the Transpose [0, 3, 1, 2] back are supported there";
 
 /// What reading a Pad's output anywhere but in a Conv says.
 const PAD_ONLY_BEFORE_CONV: &str = "reads a Pad's output: a Pad is supported only right before a Conv";
@@ -196,6 +211,32 @@ fn per_channel(c: &Const, shape: Shape) -> Step<Vec<f32>> {
     Ok(if v.len() == 1 { vec![v[0]; width] } else { v })
 }
 
+/// `c` as one value per channel of a channels-last view of a `shape` map: a scalar, or C
+/// values along the last axis ([C], [1, C], [1, 1, C], [1, 1, 1, C]).
+fn per_channel_last(c: &Const, shape: Shape) -> Step<Vec<f32>> {
+    let (v, ch) = (c.f32s(), shape.channels());
+    let lead_ones = c.dims.len() <= 4 && c.dims.iter().rev().skip(1).all(|&d| d == 1);
+    if v.len() == 1 {
+        return Ok(vec![v[0]; ch]);
+    }
+    if v.len() != ch || c.dims.last() != Some(&ch) || !lead_ones {
+        return Err(format!(
+            "a constant of shape {:?} does not broadcast per channel over a channels-last view of a {shape} map",
+            c.dims
+        ));
+    }
+    Ok(v)
+}
+
+/// A node's output in the layout it was read in.
+fn view(id: NodeId, last: bool) -> Val {
+    if last {
+        Val::Last(id)
+    } else {
+        Val::Node(id)
+    }
+}
+
 impl Importer {
     /// An importer for `graph` whose image input (value `input`) has `chw` and a batch of
     /// `batch` (when fixed).
@@ -251,6 +292,9 @@ impl Importer {
             Some(Val::Grouped(..) | Val::Swapped(..)) => {
                 Err(format!("the graph output `{}` is a 5-D view of a feature map", self.output))
             }
+            Some(Val::Last(_)) => {
+                Err(format!("the graph output `{}` is a channels-last view of a feature map", self.output))
+            }
             None => Err(format!("no node writes the graph output `{}`", self.output)),
         }
     }
@@ -282,17 +326,28 @@ impl Importer {
             Some(Val::Const(_)) => Err(format!("input {i} is a constant where a computed value is expected")),
             Some(Val::Padded(..)) => Err(PAD_ONLY_BEFORE_CONV.into()),
             Some(Val::Grouped(..) | Val::Swapped(..)) => Err(SHUFFLE_ONLY.into()),
+            Some(Val::Last(_)) => Err(LAST_ONLY.into()),
             None => Err(format!("input {i} is missing")),
+        }
+    }
+
+    /// A computed input that may be a channels-last view: the node and whether it is viewed so.
+    fn view_in(&self, n: &NodeProto, i: usize) -> Step<(NodeId, bool)> {
+        match self.val(n, i)? {
+            Some(Val::Last(id)) => Ok((*id, true)),
+            _ => Ok((self.node_in(n, i)?, false)),
         }
     }
 
     fn const_in(&self, n: &NodeProto, i: usize) -> Step<Option<Const>> {
         match self.val(n, i)? {
             Some(Val::Const(c)) => Ok(Some(c.clone())),
-            Some(Val::Node(_) | Val::Padded(..) | Val::Grouped(..) | Val::Swapped(..)) => Err(format!(
-                "input {i} (`{}`) is computed from the image; only constants are supported there",
-                n.inputs[i]
-            )),
+            Some(Val::Node(_) | Val::Padded(..) | Val::Grouped(..) | Val::Swapped(..) | Val::Last(_)) => {
+                Err(format!(
+                    "input {i} (`{}`) is computed from the image; only constants are supported there",
+                    n.inputs[i]
+                ))
+            }
             None => Ok(None),
         }
     }
@@ -307,7 +362,12 @@ impl Importer {
     /// Whether node `id` wrote exactly the value `n` reads as input 0, and nothing else reads
     /// it: it may then absorb `n` (a batch norm into a conv, a bias into a linear layer).
     fn sole_reader(&self, n: &NodeProto, id: NodeId) -> bool {
-        let name = &n.inputs[0];
+        self.sole_reader_of(n, 0, id)
+    }
+
+    /// [`Importer::sole_reader`] for input `i` of `n`.
+    fn sole_reader_of(&self, n: &NodeProto, i: usize, id: NodeId) -> bool {
+        let Some(name) = n.inputs.get(i) else { return false };
         self.written.get(&id) == Some(name) && self.uses.get(name) == Some(&1)
     }
 
@@ -343,7 +403,7 @@ impl Importer {
             }
         }
         let out = n.outputs.first().filter(|o| !o.is_empty()).ok_or("has no output")?.clone();
-        if let Val::Node(id) = val {
+        if let Val::Node(id) | Val::Last(id) = val {
             for name in [&n.name, &out] {
                 if !name.is_empty() && !self.builder.has_name(name) {
                     self.builder.alias(name.clone(), id);
@@ -388,15 +448,8 @@ impl Importer {
             "Reshape" | "Squeeze" => self.reshape(n),
             "Unsqueeze" => self.constant_only(n),
             "Shape" => self.shape_of(n),
-            "Transpose" => match self.val(n, 0)?.cloned() {
-                Some(Val::Node(0)) if self.nhwc => self.identity(n),
-                Some(Val::Grouped(x, g)) if attr(n, "perm").is_some_and(|p| p.ints == [0, 2, 1, 3, 4]) => {
-                    self.set(n, Val::Swapped(x, g))
-                }
-                _ => Err("only the channels-last to channels-first Transpose of the input and a channel \
-                          shuffle's Transpose [0, 2, 1, 3, 4] are supported"
-                    .into()),
-            },
+            "Transpose" => self.transpose(n),
+            "LayerNormalization" => self.layer_norm(n),
             "Slice" => self.slice(n),
             "Gather" => self.gather(n),
             "Gemm" => self.gemm(n),
@@ -415,6 +468,64 @@ impl Importer {
             "Softmax" | "LogSoftmax" => self.softmax(n),
             _ => Err(format!("unsupported op (supported: {})", sorted_ops().join(", "))),
         }
+    }
+
+    /// The Transposes of a channels-last input, of a channel shuffle, and to and from a
+    /// channels-last view of a feature map.
+    fn transpose(&mut self, n: &NodeProto) -> Step<()> {
+        let perm = attr(n, "perm").map(|p| p.ints.clone()).unwrap_or_default();
+        match (self.val(n, 0)?.cloned(), perm.as_slice()) {
+            (Some(Val::Node(0)), _) if self.nhwc => self.identity(n),
+            (Some(Val::Grouped(x, g)), [0, 2, 1, 3, 4]) => self.set(n, Val::Swapped(x, g)),
+            (Some(Val::Node(x)), [0, 2, 3, 1]) if matches!(self.shapes[x], Shape::Map(..)) => {
+                self.set(n, Val::Last(x))
+            }
+            (Some(Val::Last(x)), [0, 3, 1, 2]) => self.set(n, Val::Node(x)),
+            _ => Err(format!(
+                "Transpose with perm {perm:?}: only the channels-last input's Transpose to channels-first, \
+                 a channel shuffle's [0, 2, 1, 3, 4], and a feature map's [0, 2, 3, 1] to channels-last \
+                 and [0, 3, 1, 2] back are supported"
+            )),
+        }
+    }
+
+    /// LayerNormalization over the last axis: of a channels-last view (the channels at each
+    /// position, ConvNeXt's LayerNorm) or of a flat vector; scale and bias optional.
+    fn layer_norm(&mut self, n: &NodeProto) -> Step<()> {
+        let (x, last) = self.view_in(n, 0)?;
+        let rank = match self.shapes[x] {
+            Shape::Map(..) if last => 4,
+            Shape::Flat(_) => 2,
+            s => {
+                return Err(format!(
+                    "LayerNormalization of a {s} map in channels-first order: only over \
+                                     channels-last data's last axis or a flat vector"
+                ))
+            }
+        };
+        let axis = int(n, "axis", -1);
+        if !(axis == -1 || axis == rank - 1) {
+            return Err(format!("axis {axis}: only normalisation over the last axis is supported"));
+        }
+        let c = self.shapes[x].channels();
+        // No scale: γ = 1 (the fused form of older opsets, whose Mul γ and Add β fold in after).
+        let weight = match self.const_in(n, 1)? {
+            Some(w) => w.f32s(),
+            None => vec![1.0; c],
+        };
+        let bias = match self.const_in(n, 2)? {
+            Some(b) => b.f32s(),
+            None => vec![0.0; c],
+        };
+        if weight.len() != c || bias.len() != c {
+            return Err(format!("{} scales and {} biases for {c} channels", weight.len(), bias.len()));
+        }
+        let eps = float(n, "epsilon", 1e-5);
+        if !(eps > 0.0 && eps.is_finite()) || weight.iter().chain(&bias).any(|v| !v.is_finite()) {
+            return Err(format!("epsilon {eps} and finite scales and biases are required"));
+        }
+        let id = self.push(n, Op::LayerNorm(LayerNorm { weight, bias, eps }), &[x], "")?;
+        self.set(n, view(id, last))
     }
 
     fn conv(&mut self, n: &NodeProto) -> Step<()> {
@@ -532,10 +643,11 @@ impl Importer {
         self.set(n, Val::Node(id))
     }
 
+    /// An elementwise nonlinearity (of a map, a flat vector or a channels-last view).
     fn act(&mut self, n: &NodeProto, kind: Nonlinearity) -> Step<()> {
-        let x = self.node_in(n, 0)?;
+        let (x, last) = self.view_in(n, 0)?;
         let id = self.push(n, Op::Act(kind), &[x], "")?;
-        self.set(n, Val::Node(id))
+        self.set(n, view(id, last))
     }
 
     /// HardSigmoid(alpha, beta) = clamp(alpha·x + beta, 0, 1), for alpha > 0.
@@ -652,6 +764,7 @@ impl Importer {
                 return self.unshuffle(n, x, g);
             }
             Some(Val::Grouped(..) | Val::Swapped(..)) => return Err(SHUFFLE_ONLY.into()),
+            Some(Val::Last(_)) => return Err(LAST_ONLY.into()),
             None => return Err("input 0 is missing".into()),
         };
         let shape = self.shapes[x];
@@ -894,7 +1007,7 @@ impl Importer {
     }
 
     fn matmul(&mut self, n: &NodeProto) -> Step<()> {
-        let a = self.node_in(n, 0)?;
+        let (a, last) = self.view_in(n, 0)?;
         let b = self.const_in(n, 1)?.ok_or("has no constant second input")?;
         let &[inp, out] = b.dims.as_slice() else { return Err(format!("B of shape {:?}", b.dims)) };
         if inp == 0 || out == 0 {
@@ -902,6 +1015,14 @@ impl Importer {
         }
         let bv = b.f32s();
         let weight: Vec<f32> = (0..out * inp).map(|k| bv[(k % inp) * out + k / inp]).collect();
+        if last {
+            // On the channels at each position: a 1×1 convolution.
+            let weight = tensor(weight, &[out, inp, 1, 1])?;
+            let conv =
+                Conv { weight, bias: None, stride: [1; 2], padding: [0; 4], dilation: [1; 2], groups: 1 };
+            let id = self.push(n, Op::Conv(conv), &[a], "")?;
+            return self.set(n, Val::Last(id));
+        }
         let op = Op::Linear(Linear { weight: tensor(weight, &[out, inp])?, bias: None });
         let id = self.push(n, op, &[a], "")?;
         self.set(n, Val::Node(id))
@@ -912,32 +1033,45 @@ impl Importer {
     fn arith(&mut self, n: &NodeProto) -> Step<()> {
         let op = n.op_type.as_str();
         let (a, b) = (self.val(n, 0)?.cloned(), self.val(n, 1)?.cloned());
-        match (a, b) {
-            (Some(Val::Node(x)), None) if op == "Sum" => self.set(n, Val::Node(x)),
-            (Some(Val::Node(x)), Some(Val::Node(y)))
-                if (op == "Add" || op == "Sum") && n.inputs.len() == 2 =>
-            {
+        // Both computed values in one layout (channels-first, or both channels-last views).
+        let computed = |v: &Option<Val>| match v {
+            Some(Val::Node(x)) => Some((*x, false)),
+            Some(Val::Last(x)) => Some((*x, true)),
+            _ => None,
+        };
+        let (ca, cb) = (computed(&a), computed(&b));
+        if let (Some((_, la)), Some((_, lb))) = (ca, cb) {
+            if la != lb {
+                return Err(format!(
+                    "{op} of a channels-last view and a channels-first value is not supported"
+                ));
+            }
+        }
+        match (ca, cb, a, b) {
+            (Some((x, last)), None, _, None) if op == "Sum" => self.set(n, view(x, last)),
+            (Some((x, last)), Some((y, _)), ..) if (op == "Add" || op == "Sum") && n.inputs.len() == 2 => {
                 let id = self.push(n, Op::Add(Add), &[x, y], "")?;
-                self.set(n, Val::Node(id))
+                self.set(n, view(id, last))
             }
             // Squeeze-and-excitation's gating (x ⊙ gate, a [N,C,1,1] gate broadcast), or a
             // product of two maps of one shape.
-            (Some(Val::Node(x)), Some(Val::Node(y))) if op == "Mul" => {
+            (Some((x, last)), Some((y, _)), ..) if op == "Mul" => {
                 let id = self.push(n, Op::Mul(Mul), &[x, y], "")?;
-                self.set(n, Val::Node(id))
+                self.set(n, view(id, last))
             }
-            (Some(Val::Node(x)), Some(Val::Const(c))) => self.affine(n, x, &c, false),
-            (Some(Val::Const(c)), Some(Val::Node(x))) => self.affine(n, x, &c, true),
-            (Some(Val::Const(a)), Some(Val::Const(b))) => self.fold_constants(n, &a, &b),
+            (Some((x, last)), None, _, Some(Val::Const(c))) => self.affine(n, (x, last), &c, false),
+            (None, Some((x, last)), Some(Val::Const(c)), _) => self.affine(n, (x, last), &c, true),
+            (None, None, Some(Val::Const(a)), Some(Val::Const(b))) => self.fold_constants(n, &a, &b),
             _ => {
                 Err(format!("{op} of these inputs is not supported (two computed values: Add and Mul only)"))
             }
         }
     }
 
-    /// x ∘ c (or c ∘ x when `const_first`) as y = x·scale + shift per channel.
-    fn affine(&mut self, n: &NodeProto, x: NodeId, c: &Const, const_first: bool) -> Step<()> {
-        let v = per_channel(c, self.shapes[x])?;
+    /// x ∘ c (or c ∘ x when `const_first`) as y = x·scale + shift per channel; `x` may be a
+    /// channels-last view (then c broadcasts over its last axis).
+    fn affine(&mut self, n: &NodeProto, (x, last): (NodeId, bool), c: &Const, const_first: bool) -> Step<()> {
+        let v = if last { per_channel_last(c, self.shapes[x])? } else { per_channel(c, self.shapes[x])? };
         let ones = vec![1.0f32; v.len()];
         let zeros = vec![0.0f32; v.len()];
         let (scale, shift) = match (n.op_type.as_str(), const_first) {
@@ -948,18 +1082,30 @@ impl Importer {
             ("Div", false) if v.iter().all(|&d| d != 0.0) => (v.iter().map(|d| 1.0 / d).collect(), zeros),
             (op, _) => return Err(format!("{op} with these constants is not supported")),
         };
-        // A bias after MatMul (or a bias-free Gemm) becomes the linear layer's bias.
-        if scale.iter().all(|&s| s == 1.0) && self.sole_reader(n, x) {
-            if let Some(Op::Linear(l)) = self.builder.op_mut(x) {
-                if l.bias.is_none() {
-                    let len = shift.len();
-                    l.bias = Some(tensor(shift, &[len])?);
-                    return self.set(n, Val::Node(x));
+        // A bias after MatMul (or a bias-free Gemm or convolution) becomes the layer's bias.
+        if scale.iter().all(|&s| s == 1.0) && self.sole_reader_of(n, usize::from(const_first), x) {
+            let len = shift.len();
+            let slot = match self.builder.op_mut(x) {
+                Some(Op::Linear(l)) => Some(&mut l.bias),
+                Some(Op::Conv(c)) => Some(&mut c.bias),
+                _ => None,
+            };
+            if let Some(bias @ None) = slot {
+                *bias = Some(tensor(shift, &[len])?);
+                return self.set(n, view(x, last));
+            }
+        }
+        // A per-channel affine after a layer norm becomes its γ and β.
+        if self.sole_reader_of(n, usize::from(const_first), x) {
+            if let Some(Op::LayerNorm(l)) = self.builder.op_mut(x) {
+                for ((g, b), (s, t)) in l.weight.iter_mut().zip(&mut l.bias).zip(scale.iter().zip(&shift)) {
+                    (*g, *b) = (*g * s, *b * s + t);
                 }
+                return self.set(n, view(x, last));
             }
         }
         let id = self.push(n, Op::Affine(Affine { scale, shift }), &[x], "")?;
-        self.set(n, Val::Node(id))
+        self.set(n, view(id, last))
     }
 
     /// Two constants of one shape (or one a scalar), combined elementwise.

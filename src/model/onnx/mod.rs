@@ -9,10 +9,11 @@
 //!    every length checked against the bytes present);
 //! 2. [`tensor`]: initializers and constants decoded into numbers, sizes checked against data;
 //! 3. [`fuse`]: activations that exporters write as several nodes (SiLU, HardSwish, GELU
-//!    before opset 20) fused into one node;
+//!    before opset 20), and layer normalisation before opset 17, fused into one node;
 //! 4. [`import`]: nodes mapped onto graph ops (see [`SUPPORTED_OPS`]), batch norms folded into
-//!    convolutions, per-channel constant arithmetic into affine nodes, a final softmax
-//!    dropped with a notice.
+//!    convolutions, per-channel constant arithmetic into affine nodes (or a layer norm's scale
+//!    and bias), channels-last views (ConvNeXt's blocks) kept on the channels-first map, a
+//!    final softmax dropped with a notice.
 //!
 //! The file must have one image input [N,C,H,W] (N fixed or symbolic) and one output (the
 //! logits). Graph nodes are named by their ONNX node names, and every ONNX value name is an

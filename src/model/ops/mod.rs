@@ -30,6 +30,7 @@ mod channels;
 mod concat;
 mod conv;
 mod flatten;
+mod layer_norm;
 mod linear;
 mod max_pool;
 mod mul;
@@ -43,6 +44,7 @@ pub use channels::Channels;
 pub use concat::Concat;
 pub use conv::Conv;
 pub use flatten::Flatten;
+pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use max_pool::MaxPool;
 pub use mul::Mul;
@@ -101,7 +103,7 @@ pub(crate) trait Layer: std::fmt::Debug + Send + Sync {
     ) -> Result<(Tensor, Option<Tensor>)>;
 
     /// The linear part applied to tangents `ins` (no bias; max-pools follow their routes; a
-    /// bilinear op linearised at its kept inputs).
+    /// nonlinear op linearised at its kept inputs).
     fn tensor_tangent(&self, cx: &mut TensorCx, ins: &[&Tensor], kept: &TensorKept) -> Result<Tensor> {
         let _ = kept;
         Ok(self.tensor_forward(cx, ins, None)?.0)
@@ -113,11 +115,11 @@ pub(crate) trait Layer: std::fmt::Debug + Send + Sync {
     /// Whether the op is not linear in its inputs (a product of two of them): its forward
     /// pass keeps its inputs for the backward pass, and the second-order adjoint takes its
     /// [`Layer::tensor_second`] terms.
-    fn bilinear(&self) -> bool {
+    fn nonlinear(&self) -> bool {
         false
     }
 
-    /// A bilinear op's second-order terms: with `g` the backward pass's gradient at its
+    /// A nonlinear op's second-order terms: with `g` the backward pass's gradient at its
     /// output and `lam` the adjoint sweep's tangents of its inputs, the gradient of
     /// ⟨vjp(g), lam⟩ with respect to each input (held g fixed); None where zero.
     fn tensor_second(
@@ -182,11 +184,11 @@ pub(crate) trait Layer: std::fmt::Debug + Send + Sync {
 }
 
 /// What a node's forward pass kept for its backward and adjoint passes: a max-pool's routes
-/// (`route`), a bilinear op's inputs (`inputs`, empty for the others).
+/// (`route`), a nonlinear op's inputs (`inputs`, empty for the others).
 pub(crate) struct Kept<'k, B, R: ?Sized> {
     /// The routes of a max-pool.
     pub route: Option<&'k R>,
-    /// The inputs of a bilinear op.
+    /// The inputs of a nonlinear op.
     pub inputs: &'k [B],
 }
 
@@ -257,6 +259,8 @@ registry! {
     Mul(mul::Mul),
     /// A fixed selection of channels (ShuffleNet's channel shuffle and split).
     Channels(channels::Channels),
+    /// Layer normalisation over the channels at each position (ConvNeXt).
+    LayerNorm(layer_norm::LayerNorm),
 }
 
 impl Op {

@@ -3,7 +3,7 @@
 //! x ⊙ σ(fc(pool(x))) (EfficientNet, MobileNetV3, RegNetY), or two maps of one shape.
 //!
 //! Unlike every other layer op it is not linear in its inputs, so its forward pass keeps them
-//! ([`Layer::bilinear`]): the vector–Jacobian product is g_a = R_a(g ⊙ b), g_b = R_b(g ⊙ a),
+//! ([`Layer::nonlinear`]): the vector–Jacobian product is g_a = R_a(g ⊙ b), g_b = R_b(g ⊙ a),
 //! where R sums the broadcast positions back (R is the identity for an input of the output's
 //! shape); the tangent is λ_a ⊙ b + a ⊙ λ_b; and the second-order adjoint adds, for the map's
 //! dependence on the inputs through this product rule, the gradient of ⟨(g_a, g_b), λ⟩ with
@@ -98,7 +98,7 @@ impl Layer for Mul {
         }
     }
 
-    fn bilinear(&self) -> bool {
+    fn nonlinear(&self) -> bool {
         true
     }
 

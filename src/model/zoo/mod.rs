@@ -15,6 +15,7 @@
 //!
 //! Shapes: images [B,C,H,W], nominally 224×224 ([`Architecture::input`]); logits [B,K].
 
+mod convnext;
 mod efficientnet;
 mod mobilenet;
 mod mobilenet_v3;
@@ -67,7 +68,7 @@ const fn arch(
 }
 
 /// Every architecture this module builds.
-pub const ARCHITECTURES: [Architecture; 17] = [
+pub const ARCHITECTURES: [Architecture; 18] = [
     arch("resnet18", "layer4", resnet::resnet18),
     arch("resnet34", "layer4", resnet::resnet34),
     arch("resnet50", "layer4", resnet::resnet50),
@@ -85,6 +86,7 @@ pub const ARCHITECTURES: [Architecture; 17] = [
     arch("efficientnet_b0", "features.8", efficientnet::efficientnet_b0),
     arch("shufflenet_v2_x1_0", "conv5", shufflenet::shufflenet_v2_x1_0),
     arch("regnet_y_400mf", "trunk_output", regnet::regnet_y_400mf),
+    arch("convnext_tiny", "features.7", convnext::convnext_tiny),
 ];
 
 /// The architecture called `name` (torchvision's function name), if any.
@@ -285,8 +287,9 @@ pub(crate) mod tests {
         assert_eq!(shapes[graph.output()], Shape::Flat(1000), "{name}");
         let layer = graph.find(arch.default_layer).unwrap();
         assert_eq!(shapes[layer], default_map, "{name}: {}", arch.default_layer);
-        // The last feature map: a nonlinearity's output (a Fire module's concatenation).
-        assert!(matches!(graph.nodes()[layer].op, Op::Act(_) | Op::Concat(_)), "{name}");
+        // The last feature map: a nonlinearity's output (a Fire module's concatenation, a
+        // ConvNeXt block's residual sum).
+        assert!(matches!(graph.nodes()[layer].op, Op::Act(_) | Op::Concat(_) | Op::Add(_)), "{name}");
         drop(graph);
 
         let graph = arch.load(Weights::from_tensors(state_dict(name, 10, 1), name)).unwrap();
