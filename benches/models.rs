@@ -1,5 +1,6 @@
-//! Throughput of three torchvision architectures (resnet18, resnet50, squeezenet1_1) at
-//! 224×224 on this CPU: the counterpart of `benches/pytorch_models.py`, run on the same
+//! Throughput of torchvision architectures (resnet18, resnet50, squeezenet1_1 by default;
+//! efficientnet_b0, mobilenet_v3_large and convnext_tiny with `--models`) at 224×224 on this
+//! CPU: the counterpart of `benches/pytorch_models.py`, run on the same
 //! machine with the same number of threads.
 //!
 //!     RAYON_NUM_THREADS=2 cargo bench --profile dev --bench models -- --json /tmp/models.json
@@ -50,7 +51,17 @@ use std::time::Instant;
 /// for torchvision's models (torchvision's model docs list the same quantity, 1.81 / 4.09 /
 /// 0.35, in a column headed "GFLOPS"). One MAC is 2 FLOP. At other sizes they are scaled by
 /// our own count of conv and linear MACs ([`count_gmac`]), which the table prints beside them.
-const PUBLISHED_GMAC: [(&str, f64); 3] = [("resnet18", 1.82), ("resnet50", 4.11), ("squeezenet1_1", 0.35)];
+///
+/// The newer families, from torchvision's model docs ("GFLOPS", the same quantity):
+/// efficientnet_b0 0.39, mobilenet_v3_large 0.22, convnext_tiny 4.46.
+const PUBLISHED_GMAC: [(&str, f64); 6] = [
+    ("resnet18", 1.82),
+    ("resnet50", 4.11),
+    ("squeezenet1_1", 0.35),
+    ("efficientnet_b0", 0.39),
+    ("mobilenet_v3_large", 0.22),
+    ("convnext_tiny", 4.46),
+];
 
 const ALL_METHODS: [&str; 5] = ["forward", "gradient", "integrated_gradients", "grad_cam", "top_k"];
 
@@ -132,7 +143,10 @@ struct Row {
 /// * conv and linear weights, and their biases: U(±1/√fan_in), fan_in = the product of the
 ///   weight's dimensions after the first (PyTorch's default init of `Conv2d` and `Linear`);
 /// * batch norm: γ = 1 + U(±0.1), β = U(±0.1), running mean U(±0.1), running variance
-///   1 + U(0, 0.1).
+///   1 + U(0, 0.1);
+/// * layer norm (a one-dimensional `weight` with no running statistics): γ = 1 + U(±0.1),
+///   β = U(±0.1); ConvNeXt's `layer_scale` U(0.5, 1) (torchvision's 1e-6 would make every
+///   block the identity).
 ///
 /// Integer tensors (batch counters) are kept. `benches/pytorch_models.py` applies the same
 /// rule to torchvision's modules.
@@ -149,11 +163,14 @@ fn randomize(dict: HashMap<String, Tensor>, seed_: u64) -> Result<HashMap<String
         }
         let (prefix, leaf) = key.rsplit_once('.').unwrap_or(("", key.as_str()));
         let batch_norm = dict.contains_key(&format!("{prefix}.running_var"));
+        // A one-dimensional weight without statistics: a layer norm's γ (its β beside it).
+        let layer_norm = !batch_norm && dict.get(&format!("{prefix}.weight")).is_some_and(|w| w.rank() == 1);
         let (lo, hi) = match leaf {
             "running_mean" => (-0.1, 0.1),
             "running_var" => (1.0, 1.1),
-            "weight" if batch_norm => (0.9, 1.1),
-            "bias" if batch_norm => (-0.1, 0.1),
+            "weight" if batch_norm || layer_norm => (0.9, 1.1),
+            "bias" if batch_norm || layer_norm => (-0.1, 0.1),
+            "layer_scale" => (0.5, 1.0),
             "weight" | "bias" => {
                 let n = fan_in(&format!("{prefix}.weight"))
                     .with_context(|| format!("`{key}`: no conv or linear weight to take fan_in from"))?;

@@ -6,12 +6,14 @@ plain autograd (Captum is not needed; what each workload computes is spelled out
 timing the two side by side on the same machine with the same number of threads. Not part
 of the test suite; nothing in the crate calls it.
 
-Models: torchvision ``resnet18``, ``resnet50``, ``squeezenet1_1`` (``weights=None``, 1000
+Models: torchvision ``resnet18``, ``resnet50``, ``squeezenet1_1`` (the default), and
+``efficientnet_b0``, ``mobilenet_v3_large``, ``convnext_tiny`` (``weights=None``, 1000
 classes, eval mode, parameters with ``requires_grad=False``), re-initialised with the rule
 benches/models.rs applies to its state_dict (values differ, statistics match): conv and
 linear weights and biases U(+-1/sqrt(fan_in)) (PyTorch's default init of Conv2d / Linear),
 batch norm gamma 1 + U(+-0.1), beta U(+-0.1), running mean U(+-0.1), running variance
-1 + U(0, 0.1). With ``--weights-dir DIR`` both sides run the very same weights instead:
+1 + U(0, 0.1), layer norm gamma 1 + U(+-0.1), beta U(+-0.1), ConvNeXt's layer scale
+U(0.5, 1). With ``--weights-dir DIR`` both sides run the very same weights instead:
 ``cargo bench --bench models -- --save-weights DIR`` writes them (the JSON of both then has
 the logits of a grey image, which must agree to float rounding). ImageNet normalisation ((x - mean) / std) is the model's first step, as in
 the crate (``Normalize::imagenet()``), so images stay in [0,1]. Images: seeded uniform
@@ -79,8 +81,12 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
 
-PUBLISHED_GMAC = {"resnet18": 1.82, "resnet50": 4.11, "squeezenet1_1": 0.35}
-DEFAULT_LAYER = {"resnet18": "layer4", "resnet50": "layer4", "squeezenet1_1": "features.12"}
+PUBLISHED_GMAC = {"resnet18": 1.82, "resnet50": 4.11, "squeezenet1_1": 0.35,
+                  # torchvision's model docs ("GFLOPS", the same quantity as above)
+                  "efficientnet_b0": 0.39, "mobilenet_v3_large": 0.22, "convnext_tiny": 4.46}
+DEFAULT_LAYER = {"resnet18": "layer4", "resnet50": "layer4", "squeezenet1_1": "features.12",
+                 "efficientnet_b0": "features.8", "mobilenet_v3_large": "features.16",
+                 "convnext_tiny": "features.7"}
 ALL_METHODS = ["forward", "gradient", "integrated_gradients", "grad_cam", "top_k"]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -120,6 +126,11 @@ def randomize(model: nn.Module, gen: torch.Generator) -> None:
             uniform(m.bias, -0.1, 0.1)
             uniform(m.running_mean, -0.1, 0.1)
             uniform(m.running_var, 1.0, 1.1)
+        elif isinstance(m, nn.LayerNorm):  # ConvNeXt's LayerNorm2d is a subclass
+            uniform(m.weight, 0.9, 1.1)
+            uniform(m.bias, -0.1, 0.1)
+        elif type(m).__name__ == "CNBlock":
+            uniform(m.layer_scale, 0.5, 1.0)
 
 
 def softplus_copy(model: nn.Module, beta: float) -> nn.Module:

@@ -13,7 +13,9 @@ Tanh, HardSigmoid with ONNX's default and with PyTorch's alpha, HardSwish, Gelu 
 approximate none and tanh) or the multi-node pattern `torch.onnx.export` writes: SiLU as
 Sigmoid then Mul(x, s) (and Mul(s, x)), HardSwish below opset 14 as HardSigmoid(1/6, 1/2)
 then Mul, and exact GELU below opset 20 as Div(x, √2) → Erf → Add 1 → Mul x → Mul 0.5 (and
-the other order: x·0.5 first, x·(1/√2) from a Constant node, Add(1, erf)).
+the other order: x·0.5 first, x·(1/√2) from a Constant node, Add(1, erf)), and tanh GELU below
+opset 20 as torch writes it (x·x·x·0.044715 + x → ·√(2/π) → Tanh → Add 1 → Mul x → Mul 0.5;
+`act_gelu_tanh_torch`, added on 2026-12-07 by a rerun: the other files came out byte-identical).
 `act_input.npy` (float32 [3,2,6,6]) is the input and `act_<name>_logits.npy` onnxruntime's
 logits. `act_erf_alone.onnx` is an Erf outside that pattern (refused).
 """
@@ -68,6 +70,20 @@ def activation(kind):
                 n("Mul", ["half", "a"], ["hx"], name="act/Half"), n("Mul", ["r", "a"], ["d"], name="act/Scale"),
                 n("Erf", ["d"], ["e"], name="act/Erf"), n("Add", ["one", "e"], ["p"], name="act/Add"),
                 n("Mul", ["p", "hx"], ["h"], name="act/Mul")], [scalar("one", 1.0), scalar("half", 0.5)]
+    if kind == "gelu_tanh_torch":
+        # torch.onnx.export of F.gelu(x, approximate="tanh") below opset 20, node for node
+        # (torch 2.15): x·x·x·0.044715 + x, ·√(2/π), Tanh, Add 1, Mul x, Mul 0.5, the constants
+        # as Constant nodes in front.
+        def const(name, v):
+            return n("Constant", [], [name], name=f"act/{name}",
+                     value=helper.make_tensor(name, TensorProto.FLOAT, [], [v]))
+        return [n("Mul", ["a", "a"], ["sq"], name="act/Mul"), n("Mul", ["a", "sq"], ["cube"], name="act/Mul_1"),
+                const("k", 0.044715), n("Mul", ["k", "cube"], ["kc"], name="act/Mul_2"),
+                n("Add", ["a", "kc"], ["inner"], name="act/Add"), const("r", float(np.sqrt(2.0 / np.pi))),
+                n("Mul", ["r", "inner"], ["u"], name="act/Mul_3"), n("Tanh", ["u"], ["t"], name="act/Tanh"),
+                const("one_c", 1.0), n("Add", ["one_c", "t"], ["p"], name="act/Add_1"),
+                n("Mul", ["a", "p"], ["m"], name="act/Mul_4"), const("half_c", 0.5),
+                n("Mul", ["half_c", "m"], ["h"], name="act/Mul_5")], []
     if kind == "erf_alone":
         return [n("Erf", ["a"], ["h"], name="act/Erf")], []
     raise ValueError(kind)
@@ -76,7 +92,7 @@ def activation(kind):
 # (name, opset)
 FORMS = [("sigmoid", 9), ("tanh", 21), ("hardsigmoid_onnx", 9), ("hardsigmoid_torch", 21),
          ("hardswish", 14), ("gelu", 20), ("gelu_tanh", 21), ("silu_torch", 13), ("silu_swapped", 18),
-         ("hardswish_torch", 13), ("gelu_torch", 17), ("gelu_half_first", 11)]
+         ("hardswish_torch", 13), ("gelu_torch", 17), ("gelu_half_first", 11), ("gelu_tanh_torch", 17)]
 
 
 def model(kind, opset, rng):

@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Train torchvision's MobileNetV2 (one input channel) on Fashion-MNIST; ship it as float16.
 
+With `--arch efficientnet_b0` it trains torchvision's EfficientNet-B0 the same way (SiLU and
+squeeze-and-excitation: the smooth network of the architectures comparison), writing
+assets/models/efficientnet_b0_fmnist.{safetensors,json} and
+tests/fixtures/efficientnet_b0_fmnist_preds.npy (see EFFICIENTNET below).
+
 With `--arch cifar_resnet20` it trains a CIFAR-style ResNet-20 instead (He et al. 2016, §4.2:
 a 3×3 stem with no max-pool, three stages of three basic blocks of 16/32/64 channels, 1×1
 projection shortcuts where the shape changes, global average pooling, one linear layer) at
@@ -79,9 +84,26 @@ import torchvision  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = "/usr/share/datasets/fashion-mnist"
-WEIGHTS = os.path.join(ROOT, "assets/models/mobilenet_v2_fmnist.safetensors")
-META = os.path.join(ROOT, "assets/models/mobilenet_v2_fmnist.json")
-PREDS = os.path.join(ROOT, "tests/fixtures/mobilenet_v2_fmnist_preds.npy")
+
+
+def outputs(arch):
+    """(weights, metadata, predictions) paths of a torchvision architecture's trained model."""
+    return (
+        os.path.join(ROOT, f"assets/models/{arch}_fmnist.safetensors"),
+        os.path.join(ROOT, f"assets/models/{arch}_fmnist.json"),
+        os.path.join(ROOT, f"tests/fixtures/{arch}_fmnist_preds.npy"),
+    )
+
+
+# The torchvision architectures trained here, each with only its first convolution replaced by
+# one that takes ONE channel (every other layer and state_dict key is torchvision's).
+ARCHITECTURES = {
+    "mobilenet_v2": "torchvision.models.mobilenet_v2(weights=None, num_classes=10), "
+    "features[0][0] = nn.Conv2d(1, 32, 3, stride=2, padding=1, bias=False)",
+    "efficientnet_b0": "torchvision.models.efficientnet_b0(weights=None, num_classes=10), "
+    "features[0][0] = nn.Conv2d(1, 32, 3, stride=2, padding=1, bias=False) (dropout 0.2 and "
+    "stochastic depth 0.2 in training, torchvision's defaults)",
+}
 SIZE = 64
 CIFAR_RESNET = {
     # torch.onnx.export(model.eval(), x[1,1,28,28], opset_version=17, dynamo=False,
@@ -121,8 +143,8 @@ def load(split, size=SIZE):
     return torch.cat(out), torch.from_numpy(labels.astype(np.int64))
 
 
-def make_model():
-    model = torchvision.models.mobilenet_v2(weights=None, num_classes=10)
+def make_model(arch):
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=10)
     model.features[0][0] = nn.Conv2d(1, 32, 3, stride=2, padding=1, bias=False)
     return model
 
@@ -185,7 +207,7 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--time-batches", type=int, default=0, help="only time this many batches, write nothing")
-    ap.add_argument("--arch", choices=["mobilenet_v2", "cifar_resnet20"], default="mobilenet_v2")
+    ap.add_argument("--arch", choices=[*ARCHITECTURES, "cifar_resnet20"], default="mobilenet_v2")
     args = ap.parse_args()
     cifar = args.arch == "cifar_resnet20"
 
@@ -200,7 +222,7 @@ def main():
     print(f"data: train {tuple(x_train.shape)}, test {tuple(x_test.shape)} ({time.perf_counter() - t0:.1f} s)", flush=True)
 
     # channels_last: same weights and keys, ~1.6x faster depthwise convolutions on this CPU.
-    model = (CifarResNet() if cifar else make_model()).to(memory_format=torch.channels_last)
+    model = (CifarResNet() if cifar else make_model(args.arch)).to(memory_format=torch.channels_last)
     x_train = x_train.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     gen = torch.Generator().manual_seed(args.seed)
@@ -248,16 +270,17 @@ def main():
     if cifar:
         return finish_cifar(model, x_test, y_test, history, train_seconds, args, started)
 
+    weights_path, meta_path, preds_path = outputs(args.arch)
     pred32 = predict(model, x_test)
     acc32 = (pred32 == y_test).double().mean().item()
 
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
-    os.makedirs(os.path.dirname(WEIGHTS), exist_ok=True)
-    safetensors.torch.save_file(state, WEIGHTS)
+    os.makedirs(os.path.dirname(weights_path), exist_ok=True)
+    safetensors.torch.save_file(state, weights_path)
 
     # What the harness computes with: the float16 file, widened back to float32.
-    rounded = make_model()
-    loaded = safetensors.torch.load_file(WEIGHTS)
+    rounded = make_model(args.arch)
+    loaded = safetensors.torch.load_file(weights_path)
     rounded.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in loaded.items()})
     with torch.no_grad():
         rounded.eval()
@@ -267,13 +290,12 @@ def main():
     top2 = logits16[:1000].topk(2, dim=1).values
     margin = (top2[:, 0] - top2[:, 1]).min().item()
 
-    os.makedirs(os.path.dirname(PREDS), exist_ok=True)
-    np.save(PREDS, pred16[:1000].numpy().astype(np.int64))
+    os.makedirs(os.path.dirname(preds_path), exist_ok=True)
+    np.save(preds_path, pred16[:1000].numpy().astype(np.int64))
 
     meta = {
-        "model": "mobilenet_v2_fmnist",
-        "architecture": "torchvision.models.mobilenet_v2(weights=None, num_classes=10), "
-        "features[0][0] = nn.Conv2d(1, 32, 3, stride=2, padding=1, bias=False)",
+        "model": f"{args.arch}_fmnist",
+        "architecture": ARCHITECTURES[args.arch],
         "command": "nice -n 19 /work/torchenv/bin/python scripts/train_fmnist_mobilenet.py " + " ".join(sys.argv[1:]),
         "input": "28x28 bytes / 255 in [0,1], F.interpolate(size=(64,64), mode='bilinear', "
         "align_corners=False, antialias=True) (= [data] resize = 64), no normalisation, 1 channel",
@@ -312,11 +334,11 @@ def main():
             "numpy": np.__version__,
         },
         "outputs": {
-            "weights": os.path.relpath(WEIGHTS, ROOT),
-            "preds_first_1000": os.path.relpath(PREDS, ROOT),
+            "weights": os.path.relpath(weights_path, ROOT),
+            "preds_first_1000": os.path.relpath(preds_path, ROOT),
         },
     }
-    with open(META, "w") as f:
+    with open(meta_path, "w") as f:
         json.dump(meta, f, indent=2, sort_keys=False)
         f.write("\n")
     print(json.dumps({k: meta[k] for k in ("test_accuracy_float32", "test_accuracy_float16_weights", "train_seconds")}))

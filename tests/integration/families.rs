@@ -48,10 +48,15 @@ const CONVNEXT_FORMS: [&str; 2] = ["convnext_tiny_opset13", "convnext_tiny_dynam
 fn new_families_equal_onnxruntime_and_pytorch_on_both_executors() {
     let dev = Device::Cpu;
     let x = Tensor::from_vec(npy_f32(&dir().join("input.npy")), (3, 3, 32, 32), &dev).unwrap();
-    let forms = FAMILIES.iter().copied().chain(CONVNEXT_FORMS.map(|f| (f, "layer_norm")));
+    // ShuffleNet's dynamo export: chunk as one two-output Split, constant Reshape shapes.
+    let forms = FAMILIES
+        .iter()
+        .copied()
+        .chain(CONVNEXT_FORMS.map(|f| (f, "layer_norm")))
+        .chain([("shufflenet_v2_x0_5_dynamo", "channels")]);
     for (file, new_op) in forms {
         // The variants' references are the opset-17 file's.
-        let family = if file.starts_with("convnext_tiny") { "convnext_tiny" } else { file };
+        let family = FAMILIES.iter().map(|f| f.0).find(|f| file.starts_with(f)).unwrap();
         let m = onnx::load(&dir().join(format!("{file}.onnx")), None).unwrap();
         let kinds: Vec<&str> = m.graph.nodes().iter().map(|n| n.op.kind()).collect();
         assert!(kinds.contains(&new_op), "{file}: no `{new_op}` node in {kinds:?}");

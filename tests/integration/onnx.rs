@@ -577,6 +577,7 @@ fn every_activation_matches_onnxruntime_and_finite_differences() {
         ("hardswish_torch", "hard_swish", 13),
         ("gelu_torch", "gelu", 17),
         ("gelu_half_first", "gelu", 11),
+        ("gelu_tanh_torch", "gelu_tanh", 17),
     ];
     let seed = fragility::model::one_hot(&[0, 1, 2], 3, &Device::Cpu).unwrap();
     for (file, kind, opset) in forms {

@@ -1221,7 +1221,8 @@ fn onnx_constants_that_fold_into_nan_or_infinity_are_refused_naming_the_node() {
 /// Channels-last views (ConvNeXt's Transpose [0, 2, 3, 1]) import where they are
 /// LayerNorm / MatMul / elementwise work and the Transpose back; anything else reading one, a
 /// Transpose of another permutation and a LayerNormalization over a channels-first map's axis
-/// 1 (which would mix positions) are refused naming the node.
+/// 1 (which would mix positions) are refused naming the node; so are a Split of rows and one
+/// whose sizes do not add up to the channels.
 #[test]
 fn channels_last_views_import_only_where_they_are_supported() {
     use onnx_graph::*;
@@ -1264,6 +1265,14 @@ fn channels_last_views_import_only_where_they_are_supported() {
     import_refused(&first, &["`m_node`", "LayerNormalization", "channels-first"]);
     let wrong_axis = around(vec![to_last("c", "t"), ln("t", "l", 1), back("l", "m")], params());
     import_refused(&wrong_axis, &["`l_node`", "axis 1", "last axis"]);
+    // Split: of channels only, sizes that add up.
+    let rows = around(vec![node("Split", &["c"], "m", vec![int("axis", 2)])], vec![]);
+    import_refused(&rows, &["`m_node`", "Split along axis 2"]);
+    let sizes =
+        around(vec![node("Split", &["c"], "m", vec![int("axis", 1), ints("split", &[2, 2])])], vec![]);
+    import_refused(&sizes, &["`m_node`", "Split of 3 channels into sizes [2, 2]"]);
+    let whole = around(vec![node("Split", &["c"], "m", vec![int("axis", 1)])], vec![]);
+    fragility::model::onnx::import(&whole, None).unwrap();
     // A channels-last view left unreturned as the output.
     let mut open = around(vec![to_last("c", "m")], vec![]);
     open.graph.nodes.truncate(2);

@@ -2,8 +2,9 @@
 //!
 //! `torch.onnx.export` writes SiLU (`nn.SiLU`, EfficientNet) as `Sigmoid` then
 //! `Mul(x, sigmoid(x))`, HardSwish below opset 14 as `HardSigmoid(α = 1/6, β = 1/2)` then
-//! `Mul(x, ·)`, and exact GELU below opset 20 (where ONNX has no `Gelu`) as
-//! `Div(x, √2) → Erf → Add 1 → Mul x → Mul 0.5`. Each pattern becomes one node (`Silu`,
+//! `Mul(x, ·)`, and GELU below opset 20 (where ONNX has no `Gelu`): exact as
+//! `Div(x, √2) → Erf → Add 1 → Mul x → Mul 0.5`, the tanh approximation as
+//! `x·x·x·0.044715 + x → ·√(2/π) → Tanh → Add 1 → Mul x → Mul 0.5`. Each pattern becomes one node (`Silu`,
 //! `HardSwish`, `Gelu`) at the place of the pattern's last node, named after it, when every
 //! intermediate value is read only inside the pattern: one nonlinearity, whose backward rules
 //! (guided backprop, DeepLIFT) apply to the function as a whole, where a product of x and
@@ -31,6 +32,7 @@ pub(super) fn fuse(g: &GraphProto) -> Vec<NodeProto> {
     while i < f.nodes.len() {
         f.gate(i);
         f.gelu(i);
+        f.gelu_tanh(i);
         f.layer_norm(i);
         i += 1;
     }
@@ -155,32 +157,102 @@ impl Fuser {
         if self.uses.get(&inner) != Some(&1) {
             return;
         }
-        // 1 + erf, read once, by a Mul.
-        let Some((p, add)) = self.sole_reader(&ev) else { return };
-        if add.op_type != "Add" || self.other_than(add, 1.0).as_deref() != Some(ev.as_str()) {
+        if let Some((mut gone, last)) = self.gelu_tail(&ev, &x) {
+            gone.extend([d, e]);
+            self.replace(&gone, last, "Gelu", x, Vec::new());
+        }
+    }
+
+    /// `Tanh(√(2/π)·(x + 0.044715·x³))` inside x·(1 + tanh(·))·0.5 (either order, x³ as
+    /// x·(x·x) or Pow(x, 3)): GELU's tanh approximation, as torch writes it before opset 20.
+    fn gelu_tanh(&mut self, t: usize) {
+        let Some(tanh) = self.node(t).filter(|n| n.op_type == "Tanh") else { return };
+        let (Some(u), Some(tv)) = (tanh.inputs.first().cloned(), tanh.outputs.first().cloned()) else {
+            return;
+        };
+        // √(2/π)·(x + k·x³), each value read once inside the pattern.
+        let Some(&s) = self.producer.get(&u) else { return };
+        let Some(scale) = self.node(s).filter(|n| n.op_type == "Mul") else { return };
+        let Some(inner) = self.other_than(scale, (2.0 / std::f32::consts::PI).sqrt()) else { return };
+        let Some(&a) = self.producer.get(&inner) else { return };
+        let Some(add) = self.node(a).filter(|n| n.op_type == "Add" && n.inputs.len() == 2) else { return };
+        if self.uses.get(&u) != Some(&1) || self.uses.get(&inner) != Some(&1) {
             return;
         }
-        let Some(pv) = add.outputs.first().cloned() else { return };
-        let Some((m, mul)) = self.sole_reader(&pv) else { return };
+        let (l, r) = (add.inputs[0].clone(), add.inputs[1].clone());
+        for (x, kc) in [(l.clone(), r.clone()), (r, l)] {
+            let Some(cubic) = self.cubic(&kc, &x) else { continue };
+            if let Some((mut gone, last)) = self.gelu_tail(&tv, &x) {
+                gone.extend(cubic);
+                gone.extend([a, s, t]);
+                let approximate = Attribute {
+                    name: "approximate".into(),
+                    s: Some(b"tanh".to_vec()),
+                    ..Attribute::default()
+                };
+                self.replace(&gone, last, "Gelu", x, vec![approximate]);
+            }
+            return;
+        }
+    }
+
+    /// The nodes computing value `kc` = 0.044715·x³ (x·(x·x), (x·x)·x or Pow(x, 3)), each
+    /// read once.
+    fn cubic(&self, kc: &str, x: &str) -> Option<Vec<usize>> {
+        let &k = self.producer.get(kc)?;
+        let scaled = self.node(k).filter(|n| n.op_type == "Mul")?;
+        let cube = self.other_than(scaled, 0.044715)?;
+        let &c = self.producer.get(&cube)?;
+        let node = self.node(c)?;
+        let once = |v: &str| self.uses.get(v) == Some(&1);
+        if !(once(kc) && once(&cube)) {
+            return None;
+        }
+        match (node.op_type.as_str(), &node.inputs[..]) {
+            ("Pow", [b, e]) if b == x && self.is(e, 3.0) => Some(vec![k, c]),
+            ("Mul", [p, q]) => {
+                let sq = if p == x {
+                    q
+                } else if q == x {
+                    p
+                } else {
+                    return None;
+                };
+                let &m = self.producer.get(sq)?;
+                let square = self.node(m).filter(|n| n.op_type == "Mul" && n.inputs == [x, x])?;
+                (once(sq) && square.outputs.first().map(String::as_str) == Some(sq.as_str()))
+                    .then(|| vec![k, c, m])
+            }
+            _ => None,
+        }
+    }
+
+    /// GELU's common tail from f (the erf or tanh term, value `fv`): (1 + f) read once by a Mul
+    /// with x whose product is read once by a Mul 0.5, or (x·0.5)·(1 + f). The nodes it spans
+    /// but the last, and the last.
+    fn gelu_tail(&self, fv: &str, x: &str) -> Option<(Vec<usize>, usize)> {
+        let (p, add) = self.sole_reader(fv)?;
+        if add.op_type != "Add" || self.other_than(add, 1.0).as_deref() != Some(fv) {
+            return None;
+        }
+        let pv = add.outputs.first()?;
+        let (m, mul) = self.sole_reader(pv)?;
         if mul.op_type != "Mul" || mul.inputs.len() != 2 {
-            return;
+            return None;
         }
-        let other = if mul.inputs[0] == pv { mul.inputs[1].clone() } else { mul.inputs[0].clone() };
-        let Some(mv) = mul.outputs.first().cloned() else { return };
+        let other = if &mul.inputs[0] == pv { &mul.inputs[1] } else { &mul.inputs[0] };
         if other == x {
-            // x·(1 + erf) then ·0.5.
-            let Some((h, half)) = self.sole_reader(&mv) else { return };
-            if half.op_type == "Mul" && self.other_than(half, 0.5).as_deref() == Some(mv.as_str()) {
-                self.replace(&[d, e, p, m], h, "Gelu", x, Vec::new());
-            }
-        } else if let Some(&h) = self.producer.get(&other) {
-            // (x·0.5)·(1 + erf).
-            let half = self.node(h).filter(|n| n.op_type == "Mul");
-            let scales_x = half.and_then(|n| self.other_than(n, 0.5)).as_deref() == Some(x.as_str());
-            if scales_x && self.uses.get(&other) == Some(&1) {
-                self.replace(&[h, d, e, p], m, "Gelu", x, Vec::new());
-            }
+            // x·(1 + f) then ·0.5.
+            let mv = mul.outputs.first()?;
+            let (h, half) = self.sole_reader(mv)?;
+            let halves = half.op_type == "Mul" && self.other_than(half, 0.5).as_deref() == Some(mv.as_str());
+            return halves.then(|| (vec![p, m], h));
         }
+        // (x·0.5)·(1 + f).
+        let &h = self.producer.get(other)?;
+        let half = self.node(h).filter(|n| n.op_type == "Mul")?;
+        let scales_x = self.other_than(half, 0.5).as_deref() == Some(x);
+        (scales_x && self.uses.get(other) == Some(&1)).then(|| (vec![h, p], m))
     }
 }
 

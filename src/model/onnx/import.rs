@@ -24,7 +24,7 @@ use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21).
-pub const SUPPORTED_OPS: [&str; 39] = [
+pub const SUPPORTED_OPS: [&str; 40] = [
     "Add",
     "AveragePool",
     "BatchNormalization",
@@ -64,6 +64,7 @@ pub const SUPPORTED_OPS: [&str; 39] = [
     "Gelu",
     "Slice",
     "LayerNormalization",
+    "Split",
 ];
 
 /// One ONNX value during the import: a graph node's output, a constant, or a node's output
@@ -390,19 +391,31 @@ impl Importer {
 
     /// Binds `n`'s first output to `val`, naming a node output by its value name too.
     fn set(&mut self, n: &NodeProto, val: Val) -> Step<()> {
-        // SSA: every value name is defined once (onnxruntime refuses a redefinition, which
-        // would silently rebind what later nodes, or the graph output, read).
-        for (i, o) in n.outputs.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
-            if self.values.contains_key(o) || n.outputs[..i].contains(o) {
-                return Err(format!("redefines the value `{o}` (each value name may be defined once)"));
-            }
-        }
+        self.check_outputs(n)?;
         for extra in n.outputs.iter().skip(1).filter(|o| !o.is_empty()) {
             if self.uses.contains_key(extra) {
                 return Err(format!("its output `{extra}` is read, but only the first output is supported"));
             }
         }
         let out = n.outputs.first().filter(|o| !o.is_empty()).ok_or("has no output")?.clone();
+        self.bind(n, out, val);
+        Ok(())
+    }
+
+    /// SSA: every value name is defined once (onnxruntime refuses a redefinition, which would
+    /// silently rebind what later nodes, or the graph output, read).
+    fn check_outputs(&self, n: &NodeProto) -> Step<()> {
+        for (i, o) in n.outputs.iter().enumerate().filter(|(_, o)| !o.is_empty()) {
+            if self.values.contains_key(o) || n.outputs[..i].contains(o) {
+                return Err(format!("redefines the value `{o}` (each value name may be defined once)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds value name `out` (an output of `n`) to `val`, naming a node output by it too (and
+    /// by the node's name, when free).
+    fn bind(&mut self, n: &NodeProto, out: String, val: Val) {
         if let Val::Node(id) | Val::Last(id) = val {
             for name in [&n.name, &out] {
                 if !name.is_empty() && !self.builder.has_name(name) {
@@ -412,7 +425,6 @@ impl Importer {
             self.written.insert(id, out.clone());
         }
         self.values.insert(out, val);
-        Ok(())
     }
 
     /// Imports one node.
@@ -451,6 +463,7 @@ impl Importer {
             "Transpose" => self.transpose(n),
             "LayerNormalization" => self.layer_norm(n),
             "Slice" => self.slice(n),
+            "Split" => self.split(n),
             "Gather" => self.gather(n),
             "Gemm" => self.gemm(n),
             "MatMul" => self.matmul(n),
@@ -862,6 +875,47 @@ impl Importer {
         }
         let id = self.push(n, Op::Channels(Channels { index: (a..b).collect() }), &[x], "")?;
         self.set(n, Val::Node(id))
+    }
+
+    /// Split of a feature map's channels (torch.chunk as the dynamo exporter writes it): each
+    /// output a channel selection. Sizes from the `split` input (opset 13) or attribute, else
+    /// equal parts for the outputs (`num_outputs` from opset 18: parts of ⌈C/k⌉, the last
+    /// smaller).
+    fn split(&mut self, n: &NodeProto) -> Step<()> {
+        let x = self.node_in(n, 0)?;
+        let (c, _, _) = self.map_hw(x)?;
+        let axis = int(n, "axis", 0);
+        if !(axis == 1 || axis == -3) {
+            return Err(format!("Split along axis {axis}: only channels (axis 1)"));
+        }
+        let k = n.outputs.len();
+        let sizes: Vec<i64> = match self.const_in(n, 1)? {
+            Some(v) => v.i64s().ok_or("non-integer split sizes")?,
+            None => match attr(n, "split") {
+                Some(a) => a.ints.clone(),
+                None => {
+                    let part = c.div_ceil(k.max(1)) as i64;
+                    (0..k as i64).map(|i| part.min(c as i64 - i * part).max(0)).collect()
+                }
+            },
+        };
+        if sizes.len() != k || sizes.iter().any(|&v| v <= 0) || sizes.iter().sum::<i64>() != c as i64 {
+            return Err(format!("Split of {c} channels into sizes {sizes:?} for {k} outputs"));
+        }
+        self.check_outputs(n)?;
+        let mut start = 0usize;
+        for (i, &size) in sizes.iter().enumerate() {
+            let range = start..start + size as usize;
+            start = range.end;
+            let out = n.outputs[i].clone();
+            if out.is_empty() {
+                continue;
+            }
+            let op = Op::Channels(Channels { index: range.collect() });
+            let id = self.push(n, op, &[x], &format!("/{i}"))?;
+            self.bind(n, out, Val::Node(id));
+        }
+        Ok(())
     }
 
     /// Shape ops on constants (what an exporter left of shape arithmetic): the values keep
