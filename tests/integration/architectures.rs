@@ -136,30 +136,28 @@ fn a_wrong_weight_shape_is_named_and_nothing_is_written() {
     assert!(!out.exists());
 }
 
-/// The shipped MobileNetV2 (float16 state_dict, one input channel, trained at 64×64 by
-/// scripts/train_fmnist_mobilenet.py) on the 1,000 shipped test images resized 28 → 64 by
-/// our own resampler: the predictions PyTorch computed from the same weights and its
-/// `interpolate(antialias=True)`, all of them.
+/// The shipped MobileNetV2 and EfficientNet-B0 (float16 state_dicts, one input channel,
+/// trained at 64×64 by scripts/train_fmnist_mobilenet.py) on the 1,000 shipped test images
+/// resized 28 → 64 by our own resampler: the predictions PyTorch computed from the same weights
+/// and its `interpolate(antialias=True)`, all of them.
 #[test]
-fn shipped_mobilenet_predicts_what_pytorch_predicts() {
+fn shipped_torchvision_models_predict_what_pytorch_predicts() {
     let dev = Device::Cpu;
-    let model = fragility::model::load(
-        "mobilenet_v2",
-        &root().join("assets/models/mobilenet_v2_fmnist.safetensors"),
-        None,
-        &dev,
-    )
-    .unwrap();
     let opts = fragility::data::ImageOptions { resize: Some(64), ..Default::default() };
     let images = root().join("assets/fashion-mnist/t10k-images-1000-idx3-ubyte.gz");
     let set = fragility::data::load_images_with(&images, &opts, None, None).unwrap();
     assert_eq!((set.n, set.c, set.h, set.w), (1000, 1, 64, 64));
     let x = candle_core::Tensor::from_vec(set.data.clone(), (set.n, 1, 64, 64), &dev).unwrap();
-    let preds = fragility::model::predict(model.as_ref(), &x).unwrap();
-    let want =
-        fragility::data::load_labels(&root().join("tests/fixtures/mobilenet_v2_fmnist_preds.npy")).unwrap();
-    let same = preds.iter().zip(&want).filter(|(p, w)| **p as i64 == **w).count();
-    assert_eq!(same, 1000, "{same} of 1000 predictions agree with PyTorch");
+    for arch in ["mobilenet_v2", "efficientnet_b0"] {
+        let weights = root().join(format!("assets/models/{arch}_fmnist.safetensors"));
+        let model = fragility::model::load(arch, &weights, None, &dev).unwrap();
+        let preds = fragility::model::predict(model.as_ref(), &x).unwrap();
+        let want =
+            fragility::data::load_labels(&root().join(format!("tests/fixtures/{arch}_fmnist_preds.npy")))
+                .unwrap();
+        let same = preds.iter().zip(&want).filter(|(p, w)| **p as i64 == **w).count();
+        assert_eq!(same, 1000, "{arch}: {same} of 1000 predictions agree with PyTorch");
+    }
 }
 
 /// `explain` on a torchvision architecture, the way the README shows it: a SqueezeNet
