@@ -44,24 +44,33 @@ fn ln_1p_unit(e: f32) -> f32 {
     2.0 * t * series
 }
 
-/// softplus_β and its derivative sigmoid(βz) of each z: values into `out`, derivatives
-/// into `deriv`, from one e = exp(−β|z|) as [`Activation::apply_and_derivative`].
-///
-/// On x86-64 CPUs with AVX2 the same loop runs compiled for it (8 lanes instead of SSE2's
-/// 4): the same IEEE operations in the same order (no fused multiply–add), so the same bits.
-fn softplus_sweep(beta: f32, z: &[f32], out: &mut [f32], deriv: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { softplus_sweep_avx2(beta, z, out, deriv) };
-    }
-    softplus_loop(beta, z, out, deriv)
+/// `$sweep(args)` runs the `#[inline(always)]` loop `$body(args)`, on x86-64 CPUs with AVX2
+/// compiled for it (8 lanes instead of SSE2's 4): the same IEEE operations in the same order
+/// (no fused multiply–add), so the same bits.
+macro_rules! avx2_sweep {
+    ($(#[$doc:meta])* fn $sweep:ident / $wide:ident = $body:ident($($arg:ident: $ty:ty),*)) => {
+        $(#[$doc])*
+        fn $sweep($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                return unsafe { $wide($($arg),*) };
+            }
+            $body($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        fn $wide($($arg: $ty),*) {
+            $body($($arg),*)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn softplus_sweep_avx2(beta: f32, z: &[f32], out: &mut [f32], deriv: &mut [f32]) {
-    softplus_loop(beta, z, out, deriv)
+avx2_sweep! {
+    /// softplus_β and its derivative sigmoid(βz) of each z: values into `out`, derivatives
+    /// into `deriv`, from one e = exp(−β|z|) as [`Activation::apply_and_derivative`].
+    fn softplus_sweep / softplus_sweep_avx2 = softplus_loop(beta: f32, z: &[f32], out: &mut [f32], deriv: &mut [f32])
 }
 
 #[inline(always)]
@@ -146,86 +155,70 @@ fn has_sweep(kind: Nonlinearity) -> bool {
     matches!(kind, Nonlinearity::Sigmoid | Nonlinearity::Silu | Nonlinearity::Gelu | Nonlinearity::GeluTanh)
 }
 
-/// [`smooth`] over a buffer: values into `out`, derivatives into `deriv`, AVX2 where the CPU
-/// has it (the same IEEE operations in the same order, so the same bits).
-fn smooth_sweep(kind: Nonlinearity, z: &[f32], out: &mut [f32], deriv: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { smooth_sweep_avx2(kind, z, out, deriv) };
-    }
-    smooth_loop(kind, z, out, deriv)
+/// `$body` once per function with a [`smooth`] sweep, with `$k` the function as a constant,
+/// so that each loop is compiled for its own function and vectorises.
+macro_rules! per_smooth_kind {
+    ($kind:expr, $k:ident => $body:block) => {
+        match $kind {
+            Nonlinearity::Sigmoid => {
+                const $k: Nonlinearity = Nonlinearity::Sigmoid;
+                $body
+            }
+            Nonlinearity::Silu => {
+                const $k: Nonlinearity = Nonlinearity::Silu;
+                $body
+            }
+            Nonlinearity::Gelu => {
+                const $k: Nonlinearity = Nonlinearity::Gelu;
+                $body
+            }
+            Nonlinearity::GeluTanh => {
+                const $k: Nonlinearity = Nonlinearity::GeluTanh;
+                $body
+            }
+            _ => {}
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn smooth_sweep_avx2(kind: Nonlinearity, z: &[f32], out: &mut [f32], deriv: &mut [f32]) {
-    smooth_loop(kind, z, out, deriv)
+avx2_sweep! {
+    /// [`smooth`] over a buffer: values into `out`, derivatives into `deriv`.
+    fn smooth_sweep / smooth_sweep_avx2 = smooth_loop(kind: Nonlinearity, z: &[f32], out: &mut [f32], deriv: &mut [f32])
 }
 
 #[inline(always)]
 fn smooth_loop(kind: Nonlinearity, z: &[f32], out: &mut [f32], deriv: &mut [f32]) {
-    // One loop per function, so each vectorises.
-    macro_rules! sweep {
-        ($k:expr) => {
-            for ((&z, o), d) in z.iter().zip(out.iter_mut()).zip(deriv.iter_mut()) {
-                (*o, *d) = smooth($k, z);
-            }
-        };
-    }
-    match kind {
-        Nonlinearity::Sigmoid => sweep!(Nonlinearity::Sigmoid),
-        Nonlinearity::Silu => sweep!(Nonlinearity::Silu),
-        Nonlinearity::Gelu => sweep!(Nonlinearity::Gelu),
-        Nonlinearity::GeluTanh => sweep!(Nonlinearity::GeluTanh),
-        _ => sweep!(kind),
-    }
+    per_smooth_kind!(kind, K => {
+        for ((&z, o), d) in z.iter().zip(out.iter_mut()).zip(deriv.iter_mut()) {
+            (*o, *d) = smooth(K, z);
+        }
+    })
 }
 
-/// φ of `src` into `dst` (`src` None: `dst` in place) for a function with a [`smooth`]
-/// sweep: the same values as [`smooth_sweep`], vectorised the same way.
-fn smooth_values(kind: Nonlinearity, src: Option<&[f32]>, dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { smooth_values_avx2(kind, src, dst) };
-    }
-    smooth_values_loop(kind, src, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn smooth_values_avx2(kind: Nonlinearity, src: Option<&[f32]>, dst: &mut [f32]) {
-    smooth_values_loop(kind, src, dst)
+avx2_sweep! {
+    /// φ of `src` into `dst` (`src` None: `dst` in place) for a function with a [`smooth`]
+    /// sweep: the same values as [`smooth_sweep`], vectorised the same way.
+    fn smooth_values / smooth_values_avx2 = smooth_values_loop(kind: Nonlinearity, src: Option<&[f32]>, dst: &mut [f32])
 }
 
 #[inline(always)]
 fn smooth_values_loop(kind: Nonlinearity, src: Option<&[f32]>, dst: &mut [f32]) {
-    macro_rules! sweep {
-        ($k:expr) => {
-            // Plain `for` loops: an iterator adapter's `for_each` is a separate function that
-            // does not inherit the caller's AVX2 (measured: scalar code, slower than libm).
-            match src {
-                Some(src) => {
-                    for (d, &z) in dst.iter_mut().zip(src) {
-                        *d = smooth($k, z).0;
-                    }
-                }
-                None => {
-                    for v in dst.iter_mut() {
-                        *v = smooth($k, *v).0;
-                    }
+    // Plain `for` loops: an iterator adapter's `for_each` is a separate function that does not
+    // inherit the caller's AVX2 (measured: scalar code, slower than libm).
+    per_smooth_kind!(kind, K => {
+        match src {
+            Some(src) => {
+                for (d, &z) in dst.iter_mut().zip(src) {
+                    *d = smooth(K, z).0;
                 }
             }
-        };
-    }
-    match kind {
-        Nonlinearity::Sigmoid => sweep!(Nonlinearity::Sigmoid),
-        Nonlinearity::Silu => sweep!(Nonlinearity::Silu),
-        Nonlinearity::Gelu => sweep!(Nonlinearity::Gelu),
-        Nonlinearity::GeluTanh => sweep!(Nonlinearity::GeluTanh),
-        _ => sweep!(kind),
-    }
+            None => {
+                for v in dst.iter_mut() {
+                    *v = smooth(K, *v).0;
+                }
+            }
+        }
+    })
 }
 
 /// φ(z) and φ′(z) of every value.

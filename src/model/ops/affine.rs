@@ -59,16 +59,7 @@ impl Layer for Affine {
     }
 
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
-        let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
-        let c = x.channels();
-        if self.scale.len() != c || self.shift.len() != c {
-            return Err(format!(
-                "{} scales and {} shifts for {c} channels",
-                self.scale.len(),
-                self.shift.len()
-            ));
-        }
-        Ok(*x)
+        super::per_channel_shape(ins, ("scales", self.scale.len()), ("shifts", self.shift.len()))
     }
 
     fn values(&self) -> Vec<(&'static str, &[f32])> {

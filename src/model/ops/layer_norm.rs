@@ -66,6 +66,12 @@ impl LayerNorm {
         Ok((centred - st.xh.broadcast_mul(&(&st.xh * v)?.mean_keepdim(1)?)?)?)
     }
 
+    /// The output γ ⊙ x̂ + β of the values `x` laid out as `grid`.
+    fn normalise(&self, grid: Grid, x: &[f32]) -> Vec<f32> {
+        let st = CpuStats::new(grid, x, self.eps);
+        grid.map(|ch, _, i| st.xh[i] * self.weight[ch] + self.bias[ch])
+    }
+
     /// The kept input x.
     fn kept_input<B>(err: impl Fn(&str) -> crate::error::Error, kept: &[B]) -> Result<&B> {
         kept.first().ok_or_else(|| err("internal: a layer norm without its kept input"))
@@ -146,19 +152,10 @@ impl Layer for LayerNorm {
     }
 
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
-        let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
-        let c = x.channels();
-        if self.weight.len() != c || self.bias.len() != c {
-            return Err(format!(
-                "{} weights and {} biases for {c} channels",
-                self.weight.len(),
-                self.bias.len()
-            ));
+        if !self.eps.is_finite() || self.eps <= 0.0 {
+            return Err(format!("ε = {} (must be positive and finite)", self.eps));
         }
-        if self.eps.is_nan() || self.eps <= 0.0 {
-            return Err(format!("ε = {} (must be positive)", self.eps));
-        }
-        Ok(*x)
+        super::per_channel_shape(ins, ("weights", self.weight.len()), ("biases", self.bias.len()))
     }
 
     fn values(&self) -> Vec<(&'static str, &[f32])> {
@@ -225,8 +222,7 @@ impl Layer for LayerNorm {
         ins: &[&Buf],
         _rank: Option<&Buf>,
     ) -> Result<(Buf, Option<Vec<u32>>)> {
-        let st = CpuStats::new(Grid::of(cx), ins[0], self.eps);
-        Ok((Arc::new(st.grid.map(|ch, _, i| st.xh[i] * self.weight[ch] + self.bias[ch])), None))
+        Ok((Arc::new(self.normalise(Grid::of(cx), ins[0])), None))
     }
 
     fn cpu_tangent(&self, cx: &mut CpuCx, ins: &[&Buf], kept: &CpuKept) -> Result<Buf> {
@@ -267,18 +263,16 @@ impl Layer for LayerNorm {
     }
 
     fn region(&self, cx: &mut CpuCx, ins: &[&[f32]], r: &Rect, out: &mut [f32]) -> Result<()> {
+        // The rectangle's positions gathered into one [C, positions] block, normalised as a
+        // block is, and scattered back.
         let (c, h, w) = cx.out_map()?;
-        let x = ins[0];
-        let inv = 1.0 / c as f32;
-        for y in r.rows.clone() {
-            for col in r.cols.clone() {
-                let at = |ch: usize| ch * h * w + y * w + col;
-                let mu = (0..c).map(|ch| x[at(ch)]).sum::<f32>() * inv;
-                let var = (0..c).map(|ch| (x[at(ch)] - mu) * (x[at(ch)] - mu)).sum::<f32>() * inv;
-                let s = 1.0 / (var + self.eps).sqrt();
-                for ch in 0..c {
-                    out[at(ch)] = (x[at(ch)] - mu) * s * self.weight[ch] + self.bias[ch];
-                }
+        let block: Vec<f32> = r.spans(c, (h, w)).flat_map(|span| ins[0][span].iter().copied()).collect();
+        let pos = block.len() / c.max(1);
+        let y = self.normalise(Grid { c, pos, cs: pos, ps: 1 }, &block);
+        let mut rows = y.chunks_exact(r.cols.len().max(1));
+        for span in r.spans(c, (h, w)) {
+            if let Some(row) = rows.next() {
+                out[span].copy_from_slice(row);
             }
         }
         Ok(())

@@ -422,6 +422,21 @@ impl Rect {
     }
 }
 
+/// The shape of a one-input op with two per-channel parameter vectors (`a`, `b`: name and
+/// length), which keeps its input's shape: what does not fit names both counts.
+pub(crate) fn per_channel_shape(
+    ins: &[Shape],
+    (a, a_len): (&str, usize),
+    (b, b_len): (&str, usize),
+) -> std::result::Result<Shape, String> {
+    let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
+    let c = x.channels();
+    if a_len != c || b_len != c {
+        return Err(format!("{a_len} {a} and {b_len} {b} for {c} channels"));
+    }
+    Ok(*x)
+}
+
 /// The outputs o (of `out`) whose window [o·s − p, o·s − p + span) meets input range `r`.
 pub(crate) fn reach(r: &Range<usize>, s: usize, p: usize, span: usize, out: usize) -> Range<usize> {
     // o·s − p + span > r.start and o·s − p < r.end.
