@@ -87,10 +87,13 @@ impl Fuser {
         if self.uses.get(v) != Some(&1) {
             return None;
         }
-        self.nodes
-            .iter()
-            .enumerate()
-            .find_map(|(i, n)| n.as_ref().filter(|n| n.inputs.iter().any(|s| s == v)).map(|n| (i, n)))
+        self.readers(v).next()
+    }
+
+    /// Every node reading value `v`, with its index.
+    fn readers<'a, 'v>(&'a self, v: &'v str) -> impl Iterator<Item = (usize, &'a NodeProto)> + use<'a, 'v> {
+        let reads = move |n: &&NodeProto| n.inputs.iter().any(|s| s == v);
+        self.nodes.iter().enumerate().filter_map(move |(i, n)| n.as_ref().filter(reads).map(|n| (i, n)))
     }
 
     /// Whether value `v` is a scalar constant within a relative 1e-4 of `want`.
@@ -254,14 +257,6 @@ impl Fuser {
         let scales_x = self.other_than(half, 0.5).as_deref() == Some(x);
         (scales_x && self.uses.get(other) == Some(&1)).then(|| (vec![h, p], m))
     }
-}
-
-impl Fuser {
-    /// Every node reading value `v`, with its index.
-    fn readers(&self, v: &str) -> Vec<(usize, &NodeProto)> {
-        let reads = |n: &&NodeProto| n.inputs.iter().any(|s| s == v);
-        self.nodes.iter().enumerate().filter_map(|(i, n)| n.as_ref().filter(reads).map(|n| (i, n))).collect()
-    }
 
     /// Whether node `n` is a ReduceMean over the last axis only (axes as an attribute before
     /// opset 18, as a constant input since), keeping dimensions.
@@ -288,7 +283,7 @@ impl Fuser {
         }
         let Some(d) = sub.outputs.first().cloned() else { return };
         // x − mean is read twice: squared, and divided by the deviation.
-        let readers = self.readers(&d);
+        let readers: Vec<_> = self.readers(&d).collect();
         let (Some(&(p, pow)), Some(&(q, div))) = (
             readers.iter().find(|(_, n)| n.op_type == "Pow"),
             readers.iter().find(|(_, n)| n.op_type == "Div"),

@@ -238,6 +238,18 @@ fn view(id: NodeId, last: bool) -> Val {
     }
 }
 
+impl Val {
+    /// A computed value that ops may read in its layout: the node and whether it is a
+    /// channels-last view ([`view`]'s inverse); None for constants and the other views.
+    fn computed(&self) -> Option<(NodeId, bool)> {
+        match *self {
+            Val::Node(x) => Some((x, false)),
+            Val::Last(x) => Some((x, true)),
+            _ => None,
+        }
+    }
+}
+
 impl Importer {
     /// An importer for `graph` whose image input (value `input`) has `chw` and a batch of
     /// `batch` (when fixed).
@@ -334,9 +346,9 @@ impl Importer {
 
     /// A computed input that may be a channels-last view: the node and whether it is viewed so.
     fn view_in(&self, n: &NodeProto, i: usize) -> Step<(NodeId, bool)> {
-        match self.val(n, i)? {
-            Some(Val::Last(id)) => Ok((*id, true)),
-            _ => Ok((self.node_in(n, i)?, false)),
+        match self.val(n, i)?.and_then(Val::computed) {
+            Some(c) => Ok(c),
+            None => Ok((self.node_in(n, i)?, false)),
         }
     }
 
@@ -530,13 +542,9 @@ impl Importer {
             Some(b) => b.f32s(),
             None => vec![0.0; c],
         };
-        if weight.len() != c || bias.len() != c {
-            return Err(format!("{} scales and {} biases for {c} channels", weight.len(), bias.len()));
-        }
+        // Lengths and ε are checked by the op's shape inference in `push`, finiteness with every
+        // parameter when the graph is finished.
         let eps = float(n, "epsilon", 1e-5);
-        if !(eps > 0.0 && eps.is_finite()) || weight.iter().chain(&bias).any(|v| !v.is_finite()) {
-            return Err(format!("epsilon {eps} and finite scales and biases are required"));
-        }
         let id = self.push(n, Op::LayerNorm(LayerNorm { weight, bias, eps }), &[x], "")?;
         self.set(n, view(id, last))
     }
@@ -1088,12 +1096,7 @@ impl Importer {
         let op = n.op_type.as_str();
         let (a, b) = (self.val(n, 0)?.cloned(), self.val(n, 1)?.cloned());
         // Both computed values in one layout (channels-first, or both channels-last views).
-        let computed = |v: &Option<Val>| match v {
-            Some(Val::Node(x)) => Some((*x, false)),
-            Some(Val::Last(x)) => Some((*x, true)),
-            _ => None,
-        };
-        let (ca, cb) = (computed(&a), computed(&b));
+        let (ca, cb) = (a.as_ref().and_then(Val::computed), b.as_ref().and_then(Val::computed));
         if let (Some((_, la)), Some((_, lb))) = (ca, cb) {
             if la != lb {
                 return Err(format!(
@@ -1136,25 +1139,29 @@ impl Importer {
             ("Div", false) if v.iter().all(|&d| d != 0.0) => (v.iter().map(|d| 1.0 / d).collect(), zeros),
             (op, _) => return Err(format!("{op} with these constants is not supported")),
         };
-        // A bias after MatMul (or a bias-free Gemm or convolution) becomes the layer's bias.
-        if scale.iter().all(|&s| s == 1.0) && self.sole_reader_of(n, usize::from(const_first), x) {
-            let len = shift.len();
-            let slot = match self.builder.op_mut(x) {
-                Some(Op::Linear(l)) => Some(&mut l.bias),
-                Some(Op::Conv(c)) => Some(&mut c.bias),
-                _ => None,
-            };
-            if let Some(bias @ None) = slot {
-                *bias = Some(tensor(shift, &[len])?);
-                return self.set(n, view(x, last));
-            }
-        }
-        // A per-channel affine after a layer norm becomes its γ and β.
+        // Absorbed by the layer it reads when nothing else reads that layer: a bias after
+        // MatMul (or a bias-free Gemm or convolution) becomes the layer's bias, a per-channel
+        // affine after a layer norm its γ and β.
         if self.sole_reader_of(n, usize::from(const_first), x) {
-            if let Some(Op::LayerNorm(l)) = self.builder.op_mut(x) {
-                for ((g, b), (s, t)) in l.weight.iter_mut().zip(&mut l.bias).zip(scale.iter().zip(&shift)) {
-                    (*g, *b) = (*g * s, *b * s + t);
+            let shift_only = scale.iter().all(|&s| s == 1.0);
+            let len = shift.len();
+            let absorbed = match self.builder.op_mut(x) {
+                Some(
+                    Op::Linear(Linear { bias: bias @ None, .. }) | Op::Conv(Conv { bias: bias @ None, .. }),
+                ) if shift_only => {
+                    *bias = Some(tensor(shift.clone(), &[len])?);
+                    true
                 }
+                Some(Op::LayerNorm(l)) => {
+                    for ((g, b), (s, t)) in l.weight.iter_mut().zip(&mut l.bias).zip(scale.iter().zip(&shift))
+                    {
+                        (*g, *b) = (*g * s, *b * s + t);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if absorbed {
                 return self.set(n, view(x, last));
             }
         }

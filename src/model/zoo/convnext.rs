@@ -23,8 +23,9 @@
 
 use super::{conv, linear, ConvSpec};
 use crate::error::Result;
-use crate::model::graph::AdaptiveAvgPool;
-use crate::model::graph::{Add, Affine, Flatten, Graph, GraphBuilder, LayerNorm, NodeId, Nonlinearity, Op};
+use crate::model::graph::{
+    AdaptiveAvgPool, Add, Affine, Flatten, Graph, GraphBuilder, LayerNorm, NodeId, Nonlinearity, Op,
+};
 use crate::model::weights::Weights;
 
 /// ConvNeXt's LayerNorm ε (`partial(nn.LayerNorm, eps=1e-6)`).
