@@ -3,7 +3,23 @@
 //! monotone. φ′ = Φ + z·p, φ″ = p·(2 − z²), p(z) = e^{−z²/2}/√(2π) the normal density.
 
 use super::{Function, Real, Tensors};
+use super::{Nonlinearity, Parse};
+use crate::model::mapping::{OnnxNode, Step};
 use candle_core::Tensor;
+
+/// The ONNX op this function (and its tanh approximation, [`super::gelu_tanh`]) is: `Gelu`
+/// from opset 20; before, PyTorch writes the formulas out, and the import fuses them into
+/// this node first.
+pub(super) const ONNX: &[(&str, Parse)] = &[("Gelu", onnx)];
+
+/// `approximate` = `none` (the exact form) or `tanh`.
+fn onnx(n: &dyn OnnxNode) -> Step<Nonlinearity> {
+    match n.string("approximate", "none").as_str() {
+        "none" => Ok(Nonlinearity::Gelu),
+        "tanh" => Ok(Nonlinearity::GeluTanh),
+        other => Err(format!("approximate = `{other}`: `none` and `tanh` are supported")),
+    }
+}
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
 /// z·Φ(z).

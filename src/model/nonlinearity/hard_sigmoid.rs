@@ -5,7 +5,21 @@
 //! every function.
 
 use super::{softplus, softplus_tensor, zeros_if, Function, Real, Tensors};
+use super::{Nonlinearity, Parse};
+use crate::model::mapping::{OnnxNode, Step};
 use candle_core::Tensor;
+
+/// The ONNX op this function is.
+pub(super) const ONNX: &[(&str, Parse)] = &[("HardSigmoid", onnx)];
+
+/// HardSigmoid(alpha, beta) (ONNX's defaults 0.2 and 0.5), for a finite alpha > 0.
+fn onnx(n: &dyn OnnxNode) -> Step<Nonlinearity> {
+    let (alpha, beta) = (n.float("alpha", 0.2), n.float("beta", 0.5));
+    if !(alpha > 0.0 && alpha.is_finite() && beta.is_finite()) {
+        return Err(format!("alpha = {alpha}, beta = {beta}: a finite alpha > 0 is supported"));
+    }
+    Ok(Nonlinearity::HardSigmoid { alpha, beta })
+}
 
 /// clamp(alpha·z + beta, 0, 1), alpha > 0.
 pub(crate) struct HardSigmoid {

@@ -6,7 +6,11 @@
 
 use super::hard_sigmoid::HardSigmoid;
 use super::{times_z, times_z_tensor, Function, Real, Tensors};
+use super::{Nonlinearity, Parse};
 use candle_core::Tensor;
+
+/// The ONNX op this function is.
+pub(super) const ONNX: &[(&str, Parse)] = &[("HardSwish", |_| Ok(Nonlinearity::HardSwish))];
 
 /// z·hardsigmoid(z).
 pub(crate) struct HardSwish;

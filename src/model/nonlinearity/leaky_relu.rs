@@ -1,7 +1,12 @@
 //! Leaky ReLU, max(z, αz) (Maas et al. 2013); surrogate αz + (1 − α)·sp(z).
 
 use super::{softplus, softplus_tensor, zeros_if, Function, Real, Tensors};
+use super::{Nonlinearity, Parse};
 use candle_core::Tensor;
+
+/// The ONNX op this function is (α from its attribute, default 0.01).
+pub(super) const ONNX: &[(&str, Parse)] =
+    &[("LeakyRelu", |n| Ok(Nonlinearity::LeakyRelu(n.float("alpha", 0.01))))];
 
 /// z for z > 0, αz below (α the field).
 pub(crate) struct LeakyRelu(pub f32);

@@ -51,9 +51,9 @@
 //! nonlinearity, which is what the rule means when the activation is read as "the
 //! nonlinearity of this layer"; on ReLU networks the two agree.
 //!
-//! Adding a function: one file with a [`Function`] impl, one variant of [`Nonlinearity`] and
-//! one line in [`dispatch!`]; the rules, the executors and the second-order passes take it
-//! from there.
+//! Adding a function: one file with a [`Function`] impl (and its ONNX op, an `ONNX` table),
+//! one variant of [`Nonlinearity`], one line in [`dispatch!`] and one in [`ONNX`]; the rules,
+//! the executors, the second-order passes and the import take it from there.
 
 mod gelu;
 mod gelu_tanh;
@@ -66,7 +66,34 @@ mod sigmoid;
 mod silu;
 mod tanh;
 
+use super::mapping::{OnnxNode, Step};
 use candle_core::{DType, Tensor};
+
+/// Reads a nonlinearity (and its parameters) from an ONNX node.
+pub(crate) type Parse = fn(&dyn OnnxNode) -> Step<Nonlinearity>;
+
+/// Every function file's ONNX ops, one line per file. SiLU has no ONNX op: the import fuses
+/// x·Sigmoid(x) into it; GELU's tanh form is `Gelu` with `approximate = "tanh"`.
+const ONNX: [&[(&str, Parse)]; 8] = [
+    relu::ONNX,
+    relu6::ONNX,
+    leaky_relu::ONNX,
+    sigmoid::ONNX,
+    tanh::ONNX,
+    gelu::ONNX,
+    hard_sigmoid::ONNX,
+    hard_swish::ONNX,
+];
+
+/// How to read the nonlinearity an ONNX op type is, if it is one.
+pub(crate) fn onnx(op: &str) -> Option<Parse> {
+    ONNX.iter().flat_map(|t| t.iter()).find(|(name, _)| *name == op).map(|&(_, parse)| parse)
+}
+
+/// The ONNX op types that are nonlinearities.
+pub(crate) fn onnx_ops() -> impl Iterator<Item = &'static str> {
+    ONNX.iter().flat_map(|t| t.iter().map(|&(name, _)| name))
+}
 
 /// |z − z₀| at or below which DeepLIFT's multiplier falls back to the derivative.
 pub const RESCALE_EPS: f32 = 1e-6;

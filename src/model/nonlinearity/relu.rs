@@ -4,7 +4,11 @@
 //! (`kernels::act`), tested against this definition.
 
 use super::{softplus, softplus_tensor, zeros_if, Function, Real, Tensors};
+use super::{Nonlinearity, Parse};
 use candle_core::Tensor;
+
+/// The ONNX op this function is.
+pub(super) const ONNX: &[(&str, Parse)] = &[("Relu", |_| Ok(Nonlinearity::Relu))];
 
 /// max(z, 0).
 pub(crate) struct Relu;

@@ -1,7 +1,29 @@
 //! ReLU6, min(max(z, 0), 6) (MobileNet; Sandler et al. 2018); surrogate sp(z) − sp(z − 6).
 
 use super::{softplus, softplus_tensor, zeros_if, Function, Real, Tensors};
+use super::{Nonlinearity, Parse};
+use crate::model::mapping::{OnnxNode, Step};
 use candle_core::Tensor;
+
+/// The ONNX op this function (and ReLU) is written as.
+pub(super) const ONNX: &[(&str, Parse)] = &[("Clip", clip)];
+
+/// Clip(0, 6) is ReLU6 and Clip(0, ∞) ReLU; the bounds are attributes before opset 11 and
+/// optional constant inputs since.
+fn clip(n: &dyn OnnxNode) -> Step<Nonlinearity> {
+    let bound = |i: usize, name: &str, default: f32| -> Step<f32> {
+        if let Some(c) = n.const_in(i)? {
+            return c.f32s().first().copied().ok_or(format!("empty `{name}` input"));
+        }
+        Ok(n.float(name, default))
+    };
+    let (lo, hi) = (bound(1, "min", f32::NEG_INFINITY)?, bound(2, "max", f32::INFINITY)?);
+    match (lo, hi) {
+        (0.0, 6.0) => Ok(Nonlinearity::Relu6),
+        (0.0, h) if h >= f32::MAX => Ok(Nonlinearity::Relu),
+        _ => Err(format!("Clip({lo}, {hi}): only Clip(0, 6) (ReLU6) and Clip(0, ∞) (ReLU) are supported")),
+    }
+}
 
 /// min(max(z, 0), 6).
 pub(crate) struct Relu6;

@@ -2,7 +2,12 @@
 //! Smooth: no surrogate. φ′ = σ(1 − σ), φ″ = φ′·(1 − 2σ).
 
 use super::{Function, Real, Tensors};
+use super::{Nonlinearity, Parse};
 use candle_core::Tensor;
+
+/// The ONNX op this function is (a Sigmoid multiplied by its own input is fused into SiLU
+/// before the import maps it).
+pub(super) const ONNX: &[(&str, Parse)] = &[("Sigmoid", |_| Ok(Nonlinearity::Sigmoid))];
 
 /// 1/(1 + e^{−z}).
 pub(crate) struct Sigmoid;

@@ -1,7 +1,11 @@
 //! The hyperbolic tangent. Smooth: no surrogate. φ′ = 1 − t², φ″ = −2t·φ′ (t = tanh z).
 
 use super::{Function, Real, Tensors};
+use super::{Nonlinearity, Parse};
 use candle_core::Tensor;
+
+/// The ONNX op this function is.
+pub(super) const ONNX: &[(&str, Parse)] = &[("Tanh", |_| Ok(Nonlinearity::Tanh))];
 
 /// tanh(z).
 pub(crate) struct Tanh;

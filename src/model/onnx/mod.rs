@@ -10,7 +10,7 @@
 //! 2. [`tensor`]: initializers and constants decoded into numbers, sizes checked against data;
 //! 3. [`fuse`]: activations that exporters write as several nodes (SiLU, HardSwish, GELU
 //!    before opset 20), and layer normalisation before opset 17, fused into one node;
-//! 4. [`import`]: nodes mapped onto graph ops (see [`SUPPORTED_OPS`]), batch norms folded into
+//! 4. [`import`]: nodes mapped onto graph ops (see [`supported_ops`]), batch norms folded into
 //!    convolutions, per-channel constant arithmetic into affine nodes (or a layer norm's scale
 //!    and bias), channels-last views (ConvNeXt's blocks) kept on the channels-first map, a
 //!    final softmax dropped with a notice.
@@ -27,7 +27,7 @@ pub mod import;
 pub mod proto;
 pub mod tensor;
 
-pub use import::SUPPORTED_OPS;
+pub use import::supported_ops;
 
 use super::graph::{Graph, Shape};
 use crate::error::{Error, Result};

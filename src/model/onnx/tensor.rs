@@ -6,55 +6,7 @@
 //! Floating types (float32, float16, bfloat16, float64) become f32, integer types i64.
 
 use super::proto::TensorProto;
-
-/// A constant's values: floating point as f32, integers as i64.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Values {
-    /// float, float16, bfloat16 or double elements.
-    F32(Vec<f32>),
-    /// int8/16/32/64 and uint8/16/32 elements.
-    I64(Vec<i64>),
-}
-
-/// A decoded constant: dimensions and values (row-major).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Const {
-    /// Dimensions (empty for a scalar).
-    pub dims: Vec<usize>,
-    /// The values.
-    pub values: Values,
-}
-
-impl Const {
-    /// The elements as f32 (integers converted).
-    pub fn f32s(&self) -> Vec<f32> {
-        match &self.values {
-            Values::F32(v) => v.clone(),
-            Values::I64(v) => v.iter().map(|&x| x as f32).collect(),
-        }
-    }
-
-    /// The elements as integers, or None for a floating-point tensor with a fractional value.
-    pub fn i64s(&self) -> Option<Vec<i64>> {
-        match &self.values {
-            Values::I64(v) => Some(v.clone()),
-            Values::F32(v) => v.iter().map(|&x| (x.fract() == 0.0).then_some(x as i64)).collect(),
-        }
-    }
-
-    /// The number of elements.
-    pub fn len(&self) -> usize {
-        match &self.values {
-            Values::F32(v) => v.len(),
-            Values::I64(v) => v.len(),
-        }
-    }
-
-    /// Whether it holds no element.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use crate::model::mapping::{Const, Values};
 
 /// The ONNX element type names, for messages.
 fn type_name(t: i32) -> String {

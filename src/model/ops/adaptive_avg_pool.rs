@@ -7,8 +7,10 @@ use super::pool::{
     cpu_average, cpu_average_plan, cpu_average_vjp, tensor_average, tensor_average_vjp, Averaging, Gather,
 };
 use super::{CpuCx, CpuKept, Layer, Prepared, TensorCx, TensorKept};
+use super::{Flatten, Import, Mapping, Op};
 use crate::error::Result;
 use crate::model::kernels::Buf;
+use crate::model::mapping::{Step, Val};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 
@@ -66,6 +68,35 @@ impl Layer for AdaptiveAvgPool {
     fn cpu_vjp(&self, cx: &mut CpuCx, g: &Buf, _kept: &CpuKept) -> Result<Vec<Buf>> {
         Ok(vec![cpu_average_vjp(cx, g)?])
     }
+}
+
+/// The ONNX ops this file maps: GlobalAveragePool, and ReduceMean over the spatial axes.
+pub(super) const ONNX: &[(&str, Mapping)] = &[("GlobalAveragePool", onnx_global), ("ReduceMean", onnx_mean)];
+
+fn onnx_global(im: &mut dyn Import) -> Step<()> {
+    let x = im.node_in(0)?;
+    im.map_hw(x)?;
+    let id = im.push(Op::AdaptiveAvgPool(AdaptiveAvgPool([1, 1])), &[x], "")?;
+    im.set(Val::Node(id))
+}
+
+/// ReduceMean over the two spatial axes: global average pooling (flattened without
+/// keepdims). The axes are an attribute before opset 18 and an input since.
+fn onnx_mean(im: &mut dyn Import) -> Step<()> {
+    let x = im.node_in(0)?;
+    im.map_hw(x)?;
+    let mut axes = im.axes(1, 4)?;
+    axes.sort_unstable();
+    if axes != [2, 3] {
+        return Err(format!("ReduceMean over axes {axes:?}: only the spatial axes [2, 3] are supported"));
+    }
+    let pooled = im.push(Op::AdaptiveAvgPool(AdaptiveAvgPool([1, 1])), &[x], "")?;
+    let id = if im.int("keepdims", 1) == 0 {
+        im.push(Op::Flatten(Flatten), &[pooled], "/flatten")?
+    } else {
+        pooled
+    };
+    im.set(Val::Node(id))
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! union of the inputs' changed rectangles.
 
 use super::{CpuCx, CpuKept, Layer, Rect, TensorCx, TensorKept};
+use super::{Import, Op};
 use crate::error::Result;
 use crate::model::kernels::Buf;
+use crate::model::mapping::{view, Step};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -65,6 +67,14 @@ impl Layer for Add {
         }
         Ok(())
     }
+}
+
+/// ONNX Add or Sum of two computed values `x` and `y` in one layout (`last`: both
+/// channels-last views): a residual sum. The importer calls it once it has seen that neither
+/// input is a constant.
+pub(crate) fn onnx(im: &mut dyn Import, x: usize, y: usize, last: bool) -> Step<()> {
+    let id = im.push(Op::Add(Add), &[x, y], "")?;
+    im.set(view(id, last))
 }
 
 #[cfg(test)]

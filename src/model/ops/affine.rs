@@ -3,9 +3,11 @@
 //! follows no convolution. The tangent and the vector–Jacobian product are the scaling alone.
 //! Occlusion: elementwise, so the changed rectangle stays as it is.
 
+use super::{Conv, Import, Linear, Op};
 use super::{CpuCx, CpuKept, Layer, Rect, TensorCx, TensorKept};
 use crate::error::Result;
 use crate::model::kernels::Buf;
+use crate::model::mapping::{per_channel, per_channel_last, tensor, view, Const, Step};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -114,6 +116,51 @@ impl Layer for Affine {
             }
         }
         Ok(())
+    }
+}
+
+/// ONNX Add, Sub, Mul, Div or Sum of computed value `x` (a channels-last view when `last`)
+/// and a per-channel constant `c` (the first operand when `const_first`): y = x·scale + shift.
+/// Absorbed by the layer it reads when nothing else reads that layer: a bias after MatMul (or
+/// a bias-free Gemm or convolution) becomes the layer's bias, a per-channel affine after a
+/// layer norm its γ and β; an [`Affine`] node otherwise.
+pub(crate) fn onnx(im: &mut dyn Import, (x, last): (usize, bool), c: &Const, const_first: bool) -> Step<()> {
+    let v = if last { per_channel_last(c, im.shape(x))? } else { per_channel(c, im.shape(x))? };
+    let ones = vec![1.0f32; v.len()];
+    let zeros = vec![0.0f32; v.len()];
+    let (scale, shift) = match (im.op_type(), const_first) {
+        ("Add" | "Sum", _) => (ones, v),
+        ("Sub", false) => (ones, v.iter().map(|s| -s).collect()),
+        ("Sub", true) => (vec![-1.0; v.len()], v),
+        ("Mul", _) => (v, zeros),
+        ("Div", false) if v.iter().all(|&d| d != 0.0) => (v.iter().map(|d| 1.0 / d).collect(), zeros),
+        (op, _) => return Err(format!("{op} with these constants is not supported")),
+    };
+    if im.sole_reader_of(usize::from(const_first), x) && absorb(im, x, &scale, &shift)? {
+        return im.set(view(x, last));
+    }
+    let id = im.push(Op::Affine(Affine { scale, shift }), &[x], "")?;
+    im.set(view(id, last))
+}
+
+/// Folds y = x·scale + shift into node `x`'s own parameters where its op has room for them:
+/// a shift into a missing bias, any affine into a layer norm's γ and β.
+fn absorb(im: &mut dyn Import, x: usize, scale: &[f32], shift: &[f32]) -> Step<bool> {
+    let shift_only = scale.iter().all(|&s| s == 1.0);
+    match im.op_mut(x) {
+        Some(Op::Linear(Linear { bias: bias @ None, .. }) | Op::Conv(Conv { bias: bias @ None, .. }))
+            if shift_only =>
+        {
+            *bias = Some(tensor(shift.to_vec(), &[shift.len()])?);
+            Ok(true)
+        }
+        Some(Op::LayerNorm(l)) => {
+            for ((g, b), (s, t)) in l.weight.iter_mut().zip(&mut l.bias).zip(scale.iter().zip(shift)) {
+                (*g, *b) = (*g * s, *b * s + t);
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
     }
 }
 

@@ -8,9 +8,11 @@ use super::pool::{
     Averaging, Gather, Window,
 };
 use super::{CpuCx, CpuKept, Layer, Prepared, Rect, TensorCx, TensorKept};
+use super::{Import, Mapping, Op};
 use crate::error::Result;
 use crate::model::kernels::pool::PoolTable;
 use crate::model::kernels::Buf;
+use crate::model::mapping::{Step, Val};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 
@@ -77,6 +79,16 @@ impl Layer for AvgPool {
         average_region(cx.plan::<PoolTable>()?, ins[0], c, r, ow, out);
         Ok(())
     }
+}
+
+/// The ONNX op this file maps.
+pub(super) const ONNX: &[(&str, Mapping)] = &[("AveragePool", onnx)];
+
+fn onnx(im: &mut dyn Import) -> Step<()> {
+    let (x, window) = super::pool::onnx_window(&*im)?;
+    let count_include_pad = im.int("count_include_pad", 0) != 0;
+    let id = im.push(Op::AvgPool(AvgPool { window, count_include_pad }), &[x], "")?;
+    im.set(Val::Node(id))
 }
 
 #[cfg(test)]

@@ -6,8 +6,10 @@
 //! plane. Occlusion: channel-wise, so a changed rectangle stays as it is.
 
 use super::{CpuCx, CpuKept, Layer, Rect, TensorCx, TensorKept};
+use super::{Import, Mapping, Op};
 use crate::error::Result;
 use crate::model::kernels::Buf;
+use crate::model::mapping::{Step, Val, BATCH};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -106,6 +108,103 @@ impl Layer for Channels {
         }
         Ok(())
     }
+}
+
+/// The ONNX ops this file maps: Slice and Split of channels (the channel shuffle's last
+/// Reshape comes here through [`unshuffle`]).
+pub(super) const ONNX: &[(&str, Mapping)] = &[("Slice", onnx_slice), ("Split", onnx_split)];
+
+/// A channel shuffle's last step: the [N, C/g, g, H, W] view of `x` back to [N, C, H, W],
+/// which permutes x's channels.
+pub(crate) fn unshuffle(im: &mut dyn Import, x: usize, g: usize) -> Step<()> {
+    let (c, h, w) = im.map_hw(x)?;
+    let target = im.const_in(1)?.ok_or("has no constant target shape")?.i64s().ok_or("non-integer shape")?;
+    let fits = |i: usize, want: usize| target.get(i).is_some_and(|&d| d == want as i64 || d == -1 || d == 0);
+    let batch =
+        target.first().is_some_and(|&d| d == 0 || d == -1 || d == BATCH || Some(d) == im.fixed_batch());
+    if !(target.len() == 4 && batch && fits(1, c) && fits(2, h) && fits(3, w)) {
+        return Err(format!(
+            "Reshape of a channel shuffle's view to {target:?}: only back to [N, {c}, {h}, {w}]"
+        ));
+    }
+    let id = im.push(Op::Channels(Channels::shuffle(c, g)), &[x], "")?;
+    im.set(Val::Node(id))
+}
+
+/// Slice of a feature map's channels (ShuffleNet's split into halves) with constant bounds,
+/// step 1.
+fn onnx_slice(im: &mut dyn Import) -> Step<()> {
+    let x = match im.val(0)? {
+        Some(Val::Const(_)) => return Err("Slice of a constant is not supported".into()),
+        _ => im.node_in(0)?,
+    };
+    let (c, _, _) = im.map_hw(x)?;
+    let list = |i: usize, attr_name: &str| -> Step<Option<Vec<i64>>> {
+        Ok(match im.const_in(i)? {
+            Some(v) => Some(v.i64s().ok_or("non-integer Slice bounds")?),
+            None => im.ints_attr(attr_name),
+        })
+    };
+    let starts = list(1, "starts")?.ok_or("has no starts")?;
+    let ends = list(2, "ends")?.ok_or("has no ends")?;
+    let axes = list(3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let steps = list(4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
+    let &[start] = starts.as_slice() else {
+        return Err("only a Slice along one axis is supported".into());
+    };
+    let (&[end], &[axis], &[step]) = (ends.as_slice(), axes.as_slice(), steps.as_slice()) else {
+        return Err("only a Slice along one axis is supported".into());
+    };
+    if !(axis == 1 || axis == -3) || step != 1 {
+        return Err(format!("Slice along axis {axis} with step {step}: only channels (axis 1), step 1"));
+    }
+    let clamp = |v: i64| (if v < 0 { v.saturating_add(c as i64) } else { v }).clamp(0, c as i64) as usize;
+    let (a, b) = (clamp(start), clamp(end));
+    if a >= b {
+        return Err(format!("Slice of channels {start}..{end} of {c} is empty"));
+    }
+    let id = im.push(Op::Channels(Channels { index: (a..b).collect() }), &[x], "")?;
+    im.set(Val::Node(id))
+}
+
+/// Split of a feature map's channels (torch.chunk as the dynamo exporter writes it): each
+/// output a channel selection. Sizes from the `split` input (opset 13) or attribute, else
+/// equal parts for the outputs (`num_outputs` from opset 18: parts of ⌈C/k⌉, the last
+/// smaller).
+fn onnx_split(im: &mut dyn Import) -> Step<()> {
+    let x = im.node_in(0)?;
+    let (c, _, _) = im.map_hw(x)?;
+    let axis = im.int("axis", 0);
+    if !(axis == 1 || axis == -3) {
+        return Err(format!("Split along axis {axis}: only channels (axis 1)"));
+    }
+    let k = im.outputs().len();
+    let sizes: Vec<i64> = match im.const_in(1)? {
+        Some(v) => v.i64s().ok_or("non-integer split sizes")?,
+        None => match im.ints_attr("split") {
+            Some(s) => s,
+            None => {
+                let part = c.div_ceil(k.max(1)) as i64;
+                (0..k as i64).map(|i| part.min(c as i64 - i * part).max(0)).collect()
+            }
+        },
+    };
+    if sizes.len() != k || sizes.iter().any(|&v| v <= 0) || sizes.iter().sum::<i64>() != c as i64 {
+        return Err(format!("Split of {c} channels into sizes {sizes:?} for {k} outputs"));
+    }
+    im.check_outputs()?;
+    let mut start = 0usize;
+    for (i, &size) in sizes.iter().enumerate() {
+        let range = start..start + size as usize;
+        start = range.end;
+        if im.outputs()[i].is_empty() {
+            continue;
+        }
+        let op = Op::Channels(Channels { index: range.collect() });
+        let id = im.push(op, &[x], &format!("/{i}"))?;
+        im.bind(i, Val::Node(id));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

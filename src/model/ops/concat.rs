@@ -4,8 +4,10 @@
 //! changed rectangles.
 
 use super::{CpuCx, CpuKept, Layer, Rect, TensorCx, TensorKept};
+use super::{Import, Op};
 use crate::error::Result;
 use crate::model::kernels::Buf;
+use crate::model::mapping::{Step, Val};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -91,6 +93,21 @@ impl Layer for Concat {
         }
         Ok(())
     }
+}
+
+/// ONNX Concat of computed feature maps along channels (the importer joins constants itself:
+/// shape arithmetic).
+pub(crate) fn onnx(im: &mut dyn Import) -> Step<()> {
+    let mut ins = Vec::new();
+    for i in 0..im.inputs().len() {
+        ins.push(im.node_in(i)?);
+    }
+    let axis = im.int("axis", i64::MIN);
+    if !(axis == 1 || axis == -3) {
+        return Err(format!("axis {axis}: only concatenation along channels (axis = 1) is supported"));
+    }
+    let id = im.push(Op::Concat(Concat), &ins, "")?;
+    im.set(Val::Node(id))
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@
 
 use super::pool::Window;
 use super::{CpuCx, CpuKept, Layer, Prepared, Rect, TensorCx, TensorKept};
+use super::{Import, Mapping, Op};
 use crate::error::Result;
 use crate::model::conv::Conv3x3;
 use crate::model::kernels::conv::{valid, ConvKernel, Planes};
 use crate::model::kernels::gemm::{matmul, View};
 use crate::model::kernels::Buf;
+use crate::model::mapping::{tensor, Step, Val};
 use crate::model::shape::{Shape, MAX_NODE_VALUES};
 use candle_core::{DType, Tensor};
 use std::sync::Arc;
@@ -311,6 +313,95 @@ fn conv_region(
             }
         }
     }
+}
+
+/// The ONNX ops this file maps: Conv, and a zero Pad that a Conv absorbs.
+pub(super) const ONNX: &[(&str, Mapping)] = &[("Conv", onnx), ("Pad", onnx_pad)];
+
+/// Conv (2-D), absorbing a zero Pad right before it into its own padding.
+fn onnx(im: &mut dyn Import) -> Step<()> {
+    let (x, pre) = match im.val(0)? {
+        Some(Val::Padded(x, p)) => (*x, *p),
+        _ => (im.node_in(0)?, [0; 4]),
+    };
+    let w = im.const_in(1)?.ok_or("has no constant weight")?;
+    let &[o, ci, kh, kw] = w.dims.as_slice() else {
+        return Err(format!("weight of shape {:?}: only 2-D convolutions are supported", w.dims));
+    };
+    if [o, ci, kh, kw].contains(&0) {
+        return Err(format!("weight of shape {:?} has an empty dimension", w.dims));
+    }
+    let bias = match im.const_in(2)? {
+        Some(b) if b.len() == o => Some(tensor(b.f32s(), &[o])?),
+        Some(b) => return Err(format!("bias of {} values for {o} output channels", b.len())),
+        None => None,
+    };
+    if let Some(k) = im.ints_attr("kernel_shape") {
+        if k != [kh as i64, kw as i64] {
+            return Err(format!("kernel_shape {k:?} does not match the weight's {kh}×{kw}"));
+        }
+    }
+    let stride = im.pair("strides", [1, 1], 1)?;
+    let dilation = im.pair("dilations", [1, 1], 1)?;
+    let groups = usize::try_from(im.int("group", 1)).ok().filter(|&g| g >= 1).ok_or("group must be ≥ 1")?;
+    let (_, h, wd) = im.map_hw(x)?;
+    let overflow = || format!("dilations {dilation:?} and pads overflow");
+    let span = |d: usize, k: usize| d.checked_mul(k - 1).and_then(|v| v.checked_add(1));
+    let k = [span(dilation[0], kh).ok_or_else(overflow)?, span(dilation[1], kw).ok_or_else(overflow)?];
+    // auto_pad sizes its padding for the padded input.
+    let add3 = |a: usize, b: usize, c: usize| a.checked_add(b).and_then(|v| v.checked_add(c));
+    let padded_hw =
+        (add3(h, pre[0], pre[2]).ok_or_else(overflow)?, add3(wd, pre[1], pre[3]).ok_or_else(overflow)?);
+    let own = im.padding(k, stride, padded_hw)?;
+    let mut padding = [0usize; 4];
+    for i in 0..4 {
+        padding[i] = own[i].checked_add(pre[i]).ok_or_else(overflow)?;
+    }
+    let weight = tensor(w.f32s(), &[o, ci, kh, kw])?;
+    let id = im.push(Op::Conv(Conv { weight, bias, stride, padding, dilation, groups }), &[x], "")?;
+    im.set(Val::Node(id))
+}
+
+/// A constant zero Pad of the two spatial axes, held until the Conv that reads it (pads as an
+/// attribute before opset 11, an input since; `axes` from opset 18).
+fn onnx_pad(im: &mut dyn Import) -> Step<()> {
+    let x = im.node_in(0)?;
+    im.map_hw(x)?;
+    let mode = im.string("mode", "constant");
+    if mode != "constant" {
+        return Err(format!("mode `{mode}`: only constant zero padding is supported"));
+    }
+    let pads = match im.const_in(1)? {
+        Some(c) => c.i64s().ok_or("non-integer pads")?,
+        None => im.ints_attr("pads").unwrap_or_default(),
+    };
+    let value = match im.const_in(2)? {
+        Some(c) => c.f32s().first().copied().unwrap_or(0.0),
+        None => im.float("value", 0.0),
+    };
+    if value != 0.0 {
+        return Err(format!("padding with {value}: only zero padding is supported"));
+    }
+    // Axes from opset 18; all four (N, C, H, W) before.
+    let axes = Some(im.axes(3, 4)?).filter(|a| !a.is_empty()).unwrap_or_else(|| vec![0, 1, 2, 3]);
+    // Begin values per axis, then end values, for `axes`; everything but H and W zero.
+    let r = axes.len();
+    let mut spatial = [0usize; 4];
+    for (i, &axis) in axes.iter().enumerate() {
+        let (begin, end) = match (pads.get(i), pads.get(i + r)) {
+            (Some(&b), Some(&e)) if b >= 0 && e >= 0 => (b as usize, e as usize),
+            _ => return Err(format!("pads {pads:?}: expected {} values ≥ 0", 2 * r)),
+        };
+        match axis {
+            2 | 3 => {
+                spatial[axis as usize - 2] = begin;
+                spatial[axis as usize] = end;
+            }
+            _ if begin == 0 && end == 0 => {}
+            _ => return Err(format!("pads {pads:?}: only the spatial axes can be padded")),
+        }
+    }
+    im.set(Val::Padded(x, spatial))
 }
 
 #[cfg(test)]

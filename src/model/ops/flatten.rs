@@ -4,8 +4,10 @@
 //! positions, so it starts the head.
 
 use super::{CpuCx, CpuKept, Layer, TensorCx, TensorKept};
+use super::{Import, Mapping, Op};
 use crate::error::Result;
 use crate::model::kernels::{transpose, Buf};
+use crate::model::mapping::{Step, Val};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -62,6 +64,29 @@ impl Layer for Flatten {
 
 /// Every case's network flattens before its head (layer_tests.rs); this one flattens a
 /// flat vector (a no-op) and stops a pass at the flattened node.
+/// The ONNX op this file maps (Reshape and Squeeze to [N, F] also come here, through
+/// [`flat`]).
+pub(super) const ONNX: &[(&str, Mapping)] = &[("Flatten", onnx)];
+
+fn onnx(im: &mut dyn Import) -> Step<()> {
+    let x = im.node_in(0)?;
+    let axis = im.int("axis", 1);
+    if !(axis == 1 || (axis == -3 && matches!(im.shape(x), Shape::Map(..)))) {
+        return Err(format!("axis {axis}: only flattening after the batch axis (axis = 1) is supported"));
+    }
+    flat(im, x)
+}
+
+/// Binds the node's output to graph node `x` as [N, F]: a Flatten node for a map, `x` itself
+/// when already flat.
+pub(crate) fn flat(im: &mut dyn Import, x: usize) -> Step<()> {
+    let id = match im.shape(x) {
+        Shape::Map(..) => im.push(Op::Flatten(Flatten), &[x], "")?,
+        Shape::Flat(_) => x,
+    };
+    im.set(Val::Node(id))
+}
+
 #[cfg(test)]
 pub(super) fn cases() -> Vec<super::cases::Case> {
     use super::cases::Case;

@@ -22,8 +22,10 @@
 //! a flat block [n, F] at p·F + c.
 
 use super::{CpuCx, CpuKept, Layer, Rect, TensorCx, TensorKept};
+use super::{Import, Mapping, Op};
 use crate::error::Result;
 use crate::model::kernels::Buf;
+use crate::model::mapping::{view, Step};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -277,6 +279,45 @@ impl Layer for LayerNorm {
         }
         Ok(())
     }
+}
+
+/// The ONNX op this file maps (torch's decomposed form below opset 17 is fused into it
+/// first; a per-channel affine after it folds into γ and β, see [`super::affine`]).
+pub(super) const ONNX: &[(&str, Mapping)] = &[("LayerNormalization", onnx)];
+
+/// LayerNormalization over the last axis: of a channels-last view (the channels at each
+/// position, ConvNeXt's LayerNorm) or of a flat vector; scale and bias optional.
+fn onnx(im: &mut dyn Import) -> Step<()> {
+    let (x, last) = im.view_in(0)?;
+    let rank = match im.shape(x) {
+        Shape::Map(..) if last => 4,
+        Shape::Flat(_) => 2,
+        s => {
+            return Err(format!(
+                "LayerNormalization of a {s} map in channels-first order: only over channels-last \
+                 data's last axis or a flat vector"
+            ))
+        }
+    };
+    let axis = im.int("axis", -1);
+    if !(axis == -1 || axis == rank - 1) {
+        return Err(format!("axis {axis}: only normalisation over the last axis is supported"));
+    }
+    let c = im.shape(x).channels();
+    // No scale: γ = 1 (the fused form of older opsets, whose Mul γ and Add β fold in after).
+    let weight = match im.const_in(1)? {
+        Some(w) => w.f32s(),
+        None => vec![1.0; c],
+    };
+    let bias = match im.const_in(2)? {
+        Some(b) => b.f32s(),
+        None => vec![0.0; c],
+    };
+    // Lengths and ε are checked by the op's shape inference in `push`, finiteness with every
+    // parameter when the graph is finished.
+    let eps = im.float("epsilon", 1e-5);
+    let id = im.push(Op::LayerNorm(LayerNorm { weight, bias, eps }), &[x], "")?;
+    im.set(view(id, last))
 }
 
 #[cfg(test)]

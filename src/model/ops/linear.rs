@@ -3,10 +3,12 @@
 //! product is g·W. On the CPU one GEMM per block of images, so the weights are read once per
 //! block.
 
+use super::{Conv, Import, Mapping, Op};
 use super::{CpuCx, CpuKept, Layer, Prepared, TensorCx, TensorKept};
 use crate::error::Result;
 use crate::model::kernels::gemm::{matmul, View};
 use crate::model::kernels::{transpose, Buf};
+use crate::model::mapping::{tensor, Step, Val};
 use crate::model::shape::Shape;
 use candle_core::{DType, Tensor};
 use std::sync::Arc;
@@ -128,6 +130,72 @@ impl Layer for Linear {
 
 /// Every case's head is a linear layer (layer_tests.rs); this one puts a second one, on a
 /// flat vector in the middle of a network, under the layer stop (Grad-CAM on a flat node).
+/// The ONNX ops this file maps: Gemm, and MatMul by a constant (on a channels-last view of a
+/// map, a 1×1 convolution).
+pub(super) const ONNX: &[(&str, Mapping)] = &[("Gemm", onnx_gemm), ("MatMul", onnx_matmul)];
+
+/// Gemm of a flat vector and a constant B (alpha, beta, transB folded into the weights).
+fn onnx_gemm(im: &mut dyn Import) -> Step<()> {
+    let a = im.node_in(0)?;
+    let b = im.const_in(1)?.ok_or("has no constant B")?;
+    if im.int("transA", 0) != 0 {
+        return Err("transA = 1 is not supported".into());
+    }
+    let &[r, c] = b.dims.as_slice() else { return Err(format!("B of shape {:?}", b.dims)) };
+    if r == 0 || c == 0 {
+        return Err(format!("B of shape {:?} is empty", b.dims));
+    }
+    let alpha = im.float("alpha", 1.0);
+    let trans_b = im.int("transB", 0) != 0;
+    let (out, inp) = if trans_b { (r, c) } else { (c, r) };
+    let bv = b.f32s();
+    // Weight [out, in]: B as stored with transB, Bᵀ without; alpha folded in.
+    let weight: Vec<f32> = (0..out * inp)
+        .map(|k| {
+            let (o, i) = (k / inp, k % inp);
+            alpha * if trans_b { bv[o * inp + i] } else { bv[i * out + o] }
+        })
+        .collect();
+    let bias = match im.const_in(2)? {
+        None => None,
+        Some(cb) => {
+            let beta = im.float("beta", 1.0);
+            let v = cb.f32s();
+            let v = match v.len() {
+                1 => vec![v[0]; out],
+                l if l == out => v,
+                l => return Err(format!("C of {l} values for {out} outputs")),
+            };
+            Some(tensor(v.iter().map(|x| beta * x).collect(), &[out])?)
+        }
+    };
+    let op = Op::Linear(Linear { weight: tensor(weight, &[out, inp])?, bias });
+    let id = im.push(op, &[a], "")?;
+    im.set(Val::Node(id))
+}
+
+/// MatMul by a constant [in, out]: a linear layer of a flat vector, or a 1×1 convolution of
+/// the channels at each position of a channels-last view.
+fn onnx_matmul(im: &mut dyn Import) -> Step<()> {
+    let (a, last) = im.view_in(0)?;
+    let b = im.const_in(1)?.ok_or("has no constant second input")?;
+    let &[inp, out] = b.dims.as_slice() else { return Err(format!("B of shape {:?}", b.dims)) };
+    if inp == 0 || out == 0 {
+        return Err(format!("B of shape {:?} is empty", b.dims));
+    }
+    let bv = b.f32s();
+    let weight: Vec<f32> = (0..out * inp).map(|k| bv[(k % inp) * out + k / inp]).collect();
+    if last {
+        let weight = tensor(weight, &[out, inp, 1, 1])?;
+        let conv = Conv { weight, bias: None, stride: [1; 2], padding: [0; 4], dilation: [1; 2], groups: 1 };
+        let id = im.push(Op::Conv(conv), &[a], "")?;
+        return im.set(Val::Last(id));
+    }
+    let op = Op::Linear(Linear { weight: tensor(weight, &[out, inp])?, bias: None });
+    let id = im.push(op, &[a], "")?;
+    im.set(Val::Node(id))
+}
+
 #[cfg(test)]
 pub(super) fn cases() -> Vec<super::cases::Case> {
     use super::cases::Case;

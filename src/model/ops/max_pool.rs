@@ -10,9 +10,11 @@
 
 use super::pool::{planes, Gather, TensorGather, Window};
 use super::{CpuCx, CpuKept, Layer, Prepared, Rect, TensorCx, TensorKept};
+use super::{Import, Mapping, Op};
 use crate::error::Result;
 use crate::model::kernels::pool::{self as kernel, MaxGeometry, PoolTable};
 use crate::model::kernels::Buf;
+use crate::model::mapping::{Step, Val};
 use crate::model::shape::Shape;
 use candle_core::{Tensor, D};
 use std::sync::Arc;
@@ -148,6 +150,23 @@ fn max_region(g: &MaxGeometry, x: &[f32], c: usize, r: &Rect, y: &mut [f32]) {
             }
         }
     }
+}
+
+/// The ONNX ops this file maps: MaxPool, and GlobalMaxPool (one window over the whole map).
+pub(super) const ONNX: &[(&str, Mapping)] = &[("MaxPool", onnx), ("GlobalMaxPool", onnx_global)];
+
+fn onnx(im: &mut dyn Import) -> Step<()> {
+    let (x, window) = super::pool::onnx_window(&*im)?;
+    let id = im.push(Op::MaxPool(MaxPool(window)), &[x], "")?;
+    im.set(Val::Node(id))
+}
+
+fn onnx_global(im: &mut dyn Import) -> Step<()> {
+    let x = im.node_in(0)?;
+    let (_, h, w) = im.map_hw(x)?;
+    let window = Window { kernel: [h, w], stride: [1, 1], padding: [0; 4], ceil_mode: false };
+    let id = im.push(Op::MaxPool(MaxPool(window)), &[x], "")?;
+    im.set(Val::Node(id))
 }
 
 #[cfg(test)]

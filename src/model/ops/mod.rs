@@ -14,32 +14,41 @@
 //! tested (src/model/layer_tests.rs runs every case through parity, autograd and
 //! finite-difference checks).
 //!
-//! Adding an op: a file with its struct and `impl Layer`, and one line in [`registry!`] below
-//! (and, to import it from ONNX, a mapping in [`super::onnx`]).
+//! Each file also maps the ONNX nodes that become its op (an `ONNX` table of op type and
+//! mapping, listed in [`ONNX`] below; a mapping reads the node through [`Import`]); the
+//! importer ([`super::onnx`]) keeps only the value bookkeeping, the views and the shape
+//! arithmetic on constants, and asks [`import`] for everything else. An elementwise
+//! nonlinearity's ONNX op names are in its own file under [`super::nonlinearity`].
+//!
+//! Adding an op: a file with its struct, `impl Layer`, its cases and its `ONNX` table; one
+//! line in [`registry!`] below and one in [`ONNX`].
 //!
 //! Layouts: on the tensor path feature maps are [B,C,H,W] and flat vectors [B,F]; on the CPU
 //! path one block of n images is channel-major, [C, n, H·W] (flat vectors [n, F]).
 
+mod act;
 mod adaptive_avg_pool;
-mod add;
-mod affine;
+pub(crate) mod add;
+pub(crate) mod affine;
 mod avg_pool;
+mod batch_norm;
 #[cfg(test)]
 pub(crate) mod cases;
-mod channels;
-mod concat;
+pub(crate) mod channels;
+pub(crate) mod concat;
 mod conv;
-mod flatten;
+pub(crate) mod flatten;
 mod layer_norm;
 mod linear;
 mod max_pool;
-mod mul;
+pub(crate) mod mul;
 mod pool;
 
 pub use adaptive_avg_pool::AdaptiveAvgPool;
 pub use add::Add;
 pub use affine::Affine;
 pub use avg_pool::AvgPool;
+pub use batch_norm::{fold_batch_norm, BatchNorm};
 pub use channels::Channels;
 pub use concat::Concat;
 pub use conv::Conv;
@@ -50,7 +59,10 @@ pub use max_pool::MaxPool;
 pub use mul::Mul;
 pub use pool::Window;
 
+pub(crate) use act::map as act;
+
 use super::kernels::Buf;
+use super::mapping::{OnnxNode, Step, Val};
 use super::nonlinearity::Nonlinearity;
 use super::shape::Shape;
 use crate::error::{Error, Result};
@@ -272,6 +284,60 @@ impl Op {
             op => op.layer().map_or("?", |l| l.kind()),
         }
     }
+}
+
+/// The importer as an op's ONNX mapping drives it: the node being imported ([`OnnxNode`])
+/// and the graph being built.
+pub(crate) trait Import: OnnxNode {
+    /// Appends a graph node computing `op` from `inputs`, named after the ONNX node (plus
+    /// `suffix` for a second node of one ONNX node); its shape is inferred at the import size.
+    fn push(&mut self, op: Op, inputs: &[usize], suffix: &str) -> Step<usize>;
+
+    /// The op of graph node `id`, to absorb this node into it.
+    fn op_mut(&mut self, id: usize) -> Option<&mut Op>;
+
+    /// Refuses an output name that is already defined (each value name is defined once).
+    fn check_outputs(&self) -> Step<()>;
+
+    /// Binds output `i` to `val` (after [`Import::check_outputs`]).
+    fn bind(&mut self, i: usize, val: Val);
+
+    /// Binds the first output to `val`; the others must be unread.
+    fn set(&mut self, val: Val) -> Step<()>;
+}
+
+/// One ONNX op's mapping onto the graph.
+pub(crate) type Mapping = fn(&mut dyn Import) -> Step<()>;
+
+/// Every op file's ONNX table: the op types it maps, one line per file. Add, Sub, Mul, Div,
+/// Sum and Concat are not here: which op they become depends on whether their inputs are
+/// constants, so the importer decides and calls [`add`], [`mul`], [`affine`] or [`concat`].
+const ONNX: [&[(&str, Mapping)]; 9] = [
+    conv::ONNX,
+    batch_norm::ONNX,
+    linear::ONNX,
+    max_pool::ONNX,
+    avg_pool::ONNX,
+    adaptive_avg_pool::ONNX,
+    flatten::ONNX,
+    channels::ONNX,
+    layer_norm::ONNX,
+];
+
+/// Maps the node `im` is importing when an op file or a nonlinearity knows its op type;
+/// None when none does.
+pub(crate) fn import(im: &mut dyn Import) -> Option<Step<()>> {
+    let op = im.op_type().to_string();
+    if let Some(&(_, map)) = ONNX.iter().flat_map(|t| t.iter()).find(|(name, _)| *name == op) {
+        return Some(map(im));
+    }
+    let parse = super::nonlinearity::onnx(&op)?;
+    Some(parse(&*im).and_then(|kind| act(im, kind)))
+}
+
+/// The op types [`import`] maps.
+pub(crate) fn onnx_ops() -> impl Iterator<Item = &'static str> {
+    ONNX.iter().flat_map(|t| t.iter().map(|&(name, _)| name)).chain(super::nonlinearity::onnx_ops())
 }
 
 /// The error of an op at a node, naming it.

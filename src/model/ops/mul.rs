@@ -19,8 +19,10 @@
 //! Layout on the CPU: a [C, n, 1] gate multiplies each H·W row of its [C, n, H·W] partner.
 
 use super::{CpuCx, CpuKept, Layer, TensorCx, TensorKept};
+use super::{Import, Op};
 use crate::error::Result;
 use crate::model::kernels::Buf;
+use crate::model::mapping::{view, Step};
 use crate::model::shape::Shape;
 use candle_core::Tensor;
 use std::sync::Arc;
@@ -170,6 +172,13 @@ impl Layer for Mul {
             Some(Arc::new(reduce(times(g, lam[0], ka), kb))),
         ])
     }
+}
+
+/// ONNX Mul of two computed values in one layout: squeeze-and-excitation's gating (x ⊙ gate,
+/// a [N,C,1,1] gate broadcast), or a product of two maps of one shape.
+pub(crate) fn onnx(im: &mut dyn Import, x: usize, y: usize, last: bool) -> Step<()> {
+    let id = im.push(Op::Mul(Mul), &[x, y], "")?;
+    im.set(view(id, last))
 }
 
 #[cfg(test)]

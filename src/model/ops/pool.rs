@@ -14,6 +14,7 @@ use super::{CpuCx, Prepared, Rect, TensorCx};
 use crate::error::{Error, Result};
 use crate::model::kernels::pool::{self as kernel, MaxGeometry, PoolTable};
 use crate::model::kernels::Buf;
+use crate::model::mapping::{OnnxNode, Step};
 use crate::model::shape::Shape;
 use candle_core::{Tensor, D};
 use std::sync::Arc;
@@ -321,6 +322,22 @@ pub(super) fn average_region(t: &PoolTable, x: &[f32], c: usize, r: &Rect, ow: u
             }
         }
     }
+}
+
+/// An ONNX MaxPool's or AveragePool's input node and window (2-D, undilated).
+pub(super) fn onnx_window(im: &dyn OnnxNode) -> Step<(usize, Window)> {
+    let x = im.node_in(0)?;
+    let (_, h, w) = im.map_hw(x)?;
+    let kernel = im.pair("kernel_shape", [0, 0], 1)?;
+    if kernel == [0, 0] {
+        return Err("has no kernel_shape".into());
+    }
+    let stride = im.pair("strides", [1, 1], 1)?;
+    if im.pair("dilations", [1, 1], 1)? != [1, 1] {
+        return Err("dilated pooling is not supported".into());
+    }
+    let padding = im.padding(kernel, stride, (h, w))?;
+    Ok((x, Window { kernel, stride, padding, ceil_mode: im.int("ceil_mode", 0) != 0 }))
 }
 
 #[cfg(test)]
