@@ -15,15 +15,20 @@ use crate::model::nonlinearity::{self, Activation, Nonlinearity, Rule};
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting it rounds to an integer
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
         + 0.5;
     let e = p * r * r + r + 1.0;
-    // wrapping_add: no overflow check (the dev profile has them on), so the loop vectorises.
-    let scale = f32::from_bits((((n as i32).max(-126).wrapping_add(127)) as u32) << 23);
+    // The integer n read from t's low mantissa bits (t = 1.5·2²³ + n exactly for |n| < 2²²),
+    // not by `n as i32`: Rust's saturating float-to-int cast compiles to a scalar conversion
+    // per lane, which kept this loop from vectorising. wrapping_*: no overflow checks (the dev
+    // profile has them on), for the same reason. Below x = −87 the result is 0 whatever n is.
+    let n_int = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let scale = f32::from_bits((n_int.max(-126).wrapping_add(127) as u32) << 23);
     if x < -87.0 {
         0.0
     } else {
@@ -42,29 +47,6 @@ fn ln_1p_unit(e: f32) -> f32 {
             + t2 * (1.0 / 5.0
                 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 + t2 * (1.0 / 11.0 + t2 * (1.0 / 13.0 + t2 / 15.0))))));
     2.0 * t * series
-}
-
-/// `$sweep(args)` runs the `#[inline(always)]` loop `$body(args)`, on x86-64 CPUs with AVX2
-/// compiled for it (8 lanes instead of SSE2's 4): the same IEEE operations in the same order
-/// (no fused multiply–add), so the same bits.
-macro_rules! avx2_sweep {
-    ($(#[$doc:meta])* fn $sweep:ident / $wide:ident = $body:ident($($arg:ident: $ty:ty),*)) => {
-        $(#[$doc])*
-        fn $sweep($($arg: $ty),*) {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { $wide($($arg),*) };
-            }
-            $body($($arg),*)
-        }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2")]
-        fn $wide($($arg: $ty),*) {
-            $body($($arg),*)
-        }
-    };
 }
 
 avx2_sweep! {

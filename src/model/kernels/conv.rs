@@ -27,6 +27,125 @@ pub(crate) fn valid(off: isize, s: usize, len: usize, out: usize) -> Range<usize
     (lo.max(0) as usize).min(out)..(hi as usize).min(out)
 }
 
+/// Output rows and columns one register block of [`correlate_s1`] covers (4 × 8 sums: four
+/// independent accumulator chains of one AVX2 vector each).
+const DW_ROWS: usize = 4;
+const DW_LANES: usize = 8;
+
+/// `src` ([h, w]) copied into a zeroed [ph, pw] plane `dst` at (top, left), clipped to it.
+fn pad_plane(
+    src: &[f32],
+    (h, w): (usize, usize),
+    (top, left): (usize, usize),
+    (ph, pw): (usize, usize),
+    dst: &mut Vec<f32>,
+) {
+    dst.clear();
+    dst.resize(ph * pw, 0.0);
+    let cols = w.min(pw.saturating_sub(left));
+    for r in 0..h.min(ph.saturating_sub(top)) {
+        dst[(top + r) * pw + left..][..cols].copy_from_slice(&src[r * w..][..cols]);
+    }
+}
+
+/// out[y][x] += Σ over `taps` (weight, dy, dx), in their order, of weight·padded[y + dy][x + dx],
+/// for the [oh, ow] plane `out`; `padded` has row length `pw` and covers ⌈oh/4⌉·4 + max dy rows
+/// and ⌈ow/8⌉·8 + max dx columns. Each output's sum runs in tap order from its starting value
+/// with a separate multiply and add, as the direct loop's does, so the two give the same bits;
+/// the blocks past the plane's edge compute on zeros and are not stored.
+fn correlate_s1(
+    taps: &[(f32, usize, usize)],
+    padded: &[f32],
+    pw: usize,
+    out: &mut [f32],
+    oh: usize,
+    ow: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { correlate_s1_avx2(taps, padded, pw, out, oh, ow) };
+    }
+    for y0 in (0..oh).step_by(DW_ROWS) {
+        for x0 in (0..ow).step_by(DW_LANES) {
+            let mut acc = [[0.0f32; DW_LANES]; DW_ROWS];
+            block_io(out, ow, (y0, oh), (x0, ow), &mut acc, false);
+            for &(wt, dy, dx) in taps {
+                let at = (y0 + dy) * pw + x0 + dx;
+                for (a, row) in acc.iter_mut().zip(padded[at..].chunks(pw)) {
+                    for (s, &v) in a.iter_mut().zip(&row[..DW_LANES]) {
+                        *s += wt * v;
+                    }
+                }
+            }
+            block_io(out, ow, (y0, oh), (x0, ow), &mut acc, true);
+        }
+    }
+}
+
+/// Loads a register block's starting values from `out` (or, with `store`, stores it back):
+/// the rows y0.. below `oh` and the columns x0.. below `ow`.
+fn block_io(
+    out: &mut [f32],
+    ow: usize,
+    (y0, oh): (usize, usize),
+    (x0, _): (usize, usize),
+    acc: &mut [[f32; DW_LANES]; DW_ROWS],
+    store: bool,
+) {
+    let lanes = DW_LANES.min(ow - x0);
+    for (r, a) in acc.iter_mut().enumerate().take(oh - y0) {
+        let o = &mut out[(y0 + r) * ow + x0..][..lanes];
+        if store {
+            o.copy_from_slice(&a[..lanes]);
+        } else {
+            a[..lanes].copy_from_slice(o);
+        }
+    }
+}
+
+/// [`correlate_s1`] in AVX2 registers: four rows × eight columns of sums, one vector per row
+/// (LLVM keeps the portable loop's accumulators in memory, scalar).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn correlate_s1_avx2(
+    taps: &[(f32, usize, usize)],
+    padded: &[f32],
+    pw: usize,
+    out: &mut [f32],
+    oh: usize,
+    ow: usize,
+) {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps,
+    };
+    // Eight values from `v` (at least eight long), as one vector.
+    let load = |v: &[f32]| -> __m256 {
+        let v = &v[..DW_LANES];
+        // SAFETY: `v` holds DW_LANES = 8 floats, what one unaligned 256-bit load reads.
+        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    };
+    for y0 in (0..oh).step_by(DW_ROWS) {
+        for x0 in (0..ow).step_by(DW_LANES) {
+            let mut start = [[0.0f32; DW_LANES]; DW_ROWS];
+            block_io(out, ow, (y0, oh), (x0, ow), &mut start, false);
+            let mut acc = start.map(|row| load(&row));
+            for &(wt, dy, dx) in taps {
+                let w = _mm256_set1_ps(wt);
+                let at = (y0 + dy) * pw + x0 + dx;
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(w, load(&padded[at + r * pw..])));
+                }
+            }
+            for (row, a) in start.iter_mut().zip(acc) {
+                // SAFETY: `row` holds DW_LANES = 8 floats, what one 256-bit store writes.
+                unsafe { _mm256_storeu_ps(row.as_mut_ptr(), a) };
+            }
+            block_io(out, ow, (y0, oh), (x0, ow), &mut start, true);
+        }
+    }
+}
+
 /// The two directions of [`ConvKernel::shifted`]: fill the patches from the input, or sum
 /// them back onto it.
 enum Shift<'c> {
@@ -319,7 +438,83 @@ impl ConvKernel {
         gx
     }
 
+    /// Whether the register-blocked stride-1 depthwise kernel applies: stride and dilation 1,
+    /// padding within the kernel (as every "same" depthwise convolution: MobileNet's 3×3 and
+    /// 5×5, ConvNeXt's 7×7).
+    fn depthwise_s1(&self) -> bool {
+        self.stride == [1, 1] && self.dil == [1, 1] && self.pad[0] < self.k[0] && self.pad[1] < self.k[1]
+    }
+
+    /// The taps of a stride-1 depthwise kernel in summation order (ky, then kx), each with
+    /// its weight and its offset into a zero-padded plane: (ky, kx) for the forward pass
+    /// (the input padded by `pad` at the top and left), (kh − 1 − ky, kw − 1 − kx) for the
+    /// vector–Jacobian product (the gradient padded by k − 1 − pad).
+    fn s1_taps(&self, c: usize, vjp: bool) -> Vec<(f32, usize, usize)> {
+        let (kh, kw) = (self.k[0], self.k[1]);
+        let w = &self.w[c * kh * kw..][..kh * kw];
+        let mut taps = Vec::with_capacity(kh * kw);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let (dy, dx) = if vjp { (kh - 1 - ky, kw - 1 - kx) } else { (ky, kx) };
+                taps.push((w[ky * kw + kx], dy, dx));
+            }
+        }
+        taps
+    }
+
+    /// The stride-1 depthwise convolution (forward, or its vector–Jacobian product with
+    /// `vjp`) of every plane of `src` ([C, n, sh, sw]) onto `dst` ([C, n, dh, dw], starting
+    /// values kept): each plane padded once, then [`correlate_s1`].
+    fn depthwise_s1_planes(
+        &self,
+        src: &[f32],
+        (sh, sw): (usize, usize),
+        dst: &mut [f32],
+        (dh, dw): (usize, usize),
+        n: usize,
+        vjp: bool,
+    ) {
+        let (kh, kw) = (self.k[0], self.k[1]);
+        // Where the source sits in the padded plane; the plane covers every output block.
+        let (top, left) =
+            if vjp { (kh - 1 - self.pad[0], kw - 1 - self.pad[1]) } else { (self.pad[0], self.pad[1]) };
+        let ph = dh.next_multiple_of(DW_ROWS) + kh - 1;
+        let pw = dw.next_multiple_of(DW_LANES) + kw - 1;
+        let mut padded = Vec::new();
+        for c in 0..self.c {
+            let taps = self.s1_taps(c, vjp);
+            for i in 0..n {
+                pad_plane(
+                    &src[(c * n + i) * sh * sw..][..sh * sw],
+                    (sh, sw),
+                    (top, left),
+                    (ph, pw),
+                    &mut padded,
+                );
+                correlate_s1(&taps, &padded, pw, &mut dst[(c * n + i) * dh * dw..][..dh * dw], dh, dw);
+            }
+        }
+    }
+
     fn depthwise_forward(&self, x: &[f32], p: Planes, y: &mut [f32]) {
+        if self.depthwise_s1() {
+            self.depthwise_s1_planes(x, (p.h, p.w), y, (p.oh, p.ow), p.n, false);
+        } else {
+            self.depthwise_direct_forward(x, p, y);
+        }
+    }
+
+    fn depthwise_vjp(&self, g: &[f32], p: Planes, gx: &mut [f32]) {
+        if self.depthwise_s1() {
+            self.depthwise_s1_planes(g, (p.oh, p.ow), gx, (p.h, p.w), p.n, true);
+        } else {
+            self.depthwise_direct_vjp(g, p, gx);
+        }
+    }
+
+    /// The depthwise convolution as a direct loop: per channel and tap, w·x added over the
+    /// output rows (any stride and dilation).
+    fn depthwise_direct_forward(&self, x: &[f32], p: Planes, y: &mut [f32]) {
         let (kh, kw) = (self.k[0], self.k[1]);
         let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
         for c in 0..self.c {
@@ -356,7 +551,8 @@ impl ConvKernel {
         }
     }
 
-    fn depthwise_vjp(&self, g: &[f32], p: Planes, gx: &mut [f32]) {
+    /// [`ConvKernel::depthwise_direct_forward`]'s vector–Jacobian product.
+    fn depthwise_direct_vjp(&self, g: &[f32], p: Planes, gx: &mut [f32]) {
         let (kh, kw) = (self.k[0], self.k[1]);
         let (hw, ohw) = (p.h * p.w, p.oh * p.ow);
         for c in 0..self.c {
@@ -463,6 +659,45 @@ mod tests {
             let p = Planes { n, h, w: wd, oh, ow };
             let x = Tensor::randn(0f32, 1f32, c * n * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
             check(&kern, &x, p, 1e-4, &format!("{c}→{o} g{groups} k{k:?} s{stride:?}"));
+        }
+    }
+
+    #[test]
+    fn stride_one_depthwise_blocks_give_the_direct_loops_bits() {
+        let dev = Device::Cpu;
+        // (k, pad, h, w): ConvNeXt's 7×7 on planes narrower and shorter than a register
+        // block and wider than one, MobileNet's 3×3 and 5×5, a rectangular kernel with
+        // asymmetric padding, a "valid" one.
+        let cases =
+            [([7, 7], [3, 3, 3, 3], 5, 6), ([7, 7], [3, 3, 3, 3], 9, 19), ([3, 3], [1, 1, 1, 1], 7, 6)];
+        let more =
+            [([5, 5], [2, 2, 2, 2], 11, 13), ([3, 5], [1, 2, 0, 1], 6, 9), ([3, 3], [0, 0, 0, 0], 6, 10)];
+        for (k, pad, h, wd) in cases.into_iter().chain(more) {
+            let c = 3;
+            let conv = Conv {
+                weight: Tensor::randn(0f32, 1f32, (c, 1, k[0], k[1]), &dev).unwrap(),
+                bias: Some(Tensor::randn(0f32, 1f32, c, &dev).unwrap()),
+                stride: [1, 1],
+                padding: pad,
+                dilation: [1, 1],
+                groups: c,
+            };
+            let kern = conv.kernel().unwrap();
+            assert!(kern.depthwise_s1(), "{k:?}");
+            let (oh, ow) = (h + pad[0] + pad[2] - k[0] + 1, wd + pad[1] + pad[3] - k[1] + 1);
+            let p = Planes { n: 2, h, w: wd, oh, ow };
+            let x = Tensor::randn(0f32, 1f32, c * 2 * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
+            let y = check(&kern, &x, p, 1e-4, &format!("depthwise {k:?} pad {pad:?} on {h}×{wd}"));
+            let mut direct = vec![0.0; y.len()];
+            for (ch, &b) in kern.b.iter().enumerate() {
+                direct[ch * 2 * oh * ow..][..2 * oh * ow].fill(b);
+            }
+            kern.depthwise_direct_forward(&x, p, &mut direct);
+            assert_eq!(y, direct, "{k:?} {pad:?}");
+            let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
+            let mut gx = vec![0.0; x.len()];
+            kern.depthwise_direct_vjp(&g, p, &mut gx);
+            assert_eq!(kern.vjp(&g, p, &mut Vec::new()), gx, "{k:?} {pad:?} vjp");
         }
     }
 
