@@ -1,7 +1,9 @@
-//! Grad-CAM (Selvaraju et al., ICCV 2017) and guided Grad-CAM.
+//! Grad-CAM (Selvaraju et al., ICCV 2017), the gradient-weighted CAM family built the same
+//! way (Grad-CAM++, XGrad-CAM, HiResCAM, LayerCAM: [`super::cam`]), and guided Grad-CAM.
 //!
-//! For a layer with activations A [B,K,h,w]: weights αₖ = spatial mean of ∂ logit_t / ∂Aₖ;
-//! map = relu(Σₖ αₖ Aₖ) [B,h,w], upsampled bilinearly to the input size with
+//! For a layer with activations A [B,K,h,w] and gradients G = ∂ logit_t / ∂A: Grad-CAM's
+//! weights αₖ = spatial mean of Gₖ, map = relu(Σₖ αₖ Aₖ) [B,h,w] (the other members combine A
+//! and G their own way, [`CamWeighting`]), upsampled bilinearly to the input size with
 //! align_corners = false (PyTorch's `F.interpolate(..., mode="bilinear")`), [B,1,H,W].
 //! Default layer: the model's ([`Classifier::default_layer`]): the last convolutional
 //! block's output before global pooling (`conv2_relu` in `fmnist_cnn`, `layer4` in a ResNet);
@@ -17,6 +19,7 @@
 //! arithmetic, tested equal to the tensor ops, at a fraction of their cost (they took most of
 //! Grad-CAM's time after the model's own pass became fast).
 
+use super::cam::CamWeighting;
 use super::{target_backward, Attribution};
 use crate::error::{Error, Result};
 use crate::model::{flat_f32, one_hot, plain_cpu_f32, Activation, Backward, Classifier, Rule};
@@ -31,7 +34,7 @@ pub fn bilinear_matrix(out: usize, inp: usize, device: &Device) -> Result<Tensor
 }
 
 /// [`bilinear_matrix`] as a row-major vector.
-fn bilinear_weights(out: usize, inp: usize) -> Vec<f32> {
+pub(super) fn bilinear_weights(out: usize, inp: usize) -> Vec<f32> {
     let mut m = vec![0f32; out * inp];
     let scale = inp as f64 / out as f64;
     for o in 0..out {
@@ -64,48 +67,85 @@ pub fn cam_on_slices(a: &[f32], grad: &[f32], dims: [usize; 4], hh: usize, ww: u
             }
         }
         cam.iter_mut().for_each(|c| *c = c.max(0.0));
-        // Rows first (U_H·cam: [hh,w]), then columns (·U_Wᵀ).
-        let mut rows = vec![0f32; hh * w];
-        for (o, row) in rows.chunks_exact_mut(w).enumerate() {
-            for (src, &u) in cam.chunks_exact(w).zip(&uh[o * h..][..h]) {
-                if u != 0.0 {
-                    row.iter_mut().zip(src).for_each(|(r, &c)| *r += u * c);
-                }
-            }
-        }
-        for (row, up_row) in rows.chunks_exact(w).zip(up.chunks_exact_mut(ww)) {
-            for (u, uw_row) in up_row.iter_mut().zip(uw.chunks_exact(w)) {
-                *u = row.iter().zip(uw_row).map(|(r, m)| r * m).sum();
-            }
-        }
+        upsample(&cam, w, &uh, &uw, up);
     });
     out
 }
 
-/// Grad-CAM.
+/// U_H·cam·U_Wᵀ into `up` [hh,ww], for a map `cam` [h,w] of row length `w` and interpolation
+/// matrices U_H [hh,h], U_W [ww,w] (row-major, [`bilinear_weights`]): rows first ([hh,w]),
+/// then columns.
+pub(super) fn upsample(cam: &[f32], w: usize, uh: &[f32], uw: &[f32], up: &mut [f32]) {
+    let h = cam.len() / w;
+    let (hh, ww) = (uh.len() / h, uw.len() / w);
+    let mut rows = vec![0f32; hh * w];
+    for (o, row) in rows.chunks_exact_mut(w).enumerate() {
+        for (src, &u) in cam.chunks_exact(w).zip(&uh[o * h..][..h]) {
+            if u != 0.0 {
+                row.iter_mut().zip(src).for_each(|(r, &c)| *r += u * c);
+            }
+        }
+    }
+    for (row, up_row) in rows.chunks_exact(w).zip(up.chunks_exact_mut(ww)) {
+        for (u, uw_row) in up_row.iter_mut().zip(uw.chunks_exact(w)) {
+            *u = row.iter().zip(uw_row).map(|(r, m)| r * m).sum();
+        }
+    }
+}
+
+/// The layer a CAM method `method` configured with `layer` uses on `model`: that one, or the
+/// model's default.
+pub(super) fn cam_layer(method: &str, layer: &str, model: &dyn Classifier) -> Result<String> {
+    if !layer.is_empty() {
+        return Ok(layer.to_string());
+    }
+    model.default_layer().ok_or_else(|| {
+        let layers = model.layers();
+        Error::Invalid(format!(
+            "{method}: model `{}` has no default layer (no feature map larger than 1×1 lies on every path \
+             to the logits); set `layer` to one of its feature maps ({})",
+            model.name(),
+            if layers.is_empty() { "it has none".into() } else { layers.join(", ") }
+        ))
+    })
+}
+
+/// Refuses a configured CAM layer that `model` does not have, naming the ones it has.
+pub(super) fn check_cam_layer(method: &str, layer: &str, model: &dyn Classifier) -> Result<()> {
+    let layer = cam_layer(method, layer, model)?;
+    if model.layers().contains(&layer) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{method} layer `{layer}`: model `{}` has no such layer (known: {})",
+        model.name(),
+        model.layers().join(", ")
+    )))
+}
+
+/// Grad-CAM, or another member of the gradient-weighted CAM family (`kind`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GradCam {
     /// The layer whose activations are weighted (see [`Classifier::layers`]); empty: the
     /// model's default layer.
     pub layer: String,
+    /// How activations and gradients combine (the method's name, not a setting).
+    #[serde(skip)]
+    pub kind: CamWeighting,
+}
+
+impl GradCam {
+    /// The member `kind` of the family on the default layer.
+    pub fn of(kind: CamWeighting) -> Self {
+        GradCam { layer: String::new(), kind }
+    }
 }
 
 impl GradCam {
     /// The layer used on `model`: the configured one, or the model's default.
     pub fn layer_of(&self, model: &dyn Classifier) -> Result<String> {
-        if !self.layer.is_empty() {
-            return Ok(self.layer.clone());
-        }
-        model.default_layer().ok_or_else(|| {
-            let layers = model.layers();
-            Error::Invalid(format!(
-                "Grad-CAM: model `{}` has no default layer (no feature map larger than 1×1 lies on every \
-                 path to the logits); set `layer` to one of its feature maps ({})",
-                model.name(),
-                if layers.is_empty() { "it has none".into() } else { layers.join(", ") }
-            ))
-        })
+        cam_layer(self.kind.name(), &self.layer, model)
     }
 
     /// The map [B,1,H,W] (before any multiplication with guided backprop).
@@ -123,11 +163,11 @@ impl GradCam {
         if grad.dims() != a.dims() {
             return Err(Error::Invalid(format!("layer `{layer}`: gradient and activation shapes differ")));
         }
-        if plain_cpu_f32(&a) && plain_cpu_f32(&grad) {
+        if self.kind == CamWeighting::GradCam && plain_cpu_f32(&a) && plain_cpu_f32(&grad) {
             let up = cam_on_slices(&flat_f32(&a)?, &flat_f32(&grad)?, a.dims4()?.into(), hh, ww);
             return Ok(Tensor::from_vec(up, (b, 1, hh, ww), x.device())?);
         }
-        cam_on_tensors(&a, &grad, hh, ww)
+        cam_on_tensors(self.kind, &a, &grad, hh, ww)
     }
 }
 
@@ -154,7 +194,7 @@ impl GradCam {
                 .as_ref()
                 .ok_or_else(|| Error::Invalid(format!("layer `{layer}`: no activations")))?;
             let (av, gv) = (candle_core::Var::from_tensor(a)?, candle_core::Var::from_tensor(&bp.grad)?);
-            let cam = cam_on_tensors(av.as_tensor(), gv.as_tensor(), hh, ww)?;
+            let cam = cam_on_tensors(self.kind, av.as_tensor(), gv.as_tensor(), hh, ww)?;
             let v = loss_grad(&cam.detach())?;
             let grads = cam.mul(&v.detach())?.sum_all()?.backward()?;
             let get = |t: &candle_core::Var| -> Result<Tensor> {
@@ -169,11 +209,11 @@ impl GradCam {
     }
 }
 
-/// [`cam_on_slices`] as tensor ops, [B,1,hh,ww]: the path autograd can differentiate.
-pub fn cam_on_tensors(a: &Tensor, grad: &Tensor, hh: usize, ww: usize) -> Result<Tensor> {
+/// The `kind` map as tensor ops, [B,1,hh,ww] ([`cam_on_slices`] for Grad-CAM): the path
+/// autograd can differentiate.
+pub fn cam_on_tensors(kind: CamWeighting, a: &Tensor, grad: &Tensor, hh: usize, ww: usize) -> Result<Tensor> {
     let (b, _, h, w) = a.dims4()?;
-    let alpha = grad.mean_keepdim(3)?.mean_keepdim(2)?; // [B,K,1,1]
-    let cam = a.broadcast_mul(&alpha)?.sum(1)?.relu()?; // [B,h,w]
+    let cam = kind.combine(a, grad)?.relu()?; // [B,h,w]
     let dev = a.device();
     let uh = bilinear_matrix(hh, h, dev)?.to_dtype(a.dtype())?.broadcast_left(b)?;
     let uw = bilinear_matrix(ww, w, dev)?.to_dtype(a.dtype())?.t()?.broadcast_left(b)?;
@@ -183,7 +223,7 @@ pub fn cam_on_tensors(a: &Tensor, grad: &Tensor, hh: usize, ww: usize) -> Result
 
 impl Attribution for GradCam {
     fn name(&self) -> &'static str {
-        "grad_cam"
+        self.kind.name()
     }
 
     fn differentiable(&self) -> bool {
@@ -221,16 +261,7 @@ impl Attribution for GradCam {
     }
 
     fn check(&self, model: &dyn Classifier) -> Result<()> {
-        let layer = self.layer_of(model)?;
-        if model.layers().contains(&layer) {
-            return Ok(());
-        }
-        Err(Error::Invalid(format!(
-            "Grad-CAM layer `{}`: model `{}` has no such layer (known: {})",
-            layer,
-            model.name(),
-            model.layers().join(", ")
-        )))
+        check_cam_layer(self.kind.name(), &self.layer, model)
     }
 }
 
@@ -316,7 +347,8 @@ mod tests {
             let a: Vec<f32> = (0..n).map(|_| rng.random_range(0.0f32..2.0)).collect();
             let g: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             let t = |v: &Vec<f32>| Tensor::from_vec(v.clone(), dims.to_vec(), &Device::Cpu).unwrap();
-            let want = cam_on_tensors(&t(&a), &t(&g), hh, ww).unwrap().flatten_all().unwrap();
+            let want = cam_on_tensors(CamWeighting::GradCam, &t(&a), &t(&g), hh, ww).unwrap();
+            let want = want.flatten_all().unwrap();
             let want = want.to_vec1::<f32>().unwrap();
             let got = cam_on_slices(&a, &g, dims, hh, ww);
             assert_eq!(got.len(), want.len());

@@ -12,25 +12,31 @@
 //! same map on the smooth surrogate, as a differentiable function of `x`: that is how the
 //! attacks get exact second-order directions.
 
+mod cam;
 mod deeplift;
+mod eigen_cam;
 mod gradcam;
 mod gradient;
 mod guided;
 mod integrated;
 mod lime;
 mod occlusion;
+mod score_cam;
 mod shap;
 pub mod slic;
 mod smoothgrad;
 pub mod surrogate;
 
+pub use cam::CamWeighting;
 pub use deeplift::DeepLift;
+pub use eigen_cam::{principal_projection, EigenCam};
 pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
 pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};
 pub use integrated::{quadrature, IntegratedGradients, Quadrature};
 pub use lime::Lime;
 pub use occlusion::Occlusion;
+pub use score_cam::ScoreCam;
 pub use shap::KernelShap;
 pub use slic::slic;
 pub use smoothgrad::{Aggregate, NoiseSettings, NoiseTunnel};
@@ -133,7 +139,7 @@ pub trait Attribution: Send + Sync {
 }
 
 /// The names of every method this build knows, in the order docs/methods.md lists them.
-pub const METHOD_NAMES: [&str; 14] = [
+pub const METHOD_NAMES: [&str; 20] = [
     "gradient",
     "gradient_x_input",
     "integrated_gradients",
@@ -144,6 +150,12 @@ pub const METHOD_NAMES: [&str; 14] = [
     "deconvnet",
     "deeplift",
     "grad_cam",
+    "grad_cam_plus_plus",
+    "xgrad_cam",
+    "hires_cam",
+    "layer_cam",
+    "score_cam",
+    "eigen_cam",
     "guided_grad_cam",
     "occlusion",
     "lime",
@@ -329,6 +341,9 @@ pub const NOISE_METHODS: [&str; 3] = ["smoothgrad", "smoothgrad_sq", "vargrad"];
 /// Builds a method by name with its default hyperparameters (configs override them through
 /// [`crate::config`]).
 pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
+    if let Some(kind) = CamWeighting::by_name(name) {
+        return Some(Box::new(GradCam::of(kind)));
+    }
     match name {
         "gradient" => Some(Box::new(Gradient)),
         "gradient_x_input" => Some(Box::new(GradientXInput)),
@@ -340,8 +355,9 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         }
         "guided_backprop" => Some(Box::new(GuidedBackprop)),
         "deconvnet" => Some(Box::new(Deconvnet)),
-        "grad_cam" => Some(Box::new(GradCam::default())),
         "guided_grad_cam" => Some(Box::new(GuidedGradCam::default())),
+        "score_cam" => Some(Box::new(ScoreCam::default())),
+        "eigen_cam" => Some(Box::new(EigenCam::default())),
         "deeplift" => Some(Box::new(DeepLift)),
         "occlusion" => Some(Box::new(Occlusion::default())),
         "lime" => Some(Box::new(Lime { seed, ..Lime::default() })),

@@ -15,8 +15,8 @@ use crate::attack::{
     RandomWalk, Region, Steered, Step, TargetMap, TargetedObjective, TopKObjective, ATTACK_NAMES,
 };
 use crate::attribution::{
-    by_name, Aggregate, Attribution, GradCam, GuidedGradCam, IntegratedGradients, KernelShap, Lime,
-    NoiseSettings, NoiseTunnel, Occlusion, METHOD_NAMES, NOISE_METHODS,
+    by_name, Aggregate, Attribution, CamWeighting, EigenCam, GradCam, GuidedGradCam, IntegratedGradients,
+    KernelShap, Lime, NoiseSettings, NoiseTunnel, Occlusion, ScoreCam, METHOD_NAMES, NOISE_METHODS,
 };
 use crate::data::ImageOptions;
 use crate::error::{Error, Result};
@@ -905,7 +905,7 @@ impl MethodFactory {
             Some(s) => *s.get_ref(),
             None => IntegratedGradients::default(),
         };
-        // One layer setting for Grad-CAM and guided Grad-CAM; the model checks the name.
+        // One layer setting for the CAM family and guided Grad-CAM; the model checks the name.
         let mut cam = m.grad_cam.as_ref().map(|c| c.get_ref().clone()).unwrap_or_default();
         if cam.layer.is_empty() {
             // An ONNX model's default is known once it is read: "" asks the model for it.
@@ -977,13 +977,17 @@ impl MethodFactory {
     /// A method that wraps nothing, with its configured settings (`None` for a noise tunnel or
     /// an unknown name).
     fn base(&self, name: &str) -> Option<Arc<dyn Attribution>> {
+        if let Some(kind) = CamWeighting::by_name(name) {
+            return Some(Arc::new(GradCam { kind, ..self.cam.clone() }));
+        }
         match name {
             "integrated_gradients" => Some(Arc::new(self.ig)),
-            "grad_cam" => Some(Arc::new(self.cam.clone())),
             "occlusion" => Some(Arc::new(self.occlusion)),
             "lime" => Some(Arc::new(self.lime)),
             "kernel_shap" => Some(Arc::new(self.shap)),
             "guided_grad_cam" => Some(Arc::new(GuidedGradCam { cam: self.cam.clone() })),
+            "score_cam" => Some(Arc::new(ScoreCam { layer: self.cam.layer.clone() })),
+            "eigen_cam" => Some(Arc::new(EigenCam { layer: self.cam.layer.clone() })),
             n if NOISE_METHODS.contains(&n) => None,
             n => by_name(n, self.seed).map(Arc::from),
         }

@@ -68,7 +68,19 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     let want_gxi: Vec<f32> = want_grad.iter().zip(&xs).map(|(a, b)| a * b).collect();
     // Grad-CAM needs a conv layer, which the linear model lacks; the perturbation methods have
     // their own tests below.
-    let own_test = ["grad_cam", "guided_grad_cam", "occlusion", "lime", "kernel_shap"];
+    let own_test = [
+        "grad_cam",
+        "grad_cam_plus_plus",
+        "xgrad_cam",
+        "hires_cam",
+        "layer_cam",
+        "score_cam",
+        "eigen_cam",
+        "guided_grad_cam",
+        "occlusion",
+        "lime",
+        "kernel_shap",
+    ];
     for m in all_methods().into_iter().filter(|m| !own_test.contains(&m.name())) {
         let got = flat(&m.attribute(&model, &x, &targets, Activation::Exact).unwrap());
         let want_sq: Vec<f32> = want_grad.iter().map(|w| w * w).collect();

@@ -174,6 +174,10 @@ fn vector_jacobian_directions_equal_autograd_through_the_map() {
             "guided_backprop",
             "deeplift",
             "grad_cam",
+            "grad_cam_plus_plus",
+            "xgrad_cam",
+            "hires_cam",
+            "layer_cam",
             "guided_grad_cam"
         ]
     );

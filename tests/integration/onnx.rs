@@ -256,7 +256,7 @@ fn the_shipped_cifar_resnet_matches_onnxruntime() {
     let by_output = net.graph().find("/layer3/layer3.2/relu_1/Relu_output_0");
     assert_eq!(by_output, net.graph().find(net.default_layer()));
     let cam = |layer: &str| {
-        let g = GradCam { layer: layer.into() };
+        let g = GradCam { layer: layer.into(), ..GradCam::default() };
         g.attribute(&net, &x.narrow(0, 0, 2).unwrap(), &[0, 1], Activation::Exact).unwrap()
     };
     assert_eq!(

@@ -177,3 +177,78 @@ fn rows_per_pass_follow_the_activations() {
     assert_eq!(r50.rows_per_pass(64, 64), 64);
     assert_eq!(crate::common::shipped_model().rows_per_pass(28, 28), 64);
 }
+
+/// pytorch-grad-cam's per-image scaling: (m − min) / (1e-7 + max(m − min)), per image of
+/// [B,1,H,W] (or [B,H,W]), as f64 rows.
+fn min_max_scaled(maps: &Tensor) -> Vec<Vec<f64>> {
+    let b = maps.dim(0).unwrap();
+    let v = maps.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    v.chunks_exact(v.len() / b)
+        .map(|m| {
+            let lo = m.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = m.iter().map(|x| x - lo).fold(0.0, f64::max);
+            m.iter().map(|x| (x - lo) / (1e-7 + hi)).collect()
+        })
+        .collect()
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+/// The CAM family against pytorch-grad-cam 1.5.7 (scripts/cam_fixtures.py: the torchvision
+/// fixtures' networks, weights and images; its default layers, where the gradient is constant
+/// over positions so that HiResCAM and XGrad-CAM equal Grad-CAM, and an inner layer, where
+/// every member differs), on the CPU kernels in f32: after pytorch-grad-cam's min–max scaling
+/// each map equals its output to 2e-4 of the scale, Pearson ≥ 0.9999 per image. EigenCAM is
+/// compared with the principal component's sign fixed as Seg-Eigen-CAM fixes it (see
+/// `eigen_cam`).
+#[test]
+fn the_cam_family_equals_pytorch_grad_cam() {
+    use fragility::attribution::{CamWeighting, EigenCam, ScoreCam};
+    for (arch, inner) in [("resnet18", "layer3"), ("mobilenet_v2", "features.14")] {
+        let model = network(arch);
+        let f = candle_core::safetensors::load(
+            fixture_dir().join(format!("cam_{arch}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let x = &f["x"];
+        let targets: Vec<u32> = f["targets"].to_vec1::<i64>().unwrap().iter().map(|&t| t as u32).collect();
+        let names = [
+            "grad_cam",
+            "grad_cam_plus_plus",
+            "xgrad_cam",
+            "hires_cam",
+            "layer_cam",
+            "score_cam",
+            "eigen_cam",
+        ];
+        for (layer, key) in [("", String::new()), (inner, format!("@{inner}"))] {
+            for name in names {
+                let m: Box<dyn Attribution> = match name {
+                    "score_cam" => Box::new(ScoreCam { layer: layer.into() }),
+                    "eigen_cam" => Box::new(EigenCam { layer: layer.into() }),
+                    _ => {
+                        Box::new(GradCam { layer: layer.into(), kind: CamWeighting::by_name(name).unwrap() })
+                    }
+                };
+                let ours = min_max_scaled(&m.attribute(&model, x, &targets, Activation::Exact).unwrap());
+                let want = min_max_scaled(&f[&format!("{name}{key}")]);
+                for (i, (a, b)) in ours.iter().zip(&want).enumerate() {
+                    let diff = a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max);
+                    let r = pearson(a, b);
+                    assert!(
+                        diff < 2e-4 && r > 0.9999,
+                        "{arch} {name}{key} image {i}: max difference {diff}, Pearson {r}"
+                    );
+                }
+            }
+        }
+    }
+}
