@@ -63,7 +63,20 @@ const PUBLISHED_GMAC: [(&str, f64); 6] = [
     ("convnext_tiny", 4.46),
 ];
 
-const ALL_METHODS: [&str; 5] = ["forward", "gradient", "integrated_gradients", "grad_cam", "top_k"];
+const ALL_METHODS: [&str; 12] = [
+    "forward",
+    "gradient",
+    "integrated_gradients",
+    "grad_cam",
+    "top_k",
+    "grad_cam_plus_plus",
+    "xgrad_cam",
+    "hires_cam",
+    "layer_cam",
+    "score_cam",
+    "eigen_cam",
+    "ablation_cam",
+];
 
 /// Throughput of torchvision architectures at 224×224 (see the file's docs).
 #[derive(Parser, Debug)]

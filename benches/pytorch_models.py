@@ -88,6 +88,17 @@ DEFAULT_LAYER = {"resnet18": "layer4", "resnet50": "layer4", "squeezenet1_1": "f
                  "efficientnet_b0": "features.8", "mobilenet_v3_large": "features.16",
                  "convnext_tiny": "features.7"}
 ALL_METHODS = ["forward", "gradient", "integrated_gradients", "grad_cam", "top_k"]
+# The rest of the CAM family, by pytorch-grad-cam 1.5.7 (not run by default): its classes at
+# the same layer, ClassifierOutputTarget(prediction), its own resize and scaling included.
+PGC_METHODS = {
+    "grad_cam_plus_plus": "GradCAMPlusPlus",
+    "xgrad_cam": "XGradCAM",
+    "hires_cam": "HiResCAM",
+    "layer_cam": "LayerCAM",
+    "score_cam": "ScoreCAM",
+    "eigen_cam": "EigenCAM",
+    "ablation_cam": "AblationCAM",
+}
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # ----------------------------------------------------------------------------------------
@@ -385,7 +396,7 @@ def parse_args(argv=None):
     p.add_argument("--weights-dir", help="load DIR/<model>.safetensors (written by `cargo bench --bench "
                    "models -- --save-weights DIR`) instead of this script's own random weights")
     args = p.parse_args(argv)
-    bad = [m for m in args.methods if m not in ALL_METHODS] + [m for m in args.models if m not in PUBLISHED_GMAC]
+    bad = [m for m in args.methods if m not in ALL_METHODS and m not in PGC_METHODS] + [m for m in args.models if m not in PUBLISHED_GMAC]
     if bad:
         p.error(f"unknown: {', '.join(bad)}")
     return args
@@ -440,6 +451,17 @@ def main(argv=None):
                 elif method == "grad_cam":
                     def fn():
                         cam(x, t_)
+                elif method in PGC_METHODS:
+                    import pytorch_grad_cam
+                    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+                    pgc = getattr(pytorch_grad_cam, PGC_METHODS[method])(
+                        model=model, target_layers=[model.net.get_submodule(DEFAULT_LAYER[name])])
+                    if method in ("score_cam", "ablation_cam"):
+                        pgc.batch_size = 64
+
+                    def fn(pgc=pgc):
+                        pgc(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in t_])
                 else:
                     work = b * args.attack_iterations
 

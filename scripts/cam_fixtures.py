@@ -11,7 +11,7 @@ plus pytorch-grad-cam from PyPI):
 For resnet18 and mobilenet_v2: the network, synthetic weights, input x [2,3,64,64] and
 targets (the argmax classes) of scripts/torchvision_fixtures.py, in float64, and the layer
 that script uses for Grad-CAM (pytorch-grad-cam's README choice: `layer4[-1]`,
-`features[-1]`), and an inner layer (`layer3`, `features.14`) under the keys `<method>@<layer>`:
+`features[-1]`), and an inner layer (`layer3`, `features.14.conv.1`) under the keys `<method>@<layer>`:
 at the default layers the gradient is constant over positions (global average pooling and a
 linear layer follow), so there HiResCAM and XGrad-CAM equal Grad-CAM; not inside. Each map is pytorch-grad-cam 1.5.7's own output for
 `ClassifierOutputTarget(target)`: rectified, resized to 64x64 (cv2 bilinear) and min-max
@@ -25,6 +25,9 @@ scaled per image, [2,64,64] float32:
                   does (pytorch-grad-cam's get_2d_projection_with_sign_correction: flipped when
                   |min| > |max|); plain EigenCAM's sign is whatever LAPACK returns
     eigen_cam_raw plain EigenCAM, for the record (equal to eigen_cam up to that sign)
+    ablation_cam  AblationCAM (every channel ablated, batch_size 32); every layer here ends in a
+                  ReLU or ReLU6 whose activations reach 0, checked, so that its ablation value is
+                  0 (elsewhere pytorch-grad-cam uses min - 1e7)
 """
 
 import os
@@ -40,6 +43,7 @@ from torchvision_fixtures import GRAD_CAM_LAYER, INPUT_SHAPE, OUT_DIR, build  # 
 
 import pytorch_grad_cam  # noqa: E402
 from pytorch_grad_cam import (  # noqa: E402
+    AblationCAM,
     EigenCAM,
     GradCAM,
     GradCAMPlusPlus,
@@ -68,10 +72,11 @@ METHODS = {
     "score_cam": ScoreCAM,
     "eigen_cam": SignedEigenCAM,
     "eigen_cam_raw": EigenCAM,
+    "ablation_cam": AblationCAM,
 }
 
 
-INNER_LAYER = {"resnet18": "layer3", "mobilenet_v2": "features.14"}
+INNER_LAYER = {"resnet18": "layer3", "mobilenet_v2": "features.14.conv.1"}
 
 
 def make(arch):
@@ -84,6 +89,13 @@ def make(arch):
     out = {"x": x.numpy().astype(np.float32), "targets": targets.numpy().astype(np.int64)}
     for layer_name, suffix in [(GRAD_CAM_LAYER[arch], ""), (INNER_LAYER[arch], "@" + INNER_LAYER[arch])]:
         layer = dict(model.named_modules())[layer_name]
+        seen = {}
+        handle = layer.register_forward_hook(lambda m, i, o: seen.__setitem__("a", o))
+        with torch.no_grad():
+            model(x)
+        handle.remove()
+        if seen["a"].min().item() != 0.0:
+            raise RuntimeError(f"{arch} {layer_name}: activations do not reach 0 (AblationCAM would not zero)")
         for name, cls in METHODS.items():
             cam = cls(model=model, target_layers=[layer])
             if name == "score_cam":

@@ -142,7 +142,7 @@ enum Command {
         /// Comma-separated methods, with default settings: gradient, gradient_x_input,
         /// integrated_gradients, smoothgrad, smoothgrad_sq, vargrad, guided_backprop, deconvnet,
         /// deeplift, grad_cam, grad_cam_plus_plus, xgrad_cam, hires_cam, layer_cam, score_cam,
-        /// eigen_cam, guided_grad_cam, occlusion, lime, kernel_shap.
+        /// eigen_cam, ablation_cam, guided_grad_cam, occlusion, lime, kernel_shap.
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
         /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy,

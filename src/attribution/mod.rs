@@ -12,6 +12,7 @@
 //! same map on the smooth surrogate, as a differentiable function of `x`: that is how the
 //! attacks get exact second-order directions.
 
+mod ablation_cam;
 mod cam;
 mod deeplift;
 mod eigen_cam;
@@ -27,6 +28,7 @@ pub mod slic;
 mod smoothgrad;
 pub mod surrogate;
 
+pub use ablation_cam::AblationCam;
 pub use cam::CamWeighting;
 pub use deeplift::DeepLift;
 pub use eigen_cam::{principal_projection, EigenCam};
@@ -139,7 +141,7 @@ pub trait Attribution: Send + Sync {
 }
 
 /// The names of every method this build knows, in the order docs/methods.md lists them.
-pub const METHOD_NAMES: [&str; 20] = [
+pub const METHOD_NAMES: [&str; 21] = [
     "gradient",
     "gradient_x_input",
     "integrated_gradients",
@@ -156,6 +158,7 @@ pub const METHOD_NAMES: [&str; 20] = [
     "layer_cam",
     "score_cam",
     "eigen_cam",
+    "ablation_cam",
     "guided_grad_cam",
     "occlusion",
     "lime",
@@ -358,6 +361,7 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "guided_grad_cam" => Some(Box::new(GuidedGradCam::default())),
         "score_cam" => Some(Box::new(ScoreCam::default())),
         "eigen_cam" => Some(Box::new(EigenCam::default())),
+        "ablation_cam" => Some(Box::new(AblationCam::default())),
         "deeplift" => Some(Box::new(DeepLift)),
         "occlusion" => Some(Box::new(Occlusion::default())),
         "lime" => Some(Box::new(Lime { seed, ..Lime::default() })),

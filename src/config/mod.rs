@@ -15,8 +15,9 @@ use crate::attack::{
     RandomWalk, Region, Steered, Step, TargetMap, TargetedObjective, TopKObjective, ATTACK_NAMES,
 };
 use crate::attribution::{
-    by_name, Aggregate, Attribution, CamWeighting, EigenCam, GradCam, GuidedGradCam, IntegratedGradients,
-    KernelShap, Lime, NoiseSettings, NoiseTunnel, Occlusion, ScoreCam, METHOD_NAMES, NOISE_METHODS,
+    by_name, AblationCam, Aggregate, Attribution, CamWeighting, EigenCam, GradCam, GuidedGradCam,
+    IntegratedGradients, KernelShap, Lime, NoiseSettings, NoiseTunnel, Occlusion, ScoreCam, METHOD_NAMES,
+    NOISE_METHODS,
 };
 use crate::data::ImageOptions;
 use crate::error::{Error, Result};
@@ -988,6 +989,7 @@ impl MethodFactory {
             "guided_grad_cam" => Some(Arc::new(GuidedGradCam { cam: self.cam.clone() })),
             "score_cam" => Some(Arc::new(ScoreCam { layer: self.cam.layer.clone() })),
             "eigen_cam" => Some(Arc::new(EigenCam { layer: self.cam.layer.clone() })),
+            "ablation_cam" => Some(Arc::new(AblationCam { layer: self.cam.layer.clone() })),
             n if NOISE_METHODS.contains(&n) => None,
             n => by_name(n, self.seed).map(Arc::from),
         }

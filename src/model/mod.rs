@@ -184,6 +184,20 @@ pub trait Classifier: Send + Sync {
         Ok(None)
     }
 
+    /// Logits [n,K] of one image `x` [1,C,H,W] with, in row j, channel `channels[j]` of
+    /// `layer`'s output set to zero and everything else as computed (Ablation-CAM): only the
+    /// part of the network after the layer runs again. `None` (the default, for models
+    /// without a layer graph) where the model cannot.
+    fn ablated_logits(
+        &self,
+        _x: &Tensor,
+        _layer: &str,
+        _channels: &[usize],
+        _act: Activation,
+    ) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
     /// The logits [B,K] and the backward pass of Σ_b ⟨grad_logits[b], logits(x)[b]⟩ to the
     /// input [B,C,H,W] under `rule`.
     fn input_gradient(

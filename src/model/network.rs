@@ -305,6 +305,58 @@ impl Classifier for Network {
         Ok(Some(Tensor::from_vec(out, (windows.len() * b, self.classes), x.device())?))
     }
 
+    /// The layer's output and every value its downstream part reads from elsewhere, computed
+    /// once; then that part alone, for all `channels` as one batch, on the tensor path.
+    fn ablated_logits(
+        &self,
+        x: &Tensor,
+        layer: &str,
+        channels: &[usize],
+        act: Activation,
+    ) -> Result<Option<Tensor>> {
+        let (b, h, w) = self.size_of(x)?;
+        let stop = self.node(Some(layer))?;
+        let (n, graph) = (channels.len(), &self.graph);
+        if b != 1 || n == 0 {
+            return Err(Error::Invalid(format!("ablation: one image and some channels, got {b} and {n}")));
+        }
+        let shapes = graph.shapes((h, w))?;
+        let Shape::Map(k, ..) = shapes[stop] else {
+            return Err(Error::Invalid(format!("ablation: layer `{layer}` is not a feature map")));
+        };
+        if let Some(&c) = channels.iter().find(|&&c| c >= k) {
+            return Err(Error::Invalid(format!("ablation: layer `{layer}` has {k} channels, not {}", c + 1)));
+        }
+        // Recomputed: the nodes downstream of the layer; given: the layer and what they read.
+        let mut compute = sweep::downstream(graph, stop);
+        compute[stop] = false;
+        let given: Vec<NodeId> = (0..compute.len())
+            .filter(|&i| {
+                i == stop
+                    || (!compute[i]
+                        && graph.nodes().iter().enumerate().any(|(j, m)| compute[j] && m.inputs.contains(&i)))
+            })
+            .collect();
+        let mut e = TensorExec::new(graph, &shapes, 1, x.dtype(), x.device());
+        let fwd = sweep::forward(graph, &mut e, x.clone(), act, &given, Purpose::Values)?;
+        let mut values: Vec<Option<Tensor>> = vec![None; compute.len()];
+        for &i in &given {
+            let v = fwd.value(i)?;
+            let mut dims = v.dims().to_vec();
+            dims[0] = n;
+            values[i] = Some(v.broadcast_as(dims)?.contiguous()?);
+        }
+        let mut keep = vec![1f32; n * k];
+        for (j, &c) in channels.iter().enumerate() {
+            keep[j * k + c] = 0.0;
+        }
+        let keep = Tensor::from_vec(keep, (n, k, 1, 1), x.device())?.to_dtype(x.dtype())?;
+        values[stop] = values[stop].take().map(|a| a.broadcast_mul(&keep)).transpose()?;
+        let mut e = TensorExec::new(graph, &shapes, n, x.dtype(), x.device());
+        let out = sweep::forward_masked(graph, &mut e, values, &compute, act)?;
+        Ok(Some(out.reshape((n, self.classes))?))
+    }
+
     /// Rows whose passes fit [`PASS_BYTES`]: every node's values, its gradient and what the
     /// second-order adjoint keeps, about three copies of the activations per image.
     fn rows_per_pass(&self, h: usize, w: usize) -> usize {

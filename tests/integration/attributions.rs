@@ -76,6 +76,7 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
         "layer_cam",
         "score_cam",
         "eigen_cam",
+        "ablation_cam",
         "guided_grad_cam",
         "occlusion",
         "lime",

@@ -207,11 +207,12 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
 /// every member differs), on the CPU kernels in f32: after pytorch-grad-cam's min–max scaling
 /// each map equals its output to 2e-4 of the scale, Pearson ≥ 0.9999 per image. EigenCAM is
 /// compared with the principal component's sign fixed as Seg-Eigen-CAM fixes it (see
-/// `eigen_cam`).
+/// `eigen_cam`); Ablation-CAM at layers whose activations reach 0 (its zero ablation is then
+/// pytorch-grad-cam's).
 #[test]
 fn the_cam_family_equals_pytorch_grad_cam() {
-    use fragility::attribution::{CamWeighting, EigenCam, ScoreCam};
-    for (arch, inner) in [("resnet18", "layer3"), ("mobilenet_v2", "features.14")] {
+    use fragility::attribution::{AblationCam, CamWeighting, EigenCam, ScoreCam};
+    for (arch, inner) in [("resnet18", "layer3"), ("mobilenet_v2", "features.14.conv.1")] {
         let model = network(arch);
         let f = candle_core::safetensors::load(
             fixture_dir().join(format!("cam_{arch}.safetensors")),
@@ -234,6 +235,7 @@ fn the_cam_family_equals_pytorch_grad_cam() {
                 let m: Box<dyn Attribution> = match name {
                     "score_cam" => Box::new(ScoreCam { layer: layer.into() }),
                     "eigen_cam" => Box::new(EigenCam { layer: layer.into() }),
+                    "ablation_cam" => Box::new(AblationCam { layer: layer.into() }),
                     _ => {
                         Box::new(GradCam { layer: layer.into(), kind: CamWeighting::by_name(name).unwrap() })
                     }
