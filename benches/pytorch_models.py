@@ -89,7 +89,8 @@ DEFAULT_LAYER = {"resnet18": "layer4", "resnet50": "layer4", "squeezenet1_1": "f
                  "convnext_tiny": "features.7"}
 ALL_METHODS = ["forward", "gradient", "integrated_gradients", "grad_cam", "top_k"]
 # The rest of the CAM family, by pytorch-grad-cam 1.5.7 (not run by default): its classes at
-# the same layer, ClassifierOutputTarget(prediction), its own resize and scaling included.
+# the same layer, ClassifierOutputTarget(prediction), its own resize and scaling included,
+# the input made the graph's leaf (compute_input_gradient) since the weights need no gradient.
 PGC_METHODS = {
     "grad_cam_plus_plus": "GradCAMPlusPlus",
     "xgrad_cam": "XGradCAM",
@@ -459,6 +460,9 @@ def main(argv=None):
                         model=model, target_layers=[model.net.get_submodule(DEFAULT_LAYER[name])])
                     if method in ("score_cam", "ablation_cam"):
                         pgc.batch_size = 64
+                    # The parameters do not require grad here: let the graph start at the input
+                    # (no weight gradients, the cheaper way to run it).
+                    pgc.compute_input_gradient = True
 
                     def fn(pgc=pgc):
                         pgc(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in t_])

@@ -41,20 +41,11 @@ impl AblationCam {
             flat_f32(&l.narrow(1, target as usize, 1)?.to_dtype(DType::F32)?)
         };
         let y = f64::from(logit(&model.logits(x, act)?)?[0]);
-        // Channels in chunks of the model's rows per pass (each row a copy of the layer's part).
-        let rows = super::rows_for(model, x)?.max(1);
-        let mut weights = Vec::with_capacity(k);
-        for start in (0..k).step_by(rows) {
-            let channels: Vec<usize> = (start..k.min(start + rows)).collect();
-            let ablated = model.ablated_logits(x, layer, &channels, act)?.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "ablation_cam: model `{}` cannot re-run a part of itself",
-                    model.name()
-                ))
-            })?;
-            weights.extend(logit(&ablated)?.iter().map(|&yk| (y - f64::from(yk)) / y));
-        }
-        Ok(weights)
+        let channels: Vec<usize> = (0..k).collect();
+        let ablated = model.ablated_logits(x, layer, &channels, act)?.ok_or_else(|| {
+            Error::Invalid(format!("ablation_cam: model `{}` cannot re-run a part of itself", model.name()))
+        })?;
+        Ok(logit(&ablated)?.iter().map(|&yk| (y - f64::from(yk)) / y).collect())
     }
 
     /// The maps [B,1,H,W] of one pass's images.

@@ -186,7 +186,8 @@ pub trait Classifier: Send + Sync {
 
     /// Logits [n,K] of one image `x` [1,C,H,W] with, in row j, channel `channels[j]` of
     /// `layer`'s output set to zero and everything else as computed (Ablation-CAM): only the
-    /// part of the network after the layer runs again. `None` (the default, for models
+    /// part of the network after the layer runs again, in batches the model chooses. `None`
+    /// (the default, for models
     /// without a layer graph) where the model cannot.
     fn ablated_logits(
         &self,

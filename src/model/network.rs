@@ -306,7 +306,7 @@ impl Classifier for Network {
     }
 
     /// The layer's output and every value its downstream part reads from elsewhere, computed
-    /// once; then that part alone, for all `channels` as one batch, on the tensor path.
+    /// once; then that part alone, for chunks of `channels` as batches, on the tensor path.
     fn ablated_logits(
         &self,
         x: &Tensor,
@@ -339,22 +339,32 @@ impl Classifier for Network {
             .collect();
         let mut e = TensorExec::new(graph, &shapes, 1, x.dtype(), x.device());
         let fwd = sweep::forward(graph, &mut e, x.clone(), act, &given, Purpose::Values)?;
-        let mut values: Vec<Option<Tensor>> = vec![None; compute.len()];
-        for &i in &given {
-            let v = fwd.value(i)?;
-            let mut dims = v.dims().to_vec();
-            dims[0] = n;
-            values[i] = Some(v.broadcast_as(dims)?.contiguous()?);
+        // The downstream part for chunks of channels, each row a copy of it within PASS_BYTES.
+        let per_row: usize =
+            (0..compute.len()).filter(|&i| compute[i] || given.contains(&i)).map(|i| shapes[i].len()).sum();
+        let rows = (PASS_BYTES / (per_row * 4 * 2).max(1)).max(1);
+        let mut parts = Vec::new();
+        for chunk in channels.chunks(rows) {
+            let m = chunk.len();
+            let mut keep = vec![1f32; m * k];
+            for (j, &c) in chunk.iter().enumerate() {
+                keep[j * k + c] = 0.0;
+            }
+            let keep = Tensor::from_vec(keep, (m, k, 1, 1), x.device())?.to_dtype(x.dtype())?;
+            let mut values: Vec<Option<Tensor>> = vec![None; compute.len()];
+            for &i in &given {
+                let v = fwd.value(i)?;
+                let mut dims = v.dims().to_vec();
+                dims[0] = m;
+                let v = v.broadcast_as(dims)?;
+                values[i] = Some(if i == stop { v.broadcast_mul(&keep)? } else { v.contiguous()? });
+            }
+            let mut e = TensorExec::new(graph, &shapes, m, x.dtype(), x.device());
+            parts.push(
+                sweep::forward_masked(graph, &mut e, values, &compute, act)?.reshape((m, self.classes))?,
+            );
         }
-        let mut keep = vec![1f32; n * k];
-        for (j, &c) in channels.iter().enumerate() {
-            keep[j * k + c] = 0.0;
-        }
-        let keep = Tensor::from_vec(keep, (n, k, 1, 1), x.device())?.to_dtype(x.dtype())?;
-        values[stop] = values[stop].take().map(|a| a.broadcast_mul(&keep)).transpose()?;
-        let mut e = TensorExec::new(graph, &shapes, n, x.dtype(), x.device());
-        let out = sweep::forward_masked(graph, &mut e, values, &compute, act)?;
-        Ok(Some(out.reshape((n, self.classes))?))
+        Ok(Some(Tensor::cat(&parts, 0)?))
     }
 
     /// Rows whose passes fit [`PASS_BYTES`]: every node's values, its gradient and what the
