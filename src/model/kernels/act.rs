@@ -203,6 +203,81 @@ fn smooth_values_loop(kind: Nonlinearity, src: Option<&[f32]>, dst: &mut [f32]) 
     })
 }
 
+/// PyTorch's `Hardsigmoid` (MobileNetV3's squeeze-and-excitation gate).
+const TORCH_HARD_SIGMOID: Nonlinearity = Nonlinearity::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 };
+
+/// `$body` with `$k` the function as a constant, for the real piecewise-linear functions of
+/// the newer networks (HardSwish, PyTorch's Hardsigmoid, ReLU6) under [`Activation::Exact`]:
+/// their scalar definition itself ([`nonlinearity::eval_at`]), compiled for one function so
+/// that the loop vectorises (the same operations, so the same bits). `$fallback` otherwise.
+macro_rules! per_piecewise_kind {
+    ($kind:expr, $act:expr, $k:ident => $body:block else $fallback:block) => {
+        match ($kind, $act) {
+            (Nonlinearity::HardSwish, Activation::Exact) => {
+                const $k: Nonlinearity = Nonlinearity::HardSwish;
+                $body
+            }
+            (TORCH_HARD_SIGMOID, Activation::Exact) => {
+                const $k: Nonlinearity = TORCH_HARD_SIGMOID;
+                $body
+            }
+            (Nonlinearity::Relu6, Activation::Exact) => {
+                const $k: Nonlinearity = Nonlinearity::Relu6;
+                $body
+            }
+            _ => $fallback,
+        }
+    };
+}
+
+avx2_sweep! {
+    /// φ and φ′ of a [`per_piecewise_kind!`] function into `out` and `deriv`; false (nothing
+    /// written) for any other function.
+    fn piecewise_sweep / piecewise_sweep_avx2 = piecewise_loop(kind: Nonlinearity, act: Activation, z: &[f32], out: &mut [f32], deriv: &mut [f32]) -> bool
+}
+
+#[inline(always)]
+fn piecewise_loop(
+    kind: Nonlinearity,
+    act: Activation,
+    z: &[f32],
+    out: &mut [f32],
+    deriv: &mut [f32],
+) -> bool {
+    per_piecewise_kind!(kind, act, K => {
+        for ((&z, o), d) in z.iter().zip(out.iter_mut()).zip(deriv.iter_mut()) {
+            let (v, dv, _) = nonlinearity::eval_at::<f32>(K, Activation::Exact, z);
+            (*o, *d) = (v, dv);
+        }
+        true
+    } else { false })
+}
+
+avx2_sweep! {
+    /// φ of `src` into `dst` (`src` None: in place) for a [`per_piecewise_kind!`] function;
+    /// false (nothing written) for any other.
+    fn piecewise_values / piecewise_values_avx2 = piecewise_values_loop(kind: Nonlinearity, act: Activation, src: Option<&[f32]>, dst: &mut [f32]) -> bool
+}
+
+#[inline(always)]
+fn piecewise_values_loop(kind: Nonlinearity, act: Activation, src: Option<&[f32]>, dst: &mut [f32]) -> bool {
+    per_piecewise_kind!(kind, act, K => {
+        match src {
+            Some(src) => {
+                for (d, &z) in dst.iter_mut().zip(src) {
+                    *d = nonlinearity::eval_at::<f32>(K, Activation::Exact, z).0;
+                }
+            }
+            None => {
+                for v in dst.iter_mut() {
+                    *v = nonlinearity::eval_at::<f32>(K, Activation::Exact, *v).0;
+                }
+            }
+        }
+        true
+    } else { false })
+}
+
 /// φ(z) and φ′(z) of every value.
 pub(crate) fn activate(kind: Nonlinearity, act: Activation, z: &[f32]) -> (Vec<f32>, Vec<f32>) {
     if let (Nonlinearity::Relu, Activation::Exact) = (kind, act) {
@@ -216,6 +291,7 @@ pub(crate) fn activate(kind: Nonlinearity, act: Activation, z: &[f32]) -> (Vec<f
             softplus_sweep(beta as f32, z, &mut out, &mut deriv)
         }
         (k, _) if has_sweep(k) => smooth_sweep(k, z, &mut out, &mut deriv),
+        _ if piecewise_sweep(kind, act, z, &mut out, &mut deriv) => {}
         _ => {
             for ((&z, o), d) in z.iter().zip(&mut out).zip(&mut deriv) {
                 let (v, dv, _) = nonlinearity::eval(kind, act, z);
@@ -230,6 +306,9 @@ pub(crate) fn activate(kind: Nonlinearity, act: Activation, z: &[f32]) -> (Vec<f
 pub(crate) fn apply_in_place(kind: Nonlinearity, act: Activation, z: &mut [f32]) {
     if has_sweep(kind) {
         return smooth_values(kind, None, z);
+    }
+    if piecewise_values(kind, act, None, z) {
+        return;
     }
     apply_each(
         kind,
@@ -246,6 +325,9 @@ pub(crate) fn apply_in_place(kind: Nonlinearity, act: Activation, z: &mut [f32])
 pub(crate) fn apply_into(kind: Nonlinearity, act: Activation, src: &[f32], dst: &mut [f32]) {
     if has_sweep(kind) {
         return smooth_values(kind, Some(src), dst);
+    }
+    if piecewise_values(kind, act, Some(src), dst) {
+        return;
     }
     apply_each(kind, act, dst.iter_mut().zip(src.iter().copied()));
 }

@@ -32,25 +32,41 @@ pub(crate) fn valid(off: isize, s: usize, len: usize, out: usize) -> Range<usize
 const DW_ROWS: usize = 4;
 const DW_LANES: usize = 8;
 
-/// `src` ([h, w]) copied into a zeroed [ph, pw] plane `dst` at (top, left), clipped to it.
-fn pad_plane(
+/// The zero-padded plane of `src` ([h, w], placed at (top, left)) split into its s² phases
+/// (row phase a, column phase b: the padded plane's rows a, a + s, ... and columns b, b + s,
+/// ...), each [qh, qw] and clipped to it, one below the other in `dst` (phase a·s + b at row
+/// (a·s + b)·qh). With s = 1 the one phase is the padded plane itself. A stride-s correlation
+/// is then a stride-1 one over the phases.
+fn phase_planes(
     src: &[f32],
     (h, w): (usize, usize),
     (top, left): (usize, usize),
-    (ph, pw): (usize, usize),
+    s: usize,
+    (qh, qw): (usize, usize),
     dst: &mut Vec<f32>,
 ) {
     dst.clear();
-    dst.resize(ph * pw, 0.0);
-    let cols = w.min(pw.saturating_sub(left));
-    for r in 0..h.min(ph.saturating_sub(top)) {
-        dst[(top + r) * pw + left..][..cols].copy_from_slice(&src[r * w..][..cols]);
+    dst.resize(s * s * qh * qw, 0.0);
+    for a in 0..s {
+        for b in 0..s {
+            let phase = &mut dst[(a * s + b) * qh * qw..][..qh * qw];
+            for (i, row) in phase.chunks_exact_mut(qw).enumerate() {
+                // Padded row s·i + a is source row s·i + a − top.
+                let Some(r) = (s * i + a).checked_sub(top).filter(|&r| r < h) else { continue };
+                let src_row = &src[r * w..][..w];
+                for (j, v) in row.iter_mut().enumerate() {
+                    if let Some(&x) = (s * j + b).checked_sub(left).and_then(|col| src_row.get(col)) {
+                        *v = x;
+                    }
+                }
+            }
+        }
     }
 }
 
 /// out[y][x] += Σ over `taps` (weight, dy, dx), in their order, of weight·padded[y + dy][x + dx],
 /// for the [oh, ow] plane `out`; `padded` has row length `pw` and covers ⌈oh/4⌉·4 + max dy rows
-/// and ⌈ow/8⌉·8 + max dx columns. Each output's sum runs in tap order from its starting value
+/// and ⌈ow/8⌉·8 + max dx columns (a padded plane, or the phase planes of a strided one). Each output's sum runs in tap order from its starting value
 /// with a separate multiply and add, as the direct loop's does, so the two give the same bits;
 /// the blocks past the plane's edge compute on zeros and are not stored.
 fn correlate_s1(
@@ -438,75 +454,80 @@ impl ConvKernel {
         gx
     }
 
-    /// Whether the register-blocked stride-1 depthwise kernel applies: stride and dilation 1,
+    /// The stride of the register-blocked depthwise kernel, when it applies: dilation 1,
     /// padding within the kernel (as every "same" depthwise convolution: MobileNet's 3×3 and
-    /// 5×5, ConvNeXt's 7×7).
-    fn depthwise_s1(&self) -> bool {
-        self.stride == [1, 1] && self.dil == [1, 1] && self.pad[0] < self.k[0] && self.pad[1] < self.k[1]
+    /// 5×5, ConvNeXt's 7×7), stride 1, or, for the forward pass, 2 in both directions.
+    fn depthwise_blocked(&self, vjp: bool) -> Option<usize> {
+        let s = self.stride[0];
+        let fits = self.dil == [1, 1] && self.pad[0] < self.k[0] && self.pad[1] < self.k[1];
+        (fits && self.stride[1] == s && (s == 1 || (s == 2 && !vjp))).then_some(s)
     }
 
-    /// The taps of a stride-1 depthwise kernel in summation order (ky, then kx), each with
-    /// its weight and its offset into a zero-padded plane: (ky, kx) for the forward pass
-    /// (the input padded by `pad` at the top and left), (kh − 1 − ky, kw − 1 − kx) for the
-    /// vector–Jacobian product (the gradient padded by k − 1 − pad).
-    fn s1_taps(&self, c: usize, vjp: bool) -> Vec<(f32, usize, usize)> {
+    /// The taps of a blocked depthwise kernel of stride `s` in summation order (ky, then kx),
+    /// each with its weight and its offset into the phase planes of [`phase_planes`] (`qh`
+    /// rows each): the forward pass reads phase (ky mod s, kx mod s) at (ky div s, kx div s);
+    /// the vector–Jacobian product (stride 1) reads the gradient padded by k − 1 − pad at
+    /// (kh − 1 − ky, kw − 1 − kx).
+    fn blocked_taps(&self, c: usize, s: usize, qh: usize, vjp: bool) -> Vec<(f32, usize, usize)> {
         let (kh, kw) = (self.k[0], self.k[1]);
         let w = &self.w[c * kh * kw..][..kh * kw];
         let mut taps = Vec::with_capacity(kh * kw);
         for ky in 0..kh {
             for kx in 0..kw {
-                let (dy, dx) = if vjp { (kh - 1 - ky, kw - 1 - kx) } else { (ky, kx) };
+                let (dy, dx) = if vjp {
+                    (kh - 1 - ky, kw - 1 - kx)
+                } else {
+                    ((ky % s * s + kx % s) * qh + ky / s, kx / s)
+                };
                 taps.push((w[ky * kw + kx], dy, dx));
             }
         }
         taps
     }
 
-    /// The stride-1 depthwise convolution (forward, or its vector–Jacobian product with
-    /// `vjp`) of every plane of `src` ([C, n, sh, sw]) onto `dst` ([C, n, dh, dw], starting
-    /// values kept): each plane padded once, then [`correlate_s1`].
-    fn depthwise_s1_planes(
+    /// The blocked depthwise convolution of stride `s` (forward, or its stride-1
+    /// vector–Jacobian product with `vjp`) of every plane of `src` ([C, n, sh, sw]) onto `dst`
+    /// ([C, n, dh, dw], starting values kept): each plane split once into zero-padded phase
+    /// planes, then [`correlate_s1`].
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise_blocked_planes(
         &self,
         src: &[f32],
         (sh, sw): (usize, usize),
         dst: &mut [f32],
         (dh, dw): (usize, usize),
         n: usize,
+        s: usize,
         vjp: bool,
     ) {
         let (kh, kw) = (self.k[0], self.k[1]);
-        // Where the source sits in the padded plane; the plane covers every output block.
+        // Where the source sits in the padded plane; the phase planes cover every output block.
         let (top, left) =
             if vjp { (kh - 1 - self.pad[0], kw - 1 - self.pad[1]) } else { (self.pad[0], self.pad[1]) };
-        let ph = dh.next_multiple_of(DW_ROWS) + kh - 1;
-        let pw = dw.next_multiple_of(DW_LANES) + kw - 1;
-        let mut padded = Vec::new();
+        let qh = dh.next_multiple_of(DW_ROWS) + (kh - 1) / s;
+        let qw = dw.next_multiple_of(DW_LANES) + (kw - 1) / s;
+        let mut planes = Vec::new();
         for c in 0..self.c {
-            let taps = self.s1_taps(c, vjp);
+            let taps = self.blocked_taps(c, s, qh, vjp);
             for i in 0..n {
-                pad_plane(
-                    &src[(c * n + i) * sh * sw..][..sh * sw],
-                    (sh, sw),
-                    (top, left),
-                    (ph, pw),
-                    &mut padded,
-                );
-                correlate_s1(&taps, &padded, pw, &mut dst[(c * n + i) * dh * dw..][..dh * dw], dh, dw);
+                let plane = &src[(c * n + i) * sh * sw..][..sh * sw];
+                phase_planes(plane, (sh, sw), (top, left), s, (qh, qw), &mut planes);
+                correlate_s1(&taps, &planes, qw, &mut dst[(c * n + i) * dh * dw..][..dh * dw], dh, dw);
             }
         }
     }
 
     fn depthwise_forward(&self, x: &[f32], p: Planes, y: &mut [f32]) {
-        if self.depthwise_s1() {
-            self.depthwise_s1_planes(x, (p.h, p.w), y, (p.oh, p.ow), p.n, false);
+        if let Some(s) = self.depthwise_blocked(false) {
+            self.depthwise_blocked_planes(x, (p.h, p.w), y, (p.oh, p.ow), p.n, s, false);
         } else {
             self.depthwise_direct_forward(x, p, y);
         }
     }
 
     fn depthwise_vjp(&self, g: &[f32], p: Planes, gx: &mut [f32]) {
-        if self.depthwise_s1() {
-            self.depthwise_s1_planes(g, (p.oh, p.ow), gx, (p.h, p.w), p.n, true);
+        if self.depthwise_blocked(true).is_some() {
+            self.depthwise_blocked_planes(g, (p.oh, p.ow), gx, (p.h, p.w), p.n, 1, true);
         } else {
             self.depthwise_direct_vjp(g, p, gx);
         }
@@ -663,41 +684,50 @@ mod tests {
     }
 
     #[test]
-    fn stride_one_depthwise_blocks_give_the_direct_loops_bits() {
+    fn blocked_depthwise_kernels_give_the_direct_loops_bits() {
         let dev = Device::Cpu;
-        // (k, pad, h, w): ConvNeXt's 7×7 on planes narrower and shorter than a register
-        // block and wider than one, MobileNet's 3×3 and 5×5, a rectangular kernel with
-        // asymmetric padding, a "valid" one.
-        let cases =
-            [([7, 7], [3, 3, 3, 3], 5, 6), ([7, 7], [3, 3, 3, 3], 9, 19), ([3, 3], [1, 1, 1, 1], 7, 6)];
-        let more =
-            [([5, 5], [2, 2, 2, 2], 11, 13), ([3, 5], [1, 2, 0, 1], 6, 9), ([3, 3], [0, 0, 0, 0], 6, 10)];
-        for (k, pad, h, wd) in cases.into_iter().chain(more) {
+        // (k, pad, stride, h, w): ConvNeXt's 7×7 on planes narrower and shorter than a
+        // register block and wider than one, MobileNet's 3×3 and 5×5 at stride 1 and 2 (even
+        // and odd sides), a rectangular kernel with asymmetric padding, "valid" ones.
+        let cases = [
+            ([7, 7], [3, 3, 3, 3], 1, 5, 6),
+            ([7, 7], [3, 3, 3, 3], 1, 9, 19),
+            ([3, 3], [1, 1, 1, 1], 1, 7, 6),
+            ([5, 5], [2, 2, 2, 2], 1, 11, 13),
+            ([3, 5], [1, 2, 0, 1], 1, 6, 9),
+            ([3, 3], [0, 0, 0, 0], 1, 6, 10),
+            ([3, 3], [1, 1, 1, 1], 2, 14, 14),
+            ([5, 5], [2, 2, 2, 2], 2, 11, 21),
+            ([3, 3], [0, 1, 1, 0], 2, 9, 8),
+            ([5, 5], [0, 0, 0, 0], 2, 12, 17),
+        ];
+        for (k, pad, s, h, wd) in cases {
             let c = 3;
             let conv = Conv {
                 weight: Tensor::randn(0f32, 1f32, (c, 1, k[0], k[1]), &dev).unwrap(),
                 bias: Some(Tensor::randn(0f32, 1f32, c, &dev).unwrap()),
-                stride: [1, 1],
+                stride: [s, s],
                 padding: pad,
                 dilation: [1, 1],
                 groups: c,
             };
             let kern = conv.kernel().unwrap();
-            assert!(kern.depthwise_s1(), "{k:?}");
-            let (oh, ow) = (h + pad[0] + pad[2] - k[0] + 1, wd + pad[1] + pad[3] - k[1] + 1);
+            assert_eq!(kern.depthwise_blocked(false), Some(s), "{k:?}");
+            let (oh, ow) = ((h + pad[0] + pad[2] - k[0]) / s + 1, (wd + pad[1] + pad[3] - k[1]) / s + 1);
             let p = Planes { n: 2, h, w: wd, oh, ow };
             let x = Tensor::randn(0f32, 1f32, c * 2 * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
-            let y = check(&kern, &x, p, 1e-4, &format!("depthwise {k:?} pad {pad:?} on {h}×{wd}"));
+            let what = format!("depthwise {k:?} pad {pad:?} stride {s} on {h}×{wd}");
+            let y = check(&kern, &x, p, 1e-4, &what);
             let mut direct = vec![0.0; y.len()];
             for (ch, &b) in kern.b.iter().enumerate() {
                 direct[ch * 2 * oh * ow..][..2 * oh * ow].fill(b);
             }
             kern.depthwise_direct_forward(&x, p, &mut direct);
-            assert_eq!(y, direct, "{k:?} {pad:?}");
+            assert_eq!(y, direct, "{what}");
             let g = Tensor::randn(0f32, 1f32, y.len(), &dev).unwrap().to_vec1::<f32>().unwrap();
             let mut gx = vec![0.0; x.len()];
             kern.depthwise_direct_vjp(&g, p, &mut gx);
-            assert_eq!(kern.vjp(&g, p, &mut Vec::new()), gx, "{k:?} {pad:?} vjp");
+            assert_eq!(kern.vjp(&g, p, &mut Vec::new()), gx, "{what} vjp");
         }
     }
 

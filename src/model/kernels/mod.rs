@@ -10,9 +10,9 @@
 /// compiled for it (8 lanes instead of SSE2's 4): the same IEEE operations in the same order
 /// (no fused multiply–add), so the same bits.
 macro_rules! avx2_sweep {
-    ($(#[$doc:meta])* fn $sweep:ident / $wide:ident = $body:ident($($arg:ident: $ty:ty),*)) => {
+    ($(#[$doc:meta])* fn $sweep:ident / $wide:ident = $body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         $(#[$doc])*
-        fn $sweep($($arg: $ty),*) {
+        fn $sweep($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
@@ -23,7 +23,7 @@ macro_rules! avx2_sweep {
 
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = "avx2")]
-        fn $wide($($arg: $ty),*) {
+        fn $wide($($arg: $ty),*) $(-> $ret)? {
             $body($($arg),*)
         }
     };
