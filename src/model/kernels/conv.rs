@@ -45,19 +45,33 @@ fn phase_planes(
     (qh, qw): (usize, usize),
     dst: &mut Vec<f32>,
 ) {
-    dst.clear();
+    // Every element is written below (the padding as zeros), so the buffer is not cleared.
     dst.resize(s * s * qh * qw, 0.0);
     for a in 0..s {
         for b in 0..s {
             let phase = &mut dst[(a * s + b) * qh * qw..][..qh * qw];
+            // Padded column s·j + b is source column s·j + b − left: the columns j0..j1 of the
+            // phase hold source columns c0, c0 + s, ...
+            let j0 = left.saturating_sub(b).div_ceil(s);
+            let c0 = s * j0 + b - left;
+            let j1 = qw.min(j0 + w.saturating_sub(c0).div_ceil(s));
             for (i, row) in phase.chunks_exact_mut(qw).enumerate() {
                 // Padded row s·i + a is source row s·i + a − top.
-                let Some(r) = (s * i + a).checked_sub(top).filter(|&r| r < h) else { continue };
-                let src_row = &src[r * w..][..w];
-                for (j, v) in row.iter_mut().enumerate() {
-                    if let Some(&x) = (s * j + b).checked_sub(left).and_then(|col| src_row.get(col)) {
-                        *v = x;
-                    }
+                let Some(r) = (s * i + a).checked_sub(top).filter(|&r| r < h) else {
+                    row.fill(0.0);
+                    continue;
+                };
+                if j0 >= j1 {
+                    row.fill(0.0);
+                    continue;
+                }
+                row[..j0].fill(0.0);
+                row[j1..].fill(0.0);
+                let src_row = &src[r * w + c0..(r + 1) * w];
+                if s == 1 {
+                    row[j0..j1].copy_from_slice(&src_row[..j1 - j0]);
+                } else {
+                    row[j0..j1].iter_mut().zip(src_row.iter().step_by(s)).for_each(|(v, &x)| *v = x);
                 }
             }
         }
