@@ -9,12 +9,12 @@
 //! where the layer's activations reach exactly 0 (after a ReLU: most layers one would pick);
 //! where they do not, pytorch-grad-cam sets the channel to its minimum − 10⁷ (lower by another
 //! 10⁷ for each further row of its batch) instead of zero, which is not followed here: zero is
-//! the paper's ablation. Not differentiable: under attacks it is measured by transfer.
+//! the paper's ablation. The pass to the layer, rectification and upsampling are
+//! [`super::forward_cam`]'s.
 
-use super::gradcam::{bilinear_weights, cam_layer, check_cam_layer, upsample};
-use super::Attribution;
+use super::forward_cam::{weighted_sum, LayerMap};
 use crate::error::{Error, Result};
-use crate::model::{flat_f32, one_hot, Activation, Classifier};
+use crate::model::{flat_f32, Activation, Classifier};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -26,17 +26,26 @@ pub struct AblationCam {
     pub layer: String,
 }
 
-impl AblationCam {
-    /// The channel weights (y − y_k)/y of image `x` [1,C,H,W] for class `target`, with `k`
-    /// channels at `layer`.
-    fn weights(
+impl LayerMap for AblationCam {
+    fn name(&self) -> &'static str {
+        "ablation_cam"
+    }
+
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+
+    /// Σ_k w_k A_k with w_k = (y − y_k)/y.
+    fn map(
         &self,
         model: &dyn Classifier,
         x: &Tensor,
         target: u32,
-        (layer, k): (&str, usize),
+        layer: &str,
+        a: &[f32],
+        (k, h, w): (usize, usize, usize),
         act: Activation,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<Vec<f32>> {
         let logit = |l: &Tensor| -> Result<Vec<f32>> {
             flat_f32(&l.narrow(1, target as usize, 1)?.to_dtype(DType::F32)?)
         };
@@ -45,56 +54,11 @@ impl AblationCam {
         let ablated = model.ablated_logits(x, layer, &channels, act)?.ok_or_else(|| {
             Error::Invalid(format!("ablation_cam: model `{}` cannot re-run a part of itself", model.name()))
         })?;
-        Ok(logit(&ablated)?.iter().map(|&yk| (y - f64::from(yk)) / y).collect())
-    }
-
-    /// The maps [B,1,H,W] of one pass's images.
-    fn maps(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], act: Activation) -> Result<Tensor> {
-        let (b, _, hh, ww) = x.dims4()?;
-        let layer = cam_layer(self.name(), &self.layer, model)?;
-        let seed = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
-        let (a, _) = model.layer_gradient(x, &seed, act, &layer)?;
-        let (_, k, h, w) = a.dims4()?;
-        let a = flat_f32(&a.to_dtype(DType::F32)?)?;
-        let (uh, uw) = (bilinear_weights(hh, h), bilinear_weights(ww, w));
-        let mut out = vec![0f32; b * hh * ww];
-        for (i, up) in out.chunks_exact_mut(hh * ww).enumerate() {
-            let weights = self.weights(model, &x.narrow(0, i, 1)?, targets[i], (&layer, k), act)?;
-            let mut cam = vec![0f32; h * w];
-            for (ak, &wk) in a[i * k * h * w..][..k * h * w].chunks_exact(h * w).zip(&weights) {
-                cam.iter_mut().zip(ak).for_each(|(m, &v)| *m += wk as f32 * v);
-            }
-            cam.iter_mut().for_each(|v| *v = v.max(0.0));
-            upsample(&cam, w, &uh, &uw, up);
-        }
-        Ok(Tensor::from_vec(out, (b, 1, hh, ww), x.device())?.to_dtype(x.dtype())?)
-    }
-}
-
-impl Attribution for AblationCam {
-    fn name(&self) -> &'static str {
-        "ablation_cam"
-    }
-
-    fn differentiable(&self) -> bool {
-        false
-    }
-
-    fn attribute(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        targets: &[u32],
-        act: Activation,
-    ) -> Result<Tensor> {
-        super::in_passes(model, x, targets, |xs, ts| self.maps(model, xs, ts, act))
+        let weights = logit(&ablated)?.into_iter().map(|yk| ((y - f64::from(yk)) / y) as f32);
+        Ok(weighted_sum(a, weights, h * w))
     }
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "layer": self.layer, "ablation": "channel set to 0, every channel" })
-    }
-
-    fn check(&self, model: &dyn Classifier) -> Result<()> {
-        check_cam_layer(self.name(), &self.layer, model)
     }
 }

@@ -13,13 +13,13 @@
 //! v₁ by power iteration in f64 on the smaller Gram matrix (XXᵀ [h·w, h·w] or XᵀX [K,K]; with
 //! XXᵀ, X·v₁ = σ₁u₁), from its largest-diagonal column, until the unit vector moves less than
 //! 1e-12 (at most 10,000 steps; a map whose top two components tie to that precision has no
-//! unique answer anyway). Not differentiable: under attacks it is measured by transfer.
+//! unique answer anyway). The pass to the layer, rectification and upsampling are
+//! [`super::forward_cam`]'s.
 
-use super::gradcam::{bilinear_weights, cam_layer, check_cam_layer, upsample};
-use super::Attribution;
+use super::forward_cam::LayerMap;
 use crate::error::Result;
-use crate::model::{flat_f32, one_hot, Activation, Classifier};
-use candle_core::{DType, Tensor};
+use crate::model::{Activation, Classifier};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// EigenCAM on a layer.
@@ -90,62 +90,39 @@ fn top_eigenvector(g: &[f64], m: usize) -> Vec<f64> {
     v
 }
 
-impl EigenCam {
-    /// The maps [B,1,H,W] of one pass's images.
-    fn maps(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], act: Activation) -> Result<Tensor> {
-        let (b, _, hh, ww) = x.dims4()?;
-        let layer = cam_layer(self.name(), &self.layer, model)?;
-        // The pass stopped at the layer gives its activations (its gradient is not used).
-        let seed = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
-        let (a, _) = model.layer_gradient(x, &seed, act, &layer)?;
-        let (_, k, h, w) = a.dims4()?;
-        let a = flat_f32(&a.to_dtype(DType::F32)?)?;
-        let (uh, uw) = (bilinear_weights(hh, h), bilinear_weights(ww, w));
-        let mut out = vec![0f32; b * hh * ww];
-        for (img, up) in a.chunks_exact(k * h * w).zip(out.chunks_exact_mut(hh * ww)) {
-            // X [h·w, K], NaN as 0 (as pytorch-grad-cam), each channel centred.
-            let mut xm = vec![0f64; h * w * k];
-            for c in 0..k {
-                let col = &img[c * h * w..][..h * w];
-                let clean = |v: f32| if v.is_nan() { 0.0 } else { f64::from(v) };
-                let mean = col.iter().map(|&v| clean(v)).sum::<f64>() / (h * w) as f64;
-                for (p, &v) in col.iter().enumerate() {
-                    xm[p * k + c] = clean(v) - mean;
-                }
-            }
-            let cam: Vec<f32> =
-                principal_projection(&xm, h * w, k).iter().map(|&v| (v as f32).max(0.0)).collect();
-            upsample(&cam, w, &uh, &uw, up);
-        }
-        Ok(Tensor::from_vec(out, (b, 1, hh, ww), x.device())?.to_dtype(x.dtype())?)
-    }
-}
-
-impl Attribution for EigenCam {
+impl LayerMap for EigenCam {
     fn name(&self) -> &'static str {
         "eigen_cam"
     }
 
-    fn differentiable(&self) -> bool {
-        false
+    fn layer(&self) -> &str {
+        &self.layer
     }
 
-    fn attribute(
+    fn map(
         &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        targets: &[u32],
-        act: Activation,
-    ) -> Result<Tensor> {
-        super::in_passes(model, x, targets, |xs, ts| self.maps(model, xs, ts, act))
+        _model: &dyn Classifier,
+        _x: &Tensor,
+        _target: u32,
+        _layer: &str,
+        a: &[f32],
+        (k, h, w): (usize, usize, usize),
+        _act: Activation,
+    ) -> Result<Vec<f32>> {
+        // X [h·w, K], NaN as 0 (as pytorch-grad-cam), each channel centred.
+        let mut xm = vec![0f64; h * w * k];
+        let clean = |v: f32| if v.is_nan() { 0.0 } else { f64::from(v) };
+        for (c, col) in a.chunks_exact(h * w).enumerate() {
+            let mean = col.iter().map(|&v| clean(v)).sum::<f64>() / (h * w) as f64;
+            for (p, &v) in col.iter().enumerate() {
+                xm[p * k + c] = clean(v) - mean;
+            }
+        }
+        Ok(principal_projection(&xm, h * w, k).iter().map(|&v| v as f32).collect())
     }
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "layer": self.layer, "sign": "Seg-Eigen-CAM: negated when |min| > |max|" })
-    }
-
-    fn check(&self, model: &dyn Classifier) -> Result<()> {
-        check_cam_layer(self.name(), &self.layer, model)
     }
 }
 

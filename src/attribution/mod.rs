@@ -16,6 +16,7 @@ mod ablation_cam;
 mod cam;
 mod deeplift;
 mod eigen_cam;
+mod forward_cam;
 mod gradcam;
 mod gradient;
 mod guided;

@@ -8,12 +8,12 @@
 //! α = softmax(s) over the channels; the map relu(Σ_k α_k A_k), upsampled bilinearly to the
 //! input (align_corners = false) as Grad-CAM's, [B,1,H,W]. As pytorch-grad-cam 1.5.7's
 //! `ScoreCAM`. K forward passes per image (512 at resnet18's `layer4`): the costliest CAM.
-//! Not differentiable: under attacks it is measured by transfer.
+//! The pass to the layer, rectification and upsampling are [`super::forward_cam`]'s.
 
-use super::gradcam::{bilinear_weights, cam_layer, check_cam_layer, upsample};
-use super::Attribution;
+use super::forward_cam::{weighted_sum, LayerMap};
+use super::gradcam::upsample;
 use crate::error::Result;
-use crate::model::{flat_f32, one_hot, Activation, Classifier};
+use crate::model::{flat_f32, Activation, Classifier};
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -41,17 +41,25 @@ fn corner_weights(out: usize, inp: usize) -> Vec<f32> {
     m
 }
 
-impl ScoreCam {
-    /// The map [1,1,H,W] of image `x` [1,C,H,W] with activations `a` [K·h·w] at the layer.
+impl LayerMap for ScoreCam {
+    fn name(&self) -> &'static str {
+        "score_cam"
+    }
+
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+
     fn map(
         &self,
         model: &dyn Classifier,
         x: &Tensor,
         target: u32,
+        _layer: &str,
         a: &[f32],
         (k, h, w): (usize, usize, usize),
         act: Activation,
-    ) -> Result<Tensor> {
+    ) -> Result<Vec<f32>> {
         let (_, c, hh, ww) = x.dims4()?;
         let (ch, cw) = (corner_weights(hh, h), corner_weights(ww, w));
         let mut masks = vec![0f32; k * hh * ww];
@@ -67,59 +75,14 @@ impl ScoreCam {
         let rows = super::rows_for(model, &masked)?.max(1);
         let mut scores = Vec::with_capacity(k);
         for start in (0..k).step_by(rows) {
-            let len = rows.min(k - start);
-            let logits = model.logits(&masked.narrow(0, start, len)?, act)?;
+            let logits = model.logits(&masked.narrow(0, start, rows.min(k - start))?, act)?;
             scores.extend(flat_f32(&logits.narrow(1, target as usize, 1)?.to_dtype(DType::F32)?)?);
         }
         // Softmax over the channels (in f64), then the weighted sum.
         let top = scores.iter().fold(f64::NEG_INFINITY, |m, &s| m.max(f64::from(s)));
         let e: Vec<f64> = scores.iter().map(|&s| (f64::from(s) - top).exp()).collect();
         let total: f64 = e.iter().sum();
-        let mut cam = vec![0f32; h * w];
-        for (ak, &ek) in a.chunks_exact(h * w).zip(&e) {
-            let alpha = (ek / total) as f32;
-            cam.iter_mut().zip(ak).for_each(|(m, &v)| *m += alpha * v);
-        }
-        cam.iter_mut().for_each(|v| *v = v.max(0.0));
-        let mut up = vec![0f32; hh * ww];
-        upsample(&cam, w, &bilinear_weights(hh, h), &bilinear_weights(ww, w), &mut up);
-        Ok(Tensor::from_vec(up, (1, 1, hh, ww), x.device())?.to_dtype(x.dtype())?)
-    }
-
-    /// The maps [B,1,H,W] of one pass's images.
-    fn maps(&self, model: &dyn Classifier, x: &Tensor, targets: &[u32], act: Activation) -> Result<Tensor> {
-        let layer = cam_layer(self.name(), &self.layer, model)?;
-        let seed = one_hot(targets, model.num_classes(), model.device())?.to_dtype(x.dtype())?;
-        let (a, _) = model.layer_gradient(x, &seed, act, &layer)?;
-        let (_, k, h, w) = a.dims4()?;
-        let a = flat_f32(&a.to_dtype(DType::F32)?)?;
-        let per = k * h * w;
-        let maps = targets
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| self.map(model, &x.narrow(0, i, 1)?, t, &a[i * per..][..per], (k, h, w), act))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&maps, 0)?)
-    }
-}
-
-impl Attribution for ScoreCam {
-    fn name(&self) -> &'static str {
-        "score_cam"
-    }
-
-    fn differentiable(&self) -> bool {
-        false
-    }
-
-    fn attribute(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        targets: &[u32],
-        act: Activation,
-    ) -> Result<Tensor> {
-        super::in_passes(model, x, targets, |xs, ts| self.maps(model, xs, ts, act))
+        Ok(weighted_sum(a, e.iter().map(|&ek| (ek / total) as f32), h * w))
     }
 
     fn params(&self) -> serde_json::Value {
@@ -128,10 +91,6 @@ impl Attribution for ScoreCam {
             "masks": "bilinear, align_corners = true, min-max per channel",
             "weights": "softmax of the target logit over channels"
         })
-    }
-
-    fn check(&self, model: &dyn Classifier) -> Result<()> {
-        check_cam_layer(self.name(), &self.layer, model)
     }
 }
 
