@@ -408,7 +408,13 @@ fn main() -> ExitCode {
                 )),
                 (false, Some(w)) => Ok(w),
                 (false, None) => {
-                    Err(fragility::Error::Invalid(format!("--weights is required for model `{model}`")))
+                    // The built-in network's trained weights ship in the repository: say where.
+                    let hint = if model == "fmnist_cnn" {
+                        " (this repository ships its trained weights: --weights assets/models/fmnist_cnn.safetensors)"
+                    } else {
+                        " (a PyTorch state_dict saved as safetensors)"
+                    };
+                    Err(fragility::Error::Invalid(format!("--weights is required for model `{model}`{hint}")))
                 }
             };
             normalize

@@ -1058,3 +1058,17 @@ fn the_quick_start_runs_and_a_missing_class_order_is_diagnosed() {
     assert!(out.contains("another class order (93% against 37%)"), "{out}");
     assert!(out.contains("`data.classes`"), "{out}");
 }
+
+#[test]
+fn explain_without_weights_says_where_the_shipped_ones_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = images_npy(dir.path(), 2);
+    let o = fragility(&["explain", "--images", images.to_str().unwrap(), "--out", "maps"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("--weights is required") && err.contains("assets/models/fmnist_cnn.safetensors"),
+        "{err}"
+    );
+    assert!(!dir.path().join("maps").exists(), "nothing written");
+}
