@@ -12,10 +12,8 @@
 //! the paper's ablation. The pass to the layer, rectification and upsampling are
 //! [`super::forward_cam`]'s.
 
-use super::forward_cam::{weighted_sum, LayerMap};
+use super::forward_cam::{target_logits, weighted_sum, LayerImage, LayerMap};
 use crate::error::{Error, Result};
-use crate::model::{flat_f32, Activation, Classifier};
-use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Ablation-CAM on a layer.
@@ -36,26 +34,19 @@ impl LayerMap for AblationCam {
     }
 
     /// Σ_k w_k A_k with w_k = (y − y_k)/y.
-    fn map(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        target: u32,
-        layer: &str,
-        a: &[f32],
-        (k, h, w): (usize, usize, usize),
-        act: Activation,
-    ) -> Result<Vec<f32>> {
-        let logit = |l: &Tensor| -> Result<Vec<f32>> {
-            flat_f32(&l.narrow(1, target as usize, 1)?.to_dtype(DType::F32)?)
-        };
-        let y = f64::from(logit(&model.logits(x, act)?)?[0]);
+    fn map(&self, img: &LayerImage) -> Result<Vec<f32>> {
+        let (k, h, w) = img.khw;
+        let y = f64::from(img.logit);
         let channels: Vec<usize> = (0..k).collect();
-        let ablated = model.ablated_logits(x, layer, &channels, act)?.ok_or_else(|| {
-            Error::Invalid(format!("ablation_cam: model `{}` cannot re-run a part of itself", model.name()))
+        let ablated = img.model.ablated_logits(&img.x, img.layer, &channels, img.act)?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "ablation_cam: model `{}` cannot re-run a part of itself",
+                img.model.name()
+            ))
         })?;
-        let weights = logit(&ablated)?.into_iter().map(|yk| ((y - f64::from(yk)) / y) as f32);
-        Ok(weighted_sum(a, weights, h * w))
+        let weights =
+            target_logits(&ablated, img.target)?.into_iter().map(|yk| ((y - f64::from(yk)) / y) as f32);
+        Ok(weighted_sum(img.a, weights, h * w))
     }
 
     fn params(&self) -> serde_json::Value {

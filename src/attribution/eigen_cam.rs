@@ -16,10 +16,8 @@
 //! unique answer anyway). The pass to the layer, rectification and upsampling are
 //! [`super::forward_cam`]'s.
 
-use super::forward_cam::LayerMap;
+use super::forward_cam::{LayerImage, LayerMap};
 use crate::error::Result;
-use crate::model::{Activation, Classifier};
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// EigenCAM on a layer.
@@ -31,7 +29,7 @@ pub struct EigenCam {
 }
 
 /// The map X·v₁ [n] of a row-major X [n, k] (centred by the caller), sign-fixed.
-pub fn principal_projection(x: &[f64], n: usize, k: usize) -> Vec<f64> {
+fn principal_projection(x: &[f64], n: usize, k: usize) -> Vec<f64> {
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
     let row = |i: usize| &x[i * k..][..k];
     // The smaller Gram matrix, m × m.
@@ -99,20 +97,12 @@ impl LayerMap for EigenCam {
         &self.layer
     }
 
-    fn map(
-        &self,
-        _model: &dyn Classifier,
-        _x: &Tensor,
-        _target: u32,
-        _layer: &str,
-        a: &[f32],
-        (k, h, w): (usize, usize, usize),
-        _act: Activation,
-    ) -> Result<Vec<f32>> {
+    fn map(&self, img: &LayerImage) -> Result<Vec<f32>> {
+        let (k, h, w) = img.khw;
         // X [h·w, K], NaN as 0 (as pytorch-grad-cam), each channel centred.
         let mut xm = vec![0f64; h * w * k];
         let clean = |v: f32| if v.is_nan() { 0.0 } else { f64::from(v) };
-        for (c, col) in a.chunks_exact(h * w).enumerate() {
+        for (c, col) in img.a.chunks_exact(h * w).enumerate() {
             let mean = col.iter().map(|&v| clean(v)).sum::<f64>() / (h * w) as f64;
             for (p, &v) in col.iter().enumerate() {
                 xm[p * k + c] = clean(v) - mean;

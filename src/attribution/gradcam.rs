@@ -30,15 +30,21 @@ use serde::{Deserialize, Serialize};
 /// The bilinear interpolation matrix [out,inp] with align_corners = false: output index o
 /// samples source coordinate (o + ½)·inp/out − ½, clamped at 0, between its two neighbours.
 pub fn bilinear_matrix(out: usize, inp: usize, device: &Device) -> Result<Tensor> {
-    Ok(Tensor::from_vec(bilinear_weights(out, inp), (out, inp), device)?)
+    Ok(Tensor::from_vec(bilinear_weights(out, inp, false), (out, inp), device)?)
 }
 
-/// [`bilinear_matrix`] as a row-major vector.
-pub(super) fn bilinear_weights(out: usize, inp: usize) -> Vec<f32> {
+/// [`bilinear_matrix`] as a row-major vector; with `align_corners` the corners' pixel centres
+/// meet instead (output index o samples o·(inp − 1)/(out − 1), PyTorch's
+/// `UpsamplingBilinear2d`, which Score-CAM's masks use).
+pub(super) fn bilinear_weights(out: usize, inp: usize, align_corners: bool) -> Vec<f32> {
     let mut m = vec![0f32; out * inp];
-    let scale = inp as f64 / out as f64;
+    let scale = match (align_corners, out) {
+        (true, 1) => 0.0,
+        (true, _) => (inp - 1) as f64 / (out - 1) as f64,
+        (false, _) => inp as f64 / out as f64,
+    };
     for o in 0..out {
-        let src = ((o as f64 + 0.5) * scale - 0.5).max(0.0);
+        let src = if align_corners { o as f64 * scale } else { ((o as f64 + 0.5) * scale - 0.5).max(0.0) };
         let i0 = (src.floor() as usize).min(inp - 1);
         let i1 = (i0 + 1).min(inp - 1);
         let frac = (src - i0 as f64) as f32;
@@ -54,7 +60,7 @@ pub(super) fn bilinear_weights(out: usize, inp: usize) -> Vec<f32> {
 /// not depend on the number of threads. Returns [B·hh·ww].
 pub fn cam_on_slices(a: &[f32], grad: &[f32], dims: [usize; 4], hh: usize, ww: usize) -> Vec<f32> {
     let [_, k, h, w] = dims;
-    let (uh, uw) = (bilinear_weights(hh, h), bilinear_weights(ww, w));
+    let (uh, uw) = (bilinear_weights(hh, h, false), bilinear_weights(ww, w, false));
     let per = k * h * w;
     let mut out = vec![0f32; dims[0] * hh * ww];
     out.par_chunks_mut(hh * ww).enumerate().for_each(|(i, up)| {
@@ -335,6 +341,15 @@ impl Attribution for GuidedGradCam {
 mod tests {
     use super::*;
     use rand::Rng;
+
+    #[test]
+    fn corner_aligned_weights_hit_both_ends() {
+        // 2 → 5 with align_corners: sources 0, 0.25, 0.5, 0.75, 1.
+        let m = bilinear_weights(5, 2, true);
+        let want = [1.0, 0.0, 0.75, 0.25, 0.5, 0.5, 0.25, 0.75, 0.0, 1.0];
+        assert!(m.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-7), "{m:?}");
+        assert_eq!(bilinear_weights(3, 1, true), vec![1.0; 3]);
+    }
 
     /// The slice path computes what the tensor ops compute (f32 rounding apart), on seeded
     /// activations and gradients of both signs, so that the rectification and every

@@ -32,7 +32,7 @@ pub mod surrogate;
 pub use ablation_cam::AblationCam;
 pub use cam::CamWeighting;
 pub use deeplift::DeepLift;
-pub use eigen_cam::{principal_projection, EigenCam};
+pub use eigen_cam::EigenCam;
 pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
 pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};

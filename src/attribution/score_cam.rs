@@ -10,11 +10,10 @@
 //! `ScoreCAM`. K forward passes per image (512 at resnet18's `layer4`): the costliest CAM.
 //! The pass to the layer, rectification and upsampling are [`super::forward_cam`]'s.
 
-use super::forward_cam::{weighted_sum, LayerMap};
-use super::gradcam::upsample;
+use super::forward_cam::{target_logits, weighted_sum, LayerImage, LayerMap};
+use super::gradcam::{bilinear_weights, upsample};
 use crate::error::Result;
-use crate::model::{flat_f32, Activation, Classifier};
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Score-CAM on a layer.
@@ -23,22 +22,6 @@ use serde::{Deserialize, Serialize};
 pub struct ScoreCam {
     /// The layer (see [`Classifier::layers`]); empty: the model's default layer.
     pub layer: String,
-}
-
-/// The bilinear interpolation matrix [out, inp] with align_corners = true: output index o
-/// samples source coordinate o·(inp − 1)/(out − 1), row-major.
-fn corner_weights(out: usize, inp: usize) -> Vec<f32> {
-    let mut m = vec![0f32; out * inp];
-    let scale = if out > 1 { (inp - 1) as f64 / (out - 1) as f64 } else { 0.0 };
-    for o in 0..out {
-        let src = o as f64 * scale;
-        let i0 = (src.floor() as usize).min(inp - 1);
-        let i1 = (i0 + 1).min(inp - 1);
-        let frac = (src - i0 as f64) as f32;
-        m[o * inp + i0] += 1.0 - frac;
-        m[o * inp + i1] += frac;
-    }
-    m
 }
 
 impl LayerMap for ScoreCam {
@@ -50,18 +33,10 @@ impl LayerMap for ScoreCam {
         &self.layer
     }
 
-    fn map(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        target: u32,
-        _layer: &str,
-        a: &[f32],
-        (k, h, w): (usize, usize, usize),
-        act: Activation,
-    ) -> Result<Vec<f32>> {
+    fn map(&self, img: &LayerImage) -> Result<Vec<f32>> {
+        let (model, x, a, (k, h, w)) = (img.model, &img.x, img.a, img.khw);
         let (_, c, hh, ww) = x.dims4()?;
-        let (ch, cw) = (corner_weights(hh, h), corner_weights(ww, w));
+        let (ch, cw) = (bilinear_weights(hh, h, true), bilinear_weights(ww, w, true));
         let mut masks = vec![0f32; k * hh * ww];
         for (ak, m) in a.chunks_exact(h * w).zip(masks.chunks_exact_mut(hh * ww)) {
             upsample(ak, w, &ch, &cw, m);
@@ -75,8 +50,8 @@ impl LayerMap for ScoreCam {
         let rows = super::rows_for(model, &masked)?.max(1);
         let mut scores = Vec::with_capacity(k);
         for start in (0..k).step_by(rows) {
-            let logits = model.logits(&masked.narrow(0, start, rows.min(k - start))?, act)?;
-            scores.extend(flat_f32(&logits.narrow(1, target as usize, 1)?.to_dtype(DType::F32)?)?);
+            let logits = model.logits(&masked.narrow(0, start, rows.min(k - start))?, img.act)?;
+            scores.extend(target_logits(&logits, img.target)?);
         }
         // Softmax over the channels (in f64), then the weighted sum.
         let top = scores.iter().fold(f64::NEG_INFINITY, |m, &s| m.max(f64::from(s)));
@@ -91,19 +66,5 @@ impl LayerMap for ScoreCam {
             "masks": "bilinear, align_corners = true, min-max per channel",
             "weights": "softmax of the target logit over channels"
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn corner_weights_hit_both_ends() {
-        // 2 → 5 with align_corners: sources 0, 0.25, 0.5, 0.75, 1.
-        let m = corner_weights(5, 2);
-        let want = [1.0, 0.0, 0.75, 0.25, 0.5, 0.5, 0.25, 0.75, 0.0, 1.0];
-        assert!(m.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-7), "{m:?}");
-        assert_eq!(corner_weights(3, 1), vec![1.0; 3]);
     }
 }
