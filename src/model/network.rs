@@ -330,13 +330,12 @@ impl Classifier for Network {
         // Recomputed: the nodes downstream of the layer; given: the layer and what they read.
         let mut compute = sweep::downstream(graph, stop);
         compute[stop] = false;
-        let given: Vec<NodeId> = (0..compute.len())
-            .filter(|&i| {
-                i == stop
-                    || (!compute[i]
-                        && graph.nodes().iter().enumerate().any(|(j, m)| compute[j] && m.inputs.contains(&i)))
-            })
-            .collect();
+        let mut read = vec![false; compute.len()];
+        read[stop] = true;
+        for (node, _) in graph.nodes().iter().zip(&compute).filter(|(_, &c)| c) {
+            node.inputs.iter().for_each(|&i| read[i] |= !compute[i]);
+        }
+        let given: Vec<NodeId> = (0..read.len()).filter(|&i| read[i]).collect();
         let mut e = TensorExec::new(graph, &shapes, 1, x.dtype(), x.device());
         let fwd = sweep::forward(graph, &mut e, x.clone(), act, &given, Purpose::Values)?;
         // The downstream part for chunks of channels, each row a copy of it within PASS_BYTES.

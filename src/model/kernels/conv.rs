@@ -80,9 +80,10 @@ fn phase_planes(
 
 /// out[y][x] += Σ over `taps` (weight, dy, dx), in their order, of weight·padded[y + dy][x + dx],
 /// for the [oh, ow] plane `out`; `padded` has row length `pw` and covers ⌈oh/4⌉·4 + max dy rows
-/// and ⌈ow/8⌉·8 + max dx columns (a padded plane, or the phase planes of a strided one). Each output's sum runs in tap order from its starting value
-/// with a separate multiply and add, as the direct loop's does, so the two give the same bits;
-/// the blocks past the plane's edge compute on zeros and are not stored.
+/// and ⌈ow/8⌉·8 + max dx columns (a padded plane, or the phase planes of a strided one). Each
+/// output's sum runs in tap order from its starting value with a separate multiply and add, as
+/// the direct loop's does, so the two give the same bits; the blocks past the plane's edge
+/// compute on zeros and are not stored.
 fn correlate_s1(
     taps: &[(f32, usize, usize)],
     padded: &[f32],
@@ -99,7 +100,7 @@ fn correlate_s1(
     for y0 in (0..oh).step_by(DW_ROWS) {
         for x0 in (0..ow).step_by(DW_LANES) {
             let mut acc = [[0.0f32; DW_LANES]; DW_ROWS];
-            block_io(out, ow, (y0, oh), (x0, ow), &mut acc, false);
+            block_io(out, (oh, ow), (y0, x0), &mut acc, false);
             for &(wt, dy, dx) in taps {
                 let at = (y0 + dy) * pw + x0 + dx;
                 for (a, row) in acc.iter_mut().zip(padded[at..].chunks(pw)) {
@@ -108,18 +109,17 @@ fn correlate_s1(
                     }
                 }
             }
-            block_io(out, ow, (y0, oh), (x0, ow), &mut acc, true);
+            block_io(out, (oh, ow), (y0, x0), &mut acc, true);
         }
     }
 }
 
-/// Loads a register block's starting values from `out` (or, with `store`, stores it back):
-/// the rows y0.. below `oh` and the columns x0.. below `ow`.
+/// Loads the register block at (y0, x0) of the [oh, ow] plane `out` (or, with `store`, stores
+/// it back): the rows below `oh` and the columns below `ow`.
 fn block_io(
     out: &mut [f32],
-    ow: usize,
-    (y0, oh): (usize, usize),
-    (x0, _): (usize, usize),
+    (oh, ow): (usize, usize),
+    (y0, x0): (usize, usize),
     acc: &mut [[f32; DW_LANES]; DW_ROWS],
     store: bool,
 ) {
@@ -158,7 +158,7 @@ fn correlate_s1_avx2(
     for y0 in (0..oh).step_by(DW_ROWS) {
         for x0 in (0..ow).step_by(DW_LANES) {
             let mut start = [[0.0f32; DW_LANES]; DW_ROWS];
-            block_io(out, ow, (y0, oh), (x0, ow), &mut start, false);
+            block_io(out, (oh, ow), (y0, x0), &mut start, false);
             let mut acc = start.map(|row| load(&row));
             for &(wt, dy, dx) in taps {
                 let w = _mm256_set1_ps(wt);
@@ -171,7 +171,7 @@ fn correlate_s1_avx2(
                 // SAFETY: `row` holds DW_LANES = 8 floats, what one 256-bit store writes.
                 unsafe { _mm256_storeu_ps(row.as_mut_ptr(), a) };
             }
-            block_io(out, ow, (y0, oh), (x0, ow), &mut start, true);
+            block_io(out, (oh, ow), (y0, x0), &mut start, true);
         }
     }
 }
