@@ -24,33 +24,36 @@ use crate::model::mapping::{
 use crate::model::ops::{self, add, affine, channels, concat, flatten, mul, Import};
 use std::collections::HashMap;
 
+/// How the importer maps one of its own ops.
+type Own = fn(&mut Cx) -> Step<()>;
+
 /// The ops the importer maps itself (the rest are the op files', [`ops::onnx_ops`]). Erf
 /// (refused with an explanation: it is supported fused into GELU) and the fused SiLU (not an
 /// ONNX op) are not listed.
-const OWN_OPS: [&str; 18] = [
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Sum",
-    "Concat",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Transpose",
-    "Shape",
-    "Gather",
-    "Constant",
-    "Identity",
-    "Dropout",
-    "Cast",
-    "Softmax",
-    "LogSoftmax",
+const OWN_OPS: [(&str, Own); 18] = [
+    ("Add", |cx| cx.arith()),
+    ("Sub", |cx| cx.arith()),
+    ("Mul", |cx| cx.arith()),
+    ("Div", |cx| cx.arith()),
+    ("Sum", |cx| cx.arith()),
+    ("Concat", |cx| cx.concat()),
+    ("Reshape", |cx| cx.reshape()),
+    ("Squeeze", |cx| cx.reshape()),
+    ("Unsqueeze", |cx| cx.constant_only()),
+    ("Transpose", |cx| cx.transpose()),
+    ("Shape", |cx| cx.shape_of()),
+    ("Gather", |cx| cx.gather()),
+    ("Constant", |cx| cx.constant_node()),
+    ("Identity", |cx| cx.identity()),
+    ("Dropout", |cx| cx.identity()),
+    ("Cast", |cx| cx.cast()),
+    ("Softmax", |cx| cx.softmax()),
+    ("LogSoftmax", |cx| cx.softmax()),
 ];
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21), sorted.
 pub fn supported_ops() -> Vec<&'static str> {
-    let mut v: Vec<&str> = OWN_OPS.iter().copied().chain(ops::onnx_ops()).collect();
+    let mut v: Vec<&str> = OWN_OPS.iter().map(|&(name, _)| name).chain(ops::onnx_ops()).collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -162,25 +165,11 @@ impl Cx<'_> {
 
     /// The importer's own ops, then the op files' and the nonlinearities'.
     fn dispatch(&mut self) -> Step<()> {
-        let n = self.n;
-        match n.op_type.as_str() {
-            "Add" | "Sub" | "Mul" | "Div" | "Sum" => self.arith(),
-            "Concat" => self.concat(),
-            "Reshape" | "Squeeze" => self.reshape(),
-            "Unsqueeze" => self.constant_only(),
-            "Transpose" => self.transpose(),
-            "Shape" => self.shape_of(),
-            "Gather" => self.gather(),
-            "Constant" => self.constant_node(),
-            "Identity" | "Dropout" => self.identity(),
-            "Cast" => match (self.val(0)?, self.int("to", 1)) {
-                (Some(Val::Node(_)), 1) => self.identity(),
-                (Some(Val::Node(_)), to) => {
-                    Err(format!("Cast of the image's values to type {to} (float only)"))
-                }
-                _ => self.constant_only(),
-            },
-            "Softmax" | "LogSoftmax" => self.softmax(),
+        let op = self.n.op_type.as_str();
+        if let Some(&(_, own)) = OWN_OPS.iter().find(|(name, _)| *name == op) {
+            return own(self);
+        }
+        match op {
             "Erf" => Err("Erf is supported only inside exact GELU, x·(1 + erf(x/√2))/2 as PyTorch \
                           exports it before opset 20"
                 .into()),
@@ -188,6 +177,15 @@ impl Cx<'_> {
             _ => ops::import(self).unwrap_or_else(|| {
                 Err(format!("unsupported op (supported: {})", supported_ops().join(", ")))
             }),
+        }
+    }
+
+    /// A float Cast of a computed value is the value; a Cast of a constant keeps its values.
+    fn cast(&mut self) -> Step<()> {
+        match (self.val(0)?, self.int("to", 1)) {
+            (Some(Val::Node(_)), 1) => self.identity(),
+            (Some(Val::Node(_)), to) => Err(format!("Cast of the image's values to type {to} (float only)")),
+            _ => self.constant_only(),
         }
     }
 }
