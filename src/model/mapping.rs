@@ -268,6 +268,19 @@ pub(crate) trait OnnxNode {
     }
 }
 
+/// The entry for ONNX op type `op` in per-file tables of (op type, entry): the lookup of the op
+/// files' mappings and of the nonlinearities.
+pub(crate) fn find<T: Copy>(tables: &[&[(&'static str, T)]], op: &str) -> Option<T> {
+    tables.iter().flat_map(|t| t.iter()).find(|(name, _)| *name == op).map(|&(_, entry)| entry)
+}
+
+/// Every op type of per-file tables like [`find`]'s.
+pub(crate) fn names<T>(
+    tables: &'static [&'static [(&'static str, T)]],
+) -> impl Iterator<Item = &'static str> {
+    tables.iter().flat_map(|t| t.iter().map(|&(name, _)| name))
+}
+
 /// A layer's parameter tensor; NaN or infinite values are refused (every map would be NaN).
 pub(crate) fn tensor(values: Vec<f32>, dims: &[usize]) -> Step<Tensor> {
     if let Some(v) = values.iter().find(|v| !v.is_finite()) {

@@ -87,12 +87,12 @@ const ONNX: [&[(&str, Parse)]; 8] = [
 
 /// How to read the nonlinearity an ONNX op type is, if it is one.
 pub(crate) fn onnx(op: &str) -> Option<Parse> {
-    ONNX.iter().flat_map(|t| t.iter()).find(|(name, _)| *name == op).map(|&(_, parse)| parse)
+    super::mapping::find(&ONNX, op)
 }
 
 /// The ONNX op types that are nonlinearities.
 pub(crate) fn onnx_ops() -> impl Iterator<Item = &'static str> {
-    ONNX.iter().flat_map(|t| t.iter().map(|&(name, _)| name))
+    super::mapping::names(&ONNX)
 }
 
 /// |z − z₀| at or below which DeepLIFT's multiplier falls back to the derivative.

@@ -19,7 +19,7 @@ use super::proto::{Attribute, GraphProto, NodeProto};
 use super::tensor::decode;
 use crate::model::graph::{infer, GraphBuilder, NodeId, Nonlinearity, Op, Shape};
 use crate::model::mapping::{
-    view, Const, OnnxNode, Step, Val, Values, BATCH, LAST_ONLY, PAD_ONLY_BEFORE_CONV, SHUFFLE_ONLY,
+    self, view, Const, OnnxNode, Step, Val, Values, BATCH, LAST_ONLY, PAD_ONLY_BEFORE_CONV, SHUFFLE_ONLY,
 };
 use crate::model::ops::{self, add, affine, channels, concat, flatten, mul, Import};
 use std::collections::HashMap;
@@ -53,7 +53,7 @@ const OWN_OPS: [(&str, Own); 18] = [
 
 /// The ONNX ops the importer maps (standard domain, opsets 9 to 21), sorted.
 pub fn supported_ops() -> Vec<&'static str> {
-    let mut v: Vec<&str> = OWN_OPS.iter().map(|&(name, _)| name).chain(ops::onnx_ops()).collect();
+    let mut v: Vec<&str> = mapping::names(&[&OWN_OPS]).chain(ops::onnx_ops()).collect();
     v.sort_unstable();
     v.dedup();
     v
@@ -166,7 +166,7 @@ impl Cx<'_> {
     /// The importer's own ops, then the op files' and the nonlinearities'.
     fn dispatch(&mut self) -> Step<()> {
         let op = self.n.op_type.as_str();
-        if let Some(&(_, own)) = OWN_OPS.iter().find(|(name, _)| *name == op) {
+        if let Some(own) = mapping::find(&[&OWN_OPS], op) {
             return own(self);
         }
         match op {

@@ -328,7 +328,7 @@ const ONNX: [&[(&str, Mapping)]; 9] = [
 /// None when none does.
 pub(crate) fn import(im: &mut dyn Import) -> Option<Step<()>> {
     let op = im.op_type().to_string();
-    if let Some(&(_, map)) = ONNX.iter().flat_map(|t| t.iter()).find(|(name, _)| *name == op) {
+    if let Some(map) = super::mapping::find(&ONNX, &op) {
         return Some(map(im));
     }
     let parse = super::nonlinearity::onnx(&op)?;
@@ -337,7 +337,7 @@ pub(crate) fn import(im: &mut dyn Import) -> Option<Step<()>> {
 
 /// The op types [`import`] maps.
 pub(crate) fn onnx_ops() -> impl Iterator<Item = &'static str> {
-    ONNX.iter().flat_map(|t| t.iter().map(|&(name, _)| name)).chain(super::nonlinearity::onnx_ops())
+    super::mapping::names(&ONNX).chain(super::nonlinearity::onnx_ops())
 }
 
 /// The error of an op at a node, naming it.
