@@ -141,8 +141,10 @@ enum Command {
         channels: Option<usize>,
         /// Comma-separated methods, with default settings: gradient, gradient_x_input,
         /// integrated_gradients, smoothgrad, smoothgrad_sq, vargrad, guided_backprop, deconvnet,
-        /// deeplift, grad_cam, grad_cam_plus_plus, xgrad_cam, hires_cam, layer_cam, score_cam,
-        /// eigen_cam, ablation_cam, guided_grad_cam, occlusion, lime, kernel_shap.
+        /// deeplift, lrp_epsilon_plus, lrp_epsilon_plus_flat, lrp_epsilon_gamma_box,
+        /// lrp_epsilon_alpha2_beta1, lrp_epsilon_alpha2_beta1_flat (LRP under zennit's
+        /// composites), grad_cam, grad_cam_plus_plus, xgrad_cam, hires_cam, layer_cam,
+        /// score_cam, eigen_cam, ablation_cam, guided_grad_cam, occlusion, lime, kernel_shap.
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
         /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy,

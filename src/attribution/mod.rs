@@ -22,6 +22,7 @@ mod gradient;
 mod guided;
 mod integrated;
 mod lime;
+mod lrp;
 mod occlusion;
 mod score_cam;
 mod shap;
@@ -38,6 +39,7 @@ pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};
 pub use integrated::{quadrature, IntegratedGradients, Quadrature};
 pub use lime::Lime;
+pub use lrp::Lrp;
 pub use occlusion::Occlusion;
 pub use score_cam::ScoreCam;
 pub use shap::KernelShap;
@@ -142,7 +144,7 @@ pub trait Attribution: Send + Sync {
 }
 
 /// The names of every method this build knows, in the order docs/methods.md lists them.
-pub const METHOD_NAMES: [&str; 21] = [
+pub const METHOD_NAMES: [&str; 26] = [
     "gradient",
     "gradient_x_input",
     "integrated_gradients",
@@ -152,6 +154,11 @@ pub const METHOD_NAMES: [&str; 21] = [
     "guided_backprop",
     "deconvnet",
     "deeplift",
+    "lrp_epsilon_plus",
+    "lrp_epsilon_plus_flat",
+    "lrp_epsilon_gamma_box",
+    "lrp_epsilon_alpha2_beta1",
+    "lrp_epsilon_alpha2_beta1_flat",
     "grad_cam",
     "grad_cam_plus_plus",
     "xgrad_cam",
@@ -347,6 +354,9 @@ pub const NOISE_METHODS: [&str; 3] = ["smoothgrad", "smoothgrad_sq", "vargrad"];
 pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
     if let Some(kind) = CamWeighting::by_name(name) {
         return Some(Box::new(GradCam::of(kind)));
+    }
+    if let Some(kind) = crate::model::lrp::CompositeKind::by_name(name) {
+        return Some(Box::new(Lrp::of(kind)));
     }
     match name {
         "gradient" => Some(Box::new(Gradient)),

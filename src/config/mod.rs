@@ -16,11 +16,12 @@ use crate::attack::{
 };
 use crate::attribution::{
     by_name, AblationCam, Aggregate, Attribution, CamWeighting, EigenCam, GradCam, GuidedGradCam,
-    IntegratedGradients, KernelShap, Lime, NoiseSettings, NoiseTunnel, Occlusion, ScoreCam, METHOD_NAMES,
-    NOISE_METHODS,
+    IntegratedGradients, KernelShap, Lime, Lrp, NoiseSettings, NoiseTunnel, Occlusion, ScoreCam,
+    METHOD_NAMES, NOISE_METHODS,
 };
 use crate::data::ImageOptions;
 use crate::error::{Error, Result};
+use crate::model::lrp::{Composite, CompositeKind, COMPOSITES};
 use candle_core::Device;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -136,6 +137,35 @@ struct RawMethods {
     occlusion: Option<Spanned<Occlusion>>,
     lime: Option<Spanned<Lime>>,
     kernel_shap: Option<Spanned<KernelShap>>,
+    lrp_epsilon_plus: Option<Spanned<RawLrp>>,
+    lrp_epsilon_plus_flat: Option<Spanned<RawLrp>>,
+    lrp_epsilon_gamma_box: Option<Spanned<RawLrp>>,
+    lrp_epsilon_alpha2_beta1: Option<Spanned<RawLrp>>,
+    lrp_epsilon_alpha2_beta1_flat: Option<Spanned<RawLrp>>,
+}
+
+/// An LRP composite's settings table (unset: zennit's defaults, see [`Composite::of`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLrp {
+    epsilon: Option<f32>,
+    stabilizer: Option<f32>,
+    gamma: Option<f32>,
+    low: Option<f32>,
+    high: Option<f32>,
+}
+
+impl RawMethods {
+    /// The settings table of composite `kind`, if given.
+    fn lrp(&self, kind: CompositeKind) -> Option<&Spanned<RawLrp>> {
+        match kind {
+            CompositeKind::EpsilonPlus => self.lrp_epsilon_plus.as_ref(),
+            CompositeKind::EpsilonPlusFlat => self.lrp_epsilon_plus_flat.as_ref(),
+            CompositeKind::EpsilonGammaBox => self.lrp_epsilon_gamma_box.as_ref(),
+            CompositeKind::EpsilonAlpha2Beta1 => self.lrp_epsilon_alpha2_beta1.as_ref(),
+            CompositeKind::EpsilonAlpha2Beta1Flat => self.lrp_epsilon_alpha2_beta1_flat.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -890,6 +920,8 @@ struct MethodFactory {
     occlusion: Occlusion,
     lime: Lime,
     shap: KernelShap,
+    /// Every LRP composite with its settings.
+    lrp: Vec<Composite>,
     noise: NoiseSettings,
     seed: u64,
 }
@@ -949,8 +981,28 @@ impl MethodFactory {
             }
             None => KernelShap { seed: raw.seed, ..KernelShap::default() },
         };
+        let mut lrp = Vec::with_capacity(COMPOSITES.len());
+        for kind in COMPOSITES {
+            let mut c = Composite::of(kind);
+            if let Some(t) = m.lrp(kind) {
+                let (v, field) = (t.get_ref(), format!("methods.{}", kind.name()));
+                if kind != CompositeKind::EpsilonGammaBox && (v.gamma.or(v.low).or(v.high)).is_some() {
+                    let msg = format!(
+                        "field `{field}`: `gamma`, `low` and `high` are settings of lrp_epsilon_gamma_box only"
+                    );
+                    return Err(cx.err(t.span(), msg));
+                }
+                c.epsilon = v.epsilon.unwrap_or(c.epsilon);
+                c.stabilizer = v.stabilizer.unwrap_or(c.stabilizer);
+                c.gamma = v.gamma.unwrap_or(c.gamma);
+                c.low = v.low.unwrap_or(c.low);
+                c.high = v.high.unwrap_or(c.high);
+                c.validate().map_err(|e| cx.err(t.span(), format!("field `{field}`: {e}")))?;
+            }
+            lrp.push(c);
+        }
         let mut factory =
-            Self { ig, cam, occlusion, lime, shap, noise: NoiseSettings::default(), seed: raw.seed };
+            Self { ig, cam, occlusion, lime, shap, lrp, noise: NoiseSettings::default(), seed: raw.seed };
         if let Some(s) = &m.smoothgrad {
             let v = s.get_ref().clone();
             if v.samples == 0 || !(v.sigma >= 0.0 && v.sigma.is_finite()) {
@@ -980,6 +1032,9 @@ impl MethodFactory {
     fn base(&self, name: &str) -> Option<Arc<dyn Attribution>> {
         if let Some(kind) = CamWeighting::by_name(name) {
             return Some(Arc::new(GradCam { kind, ..self.cam.clone() }));
+        }
+        if let Some(c) = self.lrp.iter().find(|c| c.kind.name() == name) {
+            return Some(Arc::new(Lrp { composite: *c }));
         }
         match name {
             "integrated_gradients" => Some(Arc::new(self.ig)),

@@ -22,6 +22,7 @@ pub mod graph;
 mod kernels;
 #[cfg(test)]
 mod layer_tests;
+pub mod lrp;
 pub(crate) mod mapping;
 mod network;
 pub mod nonlinearity;

@@ -7,13 +7,14 @@
 
 use super::cpu_exec::{CpuWeights, Prepared};
 use super::graph::{Graph, NodeId, Shape};
+use super::lrp::Plan;
 use super::nonlinearity::{Activation, Rule};
 use super::sweep::{self, Purpose, Reference};
 use super::tensor_exec::TensorExec;
 use super::{flat_f32, plain_cpu_f32, AdjointFn, Backprop, Backward, Classifier};
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The memory one model call may take for its activations: a Network sizes its passes
 /// ([`Classifier::rows_per_pass`]) to stay under it. `fmnist_cnn` (about 1 MB per image)
@@ -33,6 +34,9 @@ pub struct Network {
     classes: usize,
     device: Device,
     cpu: Option<Arc<CpuWeights>>,
+    /// The LRP composites used so far on this graph, with their modified parameters (made
+    /// once per composite and settings).
+    lrp: Arc<Mutex<Vec<Arc<Plan>>>>,
 }
 
 impl Network {
@@ -64,7 +68,21 @@ impl Network {
             device: device.clone(),
             cpu,
             graph,
+            lrp: Arc::default(),
         })
+    }
+
+    /// The plan of `rule`'s composite on this graph (made on first use), for LRP passes.
+    fn lrp_plan(&self, rule: Rule) -> Result<Option<Arc<Plan>>> {
+        let Rule::Lrp(composite) = rule else { return Ok(None) };
+        let mut plans = self.lrp.lock().map_err(|_| Error::Invalid("LRP plans: a thread panicked".into()))?;
+        if let Some(p) = plans.iter().find(|p| p.composite == composite) {
+            return Ok(Some(p.clone()));
+        }
+        let hw = (self.nominal.1, self.nominal.2);
+        let plan = Arc::new(Plan::new(&self.graph, composite, hw, self.cpu.is_some())?);
+        plans.push(plan.clone());
+        Ok(Some(plan))
     }
 
     /// The same model with every pass on candle ops (the path autograd sees), for checking
@@ -151,7 +169,8 @@ impl Network {
         let (b, h, w) = self.size_of(x)?;
         let shapes = self.graph.shapes((h, w))?;
         let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
-        Ok(self.tensor_stage(&mut e, &shapes, x, pass, stop, false)?.1)
+        let plan = self.lrp_plan(pass.rule)?;
+        Ok(self.tensor_stage(&mut e, &shapes, x, pass, plan.as_deref(), stop, false)?.1)
     }
 
     /// The CPU executor's result as tensors.
@@ -170,12 +189,14 @@ impl Network {
     }
 
     /// The candle path's stage one ([`sweep::stage`]) for `pass` at `x`.
+    #[allow(clippy::too_many_arguments)]
     fn tensor_stage<'e>(
         &self,
         e: &mut TensorExec<'e>,
         shapes: &[Shape],
         x: &Tensor,
         pass: &Backward,
+        plan: Option<&Plan>,
         stop: NodeId,
         keep: bool,
     ) -> Result<(sweep::Stage<TensorExec<'e>>, Backprop)> {
@@ -188,7 +209,8 @@ impl Network {
         };
         let out = self.graph.output();
         let seed = pass.seed.to_dtype(x.dtype())?.reshape(shapes[out].dims(b))?;
-        let st = sweep::stage(&self.graph, e, x.clone(), seed, reference, (pass.act, pass.rule), stop, keep)?;
+        let rules = (pass.act, pass.rule, plan);
+        let st = sweep::stage(&self.graph, e, x.clone(), seed, reference, rules, stop, keep)?;
         let bp = Backprop {
             logits: st.out.logits.reshape((b, self.classes))?,
             grad: st.out.grad.clone(),
@@ -233,6 +255,8 @@ impl Classifier for Network {
         let stop = self.node(pass.layer)?;
         let others: Vec<&Tensor> = std::iter::once(pass.seed).chain(pass.baseline).collect();
         if let Some(p) = self.kernels_for(x, &others)? {
+            let plan = self.lrp_plan(pass.rule)?;
+            let p = p.with_lrp(plan.as_deref());
             let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
             check_baseline(base.as_deref(), x)?;
             let out = p.backward(&flat_f32(x)?, b, &flat_pass(pass, &seed, base.as_deref()), stop)?;
@@ -254,6 +278,8 @@ impl Classifier for Network {
         let Some(p) = self.kernels_for(x, &others)? else {
             return self.tensor_adjoint(x, pass, stop, then);
         };
+        let plan = self.lrp_plan(pass.rule)?;
+        let p = p.with_lrp(plan.as_deref());
         let shapes = p.shapes();
         let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
         check_baseline(base.as_deref(), x)?;
@@ -400,11 +426,12 @@ impl Network {
         let x = x.detach();
         let shapes = self.graph.shapes((h, w))?;
         let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
-        let (st, bp) = self.tensor_stage(&mut e, &shapes, &x, pass, stop, true)?;
+        let plan = self.lrp_plan(pass.rule)?;
+        let (st, bp) = self.tensor_stage(&mut e, &shapes, &x, pass, plan.as_deref(), stop, true)?;
         let (v, a) = then(&bp)?;
         let v = v.detach().to_dtype(x.dtype())?;
         let a = a.map(|a| a.detach().to_dtype(x.dtype())).transpose()?;
-        let xbar = st.adjoint(&self.graph, &mut e, (pass.act, pass.rule), stop, v, a)?;
+        let xbar = st.adjoint(&self.graph, &mut e, (pass.act, pass.rule, plan.as_deref()), stop, v, a)?;
         Ok((bp, xbar))
     }
 }

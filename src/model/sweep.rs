@@ -23,6 +23,7 @@
 //! ([`super::cpu_exec`]).
 
 use super::graph::{Graph, NodeId, Nonlinearity, Op};
+use super::lrp::{self, Modified, Plan, Pointwise};
 use super::nonlinearity::{Activation, Rule};
 use super::ops::Kept;
 use super::Backprop;
@@ -140,6 +141,25 @@ pub(crate) trait Exec {
 
     /// a + b.
     fn add(&mut self, a: &Self::Buf, b: &Self::Buf) -> Result<Self::Buf>;
+
+    /// LRP's elementwise arithmetic ([`Pointwise`]) of a and b (same shapes).
+    fn pointwise(&mut self, op: Pointwise, a: &Self::Buf, b: Option<&Self::Buf>) -> Result<Self::Buf>;
+
+    /// A buffer shaped like `like` holding `values` per channel (one value: everywhere).
+    fn fill_like(&mut self, like: &Self::Buf, values: &[f32]) -> Result<Self::Buf>;
+
+    /// Node `id`'s op with LRP's modified parameters `m` on `ins`, with its bias or (without)
+    /// its linear part.
+    fn forward_modified(
+        &mut self,
+        id: NodeId,
+        m: &Modified,
+        ins: &[&Self::Buf],
+        bias: bool,
+    ) -> Result<Self::Buf>;
+
+    /// The vector–Jacobian product of node `id`'s op with LRP's modified parameters `m`.
+    fn vjp_modified(&mut self, id: NodeId, m: &Modified, g: &Self::Buf) -> Result<Vec<Self::Buf>>;
 
     /// Zeros shaped like node `id`'s output.
     fn zeros(&mut self, id: NodeId) -> Result<Self::Buf>;
@@ -379,13 +399,15 @@ pub(crate) fn downstream(graph: &Graph, stop: NodeId) -> Vec<bool> {
 /// The backward pass under `rule` from the gradients `seeds` (indexed by node, with respect
 /// to each node's output) down to node `stop`: the gradient there. With `keep_upstream`, also
 /// each nonlinearity's upstream gradient g (with respect to its output), which
-/// [`adjoint`] needs. `base` is the baseline's forward pass for the rescale rule.
+/// [`adjoint`] needs. `base` is the baseline's forward pass for the rescale rule, `plan` the
+/// composite of [`Rule::Lrp`] on this graph (each rule's input relevance kept as upstream).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward<E: Exec>(
     graph: &Graph,
     exec: &mut E,
     fwd: &Forward<E>,
     base: Option<&Forward<E>>,
+    plan: Option<&Plan>,
     mut grads: Vec<Option<E::Buf>>,
     act: Activation,
     rule: Rule,
@@ -401,8 +423,18 @@ pub(crate) fn backward<E: Exec>(
         }
         let Some(g) = grads[id].take() else { continue };
         let node = &nodes[id];
-        let parts = match node.op {
-            Op::Act(kind) => {
+        let lrp_plan = plan.filter(|_| rule.is_lrp());
+        let parts = match (&node.op, lrp_plan) {
+            // LRP's `Pass`.
+            (Op::Act(_), Some(_)) => vec![g],
+            (_, Some(plan)) => {
+                let parts = lrp::pass::backward_node(graph, exec, plan, fwd, id, &g)?;
+                if keep_upstream && matches!(plan.steps[id], lrp::Step::Rule(_)) {
+                    upstream[id] = Some(g);
+                }
+                parts
+            }
+            (&Op::Act(kind), None) => {
                 let (z, d) = (cached(&fwd.pre, id)?, cached(&fwd.deriv, id)?);
                 let z0 = reference(rule, base, id)?;
                 let gz = exec.rule_backward(kind, act, rule, z, d, z0, &g)?;
@@ -411,7 +443,7 @@ pub(crate) fn backward<E: Exec>(
                 }
                 vec![gz]
             }
-            ref op => {
+            (op, None) => {
                 let parts = exec.vjp(id, op, &g, &fwd.kept(id))?;
                 if keep_upstream && nonlinear(op) {
                     upstream[id] = Some(g);
@@ -533,7 +565,7 @@ pub(crate) fn adjoint<E: Exec>(
     if let Some(a) = a {
         accumulate(exec, &mut sources[stop], a)?;
     }
-    Ok(backward(graph, exec, fwd, None, sources, act, Rule::Gradient, 0, false)?.grad)
+    Ok(backward(graph, exec, fwd, None, None, sources, act, Rule::Gradient, 0, false)?.grad)
 }
 
 /// The rescale rule's reference: images to run forward, or their forward pass already run
@@ -551,8 +583,11 @@ pub(crate) struct Stage<E: Exec> {
     pub fwd: Forward<E>,
     /// The reference's forward pass (rescale rule).
     pub base: Option<Forward<E>>,
-    /// Each nonlinearity's upstream gradient (kept for [`adjoint`]).
+    /// Each nonlinearity's upstream gradient (kept for [`adjoint`]; LRP: each rule's
+    /// relevance at its output).
     pub upstream: Vec<Option<E::Buf>>,
+    /// LRP: the seed before it was multiplied by the logits (the adjoint's last term).
+    pub seed: Option<E::Buf>,
     /// The logits, the map at the stop node and (layer stops) the stop node's output.
     pub out: Backprop<E::Buf>,
 }
@@ -560,7 +595,8 @@ pub(crate) struct Stage<E: Exec> {
 /// The one pass driver: the forward pass of `x` under `act` (keeping what a backward pass to
 /// `stop` needs, and with `keep` what [`adjoint`] needs too), the reference's forward pass
 /// for the rescale rule, and the backward pass under `rule` from `seed` (the logits' upstream
-/// gradient) down to `stop`.
+/// gradient) down to `stop`. Under [`Rule::Lrp`] (with its `plan`) the seed is multiplied by
+/// the logits first, so that the relevance starts as the target logit.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn stage<E: Exec>(
     graph: &Graph,
@@ -568,11 +604,24 @@ pub(crate) fn stage<E: Exec>(
     x: E::Buf,
     seed: E::Buf,
     reference: Option<Reference<E>>,
-    (act, rule): (Activation, Rule),
+    (act, rule, plan): (Activation, Rule, Option<&Plan>),
     stop: NodeId,
     keep: bool,
 ) -> Result<Stage<E>> {
-    let kept: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
+    let mut kept: Vec<NodeId> = if stop > 0 { vec![stop] } else { Vec::new() };
+    let plan = match (rule, plan) {
+        (Rule::Lrp(_), Some(p)) if stop == 0 => {
+            kept.extend(p.reads(graph));
+            Some(p)
+        }
+        (Rule::Lrp(_), Some(_)) => {
+            return Err(Error::Invalid("LRP relevance is computed at the input, not at a layer".into()))
+        }
+        (Rule::Lrp(c), None) => {
+            return Err(Error::Invalid(format!("internal: {} without its plan", c.kind.name())))
+        }
+        _ => None,
+    };
     let purpose = Purpose::backward_to(stop, keep);
     let fwd = forward(graph, exec, x, act, &kept, purpose)?;
     let base = match (rule, reference) {
@@ -584,28 +633,36 @@ pub(crate) fn stage<E: Exec>(
         _ => None,
     };
     let out = graph.output();
+    let (seed, onehot) = match plan {
+        Some(_) => (exec.pointwise(Pointwise::Mul, &seed, Some(fwd.value(out)?))?, Some(seed)),
+        None => (seed, None),
+    };
     let mut seeds: Vec<Option<E::Buf>> = vec![None; graph.nodes().len()];
     seeds[out] = Some(seed);
-    let g = backward(graph, exec, &fwd, base.as_ref(), seeds, act, rule, stop, keep)?;
+    let g = backward(graph, exec, &fwd, base.as_ref(), plan, seeds, act, rule, stop, keep)?;
     let out = Backprop {
         logits: fwd.value(out)?.clone(),
         grad: g.grad,
         layer: if stop > 0 { Some(fwd.value(stop)?.clone()) } else { None },
     };
-    Ok(Stage { fwd, base, upstream: g.upstream, out })
+    Ok(Stage { fwd, base, upstream: g.upstream, seed: onehot, out })
 }
 
 impl<E: Exec> Stage<E> {
-    /// Stage two: ∇ₓ(⟨M, `v`⟩ + ⟨A, `a`⟩) for the map M this stage computed (see [`adjoint`]).
+    /// Stage two: ∇ₓ(⟨M, `v`⟩ + ⟨A, `a`⟩) for the map M this stage computed (see [`adjoint`];
+    /// LRP: [`lrp::pass::adjoint`]).
     pub fn adjoint(
         &self,
         graph: &Graph,
         exec: &mut E,
-        (act, rule): (Activation, Rule),
+        (act, rule, plan): (Activation, Rule, Option<&Plan>),
         stop: NodeId,
         v: E::Buf,
         a: Option<E::Buf>,
     ) -> Result<E::Buf> {
+        if let (Rule::Lrp(_), Some(plan), Some(seed)) = (rule, plan, self.seed.as_ref()) {
+            return lrp::pass::adjoint(graph, exec, plan, &self.fwd, &self.upstream, seed, act, v);
+        }
         adjoint(graph, exec, &self.fwd, self.base.as_ref(), &self.upstream, act, rule, stop, v, a)
     }
 }

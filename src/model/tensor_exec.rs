@@ -8,6 +8,7 @@
 //! differentiable by candle's autograd.
 
 use super::graph::{Graph, NodeId, Nonlinearity, Op, Shape};
+use super::lrp::{Modified, Pointwise};
 use super::nonlinearity::{eval_tensor, rescale_tensor, Activation, Rule};
 use super::ops::{Layer, Prepared, TensorCx, TensorKept};
 use super::sweep::Exec;
@@ -107,6 +108,7 @@ impl Exec for TensorExec<'_> {
             Rule::Gradient => g.mul(d)?,
             Rule::Guided => g.relu()?.mul(d)?,
             Rule::Deconvnet => g.relu()?,
+            Rule::Lrp(_) => g.clone(),
             Rule::Rescale => {
                 let z0 = z0.ok_or_else(|| Error::Invalid("the rescale rule needs a baseline".into()))?;
                 g.mul(&rescale_tensor(kind, act, z, z0, false)?.0)?
@@ -146,6 +148,7 @@ impl Exec for TensorExec<'_> {
                 (d.mul(&up)?.mul(lam)?, zbar)
             }
             Rule::Deconvnet => (g.gt(0.0)?.to_dtype(g.dtype())?.mul(lam)?, None),
+            Rule::Lrp(_) => (lam.clone(), None),
             Rule::Rescale => {
                 let z0 = z0.ok_or_else(|| Error::Invalid("the rescale rule needs a baseline".into()))?;
                 let (m, dm) = rescale_tensor(kind, act, z, z0, true)?;
@@ -160,6 +163,33 @@ impl Exec for TensorExec<'_> {
 
     fn zeros(&mut self, id: NodeId) -> Result<Tensor> {
         Ok(Tensor::zeros(self.shapes[id].dims(self.batch), self.dtype, &self.device)?)
+    }
+
+    fn pointwise(&mut self, op: Pointwise, a: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        op.tensor(a, b)
+    }
+
+    /// [B,C,…]: value k on channel k (dimension 1).
+    fn fill_like(&mut self, like: &Tensor, values: &[f32]) -> Result<Tensor> {
+        let mut dims = vec![1usize; like.rank()];
+        if values.len() > 1 {
+            dims[1] = values.len();
+        }
+        let v = Tensor::from_slice(values, dims, like.device())?.to_dtype(like.dtype())?;
+        Ok(v.broadcast_as(like.shape())?.contiguous()?)
+    }
+
+    fn forward_modified(&mut self, id: NodeId, m: &Modified, ins: &[&Tensor], bias: bool) -> Result<Tensor> {
+        let none = TensorKept { route: None, inputs: &[] };
+        if bias {
+            Ok(self.forward(id, &m.op, ins, None)?.0)
+        } else {
+            self.tangent(id, &m.op, ins, &none)
+        }
+    }
+
+    fn vjp_modified(&mut self, id: NodeId, m: &Modified, g: &Tensor) -> Result<Vec<Tensor>> {
+        self.vjp(id, &m.op, g, &TensorKept { route: None, inputs: &[] })
     }
 }
 

@@ -67,8 +67,11 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
     let want_grad: Vec<f32> = targets.iter().flat_map(|&t| w[t as usize].clone()).collect();
     let want_gxi: Vec<f32> = want_grad.iter().zip(&xs).map(|(a, b)| a * b).collect();
     // The CAM family (every name with `cam`) needs a conv layer, which the linear model lacks;
-    // the perturbation methods have their own tests below.
-    let own_test = |n: &str| n.contains("cam") || ["occlusion", "lime", "kernel_shap"].contains(&n);
+    // LRP's rules are the layer graph's (a hand-written classifier's backward pass knows no
+    // rules; tests/integration/lrp.rs); the perturbation methods have their own tests below.
+    let own_test = |n: &str| {
+        n.contains("cam") || n.starts_with("lrp_") || ["occlusion", "lime", "kernel_shap"].contains(&n)
+    };
     for m in all_methods().into_iter().filter(|m| !own_test(m.name())) {
         let got = flat(&m.attribute(&model, &x, &targets, Activation::Exact).unwrap());
         let want_sq: Vec<f32> = want_grad.iter().map(|w| w * w).collect();

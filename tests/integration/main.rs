@@ -9,6 +9,7 @@ mod compare;
 mod families;
 mod fuzz;
 mod gradients;
+mod lrp;
 mod models;
 mod onnx;
 mod parquet;

@@ -14,7 +14,7 @@ use fragility::model::weights::Weights;
 use fragility::model::{zoo, Activation, Classifier, Network};
 use std::path::PathBuf;
 
-fn fixture_dir() -> PathBuf {
+pub(crate) fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torchvision")
 }
 
@@ -192,7 +192,7 @@ fn min_max_scaled(maps: &Tensor) -> Vec<Vec<f64>> {
         .collect()
 }
 
-fn pearson(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn pearson(a: &[f64], b: &[f64]) -> f64 {
     let n = a.len() as f64;
     let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
     let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();

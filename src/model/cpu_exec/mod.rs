@@ -22,6 +22,7 @@ mod occlusion;
 use super::graph::{Graph, NodeId, Nonlinearity, Op, Shape};
 use super::kernels::pool::PoolTable;
 use super::kernels::{act, transpose, Buf};
+use super::lrp::{Modified, Plan, Pointwise};
 use super::nonlinearity::{Activation, Rule};
 use super::ops::{CpuCx, CpuKept, Kept, Layer, Prepared as OpData};
 use super::sweep::{self, Exec, Forward, Purpose, Reference, Stage};
@@ -69,6 +70,8 @@ pub(crate) struct Prepared<'a> {
     plans: Vec<Option<OpData>>,
     /// Images per block.
     pub block: usize,
+    /// The LRP composite on this graph, for [`Rule::Lrp`] passes.
+    lrp: Option<&'a Plan>,
 }
 
 impl<'a> Prepared<'a> {
@@ -88,7 +91,13 @@ impl<'a> Prepared<'a> {
         }
         let per_image: usize = shapes.iter().map(|s| s.len()).sum::<usize>().max(1) * 4;
         let block = (BLOCK_BYTES / per_image).clamp(1, MAX_BLOCK);
-        Ok(Self { graph, weights, shapes, ins, plans, block })
+        Ok(Self { graph, weights, shapes, ins, plans, block, lrp: None })
+    }
+
+    /// The same with the LRP composite `plan` its [`Rule::Lrp`] passes run.
+    pub fn with_lrp(mut self, plan: Option<&'a Plan>) -> Self {
+        self.lrp = plan;
+        self
     }
 
     /// Every node's output shape at this input size.
@@ -141,6 +150,25 @@ impl<'a> Prepared<'a> {
         let data = (self.weights.nodes[id].as_deref(), self.plans[id].as_deref());
         let cx = CpuCx::new(&node.name, (&self.ins[id], self.shapes[id]), n, data, scratch);
         Ok((layer, cx))
+    }
+
+    /// [`Prepared::op_cx`] for node `id`'s op with LRP's modified parameters `m`.
+    fn modified_cx<'s>(
+        &'s self,
+        id: NodeId,
+        m: &'s Modified,
+        n: usize,
+        scratch: &'s mut Vec<f32>,
+    ) -> Result<(&'s dyn Layer, CpuCx<'s>)> {
+        let node = &self.graph.nodes()[id];
+        let layer =
+            m.op.layer()
+                .ok_or_else(|| Error::Invalid(format!("internal: node `{}` is not a layer op", node.name)))?;
+        let weights = m.cpu.as_deref().ok_or_else(|| {
+            Error::Invalid(format!("internal: node `{}`: LRP's modified weights have no CPU data", node.name))
+        })?;
+        let data = (Some(weights), self.plans[id].as_deref());
+        Ok((layer, CpuCx::new(&node.name, (&self.ins[id], self.shapes[id]), n, data, scratch)))
     }
 }
 
@@ -271,6 +299,31 @@ impl Exec for CpuExec<'_> {
     fn zeros(&mut self, id: NodeId) -> Result<Buf> {
         Ok(Arc::new(vec![0.0; self.p.len(id) * self.n]))
     }
+
+    fn pointwise(&mut self, op: Pointwise, a: &Buf, b: Option<&Buf>) -> Result<Buf> {
+        Ok(Arc::new(op.slices(a, b.map(|b| b.as_slice()))))
+    }
+
+    /// Channel-major [C, n, H·W]: channel k is the k-th of `values.len()` equal runs.
+    fn fill_like(&mut self, like: &Buf, values: &[f32]) -> Result<Buf> {
+        let run = like.len() / values.len().max(1);
+        Ok(Arc::new(values.iter().flat_map(|&v| std::iter::repeat_n(v, run)).collect()))
+    }
+
+    fn forward_modified(&mut self, id: NodeId, m: &Modified, ins: &[&Buf], bias: bool) -> Result<Buf> {
+        let (l, mut cx) = self.p.modified_cx(id, m, self.n, &mut self.scratch)?;
+        let none = Kept { route: None, inputs: &[] };
+        if bias {
+            Ok(l.cpu_forward(&mut cx, ins, None)?.0)
+        } else {
+            l.cpu_tangent(&mut cx, ins, &none)
+        }
+    }
+
+    fn vjp_modified(&mut self, id: NodeId, m: &Modified, g: &Buf) -> Result<Vec<Buf>> {
+        let (l, mut cx) = self.p.modified_cx(id, m, self.n, &mut self.scratch)?;
+        l.cpu_vjp(&mut cx, g, &Kept { route: None, inputs: &[] })
+    }
 }
 
 /// `kept` with its routes as a slice (what the ops read).
@@ -373,7 +426,8 @@ impl<'a> Prepared<'a> {
         let out_id = self.graph.output();
         let x = self.block_of(0, &x[start * per..][..n * per], n);
         let seed = self.block_of(out_id, &pass.seed[start * k..][..n * k], n);
-        let st = sweep::stage(self.graph, &mut e, x, seed, reference, (pass.act, pass.rule), stop, keep)?;
+        let rules = (pass.act, pass.rule, self.lrp);
+        let st = sweep::stage(self.graph, &mut e, x, seed, reference, rules, stop, keep)?;
         let rows = Backprop {
             logits: self.rows_of(out_id, &st.out.logits, n),
             grad: self.rows_of(stop, &st.out.grad, n),
@@ -428,7 +482,7 @@ impl<'a> Prepared<'a> {
                 let mut e = self.exec(n);
                 let vb = self.block_of(stop, &v[start * gl..][..n * gl], n);
                 let ab = a.as_ref().map(|a| self.block_of(stop, &a[start * gl..][..n * gl], n));
-                let xbar = st.adjoint(self.graph, &mut e, (pass.act, pass.rule), stop, vb, ab)?;
+                let xbar = st.adjoint(self.graph, &mut e, (pass.act, pass.rule, self.lrp), stop, vb, ab)?;
                 Ok(self.rows_of(0, &xbar, n))
             })
             .collect::<Result<_>>()?;

@@ -360,6 +360,7 @@ pub(crate) fn rule_backward(
         Rule::Gradient => g.iter().zip(d).map(|(g, d)| g * d).collect(),
         Rule::Guided => g.iter().zip(d).map(|(g, d)| g.max(0.0) * d).collect(),
         Rule::Deconvnet => g.iter().map(|g| g.max(0.0)).collect(),
+        Rule::Lrp(_) => g.to_vec(),
         Rule::Rescale
             if (kind, act) == (Nonlinearity::Relu, Activation::Exact)
                 && z0.is_some_and(|b| b.len() == g.len())
@@ -398,6 +399,9 @@ pub(crate) fn rule_adjoint(
     lam: &[f32],
 ) -> (Vec<f32>, Option<Vec<f32>>) {
     let n = g.len();
+    if rule.is_lrp() {
+        return (lam.to_vec(), None);
+    }
     let smooth = !kind.flat_second(act);
     let mut up = vec![0.0f32; n];
     let mut zbar = vec![0.0f32; n];

@@ -366,7 +366,7 @@ impl Activation {
 
 /// What the backward pass does at every nonlinearity (max-pooling, convolutions and linear
 /// layers are unchanged by every rule).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Rule {
     /// The true derivative: the gradient.
     #[default]
@@ -378,6 +378,17 @@ pub enum Rule {
     Deconvnet,
     /// DeepLIFT's rescale rule (Shrikumar et al. 2017) against a baseline pass.
     Rescale,
+    /// Layer-wise relevance propagation under a composite ([`crate::model::lrp`]): relevance
+    /// passes every nonlinearity unchanged (zennit's `Pass`); the layers get the composite's
+    /// rules, and the pass is seeded with the target logits.
+    Lrp(crate::model::lrp::Composite),
+}
+
+impl Rule {
+    /// Whether the pass is LRP.
+    pub fn is_lrp(&self) -> bool {
+        matches!(self, Rule::Lrp(_))
+    }
 }
 
 /// φ(z), φ′(z) and φ″(z) of `kind` under `act`, in any float type. Always inlined: with
@@ -470,6 +481,7 @@ pub fn backward(kind: Nonlinearity, act: Activation, rule: Rule, z: f32, d: f32,
         Rule::Guided => g.max(0.0) * d,
         Rule::Deconvnet => g.max(0.0),
         Rule::Rescale => g * rescale(kind, act, z, z0).0,
+        Rule::Lrp(_) => g,
     }
 }
 
@@ -497,6 +509,7 @@ pub fn adjoint(
             let (m, dm) = rescale(kind, act, z, z0);
             (m * lam, g * dm * lam)
         }
+        Rule::Lrp(_) => (lam, 0.0),
     }
 }
 

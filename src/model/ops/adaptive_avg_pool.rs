@@ -29,6 +29,10 @@ impl Layer for AdaptiveAvgPool {
         "adaptive_avg_pool"
     }
 
+    fn relevance(&self) -> super::Relevance {
+        super::Relevance::Norm
+    }
+
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
         let (c, h, w) = x.map()?;

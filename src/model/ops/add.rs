@@ -20,6 +20,10 @@ impl Layer for Add {
         "add"
     }
 
+    fn relevance(&self) -> super::Relevance {
+        super::Relevance::Norm
+    }
+
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         let [a, b] = ins else { return Err(format!("takes 2 inputs, got {}", ins.len())) };
         if a != b {

@@ -60,6 +60,10 @@ impl Layer for Affine {
         "affine"
     }
 
+    fn relevance(&self) -> super::Relevance {
+        super::Relevance::Pass
+    }
+
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         super::per_channel_shape(ins, ("scales", self.scale.len()), ("shifts", self.shift.len()))
     }

@@ -36,6 +36,10 @@ impl Layer for AvgPool {
         "avg_pool"
     }
 
+    fn relevance(&self) -> super::Relevance {
+        super::Relevance::Norm
+    }
+
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         self.window.infer(ins)
     }

@@ -125,6 +125,10 @@ impl Layer for Conv {
         "conv"
     }
 
+    fn relevance(&self) -> super::Relevance {
+        super::Relevance::Convolution
+    }
+
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
         let (c, h, w) = x.map()?;

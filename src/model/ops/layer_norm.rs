@@ -153,6 +153,10 @@ impl Layer for LayerNorm {
         "layer_norm"
     }
 
+    fn relevance(&self) -> super::Relevance {
+        super::Relevance::Pass
+    }
+
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         if !self.eps.is_finite() || self.eps <= 0.0 {
             return Err(format!("ε = {} (must be positive and finite)", self.eps));

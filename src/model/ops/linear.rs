@@ -63,6 +63,10 @@ impl Layer for Linear {
         "linear"
     }
 
+    fn relevance(&self) -> super::Relevance {
+        super::Relevance::Dense
+    }
+
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         let [x] = ins else { return Err(format!("takes 1 input, got {}", ins.len())) };
         let (o, i) = self.weight.dims2().map_err(|e| e.to_string())?;

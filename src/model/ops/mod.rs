@@ -99,6 +99,13 @@ pub(crate) trait Layer: std::fmt::Debug + Send + Sync {
         Vec::new()
     }
 
+    /// How layer-wise relevance propagation passes the op ([`super::lrp`]): by default as its
+    /// gradient, which conserves relevance for the ops that only route or copy values
+    /// (max-pooling's winner takes all, flattening, channel selections, concatenation).
+    fn relevance(&self) -> Relevance {
+        Relevance::Gradient
+    }
+
     /// Whether a max-pool: it routes by a rank and may run before a monotone nonlinearity
     /// (see [`super::sweep`]).
     fn routes(&self) -> bool {
@@ -193,6 +200,25 @@ pub(crate) trait Layer: std::fmt::Debug + Send + Sync {
         let _ = (ins, r, out);
         Err(cx.error("has no occlusion region pass"))
     }
+}
+
+/// An op's part in layer-wise relevance propagation ([`Layer::relevance`]; the rules
+/// themselves are in [`super::lrp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relevance {
+    /// The vector–Jacobian product, unchanged.
+    Gradient,
+    /// Relevance passes unchanged to the first input of the output's shape, none to the
+    /// others (zennit's `Pass`: batch norm, an affine map, layer norm; squeeze-and-excitation's
+    /// product gives it all to the signal, none to the gate).
+    Pass,
+    /// zennit's `Norm`: each input's share in proportion to its contribution, xᵢ ⊙ Jᵀ(R /
+    /// stab(y)) (residual sums, average pooling).
+    Norm,
+    /// A layer with weights: the composite's rule for convolutions.
+    Convolution,
+    /// A layer with weights: the composite's rule for dense layers.
+    Dense,
 }
 
 /// What a node's forward pass kept for its backward and adjoint passes: a max-pool's routes

@@ -85,6 +85,10 @@ impl Layer for Mul {
         "mul"
     }
 
+    fn relevance(&self) -> super::Relevance {
+        super::Relevance::Pass
+    }
+
     fn infer(&self, ins: &[Shape]) -> std::result::Result<Shape, String> {
         let [a, b] = ins else { return Err(format!("takes 2 inputs, got {}", ins.len())) };
         if a == b {
