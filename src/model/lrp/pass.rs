@@ -242,7 +242,8 @@ fn adjoint_node<E: Exec>(
                 })
                 .collect::<Result<Vec<_>>>()?;
             let refs: Vec<&E::Buf> = prods.iter().collect();
-            let tk = linear_part(exec, ruled, term, id, op, &refs, fwd)?;
+            // Vₖ on tangents: the term's layer without its bias.
+            let tk = term_out(exec, ruled, &Term { bias: false, ..*term }, id, op, &refs, fwd)?;
             add_scaled(exec, &mut t, tk, term.sign)?;
         }
         let t = t.ok_or_else(|| Error::Invalid("internal: a rule group without terms".into()))?;
@@ -273,23 +274,6 @@ fn adjoint_node<E: Exec>(
     }
     let up = up.ok_or_else(|| Error::Invalid("internal: a rule without groups".into()))?;
     Ok((up, xbar))
-}
-
-/// Vₖ applied to tangents (no bias).
-#[allow(clippy::too_many_arguments)]
-fn linear_part<E: Exec>(
-    exec: &mut E,
-    ruled: &Ruled,
-    term: &Term,
-    id: NodeId,
-    op: &Op,
-    ins: &[&E::Buf],
-    fwd: &Forward<E>,
-) -> Result<E::Buf> {
-    match term.weights {
-        Weights::Own => exec.tangent(id, op, ins, &fwd.kept(id)),
-        Weights::Modified(k) => exec.forward_modified(id, modified(ruled, k)?, ins, false),
-    }
 }
 
 /// ∇ₓ⟨M, `v`⟩ for the relevance map M at the input that [`crate::model::sweep::backward`]

@@ -13,7 +13,8 @@
 //! Backward rules: every rule (gradient, guided backprop, deconvnet, DeepLIFT's rescale)
 //! passes the product by its plain gradient, as Captum's and zennit's hooks do, which modify
 //! only the nonlinearities; the gate's sigmoid (or hard sigmoid) is a nonlinearity and gets
-//! the rule there. Occlusion: a gate depends on the whole image, so the product starts the
+//! the rule there. LRP gives all relevance to the signal (the input of the output's shape) and
+//! none to the gate ([`super::Relevance::Pass`]). Occlusion: a gate depends on the whole image, so the product starts the
 //! head (recomputed whole).
 //!
 //! Layout on the CPU: a [C, n, 1] gate multiplies each H·W row of its [C, n, H·W] partner.
