@@ -378,7 +378,7 @@ fn nonlinear(op: &Op) -> bool {
 }
 
 /// The values node `id` reads, from `values` (indexed by node).
-fn inputs_of<'v, B>(graph: &Graph, id: NodeId, values: &'v [Option<B>]) -> Result<Vec<&'v B>> {
+pub(crate) fn inputs_of<'v, B>(graph: &Graph, id: NodeId, values: &'v [Option<B>]) -> Result<Vec<&'v B>> {
     graph.nodes()[id].inputs.iter().map(|&i| values[i].as_ref().ok_or_else(|| gone(graph, i))).collect()
 }
 
@@ -486,12 +486,31 @@ fn cached<B>(v: &[Option<B>], id: NodeId) -> Result<&B> {
     v[id].as_ref().ok_or_else(|| Error::Invalid(format!("node {id}: forward state missing")))
 }
 
-fn accumulate<E: Exec>(exec: &mut E, slot: &mut Option<E::Buf>, g: E::Buf) -> Result<()> {
+/// Adds `g` into `slot` (or puts it there when empty).
+pub(crate) fn accumulate<E: Exec>(exec: &mut E, slot: &mut Option<E::Buf>, g: E::Buf) -> Result<()> {
     *slot = Some(match slot.take() {
         Some(old) => exec.add(&old, &g)?,
         None => g,
     });
     Ok(())
+}
+
+/// The tangents of node `id`'s inputs in an adjoint's upward sweep (`lam`, indexed by node;
+/// zeros where none reached an input).
+pub(crate) fn tangents_of<E: Exec>(
+    graph: &Graph,
+    exec: &mut E,
+    id: NodeId,
+    lam: &[Option<E::Buf>],
+) -> Result<Vec<E::Buf>> {
+    graph.nodes()[id]
+        .inputs
+        .iter()
+        .map(|&i| match &lam[i] {
+            Some(t) => Ok(t.clone()),
+            None => exec.zeros(i),
+        })
+        .collect()
 }
 
 /// ∇ₓ(⟨M, `v`⟩ + ⟨A, `a`⟩) for the map M that [`backward`] computed at `stop` under `rule`
@@ -526,13 +545,7 @@ pub(crate) fn adjoint<E: Exec>(
                 continue;
             }
             let node = &nodes[id];
-            let mut ins = Vec::with_capacity(node.inputs.len());
-            for &i in &node.inputs {
-                ins.push(match &lam[i] {
-                    Some(t) => t.clone(),
-                    None => exec.zeros(i)?,
-                });
-            }
+            let ins = tangents_of(graph, exec, id, &lam)?;
             let refs: Vec<&E::Buf> = ins.iter().collect();
             lam[id] = Some(match node.op {
                 Op::Act(kind) => {
@@ -622,7 +635,12 @@ pub(crate) fn stage<E: Exec>(
         }
         _ => None,
     };
-    let purpose = Purpose::backward_to(stop, keep);
+    // The relevance pass reads no nonlinearity's z or φ′ (it passes them unchanged), only the
+    // rules' inputs in `kept`; its adjoint ends with a gradient pass, which does.
+    let purpose = match plan {
+        Some(_) if !keep => Purpose::Values,
+        _ => Purpose::backward_to(stop, keep),
+    };
     let fwd = forward(graph, exec, x, act, &kept, purpose)?;
     let base = match (rule, reference) {
         (Rule::Rescale, Some(Reference::Images(b))) => Some(forward(graph, exec, b, act, &[], purpose)?),

@@ -135,39 +135,30 @@ impl<'a> Prepared<'a> {
         }
     }
 
-    /// Node `id`'s layer op and its context for a block of `n` images.
+    /// Node `id`'s layer op (or its copy with LRP's `modified` parameters) and its context
+    /// for a block of `n` images.
     fn op_cx<'s>(
         &'s self,
         id: NodeId,
+        modified: Option<&'s Modified>,
         n: usize,
         scratch: &'s mut Vec<f32>,
     ) -> Result<(&'s dyn Layer, CpuCx<'s>)> {
         let node = &self.graph.nodes()[id];
-        let layer = node
-            .op
+        let op = modified.map_or(&node.op, |m| &m.op);
+        let layer = op
             .layer()
             .ok_or_else(|| Error::Invalid(format!("internal: node `{}` is not a layer op", node.name)))?;
-        let data = (self.weights.nodes[id].as_deref(), self.plans[id].as_deref());
-        let cx = CpuCx::new(&node.name, (&self.ins[id], self.shapes[id]), n, data, scratch);
-        Ok((layer, cx))
-    }
-
-    /// [`Prepared::op_cx`] for node `id`'s op with LRP's modified parameters `m`.
-    fn modified_cx<'s>(
-        &'s self,
-        id: NodeId,
-        m: &'s Modified,
-        n: usize,
-        scratch: &'s mut Vec<f32>,
-    ) -> Result<(&'s dyn Layer, CpuCx<'s>)> {
-        let node = &self.graph.nodes()[id];
-        let layer =
-            m.op.layer()
-                .ok_or_else(|| Error::Invalid(format!("internal: node `{}` is not a layer op", node.name)))?;
-        let weights = m.cpu.as_deref().ok_or_else(|| {
-            Error::Invalid(format!("internal: node `{}`: LRP's modified weights have no CPU data", node.name))
-        })?;
-        let data = (Some(weights), self.plans[id].as_deref());
+        let weights = match modified {
+            Some(m) => Some(m.cpu.as_deref().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "internal: node `{}`: LRP's modified weights have no CPU data",
+                    node.name
+                ))
+            })?),
+            None => self.weights.nodes[id].as_deref(),
+        };
+        let data = (weights, self.plans[id].as_deref());
         Ok((layer, CpuCx::new(&node.name, (&self.ins[id], self.shapes[id]), n, data, scratch)))
     }
 }
@@ -199,17 +190,17 @@ impl Exec for CpuExec<'_> {
         ins: &[&Buf],
         rank: Option<&Buf>,
     ) -> Result<(Buf, Option<Vec<u32>>)> {
-        let (l, mut cx) = self.p.op_cx(id, self.n, &mut self.scratch)?;
+        let (l, mut cx) = self.p.op_cx(id, None, self.n, &mut self.scratch)?;
         l.cpu_forward(&mut cx, ins, rank)
     }
 
     fn tangent(&mut self, id: NodeId, _op: &Op, ins: &[&Buf], kept: &Kept<Buf, Vec<u32>>) -> Result<Buf> {
-        let (l, mut cx) = self.p.op_cx(id, self.n, &mut self.scratch)?;
+        let (l, mut cx) = self.p.op_cx(id, None, self.n, &mut self.scratch)?;
         l.cpu_tangent(&mut cx, ins, &slices(kept))
     }
 
     fn vjp(&mut self, id: NodeId, _op: &Op, g: &Buf, kept: &Kept<Buf, Vec<u32>>) -> Result<Vec<Buf>> {
-        let (l, mut cx) = self.p.op_cx(id, self.n, &mut self.scratch)?;
+        let (l, mut cx) = self.p.op_cx(id, None, self.n, &mut self.scratch)?;
         l.cpu_vjp(&mut cx, g, &slices(kept))
     }
 
@@ -221,7 +212,7 @@ impl Exec for CpuExec<'_> {
         lam: &[&Buf],
         kept: &Kept<Buf, Vec<u32>>,
     ) -> Result<Vec<Option<Buf>>> {
-        let (l, mut cx) = self.p.op_cx(id, self.n, &mut self.scratch)?;
+        let (l, mut cx) = self.p.op_cx(id, None, self.n, &mut self.scratch)?;
         l.cpu_second(&mut cx, g, lam, &slices(kept))
     }
 
@@ -311,7 +302,7 @@ impl Exec for CpuExec<'_> {
     }
 
     fn forward_modified(&mut self, id: NodeId, m: &Modified, ins: &[&Buf], bias: bool) -> Result<Buf> {
-        let (l, mut cx) = self.p.modified_cx(id, m, self.n, &mut self.scratch)?;
+        let (l, mut cx) = self.p.op_cx(id, Some(m), self.n, &mut self.scratch)?;
         let none = Kept { route: None, inputs: &[] };
         if bias {
             Ok(l.cpu_forward(&mut cx, ins, None)?.0)
@@ -321,7 +312,7 @@ impl Exec for CpuExec<'_> {
     }
 
     fn vjp_modified(&mut self, id: NodeId, m: &Modified, g: &Buf) -> Result<Vec<Buf>> {
-        let (l, mut cx) = self.p.modified_cx(id, m, self.n, &mut self.scratch)?;
+        let (l, mut cx) = self.p.op_cx(id, Some(m), self.n, &mut self.scratch)?;
         l.cpu_vjp(&mut cx, g, &Kept { route: None, inputs: &[] })
     }
 }

@@ -199,7 +199,7 @@ impl Prepared<'_> {
         } else {
             let ins: Vec<&[f32]> = node.inputs.iter().map(|&i| work[i].as_slice()).collect();
             let mut scratch = Vec::new();
-            let (layer, mut cx) = self.op_cx(id, 1, &mut scratch)?;
+            let (layer, mut cx) = self.op_cx(id, None, 1, &mut scratch)?;
             layer.region(&mut cx, &ins, r, &mut out)?;
         }
         work[id] = out;

@@ -41,15 +41,10 @@ pub(crate) fn backward_node<E: Exec>(
             .map(|(i, &input)| if i == *k { Ok(r.clone()) } else { exec.zeros(input) })
             .collect(),
         Step::Rule(ruled) => {
-            let ins = inputs(graph, fwd, id)?;
+            let ins = sweep::inputs_of(graph, id, &fwd.values)?; // kept: Plan::reads
             relevance(exec, ruled, id, &node.op, r, &ins, fwd)
         }
     }
-}
-
-/// The values node `id` reads (kept by the forward pass: [`Plan::reads`]).
-fn inputs<'f, E: Exec>(graph: &Graph, fwd: &'f Forward<E>, id: NodeId) -> Result<Vec<&'f E::Buf>> {
-    graph.nodes()[id].inputs.iter().map(|&i| fwd.value(i)).collect()
 }
 
 /// One rule's R_in = Σ_groups coef · Σₖ σₖ mₖ(x) ⊙ Vₖᵀ s.
@@ -295,13 +290,7 @@ pub(crate) fn adjoint<E: Exec>(
     let mut lam: Vec<Option<E::Buf>> = vec![None; nodes.len()];
     lam[0] = Some(v);
     for (id, node) in nodes.iter().enumerate().skip(1) {
-        let mut tangents = Vec::with_capacity(node.inputs.len());
-        for &i in &node.inputs {
-            tangents.push(match &lam[i] {
-                Some(t) => t.clone(),
-                None => exec.zeros(i)?,
-            });
-        }
+        let tangents = sweep::tangents_of(graph, exec, id, &lam)?;
         let refs: Vec<&E::Buf> = tangents.iter().collect();
         lam[id] = Some(match (&node.op, &plan.steps[id]) {
             (Op::Act(_), _) => tangents[0].clone(),
@@ -311,11 +300,11 @@ pub(crate) fn adjoint<E: Exec>(
                 let r = upstream[id]
                     .as_ref()
                     .ok_or_else(|| Error::Invalid(format!("node {id}: relevance not kept")))?;
-                let ins = inputs(graph, fwd, id)?;
+                let ins = sweep::inputs_of(graph, id, &fwd.values)?; // kept: Plan::reads
                 let (up, xbar) = adjoint_node(exec, ruled, id, op, r, &ins, &refs, fwd)?;
                 for (&i, xb) in node.inputs.iter().zip(xbar) {
                     if let Some(xb) = xb {
-                        accumulate(exec, &mut sources[i], xb)?;
+                        sweep::accumulate(exec, &mut sources[i], xb)?;
                     }
                 }
                 up
@@ -326,14 +315,6 @@ pub(crate) fn adjoint<E: Exec>(
     let out = graph.output();
     let top = lam[out].take().ok_or_else(|| Error::Invalid("internal: no tangent at the logits".into()))?;
     let at_logits = exec.pointwise(Pointwise::Mul, seed, Some(&top))?;
-    accumulate(exec, &mut sources[out], at_logits)?;
+    sweep::accumulate(exec, &mut sources[out], at_logits)?;
     Ok(sweep::backward(graph, exec, fwd, None, None, sources, act, Rule::Gradient, 0, false)?.grad)
-}
-
-fn accumulate<E: Exec>(exec: &mut E, slot: &mut Option<E::Buf>, g: E::Buf) -> Result<()> {
-    *slot = Some(match slot.take() {
-        Some(old) => exec.add(&old, &g)?,
-        None => g,
-    });
-    Ok(())
 }

@@ -365,7 +365,7 @@ impl Activation {
 }
 
 /// What the backward pass does at every nonlinearity (max-pooling, convolutions and linear
-/// layers are unchanged by every rule).
+/// layers are unchanged by every rule but LRP's, whose composite sets their rules).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Rule {
     /// The true derivative: the gradient.
