@@ -11,7 +11,7 @@
 //! computed (and every input checked) before the first file is written, and one run's files
 //! replace the previous run's together (see [`explain`]): never a mix of two runs.
 
-use crate::attribution::{by_name, Attribution, METHOD_NAMES};
+use crate::attribution::{beta_smooth, by_name, Attribution, METHOD_NAMES};
 use crate::data::{write_npy_f32, write_npy_i64};
 use crate::error::{Error, Result};
 use crate::manifest::{check_out_dir, Kind, Manifest};
@@ -21,6 +21,7 @@ use crate::run::{batch_tensor, progress_bar};
 use crate::selection::Selection;
 use candle_core::Tensor;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What to explain.
 #[derive(Debug, Clone)]
@@ -87,19 +88,19 @@ fn class_label(class: i64, names: Option<&[String]>) -> String {
 }
 
 /// Resolves method names (for `explain` and tests), rejecting unknown ones and repeats (two
-/// identical maps would be written over each other).
-pub fn methods_by_name(names: &[String], seed: u64) -> Result<Vec<Box<dyn Attribution>>> {
-    if let Some((_, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
-        return Err(Error::Invalid(format!("--methods: `{n}` is given twice")));
+/// identical maps would be written over each other). `<method>_beta_smooth<β>` is the method
+/// on the softplus(β) network ([`crate::attribution::beta_smooth`]).
+pub fn methods_by_name(names: &[String], seed: u64) -> Result<Vec<Arc<dyn Attribution>>> {
+    let mut methods: Vec<Arc<dyn Attribution>> = Vec::with_capacity(names.len());
+    for n in names {
+        let m = beta_smooth::resolve(n, &|m| by_name(m, seed).map(Arc::from), &METHOD_NAMES)
+            .map_err(|e| Error::Invalid(format!("--methods: {e}")))?;
+        if methods.iter().any(|o| o.name() == m.name()) {
+            return Err(Error::Invalid(format!("--methods: `{n}` is given twice")));
+        }
+        methods.push(m);
     }
-    names
-        .iter()
-        .map(|n| {
-            by_name(n, seed).ok_or_else(|| {
-                Error::Invalid(format!("unknown method `{n}` (known: {})", METHOD_NAMES.join(", ")))
-            })
-        })
-        .collect()
+    Ok(methods)
 }
 
 /// What `explain` computed, in the order of its images.
@@ -190,7 +191,7 @@ pub fn explain(req: &ExplainRequest, progress: bool) -> Result<Vec<PathBuf>> {
 const STAGING: &str = ".staging";
 
 /// The files one run writes, by name.
-fn output_names(methods: &[Box<dyn Attribution>], grids: bool) -> Vec<String> {
+fn output_names(methods: &[Arc<dyn Attribution>], grids: bool) -> Vec<String> {
     let mut names: Vec<String> = methods.iter().map(|m| format!("{}.npy", m.name())).collect();
     if grids {
         names.extend(methods.iter().map(|m| format!("{}.png", m.name())));
@@ -238,7 +239,7 @@ fn replace_outputs(
 /// Every method's maps, the logits and the predictions of images `ids`, batch by batch.
 fn compute(
     req: &ExplainRequest,
-    methods: &[Box<dyn Attribution>],
+    methods: &[Arc<dyn Attribution>],
     model: &dyn crate::model::Classifier,
     set: &crate::data::ImageSet,
     ids: Vec<usize>,
@@ -280,7 +281,7 @@ fn compute(
 fn write_outputs(
     dir: &Path,
     req: &ExplainRequest,
-    methods: &[Box<dyn Attribution>],
+    methods: &[Arc<dyn Attribution>],
     set: &crate::data::ImageSet,
     c: &Computed,
     class_names: Option<&[String]>,

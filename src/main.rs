@@ -20,6 +20,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of its largest variant (explain's options) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a fragility experiment: writes samples.parquet, summary.parquet, plots/*.png and
@@ -145,8 +147,18 @@ enum Command {
         /// lrp_epsilon_alpha2_beta1, lrp_epsilon_alpha2_beta1_flat (LRP under zennit's
         /// composites), grad_cam, grad_cam_plus_plus, xgrad_cam, hires_cam, layer_cam,
         /// score_cam, eigen_cam, ablation_cam, guided_grad_cam, occlusion, lime, kernel_shap.
+        /// Any of those computed by backpropagation (all but score_cam, eigen_cam,
+        /// ablation_cam, occlusion, lime, kernel_shap) may be β-smoothed by name:
+        /// `gradient_beta_smooth3` is the gradient of the network with softplus(β = 3) in place
+        /// of its ReLUs (Dombrowski et al. 2019), the prediction still the real network's.
         #[arg(long, value_delimiter = ',', default_value = "gradient")]
         methods: Vec<String>,
+        /// β-smooth every listed method: compute it on the network with softplus(β) in place
+        /// of every ReLU (and ReLU6, leaky ReLU, HardSigmoid, HardSwish, each through its
+        /// softplus form); the prediction and the target class stay the real network's.
+        /// Smaller β is smoother. The maps are written as <method>_beta_smooth<β>.npy.
+        #[arg(long, value_name = "BETA")]
+        beta_smooth: Option<f64>,
         /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy,
         /// ids.npy (int64 [N]: each row's image id). New, empty, or one an earlier explain
         /// wrote, whose files a rerun replaces (all together); other files are refused.
@@ -389,6 +401,7 @@ fn main() -> ExitCode {
             crop,
             channels,
             methods,
+            beta_smooth,
             out,
             seed,
             batch_size,
@@ -397,6 +410,13 @@ fn main() -> ExitCode {
             target,
             classes,
         } => {
+            let methods = match beta_smooth {
+                Some(b) if !(b.is_finite() && b > 0.0) => {
+                    Err(fragility::Error::Invalid(format!("--beta-smooth: β must be finite and > 0, not {b}")))
+                }
+                Some(b) => Ok(methods.iter().map(|m| fragility::attribution::beta_smooth::name_of(m, b)).collect()),
+                None => Ok(methods),
+            };
             let normalize = normalize
                 .map(|n| fragility::model::Normalize::parse(&n))
                 .transpose()
@@ -422,7 +442,10 @@ fn main() -> ExitCode {
             normalize
                 .and_then(|normalize| weights.map(|weights| (normalize, weights)))
                 .and_then(|(normalize, weights)| selection.map(|selection| (normalize, weights, selection)))
-                .map(|(normalize, weights, selection)| ExplainRequest {
+                .and_then(|(normalize, weights, selection)| {
+                    methods.map(|methods| (normalize, weights, selection, methods))
+                })
+                .map(|(normalize, weights, selection, methods)| ExplainRequest {
                     model,
                     weights,
                     normalize,

@@ -13,6 +13,7 @@
 //! attacks get exact second-order directions.
 
 mod ablation_cam;
+pub mod beta_smooth;
 mod cam;
 mod deeplift;
 mod eigen_cam;
@@ -31,6 +32,7 @@ mod smoothgrad;
 pub mod surrogate;
 
 pub use ablation_cam::AblationCam;
+pub use beta_smooth::BetaSmooth;
 pub use cam::CamWeighting;
 pub use deeplift::DeepLift;
 pub use eigen_cam::EigenCam;
@@ -57,7 +59,7 @@ pub use crate::model::MAX_ROWS_PER_PASS;
 /// An attribution method.
 pub trait Attribution: Send + Sync {
     /// The name used in configs and file names (`integrated_gradients`).
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     /// Raw attributions [B,C,H,W] of `x` [B,C,H,W] for the classes `targets` (one per image),
     /// computed through the model with activation `act`.
     fn attribute(

@@ -15,9 +15,9 @@ use crate::attack::{
     RandomWalk, Region, Steered, Step, TargetMap, TargetedObjective, TopKObjective, ATTACK_NAMES,
 };
 use crate::attribution::{
-    by_name, AblationCam, Aggregate, Attribution, CamWeighting, EigenCam, GradCam, GuidedGradCam,
-    IntegratedGradients, KernelShap, Lime, Lrp, NoiseSettings, NoiseTunnel, Occlusion, ScoreCam,
-    METHOD_NAMES, NOISE_METHODS,
+    beta_smooth, by_name, AblationCam, Aggregate, Attribution, CamWeighting, EigenCam, GradCam,
+    GuidedGradCam, IntegratedGradients, KernelShap, Lime, Lrp, NoiseSettings, NoiseTunnel, Occlusion,
+    ScoreCam, METHOD_NAMES, NOISE_METHODS,
 };
 use crate::data::ImageOptions;
 use crate::error::{Error, Result};
@@ -1050,24 +1050,27 @@ impl MethodFactory {
         }
     }
 
-    /// The method `name` (given in `field`), noise tunnels wrapping `methods.smoothgrad.wrap`.
+    /// The method `name` (given in `field`), noise tunnels wrapping `methods.smoothgrad.wrap`,
+    /// `<method>_beta_smooth<β>` the method on the softplus(β) network.
     fn make(&self, cx: &Ctx, name: &Spanned<String>, field: &str) -> Result<Arc<dyn Attribution>> {
-        let unknown = || {
-            let msg = format!(
-                "field `{field}`: unknown method `{}` (known: {})",
-                name.get_ref(),
-                METHOD_NAMES.join(", ")
-            );
-            cx.err(name.span(), msg)
-        };
-        let aggregate = match name.get_ref().as_str() {
+        self.build(name.get_ref()).map_err(|e| cx.err(name.span(), format!("field `{field}`: {e}")))
+    }
+
+    /// [`MethodFactory::make`] by name alone; the error says why the name builds nothing.
+    fn build(&self, name: &str) -> std::result::Result<Arc<dyn Attribution>, String> {
+        beta_smooth::resolve(name, &|n| self.plain(n), &METHOD_NAMES)
+    }
+
+    /// A listed method that is not β-smoothed, if `name` is one.
+    fn plain(&self, name: &str) -> Option<Arc<dyn Attribution>> {
+        let aggregate = match name {
             "smoothgrad" => Aggregate::Mean,
             "smoothgrad_sq" => Aggregate::MeanSquare,
             "vargrad" => Aggregate::Variance,
-            n => return self.base(n).ok_or_else(unknown),
+            n => return self.base(n),
         };
-        let inner = self.base(&self.noise.wrap).ok_or_else(unknown)?;
-        Ok(Arc::new(NoiseTunnel::new(aggregate, self.noise.clone(), self.seed, inner)))
+        let inner = self.base(&self.noise.wrap)?;
+        Some(Arc::new(NoiseTunnel::new(aggregate, self.noise.clone(), self.seed, inner)))
     }
 
     /// The methods of `methods.names`: at least one, none twice.
@@ -1082,7 +1085,14 @@ impl MethodFactory {
                     cx.err(n.span(), format!("field `methods.names`: `{}` is listed twice", n.get_ref()))
                 );
             }
-            methods.push(self.make(cx, n, "methods.names")?);
+            let method = self.make(cx, n, "methods.names")?;
+            // Two spellings of one smoothed method (`…_beta_smooth3.0`, `…_beta_smooth3`).
+            if methods.iter().any(|m: &Arc<dyn Attribution>| m.name() == method.name()) {
+                let msg =
+                    format!("field `methods.names`: `{}` is `{}`, listed before", n.get_ref(), method.name());
+                return Err(cx.err(n.span(), msg));
+            }
+            methods.push(method);
         }
         Ok(methods)
     }

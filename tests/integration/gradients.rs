@@ -4,8 +4,8 @@ use crate::common::*;
 use candle_core::{DType, Device, Tensor, Var};
 use fragility::attack::{objective_gradient, objective_loss, Objective, PrepareContext, TopKObjective};
 use fragility::attribution::{
-    by_name, normalized_saliency, Aggregate, Attribution, Gradient, IntegratedGradients, NoiseSettings,
-    NoiseTunnel, METHOD_NAMES,
+    by_name, normalized_saliency, Aggregate, Attribution, BetaSmooth, Gradient, IntegratedGradients,
+    NoiseSettings, NoiseTunnel, METHOD_NAMES,
 };
 use fragility::model::{one_hot, Activation, Classifier, Network, Rule};
 use std::sync::Arc;
@@ -64,7 +64,14 @@ fn differentiable_methods() -> Vec<Arc<dyn Attribution>> {
             }
         })
         .collect();
-    all.into_iter().filter(|m| m.differentiable()).collect()
+    let mut methods: Vec<_> = all.into_iter().filter(|m| m.differentiable()).collect();
+    // β-smoothed maps (the softplus(2) network, not the objective's softplus(10)): the
+    // direction must be the smoothed map's own derivative.
+    for inner in ["gradient", "lrp_epsilon_plus_flat", "grad_cam", "guided_backprop"] {
+        let inner: Arc<dyn Attribution> = Arc::from(by_name(inner, 7).unwrap());
+        methods.push(Arc::new(BetaSmooth::new(2.0, inner).unwrap()));
+    }
+    methods
 }
 
 /// The top-k loss of `method` on a fixed pixel set, through the softplus surrogate, in f64.
@@ -183,7 +190,11 @@ fn vector_jacobian_directions_equal_autograd_through_the_map() {
             "xgrad_cam",
             "hires_cam",
             "layer_cam",
-            "guided_grad_cam"
+            "guided_grad_cam",
+            "gradient_beta_smooth2",
+            "lrp_epsilon_plus_flat_beta_smooth2",
+            "grad_cam_beta_smooth2",
+            "guided_backprop_beta_smooth2"
         ]
     );
     let set = shipped_images();

@@ -3,6 +3,7 @@
 mod architectures;
 mod attacks;
 mod attributions;
+mod beta_smooth;
 mod cli;
 mod common;
 mod compare;
