@@ -32,7 +32,22 @@ Keys (F32 unless said; maps [2,3,64,64]):
                                    includes Softplus), attr_output = one_hot(targets) * logits@beta=B
                                    (the harness seeds LRP with the logits of the pass it runs)
 
-for B in BETAS. The script checks that the canonized softplus network's logits equal the
+    gradient@beta_backward=B       zennit's BetaSmooth(beta_smooth=B) composite on the ReLU network
+                                   (zennit.attribution.Gradient, attr_output = one_hot(targets)): the
+                                   real forward pass, each nn.ReLU's gradient sigmoid(B z) * grad
+
+for B in BETAS. Two pitfalls of zennit 0.5.1's hook on torchvision models, both avoided here
+(distinct_relus below; the function is unchanged): (1) its hook stores the module's input after
+the forward call, and torchvision's ReLUs are nn.ReLU(inplace=True), so the stored "input" is
+relu(z) and the backward computes sigmoid(B relu(z)) -- 0.5 instead of sigmoid(B z) wherever z < 0;
+every nn.ReLU is set inplace=False; (2) the hook keeps one stored input per module, and resnet18's
+BasicBlock calls its one `relu` module twice, so the first call's backward would read the second
+call's input; each BasicBlock gets a second nn.ReLU for its second call. The script checks
+zennit's map on the patched model against an independent implementation (a
+torch.autograd.Function whose backward is grad * sigmoid(B z)) to 1e-10 relative, and prints how
+far zennit's map on the stock model is from it.
+
+The script checks that the canonized softplus network's logits equal the
 uncanonized ones (1e-10 relative), that every map is finite and not all zero, and prints how far
 each smoothed map is from the unsmoothed one (Pearson r of the flattened maps).
 """
@@ -54,7 +69,7 @@ import zennit.composites as zc
 from zennit.attribution import Gradient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lrp_fixtures import CANONIZERS, attribute, build  # noqa: E402
+from lrp_fixtures import CANONIZERS, attribute, build, rel_diff  # noqa: E402
 from synthetic_weights import synthetic  # noqa: E402
 from torchvision_fixtures import INPUT_SHAPE, NUM_CLASSES, OUT_DIR  # noqa: E402
 
@@ -74,6 +89,68 @@ def softplus_copy(model, beta):
     if any(isinstance(mod, torch.nn.ReLU) for mod in m.modules()):
         raise RuntimeError("a ReLU module is left")
     return m, replaced
+
+
+class SmoothReLUFunction(torch.autograd.Function):
+    """ReLU forward; backward grad * sigmoid(beta * z) (what zennit's ReLUBetaSmooth hook computes)."""
+
+    @staticmethod
+    def forward(ctx, z, beta):
+        ctx.save_for_backward(z)
+        ctx.beta = beta
+        return z.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad * torch.sigmoid(ctx.beta * z), None
+
+
+class SmoothReLU(torch.nn.Module):
+    def __init__(self, beta):
+        super().__init__()
+        self.beta = beta
+
+    def forward(self, z):
+        return SmoothReLUFunction.apply(z, self.beta)
+
+
+def distinct_relus(model):
+    """A deep copy in which every nn.ReLU is out of place and each torchvision BasicBlock calls a
+    second nn.ReLU (`relu2`) for its second activation, so that no nn.ReLU module is called twice
+    in one forward pass."""
+    m = copy.deepcopy(model)
+    for mod in list(m.modules()):
+        if isinstance(mod, torchvision.models.resnet.BasicBlock):
+            mod.relu2 = torch.nn.ReLU()
+            mod.forward = basic_block_forward.__get__(mod)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.ReLU):
+            mod.inplace = False
+    return m
+
+
+def basic_block_forward(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    return self.relu2(self.bn2(self.conv2(out)) + identity)
+
+
+def replace_relus(model, make):
+    m = copy.deepcopy(model)
+    for parent in m.modules():
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.ReLU):
+                setattr(parent, name, make())
+    return m
+
+
+def zennit_beta_smooth(model, x, targets, beta):
+    """zennit's BetaSmooth gradient map."""
+    attr_out = F.one_hot(targets, NUM_CLASSES).to(x)
+    with Gradient(model=model, composite=zc.BetaSmooth(beta_smooth=beta)) as attributor:
+        _, grad = attributor(x.detach().clone(), attr_out)
+    return grad.detach()
 
 
 def gradient(model, x, targets):
@@ -129,6 +206,18 @@ def make(arch):
         out[f"logits@beta={beta:g}"] = s_logits.numpy().astype(np.float32)
         out[f"gradient@beta={beta:g}"] = g.numpy().astype(np.float32)
         out[f"lrp_epsilon_plus_flat@beta={beta:g}"] = rel.numpy().astype(np.float32)
+
+        distinct = distinct_relus(model)
+        zb = zennit_beta_smooth(distinct, x, targets, beta)
+        own = gradient(replace_relus(distinct, lambda: SmoothReLU(beta)), x, targets)
+        d_own = rel_diff(zb, own)
+        if not d_own <= 1e-10:
+            raise RuntimeError(f"{arch} beta_backward={beta:g}: zennit vs own implementation {d_own:.3g}")
+        reused = rel_diff(zennit_beta_smooth(model, x, targets, beta), own)
+        print(f"  beta_backward={beta:g}: zennit BetaSmooth vs own d={d_own:.1e}; r(map, ReLU gradient) = "
+              f"{pearson(zb, plain):.3f}; zennit on the stock model (in-place, reused ReLU modules) d={reused:.2e}",
+              flush=True)
+        out[f"gradient@beta_backward={beta:g}"] = zb.numpy().astype(np.float32)
 
     meta = dict(versions())
     meta.update({"arch": arch, "canonizers": canonizer_desc, "made_by": "scripts/beta_smooth_fixtures.py",

@@ -159,6 +159,13 @@ enum Command {
         /// Smaller β is smoother. The maps are written as <method>_beta_smooth<β>.npy.
         #[arg(long, value_name = "BETA")]
         beta_smooth: Option<f64>,
+        /// What --beta-smooth replaces: `network` (Dombrowski et al.: the softplus network,
+        /// forward and backward; <method>_beta_smooth<β>) or `backward` (zennit's BetaSmooth:
+        /// the real forward pass, each ReLU's derivative sigmoid(βz);
+        /// <method>_beta_smooth_backward<β>; not for LRP, deconvnet or DeepLIFT).
+        #[arg(long, value_name = "FORM", default_value = "network", requires = "beta_smooth",
+              value_parser = ["network", "backward"])]
+        beta_smooth_form: String,
         /// Output folder: <method>.npy (float32 [N,C,H,W]), preds.npy (int64 [N]), logits.npy,
         /// ids.npy (int64 [N]: each row's image id). New, empty, or one an earlier explain
         /// wrote, whose files a rerun replaces (all together); other files are refused.
@@ -402,6 +409,7 @@ fn main() -> ExitCode {
             channels,
             methods,
             beta_smooth,
+            beta_smooth_form,
             out,
             seed,
             batch_size,
@@ -414,7 +422,11 @@ fn main() -> ExitCode {
                 Some(b) if !(b.is_finite() && b > 0.0) => {
                     Err(fragility::Error::Invalid(format!("--beta-smooth: β must be finite and > 0, not {b}")))
                 }
-                Some(b) => Ok(methods.iter().map(|m| fragility::attribution::beta_smooth::name_of(m, b)).collect()),
+                Some(b) => {
+                    use fragility::attribution::beta_smooth::{name_of, Form};
+                    let form = if beta_smooth_form == "backward" { Form::Backward } else { Form::Network };
+                    Ok(methods.iter().map(|m| name_of(m, b, form)).collect())
+                }
                 None => Ok(methods),
             };
             let normalize = normalize

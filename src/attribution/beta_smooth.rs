@@ -26,12 +26,20 @@
 //! on the logits its pass computed. Its maps are differentiable functions of the input with
 //! their exact derivatives (the softplus network is smooth), so attacks steer them directly.
 //!
-//! zennit 0.5.1's `BetaSmooth` composite differs: it keeps the ReLU forward pass and replaces
-//! only the ReLU's derivative by sigmoid(βz) (its `ReLUBetaSmooth` hook), which leaves LRP
-//! unchanged (relevance passes activations) and computes the activations of the real network.
-//! This module follows the paper (the softplus network, as the authors' code
-//! `convert_relu_to_softplus` does); the tests check it against PyTorch autograd through the
-//! softplus network and against zennit's LRP on it (scripts/beta_smooth_fixtures.py).
+//! zennit 0.5.1's `BetaSmooth` composite differs, and is the second form,
+//! `<method>_beta_smooth_backward<β>`: the real network's forward pass (its activations, its
+//! logits), with only each ReLU's derivative replaced by sigmoid(βz) in the backward pass (its
+//! `ReLUBetaSmooth` hook; [`crate::model::Activation::SmoothDerivative`], each kinked function
+//! through its softplus form's derivative). It changes only maps that read those derivatives
+//! ([`Attribution::reads_derivatives`]): gradient, gradient × input, integrated gradients,
+//! the noise tunnels over them, guided backprop, the Grad-CAM family and guided Grad-CAM; LRP,
+//! deconvnet and DeepLIFT would be unchanged or undefined and are refused. Its maps are
+//! continuous but the forward pass keeps its kinks, so attacks steer them through a surrogate
+//! direction (the derivative with the forward kinks softened by the same β), not an exact one.
+//!
+//! The tests check the first form against PyTorch autograd through the softplus network and
+//! against zennit's LRP on it, the second against zennit's `BetaSmooth`
+//! (scripts/beta_smooth_fixtures.py).
 //!
 //! Shapes: as the wrapped method (x [B,C,H,W] → [B,C,H,W], a CAM [B,1,H,W]).
 
@@ -41,8 +49,31 @@ use crate::model::{Activation, Classifier};
 use candle_core::Tensor;
 use std::sync::Arc;
 
-/// The name suffix before β.
+/// The name suffix before β of the paper's form (the softplus network).
 pub const SUFFIX: &str = "_beta_smooth";
+
+/// The name suffix before β of zennit's form (the derivative only).
+pub const BACKWARD_SUFFIX: &str = "_beta_smooth_backward";
+
+/// Which part of the network β-smoothing replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// The softplus(β) network, forward and backward (Dombrowski et al.; `_beta_smooth<β>`).
+    Network,
+    /// The real forward pass, each ReLU's derivative sigmoid(βz) (zennit's `BetaSmooth`;
+    /// `_beta_smooth_backward<β>`).
+    Backward,
+}
+
+impl Form {
+    /// The name suffix before β.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Form::Network => SUFFIX,
+            Form::Backward => BACKWARD_SUFFIX,
+        }
+    }
+}
 
 /// What an "unknown method" message adds after the list of names.
 pub const HINT: &str =
@@ -61,25 +92,29 @@ pub fn resolve(
     let Some(split) = split(name) else {
         return Err(format!("unknown method `{name}` (known: {}{HINT})", known.join(", ")));
     };
-    let (inner, beta) = split?;
+    let (inner, beta, form) = split?;
     let inner = resolve(inner, make, known)?;
-    BetaSmooth::new(beta, inner).map(|m| Arc::new(m) as _).map_err(|e| format!("`{name}`: {e}"))
+    BetaSmooth::new(beta, form, inner).map(|m| Arc::new(m) as _).map_err(|e| format!("`{name}`: {e}"))
 }
 
-/// A method computed on the softplus(β) network.
+/// A method β-smoothed: computed on the softplus(β) network, or with its ReLUs' derivatives
+/// smoothed.
 pub struct BetaSmooth {
     /// softplus's β (> 0): smaller is smoother.
     pub beta: f64,
+    /// What is smoothed.
+    pub form: Form,
     /// The wrapped method.
     pub inner: Arc<dyn Attribution>,
-    /// `<inner>_beta_smooth<β>`.
+    /// `<inner>_beta_smooth<β>` or `<inner>_beta_smooth_backward<β>`.
     name: String,
 }
 
 impl BetaSmooth {
-    /// `inner` smoothed with `beta`; refused for a β that is not finite and positive, and for
-    /// a method not computed by backpropagation.
-    pub fn new(beta: f64, inner: Arc<dyn Attribution>) -> Result<Self> {
+    /// `inner` smoothed with `beta` in `form`; refused for a β that is not finite and
+    /// positive, for a method not computed by backpropagation, and, in the backward form, for
+    /// one that does not read the derivatives.
+    pub fn new(beta: f64, form: Form, inner: Arc<dyn Attribution>) -> Result<Self> {
         if !(beta.is_finite() && beta > 0.0) {
             return Err(Error::Invalid(format!("β-smoothing: β must be finite and > 0, not {beta}")));
         }
@@ -89,27 +124,44 @@ impl BetaSmooth {
                 inner.name()
             )));
         }
-        let name = name_of(inner.name(), beta);
-        Ok(Self { beta, inner, name })
+        if form == Form::Backward && !inner.reads_derivatives() {
+            return Err(Error::Invalid(format!(
+                "`{}` does not read the ReLUs' derivatives, so smoothing them alone (`{BACKWARD_SUFFIX}`) \
+                 would not change it; `{SUFFIX}` smooths the whole network",
+                inner.name()
+            )));
+        }
+        let name = name_of(inner.name(), beta, form);
+        Ok(Self { beta, form, inner, name })
     }
 
     fn act(&self) -> Activation {
-        Activation::Softplus { beta: self.beta }
+        match self.form {
+            Form::Network => Activation::Softplus { beta: self.beta },
+            Form::Backward => Activation::SmoothDerivative { beta: self.beta },
+        }
     }
 }
 
-/// The name of `method` smoothed with `beta`: `gradient_beta_smooth3`, `…_beta_smooth0.5`.
-pub fn name_of(method: &str, beta: f64) -> String {
-    format!("{method}{SUFFIX}{beta}")
+/// The name of `method` smoothed with `beta` in `form`: `gradient_beta_smooth3`,
+/// `gradient_beta_smooth_backward0.5`.
+pub fn name_of(method: &str, beta: f64, form: Form) -> String {
+    format!("{method}{}{beta}", form.suffix())
 }
 
-/// Splits `gradient_beta_smooth3` into the method and β; `None` where the name has no
-/// suffix. A suffix whose β does not parse is an error that says so.
-pub fn split(name: &str) -> Option<std::result::Result<(&str, f64), String>> {
-    let (method, beta) = name.rsplit_once(SUFFIX)?;
+/// Splits `gradient_beta_smooth3` into the method, β and the form; `None` where the name has
+/// no suffix. A suffix whose β does not parse is an error that says so.
+pub fn split(name: &str) -> Option<std::result::Result<(&str, f64, Form), String>> {
+    let (form, (method, beta)) = [Form::Backward, Form::Network]
+        .into_iter()
+        .find_map(|f| name.rsplit_once(f.suffix()).map(|parts| (f, parts)))?;
     Some(match beta.parse::<f64>() {
-        Ok(b) if b.is_finite() && b > 0.0 && !method.is_empty() => Ok((method, b)),
-        _ => Err(format!("`{name}`: β-smoothing needs a β > 0 after `{SUFFIX}` (e.g. `{method}{SUFFIX}3`)")),
+        Ok(b) if b.is_finite() && b > 0.0 && !method.is_empty() => Ok((method, b, form)),
+        _ => Err(format!(
+            "`{name}`: β-smoothing needs a β > 0 after `{}` (e.g. `{method}{}3`)",
+            form.suffix(),
+            form.suffix()
+        )),
     })
 }
 
@@ -130,7 +182,9 @@ impl Attribution for BetaSmooth {
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({
-            "beta_smooth": self.beta, "method": self.inner.name(), "method_params": self.inner.params(),
+            "beta_smooth": self.beta,
+            "form": match self.form { Form::Network => "network", Form::Backward => "backward" },
+            "method": self.inner.name(), "method_params": self.inner.params(),
         })
     }
 
@@ -140,6 +194,10 @@ impl Attribution for BetaSmooth {
 
     fn differentiable(&self) -> bool {
         true
+    }
+
+    fn reads_derivatives(&self) -> bool {
+        self.inner.reads_derivatives()
     }
 
     fn passes_per_image(&self) -> usize {
@@ -184,12 +242,15 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_bad_ones_are_refused() {
-        assert_eq!(name_of("gradient", 3.0), "gradient_beta_smooth3");
-        assert_eq!(name_of("gradient", 0.5), "gradient_beta_smooth0.5");
-        assert_eq!(split("gradient_beta_smooth3"), Some(Ok(("gradient", 3.0))));
+        use crate::attribution::{DeepLift, Lrp};
+        use crate::model::lrp::CompositeKind;
+        assert_eq!(name_of("gradient", 3.0, Form::Network), "gradient_beta_smooth3");
+        assert_eq!(name_of("gradient", 0.5, Form::Backward), "gradient_beta_smooth_backward0.5");
+        assert_eq!(split("gradient_beta_smooth3"), Some(Ok(("gradient", 3.0, Form::Network))));
+        assert_eq!(split("gradient_beta_smooth_backward3"), Some(Ok(("gradient", 3.0, Form::Backward))));
         assert_eq!(
             split("lrp_epsilon_alpha2_beta1_beta_smooth10"),
-            Some(Ok(("lrp_epsilon_alpha2_beta1", 10.0)))
+            Some(Ok(("lrp_epsilon_alpha2_beta1", 10.0, Form::Network)))
         );
         assert_eq!(split("lrp_epsilon_alpha2_beta1"), None);
         for bad in
@@ -197,10 +258,17 @@ mod tests {
         {
             assert!(matches!(split(bad), Some(Err(_))), "{bad}");
         }
-        assert!(BetaSmooth::new(3.0, Arc::new(Occlusion::default())).is_err());
-        assert!(BetaSmooth::new(f64::INFINITY, Arc::new(Gradient)).is_err());
-        let s = BetaSmooth::new(3.0, Arc::new(Gradient)).unwrap();
+        assert!(BetaSmooth::new(3.0, Form::Network, Arc::new(Occlusion::default())).is_err());
+        assert!(BetaSmooth::new(f64::INFINITY, Form::Network, Arc::new(Gradient)).is_err());
+        let lrp = Arc::new(Lrp::of(CompositeKind::EpsilonPlusFlat));
+        assert!(BetaSmooth::new(3.0, Form::Network, lrp.clone()).is_ok());
+        assert!(BetaSmooth::new(3.0, Form::Backward, lrp).is_err());
+        assert!(BetaSmooth::new(3.0, Form::Backward, Arc::new(DeepLift)).is_err());
+        let s = BetaSmooth::new(3.0, Form::Network, Arc::new(Gradient)).unwrap();
         assert_eq!(s.name(), "gradient_beta_smooth3");
         assert_eq!(s.params()["beta_smooth"], 3.0);
+        assert_eq!(s.act(), Activation::Softplus { beta: 3.0 });
+        let s = BetaSmooth::new(3.0, Form::Backward, Arc::new(Gradient)).unwrap();
+        assert_eq!(s.act(), Activation::SmoothDerivative { beta: 3.0 });
     }
 }

@@ -22,6 +22,10 @@ use candle_core::Tensor;
 pub struct DeepLift;
 
 impl Attribution for DeepLift {
+    fn reads_derivatives(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "deeplift"
     }

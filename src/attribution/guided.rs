@@ -82,6 +82,10 @@ impl Attribution for GuidedBackprop {
 pub struct Deconvnet;
 
 impl Attribution for Deconvnet {
+    fn reads_derivatives(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         "deconvnet"
     }

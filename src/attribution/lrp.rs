@@ -35,6 +35,10 @@ impl Lrp {
 }
 
 impl Attribution for Lrp {
+    fn reads_derivatives(&self) -> bool {
+        false
+    }
+
     fn name(&self) -> &'static str {
         self.composite.kind.name()
     }

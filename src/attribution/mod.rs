@@ -83,6 +83,14 @@ pub trait Attribution: Send + Sync {
     fn differentiable(&self) -> bool {
         false
     }
+    /// Whether the map reads the derivatives of the network's nonlinearities (so that
+    /// replacing them, as zennit's β-smoothing does, changes it). By default, whether it is
+    /// computed by backpropagation; LRP (relevance passes nonlinearities unchanged), deconvnet
+    /// (relu of the upstream gradient) and DeepLIFT (multipliers from the function's values)
+    /// do not.
+    fn reads_derivatives(&self) -> bool {
+        self.differentiable()
+    }
     /// How many backward passes one image's map costs (integrated gradients: its steps; a
     /// noise tunnel: its samples × the wrapped method's). Attacks size their second-order
     /// chunks by it: the autograd graph of a chunk holds every pass, so memory grows with it.

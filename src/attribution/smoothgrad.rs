@@ -122,6 +122,10 @@ impl NoiseTunnel {
 }
 
 impl Attribution for NoiseTunnel {
+    fn reads_derivatives(&self) -> bool {
+        self.inner.reads_derivatives()
+    }
+
     fn name(&self) -> &'static str {
         match self.aggregate {
             Aggregate::Mean => "smoothgrad",

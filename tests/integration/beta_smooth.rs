@@ -5,6 +5,7 @@
 use crate::synthetic::synthetic_state_dict;
 use crate::torchvision::{fixture_dir, network, pearson};
 use candle_core::{DType, Device, Tensor};
+use fragility::attribution::beta_smooth::Form;
 use fragility::attribution::{beta_smooth, Attribution, BetaSmooth, Gradient, Lrp};
 use fragility::model::lrp::CompositeKind;
 use fragility::model::weights::Weights;
@@ -45,7 +46,8 @@ fn network64(arch: &str) -> Network {
 
 /// The gradient and LRP ε-plus-flat, β-smoothed at β = 1, 3, 10, equal PyTorch's gradient and
 /// zennit's LRP through the network with nn.Softplus(β) in place of every nn.ReLU (vgg11,
-/// resnet18): to 1e-5 of each map's largest value on the candle path in float64 (the
+/// resnet18), and the gradient smoothed in the backward form equals zennit's `BetaSmooth`
+/// (the ReLU network, each ReLU's derivative sigmoid(βz)): to 1e-5 of each map's largest value on the candle path in float64 (the
 /// fixtures are float64 results rounded to float32), and in float32 on both executors to
 /// Pearson ≥ 0.9998 (a max-pool window whose two largest values round to one order in
 /// float32 moves a gradient pixel; LRP's denominators near zero amplify float32 rounding to
@@ -55,8 +57,9 @@ fn network64(arch: &str) -> Network {
 /// sum computed in another order (batch norm folded by us, merged by zennit) are amplified
 /// by 1/sum; the relevance no longer sums to the logit (zennit: −57 against 1.95 at β = 1).
 /// The logits the wrapper's caller sees stay the ReLU network's. The smoothed maps differ
-/// from the plain ones by order one (Pearson 0.02–0.8 in the fixtures), so a smoothing that
-/// is ignored, applied to the forward pass only, or given another β fails.
+/// from the plain ones and from each other by order one (Pearson 0.02–0.86 to the plain
+/// gradient in the fixtures), so a smoothing that is ignored, applied to the wrong pass, or
+/// given another β fails.
 #[test]
 fn beta_smoothed_maps_equal_the_softplus_network_in_pytorch_and_zennit() {
     for arch in ["vgg11", "resnet18"] {
@@ -71,13 +74,18 @@ fn beta_smoothed_maps_equal_the_softplus_network_in_pytorch_and_zennit() {
         let (fast, slow) = (network(arch), network(arch).without_kernels());
         let slow64 = network64(arch);
         for beta in [1.0, 3.0, 10.0] {
-            let methods: [(Arc<dyn Attribution>, &str); 2] = [
-                (Arc::new(Gradient), "gradient"),
-                (Arc::new(Lrp::of(CompositeKind::EpsilonPlusFlat)), "lrp_epsilon_plus_flat"),
+            let methods: [(Arc<dyn Attribution>, Form, String); 3] = [
+                (Arc::new(Gradient), Form::Network, format!("gradient@beta={beta}")),
+                (
+                    Arc::new(Lrp::of(CompositeKind::EpsilonPlusFlat)),
+                    Form::Network,
+                    format!("lrp_epsilon_plus_flat@beta={beta}"),
+                ),
+                (Arc::new(Gradient), Form::Backward, format!("gradient@beta_backward={beta}")),
             ];
-            for (inner, key) in methods {
-                let method = BetaSmooth::new(beta, inner).unwrap();
-                let want = &f[&format!("{key}@beta={beta}")];
+            for (inner, form, key) in methods {
+                let method = BetaSmooth::new(beta, form, inner).unwrap();
+                let want = &f[&key];
                 let ours = method.attribute(&slow64, &x64, &targets, Activation::Exact).unwrap();
                 // Residual sums under softplus: see the test's docs.
                 let tol = if arch == "resnet18" && key.starts_with("lrp") { 1e-2 } else { 1e-5 };
@@ -120,10 +128,12 @@ fn beta_smoothed_maps_equal_the_softplus_network_in_pytorch_and_zennit() {
 fn smoothed_names_resolve_and_bad_ones_are_refused() {
     use fragility::explain::methods_by_name;
     let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let ms = methods_by_name(&names(&["gradient", "gradient_beta_smooth3", "smoothgrad_beta_smooth0.5"]), 0)
-        .unwrap();
+    let asked =
+        ["gradient", "gradient_beta_smooth3", "smoothgrad_beta_smooth0.5", "grad_cam_beta_smooth_backward2"];
+    let ms = methods_by_name(&names(&asked), 0).unwrap();
     let got: Vec<&str> = ms.iter().map(|m| m.name()).collect();
-    assert_eq!(got, ["gradient", "gradient_beta_smooth3", "smoothgrad_beta_smooth0.5"]);
+    assert_eq!(got, asked);
+    assert_eq!(ms[3].params()["form"], "backward");
     assert!(ms[1].differentiable() && ms[2].differentiable());
     assert!(ms[1].params()["beta_smooth"] == 3.0 && ms[1].params()["method"] == "gradient");
     for (bad, says) in [
@@ -132,6 +142,9 @@ fn smoothed_names_resolve_and_bad_ones_are_refused() {
         (vec!["gradient_beta_smooth0"], "β > 0"),
         (vec!["gradient_beta_smoothx"], "β > 0"),
         (vec!["gradiant_beta_smooth3"], "unknown method `gradiant`"),
+        (vec!["lrp_epsilon_plus_beta_smooth_backward3"], "does not read the ReLUs' derivatives"),
+        (vec!["deeplift_beta_smooth_backward3"], "does not read the ReLUs' derivatives"),
+        (vec!["smoothgrad_beta_smooth_backward"], "β > 0 after `_beta_smooth_backward`"),
         (vec!["gradient_beta_smooth3", "gradient_beta_smooth3.0"], "given twice"),
     ] {
         let e =
@@ -139,7 +152,7 @@ fn smoothed_names_resolve_and_bad_ones_are_refused() {
         assert!(e.contains(says), "{bad:?}: {e}");
     }
     assert_eq!(
-        beta_smooth::name_of("lrp_epsilon_alpha2_beta1", 10.0),
+        beta_smooth::name_of("lrp_epsilon_alpha2_beta1", 10.0, Form::Network),
         "lrp_epsilon_alpha2_beta1_beta_smooth10"
     );
 }

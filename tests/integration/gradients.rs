@@ -3,6 +3,7 @@
 use crate::common::*;
 use candle_core::{DType, Device, Tensor, Var};
 use fragility::attack::{objective_gradient, objective_loss, Objective, PrepareContext, TopKObjective};
+use fragility::attribution::beta_smooth::Form;
 use fragility::attribution::{
     by_name, normalized_saliency, Aggregate, Attribution, BetaSmooth, Gradient, IntegratedGradients,
     NoiseSettings, NoiseTunnel, METHOD_NAMES,
@@ -69,7 +70,7 @@ fn differentiable_methods() -> Vec<Arc<dyn Attribution>> {
     // direction must be the smoothed map's own derivative.
     for inner in ["gradient", "lrp_epsilon_plus_flat", "grad_cam", "guided_backprop"] {
         let inner: Arc<dyn Attribution> = Arc::from(by_name(inner, 7).unwrap());
-        methods.push(Arc::new(BetaSmooth::new(2.0, inner).unwrap()));
+        methods.push(Arc::new(BetaSmooth::new(2.0, Form::Network, inner).unwrap()));
     }
     methods
 }

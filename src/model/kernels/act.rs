@@ -290,6 +290,12 @@ pub(crate) fn activate(kind: Nonlinearity, act: Activation, z: &[f32]) -> (Vec<f
         (Nonlinearity::Relu, Activation::Softplus { beta }) => {
             softplus_sweep(beta as f32, z, &mut out, &mut deriv)
         }
+        (Nonlinearity::Relu, Activation::SmoothDerivative { beta }) => {
+            softplus_sweep(beta as f32, z, &mut out, &mut deriv);
+            for (o, &z) in out.iter_mut().zip(z) {
+                *o = if z > 0.0 { z } else { 0.0 };
+            }
+        }
         (k, _) if has_sweep(k) => smooth_sweep(k, z, &mut out, &mut deriv),
         _ if piecewise_sweep(kind, act, z, &mut out, &mut deriv) => {}
         _ => {
@@ -453,7 +459,12 @@ mod tests {
         let g: Vec<f32> = z.iter().map(|v| (v * 1.7).sin()).collect();
         let lam: Vec<f32> = z.iter().map(|v| (v * 0.9).cos()).collect();
         for kind in crate::model::nonlinearity::tests::ALL {
-            for act in [Activation::Exact, Activation::Softplus { beta: 4.0 }] {
+            let acts = [
+                Activation::Exact,
+                Activation::Softplus { beta: 4.0 },
+                Activation::SmoothDerivative { beta: 4.0 },
+            ];
+            for act in acts {
                 let swept = kind == Nonlinearity::Relu || has_sweep(kind);
                 let tol = |want: f32| if swept { 2e-6 * want.abs().max(1.0) } else { 0.0 };
                 let (v, d) = activate(kind, act, &z);

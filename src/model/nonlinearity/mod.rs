@@ -325,6 +325,14 @@ pub enum Activation {
         /// Sharpness: larger β is closer to the real function.
         beta: f64,
     },
+    /// The exact function in the forward pass, and in the backward pass its softplus(β)
+    /// surrogate's derivatives in place of its own (for ReLU: φ′(z) = sigmoid(βz)): zennit's
+    /// `BetaSmooth` (its `ReLUBetaSmooth` hook). Smooth functions unchanged. The values, and
+    /// so the prediction, are the real network's.
+    SmoothDerivative {
+        /// Sharpness of the surrogate whose derivative is taken.
+        beta: f64,
+    },
 }
 
 impl Activation {
@@ -359,7 +367,9 @@ impl Activation {
     pub fn second_derivative_from_first(&self, s: f32) -> f32 {
         match *self {
             Activation::Exact => 0.0,
-            Activation::Softplus { beta } => beta as f32 * s * (1.0 - s),
+            Activation::Softplus { beta } | Activation::SmoothDerivative { beta } => {
+                beta as f32 * s * (1.0 - s)
+            }
         }
     }
 }
@@ -400,6 +410,14 @@ pub fn eval_at<F: Real>(kind: Nonlinearity, act: Activation, z: F) -> (F, F, F) 
         Activation::Softplus { beta } => dispatch!(kind, f => {
             if f.kinked() { f.surrogate(z, F::of(beta)) } else { f.exact(z) }
         }),
+        Activation::SmoothDerivative { beta } => dispatch!(kind, f => {
+            if f.kinked() {
+                let (v, (_, d, s)) = (f.exact(z).0, f.surrogate(z, F::of(beta)));
+                (v, d, s)
+            } else {
+                f.exact(z)
+            }
+        }),
     }
 }
 
@@ -419,6 +437,14 @@ pub(crate) fn eval_tensor(
         Activation::Exact => dispatch!(kind, f => f.exact_tensor(z, second)),
         Activation::Softplus { beta } => dispatch!(kind, f => {
             if f.kinked() { f.surrogate_tensor(z, beta, second) } else { f.exact_tensor(z, second) }
+        }),
+        Activation::SmoothDerivative { beta } => dispatch!(kind, f => {
+            if f.kinked() {
+                let (v, (_, d, s)) = (f.exact_tensor(z, false)?.0, f.surrogate_tensor(z, beta, second)?);
+                Ok((v, d, s))
+            } else {
+                f.exact_tensor(z, second)
+            }
         }),
     }
 }
