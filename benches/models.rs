@@ -20,7 +20,10 @@
 //!   [`by_name`], in maps per second;
 //! * `top_k`: one [`Steered`] top-k attack (k = 1000) against the gradient map, a few
 //!   iterations per call after the clean maps, as `benches/throughput.rs` times it, in
-//!   image-iterations per second.
+//!   image-iterations per second;
+//! * not by default: the rest of the CAM family (`grad_cam_plus_plus`, ... against
+//!   pytorch-grad-cam on the PyTorch side) and LRP's composites (`lrp_epsilon_plus_flat`, ...
+//!   against zennit), in maps per second.
 //!
 //! `--save-weights DIR` keeps the weights as PyTorch state_dicts, so that
 //! `benches/pytorch_models.py --weights-dir DIR` runs the very same network (both JSON files
@@ -53,17 +56,18 @@ use std::time::Instant;
 /// our own count of conv and linear MACs ([`count_gmac`]), which the table prints beside them.
 ///
 /// The newer families, from torchvision's model docs ("GFLOPS", the same quantity):
-/// efficientnet_b0 0.39, mobilenet_v3_large 0.22, convnext_tiny 4.46.
-const PUBLISHED_GMAC: [(&str, f64); 6] = [
+/// efficientnet_b0 0.39, mobilenet_v3_large 0.22, convnext_tiny 4.46, vgg11 7.61.
+const PUBLISHED_GMAC: [(&str, f64); 7] = [
     ("resnet18", 1.82),
     ("resnet50", 4.11),
     ("squeezenet1_1", 0.35),
     ("efficientnet_b0", 0.39),
     ("mobilenet_v3_large", 0.22),
     ("convnext_tiny", 4.46),
+    ("vgg11", 7.61),
 ];
 
-const ALL_METHODS: [&str; 12] = [
+const ALL_METHODS: [&str; 17] = [
     "forward",
     "gradient",
     "integrated_gradients",
@@ -76,6 +80,11 @@ const ALL_METHODS: [&str; 12] = [
     "score_cam",
     "eigen_cam",
     "ablation_cam",
+    "lrp_epsilon_plus",
+    "lrp_epsilon_plus_flat",
+    "lrp_epsilon_gamma_box",
+    "lrp_epsilon_alpha2_beta1",
+    "lrp_epsilon_alpha2_beta1_flat",
 ];
 
 /// Throughput of torchvision architectures at 224×224 (see the file's docs).
@@ -85,7 +94,8 @@ struct Args {
     /// Architectures, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "resnet18,resnet50,squeezenet1_1")]
     models: Vec<String>,
-    /// Workloads, comma-separated (forward, gradient, integrated_gradients, grad_cam, top_k).
+    /// Workloads, comma-separated (forward, gradient, integrated_gradients, grad_cam, top_k;
+    /// also the rest of the CAM family and LRP's composites, e.g. lrp_epsilon_plus_flat).
     #[arg(
         long,
         value_delimiter = ',',

@@ -83,10 +83,11 @@ import torchvision  # noqa: E402
 
 PUBLISHED_GMAC = {"resnet18": 1.82, "resnet50": 4.11, "squeezenet1_1": 0.35,
                   # torchvision's model docs ("GFLOPS", the same quantity as above)
-                  "efficientnet_b0": 0.39, "mobilenet_v3_large": 0.22, "convnext_tiny": 4.46}
+                  "efficientnet_b0": 0.39, "mobilenet_v3_large": 0.22, "convnext_tiny": 4.46,
+                  "vgg11": 7.61}
 DEFAULT_LAYER = {"resnet18": "layer4", "resnet50": "layer4", "squeezenet1_1": "features.12",
                  "efficientnet_b0": "features.8", "mobilenet_v3_large": "features.16",
-                 "convnext_tiny": "features.7"}
+                 "convnext_tiny": "features.7", "vgg11": "features.19"}
 ALL_METHODS = ["forward", "gradient", "integrated_gradients", "grad_cam", "top_k"]
 # The rest of the CAM family, by pytorch-grad-cam 1.5.7 (not run by default): its classes at
 # the same layer, ClassifierOutputTarget(prediction), its own resize and scaling included,
@@ -100,6 +101,14 @@ PGC_METHODS = {
     "eigen_cam": "EigenCAM",
     "ablation_cam": "AblationCAM",
 }
+# LRP by zennit 0.5.1 (not run by default): its composite with the model's canonizer (ResNet:
+# batch norm merged, residual sums as zennit Sums; VGG: batch norm merged), attr_output =
+# one_hot(prediction) * logits, the hooks registered once outside the timed calls. The
+# normalisation is arithmetic in Normalized.forward, so zennit differentiates through it (the
+# map differs from ours by the per-channel factor 1/std; the work is the same).
+ZENNIT_METHODS = {"lrp_epsilon_plus_flat": "EpsilonPlusFlat", "lrp_epsilon_plus": "EpsilonPlus",
+                  "lrp_epsilon_gamma_box": "EpsilonGammaBox", "lrp_epsilon_alpha2_beta1": "EpsilonAlpha2Beta1",
+                  "lrp_epsilon_alpha2_beta1_flat": "EpsilonAlpha2Beta1Flat"}
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 # ----------------------------------------------------------------------------------------
@@ -266,6 +275,26 @@ class GradCam:
         return F.interpolate(cam, size=x.shape[2:], mode="bilinear", align_corners=False)
 
 
+def zennit_lrp(model, name, method, x, targets):
+    """A function that computes zennit's LRP map of `x` under `method`'s composite (the
+    composite entered once, here: canonizers applied and hooks registered, as a user would)."""
+    import zennit.composites
+    import zennit.torchvision
+    from zennit.attribution import Gradient as ZennitGradient
+
+    canonizer = zennit.torchvision.ResNetCanonizer() if name.startswith("resnet") else zennit.torchvision.VGGCanonizer()
+    kwargs = {"low": 0.0, "high": 1.0} if method == "lrp_epsilon_gamma_box" else {}
+    composite = getattr(zennit.composites, ZENNIT_METHODS[method])(canonizers=[canonizer], **kwargs)
+    attributor = ZennitGradient(model=model, composite=composite)
+    attributor.__enter__()  # main() calls fn.close() after timing: the hooks come off again
+    one_hot = F.one_hot(targets, 1000).to(x)
+
+    def fn():
+        attributor(x.detach().clone(), lambda out: one_hot * out)
+    fn.close = lambda: attributor.__exit__(None, None, None)
+    return fn
+
+
 def normalized(s):
     return s / s.sum(1, keepdim=True).clamp_min(1e-30)
 
@@ -397,7 +426,8 @@ def parse_args(argv=None):
     p.add_argument("--weights-dir", help="load DIR/<model>.safetensors (written by `cargo bench --bench "
                    "models -- --save-weights DIR`) instead of this script's own random weights")
     args = p.parse_args(argv)
-    bad = [m for m in args.methods if m not in ALL_METHODS and m not in PGC_METHODS] + [m for m in args.models if m not in PUBLISHED_GMAC]
+    known = set(ALL_METHODS) | set(PGC_METHODS) | set(ZENNIT_METHODS)
+    bad = [m for m in args.methods if m not in known] + [m for m in args.models if m not in PUBLISHED_GMAC]
     if bad:
         p.error(f"unknown: {', '.join(bad)}")
     return args
@@ -466,6 +496,8 @@ def main(argv=None):
 
                     def fn(pgc=pgc):
                         pgc(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in t_])
+                elif method in ZENNIT_METHODS:
+                    fn = zennit_lrp(model, name, method, x, t_)
                 else:
                     work = b * args.attack_iterations
 
@@ -474,6 +506,7 @@ def main(argv=None):
                                      args.attack_iterations, args.step, args.attack_rows)
                 rss_reset &= reset_peak_rss()
                 times = timed(fn, args.warmup, args.reps)
+                getattr(fn, "close", lambda: None)()
                 best, med = min(times), float(np.median(times))
                 row = {
                     "model": name, "method": method, "batch": b,

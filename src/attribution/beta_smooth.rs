@@ -181,11 +181,15 @@ impl Attribution for BetaSmooth {
     }
 
     fn params(&self) -> serde_json::Value {
-        serde_json::json!({
-            "beta_smooth": self.beta,
-            "form": match self.form { Form::Network => "network", Form::Backward => "backward" },
-            "method": self.inner.name(), "method_params": self.inner.params(),
-        })
+        let mut p = serde_json::json!({
+            "beta_smooth": self.beta, "method": self.inner.name(), "method_params": self.inner.params(),
+        });
+        // The network form, the paper's, is the one without a `form` (as its name has no
+        // `_backward`); a study recorded before the backward form existed stays the same study.
+        if self.form == Form::Backward {
+            p["form"] = "backward".into();
+        }
+        p
     }
 
     fn check(&self, model: &dyn Classifier) -> Result<()> {
