@@ -40,6 +40,11 @@ Keys (all composites from zennit.composites, default settings unless given):
     lrp_epsilon_alpha2_beta1_flat  EpsilonAlpha2Beta1Flat(): as above, Flat at the first layer
     lrp_epsilon_plus@epsilon=0.1   EpsilonPlus(epsilon=0.1) (the Linear layers' epsilon)
     lrp_epsilon_gamma_box@gamma=0.5,low=-1,high=2   EpsilonGammaBox(low=-1., high=2., gamma=0.5)
+    lrp_epsilon_plus_flat@first_layer=w_square      EpsilonPlusFlat(first_map=[(zennit.types.Linear,
+                                    WSquare())]): WSquare at the first layer (every parameter squared,
+                                    the bias included, as zennit 0.5.1 does), the rest as EpsilonPlus
+    lrp_epsilon_gamma_box@first_layer=flat          EpsilonGammaBox(low=0., high=1., first_map=
+                                    [(zennit.types.Linear, Flat())]): Flat in place of ZBox
 
 In every composite (zennit's layer_map_base): activations (ReLU, ReLU6) Pass, BatchNorm Pass (the
 canonizers have merged each BN into its conv and made it the identity), zennit.layer.Sum and
@@ -127,9 +132,11 @@ from safetensors.numpy import save_file
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 import zennit.composites as zc
+import zennit.types
 from zennit.attribution import Gradient
 from zennit.canonizers import AttributeCanonizer, CompositeCanonizer, SequentialMergeBatchNorm
 from zennit.layer import Sum
+from zennit.rules import Flat, WSquare
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer, ResNetCanonizer, VGGCanonizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -243,6 +250,11 @@ COMPOSITES = {
     "lrp_epsilon_alpha2_beta1_flat": (zc.EpsilonAlpha2Beta1Flat, {}),
     "lrp_epsilon_plus@epsilon=0.1": (zc.EpsilonPlus, {"epsilon": 0.1}),
     "lrp_epsilon_gamma_box@gamma=0.5,low=-1,high=2": (zc.EpsilonGammaBox, {"low": -1.0, "high": 2.0, "gamma": 0.5}),
+    # The `first_layer` setting: zennit's first_map, prepended to the composite's own (the first
+    # match wins), as a user of zennit replaces the first layer's rule.
+    "lrp_epsilon_plus_flat@first_layer=w_square": (zc.EpsilonPlusFlat, {"first_map": [(zennit.types.Linear, WSquare())]}),
+    "lrp_epsilon_gamma_box@first_layer=flat": (zc.EpsilonGammaBox, {"low": 0.0, "high": 1.0,
+                                                                     "first_map": [(zennit.types.Linear, Flat())]}),
 }
 NOBIAS_COMPOSITES = ["lrp_epsilon_plus", "lrp_epsilon_gamma_box"]
 

@@ -97,6 +97,10 @@ impl Attribution for Lrp {
             p["low"] = serde_json::json!(c.low);
             p["high"] = serde_json::json!(c.high);
         }
+        // Only where set: a run recorded before the setting existed stays the same study.
+        if let Some(f) = c.first_layer {
+            p["first_layer"] = serde_json::json!(f);
+        }
         p
     }
 }

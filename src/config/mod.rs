@@ -21,7 +21,7 @@ use crate::attribution::{
 };
 use crate::data::ImageOptions;
 use crate::error::{Error, Result};
-use crate::model::lrp::{Composite, CompositeKind, COMPOSITES};
+use crate::model::lrp::{Composite, CompositeKind, FirstLayer, COMPOSITES};
 use candle_core::Device;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -153,6 +153,7 @@ struct RawLrp {
     gamma: Option<f32>,
     low: Option<f32>,
     high: Option<f32>,
+    first_layer: Option<FirstLayer>,
 }
 
 impl RawMethods {
@@ -997,6 +998,7 @@ impl MethodFactory {
                 c.gamma = v.gamma.unwrap_or(c.gamma);
                 c.low = v.low.unwrap_or(c.low);
                 c.high = v.high.unwrap_or(c.high);
+                c.first_layer = v.first_layer;
                 c.validate().map_err(|e| cx.err(t.span(), format!("field `{field}`: {e}")))?;
             }
             lrp.push(c);

@@ -9,7 +9,7 @@ use crate::synthetic::synthetic_state_dict;
 use crate::torchvision::{fixture_dir, network, pearson};
 use candle_core::{DType, Device, Tensor, Var};
 use fragility::attribution::{Attribution, Lrp};
-use fragility::model::lrp::{Composite, CompositeKind, COMPOSITES};
+use fragility::model::lrp::{Composite, CompositeKind, FirstLayer, COMPOSITES};
 use fragility::model::weights::Weights;
 use fragility::model::{
     autograd_backward_adjoint, one_hot, zoo, Activation, Backward, Classifier, Network, Rule,
@@ -39,6 +39,14 @@ fn composite_of(key: &str) -> Composite {
     let mut c = Composite::of(CompositeKind::by_name(name).unwrap());
     for kv in settings.split(',').filter(|s| !s.is_empty()) {
         let (k, v) = kv.split_once('=').unwrap();
+        if k == "first_layer" {
+            c.first_layer = Some(match v {
+                "w_square" => FirstLayer::WSquare,
+                "flat" => FirstLayer::Flat,
+                other => panic!("unknown first layer {other}"),
+            });
+            continue;
+        }
         let v: f32 = v.parse().unwrap();
         match k {
             "epsilon" => c.epsilon = v,
@@ -51,7 +59,8 @@ fn composite_of(key: &str) -> Composite {
     c
 }
 
-/// Every composite (and two with other settings) equals zennit on vgg11, resnet18 and
+/// Every composite (and two with other settings, two with another first-layer rule: w², flat
+/// in place of z^B) equals zennit on vgg11, resnet18 and
 /// mobilenet_v2, on the CPU kernels and on the candle path, in float32 against zennit's
 /// float64: within 1e-3 of each map's largest relevance, Pearson ≥ 0.9999. A wrong rule,
 /// first layer, residual or pooling treatment changes a map by order one.
@@ -70,7 +79,7 @@ fn lrp_equals_zennit() {
         let mut keys: Vec<&String> =
             f.keys().filter(|k| k.starts_with("lrp_") && !k.ends_with("@nobias")).collect();
         keys.sort();
-        assert_eq!(keys.len(), 7, "{arch}: {keys:?}");
+        assert_eq!(keys.len(), 9, "{arch}: {keys:?}");
         for key in keys {
             let method = Lrp { composite: composite_of(key) };
             for (path, model) in [("kernels", &fast), ("candle", &slow)] {
@@ -257,18 +266,20 @@ target_method = "lrp_epsilon_plus_flat"
         )
     };
     let path = root().join("lrp.toml"); // never read: `parse` takes the text
-    let tables = "lrp_epsilon_plus_flat = { epsilon = 0.25 }\nlrp_epsilon_gamma_box = { gamma = 0.5, low = -0.5, high = 1.5 }";
+    let tables = "lrp_epsilon_plus_flat = { epsilon = 0.25, first_layer = \"w_square\" }\nlrp_epsilon_gamma_box = { gamma = 0.5, low = -0.5, high = 1.5 }";
     let plan = fragility::config::Plan::parse(&path, &config(tables)).unwrap();
     let get = |n: &str| plan.methods().iter().find(|m| m.name() == n).unwrap().clone();
     let (flat, gamma) = (get("lrp_epsilon_plus_flat"), get("lrp_epsilon_gamma_box"));
     assert_eq!(flat.params()["epsilon"], 0.25);
+    assert_eq!(flat.params()["first_layer"], "w_square");
+    assert!(gamma.params().get("first_layer").is_none(), "an unset first_layer is left out of the record");
     assert_eq!(gamma.params()["gamma"], 0.5);
     assert_eq!(gamma.params()["low"], -0.5);
     let (model, x) = (shipped_model(), images(&shipped_images(), &[0, 1]));
     let configured = flat.attribute(&model, &x, &[9, 2], Activation::Exact).unwrap();
     let default =
         Lrp::of(CompositeKind::EpsilonPlusFlat).attribute(&model, &x, &[9, 2], Activation::Exact).unwrap();
-    assert!(compare(&configured, &default)[0].0 > 1e-3, "ε did not reach the map");
+    assert!(compare(&configured, &default)[0].0 > 1e-3, "ε and the first layer did not reach the map");
     for (tables, want) in [
         (
             "lrp_epsilon_plus_flat = { gamma = 0.5 }",
@@ -283,6 +294,7 @@ target_method = "lrp_epsilon_plus_flat"
             "`methods.lrp_epsilon_plus_flat`: epsilon must be finite and > 0",
         ),
         ("lrp_epsilon_plus_flat = { beta = 1.0 }", "unknown field `beta`"),
+        ("lrp_epsilon_plus_flat = { first_layer = \"z_plus\" }", "unknown variant `z_plus`"),
     ] {
         let Err(err) = fragility::config::Plan::parse(&path, &config(tables)) else {
             panic!("{tables}: accepted")

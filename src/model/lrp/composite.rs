@@ -15,6 +15,8 @@
 //!
 //! "First layer" is the first convolution or dense layer in graph order (zennit: the first
 //! module of those types in module order, the same layer for every torchvision network).
+//! A composite's `first_layer` setting replaces its first-layer rule by w² or flat (zennit's
+//! `SpecialFirstLayerMapComposite` with that rule as `first_map`).
 
 use serde::Serialize;
 
@@ -66,6 +68,17 @@ impl CompositeKind {
     }
 }
 
+/// A first-layer rule that replaces the composite's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FirstLayer {
+    /// w² (Montavon et al. 2017; zennit's `WSquare`: every parameter squared, bias included),
+    /// for unbounded inputs.
+    WSquare,
+    /// Flat (Lapuschkin et al. 2019; zennit's `Flat`).
+    Flat,
+}
+
 /// A composite with its settings (zennit's defaults by [`Composite::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Composite {
@@ -83,13 +96,18 @@ pub struct Composite {
     pub low: f32,
     /// The box's upper end (see `low`).
     pub high: f32,
+    /// The first layer's rule in place of the composite's own (unset: the composite's). Left
+    /// out of the recorded settings when unset, so that runs recorded before it existed keep
+    /// their settings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_layer: Option<FirstLayer>,
 }
 
 impl Composite {
     /// `kind` with zennit's defaults: ε = stabiliser = 1e-6, γ = 0.25, and the box [0, 1] of
     /// this harness's pixels.
     pub fn of(kind: CompositeKind) -> Self {
-        Self { kind, epsilon: 1e-6, stabilizer: 1e-6, gamma: 0.25, low: 0.0, high: 1.0 }
+        Self { kind, epsilon: 1e-6, stabilizer: 1e-6, gamma: 0.25, low: 0.0, high: 1.0, first_layer: None }
     }
 
     /// Checks the settings: ε and the stabiliser finite and > 0, γ finite and ≥ 0, low < high.

@@ -37,6 +37,6 @@ mod plan;
 mod pointwise;
 mod rule;
 
-pub use composite::{Composite, CompositeKind, COMPOSITES};
+pub use composite::{Composite, CompositeKind, FirstLayer, COMPOSITES};
 pub(crate) use plan::{Modified, Plan, Step};
 pub(crate) use pointwise::Pointwise;

@@ -1,7 +1,7 @@
 //! A composite applied to one graph: each node's step of the relevance pass, and the modified
 //! parameter copies its rule runs, made once per model and composite.
 
-use super::composite::{Composite, CompositeKind};
+use super::composite::{Composite, CompositeKind, FirstLayer};
 use super::rule::{Group, LrpRule};
 use crate::error::{Error, Result};
 use crate::model::graph::{Graph, NodeId, Op, Shape};
@@ -60,7 +60,7 @@ impl Plan {
         let shapes = graph.shapes(hw)?;
         let large = graph.shapes((hw.0 * 4, hw.1 * 4)).unwrap_or_else(|_| shapes.clone());
         let nodes = graph.nodes();
-        let first = first_layer(graph, composite.kind);
+        let first = first_layer(graph, composite);
         let mut steps = Vec::with_capacity(nodes.len());
         for (id, node) in nodes.iter().enumerate() {
             let Some(layer) = node.op.layer() else {
@@ -76,11 +76,9 @@ impl Plan {
                     continue;
                 }
                 Relevance::Norm => Some(LrpRule::Norm(composite.stabilizer)),
-                Relevance::Dense if Some(id) == first && composite.kind.flat_first() => {
-                    Some(LrpRule::Flat(composite.stabilizer))
-                }
+                Relevance::Dense | Relevance::Convolution if Some(id) == first => Some(first_rule(composite)),
                 Relevance::Dense => Some(LrpRule::Epsilon(composite.epsilon)),
-                Relevance::Convolution => Some(conv_rule(composite, Some(id) == first)),
+                Relevance::Convolution => Some(conv_rule(composite)),
             };
             let Some(rule) = rule else {
                 steps.push(Step::Gradient);
@@ -113,12 +111,10 @@ impl Plan {
     }
 }
 
-/// The rule of a convolution.
-fn conv_rule(c: Composite, first: bool) -> LrpRule {
+/// The rule of a convolution other than the first layer.
+fn conv_rule(c: Composite) -> LrpRule {
     let s = c.stabilizer;
     match c.kind {
-        CompositeKind::EpsilonPlusFlat | CompositeKind::EpsilonAlpha2Beta1Flat if first => LrpRule::Flat(s),
-        CompositeKind::EpsilonGammaBox if first => LrpRule::ZBox(s),
         CompositeKind::EpsilonPlus | CompositeKind::EpsilonPlusFlat => LrpRule::ZPlus(s),
         CompositeKind::EpsilonGammaBox => LrpRule::Gamma { gamma: c.gamma, stabilizer: s },
         CompositeKind::EpsilonAlpha2Beta1 | CompositeKind::EpsilonAlpha2Beta1Flat => {
@@ -127,12 +123,27 @@ fn conv_rule(c: Composite, first: bool) -> LrpRule {
     }
 }
 
+/// The rule of the first layer: the `first_layer` setting's, else the composite's (flat, z^B,
+/// or, where the composite has none, its convolution rule).
+fn first_rule(c: Composite) -> LrpRule {
+    let s = c.stabilizer;
+    match (c.first_layer, c.kind) {
+        (Some(FirstLayer::WSquare), _) => LrpRule::WSquare(s),
+        (Some(FirstLayer::Flat), _) => LrpRule::Flat(s),
+        (None, CompositeKind::EpsilonPlusFlat | CompositeKind::EpsilonAlpha2Beta1Flat) => LrpRule::Flat(s),
+        (None, CompositeKind::EpsilonGammaBox) => LrpRule::ZBox(s),
+        (None, _) => conv_rule(c),
+    }
+}
+
 /// The node that gets the composite's first-layer rule: the first convolution or dense layer
-/// in graph order (the first convolution for z^B).
-fn first_layer(graph: &Graph, kind: CompositeKind) -> Option<NodeId> {
+/// in graph order (the first convolution where the composite's own first rule is z^B or none:
+/// a dense layer keeps ε there).
+fn first_layer(graph: &Graph, c: Composite) -> Option<NodeId> {
+    let dense_too = c.kind.flat_first() || c.first_layer.is_some();
     graph.nodes().iter().position(|n| match n.op.layer().map(|l| l.relevance()) {
         Some(Relevance::Convolution) => true,
-        Some(Relevance::Dense) => kind.flat_first(),
+        Some(Relevance::Dense) => dense_too,
         _ => false,
     })
 }

@@ -18,9 +18,12 @@
 //! |          | [(x⁺, W+γW⁻, b+γb⁻) + (x⁻, W+γW⁺, 0)] where Wx+b < 0                   |
 //! | z^B      | (x, W, b) − (l, W⁺, b⁺) − (h, W⁻, b⁻), l and h the box's bounds       |
 //! | flat     | (1, 1, 0)                                                             |
+//! | w²       | (1, W², b²)                                                           |
 //!
 //! (zennit writes the same with `input_modifiers`, `param_modifiers`, `gradient_mapper` and
-//! `reducer`; its generalised γ rule for negative inputs is the one above.)
+//! `reducer`; its generalised γ rule for negative inputs is the one above. Its `WSquare`
+//! squares every parameter, the bias included, and keeps it: w² here does the same, where the
+//! textbook rule (Montavon et al. 2017) has no bias.)
 
 use crate::error::Result;
 use candle_core::Tensor;
@@ -42,6 +45,8 @@ pub(crate) enum LrpRule {
     ZBox(f32),
     /// Flat: every weight one, no bias, input ones.
     Flat(f32),
+    /// w²: the weights (and the bias) squared, input ones.
+    WSquare(f32),
 }
 
 /// The input a term reads.
@@ -81,6 +86,8 @@ pub(crate) enum ParamMod {
     GammaNeg(f32),
     /// Ones (the bias zero).
     Ones,
+    /// θ² (weight and bias alike, as zennit's `WSquare`).
+    Square,
 }
 
 impl ParamMod {
@@ -94,6 +101,7 @@ impl ParamMod {
             ParamMod::GammaNeg(g) => t.add(&neg(t)?.affine(f64::from(g), 0.0)?)?,
             ParamMod::Ones if bias => t.zeros_like()?,
             ParamMod::Ones => t.ones_like()?,
+            ParamMod::Square => t.sqr()?,
         })
     }
 }
@@ -153,6 +161,7 @@ impl LrpRule {
             }
             LrpRule::Gamma { gamma, .. } => vec![ParamMod::GammaPos(gamma), ParamMod::GammaNeg(gamma)],
             LrpRule::Flat(_) => vec![ParamMod::Ones],
+            LrpRule::WSquare(_) => vec![ParamMod::Square],
         }
     }
 
@@ -187,6 +196,7 @@ impl LrpRule {
                 s,
             )],
             LrpRule::Flat(s) => vec![group(vec![term(Ones, M(0), false, 1.0)], 1.0, None, s)],
+            LrpRule::WSquare(s) => vec![group(vec![term(Ones, M(0), true, 1.0)], 1.0, None, s)],
         }
     }
 }
