@@ -151,11 +151,15 @@ pub struct Fingerprint {
     pub values: Option<serde_json::Value>,
 }
 
-/// Two fingerprints are the same study when their hashes agree; the settings kept for
-/// messages do not take part.
+/// Two fingerprints are the same study when their hashes agree: the settings' and each input
+/// field's content hash. Neither the settings kept for messages nor the inputs' paths take
+/// part (a path as resolved depends on the working folder; the settings record it as the
+/// config wrote it).
 impl PartialEq for Fingerprint {
     fn eq(&self, other: &Self) -> bool {
-        self.settings == other.settings && self.inputs == other.inputs
+        self.settings == other.settings
+            && self.inputs.len() == other.inputs.len()
+            && self.inputs.iter().zip(&other.inputs).all(|(a, b)| a.field == b.field && a.hash == b.hash)
     }
 }
 
@@ -287,7 +291,7 @@ impl Fingerprint {
         let mut changes: Vec<String> = Vec::new();
         for i in &self.inputs {
             match old.inputs.iter().find(|o| o.field == i.field) {
-                Some(o) if o.path == i.path && o.hash != i.hash => {
+                Some(o) if o.hash != i.hash => {
                     changes.push(format!("`{}` ({}) has changed since that run", i.field, i.path.display()))
                 }
                 None => changes.push(format!("`{}` ({}) was not an input", i.field, i.path.display())),

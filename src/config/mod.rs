@@ -640,12 +640,14 @@ impl Plan {
     /// Every setting as run.json records it (and the fingerprint hashes it), with `device` as
     /// the config wrote it.
     fn settings_json(&self, device: &str) -> serde_json::Value {
-        let path = |p: &Path| p.display().to_string();
+        // Input files as the config wrote them: the same study from any working folder.
+        let base = self.config_path.parent().unwrap_or(Path::new(""));
+        let path = |p: &Path| as_written(base, p);
         let mut v = serde_json::json!({
-            "config": path(&self.config_path),
+            "config": self.config_path.display().to_string(),
             "seed": self.seed,
             "device": device,
-            "out": path(&self.out),
+            "out": self.out.display().to_string(),
             "batch_size": self.batch_size,
 
             "data": {
@@ -672,7 +674,7 @@ impl Plan {
         if let [one] = self.models.as_slice() {
             // A one-model study records its model as before several models existed, the
             // model's own image settings as `data`'s: its fingerprint is unchanged.
-            v["model"] = one.settings_json(false);
+            v["model"] = one.settings_json(false, base);
             v["data"]["resize"] = serde_json::json!(one.image_options.resize);
             v["data"]["crop"] = serde_json::json!(one.image_options.crop);
             v["data"]["channels"] = serde_json::json!(one.image_options.channels);
@@ -683,7 +685,7 @@ impl Plan {
                 .models
                 .iter()
                 .map(|m| {
-                    let mut e = m.settings_json(true);
+                    let mut e = m.settings_json(true, base);
                     // What a method or attack resolved from its model (Grad-CAM's layer).
                     let (own_m, own_a) = (methods_json(&m.methods), attacks_json(&m.attacks));
                     if own_m != methods || own_a != attacks {
@@ -693,6 +695,22 @@ impl Plan {
                     e
                 })
                 .collect();
+        }
+        // An attack's mask or target-map file, as the config wrote it too.
+        let written = |attacks: &mut serde_json::Value| {
+            for a in attacks.as_array_mut().into_iter().flatten() {
+                for key in ["mask", "target_map"] {
+                    if let Some(p) = a["params"].get(key).and_then(|p| p.as_str()).map(str::to_string) {
+                        a["params"][key] = serde_json::json!(as_written(base, Path::new(&p)));
+                    }
+                }
+            }
+        };
+        written(&mut v["attacks"]);
+        for m in v.get_mut("models").and_then(|m| m.as_array_mut()).into_iter().flatten() {
+            if let Some(a) = m.get_mut("attacks") {
+                written(a);
+            }
         }
         // Only when given, and never part of the fingerprint (a new title is the same study).
         if let (Some(t), Some(o)) = (&self.title, v.as_object_mut()) {
@@ -719,6 +737,15 @@ impl Plan {
 }
 
 /// Methods as `run.json` records them: name → parameters.
+/// `path` (resolved from the config's folder `base`) as the config wrote it: relative to the
+/// config's folder where it lies below it as resolved (`experiments/../assets/x` from the
+/// repository root and `../assets/x` from `experiments/` both record `../assets/x`), else as
+/// given (an absolute path). The record, and so the study's identity, then does not depend
+/// on the working folder a study is run from.
+pub(crate) fn as_written(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base).unwrap_or(path).display().to_string()
+}
+
 fn methods_json(methods: &[Arc<dyn Attribution>]) -> serde_json::Value {
     serde_json::Value::Object(methods.iter().map(|m| (m.name().to_string(), m.params())).collect())
 }

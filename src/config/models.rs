@@ -108,10 +108,13 @@ impl ModelPlan {
     /// The model as `run.json` records it (and the fingerprint hashes it). A one-model study
     /// records exactly what it did before several models existed (its resize lives in
     /// `data`), so its fingerprint is unchanged.
-    pub(super) fn settings_json(&self, several: bool) -> serde_json::Value {
+    /// The model's settings as run.json records them, its files as the config wrote them
+    /// (relative to the config's folder `base`, see [`super::as_written`]).
+    pub(super) fn settings_json(&self, several: bool, base: &std::path::Path) -> serde_json::Value {
         let mut v = serde_json::json!({
-            "name": self.name,
-            "weights": self.weights.display().to_string(),
+            // An ONNX model's name is its file.
+            "name": super::as_written(base, std::path::Path::new(&self.name)),
+            "weights": super::as_written(base, &self.weights),
             "normalize": self.normalize,
         });
         if several || self.label_given {

@@ -48,6 +48,37 @@ top_k = {{ k = 50, iterations = 4, step = 0.25, beta = 10.0 }}
     p
 }
 
+/// A study names its files relative to its config; run from the config's folder and from the
+/// folder above (`sub/exp.toml`), it is the same study: the second run finds the first's
+/// finished results instead of calling them another study's, and the record spells every
+/// input as the config wrote it.
+#[test]
+fn a_study_is_the_same_from_any_working_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("sub");
+    std::fs::create_dir_all(sub.join("data")).unwrap();
+    let assets = root().join("assets/fashion-mnist");
+    for f in ["t10k-images-1000-idx3-ubyte.gz", "t10k-labels-1000-idx1-ubyte.gz"] {
+        std::fs::copy(assets.join(f), sub.join("data").join(f)).unwrap();
+    }
+    std::fs::copy(shipped_weights(), sub.join("data/weights.safetensors")).unwrap();
+    let p = small_config(&sub, Path::new("data/weights.safetensors"));
+    let text = std::fs::read_to_string(&p)
+        .unwrap()
+        .replace(&assets.display().to_string(), "data")
+        .replace("count = 6", "count = 2")
+        .replace(r#"names = ["random_sign", "top_k"]"#, r#"names = ["random_sign"]"#);
+    std::fs::write(&p, text).unwrap();
+    let o = fragility(&["exp.toml"], &sub);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = fragility(&["sub/exp.toml"], dir.path());
+    assert!(o.status.success() && stderr(&o).contains("already holds this finished run"), "{}", stderr(&o));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sub.join("out/run.json")).unwrap()).unwrap();
+    assert_eq!(record["settings"]["data"]["images"], "data/t10k-images-1000-idx3-ubyte.gz");
+    assert_eq!(record["settings"]["model"]["weights"], "data/weights.safetensors");
+}
+
 /// Replaces `from` by `to` in the config and expects a clean failure: exit code 2, a message
 /// naming the file, the line and `needle`, and no output folder.
 pub fn expect_config_error(from: &str, to: &str, line: usize, needle: &str) {
