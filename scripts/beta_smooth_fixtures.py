@@ -53,13 +53,11 @@ each smoothed map is from the unsmoothed one (Pearson r of the flattened maps).
 """
 
 import copy
-import importlib.metadata
 import json
 import os
 import sys
 
 import numpy as np
-import safetensors
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -69,7 +67,7 @@ import zennit.composites as zc
 from zennit.attribution import Gradient
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from lrp_fixtures import CANONIZERS, attribute, build, rel_diff  # noqa: E402
+from lrp_fixtures import CANONIZERS, attribute, build, rel_diff, versions  # noqa: E402
 from synthetic_weights import synthetic  # noqa: E402
 from torchvision_fixtures import INPUT_SHAPE, NUM_CLASSES, OUT_DIR  # noqa: E402
 
@@ -163,16 +161,6 @@ def gradient(model, x, targets):
 def pearson(a, b):
     a, b = a.flatten() - a.mean(), b.flatten() - b.mean()
     return float((a @ b) / (a.norm() * b.norm()))
-
-
-def versions():
-    return {
-        "zennit": importlib.metadata.version("zennit"),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": np.__version__,
-        "safetensors": safetensors.__version__,
-    }
 
 
 def make(arch):

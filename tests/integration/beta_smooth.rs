@@ -2,9 +2,10 @@
 //! autograd and zennit through the same network (scripts/beta_smooth_fixtures.py), the
 //! prediction kept on the real network, and the names a user writes.
 
+use crate::lrp::compare;
 use crate::synthetic::synthetic_state_dict;
-use crate::torchvision::{fixture_dir, network, pearson};
-use candle_core::{DType, Device, Tensor};
+use crate::torchvision::{fixture_dir, network};
+use candle_core::{DType, Device};
 use fragility::attribution::beta_smooth::Form;
 use fragility::attribution::{beta_smooth, Attribution, BetaSmooth, Gradient, Lrp};
 use fragility::model::lrp::CompositeKind;
@@ -12,24 +13,6 @@ use fragility::model::weights::Weights;
 use fragility::model::zoo;
 use fragility::model::{Activation, Classifier, Network};
 use std::sync::Arc;
-
-/// Per image: max |a − b| / max |b| and Pearson's r.
-fn compare(ours: &Tensor, want: &Tensor) -> Vec<(f64, f64)> {
-    let rows = |t: &Tensor| -> Vec<Vec<f64>> {
-        let b = t.dim(0).unwrap();
-        let v = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        v.chunks_exact(v.len() / b).map(|c| c.to_vec()).collect()
-    };
-    rows(ours)
-        .iter()
-        .zip(rows(want))
-        .map(|(a, b)| {
-            let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            let d = a.iter().zip(&b).fold(0.0f64, |m, (p, q)| m.max((p - q).abs()));
-            (d / scale, pearson(a, &b))
-        })
-        .collect()
-}
 
 /// `arch` with the synthetic weights in float64 from the start (batch norm folded in float64:
 /// folded in float32, its 1e-7 rounding alone moves the ε-rule's near-zero denominators).

@@ -16,7 +16,7 @@ use fragility::model::{
 };
 
 /// Per image: max |a − b| / max |b| and Pearson's r.
-fn compare(ours: &Tensor, want: &Tensor) -> Vec<(f64, f64)> {
+pub(crate) fn compare(ours: &Tensor, want: &Tensor) -> Vec<(f64, f64)> {
     let rows = |t: &Tensor| -> Vec<Vec<f64>> {
         let b = t.dim(0).unwrap();
         let v = t.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
