@@ -5,7 +5,8 @@
 //!
 //! Why: the geometry of a ReLU network's decision surface (its large curvature) is what lets a
 //! small perturbation move a gradient map anywhere; the softplus network's maps change slowly,
-//! and Dombrowski et al. show (their Theorem 2) that its gradient map approximates SmoothGrad's.
+//! and Dombrowski et al. relate its gradient map to SmoothGrad's (for a network of one layer,
+//! a SmoothGrad under a particular noise distribution).
 //! Smaller β is smoother (and further from the real network); β → ∞ is the real map.
 //!
 //! A smoothed method is named `<method>_beta_smooth<β>` (`gradient_beta_smooth3`,
