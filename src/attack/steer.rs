@@ -281,6 +281,7 @@ impl Steered {
     fn direction(
         &self,
         input: &AttackInput,
+        steer: &dyn Attribution,
         goal: &dyn Goal,
         active: &[usize],
         xa: &Tensor,
@@ -292,7 +293,7 @@ impl Steered {
         // The graph of a chunk holds every backward pass of its maps: keep it at about
         // the model's rows per pass in image-passes, whatever the method.
         let (_, _, h, w) = xa.dims4()?;
-        let rows = (input.model.rows_per_pass(h, w) / self.method.passes_per_image()).max(1);
+        let rows = (input.model.rows_per_pass(h, w) / steer.passes_per_image()).max(1);
         let mut parts = Vec::with_capacity(n.div_ceil(rows));
         for start in (0..n).step_by(rows) {
             let len = rows.min(n - start);
@@ -300,7 +301,7 @@ impl Steered {
             let targets: Vec<u32> = ids.iter().map(|&r| input.targets[r]).collect();
             parts.push(objective_gradient(
                 goal,
-                self.method.as_ref(),
+                steer,
                 input.model,
                 &xa.narrow(0, start, len)?,
                 &x0a.narrow(0, start, len)?,
@@ -353,6 +354,14 @@ impl Attack for Steered {
         let rows = x0.dim(0)?;
         let method = self.method.as_ref();
         let (clean, h, w, _) = real_maps(method, input.model, x0, x0, input.targets)?;
+        // The map steered by and ranked with: the method's stand-in where it has one (the goal
+        // is still set on the method's own clean map).
+        let stand_in = self.method.steering();
+        let steer = stand_in.as_deref().unwrap_or(method);
+        let ranked = match stand_in {
+            Some(_) => real_maps(steer, input.model, x0, x0, input.targets)?.0,
+            None => clean.clone(),
+        };
         let goal = self.objective.prepare(&PrepareContext {
             model: input.model,
             method,
@@ -367,7 +376,7 @@ impl Attack for Steered {
             None
         };
         let mut best = x0.clone();
-        let mut best_rank: Vec<(f64, f64)> = (0..rows).map(|r| goal.rank(r, &clean[r])).collect();
+        let mut best_rank: Vec<(f64, f64)> = (0..rows).map(|r| goal.rank(r, &ranked[r])).collect();
         let mut used = vec![0u32; rows];
         for restart in 0..=self.settings.restarts {
             let mut x = self.start(input, restart)?;
@@ -385,7 +394,7 @@ impl Attack for Steered {
                 let eps_a: Vec<f32> = active.iter().map(|&r| input.eps[r]).collect();
                 let alpha: Vec<f32> = eps_a.iter().map(|&e| self.settings.alpha(e)).collect();
                 let alpha = row_column(&alpha, &xa)?.to_dtype(xa.dtype())?;
-                let g = self.direction(input, goal.as_ref(), &active, &xa, &x0a, act, p0.as_ref())?;
+                let g = self.direction(input, steer, goal.as_ref(), &active, &xa, &x0a, act, p0.as_ref())?;
                 let moved = match self.settings.optimizer {
                     Optimizer::Sign => xa.sub(&g.sign()?.broadcast_mul(&alpha)?)?,
                     Optimizer::Adam => {
@@ -408,7 +417,7 @@ impl Attack for Steered {
                 x = merge_rows(&x, &active, &moved)?;
 
                 let targets: Vec<u32> = active.iter().map(|&r| input.targets[r]).collect();
-                let (maps, _, _, preds) = real_maps(method, input.model, &moved, &x0a, &targets)?;
+                let (maps, _, _, preds) = real_maps(steer, input.model, &moved, &x0a, &targets)?;
                 let mut improved = Vec::new();
                 let mut took = Vec::new();
                 for (j, &r) in active.iter().enumerate() {

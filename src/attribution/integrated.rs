@@ -91,11 +91,16 @@ pub struct IntegratedGradients {
     pub steps: usize,
     /// The quadrature rule.
     pub quadrature: Quadrature,
+    /// Path points (Gauss–Legendre) of the stand-in that steered attacks steer by and rank
+    /// their iterates with, when fewer than `steps`: a steered step then costs `steer_steps`
+    /// path points instead of `steps`, the measured map unchanged. Unset: the map itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steer_steps: Option<usize>,
 }
 
 impl Default for IntegratedGradients {
     fn default() -> Self {
-        Self { steps: 50, quadrature: Quadrature::GaussLegendre }
+        Self { steps: 50, quadrature: Quadrature::GaussLegendre, steer_steps: None }
     }
 }
 
@@ -136,6 +141,11 @@ impl Attribution for IntegratedGradients {
         self.steps.max(1)
     }
 
+    fn steering(&self) -> Option<std::sync::Arc<dyn Attribution>> {
+        let k = self.steer_steps.filter(|&k| k >= 1 && k < self.steps)?;
+        Some(std::sync::Arc::new(Self { steps: k, quadrature: Quadrature::GaussLegendre, steer_steps: None }))
+    }
+
     fn has_map_vjp(&self) -> bool {
         true
     }
@@ -172,7 +182,13 @@ impl Attribution for IntegratedGradients {
     }
 
     fn params(&self) -> serde_json::Value {
-        serde_json::json!({ "steps": self.steps, "quadrature": self.quadrature, "baseline": "zero" })
+        let mut p =
+            serde_json::json!({ "steps": self.steps, "quadrature": self.quadrature, "baseline": "zero" });
+        // Only where set: a run recorded before the setting existed stays the same study.
+        if let Some(k) = self.steer_steps {
+            p["steer_steps"] = serde_json::json!(k);
+        }
+        p
     }
 }
 
@@ -212,6 +228,23 @@ mod tests {
         // 50 points: nodes strictly inside (0,1), ascending.
         let (a, _) = quadrature(Quadrature::GaussLegendre, 50);
         assert!(a.windows(2).all(|p| p[0] < p[1]) && a[0] > 0.0 && a[49] < 1.0);
+    }
+
+    #[test]
+    fn the_steering_stand_in_has_steer_steps_gauss_legendre_points() {
+        let ig =
+            IntegratedGradients { steps: 100, quadrature: Quadrature::RightRiemann, steer_steps: Some(4) };
+        let s = ig.steering().expect("a stand-in");
+        assert_eq!(s.passes_per_image(), 4);
+        assert_eq!(s.params()["quadrature"], "gauss_legendre");
+        assert!(s.steering().is_none());
+        assert_eq!(ig.params()["steer_steps"], 4);
+        // Unset, or not fewer points than the map: the map itself.
+        assert!(IntegratedGradients::default().steering().is_none());
+        assert!(IntegratedGradients::default().params().get("steer_steps").is_none());
+        assert!(IntegratedGradients { steer_steps: Some(50), ..IntegratedGradients::default() }
+            .steering()
+            .is_none());
     }
 
     #[test]

@@ -91,6 +91,12 @@ pub trait Attribution: Send + Sync {
     fn reads_derivatives(&self) -> bool {
         self.differentiable()
     }
+    /// A cheaper stand-in that steered attacks take their direction from and rank their
+    /// iterates by, where the method has one (integrated gradients with `steer_steps` path
+    /// points); the maps a study measures stay the method's own. `None`: the method itself.
+    fn steering(&self) -> Option<Arc<dyn Attribution>> {
+        None
+    }
     /// How many backward passes one image's map costs (integrated gradients: its steps; a
     /// noise tunnel: its samples × the wrapped method's). Attacks size their second-order
     /// chunks by it: the autograd graph of a chunk holds every pass, so memory grows with it.

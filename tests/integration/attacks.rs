@@ -319,3 +319,65 @@ fn objectives_have_hand_derived_losses_ranks_and_measures() {
         })
         .is_err());
 }
+
+/// Counts the images whose maps it computes (its own `attribute*` calls), around the gradient;
+/// its stand-in for steering, if given, counts into its own counter.
+struct Counting {
+    images: std::sync::atomic::AtomicUsize,
+    stand_in: Option<Arc<Counting>>,
+}
+
+impl Counting {
+    fn new(stand_in: Option<Arc<Counting>>) -> Self {
+        Self { images: 0.into(), stand_in }
+    }
+    fn count(&self, x: &Tensor) {
+        self.images.fetch_add(x.dim(0).unwrap(), std::sync::atomic::Ordering::Relaxed);
+    }
+    fn images(&self) -> usize {
+        self.images.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Attribution for Counting {
+    fn name(&self) -> &str {
+        "gradient"
+    }
+    fn attribute(
+        &self,
+        model: &dyn Classifier,
+        x: &Tensor,
+        t: &[u32],
+        act: Activation,
+    ) -> fragility::Result<Tensor> {
+        self.count(x);
+        Gradient.attribute(model, x, t, act)
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+    fn differentiable(&self) -> bool {
+        true
+    }
+    fn steering(&self) -> Option<Arc<dyn Attribution>> {
+        self.stand_in.clone().map(|s| s as Arc<dyn Attribution>)
+    }
+}
+
+/// A method with a steering stand-in (integrated gradients' `steer_steps`) is measured once,
+/// on the clean images (the goal is set on its own map), and every step's direction and every
+/// iterate's ranking use the stand-in.
+#[test]
+fn a_steering_stand_in_steers_and_ranks_every_iterate() {
+    let (model, x, eps, seeds) = setup();
+    let stand_in = Arc::new(Counting::new(None));
+    let method = Arc::new(Counting::new(Some(stand_in.clone())));
+    let attack = Steered { objective: objective("top_k"), method: method.clone(), settings: short(3) };
+    let (out, targets) = attack_rows(&model, &attack, &x, &eps, &seeds);
+    check_invariants(&model, &x, &eps, &out, &targets, "top_k with a stand-in");
+    let rows = eps.len();
+    assert_eq!(method.images(), rows, "the method itself: the clean maps only");
+    // The stand-in: its clean maps, then per iteration one direction and one ranking map of
+    // every row (no patience here).
+    assert_eq!(stand_in.images(), rows + 3 * 2 * rows);
+}

@@ -86,7 +86,7 @@ fn on_a_linear_model_the_gradient_family_gives_the_weights_and_w_times_x() {
         assert!(max_abs_diff(&got, want) < 1e-5, "{}", m.name());
     }
     for rule in [Quadrature::Trapezoid, Quadrature::LeftRiemann, Quadrature::RightRiemann] {
-        let ig = IntegratedGradients { steps: 7, quadrature: rule };
+        let ig = IntegratedGradients { steps: 7, quadrature: rule, ..IntegratedGradients::default() };
         let got = flat(&ig.attribute(&model, &x, &targets, Activation::Exact).unwrap());
         assert!(max_abs_diff(&got, &want_gxi) < 1e-5, "{rule:?}");
     }

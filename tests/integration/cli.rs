@@ -117,6 +117,16 @@ fn negative_epsilon_is_refused_with_its_line() {
 }
 
 #[test]
+fn zero_steer_steps_are_refused_with_their_line() {
+    expect_config_error(
+        "{ steps = 8 }",
+        "{ steps = 8, steer_steps = 0 }",
+        16,
+        "integrated_gradients.steer_steps",
+    );
+}
+
+#[test]
 fn missing_weights_file_is_named() {
     expect_config_error("fmnist_cnn.safetensors", "nothing.safetensors", 7, "model.weights");
 }

@@ -65,7 +65,11 @@ pub(crate) fn check(arch: &str, model: &Network, tol: f64, dtype: DType) {
     let act = Activation::Exact;
     let logits = model.logits(x, act).unwrap();
     assert!(rel(&logits, &f["logits"]) < tol, "{arch} logits: {}", rel(&logits, &f["logits"]));
-    let ig = IntegratedGradients { steps: 16, quadrature: Quadrature::RightRiemann };
+    let ig = IntegratedGradients {
+        steps: 16,
+        quadrature: Quadrature::RightRiemann,
+        ..IntegratedGradients::default()
+    };
     let methods: [(&str, Box<dyn Attribution>); 4] = [
         ("gradient", Box::new(fragility::attribution::Gradient)),
         ("integrated_gradients", Box::new(ig)),
