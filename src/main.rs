@@ -147,7 +147,7 @@ enum Command {
         /// lrp_epsilon_alpha2_beta1, lrp_epsilon_alpha2_beta1_flat (LRP under zennit's
         /// composites), grad_cam, grad_cam_plus_plus, xgrad_cam, hires_cam, layer_cam,
         /// score_cam, eigen_cam, ablation_cam, guided_grad_cam, occlusion, lime, kernel_shap.
-        /// Any of those computed by backpropagation (all but score_cam, eigen_cam,
+        /// Any of those whose map is differentiable (all but deconvnet, score_cam, eigen_cam,
         /// ablation_cam, occlusion, lime, kernel_shap) may be β-smoothed by name:
         /// `gradient_beta_smooth3` is the gradient of the network with softplus(β = 3) in place
         /// of its ReLUs (Dombrowski et al. 2019), the prediction still the real network's.

@@ -13,11 +13,13 @@
 //! `lrp_epsilon_plus_flat_beta_smooth10`), in `fragility explain --methods` (or with
 //! `--beta-smooth β`, which smooths every listed method) and in a study's `[methods] names`,
 //! so that one study can set several β beside the unsmoothed map and no output ever labels a
-//! smoothed map with the plain method's name. Every method computed by backpropagation can be
-//! smoothed (those that are [`Attribution::differentiable`]: gradient, gradient × input,
-//! integrated gradients, the noise tunnels over them, guided backprop, deconvnet, DeepLIFT, LRP,
-//! Grad-CAM and the differentiable CAMs, guided Grad-CAM); the forward-only methods (occlusion,
-//! LIME, KernelSHAP, Score-CAM, Ablation-CAM, EigenCAM) are refused.
+//! smoothed map with the plain method's name. Every method whose map is differentiable in the
+//! input ([`Attribution::differentiable`], the methods attacks steer) can be smoothed:
+//! gradient, gradient × input, integrated gradients, the noise tunnels over them, guided
+//! backprop, DeepLIFT, LRP, Grad-CAM and the differentiable CAMs, guided Grad-CAM. Refused:
+//! deconvnet (its map depends on the input only through the max-pool switches, smoothed or
+//! not) and the forward-only methods (occlusion, LIME, KernelSHAP, Score-CAM, Ablation-CAM,
+//! EigenCAM).
 //!
 //! "Every ReLU" means every nonlinearity with kinks, each through its softplus construction
 //! ([`crate::model::Activation::Softplus`]: ReLU6, leaky ReLU, HardSigmoid and HardSwish
@@ -33,8 +35,8 @@
 //! `ReLUBetaSmooth` hook; [`crate::model::Activation::SmoothDerivative`], each kinked function
 //! through its softplus form's derivative). It changes only maps that read those derivatives
 //! ([`Attribution::reads_derivatives`]): gradient, gradient × input, integrated gradients,
-//! the noise tunnels over them, guided backprop, the Grad-CAM family and guided Grad-CAM; LRP,
-//! deconvnet and DeepLIFT would be unchanged or undefined and are refused. Its maps are
+//! the noise tunnels over them, guided backprop, the Grad-CAM family and guided Grad-CAM; LRP
+//! and DeepLIFT would be unchanged or undefined and are refused, as deconvnet is in both forms. Its maps are
 //! continuous but the forward pass keeps its kinks, so attacks steer them through a surrogate
 //! direction (the derivative with the forward kinks softened by the same β), not an exact one.
 //!
@@ -113,7 +115,8 @@ pub struct BetaSmooth {
 
 impl BetaSmooth {
     /// `inner` smoothed with `beta` in `form`; refused for a β that is not finite and
-    /// positive, for a method not computed by backpropagation, and, in the backward form, for
+    /// positive, for a method whose map is not differentiable in the input, and, in the
+    /// backward form, for
     /// one that does not read the derivatives.
     pub fn new(beta: f64, form: Form, inner: Arc<dyn Attribution>) -> Result<Self> {
         if !(beta.is_finite() && beta > 0.0) {
@@ -121,7 +124,8 @@ impl BetaSmooth {
         }
         if !inner.differentiable() {
             return Err(Error::Invalid(format!(
-                "β-smoothing applies to methods computed by backpropagation; `{}` is not one",
+                "β-smoothing applies to the methods whose maps are differentiable in the input (those \
+                 attacks steer: every backpropagation method but deconvnet); `{}` is not one",
                 inner.name()
             )));
         }

@@ -82,10 +82,6 @@ impl Attribution for GuidedBackprop {
 pub struct Deconvnet;
 
 impl Attribution for Deconvnet {
-    fn reads_derivatives(&self) -> bool {
-        false
-    }
-
     fn name(&self) -> &'static str {
         "deconvnet"
     }

@@ -85,9 +85,8 @@ pub trait Attribution: Send + Sync {
     }
     /// Whether the map reads the derivatives of the network's nonlinearities (so that
     /// replacing them, as zennit's β-smoothing does, changes it). By default, whether it is
-    /// computed by backpropagation; LRP (relevance passes nonlinearities unchanged), deconvnet
-    /// (relu of the upstream gradient) and DeepLIFT (multipliers from the function's values)
-    /// do not.
+    /// differentiable (computed by backpropagation); LRP (relevance passes nonlinearities
+    /// unchanged) and DeepLIFT (multipliers from the function's values) do not.
     fn reads_derivatives(&self) -> bool {
         self.differentiable()
     }

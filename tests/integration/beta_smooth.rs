@@ -122,6 +122,7 @@ fn smoothed_names_resolve_and_bad_ones_are_refused() {
     for (bad, says) in [
         (vec!["occlusion_beta_smooth3"], "`occlusion` is not one"),
         (vec!["score_cam_beta_smooth3"], "`score_cam` is not one"),
+        (vec!["deconvnet_beta_smooth3"], "`deconvnet` is not one"),
         (vec!["gradient_beta_smooth0"], "β > 0"),
         (vec!["gradient_beta_smoothx"], "β > 0"),
         (vec!["gradiant_beta_smooth3"], "unknown method `gradiant`"),
