@@ -11,7 +11,7 @@
 //! computed (and every input checked) before the first file is written, and one run's files
 //! replace the previous run's together (see [`explain`]): never a mix of two runs.
 
-use crate::attribution::{beta_smooth, by_name, Attribution, METHOD_NAMES};
+use crate::attribution::{beta_smooth, by_name, Attribution};
 use crate::data::{write_npy_f32, write_npy_i64};
 use crate::error::{Error, Result};
 use crate::manifest::{check_out_dir, Kind, Manifest};
@@ -93,7 +93,7 @@ fn class_label(class: i64, names: Option<&[String]>) -> String {
 pub fn methods_by_name(names: &[String], seed: u64) -> Result<Vec<Arc<dyn Attribution>>> {
     let mut methods: Vec<Arc<dyn Attribution>> = Vec::with_capacity(names.len());
     for n in names {
-        let m = beta_smooth::resolve(n, &|m| by_name(m, seed).map(Arc::from), &METHOD_NAMES)
+        let m = beta_smooth::resolve(n, &|m| by_name(m, seed).map(Arc::from))
             .map_err(|e| Error::Invalid(format!("--methods: {e}")))?;
         if methods.iter().any(|o| o.name() == m.name()) {
             return Err(Error::Invalid(format!("--methods: `{n}` is given twice")));

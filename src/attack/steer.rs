@@ -358,10 +358,11 @@ impl Attack for Steered {
         // is still set on the method's own clean map).
         let stand_in = self.method.steering();
         let steer = stand_in.as_deref().unwrap_or(method);
-        let ranked = match stand_in {
-            Some(_) => real_maps(steer, input.model, x0, x0, input.targets)?.0,
-            None => clean.clone(),
+        let stand_in_clean = match stand_in {
+            Some(_) => Some(real_maps(steer, input.model, x0, x0, input.targets)?.0),
+            None => None,
         };
+        let ranked = stand_in_clean.as_ref().unwrap_or(&clean);
         let goal = self.objective.prepare(&PrepareContext {
             model: input.model,
             method,

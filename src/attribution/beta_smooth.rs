@@ -87,16 +87,15 @@ pub const HINT: &str =
 pub fn resolve(
     name: &str,
     make: &dyn Fn(&str) -> Option<Arc<dyn Attribution>>,
-    known: &[&str],
 ) -> std::result::Result<Arc<dyn Attribution>, String> {
     if let Some(m) = make(name) {
         return Ok(m);
     }
     let Some(split) = split(name) else {
-        return Err(format!("unknown method `{name}` (known: {}{HINT})", known.join(", ")));
+        return Err(format!("unknown method `{name}` (known: {}{HINT})", super::METHOD_NAMES.join(", ")));
     };
     let (inner, beta, form) = split?;
-    let inner = resolve(inner, make, known)?;
+    let inner = resolve(inner, make)?;
     BetaSmooth::new(beta, form, inner).map(|m| Arc::new(m) as _).map_err(|e| format!("`{name}`: {e}"))
 }
 

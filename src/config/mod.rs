@@ -736,7 +736,6 @@ impl Plan {
     }
 }
 
-/// Methods as `run.json` records them: name → parameters.
 /// `path` (resolved from the config's folder `base`) as the config wrote it: relative to the
 /// config's folder where it lies below it as resolved (`experiments/../assets/x` from the
 /// repository root and `../assets/x` from `experiments/` both record `../assets/x`), else as
@@ -746,6 +745,7 @@ pub(crate) fn as_written(base: &Path, path: &Path) -> String {
     path.strip_prefix(base).unwrap_or(path).display().to_string()
 }
 
+/// Methods as `run.json` records them: name → parameters.
 fn methods_json(methods: &[Arc<dyn Attribution>]) -> serde_json::Value {
     serde_json::Value::Object(methods.iter().map(|m| (m.name().to_string(), m.params())).collect())
 }
@@ -1093,7 +1093,7 @@ impl MethodFactory {
 
     /// [`MethodFactory::make`] by name alone; the error says why the name builds nothing.
     fn build(&self, name: &str) -> std::result::Result<Arc<dyn Attribution>, String> {
-        beta_smooth::resolve(name, &|n| self.plain(n), &METHOD_NAMES)
+        beta_smooth::resolve(name, &|n| self.plain(n))
     }
 
     /// A listed method that is not β-smoothed, if `name` is one.
