@@ -96,10 +96,8 @@ pub struct Composite {
     pub low: f32,
     /// The box's upper end (see `low`).
     pub high: f32,
-    /// The first layer's rule in place of the composite's own (unset: the composite's). Left
-    /// out of the recorded settings when unset, so that runs recorded before it existed keep
-    /// their settings.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The first layer's rule in place of the composite's own (unset: the composite's; a run's
+    /// record names it only where set, see `Lrp::params`).
     pub first_layer: Option<FirstLayer>,
 }
 
