@@ -350,7 +350,8 @@ fn workload<'a>(
             let eps = vec![args.eps; b];
             let seeds: Vec<u64> = (0..b as u64).collect();
             let call = move || {
-                let input = AttackInput { model, x, eps: &eps, targets, seeds: &seeds, progress: None };
+                let input =
+                    AttackInput { model, x, eps: &eps, targets, seeds: &seeds, clean: None, progress: None };
                 attack.perturb(&input).map(drop)?;
                 Ok(())
             };

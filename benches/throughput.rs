@@ -136,6 +136,7 @@ fn attacks(c: &mut Criterion) {
                     eps: &eps,
                     targets: &targets,
                     seeds: &seeds,
+                    clean: None,
                     progress: None,
                 };
                 a.perturb(&input).unwrap()

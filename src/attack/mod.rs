@@ -50,6 +50,11 @@ pub struct AttackInput<'a> {
     pub targets: &'a [u32],
     /// A seed per row (derived from the run seed, the image id, the attack and ε).
     pub seeds: &'a [u64],
+    /// The attacked method's clean maps of `x`, normalised to sum to one per row ([R][H·W],
+    /// [`crate::attribution::normalized_saliency`] of the real model's map), where the caller
+    /// has computed them already (a study does in its first stage); `None`: a steered attack
+    /// computes them itself. Unused by the unsteered attacks.
+    pub clean: Option<&'a [Vec<f32>]>,
     /// Called after each step (iteration, or draw) with the steps done and the total, for the
     /// run's progress line; `None`: nobody is watching.
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,

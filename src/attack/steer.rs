@@ -353,7 +353,23 @@ impl Attack for Steered {
         let dev = x0.device();
         let rows = x0.dim(0)?;
         let method = self.method.as_ref();
-        let (clean, h, w, _) = real_maps(method, input.model, x0, x0, input.targets)?;
+        let (_, _, h, w) = x0.dims4()?;
+        // The method's clean maps: the caller's, or computed here (for a costly method the
+        // larger part of a short attack).
+        let computed;
+        let clean: &[Vec<f32>] = match input.clean {
+            Some(given) if given.len() == rows => given,
+            Some(given) => {
+                return Err(crate::error::Error::Invalid(format!(
+                    "{} clean maps given for {rows} rows",
+                    given.len()
+                )))
+            }
+            None => {
+                computed = real_maps(method, input.model, x0, x0, input.targets)?.0;
+                &computed
+            }
+        };
         // The map steered by and ranked with: the method's stand-in where it has one (the goal
         // is still set on the method's own clean map).
         let stand_in = self.method.steering();
@@ -362,11 +378,11 @@ impl Attack for Steered {
             Some(_) => Some(real_maps(steer, input.model, x0, x0, input.targets)?.0),
             None => None,
         };
-        let ranked = stand_in_clean.as_ref().unwrap_or(&clean);
+        let ranked: &[Vec<f32>] = stand_in_clean.as_deref().unwrap_or(clean);
         let goal = self.objective.prepare(&PrepareContext {
             model: input.model,
             method,
-            clean: &clean,
+            clean,
             h,
             w,
             device: dev,
@@ -459,6 +475,11 @@ impl Attack for Steered {
         });
         if let (Some(map), serde_json::Value::Object(o)) = (p.as_object_mut(), self.objective.params()) {
             map.extend(o);
+        }
+        // What the attack steers by where it is not the map itself (only then: a run recorded
+        // before stand-ins existed stays the same study).
+        if let Some(stand_in) = self.method.steering() {
+            p["steering"] = stand_in.params();
         }
         p
     }

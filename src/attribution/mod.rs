@@ -39,7 +39,7 @@ pub use eigen_cam::EigenCam;
 pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
 pub use gradient::{Gradient, GradientXInput};
 pub use guided::{Deconvnet, GuidedBackprop};
-pub use integrated::{quadrature, IntegratedGradients, Quadrature};
+pub use integrated::{quadrature, IntegratedGradients, Quadrature, SteerSteps, DEFAULT_STEER_STEPS};
 pub use lime::Lime;
 pub use lrp::Lrp;
 pub use occlusion::Occlusion;

@@ -963,12 +963,6 @@ impl MethodFactory {
             Some(s) if s.get_ref().steps == 0 => {
                 return Err(bad(s.span(), "field `methods.integrated_gradients.steps` must be at least 1"))
             }
-            Some(s) if s.get_ref().steer_steps == Some(0) => {
-                return Err(bad(
-                    s.span(),
-                    "field `methods.integrated_gradients.steer_steps` must be at least 1",
-                ))
-            }
             Some(s) => *s.get_ref(),
             None => IntegratedGradients::default(),
         };

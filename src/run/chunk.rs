@@ -7,7 +7,7 @@
 
 use super::{attack_label, batch_tensor, SAMPLING};
 use crate::attack::{normalized, Attack, AttackInput, Goal, Objective, PrepareContext};
-use crate::attribution::saliency;
+use crate::attribution::{normalized_saliency, saliency};
 use crate::config::{ModelPlan, Plan};
 use crate::data::ImageSet;
 use crate::error::Result;
@@ -98,10 +98,12 @@ pub(super) struct Study<'a> {
     pub(super) first_attack_stage: usize,
 }
 
-/// A chunk's clean maps [method][image][pixel], and per method each measure prepared on them
-/// with its clean values [method][measure][image].
+/// A chunk's clean maps [method][image][pixel], the same normalised as attacks read them
+/// ([`normalized_saliency`]), and per method each measure prepared on them with its clean
+/// values [method][measure][image].
 struct Clean {
     maps: Vec<Vec<Vec<f32>>>,
+    normal: Vec<Vec<Vec<f32>>>,
     goals: Vec<Vec<Box<dyn Goal>>>,
     before: Vec<Vec<Vec<f64>>>,
 }
@@ -180,9 +182,11 @@ impl Study<'_> {
     /// Stage 1: every method's clean maps, and each measure prepared on them.
     fn clean(&self, x: &Tensor, targets: &[u32]) -> Result<Clean> {
         let (h, w) = self.hw();
-        let mut out = Clean { maps: Vec::new(), goals: Vec::new(), before: Vec::new() };
+        let mut out = Clean { maps: Vec::new(), normal: Vec::new(), goals: Vec::new(), before: Vec::new() };
         for method in &self.spec.methods {
-            let m = maps(&method.attribute(self.model, x, targets, Activation::Exact)?)?;
+            let attr = method.attribute(self.model, x, targets, Activation::Exact)?;
+            out.normal.push(flat_rows(&normalized_saliency(&attr)?)?);
+            let m = maps(&attr)?;
             let normal: Vec<Vec<f32>> = m.iter().map(|m| normalized(m)).collect();
             let cx = PrepareContext {
                 model: self.model,
@@ -299,12 +303,14 @@ impl Study<'_> {
     ) -> Result<Vec<SampleRow>> {
         let (plan, b, hw) = (self.plan, chunk.len(), self.hw());
         let seeds = self.seeds(attack, chunk);
+        let clean_of_target = self.clean_of_target(attack, clean, st.eps.len() / b.max(1));
         let input = AttackInput {
             model: self.model,
             x: &st.xs,
             eps: &st.eps,
             targets: &st.targets,
             seeds: &seeds,
+            clean: clean_of_target.as_deref(),
             progress: Some(&|done, total| self.bar.step(done, total)),
         };
         let outcome = attack.perturb(&input)?;
@@ -361,6 +367,19 @@ impl Study<'_> {
             }
         }
         Ok(rows)
+    }
+
+    /// The steered attack's target method's clean maps, from stage 1, stacked `budgets` times
+    /// as the attack's rows are (ε-major), where the study measures that method with the same
+    /// settings; `None` for the other attacks (a steered one then computes them itself).
+    fn clean_of_target(&self, attack: &dyn Attack, clean: &Clean, budgets: usize) -> Option<Vec<Vec<f32>>> {
+        let target = attack.target_method()?;
+        let mi = self
+            .spec
+            .methods
+            .iter()
+            .position(|m| m.name() == target.name() && m.params() == target.params())?;
+        Some((0..budgets).flat_map(|_| clean.normal[mi].iter().cloned()).collect())
     }
 
     /// The metric values of method `mi`'s perturbed `map` of image `i`: each metric against

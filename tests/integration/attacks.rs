@@ -7,7 +7,7 @@ use fragility::attack::{
     Optimizer, Outcome, PrepareContext, RandomSign, RandomWalk, Region, Steered, Step, TargetMap,
     TargetedObjective, TopKObjective, ATTACK_NAMES,
 };
-use fragility::attribution::{saliency, Attribution, Gradient};
+use fragility::attribution::{normalized_saliency, saliency, Attribution, Gradient};
 use fragility::model::{predict, Activation, Classifier, Network};
 use std::sync::Arc;
 
@@ -19,7 +19,7 @@ fn attack_rows(
     seeds: &[u64],
 ) -> (Outcome, Vec<u32>) {
     let targets = predict(model, x).unwrap();
-    let input = AttackInput { model, x, eps, targets: &targets, seeds, progress: None };
+    let input = AttackInput { model, x, eps, targets: &targets, seeds, clean: None, progress: None };
     (attack.perturb(&input).unwrap(), targets)
 }
 
@@ -140,6 +140,7 @@ fn every_attack_reports_its_steps_in_order_without_changing_its_result() {
             eps: &eps,
             targets: &targets,
             seeds: &seeds,
+            clean: None,
             progress: Some(&record),
         };
         let out = attack.perturb(&input).unwrap();
@@ -380,4 +381,110 @@ fn a_steering_stand_in_steers_and_ranks_every_iterate() {
     // The stand-in: its clean maps, then per iteration one direction and one ranking map of
     // every row (no patience here).
     assert_eq!(stand_in.images(), rows + 3 * 2 * rows);
+}
+
+/// A study hands a steered attack its target method's clean maps from its first stage (the
+/// images once, stacked at every ε): the attack then does not compute them again, and its
+/// result is bit for bit the one it reaches computing them itself on the stacked rows.
+#[test]
+fn clean_maps_handed_to_an_attack_are_not_recomputed_and_change_nothing() {
+    let (model, x, eps, seeds) = setup();
+    let targets = predict(&model, &x).unwrap();
+    let three = x.narrow(0, 0, 3).unwrap();
+    let stand_in = Arc::new(Counting::new(None));
+    for (name, method) in [
+        ("integrated_gradients", fragility::attribution::by_name("integrated_gradients", 5).unwrap()),
+        ("smoothgrad", fragility::attribution::by_name("smoothgrad", 5).unwrap()),
+        ("deeplift", fragility::attribution::by_name("deeplift", 5).unwrap()),
+    ] {
+        let method: Arc<dyn Attribution> = Arc::from(method);
+        let attr = method.attribute(&model, &three, &targets[..3], Activation::Exact).unwrap();
+        let once = normalized_saliency(&attr).unwrap().flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+        let stacked: Vec<Vec<f32>> = once.iter().chain(&once).cloned().collect();
+        let attack = Steered { objective: objective("top_k"), method, settings: short(3) };
+        let computed = attack_rows(&model, &attack, &x, &eps, &seeds).0;
+        let input = AttackInput {
+            model: &model,
+            x: &x,
+            eps: &eps,
+            targets: &targets,
+            seeds: &seeds,
+            clean: Some(&stacked),
+            progress: None,
+        };
+        let handed = attack.perturb(&input).unwrap();
+        assert_eq!(flat(&handed.x_adv), flat(&computed.x_adv), "{name}: a different perturbation");
+        assert_eq!(handed.iterations, computed.iterations, "{name}");
+        assert_eq!(handed.label_kept, computed.label_kept, "{name}");
+    }
+    // Not recomputed: a method with a stand-in is then never asked for a map at all.
+    let method = Arc::new(Counting::new(Some(stand_in.clone())));
+    let attack = Steered { objective: objective("top_k"), method: method.clone(), settings: short(2) };
+    let given = vec![normalized(&vec![1.0; 28 * 28]); eps.len()];
+    let input = AttackInput {
+        model: &model,
+        x: &x,
+        eps: &eps,
+        targets: &targets,
+        seeds: &seeds,
+        clean: Some(&given),
+        progress: None,
+    };
+    attack.perturb(&input).unwrap();
+    assert_eq!(method.images(), 0);
+    assert_eq!(stand_in.images(), eps.len() + 2 * 2 * eps.len());
+    // A count that does not fit the rows is an error, not a silent misalignment.
+    let input = AttackInput { clean: Some(&given[..2]), ..input };
+    assert!(attack.perturb(&input).is_err());
+}
+
+/// The chosen default (issue: steering through integrated gradients at gradient cost): an
+/// attack on integrated gradients steers by 8 Gauss–Legendre points, recorded in its params;
+/// `steer_steps = "full"` or a map of at most 8 points steers by the map itself, and the
+/// method's own params never change with the setting.
+#[test]
+fn integrated_gradients_are_steered_by_eight_points_unless_the_config_asks_for_the_full_path() {
+    let assets = root().join("assets/fashion-mnist");
+    let config = |ig: &str| {
+        format!(
+            r#"out = "out"
+[model]
+name = "fmnist_cnn"
+weights = "{weights}"
+[data]
+images = "{images}"
+correct_only = false
+[methods]
+names = ["integrated_gradients"]
+{ig}
+[attacks]
+names = ["top_k"]
+epsilons = [0.1]
+target_method = "integrated_gradients"
+"#,
+            weights = shipped_weights().display(),
+            images = assets.join("t10k-images-1000-idx3-ubyte.gz").display(),
+        )
+    };
+    let path = root().join("steer.toml"); // never read: `parse` takes the text
+    let params = |ig: &str| {
+        let plan = fragility::config::Plan::parse(&path, &config(ig)).unwrap();
+        (plan.attacks()[0].params(), plan.methods()[0].params())
+    };
+    let (attack, method) = params("");
+    assert_eq!(attack["steering"]["steps"], 8, "{attack}");
+    assert_eq!(attack["steering"]["quadrature"], "gauss_legendre");
+    assert_eq!(
+        method,
+        serde_json::json!({ "steps": 50, "quadrature": "gauss_legendre", "baseline": "zero" })
+    );
+    let (attack, m4) = params("integrated_gradients = { steer_steps = 4 }");
+    assert_eq!((attack["steering"]["steps"].as_u64(), m4), (Some(4), method.clone()));
+    for ig in [
+        r#"integrated_gradients = { steer_steps = "full" }"#,
+        "integrated_gradients = { steps = 8, quadrature = \"right_riemann\" }",
+    ] {
+        let (attack, _) = params(ig);
+        assert!(attack.get("steering").is_none(), "{ig}: {attack}");
+    }
 }

@@ -122,7 +122,7 @@ fn zero_steer_steps_are_refused_with_their_line() {
         "{ steps = 8 }",
         "{ steps = 8, steer_steps = 0 }",
         16,
-        "integrated_gradients.steer_steps",
+        "expected `steer_steps` as a number of path points (at least 1) or \"full\"",
     );
 }
 
