@@ -26,6 +26,7 @@ pub mod model;
 pub mod progress;
 pub mod robustness;
 pub mod run;
+pub mod sanity;
 pub mod seed;
 pub mod selection;
 pub mod train;

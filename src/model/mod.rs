@@ -445,22 +445,63 @@ pub fn load_sized(
         layer_owned = imported.default_layer.unwrap_or_else(|| "input".into());
         let graph = imported.graph.map_tensors(&|t| t.to_device(device))?;
         (graph, imported.hw, layer_owned.as_str())
-    } else if name == "fmnist_cnn" {
-        let net = fmnist_cnn::load(weights, device)?;
+    } else {
+        // The name first: an unknown model is named before its file is looked for.
+        if name != "fmnist_cnn" && zoo::architecture(name).is_none() {
+            return Err(unknown_model(name));
+        }
+        return from_state_dict(
+            name,
+            weights::read_safetensors(weights, device)?,
+            weights,
+            normalize,
+            device,
+        );
+    };
+    finish_network(name, graph, (hw, layer), weights, normalize, device)
+}
+
+fn unknown_model(name: &str) -> crate::Error {
+    crate::Error::Invalid(format!("unknown model `{name}` (known: {})", model_names().join(", ")))
+}
+
+/// Builds the model `name` (`fmnist_cnn` or a torchvision architecture, not ONNX) from a
+/// `state_dict` already in memory (`source` names it in errors: the file it came from), with
+/// `normalize` as its first node when given: [`load`] after reading the file, and the way a
+/// modified `state_dict` (a sanity check's randomised layers) becomes a model.
+pub fn from_state_dict(
+    name: &str,
+    tensors: std::collections::HashMap<String, Tensor>,
+    source: &std::path::Path,
+    normalize: Option<&Normalize>,
+    device: &Device,
+) -> Result<std::sync::Arc<dyn Classifier>> {
+    let (graph, hw, layer) = if name == "fmnist_cnn" {
+        let net = fmnist_cnn::from_tensors(tensors, device, source)?;
         if normalize.is_none() {
             return Ok(std::sync::Arc::new(net));
         }
         (net.graph().clone(), (28, 28), fmnist_cnn::DEFAULT_LAYER)
     } else {
-        let arch = zoo::architecture(name).ok_or_else(|| {
-            crate::Error::Invalid(format!("unknown model `{name}` (known: {})", model_names().join(", ")))
-        })?;
-        (arch.load(weights::Weights::load(weights, device)?)?, arch.input, arch.default_layer)
+        let arch = zoo::architecture(name).ok_or_else(|| unknown_model(name))?;
+        (arch.load(weights::Weights::from_tensors(tensors, source))?, arch.input, arch.default_layer)
     };
+    finish_network(name, graph, (hw, layer), source, normalize, device)
+}
+
+/// The network of `graph` with its input normalisation in front.
+fn finish_network(
+    name: &str,
+    graph: Graph,
+    (hw, layer): ((usize, usize), &str),
+    source: &std::path::Path,
+    normalize: Option<&Normalize>,
+    device: &Device,
+) -> Result<std::sync::Arc<dyn Classifier>> {
     let graph = match normalize {
         Some(n) => {
             let (scale, shift) = n.scale_shift();
-            graph.with_input_affine(scale, shift).map_err(|e| crate::Error::data(weights, e.to_string()))?
+            graph.with_input_affine(scale, shift).map_err(|e| crate::Error::data(source, e.to_string()))?
         }
         None => graph,
     };

@@ -1,0 +1,20 @@
+//! Sanity checks for saliency maps: does a map depend on the model at all?
+//!
+//! Adebayo et al. ("Sanity checks for saliency maps", NeurIPS 2018) re-initialise a trained
+//! network's parameter layers, from the logits down one more at a time (*cascading*) or one at
+//! a time with the rest trained (*independent*), and compare each method's map with the
+//! original: a map that barely changes (guided backprop, guided Grad-CAM in their study) does
+//! not explain the model. A study's ranking by fragility alone would call such a map the most
+//! robust, so these checks sit beside it.
+//!
+//! This module holds the model side: the list of a `state_dict`'s parameter layers in forward
+//! order ([`param_layers`], [`key_order`]), their re-initialisation by PyTorch's default
+//! initialisers ([`reinitialize`]), and the randomisation schedules ([`Randomization`]). The
+//! randomised model is rebuilt from the modified `state_dict` with
+//! [`crate::model::from_state_dict`] (batch norm is folded into the convolutions only then, so
+//! a re-initialised convolution still meets its trained batch-norm statistics, as Adebayo's
+//! code keeps them).
+
+mod randomize;
+
+pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};
