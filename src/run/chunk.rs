@@ -98,12 +98,12 @@ pub(super) struct Study<'a> {
     pub(super) first_attack_stage: usize,
 }
 
-/// A chunk's clean maps [method][image][pixel], the same normalised as attacks read them
-/// ([`normalized_saliency`]), and per method each measure prepared on them with its clean
-/// values [method][measure][image].
+/// A chunk's clean maps [method][image][pixel], for the methods a steered attack targets the
+/// same maps normalised as attacks read them ([`normalized_saliency`]), and per method each
+/// measure prepared on them with its clean values [method][measure][image].
 struct Clean {
     maps: Vec<Vec<Vec<f32>>>,
-    normal: Vec<Vec<Vec<f32>>>,
+    normal: Vec<Option<Vec<Vec<f32>>>>,
     goals: Vec<Vec<Box<dyn Goal>>>,
     before: Vec<Vec<Vec<f64>>>,
 }
@@ -185,7 +185,9 @@ impl Study<'_> {
         let mut out = Clean { maps: Vec::new(), normal: Vec::new(), goals: Vec::new(), before: Vec::new() };
         for method in &self.spec.methods {
             let attr = method.attribute(self.model, x, targets, Activation::Exact)?;
-            out.normal.push(flat_rows(&normalized_saliency(&attr)?)?);
+            let targeted =
+                self.spec.attacks.iter().filter_map(|a| a.target_method()).any(|t| same(t, method.as_ref()));
+            out.normal.push(if targeted { Some(flat_rows(&normalized_saliency(&attr)?)?) } else { None });
             let m = maps(&attr)?;
             let normal: Vec<Vec<f32>> = m.iter().map(|m| normalized(m)).collect();
             let cx = PrepareContext {
@@ -374,12 +376,9 @@ impl Study<'_> {
     /// settings; `None` for the other attacks (a steered one then computes them itself).
     fn clean_of_target(&self, attack: &dyn Attack, clean: &Clean, budgets: usize) -> Option<Vec<Vec<f32>>> {
         let target = attack.target_method()?;
-        let mi = self
-            .spec
-            .methods
-            .iter()
-            .position(|m| m.name() == target.name() && m.params() == target.params())?;
-        Some((0..budgets).flat_map(|_| clean.normal[mi].iter().cloned()).collect())
+        let mi = self.spec.methods.iter().position(|m| same(m.as_ref(), target))?;
+        let normal = clean.normal[mi].as_ref()?;
+        Some((0..budgets).flat_map(|_| normal.iter().cloned()).collect())
     }
 
     /// The metric values of method `mi`'s perturbed `map` of image `i`: each metric against
@@ -397,6 +396,12 @@ impl Study<'_> {
         values.resize(self.columns.names.len(), None);
         values
     }
+}
+
+/// Whether two methods compute the same map: the same name and settings (a study builds the
+/// measured methods and the attacks' targets from the same `[methods]` tables).
+fn same(a: &dyn crate::attribution::Attribution, b: &dyn crate::attribution::Attribution) -> bool {
+    a.name() == b.name() && a.params() == b.params()
 }
 
 /// "top-100 ∩ 0.450, Spearman 0.520": the image's own scores of one method's two maps (the
