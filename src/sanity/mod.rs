@@ -9,12 +9,14 @@
 //!
 //! This module holds the model side: the list of a `state_dict`'s parameter layers in forward
 //! order ([`param_layers`], [`key_order`]), their re-initialisation by PyTorch's default
-//! initialisers ([`reinitialize`]), and the randomisation schedules ([`Randomization`]). The
-//! randomised model is rebuilt from the modified `state_dict` with
-//! [`crate::model::from_state_dict`] (batch norm is folded into the convolutions only then, so
-//! a re-initialised convolution still meets its trained batch-norm statistics, as Adebayo's
-//! code keeps them).
+//! initialisers ([`reinitialize`]), the randomisation schedules ([`Randomization`]), and a
+//! method's maps at every step of a schedule ([`randomized_maps`]). The randomised model is
+//! rebuilt from the modified `state_dict` with [`crate::model::from_state_dict`] (batch norm is
+//! folded into the convolutions only then, so a re-initialised convolution still meets its
+//! trained batch-norm statistics, as Adebayo's code keeps them).
 
+mod cascade;
 mod randomize;
 
+pub use cascade::{randomized_maps, StepMaps, TrainedModel};
 pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};

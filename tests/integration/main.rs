@@ -16,6 +16,7 @@ mod onnx;
 mod parquet;
 mod reference;
 mod reliability;
+mod sanity;
 mod synthetic;
 mod topk_scale;
 mod torchvision;

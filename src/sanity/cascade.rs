@@ -1,0 +1,67 @@
+//! A method's maps on a progressively randomised model (Adebayo et al. 2018, their Figure 2).
+//!
+//! For each step of a [`Randomization`] schedule, the trained `state_dict` with that step's
+//! layers re-initialised ([`reinitialize`]) is built into a model
+//! ([`crate::model::from_state_dict`]) and the method's saliency maps are computed on it for
+//! the classes the trained model predicted (Adebayo et al. explain the original prediction).
+//! Shapes: images x [B,C,H,W]; each step's maps [B][H·W] (|attribution| summed over channels).
+
+use super::randomize::{key_order, param_layers, reinitialize, Randomization};
+use crate::attribution::{saliency, Attribution};
+use crate::error::Result;
+use crate::model::{from_state_dict, Activation, Normalize};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// One step of a schedule: the layer it randomised last (cascading: the lowest so far;
+/// independent: the only one) and the method's maps on that model.
+#[derive(Debug, Clone)]
+pub struct StepMaps {
+    /// The `state_dict` prefix of the layer the step adds (`layer4.1.conv2`).
+    pub layer: String,
+    /// Saliency maps [B][H·W].
+    pub maps: Vec<Vec<f32>>,
+}
+
+/// The trained model's `state_dict` and how to build it again.
+pub struct TrainedModel<'a> {
+    /// The architecture (`fmnist_cnn` or a torchvision name).
+    pub name: &'a str,
+    /// Its trained tensors.
+    pub tensors: &'a HashMap<String, Tensor>,
+    /// The file they came from (for error messages).
+    pub source: &'a Path,
+    /// Input normalisation inside the model, if any.
+    pub normalize: Option<&'a Normalize>,
+    /// Where the model runs.
+    pub device: &'a Device,
+}
+
+/// `method`'s maps of `x` for classes `targets` at every step of `schedule` (from the logits
+/// down), the re-initialisations drawn from `seed`.
+pub fn randomized_maps(
+    trained: &TrainedModel,
+    schedule: Randomization,
+    method: &dyn Attribution,
+    x: &Tensor,
+    targets: &[u32],
+    seed: u64,
+) -> Result<Vec<StepMaps>> {
+    let layers = param_layers(&key_order(trained.name)?);
+    let mut out = Vec::with_capacity(layers.len());
+    for step in schedule.steps(layers.len()) {
+        let mut tensors = trained.tensors.clone();
+        for &i in &step {
+            reinitialize(&mut tensors, &layers[i], seed)?;
+        }
+        let model =
+            from_state_dict(trained.name, tensors, trained.source, trained.normalize, trained.device)?;
+        method.check(model.as_ref())?;
+        let attr = method.attribute(model.as_ref(), x, targets, Activation::Exact)?;
+        let maps = saliency(&attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        let layer = step.last().map_or(String::new(), |&i| layers[i].name.clone());
+        out.push(StepMaps { layer, maps });
+    }
+    Ok(out)
+}
