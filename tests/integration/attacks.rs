@@ -444,27 +444,10 @@ fn clean_maps_handed_to_an_attack_are_not_recomputed_and_change_nothing() {
 /// method's own params never change with the setting.
 #[test]
 fn integrated_gradients_are_steered_by_eight_points_unless_the_config_asks_for_the_full_path() {
-    let assets = root().join("assets/fashion-mnist");
     let config = |ig: &str| {
-        format!(
-            r#"out = "out"
-[model]
-name = "fmnist_cnn"
-weights = "{weights}"
-[data]
-images = "{images}"
-correct_only = false
-[methods]
-names = ["integrated_gradients"]
-{ig}
-[attacks]
-names = ["top_k"]
-epsilons = [0.1]
-target_method = "integrated_gradients"
-"#,
-            weights = shipped_weights().display(),
-            images = assets.join("t10k-images-1000-idx3-ubyte.gz").display(),
-        )
+        shipped_study(&format!(
+            "[methods]\nnames = [\"integrated_gradients\"]\n{ig}\n[attacks]\nnames = [\"top_k\"]\nepsilons = [0.1]\ntarget_method = \"integrated_gradients\"\n"
+        ))
     };
     let path = root().join("steer.toml"); // never read: `parse` takes the text
     let params = |ig: &str| {

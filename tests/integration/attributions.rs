@@ -439,24 +439,8 @@ fn lime_with_slic_segments_parses_from_a_config_and_is_constant_on_each_superpix
     // `methods.lime = { segments = "slic", n_segments = 30 }`: the other keys keep their
     // defaults (compactness 3, cell 4 unused), KernelSHAP stays on the grid, and the map of an
     // image is one value per SLIC superpixel of that image. An unknown segmentation is refused.
-    let assets = root().join("assets/fashion-mnist");
-    let text = format!(
-        r#"out = "out"
-[model]
-name = "fmnist_cnn"
-weights = "{weights}"
-[data]
-images = "{images}"
-correct_only = false
-[methods]
-names = ["lime", "kernel_shap"]
-lime = {{ segments = "slic", n_segments = 30 }}
-[attacks]
-names = ["random_sign"]
-epsilons = [0.1]
-"#,
-        weights = shipped_weights().display(),
-        images = assets.join("t10k-images-1000-idx3-ubyte.gz").display(),
+    let text = shipped_study(
+        "[methods]\nnames = [\"lime\", \"kernel_shap\"]\nlime = { segments = \"slic\", n_segments = 30 }\n[attacks]\nnames = [\"random_sign\"]\nepsilons = [0.1]\n",
     );
     let path = root().join("slic.toml"); // never read: `parse` takes the text
     let plan = fragility::config::Plan::parse(&path, &text).unwrap();

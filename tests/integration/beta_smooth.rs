@@ -146,28 +146,11 @@ fn smoothed_names_resolve_and_bad_ones_are_refused() {
 /// the line.
 #[test]
 fn beta_smoothed_methods_are_configured_in_a_study() {
-    use crate::common::root;
-    let assets = root().join("assets/fashion-mnist");
+    use crate::common::{root, shipped_study};
     let config = |names: &str, target: &str| {
-        format!(
-            r#"out = "out"
-[model]
-name = "fmnist_cnn"
-weights = "{weights}"
-[data]
-images = "{images}"
-correct_only = false
-[methods]
-names = [{names}]
-lrp_epsilon_plus_flat = {{ epsilon = 0.25 }}
-[attacks]
-names = ["top_k"]
-epsilons = [0.1]
-target_method = "{target}"
-"#,
-            weights = crate::common::shipped_weights().display(),
-            images = assets.join("t10k-images-1000-idx3-ubyte.gz").display(),
-        )
+        shipped_study(&format!(
+            "[methods]\nnames = [{names}]\nlrp_epsilon_plus_flat = {{ epsilon = 0.25 }}\n[attacks]\nnames = [\"top_k\"]\nepsilons = [0.1]\ntarget_method = \"{target}\"\n"
+        ))
     };
     let path = root().join("beta.toml"); // never read: `parse` takes the text
     let names = r#""gradient", "gradient_beta_smooth3", "lrp_epsilon_plus_flat_beta_smooth10""#;

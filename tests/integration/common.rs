@@ -23,6 +23,18 @@ pub fn shipped_images() -> ImageSet {
         .unwrap()
 }
 
+/// A study config of the shipped CNN on the shipped test images (`out = "out"`, every image,
+/// `correct_only = false`), then `rest` (its `[methods]` and `[attacks]` tables): for tests
+/// that parse a plan from text (`Plan::parse` never reads the config's own path).
+pub fn shipped_study(rest: &str) -> String {
+    let images = root().join("assets/fashion-mnist/t10k-images-1000-idx3-ubyte.gz");
+    format!(
+        "out = \"out\"\n[model]\nname = \"fmnist_cnn\"\nweights = {:?}\n[data]\nimages = {:?}\ncorrect_only = false\n{rest}",
+        shipped_weights().display().to_string(),
+        images.display().to_string(),
+    )
+}
+
 /// The shipped trained model.
 pub fn shipped_model() -> Network {
     fragility::model::fmnist_cnn::load(&shipped_weights(), &Device::Cpu).unwrap()

@@ -242,28 +242,11 @@ fn the_relevance_adjoint_equals_autograd() {
 /// settings that do not belong or are out of range are refused with the field named.
 #[test]
 fn lrp_composites_are_configured_in_a_study() {
-    use crate::common::{images, root, shipped_images, shipped_model, shipped_weights};
-    let assets = root().join("assets/fashion-mnist");
+    use crate::common::{images, root, shipped_images, shipped_model, shipped_study};
     let config = |tables: &str| {
-        format!(
-            r#"out = "out"
-[model]
-name = "fmnist_cnn"
-weights = "{weights}"
-[data]
-images = "{images}"
-correct_only = false
-[methods]
-names = ["lrp_epsilon_plus_flat", "lrp_epsilon_gamma_box"]
-{tables}
-[attacks]
-names = ["top_k"]
-epsilons = [0.1]
-target_method = "lrp_epsilon_plus_flat"
-"#,
-            weights = shipped_weights().display(),
-            images = assets.join("t10k-images-1000-idx3-ubyte.gz").display(),
-        )
+        shipped_study(&format!(
+            "[methods]\nnames = [\"lrp_epsilon_plus_flat\", \"lrp_epsilon_gamma_box\"]\n{tables}\n[attacks]\nnames = [\"top_k\"]\nepsilons = [0.1]\ntarget_method = \"lrp_epsilon_plus_flat\"\n"
+        ))
     };
     let path = root().join("lrp.toml"); // never read: `parse` takes the text
     let tables = "lrp_epsilon_plus_flat = { epsilon = 0.25, first_layer = \"w_square\" }\nlrp_epsilon_gamma_box = { gamma = 0.5, low = -0.5, high = 1.5 }";
