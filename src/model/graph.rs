@@ -136,6 +136,12 @@ impl Graph {
     /// input, in front of everything that read the input: input normalisation
     /// ((x − mean)/std) inside the model, so that images, attacks and ε stay in [0,1] pixels.
     pub fn with_input_affine(&self, scale: Vec<f32>, shift: Vec<f32>) -> Result<Graph> {
+        self.with_input_node("normalize", scale, shift)
+    }
+
+    /// [`Graph::with_input_affine`] with the new node named `name` (a sanity check's input
+    /// shift goes in front of a model's own normalisation).
+    pub fn with_input_node(&self, name: &str, scale: Vec<f32>, shift: Vec<f32>) -> Result<Graph> {
         if scale.len() != self.channels || shift.len() != self.channels {
             return Err(Error::Invalid(format!(
                 "normalisation of {} channels for a model with {} input channels",
@@ -145,18 +151,14 @@ impl Graph {
         }
         let mut nodes = Vec::with_capacity(self.nodes.len() + 1);
         nodes.push(self.nodes[0].clone());
-        nodes.push(Node {
-            name: "normalize".into(),
-            op: Op::Affine(Affine { scale, shift }),
-            inputs: vec![0],
-        });
+        nodes.push(Node { name: name.into(), op: Op::Affine(Affine { scale, shift }), inputs: vec![0] });
         for node in &self.nodes[1..] {
             let mut n = node.clone();
             n.inputs = n.inputs.iter().map(|&i| i + 1).collect();
             nodes.push(n);
         }
-        if self.nodes.iter().any(|n| n.name == "normalize") {
-            return Err(Error::Invalid("the graph already has a node named `normalize`".into()));
+        if self.nodes.iter().any(|n| n.name == name) {
+            return Err(Error::Invalid(format!("the graph already has a node named `{name}`")));
         }
         let aliases =
             self.aliases.iter().map(|(k, &v)| (k.clone(), if v == 0 { 0 } else { v + 1 })).collect();

@@ -7,6 +7,10 @@
 //! not explain the model. A study's ranking by fragility alone would call such a map the most
 //! robust, so these checks sit beside it.
 //!
+//! Kindermans et al. ("The (un)reliability of saliency methods", 2017) ask the converse: a
+//! model that computes the same function of a shifted input should get the same map
+//! ([`input_invariance`]).
+//!
 //! This module holds the model side: the list of a `state_dict`'s parameter layers in forward
 //! order ([`param_layers`], [`key_order`]), their re-initialisation by PyTorch's default
 //! initialisers ([`reinitialize`]), the randomisation schedules ([`Randomization`]), and a
@@ -16,7 +20,9 @@
 //! trained batch-norm statistics, as Adebayo's code keeps them).
 
 mod cascade;
+mod invariance;
 mod randomize;
 
 pub use cascade::{randomized_maps, StepMaps, TrainedModel};
+pub use invariance::{input_invariance, shifted_model, SHIFT_NODE, TOLERANCE};
 pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};

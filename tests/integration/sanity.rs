@@ -6,7 +6,7 @@ use crate::common::*;
 use candle_core::Device;
 use fragility::attribution::{by_name, Attribution};
 use fragility::metric::spearman;
-use fragility::model::{load, predict};
+use fragility::model::{load, predict, Classifier};
 use fragility::sanity::{randomized_maps, Randomization, TrainedModel};
 
 /// Mean Spearman correlation of each step's maps with the trained model's maps, per step.
@@ -62,4 +62,32 @@ fn independent_randomisation_takes_one_layer_at_a_time_and_seeds_fix_the_draws()
     assert_eq!(a[0], cascading[0]);
     assert_eq!(similarity("gradient", Randomization::Independent, 5).1, a);
     assert_ne!(similarity("gradient", Randomization::Independent, 6).1, a);
+}
+
+/// Kindermans et al.'s input invariance on the shipped CNN with their shift of the input from
+/// [0,1] to [−1,0]: the gradient, guided backprop and Grad-CAM maps are unchanged, gradient ×
+/// input, integrated gradients and DeepLIFT (both from a zero baseline) are not, as they report.
+#[test]
+fn input_invariance_passes_the_gradient_and_fails_gradient_times_input() {
+    let net = shipped_model();
+    let x = images(&shipped_images(), &(0..8).collect::<Vec<_>>());
+    let targets = predict(&net, &x).unwrap();
+    let shifted = fragility::sanity::shifted_model(&net, -1.0).unwrap();
+    // The same function: the logits of x − 1 on the shifted model are those of x.
+    let a = shifted.logits(&x.affine(1.0, -1.0).unwrap(), fragility::model::Activation::Exact).unwrap();
+    let b = net.logits(&x, fragility::model::Activation::Exact).unwrap();
+    assert!(max_abs_diff(&flat(&a), &flat(&b)) < 1e-4);
+    let worst = |method: &str| {
+        let m = by_name(method, 0).unwrap();
+        let v = fragility::sanity::input_invariance(&net, m.as_ref(), &x, &targets, -1.0).unwrap();
+        v.into_iter().fold(0.0f64, f64::max)
+    };
+    for method in ["gradient", "guided_backprop", "grad_cam"] {
+        let d = worst(method);
+        assert!(d < fragility::sanity::TOLERANCE, "{method}: {d}");
+    }
+    for method in ["gradient_x_input", "integrated_gradients", "deeplift"] {
+        let d = worst(method);
+        assert!(d > 0.1, "{method}: {d}");
+    }
 }

@@ -1,0 +1,64 @@
+//! Input invariance (Kindermans et al., "The (un)reliability of saliency methods", 2017).
+//!
+//! Two models that compute the same function up to a constant shift of the input, f₂(x + m) =
+//! f₁(x), should get the same explanation of corresponding inputs: a method whose map changes
+//! reacts to the shift, not to the model. Kindermans et al. compensate the shift in the first
+//! layer's bias (b₂ = b₁ − W·m); here the compensation is an affine node x ↦ x − m in front
+//! of the model (before its own input normalisation), which is the same function without the
+//! bias trick's border error under zero padding (their construction is exact only where the
+//! padding would be filled with the shifted value) and works whether or not the first layer
+//! has a bias. The gradient is then the same map (the node's derivative is the identity);
+//! gradient × input and integrated gradients or DeepLIFT from a zero baseline are not, as
+//! they report. Shapes: x [B,C,H,W]; maps compared as flat saliencies [B][H·W].
+
+use crate::attribution::{saliency, Attribution};
+use crate::error::Result;
+use crate::model::{Activation, Classifier, Network};
+use candle_core::Tensor;
+
+/// The name of the compensating node.
+pub const SHIFT_NODE: &str = "input_shift";
+
+/// A method passes when its map of the shifted input on the shifted model differs from its
+/// map of the original by at most this fraction of the original's L1 norm (float rounding of
+/// x + m − m leaves about 1e-7 of it).
+pub const TOLERANCE: f64 = 1e-3;
+
+/// The model f₂ with f₂(x + m) = f₁(x) for the constant shift `m` (every channel).
+pub fn shifted_model(net: &Network, m: f32) -> Result<Network> {
+    let c = net.input_shape().0;
+    let graph = net.graph().with_input_node(SHIFT_NODE, vec![1.0; c], vec![-m; c])?;
+    let (_, h, w) = net.input_shape();
+    Network::new(net.name(), graph, (h, w), net.default_layer(), net.device())
+}
+
+/// Per image, ‖map₂ − map₁‖₁ / ‖map₁‖₁ between `method`'s saliency of `x + m` on the shifted
+/// model and of `x` on `net`, for the classes `targets` (0 where both maps are zero).
+pub fn input_invariance(
+    net: &Network,
+    method: &dyn Attribution,
+    x: &Tensor,
+    targets: &[u32],
+    m: f32,
+) -> Result<Vec<f64>> {
+    let shifted = shifted_model(net, m)?;
+    let flat = |model: &dyn Classifier, x: &Tensor| -> Result<Vec<Vec<f32>>> {
+        let attr = method.attribute(model, x, targets, Activation::Exact)?;
+        Ok(saliency(&attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+    };
+    let before = flat(net, x)?;
+    let after = flat(&shifted, &x.affine(1.0, f64::from(m))?)?;
+    Ok(before
+        .iter()
+        .zip(&after)
+        .map(|(a, b)| {
+            let norm: f64 = a.iter().map(|&v| f64::from(v).abs()).sum();
+            let diff: f64 = a.iter().zip(b).map(|(&u, &v)| (f64::from(u) - f64::from(v)).abs()).sum();
+            if norm > 0.0 {
+                diff / norm
+            } else {
+                diff
+            }
+        })
+        .collect())
+}
