@@ -11,6 +11,10 @@
 //! model that computes the same function of a shifted input should get the same map
 //! ([`input_invariance`]).
 //!
+//! Sixt et al. (ICML 2020) compare the map of the predicted class with the map of a random
+//! other class ([`random_logit_maps`]): a map that hardly changes does not explain the
+//! prediction.
+//!
 //! This module holds the model side: the list of a `state_dict`'s parameter layers in forward
 //! order ([`param_layers`], [`key_order`]), their re-initialisation by PyTorch's default
 //! initialisers ([`reinitialize`]), the randomisation schedules ([`Randomization`]), and a
@@ -21,8 +25,10 @@
 
 mod cascade;
 mod invariance;
+mod random_logit;
 mod randomize;
 
 pub use cascade::{randomized_maps, StepMaps, TrainedModel};
 pub use invariance::{input_invariance, shifted_model, SHIFT_NODE, TOLERANCE};
+pub use random_logit::{random_logit_maps, random_other_class, RandomLogitMaps};
 pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};

@@ -1,0 +1,87 @@
+//! The random-logit test (Sixt, Granz and Landgraf, "When explanations lie: why many modified
+//! BP attributions fail", ICML 2020; Quantus's `RandomLogit`).
+//!
+//! A map that explains *the prediction* should change when it is asked to explain another
+//! class: compare the map for the predicted class with the map for a random other class. Sixt
+//! et al. show that several modified-backpropagation methods (guided backprop, LRP-αβ, ...)
+//! give nearly the same map for any class. The other class is drawn uniformly from the K − 1
+//! classes that are not predicted, from a stream keyed by the seed and the image's key, so it
+//! does not depend on the batch. Shapes: x [B,C,H,W]; maps [B][H·W] (|attribution| summed over
+//! channels).
+
+use crate::attribution::{saliency, Attribution};
+use crate::error::{Error, Result};
+use crate::model::{Activation, Classifier};
+use crate::seed;
+use candle_core::Tensor;
+use rand::Rng;
+
+/// A class other than `predicted` among `classes`, drawn uniformly from `seed` and `key` (the
+/// image's id or content hash).
+pub fn random_other_class(seed: u64, key: u64, predicted: u32, classes: usize) -> Result<u32> {
+    if classes < 2 || predicted as usize >= classes {
+        return Err(Error::Invalid(format!(
+            "random logit: class {predicted} of {classes} classes has no other class to draw"
+        )));
+    }
+    let mut rng = seed::rng(seed::derive(seed, &[seed::hash_str("random_logit"), key]));
+    let draw = rng.random_range(0..classes as u32 - 1);
+    // Skip the predicted class: the K − 1 others equally likely.
+    Ok(if draw >= predicted { draw + 1 } else { draw })
+}
+
+/// One batch's maps for the predicted and for a random other class.
+#[derive(Debug, Clone)]
+pub struct RandomLogitMaps {
+    /// The maps for the predicted classes [B][H·W].
+    pub own: Vec<Vec<f32>>,
+    /// The maps for the random other classes [B][H·W].
+    pub other: Vec<Vec<f32>>,
+    /// The other class of each image.
+    pub classes: Vec<u32>,
+}
+
+/// `method`'s maps of `x` for the `predicted` classes and for each image's random other class
+/// (keys per image as in [`random_other_class`]).
+pub fn random_logit_maps(
+    model: &dyn Classifier,
+    method: &dyn Attribution,
+    x: &Tensor,
+    predicted: &[u32],
+    keys: &[u64],
+    seed: u64,
+) -> Result<RandomLogitMaps> {
+    let k = model.num_classes();
+    let others: Vec<u32> = predicted
+        .iter()
+        .zip(keys)
+        .map(|(&p, &key)| random_other_class(seed, key, p, k))
+        .collect::<Result<_>>()?;
+    let flat = |targets: &[u32]| -> Result<Vec<Vec<f32>>> {
+        let attr = method.attribute(model, x, targets, Activation::Exact)?;
+        Ok(saliency(&attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+    };
+    Ok(RandomLogitMaps { own: flat(predicted)?, other: flat(&others)?, classes: others })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_other_class_is_never_the_predicted_one_and_each_other_is_drawn() {
+        let mut seen = [0usize; 10];
+        for key in 0..2000 {
+            let c = random_other_class(3, key, 4, 10).unwrap();
+            assert_ne!(c, 4);
+            seen[c as usize] += 1;
+            assert_eq!(random_other_class(3, key, 4, 10).unwrap(), c, "seeded");
+        }
+        // 2000 draws over 9 classes: about 222 each.
+        for (c, &n) in seen.iter().enumerate() {
+            assert!(c == 4 || (150..300).contains(&n), "class {c}: {n}");
+        }
+        assert!(random_other_class(0, 0, 0, 1).is_err());
+        assert!(random_other_class(0, 0, 10, 10).is_err());
+    }
+}
