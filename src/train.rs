@@ -2,7 +2,8 @@
 //!
 //! Adam (β = 0.9, 0.999, no weight decay) on the cross-entropy of the logits, PyTorch's default
 //! initialisation (weights and biases U(−1/√fan_in, 1/√fan_in)), mini-batches reshuffled every
-//! epoch; every random choice comes from the config's seed. The weights are saved as
+//! epoch; every random choice comes from the config's seed. `labels = "permuted"` trains on
+//! the training labels permuted over the images (Adebayo et al.'s data-randomisation test). The weights are saved as
 //! safetensors with PyTorch's names, and a JSON file beside them records the test accuracy,
 //! the seed, the settings and the time.
 
@@ -43,6 +44,31 @@ pub struct TrainConfig {
     /// "cpu", "cuda" or "auto".
     #[serde(default = "default_device")]
     pub device: String,
+    /// The training labels as given, or permuted (Adebayo et al.'s data-randomisation test:
+    /// a model that can only memorise, whose maps a faithful method must tell apart).
+    #[serde(default)]
+    pub labels: TrainLabels,
+}
+
+/// Which labels the model is trained on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainLabels {
+    /// The dataset's labels.
+    #[default]
+    Original,
+    /// The dataset's labels randomly permuted over the images (seeded by `seed`): the label
+    /// counts stay, any link between image and label is gone.
+    Permuted,
+}
+
+/// The labels `fit` trains on: `labels`, or a seeded permutation of them.
+pub fn training_labels(labels: &[i64], how: TrainLabels, seed_value: u64) -> Vec<i64> {
+    let mut out = labels.to_vec();
+    if how == TrainLabels::Permuted {
+        out.shuffle(&mut seed::rng(seed::derive(seed_value, &[3])));
+    }
+    out
 }
 
 fn default_data_dir() -> PathBuf {
@@ -145,6 +171,7 @@ pub fn fit(
     progress: bool,
 ) -> Result<(Network, Vec<f32>)> {
     let labels = train.labels.as_ref().ok_or_else(|| Error::Invalid("training images need labels".into()))?;
+    let labels = training_labels(labels, cfg.labels, cfg.seed);
     let vars = init_vars(seed::derive(cfg.seed, &[1]), device)?;
     let model = model_of(&vars)?;
     let params = ParamsAdamW { lr: cfg.learning_rate, weight_decay: 0.0, ..Default::default() };
@@ -219,8 +246,12 @@ pub fn train_command(config: &Path, progress: bool) -> Result<f64> {
     let json_path = cfg.out.with_extension("json");
     let text = serde_json::to_string_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
     crate::atomic::write_bytes(&json_path, text.as_bytes())?;
+    let trained_on = match cfg.labels {
+        TrainLabels::Original => "",
+        TrainLabels::Permuted => " (trained on permuted labels)",
+    };
     println!(
-        "test accuracy {:.2}% on {} images; seed {}; {:.0} s; weights {}",
+        "test accuracy {:.2}%{trained_on} on {} images; seed {}; {:.0} s; weights {}",
         100.0 * acc,
         test.n,
         cfg.seed,

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use candle_core::Device;
-use fragility::train::{fit, TrainConfig};
+use fragility::train::{fit, training_labels, TrainConfig, TrainLabels};
 
 #[test]
 fn a_few_adam_steps_on_the_shipped_images_lower_the_loss() {
@@ -17,6 +17,7 @@ fn a_few_adam_steps_on_the_shipped_images_lower_the_loss() {
         learning_rate: 2e-3,
         out: root().join("unused.safetensors"),
         device: "cpu".into(),
+        labels: TrainLabels::Original,
     };
     let (_, losses) = fit(&cfg, &set, &Device::Cpu, Some(40), false).unwrap();
     assert_eq!(losses.len(), 40);
@@ -27,4 +28,42 @@ fn a_few_adam_steps_on_the_shipped_images_lower_the_loss() {
     // Same seed, same losses.
     let (_, again) = fit(&cfg, &set, &Device::Cpu, Some(5), false).unwrap();
     assert_eq!(&again[..], &losses[..5]);
+}
+
+/// `labels = "permuted"` (Adebayo et al.'s data randomisation): the same labels over other
+/// images, seeded, and the loop trains on them.
+#[test]
+fn permuted_labels_keep_the_counts_lose_the_images_and_are_trained_on() {
+    let set = shipped_images();
+    let labels = set.labels.clone().unwrap();
+    let permuted = training_labels(&labels, TrainLabels::Permuted, 3);
+    let (mut a, mut b) = (labels.clone(), permuted.clone());
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "the same label counts");
+    let kept = labels.iter().zip(&permuted).filter(|(x, y)| x == y).count();
+    assert!(kept < 200, "{kept} of 1000 images keep their label (about 100 expected)");
+    assert_eq!(training_labels(&labels, TrainLabels::Permuted, 3), permuted, "seeded");
+    assert_ne!(training_labels(&labels, TrainLabels::Permuted, 4), permuted);
+    assert_eq!(training_labels(&labels, TrainLabels::Original, 3), labels);
+    let cfg = |how| TrainConfig {
+        seed: 3,
+        data_dir: root(),
+        epochs: 1,
+        batch_size: 25,
+        learning_rate: 2e-3,
+        out: root().join("unused.safetensors"),
+        device: "cpu".into(),
+        labels: how,
+    };
+    let (_, original) = fit(&cfg(TrainLabels::Original), &set, &Device::Cpu, Some(3), false).unwrap();
+    let (_, shuffled) = fit(&cfg(TrainLabels::Permuted), &set, &Device::Cpu, Some(3), false).unwrap();
+    assert_ne!(original, shuffled);
+    let text = "out = \"w.safetensors\"\nlabels = \"permuted\"\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.toml"), text).unwrap();
+    assert_eq!(TrainConfig::load(&dir.path().join("t.toml")).unwrap().labels, TrainLabels::Permuted);
+    std::fs::write(dir.path().join("t.toml"), text.replace("permuted", "shuffled")).unwrap();
+    let err = TrainConfig::load(&dir.path().join("t.toml")).unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("shuffled"), "{err}");
 }
