@@ -59,6 +59,8 @@ fn permuted_labels_keep_the_counts_lose_the_images_and_are_trained_on() {
     let (_, original) = fit(&cfg(TrainLabels::Original), &set, &Device::Cpu, Some(3), false).unwrap();
     let (_, shuffled) = fit(&cfg(TrainLabels::Permuted), &set, &Device::Cpu, Some(3), false).unwrap();
     assert_ne!(original, shuffled);
+    let shipped = TrainConfig::load(&root().join("configs/train_fmnist_permuted.toml")).unwrap();
+    assert_eq!(shipped.labels, TrainLabels::Permuted);
     let text = "out = \"w.safetensors\"\nlabels = \"permuted\"\n";
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("t.toml"), text).unwrap();
