@@ -17,7 +17,7 @@
 //! fixtures of `scripts/faithfulness_fixtures.py` (RISE's code and Quantus 0.6.0 on the shipped
 //! model) pin all four to their references.
 //!
-//! Shapes: images `x` [B,C,H,W] (pixels in \[0,1\], f32); maps one flat row-major slice of
+//! Shapes: images `x` \[B,C,H,W\] (pixels in \[0,1\], f32); maps one flat row-major slice of
 //! `H·W` values per image, already reduced over channels (|attribution| summed, as
 //! [`crate::attribution::saliency`] makes them); one class per image. A step perturbs whole
 //! pixels (every channel at once). Every perturbed image of a chunk of images is built into
@@ -69,7 +69,7 @@ pub trait Measure: Send + Sync {
     fn better(&self) -> Better;
     /// Its settings as JSON, for the output's metadata.
     fn params(&self) -> serde_json::Value;
-    /// The curve and score of each image of `x` [B,C,H,W] under its map (`maps[b]`, `H·W`
+    /// The curve and score of each image of `x` \[B,C,H,W\] under its map (`maps[b]`, `H·W`
     /// values) and class (`classes[b]`). Errors when the shapes disagree, a map is not finite
     /// or a class is out of range.
     fn evaluate(
