@@ -19,6 +19,7 @@ pub mod attribution;
 pub mod config;
 pub mod device;
 pub mod explain;
+pub mod faithfulness;
 pub mod fingerprint;
 pub mod lock;
 pub mod manifest;

@@ -7,6 +7,7 @@ mod beta_smooth;
 mod cli;
 mod common;
 mod compare;
+mod faithfulness;
 mod families;
 mod fuzz;
 mod gradients;

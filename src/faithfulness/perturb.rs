@@ -1,0 +1,143 @@
+//! The machinery every measure shares: read the images once, order pixels by a map, and run
+//! the model on all perturbed images of a call in few large batches.
+//!
+//! A [`Schedule`] says, for one image, which pixels in which order go from its `start` image
+//! to its `finish` image, and how many have gone at each point of the curve. [`probabilities`]
+//! builds the image of every (image, point) pair, in [`Classifier::rows_per_pass`]-sized
+//! batches across images, and returns the softmax probability of each image's class at each
+//! point. Rows are independent in the model, so the result does not depend on how images are
+//! batched.
+//!
+//! Shapes: images flat [C·H·W] per image; pixel indices `y·W + x`; a pixel is replaced in
+//! every channel.
+
+use crate::error::{Error, Result};
+use crate::model::{logits_in_passes, target_probability, Classifier};
+use candle_core::{DType, Device, Tensor};
+use std::cmp::Ordering;
+
+/// The images of one call on the CPU, checked against their maps and classes.
+pub(crate) struct Images {
+    /// Channels, height, width.
+    pub shape: (usize, usize, usize),
+    /// Each image flat [C·H·W].
+    pub pixels: Vec<Vec<f32>>,
+}
+
+impl Images {
+    /// Reads `x` [B,C,H,W] and checks that there is one finite map of H·W values and one class
+    /// below the model's class count per image, and that the model takes C×H×W images.
+    pub fn read(model: &dyn Classifier, x: &Tensor, maps: &[Vec<f32>], classes: &[u32]) -> Result<Self> {
+        let (b, c, h, w) = x.dims4()?;
+        if c * h * w == 0 {
+            return Err(Error::Invalid(format!("faithfulness: empty images ({c}×{h}×{w})")));
+        }
+        model.accepts(c, h, w)?;
+        if maps.len() != b || classes.len() != b {
+            return Err(Error::Invalid(format!(
+                "faithfulness: {b} images but {} maps and {} classes",
+                maps.len(),
+                classes.len()
+            )));
+        }
+        if let Some(i) = maps.iter().position(|m| m.len() != h * w || !m.iter().all(|v| v.is_finite())) {
+            return Err(Error::Invalid(format!(
+                "faithfulness: map {i} must hold {} finite values ({h}×{w}), has {}",
+                h * w,
+                maps[i].len()
+            )));
+        }
+        let k = model.num_classes();
+        if let Some(&bad) = classes.iter().find(|&&t| t as usize >= k) {
+            return Err(Error::Invalid(format!("faithfulness: class {bad} out of range (model has {k})")));
+        }
+        let flat = x.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
+        let pixels = flat.chunks(c * h * w).map(<[f32]>::to_vec).collect();
+        Ok(Self { shape: (c, h, w), pixels })
+    }
+
+    /// Pixels per channel, H·W.
+    pub fn area(&self) -> usize {
+        self.shape.1 * self.shape.2
+    }
+}
+
+/// Indices of `map` in descending order of its values; ties keep ascending index order (a
+/// stable sort). The maps are checked finite before this is called.
+pub fn descending_order(map: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..map.len()).collect();
+    order.sort_by(|&a, &b| map[b].partial_cmp(&map[a]).unwrap_or(Ordering::Equal));
+    order
+}
+
+/// One image's perturbation: at curve point `k` the first `counts[k]` pixels of `order` hold
+/// the `finish` image's values, the others the `start` image's.
+pub(crate) struct Schedule {
+    /// Pixel indices `y·W + x`, in the order they change.
+    pub order: Vec<usize>,
+    /// How many pixels have changed at each point of the curve (non-decreasing).
+    pub counts: Vec<usize>,
+}
+
+/// The softmax probability of `classes[b]` at every point of `schedules[b]`, one vector per
+/// image, from images that start as `start[b]` and change pixel by pixel into `finish[b]`.
+pub(crate) fn probabilities(
+    model: &dyn Classifier,
+    images: &Images,
+    start: &[Vec<f32>],
+    finish: &[Vec<f32>],
+    schedules: &[Schedule],
+    classes: &[u32],
+) -> Result<Vec<Vec<f64>>> {
+    let (c, h, w) = images.shape;
+    let rows: Vec<(usize, usize)> =
+        schedules.iter().enumerate().flat_map(|(b, s)| (0..s.counts.len()).map(move |k| (b, k))).collect();
+    let mut out: Vec<Vec<f64>> = schedules.iter().map(|s| Vec::with_capacity(s.counts.len())).collect();
+    for chunk in rows.chunks(model.rows_per_pass(h, w).max(1)) {
+        let mut data = Vec::with_capacity(chunk.len() * c * h * w);
+        for &(b, k) in chunk {
+            let changed = &schedules[b].order[..schedules[b].counts[k]];
+            push_perturbed(&mut data, &start[b], &finish[b], changed, h * w);
+        }
+        let batch = Tensor::from_vec(data, (chunk.len(), c, h, w), model.device())?;
+        let targets: Vec<u32> = chunk.iter().map(|&(b, _)| classes[b]).collect();
+        let logits = logits_in_passes(model, &batch)?.to_dtype(DType::F32)?;
+        for (&(b, _), p) in chunk.iter().zip(target_probability(&logits, &targets)?) {
+            out[b].push(p);
+        }
+    }
+    Ok(out)
+}
+
+/// Appends `start` with the `changed` pixels (every channel) taken from `finish`.
+fn push_perturbed(data: &mut Vec<f32>, start: &[f32], finish: &[f32], changed: &[usize], area: usize) {
+    let at = data.len();
+    data.extend_from_slice(start);
+    let row = &mut data[at..];
+    for channel in 0..start.len() / area {
+        let base = channel * area;
+        for &p in changed {
+            row[base + p] = finish[base + p];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descending_order_keeps_ties_in_index_order() {
+        assert_eq!(descending_order(&[0.5, 2.0, 0.5, 3.0, 0.5]), vec![3, 1, 0, 2, 4]);
+        assert_eq!(descending_order(&[-0.0, 0.0]), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_perturbed_row_takes_the_changed_pixels_in_every_channel() {
+        let mut data = vec![9.0];
+        let start = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let finish = [0.0; 6];
+        push_perturbed(&mut data, &start, &finish, &[2, 0], 3);
+        assert_eq!(data, vec![9.0, 0.0, 2.0, 0.0, 0.0, 5.0, 0.0]);
+    }
+}
