@@ -88,11 +88,11 @@ fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
 ///
 /// The attack's derivative of IG is a Hessian–vector product at every path point, so with the
 /// measured map's 50–100 points one steered step costs 50–100 gradient steps. Measured
-/// (reports/bench/README.md, 2026-12-07/08): on the shipped CNN and on squeezenet1_1 at 224,
+/// (reports/bench/README.md, 2026-12-07): on the shipped CNN and on squeezenet1_1 at 224,
 /// steering by 2–16 Gauss–Legendre points reaches the same top-k intersection as steering by
 /// the full path within noise (0.215 with 8 points against 0.213 with the full 100-point
-/// right-Riemann path on squeezenet1_1), at 2.7–3.3× the gradient-steered attack's time
-/// instead of 17×. The measured maps are never changed by this setting.
+/// right-Riemann path on squeezenet1_1), at 2.2–3.3× the gradient-steered attack's time
+/// instead of 17–19×. The measured maps are never changed by this setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SteerSteps {
     /// A stand-in with this many Gauss–Legendre points (≥ 1), where the map has more.
