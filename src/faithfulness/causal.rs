@@ -7,7 +7,7 @@
 //! min(i·step, H·W)/(H·W). The score is RISE's `auc`: the trapezoid area divided by n, i.e. the
 //! area over \[0,1\]. RISE takes the model's top class; here the caller gives the class.
 
-use super::perturb::{descending_order, probabilities, Images, Schedule};
+use super::perturb::{pixel_curves, step_counts, Images};
 use super::{trapezoid, Curve};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
@@ -31,17 +31,8 @@ pub(crate) fn play(
     classes: &[u32],
     step: usize,
 ) -> Result<Vec<Curve>> {
-    let area = images.area();
-    let counts: Vec<usize> = (0..=area.div_ceil(step)).map(|i| (i * step).min(area)).collect();
-    let schedules: Vec<Schedule> =
-        maps.iter().map(|m| Schedule { order: descending_order(m), counts: counts.clone() }).collect();
-    let fractions: Vec<f64> = counts.iter().map(|&n| n as f64 / area as f64).collect();
-    let curves = probabilities(model, images, start, finish, &schedules, classes)?;
-    Ok(curves
-        .into_iter()
-        .map(|values| {
-            let score = trapezoid(&values) / (values.len() - 1) as f64;
-            Curve { fractions: fractions.clone(), values, score }
-        })
-        .collect())
+    let counts = step_counts(images.area(), step, 0);
+    // RISE's `auc`: the trapezoid area over [0,1], n + 1 points.
+    let auc = |values: &[f64]| trapezoid(values) / (values.len() - 1) as f64;
+    pixel_curves(model, images, (start, finish), (maps, classes), &counts, auc)
 }

@@ -11,6 +11,7 @@
 //! Shapes: images flat [C·H·W] per image; pixel indices `y·W + x`; a pixel is replaced in
 //! every channel.
 
+use super::Curve;
 use crate::error::{Error, Result};
 use crate::model::{logits_in_passes, target_probability, Classifier};
 use candle_core::{DType, Device, Tensor};
@@ -77,6 +78,35 @@ pub(crate) struct Schedule {
     pub order: Vec<usize>,
     /// How many pixels have changed at each point of the curve (non-decreasing).
     pub counts: Vec<usize>,
+}
+
+/// The points of a pixel-by-pixel curve over `area` pixels, `step` per step: `min(i·step, area)`
+/// pixels changed for i from `first` (0: the curve starts at the unchanged image) to the
+/// last step, which may be short.
+pub(crate) fn step_counts(area: usize, step: usize, first: usize) -> Vec<usize> {
+    (first..=area.div_ceil(step)).map(|i| (i * step).min(area)).collect()
+}
+
+/// The curves of the pixel-by-pixel measures (deletion, insertion, pixel flipping): every
+/// image's pixels in descending order of its map, `counts[k]` of them changed from `start` to
+/// `finish` at point k, each curve scored by `score`.
+pub(crate) fn pixel_curves(
+    model: &dyn Classifier,
+    images: &Images,
+    (start, finish): (&[Vec<f32>], &[Vec<f32>]),
+    (maps, classes): (&[Vec<f32>], &[u32]),
+    counts: &[usize],
+    score: fn(&[f64]) -> f64,
+) -> Result<Vec<Curve>> {
+    let schedules: Vec<Schedule> =
+        maps.iter().map(|m| Schedule { order: descending_order(m), counts: counts.to_vec() }).collect();
+    let area = images.area() as f64;
+    let fractions: Vec<f64> = counts.iter().map(|&n| n as f64 / area).collect();
+    let curves = probabilities(model, images, start, finish, &schedules, classes)?;
+    Ok(curves
+        .into_iter()
+        .map(|values| Curve { fractions: fractions.clone(), score: score(&values), values })
+        .collect())
 }
 
 /// The softmax probability of `classes[b]` at every point of `schedules[b]`, one vector per

@@ -26,7 +26,7 @@
 //!
 //! Shapes: see [`super`].
 
-use super::perturb::{descending_order, probabilities, Images, Schedule};
+use super::perturb::{pixel_curves, step_counts, Images};
 use super::{trapezoid, Baseline, Better, Curve, Measure};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
@@ -74,16 +74,9 @@ impl Measure for PixelFlipping {
             return Err(Error::Invalid("pixel_flipping: features_in_step must be at least 1".into()));
         }
         let images = Images::read(model, x, maps, classes)?;
-        let area = images.area();
-        let counts: Vec<usize> = (1..=area.div_ceil(step)).map(|i| (i * step).min(area)).collect();
-        let schedules: Vec<Schedule> =
-            maps.iter().map(|m| Schedule { order: descending_order(m), counts: counts.clone() }).collect();
+        // Quantus records no point before the first step.
+        let counts = step_counts(images.area(), step, 1);
         let finish: Vec<Vec<f32>> = images.pixels.iter().map(|p| self.baseline.fill(p)).collect();
-        let fractions: Vec<f64> = counts.iter().map(|&n| n as f64 / area as f64).collect();
-        let curves = probabilities(model, &images, &images.pixels, &finish, &schedules, classes)?;
-        Ok(curves
-            .into_iter()
-            .map(|values| Curve { fractions: fractions.clone(), score: trapezoid(&values), values })
-            .collect())
+        pixel_curves(model, &images, (&images.pixels, &finish), (maps, classes), &counts, trapezoid)
     }
 }
