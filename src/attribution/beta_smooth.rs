@@ -115,8 +115,7 @@ pub struct BetaSmooth {
 impl BetaSmooth {
     /// `inner` smoothed with `beta` in `form`; refused for a β that is not finite and
     /// positive, for a method whose map is not differentiable in the input, and, in the
-    /// backward form, for
-    /// one that does not read the derivatives.
+    /// backward form, for one that does not read the derivatives.
     pub fn new(beta: f64, form: Form, inner: Arc<dyn Attribution>) -> Result<Self> {
         if !(beta.is_finite() && beta > 0.0) {
             return Err(Error::Invalid(format!("β-smoothing: β must be finite and > 0, not {beta}")));

@@ -348,6 +348,11 @@ pub fn saliency(attr: &Tensor) -> Result<Tensor> {
     Ok(attr.abs()?.sum(1)?)
 }
 
+/// [`saliency`] as flat f32 rows [B][H·W], the form tables, metrics and checks read.
+pub fn saliency_rows(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(saliency(attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+}
+
 /// Saliency maps normalised to sum to one per image, [B,H,W] (the maps attack objectives use).
 /// An all-zero map stays zero rather than becoming NaN.
 pub fn normalized_saliency(attr: &Tensor) -> Result<Tensor> {

@@ -7,7 +7,7 @@
 
 use super::{attack_label, batch_tensor, SAMPLING};
 use crate::attack::{normalized, Attack, AttackInput, Goal, Objective, PrepareContext};
-use crate::attribution::{normalized_saliency, saliency};
+use crate::attribution::{normalized_saliency, saliency_rows};
 use crate::config::{ModelPlan, Plan};
 use crate::data::ImageSet;
 use crate::error::Result;
@@ -120,11 +120,6 @@ struct Stacked {
 /// Each method's name with its flat perturbed map and the image's scores for it.
 type MethodMaps = Vec<(String, Vec<f32>, String)>;
 
-/// Flat saliency maps [R][H·W] (|attribution| summed over channels) as f32 rows.
-fn maps(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
-    Ok(saliency(attr)?.flatten_from(1)?.to_vec2::<f32>()?)
-}
-
 /// Flat f32 rows of a [B,...] tensor.
 fn flat_rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(t.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
@@ -188,7 +183,7 @@ impl Study<'_> {
             let targeted =
                 self.spec.attacks.iter().filter_map(|a| a.target_method()).any(|t| same(t, method.as_ref()));
             out.normal.push(if targeted { Some(flat_rows(&normalized_saliency(&attr)?)?) } else { None });
-            let m = maps(&attr)?;
+            let m = saliency_rows(&attr)?;
             let normal: Vec<Vec<f32>> = m.iter().map(|m| normalized(m)).collect();
             let cx = PrepareContext {
                 model: self.model,
@@ -324,8 +319,12 @@ impl Study<'_> {
         let mut panels: Vec<(usize, MethodMaps)> = example_rows.iter().map(|&i| (i, Vec::new())).collect();
         let mut rows = Vec::new();
         for (mi, method) in self.spec.methods.iter().enumerate() {
-            let after =
-                maps(&method.attribute(self.model, &outcome.x_adv, &st.targets, Activation::Exact)?)?;
+            let after = saliency_rows(&method.attribute(
+                self.model,
+                &outcome.x_adv,
+                &st.targets,
+                Activation::Exact,
+            )?)?;
             for (i, panel) in &mut panels {
                 let r = st.largest * b + *i;
                 let scores = example_scores(&self.columns.metrics, &clean.maps[mi][*i], &after[r], hw);

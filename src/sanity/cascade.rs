@@ -7,9 +7,9 @@
 //! Shapes: images x [B,C,H,W]; each step's maps [B][H·W] (|attribution| summed over channels).
 
 use super::randomize::{key_order, param_layers, reinitialize, Randomization};
-use crate::attribution::{saliency, Attribution};
+use crate::attribution::Attribution;
 use crate::error::Result;
-use crate::model::{from_state_dict, Activation, Normalize};
+use crate::model::{from_state_dict, Normalize};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,8 +58,7 @@ pub fn randomized_maps(
         let model =
             from_state_dict(trained.name, tensors, trained.source, trained.normalize, trained.device)?;
         method.check(model.as_ref())?;
-        let attr = method.attribute(model.as_ref(), x, targets, Activation::Exact)?;
-        let maps = saliency(&attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        let maps = super::saliency_maps(method, model.as_ref(), x, targets)?;
         let layer = step.last().map_or(String::new(), |&i| layers[i].name.clone());
         out.push(StepMaps { layer, maps });
     }

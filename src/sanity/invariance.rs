@@ -11,9 +11,9 @@
 //! gradient × input and integrated gradients or DeepLIFT from a zero baseline are not, as
 //! they report. Shapes: x [B,C,H,W]; maps compared as flat saliencies [B][H·W].
 
-use crate::attribution::{saliency, Attribution};
+use crate::attribution::Attribution;
 use crate::error::Result;
-use crate::model::{Activation, Classifier, Network};
+use crate::model::{Classifier, Network};
 use candle_core::Tensor;
 
 /// The name of the compensating node.
@@ -42,12 +42,8 @@ pub fn input_invariance(
     m: f32,
 ) -> Result<Vec<f64>> {
     let shifted = shifted_model(net, m)?;
-    let flat = |model: &dyn Classifier, x: &Tensor| -> Result<Vec<Vec<f32>>> {
-        let attr = method.attribute(model, x, targets, Activation::Exact)?;
-        Ok(saliency(&attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
-    };
-    let before = flat(net, x)?;
-    let after = flat(&shifted, &x.affine(1.0, f64::from(m))?)?;
+    let before = super::saliency_maps(method, net, x, targets)?;
+    let after = super::saliency_maps(method, &shifted, &x.affine(1.0, f64::from(m))?, targets)?;
     Ok(before
         .iter()
         .zip(&after)

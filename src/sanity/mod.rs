@@ -32,3 +32,19 @@ pub use cascade::{randomized_maps, StepMaps, TrainedModel};
 pub use invariance::{input_invariance, shifted_model, SHIFT_NODE, TOLERANCE};
 pub use random_logit::{random_logit_maps, random_other_class, RandomLogitMaps};
 pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};
+
+use crate::attribution::{saliency_rows, Attribution};
+use crate::error::Result;
+use crate::model::{Activation, Classifier};
+use candle_core::Tensor;
+
+/// `method`'s saliency maps [B][H·W] of `x` for `targets` on the real `model`: what every
+/// check compares.
+fn saliency_maps(
+    method: &dyn Attribution,
+    model: &dyn Classifier,
+    x: &Tensor,
+    targets: &[u32],
+) -> Result<Vec<Vec<f32>>> {
+    saliency_rows(&method.attribute(model, x, targets, Activation::Exact)?)
+}

@@ -9,9 +9,9 @@
 //! does not depend on the batch. Shapes: x [B,C,H,W]; maps [B][H·W] (|attribution| summed over
 //! channels).
 
-use crate::attribution::{saliency, Attribution};
+use crate::attribution::Attribution;
 use crate::error::{Error, Result};
-use crate::model::{Activation, Classifier};
+use crate::model::Classifier;
 use crate::seed;
 use candle_core::Tensor;
 use rand::Rng;
@@ -57,11 +57,9 @@ pub fn random_logit_maps(
         .zip(keys)
         .map(|(&p, &key)| random_other_class(seed, key, p, k))
         .collect::<Result<_>>()?;
-    let flat = |targets: &[u32]| -> Result<Vec<Vec<f32>>> {
-        let attr = method.attribute(model, x, targets, Activation::Exact)?;
-        Ok(saliency(&attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
-    };
-    Ok(RandomLogitMaps { own: flat(predicted)?, other: flat(&others)?, classes: others })
+    let own = super::saliency_maps(method, model, x, predicted)?;
+    let other = super::saliency_maps(method, model, x, &others)?;
+    Ok(RandomLogitMaps { own, other, classes: others })
 }
 
 #[cfg(test)]
