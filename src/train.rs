@@ -3,9 +3,9 @@
 //! Adam (β = 0.9, 0.999, no weight decay) on the cross-entropy of the logits, PyTorch's default
 //! initialisation (weights and biases U(−1/√fan_in, 1/√fan_in)), mini-batches reshuffled every
 //! epoch; every random choice comes from the config's seed. `labels = "permuted"` trains on
-//! the training labels permuted over the images (Adebayo et al.'s data-randomisation test). The weights are saved as
-//! safetensors with PyTorch's names, and a JSON file beside them records the test accuracy,
-//! the seed, the settings and the time.
+//! the training labels permuted over the images (Adebayo et al.'s data-randomisation test).
+//! The weights are saved as safetensors with PyTorch's names, and a JSON file beside them
+//! records the test accuracy, the seed, the settings and the time.
 
 use crate::data::{load_images, load_labels, ImageSet};
 use crate::error::{Error, Result};

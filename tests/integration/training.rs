@@ -4,12 +4,9 @@ use crate::common::*;
 use candle_core::Device;
 use fragility::train::{fit, training_labels, TrainConfig, TrainLabels};
 
-#[test]
-fn a_few_adam_steps_on_the_shipped_images_lower_the_loss() {
-    // 40 steps of 25 images (one pass over the shipped 1,000): the mean loss of the last 10
-    // steps must be well below that of the first 10 (≈ ln 10 = 2.30 at initialisation).
-    let set = shipped_images();
-    let cfg = TrainConfig {
+/// Training settings for a few steps on the shipped images (nothing is written).
+fn short_training(labels: TrainLabels) -> TrainConfig {
+    TrainConfig {
         seed: 3,
         data_dir: root(),
         epochs: 1,
@@ -17,8 +14,16 @@ fn a_few_adam_steps_on_the_shipped_images_lower_the_loss() {
         learning_rate: 2e-3,
         out: root().join("unused.safetensors"),
         device: "cpu".into(),
-        labels: TrainLabels::Original,
-    };
+        labels,
+    }
+}
+
+#[test]
+fn a_few_adam_steps_on_the_shipped_images_lower_the_loss() {
+    // 40 steps of 25 images (one pass over the shipped 1,000): the mean loss of the last 10
+    // steps must be well below that of the first 10 (≈ ln 10 = 2.30 at initialisation).
+    let set = shipped_images();
+    let cfg = short_training(TrainLabels::Original);
     let (_, losses) = fit(&cfg, &set, &Device::Cpu, Some(40), false).unwrap();
     assert_eq!(losses.len(), 40);
     let first = losses[..10].iter().sum::<f32>() / 10.0;
@@ -46,18 +51,10 @@ fn permuted_labels_keep_the_counts_lose_the_images_and_are_trained_on() {
     assert_eq!(training_labels(&labels, TrainLabels::Permuted, 3), permuted, "seeded");
     assert_ne!(training_labels(&labels, TrainLabels::Permuted, 4), permuted);
     assert_eq!(training_labels(&labels, TrainLabels::Original, 3), labels);
-    let cfg = |how| TrainConfig {
-        seed: 3,
-        data_dir: root(),
-        epochs: 1,
-        batch_size: 25,
-        learning_rate: 2e-3,
-        out: root().join("unused.safetensors"),
-        device: "cpu".into(),
-        labels: how,
-    };
-    let (_, original) = fit(&cfg(TrainLabels::Original), &set, &Device::Cpu, Some(3), false).unwrap();
-    let (_, shuffled) = fit(&cfg(TrainLabels::Permuted), &set, &Device::Cpu, Some(3), false).unwrap();
+    let (_, original) =
+        fit(&short_training(TrainLabels::Original), &set, &Device::Cpu, Some(3), false).unwrap();
+    let (_, shuffled) =
+        fit(&short_training(TrainLabels::Permuted), &set, &Device::Cpu, Some(3), false).unwrap();
     assert_ne!(original, shuffled);
     let shipped = TrainConfig::load(&root().join("configs/train_fmnist_permuted.toml")).unwrap();
     assert_eq!(shipped.labels, TrainLabels::Permuted);
