@@ -54,39 +54,35 @@ const SUFFIXES: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
 /// a class token) and modules that are none of the three kinds are left out: they are not
 /// layers Adebayo et al. randomise.
 pub fn param_layers(order: &[(String, Vec<usize>)]) -> Vec<ParamLayer> {
-    let mut layers: Vec<(ParamLayer, Vec<usize>)> = Vec::new();
+    // Per module prefix, in first-read order: its keys and its weight's rank.
+    let mut modules: Vec<(&str, Vec<String>, usize)> = Vec::new();
     for (key, dims) in order {
         let Some((prefix, suffix)) = key.rsplit_once('.') else { continue };
         if !SUFFIXES.contains(&suffix) {
             continue;
         }
-        match layers.iter_mut().find(|(l, _)| l.name == prefix) {
-            Some((l, _)) => l.keys.push(key.clone()),
+        let i = match modules.iter().position(|(name, ..)| *name == prefix) {
+            Some(i) => i,
             None => {
-                let l =
-                    ParamLayer { name: prefix.to_string(), kind: ParamKind::Linear, keys: vec![key.clone()] };
-                layers.push((l, Vec::new()));
+                modules.push((prefix, Vec::new(), 0));
+                modules.len() - 1
             }
-        }
+        };
+        modules[i].1.push(key.clone());
         if suffix == "weight" {
-            if let Some((_, w)) = layers.iter_mut().find(|(l, _)| l.name == prefix) {
-                *w = dims.clone();
-            }
+            modules[i].2 = dims.len();
         }
     }
-    layers
+    modules
         .into_iter()
-        .filter_map(|(mut l, weight)| {
-            l.kind = if l.keys.iter().any(|k| k.ends_with(".running_mean")) {
-                ParamKind::BatchNorm
-            } else {
-                match weight.len() {
-                    4 => ParamKind::Conv,
-                    2 => ParamKind::Linear,
-                    _ => return None,
-                }
+        .filter_map(|(name, keys, rank)| {
+            let kind = match rank {
+                _ if keys.iter().any(|k| k.ends_with(".running_mean")) => ParamKind::BatchNorm,
+                4 => ParamKind::Conv,
+                2 => ParamKind::Linear,
+                _ => return None,
             };
-            Some(l)
+            Some(ParamLayer { name: name.to_string(), kind, keys })
         })
         .collect()
 }
