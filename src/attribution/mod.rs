@@ -353,6 +353,13 @@ pub fn saliency_rows(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(saliency(attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
 }
 
+/// The signed attributions [B,C,H,W] as flat f32 rows [B][C·H·W] (channel-major, as PyTorch
+/// lays them out): what measures that read the sign or the channels (faithfulness correlation,
+/// infidelity, the signed Spearman of the sanity checks) are given.
+pub fn attribution_rows(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(attr.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+}
+
 /// Saliency maps normalised to sum to one per image, [B,H,W] (the maps attack objectives use).
 /// An all-zero map stays zero rather than becoming NaN.
 pub fn normalized_saliency(attr: &Tensor) -> Result<Tensor> {
