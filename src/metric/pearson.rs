@@ -49,24 +49,33 @@ impl Metric for Pearson {
 /// `None` if the lengths differ, there are fewer than two values, a value is not finite, or
 /// either side is constant. Never NaN; exactly 1 for `pearson(a, a)`.
 pub fn pearson(a: &[f32], b: &[f32]) -> Option<f64> {
+    pearson_f64(&super::rank::widen(a), &super::rank::widen(b))
+}
+
+/// [`pearson`] of f64 values (HOG features, for one), under the same conditions.
+pub fn pearson_f64(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.len() != b.len() || a.len() < 2 || !a.iter().chain(b).all(|x| x.is_finite()) {
         return None;
     }
     // Checked on the values, not on the variance, so that "constant" does not depend on how the
-    // mean rounds; a non-constant map then has a non-zero deviation whose square cannot
-    // underflow in f64 (the smallest f32 difference is ~1e-45).
-    let constant = |m: &[f32]| m.iter().all(|&x| x == m[0]);
+    // mean rounds. For f32 input a non-constant map then has a non-zero deviation whose square
+    // cannot underflow in f64 (the smallest f32 difference is ~1e-45); f64 input can (spreads
+    // below ~1e-154), which the zero-variance check below catches.
+    let constant = |m: &[f64]| m.iter().all(|&x| x == m[0]);
     if constant(a) || constant(b) {
         return None;
     }
-    let mean = |m: &[f32]| m.iter().map(|&x| f64::from(x)).sum::<f64>() / m.len() as f64;
+    let mean = |m: &[f64]| m.iter().sum::<f64>() / m.len() as f64;
     let (ma, mb) = (mean(a), mean(b));
     let (mut cov, mut var_a, mut var_b) = (0.0, 0.0, 0.0);
     for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (f64::from(x) - ma, f64::from(y) - mb);
+        let (dx, dy) = (x - ma, y - mb);
         cov += dx * dy;
         var_a += dx * dx;
         var_b += dy * dy;
+    }
+    if var_a * var_b == 0.0 {
+        return None;
     }
     // √(var_a·var_b) rather than √var_a·√var_b: IEEE sqrt(v·v) is exactly v, so identical maps
     // give exactly 1. The clamp only removes rounding beyond ±1 in other cases.

@@ -45,8 +45,15 @@ impl Metric for Spearman {
 /// span (`[5, 1, 5]` → `[2.5, 1, 2.5]`).
 ///
 /// `-0.0` and `0.0` tie. NaN ranks above +∞ (IEEE total order), so the result is always
-/// defined; [`spearman`] rejects non-finite input before ranking.
+/// defined; [`spearman`] rejects non-finite input before ranking. (Widening to f64 is exact,
+/// so these are the ranks [`average_ranks_f64`] gives.)
 pub fn average_ranks(v: &[f32]) -> Vec<f64> {
+    average_ranks_f64(&widen(v))
+}
+
+/// [`average_ranks`] of f64 values (maps normalised in f64, as the sanity checks' similarities
+/// compute them).
+pub fn average_ranks_f64(v: &[f64]) -> Vec<f64> {
     // Adding 0.0 turns -0.0 into +0.0, so that the total order below treats them as equal;
     // a total order is needed because `sort` may panic on an inconsistent comparator.
     let key = |i: usize| v[i] + 0.0;
@@ -69,15 +76,25 @@ pub fn average_ranks(v: &[f32]) -> Vec<f64> {
     ranks
 }
 
+/// f32 values as f64 (exact).
+pub(super) fn widen(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
 /// Spearman's rank correlation of `a` and `b`: the Pearson correlation of their average ranks.
 ///
 /// `None` if the lengths differ, there are fewer than two values, a value is not finite, or
 /// either side is constant (its ranks have no variance). Never NaN.
 pub fn spearman(a: &[f32], b: &[f32]) -> Option<f64> {
+    spearman_f64(&widen(a), &widen(b))
+}
+
+/// [`spearman`] of f64 values, under the same conditions.
+pub fn spearman_f64(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.len() != b.len() || a.len() < 2 || !a.iter().chain(b).all(|x| x.is_finite()) {
         return None;
     }
-    let (ra, rb) = (average_ranks(a), average_ranks(b));
+    let (ra, rb) = (average_ranks_f64(a), average_ranks_f64(b));
     // Average ranks always sum to n(n+1)/2, so the mean is exactly (n+1)/2; deviations are
     // multiples of 1/2 and the sums below are exact, so a constant map gives exactly 0 variance.
     let mean = (a.len() as f64 + 1.0) / 2.0;
