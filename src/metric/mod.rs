@@ -46,6 +46,7 @@ pub use kendall::{kendall_tau_b, KendallTauB};
 pub use mse::{mse_normalized, MseNormalized};
 pub use pearson::{pearson, pearson_f64, Pearson};
 pub use rank::{average_ranks, average_ranks_f64, spearman, spearman_f64, Spearman};
+pub(crate) use ssim::{gaussian_means, RADIUS as GAUSSIAN_RADIUS};
 pub use ssim::{ssim, ssim_map, Ssim};
 pub use topk::{auto_k, top_k_indices, top_k_intersection, TopKIntersection};
 

@@ -38,7 +38,7 @@
 use super::{fits, Direction, Metric};
 
 /// Half-width of the Gaussian window: 11×11 taps.
-const RADIUS: usize = 5;
+pub(crate) const RADIUS: usize = 5;
 /// Standard deviation of the Gaussian window, in pixels.
 const SIGMA: f64 = 1.5;
 /// Luminance stabiliser `(K1·L)²` with `K1 = 0.01` and dynamic range `L = 1`.
@@ -126,6 +126,14 @@ fn unit_scaled(m: &[f32]) -> Option<Vec<f64>> {
     }
     let (lo, span) = (f64::from(lo), f64::from(hi) - f64::from(lo));
     Some(m.iter().map(|&x| (f64::from(x) - lo) / span).collect())
+}
+
+/// The Gaussian-weighted local means of the row-major `h × w` image `x` (11×11 window, σ =
+/// 1.5), the window cut and renormalised at the borders. At pixels at least [`RADIUS`] from
+/// every border the window is whole: there these are scipy's `gaussian_filter(x, 1.5,
+/// truncate=3.5)`, whatever its border mode (the sanity checks' SSIM reads only those).
+pub(crate) fn gaussian_means(x: &[f64], h: usize, w: usize) -> Vec<f64> {
+    blur(x, h, w, &gaussian_taps())
 }
 
 /// The 1-D Gaussian `exp(−d² / (2σ²))` for `d = −RADIUS ..= RADIUS`, unnormalised (every use

@@ -22,16 +22,25 @@
 //! rebuilt from the modified `state_dict` with [`crate::model::from_state_dict`] (batch norm is
 //! folded into the convolutions only then, so a re-initialised convolution still meets its
 //! trained batch-norm statistics, as Adebayo's code keeps them).
+//!
+//! The similarities Adebayo et al. compare maps by are [`Similarity`] (Spearman of the diverging
+//! and of the absolute maps after PAIR's 99th-percentile clip, scikit-image's SSIM and Pearson
+//! of HOG features of the maps scaled to \[0, 1\], each on signed attribution rows
+//! [C·H·W]), with the pieces [`hog`] and [`ssim`] written after scikit-image.
 
 mod cascade;
+pub mod hog;
 mod invariance;
 mod random_logit;
 mod randomize;
+mod similarity;
+pub mod ssim;
 
 pub use cascade::{randomized_maps, StepMaps, TrainedModel};
 pub use invariance::{input_invariance, shifted_model, SHIFT_NODE, TOLERANCE};
 pub use random_logit::{random_logit_maps, random_other_class, RandomLogitMaps};
 pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};
+pub use similarity::{diverging, grayscale, percentile, unit_range, Similarity, SIMILARITY_NAMES};
 
 use crate::attribution::{saliency_rows, Attribution};
 use crate::error::Result;

@@ -18,6 +18,7 @@ mod parquet;
 mod reference;
 mod reliability;
 mod sanity;
+mod sanity_similarity;
 mod synthetic;
 mod topk_scale;
 mod torchvision;
