@@ -4,7 +4,8 @@
 //! layers re-initialised ([`reinitialize`]) is built into a model
 //! ([`crate::model::from_state_dict`]) and the method's saliency maps are computed on it for
 //! the classes the trained model predicted (Adebayo et al. explain the original prediction).
-//! Shapes: images x [B,C,H,W]; each step's maps [B][H·W] (|attribution| summed over channels).
+//! Shapes: images x [B,C,H,W]; each step's maps are the signed attributions [B][C·H·W],
+//! channel-major (C = 1 for layer methods), which [`super::Similarity`] compares.
 
 use super::randomize::{key_order, param_layers, reinitialize, Randomization};
 use crate::attribution::Attribution;
@@ -20,7 +21,7 @@ use std::path::Path;
 pub struct StepMaps {
     /// The `state_dict` prefix of the layer the step adds (`layer4.1.conv2`).
     pub layer: String,
-    /// Saliency maps [B][H·W].
+    /// Signed attributions [B][C·H·W], channel-major.
     pub maps: Vec<Vec<f32>>,
 }
 

@@ -9,7 +9,14 @@
 //! padding would be filled with the shifted value) and works whether or not the first layer
 //! has a bias. The gradient is then the same map (the node's derivative is the identity);
 //! gradient × input and integrated gradients or DeepLIFT from a zero baseline are not, as
-//! they report. Shapes: x [B,C,H,W]; maps compared as flat saliencies [B][H·W].
+//! they report. Shapes: x [B,C,H,W]; the signed attributions compared as rows [B][C·H·W].
+//!
+//! The signed attributions, not |attribution| summed over channels: Kindermans et al.'s
+//! criterion is that the explanation itself is unchanged, and equal signed attributions imply
+//! equal saliency maps but not the converse (a sign flip in one channel, or mass moved between
+//! channels, would pass a saliency compare). The tolerance keeps its meaning: the relative L1
+//! distance of the signed rows is at least that of the saliency maps, and for an invariant
+//! method both are float rounding.
 
 use crate::attribution::Attribution;
 use crate::error::Result;
@@ -32,8 +39,8 @@ pub fn shifted_model(net: &Network, m: f32) -> Result<Network> {
     Network::new(net.name(), graph, (h, w), net.default_layer(), net.device())
 }
 
-/// Per image, ‖map₂ − map₁‖₁ / ‖map₁‖₁ between `method`'s saliency of `x + m` on the shifted
-/// model and of `x` on `net`, for the classes `targets` (0 where both maps are zero).
+/// Per image, ‖a₂ − a₁‖₁ / ‖a₁‖₁ between `method`'s signed attribution of `x + m` on the
+/// shifted model and of `x` on `net`, for the classes `targets` (0 where both maps are zero).
 pub fn input_invariance(
     net: &Network,
     method: &dyn Attribution,

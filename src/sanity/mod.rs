@@ -23,10 +23,13 @@
 //! folded into the convolutions only then, so a re-initialised convolution still meets its
 //! trained batch-norm statistics, as Adebayo's code keeps them).
 //!
-//! The similarities Adebayo et al. compare maps by are [`Similarity`] (Spearman of the diverging
-//! and of the absolute maps after PAIR's 99th-percentile clip, scikit-image's SSIM and Pearson
-//! of HOG features of the maps scaled to \[0, 1\], each on signed attribution rows
-//! [C·H·W]), with the pieces [`hog`] and [`ssim`] written after scikit-image.
+//! Every check returns the methods' *signed* attributions as rows [B][C·H·W], channel-major
+//! (C = 1 for layer methods), and leaves their comparison to [`Similarity`]: Adebayo et al.'s
+//! four measures as their code computes them (Spearman of the diverging and of the absolute
+//! maps after PAIR's 99th-percentile clip, scikit-image's SSIM and Pearson of HOG features of
+//! the maps scaled to \[0, 1\]; [`similarity`'s docs](Similarity) give each exactly), with
+//! the pieces [`hog`] and [`ssim`] written after scikit-image. Input invariance compares the
+//! signed rows directly ([`input_invariance`]).
 
 mod cascade;
 pub mod hog;
@@ -42,18 +45,18 @@ pub use random_logit::{random_logit_maps, random_other_class, RandomLogitMaps};
 pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};
 pub use similarity::{diverging, grayscale, percentile, unit_range, Similarity, SIMILARITY_NAMES};
 
-use crate::attribution::{saliency_rows, Attribution};
+use crate::attribution::{attribution_rows, Attribution};
 use crate::error::Result;
 use crate::model::{Activation, Classifier};
 use candle_core::Tensor;
 
-/// `method`'s saliency maps [B][H·W] of `x` for `targets` on the real `model`: what every
-/// check compares.
+/// `method`'s signed attributions of `x` for `targets` on the real `model`, as rows [B][C·H·W]
+/// channel-major (C = 1 for layer methods such as Grad-CAM): what every check compares.
 fn saliency_maps(
     method: &dyn Attribution,
     model: &dyn Classifier,
     x: &Tensor,
     targets: &[u32],
 ) -> Result<Vec<Vec<f32>>> {
-    saliency_rows(&method.attribute(model, x, targets, Activation::Exact)?)
+    attribution_rows(&method.attribute(model, x, targets, Activation::Exact)?)
 }

@@ -6,8 +6,8 @@
 //! et al. show that several modified-backpropagation methods (guided backprop, LRP-αβ, ...)
 //! give nearly the same map for any class. The other class is drawn uniformly from the K − 1
 //! classes that are not predicted, from a stream keyed by the seed and the image's key, so it
-//! does not depend on the batch. Shapes: x [B,C,H,W]; maps [B][H·W] (|attribution| summed over
-//! channels).
+//! does not depend on the batch. Shapes: x [B,C,H,W]; maps are signed attributions [B][C·H·W],
+//! channel-major (C = 1 for layer methods), compared by [`super::Similarity`].
 
 use crate::attribution::Attribution;
 use crate::error::{Error, Result};
@@ -33,9 +33,9 @@ pub fn random_other_class(seed: u64, key: u64, predicted: u32, classes: usize) -
 /// One batch's maps for the predicted and for a random other class.
 #[derive(Debug, Clone)]
 pub struct RandomLogitMaps {
-    /// The maps for the predicted classes [B][H·W].
+    /// The signed attributions for the predicted classes [B][C·H·W].
     pub own: Vec<Vec<f32>>,
-    /// The maps for the random other classes [B][H·W].
+    /// The signed attributions for the random other classes [B][C·H·W].
     pub other: Vec<Vec<f32>>,
     /// The other class of each image.
     pub classes: Vec<u32>,
