@@ -21,7 +21,7 @@ use std::path::Path;
 pub struct StepMaps {
     /// The `state_dict` prefix of the layer the step adds (`layer4.1.conv2`).
     pub layer: String,
-    /// Signed attributions [B][C·H·W], channel-major.
+    /// Signed attributions `[B][C·H·W]`, channel-major.
     pub maps: Vec<Vec<f32>>,
 }
 

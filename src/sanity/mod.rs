@@ -23,7 +23,7 @@
 //! folded into the convolutions only then, so a re-initialised convolution still meets its
 //! trained batch-norm statistics, as Adebayo's code keeps them).
 //!
-//! Every check returns the methods' *signed* attributions as rows [B][C·H·W], channel-major
+//! Every check returns the methods' *signed* attributions as rows `[B][C·H·W]`, channel-major
 //! (C = 1 for layer methods), and leaves their comparison to [`Similarity`]: Adebayo et al.'s
 //! four measures as their code computes them (Spearman of the diverging and of the absolute
 //! maps after PAIR's 99th-percentile clip, scikit-image's SSIM and Pearson of HOG features of

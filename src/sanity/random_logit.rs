@@ -33,9 +33,9 @@ pub fn random_other_class(seed: u64, key: u64, predicted: u32, classes: usize) -
 /// One batch's maps for the predicted and for a random other class.
 #[derive(Debug, Clone)]
 pub struct RandomLogitMaps {
-    /// The signed attributions for the predicted classes [B][C·H·W].
+    /// The signed attributions for the predicted classes `[B][C·H·W]`.
     pub own: Vec<Vec<f32>>,
-    /// The signed attributions for the random other classes [B][C·H·W].
+    /// The signed attributions for the random other classes `[B][C·H·W]`.
     pub other: Vec<Vec<f32>>,
     /// The other class of each image.
     pub classes: Vec<u32>,

@@ -22,7 +22,7 @@
 //! scales each map to \[0, 1\] on its own, uses the population covariance and `L = 1`, and
 //! averages over *all* pixels with the window renormalised at the borders, so that it is defined
 //! for small maps and counts the border; this one reproduces the published sanity checks. They
-//! share the Gaussian local means ([`crate::metric::gaussian_means`]), which at the interior
+//! share the Gaussian local means (`gaussian_means` in `metric::ssim`), which at the interior
 //! pixels read here are whole-window means. `None` if a side is shorter than the window.
 
 use crate::metric::{gaussian_means, GAUSSIAN_RADIUS};
