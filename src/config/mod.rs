@@ -6,8 +6,10 @@
 //! See `experiments/fragility.toml` for a commented example of every key, and [`models`] for
 //! `[[model]]`, a study of several models.
 
+mod checks;
 mod models;
 
+pub use checks::{FaithfulnessPlan, SanityPlan, SanityTest, SANITY_TESTS};
 pub use models::{check_label, in_model, ModelPlan, MAX_LABEL};
 
 use crate::attack::{
@@ -43,12 +45,15 @@ struct RawConfig {
     model: models::RawModels,
     data: RawData,
     methods: RawMethods,
-    attacks: RawAttacks,
+    /// Optional only where `[sanity]` or `[faithfulness]` is given: a study of those alone.
+    attacks: Option<RawAttacks>,
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
     report: RawReport,
     robustness: Option<Spanned<RawRobustness>>,
+    sanity: Option<Spanned<checks::RawSanity>>,
+    faithfulness: Option<Spanned<checks::RawFaithfulness>>,
 }
 
 /// `[robustness]`: sampling-robustness estimates of every method at the clean images.
@@ -357,6 +362,10 @@ pub struct Plan {
     pub examples: usize,
     /// Sampling-robustness settings (seeded by the run's seed), if the config asks for them.
     pub robustness: Option<crate::robustness::RobustnessSettings>,
+    /// The sanity checks (`[sanity]`), if the config asks for them.
+    pub sanity: Option<SanityPlan>,
+    /// The faithfulness measures (`[faithfulness]`), if the config asks for them.
+    pub faithfulness: Option<FaithfulnessPlan>,
     /// The resolved settings, for run.json.
     pub resolved: serde_json::Value,
     /// Every input file the study reads, with the config field that names it, in a fixed
@@ -544,8 +553,19 @@ impl Plan {
             }
         }
 
-        let epsilons = parse_epsilons(&cx, &raw.attacks.epsilons)?;
-        if let Some(r) = &raw.attacks.random_sign {
+        let sanity = raw.sanity.as_ref().map(|s| checks::sanity(&cx, s)).transpose()?;
+        let faithfulness = raw.faithfulness.as_ref().map(|f| checks::faithfulness(&cx, f)).transpose()?;
+        if raw.attacks.is_none() && sanity.is_none() && faithfulness.is_none() {
+            return Err(cx.err(
+                0..0,
+                "missing section `attacks` (a study needs attacks, or a `[sanity]` or `[faithfulness]` section to run alone)".into(),
+            ));
+        }
+        let epsilons = match &raw.attacks {
+            Some(a) => parse_epsilons(&cx, &a.epsilons)?,
+            None => Vec::new(),
+        };
+        if let Some(r) = raw.attacks.as_ref().and_then(|a| a.random_sign.as_ref()) {
             if r.get_ref().tries == 0 {
                 return Err(cx.err(r.span(), "field `attacks.random_sign.tries` must be at least 1".into()));
             }
@@ -558,7 +578,10 @@ impl Plan {
             let f = MethodFactory::parse(&cx, &raw, &m.name)?;
             let make_method = |name: &Spanned<String>, field: &str| f.make(&cx, name, field);
             m.methods = f.listed(&cx, &raw.methods.names)?;
-            m.attacks = build_attacks(&cx, &raw, &make_method, &images)?;
+            m.attacks = match &raw.attacks {
+                Some(a) => build_attacks(&cx, a, &make_method, &images)?,
+                None => Vec::new(),
+            };
             models.push(m);
             factory.get_or_insert(f);
         }
@@ -583,7 +606,7 @@ impl Plan {
         let out = base.join(raw.out.get_ref());
         check_out(&cx, &raw.out, &out)?;
         let listed = |n: &str| raw.methods.names.get_ref().iter().any(|m| m.get_ref() == n);
-        let attack_listed = |n: &str| raw.attacks.names.get_ref().iter().any(|m| m.get_ref() == n);
+        let attack_listed = |n: &str| attack_listed(&raw, n);
         let noise_listed = NOISE_METHODS.iter().any(|n| listed(n));
         let late = LateChecks {
             count: raw.data.count.as_ref().map(|c| (*c.get_ref(), cx.line(c.span()))),
@@ -594,7 +617,7 @@ impl Plan {
                 .flatten()
                 .map(|w| (w, raw.methods.occlusion.as_ref().and_then(|o| cx.line(o.span())))),
             attack_k: attack_listed("top_k").then(|| {
-                let sec = raw.attacks.top_k.as_ref();
+                let sec = raw.attacks.as_ref().and_then(|a| a.top_k.as_ref());
                 (sec.and_then(|s| s.get_ref().k), sec.and_then(|s| cx.line(s.span())))
             }),
             metric_k: metric_ks
@@ -629,6 +652,8 @@ impl Plan {
             metric_ks,
             examples: raw.report.examples,
             robustness,
+            sanity,
+            faithfulness,
             resolved: serde_json::Value::Null,
             inputs,
             late,
@@ -711,6 +736,13 @@ impl Plan {
             if let Some(a) = m.get_mut("attacks") {
                 written(a);
             }
+        }
+        // Only when given: a study without them keeps the identity it had before they existed.
+        if let (Some(s), Some(o)) = (&self.sanity, v.as_object_mut()) {
+            o.insert("sanity".into(), s.settings_json());
+        }
+        if let (Some(f), Some(o)) = (&self.faithfulness, v.as_object_mut()) {
+            o.insert("faithfulness".into(), f.settings_json());
         }
         // Only when given, and never part of the fingerprint (a new title is the same study).
         if let (Some(t), Some(o)) = (&self.title, v.as_object_mut()) {
@@ -907,6 +939,11 @@ fn parse_metric_ks(cx: &Ctx, top_k: &Spanned<KList>) -> Result<Vec<usize>> {
     Ok(ks)
 }
 
+/// Whether `[attacks] names` lists `name`.
+fn attack_listed(raw: &RawConfig, name: &str) -> bool {
+    raw.attacks.as_ref().is_some_and(|a| a.names.get_ref().iter().any(|m| m.get_ref() == name))
+}
+
 /// Every input file the study reads, by its field: what the fingerprint hashes.
 fn study_inputs(
     raw: &RawConfig,
@@ -916,7 +953,7 @@ fn study_inputs(
     labels: &Option<PathBuf>,
     classes: &Option<PathBuf>,
 ) -> Vec<(String, PathBuf)> {
-    let attack_listed = |n: &str| raw.attacks.names.get_ref().iter().any(|m| m.get_ref() == n);
+    let attack_listed = |n: &str| attack_listed(raw, n);
     let mut inputs: Vec<(String, PathBuf)> = match models {
         [one] => vec![("model.weights".to_string(), one.weights.clone())],
         several => {
@@ -926,14 +963,15 @@ fn study_inputs(
     inputs.push(("data.images".to_string(), images.to_path_buf()));
     inputs.extend(labels.iter().map(|l| ("data.labels".to_string(), l.clone())));
     inputs.extend(classes.iter().map(|c| ("data.classes".to_string(), c.clone())));
-    if let (true, Some(m)) =
-        (attack_listed("targeted"), raw.attacks.targeted.as_ref().and_then(|t| t.get_ref().mask.clone()))
-    {
+    if let (true, Some(m)) = (
+        attack_listed("targeted"),
+        raw.attacks.as_ref().and_then(|a| a.targeted.as_ref()?.get_ref().mask.clone()),
+    ) {
         inputs.push(("attacks.targeted.mask".to_string(), base.join(m)));
     }
     if let (true, Some(m)) = (
         attack_listed("manipulate"),
-        raw.attacks.manipulate.as_ref().and_then(|t| t.get_ref().target_map.clone()),
+        raw.attacks.as_ref().and_then(|a| a.manipulate.as_ref()?.get_ref().target_map.clone()),
     ) {
         inputs.push(("attacks.manipulate.target_map".to_string(), base.join(m)));
     }
@@ -1142,11 +1180,10 @@ const ONLY_FOR: [(&str, &str); 5] = [
 /// target method; the random baselines one in all).
 fn build_attacks(
     cx: &Ctx,
-    raw: &RawConfig,
+    a: &RawAttacks,
     make_method: &MethodMaker,
     images: &Path,
 ) -> Result<Vec<Arc<dyn Attack>>> {
-    let a = &raw.attacks;
     let target_span = a.target_method.span();
     let target_names: Vec<String> = match a.target_method.get_ref() {
         OneOrMany::One(n) => vec![n.clone()],

@@ -86,13 +86,32 @@ pub const MEASURE_NAMES: [&str; 4] = ["deletion", "insertion", "pixel_flipping",
 
 /// Builds a measure by name with its reference's default settings.
 pub fn by_name(name: &str) -> Option<Box<dyn Measure>> {
-    match name {
-        "deletion" => Some(Box::new(Deletion::default())),
-        "insertion" => Some(Box::new(Insertion::default())),
-        "pixel_flipping" => Some(Box::new(PixelFlipping::default())),
-        "region_perturbation" => Some(Box::new(RegionPerturbation::default())),
-        _ => None,
+    with_settings(name, None).and_then(|m| m.ok())
+}
+
+/// Builds a measure by name with the settings of its config table (`[faithfulness.deletion]`:
+/// the fields of its settings struct; unset fields keep their defaults). `None` for an unknown
+/// name; the error says which setting is wrong.
+pub fn with_settings(
+    name: &str,
+    settings: Option<toml::Value>,
+) -> Option<std::result::Result<Box<dyn Measure>, String>> {
+    fn build<M: Measure + Default + serde::de::DeserializeOwned + 'static>(
+        settings: Option<toml::Value>,
+    ) -> std::result::Result<Box<dyn Measure>, String> {
+        let m: M = match settings {
+            Some(v) => v.try_into().map_err(|e: toml::de::Error| e.message().trim_end().to_string())?,
+            None => M::default(),
+        };
+        Ok(Box::new(m))
     }
+    Some(match name {
+        "deletion" => build::<Deletion>(settings),
+        "insertion" => build::<Insertion>(settings),
+        "pixel_flipping" => build::<PixelFlipping>(settings),
+        "region_perturbation" => build::<RegionPerturbation>(settings),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -107,5 +126,10 @@ mod tests {
             assert!(m.params().is_object());
         }
         assert!(by_name("aopc").is_none());
+        let step: toml::Value = toml::from_str("step = 3").unwrap();
+        assert_eq!(with_settings("deletion", Some(step)).unwrap().unwrap().params()["step"], 3);
+        let bad: toml::Value = toml::from_str("stride = 3").unwrap();
+        let e = with_settings("deletion", Some(bad)).unwrap().err().unwrap();
+        assert!(e.contains("stride"), "{e}");
     }
 }

@@ -165,6 +165,13 @@ pub trait Classifier: Send + Sync {
         Vec::new()
     }
 
+    /// The layer graph behind the model, where it is a [`Network`] (every model fragility
+    /// loads; hand-made test models are not): what checks that rebuild the model with an
+    /// extra node read (input invariance).
+    fn network(&self) -> Option<&Network> {
+        None
+    }
+
     /// The layer Grad-CAM uses when none is configured.
     fn default_layer(&self) -> Option<String> {
         None

@@ -225,6 +225,10 @@ impl Classifier for Network {
         &self.name
     }
 
+    fn network(&self) -> Option<&Network> {
+        Some(self)
+    }
+
     fn input_shape(&self) -> (usize, usize, usize) {
         self.nominal
     }

@@ -163,6 +163,8 @@ pub struct Headline {
     /// What to know before reading the numbers (n, a shrunken sample, a one-class model:
     /// [`super::caveats`]); shown first.
     pub caveats: Vec<String>,
+    /// Fragility, faithfulness and sanity side by side, where the study ran checks.
+    pub scorecard: Option<super::scorecard::Scorecard>,
 }
 
 /// The headline metrics among `columns`: the paper's top-k intersection (the first k),
@@ -265,6 +267,7 @@ impl Headline {
             rows: shown,
             sentences: vec![],
             caveats: vec![],
+            scorecard: None,
         };
         h.sentences = h.sentences_for(&all, &rows);
         h
@@ -280,22 +283,29 @@ impl Headline {
         self
     }
 
-    /// The sentences: the most and least fragile method, each steered attack against its
-    /// random baseline on its own target, and how often the label was kept.
-    fn sentences_for(&self, all: &[HeadlineRow], summary: &[&SummaryRow]) -> Vec<String> {
-        let mut out = Vec::new();
-        let (Some((metric, direction)), Some(&last)) = (self.metrics.first(), self.epsilons.last()) else {
-            return out;
+    /// The headline with `card` below its tables; the card's verdict on the least fragile
+    /// method follows the sentence that ranks it, so no method is called least fragile without
+    /// its sanity result beside it.
+    pub fn with_scorecard(mut self, card: super::scorecard::Scorecard) -> Headline {
+        let at = usize::from(!self.ranking().0.is_empty()).min(self.sentences.len());
+        for (i, s) in card.sentences.iter().enumerate() {
+            self.sentences.insert(at + i, s.clone());
+        }
+        self.scorecard = Some(card);
+        self
+    }
+
+    /// Each method's least similar value at the largest budget by the first metric, over the
+    /// attacks on its own map (a transfer is a weaker attack: ranking it beside direct attacks
+    /// would flatter the methods nobody attacked); failing those over the steered attacks, or
+    /// over every attack when none is steered. Most fragile first.
+    fn ranking_of<'r>(&self, all: &'r [HeadlineRow]) -> Vec<(&'r HeadlineRow, Estimate)> {
+        let (Some((_, direction)), false) = (self.metrics.first(), self.epsilons.is_empty()) else {
+            return Vec::new();
         };
-        let eps = epsilon(last);
         let e = self.epsilons.len() - 1;
-        let words = describe(metric).name;
         let any_steered = all.iter().any(|r| r.steered);
         let any_attacked = all.iter().any(|r| r.attacked);
-        // Each method's least similar value at the largest budget, over the attacks on its own
-        // map (a transfer is a weaker attack: ranking it beside direct attacks would flatter
-        // the methods nobody attacked); failing those over the steered attacks, or over every
-        // attack when none is steered.
         let ranked = |r: &&HeadlineRow| if any_attacked { r.attacked } else { r.steered == any_steered };
         let mut worst: Vec<(&HeadlineRow, Estimate)> = Vec::new();
         for r in all.iter().filter(ranked) {
@@ -316,6 +326,36 @@ impl Headline {
                 std::cmp::Ordering::Equal
             }
         });
+        worst
+    }
+
+    /// The headline's ranking for the scorecard: (method, attack, value), most fragile first,
+    /// with the metric's words and the largest ε; empty without attack rows.
+    pub fn ranking(&self) -> (super::scorecard::Ranking, Option<(String, f64)>) {
+        let ranking = self
+            .ranking_of(&self.rows)
+            .into_iter()
+            .map(|(r, v)| (r.method.clone(), r.attack.clone(), v))
+            .collect::<Vec<_>>();
+        let by = self.metrics.first().zip(self.epsilons.last()).map(|((m, _), e)| (describe(m).name, *e));
+        if ranking.is_empty() {
+            (ranking, None)
+        } else {
+            (ranking, by.map(|(w, e)| (w.to_string(), e)))
+        }
+    }
+
+    /// The sentences: the most and least fragile method, each steered attack against its
+    /// random baseline on its own target, and how often the label was kept.
+    fn sentences_for(&self, all: &[HeadlineRow], summary: &[&SummaryRow]) -> Vec<String> {
+        let mut out = Vec::new();
+        let (Some((metric, direction)), Some(&last)) = (self.metrics.first(), self.epsilons.last()) else {
+            return out;
+        };
+        let eps = epsilon(last);
+        let words = describe(metric).name;
+        let any_attacked = all.iter().any(|r| r.attacked);
+        let worst = self.ranking_of(all);
         match worst.as_slice() {
             [] => {}
             [(r, v)] => out.push(format!(
@@ -382,6 +422,16 @@ impl Headline {
         if !self.caveats.is_empty() {
             t.push('\n');
         }
+        if self.rows.is_empty() {
+            // A study of sanity checks or faithfulness alone: no fragility tables to show.
+            for s in &self.sentences {
+                let _ = writeln!(t, "{s}");
+            }
+            if let Some(card) = &self.scorecard {
+                let _ = write!(t, "\n{}", card.table_text());
+            }
+            return t.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n";
+        }
         let _ = writeln!(
             t,
             "Headline: mean over label-kept images [95% bootstrap interval]; {ATTACKED_MARK} = the attack steers this map, \
@@ -424,13 +474,17 @@ impl Headline {
         for s in &self.sentences {
             let _ = writeln!(t, "{s}");
         }
+        if let Some(card) = &self.scorecard {
+            let _ = write!(t, "\n{}", card.table_text());
+        }
         t.lines().map(str::trim_end).collect::<Vec<_>>().join("\n") + "\n"
     }
 
     /// The headline as HTML: the sentences, then one table per metric.
     pub fn html(&self) -> String {
         let mut h = caveats_and_sentences_html(&self.caveats, "", &self.sentences);
-        for (m, (metric, direction)) in self.metrics.iter().enumerate() {
+        let metrics = if self.rows.is_empty() { &[][..] } else { &self.metrics[..] };
+        for (m, (metric, direction)) in metrics.iter().enumerate() {
             let d = describe(metric);
             let _ = writeln!(
                 h,
@@ -475,6 +529,9 @@ impl Headline {
                  <a href=\"#summary\">summary table</a>.</p>",
                 self.omitted
             );
+        }
+        if let Some(card) = &self.scorecard {
+            h.push_str(&card.table_html());
         }
         h
     }

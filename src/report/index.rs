@@ -6,6 +6,7 @@
 //! `fragility report DIR` (from `samples.parquet` alone): summary, plots and page always come
 //! from the same code, so a regenerated report equals the original.
 
+use super::checks::{read_checks, CheckTable};
 use super::models::StudyHeadline;
 use super::page::{index_html, PlotEntry, PlotSet};
 use super::{plot_metric, summarize, write_summary, SampleTable, SummaryRow};
@@ -105,6 +106,10 @@ fn plot_entries_of(table: &SampleTable, model: &str) -> Vec<PlotEntry> {
 /// comparison charts of a study of several models.
 fn plot_set(table: &SampleTable) -> PlotSet {
     let models = plotted_models(table);
+    if table.rows.is_empty() {
+        // A study of sanity checks or faithfulness alone: no attack, nothing against ε.
+        return PlotSet { entries: Vec::new(), charts: Vec::new(), models };
+    }
     let entries = if table.model_metrics.is_empty() {
         plot_entries_of(table, "")
     } else {
@@ -114,7 +119,7 @@ fn plot_set(table: &SampleTable) -> PlotSet {
 }
 
 /// The files [`write_derived`] writes for `table` into `out`, in its order (the page last).
-pub fn derived_paths(out: &Path, table: &SampleTable) -> Vec<PathBuf> {
+pub fn derived_paths(out: &Path, table: &SampleTable, checks: &[CheckTable]) -> Vec<PathBuf> {
     let mut files = vec![out.join("summary.parquet")];
     let plots = plot_set(table);
     for e in &plots.entries {
@@ -129,6 +134,7 @@ pub fn derived_paths(out: &Path, table: &SampleTable) -> Vec<PathBuf> {
         let p = out.join("plots").join(super::model_plot::chart_file(chart));
         files.extend([p.with_extension("svg"), p]);
     }
+    files.extend(super::check_plots::check_plot_files(out, checks));
     files.push(out.join("index.html"));
     files
 }
@@ -164,14 +170,24 @@ fn write_plots(out: &Path, table: &SampleTable, summary: &[SummaryRow], plots: &
 /// from `table`; `run` is the content of `run.json` if known (its settings go into the page).
 pub fn write_derived(out: &Path, table: &SampleTable, run: Option<&serde_json::Value>) -> Result<Derived> {
     let summary = summarize(table);
-    let headline = StudyHeadline::build(&summary, table).with_caveats(super::caveats::caveats(run));
+    let checks = read_checks(out, table.study.as_deref())?;
+    let headline = StudyHeadline::build(&summary, table)
+        .with_caveats(super::caveats::caveats(run))
+        .with_checks(&summary, table, &checks);
     write_summary(&out.join("summary.parquet"), &summary, table.study.as_deref())?;
     let plots = plot_set(table);
     write_plots(out, table, &summary, &plots)?;
+    super::check_plots::write_check_plots(out, &checks)?;
+    let check_figures: Vec<String> = super::check_plots::check_plot_files(out, &checks)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
     let page = out.join("index.html");
-    let html = index_html(out, table, &summary, &headline, &plots, &example_files(out, table), run);
+    let figures = (&example_files(out, table)[..], &check_figures[..]);
+    let html = index_html(out, table, &summary, &headline, &plots, figures, run);
     atomic::write_bytes(&page, html.as_bytes())?;
-    Ok(Derived { summary, headline, files: derived_paths(out, table) })
+    Ok(Derived { summary, headline, files: derived_paths(out, table, &checks) })
 }
 
 /// [`write_derived`] into a folder of ours: its files are recorded in `manifest` before they
@@ -183,7 +199,8 @@ pub fn write_derived_owned(
     run: Option<&serde_json::Value>,
 ) -> Result<Derived> {
     let out = manifest.dir().to_path_buf();
-    let rels: Vec<String> = derived_paths(&out, table).iter().map(|p| manifest.rel(p)).collect();
+    let checks = read_checks(&out, table.study.as_deref())?;
+    let rels: Vec<String> = derived_paths(&out, table, &checks).iter().map(|p| manifest.rel(p)).collect();
     manifest.claim(&rels)?;
     let derived = write_derived(&out, table, run)?;
     let stale: Vec<String> = manifest
@@ -316,7 +333,7 @@ mod tests {
         }
         assert!(plots.join("models-spearman.png").is_file() && plots.join("models-spearman.svg").is_file());
         assert!(derived.files.iter().all(|f| f.exists()));
-        assert_eq!(derived.files, derived_paths(dir.path(), &table));
+        assert_eq!(derived.files, derived_paths(dir.path(), &table, &[]));
         assert!(matches!(derived.headline, StudyHeadline::Several(_)));
         let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
         // One row per metric, the models' charts side by side in it.

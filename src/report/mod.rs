@@ -30,6 +30,8 @@
 //! - `png`: the in-memory PNG encoder both use.
 
 pub mod caveats;
+pub mod check_plots;
+pub mod checks;
 pub mod compare;
 pub mod distribution;
 pub mod figure;
@@ -45,6 +47,7 @@ pub mod pairing;
 pub mod parquet;
 pub mod plot;
 pub(crate) mod png;
+pub mod scorecard;
 pub mod summary;
 pub mod table;
 

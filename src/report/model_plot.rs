@@ -85,6 +85,7 @@ pub fn plot_models(path: &Path, summary: &[SummaryRow], metric: &SideMetric, mod
         title: format!("{} by model ({})", metric.words(), super::plot::direction_text(metric.direction)),
         axis: metric.name.clone(),
         lines: "model",
+        x_axis: super::plot::X_LABEL,
     };
     let image = render_worded(&rows, chart_kind(metric), &words)
         .map_err(|message| Error::Plot { path: path.to_path_buf(), message })?;

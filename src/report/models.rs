@@ -20,10 +20,12 @@
 //! before, or that of several; `text()` (terminal) and `html()` (page) render either from the
 //! same data, so they cannot disagree.
 
+use super::checks::{CheckKind, CheckTable};
 use super::headline::{main_metrics, more_similar, overlap_clause, unreliable, withdraw_interval_claims};
 use super::headline::{Estimate, Headline, ATTACKED_MARK};
 use super::index::escape;
 use super::labels::{describe, epsilon, top_k_of};
+use super::scorecard::{CardInputs, Scorecard};
 use super::summary::SummaryRow;
 use super::SampleTable;
 use crate::metric::Direction;
@@ -338,6 +340,58 @@ impl StudyHeadline {
         match self {
             StudyHeadline::One(h) => StudyHeadline::One(h.with_caveats(caveats)),
             StudyHeadline::Several(h) => StudyHeadline::Several(h.with_caveats(caveats)),
+        }
+    }
+
+    /// The headline with each model's scorecard ([`super::scorecard`]) from the study's
+    /// check tables (`sanity.parquet`, `faithfulness.parquet`); unchanged without them.
+    pub fn with_checks(
+        self,
+        summary: &[SummaryRow],
+        table: &SampleTable,
+        checks: &[CheckTable],
+    ) -> StudyHeadline {
+        let find = |kind: CheckKind| checks.iter().find(|t| t.kind == kind);
+        let (sanity, faithfulness) = (find(CheckKind::Sanity), find(CheckKind::Faithfulness));
+        if sanity.is_none() && faithfulness.is_none() {
+            return self;
+        }
+        let card = |label: &str, h: &Headline| -> Option<Scorecard> {
+            let (s, f) = (sanity.map(|t| t.of_model(label)), faithfulness.map(|t| t.of_model(label)));
+            let rows: Vec<SummaryRow> = summary.iter().filter(|r| r.model == label).cloned().collect();
+            // The study's methods in order: the attack rows', then the checks' (a study of
+            // checks alone has no attack rows).
+            let mut methods: Vec<String> = Vec::new();
+            let listed = table.rows.iter().filter(|r| r.model == label).map(|r| r.method.clone());
+            let checked = [&s, &f].into_iter().flatten().flat_map(|t| t.distinct("method"));
+            for m in listed.chain(checked) {
+                if !methods.contains(&m) {
+                    methods.push(m);
+                }
+            }
+            let (ranking, ranked_by) = h.ranking();
+            Scorecard::build(&CardInputs {
+                methods,
+                ranking,
+                ranked_by,
+                summary: &rows,
+                sanity: s.as_ref(),
+                faithfulness: f.as_ref(),
+            })
+        };
+        match self {
+            StudyHeadline::One(h) => match card("", &h) {
+                Some(c) => StudyHeadline::One(h.with_scorecard(c)),
+                None => StudyHeadline::One(h),
+            },
+            StudyHeadline::Several(mut m) => {
+                for (label, h) in m.each.iter_mut() {
+                    if let Some(c) = card(label, h) {
+                        *h = h.clone().with_scorecard(c);
+                    }
+                }
+                StudyHeadline::Several(m)
+            }
         }
     }
 

@@ -420,7 +420,7 @@ pub fn index_html(
     summary: &[SummaryRow],
     headline: &StudyHeadline,
     plots: &PlotSet,
-    examples: &[String],
+    (examples, checks): (&[String], &[String]),
     run: Option<&serde_json::Value>,
 ) -> String {
     let name = escape(&page_title(out, run));
@@ -437,7 +437,11 @@ pub fn index_html(
     if !examples.is_empty() {
         toc.push(("examples", "Example images (figure 1)"));
     }
-    toc.extend([("plots", "Plots"), ("summary", "Summary table")]);
+    toc.push(("plots", "Plots"));
+    if !checks.is_empty() {
+        toc.push(("checks", "Sanity checks and faithfulness"));
+    }
+    toc.push(("summary", "Summary table"));
     if run.is_some() {
         toc.push(("settings", "Settings"));
     }
@@ -467,6 +471,18 @@ pub fn index_html(
             if entry.distribution {
                 let _ = writeln!(h, "{}", distribution_figure(entry));
             }
+        }
+    }
+    if !checks.is_empty() {
+        h.push_str(
+            "<h2 id=\"checks\">Sanity checks and faithfulness</h2>\n<p>Per image and method in \
+             <code>sanity.parquet</code>, <code>faithfulness.parquet</code> and \
+             <code>faithfulness_curves.parquet</code>; lines are means over images, bands their 95% \
+             bootstrap intervals.</p>\n",
+        );
+        for file in checks {
+            let f = escape(file);
+            let _ = writeln!(h, "<figure><img src=\"plots/{f}\" alt=\"{f}\"></figure>");
         }
     }
     let _ = write!(

@@ -195,6 +195,8 @@ pub(crate) struct ChartWords {
     pub(crate) axis: String,
     /// What a line is: `method`, or `model`.
     pub(crate) lines: &'static str,
+    /// The x axis in words ([`X_LABEL`] for charts against ε).
+    pub(crate) x_axis: &'static str,
 }
 
 impl ChartWords {
@@ -205,6 +207,7 @@ impl ChartWords {
             title: format!("{} ({})", d.name, direction_text(direction)),
             axis: d.axis(),
             lines: "method",
+            x_axis: X_LABEL,
         }
     }
 }
@@ -352,7 +355,7 @@ fn draw_panel<DB: DrawingBackend>(
     caption: &str,
     caption_colour: RGBColor,
     (x_range, y_range): (&std::ops::Range<f64>, &std::ops::Range<f64>),
-    y_desc: &str,
+    (x_desc, y_desc): (&str, &str),
     scale: i32,
     curves: &[Curve],
     references: &[(f64, RGBColor)],
@@ -371,7 +374,7 @@ where
     chart
         .configure_mesh()
         .max_light_lines(0)
-        .x_desc(X_LABEL)
+        .x_desc(x_desc)
         .y_desc(y_desc)
         .x_labels(6)
         .y_labels(7)
@@ -527,7 +530,8 @@ where
                 .collect();
             (label.clone(), BLACK, curves, refs)
         };
-        draw_panel(area, &caption, caption_colour, (&x_range, &y_range), &y_desc, scale, &curves, &refs)?;
+        let desc = (words.x_axis, y_desc.as_str());
+        draw_panel(area, &caption, caption_colour, (&x_range, &y_range), desc, scale, &curves, &refs)?;
     }
     root.present()?;
     Ok(())

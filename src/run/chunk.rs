@@ -7,7 +7,7 @@
 
 use super::{attack_label, batch_tensor, SAMPLING};
 use crate::attack::{normalized, Attack, AttackInput, Goal, Objective, PrepareContext};
-use crate::attribution::{normalized_saliency, saliency_rows};
+use crate::attribution::{attribution_rows, normalized_saliency, saliency_rows};
 use crate::config::{ModelPlan, Plan};
 use crate::data::ImageSet;
 use crate::error::Result;
@@ -71,6 +71,12 @@ pub(super) fn stages(plan: &Plan, images: usize) -> (Vec<(String, usize)>, usize
     if plan.robustness.is_some() {
         stages.push(("sampling robustness".to_string(), images));
     }
+    if plan.sanity.is_some() {
+        stages.push(("sanity checks".to_string(), images));
+    }
+    if plan.faithfulness.is_some() {
+        stages.push(("faithfulness".to_string(), images));
+    }
     let first_attack = stages.len();
     for a in plan.attacks() {
         stages.push((attack_label(a.name(), a.target_method().map(|t| t.name())), images));
@@ -96,6 +102,15 @@ pub(super) struct Study<'a> {
     pub(super) dir: &'a Path,
     pub(super) bar: &'a Progress,
     pub(super) first_attack_stage: usize,
+    /// The model's trained `state_dict`, where a sanity test re-initialises its layers.
+    pub(super) trained: Option<super::checks::Trained<'a>>,
+}
+
+/// What a chunk computes: its rows of `samples.parquet` and of each check table the study
+/// asks for.
+pub(super) struct ChunkTables {
+    pub(super) samples: SampleTable,
+    pub(super) checks: Vec<crate::report::checks::CheckTable>,
 }
 
 /// A chunk's clean maps [method][image][pixel], for the methods a steered attack targets the
@@ -103,6 +118,8 @@ pub(super) struct Study<'a> {
 /// measure prepared on them with its clean values [method][measure][image].
 struct Clean {
     maps: Vec<Vec<Vec<f32>>>,
+    /// The signed attributions [method][image][C·H·W], where a check reads them.
+    signed: Vec<Vec<Vec<f32>>>,
     normal: Vec<Option<Vec<Vec<f32>>>>,
     goals: Vec<Vec<Box<dyn Goal>>>,
     before: Vec<Vec<Vec<f64>>>,
@@ -137,7 +154,7 @@ impl Study<'_> {
         chunk: &[usize],
         detail: &str,
         attack_seconds: &mut [f64],
-    ) -> Result<SampleTable> {
+    ) -> Result<ChunkTables> {
         let plan = self.plan;
         let x = batch_tensor(self.set, chunk, &plan.device)?;
         let targets: Vec<u32> = chunk.iter().map(|&i| self.preds[i]).collect();
@@ -150,11 +167,13 @@ impl Study<'_> {
             rows.extend(self.robustness_rows(chunk, &x, &targets, settings)?);
             self.bar.end();
         }
-        let stacked = self.stack(&x, &targets)?;
+        let checks = self.checks(chunk, detail, &x, &targets, &clean)?;
+        let stacked = if self.spec.attacks.is_empty() { None } else { Some(self.stack(&x, &targets)?) };
         for (ai, attack) in self.spec.attacks.iter().enumerate() {
             self.bar.begin(self.first_attack_stage + ai, chunk.len(), detail.to_string());
             let t = Instant::now();
-            rows.extend(self.attack_rows(attack.as_ref(), chunk, &x, &clean, &stacked)?);
+            let Some(stacked) = &stacked else { break };
+            rows.extend(self.attack_rows(attack.as_ref(), chunk, &x, &clean, stacked)?);
             attack_seconds[ai] += t.elapsed().as_secs_f64();
             self.bar.end();
         }
@@ -163,7 +182,7 @@ impl Study<'_> {
             "" => Vec::new(),
             label => vec![(label.to_string(), self.columns.names.clone())],
         };
-        Ok(SampleTable {
+        let samples = SampleTable {
             model_metrics,
             metric_columns: self.columns.names.clone(),
             directions: self.columns.directions.clone(),
@@ -171,15 +190,59 @@ impl Study<'_> {
             seed: plan.seed,
             images: crate::report::images::traces_of(self.set, chunk),
             study: None,
-        })
+        };
+        Ok(ChunkTables { samples, checks })
+    }
+
+    /// Stages 3 and 4: the sanity checks and the faithfulness measures on the clean maps,
+    /// where the study asks for them.
+    fn checks(
+        &self,
+        chunk: &[usize],
+        detail: &str,
+        x: &Tensor,
+        targets: &[u32],
+        clean: &Clean,
+    ) -> Result<Vec<crate::report::checks::CheckTable>> {
+        let maps: Vec<super::checks::MethodMaps> = (0..clean.signed.len())
+            .map(|index| super::checks::MethodMaps {
+                index,
+                signed: &clean.signed[index],
+                saliency: &clean.maps[index],
+            })
+            .collect();
+        let mut stage = 1 + usize::from(self.plan.robustness.is_some());
+        let mut tables = Vec::new();
+        if let Some(sanity) = &self.plan.sanity {
+            self.bar.begin(stage, chunk.len(), detail.to_string());
+            tables.push(self.sanity_table(sanity, chunk, x, targets, &maps)?);
+            self.bar.end();
+            stage += 1;
+        }
+        if self.plan.faithfulness.is_some() {
+            self.bar.begin(stage, chunk.len(), detail.to_string());
+            tables.extend(self.faithfulness_tables(chunk, x, targets, &maps)?);
+            self.bar.end();
+        }
+        Ok(tables)
     }
 
     /// Stage 1: every method's clean maps, and each measure prepared on them.
     fn clean(&self, x: &Tensor, targets: &[u32]) -> Result<Clean> {
         let (h, w) = self.hw();
-        let mut out = Clean { maps: Vec::new(), normal: Vec::new(), goals: Vec::new(), before: Vec::new() };
+        let mut out = Clean {
+            maps: Vec::new(),
+            signed: Vec::new(),
+            normal: Vec::new(),
+            goals: Vec::new(),
+            before: Vec::new(),
+        };
+        let checks = self.plan.sanity.is_some() || self.plan.faithfulness.is_some();
         for method in &self.spec.methods {
             let attr = method.attribute(self.model, x, targets, Activation::Exact)?;
+            if checks {
+                out.signed.push(attribution_rows(&attr)?);
+            }
             let targeted =
                 self.spec.attacks.iter().filter_map(|a| a.target_method()).any(|t| same(t, method.as_ref()));
             out.normal.push(if targeted { Some(flat_rows(&normalized_saliency(&attr)?)?) } else { None });

@@ -6,6 +6,7 @@
 //! `samples.parquet`; `summary.parquet`, one plot per metric and `run.json` follow. Nothing is
 //! written until every row is computed, and each file is written atomically.
 
+mod checks;
 mod chunk;
 mod qualify;
 
@@ -17,6 +18,7 @@ use crate::lock::OutLock;
 use crate::manifest::{check_out_dir, Kind, Manifest};
 use crate::model::{self, logits_in_passes, target_probability, Classifier};
 use crate::progress::Progress;
+use crate::report::checks::{CheckKind, CheckTable, CHECK_KINDS};
 use crate::report::images::{check_same_study, read_record, traces_json, traces_of_models, ImageTraces};
 use crate::report::index::write_derived_owned;
 use crate::report::summary::{attack_label, SAMPLING};
@@ -242,6 +244,10 @@ fn remove_file_if_present(path: &Path) -> Result<()> {
 /// file by file (a user's file in `plots/` or `examples/` stays).
 fn remove_derived(manifest: &mut Manifest) -> Result<()> {
     manifest.remove("examples")?;
+    // A study without checks must not leave an earlier study's check tables beside its own.
+    for kind in CHECK_KINDS {
+        manifest.remove(kind.file())?;
+    }
     manifest.remove("plots")
 }
 
@@ -251,6 +257,8 @@ struct Loaded {
     model: std::sync::Arc<dyn Classifier>,
     /// An index into the study's image sets: models with the same image settings share one.
     set: usize,
+    /// The trained `state_dict`, where a sanity test re-initialises the model's layers.
+    tensors: Option<std::collections::HashMap<String, Tensor>>,
 }
 
 /// Every model of `plan` and the images as each sees them (one set per distinct image
@@ -288,7 +296,16 @@ fn load_checked(plan: &Plan) -> Result<(Vec<Loaded>, Vec<ImageSet>)> {
                 });
             }
         }
-        loaded.push(Loaded { model, set });
+        let randomizes = plan.sanity.as_ref().is_some_and(|s| s.tests.iter().any(|t| t.randomizes()));
+        let tensors = if randomizes {
+            if model::is_onnx(&spec.name) {
+                return Err(checks::no_state_dict(spec));
+            }
+            Some(model::weights::Weights::load(&spec.weights, &plan.device)?.into_state_dict())
+        } else {
+            None
+        };
+        loaded.push(Loaded { model, set, tensors });
     }
     Ok((loaded, sets.into_iter().map(|(_, s)| s).collect()))
 }
@@ -346,7 +363,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     // An existing folder is locked at once, checked to hold nothing this run would write but
     // did not write, and a finished study in it answered, before the model and the images
     // are loaded (which can take minutes on a large data set).
-    let mut early = if dir.is_dir() { Some(take_study(&dir, opts)?) } else { None };
+    let mut early = if dir.is_dir() { Some(take_study(plan, &dir, opts)?) } else { None };
     if let Some((_, manifest)) = early.as_mut() {
         if let Some(report) = already_finished(manifest, &fp, opts)? {
             return Ok(report);
@@ -365,7 +382,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     // A new folder is created (and locked) only now, when everything has been checked.
     let (_lock, mut manifest) = match early {
         Some(taken) => taken,
-        None => take_study(&dir, opts)?,
+        None => take_study(plan, &dir, opts)?,
     };
     manifest.remove_leftovers()?;
     if let Some(report) = already_finished(&mut manifest, &fp, opts)? {
@@ -375,7 +392,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         manifest.remove(".partial")?;
     }
     // Every file of the study is recorded as ours before it is written.
-    let mut ours: Vec<String> = study_files(opts).iter().map(|f| f.to_string()).collect();
+    let mut ours: Vec<String> = study_files(plan, opts).iter().map(|f| f.to_string()).collect();
     ours.push(format!(".partial/{STUDY_FILE}"));
     manifest.claim(&ours)?;
     let partial = dir.join(".partial");
@@ -401,7 +418,12 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     // Every stage runs once per model on every image.
     let (stages, first_attack_stage) = chunk::stages(plan, studied.len() * plan.models.len());
     let bar = Progress::new(opts.progress, &stages);
-    let mut done = Chunks { parts: Vec::new(), attack_seconds: vec![0f64; plan.attacks().len()], resumed: 0 };
+    let mut done = Chunks {
+        parts: Vec::new(),
+        checks: check_kinds(plan).into_iter().map(|k| CheckTable::new(k, several)).collect(),
+        attack_seconds: vec![0f64; plan.attacks().len()],
+        resumed: 0,
+    };
     for ((spec, l), (preds, probs)) in plan.models.iter().zip(&loaded).zip(&predictions) {
         let set = &sets[l.set];
         let columns = chunk::Columns::new(plan, spec, (set.h, set.w));
@@ -420,6 +442,13 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             dir: &dir,
             bar: &bar,
             first_attack_stage,
+            trained: l.tensors.as_ref().map(|tensors| checks::Trained {
+                name: &spec.name,
+                tensors,
+                source: &spec.weights,
+                normalize: spec.normalize.as_ref(),
+                device: &plan.device,
+            }),
         };
         compute_chunks(&study, &chunks, &partial, &mut done)?;
     }
@@ -427,6 +456,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
 
     let model_sets: Vec<&ImageSet> = loaded.iter().map(|l| &sets[l.set]).collect();
     let table = assemble(plan, done.parts, traces_of_models(&model_sets, &studied), fp.id());
+    let checks = sorted_checks(plan, done.checks);
     let seconds = t0.elapsed().as_secs_f64();
     let mut images = serde_json::json!({
         "in_file": first_set.n,
@@ -475,7 +505,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
         plan.automatic(first_set.h, first_set.w)
     };
     // A shard leaves summary, plots and page to `fragility merge`.
-    let (files, derived) = write_finished(&mut manifest, &table, &meta, opts.shard.is_none())?;
+    let (files, derived) = write_finished(&mut manifest, (&table, &checks), &meta, opts.shard.is_none())?;
     manifest.remove(".partial")?;
     Ok(RunReport {
         out: dir.clone(),
@@ -491,17 +521,19 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
 
 /// The files at the top of a study's folder that `run` writes: a shard leaves the summary
 /// and the page to `merge`.
-fn study_files(opts: &RunOptions) -> &'static [&'static str] {
-    match opts.shard {
-        Some(_) => &["samples.parquet", "run.json"],
-        None => &crate::manifest::STUDY_FILES,
-    }
+fn study_files(plan: &Plan, opts: &RunOptions) -> Vec<&'static str> {
+    let mut files: Vec<&str> = match opts.shard {
+        Some(_) => vec!["samples.parquet", "run.json"],
+        None => crate::manifest::STUDY_FILES.to_vec(),
+    };
+    files.extend(check_kinds(plan).into_iter().map(CheckKind::file));
+    files
 }
 
 /// Takes the study folder `dir` (its lock and manifest), refusing one holding a file this run
 /// would write but fragility did not (see [`crate::manifest`]).
-fn take_study(dir: &Path, opts: &RunOptions) -> Result<(OutLock, Manifest)> {
-    Manifest::take(dir, Kind::Study, "`out`", study_files(opts))
+fn take_study(plan: &Plan, dir: &Path, opts: &RunOptions) -> Result<(OutLock, Manifest)> {
+    Manifest::take(dir, Kind::Study, "`out`", &study_files(plan, opts))
 }
 
 /// The example panels a run writes (`examples/<attack>_image<id>.png`, after `<label>.` in a
@@ -524,6 +556,8 @@ fn example_files(plan: &Plan, ids: &[usize]) -> Vec<String> {
 struct Chunks {
     /// Per model: its label, its metric columns with their directions, and its rows.
     parts: Vec<ModelRows>,
+    /// The check tables' rows of every model, one table per kind the study asks for.
+    checks: Vec<CheckTable>,
     /// Seconds each attack took (over the computed chunks of every model).
     attack_seconds: Vec<f64>,
     /// How many chunks an interrupted run had finished.
@@ -548,6 +582,52 @@ fn chunk_file(partial: &Path, label: &str, k: usize) -> PathBuf {
     }
 }
 
+/// The chunk file of a check table's rows of chunk `k` (`.partial/sanity/chunk-000003.parquet`).
+fn check_chunk_file(partial: &Path, kind: CheckKind, label: &str, k: usize) -> PathBuf {
+    let folder = partial.join(kind.file().trim_end_matches(".parquet"));
+    chunk_file(&folder, label, k)
+}
+
+/// Checks that a check table of `.partial/` holds only this study's model, images and
+/// methods for `chunk` (its samples chunk has passed [`check_chunk`]).
+fn check_check_chunk(
+    path: &Path,
+    table: &CheckTable,
+    plan: &Plan,
+    (label, chunk): (&str, &[usize]),
+) -> Result<()> {
+    let bad = |why: String| {
+        Error::data(
+            path,
+            format!("{why}: this chunk does not belong to the study; rerun with --force to recompute"),
+        )
+    };
+    if table.models().iter().any(|m| m != label) {
+        return Err(bad(format!("a row of another model than {label:?}")));
+    }
+    if let Some(id) =
+        table.counts("image_id").into_iter().flatten().find(|&&i| !chunk.contains(&(i as usize)))
+    {
+        return Err(bad(format!("image {id} is not one of the chunk's images")));
+    }
+    let studied = |m: &String| plan.methods().iter().any(|s| s.name() == m);
+    if let Some(m) = table.text("method").into_iter().flatten().find(|m| !studied(m)) {
+        return Err(bad(format!("method `{m}` is not studied")));
+    }
+    Ok(())
+}
+
+/// The check tables `plan` asks for, in the order they are written.
+fn check_kinds(plan: &Plan) -> Vec<CheckKind> {
+    CHECK_KINDS
+        .into_iter()
+        .filter(|k| match k {
+            CheckKind::Sanity => plan.sanity.is_some(),
+            CheckKind::Faithfulness | CheckKind::Curves => plan.faithfulness.is_some(),
+        })
+        .collect()
+}
+
 /// Every chunk `(k, images)` of `chunks` for the study's model: read back from `partial/`
 /// (checked to belong to the study) where an interrupted run finished it, else computed and
 /// written there at once. Adds the model's rows to `done`.
@@ -565,16 +645,31 @@ fn compute_chunks(
         if chunk_file.is_file() {
             let table = crate::report::read_samples(&chunk_file)?;
             check_chunk(&chunk_file, &table, plan, (study.label, chunk), &study.columns.names)?;
+            for t in done.checks.iter_mut() {
+                let path = check_chunk_file(partial, t.kind, study.label, k);
+                let (back, _) = CheckTable::read(&path, t.kind)?;
+                check_check_chunk(&path, &back, plan, (study.label, chunk))?;
+                t.append(back)?;
+            }
             rows.extend(table.rows);
             done.resumed += 1;
             study.bar.resume(chunk.len());
             continue;
         }
         let detail = format!("{of_model}chunk {}/{} ({} images)", pos + 1, chunks.len(), chunk.len());
-        let table = study.chunk(chunk, &detail, &mut done.attack_seconds)?;
-        // The chunk is done: keep its rows on disk before anything else can go wrong.
-        write_samples(&chunk_file, &table)?;
-        rows.extend(table.rows);
+        let tables = study.chunk(chunk, &detail, &mut done.attack_seconds)?;
+        // The chunk is done: keep its rows on disk before anything else can go wrong, the
+        // samples last (their file marks the chunk as finished).
+        for (t, new) in done.checks.iter_mut().zip(tables.checks) {
+            let path = check_chunk_file(partial, t.kind, study.label, k);
+            if let Some(folder) = path.parent() {
+                std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+            }
+            new.write(&path, "")?;
+            t.append(new)?;
+        }
+        write_samples(&chunk_file, &tables.samples)?;
+        rows.extend(tables.samples.rows);
     }
     done.parts.push(ModelRows {
         label: study.label.to_string(),
@@ -700,6 +795,17 @@ fn select_images(
     Ok((ids, eligible))
 }
 
+/// The check tables in one order whatever the chunking: model, method, test or measure in
+/// config order, then image.
+fn sorted_checks(plan: &Plan, tables: Vec<CheckTable>) -> Vec<CheckTable> {
+    let models: Vec<String> = plan.models.iter().map(|m| m.label.clone()).collect();
+    let methods: Vec<String> = plan.methods().iter().map(|m| m.name().to_string()).collect();
+    let sanity = plan.sanity.iter().flat_map(|s| s.tests.iter().map(|t| t.name().to_string()));
+    let measures = plan.faithfulness.iter().flat_map(|f| f.measures.iter().map(|m| m.name().to_string()));
+    let tests: Vec<String> = sanity.chain(measures).collect();
+    tables.into_iter().map(|t| t.sorted(&models, &methods, &tests)).collect()
+}
+
 /// `rows` in a deterministic order whatever the chunking: model, method, attack (in config
 /// order, each target method after the other), image, ε.
 fn sorted(plan: &Plan, mut rows: Vec<SampleRow>) -> Vec<SampleRow> {
@@ -791,7 +897,7 @@ fn study_class_names(plan: &Plan, set: &ImageSet, model_classes: usize) -> Resul
 /// `merge`. Returns the files written and, with `derived`, what was derived.
 fn write_finished(
     manifest: &mut Manifest,
-    table: &SampleTable,
+    (table, checks): (&SampleTable, &[CheckTable]),
     meta: &serde_json::Value,
     derived: bool,
 ) -> Result<(Vec<PathBuf>, Option<crate::report::Derived>)> {
@@ -799,6 +905,13 @@ fn write_finished(
     manifest.claim(&["samples.parquet", "run.json"])?;
     let mut files = vec![out.join("samples.parquet")];
     write_samples(&files[0], table)?;
+    let study = table.study.clone().unwrap_or_default();
+    for t in checks {
+        manifest.claim(&[t.kind.file()])?;
+        let path = out.join(t.kind.file());
+        t.write(&path, &study)?;
+        files.push(path);
+    }
     let text = serde_json::to_string_pretty(meta).map_err(|e| Error::Invalid(e.to_string()))?;
     let mut result = None;
     if derived {
@@ -846,7 +959,14 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     check_out_dir(out, "DIR")?;
     let shards_dir = out.join("shards");
     let shards = shard_folders(&shards_dir)?;
-    let (_lock, mut manifest) = Manifest::take(out, Kind::Study, "DIR", &crate::manifest::STUDY_FILES)?;
+    // The check tables the shards wrote (shard 0's, checked against the others' below).
+    let kinds: Vec<CheckKind> = match shards.first() {
+        Some((_, p)) => CHECK_KINDS.into_iter().filter(|k| p.join(k.file()).is_file()).collect(),
+        None => Vec::new(),
+    };
+    let mut writes = crate::manifest::STUDY_FILES.to_vec();
+    writes.extend(kinds.iter().map(|k| k.file()));
+    let (_lock, mut manifest) = Manifest::take(out, Kind::Study, "DIR", &writes)?;
     manifest.remove_leftovers()?;
     let count = shards
         .first()
@@ -903,7 +1023,7 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
         }
         remove_derived(&mut manifest)?;
     }
-    manifest.claim(&crate::manifest::STUDY_FILES)?;
+    manifest.claim(&writes)?;
     remove_file_if_present(&out.join("run.json"))?;
     let first = &tables[0];
     if tables.iter().any(|t| {
@@ -946,7 +1066,8 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
     meta["rows"] = serde_json::json!(table.rows.len());
     meta["timings_s"] =
         serde_json::json!({ "shards": metas.iter().map(|m| m["timings_s"].clone()).collect::<Vec<_>>() });
-    let (files, derived) = write_finished(&mut manifest, &table, &meta, true)?;
+    let checks = merged_checks(&shards, &kinds, &fp.id(), &table)?;
+    let (files, derived) = write_finished(&mut manifest, (&table, &checks), &meta, true)?;
     Ok(RunReport {
         out: out.to_path_buf(),
         images: ids.len(),
@@ -957,6 +1078,44 @@ pub fn merge(out: &Path, force: bool) -> Result<RunReport> {
         already_finished: false,
         derived,
     })
+}
+
+/// The shards' check tables of `kinds`, each shard's checked to be of the study `study`,
+/// concatenated in one order (as a single run sorts them: models as `table` lists them, then
+/// methods and tests in the order they first appear, which is the config's).
+fn merged_checks(
+    shards: &[(Shard, PathBuf)],
+    kinds: &[CheckKind],
+    study: &str,
+    table: &SampleTable,
+) -> Result<Vec<CheckTable>> {
+    let several = !table.model_metrics.is_empty();
+    let models: Vec<String> = table.model_metrics.iter().map(|(m, _)| m.clone()).collect();
+    let mut out = Vec::new();
+    for &kind in kinds {
+        let mut all = CheckTable::new(kind, several);
+        for (s, p) in shards {
+            let path = p.join(kind.file());
+            if !path.is_file() {
+                return Err(Error::data(
+                    p,
+                    format!("shard {}/{} has no {} (shard 0 has)", s.index, s.count, kind.file()),
+                ));
+            }
+            let (t, id) = CheckTable::read(&path, kind)?;
+            if id.as_deref() != Some(study) {
+                return Err(Error::data(
+                    &path,
+                    "this table belongs to another study than the shard's samples.parquet",
+                ));
+            }
+            all.append(t)?;
+        }
+        let group = if kind == CheckKind::Sanity { "test" } else { "measure" };
+        let (methods, tests) = (all.distinct("method"), all.distinct(group));
+        out.push(all.sorted(&models, &methods, &tests));
+    }
+    Ok(out)
 }
 
 /// The shard folders in `shards_dir`, by shard count and index. Names are read strictly: only

@@ -4,6 +4,7 @@ mod architectures;
 mod attacks;
 mod attributions;
 mod beta_smooth;
+mod checks;
 mod cli;
 mod common;
 mod compare;

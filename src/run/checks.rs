@@ -1,0 +1,220 @@
+//! The chunk stages of `[sanity]` and `[faithfulness]`: every method's clean maps of the
+//! chunk (stage 1's, the maps the attacks are measured against) checked for model
+//! sensitivity (Adebayo et al. 2018, Sixt et al. 2020, Kindermans et al. 2017: see
+//! [`crate::sanity`]) and scored for faithfulness ([`crate::faithfulness`]).
+//!
+//! Rows go to the three tables of [`crate::report::checks`]. Within a method and a test (or
+//! measure) they are made image by image, then step by step, then similarity by similarity,
+//! so that [`CheckTable::sorted`] gives one order whatever the chunking. Every random choice
+//! is keyed by the run's seed and the image's id (and a layer's name), never by the chunk.
+//!
+//! Shapes: the chunk's images x [B,C,H,W]; signed maps [B][C·H·W] (sanity), saliency maps
+//! [B][H·W] (faithfulness).
+
+use super::chunk::Study;
+use crate::config::{SanityPlan, SanityTest};
+use crate::error::{Error, Result};
+use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
+use crate::sanity::{input_invariance, random_logit_maps, randomized_maps, Randomization, TrainedModel};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+
+/// A chunk's clean maps of one method, as the checks read them.
+pub(super) struct MethodMaps<'a> {
+    /// The method's position in the study's list.
+    pub index: usize,
+    /// Signed attributions [B][C·H·W].
+    pub signed: &'a [Vec<f32>],
+    /// Saliency [B][H·W].
+    pub saliency: &'a [Vec<f32>],
+}
+
+/// A model's trained `state_dict` (for the randomisation tests), loaded once per run.
+pub(super) struct Trained<'a> {
+    pub name: &'a str,
+    pub tensors: &'a HashMap<String, Tensor>,
+    pub source: &'a std::path::Path,
+    pub normalize: Option<&'a crate::model::Normalize>,
+    pub device: &'a Device,
+}
+
+impl Study<'_> {
+    /// The chunk's `sanity.parquet` rows: every test of `plan` for every method.
+    pub(super) fn sanity_table(
+        &self,
+        plan: &SanityPlan,
+        chunk: &[usize],
+        x: &Tensor,
+        targets: &[u32],
+        maps: &[MethodMaps],
+    ) -> Result<CheckTable> {
+        let mut t = CheckTable::new(CheckKind::Sanity, !self.label.is_empty());
+        for (done, m) in maps.iter().enumerate() {
+            self.sanity_rows(&mut t, plan, chunk, x, targets, m)?;
+            self.bar.step(done + 1, maps.len());
+        }
+        Ok(t)
+    }
+
+    /// The chunk's `faithfulness.parquet` and `faithfulness_curves.parquet` rows: every
+    /// measure for every method.
+    pub(super) fn faithfulness_tables(
+        &self,
+        chunk: &[usize],
+        x: &Tensor,
+        targets: &[u32],
+        maps: &[MethodMaps],
+    ) -> Result<[CheckTable; 2]> {
+        let several = !self.label.is_empty();
+        let mut f = CheckTable::new(CheckKind::Faithfulness, several);
+        let mut c = CheckTable::new(CheckKind::Curves, several);
+        for (done, m) in maps.iter().enumerate() {
+            self.faithfulness_rows((&mut f, &mut c), chunk, x, targets, m)?;
+            self.bar.step(done + 1, maps.len());
+        }
+        Ok([f, c])
+    }
+
+    /// One method's sanity rows for every test of the plan.
+    fn sanity_rows(
+        &self,
+        t: &mut CheckTable,
+        plan: &SanityPlan,
+        chunk: &[usize],
+        x: &Tensor,
+        targets: &[u32],
+        m: &MethodMaps,
+    ) -> Result<()> {
+        let method = self.spec.methods[m.index].as_ref();
+        let (c, h, w) = x.dims4().map(|(_, c, h, w)| (c, h, w))?;
+        let label = self.label;
+        for &test in &plan.tests {
+            match test {
+                SanityTest::Cascading | SanityTest::Independent => {
+                    let schedule = match test {
+                        SanityTest::Cascading => Randomization::Cascading,
+                        _ => Randomization::Independent,
+                    };
+                    let trained = self.trained.as_ref().ok_or_else(|| no_state_dict(self.spec))?;
+                    let model = TrainedModel {
+                        name: trained.name,
+                        tensors: trained.tensors,
+                        source: trained.source,
+                        normalize: trained.normalize,
+                        device: trained.device,
+                    };
+                    let steps = randomized_maps(&model, schedule, method, x, targets, self.plan.seed)?;
+                    for (i, &id) in chunk.iter().enumerate() {
+                        for (s, step) in steps.iter().enumerate() {
+                            for sim in &plan.similarities {
+                                let v = sim.score(&m.signed[i], &step.maps[i], c, h, w);
+                                let cells =
+                                    sanity_cells(id, method.name(), test, s + 1, &step.layer, sim.name(), v);
+                                t.push(label, &cells)?;
+                            }
+                        }
+                    }
+                }
+                SanityTest::RandomLogit => {
+                    let keys: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
+                    let r = random_logit_maps(self.model, method, x, targets, &keys, self.plan.seed)?;
+                    for (i, &id) in chunk.iter().enumerate() {
+                        for sim in &plan.similarities {
+                            let v = sim.score(&m.signed[i], &r.other[i], c, h, w);
+                            t.push(label, &sanity_cells(id, method.name(), test, 0, "", sim.name(), v))?;
+                        }
+                    }
+                }
+                SanityTest::InputInvariance => {
+                    let net = self.model.network().ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "input invariance: model `{}` is not a layer graph",
+                            self.spec.label
+                        ))
+                    })?;
+                    let d = input_invariance(net, method, x, targets, plan.input_shift)?;
+                    for (&id, v) in chunk.iter().zip(d) {
+                        let v = Some(v).filter(|v| v.is_finite());
+                        t.push(
+                            label,
+                            &sanity_cells(id, method.name(), test, 0, "", INVARIANCE_SIMILARITY, v),
+                        )?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One method's faithfulness rows (scores and curves) for every measure of the plan.
+    fn faithfulness_rows(
+        &self,
+        (f, c): (&mut CheckTable, &mut CheckTable),
+        chunk: &[usize],
+        x: &Tensor,
+        targets: &[u32],
+        m: &MethodMaps,
+    ) -> Result<()> {
+        let Some(plan) = &self.plan.faithfulness else { return Ok(()) };
+        let method = self.spec.methods[m.index].name();
+        for measure in &plan.measures {
+            let curves = measure.evaluate(self.model, x, m.saliency, targets)?;
+            for (&id, curve) in chunk.iter().zip(&curves) {
+                let score = Some(curve.score).filter(|v| v.is_finite());
+                f.push(
+                    self.label,
+                    &[
+                        Cell::Count(id as u32),
+                        Cell::Text(method),
+                        Cell::Text(measure.name()),
+                        Cell::Number(score),
+                    ],
+                )?;
+                for (j, (&fraction, &value)) in curve.fractions.iter().zip(&curve.values).enumerate() {
+                    c.push(
+                        self.label,
+                        &[
+                            Cell::Count(id as u32),
+                            Cell::Text(method),
+                            Cell::Text(measure.name()),
+                            Cell::Count(j as u32),
+                            Cell::Number(Some(fraction)),
+                            Cell::Number(Some(value)),
+                            Cell::Flag(false),
+                        ],
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sanity row's cells.
+fn sanity_cells<'a>(
+    id: usize,
+    method: &'a str,
+    test: SanityTest,
+    step: usize,
+    layer: &'a str,
+    similarity: &'a str,
+    value: Option<f64>,
+) -> [Cell<'a>; 7] {
+    [
+        Cell::Count(id as u32),
+        Cell::Text(method),
+        Cell::Text(test.name()),
+        Cell::Count(step as u32),
+        Cell::Text(layer),
+        Cell::Text(similarity),
+        Cell::Number(value),
+    ]
+}
+
+/// The error of a randomisation test on a model without a `state_dict` (an ONNX file).
+pub(super) fn no_state_dict(spec: &crate::config::ModelPlan) -> Error {
+    Error::Invalid(format!(
+        "model `{}`: the randomisation tests re-initialise a state_dict's layers; an ONNX model has none (use `random_logit` and `input_invariance`, or the model's state_dict)",
+        spec.label
+    ))
+}
