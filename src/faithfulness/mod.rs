@@ -17,10 +17,11 @@
 //! fixtures of `scripts/faithfulness_fixtures.py` (RISE's code and Quantus 0.6.0 on the shipped
 //! model) pin all four to their references.
 //!
-//! Shapes: images `x` \[B,C,H,W\] (pixels in \[0,1\], f32); maps one flat row-major slice of
-//! `H·W` values per image, already reduced over channels (|attribution| summed, as
-//! [`crate::attribution::saliency`] makes them); one class per image. A step perturbs whole
-//! pixels (every channel at once). Every perturbed image of a chunk of images is built into
+//! Shapes ([`Batch`]): images `x` \[B,C,H,W\] (pixels in \[0,1\], f32); maps one flat
+//! row-major slice of `H·W` values per image, already reduced over channels (|attribution|
+//! summed, as [`crate::attribution::saliency`] makes them); signed attributions one flat
+//! channel-major slice of `C·H·W` values per image; one class and one key per image. A step
+//! perturbs whole pixels (every channel at once). Every perturbed image of a chunk of images is built into
 //! one batch and run in the model's own pass size ([`crate::model::logits_in_passes`], the
 //! exact model), so the numbers do not depend on the batch size or the number of threads.
 //!
@@ -61,6 +62,30 @@ pub enum Better {
     Higher,
 }
 
+/// One call's data: the images, their maps and attributions, their classes, and what keys the
+/// random draws of the measures that make any.
+///
+/// A measure with random draws (ROAD's noise, faithfulness correlation's subsets, infidelity's
+/// perturbations) seeds one stream per image from (`seed`, its own name, `keys[b]`), never from
+/// the image's position in the batch, so an image gets the same numbers alone or among others.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The images \[B,C,H,W\].
+    pub x: &'a Tensor,
+    /// Saliency maps \[B\]\[H·W\]: |attribution| summed over channels
+    /// ([`crate::attribution::saliency_rows`]).
+    pub maps: &'a [Vec<f32>],
+    /// Signed attributions \[B\]\[C·H·W\], channel-major
+    /// ([`crate::attribution::attribution_rows`]).
+    pub attributions: &'a [Vec<f32>],
+    /// The class each image is explained for.
+    pub classes: &'a [u32],
+    /// One key per image (its id, or a content hash): random draws are keyed by it.
+    pub keys: &'a [u64],
+    /// The seed of every random draw.
+    pub seed: u64,
+}
+
 /// A faithfulness measure with its settings; settings in the value, data in the call.
 pub trait Measure: Send + Sync {
     /// Its name in configs and output tables (one of [`MEASURE_NAMES`]).
@@ -69,16 +94,9 @@ pub trait Measure: Send + Sync {
     fn better(&self) -> Better;
     /// Its settings as JSON, for the output's metadata.
     fn params(&self) -> serde_json::Value;
-    /// The curve and score of each image of `x` \[B,C,H,W\] under its map (`maps[b]`, `H·W`
-    /// values) and class (`classes[b]`). Errors when the shapes disagree, a map is not finite
-    /// or a class is out of range.
-    fn evaluate(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        maps: &[Vec<f32>],
-        classes: &[u32],
-    ) -> Result<Vec<Curve>>;
+    /// The curve and score of each image of `batch`. Errors when the shapes disagree, a map
+    /// or attribution is not finite or a class is out of range.
+    fn evaluate(&self, model: &dyn Classifier, batch: &Batch) -> Result<Vec<Curve>>;
 }
 
 /// The measures [`by_name`] knows, in this order.

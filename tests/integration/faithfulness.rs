@@ -5,9 +5,10 @@
 
 use crate::common::*;
 use candle_core::{DType, Device, Tensor};
-use fragility::attribution::{by_name as method, saliency};
+use fragility::attribution::{attribution_rows, by_name as method, saliency};
 use fragility::faithfulness::{
-    by_name, Blur, Curve, Deletion, Insertion, Measure, PixelFlipping, RegionPerturbation, MEASURE_NAMES,
+    by_name, Batch, Blur, Curve, Deletion, Insertion, Measure, PixelFlipping, RegionPerturbation,
+    MEASURE_NAMES,
 };
 use fragility::model::{logits_in_passes, target_probability, Activation};
 use std::collections::HashMap;
@@ -24,6 +25,9 @@ struct Fixture {
     x: Tensor,
     classes: Vec<u32>,
     maps: Vec<Vec<f32>>,
+    /// fragility's signed gradient attributions of the fixture's images.
+    attributions: Vec<Vec<f32>>,
+    keys: Vec<u64>,
     tensors: HashMap<String, Tensor>,
 }
 
@@ -31,9 +35,24 @@ fn fixture() -> Fixture {
     let path = root().join("tests/fixtures/faithfulness/fmnist_cnn.safetensors");
     let tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
     let x = tensors["x"].clone();
-    let classes = tensors["classes"].to_vec1::<i64>().unwrap().iter().map(|&c| c as u32).collect();
+    let classes: Vec<u32> = tensors["classes"].to_vec1::<i64>().unwrap().iter().map(|&c| c as u32).collect();
     let maps = tensors["maps"].flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
-    Fixture { x, classes, maps, tensors }
+    let attributions = signed_gradients(&x, &classes);
+    let keys = (0..classes.len() as u64).collect();
+    Fixture { x, classes, maps, attributions, keys, tensors }
+}
+
+/// fragility's gradient attributions of `x` for `classes`, signed, [B][C·H·W].
+fn signed_gradients(x: &Tensor, classes: &[u32]) -> Vec<Vec<f32>> {
+    let attr =
+        method("gradient", 0).unwrap().attribute(&shipped_model(), x, classes, Activation::Exact).unwrap();
+    attribution_rows(&attr).unwrap()
+}
+
+/// A batch of `x` with these maps and classes, and the fixture's attributions and keys.
+fn batch_of<'a>(f: &'a Fixture, x: &'a Tensor, maps: &'a [Vec<f32>], classes: &'a [u32]) -> Batch<'a> {
+    let n = classes.len().min(f.keys.len());
+    Batch { x, maps, attributions: &f.attributions[..n], classes, keys: &f.keys[..n], seed: 0 }
 }
 
 impl Fixture {
@@ -45,8 +64,12 @@ impl Fixture {
         self.tensors[key].to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
     }
 
+    fn batch(&self) -> Batch<'_> {
+        batch_of(self, &self.x, &self.maps, &self.classes)
+    }
+
     fn run(&self, m: &dyn Measure) -> Vec<Curve> {
-        m.evaluate(&shipped_model(), &self.x, &self.maps, &self.classes).unwrap()
+        m.evaluate(&shipped_model(), &self.batch()).unwrap()
     }
 
     /// The largest error (see [`FLOOR`]) of the curves and scores against `key` and `auc_key`,
@@ -178,7 +201,9 @@ fn region_perturbation_equals_quantus_0_6() {
 fn deletion_of_a_black_image_by_a_black_baseline_is_flat() {
     let f = fixture();
     let x = Tensor::zeros((2, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
-    let curves = Deletion::default().evaluate(&shipped_model(), &x, &f.maps[..2], &f.classes[..2]).unwrap();
+    let curves = Deletion::default()
+        .evaluate(&shipped_model(), &batch_of(&f, &x, &f.maps[..2], &f.classes[..2]))
+        .unwrap();
     for c in &curves {
         assert!(c.values.iter().all(|&v| v == c.values[0]), "{:?}", c.values);
         assert!(
@@ -213,6 +238,17 @@ fn deletion_starts_clean_and_ends_at_the_baseline_insertion_ends_clean() {
     for b in 0..f.classes.len() {
         assert_eq!(*pf[b].values.last().unwrap(), floor[b]);
     }
+    // top-1 at the ends is the model's own prediction of those images.
+    let predicted = |x: &Tensor| fragility::model::predict(&shipped_model(), x).unwrap();
+    let (black_top, filled_top) = (predicted(&f.x.zeros_like().unwrap()), predicted(&filled));
+    let rp = f.run(&RegionPerturbation { patch_size: 4, ..Default::default() });
+    for b in 0..f.classes.len() {
+        assert!(del[b].top1[0] && *ins[b].top1.last().unwrap(), "the clean image's class is its arg-max");
+        assert_eq!(*del[b].top1.last().unwrap(), black_top[b] == f.classes[b]);
+        assert_eq!(*pf[b].top1.last().unwrap(), filled_top[b] == f.classes[b]);
+        assert_eq!(*rp[b].top1.last().unwrap(), filled_top[b] == f.classes[b], "all 49 patches flipped");
+        assert_eq!((pf[b].top1.len(), rp[b].top1.len()), (pf[b].values.len(), rp[b].values.len()));
+    }
 }
 
 #[test]
@@ -223,13 +259,21 @@ fn one_image_alone_gives_the_numbers_it_gets_in_a_batch_at_any_thread_count() {
         let m = by_name(name).unwrap();
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| m.evaluate(&model, &f.x, &f.maps, &f.classes).unwrap())
+            pool.install(|| m.evaluate(&model, &f.batch()).unwrap())
         };
         let all = run(2);
         assert_eq!(all, run(1), "{name}: 1 and 2 threads");
         for (b, in_batch) in all.iter().enumerate() {
             let x = f.x.narrow(0, b, 1).unwrap();
-            let alone = m.evaluate(&model, &x, &f.maps[b..=b], &f.classes[b..=b]).unwrap();
+            let one = Batch {
+                x: &x,
+                maps: &f.maps[b..=b],
+                attributions: &f.attributions[b..=b],
+                classes: &f.classes[b..=b],
+                keys: &f.keys[b..=b],
+                seed: 0,
+            };
+            let alone = m.evaluate(&model, &one).unwrap();
             assert_eq!(&alone[0], in_batch, "{name}: image {b} alone");
         }
     }
@@ -246,8 +290,12 @@ fn gradient_maps_delete_faster_than_random_maps() {
     let random: Vec<Vec<f32>> = (0..ids.len())
         .map(|i| flat(&seeded_uniform(&[784], 0.0, 1.0, 7 + i as u64).to_dtype(DType::F32).unwrap()))
         .collect();
+    let attributions = attribution_rows(&attr).unwrap();
+    let keys: Vec<u64> = ids.iter().map(|&i| i as u64).collect();
     let mean = |maps: &[Vec<f32>]| {
-        let c = Deletion::default().evaluate(&model, &x, maps, &classes).unwrap();
+        let batch =
+            Batch { x: &x, maps, attributions: &attributions, classes: &classes, keys: &keys, seed: 0 };
+        let c = Deletion::default().evaluate(&model, &batch).unwrap();
         c.iter().map(|c| c.score).sum::<f64>() / c.len() as f64
     };
     let (grad, rand) = (mean(&maps), mean(&random));
@@ -260,18 +308,22 @@ fn mismatched_maps_and_classes_are_refused() {
     let f = fixture();
     let model = shipped_model();
     let m = Deletion::default();
-    assert!(m.evaluate(&model, &f.x, &f.maps[..3], &f.classes).is_err(), "one map short");
+    let refused = |b: Batch| m.evaluate(&model, &b).is_err();
+    assert!(refused(Batch { maps: &f.maps[..3], ..f.batch() }), "one map short");
+    assert!(refused(Batch { keys: &f.keys[..3], ..f.batch() }), "one key short");
+    assert!(refused(Batch { attributions: &f.attributions[..3], ..f.batch() }), "one attribution short");
     let mut short = f.maps.clone();
     short[2].pop();
-    assert!(m.evaluate(&model, &f.x, &short, &f.classes).is_err(), "a map of 783 values");
+    assert!(refused(Batch { maps: &short, ..f.batch() }), "a map of 783 values");
     let mut nan = f.maps.clone();
     nan[1][5] = f32::NAN;
-    assert!(m.evaluate(&model, &f.x, &nan, &f.classes).is_err(), "a NaN in a map");
-    assert!(m.evaluate(&model, &f.x, &f.maps, &[0, 1, 2, 10]).is_err(), "class 10 of 10");
-    assert!(Deletion { step: Some(0), ..Default::default() }
-        .evaluate(&model, &f.x, &f.maps, &f.classes)
-        .is_err());
+    assert!(refused(Batch { maps: &nan, ..f.batch() }), "a NaN in a map");
+    let mut inf = f.attributions.clone();
+    inf[0][7] = f32::INFINITY;
+    assert!(refused(Batch { attributions: &inf, ..f.batch() }), "an infinite attribution");
+    assert!(refused(Batch { classes: &[0, 1, 2, 10], ..f.batch() }), "class 10 of 10");
+    assert!(Deletion { step: Some(0), ..Default::default() }.evaluate(&model, &f.batch()).is_err());
     assert!(PixelFlipping { features_in_step: 0, ..Default::default() }
-        .evaluate(&model, &f.x, &f.maps, &f.classes)
+        .evaluate(&model, &f.batch())
         .is_err());
 }
