@@ -35,19 +35,23 @@ mod blur;
 mod causal;
 mod curve;
 mod deletion;
+mod imputation;
 mod insertion;
 mod perturb;
 mod pixel_flipping;
 mod region_perturbation;
+mod road;
 
 pub use baseline::Baseline;
 pub use blur::Blur;
 pub use curve::{trapezoid, Curve};
 pub use deletion::Deletion;
+pub use imputation::noisy_linear_imputation;
 pub use insertion::Insertion;
 pub use perturb::descending_order;
 pub use pixel_flipping::PixelFlipping;
 pub use region_perturbation::RegionPerturbation;
+pub use road::{Road, RoadOrder};
 
 use crate::error::Result;
 use crate::model::Classifier;
@@ -100,7 +104,8 @@ pub trait Measure: Send + Sync {
 }
 
 /// The measures [`by_name`] knows, in this order.
-pub const MEASURE_NAMES: [&str; 4] = ["deletion", "insertion", "pixel_flipping", "region_perturbation"];
+pub const MEASURE_NAMES: [&str; 6] =
+    ["deletion", "insertion", "pixel_flipping", "region_perturbation", "road_morf", "road_lerf"];
 
 /// Builds a measure by name with its reference's default settings.
 pub fn by_name(name: &str) -> Option<Box<dyn Measure>> {
@@ -109,6 +114,8 @@ pub fn by_name(name: &str) -> Option<Box<dyn Measure>> {
         "insertion" => Some(Box::new(Insertion::default())),
         "pixel_flipping" => Some(Box::new(PixelFlipping::default())),
         "region_perturbation" => Some(Box::new(RegionPerturbation::default())),
+        "road_morf" => Some(Box::new(Road::new(RoadOrder::Morf))),
+        "road_lerf" => Some(Box::new(Road::new(RoadOrder::Lerf))),
         _ => None,
     }
 }

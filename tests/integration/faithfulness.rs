@@ -7,10 +7,11 @@ use crate::common::*;
 use candle_core::{DType, Device, Tensor};
 use fragility::attribution::{attribution_rows, by_name as method, saliency};
 use fragility::faithfulness::{
-    by_name, Batch, Blur, Curve, Deletion, Insertion, Measure, PixelFlipping, RegionPerturbation,
-    MEASURE_NAMES,
+    by_name, descending_order, noisy_linear_imputation, Batch, Blur, Curve, Deletion, Insertion, Measure,
+    PixelFlipping, RegionPerturbation, Road, RoadOrder, MEASURE_NAMES,
 };
 use fragility::model::{logits_in_passes, target_probability, Activation};
+use fragility::seed;
 use std::collections::HashMap;
 
 /// Curves are compared point by point as |got − want| / max(|want|, floor): relative where the
@@ -57,7 +58,9 @@ fn batch_of<'a>(f: &'a Fixture, x: &'a Tensor, maps: &'a [Vec<f32>], classes: &'
 
 impl Fixture {
     fn rows(&self, key: &str) -> Vec<Vec<f64>> {
-        self.tensors[key].to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
+        // Every dimension but the last is a row: [B,2,784] gives 2·B rows.
+        let t = &self.tensors[key];
+        t.flatten_to(t.rank() - 2).unwrap().to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
     }
 
     fn values(&self, key: &str) -> Vec<f64> {
@@ -326,4 +329,75 @@ fn mismatched_maps_and_classes_are_refused() {
     assert!(PixelFlipping { features_in_step: 0, ..Default::default() }
         .evaluate(&model, &f.batch())
         .is_err());
+}
+
+/// tests/fixtures/faithfulness/random_measures.safetensors (scripts/faithfulness_fixtures_random.py):
+/// the same four images, their signed gradients, and ROAD, faithfulness correlation and
+/// infidelity by Quantus 0.6.0 and Captum 0.9 with the random draws they used.
+fn random_fixture() -> Fixture {
+    let path = root().join("tests/fixtures/faithfulness/random_measures.safetensors");
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
+    let x = tensors["x"].clone();
+    let classes: Vec<u32> = tensors["classes"].to_vec1::<i64>().unwrap().iter().map(|&c| c as u32).collect();
+    let maps = tensors["maps"].flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+    let attributions = tensors["attributions"].flatten_from(1).unwrap().to_vec2::<f32>().unwrap();
+    let keys = (0..classes.len() as u64).collect();
+    Fixture { x, classes, maps, attributions, keys, tensors }
+}
+
+#[test]
+fn the_random_fixtures_attributions_are_fragilitys_signed_gradients() {
+    let f = random_fixture();
+    let ours = signed_gradients(&f.x, &f.classes).concat();
+    let want = f.attributions.concat();
+    assert!(max_abs_diff(&ours, &want) <= 1e-5 * max_abs(&want));
+    assert_eq!(f.maps, fixture().maps);
+}
+
+#[test]
+fn road_without_noise_equals_quantus_0_6_imputation() {
+    let f = random_fixture();
+    let model = shipped_model();
+    let imputed = f.rows("road_imputed");
+    for (order, key, slot) in [(RoadOrder::Morf, "road_morf", 0), (RoadOrder::Lerf, "road_lerf", 1)] {
+        let road = Road { noise: 0.0, ..Road::new(order) };
+        let curves = road.evaluate(&model, &f.batch()).unwrap();
+        f.check(key, &curves, key, None);
+        let top1 = f.tensors[&format!("{key}_top1")].to_vec2::<i64>().unwrap();
+        for (b, c) in curves.iter().enumerate() {
+            assert_eq!(
+                c.top1,
+                top1[b].iter().map(|&t| t == 1).collect::<Vec<_>>(),
+                "{key} top-1 of image {b}"
+            );
+            assert_eq!((c.fractions[0], c.fractions[8]), (78.0 / 784.0, 705.0 / 784.0));
+            // The imputed image at 90 %, pixel by pixel.
+            let mut order_map = f.maps[b].clone();
+            if order == RoadOrder::Lerf {
+                order_map.iter_mut().for_each(|v| *v = -*v);
+            }
+            let removed = &descending_order(&order_map)[..705];
+            let image = flat(&f.x.narrow(0, b, 1).unwrap());
+            let ours = noisy_linear_imputation(&image, (1, 28, 28), removed, 0.0, &mut seed::rng(0)).unwrap();
+            let want: Vec<f32> = imputed[2 * b + slot].iter().map(|&v| v as f32).collect();
+            let d = max_abs_diff(&ours, &want);
+            println!("{key}: image {b} imputed at 90 % within {d:.2e}");
+            assert!(d <= 1e-5, "{key}: image {b} imputed {d}");
+        }
+    }
+}
+
+#[test]
+fn seeded_measures_differ_between_seeds_and_repeat_within_one() {
+    let f = random_fixture();
+    let model = shipped_model();
+    for name in MEASURE_NAMES
+        .into_iter()
+        .filter(|n| n.starts_with("road") || *n == "faithfulness_correlation" || *n == "infidelity")
+    {
+        let m = by_name(name).unwrap();
+        let run = |seed| m.evaluate(&model, &Batch { seed, ..f.batch() }).unwrap();
+        assert_eq!(run(1), run(1), "{name}: one seed, the same numbers");
+        assert_ne!(run(1), run(2), "{name}: two seeds");
+    }
 }
