@@ -22,8 +22,10 @@
 //! right-hand side is far below the f32 the images are stored in). The matrix is never formed:
 //! each unknown keeps its at most 8 (unknown, weight) neighbours. The three channels share the
 //! matrix and are solved one after the other. Every row is a weighted mean, so the iteration
-//! count grows with the diameter of the largest removed region (√κ of a grid Laplacian), at
-//! worst a few hundred at 224×224.
+//! count grows with the diameter of the largest removed region (√κ of a grid Laplacian): the
+//! worst case the measure meets, 90 % of 224×224 removed as one block (45,158 unknowns), takes
+//! about 1 s per channel on one core (the unit test prints it); scattered removals are faster.
+//! ROAD solves its images and percentages in parallel (rayon), each solve sequential.
 //!
 //! Shapes: an image flat [C·H·W] (channel-major); removed pixels as indices `y·W + x`.
 

@@ -3,8 +3,10 @@
 //!
 //! Fragility (the rest of this crate) asks whether a map stays put when the image barely
 //! changes; faithfulness asks whether the map pointed at what the model uses in the first
-//! place. Each measure orders the pixels by the map, perturbs the image step by step in that
-//! order and records the model's softmax probability of the given class along the way:
+//! place. Most measures order the pixels by the map, perturb the image step by step in that
+//! order and record the model's softmax probability of the given class along the way; the
+//! last two perturb at random and compare the output's change with the signed attributions.
+//! Every curve point also records top-1: whether the class is still the model's arg-max.
 //!
 //! | measure | reference | curve (per image) | score | better |
 //! |---|---|---|---|---|
@@ -12,18 +14,31 @@
 //! | [`Insertion`] | Petsiuk et al. 2018 (RISE) | p(class) as the top pixels of the image replace a blurred copy, n+1 points | RISE's normalised AUC | higher |
 //! | [`PixelFlipping`] | Bach et al. 2015, as Quantus 0.6.0 | p(class) after each step of flipping to the image's minimum, n points | trapezoid area | lower |
 //! | [`RegionPerturbation`] | Samek et al. 2017, as Quantus 0.6.0 | p(class) of the image minus p(class) after each patch is flipped, most relevant patch first | trapezoid area | higher |
+//! | [`Road`] `road_morf` | Rong et al. 2022 (ROAD), imputation as Quantus 0.6.0 | p(class) with the top 10, 20, …, 90 % of pixels removed by noisy linear imputation | mean of the curve | lower |
+//! | [`Road`] `road_lerf` | the same | the same, least relevant pixels first | mean of the curve | higher |
+//! | [`FaithfulnessCorrelation`] | Bhatt et al. 2020, as Quantus 0.6.0 | the class logit's drop per random subset of 224 values set to the image's minimum, 100 runs | Pearson(Σ attribution over the subset, drop) | higher |
+//! | [`Infidelity`] | Yeh et al. 2019, as Captum 0.9 (`normalize=True`) | the class logit's drop per Gaussian perturbation (σ 0.003), 10 samples | normalised mean squared error of attribution·perturbation against the drop | lower |
+//!
+//! Deliberate differences, in short (each module has the details): ROAD at 10..90 % (Quantus
+//! 1, 3, …, 99), with LeRF and a probability per point, ranking pixels rather than Quantus'
+//! C·H·W broadcast of the map, its noise from the keyed stream; faithfulness correlation and
+//! infidelity draw from keyed streams instead of numpy's global one; infidelity is Captum's
+//! Gaussian definition, not Quantus' patch-replacement `Infidelity`.
 //!
 //! Each module says which defaults of its reference it follows and where it differs; the
 //! fixtures of `scripts/faithfulness_fixtures.py` (RISE's code and Quantus 0.6.0 on the shipped
-//! model) pin all four to their references.
+//! model) and `scripts/faithfulness_fixtures_random.py` (Quantus 0.6.0 and Captum 0.9, with the
+//! random draws they used) pin all eight to their references.
 //!
 //! Shapes ([`Batch`]): images `x` \[B,C,H,W\] (pixels in \[0,1\], f32); maps one flat
 //! row-major slice of `H·W` values per image, already reduced over channels (|attribution|
 //! summed, as [`crate::attribution::saliency`] makes them); signed attributions one flat
 //! channel-major slice of `C·H·W` values per image; one class and one key per image. A step
-//! perturbs whole pixels (every channel at once). Every perturbed image of a chunk of images is built into
-//! one batch and run in the model's own pass size ([`crate::model::logits_in_passes`], the
-//! exact model), so the numbers do not depend on the batch size or the number of threads.
+//! perturbs whole pixels (every channel at once); faithfulness correlation and infidelity
+//! perturb single channel values. Every perturbed image of a chunk of images is built into one
+//! batch and run in the model's own pass size ([`crate::model::logits_in_passes`], the exact
+//! model), and random draws are keyed per image ([`Batch`]), so the numbers do not depend on
+//! the batch size or the number of threads.
 //!
 //! Ordering: pixels (and Quantus' patches) in descending order of the map, by a stable sort,
 //! so ties keep ascending index order. The references use numpy's default `argsort` (RISE:
@@ -35,7 +50,9 @@ mod blur;
 mod causal;
 mod curve;
 mod deletion;
+mod faithfulness_correlation;
 mod imputation;
+mod infidelity;
 mod insertion;
 mod perturb;
 mod pixel_flipping;
@@ -46,7 +63,9 @@ pub use baseline::Baseline;
 pub use blur::Blur;
 pub use curve::{trapezoid, Curve};
 pub use deletion::Deletion;
+pub use faithfulness_correlation::{faithfulness_correlation_with_subsets, FaithfulnessCorrelation};
 pub use imputation::noisy_linear_imputation;
+pub use infidelity::{infidelity_with_noise, Infidelity};
 pub use insertion::Insertion;
 pub use perturb::descending_order;
 pub use pixel_flipping::PixelFlipping;
@@ -60,9 +79,11 @@ use candle_core::Tensor;
 /// Which scores mean a more faithful map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Better {
-    /// Deletion, pixel flipping: the class's probability should fall fast.
+    /// Deletion, pixel flipping, ROAD MoRF, infidelity: the class's probability should fall
+    /// fast, or the attribution's error be small.
     Lower,
-    /// Insertion, region perturbation: the probability should rise fast, or the drop be large.
+    /// Insertion, region perturbation, ROAD LeRF, faithfulness correlation: the probability
+    /// should rise fast or survive, the drop be large, or the correlation high.
     Higher,
 }
 
@@ -104,8 +125,16 @@ pub trait Measure: Send + Sync {
 }
 
 /// The measures [`by_name`] knows, in this order.
-pub const MEASURE_NAMES: [&str; 6] =
-    ["deletion", "insertion", "pixel_flipping", "region_perturbation", "road_morf", "road_lerf"];
+pub const MEASURE_NAMES: [&str; 8] = [
+    "deletion",
+    "insertion",
+    "pixel_flipping",
+    "region_perturbation",
+    "road_morf",
+    "road_lerf",
+    "faithfulness_correlation",
+    "infidelity",
+];
 
 /// Builds a measure by name with its reference's default settings.
 pub fn by_name(name: &str) -> Option<Box<dyn Measure>> {
@@ -116,6 +145,8 @@ pub fn by_name(name: &str) -> Option<Box<dyn Measure>> {
         "region_perturbation" => Some(Box::new(RegionPerturbation::default())),
         "road_morf" => Some(Box::new(Road::new(RoadOrder::Morf))),
         "road_lerf" => Some(Box::new(Road::new(RoadOrder::Lerf))),
+        "faithfulness_correlation" => Some(Box::new(FaithfulnessCorrelation::default())),
+        "infidelity" => Some(Box::new(Infidelity::default())),
         _ => None,
     }
 }

@@ -191,6 +191,30 @@ pub(crate) fn play(
     Ok(out)
 }
 
+/// The drop of each image's class logit, f(x) − f(x′), and the top-1 of x′, over `runs[b]`
+/// perturbed copies x′ of image b, copy k appended (flat [C·H·W]) by `build(b, k, data)`:
+/// faithfulness correlation's and infidelity's model runs.
+pub(crate) fn logit_drops(
+    model: &dyn Classifier,
+    images: &Images,
+    classes: &[u32],
+    runs: &[usize],
+    build: impl Fn(usize, usize, &mut Vec<f32>),
+) -> Result<Vec<(Vec<f64>, Vec<bool>)>> {
+    let clean = outcomes(model, images.shape, classes, |b, data| data.extend_from_slice(&images.pixels[b]))?;
+    let rows: Vec<(usize, usize)> =
+        runs.iter().enumerate().flat_map(|(b, &n)| (0..n).map(move |k| (b, k))).collect();
+    let targets: Vec<u32> = rows.iter().map(|&(b, _)| classes[b]).collect();
+    let perturbed = outcomes(model, images.shape, &targets, |i, data| build(rows[i].0, rows[i].1, data))?;
+    let mut out: Vec<(Vec<f64>, Vec<bool>)> =
+        runs.iter().map(|&n| (Vec::with_capacity(n), Vec::with_capacity(n))).collect();
+    for (&(b, _), o) in rows.iter().zip(perturbed) {
+        out[b].0.push(clean[b].logit - o.logit);
+        out[b].1.push(o.top1);
+    }
+    Ok(out)
+}
+
 /// Appends `start` with the `changed` pixels (every channel) taken from `finish`.
 fn push_perturbed(data: &mut Vec<f32>, start: &[f32], finish: &[f32], changed: &[usize], area: usize) {
     let at = data.len();

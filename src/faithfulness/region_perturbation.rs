@@ -7,7 +7,7 @@
 //! The curve is p(x) − p(x after the first k patches) for k = 1..min(regions_evaluation,
 //! patches), at the fractions of pixels flipped so far; the score is Quantus'
 //! `calculate_auc(curve)` = `np.trapz(curve, dx=1)` ([`super::trapezoid`]; Quantus'
-//! `get_auc_score` is its mean over images).
+//! `get_auc_score` is its mean over images). Its `top1` is that of the perturbed image.
 //!
 //! Patches: when `patch_size` does not divide a side, Quantus pads the side by
 //! ⌊(p − side mod p)/2⌋ before and the rest after (attributions with zeros, the image with its

@@ -44,7 +44,7 @@ pub use center::{center_of_mass, center_shift, CenterShift};
 pub use cosine::{cosine, Cosine};
 pub use kendall::{kendall_tau_b, KendallTauB};
 pub use mse::{mse_normalized, MseNormalized};
-pub use pearson::{pearson, Pearson};
+pub use pearson::{pearson, pearson_f64, Pearson};
 pub use rank::{average_ranks, spearman, Spearman};
 pub use ssim::{ssim, ssim_map, Ssim};
 pub use topk::{auto_k, top_k_indices, top_k_intersection, TopKIntersection};

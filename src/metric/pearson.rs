@@ -49,21 +49,31 @@ impl Metric for Pearson {
 /// `None` if the lengths differ, there are fewer than two values, a value is not finite, or
 /// either side is constant. Never NaN; exactly 1 for `pearson(a, a)`.
 pub fn pearson(a: &[f32], b: &[f32]) -> Option<f64> {
-    if a.len() != b.len() || a.len() < 2 || !a.iter().chain(b).all(|x| x.is_finite()) {
+    pearson_of(a, b)
+}
+
+/// [`pearson`] of f64 values (faithfulness correlation's attribution sums and output drops).
+pub fn pearson_f64(a: &[f64], b: &[f64]) -> Option<f64> {
+    pearson_of(a, b)
+}
+
+/// The one Pearson computation, for f32 and f64 values.
+fn pearson_of<T: Copy + PartialEq + Into<f64>>(a: &[T], b: &[T]) -> Option<f64> {
+    if a.len() != b.len() || a.len() < 2 || !a.iter().chain(b).all(|&x| x.into().is_finite()) {
         return None;
     }
     // Checked on the values, not on the variance, so that "constant" does not depend on how the
     // mean rounds; a non-constant map then has a non-zero deviation whose square cannot
     // underflow in f64 (the smallest f32 difference is ~1e-45).
-    let constant = |m: &[f32]| m.iter().all(|&x| x == m[0]);
+    let constant = |m: &[T]| m.iter().all(|&x| x == m[0]);
     if constant(a) || constant(b) {
         return None;
     }
-    let mean = |m: &[f32]| m.iter().map(|&x| f64::from(x)).sum::<f64>() / m.len() as f64;
+    let mean = |m: &[T]| m.iter().map(|&x| x.into()).sum::<f64>() / m.len() as f64;
     let (ma, mb) = (mean(a), mean(b));
     let (mut cov, mut var_a, mut var_b) = (0.0, 0.0, 0.0);
     for (&x, &y) in a.iter().zip(b) {
-        let (dx, dy) = (f64::from(x) - ma, f64::from(y) - mb);
+        let (dx, dy) = (x.into() - ma, y.into() - mb);
         cov += dx * dy;
         var_a += dx * dx;
         var_b += dy * dy;

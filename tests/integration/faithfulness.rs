@@ -7,8 +7,9 @@ use crate::common::*;
 use candle_core::{DType, Device, Tensor};
 use fragility::attribution::{attribution_rows, by_name as method, saliency};
 use fragility::faithfulness::{
-    by_name, descending_order, noisy_linear_imputation, Batch, Blur, Curve, Deletion, Insertion, Measure,
-    PixelFlipping, RegionPerturbation, Road, RoadOrder, MEASURE_NAMES,
+    by_name, descending_order, faithfulness_correlation_with_subsets, infidelity_with_noise,
+    noisy_linear_imputation, Baseline, Batch, Blur, Curve, Deletion, FaithfulnessCorrelation, Infidelity,
+    Insertion, Measure, PixelFlipping, RegionPerturbation, Road, RoadOrder, MEASURE_NAMES,
 };
 use fragility::model::{logits_in_passes, target_probability, Activation};
 use fragility::seed;
@@ -400,4 +401,55 @@ fn seeded_measures_differ_between_seeds_and_repeat_within_one() {
         assert_eq!(run(1), run(1), "{name}: one seed, the same numbers");
         assert_ne!(run(1), run(2), "{name}: two seeds");
     }
+}
+
+#[test]
+fn faithfulness_correlation_with_quantus_subsets_equals_quantus_0_6() {
+    let f = random_fixture();
+    let subsets: Vec<Vec<Vec<usize>>> = f.tensors["fc_subsets"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec3::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|runs| runs.into_iter().map(|s| s.into_iter().map(|i| i as usize).collect()).collect())
+        .collect();
+    let curves =
+        faithfulness_correlation_with_subsets(&shipped_model(), &f.batch(), Baseline::ImageMin, &subsets)
+            .unwrap();
+    // Drops are logit differences of order 1: compared absolutely below 1.
+    let drops = f.rows("fc_drops");
+    let worst = curves.iter().zip(&drops).map(|(c, d)| max_error(&c.values, d, 1.0)).fold(0.0, f64::max);
+    let scores: Vec<f64> = curves.iter().map(|c| c.score).collect();
+    let worst_score = max_error(&scores, &f.values("faithfulness_correlation"), FLOOR);
+    println!("faithfulness correlation: drops {worst:.2e}, scores {worst_score:.2e}");
+    assert!(worst <= TOL && worst_score <= TOL, "drops {worst:.2e}, scores {worst_score:.2e}");
+    assert_eq!(curves[0].fractions, vec![224.0 / 784.0; 50]);
+}
+
+#[test]
+fn infidelity_with_captums_noise_equals_captum_0_9() {
+    let f = random_fixture();
+    let noise: Vec<Vec<Vec<f32>>> = f.tensors["infid_noise"].to_vec3::<f32>().unwrap();
+    let curves = infidelity_with_noise(&shipped_model(), &f.batch(), &noise).unwrap();
+    let scores: Vec<f64> = curves.iter().map(|c| c.score).collect();
+    let worst = max_error(&scores, &f.values("infidelity"), FLOOR);
+    println!("infidelity: scores {worst:.2e} ({scores:?})");
+    assert!(worst <= TOL, "{worst:.2e}");
+    assert_eq!(curves[0].values.len(), 10);
+}
+
+#[test]
+fn the_seeded_measures_are_the_explicit_ones_on_their_own_draws() {
+    let f = random_fixture();
+    let model = shipped_model();
+    let batch = Batch { seed: 11, ..f.batch() };
+    let fc = FaithfulnessCorrelation { nr_runs: 5, subset_size: 100, ..Default::default() };
+    let subsets: Vec<_> = f.keys.iter().map(|&k| fc.subsets(11, k, 784)).collect();
+    let explicit = faithfulness_correlation_with_subsets(&model, &batch, fc.baseline, &subsets).unwrap();
+    assert_eq!(fc.evaluate(&model, &batch).unwrap(), explicit);
+    assert_eq!(explicit[0].fractions, vec![100.0 / 784.0; 5]);
+    let inf = Infidelity::default();
+    let noise: Vec<_> = f.keys.iter().map(|&k| inf.noise(11, k, 784)).collect();
+    assert_eq!(inf.evaluate(&model, &batch).unwrap(), infidelity_with_noise(&model, &batch, &noise).unwrap());
 }
