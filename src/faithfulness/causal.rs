@@ -27,8 +27,7 @@ pub(crate) fn play(
     model: &dyn Classifier,
     images: &Images,
     (start, finish): (&[Vec<f32>], &[Vec<f32>]),
-    maps: &[Vec<f32>],
-    classes: &[u32],
+    (maps, classes): (&[Vec<f32>], &[u32]),
     step: usize,
 ) -> Result<Vec<Curve>> {
     let counts = step_counts(images.area(), step, 0);

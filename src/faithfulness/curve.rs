@@ -13,6 +13,9 @@ pub struct Curve {
     pub values: Vec<f64>,
     /// The measure's scalar: the area under `values` as its reference defines it.
     pub score: f64,
+    /// Whether the class is still the model's arg-max (first maximum of the logits) on the
+    /// perturbed image of each point: ROAD's accuracy, recorded by every measure.
+    pub top1: Vec<bool>,
 }
 
 /// Σ v − v₀/2 − vₙ₋₁/2, the trapezoid area of `values` at unit spacing (0 for fewer than two

@@ -14,10 +14,9 @@
 
 use super::causal::{play, resolve_step};
 use super::perturb::Images;
-use super::{Baseline, Better, Curve, Measure};
+use super::{Baseline, Batch, Better, Curve, Measure};
 use crate::error::Result;
 use crate::model::Classifier;
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Deletion settings.
@@ -52,16 +51,10 @@ impl Measure for Deletion {
         })
     }
 
-    fn evaluate(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        maps: &[Vec<f32>],
-        classes: &[u32],
-    ) -> Result<Vec<Curve>> {
-        let images = Images::read(model, x, maps, classes)?;
+    fn evaluate(&self, model: &dyn Classifier, batch: &Batch) -> Result<Vec<Curve>> {
+        let images = Images::read(model, batch)?;
         let step = resolve_step(self.step, &images)?;
         let finish: Vec<Vec<f32>> = images.pixels.iter().map(|p| self.baseline.fill(p)).collect();
-        play(model, &images, (&images.pixels[..], &finish[..]), maps, classes, step)
+        play(model, &images, (&images.pixels[..], &finish[..]), (batch.maps, batch.classes), step)
     }
 }

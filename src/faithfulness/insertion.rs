@@ -14,10 +14,9 @@
 
 use super::causal::{play, resolve_step};
 use super::perturb::Images;
-use super::{Better, Blur, Curve, Measure};
+use super::{Batch, Better, Blur, Curve, Measure};
 use crate::error::Result;
 use crate::model::Classifier;
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Insertion settings.
@@ -47,18 +46,12 @@ impl Measure for Insertion {
         })
     }
 
-    fn evaluate(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        maps: &[Vec<f32>],
-        classes: &[u32],
-    ) -> Result<Vec<Curve>> {
+    fn evaluate(&self, model: &dyn Classifier, batch: &Batch) -> Result<Vec<Curve>> {
         self.blur.check()?;
-        let images = Images::read(model, x, maps, classes)?;
+        let images = Images::read(model, batch)?;
         let step = resolve_step(self.step, &images)?;
         let (_, h, w) = images.shape;
         let start: Vec<Vec<f32>> = images.pixels.iter().map(|p| self.blur.apply(p, h, w)).collect();
-        play(model, &images, (&start[..], &images.pixels[..]), maps, classes, step)
+        play(model, &images, (&start[..], &images.pixels[..]), (batch.maps, batch.classes), step)
     }
 }

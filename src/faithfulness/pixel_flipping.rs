@@ -27,10 +27,9 @@
 //! Shapes: see [`super`].
 
 use super::perturb::{pixel_curves, step_counts, Images};
-use super::{trapezoid, Baseline, Better, Curve, Measure};
+use super::{trapezoid, Baseline, Batch, Better, Curve, Measure};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// Pixel-flipping settings.
@@ -62,21 +61,22 @@ impl Measure for PixelFlipping {
         serde_json::json!({ "features_in_step": self.features_in_step, "baseline": self.baseline })
     }
 
-    fn evaluate(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        maps: &[Vec<f32>],
-        classes: &[u32],
-    ) -> Result<Vec<Curve>> {
+    fn evaluate(&self, model: &dyn Classifier, batch: &Batch) -> Result<Vec<Curve>> {
         let step = self.features_in_step;
         if step == 0 {
             return Err(Error::Invalid("pixel_flipping: features_in_step must be at least 1".into()));
         }
-        let images = Images::read(model, x, maps, classes)?;
+        let images = Images::read(model, batch)?;
         // Quantus records no point before the first step.
         let counts = step_counts(images.area(), step, 1);
         let finish: Vec<Vec<f32>> = images.pixels.iter().map(|p| self.baseline.fill(p)).collect();
-        pixel_curves(model, &images, (&images.pixels, &finish), (maps, classes), &counts, trapezoid)
+        pixel_curves(
+            model,
+            &images,
+            (&images.pixels, &finish),
+            (batch.maps, batch.classes),
+            &counts,
+            trapezoid,
+        )
     }
 }

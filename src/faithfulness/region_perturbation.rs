@@ -7,7 +7,7 @@
 //! The curve is p(x) − p(x after the first k patches) for k = 1..min(regions_evaluation,
 //! patches), at the fractions of pixels flipped so far; the score is Quantus'
 //! `calculate_auc(curve)` = `np.trapz(curve, dx=1)` ([`super::trapezoid`]; Quantus'
-//! `get_auc_score` is its mean over images).
+//! `get_auc_score` is its mean over images). Its `top1` is that of the perturbed image.
 //!
 //! Patches: when `patch_size` does not divide a side, Quantus pads the side by
 //! ⌊(p − side mod p)/2⌋ before and the rest after (attributions with zeros, the image with its
@@ -27,11 +27,10 @@
 //!
 //! Shapes: see [`super`].
 
-use super::perturb::{probabilities, Images, Schedule};
-use super::{trapezoid, Baseline, Better, Curve, Measure};
+use super::perturb::{play, Images, Schedule};
+use super::{trapezoid, Baseline, Batch, Better, Curve, Measure};
 use crate::error::{Error, Result};
 use crate::model::Classifier;
-use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering;
 
@@ -71,32 +70,27 @@ impl Measure for RegionPerturbation {
         })
     }
 
-    fn evaluate(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        maps: &[Vec<f32>],
-        classes: &[u32],
-    ) -> Result<Vec<Curve>> {
+    fn evaluate(&self, model: &dyn Classifier, batch: &Batch) -> Result<Vec<Curve>> {
         if self.patch_size == 0 || self.regions_evaluation == 0 {
             return Err(Error::Invalid(
                 "region_perturbation: patch_size and regions_evaluation must be at least 1".into(),
             ));
         }
-        let images = Images::read(model, x, maps, classes)?;
+        let images = Images::read(model, batch)?;
         let (_, h, w) = images.shape;
         let patches = patches(h, w, self.patch_size);
-        let schedules: Vec<Schedule> = maps.iter().map(|m| self.schedule(m, &patches)).collect();
+        let schedules: Vec<Schedule> = batch.maps.iter().map(|m| self.schedule(m, &patches)).collect();
         let finish: Vec<Vec<f32>> = images.pixels.iter().map(|p| self.baseline.fill(p)).collect();
-        let probs = probabilities(model, &images, &images.pixels, &finish, &schedules, classes)?;
+        let outcomes = play(model, &images, (&images.pixels, &finish), &schedules, batch.classes)?;
         let area = images.area() as f64;
-        Ok(probs
+        Ok(outcomes
             .into_iter()
             .zip(&schedules)
-            .map(|(p, s)| {
-                let values: Vec<f64> = p[1..].iter().map(|q| p[0] - q).collect();
+            .map(|(o, s)| {
+                let values: Vec<f64> = o[1..].iter().map(|q| o[0].probability - q.probability).collect();
                 let fractions = s.counts[1..].iter().map(|&n| n as f64 / area).collect();
-                Curve { fractions, score: trapezoid(&values), values }
+                let top1 = o[1..].iter().map(|q| q.top1).collect();
+                Curve { fractions, score: trapezoid(&values), values, top1 }
             })
             .collect())
     }

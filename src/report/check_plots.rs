@@ -92,6 +92,14 @@ fn chart_rows(figure: &Figure, table: &CheckTable) -> Vec<SummaryRow> {
             None => groups.push((key, vec![v])),
         }
     }
+    // A measure whose points all sit at one x (faithfulness correlation's runs, infidelity's
+    // samples) has no curve to draw.
+    let spread = |panel: &str| {
+        let mut xs = groups.iter().filter(|((p, _, _), _)| *p == panel).map(|((_, _, x), _)| *x);
+        xs.next().is_some_and(|first| xs.any(|x| x != first))
+    };
+    let flat: Vec<&str> = groups.iter().map(|((p, _, _), _)| *p).filter(|p| !spread(p)).collect();
+    groups.retain(|((p, _, _), _)| !flat.contains(p));
     let mut rows: Vec<SummaryRow> = Vec::new();
     if figure.kind == CheckKind::Sanity {
         // The trained model's map is identical to itself: every line starts at 1.

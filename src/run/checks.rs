@@ -14,6 +14,7 @@
 use super::chunk::Study;
 use crate::config::{SanityPlan, SanityTest};
 use crate::error::{Error, Result};
+use crate::faithfulness::Batch;
 use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
 use crate::sanity::{input_invariance, random_logit_maps, randomized_maps, Randomization, TrainedModel};
 use candle_core::{Device, Tensor};
@@ -157,8 +158,17 @@ impl Study<'_> {
     ) -> Result<()> {
         let Some(plan) = &self.plan.faithfulness else { return Ok(()) };
         let method = self.spec.methods[m.index].name();
+        let keys: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
+        let batch = Batch {
+            x,
+            maps: m.saliency,
+            attributions: m.signed,
+            classes: targets,
+            keys: &keys,
+            seed: self.plan.seed,
+        };
         for measure in &plan.measures {
-            let curves = measure.evaluate(self.model, x, m.saliency, targets)?;
+            let curves = measure.evaluate(self.model, &batch)?;
             for (&id, curve) in chunk.iter().zip(&curves) {
                 let score = Some(curve.score).filter(|v| v.is_finite());
                 f.push(
@@ -170,7 +180,8 @@ impl Study<'_> {
                         Cell::Number(score),
                     ],
                 )?;
-                for (j, (&fraction, &value)) in curve.fractions.iter().zip(&curve.values).enumerate() {
+                let points = curve.fractions.iter().zip(&curve.values).zip(&curve.top1);
+                for (j, ((&fraction, &value), &top1)) in points.enumerate() {
                     c.push(
                         self.label,
                         &[
@@ -180,7 +191,7 @@ impl Study<'_> {
                             Cell::Count(j as u32),
                             Cell::Number(Some(fraction)),
                             Cell::Number(Some(value)),
-                            Cell::Flag(false),
+                            Cell::Flag(top1),
                         ],
                     )?;
                 }
