@@ -43,18 +43,30 @@ fn heat(t: f32) -> [f32; 3] {
     [(3.0 * t).min(1.0), (3.0 * t - 1.0).clamp(0.0, 1.0), (3.0 * t - 2.0).clamp(0.0, 1.0)]
 }
 
-/// Renders the grid (`h`×`w` images) into an RGB buffer.
+/// Renders the grid (`h`×`w` images) into an RGB buffer: one row of panels.
 pub(crate) fn render(
     title: &str,
     panels: &[Panel],
     h: usize,
     w: usize,
 ) -> std::result::Result<Rendering, String> {
+    render_rows(title, std::slice::from_ref(&panels), (h, w), ZOOM)
+}
+
+/// Renders rows of panels (`h`×`w` images drawn `zoom` times larger) into an RGB buffer, the
+/// colour bar beside the first row.
+fn render_rows(
+    title: &str,
+    rows: &[&[Panel]],
+    (h, w): (usize, usize),
+    zoom: u32,
+) -> std::result::Result<Rendering, String> {
     ensure_font()?;
-    let n = panels.len().max(1) as u32;
-    let (pw, ph) = (w as u32 * ZOOM, h as u32 * ZOOM);
+    let n = rows.iter().map(|r| r.len()).max().unwrap_or(0).max(1) as u32;
+    let (pw, ph) = (w as u32 * zoom, h as u32 * zoom);
+    let row_height = ph + LABEL + GAP;
     let width = GAP + n * (pw + GAP) + BAR;
-    let height = TITLE + ph + LABEL + GAP;
+    let height = TITLE + rows.len().max(1) as u32 * row_height;
     let mut rgb = vec![255u8; (3 * width * height) as usize];
     {
         let root = BitMapBackend::<RGBPixel>::with_buffer_and_format(&mut rgb, (width, height))
@@ -64,24 +76,14 @@ pub(crate) fn render(
         let title_style = TextStyle::from(("sans-serif", 24).into_font()).color(&BLACK);
         root.draw_text(title, &title_style, (GAP as i32, 10)).map_err(|e| e.to_string())?;
         let label_style = TextStyle::from(("sans-serif", 13).into_font()).color(&BLACK);
-        for (k, p) in panels.iter().enumerate() {
-            let x0 = GAP + k as u32 * (pw + GAP);
-            let max = p.map.iter().fold(0f32, |a, &b| a.max(b));
-            for y in 0..ph {
-                for x in 0..pw {
-                    let i = (y / ZOOM) as usize * w + (x / ZOOM) as usize;
-                    let rgb = p.image.len() == 3 * h * w;
-                    let g = |ch: usize| p.image[if rgb { ch * h * w + i } else { i }].clamp(0.0, 1.0);
-                    let s = if max > 0.0 { p.map[i] / max } else { 0.0 };
-                    let c = heat(s);
-                    let a = 0.8 * s;
-                    let px = |ch: usize| (255.0 * ((1.0 - a) * g(ch) * 0.8 + a * c[ch])) as u8;
-                    root.draw_pixel(((x0 + x) as i32, (TITLE + y) as i32), &RGBColor(px(0), px(1), px(2)))
-                        .map_err(|e| e.to_string())?;
-                }
+        for (r, panels) in rows.iter().enumerate() {
+            let y0 = TITLE + r as u32 * row_height;
+            for (k, p) in panels.iter().enumerate() {
+                let x0 = GAP + k as u32 * (pw + GAP);
+                draw_panel(&root, p, (x0, y0), (h, w), zoom)?;
+                root.draw_text(&p.label, &label_style, (x0 as i32, (y0 + ph + 6) as i32))
+                    .map_err(|e| e.to_string())?;
             }
-            root.draw_text(&p.label, &label_style, (x0 as i32, (TITLE + ph + 6) as i32))
-                .map_err(|e| e.to_string())?;
         }
         // Colour bar: 0 at the bottom, the image's maximum at the top.
         let bx = (GAP + n * (pw + GAP)) as i32;
@@ -101,6 +103,41 @@ pub(crate) fn render(
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(Rendering { width, height, rgb })
+}
+
+/// Draws one panel's image with its map blended on top, its top-left corner at `at`.
+fn draw_panel<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    p: &Panel,
+    (x0, y0): (u32, u32),
+    (h, w): (usize, usize),
+    zoom: u32,
+) -> std::result::Result<(), String> {
+    let (pw, ph) = (w as u32 * zoom, h as u32 * zoom);
+    let max = p.map.iter().fold(0f32, |a, &b| a.max(b));
+    let rgb = p.image.len() == 3 * h * w;
+    for y in 0..ph {
+        for x in 0..pw {
+            let i = (y / zoom) as usize * w + (x / zoom) as usize;
+            let g = |ch: usize| p.image[if rgb { ch * h * w + i } else { i }].clamp(0.0, 1.0);
+            let s = if max > 0.0 { p.map[i] / max } else { 0.0 };
+            let c = heat(s);
+            let a = 0.8 * s;
+            let px = |ch: usize| (255.0 * ((1.0 - a) * g(ch) * 0.8 + a * c[ch])) as u8;
+            root.draw_pixel(((x0 + x) as i32, (y0 + y) as i32), &RGBColor(px(0), px(1), px(2)))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes rows of panels to `path` as PNG, atomically: each panel `h`×`w`, drawn at about
+/// 112 pixels a side (Fashion-MNIST ×4, 224-pixel images ×1).
+pub fn write_heatmap_rows(path: &Path, title: &str, rows: &[&[Panel]], h: usize, w: usize) -> Result<()> {
+    let zoom = (112 / h.max(w).max(1)).max(1) as u32;
+    let image = render_rows(title, rows, (h, w), zoom)
+        .map_err(|message| Error::Plot { path: path.to_path_buf(), message })?;
+    atomic::write_with(path, |out| encode_png(out, &image).map_err(|e| Error::io(path, e)))
 }
 
 /// Writes the grid of `panels` to `path` as PNG, atomically.

@@ -425,15 +425,19 @@ impl ModelsHeadline {
         for c in &self.caveats {
             let _ = writeln!(t, "{c}");
         }
-        let _ = writeln!(
-            t,
-            "\nModels side by side{}: mean over label-kept images [95% bootstrap interval]; \
-             {ATTACKED_MARK} = the attack steers this map",
-            self.at()
-        );
+        if !self.rows.is_empty() {
+            let _ = writeln!(
+                t,
+                "\nModels side by side{}: mean over label-kept images [95% bootstrap interval]; \
+                 {ATTACKED_MARK} = the attack steers this map",
+                self.at()
+            );
+        }
         let width = self.rows.iter().map(|r| r.method.chars().count()).max().unwrap_or(6).max(6);
         let awidth = self.rows.iter().map(|r| r.attack.chars().count() + 2).max().unwrap_or(6).max(6);
-        for (m, metric) in self.metrics.iter().enumerate() {
+        // A study of checks alone has no attack rows: no side-by-side tables to show.
+        let metrics = if self.rows.is_empty() { &[][..] } else { &self.metrics[..] };
+        for (m, metric) in metrics.iter().enumerate() {
             let _ = writeln!(t, "\n{} ({})", metric.name, super::plot::direction_text(metric.direction));
             let _ = write!(t, "{:<width$}  {:<awidth$}", "method", "attack");
             for label in &self.models {
@@ -506,7 +510,8 @@ impl ModelsHeadline {
     pub fn html(&self) -> String {
         let heading = "<h3 id=\"models\">Models side by side</h3>\n";
         let mut h = super::headline::caveats_and_sentences_html(&self.caveats, heading, &self.sentences);
-        for (m, metric) in self.metrics.iter().enumerate() {
+        let metrics = if self.rows.is_empty() { &[][..] } else { &self.metrics[..] };
+        for (m, metric) in metrics.iter().enumerate() {
             h.push_str(&self.html_table(m, metric));
         }
         for (label, headline) in &self.each {

@@ -16,9 +16,19 @@ use crate::config::{SanityPlan, SanityTest};
 use crate::error::{Error, Result};
 use crate::faithfulness::Batch;
 use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
-use crate::sanity::{input_invariance, random_logit_maps, randomized_maps, Randomization, TrainedModel};
+use crate::report::heatmap::{write_heatmap_rows, Panel};
+use crate::sanity::{
+    input_invariance, random_logit_maps, randomized_maps, Randomization, StepMaps, TrainedModel,
+};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
+
+/// The label of the example panels of cascading randomisation in `examples/`.
+pub(super) const CASCADE_EXAMPLE: &str = "sanity_cascading";
+
+/// One method's example maps: its name, its trained saliency maps [B][H·W] and its cascading
+/// steps.
+type CascadeExample<'a> = (String, &'a [Vec<f32>], Vec<StepMaps>);
 
 /// A chunk's clean maps of one method, as the checks read them.
 pub(super) struct MethodMaps<'a> {
@@ -50,11 +60,65 @@ impl Study<'_> {
         maps: &[MethodMaps],
     ) -> Result<CheckTable> {
         let mut t = CheckTable::new(CheckKind::Sanity, !self.label.is_empty());
+        let mut examples: Vec<CascadeExample> = Vec::new();
         for (done, m) in maps.iter().enumerate() {
-            self.sanity_rows(&mut t, plan, chunk, x, targets, m)?;
+            if let Some(steps) = self.sanity_rows(&mut t, plan, chunk, x, targets, m)? {
+                examples.push((self.spec.methods[m.index].name().to_string(), m.saliency, steps));
+            }
             self.bar.step(done + 1, maps.len());
         }
+        self.cascade_panels(chunk, x, &examples)?;
         Ok(t)
+    }
+
+    /// The example panels of progressive randomisation (`examples/sanity_cascading_image<id>.png`):
+    /// for each example image of the chunk, a row per method: its map on the trained model, then
+    /// after each cascading step.
+    fn cascade_panels(&self, chunk: &[usize], x: &Tensor, examples: &[CascadeExample]) -> Result<()> {
+        if examples.is_empty() {
+            return Ok(());
+        }
+        let (_, c, h, w) = x.dims4()?;
+        // Saliency of a signed row: |a| summed over channels.
+        let saliency = |row: &[f32]| -> Vec<f32> {
+            (0..h * w).map(|p| (0..c).map(|k| row[k * h * w + p].abs()).sum()).collect()
+        };
+        for (i, &id) in chunk.iter().enumerate() {
+            if !self.example_ids.contains(&id) {
+                continue;
+            }
+            let image = x.get(i)?.flatten_all()?.to_vec1::<f32>()?;
+            let step_maps: Vec<Vec<Vec<f32>>> = examples
+                .iter()
+                .map(|(_, _, steps)| steps.iter().map(|s| saliency(&s.maps[i])).collect())
+                .collect();
+            let rows: Vec<Vec<Panel>> = examples
+                .iter()
+                .zip(&step_maps)
+                .map(|((method, trained, steps), maps)| {
+                    let first = Panel { image: &image, map: &trained[i], label: method.clone() };
+                    let rest = steps.iter().zip(maps).map(|(s, m)| Panel {
+                        image: &image,
+                        map: m,
+                        label: s.layer.clone(),
+                    });
+                    std::iter::once(first).chain(rest).collect()
+                })
+                .collect();
+            let rows: Vec<&[Panel]> = rows.iter().map(Vec::as_slice).collect();
+            let of_model = if self.label.is_empty() { String::new() } else { format!("{}: ", self.label) };
+            let title = format!(
+                "{of_model}image {id}: trained, then re-initialised from the logits (seed {})",
+                self.plan.seed
+            );
+            let name = super::chunk::example_name(self.label, CASCADE_EXAMPLE, id);
+            let path = self.dir.join("examples").join(name);
+            if let Some(folder) = path.parent() {
+                std::fs::create_dir_all(folder).map_err(|e| Error::io(folder, e))?;
+            }
+            write_heatmap_rows(&path, &title, &rows, h, w)?;
+        }
+        Ok(())
     }
 
     /// The chunk's `faithfulness.parquet` and `faithfulness_curves.parquet` rows: every
@@ -76,7 +140,8 @@ impl Study<'_> {
         Ok([f, c])
     }
 
-    /// One method's sanity rows for every test of the plan.
+    /// One method's sanity rows for every test of the plan; its cascading steps' maps where
+    /// the plan has the cascading test.
     fn sanity_rows(
         &self,
         t: &mut CheckTable,
@@ -85,8 +150,9 @@ impl Study<'_> {
         x: &Tensor,
         targets: &[u32],
         m: &MethodMaps,
-    ) -> Result<()> {
+    ) -> Result<Option<Vec<StepMaps>>> {
         let method = self.spec.methods[m.index].as_ref();
+        let mut cascade = None;
         let (c, h, w) = x.dims4().map(|(_, c, h, w)| (c, h, w))?;
         let label = self.label;
         for &test in &plan.tests {
@@ -114,6 +180,9 @@ impl Study<'_> {
                                 t.push(label, &cells)?;
                             }
                         }
+                    }
+                    if test == SanityTest::Cascading {
+                        cascade = Some(steps);
                     }
                 }
                 SanityTest::RandomLogit => {
@@ -144,7 +213,7 @@ impl Study<'_> {
                 }
             }
         }
-        Ok(())
+        Ok(cascade)
     }
 
     /// One method's faithfulness rows (scores and curves) for every measure of the plan.

@@ -540,12 +540,21 @@ fn take_study(plan: &Plan, dir: &Path, opts: &RunOptions) -> Result<(OutLock, Ma
 /// study of several models): every attack on each of `ids`, for every model.
 fn example_files(plan: &Plan, ids: &[usize]) -> Vec<String> {
     let mut files = Vec::new();
+    let cascades =
+        plan.sanity.as_ref().is_some_and(|s| s.tests.contains(&crate::config::SanityTest::Cascading));
     for spec in &plan.models {
         let model = if plan.several_models() { spec.label.as_str() } else { "" };
-        for a in plan.attacks() {
-            let label = attack_label(a.name(), a.target_method().map(|t| t.name()));
+        let mut labels: Vec<String> = plan
+            .attacks()
+            .iter()
+            .map(|a| attack_label(a.name(), a.target_method().map(|t| t.name())))
+            .collect();
+        if cascades {
+            labels.push(checks::CASCADE_EXAMPLE.to_string());
+        }
+        for label in &labels {
             for &id in ids {
-                files.push(format!("examples/{}", chunk::example_name(model, &label, id)));
+                files.push(format!("examples/{}", chunk::example_name(model, label, id)));
             }
         }
     }

@@ -93,6 +93,12 @@ fn sanity_and_faithfulness_run_beside_the_attacks_with_tables_figures_and_a_scor
     assert!(text.contains("cascading randomisation (ssim)"), "{text}");
     let page = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(page.contains("Scorecard") && page.contains("plots/sanity_cascading.png"), "no card or figure");
+    // The example panels of progressive randomisation: one per example image (3 by default).
+    let panels = std::fs::read_dir(out.join("examples"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("sanity_cascading_image"))
+        .count();
+    assert_eq!(panels, 3);
     for f in ["sanity_cascading", "faithfulness_curves"] {
         assert!(out.join(format!("plots/{f}.png")).is_file() && out.join(format!("plots/{f}.svg")).is_file());
     }
