@@ -30,7 +30,7 @@ use toml::Spanned;
 pub enum SanityTest {
     /// Adebayo et al.'s cascading model-parameter randomisation, from the logits down.
     Cascading,
-    /// One layer at a time, the rest trained.
+    /// One layer (or block, `[sanity] granularity`) at a time, the rest trained.
     Independent,
     /// Sixt et al.'s map of a random other class.
     RandomLogit,
