@@ -6,6 +6,7 @@
 //! tests = ["cascading", "independent", "random_logit", "input_invariance"]   # default: all
 //! similarities = ["spearman", "spearman_abs", "ssim", "hog_pearson"]         # default: all
 //! input_shift = -1.0                                                          # default
+//! granularity = "block"   # default; "layer": randomise one parameter layer per step
 //!
 //! [faithfulness]
 //! measures = ["deletion", "insertion", "pixel_flipping", "region_perturbation"]  # default: all
@@ -18,7 +19,7 @@
 use super::Ctx;
 use crate::error::Result;
 use crate::faithfulness::{with_settings, Measure, MEASURE_NAMES};
-use crate::sanity::{Similarity, SIMILARITY_NAMES};
+use crate::sanity::{Granularity, Similarity, GRANULARITIES, SIMILARITY_NAMES};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use toml::Spanned;
 pub enum SanityTest {
     /// Adebayo et al.'s cascading model-parameter randomisation, from the logits down.
     Cascading,
-    /// One layer at a time, the rest trained.
+    /// One layer (or block, `[sanity] granularity`) at a time, the rest trained.
     Independent,
     /// Sixt et al.'s map of a random other class.
     RandomLogit,
@@ -75,6 +76,8 @@ pub struct SanityPlan {
     pub similarities: Vec<Similarity>,
     /// The constant added to every pixel for input invariance.
     pub input_shift: f32,
+    /// What each randomisation step re-initialises: a block of layers (default) or one layer.
+    pub granularity: Granularity,
 }
 
 impl SanityPlan {
@@ -84,6 +87,7 @@ impl SanityPlan {
             "tests": self.tests.iter().map(|t| t.name()).collect::<Vec<_>>(),
             "similarities": self.similarities.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "input_shift": self.input_shift,
+            "granularity": self.granularity.name(),
         })
     }
 }
@@ -109,6 +113,7 @@ pub(super) struct RawSanity {
     tests: Option<Spanned<Vec<Spanned<String>>>>,
     similarities: Option<Spanned<Vec<Spanned<String>>>>,
     input_shift: Option<Spanned<f32>>,
+    granularity: Option<Spanned<String>>,
 }
 
 /// `[faithfulness]` as written: the list and one settings table per measure.
@@ -168,7 +173,17 @@ pub(super) fn sanity(cx: &Ctx, raw: &Spanned<RawSanity>) -> Result<SanityPlan> {
         Some(s) => *s.get_ref(),
         None => DEFAULT_INPUT_SHIFT,
     };
-    Ok(SanityPlan { tests, similarities, input_shift })
+    let granularity = match &r.granularity {
+        Some(g) => Granularity::from_name(g.get_ref()).ok_or_else(|| {
+            let known = GRANULARITIES.join("`, `");
+            cx.err(
+                g.span(),
+                format!("field `sanity.granularity`: unknown `{}` (known: `{known}`)", g.get_ref()),
+            )
+        })?,
+        None => Granularity::Block,
+    };
+    Ok(SanityPlan { tests, similarities, input_shift, granularity })
 }
 
 /// Validates `[faithfulness]`: the measures and their settings tables (a table of a measure

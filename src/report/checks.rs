@@ -14,7 +14,8 @@
 //!
 //! A study of several models leads each with a `model` column, as `samples.parquet` does.
 //! `step` orders a test's rows (the randomisation step: 1 = the logits layer re-initialised;
-//! 0 where the test has no steps) and a curve's points; `layer` names the layer a
+//! 0 where the test has no steps) and a curve's points; `layer` names the block (`layer4.1`,
+//! `fc`; the layer, `layer4.1.conv2`, under `[sanity] granularity = "layer"`) a
 //! randomisation step re-initialised last (empty where none); `value` is null where a
 //! similarity is undefined (a constant map). `top1` says whether the class is still the
 //! model's top class at that point of the curve.

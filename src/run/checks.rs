@@ -18,7 +18,7 @@ use crate::faithfulness::Batch;
 use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
 use crate::report::heatmap::{write_heatmap_rows, Panel};
 use crate::sanity::{
-    input_invariance, random_logit_maps, randomized_maps, Randomization, StepMaps, TrainedModel,
+    input_invariance, random_logit_maps, randomized_maps, Randomization, Schedule, StepMaps, TrainedModel,
 };
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
@@ -158,10 +158,11 @@ impl Study<'_> {
         for &test in &plan.tests {
             match test {
                 SanityTest::Cascading | SanityTest::Independent => {
-                    let schedule = match test {
+                    let randomization = match test {
                         SanityTest::Cascading => Randomization::Cascading,
                         _ => Randomization::Independent,
                     };
+                    let schedule = Schedule { randomization, granularity: plan.granularity };
                     let trained = self.trained.as_ref().ok_or_else(|| no_state_dict(self.spec))?;
                     let model = TrainedModel {
                         name: trained.name,

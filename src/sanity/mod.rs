@@ -16,12 +16,16 @@
 //! prediction.
 //!
 //! This module holds the model side: the list of a `state_dict`'s parameter layers in forward
-//! order ([`param_layers`], [`key_order`]), their re-initialisation by PyTorch's default
-//! initialisers ([`reinitialize`]), the randomisation schedules ([`Randomization`]), and a
-//! method's maps at every step of a schedule ([`randomized_maps`]). The randomised model is
-//! rebuilt from the modified `state_dict` with [`crate::model::from_state_dict`] (batch norm is
-//! folded into the convolutions only then, so a re-initialised convolution still meets its
-//! trained batch-norm statistics, as Adebayo's code keeps them).
+//! order ([`param_layers`], [`key_order`]), their grouping into the architecture's blocks
+//! ([`blocks`]: ResNet's `layer2.1`, MobileNet's `features.5`, as Adebayo et al. randomise
+//! Inception v3 by `Mixed_7c`, …; the default [`Granularity`], single layers on request),
+//! their re-initialisation by PyTorch's default initialisers ([`reinitialize`]), the
+//! randomisation schedules ([`Randomization`], [`Schedule`]), and a method's maps at every
+//! step of a schedule ([`randomized_maps`], each step named by its block or layer). The
+//! randomised model is rebuilt from the modified `state_dict` with
+//! [`crate::model::from_state_dict`] (batch norm is folded into the convolutions only then, so
+//! a re-initialised convolution still meets its trained batch-norm statistics, as Adebayo's
+//! code keeps them).
 //!
 //! Every check returns the methods' *signed* attributions as rows `[B][C·H·W]`, channel-major
 //! (C = 1 for layer methods), and leaves their comparison to [`Similarity`]: Adebayo et al.'s
@@ -31,6 +35,7 @@
 //! the pieces [`hog`] and [`ssim`] written after scikit-image. Input invariance compares the
 //! signed rows directly ([`input_invariance`]).
 
+mod block;
 mod cascade;
 pub mod hog;
 mod invariance;
@@ -39,7 +44,8 @@ mod randomize;
 mod similarity;
 pub mod ssim;
 
-pub use cascade::{randomized_maps, StepMaps, TrainedModel};
+pub use block::{blocks, Block, Granularity, GRANULARITIES};
+pub use cascade::{randomized_maps, Schedule, StepMaps, TrainedModel};
 pub use invariance::{input_invariance, shifted_model, SHIFT_NODE, TOLERANCE};
 pub use random_logit::{random_logit_maps, random_other_class, RandomLogitMaps};
 pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};

@@ -149,9 +149,9 @@ pub fn reinitialize(tensors: &mut HashMap<String, Tensor>, layer: &ParamLayer, s
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Randomization {
-    /// From the logits down, one more layer at a time.
+    /// From the logits down, one more layer (or block, [`super::Granularity`]) at a time.
     Cascading,
-    /// One layer at a time, the others trained, from the logits down.
+    /// One layer (or block) at a time, the others trained, from the logits down.
     Independent,
 }
 

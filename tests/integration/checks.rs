@@ -106,6 +106,7 @@ fn sanity_and_faithfulness_run_beside_the_attacks_with_tables_figures_and_a_scor
         serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["settings"]["faithfulness"]["deletion"]["step"], 56);
     assert_eq!(run["settings"]["sanity"]["similarities"][1], "ssim");
+    assert_eq!(run["settings"]["sanity"]["granularity"], "block");
     // `report` draws the same page again from the tables.
     let o = fragility(&["report", "out"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
@@ -266,6 +267,12 @@ fn check_settings_errors_name_the_field_and_line() {
         ("[\"spearman_abs\", \"ssim\"]", "[\"ssim\", \"ssim\"]", 25, "`ssim` is listed twice"),
         ("[\"spearman_abs\", \"ssim\"]", "[]", 25, "field `sanity.similarities` is empty"),
         ("tests = [", "input_shift = 0.0\ntests = [", 24, "field `sanity.input_shift`"),
+        (
+            "tests = [",
+            "granularity = \"blocks\"\ntests = [",
+            24,
+            "field `sanity.granularity`: unknown `blocks` (known: `block`, `layer`)",
+        ),
         ("\"pixel_flipping\"", "\"aopc\"", 28, "field `faithfulness.measures`: unknown `aopc`"),
         ("step = 56", "stride = 56", 27, "section `faithfulness.deletion`: unknown field `stride`"),
         (

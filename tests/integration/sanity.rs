@@ -1,13 +1,17 @@
 //! Sanity checks (Adebayo et al. 2018) on the shipped CNN: cascading randomisation from the
 //! logits down destroys the gradient map while guided backprop's ignores the classifier
 //! layers, their qualitative finding, by all four of their similarities
-//! ([`fragility::sanity::Similarity`]); the schedules and seeds behave as documented.
+//! ([`fragility::sanity::Similarity`]); the schedules and seeds behave as documented, and a
+//! torchvision network is randomised block by block (or layer by layer on request).
 
 use crate::common::*;
 use candle_core::Device;
 use fragility::attribution::{attribution_rows, by_name, Attribution};
 use fragility::model::{load, predict, Classifier};
-use fragility::sanity::{randomized_maps, Randomization, Similarity, TrainedModel};
+use fragility::sanity::{
+    key_order, param_layers, randomized_maps, Granularity, Randomization, Schedule, Similarity, StepMaps,
+    TrainedModel,
+};
 
 /// Fashion-MNIST's map side.
 const SIDE: usize = 28;
@@ -39,6 +43,7 @@ fn similarity(method: &str, schedule: Randomization, seed: u64) -> (Vec<String>,
     let trained = attribution_rows(&attr).unwrap();
     let t =
         TrainedModel { name: "fmnist_cnn", tensors: &tensors, source: &path, normalize: None, device: &dev };
+    let schedule = Schedule { randomization: schedule, granularity: Granularity::Block };
     let steps = randomized_maps(&t, schedule, m.as_ref(), &x, &targets, seed).unwrap();
     let layers = steps.iter().map(|s| s.layer.clone()).collect();
     (layers, steps.iter().map(|s| mean_similarities(&s.maps, &trained)).collect())
@@ -139,4 +144,50 @@ fn random_logit_moves_the_gradient_map_more_than_guided_backprop() {
         let (gradient, guided) = (gradient[s as usize], guided[s as usize]);
         assert!(guided > gradient + 0.2, "{}: guided backprop {guided}, gradient {gradient}", s.name());
     }
+}
+
+/// The gradient maps of two random 32×32 images on resnet18 (synthetic weights, as the
+/// torchvision fixtures) at every cascading step of `granularity`.
+fn resnet18_cascade(granularity: Granularity) -> Vec<StepMaps> {
+    let dev = Device::Cpu;
+    let keys = crate::torchvision::fixture_dir().join("resnet18.keys.json");
+    let tensors = crate::synthetic::synthetic_state_dict(&keys, &dev);
+    let source = std::path::PathBuf::from("resnet18 (synthetic)");
+    let model = fragility::model::from_state_dict("resnet18", tensors.clone(), &source, None, &dev).unwrap();
+    let x = seeded_uniform(&[2, 3, 32, 32], 0.0, 1.0, 22).to_dtype(candle_core::DType::F32).unwrap();
+    let targets = predict(model.as_ref(), &x).unwrap();
+    let t =
+        TrainedModel { name: "resnet18", tensors: &tensors, source: &source, normalize: None, device: &dev };
+    let schedule = Schedule { randomization: Randomization::Cascading, granularity };
+    randomized_maps(&t, schedule, by_name("gradient", 0).unwrap().as_ref(), &x, &targets, 3).unwrap()
+}
+
+#[test]
+fn resnet18_cascades_over_its_blocks_and_over_its_layers_on_request() {
+    let blocks = resnet18_cascade(Granularity::Block);
+    let names: Vec<&str> = blocks.iter().map(|s| s.layer.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "fc", "layer4.1", "layer4.0", "layer3.1", "layer3.0", "layer2.1", "layer2.0", "layer1.1",
+            "layer1.0", "conv1"
+        ]
+    );
+    // Layer by layer: the 41 parameter layers from the logits down.
+    let layers = resnet18_cascade(Granularity::Layer);
+    let all: Vec<String> =
+        param_layers(&key_order("resnet18").unwrap()).into_iter().rev().map(|l| l.name).collect();
+    assert_eq!(layers.iter().map(|s| s.layer.clone()).collect::<Vec<_>>(), all);
+    assert_eq!(
+        &all[..6],
+        ["fc", "layer4.1.bn2", "layer4.1.conv2", "layer4.1.bn1", "layer4.1.conv1", "layer4.0.downsample.1"]
+    );
+    // A block step re-initialises exactly its block's layers, drawn as the layer steps draw
+    // them: the model after `layer4.1` is the one after `layer4.1.conv1` (fc + 4 layers), the
+    // model after `layer4.0` the one after `layer4.0.conv1` (+ 6 more).
+    for (block, layer) in [(0, 0), (1, 4), (2, 10), (9, 40)] {
+        assert_eq!(blocks[block].maps, layers[layer].maps, "{}", blocks[block].layer);
+    }
+    // And each step moves the map.
+    assert!(blocks.windows(2).all(|w| w[0].maps != w[1].maps));
 }
