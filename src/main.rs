@@ -25,7 +25,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a fragility experiment: writes samples.parquet, summary.parquet, plots/*.png and
-    /// run.json to the config's `out` folder.
+    /// run.json to the config's `out` folder (and, with `[sanity]` or `[faithfulness]` in the
+    /// config, sanity.parquet, faithfulness.parquet and faithfulness_curves.parquet: see
+    /// docs/checks.md).
     Run {
         /// The experiment config (see experiments/fragility.toml).
         config: PathBuf,
