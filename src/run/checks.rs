@@ -19,6 +19,7 @@ use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
 use crate::sanity::{input_invariance, random_logit_maps, randomized_maps, Randomization, TrainedModel};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// A chunk's clean maps of one method, as the checks read them.
 pub(super) struct MethodMaps<'a> {
@@ -40,56 +41,60 @@ pub(super) struct Trained<'a> {
 }
 
 impl Study<'_> {
-    /// The chunk's `sanity.parquet` rows: every test of `plan` for every method.
+    /// The chunk's `sanity.parquet` rows: every test of `plan` for every method; adds each
+    /// test's seconds to `seconds` (in the plan's order).
     pub(super) fn sanity_table(
         &self,
         plan: &SanityPlan,
         chunk: &[usize],
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         maps: &[MethodMaps],
+        seconds: &mut [f64],
     ) -> Result<CheckTable> {
         let mut t = CheckTable::new(CheckKind::Sanity, !self.label.is_empty());
         for (done, m) in maps.iter().enumerate() {
-            self.sanity_rows(&mut t, plan, chunk, x, targets, m)?;
+            self.sanity_rows(&mut t, plan, chunk, (x, targets), m, seconds)?;
             self.bar.step(done + 1, maps.len());
         }
         Ok(t)
     }
 
     /// The chunk's `faithfulness.parquet` and `faithfulness_curves.parquet` rows: every
-    /// measure for every method.
+    /// measure for every method; adds each measure's seconds to `seconds` (in the plan's
+    /// order).
     pub(super) fn faithfulness_tables(
         &self,
         chunk: &[usize],
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         maps: &[MethodMaps],
+        seconds: &mut [f64],
     ) -> Result<[CheckTable; 2]> {
         let several = !self.label.is_empty();
         let mut f = CheckTable::new(CheckKind::Faithfulness, several);
         let mut c = CheckTable::new(CheckKind::Curves, several);
         for (done, m) in maps.iter().enumerate() {
-            self.faithfulness_rows((&mut f, &mut c), chunk, x, targets, m)?;
+            self.faithfulness_rows((&mut f, &mut c), chunk, (x, targets), m, seconds)?;
             self.bar.step(done + 1, maps.len());
         }
         Ok([f, c])
     }
 
-    /// One method's sanity rows for every test of the plan.
+    /// One method's sanity rows for every test of the plan, each test's seconds added to
+    /// `seconds`.
     fn sanity_rows(
         &self,
         t: &mut CheckTable,
         plan: &SanityPlan,
         chunk: &[usize],
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         m: &MethodMaps,
+        seconds: &mut [f64],
     ) -> Result<()> {
         let method = self.spec.methods[m.index].as_ref();
         let (c, h, w) = x.dims4().map(|(_, c, h, w)| (c, h, w))?;
         let label = self.label;
-        for &test in &plan.tests {
+        for (&test, seconds) in plan.tests.iter().zip(seconds) {
+            let started = Instant::now();
             match test {
                 SanityTest::Cascading | SanityTest::Independent => {
                     let schedule = match test {
@@ -143,18 +148,20 @@ impl Study<'_> {
                     }
                 }
             }
+            *seconds += started.elapsed().as_secs_f64();
         }
         Ok(())
     }
 
-    /// One method's faithfulness rows (scores and curves) for every measure of the plan.
+    /// One method's faithfulness rows (scores and curves) for every measure of the plan, each
+    /// measure's seconds added to `seconds`.
     fn faithfulness_rows(
         &self,
         (f, c): (&mut CheckTable, &mut CheckTable),
         chunk: &[usize],
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         m: &MethodMaps,
+        seconds: &mut [f64],
     ) -> Result<()> {
         let Some(plan) = &self.plan.faithfulness else { return Ok(()) };
         let method = self.spec.methods[m.index].name();
@@ -167,7 +174,8 @@ impl Study<'_> {
             keys: &keys,
             seed: self.plan.seed,
         };
-        for measure in &plan.measures {
+        for (measure, seconds) in plan.measures.iter().zip(seconds) {
+            let started = Instant::now();
             let curves = measure.evaluate(self.model, &batch)?;
             for (&id, curve) in chunk.iter().zip(&curves) {
                 let score = Some(curve.score).filter(|v| v.is_finite());
@@ -196,6 +204,7 @@ impl Study<'_> {
                     )?;
                 }
             }
+            *seconds += started.elapsed().as_secs_f64();
         }
         Ok(())
     }
