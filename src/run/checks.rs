@@ -16,7 +16,7 @@ use crate::config::{SanityPlan, SanityTest};
 use crate::error::{Error, Result};
 use crate::faithfulness::Batch;
 use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
-use crate::sanity::{input_invariance, random_logit_maps, randomized_maps, Randomization, TrainedModel};
+use crate::sanity::{input_invariance, other_class_maps, randomized_maps, Randomization, TrainedModel};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -123,10 +123,11 @@ impl Study<'_> {
                 }
                 SanityTest::RandomLogit => {
                     let keys: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
-                    let r = random_logit_maps(self.model, method, x, targets, &keys, self.plan.seed)?;
+                    // The predicted classes' maps are the clean maps the study has.
+                    let (_, other) = other_class_maps(self.model, method, x, targets, &keys, self.plan.seed)?;
                     for (i, &id) in chunk.iter().enumerate() {
                         for sim in &plan.similarities {
-                            let v = sim.score(&m.signed[i], &r.other[i], c, h, w);
+                            let v = sim.score(&m.signed[i], &other[i], c, h, w);
                             t.push(label, &sanity_cells(id, method.name(), test, 0, "", sim.name(), v))?;
                         }
                     }
