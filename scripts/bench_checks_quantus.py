@@ -30,7 +30,8 @@ Two workloads:
             (shipped Fashion-MNIST test images, grey repeated over three channels and resized by
             bilinear interpolation, written as float32 npy for both sides), no normalisation,
             all images kept (random weights: correct_only = false). Pixel flipping flips
-            1,024 pixels per step (Quantus: features_in_step = 3 x 1,024 channel values).
+            1,024 pixels per step on both sides (Quantus asserts that features_in_step divides
+            the size of the [B,1,H,W] map it is given, 50,176).
 
 Timing: wall clock (time.perf_counter) around each Quantus metric call (all methods), the
 explanations, and the whole; fragility's side is one `fragility run` of a generated config with
@@ -274,7 +275,7 @@ def resnet(args, folder):
     x = np.ascontiguousarray(x, dtype=np.float32)
     images = os.path.join(folder, "resnet_images.npy")
     np.save(images, x)
-    pf_step = 1024  # pixels per step here; Quantus counts channel values: 3 x 1024
+    pf_step = 1024  # pixels per step; Quantus 0.6.0 counts the [B,1,H,W] map's values, also 1024
     config = config_text("resnet18", weights, images, None, args.resnet_images, False, pf_step)
     ours, _ = fragility_side(args.fragility, args.threads, folder, config)
     with torch.no_grad():
@@ -282,7 +283,7 @@ def resnet(args, folder):
     for m in net.modules():  # torchvision's in-place ReLUs break Captum's backward hooks
         if isinstance(m, nn.ReLU):
             m.inplace = False
-    theirs, scores = quantus_side(net, x, y, 1000, 3 * pf_step)
+    theirs, scores = quantus_side(net, x, y, 1000, pf_step)
     return table(f"resnet18 at 224x224x3, {len(x)} images", ours, theirs, len(x)), ours, theirs, scores
 
 
