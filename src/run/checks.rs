@@ -18,10 +18,11 @@ use crate::faithfulness::Batch;
 use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
 use crate::report::heatmap::{write_heatmap_rows, Panel};
 use crate::sanity::{
-    input_invariance, random_logit_maps, randomized_maps, Randomization, Schedule, StepMaps, TrainedModel,
+    input_invariance, other_class_maps, randomized_maps, Randomization, Schedule, StepMaps, TrainedModel,
 };
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// The label of the example panels of cascading randomisation in `examples/`.
 pub(super) const CASCADE_EXAMPLE: &str = "sanity_cascading";
@@ -50,19 +51,20 @@ pub(super) struct Trained<'a> {
 }
 
 impl Study<'_> {
-    /// The chunk's `sanity.parquet` rows: every test of `plan` for every method.
+    /// The chunk's `sanity.parquet` rows: every test of `plan` for every method; adds each
+    /// test's seconds to `seconds` (in the plan's order).
     pub(super) fn sanity_table(
         &self,
         plan: &SanityPlan,
         chunk: &[usize],
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         maps: &[MethodMaps],
+        seconds: &mut [f64],
     ) -> Result<CheckTable> {
         let mut t = CheckTable::new(CheckKind::Sanity, !self.label.is_empty());
         let mut examples: Vec<CascadeExample> = Vec::new();
         for (done, m) in maps.iter().enumerate() {
-            if let Some(steps) = self.sanity_rows(&mut t, plan, chunk, x, targets, m)? {
+            if let Some(steps) = self.sanity_rows(&mut t, plan, chunk, (x, targets), m, seconds)? {
                 examples.push((self.spec.methods[m.index].name().to_string(), m.saliency, steps));
             }
             self.bar.step(done + 1, maps.len());
@@ -122,40 +124,42 @@ impl Study<'_> {
     }
 
     /// The chunk's `faithfulness.parquet` and `faithfulness_curves.parquet` rows: every
-    /// measure for every method.
+    /// measure for every method; adds each measure's seconds to `seconds` (in the plan's
+    /// order).
     pub(super) fn faithfulness_tables(
         &self,
         chunk: &[usize],
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         maps: &[MethodMaps],
+        seconds: &mut [f64],
     ) -> Result<[CheckTable; 2]> {
         let several = !self.label.is_empty();
         let mut f = CheckTable::new(CheckKind::Faithfulness, several);
         let mut c = CheckTable::new(CheckKind::Curves, several);
         for (done, m) in maps.iter().enumerate() {
-            self.faithfulness_rows((&mut f, &mut c), chunk, x, targets, m)?;
+            self.faithfulness_rows((&mut f, &mut c), chunk, (x, targets), m, seconds)?;
             self.bar.step(done + 1, maps.len());
         }
         Ok([f, c])
     }
 
-    /// One method's sanity rows for every test of the plan; its cascading steps' maps where
-    /// the plan has the cascading test.
+    /// One method's sanity rows for every test of the plan, each test's seconds added to
+    /// `seconds`; its cascading steps' maps where the plan has the cascading test.
     fn sanity_rows(
         &self,
         t: &mut CheckTable,
         plan: &SanityPlan,
         chunk: &[usize],
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         m: &MethodMaps,
+        seconds: &mut [f64],
     ) -> Result<Option<Vec<StepMaps>>> {
         let method = self.spec.methods[m.index].as_ref();
         let mut cascade = None;
         let (c, h, w) = x.dims4().map(|(_, c, h, w)| (c, h, w))?;
         let label = self.label;
-        for &test in &plan.tests {
+        for (&test, seconds) in plan.tests.iter().zip(seconds) {
+            let started = Instant::now();
             match test {
                 SanityTest::Cascading | SanityTest::Independent => {
                     let randomization = match test {
@@ -188,10 +192,11 @@ impl Study<'_> {
                 }
                 SanityTest::RandomLogit => {
                     let keys: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
-                    let r = random_logit_maps(self.model, method, x, targets, &keys, self.plan.seed)?;
+                    // The predicted classes' maps are the clean maps the study has.
+                    let (_, other) = other_class_maps(self.model, method, x, targets, &keys, self.plan.seed)?;
                     for (i, &id) in chunk.iter().enumerate() {
                         for sim in &plan.similarities {
-                            let v = sim.score(&m.signed[i], &r.other[i], c, h, w);
+                            let v = sim.score(&m.signed[i], &other[i], c, h, w);
                             t.push(label, &sanity_cells(id, method.name(), test, 0, "", sim.name(), v))?;
                         }
                     }
@@ -213,18 +218,20 @@ impl Study<'_> {
                     }
                 }
             }
+            *seconds += started.elapsed().as_secs_f64();
         }
         Ok(cascade)
     }
 
-    /// One method's faithfulness rows (scores and curves) for every measure of the plan.
+    /// One method's faithfulness rows (scores and curves) for every measure of the plan, each
+    /// measure's seconds added to `seconds`.
     fn faithfulness_rows(
         &self,
         (f, c): (&mut CheckTable, &mut CheckTable),
         chunk: &[usize],
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         m: &MethodMaps,
+        seconds: &mut [f64],
     ) -> Result<()> {
         let Some(plan) = &self.plan.faithfulness else { return Ok(()) };
         let method = self.spec.methods[m.index].name();
@@ -237,7 +244,8 @@ impl Study<'_> {
             keys: &keys,
             seed: self.plan.seed,
         };
-        for measure in &plan.measures {
+        for (measure, seconds) in plan.measures.iter().zip(seconds) {
+            let started = Instant::now();
             let curves = measure.evaluate(self.model, &batch)?;
             for (&id, curve) in chunk.iter().zip(&curves) {
                 let score = Some(curve.score).filter(|v| v.is_finite());
@@ -266,6 +274,7 @@ impl Study<'_> {
                     )?;
                 }
             }
+            *seconds += started.elapsed().as_secs_f64();
         }
         Ok(())
     }

@@ -113,6 +113,32 @@ pub(super) struct ChunkTables {
     pub(super) checks: Vec<crate::report::checks::CheckTable>,
 }
 
+/// Seconds spent in each stage over the chunks a run computes (of every model; chunks read
+/// back on resume count nothing), as run.json's `timings_s` records them.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Seconds {
+    /// Stage 1: every method's clean maps (and the attack metrics prepared on them).
+    pub(super) maps: f64,
+    /// Per sanity test, in the plan's order.
+    pub(super) sanity: Vec<f64>,
+    /// Per faithfulness measure, in the plan's order.
+    pub(super) faithfulness: Vec<f64>,
+    /// Per attack, in the plan's order (each with the re-measurement of every method).
+    pub(super) attacks: Vec<f64>,
+}
+
+impl Seconds {
+    /// All zero, one entry per test, measure and attack of `plan`.
+    pub(super) fn new(plan: &crate::config::Plan) -> Self {
+        Self {
+            maps: 0.0,
+            sanity: vec![0.0; plan.sanity.as_ref().map_or(0, |s| s.tests.len())],
+            faithfulness: vec![0.0; plan.faithfulness.as_ref().map_or(0, |f| f.measures.len())],
+            attacks: vec![0.0; plan.attacks().len()],
+        }
+    }
+}
+
 /// A chunk's clean maps [method][image][pixel], for the methods a steered attack targets the
 /// same maps normalised as attacks read them ([`normalized_saliency`]), and per method each
 /// measure prepared on them with its clean values [method][measure][image].
@@ -148,18 +174,15 @@ impl Study<'_> {
     }
 
     /// The rows of the images `chunk` (`detail` names it in the progress line); adds each
-    /// attack's seconds to `attack_seconds`.
-    pub(super) fn chunk(
-        &self,
-        chunk: &[usize],
-        detail: &str,
-        attack_seconds: &mut [f64],
-    ) -> Result<ChunkTables> {
+    /// stage's seconds to `seconds`.
+    pub(super) fn chunk(&self, chunk: &[usize], detail: &str, seconds: &mut Seconds) -> Result<ChunkTables> {
         let plan = self.plan;
         let x = batch_tensor(self.set, chunk, &plan.device)?;
         let targets: Vec<u32> = chunk.iter().map(|&i| self.preds[i]).collect();
         self.bar.begin(0, chunk.len(), detail.to_string());
+        let t = Instant::now();
         let clean = self.clean(&x, &targets)?;
+        seconds.maps += t.elapsed().as_secs_f64();
         self.bar.end();
         let mut rows = Vec::new();
         if let Some(settings) = &plan.robustness {
@@ -167,14 +190,14 @@ impl Study<'_> {
             rows.extend(self.robustness_rows(chunk, &x, &targets, settings)?);
             self.bar.end();
         }
-        let checks = self.checks(chunk, detail, &x, &targets, &clean)?;
+        let checks = self.checks(chunk, detail, (&x, &targets), &clean, seconds)?;
         let stacked = if self.spec.attacks.is_empty() { None } else { Some(self.stack(&x, &targets)?) };
         for (ai, attack) in self.spec.attacks.iter().enumerate() {
             self.bar.begin(self.first_attack_stage + ai, chunk.len(), detail.to_string());
             let t = Instant::now();
             let Some(stacked) = &stacked else { break };
             rows.extend(self.attack_rows(attack.as_ref(), chunk, &x, &clean, stacked)?);
-            attack_seconds[ai] += t.elapsed().as_secs_f64();
+            seconds.attacks[ai] += t.elapsed().as_secs_f64();
             self.bar.end();
         }
         // A chunk of one model of several is a table of that one model, labelled.
@@ -195,14 +218,14 @@ impl Study<'_> {
     }
 
     /// Stages 3 and 4: the sanity checks and the faithfulness measures on the clean maps,
-    /// where the study asks for them.
+    /// where the study asks for them; adds each test's and measure's seconds to `seconds`.
     fn checks(
         &self,
         chunk: &[usize],
         detail: &str,
-        x: &Tensor,
-        targets: &[u32],
+        (x, targets): (&Tensor, &[u32]),
         clean: &Clean,
+        seconds: &mut Seconds,
     ) -> Result<Vec<crate::report::checks::CheckTable>> {
         let maps: Vec<super::checks::MethodMaps> = (0..clean.signed.len())
             .map(|index| super::checks::MethodMaps {
@@ -215,13 +238,13 @@ impl Study<'_> {
         let mut tables = Vec::new();
         if let Some(sanity) = &self.plan.sanity {
             self.bar.begin(stage, chunk.len(), detail.to_string());
-            tables.push(self.sanity_table(sanity, chunk, x, targets, &maps)?);
+            tables.push(self.sanity_table(sanity, chunk, (x, targets), &maps, &mut seconds.sanity)?);
             self.bar.end();
             stage += 1;
         }
         if self.plan.faithfulness.is_some() {
             self.bar.begin(stage, chunk.len(), detail.to_string());
-            tables.extend(self.faithfulness_tables(chunk, x, targets, &maps)?);
+            tables.extend(self.faithfulness_tables(chunk, (x, targets), &maps, &mut seconds.faithfulness)?);
             self.bar.end();
         }
         Ok(tables)

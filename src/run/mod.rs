@@ -421,7 +421,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     let mut done = Chunks {
         parts: Vec::new(),
         checks: check_kinds(plan).into_iter().map(|k| CheckTable::new(k, several)).collect(),
-        attack_seconds: vec![0f64; plan.attacks().len()],
+        seconds: chunk::Seconds::new(plan),
         resumed: 0,
     };
     for ((spec, l), (preds, probs)) in plan.models.iter().zip(&loaded).zip(&predictions) {
@@ -486,7 +486,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
     } else {
         images["predictions"] = qualified(&predictions[0], loaded[0].model.num_classes());
     }
-    let timings = (t_load, done.attack_seconds.as_slice(), seconds);
+    let timings = (t_load, &done.seconds, seconds);
     let mut meta = run_record(plan, opts, &fp, images, done.resumed, table.rows.len(), timings);
     // The values the settings leave "auto", as this study's images resolve them.
     meta["automatic"] = if several {
@@ -567,8 +567,8 @@ struct Chunks {
     parts: Vec<ModelRows>,
     /// The check tables' rows of every model, one table per kind the study asks for.
     checks: Vec<CheckTable>,
-    /// Seconds each attack took (over the computed chunks of every model).
-    attack_seconds: Vec<f64>,
+    /// Seconds each stage took (over the computed chunks of every model).
+    seconds: chunk::Seconds,
     /// How many chunks an interrupted run had finished.
     resumed: usize,
 }
@@ -666,7 +666,7 @@ fn compute_chunks(
             continue;
         }
         let detail = format!("{of_model}chunk {}/{} ({} images)", pos + 1, chunks.len(), chunk.len());
-        let tables = study.chunk(chunk, &detail, &mut done.attack_seconds)?;
+        let tables = study.chunk(chunk, &detail, &mut done.seconds)?;
         // The chunk is done: keep its rows on disk before anything else can go wrong, the
         // samples last (their file marks the chunk as finished).
         for (t, new) in done.checks.iter_mut().zip(tables.checks) {
@@ -733,8 +733,8 @@ fn assemble(plan: &Plan, parts: Vec<ModelRows>, images: ImageTraces, study: Stri
     }
 }
 
-/// `run.json`: versions, settings, images, row count, timings (load, per attack, total) and
-/// the study's fingerprint.
+/// `run.json`: versions, settings, images, row count, timings (load, clean maps, per sanity
+/// test, per faithfulness measure, per attack, total) and the study's fingerprint.
 fn run_record(
     plan: &Plan,
     opts: &RunOptions,
@@ -742,7 +742,7 @@ fn run_record(
     images: serde_json::Value,
     resumed: usize,
     rows: usize,
-    (load, attack_seconds, total): (f64, &[f64], f64),
+    (load, seconds, total): (f64, &chunk::Seconds, f64),
 ) -> serde_json::Value {
     let mut meta = serde_json::json!({
         "fragility_version": env!("CARGO_PKG_VERSION"),
@@ -757,7 +757,14 @@ fn run_record(
         "rows": rows,
         "timings_s": {
             "load": load,
-            "attacks": plan.attacks().iter().zip(attack_seconds).map(|(a, s)| {
+            "maps": seconds.maps,
+            "sanity": plan.sanity.iter().flat_map(|p| &p.tests).zip(&seconds.sanity).map(|(t, s)| {
+                (t.name().to_string(), serde_json::json!(s))
+            }).collect::<serde_json::Map<_, _>>(),
+            "faithfulness": plan.faithfulness.iter().flat_map(|p| &p.measures).zip(&seconds.faithfulness).map(|(m, s)| {
+                (m.name().to_string(), serde_json::json!(s))
+            }).collect::<serde_json::Map<_, _>>(),
+            "attacks": plan.attacks().iter().zip(&seconds.attacks).map(|(a, s)| {
                 (attack_label(a.name(), a.target_method().map(|t| t.name())), serde_json::json!(s))
             }).collect::<serde_json::Map<_, _>>(),
             "total": total,

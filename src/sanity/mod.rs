@@ -47,7 +47,7 @@ pub mod ssim;
 pub use block::{blocks, Block, Granularity, GRANULARITIES};
 pub use cascade::{randomized_maps, Schedule, StepMaps, TrainedModel};
 pub use invariance::{input_invariance, shifted_model, SHIFT_NODE, TOLERANCE};
-pub use random_logit::{random_logit_maps, random_other_class, RandomLogitMaps};
+pub use random_logit::{other_class_maps, random_logit_maps, random_other_class, RandomLogitMaps};
 pub use randomize::{key_order, param_layers, reinitialize, ParamKind, ParamLayer, Randomization};
 pub use similarity::{diverging, grayscale, percentile, unit_range, Similarity, SIMILARITY_NAMES};
 

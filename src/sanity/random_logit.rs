@@ -51,15 +51,30 @@ pub fn random_logit_maps(
     keys: &[u64],
     seed: u64,
 ) -> Result<RandomLogitMaps> {
+    let (classes, other) = other_class_maps(model, method, x, predicted, keys, seed)?;
+    let own = super::saliency_maps(method, model, x, predicted)?;
+    Ok(RandomLogitMaps { own, other, classes })
+}
+
+/// Each image's random other class and `method`'s maps of `x` for it: [`random_logit_maps`]
+/// without the maps of the predicted classes, for a caller that has them already (a study's
+/// clean maps).
+pub fn other_class_maps(
+    model: &dyn Classifier,
+    method: &dyn Attribution,
+    x: &Tensor,
+    predicted: &[u32],
+    keys: &[u64],
+    seed: u64,
+) -> Result<(Vec<u32>, Vec<Vec<f32>>)> {
     let k = model.num_classes();
     let others: Vec<u32> = predicted
         .iter()
         .zip(keys)
         .map(|(&p, &key)| random_other_class(seed, key, p, k))
         .collect::<Result<_>>()?;
-    let own = super::saliency_maps(method, model, x, predicted)?;
-    let other = super::saliency_maps(method, model, x, &others)?;
-    Ok(RandomLogitMaps { own, other, classes: others })
+    let maps = super::saliency_maps(method, model, x, &others)?;
+    Ok((others, maps))
 }
 
 #[cfg(test)]

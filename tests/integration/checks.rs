@@ -107,6 +107,15 @@ fn sanity_and_faithfulness_run_beside_the_attacks_with_tables_figures_and_a_scor
     assert_eq!(run["settings"]["faithfulness"]["deletion"]["step"], 56);
     assert_eq!(run["settings"]["sanity"]["similarities"][1], "ssim");
     assert_eq!(run["settings"]["sanity"]["granularity"], "block");
+    // Each test's and measure's seconds, and the clean maps', in run.json's timings.
+    let timings = &run["timings_s"];
+    let timed = [("sanity", "cascading"), ("sanity", "random_logit"), ("sanity", "input_invariance")]
+        .into_iter()
+        .chain([("faithfulness", "deletion"), ("faithfulness", "pixel_flipping")])
+        .map(|(stage, key)| &timings[stage][key]);
+    for s in timed.chain([&timings["maps"]]) {
+        assert!(s.as_f64().is_some_and(|s| s > 0.0), "{timings}");
+    }
     // `report` draws the same page again from the tables.
     let o = fragility(&["report", "out"], dir.path());
     assert!(o.status.success(), "{}", stderr(&o));
