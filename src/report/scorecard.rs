@@ -314,7 +314,7 @@ fn sentences(columns: &[CardColumn], rows: &[(String, Vec<CardCell>)], ranking: 
             format!("{best}, the least fragile method ({} under {attack}), passes every sanity check run.", e.show())
         } else {
             format!(
-                "{best} is the least fragile method ({} under {attack}), but it fails {}: a map that stays put because it ignores the model is no explanation.",
+                "{best} is the least fragile method ({} under {attack}), but it fails {}: robustness alone does not make it an explanation of the model.",
                 e.show(),
                 f.join(" and ")
             )
