@@ -163,21 +163,11 @@ fn an_interrupted_study_resumes_its_check_tables_from_its_chunks() {
     // Killed once the first chunk is on disk (its check tables first, its samples last),
     // then continued: the chunk is read back, not recomputed.
     std::fs::remove_dir_all(&out).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fragility"))
-        .args(["run", "--quiet", "exp.toml"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = out.join(".partial/chunk-000000.parquet");
-    let t = std::time::Instant::now();
-    while !first.exists() {
-        assert!(t.elapsed().as_secs() < 120, "no chunk written");
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    killed_once_written(
+        &["run", "--quiet", "exp.toml"],
+        dir.path(),
+        &out.join(".partial/chunk-000000.parquet"),
+    );
     if !out.join("run.json").exists() {
         let o = fragility(&["run", "--quiet", "exp.toml"], dir.path());
         assert!(o.status.success(), "{}", stderr(&o));

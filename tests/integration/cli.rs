@@ -770,21 +770,7 @@ fn a_killed_run_continues_where_it_stopped_and_ends_with_the_same_tables() {
     std::fs::remove_dir_all(&out).unwrap();
 
     // Start it again and kill -9 it as soon as its first chunk is on disk.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fragility"))
-        .arg("exp.toml")
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let first = out.join(".partial/chunk-000000.parquet");
-    let t = std::time::Instant::now();
-    while !first.exists() {
-        assert!(t.elapsed().as_secs() < 120, "no chunk written");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    killed_once_written(&["exp.toml"], dir.path(), &out.join(".partial/chunk-000000.parquet"));
     assert!(!out.join("run.json").exists(), "the run finished before it could be killed");
     assert!(!out.join("samples.parquet").exists());
 

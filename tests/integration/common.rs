@@ -98,3 +98,22 @@ pub fn seeded_uniform(shape: &[usize], lo: f64, hi: f64, seed: u64) -> Tensor {
     let v: Vec<f64> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
+
+/// Runs the fragility binary with `args` in `cwd` and kills it (SIGKILL) as soon as `file`
+/// exists: an interrupted study, for the resume tests.
+pub fn killed_once_written(args: &[&str], cwd: &std::path::Path, file: &std::path::Path) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fragility"))
+        .args(args)
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !file.exists() {
+        assert!(t.elapsed().as_secs() < 120, "{} not written", file.display());
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

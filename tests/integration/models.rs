@@ -246,21 +246,8 @@ fn a_study_of_several_models_resumes_and_merges_its_shards_into_the_single_run()
     // Killed once the second model's first chunk is on disk, then continued.
     let out = dir.path().join("one");
     std::fs::remove_dir_all(&out).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fragility"))
-        .args(["run", "--quiet", file.as_str()])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
     let first = out.join(".partial/chunk-000000.resnet20.parquet");
-    let t = std::time::Instant::now();
-    while !first.exists() {
-        assert!(t.elapsed().as_secs() < 120, "no chunk of the second model written");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    killed_once_written(&["run", "--quiet", file.as_str()], dir.path(), &first);
     if !out.join("run.json").exists() {
         run_ok(dir.path(), &file);
         let meta = run_json(&out);
