@@ -17,11 +17,8 @@ use crate::error::{Error, Result};
 use crate::faithfulness::Batch;
 use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
 use crate::report::heatmap::{write_heatmap_rows, Panel};
-use crate::sanity::{
-    input_invariance, other_class_maps, randomized_maps, Randomization, Schedule, StepMaps, TrainedModel,
-};
-use candle_core::{Device, Tensor};
-use std::collections::HashMap;
+use crate::sanity::{input_invariance, other_class_maps, randomized_maps, Randomization, Schedule, StepMaps};
+use candle_core::Tensor;
 use std::time::Instant;
 
 /// The label of the example panels of cascading randomisation in `examples/`.
@@ -39,15 +36,6 @@ pub(super) struct MethodMaps<'a> {
     pub signed: &'a [Vec<f32>],
     /// Saliency [B][H·W].
     pub saliency: &'a [Vec<f32>],
-}
-
-/// A model's trained `state_dict` (for the randomisation tests), loaded once per run.
-pub(super) struct Trained<'a> {
-    pub name: &'a str,
-    pub tensors: &'a HashMap<String, Tensor>,
-    pub source: &'a std::path::Path,
-    pub normalize: Option<&'a crate::model::Normalize>,
-    pub device: &'a Device,
 }
 
 impl Study<'_> {
@@ -168,14 +156,7 @@ impl Study<'_> {
                     };
                     let schedule = Schedule { randomization, granularity: plan.granularity };
                     let trained = self.trained.as_ref().ok_or_else(|| no_state_dict(self.spec))?;
-                    let model = TrainedModel {
-                        name: trained.name,
-                        tensors: trained.tensors,
-                        source: trained.source,
-                        normalize: trained.normalize,
-                        device: trained.device,
-                    };
-                    let steps = randomized_maps(&model, schedule, method, x, targets, self.plan.seed)?;
+                    let steps = randomized_maps(trained, schedule, method, x, targets, self.plan.seed)?;
                     for (i, &id) in chunk.iter().enumerate() {
                         for (s, step) in steps.iter().enumerate() {
                             for sim in &plan.similarities {

@@ -103,7 +103,7 @@ pub(super) struct Study<'a> {
     pub(super) bar: &'a Progress,
     pub(super) first_attack_stage: usize,
     /// The model's trained `state_dict`, where a sanity test re-initialises its layers.
-    pub(super) trained: Option<super::checks::Trained<'a>>,
+    pub(super) trained: Option<crate::sanity::TrainedModel<'a>>,
 }
 
 /// What a chunk computes: its rows of `samples.parquet` and of each check table the study

@@ -442,7 +442,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport> {
             dir: &dir,
             bar: &bar,
             first_attack_stage,
-            trained: l.tensors.as_ref().map(|tensors| checks::Trained {
+            trained: l.tensors.as_ref().map(|tensors| crate::sanity::TrainedModel {
                 name: &spec.name,
                 tensors,
                 source: &spec.weights,
