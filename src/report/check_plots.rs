@@ -14,8 +14,9 @@
 //! value), so they share its colours, bands and legibility rules.
 
 use super::checks::{CheckKind, CheckTable};
-use super::plot::{render_worded, write_rendered, ChartWords};
-use super::summary::{bootstrap_ci, SummaryRow};
+use super::plot::{distinct, render_worded, write_rendered, ChartWords};
+use super::scorecard::mean_interval;
+use super::summary::SummaryRow;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -118,11 +119,8 @@ fn chart_rows(figure: &Figure, table: &CheckTable) -> Vec<SummaryRow> {
 
 /// A chart row: panel `panel`, line `method`, at `x`, the mean of `values` with its interval.
 fn row(panel: &str, method: &str, x: f64, values: &[f64], chart: &str) -> SummaryRow {
-    let n = values.len();
-    let mean = values.iter().sum::<f64>() / n as f64;
-    let seed =
-        crate::seed::derive(0, &[crate::seed::hash_str(panel), crate::seed::hash_str(method), x.to_bits()]);
-    let ci = bootstrap_ci(values, seed);
+    let key = [crate::seed::hash_str(panel), crate::seed::hash_str(method), x.to_bits()];
+    let e = mean_interval(values, crate::seed::derive(0, &key));
     SummaryRow {
         model: String::new(),
         method: method.to_string(),
@@ -130,26 +128,20 @@ fn row(panel: &str, method: &str, x: f64, values: &[f64], chart: &str) -> Summar
         target_method: None,
         epsilon: x,
         metric: chart.to_string(),
-        n: n as u32,
+        n: values.len() as u32,
         nulls: 0,
-        mean: Some(mean),
+        mean: e.map(|e| e.mean),
         std: None,
         median: None,
-        ci_low: ci.map(|c| c.0),
-        ci_high: ci.map(|c| c.1),
+        ci_low: e.and_then(|e| e.low),
+        ci_high: e.and_then(|e| e.high),
         label_kept_rate: 1.0,
     }
 }
 
 /// The models of `tables` (the empty label of a study of one model).
 fn labels(tables: &[CheckTable]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for m in tables.iter().flat_map(|t| t.models()) {
-        if !out.contains(m) {
-            out.push(m.clone());
-        }
-    }
-    out
+    distinct(tables.iter().flat_map(|t| t.models()), |m| m.as_str()).into_iter().map(String::from).collect()
 }
 
 /// Each figure `tables` can draw, with its file in `out` and its chart rows.

@@ -109,11 +109,17 @@ pub struct CardInputs<'a> {
 
 /// A mean with its bootstrap interval (seeded by the names, so a card is reproducible).
 fn estimate(values: &[f64], method: &str, column: &str) -> Option<Estimate> {
+    let key = [crate::seed::hash_str(method), crate::seed::hash_str(column)];
+    mean_interval(values, crate::seed::derive(0, &key))
+}
+
+/// The mean of `values` with its 95% bootstrap interval drawn from `seed`; `None` without
+/// values (the scorecard's cells and the check figures' points).
+pub(crate) fn mean_interval(values: &[f64], seed: u64) -> Option<Estimate> {
     if values.is_empty() {
         return None;
     }
     let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let seed = crate::seed::derive(0, &[crate::seed::hash_str(method), crate::seed::hash_str(column)]);
     let ci = bootstrap_ci(values, seed);
     Some(Estimate { mean, low: ci.map(|c| c.0), high: ci.map(|c| c.1) })
 }
@@ -243,13 +249,8 @@ type AddColumn<'a> = dyn FnMut(CardColumn, &dyn Fn(&str) -> CardCell) + 'a;
 /// One column per faithfulness measure of `f`, in the order they appear.
 fn faithfulness_columns(f: &CheckTable, add: &mut AddColumn) {
     let (Some(methods), Some(measures)) = (f.text("method"), f.text("measure")) else { return };
-    let mut seen: Vec<&str> = Vec::new();
-    for m in measures {
-        if !seen.contains(&m.as_str()) {
-            seen.push(m);
-        }
-    }
-    for measure in seen {
+    for measure in f.distinct("measure") {
+        let measure = measure.as_str();
         let better = crate::faithfulness::by_name(measure).map_or(Better::Higher, |m| m.better());
         let of = |method: &str| {
             let v = values_where(f, |i| methods[i] == method && measures[i] == measure);
