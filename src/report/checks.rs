@@ -36,6 +36,10 @@ use std::path::Path;
 /// (a method passes at most [`crate::sanity::TOLERANCE`]).
 pub const INVARIANCE_SIMILARITY: &str = "relative_l1";
 
+/// The attack label of the example panels of cascading randomisation
+/// (`examples/sanity_cascading_image<id>.png`): the run writes them, the page captions them.
+pub const CASCADE_EXAMPLE: &str = "sanity_cascading";
+
 /// The check tables of the study `study` in folder `out` (those present, in [`CHECK_KINDS`]
 /// order); a table of another study (left by an older version) is not read as this one's.
 pub fn read_checks(out: &Path, study: Option<&str>) -> Result<Vec<CheckTable>> {

@@ -364,6 +364,15 @@ fn example_caption(file: &str, models: &[&str]) -> String {
         None => ("Image".to_string(), stem),
     };
     let (attack, image) = stem.rsplit_once("_image").unwrap_or((stem, "?"));
+    if attack == super::checks::CASCADE_EXAMPLE {
+        return format!(
+            "{model} {}, cascading model-parameter randomisation (Adebayo et al. 2018): a row per \
+             method, its map on the trained model, then after each step that re-initialises one more \
+             layer (or block) from the logits down, the column named by the one it re-initialised; \
+             each map scaled to its own maximum.",
+            escape(image)
+        );
+    }
     format!(
         "{model} {}, attack <code>{}</code> at the largest ε: per method, the original image and its \
          map, then the perturbed image and its map (the paper's figure 1), with the class and \

@@ -15,14 +15,11 @@ use super::chunk::Study;
 use crate::config::{SanityPlan, SanityTest};
 use crate::error::{Error, Result};
 use crate::faithfulness::Batch;
-use crate::report::checks::{Cell, CheckKind, CheckTable, INVARIANCE_SIMILARITY};
+use crate::report::checks::{Cell, CheckKind, CheckTable, CASCADE_EXAMPLE, INVARIANCE_SIMILARITY};
 use crate::report::heatmap::{write_heatmap_rows, Panel};
 use crate::sanity::{input_invariance, other_class_maps, randomized_maps, Randomization, Schedule, StepMaps};
 use candle_core::Tensor;
 use std::time::Instant;
-
-/// The label of the example panels of cascading randomisation in `examples/`.
-pub(super) const CASCADE_EXAMPLE: &str = "sanity_cascading";
 
 /// One method's example maps: its name, its trained saliency maps [B][H·W] and its cascading
 /// steps.

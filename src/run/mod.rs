@@ -18,7 +18,7 @@ use crate::lock::OutLock;
 use crate::manifest::{check_out_dir, Kind, Manifest};
 use crate::model::{self, logits_in_passes, target_probability, Classifier};
 use crate::progress::Progress;
-use crate::report::checks::{CheckKind, CheckTable, CHECK_KINDS};
+use crate::report::checks::{CheckKind, CheckTable, CASCADE_EXAMPLE, CHECK_KINDS};
 use crate::report::images::{check_same_study, read_record, traces_json, traces_of_models, ImageTraces};
 use crate::report::index::write_derived_owned;
 use crate::report::summary::{attack_label, SAMPLING};
@@ -550,7 +550,7 @@ fn example_files(plan: &Plan, ids: &[usize]) -> Vec<String> {
             .map(|a| attack_label(a.name(), a.target_method().map(|t| t.name())))
             .collect();
         if cascades {
-            labels.push(checks::CASCADE_EXAMPLE.to_string());
+            labels.push(CASCADE_EXAMPLE.to_string());
         }
         for label in &labels {
             for &id in ids {

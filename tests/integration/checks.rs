@@ -99,6 +99,13 @@ fn sanity_and_faithfulness_run_beside_the_attacks_with_tables_figures_and_a_scor
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("sanity_cascading_image"))
         .count();
     assert_eq!(panels, 3);
+    // Captioned as what they show, not as an attack's before-and-after panel.
+    let caption = "Image 0, cascading model-parameter randomisation (Adebayo et al. 2018)";
+    assert!(page.contains(caption), "no cascading caption");
+    assert!(
+        !page.contains("attack <code>sanity_cascading</code>"),
+        "a cascading panel captioned as an attack"
+    );
     for f in ["sanity_cascading", "faithfulness_curves"] {
         assert!(out.join(format!("plots/{f}.png")).is_file() && out.join(format!("plots/{f}.svg")).is_file());
     }
