@@ -434,7 +434,7 @@ mod tests {
 
     #[test]
     fn the_wide_sweep_gives_the_same_bits() {
-        // Where the CPU has AVX2, softplus_sweep runs the 8-lane build; it must equal the
+        // Where the CPU has AVX2 (AVX-512), softplus_sweep runs the 8-lane (16-lane) build; it must equal the
         // plain build bit for bit (odd length: the vector tail too).
         let zs: Vec<f32> =
             (-5001..=5001).map(|i| i as f32 * 3.7e-3).chain([-1e4, -90.0, 0.0, 90.0]).collect();
@@ -445,6 +445,29 @@ mod tests {
             softplus_loop(beta, &zs, &mut b, &mut db);
             assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "β={beta}");
             assert!(da.iter().zip(&db).all(|(x, y)| x.to_bits() == y.to_bits()), "β={beta}");
+            // The dispatcher takes AVX-512 where the CPU has it: the AVX2 build must agree too.
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { softplus_sweep_avx2(beta, &zs, &mut a, &mut da) };
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "AVX2, β={beta}");
+                assert!(da.iter().zip(&db).all(|(x, y)| x.to_bits() == y.to_bits()), "AVX2, β={beta}");
+            }
+        }
+        // The smooth functions' sweeps (the erfc polynomial of GELU, the exp of the sigmoids):
+        // each build, bit for bit the plain loop.
+        for kind in [Nonlinearity::Sigmoid, Nonlinearity::Silu, Nonlinearity::Gelu, Nonlinearity::GeluTanh] {
+            let mut want = vec![0.0; zs.len()];
+            smooth_values_loop(kind, Some(&zs), &mut want);
+            let mut got = vec![0.0; zs.len()];
+            smooth_values(kind, Some(&zs), &mut got);
+            assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "{kind:?}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                unsafe { smooth_values_avx2(kind, Some(&zs), &mut got) };
+                assert!(got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits()), "AVX2, {kind:?}");
+            }
         }
     }
 

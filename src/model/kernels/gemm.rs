@@ -12,6 +12,11 @@
 //! in order), m and n of at least 2 (a 1 is padded with a zero row or column), and the right
 //! operand row-major (the dot-product kernel's column-major form is copied). The layer test
 //! table checks that a batch of one gives the same bits as the same image in a batch.
+//!
+//! Nor on the CPU: `gemm` runs its AVX-512 kernels where the CPU has them (the crate's `x86-v4`
+//! feature, detected at run time) and its FMA kernels otherwise; both compute an entry as one
+//! fused multiply–add chain in depth order per depth chunk, which a test below checks bit for
+//! bit against that definition.
 
 /// A row-major matrix operand: element (i, j) is `data[i·rs + j·cs]`.
 #[derive(Clone, Copy)]
@@ -149,6 +154,47 @@ pub(crate) fn matmul_into(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Entry (i, j) as every product here must compute it, whatever the `gemm` kernel the CPU
+    /// runs (AVX-512 or FMA) and whatever m and n: per depth chunk of [`DEPTH`], a fused
+    /// multiply–add chain from zero in depth order, the chunks' sums added in order.
+    fn reference(k: usize, a: impl Fn(usize) -> f32, b: impl Fn(usize) -> f32) -> f32 {
+        let mut total = 0.0f32;
+        for k0 in (0..k).step_by(DEPTH) {
+            let chunk = (k0..(k0 + DEPTH).min(k)).fold(0.0f32, |acc, p| a(p).mul_add(b(p), acc));
+            total = if k0 == 0 { chunk } else { total + chunk };
+        }
+        total
+    }
+
+    #[test]
+    fn every_entry_is_one_fused_chain_in_depth_order() {
+        // Values with full mantissas, so that any other order or an unfused step shows.
+        let value = |i: usize| ((i as f32 * 0.618_034).fract() - 0.5) * 1.3;
+        for (m, n, k) in [(2, 2, 1), (7, 3, 37), (64, 6, 512), (130, 50, 513), (1, 9, 100), (5, 1, 1100)] {
+            let a: Vec<f32> = (0..m * k).map(value).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| value(i + 7)).collect();
+            for transposed in [false, true] {
+                let (bv, at): (View, Box<dyn Fn(usize, usize) -> f32 + '_>) = if transposed {
+                    (View::transposed(&b, k), Box::new(|p: usize, j: usize| b[j * k + p]))
+                } else {
+                    (View::rows(&b, n), Box::new(|p: usize, j: usize| b[p * n + j]))
+                };
+                let mut d = vec![0.0f32; m * n];
+                matmul(m, n, k, &mut d, View::rows(&a, k), bv, false);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = reference(k, |p| a[i * k + p], |p| at(p, j));
+                        assert_eq!(
+                            d[i * n + j].to_bits(),
+                            want.to_bits(),
+                            "{m}×{k}·{k}×{n} ({transposed}): ({i},{j})"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn products_by_hand() {

@@ -7,16 +7,27 @@
 //! [n, F]).
 
 /// `$sweep(args)` runs the `#[inline(always)]` loop `$body(args)`, on x86-64 CPUs with AVX2
-/// compiled for it (8 lanes instead of SSE2's 4): the same IEEE operations in the same order
-/// (no fused multiply–add), so the same bits.
+/// compiled for it (8 lanes instead of SSE2's 4), and with AVX-512 where the CPU has it (16
+/// lanes, and 32 vector registers, so that a long polynomial's constants stay in registers):
+/// the same IEEE operations in the same order (no fused multiply–add), so the same bits.
 macro_rules! avx2_sweep {
     ($(#[$doc:meta])* fn $sweep:ident / $wide:ident = $body:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?) => {
         $(#[$doc])*
         fn $sweep($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                return unsafe { $wide($($arg),*) };
+            {
+                #[target_feature(enable = "avx512f")]
+                fn widest($($arg: $ty),*) $(-> $ret)? {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F, checked just above.
+                    return unsafe { widest($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    return unsafe { $wide($($arg),*) };
+                }
             }
             $body($($arg),*)
         }

@@ -70,7 +70,14 @@ impl LayerNorm {
 
     /// The output γ ⊙ x̂ + β of the values `x` laid out as `grid`.
     fn normalise(&self, grid: Grid, x: &[f32]) -> Vec<f32> {
-        let st = CpuStats::new(grid, x, self.eps);
+        let mut st = CpuStats::new(grid, x, self.eps);
+        if let Some(rows) = grid.rows_mut(&mut st.xh) {
+            // In place, channel row by channel row (it vectorises): the same operations.
+            for ((row, &w), &b) in rows.zip(&self.weight).zip(&self.bias) {
+                row.iter_mut().for_each(|v| *v = *v * w + b);
+            }
+            return st.xh;
+        }
         grid.map(|ch, _, i| st.xh[i] * self.weight[ch] + self.bias[ch])
     }
 
@@ -96,6 +103,18 @@ impl Grid {
             Shape::Map(c, h, w) => Grid { c, pos: cx.n * h * w, cs: cx.n * h * w, ps: 1 },
             Shape::Flat(f) => Grid { c: f, pos: cx.n, cs: 1, ps: f },
         }
+    }
+
+    /// The channel rows of a map block (positions contiguous), None for a flat block.
+    fn rows<'a>(&self, v: &'a [f32]) -> Option<std::slice::ChunksExact<'a, f32>> {
+        (self.ps == 1 && self.cs == self.pos && self.pos > 0)
+            .then(|| v[..self.c * self.pos].chunks_exact(self.pos))
+    }
+
+    /// [`Grid::rows`], mutable.
+    fn rows_mut<'a>(&self, v: &'a mut [f32]) -> Option<std::slice::ChunksExactMut<'a, f32>> {
+        (self.ps == 1 && self.cs == self.pos && self.pos > 0)
+            .then(|| v[..self.c * self.pos].chunks_exact_mut(self.pos))
     }
 
     /// Per position p, Σ over channels of f(p, value index).
@@ -131,12 +150,40 @@ struct CpuStats {
 
 impl CpuStats {
     fn new(grid: Grid, x: &[f32], eps: f32) -> Self {
+        if let Some(stats) = Self::of_rows(grid, x, eps) {
+            return stats;
+        }
         let inv = 1.0 / grid.c as f32;
         let mu: Vec<f32> = grid.sums(|_, i| x[i]).iter().map(|v| v * inv).collect();
         let var = grid.sums(|p, i| (x[i] - mu[p]) * (x[i] - mu[p]));
         let s: Vec<f32> = var.iter().map(|v| 1.0 / (v * inv + eps).sqrt()).collect();
         let xh = grid.map(|_, p, i| (x[i] - mu[p]) * s[p]);
         Self { grid, xh, s }
+    }
+
+    /// [`CpuStats::new`] of a map block, channel row by channel row so that the loops
+    /// vectorise: the same sums in the same order (channels in order at each position), so the
+    /// same bits. None for a flat block.
+    fn of_rows(grid: Grid, x: &[f32], eps: f32) -> Option<Self> {
+        let rows = grid.rows(x)?;
+        let inv = 1.0 / grid.c as f32;
+        let mut mu = vec![0.0f32; grid.pos];
+        for row in rows.clone() {
+            mu.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+        }
+        mu.iter_mut().for_each(|m| *m *= inv);
+        let mut var = vec![0.0f32; grid.pos];
+        for row in rows.clone() {
+            var.iter_mut().zip(row).zip(&mu).for_each(|((a, &v), &m)| *a += (v - m) * (v - m));
+        }
+        let s: Vec<f32> = var.iter().map(|v| 1.0 / (v * inv + eps).sqrt()).collect();
+        let mut xh = vec![0.0f32; grid.c * grid.pos];
+        for (out, row) in xh.chunks_exact_mut(grid.pos).zip(rows) {
+            for (((o, &v), &m), &sp) in out.iter_mut().zip(row).zip(&mu).zip(&s) {
+                *o = (v - m) * sp;
+            }
+        }
+        Some(Self { grid, xh, s })
     }
 
     /// P(v) = v − mean(v) − x̂·mean(x̂ ⊙ v).
