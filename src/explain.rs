@@ -11,7 +11,7 @@
 //! computed (and every input checked) before the first file is written, and one run's files
 //! replace the previous run's together (see [`explain`]): never a mix of two runs.
 
-use crate::attribution::{beta_smooth, by_name, Attribution};
+use crate::attribution::{beta_smooth, by_name, saliency_of_row, Attribution};
 use crate::data::{write_npy_f32, write_npy_i64};
 use crate::error::{Error, Result};
 use crate::manifest::{check_out_dir, Kind, Manifest};
@@ -300,9 +300,8 @@ fn write_outputs(
         let hw = h * w;
         for (method, data) in methods.iter().zip(&c.maps) {
             let ch = channels_of(data);
-            let sal: Vec<Vec<f32>> = (0..shown)
-                .map(|i| (0..hw).map(|p| (0..ch).map(|k| data[(i * ch + k) * hw + p].abs()).sum()).collect())
-                .collect();
+            let sal: Vec<Vec<f32>> =
+                (0..shown).map(|i| saliency_of_row(&data[i * ch * hw..][..ch * hw], ch)).collect();
             let panels: Vec<Panel> = (0..shown)
                 .map(|i| Panel {
                     image: set.image(i),

@@ -353,6 +353,14 @@ pub fn saliency_rows(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(saliency(attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
 }
 
+/// [`saliency`] of one signed row [C·H·W] (channel-major) with `channels` channels: the flat
+/// map [H·W], |a| summed over the channels in order (for rows already out of their tensor: the
+/// example panels).
+pub fn saliency_of_row(row: &[f32], channels: usize) -> Vec<f32> {
+    let hw = row.len() / channels.max(1);
+    (0..hw).map(|p| (0..channels).map(|k| row[k * hw + p].abs()).sum()).collect()
+}
+
 /// The signed attributions [B,C,H,W] as flat f32 rows [B][C·H·W] (channel-major, as PyTorch
 /// lays them out): what measures that read the sign or the channels (faithfulness correlation,
 /// infidelity, the signed Spearman of the sanity checks) are given.
@@ -405,5 +413,20 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "lime" => Some(Box::new(Lime { seed, ..Lime::default() })),
         "kernel_shap" => Some(Box::new(KernelShap { seed, ..KernelShap::default() })),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_saliency_is_the_tensor_saliency() {
+        let data: Vec<f32> = (0..2 * 3 * 4 * 5).map(|i| (i as f32 * 0.37).sin()).collect();
+        let t = Tensor::from_vec(data, (2, 3, 4, 5), &candle_core::Device::Cpu).unwrap();
+        let want = saliency_rows(&t).unwrap();
+        for (row, want) in attribution_rows(&t).unwrap().iter().zip(&want) {
+            assert_eq!(&saliency_of_row(row, 3), want);
+        }
     }
 }

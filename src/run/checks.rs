@@ -12,6 +12,7 @@
 //! [B][H·W] (faithfulness).
 
 use super::chunk::Study;
+use crate::attribution::saliency_of_row;
 use crate::config::{SanityPlan, SanityTest};
 use crate::error::{Error, Result};
 use crate::faithfulness::Batch;
@@ -66,10 +67,6 @@ impl Study<'_> {
             return Ok(());
         }
         let (_, c, h, w) = x.dims4()?;
-        // Saliency of a signed row: |a| summed over channels.
-        let saliency = |row: &[f32]| -> Vec<f32> {
-            (0..h * w).map(|p| (0..c).map(|k| row[k * h * w + p].abs()).sum()).collect()
-        };
         for (i, &id) in chunk.iter().enumerate() {
             if !self.example_ids.contains(&id) {
                 continue;
@@ -77,7 +74,7 @@ impl Study<'_> {
             let image = x.get(i)?.flatten_all()?.to_vec1::<f32>()?;
             let step_maps: Vec<Vec<Vec<f32>>> = examples
                 .iter()
-                .map(|(_, _, steps)| steps.iter().map(|s| saliency(&s.maps[i])).collect())
+                .map(|(_, _, steps)| steps.iter().map(|s| saliency_of_row(&s.maps[i], c)).collect())
                 .collect();
             let rows: Vec<Vec<Panel>> = examples
                 .iter()
