@@ -24,7 +24,8 @@ Two workloads:
             shipped Fashion-MNIST test file (the ids fragility's run studied, read from its
             run.json, so both sides score the same images), every setting at Quantus' default
             except ROAD's percentages (10, 20, ..., 90 on both sides) and pixel flipping's
-            features_in_step (28 on both sides, FMNIST_PF_STEP).
+            features_in_step (28 on both sides, FMNIST_PF_STEP; --pf-step 1 for both tools'
+            default).
   resnet18  torchvision's resnet18 with random weights (torch.manual_seed(0), saved as
             safetensors, which fragility's builder loads), --resnet-images images at 224x224x3
             (shipped Fashion-MNIST test images, grey repeated over three channels and resized by
@@ -247,7 +248,7 @@ def table(title, ours, theirs, n_images):
 
 
 def fmnist(args, folder):
-    config = config_text("fmnist_cnn", WEIGHTS, IMAGES, LABELS, args.images, True, FMNIST_PF_STEP)
+    config = config_text("fmnist_cnn", WEIGHTS, IMAGES, LABELS, args.images, True, args.pf_step)
     ours, run = fragility_side(args.fragility, args.threads, folder, config)
     ids = run["images"]["ids"]
     x = (read_idx(IMAGES)[ids].astype(np.float32) / np.float32(255.0))[:, None]
@@ -259,7 +260,7 @@ def fmnist(args, folder):
     labels = read_idx(LABELS)[ids]
     if not (y == labels).all():
         raise RuntimeError("PyTorch misclassifies an image fragility studied as correctly classified")
-    theirs, scores = quantus_side(net, x, y, 10, FMNIST_PF_STEP)
+    theirs, scores = quantus_side(net, x, y, 10, args.pf_step)
     return table(f"fmnist_cnn, {len(ids)} images", ours, theirs, len(ids)), ours, theirs, scores
 
 
@@ -292,6 +293,8 @@ def main():
     p.add_argument("--fragility", default=os.path.join(ROOT, "target/release/fragility"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--images", type=int, default=200)
+    p.add_argument("--pf-step", type=int, default=FMNIST_PF_STEP,
+                   help="fmnist: pixels flipped per step on both sides (1 = Quantus' and fragility's default)")
     p.add_argument("--resnet-images", type=int, default=2)
     p.add_argument("--only", choices=["fmnist", "resnet18"], default=None)
     p.add_argument("--out", default=None)
