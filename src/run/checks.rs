@@ -36,6 +36,17 @@ pub(super) struct MethodMaps<'a> {
     pub saliency: &'a [Vec<f32>],
 }
 
+/// What one sanity test of one method reads and where its rows go.
+struct SanityRows<'t, 'a> {
+    t: &'t mut CheckTable,
+    plan: &'a SanityPlan,
+    chunk: &'a [usize],
+    x: &'a Tensor,
+    targets: &'a [u32],
+    m: &'a MethodMaps<'a>,
+    test: SanityTest,
+}
+
 impl Study<'_> {
     /// The chunk's `sanity.parquet` rows: every test of `plan` for every method; adds each
     /// test's seconds to `seconds` (in the plan's order).
@@ -136,66 +147,77 @@ impl Study<'_> {
         m: &MethodMaps,
         seconds: &mut [f64],
     ) -> Result<Option<Vec<StepMaps>>> {
-        let method = self.spec.methods[m.index].as_ref();
         let mut cascade = None;
-        let (c, h, w) = x.dims4().map(|(_, c, h, w)| (c, h, w))?;
-        let label = self.label;
         for (&test, seconds) in plan.tests.iter().zip(seconds) {
             let started = Instant::now();
+            let rows = SanityRows { t: &mut *t, plan, chunk, x, targets, m, test };
             match test {
                 SanityTest::Cascading | SanityTest::Independent => {
-                    let randomization = match test {
-                        SanityTest::Cascading => Randomization::Cascading,
-                        _ => Randomization::Independent,
-                    };
-                    let schedule = Schedule { randomization, granularity: plan.granularity };
-                    let trained = self.trained.as_ref().ok_or_else(|| no_state_dict(self.spec))?;
-                    let steps = randomized_maps(trained, schedule, method, x, targets, self.plan.seed)?;
-                    for (i, &id) in chunk.iter().enumerate() {
-                        for (s, step) in steps.iter().enumerate() {
-                            for sim in &plan.similarities {
-                                let v = sim.score(&m.signed[i], &step.maps[i], c, h, w);
-                                let cells =
-                                    sanity_cells(id, method.name(), test, s + 1, &step.layer, sim.name(), v);
-                                t.push(label, &cells)?;
-                            }
-                        }
-                    }
+                    let steps = self.randomisation_rows(rows)?;
                     if test == SanityTest::Cascading {
                         cascade = Some(steps);
                     }
                 }
-                SanityTest::RandomLogit => {
-                    let keys: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
-                    // The predicted classes' maps are the clean maps the study has.
-                    let (_, other) = other_class_maps(self.model, method, x, targets, &keys, self.plan.seed)?;
-                    for (i, &id) in chunk.iter().enumerate() {
-                        for sim in &plan.similarities {
-                            let v = sim.score(&m.signed[i], &other[i], c, h, w);
-                            t.push(label, &sanity_cells(id, method.name(), test, 0, "", sim.name(), v))?;
-                        }
-                    }
-                }
-                SanityTest::InputInvariance => {
-                    let net = self.model.network().ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "input invariance: model `{}` is not a layer graph",
-                            self.spec.label
-                        ))
-                    })?;
-                    let d = input_invariance(net, method, x, targets, plan.input_shift)?;
-                    for (&id, v) in chunk.iter().zip(d) {
-                        let v = Some(v).filter(|v| v.is_finite());
-                        t.push(
-                            label,
-                            &sanity_cells(id, method.name(), test, 0, "", INVARIANCE_SIMILARITY, v),
-                        )?;
-                    }
-                }
+                SanityTest::RandomLogit => self.random_logit_rows(rows)?,
+                SanityTest::InputInvariance => self.invariance_rows(rows)?,
             }
             *seconds += started.elapsed().as_secs_f64();
         }
         Ok(cascade)
+    }
+
+    /// Cascading or independent randomisation: each step's maps against the trained model's,
+    /// by every similarity; the steps' maps returned (the cascading example panels draw them).
+    fn randomisation_rows(&self, r: SanityRows) -> Result<Vec<StepMaps>> {
+        let randomization = match r.test {
+            SanityTest::Cascading => Randomization::Cascading,
+            _ => Randomization::Independent,
+        };
+        let schedule = Schedule { randomization, granularity: r.plan.granularity };
+        let trained = self.trained.as_ref().ok_or_else(|| no_state_dict(self.spec))?;
+        let method = self.spec.methods[r.m.index].as_ref();
+        let steps = randomized_maps(trained, schedule, method, r.x, r.targets, self.plan.seed)?;
+        let (c, h, w) = r.x.dims4().map(|(_, c, h, w)| (c, h, w))?;
+        for (i, &id) in r.chunk.iter().enumerate() {
+            for (s, step) in steps.iter().enumerate() {
+                for sim in &r.plan.similarities {
+                    let v = sim.score(&r.m.signed[i], &step.maps[i], c, h, w);
+                    let cells = sanity_cells(id, method.name(), r.test, s + 1, &step.layer, sim.name(), v);
+                    r.t.push(self.label, &cells)?;
+                }
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Random logit: the maps of a seeded random other class against the predicted class's
+    /// (the clean maps the study has), by every similarity.
+    fn random_logit_rows(&self, r: SanityRows) -> Result<()> {
+        let method = self.spec.methods[r.m.index].as_ref();
+        let keys: Vec<u64> = r.chunk.iter().map(|&i| i as u64).collect();
+        let (_, other) = other_class_maps(self.model, method, r.x, r.targets, &keys, self.plan.seed)?;
+        let (c, h, w) = r.x.dims4().map(|(_, c, h, w)| (c, h, w))?;
+        for (i, &id) in r.chunk.iter().enumerate() {
+            for sim in &r.plan.similarities {
+                let v = sim.score(&r.m.signed[i], &other[i], c, h, w);
+                r.t.push(self.label, &sanity_cells(id, method.name(), r.test, 0, "", sim.name(), v))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Input invariance: the relative L1 change of each map under the compensated shift.
+    fn invariance_rows(&self, r: SanityRows) -> Result<()> {
+        let method = self.spec.methods[r.m.index].as_ref();
+        let net = self.model.network().ok_or_else(|| {
+            Error::Invalid(format!("input invariance: model `{}` is not a layer graph", self.spec.label))
+        })?;
+        let d = input_invariance(net, method, r.x, r.targets, r.plan.input_shift)?;
+        for (&id, v) in r.chunk.iter().zip(d) {
+            let v = Some(v).filter(|v| v.is_finite());
+            r.t.push(self.label, &sanity_cells(id, method.name(), r.test, 0, "", INVARIANCE_SIMILARITY, v))?;
+        }
+        Ok(())
     }
 
     /// One method's faithfulness rows (scores and curves) for every measure of the plan, each
