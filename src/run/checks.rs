@@ -12,7 +12,7 @@
 //! [B][H·W] (faithfulness).
 
 use super::chunk::Study;
-use crate::attribution::saliency_of_row;
+use crate::attribution::{saliency_of_row, Attribution};
 use crate::config::{SanityPlan, SanityTest};
 use crate::error::{Error, Result};
 use crate::faithfulness::Batch;
@@ -44,7 +44,30 @@ struct SanityRows<'t, 'a> {
     x: &'a Tensor,
     targets: &'a [u32],
     m: &'a MethodMaps<'a>,
+    method: &'a dyn Attribution,
+    /// The images' (C, H, W).
+    chw: (usize, usize, usize),
     test: SanityTest,
+}
+
+impl SanityRows<'_, '_> {
+    /// The rows of image `i` (id `id`) comparing its clean map with `map` by every similarity,
+    /// at step `step` (0 where the test has no steps) after randomising `layer` ("" for none).
+    fn push_similarities(
+        &mut self,
+        label: &str,
+        (i, id): (usize, usize),
+        (step, layer): (usize, &str),
+        map: &[f32],
+    ) -> Result<()> {
+        let (c, h, w) = self.chw;
+        for sim in &self.plan.similarities {
+            let v = sim.score(&self.m.signed[i], map, c, h, w);
+            self.t
+                .push(label, &sanity_cells(id, self.method.name(), self.test, step, layer, sim.name(), v))?;
+        }
+        Ok(())
+    }
 }
 
 impl Study<'_> {
@@ -148,9 +171,11 @@ impl Study<'_> {
         seconds: &mut [f64],
     ) -> Result<Option<Vec<StepMaps>>> {
         let mut cascade = None;
+        let method = self.spec.methods[m.index].as_ref();
+        let chw = x.dims4().map(|(_, c, h, w)| (c, h, w))?;
         for (&test, seconds) in plan.tests.iter().zip(seconds) {
             let started = Instant::now();
-            let rows = SanityRows { t: &mut *t, plan, chunk, x, targets, m, test };
+            let rows = SanityRows { t: &mut *t, plan, chunk, x, targets, m, method, chw, test };
             match test {
                 SanityTest::Cascading | SanityTest::Independent => {
                     let steps = self.randomisation_rows(rows)?;
@@ -168,23 +193,17 @@ impl Study<'_> {
 
     /// Cascading or independent randomisation: each step's maps against the trained model's,
     /// by every similarity; the steps' maps returned (the cascading example panels draw them).
-    fn randomisation_rows(&self, r: SanityRows) -> Result<Vec<StepMaps>> {
+    fn randomisation_rows(&self, mut r: SanityRows) -> Result<Vec<StepMaps>> {
         let randomization = match r.test {
             SanityTest::Cascading => Randomization::Cascading,
             _ => Randomization::Independent,
         };
         let schedule = Schedule { randomization, granularity: r.plan.granularity };
         let trained = self.trained.as_ref().ok_or_else(|| no_state_dict(self.spec))?;
-        let method = self.spec.methods[r.m.index].as_ref();
-        let steps = randomized_maps(trained, schedule, method, r.x, r.targets, self.plan.seed)?;
-        let (c, h, w) = r.x.dims4().map(|(_, c, h, w)| (c, h, w))?;
+        let steps = randomized_maps(trained, schedule, r.method, r.x, r.targets, self.plan.seed)?;
         for (i, &id) in r.chunk.iter().enumerate() {
             for (s, step) in steps.iter().enumerate() {
-                for sim in &r.plan.similarities {
-                    let v = sim.score(&r.m.signed[i], &step.maps[i], c, h, w);
-                    let cells = sanity_cells(id, method.name(), r.test, s + 1, &step.layer, sim.name(), v);
-                    r.t.push(self.label, &cells)?;
-                }
+                r.push_similarities(self.label, (i, id), (s + 1, &step.layer), &step.maps[i])?;
             }
         }
         Ok(steps)
@@ -192,23 +211,18 @@ impl Study<'_> {
 
     /// Random logit: the maps of a seeded random other class against the predicted class's
     /// (the clean maps the study has), by every similarity.
-    fn random_logit_rows(&self, r: SanityRows) -> Result<()> {
-        let method = self.spec.methods[r.m.index].as_ref();
+    fn random_logit_rows(&self, mut r: SanityRows) -> Result<()> {
         let keys: Vec<u64> = r.chunk.iter().map(|&i| i as u64).collect();
-        let (_, other) = other_class_maps(self.model, method, r.x, r.targets, &keys, self.plan.seed)?;
-        let (c, h, w) = r.x.dims4().map(|(_, c, h, w)| (c, h, w))?;
+        let (_, other) = other_class_maps(self.model, r.method, r.x, r.targets, &keys, self.plan.seed)?;
         for (i, &id) in r.chunk.iter().enumerate() {
-            for sim in &r.plan.similarities {
-                let v = sim.score(&r.m.signed[i], &other[i], c, h, w);
-                r.t.push(self.label, &sanity_cells(id, method.name(), r.test, 0, "", sim.name(), v))?;
-            }
+            r.push_similarities(self.label, (i, id), (0, ""), &other[i])?;
         }
         Ok(())
     }
 
     /// Input invariance: the relative L1 change of each map under the compensated shift.
     fn invariance_rows(&self, r: SanityRows) -> Result<()> {
-        let method = self.spec.methods[r.m.index].as_ref();
+        let method = r.method;
         let net = self.model.network().ok_or_else(|| {
             Error::Invalid(format!("input invariance: model `{}` is not a layer graph", self.spec.label))
         })?;

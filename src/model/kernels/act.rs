@@ -434,8 +434,8 @@ mod tests {
 
     #[test]
     fn the_wide_sweep_gives_the_same_bits() {
-        // Where the CPU has AVX2 (AVX-512), softplus_sweep runs the 8-lane (16-lane) build; it must equal the
-        // plain build bit for bit (odd length: the vector tail too).
+        // Where the CPU has AVX2 (AVX-512), softplus_sweep runs the 8-lane (16-lane) build; it
+        // must equal the plain build bit for bit (odd length: the vector tail too).
         let zs: Vec<f32> =
             (-5001..=5001).map(|i| i as f32 * 3.7e-3).chain([-1e4, -90.0, 0.0, 90.0]).collect();
         for beta in [1.0f32, 10.0, 100.0] {

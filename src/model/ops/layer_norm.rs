@@ -105,16 +105,19 @@ impl Grid {
         }
     }
 
-    /// The channel rows of a map block (positions contiguous), None for a flat block.
+    /// Whether the block is a map block: each channel's positions one contiguous row.
+    fn has_rows(&self) -> bool {
+        self.ps == 1 && self.cs == self.pos && self.pos > 0
+    }
+
+    /// The channel rows of a map block, None for a flat block.
     fn rows<'a>(&self, v: &'a [f32]) -> Option<std::slice::ChunksExact<'a, f32>> {
-        (self.ps == 1 && self.cs == self.pos && self.pos > 0)
-            .then(|| v[..self.c * self.pos].chunks_exact(self.pos))
+        self.has_rows().then(|| v[..self.c * self.pos].chunks_exact(self.pos))
     }
 
     /// [`Grid::rows`], mutable.
     fn rows_mut<'a>(&self, v: &'a mut [f32]) -> Option<std::slice::ChunksExactMut<'a, f32>> {
-        (self.ps == 1 && self.cs == self.pos && self.pos > 0)
-            .then(|| v[..self.c * self.pos].chunks_exact_mut(self.pos))
+        self.has_rows().then(|| v[..self.c * self.pos].chunks_exact_mut(self.pos))
     }
 
     /// Per position p, Σ over channels of f(p, value index).
