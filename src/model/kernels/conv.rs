@@ -27,6 +27,16 @@ pub(crate) fn valid(off: isize, s: usize, len: usize, out: usize) -> Range<usize
     (lo.max(0) as usize).min(out)..(hi as usize).min(out)
 }
 
+/// The first `len` values of `scratch` (grown when short, never shrunk), left as they are:
+/// im2col and the GEMM write every entry they are read at, so a tile's patches need no zero
+/// fill but the shifted gather's (see [`ConvKernel::im2col`]).
+fn patch_buffer(scratch: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if scratch.len() < len {
+        scratch.resize(len, 0.0);
+    }
+    &mut scratch[..len]
+}
+
 /// Output rows and columns one register block of [`correlate_s1`] covers (4 × 8 sums: four
 /// independent accumulator chains of one AVX2 vector each).
 const DW_ROWS: usize = 4;
@@ -234,7 +244,12 @@ impl ConvKernel {
     /// for the output rows `rows` (flattened i·OH + oy).
     fn im2col(&self, x: &[f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, cols: &mut [f32]) {
         if self.same_size(p) {
+            // The shifted copies leave the rows above and below the image alone: zero.
+            cols.fill(0.0);
             return self.shifted(c0, cg, p, rows, Shift::Gather { x, cols });
+        }
+        if self.stride[1] > 1 {
+            return self.im2col_strided(x, c0, cg, p, rows, cols);
         }
         let (kh, kw) = (self.k[0], self.k[1]);
         let (hw, len) = (p.h * p.w, rows.len() * p.ow);
@@ -267,6 +282,65 @@ impl ConvKernel {
                     }
                 }
             }
+        }
+    }
+
+    /// [`ConvKernel::im2col`] for a column stride s > 1: the input rows a tile reads are
+    /// first split into their s column phases (columns q, q + s, q + 2s, … one after the
+    /// other), once per plane and tile, so that each tap copies one contiguous run per output
+    /// row where it would gather every s-th value (ResNet's 7×7 stride-2 stem, the stride-2
+    /// 3×3 and 1×1 convolutions of the downsampling blocks). The same values land in the same
+    /// places.
+    fn im2col_strided(&self, x: &[f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, cols: &mut [f32]) {
+        let (kh, kw, s) = (self.k[0], self.k[1], self.stride[1]);
+        let (hw, len, qw) = (p.h * p.w, rows.len() * p.ow, p.w.div_ceil(s));
+        let mut phases = Vec::new();
+        let mut r = rows.start;
+        while r < rows.end {
+            // One image's output rows within the tile, and the input rows they read.
+            let (i, oy0) = (r / p.oh, r % p.oh);
+            let oy1 = (oy0 + rows.end - r).min(p.oh);
+            let first = (oy0 * self.stride[0]) as isize - self.pad[0] as isize;
+            let last = ((oy1 - 1) * self.stride[0] + (kh - 1) * self.dil[0]) as isize - self.pad[0] as isize;
+            let (lo, hi) = (first.max(0) as usize, ((last + 1).max(0) as usize).min(p.h));
+            let span = hi.saturating_sub(lo);
+            phases.clear();
+            phases.resize(s * span * qw, 0.0f32);
+            for ci in 0..cg {
+                let plane = &x[((c0 + ci) * p.n + i) * hw..][..hw];
+                for y in lo..hi {
+                    let line = &plane[y * p.w..][..p.w];
+                    for q in 0..s {
+                        let dst = &mut phases[(q * span + y - lo) * qw..][..qw];
+                        for (d, v) in dst.iter_mut().zip(line.iter().skip(q).step_by(s)) {
+                            *d = *v;
+                        }
+                    }
+                }
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = &mut cols[((ci * kh + ky) * kw + kx) * len..][..len];
+                        let (oy_off, ox_off) = self.offsets(ky, kx);
+                        let xs = valid(ox_off, s, p.w, p.ow);
+                        // Output ox reads input column ox·s + ox_off: phase q, entry j0 + ox − xs.start.
+                        let ix0 = ((xs.start * s) as isize + ox_off).max(0) as usize;
+                        let (q, j0) = (ix0 % s, ix0 / s);
+                        for oy in oy0..oy1 {
+                            let dst = &mut row[(r - rows.start + oy - oy0) * p.ow..][..p.ow];
+                            let iy = (oy * self.stride[0]) as isize + oy_off;
+                            if iy < 0 || iy >= p.h as isize || xs.is_empty() {
+                                dst.fill(0.0);
+                                continue;
+                            }
+                            dst[..xs.start].fill(0.0);
+                            dst[xs.end..].fill(0.0);
+                            let src = &phases[(q * span + iy as usize - lo) * qw + j0..][..xs.len()];
+                            dst[xs.clone()].copy_from_slice(src);
+                        }
+                    }
+                }
+            }
+            r += oy1 - oy0;
         }
     }
 
@@ -429,10 +503,9 @@ impl ConvKernel {
             }
             for rows in self.tiles(cg, p) {
                 let (at, len) = (rows.start * p.ow, rows.len() * p.ow);
-                scratch.clear();
-                scratch.resize(cg * kk * len, 0.0);
-                self.im2col(x, gi * cg, cg, p, rows, scratch);
-                let (a, b) = (View::rows(w, cg * kk), View::rows(scratch, len));
+                let patches = patch_buffer(scratch, cg * kk * len);
+                self.im2col(x, gi * cg, cg, p, rows, patches);
+                let (a, b) = (View::rows(w, cg * kk), View::rows(patches, len));
                 matmul_into(og, len, cg * kk, &mut out[at..], ohw, a, b, true);
             }
         }
@@ -458,11 +531,10 @@ impl ConvKernel {
             }
             for rows in self.tiles(cg, p) {
                 let (at, len) = (rows.start * p.ow, rows.len() * p.ow);
-                scratch.clear();
-                scratch.resize(cg * kk * len, 0.0);
+                let patches = patch_buffer(scratch, cg * kk * len);
                 let (a, b) = (View::transposed(w, cg * kk), View::strided(&gg[at..], ohw));
-                matmul(cg * kk, len, og, scratch, a, b, false);
-                self.col2im(scratch, gi * cg, cg, p, rows, &mut gx);
+                matmul(cg * kk, len, og, patches, a, b, false);
+                self.col2im(patches, gi * cg, cg, p, rows, &mut gx);
             }
         }
         gx
@@ -675,6 +747,14 @@ mod tests {
             (3, 3, 3, [3, 3], [2, 2], [1, 1], [1, 1]),
             (2, 2, 1, [3, 3], [1, 1], [2, 2], [2, 2]),
             (2, 3, 1, [1, 3], [1, 1], [0, 1], [1, 1]),
+            // Column strides above 1 (split into phases): a 7×7 stem, a 1×1 downsampling, a
+            // dilated stride 3, a row stride different from the column stride.
+            (3, 4, 1, [7, 7], [2, 2], [3, 3], [1, 1]),
+            (4, 3, 1, [1, 1], [2, 2], [0, 0], [1, 1]),
+            (2, 3, 1, [3, 3], [3, 3], [1, 1], [2, 2]),
+            (2, 3, 1, [2, 3], [3, 2], [1, 0], [1, 1]),
+            (3, 16, 1, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (4, 32, 2, [3, 3], [2, 2], [1, 1], [1, 1]),
         ];
         for (c, o, groups, k, stride, pad, dil) in cases {
             let w = Tensor::randn(0f32, 1f32, (o, c / groups, k[0], k[1]), &dev).unwrap();
@@ -782,6 +862,28 @@ mod tests {
         assert_eq!(kern.tiles(c, p), (0..6).map(|r| r..r + 1).collect::<Vec<_>>());
         let x = Tensor::randn(0f32, 1f32, c * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
         check(&kern, &x, p, 1e-3, "5×5 in one-row tiles");
+    }
+
+    #[test]
+    fn strided_tiles_within_an_image_equal_the_direct_sum() {
+        // 60 channels × 7×7 taps × 20 columns = 58,800 patch values per output row: tiles of
+        // 3 of the 6 output rows, so each tile splits only the input rows it reads into
+        // phases, the first tile's top rows in the padding.
+        let dev = Device::Cpu;
+        let (c, o, h, wd) = (60, 3, 12, 40);
+        let conv = Conv {
+            weight: Tensor::randn(0f32, 1f32, (o, c, 7, 7), &dev).unwrap(),
+            bias: Some(Tensor::randn(0f32, 1f32, o, &dev).unwrap()),
+            stride: [2, 2],
+            padding: [3, 3, 3, 3],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let kern = conv.kernel().unwrap();
+        let p = Planes { n: 2, h, w: wd, oh: 6, ow: 20 };
+        assert_eq!(kern.tiles(c, p), vec![0..3, 3..6, 6..9, 9..12]);
+        let x = Tensor::randn(0f32, 1f32, c * 2 * h * wd, &dev).unwrap().to_vec1::<f32>().unwrap();
+        check(&kern, &x, p, 1e-3, "7×7 stride 2 in half-image tiles");
     }
 
     #[test]

@@ -87,6 +87,8 @@ fn max_rows(t: &PoolTable, g: &MaxGeometry, x: &[f32], rank: &[f32], planes: usi
     let phase_len = g.w.div_ceil(sx);
     let mut phases = vec![0.0f32; sx * phase_len];
     let (mut best, mut tap) = (vec![0.0f32; g.ow], vec![NONE; g.ow]);
+    // Each tap's position relative to its window's corner (no division per output).
+    let offset: Vec<isize> = (0..kh * kw).map(|k| ((k / kw) * g.w + k % kw) as isize).collect();
     for p in 0..planes {
         let (xs, rs) = (&x[p * t.len..][..t.len], &rank[p * t.len..][..t.len]);
         for oy in 0..g.oh {
@@ -120,10 +122,11 @@ fn max_rows(t: &PoolTable, g: &MaxGeometry, x: &[f32], rank: &[f32], planes: usi
                 }
             }
             let o = p * t.out + oy * g.ow;
+            // Output ox's winning tap k reads position (oy·sy − py)·W + ox·sx − px + offset[k].
+            let row = (oy * sy) as isize - py as isize;
             for (ox, &k) in tap.iter().enumerate() {
                 if k != NONE {
-                    let (ky, kx) = (k as usize / kw, k as usize % kw);
-                    let at = (oy * sy + ky - py) * g.w + ox * sx + kx - px;
+                    let at = (row * g.w as isize + (ox * sx) as isize - px as isize + offset[k as usize]) as usize;
                     route[o + ox] = at as u32;
                     out[o + ox] = xs[at];
                 }
