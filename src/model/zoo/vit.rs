@@ -366,6 +366,30 @@ mod tests {
         }
     }
 
+    /// Occlusion's shortcut on a transformer: the patch convolution is recomputed over the
+    /// window's reach, everything from the tokens on (which mix all positions) whole.
+    #[test]
+    fn occlusion_equals_full_passes_over_the_occluded_copies() {
+        let mut r = Rng(4);
+        let dict = small_dict(&mut r);
+        let arch = architecture("vit_b_16").unwrap();
+        let graph = arch.load(Weights::from_tensors(dict, "small")).unwrap();
+        let net = Network::new("vit", graph, (32, 32), arch.default_layer, &Device::Cpu).unwrap();
+        let x = r.tensor(&[2, 3, 32, 32], 0.5).affine(1.0, 0.5).unwrap().to_dtype(DType::F32).unwrap();
+        let windows = [(0usize, 0usize), (10, 20), (24, 24)];
+        let got = net.occluded_logits(&x, &windows, [8, 8], 0.5, Activation::Exact).unwrap().unwrap();
+        let mut copies = Vec::new();
+        for &(top, left) in &windows {
+            let mask = Tensor::ones((32, 32), DType::F32, &Device::Cpu).unwrap();
+            let hole = Tensor::zeros((8, 8), DType::F32, &Device::Cpu).unwrap();
+            let mask = mask.slice_assign(&[top..top + 8, left..left + 8], &hole).unwrap();
+            let fill = ((1.0 - &mask).unwrap() * 0.5).unwrap();
+            copies.push(x.broadcast_mul(&mask).unwrap().broadcast_add(&fill).unwrap());
+        }
+        let want = net.logits(&Tensor::cat(&copies, 0).unwrap(), Activation::Exact).unwrap();
+        assert!(max_rel(&got, &want) < 1e-5, "{}", max_rel(&got, &want));
+    }
+
     #[test]
     fn vit_b_16_and_b_32_have_torchvisions_parameter_counts() {
         for (name, count, tokens) in [("vit_b_16", 86_567_656, 197), ("vit_b_32", 88_224_232, 50)] {
