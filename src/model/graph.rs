@@ -27,8 +27,9 @@ pub type NodeId = usize;
 
 pub use super::nonlinearity::Nonlinearity;
 pub use super::ops::{
-    fold_batch_norm, AdaptiveAvgPool, Add, Affine, AvgPool, BatchNorm, Channels, Concat, Conv, Flatten,
-    LayerNorm, Linear, MaxPool, Mul, Op, Window,
+    fold_batch_norm, AdaptiveAvgPool, Add, Affine, Attend, AvgPool, BatchNorm, Channels, ClassToken, Concat,
+    Conv, Flatten, LayerNorm, Linear, MaxPool, Mul, Op, PositionEmbedding, Scores, SelectToken, Softmax,
+    Tokens, Window,
 };
 pub use super::shape::{Shape, MAX_NODE_VALUES};
 
@@ -100,6 +101,15 @@ impl Graph {
             shapes.push(shape);
         }
         Ok(shapes)
+    }
+
+    /// The input size (rows, columns) the graph only takes, if it fixes one: a vision
+    /// transformer's, from its position embedding's tokens and patch size.
+    pub fn fixed_input(&self) -> Option<(usize, usize)> {
+        self.nodes.iter().find_map(|n| match &n.op {
+            Op::PositionEmbedding(p) => p.input_side().map(|s| (s, s)),
+            _ => None,
+        })
     }
 
     /// The number of classes K: the length of the logits at input size `hw`.

@@ -137,11 +137,20 @@ fn adjoints_equal_finite_differences_for_every_layer_and_rule() {
                 let bp = net.backward(&xt, &pass).unwrap();
                 dot(&bp.grad, &v) + bp.layer.as_ref().zip(a.as_ref()).map_or(0.0, |(l, a)| dot(l, a))
             };
-            let h = 1e-5;
-            let fd = (f(h) - f(-h)) / (2.0 * h);
             let analytic = dot(&xbar, &u);
-            let err = (fd - analytic).abs() / fd.abs().max(1e-8);
-            assert!(err < 1e-5, "{name} {rule:?} {layer:?}: adjoint {analytic} vs finite difference {fd}");
+            let fd = |h: f64| (f(h) - f(-h)) / (2.0 * h);
+            let err = |fd: f64| (fd - analytic).abs() / fd.abs().max(1e-8);
+            let mut fd1 = fd(1e-5);
+            // The rescale rule switches to its limit where |z − z₀| ≤ 1e-6, where its map jumps
+            // a little: a unit that close to its baseline value (the self-attention cases have
+            // one at 1.2e-6) spoils one step's difference, seldom two.
+            if rule == Rule::Rescale && err(fd1) >= 1e-5 {
+                fd1 = fd(3e-6);
+            }
+            assert!(
+                err(fd1) < 1e-5,
+                "{name} {rule:?} {layer:?}: adjoint {analytic} vs finite difference {fd1}"
+            );
         }
     }
 }

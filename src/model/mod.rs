@@ -19,6 +19,7 @@ pub mod conv;
 mod cpu_exec;
 pub mod fmnist_cnn;
 pub mod graph;
+mod grid;
 mod kernels;
 #[cfg(test)]
 mod layer_tests;
@@ -483,15 +484,16 @@ pub fn from_state_dict(
     normalize: Option<&Normalize>,
     device: &Device,
 ) -> Result<std::sync::Arc<dyn Classifier>> {
-    let (graph, hw, layer) = if name == "fmnist_cnn" {
+    let (hw, graph, layer) = if name == "fmnist_cnn" {
         let net = fmnist_cnn::from_tensors(tensors, device, source)?;
         if normalize.is_none() {
             return Ok(std::sync::Arc::new(net));
         }
-        (net.graph().clone(), (28, 28), fmnist_cnn::DEFAULT_LAYER)
+        ((28, 28), net.graph().clone(), fmnist_cnn::DEFAULT_LAYER)
     } else {
         let arch = zoo::architecture(name).ok_or_else(|| unknown_model(name))?;
-        (arch.load(weights::Weights::from_tensors(tensors, source))?, arch.input, arch.default_layer)
+        let graph = arch.load(weights::Weights::from_tensors(tensors, source))?;
+        (graph.fixed_input().unwrap_or(arch.input), graph, arch.default_layer)
     };
     finish_network(name, graph, (hw, layer), source, normalize, device)
 }

@@ -4,9 +4,15 @@
 //! other tensors of the call and every weight are f32 on the CPU and outside any autograd
 //! graph; otherwise the candle executor ([`super::tensor_exec`]), which runs on any device
 //! and which autograd can differentiate. Both run the same passes ([`super::sweep`]).
+//!
+//! A pass stopped at a layer returns the layer's values and gradient as the node gives them,
+//! except a vision transformer's token layer, which layer methods see as its patch grid
+//! ([`super::grid`]: [B, D, gh, gw], the class token dropped); adjoint vectors are given in
+//! that same shape.
 
 use super::cpu_exec::{CpuWeights, Prepared};
 use super::graph::{Graph, NodeId, Shape};
+use super::grid::Grid;
 use super::lrp::Plan;
 use super::nonlinearity::{Activation, Rule};
 use super::sweep::{self, Purpose, Reference};
@@ -153,6 +159,15 @@ impl Network {
         })
     }
 
+    /// The patch grid layer methods see node `stop` as, for images `x` (see the module docs).
+    fn grid(&self, stop: NodeId, x: &Tensor) -> Result<Option<Grid>> {
+        if stop == 0 {
+            return Ok(None);
+        }
+        let (_, h, w) = self.size_of(x)?;
+        Ok(Grid::of(&self.graph, &self.graph.shapes((h, w))?, stop))
+    }
+
     fn check_seed(&self, seed: &Tensor, b: usize) -> Result<()> {
         if seed.dims() != [b, self.classes] {
             return Err(Error::Invalid(format!(
@@ -264,9 +279,9 @@ impl Classifier for Network {
             let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
             check_baseline(base.as_deref(), x)?;
             let out = p.backward(&flat_f32(x)?, b, &flat_pass(pass, &seed, base.as_deref()), stop)?;
-            return self.backprop_of(out, p.shapes(), stop, b);
+            return viewed(self.backprop_of(out, p.shapes(), stop, b)?, self.grid(stop, x)?);
         }
-        self.tensor_backward(x, pass, stop)
+        viewed(self.tensor_backward(x, pass, stop)?, self.grid(stop, x)?)
     }
 
     fn backward_adjoint(
@@ -288,9 +303,10 @@ impl Classifier for Network {
         let (seed, base) = (flat_f32(pass.seed)?, pass.baseline.map(flat_f32).transpose()?);
         check_baseline(base.as_deref(), x)?;
         let mut kept = None;
+        let grid = self.grid(stop, x)?;
         let xbar =
             p.adjoint(&flat_f32(x)?, b, &flat_pass(pass, &seed, base.as_deref()), stop, &mut |out| {
-                let bp = self.backprop_of(out, shapes, stop, b)?;
+                let bp = viewed(self.backprop_of(out, shapes, stop, b)?, grid)?;
                 let (v, a) = then(&bp)?;
                 if v.dims() != bp.grad.dims()
                     || a.as_ref().is_some_and(|a| Some(a.dims()) != bp.layer.as_ref().map(|l| l.dims()))
@@ -301,6 +317,7 @@ impl Classifier for Network {
                         bp.grad.dims()
                     )));
                 }
+                let (v, a) = unviewed((v, a), grid)?;
                 let v = flat_f32(&v.detach().to_dtype(DType::F32)?)?;
                 let a = a.map(|a| flat_f32(&a.detach().to_dtype(DType::F32)?)).transpose()?;
                 kept = Some(bp);
@@ -432,12 +449,28 @@ impl Network {
         let mut e = TensorExec::new(&self.graph, &shapes, b, x.dtype(), x.device());
         let plan = self.lrp_plan(pass.rule)?;
         let (st, bp) = self.tensor_stage(&mut e, &shapes, &x, pass, plan.as_deref(), stop, true)?;
-        let (v, a) = then(&bp)?;
+        let grid = if stop == 0 { None } else { Grid::of(&self.graph, &shapes, stop) };
+        let bp = viewed(bp, grid)?;
+        let (v, a) = unviewed(then(&bp)?, grid)?;
         let v = v.detach().to_dtype(x.dtype())?;
         let a = a.map(|a| a.detach().to_dtype(x.dtype())).transpose()?;
         let xbar = st.adjoint(&self.graph, &mut e, (pass.act, pass.rule, plan.as_deref()), stop, v, a)?;
         Ok((bp, xbar))
     }
+}
+
+/// `bp` with the stop node's values and gradient as layer methods see them (`grid`: a token
+/// layer's patch grid, see the module docs).
+fn viewed(bp: Backprop, grid: Option<Grid>) -> Result<Backprop> {
+    let Some(g) = grid else { return Ok(bp) };
+    let layer = bp.layer.as_ref().map(|l| g.view(l)).transpose()?;
+    Ok(Backprop { logits: bp.logits, grad: g.view(&bp.grad)?, layer })
+}
+
+/// Adjoint vectors given at the view ([`viewed`]) back in the stop node's shape.
+fn unviewed((v, a): (Tensor, Option<Tensor>), grid: Option<Grid>) -> Result<(Tensor, Option<Tensor>)> {
+    let Some(g) = grid else { return Ok((v, a)) };
+    Ok((g.unview(&v)?, a.as_ref().map(|a| g.unview(a)).transpose()?))
 }
 
 /// `pass` on the flattened tensors the CPU executor reads (the baseline only for the rescale

@@ -2,6 +2,14 @@
 //! it: the leaf both the graph and its ops ([`super::ops`]) read.
 
 /// The shape of one image's values at a node.
+///
+/// A transformer's token sequence [T, D] (T tokens of D features; PyTorch's [N, T, D]) is a
+/// feature map `Map(D, T, 1)`: channels = features, rows = tokens, one column. So the ops
+/// that act on each token alone are the feature-map ops over channels at each position (a
+/// `Linear` on the last axis is a 1×1 convolution, `LayerNorm` over D is the layer norm over
+/// channels, the residual sum is an add), the CPU blocks [C, n, H·W] become [D, n, T], and
+/// only the ops that mix tokens (attention, the class token) are new (see
+/// [`super::ops`]'s layouts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     /// A feature map (C, H, W).

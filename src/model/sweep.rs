@@ -429,7 +429,9 @@ pub(crate) fn backward<E: Exec>(
             (Op::Act(_), Some(_)) => vec![g],
             (_, Some(plan)) => {
                 let parts = lrp::pass::backward_node(graph, exec, plan, fwd, id, &g)?;
-                if keep_upstream && matches!(plan.steps[id], lrp::Step::Rule(_)) {
+                if keep_upstream
+                    && (matches!(plan.steps[id], lrp::Step::Rule(_)) || plan.gradient_of_nonlinear(graph, id))
+                {
                     upstream[id] = Some(g);
                 }
                 parts
@@ -638,7 +640,10 @@ pub(crate) fn stage<E: Exec>(
     // The relevance pass reads no nonlinearity's z or φ′ (it passes them unchanged), only the
     // rules' inputs in `kept`; its adjoint ends with a gradient pass, which does.
     let purpose = match plan {
-        Some(_) if !keep => Purpose::Values,
+        // (Unless a nonlinear op passes relevance as its gradient: it needs its inputs.)
+        Some(p) if !keep && !(0..graph.nodes().len()).any(|id| p.gradient_of_nonlinear(graph, id)) => {
+            Purpose::Values
+        }
         _ => Purpose::backward_to(stop, keep),
     };
     let fwd = forward(graph, exec, x, act, &kept, purpose)?;

@@ -161,6 +161,34 @@ impl Weights {
         Ok(t.to_dtype(DType::F32)?)
     }
 
+    /// The length of dimension `dim` of the tensor `key` when it is there to be taken, else
+    /// `nominal` (always in synthesize mode): how a builder reads a size that the weights
+    /// decide (a transformer's width), with the architecture's own as the default. A missing
+    /// key then fails at [`Weights::take`], which names it.
+    pub fn size_or(&self, key: &str, dim: usize, nominal: usize) -> usize {
+        match &self.synth {
+            Some(_) => nominal,
+            None => self.tensors.get(key).and_then(|t| t.dims().get(dim).copied()).unwrap_or(nominal),
+        }
+    }
+
+    /// How many consecutive i from 0 have a tensor whose key starts with `prefix(i)` (a
+    /// sequence of blocks), or `nominal` in synthesize mode.
+    pub fn count_or(&self, prefix: impl Fn(usize) -> String, nominal: usize) -> usize {
+        if self.synth.is_some() {
+            return nominal;
+        }
+        (0..).take_while(|&i| self.tensors.keys().any(|k| k.starts_with(&prefix(i)))).count()
+    }
+
+    /// Renames the tensor `from` to `to` if there is one (an older checkpoint's key that
+    /// PyTorch's loading hook renames the same way).
+    pub fn rename(&mut self, from: &str, to: &str) {
+        if let Some(t) = self.tensors.remove(from) {
+            self.tensors.insert(to.to_string(), t);
+        }
+    }
+
     /// The eval-mode batch norm stored under `prefix` (`prefix.weight`, `.bias`,
     /// `.running_mean`, `.running_var`, each [channels]), with the module's ε (not stored in
     /// a `state_dict`: the architecture declares it, [`BATCH_NORM_EPS`] unless it says

@@ -73,9 +73,14 @@ pub struct Block {
     pub layers: Vec<ParamLayer>,
 }
 
-/// Whether a name component indexes a sequence: `3`, or RegNet's `block2-3`.
+/// Whether a name component indexes a sequence: `3`, RegNet's `block2-3`, or a vision
+/// transformer's `encoder_layer_3` (a word without digits, `_`, a number; not Inception's
+/// `branch5x5_1`).
 fn is_index(component: &str) -> bool {
-    let tail = component.rsplit_once('-').map_or(component, |(_, t)| t);
+    let tail = match component.rsplit_once('_') {
+        Some((word, n)) if !word.bytes().any(|b| b.is_ascii_digit()) => n,
+        _ => component.rsplit_once('-').map_or(component, |(_, t)| t),
+    };
     !tail.is_empty() && tail.bytes().all(|b| b.is_ascii_digit())
 }
 

@@ -127,7 +127,9 @@ fn relevance_sums_to_the_logit_without_biases() {
     let relu_after_every_conv = |arch: &str| ["resnet", "vgg", "alexnet"].iter().any(|p| arch.starts_with(p));
     let x = seeded_uniform(&[2, 3, 64, 64], 0.0, 1.0, 30).to_dtype(DType::F32).unwrap();
     let (mut report, mut failed) = (Vec::new(), Vec::new());
-    for arch in zoo::ARCHITECTURES.iter().map(|a| a.name) {
+    // Not the vision transformers: relevance passes attention's products and softmax as their
+    // gradient (plain LRP has no rule for them), which does not conserve it.
+    for arch in zoo::ARCHITECTURES.iter().map(|a| a.name).filter(|a| !a.starts_with("vit_")) {
         let model = unbiased(arch);
         let logits = model.logits(&x, Activation::Exact).unwrap().to_vec2::<f32>().unwrap();
         let targets: Vec<u32> = logits

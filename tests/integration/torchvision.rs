@@ -24,7 +24,16 @@ pub(crate) fn network(arch: &str) -> Network {
     let dev = Device::Cpu;
     let dict = synthetic_state_dict(&fixture_dir().join(format!("{arch}.keys.json")), &dev);
     let graph = a.load(Weights::from_tensors(dict, format!("{arch} (synthetic)"))).unwrap();
-    Network::new(arch, graph, a.input, a.default_layer, &dev).unwrap()
+    // A vision transformer's position embedding fixes its input (the fixture's is 32×32).
+    let hw = graph.fixed_input().unwrap_or(a.input);
+    Network::new(arch, graph, hw, a.default_layer, &dev).unwrap()
+}
+
+/// The architectures with a fixture: every one but the vision transformers other than
+/// `vit_b_16`, whose builder they share (they differ in torchvision's constructor numbers
+/// and heads only, which the unit tests in src/model/zoo/vit.rs check).
+pub(crate) fn with_fixtures() -> impl Iterator<Item = &'static zoo::Architecture> {
+    zoo::ARCHITECTURES.iter().filter(|a| !a.name.starts_with("vit_") || a.name == "vit_b_16")
 }
 
 /// max |a − b| / max |b|.
@@ -91,7 +100,7 @@ pub(crate) fn check(arch: &str, model: &Network, tol: f64, dtype: DType) {
 /// The CPU kernels, every architecture.
 #[test]
 fn every_architecture_equals_torchvision_on_the_kernels() {
-    for a in zoo::ARCHITECTURES {
+    for a in with_fixtures() {
         let model = network(a.name);
         assert!(model.has_kernels());
         check(a.name, &model, 2e-4, DType::F32);
@@ -104,7 +113,7 @@ fn every_architecture_equals_torchvision_on_the_kernels() {
 /// vgg11_bn). mobilenet_v3_small is the squeeze-and-excitation network: guided backprop's
 /// rule at its Hardsigmoid gates moves the map by only 3e-3 of its scale (measured against
 /// PyTorch with the gates passed plain), under the float32 test's allowance, so it is held
-/// to the rule here. convnext_tiny is the layer-norm network.
+/// to the rule here. convnext_tiny is the layer-norm network; vit_b_16 has its own test below.
 #[test]
 fn the_candle_path_equals_torchvision_in_f64() {
     let archs = [
@@ -121,6 +130,18 @@ fn the_candle_path_equals_torchvision_in_f64() {
     for arch in archs {
         check(arch, &network(arch).without_kernels(), 2e-6, DType::F64);
     }
+}
+
+/// The vision transformer (vit_b_16's builder at the fixture's 32×32: 4 patches and the class
+/// token, 2 layers of 12 heads, D = 48) on both paths: attention, the token ops and Grad-CAM on
+/// the last block's `ln_1` seen as the patch grid, as pytorch-grad-cam's `reshape_transform`
+/// makes it (the CPU kernels also run in `every_architecture_equals_torchvision_on_the_kernels`).
+#[test]
+fn vit_b_16_equals_torchvision() {
+    let model = network("vit_b_16");
+    assert_eq!(model.input_shape(), (3, 32, 32));
+    check("vit_b_16", &model, 2e-4, DType::F32);
+    check("vit_b_16", &model.without_kernels(), 2e-6, DType::F64);
 }
 
 /// Occlusion's shortcut (only what a window changes is recomputed, the head batched over

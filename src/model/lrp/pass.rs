@@ -4,8 +4,9 @@
 //! gradient, or `Pass`. Adjoint, for attacks: the map M(x) = R_input is a composition of the
 //! rules' linear maps Bₗ(xₗ) (linear in R, depending on the layer's input xₗ), seeded with
 //! R_L = e_t ⊙ logits. So ∇ₓ⟨M, v⟩ is a forward sweep of λ = v up the graph (λ ↦ Bₗᵀλ at
-//! each rule, the tangent at gradient ops, unchanged at `Pass`), dropping at each rule the
-//! gradient of ⟨Bₗ(xₗ)R, λ⟩ with respect to xₗ (R held), and at the logits e_t ⊙ λ; then one
+//! each rule, the tangent at gradient ops, unchanged at `Pass`), dropping at each rule (and at
+//! each nonlinear op passed as its gradient: attention's products and softmax) the gradient
+//! of ⟨Bₗ(xₗ)R, λ⟩ with respect to xₗ (R held), and at the logits e_t ⊙ λ; then one
 //! ordinary gradient pass of all of them down to the input. For one group of a rule, with
 //! s = mask ⊙ R / stab(z), t = Σₖ σₖ Vₖ(mₖ(x) ⊙ λ) and u = s ⊙ t / stab(z):
 //!
@@ -295,7 +296,21 @@ pub(crate) fn adjoint<E: Exec>(
         lam[id] = Some(match (&node.op, &plan.steps[id]) {
             (Op::Act(_), _) => tangents[0].clone(),
             (_, Step::Pass(k)) => tangents[*k].clone(),
-            (op, Step::Gradient) => exec.tangent(id, op, &refs, &fwd.kept(id))?,
+            (op, Step::Gradient) => {
+                if plan.gradient_of_nonlinear(graph, id) {
+                    // ⟨Jᵀ(x)R, λ⟩ depends on the op's inputs x too (R held), as in
+                    // sweep::adjoint.
+                    let r = upstream[id]
+                        .as_ref()
+                        .ok_or_else(|| Error::Invalid(format!("node {id}: relevance not kept")))?;
+                    for (&i, s) in node.inputs.iter().zip(exec.second(id, op, r, &refs, &fwd.kept(id))?) {
+                        if let Some(s) = s {
+                            sweep::accumulate(exec, &mut sources[i], s)?;
+                        }
+                    }
+                }
+                exec.tangent(id, op, &refs, &fwd.kept(id))?
+            }
             (op, Step::Rule(ruled)) => {
                 let r = upstream[id]
                     .as_ref()

@@ -99,6 +99,14 @@ impl Plan {
         Ok(Self { composite, steps })
     }
 
+    /// Whether node `id` is a nonlinear op (a product of activations, a softmax, a layer
+    /// norm) that passes relevance as its gradient: that gradient depends on the op's
+    /// inputs, so its forward pass keeps them and the adjoint adds its second-order terms.
+    pub fn gradient_of_nonlinear(&self, graph: &Graph, id: NodeId) -> bool {
+        matches!(self.steps[id], Step::Gradient)
+            && graph.nodes()[id].op.layer().is_some_and(|l| l.nonlinear())
+    }
+
     /// The nodes whose outputs the relevance pass reads (the inputs of every rule).
     pub fn reads(&self, graph: &Graph) -> Vec<NodeId> {
         let mut read = vec![false; self.steps.len()];

@@ -24,17 +24,26 @@
 //! line in [`registry!`] below and one in [`ONNX`].
 //!
 //! Layouts: on the tensor path feature maps are [B,C,H,W] and flat vectors [B,F]; on the CPU
-//! path one block of n images is channel-major, [C, n, H·W] (flat vectors [n, F]).
+//! path one block of n images is channel-major, [C, n, H·W] (flat vectors [n, F]). A token
+//! sequence [T, D] of a transformer (PyTorch's [N, T, D]) is the feature map Map(D, T, 1):
+//! channels = features, rows = tokens, one column ([`super::shape::Shape`]); so it is
+//! [B, D, T, 1] on the tensor path and [D, n, T] on the CPU, a linear layer on each token is
+//! a 1×1 [`Conv`], the layer norm over features is [`LayerNorm`] and the residual sum [`Add`];
+//! only the ops that mix tokens are new ([`Tokens`], [`ClassToken`], [`PositionEmbedding`],
+//! [`SelectToken`], and attention: [`Scores`], [`Softmax`], [`Attend`]).
 
 mod act;
 mod adaptive_avg_pool;
 pub(crate) mod add;
 pub(crate) mod affine;
+mod attend;
 mod avg_pool;
 mod batch_norm;
+mod bilinear;
 #[cfg(test)]
 pub(crate) mod cases;
 pub(crate) mod channels;
+mod class_token;
 pub(crate) mod concat;
 mod conv;
 pub(crate) mod flatten;
@@ -43,13 +52,20 @@ mod linear;
 mod max_pool;
 pub(crate) mod mul;
 mod pool;
+mod position_embedding;
+mod scores;
+mod select_token;
+mod softmax;
+mod tokens;
 
 pub use adaptive_avg_pool::AdaptiveAvgPool;
 pub use add::Add;
 pub use affine::Affine;
+pub use attend::Attend;
 pub use avg_pool::AvgPool;
 pub use batch_norm::{fold_batch_norm, BatchNorm};
 pub use channels::Channels;
+pub use class_token::ClassToken;
 pub use concat::Concat;
 pub use conv::Conv;
 pub use flatten::Flatten;
@@ -58,6 +74,11 @@ pub use linear::Linear;
 pub use max_pool::MaxPool;
 pub use mul::Mul;
 pub use pool::Window;
+pub use position_embedding::PositionEmbedding;
+pub use scores::Scores;
+pub use select_token::SelectToken;
+pub use softmax::Softmax;
+pub use tokens::Tokens;
 
 pub(crate) use act::map as act;
 
@@ -297,8 +318,22 @@ registry! {
     Mul(mul::Mul),
     /// A fixed selection of channels (ShuffleNet's channel shuffle and split).
     Channels(channels::Channels),
-    /// Layer normalisation over the channels at each position (ConvNeXt).
+    /// Layer normalisation over the channels at each position (ConvNeXt, transformers).
     LayerNorm(layer_norm::LayerNorm),
+    /// A feature map's positions as tokens, Map(C,H,W) → Map(C,H·W,1) (vision transformers).
+    Tokens(tokens::Tokens),
+    /// A learned class token prepended to the tokens, Map(D,T,1) → Map(D,T+1,1).
+    ClassToken(class_token::ClassToken),
+    /// A learned position embedding added to the tokens.
+    PositionEmbedding(position_embedding::PositionEmbedding),
+    /// One token of a token map as a flat vector (the class token before the classifier).
+    SelectToken(select_token::SelectToken),
+    /// Attention scores of queries and keys per head, Map(D,T,1)² → Map(heads·T,T,1).
+    Scores(scores::Scores),
+    /// Softmax over each of equal groups of channels (attention over each head's keys).
+    Softmax(softmax::Softmax),
+    /// Attention's weighted sum of values per head, Map(heads·T,T,1) × Map(D,T,1) → Map(D,T,1).
+    Attend(attend::Attend),
 }
 
 impl Op {

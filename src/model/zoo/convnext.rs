@@ -21,36 +21,19 @@
 //! `features.7`, [768, 7, 7] at 224×224) is the last block's residual sum, as
 //! pytorch-grad-cam's users pick `model.features[-1]` for torchvision's ConvNeXt.
 
-use super::{conv, linear, ConvSpec};
+use super::{conv, linear, pointwise, ConvSpec};
 use crate::error::Result;
 use crate::model::graph::{
-    AdaptiveAvgPool, Add, Affine, Flatten, Graph, GraphBuilder, LayerNorm, NodeId, Nonlinearity, Op,
+    AdaptiveAvgPool, Add, Affine, Flatten, Graph, GraphBuilder, NodeId, Nonlinearity, Op,
 };
 use crate::model::weights::Weights;
 
 /// ConvNeXt's LayerNorm ε (`partial(nn.LayerNorm, eps=1e-6)`).
 const EPS: f32 = 1e-6;
 
-/// Appends the layer norm `{p}` over `channels` (`{p}.weight`, `{p}.bias`).
+/// Appends the layer norm `{p}` over `channels` with ConvNeXt's ε.
 fn layer_norm(b: &mut GraphBuilder, w: &mut Weights, p: &str, x: NodeId, channels: usize) -> Result<NodeId> {
-    let (weight, bias) = w.layer_norm(p, channels)?;
-    Ok(b.push(p, Op::LayerNorm(LayerNorm { weight, bias, eps: EPS }), &[x]))
-}
-
-/// A `Linear` `{name}` from `inputs` to `outputs` channels applied at each position, as a 1×1
-/// convolution.
-fn pointwise(
-    b: &mut GraphBuilder,
-    w: &mut Weights,
-    name: &str,
-    x: NodeId,
-    (inputs, outputs): (usize, usize),
-) -> Result<NodeId> {
-    let weight = w
-        .take(&format!("{name}.weight"), &[Some(outputs), Some(inputs)])?
-        .reshape((outputs, inputs, 1, 1))?;
-    let bias = w.take(&format!("{name}.bias"), &[Some(outputs)])?;
-    Ok(b.conv(name, x, (weight, Some(bias)), 1, 0, 1))
+    super::layer_norm(b, w, p, x, channels, EPS)
 }
 
 /// The `CNBlock` `{p}` on `x` of `c` channels.

@@ -13,7 +13,9 @@
 //! weights (the last layer's out-features and the first convolution's in-channels), so a
 //! ResNet fine-tuned on 10 grey-scale classes loads like the ImageNet one.
 //!
-//! Shapes: images [B,C,H,W], nominally 224×224 ([`Architecture::input`]); logits [B,K].
+//! Shapes: images [B,C,H,W], nominally 224×224 ([`Architecture::input`]; a vision
+//! transformer takes only the size its position embedding fixes, [`Graph::fixed_input`]);
+//! logits [B,K].
 
 mod convnext;
 mod efficientnet;
@@ -24,9 +26,10 @@ mod resnet;
 mod shufflenet;
 mod squeezenet;
 mod vgg;
+mod vit;
 
 use super::graph::{
-    fold_batch_norm, AdaptiveAvgPool, Flatten, Graph, GraphBuilder, Mul, NodeId, Nonlinearity, Op,
+    fold_batch_norm, AdaptiveAvgPool, Flatten, Graph, GraphBuilder, LayerNorm, Mul, NodeId, Nonlinearity, Op,
 };
 use super::weights::{Weights, BATCH_NORM_EPS};
 use crate::error::{Error, Result};
@@ -36,7 +39,8 @@ use crate::error::{Error, Result};
 pub struct Architecture {
     /// torchvision's function name (`resnet18`).
     pub name: &'static str,
-    /// The node or container Grad-CAM uses by default: the last convolutional feature map.
+    /// The node or container Grad-CAM uses by default: the last convolutional feature map
+    /// (a vision transformer's last block's `ln_1`, seen as its patch grid).
     pub default_layer: &'static str,
     /// The nominal input size (rows, columns) the ImageNet weights were trained at.
     pub input: (usize, usize),
@@ -68,7 +72,7 @@ const fn arch(
 }
 
 /// Every architecture this module builds.
-pub const ARCHITECTURES: [Architecture; 18] = [
+pub const ARCHITECTURES: [Architecture; 23] = [
     arch("resnet18", "layer4", resnet::resnet18),
     arch("resnet34", "layer4", resnet::resnet34),
     arch("resnet50", "layer4", resnet::resnet50),
@@ -87,6 +91,11 @@ pub const ARCHITECTURES: [Architecture; 18] = [
     arch("shufflenet_v2_x1_0", "conv5", shufflenet::shufflenet_v2_x1_0),
     arch("regnet_y_400mf", "trunk_output", regnet::regnet_y_400mf),
     arch("convnext_tiny", "features.7", convnext::convnext_tiny),
+    arch("vit_b_16", vit::DEFAULT_LAYER, vit::vit_b_16),
+    arch("vit_b_32", vit::DEFAULT_LAYER, vit::vit_b_32),
+    arch("vit_l_16", vit::DEFAULT_LAYER, vit::vit_l_16),
+    arch("vit_l_32", vit::DEFAULT_LAYER, vit::vit_l_32),
+    arch("vit_h_14", vit::DEFAULT_LAYER, vit::vit_h_14),
 ];
 
 /// The architecture called `name` (torchvision's function name), if any.
@@ -214,6 +223,37 @@ fn linear(
     let weight = w.take(&format!("{name}.weight"), &[outputs, Some(inputs)])?;
     let bias = w.take(&format!("{name}.bias"), &[Some(weight.dim(0)?)])?;
     Ok(b.linear(name, input, (weight, Some(bias))))
+}
+
+/// A `Linear` `{name}` from `inputs` to `outputs` channels applied at each position (of a
+/// feature map, or to each token of a token map), as a 1×1 convolution with the same weights
+/// ([out, in] as [out, in, 1, 1]).
+fn pointwise(
+    b: &mut GraphBuilder,
+    w: &mut Weights,
+    name: &str,
+    x: NodeId,
+    (inputs, outputs): (usize, usize),
+) -> Result<NodeId> {
+    let weight = w
+        .take(&format!("{name}.weight"), &[Some(outputs), Some(inputs)])?
+        .reshape((outputs, inputs, 1, 1))?;
+    let bias = w.take(&format!("{name}.bias"), &[Some(outputs)])?;
+    Ok(b.conv(name, x, (weight, Some(bias)), 1, 0, 1))
+}
+
+/// Appends the layer norm `{p}` over `channels` (`{p}.weight`, `{p}.bias`) with ε `eps` (a
+/// module setting, not in the `state_dict`).
+fn layer_norm(
+    b: &mut GraphBuilder,
+    w: &mut Weights,
+    p: &str,
+    x: NodeId,
+    channels: usize,
+    eps: f32,
+) -> Result<NodeId> {
+    let (weight, bias) = w.layer_norm(p, channels)?;
+    Ok(b.push(p, Op::LayerNorm(LayerNorm { weight, bias, eps }), &[x]))
 }
 
 /// Appends a ReLU.
