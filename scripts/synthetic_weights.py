@@ -28,6 +28,13 @@ Scaling by key (first matching rule):
     ends with "layer_scale"            1 + 0.1 * r  (ConvNeXt's per-channel [C,1,1] residual scale;
                                                     torchvision initialises it to 1e-6, which would
                                                     make every block almost the identity)
+    ends with "class_token"            0.5 * r      (the Vision Transformer's [1,1,D] class token and
+    or "pos_embedding"                              its [1,T,D] position embedding; torchvision starts
+                                                    them at 0 and N(0, 0.02^2), which would make the
+                                                    class token input-free and positions almost
+                                                    invisible next to the patch embeddings, whose
+                                                    entries the formula's weights give a standard
+                                                    deviation of about 0.6 on the fixtures' input)
     "input" (the fixture images)       u            (use scale="u")
 
 `python3 scripts/synthetic_weights.py` prints the first values the Rust test asserts:
@@ -103,6 +110,9 @@ def synthetic_f64(key, shape, scale=None):
         elif key.endswith("layer_scale"):
             # Added with the ConvNeXt fixture; no earlier key ends so, their values are unchanged.
             v = 1.0 + 0.1 * r
+        elif key.endswith("class_token") or key.endswith("pos_embedding"):
+            # Added with the ViT fixture (vit_b_16); no earlier key ends so, their values are unchanged.
+            v = 0.5 * r
         else:
             raise ValueError(f"{key} {list(shape)}: no rule in the formula")
     return v.reshape(shape)

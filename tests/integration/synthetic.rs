@@ -33,7 +33,8 @@ fn numel(shape: &[usize]) -> usize {
 }
 
 /// The formula's values for a state_dict key of `shape`, row-major, with the key-dependent
-/// scaling (running_var, running_mean, bias, BN weight, conv/linear weight).
+/// scaling (running_var, running_mean, bias, BN weight, conv/linear weight, ConvNeXt's
+/// layer_scale, the ViT's class_token and pos_embedding).
 ///
 /// Panics on `num_batches_tracked` (not part of the formula) and on keys no rule covers.
 pub fn synthetic_tensor(key: &str, shape: &[usize]) -> Vec<f32> {
@@ -57,6 +58,11 @@ pub fn synthetic_tensor(key: &str, shape: &[usize]) -> Vec<f32> {
         // ConvNeXt's per-channel residual scale [C,1,1] (torchvision's 1e-6 would make every
         // block almost the identity).
         Box::new(|u| 1.0 + 0.1 * (2.0 * u - 1.0))
+    } else if key.ends_with("class_token") || key.ends_with("pos_embedding") {
+        // The Vision Transformer's class token [1,1,D] and position embedding [1,T,D]
+        // (torchvision's 0 and N(0, 0.02²) would leave the class token input-free and the
+        // positions almost invisible next to the patch embeddings).
+        Box::new(|u| 0.5 * (2.0 * u - 1.0))
     } else {
         panic!("{key} {shape:?}: no rule in the formula")
     };
@@ -152,6 +158,8 @@ mod tests {
         within("fc.bias", &[10], -0.05, 0.05);
         let a = (3.0f32 / 512.0).sqrt();
         within("fc.weight", &[10, 512], -a, a);
+        within("class_token", &[1, 1, 48], -0.5, 0.5);
+        within("encoder.pos_embedding", &[1, 5, 48], -0.5, 0.5);
         let x = synthetic_uniform("input", &[2, 3, 64, 64]);
         assert!(x.iter().all(|&u| (0.0..1.0).contains(&u)));
     }
@@ -193,6 +201,17 @@ mod tests {
                 assert_eq!(sd[&fc.name].dims()[0], 10, "{arch}: {}", fc.name);
             }
         }
+        // The small Vision Transformer (a 32×32 input: the first 6144 values of the same stream).
+        let keys = read_keys(&dir.join("vit_b_16.keys.json"));
+        assert_eq!((keys.arch.as_str(), keys.num_classes), ("vit_b_16", 10));
+        let fixtures =
+            candle_core::safetensors::load(dir.join("vit_b_16.safetensors"), &Device::Cpu).unwrap();
+        assert_eq!(flat(&fixtures["x"]), synthetic_uniform("input", &[2, 3, 32, 32]), "vit_b_16: x");
+        assert_eq!(fixtures["logits"].dims(), &[2, 10]);
+        let sd = synthetic_state_dict(&dir.join("vit_b_16.keys.json"), &Device::Cpu);
+        assert_eq!(sd.len(), keys.keys.len());
+        assert_eq!(sd["encoder.pos_embedding"].dims(), &[1, 5, 48]);
+        assert_eq!(sd["heads.head.weight"].dims(), &[10, 48]);
     }
 
     /// Every tensor of every fixture's state_dict, bit for bit as Python made it (by checksum).
