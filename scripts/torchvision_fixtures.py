@@ -37,6 +37,50 @@ layer_scale needed a new rule in the weight formula (scripts/synthetic_weights.p
 All six were cross-checked (scripts/check_torchvision_guided.py) against the unmodified
 torchvision models: plain autograd, guided backprop by full backward hooks with hand-written
 derivatives, Grad-CAM by retain_grad and a batched IG, all within 6e-8 relative.
+
+vit_b_16 (added 2026-12-08: torch and torchvision as above, numpy 2.3.5, one thread:
+`FIXTURE_THREADS=1 ... vit_b_16`) is a SMALL Vision Transformer built by the same torchvision
+code as vit_b_16, `torchvision.models.VisionTransformer(image_size=32, patch_size=16,
+num_layers=2, num_heads=12, hidden_dim=48, mlp_dim=96, num_classes=10)`, not vit_b_16 itself.
+The real one (224x224 input, 12 layers of width 768, 86M parameters) would cost seconds per
+float64 pass here (IG alone is 17 passes) and make the Rust test slow, while every kind of
+computation it has is already in the small one: the 16x16 patchify convolution, the class token,
+the position embedding, pre-norm encoder blocks (LayerNorm eps 1e-6, nn.MultiheadAttention,
+residual adds, an MLP with exact GELU), the final LayerNorm and the head on the class token. 12
+heads as vit_b_16 has (head dim 48 / 12 = 4), so that a Rust builder taking the head count from
+the architecture name builds the same attention; 32x32 gives 2x2 = 4 patch tokens + the class
+token, T = 5, so the attention mixes tokens and the positions matter. Its input `x` is
+[2,3,32,32] (the same formula stream, so its first 6144 values). The class token and position
+embedding needed a rule in the weight formula (0.5 r; torchvision's zeros and N(0, 0.02^2) would
+leave them nearly invisible).
+
+On the ViT:
+- nn.MultiheadAttention's fused inference fast path (torch._native_multi_head_attention, taken
+  under no_grad) differs from the autograd path in the last bits (1e-15), so it is switched off
+  (torch.backends.mha.set_fastpath_enabled(False)) and every pass, with or without gradients,
+  runs F.multi_head_attention_forward; with need_weights=False that calls
+  F.scaled_dot_product_attention, whose softmax is inside one fused op.
+- Guided backprop: the only elementwise nonlinearities are the two MLP blocks' nn.GELU modules
+  (`encoder.layers.encoder_layer_{0,1}.mlp.1`), swapped for SmoothAct("gelu") like ConvNeXt's
+  (the script prints the count: {'GELU': 2}); there the backward is relu(g) * GELU'(z). The
+  attention (the q/k/v projections, the softmax and both products inside SDPA), the LayerNorms,
+  the residual adds, the class-token concatenation and the position-embedding add backpropagate
+  the plain gradient autograd computes. scripts/check_torchvision_guided.py checks this against
+  the unmodified model with full backward hooks on the GELU modules.
+- Grad-CAM at `encoder.layers.encoder_layer_1.ln_1` ([2,5,48]) with pytorch-grad-cam's ViT
+  recipe (its README / tutorial `reshape_transform`): the class token dropped (tensor[:, 1:, :]),
+  the 4 patch tokens reshaped to the 2x2 grid in row-major patch order and put channels first,
+  [2,48,2,2]; the same transform is applied to the gradient of that layer's output (which is
+  what pytorch-grad-cam's gradient hook does), then the usual Grad-CAM as for the CNNs.
+  scripts/check_torchvision_guided.py vit_b_16 compares it with pytorch_grad_cam.GradCAM.
+  At this layer the patch tokens reach the logits only as keys and values of the class token's
+  attention in the last block, and the per-token weighted sum has either sign: on the fixture's
+  input the ReLU leaves one of image 0's four cells and none of image 1's (a zero map; this is
+  Grad-CAM's own behaviour on ViTs, not a bug). So the ViT's file also has
+  `grad_cam_unrectified` [2,1,2,2], the signed sum before the ReLU and the upsampling, whose
+  four distinct values per image check the token-to-grid order (a transposed grid swaps the
+  off-diagonal cells). Any layer after the last block's attention (ln_2, the MLP, the block
+  output) has a zero gradient on every patch token, so Grad-CAM there is zero.
 """
 
 import datetime
@@ -83,8 +127,46 @@ GRAD_CAM_LAYER = {
     "regnet_y_400mf": "trunk_output",  # the last stage; its last block ends ReLU(proj(x) + f(x))
     "shufflenet_v2_x1_0": "conv5",  # conv 1x1 (464 -> 1024), BN, ReLU
     "convnext_tiny": "features.7",  # the last stage; its last CNBlock ends in a residual add (no activation)
+    # The last encoder block's first LayerNorm (pytorch-grad-cam's ViT choice,
+    # `model.blocks[-1].norm1` in timm), through the reshape below.
+    "vit_b_16": "encoder.layers.encoder_layer_1.ln_1",
 }
 ARCHS = list(GRAD_CAM_LAYER)
+
+# Architectures not built as torchvision.models.<arch>(weights=None, num_classes=10): a small
+# Vision Transformer under vit_b_16's name (see the docstring for why small).
+VIT_CONFIG = {
+    "vit_b_16": dict(image_size=32, patch_size=16, num_layers=2, num_heads=12, hidden_dim=48,
+                     mlp_dim=96),
+}
+
+
+def new_model(arch):
+    """The untrained torchvision model of `arch` with NUM_CLASSES outputs."""
+    if arch in VIT_CONFIG:
+        return torchvision.models.VisionTransformer(**VIT_CONFIG[arch], num_classes=NUM_CLASSES)
+    return getattr(torchvision.models, arch)(weights=None, num_classes=NUM_CLASSES)
+
+
+def input_shape(arch):
+    if arch in VIT_CONFIG:
+        size = VIT_CONFIG[arch]["image_size"]
+        return (INPUT_SHAPE[0], INPUT_SHAPE[1], size, size)
+    return INPUT_SHAPE
+
+
+def vit_reshape_transform(tensor):
+    """pytorch-grad-cam's ViT reshape_transform: [B, 1 + h*w, D] -> [B, D, h, w], the class token
+    dropped and the patch tokens (row-major over the patch grid, as torchvision's _process_input
+    flattens them) laid on their square grid."""
+    b, t, d = tensor.shape
+    side = int(round((t - 1) ** 0.5))
+    assert side * side == t - 1, tensor.shape
+    return tensor[:, 1:, :].reshape(b, side, side, d).permute(0, 3, 1, 2)
+
+
+# Grad-CAM's reshape of the layer's output (and of its gradient) to [B, C, h, w], where needed.
+GRAD_CAM_RESHAPE = {"vit_b_16": vit_reshape_transform}
 
 
 class GuidedReLU(torch.autograd.Function):
@@ -203,7 +285,12 @@ def set_guided(model, on):
 
 
 def build(arch):
-    model = getattr(torchvision.models, arch)(weights=None, num_classes=NUM_CLASSES)
+    if arch in VIT_CONFIG:
+        # One code path for attention in every pass (see the docstring): the fused no-grad fast
+        # path differs from the autograd path by rounding. (A global switch; only the ViT has
+        # nn.MultiheadAttention.)
+        torch.backends.mha.set_fastpath_enabled(False)
+    model = new_model(arch)
     sd = model.state_dict()
     keys = []
     new_sd = {}
@@ -233,7 +320,9 @@ def input_grad(model, x, targets):
     return g, logits.detach()
 
 
-def grad_cam(model, layer, x, targets):
+def grad_cam(model, layer, x, targets, reshape=None):
+    """Grad-CAM at `layer`; `reshape` (e.g. the ViT's) maps its output and the output's gradient
+    to [B, C, h, w] first."""
     store = {}
     module = dict(model.named_modules())[layer]
     handle = module.register_forward_hook(lambda m, i, o: store.__setitem__("A", o))
@@ -244,17 +333,20 @@ def grad_cam(model, layer, x, targets):
         handle.remove()
     a = store["A"]
     (ga,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), a)
+    if reshape is not None:
+        a, ga = reshape(a), reshape(ga)
     alpha = ga.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((alpha * a).sum(dim=1))
+    raw = (alpha * a).sum(dim=1)
+    cam = F.relu(raw)
     up = F.interpolate(cam[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)
-    return up.detach(), tuple(a.shape)
+    return up.detach(), tuple(a.shape), raw[:, None].detach()
 
 
 def make(arch):
     t0 = time.time()
     model, keys, n_act = build(arch)
     t_build = time.time() - t0
-    x = torch.from_numpy(synthetic("input", INPUT_SHAPE, scale="u")).double()
+    x = torch.from_numpy(synthetic("input", input_shape(arch), scale="u")).double()
 
     with torch.no_grad():
         logits = model(x)
@@ -268,7 +360,7 @@ def make(arch):
         ig += g
     ig = x * ig / IG_STEPS
 
-    cam, a_shape = grad_cam(model, GRAD_CAM_LAYER[arch], x, targets)
+    cam, a_shape, cam_raw = grad_cam(model, GRAD_CAM_LAYER[arch], x, targets, GRAD_CAM_RESHAPE.get(arch))
 
     set_guided(model, True)
     try:
@@ -285,6 +377,10 @@ def make(arch):
         "grad_cam": cam,
         "guided_backprop": gbp,
     }
+    if arch in GRAD_CAM_RESHAPE:
+        # The ViT's map is rectified to zero on most of its 2x2 grid (see the docstring): the
+        # signed weighted sum before the ReLU and the upsampling, [2,1,h,w], checks the reshape.
+        out["grad_cam_unrectified"] = cam_raw
     arrays = {k: v.detach().numpy().astype(np.float32) for k, v in out.items()}
     arrays["targets"] = targets.numpy().astype(np.int64)
     for k, v in arrays.items():
@@ -308,6 +404,11 @@ def make(arch):
         "safetensors": safetensors.__version__,
         "made_by": "scripts/torchvision_fixtures.py",
     }
+    if arch in VIT_CONFIG:  # (only here, so that the other files stay byte-identical)
+        metadata["model"] = "torchvision.models.VisionTransformer"
+        metadata["config"] = json.dumps(VIT_CONFIG[arch], sort_keys=True)
+        metadata["grad_cam_reshape"] = ("tensor[:, 1:, :] -> [B, h, w, D] -> [B, D, h, w] "
+                                        "(class token dropped)")
     os.makedirs(OUT_DIR, exist_ok=True)
     # One metadata entry holding sorted JSON: safetensors writes a metadata map in hash order,
     # which would make reruns differ byte-wise although every value is the same.
@@ -316,6 +417,8 @@ def make(arch):
     # One key a line: readable and diff-friendly.
     head = {"arch": arch, "num_classes": NUM_CLASSES, "torch": torch.__version__,
             "torchvision": torchvision.__version__}
+    if arch in VIT_CONFIG:
+        head["vit_config"] = VIT_CONFIG[arch]
     lines = [f"  {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
     entries = ",\n".join(f"    {json.dumps(k)}" for k in keys)
     with open(os.path.join(OUT_DIR, f"{arch}.keys.json"), "w") as f:
@@ -332,6 +435,9 @@ def make(arch):
         f"cam max {arrays['grad_cam'].max():.3g}; weights {t_build:.1f} s, total {total:.1f} s",
         flush=True,
     )
+    if "grad_cam_unrectified" in arrays:
+        signed = arrays["grad_cam_unrectified"].astype(np.float64).round(4).tolist()
+        print(f"  {arch}: Grad-CAM before the ReLU {signed}", flush=True)
 
 
 def main():
