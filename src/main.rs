@@ -209,21 +209,25 @@ enum Command {
 const SUBCOMMANDS: [&str; 9] =
     ["run", "report", "merge", "compare", "train", "explain", "models", "help", "--help"];
 
-/// `fragility models`: one line per architecture.
+/// `fragility models`: one line per architecture, the Grad-CAM column as wide as its longest
+/// layer name.
 fn list_models() {
-    println!("{:<20} {:<14} {:<10} weights", "model", "grad_cam", "input");
+    let archs = fragility::model::zoo::ARCHITECTURES;
+    let cam = archs.iter().map(|a| a.default_layer.chars().count()).max().unwrap_or(0).max(10);
+    println!("{:<20} {:<cam$} {:<10} weights", "model", "grad_cam", "input");
     println!(
-        "{:<20} {:<14} {:<10} assets/models/fmnist_cnn.safetensors",
+        "{:<20} {:<cam$} {:<10} assets/models/fmnist_cnn.safetensors",
         "fmnist_cnn", "conv2_relu", "1×28×28"
     );
-    for a in fragility::model::zoo::ARCHITECTURES {
+    for a in archs {
         let input = format!("C×{}×{}", a.input.0, a.input.1);
         println!(
-            "{:<20} {:<14} {:<10} torchvision state_dict (C and classes from the weights)",
+            "{:<20} {:<cam$} {:<10} torchvision state_dict (C and classes from the weights)",
             a.name, a.default_layer, input
         );
     }
     println!("any CNN exported to ONNX: `--model FILE.onnx` / `[model] onnx = ...`; `fragility models FILE.onnx` lists its graph");
+    println!("a ViT's input size is fixed by its position embedding (224×224 for torchvision's weights)");
 }
 
 /// `fragility models FILE.onnx`: the imported graph, one node per line.

@@ -97,6 +97,14 @@ fn models_lists_every_architecture() {
         assert!(line.contains(a.default_layer) && line.contains("224×224"), "{line}");
     }
     assert!(text.lines().any(|l| l.starts_with("fmnist_cnn") && l.contains("conv2_relu")));
+    // The columns line up under the header (a ViT's Grad-CAM layer is the longest name).
+    let column = |l: &str| {
+        l.find("input").or_else(|| l.find("C×")).or_else(|| l.find("1×28")).map(|b| l[..b].chars().count())
+    };
+    let header = column(text.lines().next().unwrap());
+    for line in text.lines().take(1 + 1 + fragility::model::zoo::ARCHITECTURES.len()) {
+        assert_eq!(column(line), header, "{line}");
+    }
 }
 
 /// A state_dict with a wrongly shaped tensor: exit 2, the key and both shapes named, and

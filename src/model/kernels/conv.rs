@@ -291,7 +291,15 @@ impl ConvKernel {
     /// row where it would gather every s-th value (ResNet's 7×7 stride-2 stem, the stride-2
     /// 3×3 and 1×1 convolutions of the downsampling blocks). The same values land in the same
     /// places.
-    fn im2col_strided(&self, x: &[f32], c0: usize, cg: usize, p: Planes, rows: Range<usize>, cols: &mut [f32]) {
+    fn im2col_strided(
+        &self,
+        x: &[f32],
+        c0: usize,
+        cg: usize,
+        p: Planes,
+        rows: Range<usize>,
+        cols: &mut [f32],
+    ) {
         let (kh, kw, s) = (self.k[0], self.k[1], self.stride[1]);
         let (hw, len, qw) = (p.h * p.w, rows.len() * p.ow, p.w.div_ceil(s));
         let mut phases = Vec::new();

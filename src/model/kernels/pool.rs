@@ -126,7 +126,8 @@ fn max_rows(t: &PoolTable, g: &MaxGeometry, x: &[f32], rank: &[f32], planes: usi
             let row = (oy * sy) as isize - py as isize;
             for (ox, &k) in tap.iter().enumerate() {
                 if k != NONE {
-                    let at = (row * g.w as isize + (ox * sx) as isize - px as isize + offset[k as usize]) as usize;
+                    let at =
+                        (row * g.w as isize + (ox * sx) as isize - px as isize + offset[k as usize]) as usize;
                     route[o + ox] = at as u32;
                     out[o + ox] = xs[at];
                 }
