@@ -301,7 +301,7 @@ fn write_outputs(
         for (method, data) in methods.iter().zip(&c.maps) {
             let ch = channels_of(data);
             let sal: Vec<Vec<f32>> =
-                (0..shown).map(|i| saliency_of_row(&data[i * ch * hw..][..ch * hw], ch)).collect();
+                (0..shown).map(|i| saliency_of_row(&data[i * ch * hw..][..ch * hw], hw)).collect();
             let panels: Vec<Panel> = (0..shown)
                 .map(|i| Panel {
                     image: set.image(i),

@@ -95,7 +95,15 @@ impl Objective for ManipulateObjective {
     fn prepare(&self, cx: &PrepareContext) -> Result<Box<dyn Goal>> {
         let hw = cx.h * cx.w;
         let target = match &self.target {
-            TargetMap::Image { pixels, .. } => {
+            TargetMap::Image { id, pixels } => {
+                let (_, _, h, w) = pixels.dims4()?;
+                if (h, w) != (cx.h, cx.w) {
+                    return Err(Error::Invalid(format!(
+                        "attack `manipulate`: target image {id} is {h}×{w} as `[data]` prepares it, the \
+                         model's maps are {}×{} (a model with its own resize or crop: give `target_map`)",
+                        cx.h, cx.w
+                    )));
+                }
                 let pixels = pixels.to_device(cx.device)?;
                 let class = predict(cx.model, &pixels)?;
                 let attr = cx.method.attribute(cx.model, &pixels, &class, Activation::Exact)?;

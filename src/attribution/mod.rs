@@ -353,11 +353,12 @@ pub fn saliency_rows(attr: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(saliency(attr)?.flatten_from(1)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
 }
 
-/// [`saliency`] of one signed row [C·H·W] (channel-major) with `channels` channels: the flat
-/// map [H·W], |a| summed over the channels in order (for rows already out of their tensor: the
-/// example panels).
-pub fn saliency_of_row(row: &[f32], channels: usize) -> Vec<f32> {
-    let hw = row.len() / channels.max(1);
+/// [`saliency`] of one signed row [C·H·W] (channel-major) of planes of `hw` = H·W values: the
+/// flat map [H·W], |a| summed over the row's C = len/hw channels in order (for rows already out
+/// of their tensor: the example panels). C is the map's own: 1 for the CAM family's maps of a
+/// 3-channel image.
+pub fn saliency_of_row(row: &[f32], hw: usize) -> Vec<f32> {
+    let channels = row.len() / hw.max(1);
     (0..hw).map(|p| (0..channels).map(|k| row[k * hw + p].abs()).sum()).collect()
 }
 
@@ -426,7 +427,10 @@ mod tests {
         let t = Tensor::from_vec(data, (2, 3, 4, 5), &candle_core::Device::Cpu).unwrap();
         let want = saliency_rows(&t).unwrap();
         for (row, want) in attribution_rows(&t).unwrap().iter().zip(&want) {
-            assert_eq!(&saliency_of_row(row, 3), want);
+            assert_eq!(&saliency_of_row(row, 4 * 5), want);
         }
+        // A one-channel map (a CAM) of the same planes is its own saliency, in absolute value.
+        let cam: Vec<f32> = (0..20).map(|i| (i as f32 * 0.37).sin()).collect();
+        assert_eq!(saliency_of_row(&cam, 20), cam.iter().map(|v| v.abs()).collect::<Vec<_>>());
     }
 }

@@ -579,7 +579,15 @@ impl Plan {
             let make_method = |name: &Spanned<String>, field: &str| f.make(&cx, name, field);
             m.methods = f.listed(&cx, &raw.methods.names)?;
             m.attacks = match &raw.attacks {
-                Some(a) => build_attacks(&cx, a, &make_method, &images)?,
+                Some(a) => {
+                    let data = DataSource {
+                        images: &images,
+                        labels: labels.as_deref(),
+                        classes: classes.as_deref(),
+                        opts: &image_options,
+                    };
+                    build_attacks(&cx, a, &make_method, &data)?
+                }
                 None => Vec::new(),
             };
             models.push(m);
@@ -1182,7 +1190,7 @@ fn build_attacks(
     cx: &Ctx,
     a: &RawAttacks,
     make_method: &MethodMaker,
-    images: &Path,
+    data: &DataSource,
 ) -> Result<Vec<Arc<dyn Attack>>> {
     let target_span = a.target_method.span();
     let target_names: Vec<String> = match a.target_method.get_ref() {
@@ -1267,7 +1275,7 @@ fn build_attacks(
             "mass_center" => Arc::new(MassCenterObjective),
             "targeted" => Arc::new(TargetedObjective { region: region(cx, a.targeted.as_ref())? }),
             "manipulate" => {
-                Arc::new(ManipulateObjective { target: target_map(cx, a.manipulate.as_ref(), images)? })
+                Arc::new(ManipulateObjective { target: target_map(cx, a.manipulate.as_ref(), data)? })
             }
             other => {
                 return Err(cx.err(
@@ -1339,8 +1347,18 @@ fn region(cx: &Ctx, sec: Option<&Spanned<RawSteer>>) -> Result<Region> {
     }
 }
 
+/// Where `[data]`'s images come from and how they are prepared: the `manipulate` attack's
+/// `target_image` is read as the study reads its images, so that the id names the same image
+/// at the same size (resized, cropped and converted as `[data]` says).
+struct DataSource<'a> {
+    images: &'a Path,
+    labels: Option<&'a Path>,
+    classes: Option<&'a Path>,
+    opts: &'a ImageOptions,
+}
+
 /// The `manipulate` attack's target: `target_image = id` or `target_map = "file"`.
-fn target_map(cx: &Ctx, sec: Option<&Spanned<RawSteer>>, images: &Path) -> Result<TargetMap> {
+fn target_map(cx: &Ctx, sec: Option<&Spanned<RawSteer>>, data: &DataSource) -> Result<TargetMap> {
     let missing = || {
         cx.err(
             sec.map_or(0..0, |s| s.span()),
@@ -1356,7 +1374,10 @@ fn target_map(cx: &Ctx, sec: Option<&Spanned<RawSteer>>, images: &Path) -> Resul
             "field `attacks.manipulate`: give `target_image` or `target_map`, not both".into(),
         )),
         (Some(id), None) => {
-            let set = crate::data::load_images(images)?;
+            let images = data.images;
+            // A folder's labels CSV orders nothing and a file's labels are not read here.
+            let labels = data.labels.filter(|_| images.is_dir());
+            let set = crate::data::load_images_with(images, data.opts, data.classes, labels)?;
             if id >= set.n {
                 return Err(cx.err(
                     sec.span(),

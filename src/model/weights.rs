@@ -36,6 +36,8 @@ pub struct Weights {
     tensors: HashMap<String, Tensor>,
     /// Present in synthesize mode.
     synth: Option<Synth>,
+    /// Load mode: the keys and shapes taken so far, in order.
+    taken: Vec<(String, Vec<usize>)>,
 }
 
 /// Synthesize mode: how free dimensions are filled and what has been made up so far.
@@ -99,7 +101,7 @@ impl Weights {
 
     /// Tensors already in memory; `source` names them in error messages.
     pub fn from_tensors(tensors: HashMap<String, Tensor>, source: impl Into<PathBuf>) -> Self {
-        Self { source: source.into(), tensors, synth: None }
+        Self { source: source.into(), tensors, synth: None, taken: Vec::new() }
     }
 
     /// Synthesize mode: [`Weights::take`] makes up every tensor it is asked for (zeros,
@@ -108,7 +110,12 @@ impl Weights {
     /// (a first convolution's in-channels) becomes `channels`.
     pub fn synthesize(classes: usize, channels: usize, device: &Device) -> Self {
         let synth = Synth { classes, channels, device: device.clone(), taken: Vec::new() };
-        Self { source: PathBuf::from("<synthesized>"), tensors: HashMap::new(), synth: Some(synth) }
+        Self {
+            source: PathBuf::from("<synthesized>"),
+            tensors: HashMap::new(),
+            synth: Some(synth),
+            taken: Vec::new(),
+        }
     }
 
     /// Where the tensors come from.
@@ -158,6 +165,7 @@ impl Weights {
                 format!("tensor `{key}` has shape {}, expected {}", shape_str(dims), expected_str(expected)),
             ));
         }
+        self.taken.push((key.to_string(), dims.to_vec()));
         Ok(t.to_dtype(DType::F32)?)
     }
 
@@ -243,12 +251,13 @@ impl Weights {
         ))
     }
 
-    /// Every synthesized tensor's key and shape, in the order the builder asked for them
-    /// (empty in load mode).
+    /// Every tensor's key and shape in the order the builder asked for them: the
+    /// synthesized ones, or in load mode those taken (a model whose depth the weights decide,
+    /// a ViT's, has its own list).
     pub fn recorded(&self) -> Vec<(String, Vec<usize>)> {
         match &self.synth {
             Some(s) => s.taken.iter().map(|(k, t)| (k.clone(), t.dims().to_vec())).collect(),
-            None => Vec::new(),
+            None => self.taken.clone(),
         }
     }
 

@@ -60,7 +60,9 @@ impl SanityRows<'_, '_> {
         (step, layer): (usize, &str),
         map: &[f32],
     ) -> Result<()> {
-        let (c, h, w) = self.chw;
+        // The map's own channels: 1 for the CAM family's maps of a colour image.
+        let (_, h, w) = self.chw;
+        let c = map.len() / (h * w).max(1);
         for sim in &self.plan.similarities {
             let v = sim.score(&self.m.signed[i], map, c, h, w);
             self.t
@@ -100,7 +102,7 @@ impl Study<'_> {
         if examples.is_empty() {
             return Ok(());
         }
-        let (_, c, h, w) = x.dims4()?;
+        let (_, _, h, w) = x.dims4()?;
         for (i, &id) in chunk.iter().enumerate() {
             if !self.example_ids.contains(&id) {
                 continue;
@@ -108,7 +110,7 @@ impl Study<'_> {
             let image = x.get(i)?.flatten_all()?.to_vec1::<f32>()?;
             let step_maps: Vec<Vec<Vec<f32>>> = examples
                 .iter()
-                .map(|(_, _, steps)| steps.iter().map(|s| saliency_of_row(&s.maps[i], c)).collect())
+                .map(|(_, _, steps)| steps.iter().map(|s| saliency_of_row(&s.maps[i], h * w)).collect())
                 .collect();
             let rows: Vec<Vec<Panel>> = examples
                 .iter()
@@ -247,10 +249,12 @@ impl Study<'_> {
         let Some(plan) = &self.plan.faithfulness else { return Ok(()) };
         let method = self.spec.methods[m.index].name();
         let keys: Vec<u64> = chunk.iter().map(|&i| i as u64).collect();
+        let (_, channels, h, w) = x.dims4()?;
+        let attributions = on_every_channel(m.signed, (channels, h * w));
         let batch = Batch {
             x,
             maps: m.saliency,
-            attributions: m.signed,
+            attributions: &attributions,
             classes: targets,
             keys: &keys,
             seed: self.plan.seed,
@@ -318,4 +322,12 @@ pub(super) fn no_state_dict(spec: &crate::config::ModelPlan) -> Error {
         "model `{}`: the randomisation tests re-initialise a state_dict's layers; an ONNX model has none (use `random_logit` and `input_invariance`, or the model's state_dict)",
         spec.label
     ))
+}
+
+/// Signed attribution rows with `c` channels of `hw` pixels each: a one-channel map (the CAM
+/// family's [B,1,H,W] of a colour image) is the same relevance on every channel, as the
+/// measures that perturb every channel of a pixel (faithfulness correlation, infidelity) read
+/// it; rows with every channel are kept as they are.
+fn on_every_channel(rows: &[Vec<f32>], (c, hw): (usize, usize)) -> Vec<Vec<f32>> {
+    rows.iter().map(|r| if c > 1 && r.len() == hw { r.repeat(c) } else { r.clone() }).collect()
 }

@@ -141,7 +141,7 @@ mod tests {
 
     /// `arch`'s block names and each block's layer count.
     fn blocks_of(arch: &str) -> Vec<(String, usize)> {
-        let layers = param_layers(&key_order(arch).unwrap());
+        let layers = param_layers(&key_order(arch, None).unwrap());
         let n = layers.len();
         let out: Vec<(String, usize)> =
             blocks(layers).into_iter().map(|b| (b.name, b.layers.len())).collect();
@@ -260,7 +260,7 @@ mod tests {
             let mut seen = std::collections::HashSet::new();
             assert!(b.iter().all(|b| seen.insert(b.0.clone())), "{arch}: {:?}", names(&b));
         }
-        let layers = param_layers(&key_order("resnet18").unwrap());
+        let layers = param_layers(&key_order("resnet18", None).unwrap());
         let units = Granularity::Layer.units(layers.clone());
         assert_eq!(units.len(), 41);
         assert!(units.iter().zip(&layers).all(|(u, l)| u.name == l.name && u.layers == [l.clone()]));

@@ -61,7 +61,7 @@ pub fn randomized_maps(
     targets: &[u32],
     seed: u64,
 ) -> Result<Vec<StepMaps>> {
-    let units = schedule.granularity.units(param_layers(&key_order(trained.name)?));
+    let units = schedule.granularity.units(param_layers(&key_order(trained.name, Some(trained.tensors))?));
     let mut out = Vec::with_capacity(units.len());
     for step in schedule.randomization.steps(units.len()) {
         let mut tensors = trained.tensors.clone();

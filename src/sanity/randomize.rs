@@ -89,8 +89,9 @@ pub fn param_layers(order: &[(String, Vec<usize>)]) -> Vec<ParamLayer> {
 
 /// The keys and shapes of model `name`'s `state_dict` in the order its builder reads them
 /// (forward order): `fmnist_cnn`'s fixed list, or a torchvision architecture's builder run on
-/// a made-up `state_dict` (nothing is allocated). ONNX files have no `state_dict`.
-pub fn key_order(name: &str) -> Result<Vec<(String, Vec<usize>)>> {
+/// `tensors` when given (a ViT's depth is the weights', not its name's) or else on a made-up
+/// `state_dict` (nothing is allocated). ONNX files have no `state_dict`.
+pub fn key_order(name: &str, tensors: Option<&HashMap<String, Tensor>>) -> Result<Vec<(String, Vec<usize>)>> {
     if name == "fmnist_cnn" {
         return Ok(crate::model::fmnist_cnn::PARAM_SHAPES
             .iter()
@@ -100,7 +101,10 @@ pub fn key_order(name: &str) -> Result<Vec<(String, Vec<usize>)>> {
     let arch = crate::model::zoo::architecture(name).ok_or_else(|| {
         Error::Invalid(format!("model `{name}`: parameter randomisation needs a state_dict architecture"))
     })?;
-    let mut w = crate::model::weights::Weights::synthesize(1000, 3, &candle_core::Device::Cpu);
+    let mut w = match tensors {
+        Some(t) => crate::model::weights::Weights::from_tensors(t.clone(), "<trained state_dict>"),
+        None => crate::model::weights::Weights::synthesize(1000, 3, &candle_core::Device::Cpu),
+    };
     (arch.build)(&mut w)?;
     Ok(w.recorded())
 }
@@ -186,7 +190,7 @@ mod tests {
 
     #[test]
     fn resnet18_has_its_41_parameter_layers_in_forward_order() {
-        let layers = param_layers(&key_order("resnet18").unwrap());
+        let layers = param_layers(&key_order("resnet18", None).unwrap());
         let count = |k: ParamKind| layers.iter().filter(|l| l.kind == k).count();
         assert_eq!(
             (count(ParamKind::Conv), count(ParamKind::BatchNorm), count(ParamKind::Linear)),
@@ -198,15 +202,15 @@ mod tests {
         let bn = &layers[1];
         assert_eq!(bn.keys, ["bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var"]);
         let cnn: Vec<String> =
-            param_layers(&key_order("fmnist_cnn").unwrap()).into_iter().map(|l| l.name).collect();
+            param_layers(&key_order("fmnist_cnn", None).unwrap()).into_iter().map(|l| l.name).collect();
         assert_eq!(cnn, ["conv1", "conv2", "fc1", "fc2"]);
-        assert!(key_order("model.onnx").is_err());
+        assert!(key_order("model.onnx", None).is_err());
     }
 
     #[test]
     fn convolutions_and_linear_layers_are_redrawn_uniformly_within_one_over_root_fan_in() {
         let original = shipped();
-        let layers = param_layers(&key_order("fmnist_cnn").unwrap());
+        let layers = param_layers(&key_order("fmnist_cnn", None).unwrap());
         for layer in &layers {
             let mut t = original.clone();
             reinitialize(&mut t, layer, 7).unwrap();
@@ -249,7 +253,7 @@ mod tests {
             let v = stats(&dict, k);
             dict.insert(k.into(), v);
         }
-        let layer = param_layers(&key_order("resnet18").unwrap()).remove(1);
+        let layer = param_layers(&key_order("resnet18", None).unwrap()).remove(1);
         assert_eq!(layer.kind, ParamKind::BatchNorm);
         reinitialize(&mut dict, &layer, 3).unwrap();
         assert!(values(&dict["bn1.weight"]).iter().all(|&v| v == 1.0));
@@ -287,7 +291,7 @@ mod rebuild_tests {
         };
         let same = from_state_dict("fmnist_cnn", dict.clone(), &path, None, &dev).unwrap();
         assert_eq!(logits(same.as_ref()), logits(shipped.as_ref()));
-        let last = param_layers(&key_order("fmnist_cnn").unwrap()).pop().unwrap();
+        let last = param_layers(&key_order("fmnist_cnn", None).unwrap()).pop().unwrap();
         reinitialize(&mut dict, &last, 0).unwrap();
         let random = from_state_dict("fmnist_cnn", dict, &path, None, &dev).unwrap();
         assert_ne!(logits(random.as_ref()), logits(shipped.as_ref()));

@@ -221,3 +221,103 @@ fn explain_runs_on_a_torchvision_state_dict() {
         assert!(out.join(format!("{m}.png")).is_file());
     }
 }
+
+/// A vision transformer (the vit_b_16 fixture's small configuration: 32×32 input, patch 16,
+/// 2 layers, 12 heads, width 48, synthetic weights) through a whole study: a method of every
+/// family (gradient-based, path, noise, guided, DeepLIFT, the CAM family on the patch grid,
+/// LRP, perturbation), every attack steered through the gradient map, the sanity checks
+/// (cascading randomisation of its 2-layer state_dict, not vit_b_16's nominal 12) and a
+/// faithfulness measure: every row is there and finite.
+#[test]
+fn a_vision_transformer_runs_every_method_attack_and_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = root().join("tests/fixtures/torchvision/vit_b_16.keys.json");
+    let weights = tmp.path().join("vit.safetensors");
+    candle_core::safetensors::save(&synthetic_state_dict(&keys, &Device::Cpu), &weights).unwrap();
+    let methods = [
+        "gradient",
+        "integrated_gradients",
+        "smoothgrad",
+        "guided_backprop",
+        "deeplift",
+        "grad_cam",
+        "eigen_cam",
+        "lrp_epsilon_plus_flat",
+        "occlusion",
+        "lime",
+    ];
+    let attacks = ["random_sign", "top_k", "mass_center", "targeted", "manipulate"];
+    let quoted = |v: &[&str]| v.iter().map(|m| format!("\"{m}\"")).collect::<Vec<_>>().join(", ");
+    let config = format!(
+        r#"
+seed = 1
+device = "cpu"
+out = "out"
+[model]
+name = "vit_b_16"
+weights = "{weights}"
+[data]
+images = "{images}"
+resize = 32
+crop = 32
+count = 2
+correct_only = false
+[methods]
+names = [{methods}]
+integrated_gradients = {{ steps = 4 }}
+smoothgrad = {{ samples = 3 }}
+[attacks]
+names = [{attacks}]
+epsilons = [0.05]
+target_method = "gradient"
+top_k = {{ k = 50, iterations = 2 }}
+mass_center = {{ iterations = 2 }}
+targeted = {{ iterations = 2, region = [0, 0, 8, 8] }}
+manipulate = {{ iterations = 2, target_image = 1 }}
+[metrics]
+top_k = 50
+[sanity]
+tests = ["cascading", "random_logit", "input_invariance"]
+[faithfulness]
+measures = ["deletion"]
+"#,
+        weights = weights.display(),
+        images = image_folder(tmp.path()).display(),
+        methods = quoted(&methods),
+        attacks = quoted(&attacks),
+    );
+    let path = tmp.path().join("vit.toml");
+    std::fs::write(&path, config).unwrap();
+    let o = fragility(&["run", path.to_str().unwrap(), "--quiet"], tmp.path());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("out");
+    let table = fragility::report::read_samples(&out.join("samples.parquet")).unwrap();
+    for m in methods {
+        for a in attacks {
+            let rows: Vec<_> = table.rows.iter().filter(|r| r.method == m && r.attack == a).collect();
+            assert_eq!(rows.len(), 2, "{m} under {a}");
+            for r in rows {
+                assert!(r.metrics.iter().flatten().any(|v| v.is_finite()), "{m} under {a}: {:?}", r.metrics);
+            }
+        }
+    }
+    assert!(out.join("summary.parquet").is_file());
+    // Every check has a value for every method: the CAM family's one-channel maps of the
+    // colour images included (their similarities and faithfulness once read as 3-channel
+    // rows and came out empty or refused).
+    let tables = fragility::report::checks::read_checks(&out, None).unwrap();
+    let [sanity, faithfulness, _curves] =
+        <[fragility::report::checks::CheckTable; 3]>::try_from(tables).unwrap();
+    for (name, t) in [("sanity", &sanity), ("faithfulness", &faithfulness)] {
+        let (method, value) = (t.text("method").unwrap(), t.numbers("value").unwrap());
+        for m in methods {
+            let defined =
+                (0..t.len()).filter(|&i| method[i] == m && value[i].is_some_and(f64::is_finite)).count();
+            assert!(defined > 0, "{name}: no value for {m}");
+        }
+    }
+    // Cascading randomisation walks the weights' 2 layers, not vit_b_16's nominal 12.
+    let layers = sanity.distinct("layer");
+    assert!(layers.iter().any(|l| l.contains("encoder_layer_1")), "{layers:?}");
+    assert!(!layers.iter().any(|l| l.contains("encoder_layer_2")), "{layers:?}");
+}

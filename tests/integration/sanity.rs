@@ -176,7 +176,7 @@ fn resnet18_cascades_over_its_blocks_and_over_its_layers_on_request() {
     // Layer by layer: the 41 parameter layers from the logits down.
     let layers = resnet18_cascade(Granularity::Layer);
     let all: Vec<String> =
-        param_layers(&key_order("resnet18").unwrap()).into_iter().rev().map(|l| l.name).collect();
+        param_layers(&key_order("resnet18", None).unwrap()).into_iter().rev().map(|l| l.name).collect();
     assert_eq!(layers.iter().map(|s| s.layer.clone()).collect::<Vec<_>>(), all);
     assert_eq!(
         &all[..6],
