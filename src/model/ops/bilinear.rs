@@ -32,6 +32,101 @@ use crate::model::shape::Shape;
 use candle_core::Tensor;
 use std::sync::Arc;
 
+/// The passes of a [`Layer`](super::Layer) whose arithmetic is its `bilinear()` product
+/// (inside `impl Layer for …` of [`super::Scores`] and [`super::Attend`]): nonlinear, keeps
+/// both inputs; forward, tangent, vector–Jacobian product and second-order terms on both
+/// executors, each the product's (see the module docs).
+macro_rules! bilinear_passes {
+    () => {
+        fn nonlinear(&self) -> bool {
+            true
+        }
+
+        fn tensor_forward(
+            &self,
+            cx: &mut super::TensorCx,
+            ins: &[&candle_core::Tensor],
+            _rank: Option<&candle_core::Tensor>,
+        ) -> crate::error::Result<(candle_core::Tensor, Option<candle_core::Tensor>)> {
+            Ok((self.bilinear().forward(&mut super::bilinear::TensorMats::new(cx), cx.ins, ins)?, None))
+        }
+
+        fn tensor_tangent(
+            &self,
+            cx: &mut super::TensorCx,
+            ins: &[&candle_core::Tensor],
+            kept: &super::TensorKept,
+        ) -> crate::error::Result<candle_core::Tensor> {
+            let kept = super::bilinear::kept_pair(|m| cx.error(m), kept.inputs)?;
+            self.bilinear().tangent(&mut super::bilinear::TensorMats::new(cx), cx.ins, ins, &kept)
+        }
+
+        fn tensor_vjp(
+            &self,
+            cx: &mut super::TensorCx,
+            g: &candle_core::Tensor,
+            kept: &super::TensorKept,
+        ) -> crate::error::Result<Vec<candle_core::Tensor>> {
+            let kept = super::bilinear::kept_pair(|m| cx.error(m), kept.inputs)?;
+            self.bilinear().grads(&mut super::bilinear::TensorMats::new(cx), (cx.ins, cx.out), g, &kept)
+        }
+
+        fn tensor_second(
+            &self,
+            cx: &mut super::TensorCx,
+            g: &candle_core::Tensor,
+            lam: &[&candle_core::Tensor],
+            _kept: &super::TensorKept,
+        ) -> crate::error::Result<Vec<Option<candle_core::Tensor>>> {
+            let s =
+                self.bilinear().grads(&mut super::bilinear::TensorMats::new(cx), (cx.ins, cx.out), g, lam)?;
+            Ok(s.into_iter().map(Some).collect())
+        }
+
+        fn cpu_forward(
+            &self,
+            cx: &mut super::CpuCx,
+            ins: &[&crate::model::kernels::Buf],
+            _rank: Option<&crate::model::kernels::Buf>,
+        ) -> crate::error::Result<(crate::model::kernels::Buf, Option<Vec<u32>>)> {
+            Ok((self.bilinear().forward(&mut super::bilinear::CpuMats::new(cx), cx.ins, ins)?, None))
+        }
+
+        fn cpu_tangent(
+            &self,
+            cx: &mut super::CpuCx,
+            ins: &[&crate::model::kernels::Buf],
+            kept: &super::CpuKept,
+        ) -> crate::error::Result<crate::model::kernels::Buf> {
+            let kept = super::bilinear::kept_pair(|m| cx.error(m), kept.inputs)?;
+            self.bilinear().tangent(&mut super::bilinear::CpuMats::new(cx), cx.ins, ins, &kept)
+        }
+
+        fn cpu_vjp(
+            &self,
+            cx: &mut super::CpuCx,
+            g: &crate::model::kernels::Buf,
+            kept: &super::CpuKept,
+        ) -> crate::error::Result<Vec<crate::model::kernels::Buf>> {
+            let kept = super::bilinear::kept_pair(|m| cx.error(m), kept.inputs)?;
+            self.bilinear().grads(&mut super::bilinear::CpuMats::new(cx), (cx.ins, cx.out), g, &kept)
+        }
+
+        fn cpu_second(
+            &self,
+            cx: &mut super::CpuCx,
+            g: &crate::model::kernels::Buf,
+            lam: &[&crate::model::kernels::Buf],
+            _kept: &super::CpuKept,
+        ) -> crate::error::Result<Vec<Option<crate::model::kernels::Buf>>> {
+            let s =
+                self.bilinear().grads(&mut super::bilinear::CpuMats::new(cx), (cx.ins, cx.out), g, lam)?;
+            Ok(s.into_iter().map(Some).collect())
+        }
+    };
+}
+pub(super) use bilinear_passes;
+
 /// One factor of a product: which input of the op, transposed or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Factor {

@@ -24,12 +24,9 @@
 //! attention visualization"). Occlusion: every query reads every key, so the op starts the
 //! head (recomputed whole).
 
-use super::bilinear::{kept_pair, Bilinear, CpuMats, Factor, TensorMats};
-use super::{CpuCx, CpuKept, Layer, TensorCx, TensorKept};
-use crate::error::Result;
-use crate::model::kernels::Buf;
+use super::bilinear::{Bilinear, Factor};
+use super::Layer;
 use crate::model::shape::Shape;
-use candle_core::Tensor;
 
 /// scale · qᵀk per head, laid out as Map(heads·T, T, 1) (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,63 +79,7 @@ impl Layer for Scores {
         Ok(Shape::Map(c, t, 1))
     }
 
-    fn nonlinear(&self) -> bool {
-        true
-    }
-
-    fn tensor_forward(
-        &self,
-        cx: &mut TensorCx,
-        ins: &[&Tensor],
-        _rank: Option<&Tensor>,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        Ok((self.bilinear().forward(&mut TensorMats::new(cx), cx.ins, ins)?, None))
-    }
-
-    fn tensor_tangent(&self, cx: &mut TensorCx, ins: &[&Tensor], kept: &TensorKept) -> Result<Tensor> {
-        let kept = kept_pair(|m| cx.error(m), kept.inputs)?;
-        self.bilinear().tangent(&mut TensorMats::new(cx), cx.ins, ins, &kept)
-    }
-
-    fn tensor_vjp(&self, cx: &mut TensorCx, g: &Tensor, kept: &TensorKept) -> Result<Vec<Tensor>> {
-        let kept = kept_pair(|m| cx.error(m), kept.inputs)?;
-        self.bilinear().grads(&mut TensorMats::new(cx), (cx.ins, cx.out), g, &kept)
-    }
-
-    fn tensor_second(
-        &self,
-        cx: &mut TensorCx,
-        g: &Tensor,
-        lam: &[&Tensor],
-        _kept: &TensorKept,
-    ) -> Result<Vec<Option<Tensor>>> {
-        let s = self.bilinear().grads(&mut TensorMats::new(cx), (cx.ins, cx.out), g, lam)?;
-        Ok(s.into_iter().map(Some).collect())
-    }
-
-    fn cpu_forward(
-        &self,
-        cx: &mut CpuCx,
-        ins: &[&Buf],
-        _rank: Option<&Buf>,
-    ) -> Result<(Buf, Option<Vec<u32>>)> {
-        Ok((self.bilinear().forward(&mut CpuMats::new(cx), cx.ins, ins)?, None))
-    }
-
-    fn cpu_tangent(&self, cx: &mut CpuCx, ins: &[&Buf], kept: &CpuKept) -> Result<Buf> {
-        let kept = kept_pair(|m| cx.error(m), kept.inputs)?;
-        self.bilinear().tangent(&mut CpuMats::new(cx), cx.ins, ins, &kept)
-    }
-
-    fn cpu_vjp(&self, cx: &mut CpuCx, g: &Buf, kept: &CpuKept) -> Result<Vec<Buf>> {
-        let kept = kept_pair(|m| cx.error(m), kept.inputs)?;
-        self.bilinear().grads(&mut CpuMats::new(cx), (cx.ins, cx.out), g, &kept)
-    }
-
-    fn cpu_second(&self, cx: &mut CpuCx, g: &Buf, lam: &[&Buf], _kept: &CpuKept) -> Result<Vec<Option<Buf>>> {
-        let s = self.bilinear().grads(&mut CpuMats::new(cx), (cx.ins, cx.out), g, lam)?;
-        Ok(s.into_iter().map(Some).collect())
-    }
+    super::bilinear::bilinear_passes!();
 }
 
 #[cfg(test)]
