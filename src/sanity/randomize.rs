@@ -7,6 +7,10 @@
 //! * `Conv2d` and `Linear`: weight by `kaiming_uniform_(a=√5)`, i.e. U(−1/√fan_in, 1/√fan_in),
 //!   and bias by U(−1/√fan_in, 1/√fan_in), fan_in = in-channels/groups × kernel area (the
 //!   weight's `size(1)` × its receptive field) or in-features;
+//!   a transformer's fused q/k/v projection (`nn.MultiheadAttention`'s `in_proj_weight` and
+//!   `in_proj_bias`, the layer `….in_proj` here) is drawn as a linear layer too (PyTorch
+//!   itself initialises it by Xavier's rule with a zero bias: the same kind of draw, another
+//!   scale);
 //! * `BatchNorm2d`: γ = 1, β = 0; the running mean and variance are kept (PyTorch would reset
 //!   them too; Adebayo et al.'s randomisation keeps the trained statistics), so the layer
 //!   becomes the trained normalisation without its learned affine.
@@ -49,18 +53,34 @@ pub struct ParamLayer {
 /// The key suffixes of a module's tensors.
 const SUFFIXES: [&str; 4] = ["weight", "bias", "running_mean", "running_var"];
 
+/// The module a `state_dict` key belongs to and the key's role in it (one of [`SUFFIXES`]), or
+/// None for keys of no parameter layer. `nn.MultiheadAttention` stores its fused q/k/v
+/// projection as `….in_proj_weight` and `….in_proj_bias`: the linear layer `….in_proj` here
+/// (its `out_proj` is an ordinary `nn.Linear`).
+fn module_of(key: &str) -> Option<(String, &'static str)> {
+    for (suffix, role) in [("in_proj_weight", "weight"), ("in_proj_bias", "bias")] {
+        if let Some(prefix) = key.strip_suffix(suffix).and_then(|p| p.strip_suffix('.')) {
+            return Some((format!("{prefix}.in_proj"), role));
+        }
+    }
+    let (prefix, suffix) = key.rsplit_once('.')?;
+    SUFFIXES.iter().find(|&&s| s == suffix).map(|&role| (prefix.to_string(), role))
+}
+
+/// `layer`'s key in `role` (`weight`, `bias`), if it has one.
+fn key_in_role<'l>(layer: &'l ParamLayer, role: &str) -> Option<&'l String> {
+    layer.keys.iter().find(|k| module_of(k).is_some_and(|(_, r)| r == role))
+}
+
 /// The parameter layers of a `state_dict` whose keys and shapes come in forward order
 /// (`order`: the builder's reads, see [`key_order`]). Keys with other suffixes (a layer scale,
 /// a class token) and modules that are none of the three kinds are left out: they are not
 /// layers Adebayo et al. randomise.
 pub fn param_layers(order: &[(String, Vec<usize>)]) -> Vec<ParamLayer> {
     // Per module prefix, in first-read order: its keys and its weight's rank.
-    let mut modules: Vec<(&str, Vec<String>, usize)> = Vec::new();
+    let mut modules: Vec<(String, Vec<String>, usize)> = Vec::new();
     for (key, dims) in order {
-        let Some((prefix, suffix)) = key.rsplit_once('.') else { continue };
-        if !SUFFIXES.contains(&suffix) {
-            continue;
-        }
+        let Some((prefix, suffix)) = module_of(key) else { continue };
         let i = match modules.iter().position(|(name, ..)| *name == prefix) {
             Some(i) => i,
             None => {
@@ -82,7 +102,7 @@ pub fn param_layers(order: &[(String, Vec<usize>)]) -> Vec<ParamLayer> {
                 2 => ParamKind::Linear,
                 _ => return None,
             };
-            Some(ParamLayer { name: name.to_string(), kind, keys })
+            Some(ParamLayer { name, kind, keys })
         })
         .collect()
 }
@@ -119,30 +139,28 @@ pub fn reinitialize(tensors: &mut HashMap<String, Tensor>, layer: &ParamLayer, s
     };
     match layer.kind {
         ParamKind::BatchNorm => {
-            for (suffix, value) in [("weight", 1.0), ("bias", 0.0)] {
-                let key = format!("{}.{suffix}", layer.name);
-                if layer.keys.contains(&key) {
-                    let t = get(tensors, &key)?;
-                    tensors.insert(key, t.ones_like()?.affine(value, 0.0)?);
+            for (role, value) in [("weight", 1.0), ("bias", 0.0)] {
+                if let Some(key) = key_in_role(layer, role) {
+                    let t = get(tensors, key)?;
+                    tensors.insert(key.clone(), t.ones_like()?.affine(value, 0.0)?);
                 }
             }
         }
         ParamKind::Conv | ParamKind::Linear => {
-            let weight_key = format!("{}.weight", layer.name);
+            let weight_key = key_in_role(layer, "weight").cloned().ok_or_else(|| {
+                Error::Invalid(format!("layer `{}` has no weight to randomise", layer.name))
+            })?;
             let weight = get(tensors, &weight_key)?;
             let dims = weight.dims();
             let fan_in: usize = dims.iter().skip(1).product();
             let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
             // Weight first, then bias, from one stream (as PyTorch draws them in that order).
-            for key in [weight_key, format!("{}.bias", layer.name)] {
-                if !layer.keys.contains(&key) {
-                    continue;
-                }
-                let t = get(tensors, &key)?;
+            for key in std::iter::once(&weight_key).chain(key_in_role(layer, "bias")) {
+                let t = get(tensors, key)?;
                 let v: Vec<f32> =
                     (0..t.elem_count()).map(|_| rng.random_range(-bound..bound) as f32).collect();
                 let new = Tensor::from_vec(v, t.shape(), t.device())?.to_dtype(t.dtype())?;
-                tensors.insert(key, new);
+                tensors.insert(key.clone(), new);
             }
         }
     }
@@ -186,6 +204,36 @@ mod tests {
 
     fn values(t: &Tensor) -> Vec<f32> {
         t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    #[test]
+    fn a_vits_attention_projections_are_parameter_layers_and_get_randomised() {
+        let layers = param_layers(&key_order("vit_b_16", None).unwrap());
+        let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+        let block = "encoder.layers.encoder_layer_0";
+        let at = names.iter().position(|&n| n == format!("{block}.self_attention.in_proj")).unwrap();
+        assert_eq!(names[at + 1], format!("{block}.self_attention.out_proj"), "{names:?}");
+        let in_proj = &layers[at];
+        assert_eq!(in_proj.kind, ParamKind::Linear);
+        let keys = [
+            format!("{block}.self_attention.in_proj_weight"),
+            format!("{block}.self_attention.in_proj_bias"),
+        ];
+        assert_eq!(in_proj.keys, keys);
+        let mut tensors: HashMap<String, Tensor> = keys
+            .iter()
+            .zip([(2304, 768), (2304, 1)])
+            .map(|(k, (r, c))| {
+                (k.clone(), Tensor::zeros((r, c), candle_core::DType::F32, &Device::Cpu).unwrap())
+            })
+            .collect();
+        tensors.insert(keys[1].clone(), Tensor::zeros(2304, candle_core::DType::F32, &Device::Cpu).unwrap());
+        reinitialize(&mut tensors, in_proj, 7).unwrap();
+        let bound = 1.0 / 768f32.sqrt();
+        for k in &keys {
+            let v = values(&tensors[k]);
+            assert!(v.iter().all(|x| x.abs() <= bound) && v.iter().any(|&x| x != 0.0), "{k}");
+        }
     }
 
     #[test]
