@@ -16,7 +16,7 @@ use fragility::model::{zoo, Activation, Classifier, Network};
 use std::collections::HashMap;
 
 /// The fixture's ViT for `size`×`size` images.
-fn vit(size: usize) -> Network {
+pub(crate) fn vit(size: usize) -> Network {
     let dev = Device::Cpu;
     let a = zoo::architecture("vit_b_16").unwrap();
     let mut dict = synthetic_state_dict(&fixture_dir().join("vit_b_16.keys.json"), &dev);
@@ -131,4 +131,32 @@ fn attention_methods_refuse_models_without_attention() {
     }
     let bad = AttentionRollout { discard_ratio: 1.0, ..AttentionRollout::default() };
     assert!(bad.check(&vit(32)).unwrap_err().to_string().contains("discard_ratio"));
+}
+
+/// `[methods] attention_rollout = { … }` sets rollout's options (chefer has none); a discard
+/// ratio outside [0, 1) is refused at parsing, naming the field; and the parsed methods refuse
+/// the config's CNN by name.
+#[test]
+fn attention_rollout_options_parse_from_a_config() {
+    let table = "attention_rollout = { head_fusion = \"max\", discard_ratio = 0.25 }";
+    let text = shipped_study(&format!(
+        "[methods]\nnames = [\"attention_rollout\", \"chefer\"]\n{table}\n[attacks]\nnames = [\"random_sign\"]\nepsilons = [0.1]\n"
+    ));
+    let path = root().join("attention.toml"); // never read: `parse` takes the text
+    let plan = fragility::config::Plan::parse(&path, &text).unwrap();
+    let rollout = plan.methods().iter().find(|m| m.name() == "attention_rollout").unwrap();
+    assert_eq!(rollout.params()["head_fusion"], "max");
+    assert_eq!(rollout.params()["discard_ratio"], 0.25);
+    for m in plan.methods() {
+        let err = m.check(&shipped_model()).unwrap_err().to_string();
+        assert!(err.contains(m.name()) && err.contains("fmnist_cnn"), "{err}");
+    }
+    let bad = text.replace("discard_ratio = 0.25", "discard_ratio = 1.5");
+    let Err(err) = fragility::config::Plan::parse(&path, &bad) else {
+        panic!("a discard ratio of 1.5 accepted")
+    };
+    assert!(
+        err.to_string().contains("methods.attention_rollout") && err.to_string().contains("discard_ratio"),
+        "{err}"
+    );
 }
