@@ -92,7 +92,9 @@ pub fn resolve(
         return Ok(m);
     }
     let Some(split) = split(name) else {
-        return Err(format!("unknown method `{name}` (known: {}{HINT})", super::METHOD_NAMES.join(", ")));
+        let known: Vec<&str> =
+            super::METHOD_NAMES.iter().chain(&super::ATTENTION_METHOD_NAMES).copied().collect();
+        return Err(format!("unknown method `{name}` (known: {}{HINT})", known.join(", ")));
     };
     let (inner, beta, form) = split?;
     let inner = resolve(inner, make)?;

@@ -218,11 +218,16 @@ impl GradCam {
 /// The `kind` map as tensor ops, [B,1,hh,ww] ([`cam_on_slices`] for Grad-CAM): the path
 /// autograd can differentiate.
 pub fn cam_on_tensors(kind: CamWeighting, a: &Tensor, grad: &Tensor, hh: usize, ww: usize) -> Result<Tensor> {
-    let (b, _, h, w) = a.dims4()?;
-    let cam = kind.combine(a, grad)?.relu()?; // [B,h,w]
-    let dev = a.device();
-    let uh = bilinear_matrix(hh, h, dev)?.to_dtype(a.dtype())?.broadcast_left(b)?;
-    let uw = bilinear_matrix(ww, w, dev)?.to_dtype(a.dtype())?.t()?.broadcast_left(b)?;
+    upsample_tensor(&kind.combine(a, grad)?.relu()?, hh, ww)
+}
+
+/// Maps `cam` [B,h,w] upsampled to [B,1,hh,ww] as tensor ops (U_H·cam·U_Wᵀ, bilinear with
+/// align_corners = false, [`bilinear_matrix`]): the differentiable form of [`upsample`].
+pub(super) fn upsample_tensor(cam: &Tensor, hh: usize, ww: usize) -> Result<Tensor> {
+    let (b, h, w) = cam.dims3()?;
+    let dev = cam.device();
+    let uh = bilinear_matrix(hh, h, dev)?.to_dtype(cam.dtype())?.broadcast_left(b)?;
+    let uw = bilinear_matrix(ww, w, dev)?.to_dtype(cam.dtype())?.t()?.broadcast_left(b)?;
     let up = uh.matmul(&cam.contiguous()?)?.matmul(&uw.contiguous()?)?;
     Ok(up.reshape((b, 1, hh, ww))?)
 }

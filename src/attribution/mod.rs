@@ -13,8 +13,11 @@
 //! attacks get exact second-order directions.
 
 mod ablation_cam;
+mod attention;
+mod attention_rollout;
 pub mod beta_smooth;
 mod cam;
+mod chefer;
 mod deeplift;
 mod eigen_cam;
 mod forward_cam;
@@ -32,8 +35,10 @@ mod smoothgrad;
 pub mod surrogate;
 
 pub use ablation_cam::AblationCam;
+pub use attention_rollout::{AttentionRollout, HeadFusion};
 pub use beta_smooth::BetaSmooth;
 pub use cam::CamWeighting;
+pub use chefer::Chefer;
 pub use deeplift::DeepLift;
 pub use eigen_cam::EigenCam;
 pub use gradcam::{bilinear_matrix, GradCam, GuidedGradCam};
@@ -187,6 +192,12 @@ pub const METHOD_NAMES: [&str; 26] = [
     "lime",
     "kernel_shap",
 ];
+
+/// The methods that read a vision transformer's attention (attention rollout, Chefer et al.'s
+/// rule), in the order docs/methods.md lists them: they run only on models with attention
+/// (their `check` refuses the others), so they are listed apart from [`METHOD_NAMES`], which
+/// every model runs.
+pub const ATTENTION_METHOD_NAMES: [&str; 2] = ["attention_rollout", "chefer"];
 
 /// Gradient of each image's target logit with respect to the input: [B,C,H,W].
 ///
@@ -409,6 +420,8 @@ pub fn by_name(name: &str, seed: u64) -> Option<Box<dyn Attribution>> {
         "score_cam" => Some(Box::new(ScoreCam::default())),
         "eigen_cam" => Some(Box::new(EigenCam::default())),
         "ablation_cam" => Some(Box::new(AblationCam::default())),
+        "attention_rollout" => Some(Box::new(AttentionRollout::default())),
+        "chefer" => Some(Box::new(Chefer)),
         "deeplift" => Some(Box::new(DeepLift)),
         "occlusion" => Some(Box::new(Occlusion::default())),
         "lime" => Some(Box::new(Lime { seed, ..Lime::default() })),

@@ -17,9 +17,9 @@ use crate::attack::{
     RandomWalk, Region, Steered, Step, TargetMap, TargetedObjective, TopKObjective, ATTACK_NAMES,
 };
 use crate::attribution::{
-    beta_smooth, by_name, AblationCam, Aggregate, Attribution, CamWeighting, EigenCam, GradCam,
-    GuidedGradCam, IntegratedGradients, KernelShap, Lime, Lrp, NoiseSettings, NoiseTunnel, Occlusion,
-    ScoreCam, METHOD_NAMES, NOISE_METHODS,
+    beta_smooth, by_name, AblationCam, Aggregate, AttentionRollout, Attribution, CamWeighting, EigenCam,
+    GradCam, GuidedGradCam, IntegratedGradients, KernelShap, Lime, Lrp, NoiseSettings, NoiseTunnel,
+    Occlusion, ScoreCam, METHOD_NAMES, NOISE_METHODS,
 };
 use crate::data::ImageOptions;
 use crate::error::{Error, Result};
@@ -139,6 +139,7 @@ struct RawMethods {
     integrated_gradients: Option<Spanned<IntegratedGradients>>,
     smoothgrad: Option<Spanned<NoiseSettings>>,
     grad_cam: Option<Spanned<GradCam>>,
+    attention_rollout: Option<Spanned<AttentionRollout>>,
     occlusion: Option<Spanned<Occlusion>>,
     lime: Option<Spanned<Lime>>,
     kernel_shap: Option<Spanned<KernelShap>>,
@@ -991,6 +992,7 @@ fn study_inputs(
 struct MethodFactory {
     ig: IntegratedGradients,
     cam: GradCam,
+    rollout: AttentionRollout,
     occlusion: Occlusion,
     lime: Lime,
     shap: KernelShap,
@@ -1018,6 +1020,15 @@ impl MethodFactory {
             // An ONNX model's default is known once it is read: "" asks the model for it.
             cam.layer = crate::model::default_layer(model_name).unwrap_or_default().to_string();
         }
+        let rollout = match &m.attention_rollout {
+            Some(r) => {
+                let v = *r.get_ref();
+                v.validate()
+                    .map_err(|e| bad(r.span(), &format!("field `methods.attention_rollout`: {e}")))?;
+                v
+            }
+            None => AttentionRollout::default(),
+        };
         let occlusion = match &m.occlusion {
             Some(o) => {
                 let v = *o.get_ref();
@@ -1076,8 +1087,17 @@ impl MethodFactory {
             }
             lrp.push(c);
         }
-        let mut factory =
-            Self { ig, cam, occlusion, lime, shap, lrp, noise: NoiseSettings::default(), seed: raw.seed };
+        let mut factory = Self {
+            ig,
+            cam,
+            rollout,
+            occlusion,
+            lime,
+            shap,
+            lrp,
+            noise: NoiseSettings::default(),
+            seed: raw.seed,
+        };
         if let Some(s) = &m.smoothgrad {
             let v = s.get_ref().clone();
             if v.samples == 0 || !(v.sigma >= 0.0 && v.sigma.is_finite()) {
@@ -1120,6 +1140,7 @@ impl MethodFactory {
             "score_cam" => Some(Arc::new(ScoreCam { layer: self.cam.layer.clone() })),
             "eigen_cam" => Some(Arc::new(EigenCam { layer: self.cam.layer.clone() })),
             "ablation_cam" => Some(Arc::new(AblationCam { layer: self.cam.layer.clone() })),
+            "attention_rollout" => Some(Arc::new(self.rollout)),
             n if NOISE_METHODS.contains(&n) => None,
             n => by_name(n, self.seed).map(Arc::from),
         }

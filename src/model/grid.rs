@@ -12,6 +12,10 @@
 //! `ln_1` with a `reshape_transform` that does exactly this
 //! (`tensor[:, 1:, :].reshape(B, gh, gw, D)`, channels first), so that a CAM is a map over
 //! the patches, upsampled to the image like a convolutional network's.
+//!
+//! Attention maps (the outputs of [`Op::Scores`] and [`Op::Softmax`], Map(heads·T, T, 1):
+//! channel = head and key, row = query) are not token maps: they keep their shape, so that
+//! attention methods (rollout, Chefer et al.) read every query's row, the class token's too.
 
 use super::graph::{Graph, NodeId, Op, Shape};
 use crate::error::Result;
@@ -33,6 +37,9 @@ impl Grid {
     /// map of the graph's patch grid (a feature map, a flat vector, a graph without tokens).
     pub fn of(graph: &Graph, shapes: &[Shape], stop: NodeId) -> Option<Self> {
         let Shape::Map(_, t, 1) = shapes[stop] else { return None };
+        if matches!(graph.nodes()[stop].op, Op::Scores(_) | Op::Softmax(_)) {
+            return None;
+        }
         let tokens = graph.nodes().iter().position(|n| matches!(n.op, Op::Tokens(_)))?;
         if stop <= tokens {
             return None;

@@ -248,3 +248,55 @@ fn vector_jacobian_directions_equal_autograd_through_the_map() {
         }
     }
 }
+
+#[test]
+fn attention_attack_directions_are_exact() {
+    // The attention methods run only on vision transformers, so the tests above (on the CNN)
+    // leave them out: here the top-k loss of their maps on the fixture's ViT (64×64, a 4×4
+    // patch grid), in f64 on the candle path. The attacks' direction (the explicit adjoint of
+    // each layer's stopped pass, `map_then_vjp`) equals autograd through the map, and ∇D·v
+    // equals central differences wherever the differences at h and h/10 agree.
+    let model = crate::attention::vit(64).without_kernels();
+    let x = crate::torchvision::fixture_dir().join("attention_vit_b_16.safetensors");
+    let x = candle_core::safetensors::load(x, &Device::Cpu).unwrap()["x_64"].clone();
+    let targets = [5u32, 3];
+    let rows = Tensor::new(&[0u32, 1], &Device::Cpu).unwrap();
+    let act = Activation::Softplus { beta: 10.0 };
+    let clean: Vec<Vec<f32>> =
+        (0..2).map(|_| (0..4096).map(|i| ((i * 7919) % 13 < 3) as u8 as f32).collect()).collect();
+    for name in fragility::attribution::ATTENTION_METHOD_NAMES {
+        let m: Arc<dyn Attribution> = Arc::from(by_name(name, 7).unwrap());
+        let m = m.as_ref();
+        assert!(m.differentiable() && m.has_map_vjp(), "{name}");
+        let cx =
+            PrepareContext { model: &model, method: m, clean: &clean, h: 64, w: 64, device: &Device::Cpu };
+        let goal = TopKObjective { k: Some(4096 * 3 / 13) }.prepare(&cx).unwrap();
+        let loss = |y: &Tensor| {
+            objective_loss(goal.as_ref(), m, &model, y, &x, &targets, &rows, act, 0.0, None).unwrap()
+        };
+        let fast =
+            objective_gradient(goal.as_ref(), m, &model, &x, &x, &targets, &rows, act, 0.0, None).unwrap();
+        let xv = Var::from_tensor(&x).unwrap();
+        let auto = loss(xv.as_tensor()).backward().unwrap().get(xv.as_tensor()).unwrap().clone();
+        let max = |t: &Tensor| t.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+        assert!(max(&auto) > 0.0, "{name}: zero direction");
+        let d = max(&(&fast - &auto).unwrap()) / max(&auto);
+        assert!(d < 1e-9, "{name}: adjoint vs autograd {d}");
+        let mut checked = 0;
+        for seed in 0..4 {
+            let v = seeded_uniform(&[2, 3, 64, 64], -1.0, 1.0, 300 + seed);
+            let f = |y: &Tensor| loss(y).to_scalar::<f64>().unwrap();
+            let (coarse, fine) = (directional_fd(f, &x, &v, 1e-5), directional_fd(f, &x, &v, 1e-6));
+            if (coarse - fine).abs() > 1e-4 * fine.abs().max(1e-9) {
+                continue; // a switch within ±h along v
+            }
+            let analytic = fast.mul(&v).unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap();
+            // Against the step h = 1e-5: at 1e-6 the map's own rounding (1e-14 of a loss of
+            // order one, over 2h) is 1e-5 of these derivatives (about 6e-5).
+            let rel = (analytic - coarse).abs() / coarse.abs().max(1e-12);
+            assert!(rel < 1e-5, "{name} direction {seed}: adjoint {analytic} vs finite difference {coarse}");
+            checked += 1;
+        }
+        assert!(checked >= 2, "{name}: only {checked} directions free of switches");
+    }
+}

@@ -2,6 +2,7 @@
 
 mod architectures;
 mod attacks;
+mod attention;
 mod attributions;
 mod beta_smooth;
 mod checks;
