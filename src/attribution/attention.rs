@@ -30,6 +30,51 @@ use crate::model::graph::{Op, Shape};
 use crate::model::{one_hot, Activation, Backward, Classifier};
 use candle_core::{Tensor, Var};
 
+/// The [`super::Attribution`] methods every [`AttentionRule`] shares (inside its `impl
+/// Attribution`): differentiable, reads derivatives when its rule reads gradients, the map
+/// through [`attention_map`] and its VJP through [`attention_map_then_vjp`]; each method keeps
+/// its own `name`, `params` and `check`.
+macro_rules! attention_passes {
+    () => {
+        fn differentiable(&self) -> bool {
+            true
+        }
+
+        fn reads_derivatives(&self) -> bool {
+            super::attention::AttentionRule::reads_gradients(self)
+        }
+
+        fn attribute(
+            &self,
+            model: &dyn crate::model::Classifier,
+            x: &candle_core::Tensor,
+            targets: &[u32],
+            act: crate::model::Activation,
+        ) -> crate::error::Result<candle_core::Tensor> {
+            super::in_passes(model, x, targets, |xs, ts| {
+                super::attention::attention_map(self, model, xs, ts, act)
+            })
+        }
+
+        fn has_map_vjp(&self) -> bool {
+            true
+        }
+
+        fn map_then_vjp(
+            &self,
+            model: &dyn crate::model::Classifier,
+            x: &candle_core::Tensor,
+            _anchor: &candle_core::Tensor,
+            targets: &[u32],
+            act: crate::model::Activation,
+            loss_grad: &mut dyn FnMut(&candle_core::Tensor) -> crate::error::Result<candle_core::Tensor>,
+        ) -> crate::error::Result<candle_core::Tensor> {
+            super::attention::attention_map_then_vjp(self, model, x, targets, act, loss_grad)
+        }
+    };
+}
+pub(super) use attention_passes;
+
 /// How a method combines the layers' attention into the relevance matrix.
 pub(super) trait AttentionRule {
     /// The method's name, for errors.

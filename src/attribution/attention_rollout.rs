@@ -17,10 +17,10 @@
 //! almost everywhere (the arg-max head takes the gradient), and so is the discard: its
 //! choice of entries is a mask held fixed, exact wherever no two entries swap order.
 
-use super::attention::{attention_map, attention_map_then_vjp, AttentionLayers, AttentionRule};
+use super::attention::{AttentionLayers, AttentionRule};
 use super::Attribution;
 use crate::error::{Error, Result};
-use crate::model::{Activation, Classifier};
+use crate::model::Classifier;
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -114,39 +114,7 @@ impl Attribution for AttentionRollout {
         "attention_rollout"
     }
 
-    fn differentiable(&self) -> bool {
-        true
-    }
-
-    fn reads_derivatives(&self) -> bool {
-        self.reads_gradients()
-    }
-
-    fn attribute(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        targets: &[u32],
-        act: Activation,
-    ) -> Result<Tensor> {
-        super::in_passes(model, x, targets, |xs, ts| attention_map(self, model, xs, ts, act))
-    }
-
-    fn has_map_vjp(&self) -> bool {
-        true
-    }
-
-    fn map_then_vjp(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        _anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        attention_map_then_vjp(self, model, x, targets, act, loss_grad)
-    }
+    super::attention::attention_passes!();
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({

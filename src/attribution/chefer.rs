@@ -16,10 +16,10 @@
 //! each layer's stopped pass carries both partial derivatives to the input, as Grad-CAM's
 //! does for its layer; relu is differentiable wherever no product ∇A_l ⊙ A_l crosses zero.
 
-use super::attention::{attention_map, attention_map_then_vjp, AttentionLayers, AttentionRule};
+use super::attention::{AttentionLayers, AttentionRule};
 use super::Attribution;
 use crate::error::{Error, Result};
-use crate::model::{Activation, Classifier};
+use crate::model::Classifier;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -54,39 +54,7 @@ impl Attribution for Chefer {
         "chefer"
     }
 
-    fn differentiable(&self) -> bool {
-        true
-    }
-
-    fn reads_derivatives(&self) -> bool {
-        self.reads_gradients()
-    }
-
-    fn attribute(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        targets: &[u32],
-        act: Activation,
-    ) -> Result<Tensor> {
-        super::in_passes(model, x, targets, |xs, ts| attention_map(self, model, xs, ts, act))
-    }
-
-    fn has_map_vjp(&self) -> bool {
-        true
-    }
-
-    fn map_then_vjp(
-        &self,
-        model: &dyn Classifier,
-        x: &Tensor,
-        _anchor: &Tensor,
-        targets: &[u32],
-        act: Activation,
-        loss_grad: &mut dyn FnMut(&Tensor) -> Result<Tensor>,
-    ) -> Result<Tensor> {
-        attention_map_then_vjp(self, model, x, targets, act, loss_grad)
-    }
+    super::attention::attention_passes!();
 
     fn params(&self) -> serde_json::Value {
         serde_json::json!({ "upsampling": "bilinear, align_corners = false" })
